@@ -1,0 +1,119 @@
+"""Shared fixtures: the shipped demo model, settings pointing at temp folders, a launched app."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_MODEL = ROOT / "models" / "vlmchat-demo"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_settings(folder: Path, **server) -> Path:
+    """A settings file using the shipped demo model and temp folders for everything written."""
+    lines = ["[paths]", f'models = "{(ROOT / "models").as_posix()}"',
+             f'adapters = "{(folder / "adapters").as_posix()}"', f'outputs = "{(folder / "outputs").as_posix()}"',
+             "[server]"] + [f"{k} = {v!r}".replace("'", '"') for k, v in server.items()]
+    path = folder / "settings.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class LaunchedApp:
+    """`python launch.py` running in a child process, as a user starts it."""
+
+    def __init__(self, folder: Path, *flags: str, **server):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        settings = write_settings(folder, **server)
+        self.log = open(folder / "app.log", "w+", encoding="utf-8")
+        env = dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "launch.py"), "--settings", str(settings), "--port", str(self.port), *flags],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def wait_ready(self, timeout: float = 180) -> "LaunchedApp":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the app exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.3)
+        raise TimeoutError(f"the app did not answer within {timeout}s:\n{self.output()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def demo_model_path() -> Path:
+    if not (DEMO_MODEL / "config.json").exists():
+        pytest.fail(f"the shipped demo model is missing from {DEMO_MODEL}; run `python launch.py build-demo`")
+    return DEMO_MODEL
+
+
+@pytest.fixture(scope="session")
+def demo_settings(tmp_path_factory, demo_model_path):
+    from vlmchat.settings import load_settings
+
+    return load_settings(write_settings(tmp_path_factory.mktemp("settings")))
+
+
+@pytest.fixture(scope="session")
+def manager(demo_settings):
+    from vlmchat.manager import ModelManager
+
+    manager = ModelManager(demo_settings)
+    manager.load()
+    yield manager
+    manager.unload()
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory, demo_model_path):
+    launched = LaunchedApp(tmp_path_factory.mktemp("app")).wait_ready()
+    yield launched
+    launched.stop()
+
+
+@pytest.fixture(scope="session")
+def picture_files(tmp_path_factory):
+    """Held-out pictures saved as files, keyed by (colour, shape)."""
+    from vlmchat.demo.heldout import heldout_pictures
+
+    folder = tmp_path_factory.mktemp("pictures")
+    files = {}
+    for index, (image, colour, shape) in enumerate(heldout_pictures(12, seed=7)):
+        path = folder / f"{index:02d}-{colour}-{shape}.png"
+        image.save(path)
+        files.setdefault((colour, shape), path)
+    return files

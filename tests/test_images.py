@@ -1,0 +1,92 @@
+"""Every kind of picture a user may send either decodes to upright RGB or raises a clear InputError."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vlmchat.errors import InputError
+from vlmchat.images import MAX_PIXELS, load_image
+
+
+def _png_bytes(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _red_square() -> Image.Image:
+    return Image.new("RGB", (40, 20), (255, 0, 0))
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "is empty"),
+    (b"hello, I am a text file", "is not an image"),
+    (_png_bytes(_red_square())[:60], "truncated or corrupt"),
+])
+def test_bad_bytes_give_a_clear_message(data, message):
+    with pytest.raises(InputError, match=message):
+        load_image(data, name="upload.png")
+
+
+def test_missing_file_and_size_limit(tmp_path):
+    with pytest.raises(InputError, match="was not found"):
+        load_image(tmp_path / "nope.png")
+    path = tmp_path / "big.png"
+    path.write_bytes(_png_bytes(_red_square()))
+    with pytest.raises(InputError, match="over the 0 MB limit"):
+        load_image(path, max_bytes=10)
+
+
+def test_decompression_bomb_is_refused():
+    side = int(MAX_PIXELS ** 0.5) + 200
+    bomb = _png_bytes(Image.new("1", (side, side)))  # tiny file, huge picture
+    with pytest.raises(InputError, match="too many pixels"):
+        load_image(bomb)
+
+
+def _cmyk():
+    return Image.new("CMYK", (8, 8), (0, 255, 255, 0))
+
+
+def _sixteen_bit():
+    return Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16))
+
+
+def _rgba():
+    image = Image.new("RGBA", (8, 8), (255, 0, 0, 0))  # fully transparent: should become white
+    return image
+
+
+def _palette():
+    return _red_square().convert("P")
+
+
+@pytest.mark.parametrize("make, fmt, expected", [
+    (_cmyk, "JPEG", (255, 0, 0)),
+    (_sixteen_bit, "PNG", (255, 255, 255)),
+    (_rgba, "PNG", (255, 255, 255)),
+    (_palette, "PNG", (255, 0, 0)),
+    (_red_square, "WEBP", (255, 0, 0)),
+    (_red_square, "BMP", (255, 0, 0)),
+])
+def test_unusual_modes_become_rgb(make, fmt, expected):
+    image = load_image(_png_bytes(make(), fmt))
+    assert image.mode == "RGB"
+    assert np.allclose(image.getpixel((4, 4)), expected, atol=12)
+
+
+def test_animation_gives_its_first_frame():
+    frames = [Image.new("RGB", (8, 8), c) for c in ((0, 0, 255), (0, 255, 0))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    assert np.allclose(load_image(buffer.getvalue()).getpixel((1, 1)), (0, 0, 255), atol=8)
+
+
+def test_exif_rotation_is_applied():
+    image = Image.new("RGB", (40, 20), (255, 255, 255))
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    upright = load_image(_png_bytes(image, "JPEG", exif=exif))
+    assert upright.size == (20, 40)

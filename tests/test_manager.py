@@ -1,0 +1,119 @@
+"""The model manager on real transformers models: the demo model and a tiny random LLaVA."""
+
+import dataclasses
+import gc
+import threading
+import time
+import weakref
+
+import pytest
+from PIL import Image
+
+from vlmchat.errors import InputError, ModelLoadError, NoModelError
+from vlmchat.manager import GenerationParams, ModelManager, resolve_model_source
+
+
+def _ask(path, question):
+    image = Image.open(path)
+    return [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": question}]}]
+
+
+def test_load_reports_device_dtype_and_why(manager):
+    info = manager.info
+    assert (info.model_id, info.device, info.dtype) == ("demo", "cpu", "float32")
+    assert "no CUDA" in info.reason and "float32 on CPU" in info.reason
+    assert "demo" in info.summary() and "LlavaForConditionalGeneration" in info.summary()
+
+
+def test_stream_grows_to_the_right_answer(manager, picture_files):
+    chunks = list(manager.stream(_ask(picture_files[("red", "circle")], "Describe the image.")))
+    assert chunks and all(later.startswith(earlier) for earlier, later in zip(chunks, chunks[1:]))
+    assert chunks[-1].strip() == "a red circle"
+
+
+def test_concurrent_requests_are_serialised_and_all_correct(manager, picture_files):
+    cases = list(picture_files.items())[:6]
+    results = {}
+
+    def ask(key, path):
+        results[key] = manager.generate(_ask(path, "Describe the image."))
+
+    threads = [threading.Thread(target=ask, args=case) for case in cases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert results == {key: f"a {key[0]} {key[1]}" for key, _ in cases}
+
+
+@pytest.fixture
+def random_llava(tmp_path):
+    """A tiny LLaVA with random weights: it never says <|end|>, so it runs until stopped."""
+    from vlmchat.demo.build import build_model, build_processor
+
+    processor = build_processor()
+    build_model(processor, seed=1).save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_stop_ends_generation_and_frees_the_lock(random_llava, demo_settings, picture_files):
+    manager = ModelManager(demo_settings)
+    manager.load(str(random_llava))
+    stop = threading.Event()
+    started = time.monotonic()
+    stream = manager.stream(_ask(picture_files[("red", "circle")], "Describe the image."),
+                            GenerationParams(max_new_tokens=4000), stop)
+    for count, _ in enumerate(stream):
+        if count == 3:
+            stop.set()
+    assert time.monotonic() - started < 30  # 4000 tokens would take minutes
+    assert manager.lock.acquire(timeout=5)
+    manager.lock.release()
+
+
+def test_closing_the_stream_early_stops_generation(random_llava, demo_settings, picture_files):
+    manager = ModelManager(demo_settings)
+    manager.load(str(random_llava))
+    stream = manager.stream(_ask(picture_files[("red", "circle")], "Hi"), GenerationParams(max_new_tokens=4000))
+    next(stream)
+    stream.close()  # what Gradio does on Stop or a closed tab
+    assert manager.lock.acquire(timeout=30)
+    manager.lock.release()
+
+
+def test_unload_frees_the_model(random_llava, demo_settings):
+    manager = ModelManager(demo_settings)
+    manager.load(str(random_llava))
+    model = weakref.ref(manager.model)
+    manager.unload()
+    gc.collect()
+    assert model() is None and manager.info is None
+    with pytest.raises(NoModelError, match="No model is loaded"):
+        next(manager.stream([{"role": "user", "content": [{"type": "text", "text": "hi"}]}]))
+
+
+def test_missing_demo_model_says_how_to_rebuild(demo_settings, tmp_path):
+    settings = dataclasses.replace(demo_settings, paths=dataclasses.replace(demo_settings.paths, models=str(tmp_path)))
+    with pytest.raises(ModelLoadError, match="build-demo"):
+        resolve_model_source("demo", settings)
+
+
+@pytest.mark.parametrize("model_id, message", [
+    ("not-a-hub-id", "neither an existing folder nor a hub id"),
+    ("a/b/c", "neither an existing folder nor a hub id"),
+])
+def test_bad_model_ids_are_explained(demo_settings, model_id, message):
+    with pytest.raises(ModelLoadError, match=message):
+        resolve_model_source(model_id, demo_settings)
+
+
+def test_folder_without_config_is_explained(demo_settings, tmp_path):
+    with pytest.raises(ModelLoadError, match="has no config.json"):
+        resolve_model_source(str(tmp_path), demo_settings)
+
+
+@pytest.mark.parametrize("kwargs", [{"max_new_tokens": 0}, {"temperature": -1}, {"top_p": 0}])
+def test_generation_params_are_validated(kwargs):
+    with pytest.raises(InputError):
+        GenerationParams(**kwargs)

@@ -1,0 +1,61 @@
+"""settings.toml loading, validation messages and command-line overrides."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from vlmchat.cli import apply_flags, build_parser
+from vlmchat.errors import SettingsError
+from vlmchat.settings import Settings, load_settings
+
+
+def test_shipped_settings_file_matches_the_documented_defaults():
+    assert load_settings(ROOT / "settings.toml") == Settings()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[model]\nquantisation = 'auto'\n", "Unknown setting 'model.quantisation'; allowed keys in [model]: id, quantization"),
+    ("[model]\nquantization = '3bit'\n", "model.quantization must be one of auto, none, 8bit, 4bit (got '3bit')"),
+    ("[generation]\ntemperature = 'hot'\n", "generation.temperature must be a float (got 'hot')"),
+    ("[generation]\ntop_p = 1.5\n", "generation.top_p must be between 0.01 and 1.0 (got 1.5)"),
+    ("[server]\nport = 99999\n", "server.port must be between 1 and 65535"),
+    ("[server]\nshare = 'yes'\n", "server.share must be a bool"),
+    ("[server]\nauth = 'nocolon'\n", "server.auth must look like 'user:password'"),
+    ("[servr]\nport = 1\n", "Unknown section [servr]"),
+    ("[model\nid = 1\n", "is not valid TOML"),
+])
+def test_wrong_key_or_value_names_the_key_and_the_allowed_values(tmp_path, text, expected):
+    path = tmp_path / "settings.toml"
+    path.write_text(text)
+    with pytest.raises(SettingsError) as error:
+        load_settings(path)
+    assert expected in str(error.value)
+
+
+def test_settings_are_frozen():
+    with pytest.raises(Exception):
+        Settings().model.id = "other"  # type: ignore[misc]
+
+
+def test_cli_flags_override_the_file(tmp_path):
+    path = tmp_path / "settings.toml"
+    path.write_text("[model]\nid = 'from-file'\n[server]\nport = 8000\nhost = '127.0.0.1'\n")
+    args = build_parser().parse_args(["--settings", str(path), "--port", "9001", "--model", "a/b",
+                                      "--quantization", "4bit"])
+    settings = apply_flags(args)
+    assert (settings.model.id, settings.model.quantization, settings.server.port) == ("a/b", "4bit", 9001)
+    assert settings.server.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--port", "70000"], "server.port must be between 1 and 65535"),
+    (["--settings", "does-not-exist.toml"], "does not exist"),
+])
+def test_cli_reports_bad_settings_in_one_line_with_exit_code_2(argv, message):
+    result = subprocess.run([sys.executable, "launch.py", *argv], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

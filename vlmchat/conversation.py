@@ -1,0 +1,91 @@
+"""Chat history in, processor messages out.
+
+Gradio (and API callers) send history in several shapes: content as a string, a file dict,
+a list mixing strings, file dicts and typed parts. This module turns any of them into the
+processor's message format, with images decoded, so every image stays in context across turns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from PIL import Image
+
+from .errors import InputError
+from .images import load_image
+
+def _file_path(part: Any) -> str | None:
+    """The local path a content part refers to, if it is a file."""
+    if isinstance(part, (str, Path)):
+        return None
+    if isinstance(part, dict):
+        if part.get("type") in ("file", "image") and isinstance(part.get("file"), dict):
+            return part["file"].get("path")
+        if part.get("type") == "image" and isinstance(part.get("image"), (str, Path)):
+            return str(part["image"])
+        return part.get("path")
+    path = getattr(part, "path", None)  # gradio FileData and similar objects
+    if path is None and hasattr(part, "value"):  # a gradio component placed in history
+        value = part.value
+        path = value.get("path") if isinstance(value, dict) else getattr(value, "path", None)
+    return path
+
+
+def _parts(content: Any) -> Iterable[Any]:
+    if isinstance(content, (list, tuple)):
+        for item in content:
+            yield from _parts(item) if isinstance(item, (list, tuple)) else [item]
+    elif content is not None:
+        yield content
+
+
+def _convert_part(part: Any, max_bytes: int | None) -> dict | None:
+    if isinstance(part, str):
+        return {"type": "text", "text": part} if part.strip() else None
+    if isinstance(part, dict) and part.get("type") == "text":
+        return _convert_part(part.get("text") or "", max_bytes)
+    if isinstance(part, dict) and isinstance(part.get("image"), Image.Image):
+        return {"type": "image", "image": load_image(part["image"])}
+    path = _file_path(part)
+    if not path:
+        return None
+    return {"type": "image", "image": load_image(path, name=Path(path).name, max_bytes=max_bytes)}
+
+
+def to_processor_content(content: Any, max_bytes: int | None = None) -> list[dict]:
+    """Content parts of one message as [{"type": "image", "image": PIL}, {"type": "text", "text": str}]."""
+    converted = (_convert_part(part, max_bytes) for part in _parts(content))
+    return [part for part in converted if part is not None]
+
+
+def to_processor_messages(history: list[dict], message: dict | str | None = None,
+                          max_bytes: int | None = None) -> list[dict]:
+    """Processor messages for a chat `history` plus the new `message` ({"text", "files"} or str)."""
+    messages: list[dict] = []
+    for item in history or []:
+        role = item.get("role") if isinstance(item, dict) else None
+        if role not in ("user", "assistant", "system"):
+            continue
+        content = to_processor_content(item.get("content"), max_bytes)
+        if not content:
+            continue
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"].extend(content)  # gradio stores a file and its text as two messages
+        else:
+            messages.append({"role": role, "content": content})
+    if message is not None:
+        if isinstance(message, str):
+            message = {"text": message, "files": []}
+        files = [f if isinstance(f, (str, Path)) else _file_path(f) for f in message.get("files") or []]
+        parts = [{"path": str(f)} for f in files if f] + [message.get("text") or ""]
+        content = to_processor_content(parts, max_bytes)
+        if not content:
+            raise InputError("The message is empty; type a question or attach an image.")
+        if messages and messages[-1]["role"] == "user":
+            messages[-1]["content"].extend(content)
+        else:
+            messages.append({"role": "user", "content": content})
+    if not messages or messages[-1]["role"] != "user":
+        raise InputError("The message is empty; type a question or attach an image.")
+    return messages

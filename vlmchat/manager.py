@@ -1,0 +1,239 @@
+"""The one model manager: owns the loaded base model, its processor and the generation lock.
+
+Everything that generates goes through `ModelManager.stream` / `generate`. Loading picks the
+device and dtype with a reason the UI and CLI show; `unload` drops every reference and returns
+the memory.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .errors import InputError, ModelLoadError, NoModelError
+from .settings import DEMO_MODEL_ID, Settings
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How to sample an answer. temperature 0 means greedy; seed -1 means random."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = -1
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.max_new_tokens) <= 8192:
+            raise InputError("max new tokens must be between 1 and 8192.")
+        if not 0 <= float(self.temperature) <= 5:
+            raise InputError("temperature must be between 0 and 5 (0 = greedy).")
+        if not 0 < float(self.top_p) <= 1:
+            raise InputError("top-p must be above 0 and at most 1.")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is loaded, where, and why it was loaded that way."""
+
+    model_id: str
+    source: str
+    architecture: str
+    device: str
+    dtype: str
+    reason: str
+
+    def summary(self) -> str:
+        """One line for the status bar and the terminal."""
+        return f"{self.model_id} ({self.architecture}) on {self.device}, {self.dtype} — {self.reason}"
+
+
+def demo_model_path(settings: Settings) -> Path:
+    """Where the embedded demo model lives."""
+    return settings.paths.resolve("models") / "vlmchat-demo"
+
+
+def resolve_model_source(model_id: str, settings: Settings) -> str:
+    """A local folder for `model_id` ('demo', a path) or the hub id itself."""
+    if model_id == DEMO_MODEL_ID:
+        path = demo_model_path(settings)
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"The embedded demo model is missing from {path}; "
+                                 "rebuild it with `python launch.py build-demo`.")
+        return str(path)
+    path = Path(model_id).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"{path} has no config.json; point --model at a folder saved by "
+                                 "save_pretrained (or a hub id such as HuggingFaceTB/SmolVLM-256M-Instruct).")
+        return str(path.resolve())
+    if model_id.count("/") != 1 or model_id.startswith(("/", ".", "~")):
+        raise ModelLoadError(f"'{model_id}' is neither an existing folder nor a hub id like 'owner/name'.")
+    return model_id
+
+
+def _quantization_config(quantization: str, device: str):
+    """(transformers quantization config or None, reason)."""
+    if quantization == "none":
+        return None, "no quantization (chosen in settings)"
+    if quantization == "auto":
+        return None, "no quantization (auto: full precision)"
+    from transformers import BitsAndBytesConfig
+    import torch
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True), "8-bit (bitsandbytes), chosen in settings"
+    return (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                               bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True),
+            "4-bit nf4 (bitsandbytes), chosen in settings")
+
+
+class _StopOnEvent:
+    """A stopping criterion that ends generation when the user presses Stop."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class ModelManager:
+    """Loads one base model at a time and serialises everything that runs on it."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.model = None
+        self.processor = None
+        self.info: ModelInfo | None = None
+        self.lock = threading.RLock()
+
+    def load(self, model_id: str | None = None, quantization: str | None = None) -> ModelInfo:
+        """Load a base model by hub id, local folder or 'demo', freeing the current one first."""
+        from .device import choose_device, choose_dtype
+
+        model_id = model_id or self.settings.model.id
+        quantization = quantization or self.settings.model.quantization
+        source = resolve_model_source(model_id, self.settings)
+        device, device_reason = choose_device(self.settings.model.device)
+        dtype, dtype_reason = choose_dtype(device, self.settings.model.dtype)
+        quant_config, quant_reason = _quantization_config(quantization, device)
+        with self.lock:
+            self.unload()
+            try:
+                from transformers import AutoModelForImageTextToText, AutoProcessor
+
+                processor = AutoProcessor.from_pretrained(source)
+                model = AutoModelForImageTextToText.from_pretrained(
+                    source, dtype=dtype, quantization_config=quant_config,
+                    device_map=device if device != "cpu" or quant_config else None,
+                )
+            except OSError as exc:
+                raise ModelLoadError(f"Could not load '{model_id}': {exc}".split("\n")[0] +
+                                     " Check the id or path, your network and your Hugging Face token.") from None
+            except ValueError as exc:
+                raise ModelLoadError(f"'{model_id}' is not a vision-language model vlmchat can load: "
+                                     f"{str(exc).splitlines()[0]}") from None
+            model.eval()
+            self.model, self.processor = model, processor
+            self.info = ModelInfo(
+                model_id=model_id, source=source, architecture=type(model).__name__,
+                device=str(device), dtype=str(dtype).replace("torch.", ""),
+                reason=f"{device_reason}; {dtype_reason}; {quant_reason}",
+            )
+            return self.info
+
+    def unload(self) -> None:
+        """Drop the model and processor and give their memory back."""
+        with self.lock:
+            self.model = self.processor = self.info = None
+            gc.collect()
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except ImportError:
+                pass
+
+    @staticmethod
+    def _inputs(model, processor, messages: list[dict]):
+        try:
+            inputs = processor.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
+            )
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"The model's processor refused this conversation: {str(exc).splitlines()[0]}") from None
+        inputs = inputs.to(model.device)
+        if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+            inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+        return inputs
+
+    def stream(self, messages: list[dict], params: GenerationParams = GenerationParams(),
+               stop: threading.Event | None = None) -> Iterator[str]:
+        """Yield the answer so far, growing, until it ends or `stop` is set."""
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        stop = stop or threading.Event()
+        with self.lock:
+            model, processor = self.model, self.processor
+            if model is None:
+                raise NoModelError("No model is loaded; load one in the Model tab or start with --model.")
+            inputs = self._inputs(model, processor, messages)
+        streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        failure: list[BaseException] = []
+        kwargs = dict(inputs, streamer=streamer, max_new_tokens=int(params.max_new_tokens),
+                      stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop)]), **_sampling(params))
+
+        def run() -> None:
+            # The lock is held by this thread for the whole generate() call, never across a yield:
+            # Gradio resumes a stream from different worker threads.
+            try:
+                import torch
+
+                with self.lock, torch.inference_mode():
+                    if params.seed >= 0:
+                        torch.manual_seed(int(params.seed))
+                    model.generate(**kwargs)
+            except BaseException as exc:  # handed to the reader below
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=run, name="vlmchat-generate", daemon=True)
+        worker.start()
+        text = ""
+        try:
+            for chunk in streamer:
+                text += chunk
+                yield text
+        finally:
+            stop.set()  # also reached when the reader is closed early (Stop button, closed tab)
+        worker.join()
+        if failure:
+            raise _generation_error(failure[0])
+
+    def generate(self, messages: list[dict], params: GenerationParams = GenerationParams()) -> str:
+        """The whole answer at once."""
+        text = ""
+        for text in self.stream(messages, params):
+            pass
+        return text.strip()
+
+def _sampling(params: GenerationParams) -> dict:
+    if params.temperature <= 0:
+        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    return {"do_sample": True, "temperature": float(params.temperature), "top_p": float(params.top_p)}
+
+
+def _generation_error(exc: BaseException) -> BaseException:
+    """A user-facing error for a failure inside generate()."""
+    name = type(exc).__name__
+    if "OutOfMemory" in name:
+        return InputError("The GPU ran out of memory while answering; lower max new tokens, use fewer or "
+                          "smaller images, or load the model with 4-bit quantization.")
+    return exc
