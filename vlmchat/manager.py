@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import InputError, ModelLoadError, NoModelError
+from .lora import resident_adapters, use_adapter
 from .settings import DEMO_MODEL_ID, Settings
 
 
@@ -148,6 +149,10 @@ class ModelManager:
             )
             return self.info
 
+    def adapter_names(self) -> list[str]:
+        """Adapters attached to the loaded model, in load order."""
+        return resident_adapters(self.model) if self.model is not None else []
+
     def unload(self) -> None:
         """Drop the model and processor and give their memory back."""
         with self.lock:
@@ -162,10 +167,12 @@ class ModelManager:
                 pass
 
     @staticmethod
-    def _inputs(model, processor, messages: list[dict]):
+    def _inputs(model, processor, conversations: list[list[dict]]):
+        processor.tokenizer.padding_side = "left"  # batched generation continues every row at its end
         try:
             inputs = processor.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
+                conversations, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
+                processor_kwargs={"padding": True},
             )
         except (ValueError, TypeError) as exc:
             raise InputError(f"The model's processor refused this conversation: {str(exc).splitlines()[0]}") from None
@@ -174,17 +181,22 @@ class ModelManager:
             inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
         return inputs
 
+    def _loaded(self):
+        model, processor = self.model, self.processor
+        if model is None:
+            raise NoModelError("No model is loaded; load one in the Model tab or start with --model.")
+        return model, processor
+
     def stream(self, messages: list[dict], params: GenerationParams = GenerationParams(),
-               stop: threading.Event | None = None) -> Iterator[str]:
-        """Yield the answer so far, growing, until it ends or `stop` is set."""
+               stop: threading.Event | None = None, adapter: str | None = None) -> Iterator[str]:
+        """Yield the answer so far, growing, until it ends or `stop` is set; `adapter` None = base."""
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         stop = stop or threading.Event()
         with self.lock:
-            model, processor = self.model, self.processor
-            if model is None:
-                raise NoModelError("No model is loaded; load one in the Model tab or start with --model.")
-            inputs = self._inputs(model, processor, messages)
+            model, processor = self._loaded()
+            use_adapter(model, adapter).__exit__(None, None, None)  # fail early on an unknown adapter
+            inputs = self._inputs(model, processor, [messages])
         streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure: list[BaseException] = []
         kwargs = dict(inputs, streamer=streamer, max_new_tokens=int(params.max_new_tokens),
@@ -196,7 +208,7 @@ class ModelManager:
             try:
                 import torch
 
-                with self.lock, torch.inference_mode():
+                with self.lock, torch.inference_mode(), use_adapter(model, adapter):
                     if params.seed >= 0:
                         torch.manual_seed(int(params.seed))
                     model.generate(**kwargs)
@@ -217,12 +229,31 @@ class ModelManager:
         if failure:
             raise _generation_error(failure[0])
 
-    def generate(self, messages: list[dict], params: GenerationParams = GenerationParams()) -> str:
+    def generate(self, messages: list[dict], params: GenerationParams = GenerationParams(),
+                 adapter: str | None = None) -> str:
         """The whole answer at once."""
         text = ""
-        for text in self.stream(messages, params):
+        for text in self.stream(messages, params, adapter=adapter):
             pass
         return text.strip()
+
+    def generate_batch(self, conversations: list[list[dict]], params: GenerationParams = GenerationParams(),
+                       adapter: str | None = None) -> list[str]:
+        """Answers to several conversations in one left-padded batch (same order as given)."""
+        import torch
+
+        with self.lock:
+            model, processor = self._loaded()
+            inputs = self._inputs(model, processor, conversations)
+            with torch.inference_mode(), use_adapter(model, adapter):
+                if params.seed >= 0:
+                    torch.manual_seed(int(params.seed))
+                try:
+                    output = model.generate(**inputs, max_new_tokens=int(params.max_new_tokens), **_sampling(params))
+                except Exception as exc:
+                    raise _generation_error(exc) from None
+        answers = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [answer.strip() for answer in answers]
 
 def _sampling(params: GenerationParams) -> dict:
     if params.temperature <= 0:

@@ -1,0 +1,59 @@
+"""LoRA adapters on a loaded model, through PEFT named adapters: attach, switch, detach.
+
+The base weights are never reloaded or copied: every adapter is a small set of extra matrices on
+the one model, and "base" means running with all adapters disabled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from .errors import InputError
+
+BASE = "base"
+
+
+def is_base(name: str | None) -> bool:
+    """True when `name` asks for the base model without any adapter."""
+    return not name or name == BASE
+
+
+def attach_adapter(model, name: str, path: Path):
+    """Load the adapter at `path` onto `model` under `name`; returns the (possibly wrapped) model."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(path), adapter_name=name, is_trainable=False, use_safetensors=True)
+        return model
+    return PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=False, use_safetensors=True)
+
+
+def detach_adapter(model, name: str):
+    """Remove adapter `name`; returns the plain base model once no adapter is left."""
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel) or name not in model.peft_config:
+        return model
+    if len(model.peft_config) == 1:
+        return model.unload()
+    if model.active_adapter == name:
+        model.set_adapter(next(n for n in model.peft_config if n != name))
+    model.delete_adapter(name)
+    return model
+
+
+def resident_adapters(model) -> list[str]:
+    """Names of the adapters attached to `model`."""
+    return list(getattr(model, "peft_config", {}) or {})
+
+
+def use_adapter(model, name: str | None):
+    """A context in which `model` answers with adapter `name` (or the bare base for 'base'/None)."""
+    if is_base(name):
+        return model.disable_adapter() if resident_adapters(model) else contextlib.nullcontext()
+    if name not in resident_adapters(model):
+        raise InputError(f"Adapter '{name}' is not loaded; load it in the Adapters tab first "
+                         f"(loaded: {', '.join(resident_adapters(model)) or 'none'}).")
+    model.set_adapter(name)
+    return contextlib.nullcontext()
