@@ -1,0 +1,220 @@
+"""Downloads against a real HTTP hub on 127.0.0.1 (tests/hub_server.py): public, gated, 401, resume, offline."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import DEMO_MODEL, ROOT
+from hub_server import GRANTED, NOT_GRANTED, hub, repo_from_folder  # noqa: F401  (hub is a fixture)
+from vlmchat.download import (DownloadError, GatedModelError, OfflineError, cached_snapshot, download_model,
+                              inspect_repo, select_files)
+
+PUBLIC = "vlmchat-test/demo-tiny"
+GATED = "vlmchat-test/gated-tiny"
+# Files a real repo carries that vlmchat must not fetch: a duplicate .bin, an original/ folder, a README.
+EXTRA = {"pytorch_model.bin": b"not needed" * 100, "original/consolidated.pth": b"not needed" * 100,
+         "README.md": b"# card"}
+
+
+@pytest.fixture
+def repos(hub):
+    public = hub.add(PUBLIC, repo_from_folder(DEMO_MODEL, extra=EXTRA))
+    gated = hub.add(GATED, repo_from_folder(DEMO_MODEL, gated=True))
+    return public, gated
+
+
+def _cli(*args, env=None, stdin=None):
+    full_env = dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1", **(env or {}))
+    return subprocess.run([sys.executable, "launch.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          env=full_env, input=stdin, timeout=180)
+
+
+def test_file_selection_prefers_safetensors_and_skips_other_formats():
+    files = [("config.json", 1), ("model-00001-of-00002.safetensors", 5), ("model-00002-of-00002.safetensors", 5),
+             ("model.safetensors.index.json", 1), ("pytorch_model-00001-of-00002.bin", 5),
+             ("pytorch_model.bin.index.json", 1), ("consolidated.safetensors", 10), ("original/params.json", 1),
+             ("tokenizer.json", 1), ("tokenizer.model", 1), ("chat_template.jinja", 1), ("README.md", 1),
+             ("preprocessor_config.json", 1), (".gitattributes", 1)]
+    keep, skip = select_files(files)
+    assert sorted(path for path, _ in keep) == sorted([
+        "config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json", "tokenizer.json", "tokenizer.model", "chat_template.jinja",
+        "preprocessor_config.json"])
+    assert {"pytorch_model-00001-of-00002.bin", "consolidated.safetensors", "original/params.json"} <= set(skip)
+    bin_only, _ = select_files([("config.json", 1), ("pytorch_model.bin", 5)])
+    assert [path for path, _ in bin_only] == ["config.json", "pytorch_model.bin"]
+
+
+def test_public_repo_downloads_only_needed_files_then_loads_and_answers(repos, demo_settings, picture_files):
+    plan = inspect_repo(PUBLIC)
+    names = {file.path for file in plan.files}
+    assert names == {path.name for path in DEMO_MODEL.iterdir()}
+    assert {"pytorch_model.bin", "original/consolidated.pth", "README.md"} <= set(plan.skipped)
+    assert plan.total_bytes == sum(path.stat().st_size for path in DEMO_MODEL.iterdir())
+    assert "model.safetensors" in plan.describe() and not plan.gated
+
+    seen = []
+    result = download_model(PUBLIC, progress=lambda fraction, text: seen.append(fraction))
+    assert (result.path / "model.safetensors").read_bytes() == (DEMO_MODEL / "model.safetensors").read_bytes()
+    assert not (result.path / "pytorch_model.bin").exists() and not (result.path / "original").exists()
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen) and len(seen) > 2
+
+    from vlmchat.manager import ModelManager
+
+    manager = ModelManager(demo_settings)
+    try:
+        info = manager.load(PUBLIC)
+        assert info.source == str(result.path) and info.model_id == PUBLIC
+        image = Image.open(picture_files[("blue", "triangle")])
+        answer = manager.generate([{"role": "user", "content": [
+            {"type": "image", "image": image}, {"type": "text", "text": "Describe the image."}]}])
+        assert answer == "a blue triangle"
+    finally:
+        manager.unload()
+
+
+def test_gated_repo_without_token_is_401_with_the_model_page(repos, hub):
+    with pytest.raises(GatedModelError) as error:
+        download_model(GATED)
+    message = str(error.value)
+    assert "HTTP 401" in message and f"{hub.url}/{GATED}" in message and "HF_TOKEN" in message
+    assert not hub.downloads("model.safetensors"), "nothing is downloaded before access is confirmed"
+
+
+def test_gated_repo_with_a_token_that_has_no_access_is_403(repos, hub):
+    with pytest.raises(GatedModelError) as error:
+        download_model(GATED, token=NOT_GRANTED)
+    message = str(error.value)
+    assert "HTTP 403" in message and "Accept the licence" in message and f"{hub.url}/{GATED}" in message
+    assert NOT_GRANTED not in message
+    assert not hub.downloads("model.safetensors")
+
+
+def test_gated_repo_with_the_right_token_downloads(repos, hub, caplog):
+    caplog.set_level(logging.DEBUG)
+    result = download_model(GATED, token=GRANTED)
+    assert (result.path / "model.safetensors").exists()
+    assert all(request.authorized for request in hub.downloads("model.safetensors"))
+    assert GRANTED not in caplog.text and GRANTED not in result.message
+
+
+def test_gated_repo_token_from_hf_token(repos, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", GRANTED)
+    plan = inspect_repo(GATED)
+    assert plan.gated and plan.token_source == "HF_TOKEN"
+    assert GRANTED not in plan.describe()
+
+
+def test_invalid_token_is_401_and_said_so(repos):
+    with pytest.raises(DownloadError) as error:
+        download_model(PUBLIC, token="hf_wrong_token_value")
+    assert "rejected the Hugging Face token (HTTP 401" in str(error.value)
+    assert "hf_wrong_token_value" not in str(error.value)
+
+
+def test_missing_repo_and_revision(repos):
+    with pytest.raises(DownloadError, match="There is no model 'vlmchat-test/nope'"):
+        download_model("vlmchat-test/nope")
+    with pytest.raises(DownloadError, match="has no revision 'v9'"):
+        download_model(PUBLIC, revision="v9")
+
+
+def test_connection_dropped_mid_file_resumes_with_a_range_request(repos, hub, monkeypatch):
+    from huggingface_hub import constants
+
+    # huggingface_hub writes in 10 MiB chunks; smaller chunks make this 3.7 MB file behave like a big one.
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 256 * 1024)
+    size = (DEMO_MODEL / "model.safetensors").stat().st_size
+    hub.state.drop_after["model.safetensors"] = 1_000_000
+    result = download_model(PUBLIC)
+    requests = hub.downloads("model.safetensors")
+    assert len(requests) == 2 and requests[0].range is None
+    # The second request continues after the last whole chunk written (3 * 256 KiB), not from zero.
+    assert requests[1].range == f"bytes={3 * 256 * 1024}-"
+    assert size > 1_000_000
+    assert (result.path / "model.safetensors").read_bytes() == (DEMO_MODEL / "model.safetensors").read_bytes()
+
+
+def test_a_second_run_uses_the_cache(repos, hub):
+    download_model(PUBLIC)
+    again = download_model(PUBLIC)
+    assert again.from_cache and len(hub.downloads("model.safetensors")) == 1
+
+
+def test_offline_uses_the_cache_or_says_not_cached(repos, hub, monkeypatch):
+    download_model(PUBLIC)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = len(hub.state.requests)
+    cached = download_model(PUBLIC)
+    assert cached.from_cache and (cached.path / "config.json").exists()
+    assert len(hub.state.requests) == before, "offline means no request at all"
+    with pytest.raises(OfflineError, match="not cached and offline mode is on"):
+        download_model(GATED)
+
+
+def test_unreachable_hub_uses_the_cache_or_says_not_cached(repos, hub, monkeypatch):
+    download_model(PUBLIC)
+    from conftest import free_port
+
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    assert download_model(PUBLIC).from_cache
+    assert cached_snapshot(PUBLIC) is not None
+    with pytest.raises(OfflineError, match="cannot be reached"):
+        download_model(GATED)
+
+
+def test_cli_download_failures_are_one_line_with_exit_code_2(repos, hub):
+    result = _cli("download", GATED)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "HTTP 401" in result.stderr and f"{hub.url}/{GATED}" in result.stderr
+    result = _cli("download", GATED, env={"HF_TOKEN": NOT_GRANTED})
+    assert result.returncode == 2 and "HTTP 403" in result.stderr and NOT_GRANTED not in result.stderr
+    result = _cli("download", GATED, env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2 and "not cached and offline" in result.stderr
+
+
+def test_cli_download_with_token_prints_the_plan_and_never_the_token(repos, hub):
+    result = _cli("download", GATED, env={"HF_TOKEN": GRANTED})
+    assert result.returncode == 0, result.stderr
+    assert "model.safetensors" in result.stdout and "HF_TOKEN" in result.stdout
+    assert GRANTED not in result.stdout + result.stderr
+
+
+def test_cli_remember_stores_the_token_with_huggingface_hub_login(repos, hub, tmp_path):
+    result = _cli("download", GATED, "--ask-token", "--remember", stdin=GRANTED + "\n")
+    assert result.returncode == 0, result.stderr
+    assert GRANTED not in result.stdout + result.stderr
+    token_file = tmp_path / "hf-home" / "token"
+    assert token_file.read_text().strip() == GRANTED
+    # Without --remember nothing is written.
+    token_file.unlink()
+    result = _cli("download", PUBLIC, "--ask-token", stdin=GRANTED + "\n")
+    assert result.returncode == 0 and not token_file.exists()
+
+
+def test_model_tab_shows_files_and_plan_then_loads(repos, hub, demo_settings):
+    from vlmchat.manager import ModelManager
+    from vlmchat.ui.app import status_line
+    from vlmchat.ui.model_tab import WARN, load_model, model_choices, preview
+
+    assert any("gated" in label for label, _ in model_choices(demo_settings))
+    files, plan = preview(GATED, "", "auto", demo_settings)
+    assert files.startswith(WARN) and "HTTP 401" in files
+    files, plan = preview(GATED, GRANTED, "auto", demo_settings)
+    assert "`model.safetensors`" in files and "download" in files and "Plan:" in plan and "float32" in plan
+    assert GRANTED not in files + plan
+    manager = ModelManager(demo_settings)
+    try:
+        message = load_model(manager, PUBLIC, "", False, "auto")
+        assert message.startswith("Loaded: vlmchat-test/demo-tiny") and PUBLIC in status_line(manager)
+        files, _ = preview(PUBLIC, "", "auto", demo_settings)
+        assert "(0 B to download)" in files
+    finally:
+        manager.unload()

@@ -1,0 +1,184 @@
+"""The quantization plan: a pure function, tested with no GPU; sizes from the catalog and safetensors headers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from vlmchat.errors import SettingsError
+from vlmchat.plan import ModelSize, estimate, plan_quantization, read_free_memory
+from vlmchat.settings import Settings, load_settings
+from vlmchat.sizes import catalog_entry, model_size_for, size_from_catalog, size_from_folder
+
+LLAMA = "meta-llama/Llama-3.2-11B-Vision-Instruct"
+
+
+@pytest.fixture(scope="module")
+def llama() -> ModelSize:
+    return size_from_catalog(catalog_entry(Settings(), LLAMA))
+
+
+@pytest.mark.parametrize("vram, bits, offload", [(8, 4, True), (12, 4, False), (16, 8, False), (23.6, 8, False),
+                                                 (24, 16, False), (80, 16, False)])
+def test_llama_11b_vision_precision_by_card_size(llama, vram, bits, offload):
+    plan = plan_quantization(llama, {"cuda:0": vram, "cpu": 64.0}, device_name="RTX 3090")
+    assert plan.ok and plan.bits == bits and (plan.offload_gib > 0) is offload
+    assert plan.reason.startswith(f"RTX 3090, {vram:.1f} GiB free: Llama-3.2-11B-Vision-Instruct in bf16 needs ~")
+    ending = "offloaded to system RAM" if offload else {4: "-> 4-bit", 8: "-> 8-bit", 16: "-> bf16"}[bits]
+    assert plan.reason.endswith(ending)
+    if bits < 16:
+        assert "model.vision_model" in " ".join(plan.unquantized) or ".*vision_model" in plan.unquantized
+    if offload:
+        assert plan.warning and plan.device_map == "auto" and set(plan.max_memory) == {0, "cpu"}
+    else:
+        assert not plan.warning and plan.device_map == "cuda:0" and plan.estimate_gib <= vram
+
+
+def test_reason_reads_like_the_issue_example(llama):
+    plan = plan_quantization(llama, {"cuda:0": 23.6, "cpu": 64.0}, device_name="RTX 3090")
+    assert plan.reason == ("RTX 3090, 23.6 GiB free: Llama-3.2-11B-Vision-Instruct in bf16 needs ~24 GiB with "
+                           "headroom; 8-bit needs ~15 GiB -> 8-bit")
+    assert plan.headroom_gib == pytest.approx(23.6 - plan.estimate_gib, abs=0.01)
+
+
+def test_estimates_shrink_with_bits_and_grow_with_context_and_images(llama):
+    full, eight, four = (estimate(llama, bits).need_gib for bits in (16, 8, 4))
+    assert full > eight > four
+    assert estimate(llama, 16, context_tokens=32768).need_gib > full
+    assert estimate(llama, 16, images=4).need_gib > full
+    # bf16 weights alone: 10.643e9 params * 2 bytes.
+    assert estimate(llama, 16).weights_gib == pytest.approx(10.643e9 * 2 / 2**30, rel=1e-3)
+
+
+def test_vision_and_embeddings_stay_16_bit_when_quantized(llama):
+    kept = (llama.vision_b + llama.embeddings_b) * 2e9 / 2**30
+    assert estimate(llama, 4).weights_gib > kept
+    assert estimate(llama, 4).weights_gib < kept + (llama.language_b - llama.embeddings_b) * 0.6e9 / 2**30
+
+
+def test_nothing_fits_and_no_ram_to_offload_is_a_refusal_with_numbers(llama):
+    plan = plan_quantization(llama, {"cuda:0": 4.0, "cpu": 6.0})
+    assert not plan.ok and "nothing fits" in plan.reason and "4.0 GiB free" in plan.reason
+    assert "4-bit needs ~11 GiB" in plan.reason
+
+
+@pytest.mark.parametrize("policy, bits", [("none", 16), ("8bit", 8), ("4bit", 4)])
+def test_a_forced_policy_is_followed_and_said(llama, policy, bits):
+    plan = plan_quantization(llama, {"cuda:0": 80.0, "cpu": 64.0}, policy)
+    assert plan.bits == bits and plan.quantization == (policy if bits < 16 else "none")
+    assert f"quantization = {policy} in settings" in plan.reason
+
+
+def test_no_bitsandbytes_means_no_quantized_option(llama):
+    plan = plan_quantization(llama, {"cuda:0": 16.0, "cpu": 64.0}, bnb_available=False)
+    assert plan.bits == 16 and plan.offload_gib > 0 and [label for label, _ in plan.alternatives] == ["bf16"]
+
+
+def test_cpu_uses_no_bitsandbytes_unless_forced(llama):
+    small = ModelSize("SmolVLM-256M", 0.163, 0.094, 0.057, 22.5)
+    plan = plan_quantization(small, {"cpu": 16.0})
+    assert plan.device == "cpu" and plan.bits == 32 and plan.dtype == "float32" and plan.device_map is None
+    assert "no bitsandbytes on the CPU" in plan.reason
+    # 11B in float32 does not fit 48 GiB of RAM, bf16 does; no 8/4-bit on a CPU by itself.
+    plan = plan_quantization(llama, {"cpu": 48.0})
+    assert (plan.bits, plan.dtype, plan.ok) == (16, "bfloat16", True)
+    refused = plan_quantization(llama, {"cpu": 16.0})
+    assert not refused.ok and "force quantization = 4bit" in refused.reason
+    forced = plan_quantization(llama, {"cpu": 16.0}, "4bit")
+    assert forced.ok and forced.bits == 4 and "slower" in forced.warning
+
+
+def test_gpu_present_but_on_cpu_requested(llama):
+    plan = plan_quantization(llama, {"cuda:0": 80.0, "cpu": 64.0}, on_cpu=True)
+    assert plan.device == "cpu"
+
+
+def test_several_gpus_share_the_model(llama):
+    plan = plan_quantization(llama, {"cuda:0": 12.0, "cuda:1": 12.0, "cpu": 64.0})
+    assert plan.bits == 16 and plan.device_map == "auto" and plan.max_memory == {0: 12.0, 1: 12.0}
+
+
+def test_plan_is_json_ready(llama):
+    data = json.loads(json.dumps(plan_quantization(llama, {"cuda:0": 16.0, "cpu": 64.0}).to_dict()))
+    assert data["quantization"] == "8bit" and data["alternatives"][0]["precision"] == "bf16"
+
+
+def test_family_patterns_are_passed_through(llama):
+    plan = plan_quantization(llama, {"cuda:0": 16.0, "cpu": 64.0}, unquantized=["model.vision_model", "lm_head"])
+    assert plan.unquantized == ("model.vision_model", "lm_head")
+
+
+def test_read_free_memory_reports_system_ram_without_a_gpu():
+    memory = read_free_memory(gpus=False)
+    assert set(memory) == {"cpu"} and 0 < memory["cpu"].free_gib <= memory["cpu"].total_gib
+
+
+def test_sizes_from_safetensors_headers_match_the_loaded_demo_model(demo_settings, manager):
+    size = size_from_folder(demo_settings.paths.resolve("models") / "vlmchat-demo")
+    counted = sum(p.numel() for p in manager.model.parameters())
+    assert (size.language_b + size.vision_b) * 1e9 == pytest.approx(counted, rel=0.01)
+    vision = sum(p.numel() for n, p in manager.model.named_parameters()
+                 if "vision_tower" in n or "multi_modal_projector" in n)
+    assert size.vision_b * 1e9 == pytest.approx(vision, rel=0.01)
+    assert model_size_for("demo", demo_settings).source == "safetensors headers"
+
+
+def test_every_catalog_model_has_sizes_and_a_plan():
+    settings = load_settings(ROOT / "settings.toml")
+    ids = {entry.id for entry in settings.catalog}
+    assert {"HuggingFaceTB/SmolVLM-256M-Instruct", "HuggingFaceTB/SmolVLM-500M-Instruct",
+            "Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct", LLAMA, "llava-hf/llava-1.5-7b-hf",
+            "google/paligemma2-3b-mix-448", "google/gemma-3-4b-it", "facebook/chameleon-7b"} <= ids
+    gated = {entry.id for entry in settings.catalog if entry.gated}
+    assert {LLAMA, "google/paligemma2-3b-mix-448", "google/gemma-3-4b-it", "facebook/chameleon-7b"} <= gated
+    for entry in settings.catalog:
+        assert plan_quantization(size_from_catalog(entry), {"cuda:0": 80.0, "cpu": 64.0}).bits == 16
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[catalog.x]\nid = 'a/b'\nfamily = 'llava'\nlanguage_b = 1.0\n", "catalog.x is missing vision_b"),
+    ("[catalog.x]\nid = 'ab'\nfamily = 'llava'\nlanguage_b = 1.0\nvision_b = 0.1\n", "catalog.x.id must be a hub id"),
+    ("[catalog.x]\nid = 'a/b'\nfamily = 'llava'\nlanguage_b = 'big'\nvision_b = 0.1\n",
+     "catalog.x.language_b must be a float"),
+    ("[catalog.x]\nid = 'a/b'\nfamily = 'llava'\nlanguage_b = 1.0\nvision_b = 0.1\nsize = 3\n",
+     "Unknown setting 'catalog.x.size'"),
+    ("[catalog.x]\nid = 'a/b'\nfamily = 'llava'\nlanguage_b = 1.0\nvision_b = 0.1\ngated = 'yes'\n",
+     "catalog.x.gated must be a bool"),
+])
+def test_catalog_errors_name_the_key(tmp_path, text, expected):
+    path = tmp_path / "settings.toml"
+    path.write_text(text)
+    with pytest.raises(SettingsError) as error:
+        load_settings(path)
+    assert expected in str(error.value)
+
+
+def test_a_settings_file_extends_the_shipped_catalog(tmp_path):
+    path = tmp_path / "settings.toml"
+    path.write_text("[catalog.mine]\nid = 'me/my-vlm'\nfamily = 'llava'\nlanguage_b = 1.5\nvision_b = 0.3\n")
+    settings = load_settings(path)
+    assert catalog_entry(settings, "mine").id == "me/my-vlm" and catalog_entry(settings, LLAMA) is not None
+
+
+def _plan_cli(*args):
+    return subprocess.run([sys.executable, "launch.py", "plan", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**__import__("os").environ, "VLMCHAT_NO_BOOTSTRAP": "1"})
+
+
+def test_plan_command_prints_the_plan_and_its_reason():
+    result = _plan_cli("--model", LLAMA, "--vram-gib", "16")
+    assert result.returncode == 0, result.stderr
+    assert "8-bit on cuda:0" in result.stdout and "bf16 needs ~24 GiB with headroom" in result.stdout
+    result = _plan_cli("--model", LLAMA, "--vram-gib", "80", "--json")
+    data = json.loads(result.stdout)
+    assert (data["bits"], data["dtype"], data["ok"]) == (16, "bfloat16", True)
+
+
+def test_plan_command_mistakes_are_one_line():
+    result = _plan_cli("--model", LLAMA, "--vram-gib", "-3")
+    assert result.returncode == 2 and "--vram-gib must be a positive number" in result.stderr
+    assert "Traceback" not in result.stderr

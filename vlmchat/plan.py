@@ -1,0 +1,385 @@
+"""The quantization plan: model size + free memory + policy -> dtype, bits, device map, and why.
+
+`plan_quantization` is a pure function (no torch, no GPU) so every branch is unit-tested; the
+manager calls it for quantization "auto" and shows its reason. `read_free_memory` measures the
+machine; `model_size_for` finds a model's parameter counts (catalog, local folder or hub metadata,
+see vlmchat/sizes.py). Run `python launch.py plan --model ID --vram-gib 16` to see a plan.
+
+The estimate, per device, in GiB (2**30 bytes):
+  weights  = quantized language params * bytes(bits)
+             + unquantized params (vision tower, projector, embeddings, lm_head) * bytes(dtype)
+  runtime  = KV cache for the context budget + an allowance per image + a fixed allowance
+             (CUDA kernels, cuBLAS workspace, allocator slack)
+  need     = (weights + runtime) * (1 + HEADROOM)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+GIB = 2**30
+HEADROOM = 0.10             # 10 % on top of the estimate: fragmentation, longer answers, estimate error
+FIXED_RUNTIME_GIB = 1.0     # cuBLAS workspace, lazily loaded kernels, allocator slack: paid by every load
+IMAGE_GIB = 0.25            # transient vision-encoder activations per image in one prompt
+OS_RESERVE_GIB = 2.0        # RAM left to the OS and the UI when weights live in system memory
+DEFAULT_KV_KIB_PER_TOKEN = 128.0  # a 7-8B model with grouped-query attention, when nothing better is known
+# Bytes per parameter: nf4 stores 4 bits + one absmax per 64 weights (double-quantized);
+# LLM.int8 stores 8 bits + one fp32 scale per row.
+BYTES_PER_PARAM = {32: 4.0, 16: 2.0, 8: 1.01, 4: 0.53}
+DEFAULT_UNQUANTIZED = (r".*vision_tower", r".*vision_model", r".*visual", r".*multi_modal_projector",
+                       r".*connector", r".*vqmodel", "lm_head")
+POLICIES = ("auto", "none", "8bit", "4bit")
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """Parameter counts (billions) of one model, split the way quantization treats them."""
+
+    name: str
+    language_b: float = field(metadata={"help": "Language model parameters, embeddings and lm_head included."})
+    vision_b: float = field(metadata={"help": "Vision tower + projector: never quantized."})
+    embeddings_b: float = field(
+        default=0.0, metadata={"help": "Input embeddings + lm_head (part of language_b): bitsandbytes keeps them 16-bit."})
+    kv_kib_per_token: float = field(default=0.0, metadata={"help": "KV cache per token in KiB at 16 bits; 0 = unknown."})
+    source: str = field(default="", metadata={"help": "Where the figures come from (catalog, safetensors headers)."})
+
+    def __post_init__(self) -> None:
+        if self.language_b <= 0 or self.vision_b < 0 or not 0 <= self.embeddings_b <= self.language_b:
+            raise ValueError(f"{self.name}: parameter counts must be positive and embeddings_b <= language_b.")
+
+    @property
+    def total_b(self) -> float:
+        return self.language_b + self.vision_b
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Memory one precision needs, in GiB."""
+
+    bits: int
+    weights_gib: float
+    runtime_gib: float
+
+    @property
+    def need_gib(self) -> float:
+        """Weights + runtime with the headroom margin."""
+        return (self.weights_gib + self.runtime_gib) * (1 + HEADROOM)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to load one model on this machine, and why."""
+
+    model: str
+    device: str                       # "cuda:0", "cuda" (several GPUs), "cpu"
+    dtype: str                        # compute dtype and dtype of the unquantized parts
+    bits: int                         # 4, 8 (bitsandbytes), 16 or 32 (not quantized)
+    unquantized: tuple[str, ...]      # module-name patterns bitsandbytes leaves alone
+    device_map: str | None            # passed to from_pretrained ("auto" when offloading or several GPUs)
+    max_memory: dict | None           # per-device caps for device_map="auto", in GiB
+    estimate_gib: float               # what the chosen precision needs, headroom included
+    free_gib: float                   # free memory on the device(s) used
+    headroom_gib: float               # free - estimate (negative: offloaded or refused)
+    offload_gib: float = 0.0          # weights placed in system RAM
+    ok: bool = True                   # False: refused, nothing fits; `reason` shows the numbers
+    warning: str = ""
+    reason: str = ""
+    alternatives: tuple[tuple[str, float], ...] = ()  # (precision label, need GiB) for each option considered
+
+    @property
+    def quantization(self) -> str:
+        """'4bit', '8bit' or 'none'."""
+        return f"{self.bits}bit" if self.bits in (4, 8) else "none"
+
+    def summary(self) -> str:
+        """One line: the choice, then the reason, then the warning if any."""
+        label = _label(self.bits, self.dtype)
+        head = f"{self.model}: {label} on {self.device}" if self.ok else f"{self.model}: cannot be loaded here"
+        return " — ".join(part for part in (head, self.reason, self.warning) if part)
+
+    def to_dict(self) -> dict:
+        """JSON-ready fields (for `plan --json` and the UI)."""
+        data = dataclasses.asdict(self)
+        data["quantization"] = self.quantization
+        data["alternatives"] = [{"precision": label, "need_gib": round(need, 2)} for label, need in self.alternatives]
+        return data
+
+    def load_kwargs(self) -> dict:
+        """Keyword arguments for `from_pretrained`: dtype, quantization_config, device_map, max_memory."""
+        import torch
+
+        dtype = getattr(torch, self.dtype)
+        kwargs: dict = {"dtype": dtype, "device_map": self.device_map}
+        if self.max_memory:
+            kwargs["max_memory"] = {key: f"{value:.2f}GiB" for key, value in self.max_memory.items()}
+        if self.bits in (4, 8):
+            from transformers import BitsAndBytesConfig
+
+            common = {"llm_int8_skip_modules": list(self.unquantized),
+                      "llm_int8_enable_fp32_cpu_offload": self.offload_gib > 0}
+            if self.bits == 8:
+                kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, **common)
+            else:
+                kwargs["quantization_config"] = BitsAndBytesConfig(
+                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+                    bnb_4bit_use_double_quant=True, **common)
+        return kwargs
+
+
+def _label(bits: int, dtype: str) -> str:
+    if bits in (4, 8):
+        return f"{bits}-bit"
+    return {"bfloat16": "bf16", "float16": "fp16", "float32": "float32"}.get(dtype, dtype)
+
+
+def estimate(size: ModelSize, bits: int, dtype: str = "bfloat16", context_tokens: int = 4096,
+             images: int = 1) -> Estimate:
+    """Memory for `size` with the language model at `bits` and everything else in `dtype`."""
+    dtype_bytes = 4.0 if dtype == "float32" else 2.0
+    if bits in (4, 8):
+        quantized = size.language_b - size.embeddings_b
+        kept = size.vision_b + size.embeddings_b
+        weights = quantized * BYTES_PER_PARAM[bits] + kept * dtype_bytes
+    else:
+        weights = size.total_b * dtype_bytes
+    kv_kib = size.kv_kib_per_token or DEFAULT_KV_KIB_PER_TOKEN * min(1.0, size.language_b / 8)
+    kv_gib = context_tokens * kv_kib * (dtype_bytes / 2) / 2**20
+    runtime = kv_gib + images * IMAGE_GIB + FIXED_RUNTIME_GIB
+    return Estimate(bits, weights * 1e9 / GIB, runtime)
+
+
+def plan_quantization(size: ModelSize, free_gib: Mapping[str, float], policy: str = "auto", *,
+                      context_tokens: int = 4096, images: int = 1, on_cpu: bool | None = None,
+                      unquantized: Sequence[str] = DEFAULT_UNQUANTIZED, device_name: str = "",
+                      half_dtype: str = "bfloat16", dtype: str | None = None,
+                      bnb_available: bool = True) -> Plan:
+    """The plan for loading `size` given free memory per device ("cuda:0", ..., "cpu") and a policy.
+
+    policy: auto (largest precision that fits, bf16 > 8-bit > 4-bit) | none | 8bit | 4bit (forced).
+    on_cpu: run on the CPU (default: when `free_gib` names no GPU); no bitsandbytes there unless forced.
+    dtype: a dtype chosen in settings (None = auto: `half_dtype` on GPU, float32 on CPU).
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {', '.join(POLICIES)} (got {policy!r}).")
+    gpus = {key: float(value) for key, value in free_gib.items() if key != "cpu"}
+    ram = float(free_gib.get("cpu", 0.0))
+    if on_cpu is None:
+        on_cpu = not gpus
+    common = dict(size=size, policy=policy, context_tokens=context_tokens, images=images,
+                  unquantized=tuple(unquantized), device_name=device_name)
+    if on_cpu or not gpus:
+        return _plan_cpu(ram=ram, dtype=dtype, **common)
+    return _plan_gpu(gpus=gpus, ram=ram, dtype=dtype or half_dtype, bnb_available=bnb_available, **common)
+
+
+def _options(policy: str, full_bits: int, bnb_available: bool) -> list[int]:
+    if policy == "none":
+        return [full_bits]
+    if policy in ("8bit", "4bit"):
+        return [int(policy[0])]
+    return [full_bits, 8, 4] if bnb_available else [full_bits]
+
+
+def _where(device_name: str, free: float, on: str) -> str:
+    return f"{device_name + ', ' if device_name else ''}{free:.1f} GiB free{on}"
+
+
+def _plan_gpu(*, size, policy, context_tokens, images, unquantized, device_name, gpus, ram, dtype,
+              bnb_available) -> Plan:
+    free = sum(gpus.values())
+    device = next(iter(gpus)) if len(gpus) == 1 else "cuda"
+    options = _options(policy, 16 if dtype != "float32" else 32, bnb_available)
+    estimates = [estimate(size, bits, dtype, context_tokens, images) for bits in options]
+    alternatives = tuple((_label(e.bits, dtype), e.need_gib) for e in estimates)
+    where = _where(device_name, free, "")
+    steps = []
+    for est in estimates:
+        label = _label(est.bits, dtype)
+        with_headroom = " with headroom" if not steps else ""
+        steps.append(f"{label} needs ~{est.need_gib:.0f} GiB{with_headroom}")
+        if est.need_gib <= free:
+            chosen = "policy" if policy != "auto" else "auto"
+            why = f"{where}: {size.name} in {'; '.join(steps)} -> {label}"
+            if chosen == "policy":
+                why += f" (quantization = {policy} in settings)"
+            device_map = device if len(gpus) == 1 else "auto"
+            max_memory = None if len(gpus) == 1 else {key: value for key, value in _gpu_indexes(gpus).items()}
+            return Plan(size.name, device, dtype, est.bits, unquantized if est.bits < 16 else (), device_map,
+                        max_memory, round(est.need_gib, 2), free, round(free - est.need_gib, 2),
+                        reason=why, alternatives=alternatives)
+    # Nothing fits on the GPU(s): the most compact allowed precision, with the rest of the weights in RAM.
+    est = estimates[-1]
+    label = _label(est.bits, dtype)
+    overflow = est.need_gib - free
+    # Offloaded layers are not quantized: they sit in RAM in `dtype`.
+    per_param = 4.0 if dtype == "float32" else 2.0
+    ram_need = overflow / (1 + HEADROOM) / BYTES_PER_PARAM.get(est.bits, per_param) * per_param
+    gpu_for_weights = free / (1 + HEADROOM) - est.runtime_gib
+    summary = f"{where}: {size.name} in {'; '.join(steps)}"
+    if gpu_for_weights < 1.0 or ram_need > ram - OS_RESERVE_GIB:
+        why = (f"{summary}: nothing fits, and offloading ~{ram_need:.1f} GiB to system RAM "
+               f"({ram:.1f} GiB free) is not possible either. Use a smaller model, free GPU memory, "
+               "or lower the context budget.")
+        return Plan(size.name, device, dtype, est.bits, unquantized, None, None, round(est.need_gib, 2), free,
+                    round(free - est.need_gib, 2), offload_gib=round(ram_need, 2), ok=False, reason=why,
+                    alternatives=alternatives)
+    max_memory = {**_gpu_indexes({k: v * gpu_for_weights / free for k, v in gpus.items()}),
+                  "cpu": max(ram - OS_RESERVE_GIB, ram_need)}
+    why = f"{summary}: nothing fits -> {label} with ~{ram_need:.1f} GiB of layers offloaded to system RAM"
+    warning = (f"{size.name} does not fit in {free:.1f} GiB even in {label}: part of it runs on the CPU, "
+               "which makes answers several times slower. A smaller model or a larger GPU avoids this.")
+    return Plan(size.name, device, dtype, est.bits, unquantized, "auto", max_memory, round(est.need_gib, 2), free,
+                round(free - est.need_gib, 2), offload_gib=round(ram_need, 2), warning=warning, reason=why,
+                alternatives=alternatives)
+
+
+def _gpu_indexes(gpus: Mapping[str, float]) -> dict:
+    """{"cuda:1": 10.0} -> {1: 10.0}: the keys accelerate's max_memory expects."""
+    return {int(key.split(":")[1]) if ":" in key else 0: round(value, 2) for key, value in gpus.items()}
+
+
+def _plan_cpu(*, size, policy, context_tokens, images, unquantized, device_name, ram, dtype) -> Plan:
+    usable = ram - OS_RESERVE_GIB
+    where = _where(device_name or "CPU", ram, " RAM")
+    if policy in ("8bit", "4bit"):
+        bits, plan_dtype = int(policy[0]), dtype or "bfloat16"
+        est = estimate(size, bits, plan_dtype, context_tokens, images)
+        alternatives = ((_label(bits, plan_dtype), est.need_gib),)
+        label = _label(bits, plan_dtype)
+        if est.need_gib > usable:
+            return Plan(size.name, "cpu", plan_dtype, bits, unquantized, None, None, round(est.need_gib, 2), ram,
+                        round(usable - est.need_gib, 2), ok=False, alternatives=alternatives,
+                        reason=f"{where} ({OS_RESERVE_GIB:.0f} GiB kept for the system): {size.name} in {label} "
+                               f"needs ~{est.need_gib:.1f} GiB. Use a smaller model.")
+        return Plan(size.name, "cpu", plan_dtype, bits, unquantized, "cpu", None, round(est.need_gib, 2), ram,
+                    round(usable - est.need_gib, 2), alternatives=alternatives,
+                    warning="bitsandbytes on the CPU is much slower than on a GPU.",
+                    reason=f"{where}: {size.name} in {label} needs ~{est.need_gib:.1f} GiB -> {label} "
+                           f"(quantization = {policy} in settings)")
+    # No bitsandbytes on the CPU unless forced: float32 (fast, exact) if it fits, else bfloat16.
+    dtypes = [dtype] if dtype else ["float32", "bfloat16"]
+    estimates = [estimate(size, 32 if d == "float32" else 16, d, context_tokens, images) for d in dtypes]
+    alternatives = tuple((_label(e.bits, d), e.need_gib) for e, d in zip(estimates, dtypes))
+    steps = []
+    for est, plan_dtype in zip(estimates, dtypes):
+        label = _label(est.bits, plan_dtype)
+        steps.append(f"{label} needs ~{est.need_gib:.1f} GiB")
+        if est.need_gib <= usable:
+            return Plan(size.name, "cpu", plan_dtype, est.bits, (), None, None, round(est.need_gib, 2), ram,
+                        round(usable - est.need_gib, 2), alternatives=alternatives,
+                        reason=f"{where}: {size.name} in {'; '.join(steps)} -> {label} "
+                               "(no bitsandbytes on the CPU unless quantization is set to 8bit or 4bit)")
+    est = estimates[-1]
+    return Plan(size.name, "cpu", dtypes[-1], est.bits, (), None, None, round(est.need_gib, 2), ram,
+                round(usable - est.need_gib, 2), ok=False, alternatives=alternatives,
+                reason=f"{where} ({OS_RESERVE_GIB:.0f} GiB kept for the system): {size.name} in {'; '.join(steps)}: "
+                       "it does not fit. Use a smaller model, or force quantization = 4bit (slow on a CPU).")
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """Free and total memory of one device, in GiB."""
+
+    device: str
+    name: str
+    free_gib: float
+    total_gib: float
+
+
+def read_free_memory(gpus: bool = True) -> dict[str, DeviceMemory]:
+    """Free memory per device now: every visible CUDA GPU (torch.cuda.mem_get_info) and system RAM."""
+    found: dict[str, DeviceMemory] = {}
+    if gpus:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                for index in range(torch.cuda.device_count()):
+                    free, total = torch.cuda.mem_get_info(index)
+                    found[f"cuda:{index}"] = DeviceMemory(f"cuda:{index}", torch.cuda.get_device_name(index),
+                                                          free / GIB, total / GIB)
+        except ImportError:
+            pass
+    available, total = _system_ram()
+    found["cpu"] = DeviceMemory("cpu", "system RAM", available / GIB, total / GIB)
+    return found
+
+
+def _system_ram() -> tuple[int, int]:
+    """(available, total) bytes of system RAM."""
+    try:
+        import psutil
+
+        memory = psutil.virtual_memory()
+        return memory.available, memory.total
+    except ImportError:
+        pass
+    try:
+        fields = {}
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                key, value = line.split(":", 1)
+                fields[key] = int(value.split()[0]) * 1024
+        return fields.get("MemAvailable", fields.get("MemFree", 0)), fields.get("MemTotal", 0)
+    except (OSError, ValueError):
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return pages // 2, pages
+
+
+def bnb_available() -> bool:
+    """True when bitsandbytes is installed (checked without importing it)."""
+    from importlib.util import find_spec
+
+    return find_spec("bitsandbytes") is not None
+
+
+def plan_for_machine(size: ModelSize, policy: str = "auto", *, device: str = "auto", dtype: str = "auto",
+                     vram_gib: float | None = None, unquantized: Sequence[str] = DEFAULT_UNQUANTIZED,
+                     context_tokens: int = 4096, images: int = 1) -> Plan:
+    """The plan for `size` on this machine, or on one GPU with `vram_gib` GiB free (a what-if)."""
+    forced_dtype = None if dtype == "auto" else dtype
+    memory = read_free_memory(gpus=vram_gib is None and device in ("auto", "cuda"))
+    free = {key: value.free_gib for key, value in memory.items()}
+    gpu_names = sorted({value.name for key, value in memory.items() if key != "cpu"})
+    device_name, half = ", ".join(gpu_names), "bfloat16"
+    if vram_gib is not None:
+        free = {"cuda:0": float(vram_gib), "cpu": free["cpu"]}
+        device_name = f"a {vram_gib:g} GiB GPU"
+    elif gpu_names:
+        import torch
+
+        half = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    on_cpu = device in ("cpu", "mps") or len(free) == 1
+    if device == "mps":
+        forced_dtype = forced_dtype or "float16"
+    plan = plan_quantization(size, free, policy, context_tokens=context_tokens, images=images, on_cpu=on_cpu,
+                             unquantized=unquantized, device_name=device_name, half_dtype=half,
+                             dtype=forced_dtype, bnb_available=bnb_available())
+    if device == "mps":
+        plan = dataclasses.replace(plan, device="mps", device_map="mps" if plan.ok else None,
+                                   reason=plan.reason.replace("RAM", "unified memory (Apple MPS)"))
+    return plan
+
+
+def plan_for_load(source: str, name: str, settings, policy: str = "auto") -> Plan:
+    """The plan the manager follows for a local model folder, with the family's unquantized modules."""
+    import json
+    from pathlib import Path
+
+    from .sizes import size_from_folder
+
+    unquantized: Sequence[str] = DEFAULT_UNQUANTIZED
+    config_file = Path(source) / "config.json"
+    try:
+        from .families import unquantized_modules
+
+        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.exists() else {}
+        unquantized = unquantized_modules(config)
+    except ImportError:  # the family table is optional for the plan
+        pass
+    size = size_from_folder(Path(source), name.split("/")[-1])
+    return plan_for_machine(size, policy, device=settings.model.device, dtype=settings.model.dtype,
+                            unquantized=unquantized)

@@ -1,0 +1,173 @@
+"""A model's parameter counts for the quantization plan, without loading it.
+
+From the catalog in settings.toml (works offline), from a local folder (config.json + the
+safetensors headers: the first 8 bytes give the header length, the JSON header gives every
+tensor's dtype and shape), or from the hub (huggingface_hub's get_safetensors_metadata, which
+reads the same headers with HTTP range requests).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from pathlib import Path
+from typing import Iterable
+
+from .errors import ModelLoadError
+from .plan import ModelSize
+from .settings import DEMO_MODEL_ID, CatalogEntry, Settings
+
+# Tensor names of the parts that are never quantized: vision towers, projectors, VQ image tokenizers.
+_VISION = re.compile(r"(?:^|\.)(?:vision_tower|vision_model|visual|multi_modal_projector|connector|vqmodel"
+                     r"|vision_embed_tokens|image_newline)(?:\.|$)")
+_EMBEDDINGS = re.compile(r"(?:^|\.)(?:embed_tokens|lm_head|wte|word_embeddings)(?:\.|$)")
+_MAX_HEADER = 100 * 2**20
+
+
+def catalog_entry(settings: Settings, model: str) -> CatalogEntry | None:
+    """The catalog entry whose key or hub id is `model` (case-insensitive), if any."""
+    wanted = model.strip().lower()
+    for entry in settings.catalog:
+        if wanted in (entry.key.lower(), entry.id.lower()):
+            return entry
+    return None
+
+
+def size_from_catalog(entry: CatalogEntry) -> ModelSize:
+    """The sizes written in the catalog."""
+    return ModelSize(entry.id.split("/")[-1], entry.language_b, entry.vision_b, entry.embeddings_b,
+                     entry.kv_kib_per_token, source="catalog in settings.toml")
+
+
+def size_from_tensors(name: str, tensors: Iterable[tuple[str, list[int]]], config: dict | None,
+                      source: str) -> ModelSize:
+    """Sum tensor shapes (name, shape) into language / vision / embedding counts."""
+    language = vision = embeddings = 0
+    for tensor, shape in tensors:
+        count = math.prod(shape) if shape else 1
+        if _VISION.search(tensor):
+            vision += count
+        else:
+            language += count
+            if _EMBEDDINGS.search(tensor):
+                embeddings += count
+    if language == 0:
+        raise ModelLoadError(f"{name}: found no language-model weights in its safetensors files.")
+    return ModelSize(name, language / 1e9, vision / 1e9, embeddings / 1e9, kv_kib_per_token(config or {}),
+                     source=source)
+
+
+def kv_kib_per_token(config: dict) -> float:
+    """KV cache per token in KiB at 16 bits, from a config.json dict (0 when it cannot tell)."""
+    text = config.get("text_config") or config
+    try:
+        layers = int(text["num_hidden_layers"])
+        heads = int(text["num_attention_heads"])
+        kv_heads = int(text.get("num_key_value_heads") or heads)
+        head_dim = int(text.get("head_dim") or int(text["hidden_size"]) // heads)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return 0.0
+    return 2 * layers * kv_heads * head_dim * 2 / 1024
+
+
+def read_safetensors_header(path: Path) -> dict:
+    """The JSON header of one .safetensors file (tensor name -> dtype, shape, offsets)."""
+    with open(path, "rb") as handle:
+        raw = handle.read(8)
+        if len(raw) != 8:
+            raise ModelLoadError(f"{path} is not a safetensors file (too short).")
+        (length,) = struct.unpack("<Q", raw)
+        if length > _MAX_HEADER:
+            raise ModelLoadError(f"{path} has an implausible safetensors header ({length} bytes).")
+        try:
+            return json.loads(handle.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ModelLoadError(f"{path} has a corrupt safetensors header; download it again.") from None
+
+
+def size_from_folder(folder: Path, name: str | None = None) -> ModelSize:
+    """Sizes of a model saved with save_pretrained (config.json + *.safetensors)."""
+    folder = Path(folder)
+    config = {}
+    if (folder / "config.json").exists():
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ModelLoadError(f"{folder} has no .safetensors files, so its size cannot be read; "
+                             "choose quantization none/8bit/4bit explicitly.")
+    tensors = []
+    for file in files:
+        for tensor, info in read_safetensors_header(file).items():
+            if tensor != "__metadata__":
+                tensors.append((tensor, info.get("shape", [])))
+    return size_from_tensors(name or folder.name, tensors, config, source="safetensors headers")
+
+
+def size_from_hub(repo_id: str, revision: str | None = None, token: str | None = None) -> ModelSize:
+    """Sizes of a hub model from its safetensors headers and config.json, read over HTTP."""
+    from huggingface_hub import HfApi
+
+    from .download import friendly_hub_error, hub_endpoint
+
+    api = HfApi(endpoint=hub_endpoint())
+    try:
+        metadata = api.get_safetensors_metadata(repo_id, revision=revision, token=token)
+        config_path = api.hf_hub_download(repo_id, "config.json", revision=revision, token=token)
+        config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    except Exception as exc:  # every hub failure becomes one user-facing message
+        raise friendly_hub_error(exc, repo_id) from None
+    tensors = [(tensor, info.shape) for file in metadata.files_metadata.values()
+               for tensor, info in file.tensors.items()]
+    return size_from_tensors(repo_id.split("/")[-1], tensors, config, source="safetensors headers on the hub")
+
+
+def model_size_for(model: str, settings: Settings, token: str | None = None) -> ModelSize:
+    """Sizes of `model` ('demo', catalog key, hub id or folder): catalog first, then local files, then the hub."""
+    from .manager import demo_model_path
+
+    if model == DEMO_MODEL_ID:
+        return size_from_folder(demo_model_path(settings), "vlmchat-demo")
+    entry = catalog_entry(settings, model)
+    if entry is not None:
+        return size_from_catalog(entry)
+    path = Path(model).expanduser()
+    if path.exists():
+        return size_from_folder(path)
+    from .download import cached_snapshot
+
+    cached = cached_snapshot(model)
+    if cached is not None:
+        return size_from_folder(cached, model.split("/")[-1])
+    return size_from_hub(model, token=token)
+
+
+def family_of(model: str, settings: Settings) -> str:
+    """The transformers model_type of `model` from the catalog or a local config.json ('' if unknown)."""
+    from .manager import demo_model_path
+
+    entry = catalog_entry(settings, model)
+    if entry is not None:
+        return entry.family
+    folder = demo_model_path(settings) if model == DEMO_MODEL_ID else Path(model).expanduser()
+    if not folder.exists() and model.count("/") == 1:
+        from .download import cached_snapshot
+
+        folder = cached_snapshot(model) or folder
+    try:
+        return str(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type", ""))
+    except (OSError, ValueError):
+        return ""
+
+
+def unquantized_for(model: str, settings: Settings) -> tuple[str, ...]:
+    """Module-name patterns left unquantized for `model`: its family profile, else the generic list."""
+    from .plan import DEFAULT_UNQUANTIZED
+
+    family = family_of(model, settings)
+    try:
+        from .families import unquantized_modules
+    except ImportError:
+        return DEFAULT_UNQUANTIZED
+    return tuple(unquantized_modules(family)) if family else DEFAULT_UNQUANTIZED

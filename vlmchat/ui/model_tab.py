@@ -1,0 +1,144 @@
+"""The Model tab: pick a catalog model or type a hub id / folder, see the files and the plan, then Load.
+
+The token field is a password box; its value goes to huggingface_hub for this request only and
+is never shown, logged or stored, unless "remember" is ticked (huggingface_hub's own login storage).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from ..download import OfflineError, cached_snapshot, download_model, human_size, inspect_repo, is_offline
+from ..errors import VlmchatError
+from ..manager import ModelManager, demo_model_path
+from ..plan import plan_for_machine
+from ..settings import DEMO_MODEL_ID, Settings
+from ..sizes import catalog_entry, model_size_for, unquantized_for
+
+WARN = "⚠️ "
+
+
+def model_choices(settings: Settings) -> list[tuple[str, str]]:
+    """(label, value) pairs for the model dropdown: the demo model, then the catalog."""
+    choices = [("vlmchat demo (embedded, 1 M parameters)", DEMO_MODEL_ID)]
+    for entry in settings.catalog:
+        size = f"{entry.language_b + entry.vision_b:.2f} B" if entry.language_b >= 1 else \
+            f"{(entry.language_b + entry.vision_b) * 1000:.0f} M"
+        choices.append((f"{entry.title} ({size}{', gated' if entry.gated else ''})", entry.id))
+    return choices
+
+
+def _local_folder(model: str, settings: Settings) -> Path | None:
+    if model == DEMO_MODEL_ID:
+        return demo_model_path(settings)
+    path = Path(model).expanduser()
+    return path if path.exists() else None
+
+
+def describe_files(model: str, settings: Settings, token: str | None = None) -> str:
+    """Markdown: what Load will download (file list, total size), or that the model is already local."""
+    folder = _local_folder(model, settings)
+    if folder is not None:
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        total = sum(p.stat().st_size for p in files)
+        return f"Local folder `{folder}`: {len(files)} files, {human_size(total)}; nothing to download."
+    entry = catalog_entry(settings, model)
+    repo_id = entry.id if entry else model
+    if is_offline():
+        cached = cached_snapshot(repo_id)
+        if cached is None:
+            raise OfflineError(f"{repo_id} is not cached and offline mode is on (HF_HUB_OFFLINE=1).")
+        return f"Offline: `{repo_id}` will load from the cache in `{cached}`."
+    plan = inspect_repo(repo_id, token=token)
+    rows = "\n".join(f"| `{file.path}` | {human_size(file.size)} | {'cached' if file.cached else 'download'} |"
+                     for file in plan.files)
+    gated = f" Gated: access confirmed for the token from {plan.token_source}." if plan.gated else ""
+    skipped = f"\n\nLeft out (not needed): {', '.join(plan.skipped[:8])}" if plan.skipped else ""
+    return (f"**{repo_id}** @ `{plan.commit[:10]}`: {len(plan.files)} files, {human_size(plan.total_bytes)} "
+            f"({human_size(plan.missing_bytes)} to download).{gated}\n\n| file | size | |\n|---|---|---|\n{rows}"
+            f"{skipped}")
+
+
+def describe_plan(model: str, quantization: str, settings: Settings, token: str | None = None) -> str:
+    """Markdown: the precision and placement Load will use, with the reason (and a warning if any)."""
+    size = model_size_for(model, settings, token=token)
+    plan = plan_for_machine(size, quantization, device=settings.model.device, dtype=settings.model.dtype,
+                            unquantized=unquantized_for(model, settings))
+    lines = [f"**Plan:** {plan.summary()}" if plan.ok else f"**Cannot load here:** {plan.reason}"]
+    if plan.ok and plan.unquantized:
+        lines.append(f"Left unquantized: {', '.join(f'`{p}`' for p in plan.unquantized)}")
+    lines.append("Options: " + ", ".join(f"{label} ~{need:.1f} GiB" for label, need in plan.alternatives)
+                 + f" (sizes from {size.source})")
+    return "  \n".join(lines)
+
+
+def preview(model: str, token: str, quantization: str, settings: Settings) -> tuple[str, str]:
+    """(files markdown, plan markdown) for the model picked; a problem is shown, not raised."""
+    model = (model or "").strip()
+    if not model:
+        return WARN + "Pick a model from the list or type a hub id (owner/name) or a folder.", ""
+    token = (token or "").strip() or None
+    out = []
+    for describe in (lambda: describe_files(model, settings, token),
+                     lambda: describe_plan(model, quantization, settings, token)):
+        try:
+            out.append(describe())
+        except VlmchatError as exc:
+            out.append(WARN + str(exc))
+    return out[0], out[1]
+
+
+def load_model(manager: ModelManager, model: str, token: str, remember: bool, quantization: str,
+               progress=None) -> str:
+    """Download if needed (with progress), free the current model, load the new one; returns a message."""
+    model = (model or "").strip()
+    if not model:
+        raise gr.Error("Pick a model from the list or type a hub id (owner/name) or a folder.")
+    token = (token or "").strip() or None
+    report = (lambda fraction, text: progress(fraction, desc=text)) if progress is not None else None
+    try:
+        entry = catalog_entry(manager.settings, model)
+        model_id = entry.id if entry else model
+        if _local_folder(model_id, manager.settings) is None:
+            download_model(model_id, token=token, progress=report, remember=remember and bool(token))
+        if report:
+            report(1.0, f"Loading {model_id} (the previous model is freed first)")
+        info = manager.load(model_id, quantization, token=token)
+    except VlmchatError as exc:
+        raise gr.Error(str(exc)) from None
+    return f"Loaded: {info.summary()}"
+
+
+def build_model_tab(manager: ModelManager, settings: Settings, status: gr.Markdown, status_line) -> None:
+    """Lay out the Model tab inside the current Blocks; Load also refreshes the `status` line."""
+    current = manager.info.model_id if manager.info else settings.model.id
+    with gr.Row():
+        model = gr.Dropdown(model_choices(settings), value=current, allow_custom_value=True, scale=3,
+                            label="Model: pick one, or type a hub id (owner/name) or a local folder")
+        quantization = gr.Radio(["auto", "none", "8bit", "4bit"], value=settings.model.quantization,
+                                label="Quantization (auto follows the plan)", scale=2)
+    with gr.Row():
+        token = gr.Textbox(type="password", label="Hugging Face token (gated models only; not stored)",
+                           placeholder="hf_...  (empty: HF_TOKEN or your `hf auth login`)", scale=3)
+        remember = gr.Checkbox(False, label="Remember this token (saved by huggingface_hub, as `hf auth login`)",
+                               scale=2)
+    with gr.Row():
+        check = gr.Button("Check files and plan")
+        load = gr.Button("Load", variant="primary")
+    files = gr.Markdown()
+    plan = gr.Markdown()
+    result = gr.Markdown()
+
+    def on_preview(model_value, token_value, quantization_value):
+        return preview(model_value, token_value, quantization_value, settings)
+
+    def on_load(model_value, token_value, remember_value, quantization_value, progress=gr.Progress()):
+        message = load_model(manager, model_value, token_value, remember_value, quantization_value, progress)
+        return message, status_line(manager)
+
+    check.click(on_preview, [model, token, quantization], [files, plan], api_name="preview_model")
+    model.change(on_preview, [model, token, quantization], [files, plan], api_visibility="undocumented")
+    quantization.change(on_preview, [model, token, quantization], [files, plan], api_visibility="undocumented")
+    load.click(on_load, [model, token, remember, quantization], [result, status], api_name="load_model")
