@@ -1,0 +1,126 @@
+"""Captioning from the outside: `launch.py caption` exit codes, and the Caption endpoints of the launched app."""
+
+import os
+import time
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from conftest import ROOT, LaunchedApp, write_settings
+
+
+def _cli(tmp_path, *args):
+    env = dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1")
+    settings = write_settings(tmp_path)
+    return subprocess.run([sys.executable, "launch.py", "--settings", str(settings), "caption", *map(str, args)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+
+
+@pytest.fixture
+def small_folder(tmp_path, picture_files):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for (colour, shape), path in list(picture_files.items())[:3]:
+        Image.open(path).save(folder / f"{colour}-{shape}.png")
+    return folder
+
+
+def test_cli_exit_codes(tmp_path, small_folder):
+    done = _cli(tmp_path, small_folder, "--batch-size", "2")
+    assert done.returncode == 0, done.stderr
+    assert "3 captioned, 0 skipped, 0 failed" in done.stdout
+    for image in small_folder.glob("*.png"):
+        colour, shape = image.stem.split("-")
+        assert image.with_suffix(".txt").read_text() == f"a {colour} {shape}"
+    (small_folder / "broken.png").write_text("not a picture")
+    failed = _cli(tmp_path, small_folder, "--format", "jsonl")
+    assert failed.returncode == 1
+    assert "broken.png" in failed.stderr and "not an image" in failed.stderr
+    assert "3 captioned, 0 skipped, 1 failed" in failed.stdout and (small_folder / "captions.jsonl").exists()
+    skipped = _cli(tmp_path, small_folder / "red-circle.png", small_folder / "green-circle.png")
+    assert skipped.returncode == 0 and "0 captioned, 2 skipped, 0 failed" in skipped.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["does-not-exist"], "does not exist"),
+    (["{folder}", "--output", "x.csv"], "--output is for jsonl/csv"),
+    (["{folder}", "--batch-size", "0"], "caption.batch_size must be between 1 and 256"),
+])
+def test_cli_user_mistakes_exit_2_with_one_line(tmp_path, small_folder, args, message):
+    result = _cli(tmp_path, *[a.format(folder=small_folder) for a in args])
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def client(app):
+    return Client(app.url, verbose=False)
+
+
+@pytest.mark.parametrize("key", [("red", "circle"), ("green", "square")])
+def test_caption_endpoint(client, picture_files, key):
+    path = picture_files[key]
+    assert client.predict(handle_file(str(path)), "", "base", api_name="/caption") == f"a {key[0]} {key[1]}"
+    assert client.predict(handle_file(str(path)), "What color is the shape?", "", api_name="/caption") == key[0]
+
+
+def test_caption_endpoint_unknown_adapter_says_so(client, picture_files):
+    with pytest.raises(Exception, match="no adapter named 'nope'"):
+        client.predict(handle_file(str(picture_files[("red", "circle")])), "", "nope", api_name="/caption")
+
+
+def _batch(client, folder="", files=None, archive=None, fmt="txt"):
+    return client.predict(folder, files, archive, "", "", "base", fmt, False, False, "auto",
+                          api_name="/caption_batch")
+
+
+def test_batch_endpoint_with_a_local_folder_and_with_uploads(client, small_folder):
+    line, table, results = _batch(client, folder=str(small_folder))
+    assert line.startswith("3 captioned") and len(table["data"]) == 3
+    with zipfile.ZipFile(results) as zf:
+        assert sorted(zf.namelist()) == sorted(p.with_suffix(".txt").name for p in small_folder.glob("*.png"))
+    uploads = [handle_file(str(p)) for p in sorted(small_folder.glob("*.png"))]
+    line, table, results = _batch(client, files=uploads, fmt="csv")
+    assert line.startswith("3 captioned")
+    with zipfile.ZipFile(results) as zf:  # a dataset: the images and the CSV naming them
+        assert "captions.csv" in zf.namelist() and len([n for n in zf.namelist() if n.endswith(".png")]) == 3
+
+
+@pytest.fixture(scope="module")
+def shared_app(tmp_path_factory, demo_model_path):
+    launched = LaunchedApp(tmp_path_factory.mktemp("shared"), "--auth", "u:p", host="0.0.0.0").wait_ready()
+    yield launched
+    launched.stop()
+
+
+def test_folder_paths_are_refused_when_others_can_reach_the_app(shared_app, small_folder):
+    client = Client(shared_app.url, auth=("u", "p"), verbose=False)
+    with pytest.raises(Exception, match="reachable from other machines"):
+        _batch(client, folder=str(small_folder))
+    assert not list(small_folder.glob("*.txt"))
+    archive = small_folder.parent / "set.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for image in small_folder.glob("*.png"):
+            zf.write(image, image.name)
+    line, _, results = _batch(client, archive=handle_file(str(archive)))
+    assert line.startswith("3 captioned") and results
+
+
+def test_cancel_through_the_api_keeps_what_is_done(client, tmp_path):
+    from vlmchat.demo.heldout import heldout_pictures
+
+    for index, (image, _, _) in enumerate(heldout_pictures(60, seed=5)):
+        image.save(tmp_path / f"{index:02d}.png")
+    job = client.submit(str(tmp_path), None, None, "", "", "base", "txt", False, False, "2",
+                        api_name="/caption_batch")
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("*.txt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "Cancelling" in client.predict(api_name="/caption_cancel")
+    line = job.result(timeout=60)[0]
+    written = len(list(tmp_path.glob("*.txt")))
+    assert "cancelled" in line and 0 < written < 60 and line.startswith(f"{written} captioned")

@@ -1,0 +1,227 @@
+"""Batch captioning with the shipped demo model: outputs, skip/overwrite, races, bad files, cancel, zips."""
+
+import csv
+import json
+import struct
+import threading
+import zipfile
+import zlib
+
+import pytest
+from PIL import Image
+
+from vlmchat.caption_io import caption_path, find_images, write_text_atomic
+from vlmchat.captioning import CaptionOptions, caption_image, caption_images, with_start
+from vlmchat.demo.heldout import heldout_pictures
+from vlmchat.errors import InputError, SettingsError
+from vlmchat.settings import load_settings
+
+
+@pytest.fixture
+def shapes(tmp_path):
+    """A folder of 12 held-out pictures (PNG and JPEG) and the right caption of each."""
+    folder = tmp_path / "shapes"
+    folder.mkdir()
+    truth = {}
+    for index, (image, colour, shape) in enumerate(heldout_pictures(12, seed=21)):
+        path = folder / f"{index:02d}.{'png' if index % 2 else 'jpg'}"
+        image.save(path)
+        truth[path] = f"a {colour} {shape}"
+    return folder, truth
+
+
+def _captions(truth):
+    return {path: caption_path(path).read_text(encoding="utf-8") for path in truth if caption_path(path).exists()}
+
+
+def test_a_folder_gets_a_right_txt_beside_each_image(manager, shapes):
+    folder, truth = shapes
+    summary = caption_images(manager, find_images([folder]).images, CaptionOptions(batch_size=5))
+    assert (len(summary.captioned), summary.skipped, summary.failed) == (12, [], [])
+    captions = _captions(truth)
+    assert sum(captions[path] == right for path, right in truth.items()) >= 11  # demo model: ~97% held-out
+    # the folder is a fine-tune dataset: every image has a same-name .txt holding just the caption
+    assert sorted(p.stem for p in folder.glob("*.txt")) == sorted(p.stem for p in truth)
+    assert not list(folder.glob(".*"))  # no temp files left behind
+
+
+def test_batched_captions_equal_one_at_a_time(manager, shapes):
+    folder, truth = shapes
+    paths = sorted(truth)[:6]
+    alone = [caption_image(manager, path) for path in paths]
+    caption_images(manager, paths, CaptionOptions(batch_size=6))
+    assert [caption_path(path).read_text() for path in paths] == alone
+
+
+def test_existing_captions_are_skipped_unless_overwrite(manager, shapes):
+    folder, truth = shapes
+    first = sorted(truth)[0]
+    caption_path(first).write_text("my own caption")
+    summary = caption_images(manager, sorted(truth), CaptionOptions(batch_size=8))
+    assert [image for image, _ in summary.skipped] == [str(first)] and len(summary.captioned) == 11
+    assert caption_path(first).read_text() == "my own caption"
+    again = caption_images(manager, sorted(truth), CaptionOptions(batch_size=8))
+    assert len(again.skipped) == 12 and not again.captioned
+    replaced = caption_images(manager, [first], CaptionOptions(overwrite=True))
+    assert len(replaced.captioned) == 1 and caption_path(first).read_text() == truth[first]
+
+
+def test_a_caption_that_appears_during_the_run_is_not_replaced(manager, shapes):
+    folder, truth = shapes
+
+    def someone_else_writes(progress):
+        if progress.done == 4:  # after the first batch: every image without a caption gets one from elsewhere
+            for path in truth:
+                if not caption_path(path).exists():
+                    caption_path(path).write_text("written by another program")
+
+    summary = caption_images(manager, sorted(truth), CaptionOptions(batch_size=4), progress=someone_else_writes)
+    assert len(summary.captioned) == 4 and len(summary.skipped) == 8
+    assert all("appeared while the batch ran" in reason for _, reason in summary.skipped)
+    assert sum(text == "written by another program" for text in _captions(truth).values()) == 8
+
+
+def test_atomic_write_never_replaces_unless_asked(tmp_path):
+    target = tmp_path / "a.txt"
+    assert write_text_atomic(target, "first", overwrite=False)
+    assert not write_text_atomic(target, "second", overwrite=False)
+    assert target.read_text() == "first"
+    assert write_text_atomic(target, "third", overwrite=True) and target.read_text() == "third"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def _huge_png(path):
+    """A valid PNG header claiming 20000 x 20000 pixels (a decompression bomb), a few bytes on disk."""
+    Image.new("RGB", (8, 8), "white").save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", 20000, 20000)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+
+
+def test_bad_files_are_reported_one_by_one_and_the_rest_are_captioned(manager, shapes):
+    folder, truth = shapes
+    (folder / "notes.png").write_text("this is text, not a picture")
+    (folder / "empty.jpg").write_bytes(b"")
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(folder / "cut.png")
+    (folder / "cut.png").write_bytes((folder / "cut.png").read_bytes()[:80])
+    _huge_png(folder / "huge.png")
+    gone = folder / "gone.png"  # found by the scan, deleted before it is read
+    found = find_images([folder]).images + [gone]
+    summary = caption_images(manager, found, CaptionOptions(batch_size=16))
+    reasons = {image.rsplit("/", 1)[-1]: reason for image, reason in summary.failed}
+    assert set(reasons) == {"notes.png", "empty.jpg", "cut.png", "huge.png", "gone.png"}
+    assert "not an image" in reasons["notes.png"] and "empty" in reasons["empty.jpg"]
+    assert "truncated or corrupt" in reasons["cut.png"] and "too many pixels" in reasons["huge.png"]
+    assert "was not found" in reasons["gone.png"]
+    assert len(summary.captioned) == 12 and len(_captions(truth)) == 12
+    assert not caption_path(folder / "notes.png").exists()
+
+
+def test_cancel_keeps_what_is_done(manager, shapes):
+    folder, truth = shapes
+    cancel = threading.Event()
+    seen = []
+
+    def on_progress(progress):
+        seen.append(progress)
+        if progress.done >= 3:
+            cancel.set()
+
+    summary = caption_images(manager, sorted(truth), CaptionOptions(batch_size=3), progress=on_progress,
+                             cancel=cancel)
+    assert summary.cancelled and len(summary.captioned) == 3 and "9 not done" in summary.line()
+    assert len(_captions(truth)) == 3
+    assert seen[-1].total == 12 and seen[-1].images_per_s > 0 and seen[-1].eta_s > 0
+    rest = caption_images(manager, sorted(truth), CaptionOptions(batch_size=8))  # a second run resumes
+    assert (len(rest.skipped), len(rest.captioned)) == (3, 9)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_one_jsonl_or_csv_file(manager, shapes, fmt):
+    folder, truth = shapes
+    output = folder / f"captions.{fmt}"
+    summary = caption_images(manager, sorted(truth), CaptionOptions(fmt=fmt, output=output))
+    text = output.read_text(encoding="utf-8")
+    rows = ([json.loads(line) for line in text.splitlines()] if fmt == "jsonl"
+            else list(csv.DictReader(text.splitlines())))
+    assert {row["image"] for row in rows} == {path.name for path in truth}  # relative to the file
+    assert sum(row["caption"] == truth[folder / row["image"]] for row in rows) >= 11
+    assert summary.output == output and not list(folder.glob("*.txt"))
+    again = caption_images(manager, sorted(truth), CaptionOptions(fmt=fmt, output=output))
+    assert len(again.skipped) == 12 and output.read_text(encoding="utf-8") == text
+
+
+def test_a_zip_is_unpacked_and_captioned(manager, shapes, tmp_path):
+    folder, truth = shapes
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(truth)[:3]:
+            zf.write(path, f"sub/{path.name}")
+        zf.writestr("readme.md", "not a picture, not extracted")
+    found = find_images([archive], unpack_to=tmp_path / "unpacked")
+    assert sorted(p.name for p in found.images) == sorted(p.name for p in sorted(truth)[:3])
+    summary = caption_images(manager, found.images)
+    assert len(summary.captioned) == 3 and not (tmp_path / "unpacked" / "set" / "readme.md").exists()
+    assert all(caption_path(p).exists() for p in found.images)
+
+
+@pytest.mark.parametrize("member", ["../evil.png", "/tmp/evil.png", "a/../../evil.png", "C:/evil.png"])
+def test_a_zip_with_a_path_traversal_member_is_refused(tmp_path, member):
+    archive = tmp_path / "bad.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("fine.png", b"x")
+        zf.writestr(member, b"x")
+    with pytest.raises(InputError, match="unsafe member"):
+        find_images([archive], unpack_to=tmp_path / "out")
+    assert not list((tmp_path / "out").rglob("*.png")) and not (tmp_path / "evil.png").exists()
+
+
+def test_two_images_that_would_share_a_caption_file(manager, shapes):
+    folder, truth = shapes
+    first = sorted(truth)[0]
+    twin = first.with_suffix(".png" if first.suffix == ".jpg" else ".jpg")
+    Image.open(first).save(twin)
+    summary = caption_images(manager, [first, twin])
+    assert len(summary.captioned) == 1 and "rename one of them" in summary.failed[0][1]
+
+
+def test_forced_caption_start_is_continued_and_kept(manager, shapes):
+    folder, truth = shapes
+    path = next(p for p, right in truth.items() if right.startswith("a red"))
+    assert caption_image(manager, path, start="a red") == truth[path]
+    assert caption_image(manager, path, start="A photo of").startswith("A photo of ")
+
+
+@pytest.mark.parametrize("start, answer, expected", [
+    ("", "a red circle", "a red circle"), ("A photo of", "a red circle", "A photo of a red circle"),
+    ("A photo of ", "", "A photo of"), ("Tags", ", red", "Tags, red"),
+])
+def test_with_start(start, answer, expected):
+    assert with_start(start, answer) == expected
+
+
+def test_no_images_and_missing_paths_are_user_mistakes(tmp_path):
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(InputError, match="No images found.*--recursive"):
+        find_images([tmp_path])
+    with pytest.raises(InputError, match="does not exist"):
+        find_images([tmp_path / "nope"])
+    (tmp_path / "sub").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "sub" / "a.png")
+    assert [p.name for p in find_images([tmp_path], recursive=True).images] == ["a.png"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("[caption]\nbatch_size = 'big'\n", 'caption.batch_size must be "auto" or an int'),
+    ("[caption]\nbatch_size = 0\n", "caption.batch_size must be between 1 and 256"),
+    ("[caption]\nformat = 'xml'\n", "caption.format must be one of txt, jsonl, csv"),
+    ("[caption]\nprompt = ' '\n", "caption.prompt must not be empty"),
+])
+def test_caption_settings_are_validated(tmp_path, text, expected):
+    path = tmp_path / "settings.toml"
+    path.write_text(text)
+    with pytest.raises(SettingsError, match=expected):
+        load_settings(path)
+    path.write_text("[caption]\nbatch_size = 4\n")
+    assert load_settings(path).caption.batch_size == 4

@@ -1,0 +1,276 @@
+"""Where captions come from and where they go: finding images, unpacking zips safely, writing captions.
+
+Inputs are files, folders (subfolders with `recursive`) and zips, unpacked only after every member
+was checked (no absolute paths, no `..`, no links, size limits). Outputs are a `.txt` beside each
+image (the kohya / TagGUI layout, which is also a fine-tune dataset) or one JSONL/CSV file. Every
+write is atomic (temp file + rename), and an existing caption is never replaced unless asked, even
+one that appears while a batch runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from .errors import InputError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+DATA_SUFFIXES = frozenset({".txt", ".json", ".jsonl", ".csv", ".zip"})
+FORMATS = ("txt", "jsonl", "csv")
+ZIP_MAX_MEMBERS = 100_000
+ZIP_MAX_TOTAL_BYTES = 8 * 2**30
+
+
+@dataclass
+class FoundImages:
+    """Images to caption, plus the files that could not even be taken (with the reason)."""
+
+    images: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def is_image_name(path: Path) -> bool:
+    """True for a visible file whose suffix is a picture format vlmchat reads."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _scan_folder(folder: Path, recursive: bool, found: FoundImages) -> None:
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        found.failed.append((str(folder), f"folder '{folder}' could not be read ({exc.strerror or exc}); "
+                                          "check its permissions."))
+        return
+    for entry in entries:
+        if entry.name.startswith(".") or entry.name == "__MACOSX":
+            continue
+        if entry.is_dir() and recursive:
+            _scan_folder(entry, recursive, found)
+        elif entry.is_file() and is_image_name(entry):
+            found.images.append(entry)
+
+
+def find_images(paths: list[str | Path], recursive: bool = False, unpack_to: Path | None = None) -> FoundImages:
+    """The images named by `paths`: files as given, folders scanned, zips unpacked into `unpack_to`."""
+    found = FoundImages()
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            _scan_folder(path, recursive, found)
+        elif path.is_file() and path.suffix.lower() == ".zip":
+            if unpack_to is None:
+                raise InputError(f"'{path.name}' is a zip; unzip it first or give it as an upload.")
+            found.images.extend(extract_zip(path, unpack_to / path.stem))
+        elif path.is_file():
+            if path.suffix.lower() not in DATA_SUFFIXES:
+                found.images.append(path)
+        else:
+            raise InputError(f"'{raw}' does not exist; check the path (folders, image files and .zip files work).")
+    unique = list(dict.fromkeys(path.resolve() for path in found.images))
+    if not unique and not found.failed:
+        names = ", ".join(str(p) for p in paths)
+        hint = "" if recursive else " (add --recursive / tick 'recursive' to include subfolders)"
+        raise InputError(f"No images found in {names}{hint}; vlmchat reads "
+                         f"{', '.join(sorted(IMAGE_SUFFIXES))} files.")
+    found.images = unique
+    return found
+
+
+def _safe_member(archive: Path, info: zipfile.ZipInfo, dest: Path) -> Path:
+    """Where member `info` would land inside `dest`, or InputError when it would escape or is a link."""
+    name = info.filename.replace("\\", "/")
+    parts = PurePosixPath(name).parts
+    is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
+    target = (dest / Path(*parts)).resolve() if parts else dest
+    if (not parts or name.startswith("/") or ":" in parts[0] or ".." in parts or is_link
+            or not target.is_relative_to(dest.resolve())):
+        raise InputError(f"'{archive.name}' holds an unsafe member '{info.filename}' (a link or a path outside "
+                         "the archive), so nothing was extracted; re-create the zip from a plain folder.")
+    return target
+
+
+def extract_zip(archive: Path, dest: Path, max_total_bytes: int = ZIP_MAX_TOTAL_BYTES) -> list[Path]:
+    """Unpack the images of `archive` into `dest` after checking every member; returns their paths."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"'{archive.name}' is not a zip file vlmchat can open ({exc}); re-create it.") from None
+    with zf:
+        members = [info for info in zf.infolist() if not info.is_dir()]
+        if len(members) > ZIP_MAX_MEMBERS:
+            raise InputError(f"'{archive.name}' holds {len(members)} files, over the limit of {ZIP_MAX_MEMBERS}; "
+                             "split it into smaller zips.")
+        dest.mkdir(parents=True, exist_ok=True)
+        targets = [(info, _safe_member(archive, info, dest)) for info in members]  # all checked first
+        wanted = [(info, target) for info, target in targets
+                  if is_image_name(target) and "__MACOSX" not in PurePosixPath(info.filename).parts]
+        total = sum(info.file_size for info, _ in wanted)
+        if total > max_total_bytes:
+            raise InputError(f"'{archive.name}' unpacks to {total / 2**30:.1f} GiB, over the "
+                             f"{max_total_bytes / 2**30:.0f} GiB limit; split it or caption the folder instead.")
+        for info, target in wanted:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as source, open(target, "wb") as out:  # zipfile stops at the declared size
+                while chunk := source.read(2**20):
+                    out.write(chunk)
+    return [target for _, target in wanted]
+
+
+def caption_path(image: Path) -> Path:
+    """The caption file of `image` in the kohya / TagGUI layout: same folder, same name, `.txt`."""
+    return image.with_suffix(".txt")
+
+
+def write_text_atomic(target: Path, text: str, overwrite: bool) -> bool:
+    """Write `text` to `target` all at once; False (nothing written) when it exists and not `overwrite`."""
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        if overwrite:
+            os.replace(temp, target)
+            return True
+        try:
+            os.link(temp, target)  # fails if the target exists, even one created a moment ago
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: reserve the name, then replace it
+            try:
+                os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return False
+            os.replace(temp, target)
+        return True
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+class TxtCaptions:
+    """Captions as a `.txt` beside each image."""
+
+    output: Path | None = None
+
+    def __init__(self, overwrite: bool):
+        self.overwrite = overwrite
+
+    def key(self, image: Path) -> str:
+        """What two images must not share: their caption file."""
+        return str(caption_path(image))
+
+    def has(self, image: Path) -> bool:
+        """True when `image` already has a caption."""
+        return caption_path(image).exists()
+
+    def put(self, image: Path, caption: str) -> bool:
+        """Store a caption; False when one appeared meanwhile and was kept."""
+        return write_text_atomic(caption_path(image), caption, self.overwrite)
+
+    def close(self) -> None:
+        """Nothing is buffered."""
+
+
+class TableCaptions:
+    """Captions in one JSONL or CSV file (`image`, `caption`), rewritten atomically every few seconds."""
+
+    def __init__(self, path: Path, fmt: str, overwrite: bool, flush_every_s: float = 5.0):
+        self.output, self.fmt, self.overwrite, self.flush_every_s = path, fmt, overwrite, flush_every_s
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.records = self._read()
+        self.pending: dict[str, str] = {}
+        self.flushed: set[str] = set()
+        self.last_flush = time.monotonic()
+
+    def key(self, image: Path) -> str:
+        """The image as written in the file: relative to the file's folder when inside it."""
+        image = image.resolve()
+        base = self.output.parent.resolve()
+        return image.relative_to(base).as_posix() if image.is_relative_to(base) else str(image)
+
+    def has(self, image: Path) -> bool:
+        """True when the file already holds a caption for `image`."""
+        return self.key(image) in self.records
+
+    def put(self, image: Path, caption: str) -> bool:
+        """Record a caption; the file is rewritten at most every `flush_every_s` seconds."""
+        self.pending[self.key(image)] = caption
+        if time.monotonic() - self.last_flush >= self.flush_every_s:
+            self.flush()
+        return True
+
+    def close(self) -> None:
+        """Write whatever is still pending."""
+        self.flush()
+
+    def flush(self) -> None:
+        """Merge the pending captions into the file as it is on disk now, then replace it atomically."""
+        if not self.pending:
+            return
+        merged = self._read()
+        for key, caption in self.pending.items():
+            if self.overwrite or key not in merged or key in self.flushed:
+                merged[key] = caption
+        self.flushed |= set(self.pending)
+        self.pending.clear()
+        self.records = merged
+        write_text_atomic(self.output, self._render(merged), overwrite=True)
+        self.last_flush = time.monotonic()
+
+    def _render(self, records: dict[str, str]) -> str:
+        if self.fmt == "jsonl":
+            return "".join(json.dumps({"image": k, "caption": v}, ensure_ascii=False) + "\n"
+                           for k, v in sorted(records.items()))
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["image", "caption"])
+        writer.writerows(sorted(records.items()))
+        return buffer.getvalue()
+
+    def _read(self) -> dict[str, str]:
+        if not self.output.exists():
+            return {}
+        text = self.output.read_text(encoding="utf-8")
+        try:
+            if self.fmt == "jsonl":
+                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            else:
+                rows = list(csv.DictReader(io.StringIO(text)))
+            return {str(row["image"]): str(row["caption"]) for row in rows}
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"{self.output} exists but is not a caption {self.fmt.upper()} file (columns image, "
+                             "caption); choose another output file or delete it.") from None
+
+
+def open_captions(fmt: str, output: Path | None, overwrite: bool) -> TxtCaptions | TableCaptions:
+    """The caption store for `fmt` ('txt', 'jsonl' or 'csv')."""
+    if fmt not in FORMATS:
+        raise InputError(f"Caption format '{fmt}' is not supported; use one of {', '.join(FORMATS)}.")
+    if fmt == "txt":
+        if output is not None:
+            raise InputError("--output is for jsonl/csv; .txt captions are written beside each image.")
+        return TxtCaptions(overwrite)
+    if output is None:
+        raise InputError(f"A {fmt} caption file needs an output path.")
+    return TableCaptions(Path(output).expanduser(), fmt, overwrite)
+
+
+def zip_files(files: list[Path], base: Path, archive: Path) -> Path:
+    """Write `files` (named relative to `base` where possible) into the zip `archive`, atomically."""
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    temp = archive.with_name(f".{archive.name}.tmp")
+    with zipfile.ZipFile(temp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in dict.fromkeys(files):
+            if file.is_file():
+                name = file.relative_to(base) if file.is_relative_to(base) else Path(file.name)
+                zf.write(file, name.as_posix())
+    os.replace(temp, archive)
+    return archive

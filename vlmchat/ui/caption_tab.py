@@ -1,0 +1,194 @@
+"""The Caption tab: caption one image, or a folder / many uploads / a zip in batches, with Cancel.
+
+API endpoints: `caption(image, prompt, adapter) -> str` (prompt "" = caption.prompt from settings,
+adapter "" or "base" = no adapter), `caption_batch(...)` -> (summary line, table, results zip) and
+`caption_cancel()`. Folder paths on the server are refused when the app is reachable by others.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from ..caption_io import FORMATS, caption_path, zip_files
+from ..captioning import (PRESETS, CaptionOptions, caption_image, caption_images, ensure_adapter,
+                          find_images)
+from ..errors import InputError, VlmchatError
+from ..manager import ModelManager
+from ..settings import Settings
+from .sharing import refuse_server_paths
+
+TABLE_HEADERS = ["image", "status", "caption or reason"]
+
+
+def _batch_size(value) -> int | str:
+    text = str(value if value is not None else "auto").strip().lower() or "auto"
+    if text == "auto":
+        return "auto"
+    try:
+        return int(float(text))
+    except ValueError:
+        raise InputError(f"Batch size must be 'auto' or a whole number (got {value!r}).") from None
+
+
+def _copy_uploads(files: list[str], folder: Path) -> list[Path]:
+    """Uploaded files copied under their own names into `folder` (a dataset to caption and download)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for file in files:
+        source = Path(file)
+        target = folder / source.name
+        counter = 1
+        while target.exists():
+            target = folder / f"{source.stem}-{counter}{source.suffix}"
+            counter += 1
+        shutil.copyfile(source, target)
+        copies.append(target)
+    return copies
+
+
+class CaptionActions:
+    """What the Caption tab does, kept apart from the layout so the API endpoints share it."""
+
+    def __init__(self, manager: ModelManager, settings: Settings):
+        self.manager, self.settings = manager, settings
+        self.max_bytes = settings.server.max_upload_mb * 2**20
+        self.cancels: dict[str, threading.Event] = {}
+
+    def caption(self, image, prompt: str, adapter: str) -> str:
+        """One image's caption (the `caption` endpoint)."""
+        return self.caption_with_start(image, prompt, "", adapter)
+
+    def caption_with_start(self, image, prompt: str, start: str, adapter: str) -> str:
+        """One image's caption, optionally forced to begin with `start`."""
+        if not image:
+            raise gr.Error("Upload an image first.")
+        try:
+            ensure_adapter(self.manager, adapter)
+            return caption_image(self.manager, image, prompt or "", start or "", adapter, self.max_bytes)
+        except VlmchatError as exc:
+            raise gr.Error(str(exc)) from None
+
+    def cancel(self, request: gr.Request) -> str:
+        """Ask this session's running batch to stop after its current batch."""
+        event = self.cancels.get(getattr(request, "session_hash", None) or "")
+        if event is None:
+            return "Nothing is running."
+        event.set()
+        return "Cancelling after the current batch; everything captioned so far is kept."
+
+    def _inputs(self, folder: str, files, archive, recursive: bool, run: Path):
+        """(images, scan failures, the JSONL/CSV path to use, whether uploads were copied into `run`)."""
+        folder = (folder or "").strip()
+        uploads = [str(f) for f in (files or []) if f]
+        if folder:
+            refuse_server_paths(self.settings, "captioning")
+            if not Path(folder).expanduser().is_dir():
+                raise InputError(f"Folder '{folder}' does not exist on this computer; check the path.")
+        if not folder and not uploads and not archive:
+            raise InputError("Give a folder path, upload images, or upload a zip first.")
+        paths = ([folder] if folder else []) + [str(p) for p in _copy_uploads(uploads, run / "images")]
+        paths += [str(archive)] if archive else []
+        found = find_images(paths, recursive=recursive, unpack_to=run / "images")
+        uploaded = bool(uploads or archive)
+        return found, (run if uploaded else Path(folder).expanduser()), uploaded
+
+    def _results_zip(self, summary, fmt: str, run: Path, uploaded: bool, base: Path) -> Path | None:
+        if uploaded:  # the run folder is a dataset: images with their captions
+            files = [f for f in (run / "images").rglob("*") if f.is_file()]
+            if summary.output:
+                files.append(summary.output)
+            return zip_files(files, run, run.with_suffix(".zip"))
+        kept = [Path(image) for image, _ in summary.captioned + summary.skipped]
+        files = [caption_path(p) for p in kept] if fmt == "txt" else [summary.output]
+        return zip_files(files, base, run.with_suffix(".zip")) if files else None
+
+    def caption_batch(self, folder, files, archive, prompt, start, adapter, fmt, overwrite, recursive,
+                      batch_size, request: gr.Request, progress=gr.Progress()):
+        """Caption a folder, uploads or a zip; returns (summary line, table rows, results zip)."""
+        session = getattr(request, "session_hash", None) or ""
+        cancel = self.cancels[session] = threading.Event()
+        stamp = time.strftime("%Y%m%d-%H%M%S-") + f"{time.time_ns() % 10**6:06d}"
+        run = self.settings.paths.resolve("outputs") / "captions" / stamp
+        try:
+            fmt = fmt if fmt in FORMATS else self.settings.caption.format
+            found, table_dir, uploaded = self._inputs(folder, files, archive, bool(recursive), run)
+            ensure_adapter(self.manager, adapter)
+            options = CaptionOptions(prompt=prompt or "", start=start or "", adapter=adapter, fmt=fmt,
+                                     output=None if fmt == "txt" else table_dir / f"captions.{fmt}",
+                                     overwrite=bool(overwrite), batch_size=_batch_size(batch_size),
+                                     max_bytes=self.max_bytes if uploaded else None)
+            progress(0, desc="starting…")
+            summary = caption_images(self.manager, found.images, options, cancel=cancel, failed=found.failed,
+                                     progress=lambda p: progress((p.done, p.total), desc=p.line()))
+            results = self._results_zip(summary, fmt, run, uploaded, table_dir)
+        except VlmchatError as exc:
+            raise gr.Error(str(exc)) from None
+        finally:
+            self.cancels.pop(session, None)
+        return summary.line(), summary.rows(), str(results) if results else None
+
+    def adapter_choices(self):
+        """The adapter dropdown refreshed: 'base' plus the adapters attached to the model."""
+        return gr.update(choices=["base"] + self.manager.adapter_names())
+
+
+def _single_section(actions: CaptionActions, settings: Settings):
+    default = settings.caption.prompt
+    with gr.Row():
+        with gr.Column():
+            preset = gr.Dropdown(list(PRESETS), value=next((k for k, v in PRESETS.items() if v == default), None),
+                                 label="Preset", info="Fills the prompt; edit it to ask your own.")
+            prompt = gr.Textbox(value=default, label="Prompt", lines=2)
+            start = gr.Textbox(label="Start caption with", placeholder="A photo of",
+                               info="Optional: every caption begins with this text.")
+            adapter = gr.Dropdown(["base"] + actions.manager.adapter_names(), value="base", label="Adapter",
+                                  allow_custom_value=True, info="'base' = no adapter.")
+        with gr.Column():
+            image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"])
+            button = gr.Button("Caption", variant="primary")
+            result = gr.Textbox(label="Caption", buttons=["copy"])
+    preset.input(lambda name: PRESETS.get(name, default), preset, prompt, api_visibility="private", queue=False)
+    adapter.focus(actions.adapter_choices, outputs=adapter, api_visibility="private", queue=False)
+    button.click(actions.caption_with_start, [image, prompt, start, adapter], result, api_visibility="private")
+    api_trigger = gr.Button(visible=False)  # the stable 3-input endpoint, on the same components
+    api_trigger.click(actions.caption, [image, prompt, adapter], result, api_name="caption",
+                      api_description="Caption one image: (image, prompt ''=default, adapter ''/'base'=none) -> str")
+    return prompt, start, adapter
+
+
+def build_caption_tab(manager: ModelManager, settings: Settings) -> CaptionActions:
+    """Lay out the Caption tab inside the current Blocks."""
+    actions = CaptionActions(manager, settings)
+    prompt, start, adapter = _single_section(actions, settings)
+    gr.Markdown("### Batch: a folder, many images, or a zip")
+    exposed = settings.server.exposed
+    folder = gr.Textbox(label="Folder on this computer", visible=not exposed,
+                        placeholder="/path/to/images — captions go beside each image")
+    if exposed:
+        gr.Markdown("Folder paths are turned off because this app is reachable from other machines; upload instead.")
+    with gr.Row():
+        files = gr.File(file_count="multiple", file_types=["image"], type="filepath", label="Upload images")
+        archive = gr.File(file_types=[".zip"], type="filepath", label="Upload a zip")
+    with gr.Row():
+        fmt = gr.Radio(list(FORMATS), value=settings.caption.format, label="Output",
+                       info="txt: a .txt beside each image (kohya/TagGUI); jsonl/csv: one file")
+        batch_size = gr.Textbox(value=str(settings.caption.batch_size), label="Batch size ('auto' or a number)")
+        overwrite = gr.Checkbox(label="Overwrite existing captions")
+        recursive = gr.Checkbox(label="Include subfolders")
+    with gr.Row():
+        run = gr.Button("Caption all", variant="primary")
+        cancel = gr.Button("Cancel", variant="stop")
+    status = gr.Markdown()
+    table = gr.Dataframe(headers=TABLE_HEADERS, label="Summary", interactive=False, wrap=True)
+    download = gr.File(label="Results (zip)")
+    run.click(actions.caption_batch,
+              [folder, files, archive, prompt, start, adapter, fmt, overwrite, recursive, batch_size],
+              [status, table, download], api_name="caption_batch",
+              api_description="Caption a folder (local apps only), uploads or a zip -> (summary, table, zip)")
+    cancel.click(actions.cancel, None, status, api_name="caption_cancel", queue=False)
+    return actions
