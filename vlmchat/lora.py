@@ -57,3 +57,15 @@ def use_adapter(model, name: str | None):
                          f"(loaded: {', '.join(resident_adapters(model)) or 'none'}).")
     model.set_adapter(name)
     return contextlib.nullcontext()
+
+
+# The language model's linear layers (attention and MLP); the vision tower and projector stay frozen.
+LANGUAGE_MODEL_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+
+
+def default_lora_config(r: int = 8, lora_alpha: int = 32, lora_dropout: float = 0.05,
+                        target_modules: str | list[str] = LANGUAGE_MODEL_TARGETS):
+    """PEFT LoraConfig with the project's defaults (r=8, alpha=32, dropout 0.05, language model only)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules)

@@ -1,0 +1,87 @@
+"""LoRA adapters on the loaded demo model: swap at runtime, one copy of the base, PEFT interop."""
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from vlmchat.errors import InputError
+from vlmchat.manager import ModelManager
+
+DEMO_ES = ROOT / "adapters" / "demo-es"
+
+
+def _ask(path, question="Describe the image."):
+    return [{"role": "user", "content": [{"type": "image", "image": Image.open(path)},
+                                         {"type": "text", "text": question}]}]
+
+
+@pytest.fixture(scope="module")
+def with_spanish(demo_settings):
+    manager = ModelManager(demo_settings)
+    manager.load()
+    manager.load_adapter("demo-es", DEMO_ES)
+    yield manager
+    manager.unload()
+
+
+def _base_weights(model):
+    return {n: p.data_ptr() for n, p in model.named_parameters() if "lora_" not in n}
+
+
+def test_base_and_adapter_answer_from_one_model(with_spanish, picture_files):
+    red_circle = picture_files[("red", "circle")]
+    assert with_spanish.generate(_ask(red_circle)) == "a red circle"
+    assert with_spanish.generate(_ask(red_circle), adapter="demo-es") == "un círculo rojo"
+    assert with_spanish.generate(_ask(red_circle, "What color is the shape?"), adapter="demo-es") == "rojo"
+    assert with_spanish.generate(_ask(red_circle), adapter="base") == "a red circle"
+
+
+def test_swapping_never_copies_or_reloads_the_base(with_spanish, picture_files):
+    before = _base_weights(with_spanish.model)
+    for adapter in ("demo-es", None, "demo-es"):
+        with_spanish.generate(_ask(picture_files[("blue", "square")]), adapter=adapter)
+    assert _base_weights(with_spanish.model) == before
+
+
+def test_unknown_adapter_is_refused(with_spanish, picture_files):
+    with pytest.raises(InputError, match="not loaded"):
+        with_spanish.generate(_ask(picture_files[("blue", "square")]), adapter="nope")
+
+
+def test_two_resident_adapters_and_unload(demo_settings, tmp_path, picture_files):
+    """A plain-PEFT adapter dropped into adapters/ sits beside demo-es; unloading one keeps the other."""
+    from peft import get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    from vlmchat.lora import default_lora_config
+
+    plain = get_peft_model(AutoModelForImageTextToText.from_pretrained(ROOT / "models" / "vlmchat-demo"),
+                           default_lora_config())
+    plain.save_pretrained(tmp_path / "plain")  # LoRA B starts at zero: answers like the base
+    manager = ModelManager(demo_settings)
+    manager.load()
+    manager.load_adapter("demo-es", DEMO_ES)
+    manager.load_adapter("plain", tmp_path / "plain")
+    assert manager.adapter_names() == ["demo-es", "plain"]
+    red = picture_files[("red", "circle")]
+    assert manager.generate(_ask(red), adapter="plain") == "a red circle"
+    manager.activate_adapter("demo-es")
+    manager.unload_adapter("demo-es")
+    assert manager.adapter_names() == ["plain"] and manager.active_adapter is None
+    manager.unload_adapter("plain")
+    assert manager.adapter_names() == [] and manager.generate(_ask(red)) == "a red circle"
+
+
+def test_vlmchat_adapter_loads_in_plain_peft(picture_files):
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    base = AutoModelForImageTextToText.from_pretrained(ROOT / "models" / "vlmchat-demo")
+    processor = AutoProcessor.from_pretrained(ROOT / "models" / "vlmchat-demo")
+    model = PeftModel.from_pretrained(base, DEMO_ES)
+    messages = [{"role": "user", "content": [{"type": "image", "image": Image.open(picture_files[("green", "triangle")])},
+                                             {"type": "text", "text": "Describe the image."}]}]
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=10, do_sample=False)
+    assert processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True) == "un triángulo verde"

@@ -1,0 +1,101 @@
+"""The adapters folder: names, listing, problems, import/export, rename, delete."""
+
+import json
+import zipfile
+
+import pytest
+
+from vlmchat import registry
+from vlmchat.errors import InputError
+
+
+def make_adapter(folder, name, base="demo", architecture="LlavaForConditionalGeneration", weights=True):
+    path = folder / name
+    path.mkdir(parents=True)
+    (path / registry.CONFIG_FILE).write_text(json.dumps({"peft_type": "LORA", "r": 8,
+                                                         "base_model_name_or_path": "models/vlmchat-demo"}))
+    if weights:
+        (path / registry.WEIGHTS_FILE).write_bytes(b"not really weights")
+    registry.write_metadata(path, {"base_model": base, "architecture": architecture, "notes": "n"})
+    return path
+
+
+@pytest.mark.parametrize("name", ["", "../evil", "a/b", "a\\b", ".hidden", "base", "CON", "x" * 65, "bad name",
+                                  "trailing."])
+def test_bad_names_are_refused(name):
+    with pytest.raises(InputError, match="not a valid adapter name"):
+        registry.validate_adapter_name(name)
+
+
+def test_listing_reports_what_is_wrong(tmp_path):
+    make_adapter(tmp_path, "good")
+    (tmp_path / "empty").mkdir()
+    pickle = make_adapter(tmp_path, "pickle", weights=False)
+    (pickle / "adapter_model.bin").write_bytes(b"x")
+    bad_json = make_adapter(tmp_path, "badjson")
+    (bad_json / registry.CONFIG_FILE).write_text("{nope")
+    (tmp_path / ".partial.tmp").mkdir()
+    found = {a.name: a.problem for a in registry.list_adapters(tmp_path)}
+    assert set(found) == {"good", "empty", "pickle", "badjson"}
+    assert found["good"] == ""
+    assert "not a PEFT adapter folder" in found["empty"]
+    assert "pickle" in found["pickle"] and "safetensors" in found["pickle"]
+    assert "unreadable JSON" in found["badjson"]
+
+
+def test_incompatible_adapters_say_why(tmp_path):
+    good = registry.read_adapter(make_adapter(tmp_path, "good"))
+    other_arch = registry.read_adapter(make_adapter(tmp_path, "qwen", architecture="Qwen2VLForConditionalGeneration"))
+    other_base = registry.read_adapter(make_adapter(tmp_path, "smol", base="HuggingFaceTB/SmolVLM-256M-Instruct",
+                                                    architecture=""))
+    loaded = ("demo", "/x/models/vlmchat-demo", "LlavaForConditionalGeneration")
+    assert registry.incompatibility(good, *loaded) == ""
+    assert "made for a Qwen2VLForConditionalGeneration" in registry.incompatibility(other_arch, *loaded)
+    assert "trained on HuggingFaceTB/SmolVLM-256M-Instruct" in registry.incompatibility(other_base, *loaded)
+
+
+def test_import_export_roundtrip_and_no_overwrite(tmp_path):
+    source = make_adapter(tmp_path / "elsewhere", "mine")
+    folder = tmp_path / "adapters"
+    assert registry.import_folder(source, folder).name == "mine"
+    with pytest.raises(InputError, match="already exists"):
+        registry.import_folder(source, folder)
+    archive = registry.export_zip(folder, "mine", tmp_path / "out")
+    imported = registry.import_zip(archive, folder, "copy")
+    assert imported.problem == "" and imported.notes == "n"
+    assert not list(folder.glob(".*"))  # no staging folders left behind
+
+
+def test_zip_members_cannot_escape(tmp_path):
+    source = make_adapter(tmp_path / "src", "x")
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(source / registry.CONFIG_FILE, "../../" + registry.CONFIG_FILE)
+        zipped.write(source / registry.WEIGHTS_FILE, "/abs/" + registry.WEIGHTS_FILE)
+        zipped.writestr("../../outside.txt", "escape")
+    folder = tmp_path / "adapters"
+    registry.import_zip(archive, folder, "safe")
+    assert sorted(p.name for p in (folder / "safe").iterdir()) == [registry.CONFIG_FILE, registry.WEIGHTS_FILE]
+    assert not (tmp_path / "outside.txt").exists() and not list(tmp_path.parent.glob("outside.txt"))
+
+
+def test_not_a_zip_and_not_an_adapter(tmp_path):
+    bogus = tmp_path / "a.zip"
+    bogus.write_text("no")
+    with pytest.raises(InputError, match="not a valid zip"):
+        registry.import_zip(bogus, tmp_path / "adapters")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(InputError, match="not a usable adapter"):
+        registry.import_folder(tmp_path / "plain", tmp_path / "adapters")
+
+
+def test_rename_and_delete_need_care(tmp_path):
+    make_adapter(tmp_path, "a")
+    make_adapter(tmp_path, "b")
+    with pytest.raises(InputError, match="already exists"):
+        registry.rename_adapter(tmp_path, "a", "b")
+    registry.rename_adapter(tmp_path, "a", "c")
+    with pytest.raises(InputError, match="type its name exactly"):
+        registry.delete_adapter(tmp_path, "c", "yes")
+    registry.delete_adapter(tmp_path, "c", "c")
+    assert [a.name for a in registry.list_adapters(tmp_path)] == ["b"]

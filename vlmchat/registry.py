@@ -1,0 +1,235 @@
+"""The adapters folder: every LoRA adapter on disk, its metadata, and whether it fits the loaded model.
+
+An adapter is a folder in the standard PEFT layout (adapter_config.json + adapter_model.safetensors)
+plus our metadata file vlmchat.json (base model, training data, settings, metrics, notes). A plain
+PEFT adapter without vlmchat.json works too. Only safetensors weights are ever accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import InputError
+
+META_FILE = "vlmchat.json"
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+RESERVED = {"base", "none", "con", "nul", "aux", "prn"}
+MAX_ZIP_BYTES = 4 * 2**30
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """One adapter folder as the UI lists it; `problem` is empty when the folder is usable."""
+
+    name: str
+    path: Path
+    base_model: str = ""
+    architecture: str = ""
+    created: str = ""
+    dataset: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    notes: str = ""
+    r: int | None = None
+    target_modules: object = None
+    problem: str = ""
+
+
+def validate_adapter_name(name: str) -> str:
+    """`name` if it is safe as a folder name, else an InputError saying what is allowed."""
+    name = (name or "").strip()
+    if not NAME_PATTERN.match(name) or name.lower() in RESERVED or name.endswith("."):
+        raise InputError(f"'{name}' is not a valid adapter name: use 1-64 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit (and not 'base').")
+    return name
+
+
+def adapter_path(folder: Path, name: str) -> Path:
+    """The folder of adapter `name` inside `folder` (the name is validated first)."""
+    return Path(folder) / validate_adapter_name(name)
+
+
+def read_adapter(path: Path) -> AdapterInfo:
+    """Read one adapter folder; problems (missing files, pickle weights, bad JSON) go in `problem`."""
+    path = Path(path)
+    name = path.name
+
+    def broken(problem: str) -> AdapterInfo:
+        return AdapterInfo(name=name, path=path, problem=problem)
+
+    if not (path / CONFIG_FILE).is_file():
+        return broken(f"no {CONFIG_FILE}: not a PEFT adapter folder")
+    if not (path / WEIGHTS_FILE).is_file():
+        if any(path.glob("*.bin")):
+            return broken(f"weights are a pickle .bin file; only {WEIGHTS_FILE} is loaded (convert it with "
+                          "PEFT: load it yourself and save_pretrained(safe_serialization=True))")
+        return broken(f"no {WEIGHTS_FILE}")
+    try:
+        config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8")) if (path / META_FILE).is_file() else {}
+    except (OSError, ValueError) as exc:
+        return broken(f"unreadable JSON ({exc})")
+    if config.get("peft_type", "LORA") != "LORA":
+        return broken(f"a {config.get('peft_type')} adapter; vlmchat loads LoRA adapters")
+    created = meta.get("created") or datetime.fromtimestamp((path / WEIGHTS_FILE).stat().st_mtime,
+                                                            timezone.utc).isoformat(timespec="seconds")
+    return AdapterInfo(
+        name=name, path=path, base_model=meta.get("base_model") or config.get("base_model_name_or_path") or "",
+        architecture=meta.get("architecture", ""), created=created, dataset=meta.get("dataset", {}),
+        metrics=meta.get("metrics", {}), notes=meta.get("notes", ""), r=config.get("r"),
+        target_modules=config.get("target_modules"),
+    )
+
+
+def list_adapters(folder: Path) -> list[AdapterInfo]:
+    """Every adapter folder under `folder`, sorted by name (hidden and temporary folders skipped)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return [read_adapter(p) for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+
+
+def _same_model(a: str, b: str) -> bool:
+    name = lambda s: Path(str(s).rstrip("/")).name.lower()  # noqa: E731
+    return bool(a) and bool(b) and name(a) == name(b)
+
+
+def incompatibility(adapter: AdapterInfo, model_id: str, model_source: str, architecture: str) -> str:
+    """Why `adapter` cannot go on the loaded model ('' when it can)."""
+    if adapter.problem:
+        return adapter.problem
+    if adapter.architecture and architecture and adapter.architecture != architecture:
+        return f"made for a {adapter.architecture}; the loaded model is a {architecture}"
+    known = adapter.base_model
+    if known and not (known == model_id or _same_model(known, model_source) or _same_model(known, model_id)
+                      or (known == "demo" and _same_model("vlmchat-demo", model_source))):
+        return f"trained on {known}; the loaded model is {model_id}"
+    return ""
+
+
+def write_metadata(folder: Path, meta: dict) -> None:
+    """Write vlmchat.json (with a creation time) atomically into an adapter folder."""
+    meta = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **meta}
+    write_text_atomically(Path(folder) / META_FILE, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write `text` to a temp file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _install(source: Path, folder: Path, name: str) -> AdapterInfo:
+    """Copy a checked adapter folder into `folder`/`name` atomically; never over an existing one."""
+    target = adapter_path(folder, name)
+    if target.exists():
+        raise InputError(f"An adapter named '{name}' already exists; pick another name or delete it first.")
+    info = read_adapter(source)
+    if info.problem:
+        raise InputError(f"That folder is not a usable adapter: {info.problem}.")
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{name}.", suffix=".tmp"))
+    try:
+        for item in (CONFIG_FILE, WEIGHTS_FILE, META_FILE, "README.md"):
+            if (source / item).is_file():
+                shutil.copy2(source / item, staging / item)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return read_adapter(target)
+
+
+def import_folder(source: str | Path, folder: Path, name: str | None = None) -> AdapterInfo:
+    """Copy the adapter in folder `source` into the adapters folder."""
+    source = Path(source).expanduser()
+    if not source.is_dir():
+        raise InputError(f"'{source}' is not a folder; give the folder that holds {CONFIG_FILE}.")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return _install(source, Path(folder), validate_adapter_name(name or source.name))
+
+
+def import_zip(archive: str | Path, folder: Path, name: str | None = None) -> AdapterInfo:
+    """Unpack an adapter zip (safely: no paths outside, size-capped) into the adapters folder."""
+    archive = Path(archive)
+    name = validate_adapter_name(name or archive.stem)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    try:
+        with zipfile.ZipFile(archive) as zipped, tempfile.TemporaryDirectory(dir=folder, prefix=".unzip.") as tmp:
+            members = [m for m in zipped.infolist() if not m.is_dir()]
+            if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
+                raise InputError("The zip unpacks to more than 4 GiB; that is not a LoRA adapter.")
+            for member in members:
+                if Path(member.filename).name in (CONFIG_FILE, WEIGHTS_FILE, META_FILE, "README.md"):
+                    # flatten: only the file names matter, so no member can point outside
+                    with zipped.open(member) as src, open(Path(tmp) / Path(member.filename).name, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+            return _install(Path(tmp), Path(folder), name)
+    except zipfile.BadZipFile:
+        raise InputError(f"'{archive.name}' is not a valid zip file.") from None
+
+
+def export_zip(folder: Path, name: str, destination: Path) -> Path:
+    """Pack adapter `name` into `destination`/<name>.zip and return its path."""
+    source = adapter_path(folder, name)
+    if not source.is_dir():
+        raise InputError(f"There is no adapter named '{name}'.")
+    destination.mkdir(parents=True, exist_ok=True)
+    target = destination / f"{name}.zip"
+    tmp = destination / f".{name}.zip.tmp"
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
+        for item in sorted(source.iterdir()):
+            if item.is_file():
+                zipped.write(item, f"{name}/{item.name}")
+    os.replace(tmp, target)
+    return target
+
+
+def rename_adapter(folder: Path, old: str, new: str) -> Path:
+    """Rename an adapter folder; refuses to overwrite."""
+    source, target = adapter_path(folder, old), adapter_path(folder, new)
+    if not source.is_dir():
+        raise InputError(f"There is no adapter named '{old}'.")
+    if target.exists():
+        raise InputError(f"An adapter named '{new}' already exists; pick another name.")
+    source.rename(target)
+    return target
+
+
+def delete_adapter(folder: Path, name: str, confirm: str) -> None:
+    """Delete an adapter folder; `confirm` must repeat the name."""
+    path = adapter_path(folder, name)
+    if confirm != name:
+        raise InputError(f"To delete '{name}', type its name exactly to confirm.")
+    if not path.is_dir():
+        raise InputError(f"There is no adapter named '{name}'.")
+    trash = path.with_name(f".{name}.deleting")
+    path.rename(trash)
+    shutil.rmtree(trash)
+
+
+def usable_adapter(folder: Path, name: str, model_id: str, model_source: str, architecture: str) -> AdapterInfo:
+    """Adapter `name` from `folder` if it can go on the loaded model; otherwise an InputError why not."""
+    path = adapter_path(folder, name)
+    if not path.is_dir():
+        raise InputError(f"There is no adapter named '{name}' in {folder}.")
+    info = read_adapter(path)
+    reason = incompatibility(info, model_id, model_source, architecture)
+    if reason:
+        raise InputError(f"Adapter '{name}' cannot be used with the loaded model: {reason}.")
+    return info
