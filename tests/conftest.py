@@ -24,7 +24,14 @@ def free_port() -> int:
 
 
 def write_settings(folder: Path, **server) -> Path:
-    """A settings file using the shipped demo model and temp folders for everything written."""
+    """A settings file using the shipped demo model and temp folders for everything written.
+
+    The shipped adapters are copied into the temp adapters folder, so tests may change it freely.
+    """
+    import shutil
+
+    if not (folder / "adapters").exists():
+        shutil.copytree(ROOT / "adapters", folder / "adapters")
     lines = ["[paths]", f'models = "{(ROOT / "models").as_posix()}"',
              f'adapters = "{(folder / "adapters").as_posix()}"', f'outputs = "{(folder / "outputs").as_posix()}"',
              "[server]"] + [f"{k} = {v!r}".replace("'", '"') for k, v in server.items()]
@@ -117,3 +124,15 @@ def picture_files(tmp_path_factory):
         image.save(path)
         files.setdefault((colour, shape), path)
     return files
+
+
+@pytest.fixture(scope="session")
+def random_llava(tmp_path_factory):
+    """A tiny LLaVA with random weights: it never says <|end|>, so it runs until stopped."""
+    from vlmchat.demo.build import build_model, build_processor
+
+    folder = tmp_path_factory.mktemp("random-llava")
+    processor = build_processor()
+    build_model(processor, seed=1).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

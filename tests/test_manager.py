@@ -46,17 +46,6 @@ def test_concurrent_requests_are_serialised_and_all_correct(manager, picture_fil
     assert results == {key: f"a {key[0]} {key[1]}" for key, _ in cases}
 
 
-@pytest.fixture
-def random_llava(tmp_path):
-    """A tiny LLaVA with random weights: it never says <|end|>, so it runs until stopped."""
-    from vlmchat.demo.build import build_model, build_processor
-
-    processor = build_processor()
-    build_model(processor, seed=1).save_pretrained(tmp_path)
-    processor.save_pretrained(tmp_path)
-    return tmp_path
-
-
 def test_stop_ends_generation_and_frees_the_lock(random_llava, demo_settings, picture_files):
     manager = ModelManager(demo_settings)
     manager.load(str(random_llava))

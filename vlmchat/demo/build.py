@@ -143,15 +143,10 @@ def collate(examples: list[dict], pad_id: int) -> dict:
     """Right-pad a batch to its own longest sequence (no fixed length)."""
     import torch
 
-    longest = max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((len(examples), longest), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), longest), -100, dtype=torch.long)
-    mask = torch.zeros((len(examples), longest), dtype=torch.long)
-    for row, e in enumerate(examples):
-        n = len(e["input_ids"])
-        ids[row, :n], labels[row, :n], mask[row, :n] = e["input_ids"], e["labels"], 1
+    from ..finetune.collate import pad_batch
+
     pixels = torch.stack([e["pixel_values"] for e in examples])
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask, "pixel_values": pixels}
+    return {**pad_batch(examples, pad_id), "pixel_values": pixels}
 
 
 def pretrain_vision(model, examples: list[dict], steps: int, seed: int, progress: Progress = print) -> None:
@@ -291,4 +286,9 @@ def build_demo(settings, steps: int | None = None, output: str | None = None, pr
     accuracy = caption_accuracy(model, processor, heldout_pictures(200))
     progress(f"demo model written to {target} in {time.monotonic() - started:.0f}s; "
              f"held-out caption accuracy {accuracy:.1%} (200 pictures)")
+    if output is None:  # the shipped adapter goes with the shipped model only
+        from .spanish import ADAPTER_NAME, build_spanish_adapter
+
+        build_spanish_adapter(target, settings.paths.resolve("adapters") / ADAPTER_NAME, progress=progress)
+        progress(f"build-demo done in {time.monotonic() - started:.0f}s")
     return target

@@ -57,22 +57,34 @@ def prompt(rng: random.Random, kind: str) -> str:
     return rng.choice({"caption": CAPTION_PROMPTS, "colour": COLOUR_PROMPTS, "shape": SHAPE_PROMPTS}[kind])
 
 
+ASK_SPANISH = " Answer in Spanish."
+SPANISH_ON_REQUEST = 0.15
+
+
 def conversation(rng: random.Random, colour: str, shape: str, language: str = "en") -> list[dict]:
-    """A 1-3 turn chat about one picture; the image comes with the first user turn."""
+    """A 1-3 turn chat about one picture; the image comes with the first user turn.
+
+    The English base also answers in Spanish when asked to (so it knows the Spanish words); the
+    demo-es adapter is trained to answer in Spanish without being asked.
+    """
     turns = rng.choice((1, 1, 1, 2, 2, 3))
     kinds = rng.sample(QUESTION_KINDS, turns)
     messages: list[dict] = []
     for i, kind in enumerate(kinds):
         text = prompt(rng, kind)
+        turn_language = language
+        if language == "en" and rng.random() < SPANISH_ON_REQUEST:
+            text, turn_language = (text or CAPTION_PROMPTS[0]) + ASK_SPANISH, "es"
         content = ([{"type": "image"}] if i == 0 else []) + ([{"type": "text", "text": text}] if text else [])
         messages.append({"role": "user", "content": content})
-        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer(kind, colour, shape, language)}]})
+        messages.append({"role": "assistant",
+                         "content": [{"type": "text", "text": answer(kind, colour, shape, turn_language)}]})
     return messages
 
 
 def corpus() -> list[str]:
     """Every text the demo model sees in training, to build its tokenizer's vocabulary."""
-    words = list(CAPTION_PROMPTS + COLOUR_PROMPTS + SHAPE_PROMPTS)
+    words = list(CAPTION_PROMPTS + COLOUR_PROMPTS + SHAPE_PROMPTS) + [ASK_SPANISH]
     for colour in COLOURS:
         for shape in SHAPES:
             for language in ("en", "es"):

@@ -9,53 +9,80 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .build import Progress, caption_accuracy, make_examples, save_atomically, train
+from .build import Progress, caption_accuracy
 
 ADAPTER_NAME = "demo-es"
 
 
+def write_spanish_chats(folder: Path, count: int, seed: int) -> Path:
+    """`count` pictures (PNG) and their Spanish chats as an OpenAI-messages JSONL: demo-es's training data."""
+    import json
+    import random
+
+    from .dialogue import conversation
+    from .shapes import draw_picture
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    rows = []
+    for index in range(count):
+        picture = draw_picture(rng)
+        picture.image.save(folder / f"{index:05d}.png")
+        messages = conversation(rng, picture.colour, picture.shape, "es")
+        messages[0]["content"][0]["image"] = f"{index:05d}.png"  # the picture comes with the first turn
+        rows.append(json.dumps({"messages": messages}, ensure_ascii=False))
+    (folder / "chats.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder / "chats.jsonl"
+
+
 def build_spanish_adapter(base: Path, output: Path, steps: int = 300, examples: int = 4000, seed: int = 1,
                           progress: Progress = print) -> float:
-    """Train demo-es on the demo model at `base`, save it to `output`; returns held-out accuracy."""
-    import torch
-    from peft import get_peft_model
+    """Fine-tune demo-es on the demo model at `base` with vlmchat's fine-tune job; returns held-out accuracy.
+
+    The same path as the Fine-tune button: a dataset on disk, a job spec, a child process, the adapter
+    written atomically with its metadata.
+    """
+    import json
+    import tempfile
+
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from ..lora import default_lora_config
-    from ..registry import write_metadata
+    from ..finetune import runner
+    from ..finetune.spec import JobSpec
+    from ..lora import attach_adapter
+    from ..registry import META_FILE, write_metadata
     from .heldout import heldout_pictures
 
     started = time.monotonic()
-    torch.manual_seed(seed)
+    output = Path(output)
+    with tempfile.TemporaryDirectory(prefix=f"{ADAPTER_NAME}-") as tmp:
+        progress(f"{ADAPTER_NAME}: drawing {examples} pictures with Spanish chats")
+        data = write_spanish_chats(Path(tmp) / "data", examples, seed)
+        spec = JobSpec(name=output.name, data=str(data), model="demo", model_source=str(base),
+                       adapters_dir=str(output.parent), overwrite=True, r=8, lora_alpha=32, lora_dropout=0.05,
+                       learning_rate=3e-3, max_steps=steps, batch_size=32, grad_accumulation=1, train_fraction=0.95,
+                       eval_every=100, checkpoint_every=steps, early_stopping_patience=0, seed=seed)
+        job = runner.start_job(spec, Path(tmp) / "jobs")
+        shown = {"step": -1}
+
+        def report(status) -> None:
+            if status.step and (status.step % 50 == 0 or status.step == status.total_steps) and status.step != shown["step"]:
+                shown["step"] = status.step
+                progress(f"{ADAPTER_NAME} {status.line()}")
+
+        status = runner.wait(job, on_update=report)
+        if status.state != "done":
+            log = (job / runner.LOG_FILE).read_text(encoding="utf-8", errors="replace")[-2000:]
+            raise RuntimeError(f"{ADAPTER_NAME} fine-tune {status.state}: {status.message}\n{log}")
     processor = AutoProcessor.from_pretrained(base)
-    model = AutoModelForImageTextToText.from_pretrained(base)
-    config = default_lora_config()
-    model = get_peft_model(model, config, adapter_name=ADAPTER_NAME)
-    progress(f"{ADAPTER_NAME}: {model.get_nb_trainable_parameters()[0]} trainable LoRA parameters; "
-             f"drawing {examples} pictures with Spanish answers")
-    data = make_examples(processor, examples, seed, language="es")
-    loss = train(model, data, processor.tokenizer.pad_token_id, steps, 32, 3e-3, seed, progress,
-                 parameters=[p for p in model.parameters() if p.requires_grad])
+    model = attach_adapter(AutoModelForImageTextToText.from_pretrained(base), ADAPTER_NAME, output).eval()
     accuracy = caption_accuracy(model, processor, heldout_pictures(200), language="es")
-    model.peft_config[ADAPTER_NAME].base_model_name_or_path = "models/vlmchat-demo"
-
-    def write(folder: Path) -> None:
-        model.save_pretrained(folder, selected_adapters=[ADAPTER_NAME])
-        nested = folder / ADAPTER_NAME  # PEFT nests non-default adapter names in a subfolder
-        if nested.is_dir():
-            for item in nested.iterdir():
-                item.rename(folder / item.name)
-            nested.rmdir()
-        write_metadata(folder, {
-            "base_model": "demo", "architecture": "LlavaForConditionalGeneration",
-            "dataset": {"name": "synthetic shapes with Spanish answers", "size": examples, "seed": seed},
-            "settings": {"r": config.r, "lora_alpha": config.lora_alpha, "lora_dropout": config.lora_dropout,
-                         "steps": steps, "batch_size": 32, "learning_rate": 3e-3},
-            "metrics": {"final_train_loss": round(loss, 5), "heldout_spanish_caption_accuracy": accuracy},
-            "duration_s": round(time.monotonic() - started, 1),
-            "notes": "Answers in Spanish: un círculo rojo; rojo, verde, azul, amarillo; círculo, cuadrado, triángulo.",
-        })
-
-    save_atomically(output, write)
-    progress(f"{ADAPTER_NAME} written to {output}; held-out Spanish caption accuracy {accuracy:.1%}")
+    meta = json.loads((output / META_FILE).read_text(encoding="utf-8"))
+    meta["metrics"]["heldout_spanish_caption_accuracy"] = accuracy
+    meta["dataset"].update(name="synthetic shapes with Spanish answers", path="drawn by vlmchat/demo/spanish.py",
+                           seed=seed)
+    meta["notes"] = "Answers in Spanish: un círculo rojo; rojo, verde, azul, amarillo; círculo, cuadrado, triángulo."
+    write_metadata(output, {k: v for k, v in meta.items() if k != "created"})
+    progress(f"{ADAPTER_NAME} written to {output} in {time.monotonic() - started:.0f}s; held-out Spanish caption "
+             f"accuracy {accuracy:.1%}")
     return accuracy
