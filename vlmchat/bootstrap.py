@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 RUNTIME_MODULES = ("torch", "transformers", "gradio", "peft", "accelerate", "PIL", "huggingface_hub",
                    "safetensors", "tokenizers")
-DEV_MODULES = ("pytest", "gradio_client")
+DEV_MODULES = ("pytest", "gradio_client", "playwright")
 TORCH_PIN = os.environ.get("VLMCHAT_TORCH", "torch==2.13.0")
 
 

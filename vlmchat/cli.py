@@ -36,19 +36,158 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--share", action="store_true", default=None,
                         help="also make a temporary public link (requires a login)")
     parser.add_argument("--auth", metavar="USER:PASS", help="require this login to use the UI and API")
+    parser.add_argument("--auth-file", metavar="FILE", help="require a login from FILE (one user:password a line)")
+    parser.add_argument("--adapter", metavar="NAME", help="LoRA adapter (in adapters/) to activate at start")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     build = commands.add_parser("build-demo", help="rebuild the embedded demo model from code (CPU, minutes)")
     build.add_argument("--steps", type=int, default=None, help="training steps (default: the shipped recipe)")
     build.add_argument("--output", help="folder to write (default: models/vlmchat-demo)")
     test = commands.add_parser("test", help="install the test dependencies and run the test suite")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra arguments passed to pytest")
+    _add_caption_command(commands)
+    _add_model_commands(commands)
+    from .finetune.command import add_finetune_parser
+
+    add_finetune_parser(commands)
     return parser
+
+
+def _add_model_commands(commands) -> None:
+    plan = commands.add_parser("plan", help="show which precision and placement a model gets here, and why")
+    plan.add_argument("--model", default=argparse.SUPPRESS, help="catalog key, hub id or folder (default: model.id)")
+    plan.add_argument("--quantization", choices=("auto", "none", "8bit", "4bit"), default=argparse.SUPPRESS,
+                      help="policy to plan for (default: model.quantization in settings)")
+    plan.add_argument("--vram-gib", type=float, metavar="X", help="plan for one GPU with X GiB free instead of "
+                                                                  "the memory measured now")
+    plan.add_argument("--context", type=int, default=4096, metavar="TOKENS", help="context budget (default 4096)")
+    plan.add_argument("--images", type=int, default=1, metavar="N", help="images per prompt (default 1)")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    download = commands.add_parser("download", help="download a hub model's files (checks access first)")
+    download.add_argument("model_id", metavar="MODEL_ID", help="hub id (owner/name) or catalog key")
+    download.add_argument("--revision", help="branch, tag or commit (default: main)")
+    download.add_argument("--ask-token", action="store_true",
+                          help="read a Hugging Face token from the terminal (not echoed) instead of HF_TOKEN / "
+                               "`hf auth login`")
+    download.add_argument("--remember", action="store_true",
+                          help="save that token with huggingface_hub's login, as `hf auth login` does")
+
+
+def run_plan(args: argparse.Namespace, settings: Settings) -> int:
+    """`launch.py plan`: print the plan and its reason; exit code 1 when nothing fits."""
+    import json
+
+    from .errors import SettingsError
+    from .plan import plan_for_machine
+    from .sizes import model_size_for, unquantized_for
+
+    if args.vram_gib is not None and not 0 < args.vram_gib <= 4096:
+        raise SettingsError(f"--vram-gib must be a positive number of GiB (got {args.vram_gib}).")
+    if not 1 <= args.context <= 10_000_000 or not 0 <= args.images <= 1000:
+        raise SettingsError("--context must be at least 1 token and --images between 0 and 1000.")
+    model = settings.model.id
+    size = model_size_for(model, settings)
+    plan = plan_for_machine(size, settings.model.quantization, device=settings.model.device,
+                            dtype=settings.model.dtype, vram_gib=args.vram_gib, context_tokens=args.context,
+                            images=args.images, unquantized=unquantized_for(model, settings))
+    if args.json:
+        print(json.dumps({"model": model, "sizes_from": size.source, **plan.to_dict()}, indent=2))
+        return 0 if plan.ok else 1
+    print(plan.summary())
+    count = (lambda b: f"{b:.2f} B" if b >= 0.1 else f"{b * 1000:.2f} M")  # noqa: E731
+    print(f"  sizes: {count(size.language_b)} language + {count(size.vision_b)} vision parameters ({size.source})")
+    if plan.ok:
+        print(f"  dtype {plan.dtype}, {plan.quantization}, device_map {plan.device_map}, "
+              f"~{plan.estimate_gib:.1f} GiB of {plan.free_gib:.1f} GiB free")
+        if plan.unquantized:
+            print(f"  left unquantized: {', '.join(plan.unquantized)}")
+    print("  options: " + ", ".join(f"{label} ~{need:.1f} GiB" for label, need in plan.alternatives))
+    return 0 if plan.ok else 1
+
+
+def _read_token() -> str:
+    """A token typed by the user (not echoed on a terminal), or one line of stdin."""
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass("Hugging Face token (not shown): ").strip()
+    return sys.stdin.readline().strip()
+
+
+def run_download(args: argparse.Namespace, settings: Settings) -> int:
+    """`launch.py download`: check access, print what will be fetched, download with a progress bar."""
+    from tqdm import tqdm
+
+    from .download import download_model, inspect_repo, is_offline
+    from .sizes import catalog_entry
+
+    entry = catalog_entry(settings, args.model_id)
+    repo_id = entry.id if entry else args.model_id
+    token = _read_token() if args.ask_token else None
+    if not is_offline():
+        plan = inspect_repo(repo_id, args.revision, token)
+        print(plan.describe(), flush=True)
+    with tqdm(total=100, unit="%", file=sys.stderr, bar_format="{l_bar}{bar}| {desc}") as bar:
+        def progress(fraction: float, text: str) -> None:
+            bar.set_description_str(text, refresh=False)
+            bar.update(round(fraction * 100) - bar.n)
+
+        result = download_model(repo_id, args.revision, token, progress=progress, remember=args.remember)
+    print(result.message)
+    return 0
+
+
+def _batch_size(value: str) -> int | str:
+    return value if value == "auto" else int(value)
+
+
+def _add_caption_command(commands) -> None:
+    caption = commands.add_parser("caption", help="caption images, folders or zips (a .txt beside each image, "
+                                                  "or one JSONL/CSV file)")
+    caption.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or .zip files")
+    caption.add_argument("--prompt", help="the question asked about each image (default: caption.prompt in settings)")
+    caption.add_argument("--start", metavar="TEXT", help='force how every caption starts, e.g. "A photo of"')
+    caption.add_argument("--adapter", metavar="NAME", default=argparse.SUPPRESS,
+                         help="caption with this LoRA adapter from adapters/ (default: the base model)")
+    caption.add_argument("--format", choices=("txt", "jsonl", "csv"), help="txt: a .txt beside each image "
+                         "(kohya/TagGUI layout); jsonl/csv: one file (default: caption.format in settings)")
+    caption.add_argument("--output", metavar="FILE", help="the JSONL/CSV file (default: captions.FORMAT in the "
+                         "folder given, else in outputs/)")
+    caption.add_argument("--overwrite", action="store_true", help="replace captions that already exist")
+    caption.add_argument("--batch-size", type=_batch_size, metavar="N", help='images per batch, or "auto"')
+    caption.add_argument("--recursive", action="store_true", help="also caption images in subfolders")
+
+
+def run_caption(args: argparse.Namespace, settings: Settings) -> int:
+    """`launch.py caption`: 0 when every image was captioned or skipped, 1 when some failed."""
+    from tqdm import tqdm
+
+    from .captioning import (CaptionOptions, caption_images, default_table_output, find_images,
+                             load_caption_model, unpack_folder)
+
+    settings = settings.override("caption", batch_size=args.batch_size, format=args.format)
+    fmt = settings.caption.format
+    output = Path(args.output) if args.output else None
+    if output is None and fmt != "txt":
+        output = default_table_output(args.paths, fmt, settings)
+    options = CaptionOptions(prompt=args.prompt or "", start=args.start or "", adapter=args.adapter, fmt=fmt,
+                             output=output, overwrite=args.overwrite, batch_size=settings.caption.batch_size)
+    options.check()  # a mistake is reported before the model is loaded
+    found = find_images(args.paths, recursive=args.recursive, unpack_to=unpack_folder(settings))
+    manager = load_caption_model(settings, args.adapter)
+    with tqdm(total=len(found.images) + len(found.failed), unit="image", file=sys.stderr) as bar:
+        summary = caption_images(manager, found.images, options, failed=found.failed,
+                                 progress=lambda p: bar.update(p.done - bar.n))
+    for image, reason in summary.failed:
+        print(f"failed: {image}: {reason}", file=sys.stderr)
+    print(summary.line())
+    return 1 if summary.failed else 0
 
 
 def apply_flags(args: argparse.Namespace) -> Settings:
     """settings.toml (or --settings FILE) with the command-line flags applied over it."""
     settings = load_settings(args.settings)
-    settings = settings.override("model", id=args.model, quantization=args.quantization)
+    settings = settings.override("model", id=args.model, quantization=args.quantization,
+                                 adapter=getattr(args, "adapter", None))
     return settings.override("server", host=getattr(args, "host", None), port=getattr(args, "port", None),
                              share=getattr(args, "share", None), auth=getattr(args, "auth", None))
 
@@ -61,6 +200,16 @@ def run(args: argparse.Namespace) -> int:
         root = Path(__file__).resolve().parent.parent
         return subprocess.call([sys.executable, "-m", "pytest", *args.pytest_args], cwd=root)
     settings = apply_flags(args)
+    if args.command == "caption":
+        return run_caption(args, settings)
+    if args.command == "plan":
+        return run_plan(args, settings)
+    if args.command == "download":
+        return run_download(args, settings)
+    if args.command == "finetune":
+        from .finetune.command import run_finetune
+
+        return run_finetune(args, settings)
     if args.command == "build-demo":
         from .demo.build import build_demo
 
@@ -68,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from .server import serve
 
-    return serve(settings)
+    return serve(settings, auth_file=args.auth_file)
 
 
 def main(argv: list[str] | None = None, bootstrap: bool = True) -> int:

@@ -48,13 +48,18 @@ def resident_adapters(model) -> list[str]:
     return list(getattr(model, "peft_config", {}) or {})
 
 
-def use_adapter(model, name: str | None):
-    """A context in which `model` answers with adapter `name` (or the bare base for 'base'/None)."""
-    if is_base(name):
-        return model.disable_adapter() if resident_adapters(model) else contextlib.nullcontext()
-    if name not in resident_adapters(model):
+def check_adapter(model, name: str | None) -> None:
+    """Raise InputError unless `name` is 'base'/None or an adapter attached to `model`."""
+    if not is_base(name) and name not in resident_adapters(model):
         raise InputError(f"Adapter '{name}' is not loaded; load it in the Adapters tab first "
                          f"(loaded: {', '.join(resident_adapters(model)) or 'none'}).")
+
+
+def use_adapter(model, name: str | None):
+    """A context in which `model` answers with adapter `name` (or the bare base for 'base'/None)."""
+    check_adapter(model, name)
+    if is_base(name):
+        return model.disable_adapter() if resident_adapters(model) else contextlib.nullcontext()
     model.set_adapter(name)
     return contextlib.nullcontext()
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import InputError, ModelLoadError, NoModelError
-from .lora import resident_adapters, use_adapter
+from .families import fit_to_profile, profile_for
+from .lora import attach_adapter, check_adapter, detach_adapter, resident_adapters, use_adapter
 from .settings import DEMO_MODEL_ID, Settings
 
 
@@ -93,15 +94,16 @@ def _quantization_config(quantization: str, device: str):
 
 
 class _StopOnEvent:
-    """A stopping criterion that ends generation when the user presses Stop."""
+    """A stopping criterion that ends generation once any of its events is set (Stop, a closed reader)."""
 
-    def __init__(self, event: threading.Event):
-        self.event = event
+    def __init__(self, *events: threading.Event):
+        self.events = events
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        stopped = any(event.is_set() for event in self.events)
+        return torch.full((input_ids.shape[0],), stopped, dtype=torch.bool, device=input_ids.device)
 
 
 class ModelManager:
@@ -112,40 +114,62 @@ class ModelManager:
         self.model = None
         self.processor = None
         self.info: ModelInfo | None = None
+        self.active_adapter: str | None = None
         self.lock = threading.RLock()
 
-    def load(self, model_id: str | None = None, quantization: str | None = None) -> ModelInfo:
-        """Load a base model by hub id, local folder or 'demo', freeing the current one first."""
+    def load(self, model_id: str | None = None, quantization: str | None = None, token: str | None = None,
+             progress=None) -> ModelInfo:
+        """Load a base model by hub id, local folder or 'demo', freeing the current one first.
+
+        A hub id is fetched through vlmchat.download (only the files needed, `token` if given, else
+        HF_TOKEN / the login file; `progress(fraction, text)` is called while downloading).
+        """
         from .device import choose_device, choose_dtype
 
         model_id = model_id or self.settings.model.id
         quantization = quantization or self.settings.model.quantization
         source = resolve_model_source(model_id, self.settings)
+        if not Path(source).exists():  # a hub id: access check, gated/offline messages, only the needed files
+            from .download import download_model
+
+            source = str(download_model(model_id, token=token, progress=progress).path)
         device, device_reason = choose_device(self.settings.model.device)
         dtype, dtype_reason = choose_dtype(device, self.settings.model.dtype)
         quant_config, quant_reason = _quantization_config(quantization, device)
+        load_kwargs = {"dtype": dtype, "quantization_config": quant_config,
+                       "device_map": device if device != "cpu" or quant_config else None}
         with self.lock:
             self.unload()
+            if quantization == "auto":  # precision and placement from the model's size and the memory now free
+                from .plan import plan_for_load
+
+                plan = plan_for_load(source, model_id, self.settings)
+                if not plan.ok:
+                    raise ModelLoadError(plan.reason)
+                load_kwargs = plan.load_kwargs()
+                if load_kwargs["dtype"] != dtype:
+                    dtype, dtype_reason = load_kwargs["dtype"], ""
+                quant_reason = "; ".join(part for part in (plan.reason, plan.warning) if part)
             try:
                 from transformers import AutoModelForImageTextToText, AutoProcessor
 
                 processor = AutoProcessor.from_pretrained(source)
-                model = AutoModelForImageTextToText.from_pretrained(
-                    source, dtype=dtype, quantization_config=quant_config,
-                    device_map=device if device != "cpu" or quant_config else None,
-                )
+                model = AutoModelForImageTextToText.from_pretrained(source, **load_kwargs)
             except OSError as exc:
                 raise ModelLoadError(f"Could not load '{model_id}': {exc}".split("\n")[0] +
                                      " Check the id or path, your network and your Hugging Face token.") from None
             except ValueError as exc:
                 raise ModelLoadError(f"'{model_id}' is not a vision-language model vlmchat can load: "
                                      f"{str(exc).splitlines()[0]}") from None
+            except ImportError as exc:  # e.g. Qwen2-VL's processor needs torchvision for its video part
+                raise ModelLoadError(f"'{model_id}' needs a package that is not installed: "
+                                     f"{str(exc).strip().splitlines()[0]}") from None
             model.eval()
             self.model, self.processor = model, processor
             self.info = ModelInfo(
                 model_id=model_id, source=source, architecture=type(model).__name__,
                 device=str(device), dtype=str(dtype).replace("torch.", ""),
-                reason=f"{device_reason}; {dtype_reason}; {quant_reason}",
+                reason="; ".join(part for part in (device_reason, dtype_reason, quant_reason) if part),
             )
             return self.info
 
@@ -153,10 +177,37 @@ class ModelManager:
         """Adapters attached to the loaded model, in load order."""
         return resident_adapters(self.model) if self.model is not None else []
 
+    def load_adapter(self, name: str, path: Path) -> None:
+        """Attach the LoRA adapter at `path` as `name`; the base weights stay as they are."""
+        with self.lock:
+            model, _ = self._loaded()
+            if name in resident_adapters(model):
+                return
+            try:
+                self.model = attach_adapter(model, name, path)
+            except (ValueError, KeyError, RuntimeError, OSError) as exc:
+                raise InputError(f"Adapter '{name}' does not fit the loaded model: "
+                                 f"{str(exc).splitlines()[0][:300]}") from None
+
+    def unload_adapter(self, name: str) -> None:
+        """Detach adapter `name` and free its weights."""
+        with self.lock:
+            if self.model is not None:
+                self.model = detach_adapter(self.model, name)
+            if self.active_adapter == name:
+                self.active_adapter = None
+
+    def activate_adapter(self, name: str | None) -> None:
+        """Make `name` (already loaded) the adapter Chat uses; None or 'base' for the bare base model."""
+        with self.lock:
+            if name and name != "base" and name not in self.adapter_names():
+                raise InputError(f"Adapter '{name}' is not loaded; load it first.")
+            self.active_adapter = None if not name or name == "base" else name
+
     def unload(self) -> None:
         """Drop the model and processor and give their memory back."""
         with self.lock:
-            self.model = self.processor = self.info = None
+            self.model = self.processor = self.info = self.active_adapter = None
             gc.collect()
             try:
                 import torch
@@ -168,13 +219,20 @@ class ModelManager:
 
     @staticmethod
     def _inputs(model, processor, conversations: list[list[dict]]):
+        from jinja2 import TemplateError
+
         processor.tokenizer.padding_side = "left"  # batched generation continues every row at its end
+        profile = profile_for(model)
+        conversations = [fit_to_profile(conversation, profile) for conversation in conversations]
+        template = {"chat_template": profile.chat_template} if profile.needs_template(processor) else {}
+        # A conversation ending with an assistant message (a forced caption start) is continued, not answered anew.
+        prefilled = bool(conversations) and conversations[0][-1].get("role") == "assistant"
         try:
             inputs = processor.apply_chat_template(
-                conversations, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
-                processor_kwargs={"padding": True},
+                conversations, add_generation_prompt=not prefilled, continue_final_message=prefilled,
+                tokenize=True, return_dict=True, return_tensors="pt", processor_kwargs={"padding": True}, **template,
             )
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, TemplateError) as exc:
             raise InputError(f"The model's processor refused this conversation: {str(exc).splitlines()[0]}") from None
         inputs = inputs.to(model.device)
         if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
@@ -193,14 +251,15 @@ class ModelManager:
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         stop = stop or threading.Event()
+        closed = threading.Event()  # this stream's own end; `stop` may be shared by several streams
         with self.lock:
             model, processor = self._loaded()
-            use_adapter(model, adapter).__exit__(None, None, None)  # fail early on an unknown adapter
+            check_adapter(model, adapter)  # fail before starting the worker
             inputs = self._inputs(model, processor, [messages])
         streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure: list[BaseException] = []
         kwargs = dict(inputs, streamer=streamer, max_new_tokens=int(params.max_new_tokens),
-                      stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop)]), **_sampling(params))
+                      stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop, closed)]), **_sampling(params))
 
         def run() -> None:
             # The lock is held by this thread for the whole generate() call, never across a yield:
@@ -224,7 +283,7 @@ class ModelManager:
                 text += chunk
                 yield text
         finally:
-            stop.set()  # also reached when the reader is closed early (Stop button, closed tab)
+            closed.set()  # also reached when the reader is closed early (Stop button, closed tab)
         worker.join()
         if failure:
             raise _generation_error(failure[0])

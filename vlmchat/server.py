@@ -4,16 +4,34 @@ from __future__ import annotations
 
 import os
 
+from .access import resolve_access
 from .manager import ModelManager
+from .registry import usable_adapter
 from .settings import Settings
 
+# Problems worth a banner in the page (read by the UI when a page loads).
+SHARE_PROBLEM: list[str] = []
 
-def serve(settings: Settings, block: bool = True):
+
+def _start_adapter(manager: ModelManager, settings: Settings) -> None:
+    name = settings.model.adapter
+    if not name:
+        return
+    info = manager.info
+    adapter = usable_adapter(settings.paths.resolve("adapters"), name, info.model_id, info.source, info.architecture)
+    manager.load_adapter(name, adapter.path)
+    manager.activate_adapter(name)
+    print(f"vlmchat: adapter '{name}' active", flush=True)
+
+
+def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
     """Load the configured model and serve the UI; returns the exit code (or the app if not blocking)."""
+    access = resolve_access(settings, auth_file)
     manager = ModelManager(settings)
     print("vlmchat: loading", settings.model.id, "...", flush=True)
     info = manager.load()
     print("vlmchat:", info.summary(), flush=True)
+    _start_adapter(manager, settings)
     # A local tool does not phone home.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -22,10 +40,28 @@ def serve(settings: Settings, block: bool = True):
     app = build_app(manager, settings)
     server = settings.server
     app.queue(default_concurrency_limit=server.concurrency_limit, max_size=server.max_queue)
-    auth = tuple(server.auth.split(":", 1)) if server.auth else None
+    if access.generated:
+        user, password = access.logins[0]
+        # Shown once, on the terminal only: never logged, never written to a file.
+        print(f"vlmchat: the app is reachable from other machines, so it needs a login. "
+              f"User: {user}  Password: {password}  (pass --auth USER:PASS to choose your own)", flush=True)
     app.launch(
-        server_name=server.host, server_port=server.port, share=server.share, auth=auth,
-        max_file_size=f"{server.max_upload_mb}mb", prevent_thread_lock=not block, show_error=True,
-        quiet=False,
+        server_name=server.host, server_port=server.port, share=server.share,
+        auth=list(access.logins) or None, auth_message="vlmchat: log in with the user and password you were given.",
+        max_file_size=f"{server.max_upload_mb}mb", prevent_thread_lock=True, show_error=True, quiet=True,
+        allowed_paths=[str(settings.paths.resolve("outputs"))],
     )
-    return app if not block else 0
+    print(f"vlmchat: serving on {app.local_url}", flush=True)
+    if server.share and not app.share_url:
+        SHARE_PROBLEM.append("The public share link could not be created (offline, or the tunnel program is "
+                             "missing); the app keeps serving locally.")
+        print(f"vlmchat: {SHARE_PROBLEM[-1]}", flush=True)
+    elif app.share_url:
+        print(f"vlmchat: public link: {app.share_url}", flush=True)
+    if not block:
+        return app
+    try:
+        app.block_thread()
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -7,6 +7,7 @@ one-line SettingsError that names the key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,9 +61,55 @@ class ServerSettings:
     max_queue: int = field(default=32, metadata=_range(1, 10000))
     max_upload_mb: int = field(default=25, metadata=_range(1, 10000))
 
+    @property
+    def exposed(self) -> bool:
+        """True when people on other machines can reach the app (a share link or a non-loopback host)."""
+        loopback = self.host in ("localhost", "::1") or self.host.startswith("127.")
+        return self.share or not loopback
+
     def __post_init__(self) -> None:
         if self.auth and ":" not in self.auth:
             raise SettingsError("server.auth must look like 'user:password' (or be empty).")
+
+
+@dataclass(frozen=True)
+class CaptionSettings:
+    """Defaults of the Caption tab and `launch.py caption`."""
+
+    batch_size: int | str = field(default="auto", metadata={"range": (1, 256), "auto": True})
+    prompt: str = "Describe the image."
+    format: str = field(default="txt", metadata=_choices("txt", "jsonl", "csv"))
+
+    def __post_init__(self) -> None:
+        if not self.prompt.strip():
+            raise SettingsError("caption.prompt must not be empty; write the question to ask about every image.")
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Defaults of the Fine-tune tab and `launch.py finetune` (LoRA on the user's data)."""
+
+    r: int = field(default=8, metadata=_range(1, 1024))
+    lora_alpha: int = field(default=32, metadata=_range(1, 4096))
+    lora_dropout: float = field(default=0.05, metadata=_range(0.0, 0.9))
+    targets: str = field(default="language", metadata=_choices("language", "language+projector", "all"))
+    learning_rate: float = field(default=2e-4, metadata=_range(1e-7, 1.0))
+    warmup_ratio: float = field(default=0.05, metadata=_range(0.0, 0.5))
+    epochs: int = field(default=3, metadata=_range(1, 1000))
+    max_steps: int = field(default=0, metadata=_range(0, 10_000_000))
+    batch_size: int = field(default=4, metadata=_range(1, 1024))
+    grad_accumulation: int = field(default=4, metadata=_range(1, 1024))
+    max_length: int = field(default=2048, metadata=_range(16, 131072))
+    train_fraction: float = field(default=0.8, metadata=_range(0.05, 1.0))
+    eval_every: int = field(default=50, metadata=_range(0, 10_000_000))
+    checkpoint_every: int = field(default=100, metadata=_range(1, 10_000_000))
+    keep_checkpoints: int = field(default=2, metadata=_range(1, 100))
+    early_stopping_patience: int = field(default=5, metadata=_range(0, 1000))
+    quantization: str = field(default="auto", metadata=_choices("auto", "none", "4bit"))
+    gradient_checkpointing: str = field(default="auto", metadata=_choices("auto", "on", "off"))
+    optimizer: str = field(default="auto", metadata=_choices("auto", "adamw", "paged_adamw_8bit"))
+    caption_prompt: str = "Describe the image."
+    seed: int = field(default=0, metadata=_range(0, 2**31 - 1))
 
 
 @dataclass(frozen=True)
@@ -80,6 +127,69 @@ class PathSettings:
 
 
 @dataclass(frozen=True)
+class CatalogEntry:
+    """One model offered in the Model tab, with the sizes the quantization plan needs offline."""
+
+    key: str
+    id: str = ""
+    family: str = ""
+    gated: bool = False
+    language_b: float = field(default=0.0, metadata=_range(0.001, 5000.0))
+    vision_b: float = field(default=0.0, metadata=_range(0.0, 500.0))
+    embeddings_b: float = field(default=0.0, metadata=_range(0.0, 500.0))
+    kv_kib_per_token: float = field(default=0.0, metadata=_range(0.0, 100000.0))
+    label: str = ""
+
+    @property
+    def title(self) -> str:
+        """What the catalog dropdown shows."""
+        return self.label or self.id
+
+
+_CATALOG_REQUIRED = ("id", "family", "language_b", "vision_b")
+
+
+def _build_catalog(tables: dict) -> tuple[CatalogEntry, ...]:
+    """[catalog.<key>] tables -> entries; messages name catalog.<key>.<field>."""
+    fields = {f.name: f for f in dataclasses.fields(CatalogEntry) if f.name != "key"}
+    entries = []
+    for key, table in tables.items():
+        if not isinstance(table, dict):
+            raise SettingsError(f"catalog.{key} must be a [catalog.{key}] table with id, family, language_b, vision_b.")
+        for name in table:
+            if name not in fields:
+                raise SettingsError(f"Unknown setting 'catalog.{key}.{name}'; allowed keys: {', '.join(fields)}.")
+        missing = [name for name in _CATALOG_REQUIRED if name not in table]
+        if missing:
+            raise SettingsError(f"catalog.{key} is missing {', '.join(missing)}; every entry needs "
+                                f"{', '.join(_CATALOG_REQUIRED)}.")
+        checked = {name: _check_value(f"catalog.{key}.{name}", fields[name], value) for name, value in table.items()}
+        if checked["id"].count("/") != 1:
+            raise SettingsError(f"catalog.{key}.id must be a hub id like 'owner/name' (got {checked['id']!r}).")
+        if checked.get("embeddings_b", 0.0) > checked["language_b"]:
+            raise SettingsError(f"catalog.{key}.embeddings_b must not exceed catalog.{key}.language_b.")
+        entries.append(CatalogEntry(key=key, **checked))
+    return tuple(entries)
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_catalog() -> tuple[CatalogEntry, ...]:
+    """The catalog of the shipped settings.toml: the default that a settings file extends."""
+    try:
+        tables = tomllib.loads(DEFAULT_SETTINGS_FILE.read_text(encoding="utf-8")).get("catalog", {})
+        return _build_catalog(tables)
+    except (OSError, tomllib.TOMLDecodeError, SettingsError):
+        return ()
+
+
+def _merge_catalog(base: tuple[CatalogEntry, ...], extra: tuple[CatalogEntry, ...]) -> tuple[CatalogEntry, ...]:
+    """`base` with entries of `extra` replacing those of the same key, new keys appended."""
+    merged = {entry.key: entry for entry in base}
+    merged.update({entry.key: entry for entry in extra})
+    return tuple(merged.values())
+
+
+@dataclass(frozen=True)
 class Settings:
     """All settings; one section per table of settings.toml."""
 
@@ -87,6 +197,9 @@ class Settings:
     generation: GenerationSettings = GenerationSettings()
     server: ServerSettings = ServerSettings()
     paths: PathSettings = PathSettings()
+    caption: CaptionSettings = CaptionSettings()
+    finetune: FinetuneSettings = FinetuneSettings()
+    catalog: tuple[CatalogEntry, ...] = field(default_factory=shipped_catalog)
 
     def override(self, section: str, **values: Any) -> "Settings":
         """A copy with some keys of one section replaced (None values are ignored), validated."""
@@ -99,11 +212,14 @@ class Settings:
 
 
 def _check_value(key: str, spec: dataclasses.Field, value: Any) -> Any:
-    kind = {"int": int, "float": float, "str": str, "bool": bool}[str(spec.type)]
+    if spec.metadata.get("auto") and value == "auto":  # a number, or "auto" to let vlmchat choose
+        return value
+    kind = {"int": int, "float": float, "str": str, "bool": bool, "int | str": int}[str(spec.type)]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise SettingsError(f"{key} must be a{'n' if kind is int else ''} {kind.__name__} (got {value!r}).")
+        allowed = '"auto" or ' if spec.metadata.get("auto") else ""
+        raise SettingsError(f"{key} must be {allowed}a{'n' if kind is int else ''} {kind.__name__} (got {value!r}).")
     choices = spec.metadata.get("choices")
     if choices and value not in choices:
         raise SettingsError(f"{key} must be one of {', '.join(choices)} (got {value!r}).")
@@ -142,5 +258,8 @@ def load_settings(path: str | Path | None = None) -> Settings:
             raise SettingsError(f"Unknown section [{name}] in {file}; allowed: {', '.join(sections)}.")
         if not isinstance(table, dict):
             raise SettingsError(f"'{name}' in {file} must be a [{name}] table.")
+        if name == "catalog":  # [catalog.<key>] tables extend (or replace by key) the shipped catalog
+            built[name] = _merge_catalog(shipped_catalog(), _build_catalog(table))
+            continue
         built[name] = _build_section(name, type(getattr(Settings(), name)), table)
     return Settings(**built)

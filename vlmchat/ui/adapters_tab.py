@@ -144,8 +144,11 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
                                              refreshed(f"Deleted '{n}'."))[-1]),
                         [choice, confirm], outputs, api_visibility="undocumented")
 
-    gr.api(lambda: actions.names(), api_name="list_adapters",
-           api_description="Names of the adapters in the adapters folder.")
+    def list_adapters() -> list[str]:
+        """Names of the adapters in the adapters folder."""
+        return actions.names()
+
+    gr.api(list_adapters, api_name="list_adapters")
 
     def activate_adapter(name: str) -> str:
         """Load (if needed) and activate an adapter for Chat; 'base' or '' deactivates."""

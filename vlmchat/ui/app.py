@@ -6,7 +6,11 @@ import gradio as gr
 
 from ..manager import ModelManager
 from ..settings import Settings
+from .adapters_tab import AdapterActions, build_adapters_tab, build_compare_tab
+from .caption_tab import build_caption_tab
 from .chat_tab import build_chat_tab
+from .finetune_tab import build_finetune_tab
+from .model_tab import build_model_tab
 
 
 def status_line(manager: ModelManager) -> str:
@@ -18,12 +22,31 @@ def status_line(manager: ModelManager) -> str:
             f"**dtype:** {info.dtype}  \n<small>why: {info.reason}</small>")
 
 
+def _banner():
+    from ..server import SHARE_PROBLEM
+
+    return gr.update(value="⚠️ " + " ".join(SHARE_PROBLEM), visible=True) if SHARE_PROBLEM else gr.update(visible=False)
+
+
 def build_app(manager: ModelManager, settings: Settings) -> gr.Blocks:
     """The Gradio Blocks app serving every tab."""
     with gr.Blocks(title="vlmchat") as app:
         gr.Markdown("# vlmchat")
+        banner = gr.Markdown(visible=False, elem_id="vlmchat-banner")
         status = gr.Markdown(status_line(manager), elem_id="vlmchat-status")
+        adapters = AdapterActions(manager, settings)
         with gr.Tab("Chat"):
-            build_chat_tab(manager, settings)
-        app.load(lambda: status_line(manager), outputs=status, api_visibility="undocumented", queue=False)
+            build_chat_tab(manager, settings, adapters)
+        with gr.Tab("Caption"):
+            build_caption_tab(manager, settings)
+        with gr.Tab("Adapters"):
+            build_adapters_tab(adapters, settings)
+        with gr.Tab("Fine-tune"):
+            build_finetune_tab(manager, settings)
+        with gr.Tab("Compare"):
+            build_compare_tab(adapters, manager, settings)
+        with gr.Tab("Model"):
+            build_model_tab(manager, settings, status, status_line)
+        app.load(lambda: (status_line(manager), _banner()), outputs=[status, banner], api_visibility="undocumented",
+                 queue=False)
     return app

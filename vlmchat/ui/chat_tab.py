@@ -37,7 +37,7 @@ def make_chat_fn(manager: ModelManager, settings: Settings):
             messages = to_processor_messages(_without_failed_turns(history), message, max_bytes)
             params = GenerationParams(int(max_new_tokens), float(temperature), float(top_p), int(seed))
             text = ""
-            for text in manager.stream(messages, params, stop):
+            for text in manager.stream(messages, params, stop, adapter=manager.active_adapter):
                 yield text
             if not text.strip():
                 yield ERROR_MARK + "The model returned an empty answer; rephrase the question or raise max new tokens."
@@ -49,9 +49,16 @@ def make_chat_fn(manager: ModelManager, settings: Settings):
     return chat
 
 
-def build_chat_tab(manager: ModelManager, settings: Settings) -> None:
+def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
     """Lay out the Chat tab inside the current Blocks."""
     gen = settings.generation
+    with gr.Row():
+        adapter = gr.Dropdown(choices=["base"] + adapters.names(), value=manager.active_adapter or "base",
+                              label="Adapter", info="The LoRA adapter the answers use; 'base' = none.", scale=1)
+        adapter_note = gr.Markdown()
+    adapter.focus(lambda: gr.update(choices=["base"] + adapters.names()), outputs=adapter,
+                  api_visibility="undocumented", queue=False)
+    adapter.input(adapters.activate, adapter, adapter_note, api_visibility="undocumented")
     with gr.Accordion("Generation settings", open=False):
         with gr.Row():
             max_new_tokens = gr.Slider(1, 4096, value=gen.max_new_tokens, step=1, label="Max new tokens")
