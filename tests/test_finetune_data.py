@@ -1,0 +1,159 @@
+"""Fine-tune datasets (three formats, checks with file/line), answer-only labels, dynamic padding, the setup."""
+
+import json
+import random
+
+import pytest
+
+from vlmchat.errors import InputError
+from vlmchat.finetune.datasets import dataset_hash, preview_rows, read_dataset, split
+from vlmchat.finetune.setup import choose_setup
+from vlmchat.finetune.spec import JobSpec
+from vlmchat.plan import ModelSize
+
+
+def write_caption_folder(folder, count=6, seed=0, language="es"):
+    """`count` demo pictures with their captions as .txt files (the kohya convention)."""
+    from vlmchat.demo.dialogue import answer
+    from vlmchat.demo.shapes import draw_picture
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for index in range(count):
+        picture = draw_picture(rng)
+        picture.image.save(folder / f"{index:03d}.png")
+        (folder / f"{index:03d}.txt").write_text(answer("caption", picture.colour, picture.shape, language), "utf-8")
+    return folder
+
+
+def test_caption_folder_reads_each_image_with_its_caption_and_lists_problems(tmp_path):
+    folder = write_caption_folder(tmp_path / "data", 4)
+    (folder / "003.txt").unlink()
+    (folder / "002.txt").write_text("  ")
+    (folder / "orphan.txt").write_text("un cuadrado azul")
+    (folder / "broken.png").write_bytes(b"not a png")
+    (folder / "broken.txt").write_text("un círculo rojo")
+    report = read_dataset(folder)
+    assert report.format == "image folder with .txt captions"
+    assert [s.source for s in report.samples] == ["000.png", "001.png"]
+    sample = report.samples[0]
+    assert sample.messages[0]["content"] == [{"type": "image"}, {"type": "text", "text": "Describe the image."}]
+    assert sample.messages[1]["content"][0]["text"].startswith("un ")
+    problems = {str(p) for p in report.problems}
+    assert "003.png: no caption file 003.txt" in problems
+    assert "002.txt:1: empty caption" in problems
+    assert "orphan.txt: caption without an image of the same name" in problems
+    assert any(p.startswith("broken.png") and "not an image" in p for p in problems)
+    with pytest.raises(InputError, match="skip invalid rows"):
+        report.require_usable()
+    assert len(report.require_usable(skip_invalid=True)) == 2
+
+
+def test_sharegpt_rows_are_checked_with_their_line_numbers(tmp_path):
+    write_caption_folder(tmp_path / "img", 2)
+    rows = [
+        {"messages": [{"role": "user", "content": "<image>What is it?"}, {"role": "assistant", "content": "un círculo"}],
+         "images": ["img/000.png"]},
+        {"messages": [{"role": "user", "content": "<image><image>Two?"}, {"role": "assistant", "content": "sí"}],
+         "images": ["img/000.png"]},
+        {"conversations": [{"from": "human", "value": "<image>Hi"}, {"from": "human", "value": "again"}],
+         "images": ["img/001.png"]},
+        {"messages": [{"role": "user", "content": "<image>Hi"}, {"role": "assistant", "content": " "}],
+         "images": ["img/001.png"]},
+        {"messages": [{"role": "user", "content": "<image>Hi"}, {"role": "assistant", "content": "ok"}],
+         "images": ["img/missing.png"]},
+    ]
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n", encoding="utf-8")
+    report = read_dataset(path)
+    assert report.format == "ShareGPT (LLaMA-Factory)"
+    assert len(report.samples) == 1 and report.samples[0].images[0] == str(tmp_path / "img" / "000.png")
+    assert report.samples[0].messages[0]["content"] == [{"type": "image"}, {"type": "text", "text": "What is it?"}]
+    problems = [str(p) for p in report.problems]
+    assert "data.jsonl:2: 2 <image> placeholders but 1 images; they must match" in problems
+    assert any(p.startswith("data.jsonl:3: roles must alternate") for p in problems)
+    assert "data.jsonl:4: empty answer in message 2" in problems
+    assert any(p.startswith("data.jsonl:5:") and "was not found" in p for p in problems)
+    assert any(p.startswith("data.jsonl:6: not valid JSON") for p in problems)
+
+
+def test_openai_messages_with_image_parts(tmp_path):
+    write_caption_folder(tmp_path, 1)
+    row = {"messages": [
+        {"role": "system", "content": "Answer in Spanish."},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "000.png"}},
+                                     {"type": "text", "text": "Describe"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "un cuadrado"}]},
+        {"role": "user", "content": [{"type": "text", "text": "Color?"}]},
+        {"role": "assistant", "content": "rojo"}]}
+    bad = {"messages": [{"role": "user", "content": [{"type": "image", "image": "https://x/y.png"}]},
+                        {"role": "assistant", "content": "no"}]}
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps(bad) + "\n", encoding="utf-8")
+    report = read_dataset(path)
+    assert report.format == "OpenAI messages" and len(report.samples) == 1
+    assert [m["role"] for m in report.samples[0].messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert "URLs" in str(report.problems[0]) and report.problems[0].line == 2
+    assert preview_rows(report)[0]["answer"] == "un cuadrado / rojo"
+
+
+def test_split_and_hash_are_deterministic(tmp_path):
+    report = read_dataset(write_caption_folder(tmp_path / "d", 10))
+    train, val = split(report.samples, 0.8, seed=3)
+    assert (len(train), len(val)) == (8, 2) and split(report.samples, 0.8, seed=3) == (train, val)
+    assert dataset_hash(report.samples) == dataset_hash(list(report.samples))
+    assert split(report.samples[:1], 0.8, 0) == (report.samples[:1], [])
+
+
+def test_answer_only_labels_match_the_demo_recipe_and_padding_is_dynamic(demo_model_path):
+    import torch
+    from transformers import AutoProcessor
+
+    from vlmchat.demo import dialogue
+    from vlmchat.demo.build import encode_conversation
+    from vlmchat.demo.shapes import draw_picture
+    from vlmchat.finetune.collate import collate, encode_example
+
+    processor = AutoProcessor.from_pretrained(demo_model_path)
+    rng = random.Random(0)
+    examples = []
+    for _ in range(6):
+        picture = draw_picture(rng)
+        messages = dialogue.conversation(rng, picture.colour, picture.shape, "es")
+        mine = encode_example(processor, [picture.image], messages)
+        reference = encode_conversation(processor, picture.image, messages)
+        assert torch.equal(mine["labels"], reference["labels"])  # answers + end token only, no image/prompt
+        learned = processor.tokenizer.decode(mine["labels"][mine["labels"] != -100])
+        assert "Describe" not in learned and "<image>" not in learned
+        examples.append(mine)
+    batch = collate(examples, processor.tokenizer.pad_token_id)
+    assert batch["input_ids"].shape[1] == max(len(e["input_ids"]) for e in examples) < 512
+    assert batch["pixel_values"].shape[0] == 6
+    with pytest.raises(ValueError, match="over max_length"):
+        encode_example(processor, [picture.image], messages, max_length=10)
+
+
+def test_setup_on_cpu_uses_none_of_the_gpu_tricks_and_says_why():
+    setup = choose_setup(on_gpu=False, quantization="4bit", optimizer="paged_adamw_8bit")
+    assert (setup.dtype, setup.bits, setup.gradient_checkpointing, setup.optimizer) == ("float32", 32, False, "adamw")
+    assert "needs a CUDA GPU" in setup.reasons["precision"] and "ignored on the CPU" in setup.reasons["optimizer"]
+
+
+@pytest.mark.parametrize("free, bits, tight", [(80.0, 16, False), (12.0, 4, True), (26.0, 16, True)])
+def test_setup_on_gpu_follows_the_quantization_plan(free, bits, tight):
+    size = ModelSize("Llama-3.2-11B-Vision", language_b=9.8, vision_b=0.9, embeddings_b=1.05)
+    setup = choose_setup(on_gpu=True, free_gib=free, size=size, tokens=1024, batch_size=1)
+    assert setup.bits == bits, setup.reasons
+    assert setup.gradient_checkpointing is tight and (setup.optimizer == "paged_adamw_8bit") is tight
+    assert ("QLoRA" in setup.reasons["precision"]) is (bits == 4)
+
+
+def test_job_spec_validates_and_round_trips(tmp_path):
+    with pytest.raises(InputError, match="not a valid adapter name"):
+        JobSpec(name="../evil", data="x")
+    with pytest.raises(InputError, match="optimizer must be one of"):
+        JobSpec(name="ok", data="x", optimizer="sgd")
+    spec = JobSpec(name="ok", data="/d", max_steps=5, learning_rate=3e-3)
+    (tmp_path / "job.json").write_text(spec.to_json())
+    assert JobSpec.from_file(tmp_path / "job.json") == spec
+    assert "--max-steps 5" in spec.command() and "--learning-rate 0.003" in spec.command()

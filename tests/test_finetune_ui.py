@@ -1,0 +1,98 @@
+"""The Fine-tune tab's wiring: API endpoints, dataset uploads, shared-app refusals, re-attaching to a job."""
+
+import json
+import zipfile
+
+import gradio as gr
+import pytest
+
+from conftest import write_settings
+from test_finetune_data import write_caption_folder
+from vlmchat.finetune.progress import ProgressWriter
+from vlmchat.finetune.spec import JobSpec
+from vlmchat.finetune.uploads import resolve_dataset, store_upload
+from vlmchat.manager import ModelManager
+from vlmchat.settings import load_settings
+
+
+@pytest.fixture()
+def settings(tmp_path, demo_model_path):
+    return load_settings(write_settings(tmp_path))
+
+
+def test_the_app_exposes_the_finetune_endpoints(settings):
+    from vlmchat.ui.app import build_app
+
+    endpoints = build_app(ModelManager(settings), settings).get_api_info()["named_endpoints"]
+    for name in ("finetune_upload", "finetune_check", "finetune_start", "finetune_status", "finetune_cancel",
+                 "finetune_resume"):
+        assert f"/{name}" in endpoints
+    start = [p["parameter_name"] for p in endpoints["/finetune_start"]["parameters"]]
+    assert start == ["dataset", "name", "options", "overwrite"]
+
+
+def test_a_zip_upload_is_unpacked_safely_and_checked(settings, tmp_path):
+    from vlmchat.ui.finetune_tab import FinetuneActions
+
+    folder = write_caption_folder(tmp_path / "mine", 3)
+    archive = tmp_path / "mine.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for item in folder.iterdir():
+            zipped.write(item, f"mine/{item.name}")
+        zipped.writestr("../escape.txt", "no")
+    reference = store_upload(archive, settings)
+    assert reference.startswith("upload:") and store_upload(archive, settings) == reference
+    assert not (settings.paths.resolve("outputs") / "finetune" / "escape.txt").exists()
+    assert resolve_dataset(reference, settings).name == "mine"
+    result = FinetuneActions(ModelManager(settings), settings).check(reference)
+    assert (result["samples"], result["problems"]) == (3, [])
+    assert result["preview"][0]["prompt"] == "Describe the image." and result["preview"][0]["answer"].startswith("un ")
+
+
+def test_a_shared_app_refuses_server_paths(tmp_path, demo_model_path):
+    from vlmchat.ui.finetune_tab import FinetuneActions
+
+    shared = load_settings(write_settings(tmp_path, host="0.0.0.0", auth="a:b"))
+    actions = FinetuneActions(ModelManager(shared), shared)
+    with pytest.raises(gr.Error, match="upload the files instead"):
+        actions.dataset(None, "/etc")
+
+
+def test_status_reattaches_to_the_newest_job_and_plots_its_curves(settings):
+    from vlmchat.ui.finetune_tab import FinetuneActions, _curves, _status_markdown
+
+    actions = FinetuneActions(ModelManager(settings), settings)
+    assert actions.status()["state"] == "none"
+    job = actions.jobs / "mine-20250101-000000"
+    job.mkdir(parents=True)
+    (job / "job.json").write_text(JobSpec(name="mine", data="d").to_json())
+    emit = ProgressWriter(job / "progress.jsonl")
+    emit("start", step=0, total_steps=4, setup={"device": "CPU"})
+    for step, loss in ((1, 2.0), (2, 1.5)):
+        emit("step", step=step, loss=loss, samples_per_s=10.0, eta_s=5.0, memory_gib=0.5)
+    emit("eval", step=2, eval_loss=1.7)
+    emit("done", step=2, adapter="mine", metrics={"steps": 2}, message="Adapter 'mine' written.")
+    status = actions.status()  # no job id: what a reloaded page asks for
+    assert (status["job_id"], status["state"], status["step"]) == (job.name, "done", 2)
+    assert "eval loss 1.7000" in _status_markdown(status) and "Adapter 'mine' written." in _status_markdown(status)
+    frame = _curves(status)
+    assert sorted(set(frame["series"])) == ["eval loss", "loss"] and len(frame) == 3
+    with pytest.raises(gr.Error, match="No fine-tune is running"):
+        actions.cancel()
+    with pytest.raises(gr.Error, match="no fine-tune job"):
+        actions.status("../etc")
+
+
+def test_start_refuses_bad_names_and_existing_adapters_before_any_process(settings, tmp_path):
+    from vlmchat.ui.finetune_tab import FinetuneActions
+
+    actions = FinetuneActions(ModelManager(settings), settings)
+    data = str(write_caption_folder(tmp_path / "d", 2))
+    (settings.paths.resolve("adapters") / "taken").mkdir(parents=True)
+    for name, message in (("bad/name", "not a valid adapter name"), ("taken", "already exists")):
+        with pytest.raises(Exception, match=message):
+            actions.start(data, name, {"max_steps": 1})
+    assert not actions.jobs.exists() or not any(actions.jobs.iterdir())
+    spec = actions.spec(data, "fresh", {"r": 4, "adapters_dir": "/elsewhere"}, False)
+    assert spec.r == 4 and spec.adapters_dir == str(settings.paths.resolve("adapters"))
+    assert json.loads(spec.to_json())["model"] == "demo"

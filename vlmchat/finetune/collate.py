@@ -1,0 +1,121 @@
+"""Turning conversations into training tensors: answer-only labels and dynamic padding.
+
+Labels: only the assistant's tokens count (its answer and the end-of-turn token that teaches it to
+stop); the prompt, the system message and every image token are -100. They are found from the
+processor's own chat template, so this works for any family: each assistant turn is the span between
+the rendered conversation up to it (with the generation prompt) and the rendered conversation
+including it.
+
+Padding: a batch is padded to its own longest sample, never to a fixed length.
+"""
+
+from __future__ import annotations
+
+IGNORE = -100
+# Keys whose second dimension is the token sequence: padded together with input_ids.
+SEQUENCE_KEYS = ("token_type_ids", "mm_token_type_ids", "cross_attention_mask")
+
+
+def _render(processor, messages, add_generation_prompt: bool) -> str:
+    return processor.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def _count_tokens(processor, text: str, images: list) -> int:
+    inputs = processor(text=text, images=images or None, return_tensors="pt")
+    return int(inputs["input_ids"].shape[1])
+
+
+def _images_in(messages) -> int:
+    return sum(1 for m in messages if not isinstance(m["content"], str)
+               for p in m["content"] if p.get("type") == "image")
+
+
+def encode_example(processor, images: list, messages, max_length: int | None = None) -> dict:
+    """input_ids and labels (1-D) plus the processor's image tensors (as it returns them) for one conversation.
+
+    Raises ValueError when the sample is longer than `max_length` (nothing is cut: cutting through
+    image tokens would break the sample) or when the chat template does not render prefixes of the
+    conversation as prefixes of the whole.
+    """
+    inputs = processor(text=_render(processor, messages, False), images=images or None, return_tensors="pt")
+    ids = inputs.pop("input_ids")[0]
+    inputs.pop("attention_mask", None)
+    if max_length and len(ids) > max_length:
+        raise ValueError(f"{len(ids)} tokens, over max_length {max_length}")
+    labels = ids.clone().fill_(IGNORE)
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = messages[:index]
+        start = _count_tokens(processor, _render(processor, before, True), images[:_images_in(before)])
+        end = _count_tokens(processor, _render(processor, messages[:index + 1], False),
+                            images[:_images_in(messages[:index + 1])])
+        if not 0 < start < end <= len(ids):
+            raise ValueError("the chat template does not render the conversation turn by turn; "
+                             "cannot find the assistant's tokens")
+        labels[start:end] = ids[start:end]
+    if not (labels != IGNORE).any():
+        raise ValueError("no assistant tokens to learn from")
+    example = {"input_ids": ids, "labels": labels}
+    example.update({key: value for key, value in inputs.items() if hasattr(value, "shape")})
+    return example
+
+
+def pad_batch(examples: list[dict], pad_id: int) -> dict:
+    """input_ids, labels and attention_mask right-padded to the batch's own longest sample."""
+    import torch
+
+    longest = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), longest), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), longest), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), longest), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[row, :n], labels[row, :n], mask[row, :n] = e["input_ids"], e["labels"], 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def _pad_to(tensor, shape):
+    import torch
+
+    if tuple(tensor.shape) == tuple(shape):
+        return tensor
+    out = torch.zeros(shape, dtype=tensor.dtype)
+    out[tuple(slice(0, n) for n in tensor.shape)] = tensor
+    return out
+
+
+def collate(examples: list[dict], pad_id: int) -> dict:
+    """One training batch: dynamic padding of the text, the image tensors concatenated along dim 0.
+
+    Each processor output keeps its leading dimension (a batch of one, or image patches for
+    Qwen2-VL), so concatenating along it gives what the model expects for a batch; tensors whose
+    other dimensions differ (Idefics3 tiles, Mllama's cross-attention mask) are zero-padded first.
+    """
+    import torch
+
+    batch = pad_batch(examples, pad_id)
+    longest = batch["input_ids"].shape[1]
+    for key in examples[0]:
+        if key in batch:
+            continue
+        tensors = [e[key] for e in examples]
+        shape = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
+        if key in SEQUENCE_KEYS and shape:
+            shape[0] = longest
+        batch[key] = torch.cat([_pad_to(t, (t.shape[0], *shape)) for t in tensors])
+    return batch
+
+
+def pad_to_length(batch: dict, length: int, pad_id: int) -> dict:
+    """`batch` padded further to a fixed `length` (the common recipe the benchmark compares against)."""
+    import torch
+
+    extra = length - batch["input_ids"].shape[1]
+    if extra <= 0:
+        return batch
+    rows = batch["input_ids"].shape[0]
+    out = dict(batch)
+    for key, value in (("input_ids", pad_id), ("labels", IGNORE), ("attention_mask", 0)):
+        out[key] = torch.cat([batch[key], torch.full((rows, extra), value, dtype=batch[key].dtype)], dim=1)
+    return out

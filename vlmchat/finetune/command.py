@@ -1,0 +1,129 @@
+"""`python launch.py finetune --data PATH --name NAME ...`: a fine-tune from the terminal with a progress bar.
+
+The job runs in a child process exactly as from the UI (same job folder, same progress file), so a
+run started here shows up in the Fine-tune tab and vice versa. Ctrl-C cancels gracefully (a
+checkpoint is kept) and `--resume` continues the newest job of that adapter name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from ..errors import InputError
+from .spec import CLI_FLAGS, JobSpec
+
+EXIT_FAILED = 1
+EXIT_USER_ERROR = 2
+
+
+def add_finetune_parser(commands) -> None:
+    """Register the `finetune` subcommand and its flags (one per [finetune] setting)."""
+    parser = commands.add_parser("finetune", help="train a LoRA adapter on your images (child process, resumable)")
+    parser.add_argument("--data", required=True, help="folder of images with .txt captions, or a .json/.jsonl file")
+    parser.add_argument("--name", required=True, help="adapter name: the result goes to adapters/NAME/")
+    parser.add_argument("--resume", action="store_true", help="continue the newest job of NAME from its checkpoint")
+    parser.add_argument("--model", default=argparse.SUPPRESS, help="base model: 'demo', hub id or folder "
+                        "(default: model.id in settings)")
+    types = {f.name: f.type for f in dataclasses.fields(JobSpec)}
+    for key in CLI_FLAGS:
+        flag = "--" + key.replace("_", "-")
+        if types[key] in ("bool", bool):
+            parser.add_argument(flag, action="store_true", default=None, help=_HELP.get(key, ""))
+        else:
+            kind = {"int": int, "float": float}.get(str(types[key]), str)
+            parser.add_argument(flag, type=kind, default=None, help=_HELP.get(key, f"default from settings.toml: finetune.{key}"))
+
+
+_HELP = {
+    "overwrite": "replace an existing adapter of the same name",
+    "skip_invalid": "train on the good rows when the dataset check finds problems",
+    "num_processes": "data-parallel processes (accelerate launch); default 1",
+    "device": "auto | cpu | cuda",
+    "targets": "language | language+projector | all",
+}
+
+
+def build_spec(args: argparse.Namespace, settings) -> JobSpec:
+    """The job spec from settings.toml and the flags."""
+    from ..manager import resolve_model_source
+
+    changes = {key: getattr(args, key, None) for key in CLI_FLAGS}
+    source = resolve_model_source(settings.model.id, settings)
+    return JobSpec.from_settings(settings, args.name, args.data, model_source=source, **changes)
+
+
+def run_finetune(args: argparse.Namespace, settings) -> int:
+    """Check the data, start (or resume) the job, show progress until it ends; returns the exit code."""
+    from . import runner
+    from .datasets import read_dataset
+
+    folder = runner.jobs_folder(settings)
+    if args.resume:
+        job = runner.latest_job(folder, args.name)
+        if job is None:
+            raise InputError(f"No fine-tune job of '{args.name}' to resume in {folder}; start one without --resume.")
+        runner.resume_job(job)
+    else:
+        spec = build_spec(args, settings)
+        spec.refuse_existing_adapter()
+        report = read_dataset(spec.data, spec.caption_prompt)
+        print(report.summary(10), file=sys.stderr)
+        report.require_usable(spec.skip_invalid)
+        job = runner.start_job(spec, folder)
+    print(f"job folder: {job}", file=sys.stderr)
+    return follow(job)
+
+
+def follow(job) -> int:
+    """Show a progress bar until the job ends; Ctrl-C cancels it gracefully."""
+    from . import runner
+
+    bar = _Bar()
+    try:
+        status = runner.wait(job, on_update=bar.update)
+    except KeyboardInterrupt:
+        print("\ncancelling (a checkpoint is saved)…", file=sys.stderr)
+        runner.cancel_job(job)
+        status = runner.wait(job, on_update=bar.update)
+    bar.close()
+    if status.state == "done":
+        print(f"{status.message}\nmetrics: {status.metrics}")
+        return 0
+    if status.state == "cancelled":
+        print(f"vlmchat: {status.message} Continue with the same command and --resume.", file=sys.stderr)
+        return 130
+    print(f"vlmchat: fine-tune {status.state}: {status.message}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+class _Bar:
+    """A tqdm bar over the optimizer steps (plain lines when tqdm is missing)."""
+
+    def __init__(self):
+        self.bar, self.shown_setup = None, False
+
+    def update(self, status) -> None:
+        if status.setup and not self.shown_setup:
+            self.shown_setup = True
+            print("\n".join(f"  {k}: {v}" for k, v in status.setup.items()), file=sys.stderr)
+        if not status.total_steps:
+            return
+        if self.bar is None:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=status.total_steps, unit="step", file=sys.stderr, dynamic_ncols=True)
+            except ImportError:
+                self.bar = False
+        if self.bar:
+            self.bar.n = status.step
+            self.bar.set_postfix_str(status.line().split(" · ", 2)[-1], refresh=False)
+            self.bar.refresh()
+        elif status.step:
+            print(status.line(), file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()

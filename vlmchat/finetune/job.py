@@ -1,0 +1,185 @@
+"""The child process of a fine-tune: `python -m vlmchat.finetune <job folder>/job.json [--resume]`.
+
+Also runs under `accelerate launch --num_processes N -m vlmchat.finetune job.json` (several GPUs, or
+CPU processes with the gloo backend). It reads the dataset, loads the base model on its own (never
+the model the UI chats with), trains LoRA, and reports through progress.jsonl in the job folder.
+SIGTERM / SIGINT or a `cancel` file in the job folder stops it after the current step with a
+checkpoint; `--resume` continues from the last checkpoint. The finished adapter is written
+atomically into adapters/<name>/; a failure or cancel never leaves a half-written adapter there.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from ..errors import InputError, VlmchatError
+from .progress import PROGRESS_FILE, ProgressWriter
+from .spec import JOB_FILE, JobSpec
+
+CANCEL_FILE = "cancel"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the child; the exit code is 0 for done/cancelled, 1 for a failure."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: python -m vlmchat.finetune JOB_FOLDER/job.json [--resume]")
+        return 0 if argv else 2
+    job_file = Path(argv[0])
+    job_dir = job_file.parent if job_file.name == JOB_FILE else job_file
+    return run_job(JobSpec.from_file(job_dir / JOB_FILE), job_dir, resume="--resume" in argv)
+
+
+def _stop_flag(job_dir: Path):
+    """A function telling whether a stop was asked (signal received or cancel file present)."""
+    asked = {"signal": False}
+
+    def on_signal(signum, frame):
+        asked["signal"] = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    return lambda: asked["signal"] or (job_dir / CANCEL_FILE).exists()
+
+
+def run_job(spec: JobSpec, job_dir: Path, resume: bool = False) -> int:
+    """Run one job to its end, reporting every outcome as a final event in progress.jsonl."""
+    from accelerate import Accelerator
+
+    job_dir = Path(job_dir)
+    stop = _stop_flag(job_dir)
+    try:
+        accelerator = Accelerator(cpu=not _use_gpu(spec))
+    except (VlmchatError, RuntimeError, ValueError) as exc:
+        ProgressWriter(job_dir / PROGRESS_FILE)("failed", step=0, message=" ".join(describe_failure(exc, spec)).strip())
+        return 1
+    emit = ProgressWriter(job_dir / PROGRESS_FILE, enabled=accelerator.is_main_process)
+    trainer = None
+    try:
+        trainer = _prepare(spec, job_dir, accelerator, emit, stop, resume)
+        outcome = trainer.run()
+        if outcome == "cancelled":
+            emit("cancelled", step=trainer.step, checkpoint=str(_last_checkpoint(job_dir)),
+                 message=f"Cancelled at step {trainer.step}; the checkpoint is kept, Resume continues from it.")
+            return 0
+        from .output import install_adapter
+
+        path, metrics = install_adapter(trainer, outcome)
+        emit("done", step=trainer.step, adapter=spec.name, path=str(path), metrics=metrics,
+             message=f"Adapter '{spec.name}' written to {path} in {metrics['duration_s']:.0f}s.")
+        return 0
+    except BaseException as exc:  # reported to the UI; the UI process itself is never affected
+        message, hint = describe_failure(exc, spec)
+        emit("failed", step=trainer.step if trainer else 0, message=f"{message} {hint}".strip(),
+             checkpoint=str(_last_checkpoint(job_dir) or ""), error=type(exc).__name__)
+        traceback.print_exc()
+        return 1
+    finally:
+        accelerator.end_training()
+
+
+def _use_gpu(spec: JobSpec) -> bool:
+    import torch
+
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device = cuda but no CUDA GPU is visible; use device auto or cpu.")
+    return spec.device != "cpu" and torch.cuda.is_available()
+
+
+def _last_checkpoint(job_dir: Path) -> Path | None:
+    from .loop import checkpoints
+
+    found = checkpoints(job_dir)
+    return found[-1] if found else None
+
+
+def _prepare(spec: JobSpec, job_dir: Path, accelerator, emit, stop, resume: bool):
+    """Dataset, setup, model, optimizer and Trainer, restored from the last checkpoint when resuming."""
+    from .datasets import read_dataset, split
+    from .loop import Trainer
+    from .model import load_for_training, make_optimizer, make_schedule
+
+    if not resume:
+        spec.refuse_existing_adapter()
+    report = read_dataset(spec.data, spec.caption_prompt)
+    samples = report.require_usable(spec.skip_invalid)
+    train, val = split(samples, spec.train_fraction, spec.seed)
+    setup = training_setup(spec, accelerator)
+    import torch
+
+    torch.manual_seed(spec.seed)
+    if setup.threads:
+        torch.set_num_threads(setup.threads)
+    model, processor = load_for_training(spec, setup, accelerator.device)
+    optimizer = make_optimizer(model, setup, spec.learning_rate)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    trainer = Trainer(accelerator, spec, model, processor, optimizer, None, train, val, job_dir, emit, stop)
+    trainer.schedule = make_schedule(optimizer, trainer.total, spec.warmup_ratio)
+    trainer.report, trainer.setup = report, setup
+    checkpoint = _last_checkpoint(job_dir) if resume else None
+    if resume and checkpoint is None:
+        raise InputError(f"Nothing to resume: job {job_dir.name} has no checkpoint yet; start it again instead.")
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
+    trainable, total = accelerator.unwrap_model(model).get_nb_trainable_parameters()
+    emit("resume" if checkpoint else "start", step=trainer.step, total_steps=trainer.total, pid=os.getpid(),
+         processes=accelerator.num_processes, train_size=len(train), val_size=len(val),
+         dataset_format=report.format, skipped_rows=len(report.problems), setup=setup.reasons,
+         trainable_parameters=trainable, parameters=total,
+         message=f"{'Resumed at step ' + str(trainer.step) if checkpoint else 'Started'}: {len(train)} training "
+                 f"and {len(val)} validation samples, {trainable:,} trainable parameters, "
+                 f"{accelerator.num_processes} process(es).")
+    return trainer
+
+
+def training_setup(spec: JobSpec, accelerator):
+    """The TrainingSetup for this machine (the quantization plan is consulted on a GPU only)."""
+    from .setup import choose_setup
+
+    common = dict(quantization=spec.quantization, gradient_checkpointing=spec.gradient_checkpointing,
+                  optimizer=spec.optimizer, tokens=spec.max_length, batch_size=spec.batch_size)
+    if accelerator.device.type != "cuda":
+        return choose_setup(on_gpu=False, cpu_cores=_cores(), processes=accelerator.num_processes, **common)
+    import torch
+
+    from ..plan import bnb_available
+
+    free, _ = torch.cuda.mem_get_info(accelerator.device)
+    size = None
+    try:
+        from ..settings import load_settings
+        from ..sizes import model_size_for
+
+        size = model_size_for(spec.model_source or spec.model, load_settings())
+    except (ImportError, VlmchatError, OSError, ValueError):
+        pass  # unknown size: bf16 LoRA, and the reason says the plan could not be made
+    return choose_setup(on_gpu=True, free_gib=free / 2**30, size=size, bf16=torch.cuda.is_bf16_supported(),
+                        bnb=bnb_available(), device_name=torch.cuda.get_device_name(accelerator.device), **common)
+
+
+def _cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def describe_failure(exc: BaseException, spec: JobSpec) -> tuple[str, str]:
+    """(what happened, what to change) for any exception of a run."""
+    name, text = type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, VlmchatError):
+        return text, ""
+    if "OutOfMemory" in name or "out of memory" in text.lower() or "can't allocate memory" in text.lower():
+        return ("Out of memory.",
+                f"Lower batch_size (now {spec.batch_size}) and raise grad_accumulation to keep the effective batch, "
+                f"lower max_length (now {spec.max_length}), set gradient_checkpointing = on, or quantization = 4bit "
+                "(QLoRA) on a GPU. Resume continues from the last checkpoint.")
+    if isinstance(exc, KeyboardInterrupt):
+        return "Interrupted.", "Resume continues from the last checkpoint."
+    return (f"Training failed: {name}: {text}"[:500],
+            "See log.txt in the job folder for the details; Resume continues from the last checkpoint.")

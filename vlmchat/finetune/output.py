@@ -1,0 +1,96 @@
+"""Writing the finished adapter into adapters/<name>/: PEFT layout + vlmchat.json, atomically.
+
+The adapter is assembled in a hidden staging folder inside the adapters folder and renamed into
+place in one step, so the adapters list never shows a half-written adapter. An existing adapter of
+the same name is replaced only when the job says `overwrite`; otherwise the result stays in the job
+folder (final/) and the error says how to import it under another name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from ..errors import InputError
+from ..registry import adapter_path, write_metadata
+from .datasets import dataset_hash
+from .loop import BEST
+
+
+def metadata(trainer, outcome: str) -> dict:
+    """vlmchat.json for the adapter a trainer produced."""
+    spec, model = trainer.spec, trainer.acc.unwrap_model(trainer.model)
+    samples = trainer.train.samples + trainer.val.samples
+    best_loss, best_step = trainer.best
+    used_best = (trainer.job_dir / BEST).is_dir() and best_step > 0
+    metrics = {"steps": trainer.step, "final_train_loss": _round(trainer.last_loss),
+               "final_eval_loss": _round(trainer.last_eval),
+               "best_eval_loss": _round(best_loss if best_step else None), "best_step": best_step or None,
+               "weights_from_step": best_step if used_best else trainer.step,
+               "stopped": "early stopping" if outcome == "early" else "finished",
+               "duration_s": round(trainer.duration(), 1)}
+    return {
+        "base_model": spec.model, "architecture": type(model.get_base_model()).__name__,
+        "dataset": {"name": Path(spec.data).name, "path": str(spec.data), "format": trainer.report.format,
+                    "sha256": dataset_hash(samples), "size": len(samples), "train_size": len(trainer.train),
+                    "val_size": len(trainer.val), "skipped_rows": len(trainer.report.problems),
+                    "skipped_too_long": len(trainer.train.skipped) + len(trainer.val.skipped)},
+        "settings": {**spec.settings_dict(), **{f"setup.{k}": v for k, v in trainer.setup.reasons.items()}},
+        "metrics": metrics, "duration_s": metrics["duration_s"],
+        "notes": f"LoRA fine-tuned with vlmchat on {Path(spec.data).name} ({len(samples)} samples, "
+                 f"{trainer.step} steps).",
+    }
+
+
+def _round(value):
+    return None if value is None or value != value or value == float("inf") else round(float(value), 5)
+
+
+def install_adapter(trainer, outcome: str) -> tuple[Path | None, dict]:
+    """Write the adapter (best eval checkpoint if there is one) into adapters/<name>/; returns (path, metrics)."""
+    trainer.acc.wait_for_everyone()
+    meta = metadata(trainer, outcome)
+    path = None
+    if trainer.acc.is_main_process:
+        spec = trainer.spec
+        folder = Path(spec.adapters_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = folder / f".{spec.name}.tmp-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        _write_weights(trainer, staging)
+        write_metadata(staging, meta)
+        path = _swap_in(staging, adapter_path(folder, spec.name), spec.overwrite, trainer.job_dir)
+    trainer.acc.wait_for_everyone()
+    return path, meta["metrics"]
+
+
+def _write_weights(trainer, staging: Path) -> None:
+    model = trainer.acc.unwrap_model(trainer.model)
+    best = trainer.job_dir / BEST
+    if best.is_dir() and trainer.best[1] > 0:
+        shutil.copytree(best, staging)
+    else:
+        model.save_pretrained(staging)
+    import json
+
+    config_file = staging / "adapter_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = trainer.spec.model
+    config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def _swap_in(staging: Path, target: Path, overwrite: bool, job_dir: Path) -> Path:
+    """Rename `staging` to `target`; an existing target only with `overwrite` (the old one goes last)."""
+    if target.exists() and not overwrite:
+        kept = job_dir / "final"
+        shutil.rmtree(kept, ignore_errors=True)
+        staging.rename(kept) if staging.parent == kept.parent else shutil.move(str(staging), kept)
+        raise InputError(f"An adapter named '{target.name}' already exists and overwrite was not confirmed. "
+                         f"The trained adapter is kept in {kept}; import it from there under another name.")
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target

@@ -1,0 +1,129 @@
+"""The progress file: the child appends one JSON event per line; the UI and CLI read it back.
+
+Events: start, resume, step, eval, checkpoint, note, and exactly one final event per run —
+done, failed or cancelled. `read_status` folds the events into a `JobStatus`; a job whose
+process is gone without a final event is reported as "interrupted" (killed, power loss).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROGRESS_FILE = "progress.jsonl"
+FINAL = ("done", "failed", "cancelled")
+
+
+class ProgressWriter:
+    """Appends events to progress.jsonl (only the main process writes)."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path, self.enabled = Path(path), enabled
+
+    def __call__(self, event: str, **fields) -> None:
+        if not self.enabled:
+            return
+        line = json.dumps({"event": event, "time": round(time.time(), 3), **fields}, ensure_ascii=False)
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(line + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+
+
+def read_events(path: Path) -> list[dict]:
+    """Every complete event in the file (a half-written last line is skipped)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    events = []
+    for line in text.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return events
+
+
+@dataclass
+class JobStatus:
+    """What the UI and CLI show about one job."""
+
+    job_id: str = ""
+    name: str = ""
+    state: str = "none"            # none | starting | running | done | failed | cancelled | interrupted
+    step: int = 0
+    total_steps: int = 0
+    epoch: float = 0.0
+    loss: float | None = None
+    eval_loss: float | None = None
+    samples_per_s: float | None = None
+    eta_s: float | None = None
+    memory_gib: float | None = None
+    message: str = ""
+    setup: dict = field(default_factory=dict)
+    losses: list = field(default_factory=list)        # [(step, loss)]
+    eval_losses: list = field(default_factory=list)   # [(step, eval_loss)]
+    checkpoint: str = ""
+    adapter: str = ""
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("starting", "running")
+
+    def line(self) -> str:
+        """One line for a progress bar or a status label."""
+        parts = [f"{self.state}", f"step {self.step}/{self.total_steps or '?'}"]
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.4f}")
+        if self.eval_loss is not None:
+            parts.append(f"eval {self.eval_loss:.4f}")
+        if self.samples_per_s:
+            parts.append(f"{self.samples_per_s:.1f} samples/s")
+        if self.eta_s is not None and self.active:
+            parts.append(f"ETA {format_seconds(self.eta_s)}")
+        if self.memory_gib:
+            parts.append(f"{self.memory_gib:.2f} GiB")
+        return " · ".join(parts)
+
+
+def format_seconds(seconds: float) -> str:
+    """90 -> '1m30s'."""
+    seconds = int(max(0, seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def fold_events(events: list[dict], status: JobStatus) -> JobStatus:
+    """Apply events in order to `status` (the latest run after a resume wins)."""
+    for e in events:
+        kind = e.get("event")
+        if kind in ("start", "resume"):
+            status.state, status.message = "running", e.get("message", "")
+            status.total_steps = e.get("total_steps", status.total_steps)
+            status.setup = e.get("setup", status.setup)
+            # a resumed run re-logs from its checkpoint step: drop the later points of the earlier run
+            status.losses = [p for p in status.losses if p[0] <= e.get("step", 0)]
+            status.eval_losses = [p for p in status.eval_losses if p[0] <= e.get("step", 0)]
+        elif kind == "step":
+            status.step, status.loss, status.epoch = e["step"], e["loss"], e.get("epoch", 0.0)
+            status.samples_per_s, status.eta_s = e.get("samples_per_s"), e.get("eta_s")
+            status.memory_gib = e.get("memory_gib")
+            status.losses.append((e["step"], e["loss"]))
+        elif kind == "eval":
+            status.eval_loss = e["eval_loss"]
+            status.eval_losses.append((e["step"], e["eval_loss"]))
+        elif kind == "checkpoint":
+            status.checkpoint = e.get("path", "")
+        elif kind == "note":
+            status.message = e.get("message", "")
+        elif kind in FINAL:
+            status.state, status.message = kind, e.get("message", "")
+            status.adapter, status.metrics = e.get("adapter", ""), e.get("metrics", {})
+            status.checkpoint = e.get("checkpoint", status.checkpoint)
+    return status

@@ -1,0 +1,218 @@
+"""Starting, watching, cancelling and resuming fine-tune jobs from the UI or CLI process.
+
+A job is a folder outputs/finetune/<job id>/ holding job.json (the spec), progress.jsonl (written
+by the child), log.txt (the child's output), pid, and checkpoints/. Everything the UI shows is
+read from that folder, so a reloaded page (or a restarted UI) re-attaches to a running job.
+The child is its own process group: Cancel signals the whole group (accelerate's workers too) and
+also leaves a `cancel` file, which the child checks after every step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..errors import InputError
+from ..settings import PROJECT_ROOT
+from .job import CANCEL_FILE
+from .progress import PROGRESS_FILE, JobStatus, fold_events, read_events
+from .spec import JOB_FILE, JobSpec
+
+PID_FILE = "pid"
+LOG_FILE = "log.txt"
+_children: dict[str, subprocess.Popen] = {}  # jobs started by this process, reaped by `is_alive`
+
+
+def jobs_folder(settings) -> Path:
+    """Where job folders live: <outputs>/finetune."""
+    return settings.paths.resolve("outputs") / "finetune"
+
+
+def child_command(job_dir: Path, num_processes: int = 1, resume: bool = False) -> list[str]:
+    """The command that runs a job: python -m vlmchat.finetune, or accelerate launch for N processes."""
+    target = ["-m", "vlmchat.finetune", str(Path(job_dir) / JOB_FILE)] + (["--resume"] if resume else [])
+    if num_processes <= 1:
+        return [sys.executable, *target]
+    # --multi_gpu selects accelerate's torchrun launcher; without CUDA the job asks for the CPU and
+    # accelerate then joins the processes with the gloo backend.
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(_free_port()), *target]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def new_job_dir(folder: Path, name: str) -> Path:
+    """A fresh job folder named after the adapter and the time."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for extra in range(100):
+        path = Path(folder) / (f"{name}-{stamp}" + (f"-{extra}" if extra else ""))
+        if not path.exists():
+            path.mkdir(parents=True)
+            return path
+    raise InputError(f"Could not create a job folder in {folder}.")
+
+
+def start_job(spec: JobSpec, folder: Path) -> Path:
+    """Write job.json into a new job folder and start the child; returns the job folder."""
+    running = running_job(folder)
+    if running is not None:
+        raise InputError(f"A fine-tune is already running ({running.name}); wait for it or cancel it first.")
+    spec.refuse_existing_adapter()
+    job_dir = new_job_dir(folder, spec.name)
+    (job_dir / JOB_FILE).write_text(spec.to_json(), encoding="utf-8")
+    _launch(job_dir, spec, resume=False)
+    return job_dir
+
+
+def resume_job(job_dir: Path) -> Path:
+    """Start the child again on an existing job folder, continuing from its last checkpoint."""
+    from .loop import checkpoints
+
+    job_dir = Path(job_dir)
+    if is_alive(job_dir):
+        raise InputError(f"Job {job_dir.name} is still running.")
+    if not checkpoints(job_dir):
+        raise InputError(f"Job {job_dir.name} has no checkpoint to resume from; start it again instead.")
+    running = running_job(job_dir.parent)
+    if running is not None:
+        raise InputError(f"A fine-tune is already running ({running.name}); wait for it or cancel it first.")
+    (job_dir / CANCEL_FILE).unlink(missing_ok=True)
+    _launch(job_dir, JobSpec.from_file(job_dir / JOB_FILE), resume=True)
+    return job_dir
+
+
+def _launch(job_dir: Path, spec: JobSpec, resume: bool) -> None:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    if spec.num_processes > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // spec.num_processes))
+    command = child_command(job_dir, spec.num_processes, resume)
+    with open(job_dir / LOG_FILE, "a", encoding="utf-8") as log:
+        log.write(f"$ {' '.join(command)}\n")
+        log.flush()
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    _children[str(job_dir.resolve())] = process
+    (job_dir / PID_FILE).write_text(json.dumps({"pid": process.pid, "started": time.time()}), encoding="utf-8")
+
+
+def _pid(job_dir: Path) -> int | None:
+    try:
+        return int(json.loads((Path(job_dir) / PID_FILE).read_text(encoding="utf-8"))["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def is_alive(job_dir: Path) -> bool:
+    """True while the job's child process runs."""
+    job_dir = Path(job_dir)
+    child = _children.get(str(job_dir.resolve()))
+    if child is not None:
+        return child.poll() is None
+    pid = _pid(job_dir)
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():  # the pid may have been reused by an unrelated process
+        return b"vlmchat.finetune" in cmdline.read_bytes()
+    return True
+
+
+def exit_code(job_dir: Path) -> int | None:
+    child = _children.get(str(Path(job_dir).resolve()))
+    return child.poll() if child is not None else None
+
+
+def job_status(job_dir: Path) -> JobStatus:
+    """What the job folder says, with 'interrupted' for a child that died without reporting."""
+    job_dir = Path(job_dir)
+    status = JobStatus(job_id=job_dir.name)
+    try:
+        status.name = JobSpec.from_file(job_dir / JOB_FILE).name
+    except (OSError, ValueError, InputError):
+        status.name = job_dir.name
+    alive = is_alive(job_dir)  # before reading: a child that has exited has written all its events
+    fold_events(read_events(job_dir / PROGRESS_FILE), status)
+    if status.state == "none" and alive:
+        status.state, status.message = "starting", "Loading the dataset and the model…"
+    elif status.state in ("none", "running") and not alive:
+        code = exit_code(job_dir)
+        status.state = "interrupted" if (job_dir / PID_FILE).exists() else "none"
+        status.message = (f"The training process ended without a report{f' (exit code {code})' if code else ''}"
+                          " — perhaps killed for lack of memory. See log.txt in the job folder"
+                          + ("; Resume continues from the last checkpoint." if status.checkpoint else "."))
+    elif alive and (job_dir / CANCEL_FILE).exists() and status.active:
+        status.message = "Cancelling: the run stops after the current step and saves a checkpoint…"
+    return status
+
+
+def cancel_job(job_dir: Path) -> None:
+    """Ask a running job to stop after its current step (it keeps a checkpoint)."""
+    job_dir = Path(job_dir)
+    (job_dir / CANCEL_FILE).write_text("cancel requested\n", encoding="utf-8")
+    pid = _pid(job_dir)
+    if pid is not None and is_alive(job_dir):
+        try:
+            os.killpg(pid, signal.SIGTERM)  # the child leads its own process group (start_new_session)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def list_jobs(folder: Path) -> list[Path]:
+    """Job folders, newest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    jobs = [p for p in folder.iterdir() if (p / JOB_FILE).is_file()]
+    return sorted(jobs, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def running_job(folder: Path) -> Path | None:
+    """The job whose child is running now, if any."""
+    return next((job for job in list_jobs(folder) if is_alive(job)), None)
+
+
+def latest_job(folder: Path, name: str | None = None) -> Path | None:
+    """The newest job (of adapter `name`, if given): the one a reloaded page shows."""
+    for job in list_jobs(folder):
+        if name is None or job.name.rsplit("-", 2)[0] == name or _spec_name(job) == name:
+            return job
+    return None
+
+
+def _spec_name(job_dir: Path) -> str:
+    try:
+        return json.loads((job_dir / JOB_FILE).read_text(encoding="utf-8")).get("name", "")
+    except (OSError, ValueError):
+        return ""
+
+
+def wait(job_dir: Path, on_update=None, poll_s: float = 1.0, timeout_s: float | None = None) -> JobStatus:
+    """Block until the job ends, calling `on_update(status)` after every poll; returns the final status."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        status = job_status(job_dir)
+        if on_update:
+            on_update(status)
+        if not is_alive(job_dir) and not status.active:
+            return status
+        if deadline and time.monotonic() > deadline:
+            return status
+        time.sleep(poll_s)

@@ -1,0 +1,123 @@
+"""How a fine-tune runs on this machine: precision, QLoRA, gradient checkpointing, optimizer — and why.
+
+`choose_setup` is a pure function (no torch) so every branch is unit-tested. On a GPU it asks the
+quantization plan (vlmchat/plan.py) whether the model fits in bf16 with room for training; if not,
+QLoRA (4-bit nf4 weights, bf16 compute). When the memory left after the weights is tight, gradient
+checkpointing (recompute activations: ~30 % slower, far less memory) and a paged 8-bit AdamW
+(optimizer state in 8 bits, paged to RAM under pressure) are switched on. On the CPU none of
+these apply: bitsandbytes' 4-bit kernels and paged optimizers need CUDA, and system RAM is not
+the limit they work around.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Activations for training, per sample and 1k tokens, as a share of the bf16 weights of a 7B model
+# (measured ballpark: ~1.5 GiB per 1k tokens for a 7B decoder without checkpointing).
+ACTIVATION_GIB_PER_KTOKEN_PER_B = 0.2
+FIXED_RUNTIME_GIB = 0.75  # CUDA context, cuBLAS workspace, allocator slack (as in vlmchat/plan.py)
+TIGHT_SHARE = 0.15  # less than this share of the free memory left after weights + activations = tight
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """The decisions for one run; `reasons` says why each was taken (shown in the UI and CLI)."""
+
+    device: str = "cpu"
+    dtype: str = "float32"
+    bits: int = 32                      # 4 = QLoRA
+    gradient_checkpointing: bool = False
+    optimizer: str = "adamw"            # "adamw" | "paged_adamw_8bit"
+    threads: int = 0                    # torch CPU threads per process (0 = torch's default)
+    reasons: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line per decision."""
+        return "\n".join(f"{key}: {value}" for key, value in self.reasons.items())
+
+
+def choose_setup(*, on_gpu: bool, free_gib: float = 0.0, size=None, quantization: str = "auto",
+                 gradient_checkpointing: str = "auto", optimizer: str = "auto", tokens: int = 1024,
+                 batch_size: int = 1, bf16: bool = True, bnb: bool = True, device_name: str = "",
+                 cpu_cores: int = 2, processes: int = 1) -> TrainingSetup:
+    """Decide precision, QLoRA, checkpointing and optimizer for a run (size: a vlmchat.plan.ModelSize or None)."""
+    if not on_gpu:
+        return _cpu_setup(quantization, gradient_checkpointing, optimizer, cpu_cores, processes)
+    dtype = "bfloat16" if bf16 else "float16"
+    bits, why_bits, need = _choose_bits(size, free_gib, quantization, tokens, batch_size, dtype, bnb, device_name)
+    activations = _activations_gib(size, tokens, batch_size)
+    left = free_gib - need - activations - FIXED_RUNTIME_GIB
+    tight = size is not None and left < TIGHT_SHARE * free_gib
+    where = f"{free_gib:.1f} GiB free, ~{need:.1f} GiB for the weights, ~{activations:.1f} GiB of activations"
+    gc, why_gc = _switch(gradient_checkpointing, tight, where, "recomputes activations in the backward pass")
+    paged = bnb and (optimizer == "paged_adamw_8bit" or (optimizer == "auto" and tight))
+    why_opt = ("paged 8-bit AdamW: " + ("chosen in settings" if optimizer != "auto" else f"memory is tight ({where})")
+               if paged else "AdamW: " + ("chosen in settings" if optimizer == "adamw" else
+                                          "bitsandbytes is not installed" if not bnb else "memory is not tight"))
+    return TrainingSetup("cuda", dtype, bits, gc, "paged_adamw_8bit" if paged else "adamw", reasons={
+        "device": f"CUDA GPU{f' {device_name}' if device_name else ''}", "precision": why_bits,
+        "gradient checkpointing": why_gc, "optimizer": why_opt})
+
+
+def _cpu_setup(quantization: str, gradient_checkpointing: str, optimizer: str, cores: int,
+               processes: int) -> TrainingSetup:
+    gc = gradient_checkpointing == "on"
+    # One core stays with the UI and the chat model; and threads that outnumber the free cores spend
+    # most of their time waiting for each other (measured: 40x slower steps on a busy 2-core CPU).
+    threads = max(1, (cores - 1) // max(1, processes))
+    return TrainingSetup("cpu", "float32", 32, gc, "adamw", threads, reasons={
+        "device": f"CPU (no CUDA GPU visible); {threads} thread(s) per process of {cores} cores, "
+                  "one core left to the UI and the chat model",
+        "precision": "float32 LoRA: 4-bit QLoRA needs a CUDA GPU" + (
+            " (quantization = 4bit in settings is ignored on the CPU)" if quantization == "4bit" else ""),
+        "gradient checkpointing": "on (chosen in settings)" if gc else
+        "off: it trades compute for GPU memory, and system RAM is not the limit here",
+        "optimizer": "AdamW: paged 8-bit optimizers need a CUDA GPU" + (
+            " (optimizer = paged_adamw_8bit in settings is ignored on the CPU)" if optimizer == "paged_adamw_8bit" else ""),
+    })
+
+
+def _activations_gib(size, tokens: int, batch_size: int) -> float:
+    if size is None:
+        return 0.0
+    return ACTIVATION_GIB_PER_KTOKEN_PER_B * size.language_b * tokens / 1024 * batch_size
+
+
+def _choose_bits(size, free_gib, quantization, tokens, batch_size, dtype, bnb, device_name):
+    """(bits, reason, weights GiB) from the quantization plan, with training's activations added."""
+    if quantization == "4bit":
+        if not bnb:
+            from ..errors import InputError
+
+            raise InputError("quantization = 4bit needs bitsandbytes; install it (pip install bitsandbytes) "
+                             "or set quantization = \"none\".")
+        return 4, "QLoRA (4-bit nf4, bf16 compute): chosen in settings", _weights(size, 4, dtype)
+    if size is None:
+        return 16, f"{dtype} LoRA: model size unknown, so no quantization plan was made", 0.0
+    from ..plan import plan_quantization
+
+    # Training keeps activations for every layer: reserve them as extra "images" in the plan's budget.
+    extra = _activations_gib(size, tokens, batch_size)
+    policy = "none" if quantization == "none" or not bnb else "auto"
+    plan = plan_quantization(size, {"cuda:0": max(0.0, free_gib - extra)}, policy, context_tokens=tokens,
+                             images=batch_size, device_name=device_name, half_dtype=dtype, bnb_available=bnb)
+    if plan.bits < 16 and policy == "auto":
+        return 4, f"QLoRA (4-bit nf4, bf16 compute): {dtype} LoRA does not fit — {plan.reason}", _weights(size, 4, dtype)
+    return 16, f"{dtype} LoRA — {plan.reason}", _weights(size, 16, dtype)
+
+
+def _weights(size, bits: int, dtype: str) -> float:
+    if size is None:
+        return 0.0
+    from ..plan import estimate
+
+    return estimate(size, bits, dtype, context_tokens=0, images=0).weights_gib
+
+
+def _switch(choice: str, tight: bool, where: str, what: str) -> tuple[bool, str]:
+    if choice != "auto":
+        return choice == "on", f"{choice} (chosen in settings)"
+    if tight:
+        return True, f"on: memory is tight ({where}); it {what}, ~30 % slower"
+    return False, f"off: memory is not tight ({where})"
