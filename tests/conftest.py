@@ -43,12 +43,13 @@ def write_settings(folder: Path, **server) -> Path:
 class LaunchedApp:
     """`python launch.py` running in a child process, as a user starts it."""
 
-    def __init__(self, folder: Path, *flags: str, **server):
+    def __init__(self, folder: Path, *flags: str, env: dict | None = None, **server):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         settings = write_settings(folder, **server)
         self.log = open(folder / "app.log", "w+", encoding="utf-8")
-        env = dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+        env = dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1",
+                   **(env or {}))
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "launch.py"), "--settings", str(settings), "--port", str(self.port), *flags],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,

@@ -66,3 +66,45 @@ def test_bad_input_gets_a_clear_message_and_the_next_request_works(client, tmp_p
     assert "Traceback" not in answer
     # the failed turn is not resent: the same session answers the next good request correctly
     assert _say(client, "Describe the image.", picture_files[("red", "square")]).strip() == "a red square"
+
+
+def _variant(folder, picture, kind):
+    """`picture` saved as one of the awkward kinds of file users send."""
+    from PIL import Image
+
+    image = Image.open(picture).convert("RGB")
+    path = folder / f"{kind}.{'gif' if kind == 'animated' else 'jpg' if kind in ('cmyk', 'exif') else 'png'}"
+    if kind == "cmyk":
+        image.convert("CMYK").save(path, quality=95)
+    elif kind == "rgba":
+        image.convert("RGBA").save(path)
+    elif kind == "palette":
+        image.convert("P", palette=Image.Palette.ADAPTIVE).save(path)
+    elif kind == "sixteen_bit":
+        import numpy as np
+
+        Image.fromarray((np.asarray(image.convert("L"), dtype=np.uint16) * 257)).save(path)
+    elif kind == "animated":
+        image.save(path, save_all=True, append_images=[Image.new("RGB", image.size, (0, 0, 255))], duration=100)
+    elif kind == "exif":
+        exif = image.getexif()
+        exif[0x0112] = 8  # stored turned 90 degrees; viewers rotate it back
+        image.rotate(-90, expand=True).save(path, exif=exif, quality=95)
+    elif kind == "bomb":
+        Image.new("1", (9000, 9000)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("cmyk", "a red triangle"), ("rgba", "a red triangle"), ("palette", "a red triangle"),
+    ("animated", "a red triangle"), ("exif", "a red triangle"), ("sixteen_bit", None), ("bomb", "too many pixels"),
+])
+def test_awkward_images_work_or_get_a_clear_message(client, tmp_path, picture_files, kind, expected):
+    answer = _say(client, "Describe the image.", _variant(tmp_path, picture_files[("red", "triangle")], kind))
+    if expected is None:  # 16-bit greyscale: the colour is gone, but it must be answered
+        assert answer.strip() and not answer.startswith(ERROR_MARK)
+    elif kind == "bomb":
+        assert answer.startswith(ERROR_MARK) and expected in answer
+    else:
+        assert answer.strip() == expected
+    assert _say(client, "Describe the image.", picture_files[("blue", "circle")]).strip() == "a blue circle"

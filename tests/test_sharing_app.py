@@ -4,13 +4,16 @@ The apps here bind 0.0.0.0 (as `--host 0.0.0.0` does) but every request goes to 
 """
 
 import re
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 from gradio_client import Client, handle_file
 
-from conftest import LaunchedApp
+from pathlib import Path
+
+from conftest import ROOT, LaunchedApp
 
 PROTECTED = [
     ("GET", "config"), ("GET", "gradio_api/info"), ("GET", "gradio_api/openapi.json"),
@@ -22,9 +25,13 @@ PROTECTED = [
 ]
 
 
+TOKEN = "hf_vlmchatTestSentinelToken0123456789"
+
+
 @pytest.fixture(scope="module")
 def exposed_app(tmp_path_factory):
-    app = LaunchedApp(tmp_path_factory.mktemp("exposed"), host="0.0.0.0").wait_ready()
+    app = LaunchedApp(tmp_path_factory.mktemp("exposed"), host="0.0.0.0", max_batch_upload_mb=1,
+                      env={"HF_TOKEN": TOKEN}).wait_ready()
     match = re.search(r"User: (\S+)  Password: (\S+)", app.output())
     assert match, app.output()
     yield app, (match.group(1), match.group(2))
@@ -62,20 +69,70 @@ def test_with_the_generated_password_it_works(exposed_app, picture_files):
     assert client.predict(message, api_name="/chat").strip() == "a red square"
 
 
-def test_the_password_is_shown_once_and_written_nowhere(exposed_app, tmp_path_factory):
-    app, (_, password) = exposed_app
-    assert app.output().count(password) == 1  # the terminal line that gives it to the user
-    folder = app.log.name.rsplit("/", 1)[0]
-    import pathlib
+def _logged_in(app, login):
+    import http.cookiejar
+    import urllib.parse
 
-    for path in pathlib.Path(folder).rglob("*"):
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    form = urllib.parse.urlencode({"username": login[0], "password": login[1]}).encode()
+    opener.open(app.url + "login", data=form, timeout=10)
+    return opener
+
+
+def _get(opener, url):
+    try:
+        with opener.open(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, b""
+
+
+def test_file_routes_serve_only_the_outputs_folder(exposed_app):
+    app, login = exposed_app
+    opener = _logged_in(app, login)
+    outputs = Path(app.log.name).parent / "outputs"
+    outputs.mkdir(exist_ok=True)
+    (outputs / "result.txt").write_text("served")
+    assert _get(opener, f"{app.url}gradio_api/file={outputs / 'result.txt'}") == (200, b"served")
+    for attempt in ["/etc/passwd", "../../../../../etc/passwd", "%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+                    f"{outputs}/../../../../etc/passwd", str(ROOT / "settings.toml"),
+                    str(ROOT / "models" / "vlmchat-demo" / "config.json")]:
+        status, body = _get(opener, f"{app.url}gradio_api/file={attempt}")
+        assert status in (403, 404) and b"root:" not in body, attempt
+
+
+def test_secrets_appear_nowhere_but_the_one_terminal_line(exposed_app):
+    app, login = exposed_app
+    password = login[1]
+    opener = _logged_in(app, login)
+    pages = b"".join(_get(opener, app.url + route)[1] for route in ("", "config", "gradio_api/info"))
+    assert pages and password.encode() not in pages and TOKEN.encode() not in pages
+    assert app.output().count(password) == 1  # the terminal line that gives it to the user
+    assert TOKEN not in app.output()
+    for path in Path(app.log.name).parent.rglob("*"):
         if path.is_file() and path.name != "app.log":
-            assert password.encode() not in path.read_bytes(), path
+            content = path.read_bytes()
+            assert password.encode() not in content and TOKEN.encode() not in content, path
+
+
+def test_a_batch_of_uploads_over_the_limit_is_refused(exposed_app, tmp_path):
+    app, login = exposed_app
+    client = Client(app.url, auth=login, verbose=False)
+    files = []
+    for n in range(2):
+        path = tmp_path / f"big{n}.png"
+        path.write_bytes(b"\x89PNG" + bytes(700 * 1024))
+        files.append(handle_file(str(path)))
+    with pytest.raises(Exception, match="over the 1 MB limit for one batch"):
+        client.predict("", files, None, "", "", "base", "txt", False, False, "auto", api_name="/caption_batch")
 
 
 def test_share_link_failure_is_reported_and_the_app_keeps_serving(tmp_path, picture_files):
     app = LaunchedApp(tmp_path, "--share", "--auth", "ana:pw-for-test").wait_ready(timeout=240)
     try:
+        deadline = time.monotonic() + 120  # the server answers before the tunnel attempt has failed
+        while "share link could not be created" not in app.output() and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert "share link could not be created" in app.output()
         client = Client(app.url, auth=("ana", "pw-for-test"), verbose=False)
         message = {"text": "What shape is this?", "files": [handle_file(str(picture_files[("blue", "circle")]))]}

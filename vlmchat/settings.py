@@ -60,6 +60,7 @@ class ServerSettings:
     concurrency_limit: int = field(default=1, metadata=_range(1, 64))
     max_queue: int = field(default=32, metadata=_range(1, 10000))
     max_upload_mb: int = field(default=25, metadata=_range(1, 10000))
+    max_batch_upload_mb: int = field(default=1000, metadata=_range(1, 100000))
 
     @property
     def exposed(self) -> bool:

@@ -20,7 +20,7 @@ from ..captioning import (PRESETS, CaptionOptions, caption_image, caption_images
 from ..errors import InputError, VlmchatError
 from ..manager import ModelManager
 from ..settings import Settings
-from .sharing import refuse_server_paths
+from .sharing import check_batch_upload, refuse_server_paths
 
 TABLE_HEADERS = ["image", "status", "caption or reason"]
 
@@ -85,6 +85,7 @@ class CaptionActions:
         """(images, scan failures, the JSONL/CSV path to use, whether uploads were copied into `run`)."""
         folder = (folder or "").strip()
         uploads = [str(f) for f in (files or []) if f]
+        check_batch_upload(self.settings, uploads + ([str(archive)] if archive else []))
         if folder:
             refuse_server_paths(self.settings, "captioning")
             if not Path(folder).expanduser().is_dir():
