@@ -77,22 +77,6 @@ def resolve_model_source(model_id: str, settings: Settings) -> str:
     return model_id
 
 
-def _quantization_config(quantization: str, device: str):
-    """(transformers quantization config or None, reason)."""
-    if quantization == "none":
-        return None, "no quantization (chosen in settings)"
-    if quantization == "auto":
-        return None, "no quantization (auto: full precision)"
-    from transformers import BitsAndBytesConfig
-    import torch
-
-    if quantization == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True), "8-bit (bitsandbytes), chosen in settings"
-    return (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                               bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True),
-            "4-bit nf4 (bitsandbytes), chosen in settings")
-
-
 class _StopOnEvent:
     """A stopping criterion that ends generation once any of its events is set (Stop, a closed reader)."""
 
@@ -135,21 +119,19 @@ class ModelManager:
             source = str(download_model(model_id, token=token, progress=progress).path)
         device, device_reason = choose_device(self.settings.model.device)
         dtype, dtype_reason = choose_dtype(device, self.settings.model.dtype)
-        quant_config, quant_reason = _quantization_config(quantization, device)
-        load_kwargs = {"dtype": dtype, "quantization_config": quant_config,
-                       "device_map": device if device != "cpu" or quant_config else None}
         with self.lock:
             self.unload()
-            if quantization == "auto":  # precision and placement from the model's size and the memory now free
-                from .plan import plan_for_load
+            # Precision and placement from the model's size and the memory free now (after the unload);
+            # a forced 8bit/4bit policy also keeps the family's vision tower and projector unquantized.
+            from .plan import plan_for_load
 
-                plan = plan_for_load(source, model_id, self.settings)
-                if not plan.ok:
-                    raise ModelLoadError(plan.reason)
-                load_kwargs = plan.load_kwargs()
-                if load_kwargs["dtype"] != dtype:
-                    dtype, dtype_reason = load_kwargs["dtype"], ""
-                quant_reason = "; ".join(part for part in (plan.reason, plan.warning) if part)
+            plan = plan_for_load(source, model_id, self.settings, policy=quantization)
+            if not plan.ok:
+                raise ModelLoadError(plan.reason)
+            load_kwargs = plan.load_kwargs()
+            if load_kwargs["dtype"] != dtype:
+                dtype, dtype_reason = load_kwargs["dtype"], ""
+            quant_reason = "; ".join(part for part in (plan.reason, plan.warning) if part)
             try:
                 from transformers import AutoModelForImageTextToText, AutoProcessor
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..registry import adapter_path, write_metadata
+from ..settings import DEMO_MODEL_ID
 from .datasets import dataset_hash
 from .loop import BEST
 
@@ -76,7 +77,9 @@ def _write_weights(trainer, staging: Path) -> None:
 
     config_file = staging / "adapter_config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
-    config["base_model_name_or_path"] = trainer.spec.model
+    # plain PEFT resolves this name: the demo model's folder (relative to the project), else the hub id/path
+    demo = trainer.spec.model == DEMO_MODEL_ID
+    config["base_model_name_or_path"] = "models/vlmchat-demo" if demo else trainer.spec.model
     config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
