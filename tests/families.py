@@ -291,7 +291,11 @@ def _qwen_processor(processor_class, tok, images):
     if not is_torchvision_available():
         # transformers 5.x builds a Qwen2-VL processor only together with its video processor, which needs torchvision
         return ProcessorParts(tok, images, QWEN_TEMPLATE, "torchvision (the Qwen2-VL processor's video part needs it)")
-    return processor_class(image_processor=images, tokenizer=tok, chat_template=QWEN_TEMPLATE)
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    video = Qwen2VLVideoProcessor(patch_size=4, merge_size=2, temporal_patch_size=2,
+                                  size={"shortest_edge": 16 * 16, "longest_edge": 64 * 64})
+    return processor_class(image_processor=images, tokenizer=tok, video_processor=video, chat_template=QWEN_TEMPLATE)
 
 
 def build_qwen2_vl():

@@ -1,8 +1,8 @@
 """First-run set-up: make sure the runtime dependencies are importable, installing them if not.
 
 Standard library only, because it runs before anything is installed. Without the dependencies it
-creates `.venv/` in the project folder, installs requirements.txt there (torch first, pinned to
-the release CI tests) and re-runs the same command with that interpreter.
+creates `.venv/` in the project folder, installs requirements.txt there (torch and torchvision
+first, pinned to the releases CI tests) and re-runs the same command with that interpreter.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
-RUNTIME_MODULES = ("torch", "transformers", "gradio", "peft", "accelerate", "PIL", "huggingface_hub",
+RUNTIME_MODULES = ("torch", "torchvision", "transformers", "gradio", "peft", "accelerate", "PIL", "huggingface_hub",
                    "safetensors", "tokenizers")
 DEV_MODULES = ("pytest", "gradio_client", "playwright")
-TORCH_PIN = os.environ.get("VLMCHAT_TORCH", "torch==2.13.0")
+# The pair CI tests; torchvision is needed by some processors (Qwen2-VL's). VLMCHAT_TORCH overrides it
+# (pip arguments, e.g. another pair or an --index-url for your CUDA/ROCm/CPU build).
+TORCH_PIN = os.environ.get("VLMCHAT_TORCH", "torch==2.14.1 torchvision==0.29.1")
 
 
 def _missing(modules: tuple[str, ...]) -> list[str]:
@@ -50,8 +52,8 @@ def ensure_installed(dev: bool = False) -> None:
             print(f"vlmchat: first run: creating {VENV}", flush=True)
             venv.create(VENV, with_pip=True)
         os.execv(str(python), [str(python), *sys.argv])
-    if _missing(("torch",)):
-        _pip(python, TORCH_PIN)
+    if _missing(("torch", "torchvision")):
+        _pip(python, *TORCH_PIN.split())
     _pip(python, "-r", str(ROOT / "requirements.txt"))
     if dev:
         _pip(python, "-r", str(ROOT / "requirements-dev.txt"))

@@ -220,9 +220,19 @@ def run(args: argparse.Namespace) -> int:
     return serve(settings, auth_file=args.auth_file)
 
 
+def _quiet_library_noise() -> None:
+    """Hide warnings users can do nothing about (an optional bitsandbytes CPU kernel, a peft deprecation)."""
+    import logging
+    import warnings
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def main(argv: list[str] | None = None, bootstrap: bool = True) -> int:
     """Entry point: parse, install on first use, run; user mistakes become one line and exit code 2."""
     args = build_parser().parse_args(argv)
+    _quiet_library_noise()
     try:
         load_settings(args.settings)  # a broken settings file is reported before anything is installed
         if bootstrap:

@@ -170,6 +170,9 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
                 left = gr.Dropdown(choices=sides, value=BASE, label="Left")
                 right = gr.Dropdown(choices=sides, value=(sides[1] if len(sides) > 1 else BASE), label="Right")
             run = gr.Button("Compare", variant="primary")
+    for side in (left, right):  # adapters trained or imported since the page was built show up too
+        side.focus(lambda: gr.update(choices=[BASE] + actions.names()), outputs=side,
+                   api_visibility="undocumented", queue=False)
     with gr.Row():
         left_text = gr.Textbox(label="Left answer", lines=6, interactive=False)
         right_text = gr.Textbox(label="Right answer", lines=6, interactive=False)
