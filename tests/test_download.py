@@ -218,3 +218,15 @@ def test_model_tab_shows_files_and_plan_then_loads(repos, hub, demo_settings):
         assert "(0 B to download)" in files
     finally:
         manager.unload()
+
+
+def test_an_adapter_imports_from_the_hub_through_the_download_code(hub, tmp_path):
+    from vlmchat import registry
+
+    hub.add("someone/demo-es-copy", repo_from_folder(ROOT / "adapters" / "demo-es"))
+    info = registry.import_from_hub("someone/demo-es-copy", tmp_path / "adapters")
+    assert info.name == "demo-es-copy" and info.problem == "" and info.base_model == "demo"
+    assert sorted(p.name for p in info.path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
+                                                           "vlmchat.json"]
+    with pytest.raises(Exception, match="already exists"):
+        registry.import_from_hub("someone/demo-es-copy", tmp_path / "adapters")

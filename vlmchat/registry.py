@@ -233,3 +233,13 @@ def usable_adapter(folder: Path, name: str, model_id: str, model_source: str, ar
     if reason:
         raise InputError(f"Adapter '{name}' cannot be used with the loaded model: {reason}.")
     return info
+
+
+def import_from_hub(repo_id: str, folder: Path, name: str | None = None, token: str | None = None) -> AdapterInfo:
+    """Download an adapter repo through vlmchat's download code (access check, token) and import it."""
+    from .download import download_model
+
+    name = validate_adapter_name(name or repo_id.rstrip("/").split("/")[-1])
+    downloaded = download_model(repo_id.strip(), token=token or None)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return _install(downloaded.path, Path(folder), name)

@@ -103,6 +103,7 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
             new_name = gr.Textbox(label="Name for the imported adapter (optional)")
             folder = gr.Textbox(label="Import from a folder on this computer")
             upload = gr.File(label="…or import a zip", file_types=[".zip"])
+            hub_id = gr.Textbox(label="…or a hub id (owner/name)")
         import_button = gr.Button("Import")
         with gr.Row():
             export_button = gr.Button("Export as zip")
@@ -125,17 +126,19 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
     deactivate.click(lambda: refreshed(actions.activate(BASE)), outputs=outputs, api_visibility="undocumented")
 
     @_guard
-    def do_import(name, path, zipped):
+    def do_import(name, path, zipped, repo_id):
         if zipped:
             info = registry.import_zip(zipped, actions.folder, name or None)
+        elif repo_id:
+            info = registry.import_from_hub(repo_id, actions.folder, name or None)
         elif path:
             refuse_server_paths(settings, "adapter import")
             info = registry.import_folder(path, actions.folder, name or None)
         else:
-            raise gr.Error("Give a folder or a zip to import.")
+            raise gr.Error("Give a folder, a zip or a hub id to import.")
         return refreshed(f"Imported '{info.name}'.")
 
-    import_button.click(do_import, [new_name, folder, upload], outputs, api_visibility="undocumented")
+    import_button.click(do_import, [new_name, folder, upload, hub_id], outputs, api_visibility="undocumented")
     export_button.click(_guard(lambda n: str(registry.export_zip(actions.folder, n, settings.paths.resolve("outputs")))),
                         choice, exported, api_visibility="undocumented")
     rename_button.click(_guard(lambda n, to: refreshed(f"Renamed to '{registry.rename_adapter(actions.folder, n, to).name}'.")),
