@@ -13,13 +13,13 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .errors import InputError
+from .files import write_text_atomic
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 DATA_SUFFIXES = frozenset({".txt", ".json", ".jsonl", ".csv", ".zip"})
@@ -126,33 +126,6 @@ def extract_zip(archive: Path, dest: Path, max_total_bytes: int = ZIP_MAX_TOTAL_
 def caption_path(image: Path) -> Path:
     """The caption file of `image` in the kohya / TagGUI layout: same folder, same name, `.txt`."""
     return image.with_suffix(".txt")
-
-
-def write_text_atomic(target: Path, text: str, overwrite: bool) -> bool:
-    """Write `text` to `target` all at once; False (nothing written) when it exists and not `overwrite`."""
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        if overwrite:
-            os.replace(temp, target)
-            return True
-        try:
-            os.link(temp, target)  # fails if the target exists, even one created a moment ago
-        except FileExistsError:
-            return False
-        except OSError:  # a file system without hard links: reserve the name, then replace it
-            try:
-                os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            except FileExistsError:
-                return False
-            os.replace(temp, target)
-        return True
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
 
 
 class TxtCaptions:

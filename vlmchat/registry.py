@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import InputError
+from .files import write_text_atomic
 
 META_FILE = "vlmchat.json"
 CONFIG_FILE = "adapter_config.json"
@@ -119,20 +120,7 @@ def incompatibility(adapter: AdapterInfo, model_id: str, model_source: str, arch
 def write_metadata(folder: Path, meta: dict) -> None:
     """Write vlmchat.json (with a creation time) atomically into an adapter folder."""
     meta = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **meta}
-    write_text_atomically(Path(folder) / META_FILE, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write `text` to a temp file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(Path(folder) / META_FILE, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
 
 
 def _install(source: Path, folder: Path, name: str) -> AdapterInfo:
