@@ -308,23 +308,9 @@ def unpack_folder(settings: Settings) -> Path:
     return settings.paths.resolve("outputs") / "unpacked"
 
 
-def ensure_adapter(manager: ModelManager, adapter: str | None) -> None:
-    """Attach `adapter` from the adapters folder unless it is the base model or already attached."""
-    if is_base(adapter) or adapter in manager.adapter_names():
-        return
-    from .registry import usable_adapter
-
-    info = manager.info
-    if info is None:
-        raise NoModelError("No model is loaded; load one in the Model tab or start with --model.")
-    found = usable_adapter(manager.settings.paths.resolve("adapters"), adapter, info.model_id, info.source,
-                           info.architecture)
-    manager.load_adapter(adapter, found.path)
-
-
 def load_caption_model(settings: Settings, adapter: str | None = None) -> ModelManager:
     """A manager with the configured model loaded and `adapter` (if any) attached."""
     manager = ModelManager(settings)
     manager.load()
-    ensure_adapter(manager, adapter)
+    manager.attach_named_adapter(adapter)
     return manager

@@ -15,7 +15,8 @@ from typing import Iterator
 
 from .errors import InputError, ModelLoadError, NoModelError
 from .families import fit_to_profile, profile_for
-from .lora import attach_adapter, check_adapter, detach_adapter, resident_adapters, use_adapter
+from .lora import attach_adapter, check_adapter, detach_adapter, is_base, resident_adapters, use_adapter
+from .registry import usable_adapter
 from .settings import DEMO_MODEL_ID, Settings
 
 
@@ -171,6 +172,17 @@ class ModelManager:
                 raise InputError(f"Adapter '{name}' does not fit the loaded model: "
                                  f"{str(exc).splitlines()[0][:300]}") from None
 
+    def attach_named_adapter(self, name: str | None) -> None:
+        """Attach adapter `name` from the adapters folder (checked against the loaded model); no-op for base."""
+        if is_base(name) or name in self.adapter_names():
+            return
+        info = self.info
+        if info is None:
+            raise NoModelError("No model is loaded; load one in the Model tab or start with --model.")
+        found = usable_adapter(self.settings.paths.resolve("adapters"), name, info.model_id, info.source,
+                               info.architecture)
+        self.load_adapter(name, found.path)
+
     def unload_adapter(self, name: str) -> None:
         """Detach adapter `name` and free its weights."""
         with self.lock:
@@ -182,9 +194,9 @@ class ModelManager:
     def activate_adapter(self, name: str | None) -> None:
         """Make `name` (already loaded) the adapter Chat uses; None or 'base' for the bare base model."""
         with self.lock:
-            if name and name != "base" and name not in self.adapter_names():
+            if not is_base(name) and name not in self.adapter_names():
                 raise InputError(f"Adapter '{name}' is not loaded; load it first.")
-            self.active_adapter = None if not name or name == "base" else name
+            self.active_adapter = None if is_base(name) else name
 
     def unload(self) -> None:
         """Drop the model and processor and give their memory back."""

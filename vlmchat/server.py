@@ -6,7 +6,6 @@ import os
 
 from .access import resolve_access
 from .manager import ModelManager
-from .registry import usable_adapter
 from .settings import Settings
 
 # Problems worth a banner in the page (read by the UI when a page loads).
@@ -17,9 +16,7 @@ def _start_adapter(manager: ModelManager, settings: Settings) -> None:
     name = settings.model.adapter
     if not name:
         return
-    info = manager.info
-    adapter = usable_adapter(settings.paths.resolve("adapters"), name, info.model_id, info.source, info.architecture)
-    manager.load_adapter(name, adapter.path)
+    manager.attach_named_adapter(name)
     manager.activate_adapter(name)
     print(f"vlmchat: adapter '{name}' active", flush=True)
 

@@ -9,7 +9,7 @@ import gradio as gr
 from .. import registry
 from ..compare import VOTES, compare_stream, record_vote
 from ..errors import VlmchatError
-from ..lora import BASE
+from ..lora import BASE, is_base
 from ..manager import GenerationParams, ModelManager
 from ..settings import Settings
 from .sharing import refuse_server_paths
@@ -52,17 +52,16 @@ class AdapterActions:
         return [a.name for a in registry.list_adapters(self.folder)]
 
     def load(self, name: str) -> str:
-        if not name or name == BASE:
+        if is_base(name):
             raise gr.Error("Choose an adapter first.")
         try:
-            info = registry.usable_adapter(self.folder, name, *self._model())
-            self.manager.load_adapter(name, info.path)
+            self.manager.attach_named_adapter(name)
         except VlmchatError as exc:
             raise gr.Error(str(exc)) from None
         return f"Loaded '{name}' (resident: {', '.join(self.manager.adapter_names())})."
 
     def activate(self, name: str) -> str:
-        if not name or name == BASE:
+        if is_base(name):
             self.manager.activate_adapter(None)
             return "Chat now uses the base model (no adapter)."
         if name not in self.manager.adapter_names():
@@ -75,8 +74,10 @@ class AdapterActions:
         return f"Unloaded '{name}'."
 
     def ensure_loaded(self, name: str) -> None:
-        if name and name != BASE and name not in self.manager.adapter_names():
-            self.load(name)
+        try:
+            self.manager.attach_named_adapter(name)
+        except VlmchatError as exc:
+            raise gr.Error(str(exc)) from None
 
 
 def _guard(action):

@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..caption_io import FORMATS, caption_path, zip_files
-from ..captioning import (PRESETS, CaptionOptions, caption_image, caption_images, ensure_adapter,
+from ..captioning import (PRESETS, CaptionOptions, caption_image, caption_images,
                           find_images)
 from ..errors import InputError, VlmchatError
 from ..manager import ModelManager
@@ -68,7 +68,7 @@ class CaptionActions:
         if not image:
             raise gr.Error("Upload an image first.")
         try:
-            ensure_adapter(self.manager, adapter)
+            self.manager.attach_named_adapter(adapter)
             return caption_image(self.manager, image, prompt or "", start or "", adapter, self.max_bytes)
         except VlmchatError as exc:
             raise gr.Error(str(exc)) from None
@@ -118,7 +118,7 @@ class CaptionActions:
         try:
             fmt = fmt if fmt in FORMATS else self.settings.caption.format
             found, table_dir, uploaded = self._inputs(folder, files, archive, bool(recursive), run)
-            ensure_adapter(self.manager, adapter)
+            self.manager.attach_named_adapter(adapter)
             options = CaptionOptions(prompt=prompt or "", start=start or "", adapter=adapter, fmt=fmt,
                                      output=None if fmt == "txt" else table_dir / f"captions.{fmt}",
                                      overwrite=bool(overwrite), batch_size=_batch_size(batch_size),
