@@ -21,9 +21,9 @@ DEMO_ES = ROOT / "adapters" / "demo-es"
 PEAK_SCRIPT = """
 import json, resource, sys
 sys.path.insert(0, {root!r})
-from vlmchat.compare import compare_stream
+from vlmchat.evaluate.compare import compare_stream
 from vlmchat.demo.heldout import heldout_pictures
-from vlmchat.manager import ModelManager
+from vlmchat.models.manager import ModelManager
 from vlmchat.settings import load_settings
 manager = ModelManager(load_settings())
 manager.load("demo")
@@ -43,7 +43,7 @@ def _second_adapter(folder: Path) -> Path:
     from peft import get_peft_model
     from transformers import AutoModelForImageTextToText
 
-    from vlmchat.lora import default_lora_config
+    from vlmchat.lora.runtime import default_lora_config
 
     model = get_peft_model(AutoModelForImageTextToText.from_pretrained(ROOT / "models" / "vlmchat-demo"),
                            default_lora_config())
@@ -52,8 +52,8 @@ def _second_adapter(folder: Path) -> Path:
 
 
 def swap_vs_reload() -> None:
-    from vlmchat.lora import use_adapter
-    from vlmchat.manager import ModelManager
+    from vlmchat.lora.runtime import use_adapter
+    from vlmchat.models.manager import ModelManager
     from vlmchat.settings import load_settings
 
     settings = load_settings()

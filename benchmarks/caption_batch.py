@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vlmchat.caption_io import caption_path  # noqa: E402
-from vlmchat.captioning import CaptionOptions, caption_images  # noqa: E402
+from vlmchat.caption.io import caption_path  # noqa: E402
+from vlmchat.caption.run import CaptionOptions, caption_images  # noqa: E402
 from vlmchat.demo.heldout import heldout_pictures  # noqa: E402
-from vlmchat.manager import ModelManager  # noqa: E402
+from vlmchat.models.manager import ModelManager  # noqa: E402
 from vlmchat.settings import load_settings  # noqa: E402
 
 

@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     from vlmchat.demo.build import caption_accuracy
     from vlmchat.demo.heldout import heldout_pictures
-    from vlmchat.manager import ModelManager
+    from vlmchat.models.manager import ModelManager
     from vlmchat.settings import load_settings
 
     manager = ModelManager(load_settings())

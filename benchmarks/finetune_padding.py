@@ -59,7 +59,7 @@ def main() -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from vlmchat.finetune.collate import collate
-    from vlmchat.lora import default_lora_config
+    from vlmchat.lora.runtime import default_lora_config
 
     torch.set_num_threads(args.threads)
     root = Path(__file__).resolve().parent.parent / "models" / "vlmchat-demo"

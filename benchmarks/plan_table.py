@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vlmchat.plan import plan_quantization  # noqa: E402
+from vlmchat.models.plan import plan_quantization  # noqa: E402
 from vlmchat.settings import load_settings  # noqa: E402
-from vlmchat.sizes import size_from_catalog  # noqa: E402
+from vlmchat.models.sizes import size_from_catalog  # noqa: E402
 
 SIZES_GIB = (6, 8, 12, 16, 24, 48, 80)
 

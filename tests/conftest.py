@@ -98,7 +98,7 @@ def demo_settings(tmp_path_factory, demo_model_path):
 
 @pytest.fixture(scope="session")
 def manager(demo_settings):
-    from vlmchat.manager import ModelManager
+    from vlmchat.models.manager import ModelManager
 
     manager = ModelManager(demo_settings)
     manager.load()

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from vlmchat.access import GENERATED_USER, read_auth_file, resolve_access
+from vlmchat.ui.access import GENERATED_USER, read_auth_file, resolve_access
 from vlmchat.errors import SettingsError
 from vlmchat.settings import Settings
 

@@ -10,8 +10,8 @@ import zlib
 import pytest
 from PIL import Image
 
-from vlmchat.caption_io import caption_path, find_images, write_text_atomic
-from vlmchat.captioning import CaptionOptions, caption_image, caption_images, with_start
+from vlmchat.caption.io import caption_path, find_images, write_text_atomic
+from vlmchat.caption.run import CaptionOptions, caption_image, caption_images, with_start
 from vlmchat.demo.heldout import heldout_pictures
 from vlmchat.errors import InputError, SettingsError
 from vlmchat.settings import load_settings

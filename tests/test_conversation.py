@@ -3,7 +3,7 @@
 import pytest
 from PIL import Image
 
-from vlmchat.conversation import to_processor_messages
+from vlmchat.models.conversation import to_processor_messages
 from vlmchat.errors import InputError
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import DEMO_MODEL, ROOT
 from hub_server import GRANTED, NOT_GRANTED, hub, repo_from_folder  # noqa: F401  (hub is a fixture)
-from vlmchat.download import (DownloadError, GatedModelError, OfflineError, cached_snapshot, download_model,
+from vlmchat.hub import (DownloadError, GatedModelError, OfflineError, cached_snapshot, download_model,
                               inspect_repo, select_files)
 
 PUBLIC = "vlmchat-test/demo-tiny"
@@ -65,7 +65,7 @@ def test_public_repo_downloads_only_needed_files_then_loads_and_answers(repos, d
     assert not (result.path / "pytorch_model.bin").exists() and not (result.path / "original").exists()
     assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen) and len(seen) > 2
 
-    from vlmchat.manager import ModelManager
+    from vlmchat.models.manager import ModelManager
 
     manager = ModelManager(demo_settings)
     try:
@@ -200,7 +200,7 @@ def test_cli_remember_stores_the_token_with_huggingface_hub_login(repos, hub, tm
 
 
 def test_model_tab_shows_files_and_plan_then_loads(repos, hub, demo_settings):
-    from vlmchat.manager import ModelManager
+    from vlmchat.models.manager import ModelManager
     from vlmchat.ui.app import status_line
     from vlmchat.ui.model_tab import WARN, load_model, model_choices, preview
 
@@ -221,7 +221,7 @@ def test_model_tab_shows_files_and_plan_then_loads(repos, hub, demo_settings):
 
 
 def test_an_adapter_imports_from_the_hub_through_the_download_code(hub, tmp_path):
-    from vlmchat import registry
+    from vlmchat.lora import store as registry
 
     hub.add("someone/demo-es-copy", repo_from_folder(ROOT / "adapters" / "demo-es"))
     info = registry.import_from_hub("someone/demo-es-copy", tmp_path / "adapters")

@@ -14,8 +14,8 @@ from PIL import Image
 
 from families import BUILDERS, TinyFamily, save_family
 from vlmchat.errors import InputError, ModelLoadError
-from vlmchat.families import GENERIC, PROFILES, lora_target_modules, profile_for, unquantized_modules
-from vlmchat.manager import GenerationParams, ModelManager
+from vlmchat.models.families import GENERIC, PROFILES, lora_target_modules, profile_for, unquantized_modules
+from vlmchat.models.manager import GenerationParams, ModelManager
 
 PARAMS = GenerationParams(max_new_tokens=4)
 
@@ -96,7 +96,7 @@ def test_caption_batch(family, loaded):
 
 def test_lora_adapter_attaches(family, loaded, tmp_path):
     import torch
-    from vlmchat.lora import use_adapter
+    from vlmchat.lora.runtime import use_adapter
 
     trained = _lora(_fresh_model(family), init_lora_weights=False)  # random B: the adapter changes the output
     trained.save_pretrained(tmp_path / "tiny")

@@ -16,7 +16,7 @@ from vlmchat.finetune import runner
 from vlmchat.finetune.job import describe_failure
 from vlmchat.finetune.progress import read_events
 from vlmchat.finetune.spec import JobSpec
-from vlmchat.registry import read_adapter
+from vlmchat.lora.store import read_adapter
 from vlmchat.settings import load_settings
 
 TINY = dict(batch_size=2, grad_accumulation=1, eval_every=2, checkpoint_every=1, learning_rate=3e-3)

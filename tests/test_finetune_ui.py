@@ -11,7 +11,7 @@ from test_finetune_data import write_caption_folder
 from vlmchat.finetune.progress import ProgressWriter
 from vlmchat.finetune.spec import JobSpec
 from vlmchat.finetune.uploads import resolve_dataset, store_upload
-from vlmchat.manager import ModelManager
+from vlmchat.models.manager import ModelManager
 from vlmchat.settings import load_settings
 
 

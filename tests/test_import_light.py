@@ -14,8 +14,8 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_import_vlmchat_pulls_in_neither_torch_nor_gradio():
-    modules = _modules_after("import vlmchat, vlmchat.cli, vlmchat.settings, vlmchat.manager, vlmchat.conversation")
-    assert "vlmchat.manager" in modules
+    modules = _modules_after("import vlmchat, vlmchat.cli, vlmchat.settings, vlmchat.models.manager, vlmchat.models.conversation")
+    assert "vlmchat.models.manager" in modules
     assert not {"torch", "gradio", "transformers"} & modules
 
 

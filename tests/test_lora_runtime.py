@@ -5,7 +5,7 @@ from PIL import Image
 
 from conftest import ROOT
 from vlmchat.errors import InputError
-from vlmchat.manager import ModelManager
+from vlmchat.models.manager import ModelManager
 
 DEMO_ES = ROOT / "adapters" / "demo-es"
 
@@ -53,7 +53,7 @@ def test_two_resident_adapters_and_unload(demo_settings, tmp_path, picture_files
     from peft import get_peft_model
     from transformers import AutoModelForImageTextToText
 
-    from vlmchat.lora import default_lora_config
+    from vlmchat.lora.runtime import default_lora_config
 
     plain = get_peft_model(AutoModelForImageTextToText.from_pretrained(ROOT / "models" / "vlmchat-demo"),
                            default_lora_config())

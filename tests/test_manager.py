@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from vlmchat.errors import InputError, ModelLoadError, NoModelError
-from vlmchat.manager import GenerationParams, ModelManager, resolve_model_source
+from vlmchat.models.manager import GenerationParams, ModelManager, resolve_model_source
 
 
 def _ask(path, question):

@@ -10,9 +10,9 @@ import pytest
 
 from conftest import ROOT
 from vlmchat.errors import SettingsError
-from vlmchat.plan import ModelSize, estimate, plan_quantization, read_free_memory
+from vlmchat.models.plan import ModelSize, estimate, plan_quantization, read_free_memory
 from vlmchat.settings import Settings, load_settings
-from vlmchat.sizes import catalog_entry, model_size_for, size_from_catalog, size_from_folder
+from vlmchat.models.sizes import catalog_entry, model_size_for, size_from_catalog, size_from_folder
 
 LLAMA = "meta-llama/Llama-3.2-11B-Vision-Instruct"
 

@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-from vlmchat import registry
+from vlmchat.lora import store as registry
 from vlmchat.errors import InputError
 
 

@@ -77,8 +77,8 @@ def run_plan(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
     from .errors import SettingsError
-    from .plan import plan_for_machine
-    from .sizes import model_size_for, unquantized_for
+    from .models.plan import plan_for_machine
+    from .models.sizes import model_size_for, unquantized_for
 
     if args.vram_gib is not None and not 0 < args.vram_gib <= 4096:
         raise SettingsError(f"--vram-gib must be a positive number of GiB (got {args.vram_gib}).")
@@ -117,8 +117,8 @@ def run_download(args: argparse.Namespace, settings: Settings) -> int:
     """`launch.py download`: check access, print what will be fetched, download with a progress bar."""
     from tqdm import tqdm
 
-    from .download import download_model, inspect_repo, is_offline
-    from .sizes import catalog_entry
+    from .hub import download_model, inspect_repo, is_offline
+    from .models.sizes import catalog_entry
 
     entry = catalog_entry(settings, args.model_id)
     repo_id = entry.id if entry else args.model_id
@@ -161,7 +161,7 @@ def run_caption(args: argparse.Namespace, settings: Settings) -> int:
     """`launch.py caption`: 0 when every image was captioned or skipped, 1 when some failed."""
     from tqdm import tqdm
 
-    from .captioning import (CaptionOptions, caption_images, default_table_output, find_images,
+    from .caption.run import (CaptionOptions, caption_images, default_table_output, find_images,
                              load_caption_model, unpack_folder)
 
     settings = settings.override("caption", batch_size=args.batch_size, format=args.format)
@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
 
         build_demo(settings, steps=args.steps, output=args.output)
         return 0
-    from .server import serve
+    from .ui.server import serve
 
     return serve(settings, auth_file=args.auth_file)
 

@@ -275,7 +275,7 @@ def build_demo(settings, steps: int | None = None, output: str | None = None, pr
     """`python launch.py build-demo`: train the demo model into models/vlmchat-demo and check it."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from ..manager import demo_model_path
+    from ..models.manager import demo_model_path
     from .heldout import heldout_pictures
 
     started = time.monotonic()

@@ -49,8 +49,8 @@ def build_spanish_adapter(base: Path, output: Path, steps: int = 300, examples: 
 
     from ..finetune import runner
     from ..finetune.spec import JobSpec
-    from ..lora import attach_adapter
-    from ..registry import META_FILE, write_metadata
+    from ..lora.runtime import attach_adapter
+    from ..lora.store import META_FILE, write_metadata
     from .heldout import heldout_pictures
 
     started = time.monotonic()

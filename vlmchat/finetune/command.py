@@ -47,7 +47,7 @@ _HELP = {
 
 def build_spec(args: argparse.Namespace, settings) -> JobSpec:
     """The job spec from settings.toml and the flags."""
-    from ..manager import resolve_model_source
+    from ..models.manager import resolve_model_source
 
     changes = {key: getattr(args, key, None) for key in CLI_FLAGS}
     source = resolve_model_source(settings.model.id, settings)

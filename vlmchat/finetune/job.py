@@ -146,13 +146,13 @@ def training_setup(spec: JobSpec, accelerator):
         return choose_setup(on_gpu=False, cpu_cores=_cores(), processes=accelerator.num_processes, **common)
     import torch
 
-    from ..plan import bnb_available
+    from ..models.plan import bnb_available
 
     free, _ = torch.cuda.mem_get_info(accelerator.device)
     size = None
     try:
         from ..settings import load_settings
-        from ..sizes import model_size_for
+        from ..models.sizes import model_size_for
 
         size = model_size_for(spec.model_source or spec.model, load_settings())
     except (ImportError, VlmchatError, OSError, ValueError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ..families import profile_for
+from ..models.families import profile_for
 
 PROJECTOR_WORDS = ("multi_modal_projector", "connector", "merger", "projector")
 VISION_WORDS = ("vision_tower", "vision_model", "visual", "vqmodel")

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import InputError
-from ..registry import adapter_path, write_metadata
+from ..lora.store import adapter_path, write_metadata
 from ..settings import DEMO_MODEL_ID
 from .datasets import dataset_hash
 from .loop import BEST

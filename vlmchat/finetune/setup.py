@@ -95,7 +95,7 @@ def _choose_bits(size, free_gib, quantization, tokens, batch_size, dtype, bnb, d
         return 4, "QLoRA (4-bit nf4, bf16 compute): chosen in settings", _weights(size, 4, dtype)
     if size is None:
         return 16, f"{dtype} LoRA: model size unknown, so no quantization plan was made", 0.0
-    from ..plan import plan_quantization
+    from ..models.plan import plan_quantization
 
     # Training keeps activations for every layer: reserve them as extra "images" in the plan's budget.
     extra = _activations_gib(size, tokens, batch_size)
@@ -110,7 +110,7 @@ def _choose_bits(size, free_gib, quantization, tokens, batch_size, dtype, bnb, d
 def _weights(size, bits: int, dtype: str) -> float:
     if size is None:
         return 0.0
-    from ..plan import estimate
+    from ..models.plan import estimate
 
     return estimate(size, bits, dtype, context_tokens=0, images=0).weights_gib
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from ..registry import validate_adapter_name
+from ..lora.store import validate_adapter_name
 
 TARGETS = ("language", "language+projector", "all")
 CHOICES = {"targets": TARGETS, "quantization": ("auto", "none", "4bit"), "gradient_checkpointing": ("auto", "on", "off"),

@@ -6,11 +6,11 @@ import threading
 
 import gradio as gr
 
-from .. import registry
-from ..compare import VOTES, compare_stream, record_vote
+from ..lora import store as registry
+from ..evaluate.compare import VOTES, compare_stream, record_vote
 from ..errors import VlmchatError
-from ..lora import BASE, is_base
-from ..manager import GenerationParams, ModelManager
+from ..lora.runtime import BASE, is_base
+from ..models.manager import GenerationParams, ModelManager
 from ..settings import Settings
 from .sharing import refuse_server_paths
 

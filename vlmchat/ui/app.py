@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..manager import ModelManager
+from ..models.manager import ModelManager
 from ..settings import Settings
 from .adapters_tab import AdapterActions, build_adapters_tab, build_compare_tab
 from .caption_tab import build_caption_tab
@@ -23,7 +23,7 @@ def status_line(manager: ModelManager) -> str:
 
 
 def _banner():
-    from ..server import SHARE_PROBLEM
+    from .server import SHARE_PROBLEM
 
     return gr.update(value="⚠️ " + " ".join(SHARE_PROBLEM), visible=True) if SHARE_PROBLEM else gr.update(visible=False)
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..caption_io import FORMATS, caption_path, zip_files
-from ..captioning import (PRESETS, CaptionOptions, caption_image, caption_images,
+from ..caption.io import FORMATS, caption_path, zip_files
+from ..caption.run import (PRESETS, CaptionOptions, caption_image, caption_images,
                           find_images)
 from ..errors import InputError, VlmchatError
-from ..manager import ModelManager
+from ..models.manager import ModelManager
 from ..settings import Settings
 from .sharing import check_batch_upload, refuse_server_paths
 

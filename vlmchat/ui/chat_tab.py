@@ -6,9 +6,9 @@ import threading
 
 import gradio as gr
 
-from ..conversation import to_processor_messages
+from ..models.conversation import to_processor_messages
 from ..errors import VlmchatError
-from ..manager import GenerationParams, ModelManager
+from ..models.manager import GenerationParams, ModelManager
 from ..settings import Settings
 
 ERROR_MARK = "⚠️ "

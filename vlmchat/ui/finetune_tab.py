@@ -19,7 +19,7 @@ from ..finetune.datasets import preview_rows, read_dataset
 from ..finetune.progress import format_seconds
 from ..finetune.spec import JobSpec
 from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
-from ..manager import ModelManager, resolve_model_source
+from ..models.manager import ModelManager, resolve_model_source
 from ..settings import Settings
 from .sharing import refuse_server_paths
 

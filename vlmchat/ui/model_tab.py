@@ -10,12 +10,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..download import OfflineError, cached_snapshot, download_model, human_size, inspect_repo, is_offline
+from ..hub import OfflineError, cached_snapshot, download_model, human_size, inspect_repo, is_offline
 from ..errors import VlmchatError
-from ..manager import ModelManager, demo_model_path
-from ..plan import plan_for_machine
+from ..models.manager import ModelManager, demo_model_path
+from ..models.plan import plan_for_machine
 from ..settings import DEMO_MODEL_ID, Settings
-from ..sizes import catalog_entry, model_size_for, unquantized_for
+from ..models.sizes import catalog_entry, model_size_for, unquantized_for
 
 WARN = "⚠️ "
 

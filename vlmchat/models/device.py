@@ -7,7 +7,7 @@ def choose_device(preference: str = "auto") -> tuple[str, str]:
     """(device, reason) for `preference` in auto|cpu|cuda|mps."""
     import torch
 
-    from .errors import SettingsError
+    from ..errors import SettingsError
 
     cuda = torch.cuda.is_available()
     mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()

@@ -15,9 +15,9 @@ import struct
 from pathlib import Path
 from typing import Iterable
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 from .plan import ModelSize
-from .settings import DEMO_MODEL_ID, CatalogEntry, Settings
+from ..settings import DEMO_MODEL_ID, CatalogEntry, Settings
 
 # Tensor names of the parts that are never quantized: vision towers, projectors, VQ image tokenizers.
 _VISION = re.compile(r"(?:^|\.)(?:vision_tower|vision_model|visual|multi_modal_projector|connector|vqmodel"
@@ -109,7 +109,7 @@ def size_from_hub(repo_id: str, revision: str | None = None, token: str | None =
     """Sizes of a hub model from its safetensors headers and config.json, read over HTTP."""
     from huggingface_hub import HfApi
 
-    from .download import friendly_hub_error, hub_endpoint
+    from ..hub import friendly_hub_error, hub_endpoint
 
     api = HfApi(endpoint=hub_endpoint())
     try:
@@ -135,7 +135,7 @@ def model_size_for(model: str, settings: Settings, token: str | None = None) -> 
     path = Path(model).expanduser()
     if path.exists():
         return size_from_folder(path)
-    from .download import cached_snapshot
+    from ..hub import cached_snapshot
 
     cached = cached_snapshot(model)
     if cached is not None:
@@ -152,7 +152,7 @@ def family_of(model: str, settings: Settings) -> str:
         return entry.family
     folder = demo_model_path(settings) if model == DEMO_MODEL_ID else Path(model).expanduser()
     if not folder.exists() and model.count("/") == 1:
-        from .download import cached_snapshot
+        from ..hub import cached_snapshot
 
         folder = cached_snapshot(model) or folder
     try:

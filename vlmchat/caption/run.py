@@ -19,12 +19,12 @@ from typing import Callable
 
 from PIL import Image
 
-from .caption_io import FORMATS, TableCaptions, TxtCaptions, find_images, open_captions  # noqa: F401 (re-exported)
-from .errors import InputError, NoModelError, VlmchatError
-from .images import ImageSource, load_image
-from .lora import is_base
-from .manager import GenerationParams, ModelManager
-from .settings import Settings
+from .io import FORMATS, TableCaptions, TxtCaptions, find_images, open_captions  # noqa: F401 (re-exported)
+from ..errors import InputError, NoModelError, VlmchatError
+from ..images import ImageSource, load_image
+from ..lora.runtime import is_base
+from ..models.manager import GenerationParams, ModelManager
+from ..settings import Settings
 
 PRESETS = {
     "Short caption": "Describe the image.",

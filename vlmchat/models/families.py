@@ -147,7 +147,7 @@ def lora_target_modules(model_type: Any) -> str:
 
 def fit_to_profile(messages: list[dict], profile: FamilyProfile) -> list[dict]:
     """`messages` arranged as the family expects (images first where it must); too many images is an error."""
-    from .errors import InputError
+    from ..errors import InputError
 
     images = sum(1 for m in messages if isinstance(m.get("content"), list)
                  for part in m["content"] if part.get("type") == "image")

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import InputError
-from .files import write_text_atomic
+from ..errors import InputError
+from ..files import write_text_atomic
 
 META_FILE = "vlmchat.json"
 CONFIG_FILE = "adapter_config.json"
@@ -225,7 +225,7 @@ def usable_adapter(folder: Path, name: str, model_id: str, model_source: str, ar
 
 def import_from_hub(repo_id: str, folder: Path, name: str | None = None, token: str | None = None) -> AdapterInfo:
     """Download an adapter repo through vlmchat's download code (access check, token) and import it."""
-    from .download import download_model
+    from ..hub import download_model
 
     name = validate_adapter_name(name or repo_id.rstrip("/").split("/")[-1])
     downloaded = download_model(repo_id.strip(), token=token or None)

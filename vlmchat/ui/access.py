@@ -10,8 +10,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SettingsError
-from .settings import Settings
+from ..errors import SettingsError
+from ..settings import Settings
 
 GENERATED_USER = "vlmchat"
 

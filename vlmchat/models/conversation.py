@@ -12,8 +12,8 @@ from typing import Any, Iterable
 
 from PIL import Image
 
-from .errors import InputError
-from .images import load_image
+from ..errors import InputError
+from ..images import load_image
 
 def _file_path(part: Any) -> str | None:
     """The local path a content part refers to, if it is a file."""

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .errors import InputError, ModelLoadError, NoModelError
+from ..errors import InputError, ModelLoadError, NoModelError
 from .families import fit_to_profile, profile_for
-from .lora import attach_adapter, check_adapter, detach_adapter, is_base, resident_adapters, use_adapter
-from .registry import usable_adapter
-from .settings import DEMO_MODEL_ID, Settings
+from ..lora.runtime import attach_adapter, check_adapter, detach_adapter, is_base, resident_adapters, use_adapter
+from ..lora.store import usable_adapter
+from ..settings import DEMO_MODEL_ID, Settings
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class ModelManager:
         quantization = quantization or self.settings.model.quantization
         source = resolve_model_source(model_id, self.settings)
         if not Path(source).exists():  # a hub id: access check, gated/offline messages, only the needed files
-            from .download import download_model
+            from ..hub import download_model
 
             source = str(download_model(model_id, token=token, progress=progress).path)
         device, device_reason = choose_device(self.settings.model.device)

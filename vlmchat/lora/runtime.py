@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 BASE = "base"
 

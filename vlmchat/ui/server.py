@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from .access import resolve_access
-from .manager import ModelManager
-from .settings import Settings
+from ..models.manager import ModelManager
+from ..settings import Settings
 
 # Problems worth a banner in the page (read by the UI when a page loads).
 SHARE_PROBLEM: list[str] = []
@@ -32,7 +32,7 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
     # A local tool does not phone home.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    from .ui.app import build_app
+    from .app import build_app
 
     app = build_app(manager, settings)
     server = settings.server

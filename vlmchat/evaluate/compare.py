@@ -13,8 +13,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
-from .errors import InputError
-from .manager import GenerationParams, ModelManager
+from ..errors import InputError
+from ..models.manager import GenerationParams, ModelManager
 
 VOTES = ("left", "right", "tie", "both bad")
 _vote_lock = threading.Lock()

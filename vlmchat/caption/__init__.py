@@ -1,0 +1,1 @@
+"""Captioning one image or many: finding images, batched captioning, writing captions safely."""
