@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
-    from vlmchat.demo.build import caption_accuracy
+    from vlmchat.demo.measure import caption_accuracy
     from vlmchat.demo.heldout import heldout_pictures
     from vlmchat.models.manager import ModelManager
     from vlmchat.settings import load_settings

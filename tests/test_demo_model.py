@@ -29,7 +29,7 @@ def test_weights_are_small_safetensors(demo_model_path):
 
 
 def test_captions_held_out_pictures_correctly(demo):
-    from vlmchat.demo.build import caption_accuracy
+    from vlmchat.demo.measure import caption_accuracy
     from vlmchat.demo.heldout import heldout_pictures
 
     pictures = heldout_pictures(48, seed=2026)  # fresh pictures: a seed no build or benchmark uses
@@ -37,7 +37,7 @@ def test_captions_held_out_pictures_correctly(demo):
 
 
 def test_answers_colour_and_shape_questions(demo):
-    from vlmchat.demo.build import answer_batch
+    from vlmchat.demo.measure import answer_batch
     from vlmchat.demo.heldout import heldout_pictures
 
     pictures = heldout_pictures(24, seed=99)

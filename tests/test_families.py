@@ -266,3 +266,12 @@ def test_profile_lookup():
     targets = lora_target_modules("something-new")
     assert re.fullmatch(targets, "model.language_model.layers.3.self_attn.q_proj")
     assert not re.fullmatch(targets, "model.vision_tower.vision_model.encoder.layers.3.self_attn.q_proj")
+
+
+def test_plan_shown_before_load_is_the_plan_load_used(family, loaded, demo_settings):
+    from vlmchat.models.decide import decide_load
+    from vlmchat.models.resolve import resolve_model
+
+    shown = decide_load(resolve_model(str(family.path), demo_settings), demo_settings, "none")
+    assert shown.key() == loaded.decision.key()
+    assert shown.plan.unquantized == () and loaded.info.device == shown.plan.device

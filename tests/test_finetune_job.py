@@ -148,7 +148,7 @@ def test_demo_proof_spanish_captions_folder_teaches_the_demo_model_spanish(tmp_p
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from vlmchat.demo.build import caption_accuracy
+    from vlmchat.demo.measure import caption_accuracy
     from vlmchat.demo.heldout import heldout_pictures
 
     settings_file = write_settings(tmp_path)

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from vlmchat.errors import InputError, ModelLoadError, NoModelError
-from vlmchat.models.manager import GenerationParams, ModelManager, resolve_model_source
+from vlmchat.models.manager import GenerationParams, ModelManager
+from vlmchat.models.resolve import resolve_model as resolve_model_source
 
 
 def _ask(path, question):
@@ -106,3 +107,15 @@ def test_folder_without_config_is_explained(demo_settings, tmp_path):
 def test_generation_params_are_validated(kwargs):
     with pytest.raises(InputError):
         GenerationParams(**kwargs)
+
+
+def test_plan_shown_before_load_is_the_plan_load_used(manager, demo_settings):
+    from vlmchat.models.decide import decide_load
+    from vlmchat.models.resolve import resolve_model
+    from vlmchat.ui.model_tab import describe_plan
+
+    shown = decide_load(resolve_model("demo", demo_settings), demo_settings)
+    assert shown.key() == manager.decision.key()
+    assert shown.size.source == manager.decision.size.source == "safetensors headers"
+    assert manager.decision.plan.summary().split(" — ")[0] in describe_plan("demo", "auto", demo_settings)  # free RAM moves
+    assert manager.info.reason == manager.decision.reason and "CPU" in manager.info.reason

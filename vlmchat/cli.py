@@ -77,22 +77,20 @@ def run_plan(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
     from .errors import SettingsError
-    from .models.plan import plan_for_machine
-    from .models.sizes import model_size_for, unquantized_for
+    from .models.decide import decide_load
+    from .models.resolve import resolve_model
 
     if args.vram_gib is not None and not 0 < args.vram_gib <= 4096:
         raise SettingsError(f"--vram-gib must be a positive number of GiB (got {args.vram_gib}).")
     if not 1 <= args.context <= 10_000_000 or not 0 <= args.images <= 1000:
         raise SettingsError("--context must be at least 1 token and --images between 0 and 1000.")
-    model = settings.model.id
-    size = model_size_for(model, settings)
-    plan = plan_for_machine(size, settings.model.quantization, device=settings.model.device,
-                            dtype=settings.model.dtype, vram_gib=args.vram_gib, context_tokens=args.context,
-                            images=args.images, unquantized=unquantized_for(model, settings))
+    decision = decide_load(resolve_model(settings.model.id, settings), settings, vram_gib=args.vram_gib,
+                           context_tokens=args.context, images=args.images)
+    plan, size = decision.plan, decision.size
     if args.json:
-        print(json.dumps({"model": model, "sizes_from": size.source, **plan.to_dict()}, indent=2))
+        print(json.dumps(decision.to_dict(), indent=2))
         return 0 if plan.ok else 1
-    print(plan.summary())
+    print(decision.summary())
     count = (lambda b: f"{b:.2f} B" if b >= 0.1 else f"{b * 1000:.2f} M")  # noqa: E731
     print(f"  sizes: {count(size.language_b)} language + {count(size.vision_b)} vision parameters ({size.source})")
     if plan.ok:

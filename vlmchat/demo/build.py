@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import dialogue
+from .measure import Progress, caption_accuracy
 from .shapes import COLOURS, SHAPES, draw_picture
 
 IMAGE_SIZE = 64
@@ -32,7 +33,6 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}<|assistant|>{%- endif -%}"
 )
 
-Progress = Callable[[str], None]
 
 
 def build_processor():
@@ -248,34 +248,11 @@ def save_atomically(output: Path, write: Callable[[Path], object]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def answer_batch(model, processor, images, question: str, max_new_tokens: int = 8) -> list[str]:
-    """Greedy answers of the model to one question about each image, batched."""
-    import torch
-
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    batch = processor(images=list(images), text=[text] * len(images), return_tensors="pt", padding=True)
-    with torch.inference_mode():
-        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
-    return processor.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-
-
-def caption_accuracy(model, processor, pictures, language: str = "en", batch_size: int = 50) -> float:
-    """Share of pictures whose caption names both the right colour and the right shape."""
-    right = 0
-    for start in range(0, len(pictures), batch_size):
-        chunk = pictures[start:start + batch_size]
-        captions = answer_batch(model, processor, [p[0] for p in chunk], "Describe the image.")
-        right += sum(c.strip() == dialogue.answer("caption", col, shp, language)
-                     for c, (_, col, shp) in zip(captions, chunk))
-    return right / len(pictures)
-
-
 def build_demo(settings, steps: int | None = None, output: str | None = None, progress: Progress = print) -> Path:
     """`python launch.py build-demo`: train the demo model into models/vlmchat-demo and check it."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from ..models.manager import demo_model_path
+    from ..models.resolve import demo_model_path
     from .heldout import heldout_pictures
 
     started = time.monotonic()

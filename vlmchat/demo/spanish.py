@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .build import Progress, caption_accuracy
+from .measure import Progress, caption_accuracy
 
 ADAPTER_NAME = "demo-es"
 

@@ -47,10 +47,10 @@ _HELP = {
 
 def build_spec(args: argparse.Namespace, settings) -> JobSpec:
     """The job spec from settings.toml and the flags."""
-    from ..models.manager import resolve_model_source
+    from ..models.resolve import resolve_model
 
     changes = {key: getattr(args, key, None) for key in CLI_FLAGS}
-    source = resolve_model_source(settings.model.id, settings)
+    source = resolve_model(settings.model.id, settings).location
     return JobSpec.from_settings(settings, args.name, args.data, model_source=source, **changes)
 
 

@@ -150,11 +150,13 @@ def training_setup(spec: JobSpec, accelerator):
 
     free, _ = torch.cuda.mem_get_info(accelerator.device)
     size = None
-    try:
-        from ..settings import load_settings
-        from ..models.sizes import model_size_for
+    try:  # the job's own model location: job.json is self-contained, settings.toml is not read here
+        from ..models.resolve import resolve_model
+        from ..models.sizes import size_for_source
+        from ..settings import Settings
 
-        size = model_size_for(spec.model_source or spec.model, load_settings())
+        settings = Settings()
+        size = size_for_source(resolve_model(spec.model_source or spec.model, settings), settings)
     except (ImportError, VlmchatError, OSError, ValueError):
         pass  # unknown size: bf16 LoRA, and the reason says the plan could not be made
     return choose_setup(on_gpu=True, free_gib=free / 2**30, size=size, bf16=torch.cuda.is_bf16_supported(),

@@ -1,6 +1,6 @@
 """Loading the base model for training in the child process: precision, QLoRA, checkpointing, LoRA.
 
-Which layers LoRA trains follows the family profile (vlmchat/families.py): the language model's
+Which layers LoRA trains follows the family profile (vlmchat/models/families.py): the language model's
 linear layers by default; `targets` adds the projector ("language+projector") or the vision tower too
 ("all"). Linear layers are found by walking the model, so one regex fits every family.
 """
@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import re
 
-from ..models.families import profile_for
+from ..models.families import PROJECTORS, VISION_TOWERS, profile_for
 
-PROJECTOR_WORDS = ("multi_modal_projector", "connector", "merger", "projector")
-VISION_WORDS = ("vision_tower", "vision_model", "visual", "vqmodel")
 QUANTIZED_LINEAR_NAMES = ("Linear4bit", "Linear8bitLt")
 
 
@@ -28,7 +26,7 @@ def target_regex(model, targets: str = "language") -> str:
     language = profile_for(model.config).lora_targets
     if targets == "language":
         return language
-    words = PROJECTOR_WORDS + (VISION_WORDS if targets == "all" else ())
+    words = PROJECTORS + (VISION_TOWERS if targets == "all" else ())
     extra = set()
     for name in _linear_names(model):
         parts = name.split(".")

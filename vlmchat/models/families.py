@@ -75,6 +75,11 @@ class FamilyProfile:
         return not getattr(processor, "chat_template", None) and self.chat_template is not None
 
 
+# The module names of vision towers and of projectors (image features -> language model) across the
+# families; the plan keeps them unquantized, the size reader counts them as vision, fine-tuning targets them.
+VISION_TOWERS = ("vision_tower", "vision_model", "visual", "vqmodel")
+PROJECTORS = ("multi_modal_projector", "connector", "merger", "projector")
+
 _LLAVA_LIKE = ("model.vision_tower", "model.multi_modal_projector", "lm_head")
 
 PROFILES: dict[str, FamilyProfile] = {
@@ -113,10 +118,12 @@ PROFILES: dict[str, FamilyProfile] = {
 }
 
 GENERIC = FamilyProfile(
-    name="generic", unquantized=("model.vision_tower", "model.vision_model", "model.visual",
-                                 "model.multi_modal_projector", "model.connector", "lm_head"),
+    name="generic", unquantized=tuple(f".*{name}" for name in VISION_TOWERS + PROJECTORS[:2]) + ("lm_head",),
     language_model=r"(?:.*\.)?(?:language_model|text_model)", chat_template=_PLAIN_TEMPLATE,
 )
+
+
+DEFAULT_UNQUANTIZED = GENERIC.unquantized  # a family not in the table, or not known yet
 
 
 def model_type_of(config_or_model_type: Any) -> str:

@@ -7,6 +7,7 @@ the memory.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import threading
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from ..errors import InputError, ModelLoadError, NoModelError
 from .families import fit_to_profile, profile_for
 from ..lora.runtime import attach_adapter, check_adapter, detach_adapter, is_base, resident_adapters, use_adapter
 from ..lora.store import usable_adapter
-from ..settings import DEMO_MODEL_ID, Settings
+from ..settings import Settings
 
 
 @dataclass(frozen=True)
@@ -54,30 +55,6 @@ class ModelInfo:
         return f"{self.model_id} ({self.architecture}) on {self.device}, {self.dtype} — {self.reason}"
 
 
-def demo_model_path(settings: Settings) -> Path:
-    """Where the embedded demo model lives."""
-    return settings.paths.resolve("models") / "vlmchat-demo"
-
-
-def resolve_model_source(model_id: str, settings: Settings) -> str:
-    """A local folder for `model_id` ('demo', a path) or the hub id itself."""
-    if model_id == DEMO_MODEL_ID:
-        path = demo_model_path(settings)
-        if not (path / "config.json").exists():
-            raise ModelLoadError(f"The embedded demo model is missing from {path}; "
-                                 "rebuild it with `python launch.py build-demo`.")
-        return str(path)
-    path = Path(model_id).expanduser()
-    if path.exists():
-        if not (path / "config.json").exists():
-            raise ModelLoadError(f"{path} has no config.json; point --model at a folder saved by "
-                                 "save_pretrained (or a hub id such as HuggingFaceTB/SmolVLM-256M-Instruct).")
-        return str(path.resolve())
-    if model_id.count("/") != 1 or model_id.startswith(("/", ".", "~")):
-        raise ModelLoadError(f"'{model_id}' is neither an existing folder nor a hub id like 'owner/name'.")
-    return model_id
-
-
 class _StopOnEvent:
     """A stopping criterion that ends generation once any of its events is set (Stop, a closed reader)."""
 
@@ -99,60 +76,40 @@ class ModelManager:
         self.model = None
         self.processor = None
         self.info: ModelInfo | None = None
+        self.decision = None  # the LoadDecision the loaded model follows
         self.active_adapter: str | None = None
         self.lock = threading.RLock()
 
     def load(self, model_id: str | None = None, quantization: str | None = None, token: str | None = None,
-             progress=None) -> ModelInfo:
-        """Load a base model by hub id, local folder or 'demo', freeing the current one first.
+             progress=None, remember: bool = False) -> ModelInfo:
+        """Load a base model by hub id, catalog key, local folder or 'demo', freeing the current one first.
 
-        A hub id is fetched through vlmchat.download (only the files needed, `token` if given, else
-        HF_TOKEN / the login file; `progress(fraction, text)` is called while downloading).
+        A model not on this machine is fetched through vlmchat.hub (only the files needed, `token` if
+        given, else HF_TOKEN / the login file; `progress(fraction, text)` is called while downloading).
+        How it is loaded is `decide_load`'s decision, made after the current model is freed.
         """
-        from .device import choose_device, choose_dtype
+        from .decide import decide_load
+        from .resolve import resolve_model
 
-        model_id = model_id or self.settings.model.id
-        quantization = quantization or self.settings.model.quantization
-        source = resolve_model_source(model_id, self.settings)
-        if not Path(source).exists():  # a hub id: access check, gated/offline messages, only the needed files
+        source = resolve_model(model_id, self.settings)
+        if source.kind in ("hub", "cache"):  # access check, gated/offline messages, only the needed files
             from ..hub import download_model
 
-            source = str(download_model(model_id, token=token, progress=progress).path)
-        device, device_reason = choose_device(self.settings.model.device)
-        dtype, dtype_reason = choose_dtype(device, self.settings.model.dtype)
+            found = download_model(source.model_id, token=token, progress=progress, remember=remember and bool(token))
+            source = dataclasses.replace(source, kind="cache", path=found.path)
+        if progress:
+            progress(1.0, f"Loading {source.model_id} (the previous model is freed first)")
         with self.lock:
             self.unload()
-            # Precision and placement from the model's size and the memory free now (after the unload);
-            # a forced 8bit/4bit policy also keeps the family's vision tower and projector unquantized.
-            from .plan import plan_for_load
-
-            plan = plan_for_load(source, model_id, self.settings, policy=quantization)
-            if not plan.ok:
-                raise ModelLoadError(plan.reason)
-            load_kwargs = plan.load_kwargs()
-            if load_kwargs["dtype"] != dtype:
-                dtype, dtype_reason = load_kwargs["dtype"], ""
-            quant_reason = "; ".join(part for part in (plan.reason, plan.warning) if part)
-            try:
-                from transformers import AutoModelForImageTextToText, AutoProcessor
-
-                processor = AutoProcessor.from_pretrained(source)
-                model = AutoModelForImageTextToText.from_pretrained(source, **load_kwargs)
-            except OSError as exc:
-                raise ModelLoadError(f"Could not load '{model_id}': {exc}".split("\n")[0] +
-                                     " Check the id or path, your network and your Hugging Face token.") from None
-            except ValueError as exc:
-                raise ModelLoadError(f"'{model_id}' is not a vision-language model vlmchat can load: "
-                                     f"{str(exc).splitlines()[0]}") from None
-            except ImportError as exc:  # e.g. Qwen2-VL's processor needs torchvision for its video part
-                raise ModelLoadError(f"'{model_id}' needs a package that is not installed: "
-                                     f"{str(exc).strip().splitlines()[0]}") from None
+            decision = decide_load(source, self.settings, quantization)
+            if not decision.ok:
+                raise ModelLoadError(decision.reason)
+            model, processor = _from_pretrained(source, decision.plan.load_kwargs())
             model.eval()
-            self.model, self.processor = model, processor
+            self.model, self.processor, self.decision = model, processor, decision
             self.info = ModelInfo(
-                model_id=model_id, source=source, architecture=type(model).__name__,
-                device=str(device), dtype=str(dtype).replace("torch.", ""),
-                reason="; ".join(part for part in (device_reason, dtype_reason, quant_reason) if part),
+                model_id=source.model_id, source=source.location, architecture=type(model).__name__,
+                device=str(model.device), dtype=str(model.dtype).replace("torch.", ""), reason=decision.reason,
             )
             return self.info
 
@@ -201,7 +158,7 @@ class ModelManager:
     def unload(self) -> None:
         """Drop the model and processor and give their memory back."""
         with self.lock:
-            self.model = self.processor = self.info = self.active_adapter = None
+            self.model = self.processor = self.info = self.decision = self.active_adapter = None
             gc.collect()
             try:
                 import torch
@@ -307,6 +264,26 @@ class ModelManager:
                     raise _generation_error(exc) from None
         answers = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         return [answer.strip() for answer in answers]
+
+def _from_pretrained(source, load_kwargs: dict):
+    """(model, processor) from a local folder, with user-facing errors."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    name = source.model_id
+    try:
+        processor = AutoProcessor.from_pretrained(source.location)
+        model = AutoModelForImageTextToText.from_pretrained(source.location, **load_kwargs)
+    except OSError as exc:
+        raise ModelLoadError(f"Could not load '{name}': {exc}".split("\n")[0] +
+                             " Check the id or path, your network and your Hugging Face token.") from None
+    except ValueError as exc:
+        raise ModelLoadError(f"'{name}' is not a vision-language model vlmchat can load: "
+                             f"{str(exc).splitlines()[0]}") from None
+    except ImportError as exc:  # e.g. Qwen2-VL's processor needs torchvision for its video part
+        raise ModelLoadError(f"'{name}' needs a package that is not installed: "
+                             f"{str(exc).strip().splitlines()[0]}") from None
+    return model, processor
+
 
 def _sampling(params: GenerationParams) -> dict:
     if params.temperature <= 0:

@@ -20,6 +20,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from .families import DEFAULT_UNQUANTIZED
+from .sizes import ModelSize
+
 GIB = 2**30
 HEADROOM = 0.10             # 10 % on top of the estimate: fragmentation, longer answers, estimate error
 FIXED_RUNTIME_GIB = 1.0     # cuBLAS workspace, lazily loaded kernels, allocator slack: paid by every load
@@ -29,30 +32,7 @@ DEFAULT_KV_KIB_PER_TOKEN = 128.0  # a 7-8B model with grouped-query attention, w
 # Bytes per parameter: nf4 stores 4 bits + one absmax per 64 weights (double-quantized);
 # LLM.int8 stores 8 bits + one fp32 scale per row.
 BYTES_PER_PARAM = {32: 4.0, 16: 2.0, 8: 1.01, 4: 0.53}
-DEFAULT_UNQUANTIZED = (r".*vision_tower", r".*vision_model", r".*visual", r".*multi_modal_projector",
-                       r".*connector", r".*vqmodel", "lm_head")
 POLICIES = ("auto", "none", "8bit", "4bit")
-
-
-@dataclass(frozen=True)
-class ModelSize:
-    """Parameter counts (billions) of one model, split the way quantization treats them."""
-
-    name: str
-    language_b: float = field(metadata={"help": "Language model parameters, embeddings and lm_head included."})
-    vision_b: float = field(metadata={"help": "Vision tower + projector: never quantized."})
-    embeddings_b: float = field(
-        default=0.0, metadata={"help": "Input embeddings + lm_head (part of language_b): bitsandbytes keeps them 16-bit."})
-    kv_kib_per_token: float = field(default=0.0, metadata={"help": "KV cache per token in KiB at 16 bits; 0 = unknown."})
-    source: str = field(default="", metadata={"help": "Where the figures come from (catalog, safetensors headers)."})
-
-    def __post_init__(self) -> None:
-        if self.language_b <= 0 or self.vision_b < 0 or not 0 <= self.embeddings_b <= self.language_b:
-            raise ValueError(f"{self.name}: parameter counts must be positive and embeddings_b <= language_b.")
-
-    @property
-    def total_b(self) -> float:
-        return self.language_b + self.vision_b
 
 
 @dataclass(frozen=True)
@@ -270,8 +250,9 @@ def _plan_cpu(*, size, policy, context_tokens, images, unquantized, device_name,
         if est.need_gib <= usable:
             return Plan(size.name, "cpu", plan_dtype, est.bits, (), None, None, round(est.need_gib, 2), ram,
                         round(usable - est.need_gib, 2), alternatives=alternatives,
-                        reason=f"{where}: {size.name} in {'; '.join(steps)} -> {label} "
-                               "(no bitsandbytes on the CPU unless quantization is set to 8bit or 4bit)")
+                        reason=f"{where}: {size.name} in {'; '.join(steps)} -> {label} on CPU "
+                               f"({'half precision is slow there; ' if plan_dtype == 'float32' else ''}"
+                               "no bitsandbytes on the CPU unless quantization is set to 8bit or 4bit)")
     est = estimates[-1]
     return Plan(size.name, "cpu", dtypes[-1], est.bits, (), None, None, round(est.need_gib, 2), ram,
                 round(usable - est.need_gib, 2), ok=False, alternatives=alternatives,
@@ -362,24 +343,3 @@ def plan_for_machine(size: ModelSize, policy: str = "auto", *, device: str = "au
         plan = dataclasses.replace(plan, device="mps", device_map="mps" if plan.ok else None,
                                    reason=plan.reason.replace("RAM", "unified memory (Apple MPS)"))
     return plan
-
-
-def plan_for_load(source: str, name: str, settings, policy: str = "auto") -> Plan:
-    """The plan the manager follows for a local model folder, with the family's unquantized modules."""
-    import json
-    from pathlib import Path
-
-    from .sizes import size_from_folder
-
-    unquantized: Sequence[str] = DEFAULT_UNQUANTIZED
-    config_file = Path(source) / "config.json"
-    try:
-        from .families import unquantized_modules
-
-        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.exists() else {}
-        unquantized = unquantized_modules(config)
-    except ImportError:  # the family table is optional for the plan
-        pass
-    size = size_from_folder(Path(source), name.split("/")[-1])
-    return plan_for_machine(size, policy, device=settings.model.device, dtype=settings.model.dtype,
-                            unquantized=unquantized)

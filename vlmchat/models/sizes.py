@@ -12,27 +12,41 @@ import json
 import math
 import re
 import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from ..errors import ModelLoadError
-from .plan import ModelSize
-from ..settings import DEMO_MODEL_ID, CatalogEntry, Settings
+from ..settings import CatalogEntry, Settings
+from .families import DEFAULT_UNQUANTIZED, PROJECTORS, VISION_TOWERS, unquantized_modules
+from .resolve import ModelSource, catalog_entry, resolve_model
+
+@dataclass(frozen=True)
+class ModelSize:
+    """Parameter counts (billions) of one model, split the way quantization treats them."""
+
+    name: str
+    language_b: float = field(metadata={"help": "Language model parameters, embeddings and lm_head included."})
+    vision_b: float = field(metadata={"help": "Vision tower + projector: never quantized."})
+    embeddings_b: float = field(
+        default=0.0, metadata={"help": "Input embeddings + lm_head (part of language_b): bitsandbytes keeps them 16-bit."})
+    kv_kib_per_token: float = field(default=0.0, metadata={"help": "KV cache per token in KiB at 16 bits; 0 = unknown."})
+    source: str = field(default="", metadata={"help": "Where the figures come from (catalog, safetensors headers)."})
+
+    def __post_init__(self) -> None:
+        if self.language_b <= 0 or self.vision_b < 0 or not 0 <= self.embeddings_b <= self.language_b:
+            raise ValueError(f"{self.name}: parameter counts must be positive and embeddings_b <= language_b.")
+
+    @property
+    def total_b(self) -> float:
+        return self.language_b + self.vision_b
+
 
 # Tensor names of the parts that are never quantized: vision towers, projectors, VQ image tokenizers.
-_VISION = re.compile(r"(?:^|\.)(?:vision_tower|vision_model|visual|multi_modal_projector|connector|vqmodel"
-                     r"|vision_embed_tokens|image_newline)(?:\.|$)")
+_VISION = re.compile(r"(?:^|\.)(?:" + "|".join(VISION_TOWERS + PROJECTORS[:2] + ("vision_embed_tokens", "image_newline"))
+                     + r")(?:\.|$)")
 _EMBEDDINGS = re.compile(r"(?:^|\.)(?:embed_tokens|lm_head|wte|word_embeddings)(?:\.|$)")
 _MAX_HEADER = 100 * 2**20
-
-
-def catalog_entry(settings: Settings, model: str) -> CatalogEntry | None:
-    """The catalog entry whose key or hub id is `model` (case-insensitive), if any."""
-    wanted = model.strip().lower()
-    for entry in settings.catalog:
-        if wanted in (entry.key.lower(), entry.id.lower()):
-            return entry
-    return None
 
 
 def size_from_catalog(entry: CatalogEntry) -> ModelSize:
@@ -123,51 +137,23 @@ def size_from_hub(repo_id: str, revision: str | None = None, token: str | None =
     return size_from_tensors(repo_id.split("/")[-1], tensors, config, source="safetensors headers on the hub")
 
 
+def size_for_source(source: ModelSource, settings: Settings, token: str | None = None) -> ModelSize:
+    """Sizes of a resolved model: its safetensors headers when local, else the catalog, else the hub's headers.
+
+    Local files come first because Load reads them, so the plan shown before Load is the one Load uses.
+    """
+    if source.path is not None:
+        return size_from_folder(source.path, source.name)
+    if source.catalog is not None:
+        return size_from_catalog(source.catalog)
+    return size_from_hub(source.model_id, token=token)
+
+
 def model_size_for(model: str, settings: Settings, token: str | None = None) -> ModelSize:
-    """Sizes of `model` ('demo', catalog key, hub id or folder): catalog first, then local files, then the hub."""
-    from .manager import demo_model_path
-
-    if model == DEMO_MODEL_ID:
-        return size_from_folder(demo_model_path(settings), "vlmchat-demo")
-    entry = catalog_entry(settings, model)
-    if entry is not None:
-        return size_from_catalog(entry)
-    path = Path(model).expanduser()
-    if path.exists():
-        return size_from_folder(path)
-    from ..hub import cached_snapshot
-
-    cached = cached_snapshot(model)
-    if cached is not None:
-        return size_from_folder(cached, model.split("/")[-1])
-    return size_from_hub(model, token=token)
+    """Sizes of `model` ('demo', catalog key, hub id or folder)."""
+    return size_for_source(resolve_model(model, settings), settings, token)
 
 
-def family_of(model: str, settings: Settings) -> str:
-    """The transformers model_type of `model` from the catalog or a local config.json ('' if unknown)."""
-    from .manager import demo_model_path
-
-    entry = catalog_entry(settings, model)
-    if entry is not None:
-        return entry.family
-    folder = demo_model_path(settings) if model == DEMO_MODEL_ID else Path(model).expanduser()
-    if not folder.exists() and model.count("/") == 1:
-        from ..hub import cached_snapshot
-
-        folder = cached_snapshot(model) or folder
-    try:
-        return str(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type", ""))
-    except (OSError, ValueError):
-        return ""
-
-
-def unquantized_for(model: str, settings: Settings) -> tuple[str, ...]:
-    """Module-name patterns left unquantized for `model`: its family profile, else the generic list."""
-    from .plan import DEFAULT_UNQUANTIZED
-
-    family = family_of(model, settings)
-    try:
-        from .families import unquantized_modules
-    except ImportError:
-        return DEFAULT_UNQUANTIZED
+def unquantized_for_family(family: str) -> tuple[str, ...]:
+    """Module-name patterns left unquantized for a model_type: its profile, else the generic list."""
     return tuple(unquantized_modules(family)) if family else DEFAULT_UNQUANTIZED

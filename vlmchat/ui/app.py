@@ -22,14 +22,13 @@ def status_line(manager: ModelManager) -> str:
             f"**dtype:** {info.dtype}  \n<small>why: {info.reason}</small>")
 
 
-def _banner():
-    from .server import SHARE_PROBLEM
-
-    return gr.update(value="⚠️ " + " ".join(SHARE_PROBLEM), visible=True) if SHARE_PROBLEM else gr.update(visible=False)
+def _banner(notices: list[str]):
+    return gr.update(value="⚠️ " + " ".join(notices), visible=True) if notices else gr.update(visible=False)
 
 
-def build_app(manager: ModelManager, settings: Settings) -> gr.Blocks:
-    """The Gradio Blocks app serving every tab."""
+def build_app(manager: ModelManager, settings: Settings, notices: list[str] | None = None) -> gr.Blocks:
+    """The Gradio Blocks app serving every tab; `notices` (filled by the server, even later) show as a banner."""
+    notices = notices if notices is not None else []
     with gr.Blocks(title="vlmchat") as app:
         gr.Markdown("# vlmchat")
         banner = gr.Markdown(visible=False, elem_id="vlmchat-banner")
@@ -47,6 +46,6 @@ def build_app(manager: ModelManager, settings: Settings) -> gr.Blocks:
             build_compare_tab(adapters, manager, settings)
         with gr.Tab("Model"):
             build_model_tab(manager, settings, status, status_line)
-        app.load(lambda: (status_line(manager), _banner()), outputs=[status, banner], api_visibility="undocumented",
+        app.load(lambda: (status_line(manager), _banner(notices)), outputs=[status, banner], api_visibility="undocumented",
                  queue=False)
     return app

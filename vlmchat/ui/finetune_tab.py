@@ -19,7 +19,8 @@ from ..finetune.datasets import preview_rows, read_dataset
 from ..finetune.progress import format_seconds
 from ..finetune.spec import JobSpec
 from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
-from ..models.manager import ModelManager, resolve_model_source
+from ..models.manager import ModelManager
+from ..models.resolve import resolve_model
 from ..settings import Settings
 from .sharing import refuse_server_paths
 
@@ -68,7 +69,7 @@ class FinetuneActions:
         options.pop("adapters_dir", None)  # never from a client: adapters go to the configured folder
         return JobSpec.from_settings(self.settings, (name or "").strip(),
                                      str(resolve_dataset(reference, self.settings)), model=model,
-                                     model_source=resolve_model_source(model, self.settings),
+                                     model_source=resolve_model(model, self.settings).location,
                                      overwrite=bool(overwrite), **options)
 
     def start(self, reference: str, name: str, options: dict | None = None, overwrite: bool = False) -> dict:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..hub import OfflineError, cached_snapshot, download_model, human_size, inspect_repo, is_offline
+from ..hub import OfflineError, cached_snapshot, human_size, inspect_repo, is_offline
 from ..errors import VlmchatError
-from ..models.manager import ModelManager, demo_model_path
-from ..models.plan import plan_for_machine
+from ..models.decide import decide_load
+from ..models.manager import ModelManager
+from ..models.resolve import resolve_model
 from ..settings import DEMO_MODEL_ID, Settings
-from ..models.sizes import catalog_entry, model_size_for, unquantized_for
 
 WARN = "⚠️ "
 
@@ -30,22 +30,15 @@ def model_choices(settings: Settings) -> list[tuple[str, str]]:
     return choices
 
 
-def _local_folder(model: str, settings: Settings) -> Path | None:
-    if model == DEMO_MODEL_ID:
-        return demo_model_path(settings)
-    path = Path(model).expanduser()
-    return path if path.exists() else None
-
-
 def describe_files(model: str, settings: Settings, token: str | None = None) -> str:
     """Markdown: what Load will download (file list, total size), or that the model is already local."""
-    folder = _local_folder(model, settings)
-    if folder is not None:
+    source = resolve_model(model, settings)
+    if source.kind in ("demo", "folder"):
+        folder = source.path
         files = sorted(p for p in folder.iterdir() if p.is_file())
         total = sum(p.stat().st_size for p in files)
         return f"Local folder `{folder}`: {len(files)} files, {human_size(total)}; nothing to download."
-    entry = catalog_entry(settings, model)
-    repo_id = entry.id if entry else model
+    repo_id = source.model_id
     if is_offline():
         cached = cached_snapshot(repo_id)
         if cached is None:
@@ -62,15 +55,14 @@ def describe_files(model: str, settings: Settings, token: str | None = None) -> 
 
 
 def describe_plan(model: str, quantization: str, settings: Settings, token: str | None = None) -> str:
-    """Markdown: the precision and placement Load will use, with the reason (and a warning if any)."""
-    size = model_size_for(model, settings, token=token)
-    plan = plan_for_machine(size, quantization, device=settings.model.device, dtype=settings.model.dtype,
-                            unquantized=unquantized_for(model, settings))
-    lines = [f"**Plan:** {plan.summary()}" if plan.ok else f"**Cannot load here:** {plan.reason}"]
+    """Markdown: the decision Load will follow (precision, placement, device) with the reason."""
+    decision = decide_load(resolve_model(model, settings), settings, quantization, token=token)
+    plan = decision.plan
+    lines = [f"**Plan:** {decision.summary()}" if plan.ok else f"**Cannot load here:** {decision.reason}"]
     if plan.ok and plan.unquantized:
         lines.append(f"Left unquantized: {', '.join(f'`{p}`' for p in plan.unquantized)}")
     lines.append("Options: " + ", ".join(f"{label} ~{need:.1f} GiB" for label, need in plan.alternatives)
-                 + f" (sizes from {size.source})")
+                 + f" (sizes from {decision.size.source})")
     return "  \n".join(lines)
 
 
@@ -99,13 +91,7 @@ def load_model(manager: ModelManager, model: str, token: str, remember: bool, qu
     token = (token or "").strip() or None
     report = (lambda fraction, text: progress(fraction, desc=text)) if progress is not None else None
     try:
-        entry = catalog_entry(manager.settings, model)
-        model_id = entry.id if entry else model
-        if _local_folder(model_id, manager.settings) is None:
-            download_model(model_id, token=token, progress=report, remember=remember and bool(token))
-        if report:
-            report(1.0, f"Loading {model_id} (the previous model is freed first)")
-        info = manager.load(model_id, quantization, token=token)
+        info = manager.load(model, quantization, token=token, progress=report, remember=remember)
     except VlmchatError as exc:
         raise gr.Error(str(exc)) from None
     return f"Loaded: {info.summary()}"

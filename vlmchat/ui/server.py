@@ -8,10 +8,6 @@ from .access import resolve_access
 from ..models.manager import ModelManager
 from ..settings import Settings
 
-# Problems worth a banner in the page (read by the UI when a page loads).
-SHARE_PROBLEM: list[str] = []
-
-
 def _start_adapter(manager: ModelManager, settings: Settings) -> None:
     name = settings.model.adapter
     if not name:
@@ -34,7 +30,8 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     from .app import build_app
 
-    app = build_app(manager, settings)
+    notices: list[str] = []  # problems worth a banner in the page, read when a page loads
+    app = build_app(manager, settings, notices)
     server = settings.server
     app.queue(default_concurrency_limit=server.concurrency_limit, max_size=server.max_queue)
     if access.generated:
@@ -50,9 +47,9 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
     )
     print(f"vlmchat: serving on {app.local_url}", flush=True)
     if server.share and not app.share_url:
-        SHARE_PROBLEM.append("The public share link could not be created (offline, or the tunnel program is "
+        notices.append("The public share link could not be created (offline, or the tunnel program is "
                              "missing); the app keeps serving locally.")
-        print(f"vlmchat: {SHARE_PROBLEM[-1]}", flush=True)
+        print(f"vlmchat: {notices[-1]}", flush=True)
     elif app.share_url:
         print(f"vlmchat: public link: {app.share_url}", flush=True)
     if not block:
