@@ -1,0 +1,542 @@
+"""Eval-set reading: each accepted layout as its own documentation defines it, answers, row problems, file errors."""
+
+import csv
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from vlmchat.errors import InputError
+from vlmchat.evaluate.sets import CAPTION, CAPTION_QUESTION, CHOICE, read_eval_set
+
+HAS_PARQUET = all(importlib.util.find_spec(name) for name in ("pandas", "pyarrow"))
+needs_parquet = pytest.mark.skipif(not HAS_PARQUET, reason="writing Parquet needs pandas and pyarrow")
+
+
+def picture(path, colour=(255, 0, 0)):
+    """A tiny real PNG/JPEG at `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 6), colour).save(path)
+    return path
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        csv.writer(out).writerows(rows)
+    return path
+
+
+def problems(result):
+    return [(p.file, p.line, p.message) for p in result.problems]
+
+
+# ---------------------------------------------------------------- vlmchat rows
+
+
+def test_vlmchat_jsonl_reads_options_answer_images_and_subject(tmp_path):
+    picture(tmp_path / "img" / "red.png")
+    picture(tmp_path / "blue.jpg", (0, 0, 255))
+    data = write_jsonl(tmp_path / "set.jsonl", [
+        {"question": "What colour is it?", "options": ["red", "blue", "green"], "answer": "A",
+         "image": "img/red.png", "subject": "colours"},
+        {"question": "Which two?", "options": ["red then blue", "blue then red"], "answer": 0,
+         "images": ["img/red.png", "blue.jpg"]},
+        {"question": "No picture: 2 + 2?", "options": ["3", "4"], "answer": "4"},
+    ])
+    result = read_eval_set(data)
+    assert (result.format, result.kind, result.problems) == ("vlmchat JSONL", CHOICE, [])
+    first, second, third = result.items
+    assert first.source == "set.jsonl:1" and first.question == "What colour is it?"
+    assert first.options == ("red", "blue", "green") and first.answer == 0 and first.subject == "colours"
+    assert first.images == (str((tmp_path / "img" / "red.png").resolve()),)
+    assert second.images == (str((tmp_path / "img" / "red.png").resolve()), str((tmp_path / "blue.jpg").resolve()))
+    assert (third.source, third.answer, third.images, third.subject) == ("set.jsonl:3", 1, (), "")
+
+
+@pytest.mark.parametrize("letters", ["ABCD", "abcd"])
+def test_vlmchat_csv_with_option_columns_in_either_case(tmp_path, letters):
+    picture(tmp_path / "a.png")
+    picture(tmp_path / "b.png")
+    data = write_csv(tmp_path / "set.csv", [
+        ["question", *letters, "answer", "images"],
+        ["Colour, please?", "red", "blue", "green", "", "blue", "a.png; b.png"],
+        ["Three options only", "x", "y", "z", "", "2", '["b.png"]'],
+    ])
+    result = read_eval_set(data)
+    assert result.format == "vlmchat CSV" and result.problems == []
+    assert [item.options for item in result.items] == [("red", "blue", "green"), ("x", "y", "z")]
+    assert [item.answer for item in result.items] == [1, 2]
+    assert [len(item.images) for item in result.items] == [2, 1]
+    assert [item.source for item in result.items] == ["set.csv:2", "set.csv:3"]
+
+
+def test_vlmchat_csv_options_as_json_list_string_and_bom(tmp_path):
+    data = tmp_path / "set.csv"
+    text = 'question,options,answer,subject\n"Pick, one","[""cat"", ""dog, big""]",dog, big,pets\n'
+    data.write_bytes(b"\xef\xbb\xbf" + text.replace("dog, big,pets", '"dog, big",pets').encode("utf-8"))
+    result = read_eval_set(data)
+    assert result.problems == []
+    (item,) = result.items
+    assert (item.question, item.options, item.answer, item.subject) == ("Pick, one", ("cat", "dog, big"), 1, "pets")
+
+
+def test_vlmchat_json_list_reports_the_line_each_row_starts_on(tmp_path):
+    rows = [{"question": "q1", "options": ["a", "b"], "answer": "B"},
+            {"question": "q2", "options": ["a"], "answer": "A"},
+            {"question": "q3", "options": ["a", "b"], "answer": 1}]
+    data = tmp_path / "set.json"
+    data.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    result = read_eval_set(data)
+    assert result.format == "vlmchat JSON"
+    assert [item.source for item in result.items] == ["set.json:2", "set.json:17"]
+    assert problems(result) == [("set.json", 10, "fewer than 2 options (1 given)")]
+
+
+@pytest.mark.parametrize("answer, index", [("B", 1), ("b", 1), ("blue", 1), (1, 1), ("1", 1), (0, 0), ("C", 2),
+                                           (" green ", 2), (2.0, 2)])
+def test_answer_as_letter_text_or_index(tmp_path, answer, index):
+    data = write_jsonl(tmp_path / "set.jsonl", [{"question": "q", "options": ["red", "blue", "green"],
+                                                  "answer": answer}])
+    (item,) = read_eval_set(data).items
+    assert item.answer == index
+
+
+@pytest.mark.parametrize("options, answer, expected", [
+    (["1", "2", "3"], "1", "answer '1' could mean A (as the option's text) or B (as an index from 0)"),
+    (["C", "B", "A"], "A", "answer 'A' could mean A (as a letter) or C (as the option's text)"),
+])
+def test_an_answer_that_reads_two_ways_is_a_problem(tmp_path, options, answer, expected):
+    data = write_jsonl(tmp_path / "set.jsonl", [{"question": "q", "options": options, "answer": answer}])
+    result = read_eval_set(data)
+    assert result.items == []
+    assert problems(result) == [("set.jsonl", 1, expected + "; write the option's letter instead")]
+
+
+# ---------------------------------------------------------------- MMLU (hendrycks/test)
+
+
+MMLU_ROWS = [
+    ["Find all c in Z_3 such that Z_3[x]/(x^2 + c) is a field.", "0", "1", "2", "3", "B"],
+    ['Statement 1 | If aH is an element of a factor group, then |aH| divides |a|. Statement 2 | "H" is normal.',
+     "True, True", "False, False", "True, False", "False, True", "B"],
+    ["Find the degree for the given field extension Q(sqrt(2), sqrt(3)) over Q.", "0", "4", "2", "6", "B"],
+]
+
+
+def test_mmlu_headerless_csv_with_quoted_commas(tmp_path):
+    data = write_csv(tmp_path / "abstract_algebra_test.csv", MMLU_ROWS)
+    assert data.read_text().count('"') >= 6  # the writer had to quote the commas, as MMLU's files do
+    result = read_eval_set(data)
+    assert (result.format, result.kind, result.problems) == ("MMLU CSV (headerless)", CHOICE, [])
+    assert [item.source for item in result.items] == [f"abstract_algebra_test.csv:{n}" for n in (1, 2, 3)]
+    second = result.items[1]
+    assert second.question.startswith("Statement 1 | If aH") and second.question.endswith('"H" is normal.')
+    assert second.options == ("True, True", "False, False", "True, False", "False, True") and second.answer == 1
+    assert {item.subject for item in result.items} == {"abstract algebra"}
+
+
+def test_mmlu_multiline_question_keeps_line_numbers(tmp_path):
+    rows = [["Line one\nline two\nline three?", "a", "b", "c", "d", "D"], ["Next?", "a", "b", "c", "d", "A"]]
+    result = read_eval_set(write_csv(tmp_path / "college_physics_val.csv", rows))
+    assert [item.source for item in result.items] == ["college_physics_val.csv:1", "college_physics_val.csv:4"]
+    assert [item.answer for item in result.items] == [3, 0]
+    assert result.items[0].subject == "college physics"
+
+
+def test_mmlu_folder_reads_every_subject_file_sorted(tmp_path):
+    folder = tmp_path / "data" / "test"
+    folder.mkdir(parents=True)
+    write_csv(folder / "virology_test.csv", [["Which is a virus?", "HIV", "E. coli", "yeast", "algae", "A"]])
+    write_csv(folder / "anatomy_test.csv", MMLU_ROWS[:2])
+    result = read_eval_set(folder)
+    assert result.format == "MMLU CSV (headerless), 2 files"
+    assert [item.subject for item in result.items] == ["anatomy", "anatomy", "virology"]
+    assert result.items[2].source == "virology_test.csv:1"
+    with pytest.raises(InputError, match=r"subfolders test hold eval-set files"):
+        read_eval_set(tmp_path / "data")
+
+
+def test_mmlu_answer_must_be_a_letter_of_an_option(tmp_path):
+    rows = [MMLU_ROWS[0], ["q?", "a", "b", "c", "d", "E"], ["q?", "a", "b", "c", "d", "1"]]
+    result = read_eval_set(write_csv(tmp_path / "anatomy_dev.csv", rows))
+    assert len(result.items) == 1
+    assert [(p.line, p.message.split(" (")[0]) for p in result.problems] == [
+        (2, "answer 'E' is not among the options"), (3, "answer '1' is not among the options")]
+
+
+# ---------------------------------------------------------------- Hugging Face MMLU (cais/mmlu)
+
+
+def test_hf_mmlu_jsonl_rows(tmp_path):
+    data = write_jsonl(tmp_path / "mmlu.jsonl", [
+        {"question": "What is the embryological origin of the hyoid bone?", "subject": "anatomy",
+         "choices": ["The first pharyngeal arch", "The second pharyngeal arch", "The third", "The fourth"],
+         "answer": 3},
+        {"question": "Which is true?", "subject": "college_physics", "choices": ["x", "y", "z", "w"], "answer": 0},
+    ])
+    result = read_eval_set(data)
+    assert (result.format, result.problems) == ("HF MMLU JSONL", [])
+    assert [(item.answer, item.subject) for item in result.items] == [(3, "anatomy"), (0, "college physics")]
+    assert result.items[0].options[1] == "The second pharyngeal arch"
+
+
+@pytest.mark.parametrize("choices", [
+    "['1' '2' '3' '4']",                        # numpy's str() of an array, as pandas writes a Parquet column
+    "['1' '2'\n '3' '4']",                      # ... wrapped
+    "['1', '2', '3', '4']",                     # a Python list's str()
+    '["1", "2", "3", "4"]',                     # JSON
+])
+def test_hf_mmlu_csv_choices_in_every_string_form_and_index_answer(tmp_path, choices):
+    data = write_csv(tmp_path / "mmlu.csv", [["question", "subject", "choices", "answer"],
+                                             ["2 + 1 = ?", "elementary_mathematics", choices, "2"]])
+    result = read_eval_set(data)
+    assert result.format == "HF MMLU CSV"
+    (item,) = result.items
+    assert (item.options, item.answer, item.subject) == (("1", "2", "3", "4"), 2, "elementary mathematics")
+
+
+def test_hf_mmlu_numpy_style_keeps_quotes_inside_choices(tmp_path):
+    data = write_csv(tmp_path / "mmlu.csv", [["question", "subject", "choices", "answer"],
+                                             ["q", "s", """["it's" 'say "hi"' 'c' 'd']""", "1"]])
+    (item,) = read_eval_set(data).items
+    assert item.options == ("it's", 'say "hi"', "c", "d")
+
+
+@needs_parquet
+def test_hf_mmlu_parquet(tmp_path):
+    import pandas
+
+    frame = pandas.DataFrame({"question": ["Find the degree?", "Is it a ring?"],
+                              "subject": ["abstract_algebra", "abstract_algebra"],
+                              "choices": [["0", "4", "2", "6"], ["yes", "no", "maybe", "never"]],
+                              "answer": pandas.Series([1, 0], dtype="int64")})
+    frame.to_parquet(tmp_path / "test-00000-of-00001.parquet")
+    result = read_eval_set(tmp_path / "test-00000-of-00001.parquet")
+    assert (result.format, result.problems) == ("HF MMLU Parquet", [])
+    assert [(item.options, item.answer) for item in result.items] == [(("0", "4", "2", "6"), 1),
+                                                                      (("yes", "no", "maybe", "never"), 0)]
+    assert result.items[1].source == "test-00000-of-00001.parquet:2"
+
+
+def test_parquet_without_pyarrow_says_how_to_install_it(tmp_path, monkeypatch):
+    pandas = pytest.importorskip("pandas", reason="the message about pyarrow comes from pandas' read_parquet")
+
+    def no_engine(*args, **kwargs):
+        raise ImportError("Unable to find a usable engine; tried using: 'pyarrow', 'fastparquet'.")
+
+    monkeypatch.setattr(pandas, "read_parquet", no_engine)
+    (tmp_path / "rows.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(InputError, match=r"needs pyarrow.*pip install pyarrow"):
+        read_eval_set(tmp_path / "rows.parquet")
+
+
+# ---------------------------------------------------------------- MMMU
+
+
+def mmmu_row(**fields):
+    row = {"id": "validation_Art_Theory_12", "question": "", "options": "", "explanation": "", "img_type": "['Photos']",
+           "answer": "", "topic_difficulty": "Medium", "question_type": "multiple-choice", "subfield": "Art History"}
+    row.update({f"image_{n}": None for n in range(1, 8)})
+    return row | fields
+
+
+def test_mmmu_rows_fill_placeholders_and_order_images_by_first_reference(tmp_path):
+    for name in ("first.png", "second.png", "third.png"):
+        picture(tmp_path / "images" / name)
+    data = write_jsonl(tmp_path / "mmmu.jsonl", [
+        mmmu_row(question="Compare <image 2> with <image 1>. Which matches <image 2>?",
+                 options="['the left one', 'Image: <image 3>', \"the artist's own\"]", answer="B",
+                 image_1="images/first.png", image_2="images/second.png", image_3="images/third.png"),
+        mmmu_row(id="validation_Math_3", question="<image 1> What is x?", options="['1', '2', '3', '4']",
+                 answer="D", image_1="images/first.png"),
+    ])
+    result = read_eval_set(data)
+    assert (result.format, result.problems) == ("MMMU JSONL", [])
+    first, second = result.items
+    assert first.question == "Compare (image 2) with (image 1). Which matches (image 2)?"
+    assert first.options == ("the left one", "Image: (image 3)", "the artist's own") and first.answer == 1
+    assert [path.rsplit("/", 1)[-1] for path in first.images] == ["second.png", "first.png", "third.png"]
+    assert first.subject == "Art Theory"
+    assert (second.question, second.answer, second.subject, len(second.images)) == ("(image 1) What is x?", 3,
+                                                                                     "Math", 1)
+
+
+def test_mmmu_csv_rows(tmp_path):
+    picture(tmp_path / "p.png")
+    header = ["id", "question", "options", "answer", "question_type"] + [f"image_{n}" for n in range(1, 8)]
+    row = ["dev_Biology_1", "In <image 1>, which organelle?", "['nucleus', 'ribosome']", "A", "multiple-choice",
+           "p.png"] + [""] * 6
+    result = read_eval_set(write_csv(tmp_path / "mmmu.csv", [header, row]))
+    assert result.format == "MMMU CSV"
+    (item,) = result.items
+    assert (item.question, item.options, item.answer, item.subject) == (
+        "In (image 1), which organelle?", ("nucleus", "ribosome"), 0, "Biology")
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"question": "See <image 1> and <image 2>.", "image_1": "a.png"}, "placeholder <image 2> but no image_2"),
+    ({"question": "See <image 1>.", "image_1": "a.png", "image_2": "a.png"},
+     "image_2 is given but neither question nor options has <image 2>"),
+    ({"question": "See <image 1>.", "options": "['<image 1>', '<image 3>']", "image_1": "a.png"},
+     "placeholder <image 3> but no image_3"),
+    ({"question": "What year? <image 1>", "options": "[]", "answer": "1889", "question_type": "open",
+      "image_1": "a.png"}, "open question, not multiple choice"),
+])
+def test_mmmu_row_problems(tmp_path, fields, message):
+    picture(tmp_path / "a.png")
+    good = mmmu_row(question="<image 1>?", options="['x', 'y']", answer="A", image_1="a.png")
+    bad = mmmu_row(**{"options": "['x', 'y']", "answer": "A", **fields})
+    result = read_eval_set(write_jsonl(tmp_path / "mmmu.jsonl", [good, bad]))
+    assert len(result.items) == 1
+    assert problems(result) == [("mmmu.jsonl", 2, message)]
+
+
+# ---------------------------------------------------------------- caption sets
+
+
+def test_caption_folder_with_sidecar_txt(tmp_path):
+    folder = tmp_path / "captions"
+    picture(folder / "b.jpg")
+    (folder / "b.txt").write_text("a blue square\n", encoding="utf-8")
+    picture(folder / "sub" / "a.png")
+    (folder / "sub" / "a.txt").write_bytes("\ufeffa red circle".encode("utf-8"))
+    picture(folder / "no_caption.webp")
+    picture(folder / "empty.png")
+    (folder / "empty.txt").write_text("  ", encoding="utf-8")
+    (folder / "orphan.txt").write_text("nothing", encoding="utf-8")
+    picture(folder / "b.png")
+    result = read_eval_set(folder)
+    assert (result.format, result.kind) == ("caption folder", CAPTION)
+    assert [(item.source, item.references) for item in result.items] == [("b.jpg", ("a blue square",)),
+                                                                          ("sub/a.png", ("a red circle",))]
+    item = result.items[0]
+    assert (item.question, item.options, item.answer) == (CAPTION_QUESTION, (), None)
+    assert item.images == (str((folder / "b.jpg").resolve()),)
+    assert problems(result) == [("b.png", None, "shares its caption file b.txt with b.jpg; rename one of them"),
+                                ("orphan.txt", None, "caption without an image of the same name"),
+                                ("empty.png", None, "empty.txt is empty"),
+                                ("no_caption.webp", None, "no caption file no_caption.txt")]
+
+
+def test_caption_jsonl_rows_in_every_accepted_shape(tmp_path):
+    for name in ("a.png", "b.png", "c.png"):
+        picture(tmp_path / name)
+    data = write_jsonl(tmp_path / "captions.jsonl", [
+        {"image": "a.png", "caption": "a red circle"},
+        {"image": "b.png", "captions": ["a red square", "a square, red"]},
+        {"file_name": "c.png", "text": "a red triangle"},
+        {"image": "a.png", "caption": ""},
+    ])
+    result = read_eval_set(data)
+    assert (result.format, result.kind) == ("caption JSONL", CAPTION)
+    assert [item.references for item in result.items] == [("a red circle",), ("a red square", "a square, red"),
+                                                           ("a red triangle",)]
+    assert {item.question for item in result.items} == {CAPTION_QUESTION}
+    assert problems(result) == [("captions.jsonl", 4, "no caption")]
+
+
+def test_caption_csv_written_by_vlmchat_caption_reads_back(tmp_path):
+    from vlmchat.caption.io import open_captions
+
+    images = [picture(tmp_path / "pics" / "one.png"), picture(tmp_path / "pics" / "two.png")]
+    store = open_captions("csv", tmp_path / "captions.csv", overwrite=False)
+    store.put(images[0], "a red circle, small")
+    store.put(images[1], "a red square")
+    store.close()
+    result = read_eval_set(tmp_path / "captions.csv")
+    assert result.format == "caption CSV" and result.problems == []
+    assert [(item.images, item.references) for item in result.items] == [
+        ((str(images[0].resolve()),), ("a red circle, small",)), ((str(images[1].resolve()),), ("a red square",))]
+
+
+# ---------------------------------------------------------------- row problems
+
+
+@pytest.mark.parametrize("bad_line, message", [
+    ('{"question": "q", "options": ["a", "b"]}', "no answer"),
+    ('{"question": "q", "options": ["a", "b"], "answer": ""}', "no answer"),
+    ('{"question": "q", "options": ["red", "blue"], "answer": "purple"}',
+     "answer 'purple' is not among the options (A: 'red', B: 'blue')"),
+    ('{"question": "q", "options": ["red", "blue"], "answer": 2}',
+     "answer 2 is not among the options (A: 'red', B: 'blue'; an index counts from 0)"),
+    ('{"question": "q", "options": ["only"], "answer": "A"}', "fewer than 2 options (1 given)"),
+    ('{"question": "q", "options": "red or blue", "answer": "A"}',
+     "options is not a list: 'red or blue'; write it as a JSON list like [\"red\", \"blue\"]"),
+    ('{"question": "", "options": ["a", "b"], "answer": "A"}', "no question"),
+    ('{"question": "q", "options": ["a", "b"], "answer": "A", "image": "pics/missing.png"}',
+     "image 'pics/missing.png' not found (image paths are relative to the eval-set file's folder)"),
+    ('{"question": "q", "options": ["a", "b"], "answer": "A", "image": "broken.png"}',
+     "image 'broken.png' is not an image vlmchat can read; use PNG, JPEG, WebP, GIF, BMP or TIFF."),
+    ('{"question": "q", "options": ["a", "b"], "answer": "A", "image": "http://example.com/x.png"}',
+     "image 'http://example.com/x.png' is a URL; download it and give its file path"),
+    ('{"question": "q", "options": ["a", "b"], "answer": "A",', "not valid JSON (Expecting property name"),
+    ('["q", "a", "b", "A"]', "a row must be a JSON object with named fields"),
+])
+def test_row_problems_name_file_line_and_reason_and_other_rows_still_load(tmp_path, bad_line, message):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    good = json.dumps({"question": "fine", "options": ["a", "b"], "answer": "B"})
+    data = tmp_path / "set.jsonl"
+    data.write_text(f"{good}\n{bad_line}\n\n{good}\n", encoding="utf-8")
+    result = read_eval_set(data)
+    assert [item.source for item in result.items] == ["set.jsonl:1", "set.jsonl:4"]
+    ((file, line, text),) = problems(result)
+    assert (file, line) == ("set.jsonl", 2) and text.startswith(message)
+    assert str(tmp_path) not in text
+
+
+def test_csv_row_problems(tmp_path):
+    picture(tmp_path / "ok.png")
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    data = write_csv(tmp_path / "set.csv", [
+        ["question", "A", "B", "C", "answer", "image"],
+        ["fine", "x", "y", "", "A", "ok.png"],
+        ["gap", "x", "", "z", "A", ""],
+        ["extra", "x", "y", "", "A", "", "surplus"],
+        ["corrupt", "x", "y", "", "A", "bad.jpg"],
+    ])
+    result = read_eval_set(data)
+    assert [item.source for item in result.items] == ["set.csv:2"]
+    assert [(p.line, p.message[:40]) for p in result.problems] == [
+        (3, "option B is empty but a later option is "),
+        (4, "7 cells but the header has 6; put cells "),
+        (5, "image 'bad.jpg' is truncated or corrupt "),
+    ]
+
+
+def test_mmmu_image_data_instead_of_a_path_is_a_row_problem(tmp_path):
+    row = mmmu_row(question="<image 1>?", options="['x', 'y']", answer="A",
+                   image_1={"bytes": "iVBORw0KGgo=", "path": "a.png"})
+    result = read_eval_set(write_jsonl(tmp_path / "mmmu.jsonl", [row]))
+    assert problems(result)[0][2].startswith("image_1 holds image data, not a file path")
+    with pytest.raises(InputError, match="No usable questions"):
+        result.require_usable()
+
+
+# ---------------------------------------------------------------- whole-file mistakes
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(InputError, match=r"'.*nowhere\.jsonl' does not exist; give an eval-set file"):
+        read_eval_set(tmp_path / "nowhere.jsonl")
+
+
+@pytest.mark.parametrize("name, content", [("set.jsonl", b""), ("set.jsonl", b"\n  \n"), ("set.csv", b"\xef\xbb\xbf"),
+                                           ("set.json", b"[]"), ("rows.parquet", b""), ("set.csv", b",,\n,,\n")])
+def test_empty_file(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(InputError, match=rf"'{name}' is empty"):
+        read_eval_set(tmp_path / name)
+
+
+@pytest.mark.parametrize("name, content, found", [
+    ("set.jsonl", '{"prompt": "q", "response": "a"}\n', r"columns prompt, response"),
+    ("set.csv", "prompt,response\nq,a\n", r"its first row is 'prompt,response'"),
+    ("set.csv", "q,a,b,c,d,maybe\n", r"its first row is"),
+    ("set.txt", "What colour?\n", r"a \.txt file"),
+    ("set.json", '{"question": "q", "options": ["a", "b"], "answer": "A"}', None),
+])
+def test_unknown_layout_lists_the_accepted_ones(tmp_path, name, content, found):
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    with pytest.raises(InputError) as error:
+        read_eval_set(tmp_path / name)
+    message = str(error.value)
+    if found is None:
+        assert "holds one JSON object" in message and "JSONL" in message
+    else:
+        assert "not in an eval-set layout vlmchat knows" in message and re.search(found, message)
+        for layout in ("vlmchat rows", "MMLU's own headerless CSV", "Hugging Face MMLU", "MMMU rows", "caption sets"):
+            assert layout in message
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"\xff\xfeq\x00", r"'set.jsonl' is not UTF-8 text"),
+    (b"{not json\n[1, 2\n", r"'set.jsonl' has no row vlmchat can read \(line 1: not valid JSON"),
+])
+def test_unreadable_text_file(tmp_path, content, expected):
+    (tmp_path / "set.jsonl").write_bytes(content)
+    with pytest.raises(InputError, match=expected):
+        read_eval_set(tmp_path / "set.jsonl")
+
+
+def test_invalid_json_list_names_the_line(tmp_path):
+    (tmp_path / "set.json").write_text('[\n  {"question": "q"},\n  {"question": }\n]', encoding="utf-8")
+    with pytest.raises(InputError, match=r"'set.json' is not valid JSON \(line 3, column 16: Expecting value"):
+        read_eval_set(tmp_path / "set.json")
+
+
+def test_csv_header_without_rows(tmp_path):
+    (tmp_path / "set.csv").write_text("question,options,answer\n", encoding="utf-8")
+    with pytest.raises(InputError, match="has a header but no rows"):
+        read_eval_set(tmp_path / "set.csv")
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda folder: None, "has nothing to evaluate on"),
+    (lambda folder: picture(folder / "only_images.png"), "has nothing to evaluate on"),
+    (lambda folder: (picture(folder / "a.png"), (folder / "a.txt").write_text("cap"),
+                     write_jsonl(folder / "rows.jsonl", [{"image": "a.png", "caption": "c"}])),
+     "holds both images with .txt captions and eval-set files"),
+    (lambda folder: (write_csv(folder / "a_test.csv", MMLU_ROWS), write_jsonl(folder / "b.jsonl", [
+        {"image": "x.png", "caption": "c"}])), "mixes layouts"),
+    (lambda folder: ((folder / "a.jsonl").write_text(""), (folder / "b.csv").write_text("x,y\n")),
+     "No file in .* is a usable eval set: 'a.jsonl' is empty"),
+])
+def test_folder_mistakes(tmp_path, make, expected):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    make(folder)
+    with pytest.raises(InputError, match=expected):
+        read_eval_set(folder)
+
+
+def test_folder_reports_an_unusable_file_and_reads_the_rest(tmp_path):
+    write_csv(tmp_path / "anatomy_test.csv", MMLU_ROWS)
+    (tmp_path / "notes.json").write_text("", encoding="utf-8")
+    result = read_eval_set(tmp_path)
+    assert len(result.items) == 3 and result.format == "MMLU CSV (headerless), 2 files"
+    assert [(p.file, p.line) for p in result.problems] == [("notes.json", None)]
+    assert "is empty" in result.problems[0].message
+
+
+# ---------------------------------------------------------------- limit, lightness
+
+
+def test_limit_keeps_the_first_usable_items(tmp_path):
+    rows = [{"question": f"q{n}", "options": ["a", "b"], "answer": "A"} for n in range(6)]
+    rows[1]["answer"] = ""
+    result = read_eval_set(write_jsonl(tmp_path / "set.jsonl", rows), limit=3)
+    assert [item.question for item in result.items] == ["q0", "q2", "q3"]
+    assert [p.line for p in result.problems] == [2]
+
+
+def test_limit_spans_the_files_of_a_folder(tmp_path):
+    write_csv(tmp_path / "anatomy_test.csv", MMLU_ROWS[:2])
+    write_csv(tmp_path / "virology_test.csv", MMLU_ROWS)
+    result = read_eval_set(tmp_path, limit=3)
+    assert [item.source for item in result.items] == ["anatomy_test.csv:1", "anatomy_test.csv:2",
+                                                      "virology_test.csv:1"]
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_limit_must_be_positive(tmp_path, limit):
+    with pytest.raises(InputError, match="limit must be 1 or more"):
+        read_eval_set(write_jsonl(tmp_path / "set.jsonl", [{"question": "q", "options": ["a", "b"], "answer": 0}]),
+                      limit=limit)
+
+
+def test_importing_the_reader_stays_light():
+    code = "import vlmchat.evaluate.sets, sys; print(' '.join(sys.modules))"
+    modules = set(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.split())
+    assert "vlmchat.evaluate.set_formats" in modules
+    assert not {"torch", "gradio", "transformers", "PIL", "pandas"} & modules

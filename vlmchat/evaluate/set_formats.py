@@ -1,0 +1,334 @@
+"""How each eval-set layout's rows become questions: detection (first match wins), one converter per layout.
+
+A converter takes one row (a dict with lower-case keys, or the cells of a headerless CSV row) and the
+file's name, and returns a `Draft` or raises `RowProblem` saying why the row cannot be used. Image
+paths stay as the row gives them; `sets.py` resolves them against the file's folder and decodes them.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+CAPTION_QUESTION = "Describe the image."
+OPTION_COLUMNS = "abcde"
+PLACEHOLDER = re.compile(r"<image\s*(\d+)>")
+IMAGE_COLUMN = re.compile(r"image_(\d+)")
+MMLU_SPLIT_SUFFIX = re.compile(r"_(test|val|dev)$")
+_MMMU_ID = re.compile(r"(?:dev|validation|test)_(.+)_\d+")
+_STRING_LITERAL = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""", re.S)
+_LIST_GAP = re.compile(r"\s*,?\s*")
+
+
+class RowProblem(Exception):
+    """One row cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A row read into the item's fields, image paths still as the row gives them."""
+
+    question: str
+    images: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+    answer: int | None = None
+    references: tuple[str, ...] = ()
+    subject: str = ""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One accepted layout: its name (shown in EvalSet.format) and how one row becomes a Draft."""
+
+    name: str
+    captions: bool
+    convert: Callable[[Any, str], Draft]
+
+
+# ---------------------------------------------------------------- values
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars and arrays (as Parquet rows hold them) as Python values."""
+    return value.tolist() if hasattr(value, "tolist") and not isinstance(value, (str, bytes)) else value
+
+
+def blank(value: Any) -> bool:
+    """None, NaN, or a string of spaces: a cell with nothing in it."""
+    value = plain(value)
+    return value is None or (isinstance(value, float) and math.isnan(value)) or \
+        (isinstance(value, str) and not value.strip())
+
+
+def text_of(value: Any) -> str:
+    """A cell as stripped text ('' when blank)."""
+    return "" if blank(value) else str(plain(value)).strip()
+
+
+def shorten(value: Any, width: int = 40) -> str:
+    """A value as short text for a message."""
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def parse_list(value: Any) -> list | None:
+    """A list, or its string form: JSON, a Python literal, or numpy's "['a' 'b']"; None when it is none of them."""
+    value = plain(value)
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    try:
+        parsed = json.loads(text)
+        if isinstance(parsed, list):
+            return parsed
+    except ValueError:
+        pass
+    # String lists are split token by token: ast.literal_eval would join numpy's "['a' 'b']" into ['ab'].
+    strings = _string_list(text[1:-1])
+    if strings is not None:
+        return strings
+    try:
+        parsed = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+    return list(parsed) if isinstance(parsed, (list, tuple)) else None
+
+
+def _string_list(inner: str) -> list[str] | None:
+    literals = list(_STRING_LITERAL.finditer(inner))
+    if not literals:
+        return [] if not inner.strip() else None
+    gaps = [inner[:literals[0].start()]] + [inner[a.end():b.start()] for a, b in zip(literals, literals[1:])]
+    if gaps[0].strip() or not all(_LIST_GAP.fullmatch(gap) for gap in gaps[1:] + [inner[literals[-1].end():]]):
+        return None
+    try:
+        return [ast.literal_eval(match.group()) for match in literals]
+    except (ValueError, SyntaxError):
+        return None
+
+
+def answer_index(raw: Any, options: list[str], accept: tuple[str, ...] = ("letter", "text", "index")) -> int:
+    """The index of the correct option from a letter ("B"), an option's exact text or a 0-based index."""
+    raw = plain(raw)
+    if blank(raw):
+        raise RowProblem("no answer")
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        if "index" in accept and float(raw).is_integer() and 0 <= int(raw) < len(options):
+            return int(raw)
+        raise RowProblem(f"answer {raw} is not among the options ({_listing(options)}; an index counts from 0)")
+    given = str(raw).strip()
+    meanings: dict[int, str] = {}
+    if "text" in accept and given in options:
+        meanings.setdefault(options.index(given), "the option's text")
+    if "index" in accept and given.isdigit() and int(given) < len(options):
+        meanings.setdefault(int(given), "an index from 0")
+    if "letter" in accept and len(given) == 1 and given.upper() in LETTERS[:len(options)]:
+        meanings.setdefault(LETTERS.index(given.upper()), "a letter")
+    if len(meanings) == 1:
+        return next(iter(meanings))
+    if not meanings:
+        raise RowProblem(f"answer '{shorten(given)}' is not among the options ({_listing(options)})")
+    readings = " or ".join(f"{LETTERS[i]} (as {why})" for i, why in sorted(meanings.items()))
+    raise RowProblem(f"answer '{given}' could mean {readings}; write the option's letter instead")
+
+
+def _listing(options: list[str]) -> str:
+    return ", ".join(f"{LETTERS[i]}: '{shorten(option, 30)}'" for i, option in enumerate(options))
+
+
+def _require_options(options: list[str]) -> list[str]:
+    if len(options) < 2:
+        raise RowProblem(f"fewer than 2 options ({len(options)} given)")
+    if len(options) > len(LETTERS):
+        raise RowProblem(f"{len(options)} options; at most {len(LETTERS)} can be lettered")
+    return options
+
+
+def _question(row: dict) -> str:
+    question = text_of(row.get("question"))
+    if not question:
+        raise RowProblem("no question")
+    return question
+
+
+def _paths(value: Any) -> list[str]:
+    """Image paths from one path, a list, a JSON-list string or a ';'-separated string."""
+    if blank(value):
+        return []
+    listed = parse_list(value)
+    if listed is None and isinstance(plain(value), str):
+        listed = str(value).split(";")
+    if listed is None:
+        raise RowProblem(f"image value {shorten(value)} is not a file path")
+    return [text_of(item) for item in listed if not blank(item)]
+
+
+# ---------------------------------------------------------------- layouts
+
+
+def _options(row: dict) -> list[str]:
+    for key in ("options", "choices"):
+        if not blank(row.get(key)):
+            listed = parse_list(row[key])
+            if listed is None:
+                raise RowProblem(f"{key} is not a list: '{shorten(row[key])}'; write it as a JSON list like "
+                                 '["red", "blue"]')
+            return [text_of(option) for option in listed]
+    columns = [text_of(row.get(letter)) for letter in OPTION_COLUMNS]
+    while columns and not columns[-1]:
+        columns.pop()
+    if "" in columns:
+        raise RowProblem(f"option {LETTERS[columns.index('')]} is empty but a later option is given")
+    return columns
+
+
+def _choice_row(row: dict, accept: tuple[str, ...], subject: str) -> Draft:
+    question = _question(row)
+    options = _require_options(_options(row))
+    answer = answer_index(row.get("answer"), options, accept)
+    images = _paths(row.get("image")) + _paths(row.get("images"))
+    return Draft(question, tuple(images), tuple(options), answer, subject=subject)
+
+
+def vlmchat_row(row: dict, file_name: str) -> Draft:
+    """vlmchat rows: question, options (list or A-E columns), answer as letter, text or index, image(s)."""
+    return _choice_row(row, ("letter", "text", "index"), text_of(row.get("subject")))
+
+
+def hf_mmlu_row(row: dict, file_name: str) -> Draft:
+    """cais/mmlu rows: question, subject, choices, answer = index (ClassLabel A-D)."""
+    return _choice_row(row, ("index", "letter"), text_of(row.get("subject")).replace("_", " "))
+
+
+def mmlu_subject(file_name: str) -> str:
+    """'abstract_algebra_test.csv' -> 'abstract algebra'."""
+    stem = file_name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return MMLU_SPLIT_SUFFIX.sub("", stem).replace("_", " ")
+
+
+def mmlu_cells(cells: list[str], file_name: str) -> Draft:
+    """MMLU's own CSV row (hendrycks/test): question, the options, the answer letter; no header."""
+    if len(cells) < 3:
+        raise RowProblem(f"{len(cells)} cells; an MMLU row is question,A,B,C,D,answer")
+    question = cells[0].strip()
+    if not question:
+        raise RowProblem("no question")
+    options = _require_options([cell.strip() for cell in cells[1:-1]])
+    return Draft(question, (), tuple(options), answer_index(cells[-1], options, ("letter",)),
+                 subject=mmlu_subject(file_name))
+
+
+def mmmu_row(row: dict, file_name: str) -> Draft:
+    """MMMU rows: <image n> placeholders in question and options, image_1..image_7 paths, answer letter."""
+    if text_of(row.get("question_type")).lower() == "open":
+        raise RowProblem("open question, not multiple choice")
+    question = _question(row)
+    if blank(row.get("options")):
+        raise RowProblem("fewer than 2 options (0 given)")
+    listed = parse_list(row["options"])
+    if listed is None:
+        raise RowProblem(f"options is not a list: '{shorten(row['options'])}'")
+    options = _require_options([text_of(option) for option in listed])
+    given = _image_columns(row)
+    referred: list[int] = []
+    for part in [question, *options]:
+        for number in PLACEHOLDER.findall(part):
+            if int(number) not in referred:
+                referred.append(int(number))
+    for number in referred:
+        if number not in given:
+            raise RowProblem(f"placeholder <image {number}> but no image_{number}")
+    unused = sorted(set(given) - set(referred))
+    if referred and unused:
+        raise RowProblem(f"image_{unused[0]} is given but neither question nor options has <image {unused[0]}>")
+    order = referred or sorted(given)
+    question, options = _fill(question), [_fill(option) for option in options]
+    answer = answer_index(row.get("answer"), options, ("letter",))
+    return Draft(question, tuple(given[n] for n in order), tuple(options), answer, subject=_mmmu_subject(row))
+
+
+def _image_columns(row: dict) -> dict[int, str]:
+    given = {}
+    for key, value in row.items():
+        match = IMAGE_COLUMN.fullmatch(key)
+        if not match or blank(value):
+            continue
+        if not isinstance(plain(value), str):
+            raise RowProblem(f"{key} holds image data, not a file path; save the images as files and put their "
+                             "paths (relative to this file) in image_1..image_7")
+        given[int(match.group(1))] = text_of(value)
+    return given
+
+
+def _fill(text: str) -> str:
+    return PLACEHOLDER.sub(lambda match: f"(image {match.group(1)})", text)
+
+
+def _mmmu_subject(row: dict) -> str:
+    if text_of(row.get("subject")):
+        return text_of(row.get("subject"))
+    match = _MMMU_ID.fullmatch(text_of(row.get("id")))
+    return match.group(1).replace("_", " ") if match else ""
+
+
+def caption_row(row: dict, file_name: str) -> Draft:
+    """Caption rows: image (or file_name) and caption, captions (a list) or text."""
+    images = _paths(row.get("image")) or _paths(row.get("file_name"))
+    if not images:
+        raise RowProblem("no image")
+    if len(images) > 1:
+        raise RowProblem(f"{len(images)} images; a caption row has one")
+    references: list[str] = []
+    for key in ("captions", "caption", "text"):
+        value = row.get(key)
+        listed = parse_list(value) if key == "captions" or isinstance(plain(value), (list, tuple)) else None
+        references += [text_of(v) for v in listed] if listed is not None else [text_of(value)]
+    references = [reference for reference in references if reference]
+    if not references:
+        raise RowProblem("no caption")
+    return Draft(CAPTION_QUESTION, tuple(images), references=tuple(references))
+
+
+VLMCHAT = Layout("vlmchat", False, vlmchat_row)
+MMLU = Layout("MMLU", False, mmlu_cells)
+HF_MMLU = Layout("HF MMLU", False, hf_mmlu_row)
+MMMU = Layout("MMMU", False, mmmu_row)
+CAPTIONS = Layout("caption", True, caption_row)
+
+ACCEPTED = ("vlmchat rows (question; options as a list or A-E columns; answer as letter, option text or 0-based "
+            "index; optional image/images; subject)",
+            "MMLU's own headerless CSV (question,A,B,C,D,answer), one file per subject or a folder of them",
+            "Hugging Face MMLU rows (question, subject, choices, answer index)",
+            "MMMU rows (question with <image n>, options, answer letter, image_1..image_7 paths)",
+            "caption sets (a folder of images with same-name .txt captions, or rows of image and caption)")
+
+
+def is_mmlu_row(cells: list[str]) -> bool:
+    """Does a CSV row look like MMLU's headerless question,A,B,C,D,answer (last cell a fitting letter)?"""
+    answer = cells[-1].strip().upper() if cells else ""
+    return len(cells) >= 4 and len(answer) == 1 and answer in LETTERS[:len(cells) - 2]
+
+
+def detect_layout(keys: set[str], questions: Iterable[str]) -> Layout | None:
+    """The layout that rows with these (lower-case) keys are in, or None."""
+    if "question" not in keys:
+        has_caption = keys & {"caption", "captions", "text"}
+        return CAPTIONS if keys & {"image", "file_name"} and has_caption else None
+    if "question_type" in keys or any(IMAGE_COLUMN.fullmatch(key) for key in keys):
+        return MMMU
+    if not keys & {"image", "images"} and any(PLACEHOLDER.search(question) for question in questions):
+        return MMMU
+    if "choices" in keys:
+        return HF_MMLU
+    if "options" in keys or keys & set(OPTION_COLUMNS):
+        return VLMCHAT
+    return None

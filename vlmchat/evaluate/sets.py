@@ -1,0 +1,388 @@
+"""Eval sets as people have them, read into one shape: multiple-choice or caption items.
+
+`read_eval_set(path)` auto-detects the layout (the format name is reported), returns the usable
+items and every row it could not use with "file:line: why".
+
+This module owns the interface and the reading of files and folders (JSONL, a JSON list, CSV with
+or without a header, Parquet; a folder of such files or of images with .txt captions). How each
+layout's rows become items, and which layout rows are in, lives in `set_formats.py`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+from .set_formats import (ACCEPTED, CAPTION_QUESTION, MMLU, Draft, Layout, RowProblem, detect_layout, is_mmlu_row,
+                          plain, shorten)
+
+CHOICE, CAPTION = "choice", "caption"
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+__all__ = ["CAPTION", "CAPTION_QUESTION", "CHOICE", "EvalItem", "EvalProblem", "EvalSet", "read_eval_set"]
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One question (or one picture to caption) of an eval set."""
+
+    source: str                              # "file:line" (or "file" for a sidecar caption), shown in reports
+    question: str                            # the prompt text; MMMU's "<image n>" placeholders replaced by "(image n)"
+    images: tuple[str, ...] = ()             # image paths (absolute), in the order the question refers to them
+    options: tuple[str, ...] = ()            # multiple choice: the option texts, in order (A, B, C, ...)
+    answer: int | None = None                # multiple choice: index of the correct option
+    references: tuple[str, ...] = ()         # caption sets: the reference captions
+    subject: str = ""
+
+
+@dataclass(frozen=True)
+class EvalProblem:
+    """A row that cannot be used, and why."""
+
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}{f':{self.line}' if self.line else ''}: {self.message}"
+
+
+@dataclass
+class EvalSet:
+    """What an eval-set path holds."""
+
+    path: str
+    format: str                              # e.g. "MMLU CSV (headerless)", "vlmchat JSONL", "caption folder"
+    kind: str                                # CHOICE or CAPTION
+    items: list[EvalItem] = field(default_factory=list)
+    problems: list[EvalProblem] = field(default_factory=list)
+
+    def require_usable(self) -> list[EvalItem]:
+        """The items, or an InputError saying what to fix when none can be used."""
+        if not self.items:
+            shown = "; ".join(str(p) for p in self.problems[:3])
+            raise InputError(f"No usable questions in {self.path} ({self.format})" + (f": {shown}" if shown else ".")
+                             + " Fix the rows, or see README's Evaluate section for the accepted layouts.")
+        return self.items
+
+
+def read_eval_set(path: str | Path, limit: int | None = None) -> EvalSet:
+    """Read an eval set (file or folder), auto-detecting its layout; `limit` keeps the first N items."""
+    if limit is not None and limit < 1:
+        raise InputError(f"The item limit must be 1 or more (got {limit}); leave it empty to use every item.")
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return _read_folder(path, limit)
+    if not path.is_file():
+        raise InputError(f"'{path}' does not exist; give an eval-set file ({', '.join(DATA_SUFFIXES)}) or a folder.")
+    rows = _load_rows(path, path.name)
+    layout = _detect(rows, path.name)
+    result = EvalSet(str(path), f"{layout.name} {rows.container}", CAPTION if layout.captions else CHOICE)
+    _convert(rows, layout, path.name, path.parent, result, limit, {})
+    return result
+
+
+# ---------------------------------------------------------------- files into rows
+
+
+@dataclass
+class _Rows:
+    container: str                      # "JSONL", "JSON", "CSV", "CSV (headerless)", "Parquet"
+    rows: list[tuple[int, object]]      # (line, dict with lower-case keys | headerless CSV cells | RowProblem)
+
+
+def _unknown(name: str, found: str) -> str:
+    return (f"'{name}' is not in an eval-set layout vlmchat knows ({found}). Accepted: " + "; ".join(ACCEPTED)
+            + f". Give a {', '.join(DATA_SUFFIXES)} file or a folder; see README's Evaluate section.")
+
+
+def _empty(name: str) -> str:
+    return f"'{name}' is empty; put the questions in it (one row per line), or choose another file."
+
+
+def _load_rows(path: Path, name: str) -> _Rows:
+    suffix = path.suffix.lower()
+    if suffix not in DATA_SUFFIXES:
+        raise InputError(_unknown(name, f"a {suffix} file" if suffix else "a file without a suffix"))
+    if path.stat().st_size == 0:
+        raise InputError(_empty(name))
+    if suffix == ".parquet":
+        return _parquet_rows(path, name)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"'{name}' is not UTF-8 text (byte {exc.start}); save it as UTF-8 and try again.") from None
+    if not text.strip():
+        raise InputError(_empty(name))
+    if suffix == ".csv":
+        return _csv_rows(text, name)
+    if suffix == ".json" and text.lstrip()[0] in "[{":
+        return _json_rows(text, name)
+    return _Rows("JSONL", _jsonl_rows(text))
+
+
+def _row(value: object) -> dict | RowProblem:
+    if not isinstance(value, dict):
+        return RowProblem(f"a row must be a JSON object with named fields, not {shorten(json.dumps(value), 30)}")
+    return {str(key).strip().lower(): plain(cell) for key, cell in value.items()}
+
+
+def _jsonl_rows(text: str) -> list[tuple[int, object]]:
+    rows: list[tuple[int, object]] = []
+    # split on "\n" only: str.splitlines would also cut at U+2028, which JSON strings may hold unescaped
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, _row(json.loads(line))))
+        except json.JSONDecodeError as exc:
+            rows.append((number, RowProblem(f"not valid JSON ({exc.msg}, column {exc.colno})")))
+    return rows
+
+
+def _json_rows(text: str, name: str) -> _Rows:
+    """A JSON list of rows, each with the line it starts on; a .json file of JSON lines is read as JSONL."""
+    start = len(text) - len(text.lstrip())
+    if text[start] == "{":
+        try:
+            json.loads(text)
+        except json.JSONDecodeError:
+            return _Rows("JSONL", _jsonl_rows(text))
+        raise InputError(f"'{name}' holds one JSON object; an eval set is a list of rows ([{{...}}, {{...}}]) "
+                         "or JSONL (one object per line).")
+    decoder, space = json.JSONDecoder(), re.compile(r"\s*")
+    rows: list[tuple[int, object]] = []
+    position = space.match(text, start + 1).end()
+    line, counted = 1, 0
+    try:
+        while text[position:position + 1] != "]":
+            line, counted = line + text.count("\n", counted, position), position
+            value, end = decoder.raw_decode(text, position)
+            rows.append((line, _row(value)))
+            position = space.match(text, end).end()
+            if text[position:position + 1] == ",":
+                position = space.match(text, position + 1).end()
+            elif text[position:position + 1] != "]":
+                raise json.JSONDecodeError("Expecting ',' or ']'", text, position)
+        if text[position + 1:].strip():
+            raise json.JSONDecodeError("Extra data after the list", text, position + 1)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"'{name}' is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); fix it, "
+                         "or write one row per line as JSONL.") from None
+    return _Rows("JSON", rows)
+
+
+def _csv_rows(text: str, name: str) -> _Rows:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records, end = [], 0
+    try:
+        for cells in reader:
+            start, end = end + 1, reader.line_num
+            if any(cell.strip() for cell in cells):
+                records.append((start, cells))
+    except csv.Error as exc:
+        raise InputError(f"'{name}' is not readable CSV at line {reader.line_num} ({exc}); check its quotes.") from None
+    if not records:
+        raise InputError(_empty(name))
+    first = records[0][1]
+    header = [cell.strip().lower() for cell in first]
+    names = set(header)
+    if "question" in names or (names & {"image", "file_name"} and names & {"caption", "captions", "text"}):
+        if len(records) == 1:
+            raise InputError(f"'{name}' has a header but no rows; add the questions below it.")
+        return _Rows("CSV", [(line, _csv_row(header, cells)) for line, cells in records[1:]])
+    if is_mmlu_row(first):
+        return _Rows("CSV (headerless)", records)
+    raise InputError(_unknown(name, f"its first row is '{shorten(','.join(first), 60)}'"))
+
+
+def _csv_row(header: list[str], cells: list[str]) -> dict | RowProblem:
+    if any(cell.strip() for cell in cells[len(header):]):
+        return RowProblem(f"{len(cells)} cells but the header has {len(header)}; put cells that contain commas "
+                          "in double quotes")
+    return {key: cells[i] if i < len(cells) else "" for i, key in enumerate(header) if key}
+
+
+def _parquet_rows(path: Path, name: str) -> _Rows:
+    try:
+        import pandas  # avoid an eager pandas import: only Parquet needs it
+    except ImportError:
+        raise InputError(f"Reading '{name}' needs pandas and pyarrow: pip install pandas pyarrow") from None
+    try:
+        frame = pandas.read_parquet(path)
+    except ImportError:
+        raise InputError(f"Reading '{name}' needs pyarrow, which is not installed: pip install pyarrow") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"'{name}' cannot be read as Parquet ({shorten(exc, 100)}); re-export it, or save the "
+                         "rows as JSONL.") from None
+    if frame.empty:
+        raise InputError(_empty(name))
+    return _Rows("Parquet", [(number, _row(record)) for number, record in enumerate(frame.to_dict("records"), 1)])
+
+
+def _detect(rows: _Rows, name: str) -> Layout:
+    if rows.container == "CSV (headerless)":
+        return MMLU
+    if not rows.rows:
+        raise InputError(_empty(name))
+    good = [row for _, row in rows.rows if isinstance(row, dict)]
+    if not good:
+        first = next((f"line {line}: {row}" for line, row in rows.rows), "no rows")
+        raise InputError(f"'{name}' has no row vlmchat can read ({first}); write one JSON object per line.")
+    keys = set().union(*good)
+    layout = detect_layout(keys, (str(row.get("question", "")) for row in good))
+    if layout is None:
+        raise InputError(_unknown(name, "columns " + ", ".join(sorted(keys))))
+    return layout
+
+
+# ---------------------------------------------------------------- rows into items
+
+
+def _convert(rows: _Rows, layout: Layout, name: str, base: Path, result: EvalSet, limit: int | None,
+             checked: dict[Path, str]) -> None:
+    for line, row in rows.rows:
+        if limit is not None and len(result.items) >= limit:
+            return
+        try:
+            if isinstance(row, RowProblem):
+                raise row
+            draft = layout.convert(row, name)
+            images = tuple(_check_image(given, base, checked) for given in draft.images)
+        except RowProblem as problem:
+            result.problems.append(EvalProblem(name, line, str(problem)))
+            continue
+        result.items.append(_item(draft, images, f"{name}:{line}"))
+
+
+def _item(draft: Draft, images: tuple[str, ...], source: str) -> EvalItem:
+    return EvalItem(source, draft.question, images, draft.options, draft.answer, draft.references, draft.subject)
+
+
+def _check_image(given: str, base: Path, checked: dict[Path, str]) -> str:
+    """The image's absolute path, or RowProblem naming it as the row gives it (never the server's full path)."""
+    if re.match(r"[a-z][a-z0-9+.-]*://|data:", given, re.I):
+        raise RowProblem(f"image '{shorten(given, 60)}' is a URL; download it and give its file path")
+    file = base / given
+    if file not in checked:
+        checked[file] = _image_problem(file, given)
+    if checked[file]:
+        raise RowProblem(checked[file])
+    return str(file.resolve())
+
+
+def _image_problem(file: Path, given: str) -> str:
+    if not file.is_file():
+        return f"image '{given}' not found (image paths are relative to the eval-set file's folder)"
+    from ..images import load_image  # PIL only when there are images to check
+
+    try:
+        load_image(file, name=given)
+    except InputError as exc:
+        return f"image {exc}"
+    return ""
+
+
+# ---------------------------------------------------------------- folders
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _read_folder(folder: Path, limit: int | None) -> EvalSet:
+    files = _visible_files(folder)
+    data = [p for p in files if p.parent == folder and p.suffix.lower() in DATA_SUFFIXES]
+    captions = {p.with_suffix("") for p in files if p.suffix.lower() == ".txt"}
+    pictured = any(p.suffix.lower() in IMAGE_SUFFIXES and p.with_suffix("") in captions for p in files)
+    if pictured and data:
+        raise InputError(f"'{folder}' holds both images with .txt captions and eval-set files "
+                         f"({', '.join(p.name for p in data[:3])}); point at one file, or move them apart.")
+    if pictured:
+        return _read_caption_folder(folder, files, limit)
+    if data:
+        return _read_data_folder(folder, data, limit)
+    subfolders = sorted({p.parent.relative_to(folder).as_posix() for p in files
+                         if p.parent != folder and p.suffix.lower() in DATA_SUFFIXES})
+    hint = f" Its subfolders {', '.join(subfolders[:4])} hold eval-set files: point at one of them." \
+        if subfolders else ""
+    raise InputError(f"'{folder}' has nothing to evaluate on: no eval-set files ({', '.join(DATA_SUFFIXES)}) and "
+                     f"no images with same-name .txt captions.{hint}")
+
+
+def _read_data_folder(folder: Path, files: list[Path], limit: int | None) -> EvalSet:
+    """Every eval-set file of a folder (sorted), all in one layout: e.g. MMLU's one CSV per subject."""
+    result: EvalSet | None = None
+    first: tuple[str, Layout] | None = None    # the first usable file and its layout: the others must match it
+    skipped: list[EvalProblem] = []
+    checked: dict[Path, str] = {}
+    for file in files:
+        if result is not None and limit is not None and len(result.items) >= limit:
+            break
+        try:
+            rows = _load_rows(file, file.name)
+            layout = _detect(rows, file.name)
+        except InputError as exc:
+            (skipped if result is None else result.problems).append(EvalProblem(file.name, None, str(exc)))
+            continue
+        if result is None:
+            result = EvalSet(str(folder), f"{layout.name} {rows.container}", CAPTION if layout.captions else CHOICE)
+            result.problems, first = skipped, (file.name, layout)
+        elif first and layout is not first[1]:
+            raise InputError(f"'{folder}' mixes layouts: {first[0]} is {result.format}, {file.name} is "
+                             f"{layout.name} {rows.container}; keep one layout per folder, or point at one file.")
+        _convert(rows, layout, file.name, file.parent, result, limit, checked)
+    if result is None:
+        raise InputError(f"No file in '{folder}' is a usable eval set: " + " ".join(p.message for p in skipped[:3]))
+    if len(files) > 1:
+        result.format += f", {len(files)} files"
+    return result
+
+
+def _read_caption_folder(folder: Path, files: list[Path], limit: int | None) -> EvalSet:
+    """Images with same-name .txt captions (the kohya / TagGUI convention), each caption one reference."""
+    result = EvalSet(str(folder), "caption folder", CAPTION)
+    texts = {p.with_suffix(""): p for p in files if p.suffix.lower() == ".txt"}
+
+    def name(file: Path) -> str:
+        return file.relative_to(folder).as_posix()
+
+    images: dict[Path, Path] = {}
+    for image in (p for p in files if p.suffix.lower() in IMAGE_SUFFIXES):
+        if image.with_suffix("") in images:
+            result.problems.append(EvalProblem(name(image), None, f"shares its caption file {image.stem}.txt with "
+                                               f"{images[image.with_suffix('')].name}; rename one of them"))
+        else:
+            images[image.with_suffix("")] = image
+    for stem, text in texts.items():
+        if stem not in images:
+            result.problems.append(EvalProblem(name(text), None, "caption without an image of the same name"))
+    checked: dict[Path, str] = {}
+    for stem, image in sorted(images.items(), key=lambda pair: pair[1]):
+        if limit is not None and len(result.items) >= limit:
+            break
+        try:
+            if stem not in texts:
+                raise RowProblem(f"no caption file {stem.name}.txt")
+            caption = _caption_text(texts[stem])
+            if not caption:
+                raise RowProblem(f"{stem.name}.txt is empty")
+            path = _check_image(name(image), folder, checked)
+        except RowProblem as problem:
+            result.problems.append(EvalProblem(name(image), None, str(problem)))
+            continue
+        result.items.append(EvalItem(name(image), CAPTION_QUESTION, (path,), references=(caption,)))
+    return result
+
+
+def _caption_text(file: Path) -> str:
+    try:
+        return file.read_bytes().decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise RowProblem(f"{file.name} is not UTF-8 text; save it as UTF-8") from None
