@@ -1,18 +1,22 @@
 """Eval-set reading: each accepted layout as its own documentation defines it, answers, row problems, file errors."""
 
 import csv
+import hashlib
 import importlib.util
+import io
 import json
+import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import pytest
 from PIL import Image
 
 from conftest import ROOT
 from vlmchat.errors import InputError
-from vlmchat.evaluate.sets import CAPTION, CAPTION_QUESTION, CHOICE, read_eval_set
+from vlmchat.evaluate.sets import CAPTION, CAPTION_QUESTION, CHOICE, embedded_image_folder, read_eval_set
 
 HAS_PARQUET = all(importlib.util.find_spec(name) for name in ("pandas", "pyarrow"))
 needs_parquet = pytest.mark.skipif(not HAS_PARQUET, reason="writing Parquet needs pandas and pyarrow")
@@ -413,13 +417,242 @@ def test_csv_row_problems(tmp_path):
     ]
 
 
-def test_mmmu_image_data_instead_of_a_path_is_a_row_problem(tmp_path):
-    row = mmmu_row(question="<image 1>?", options="['x', 'y']", answer="A",
-                   image_1={"bytes": "iVBORw0KGgo=", "path": "a.png"})
+@pytest.mark.parametrize("value, message", [
+    ({"bytes": "iVBORw0KGgo=", "path": "a.png"},
+     "image_1 holds image data, not a file path, and its 'bytes' is text, not binary image bytes"),
+    ({"bytes": [137, 80, 78, 71], "path": None},
+     "image_1 holds image data, not a file path, and its 'bytes' is a list"),
+    (7, "image_1 is an int, not a file path or an image"),
+    ({"width": 8, "height": 6}, "image_1 is a dict, not a file path or an image"),
+])
+def test_mmmu_image_data_vlmchat_cannot_read_is_a_row_problem(tmp_path, value, message):
+    row = mmmu_row(question="<image 1>?", options="['x', 'y']", answer="A", image_1=value)
     result = read_eval_set(write_jsonl(tmp_path / "mmmu.jsonl", [row]))
-    assert problems(result)[0][2].startswith("image_1 holds image data, not a file path")
+    assert problems(result)[0][2].startswith(message)
     with pytest.raises(InputError, match="No usable questions"):
         result.require_usable()
+
+
+def test_an_image_dict_with_only_a_path_is_a_path(tmp_path):
+    """`datasets` stores {"bytes": None, "path": ...} for an image it did not embed."""
+    picture(tmp_path / "a.png")
+    row = mmmu_row(question="<image 1>?", options="['x', 'y']", answer="A", image_1={"bytes": None, "path": "a.png"})
+    (item,) = read_eval_set(write_jsonl(tmp_path / "mmmu.jsonl", [row])).items
+    assert item.images == (str((tmp_path / "a.png").resolve()),)
+
+
+# ---------------------------------------------------------------- images embedded in Parquet (Hugging Face datasets)
+
+
+def image_bytes(colour, kind="PNG"):
+    out = io.BytesIO()
+    Image.new("RGB", (8, 6), colour).save(out, kind)
+    return out.getvalue()
+
+
+def noise_png():
+    out = io.BytesIO()
+    Image.effect_noise((64, 64), 50).convert("RGB").save(out, "PNG")
+    return out.getvalue()
+
+
+RED, BLUE = image_bytes((255, 0, 0)), image_bytes((0, 0, 255), "JPEG")
+CORRUPT = noise_png()[:3000]  # a PNG cut off in its pixel data: its header still opens
+NOT_AN_IMAGE = b"%PDF-1.4 not a picture"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """The embedded-image cache, moved into this test's folder by moving the temp folder."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    assert embedded_image_folder() == (tmp_path / "tmp").resolve() / "vlmchat-eval-images"
+    return embedded_image_folder()
+
+
+def cached(cache, data, suffix):
+    return str(cache / f"{hashlib.sha256(data).hexdigest()}{suffix}")
+
+
+def hf_mmmu_rows(rows):
+    """MMMU rows as Hugging Face's MMMU/MMMU Parquet files hold them (one config = one subject, no subject column)."""
+    full = []
+    for fields in rows:
+        row = mmmu_row(img_type="['Diagrams']", explanation="", **fields)
+        full.append({key: row[key] for key in ("id", "question", "options", "explanation", *(f"image_{n}" for n in
+                     range(1, 8)), "img_type", "answer", "topic_difficulty", "question_type", "subfield")})
+    return full
+
+
+def write_parquet(path, rows):
+    import pandas
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pandas.DataFrame(rows).to_parquet(path)
+    return path
+
+
+@needs_parquet
+def test_write_parquet_stores_images_as_datasets_image_feature_does(tmp_path):
+    import pyarrow
+    import pyarrow.parquet
+
+    data = write_parquet(tmp_path / "t.parquet", hf_mmmu_rows([
+        {"question": "<image 1>", "image_1": {"bytes": RED, "path": "a.png"}}, {"question": "none"}]))
+    image = pyarrow.struct([("bytes", pyarrow.binary()), ("path", pyarrow.string())])  # datasets.Image().pa_type
+    schema = pyarrow.parquet.read_schema(data)
+    assert schema.field("image_1").type == image
+    assert pyarrow.parquet.read_table(data).column("image_1").to_pylist() == [{"bytes": RED, "path": "a.png"}, None]
+
+
+@needs_parquet
+def test_mmmu_parquet_with_embedded_images(tmp_path, cache):
+    data = write_parquet(tmp_path / "Accounting" / "validation-00000-of-00001.parquet", hf_mmmu_rows([
+        {"id": "validation_Accounting_1", "question": "Is <image 2> dearer than <image 1>?",
+         "options": "['$6', '$7', '$8', '$9']", "answer": "C",
+         "image_1": {"bytes": RED, "path": "red.png"}, "image_2": {"bytes": BLUE, "path": "x.png"}},
+        {"id": "validation_Accounting_2", "question": "<image 1> or <image 2>?", "options": "['left', 'right']",
+         "answer": "A", "image_1": {"bytes": RED, "path": "red.png"}, "image_2": {"bytes": CORRUPT, "path": "b.png"}},
+        {"id": "validation_Accounting_3", "question": "Again <image 1>.", "options": "['yes', 'no']", "answer": "B",
+         "image_1": {"bytes": RED, "path": None}},
+        {"id": "validation_Accounting_4", "question": "What is the total? <image 1>", "options": "[]", "answer": "42",
+         "question_type": "open", "image_1": {"bytes": RED, "path": "red.png"}},
+    ]))
+    result = read_eval_set(data)
+    assert (result.format, result.kind) == ("MMMU Parquet", CHOICE)
+    name = "validation-00000-of-00001.parquet"
+    assert problems(result) == [(name, 2, "image_2: the embedded image cannot be decoded"),
+                                (name, 4, "open question, not multiple choice")]
+    first, third = result.items
+    assert first.question == "Is (image 2) dearer than (image 1)?"
+    assert (first.options, first.answer, first.subject) == (("$6", "$7", "$8", "$9"), 2, "Accounting")
+    # one file per distinct content, named by its sha256 and its actual format (the JPEG was called x.png)
+    assert first.images == (cached(cache, BLUE, ".jpg"), cached(cache, RED, ".png"))
+    assert third.images == (cached(cache, RED, ".png"),)
+    assert sorted(os.listdir(cache)) == sorted(os.path.basename(path) for path in first.images)
+    assert [open(path, "rb").read() for path in first.images] == [BLUE, RED]
+    assert Image.open(first.images[1]).getpixel((0, 0)) == (255, 0, 0)
+
+
+ONE_RED = {"question": "<image 1>?", "options": "['x', 'y']", "answer": "A", "image_1": {"bytes": RED, "path": "r.png"}}
+
+
+@needs_parquet
+def test_embedded_images_are_written_once(tmp_path, cache):
+    data = write_parquet(tmp_path / "set.parquet", hf_mmmu_rows([ONE_RED]))
+    (item,) = read_eval_set(data).items
+    path = item.images[0]
+    before = os.stat(path)
+    assert read_eval_set(data).items[0].images == (path,)
+    after = os.stat(path)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    with open(path, "wb") as spoiled:  # a cached file that no longer holds its bytes is written again
+        spoiled.write(bytes(len(RED)))
+    assert read_eval_set(data).items[0].images == (path,)
+    assert open(path, "rb").read() == RED and os.listdir(cache) == [os.path.basename(path)]
+
+
+@needs_parquet
+def test_embedded_image_suffix_comes_from_the_bytes_then_from_the_dataset_file_name(tmp_path, cache, monkeypatch):
+    tiff, targa = image_bytes((0, 255, 0), "TIFF"), image_bytes((0, 255, 0), "TGA")
+    data = write_parquet(tmp_path / "captions.parquet", [
+        {"image": {"bytes": tiff, "path": "leaf.png"}, "text": "a green square"},
+        {"image": {"bytes": targa, "path": "leaf.png"}, "text": "a green square"},
+    ])
+    result = read_eval_set(data)
+    assert result.problems == []
+    assert [item.images for item in result.items] == [(cached(cache, tiff, ".tif"),), (cached(cache, targa, ".tga"),)]
+
+    monkeypatch.setattr(Image, "registered_extensions", lambda: {})  # a format PIL knows no file suffix for
+    for name, suffix in [("leaf.targa", ".targa"), ("leaf", ".img"), (None, ".img")]:
+        data = write_parquet(tmp_path / "more.parquet", [{"image": {"bytes": targa, "path": name}, "text": "green"}])
+        assert read_eval_set(data).items[0].images == (cached(cache, targa, suffix),)
+
+
+@needs_parquet
+def test_a_failed_cache_write_leaves_no_partial_file(tmp_path, cache, monkeypatch):
+    data = write_parquet(tmp_path / "set.parquet", hf_mmmu_rows([ONE_RED]))
+
+    def full_disk(source, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(InputError, match=r"cannot be saved to .*vlmchat-eval-images' \(No space left on device\)"):
+        read_eval_set(data)
+    assert os.listdir(cache) == []
+
+
+@needs_parquet
+def test_caption_and_vlmchat_parquet_rows_with_embedded_images(tmp_path, cache):
+    captions = write_parquet(tmp_path / "captions" / "train-00000-of-00001.parquet", [
+        {"image": {"bytes": RED, "path": "red.png"}, "text": "a red square"},
+        {"image": {"bytes": NOT_AN_IMAGE, "path": "bad.png"}, "text": "broken"},
+        {"image": None, "text": "no picture"},
+    ])
+    result = read_eval_set(captions)
+    assert (result.format, result.kind) == ("caption Parquet", CAPTION)
+    assert [(item.images, item.references) for item in result.items] == [((cached(cache, RED, ".png"),),
+                                                                           ("a red square",))]
+    assert [(line, message) for _, line, message in problems(result)] == [
+        (2, "image: the embedded image cannot be decoded"), (3, "no image")]
+
+    rows = write_parquet(tmp_path / "rows.parquet", [
+        {"question": "Which colour comes first?", "options": ["red", "blue"], "answer": "A",
+         "images": [{"bytes": RED, "path": "1.png"}, {"bytes": BLUE, "path": "2.jpg"}]},
+        {"question": "And here?", "options": ["red", "blue"], "answer": "B",
+         "images": [{"bytes": BLUE, "path": "2.jpg"}, {"bytes": CORRUPT, "path": "3.png"}]},
+    ])
+    result = read_eval_set(rows)
+    assert result.format == "vlmchat Parquet"
+    (item,) = result.items
+    assert item.images == (cached(cache, RED, ".png"), cached(cache, BLUE, ".jpg"))
+    assert problems(result) == [("rows.parquet", 2, "images 2: the embedded image cannot be decoded")]
+
+
+@needs_parquet
+def test_mmmu_folder_of_subject_subfolders(tmp_path, cache):
+    folder = tmp_path / "MMMU"
+    write_parquet(folder / "Accounting" / "validation-00000-of-00001.parquet", hf_mmmu_rows([
+        {"id": "validation_Accounting_1", "question": "<image 1> costs?", "options": "['$6', '$7']", "answer": "B",
+         "image_1": {"bytes": RED, "path": "a.png"}},
+        {"id": "validation_Accounting_2", "question": "<image 1>?", "options": "['x', 'y']", "answer": "A",
+         "image_1": {"bytes": CORRUPT, "path": "a.png"}},
+    ]))
+    write_parquet(folder / "Art_Theory" / "validation-00000-of-00001.parquet", hf_mmmu_rows([
+        {"id": "", "question": "Whose is <image 1>?", "options": "['Monet', 'Manet']", "answer": "A",
+         "image_1": {"bytes": BLUE, "path": "b.jpg"}},
+    ]))
+    (folder / "README.md").write_text("---\npretty_name: mmmu\n---\n", encoding="utf-8")
+    (folder / ".cache" / "huggingface").mkdir(parents=True)
+    (folder / ".cache" / "huggingface" / "junk.parquet").write_bytes(b"not parquet")
+    result = read_eval_set(folder)
+    assert (result.path, result.format, result.kind) == (str(folder), "MMMU Parquet, 2 files", CHOICE)
+    assert [(item.source, item.subject, item.answer) for item in result.items] == [
+        ("Accounting/validation-00000-of-00001.parquet:1", "Accounting", 1),
+        ("Art_Theory/validation-00000-of-00001.parquet:1", "Art Theory", 0)]
+    assert [item.images for item in result.items] == [(cached(cache, RED, ".png"),), (cached(cache, BLUE, ".jpg"),)]
+    assert problems(result) == [("Accounting/validation-00000-of-00001.parquet", 2,
+                                 "image_1: the embedded image cannot be decoded")]
+    assert [item.source for item in read_eval_set(folder, limit=1).items] == [
+        "Accounting/validation-00000-of-00001.parquet:1"]
+
+
+@needs_parquet
+def test_subfolder_subject_does_not_override_the_rows_own(tmp_path):
+    for subject in ("first", "second"):
+        write_parquet(tmp_path / "set" / subject / "test.parquet", [
+            {"question": "q", "options": ["a", "b"], "answer": "A", "subject": "own"},
+            {"question": "q", "options": ["a", "b"], "answer": "A", "subject": None}])
+    result = read_eval_set(tmp_path / "set")
+    assert [item.subject for item in result.items] == ["own", "first", "own", "second"]
+
+
+@needs_parquet
+def test_a_single_subfolder_is_not_a_subject(tmp_path):
+    """Hugging Face's single-config layout: data/train-00000-of-00001.parquet; "data" is no subject."""
+    write_parquet(tmp_path / "set" / "data" / "test-00000-of-00001.parquet",
+                  [{"question": "q", "options": ["a", "b"], "answer": "A"}])
+    (item,) = read_eval_set(tmp_path / "set").items
+    assert (item.source, item.subject) == ("data/test-00000-of-00001.parquet:1", "")
 
 
 # ---------------------------------------------------------------- whole-file mistakes

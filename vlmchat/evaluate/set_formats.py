@@ -3,6 +3,8 @@
 A converter takes one row (a dict with lower-case keys, or the cells of a headerless CSV row) and the
 file's name, and returns a `Draft` or raises `RowProblem` saying why the row cannot be used. Image
 paths stay as the row gives them; `sets.py` resolves them against the file's folder and decodes them.
+An image stored in the row itself (Hugging Face `datasets`' Image feature, which Parquet files such as
+MMMU's hold as {"bytes": ..., "path": ...}) becomes an `Embedded`; `sets.py` writes it to a file.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import ast
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -30,11 +32,20 @@ class RowProblem(Exception):
 
 
 @dataclass(frozen=True)
+class Embedded:
+    """An image whose bytes the row holds (the `datasets` Image feature's {"bytes": ..., "path": ...})."""
+
+    label: str                               # where the row holds it, for messages: "image_2", "image", "images 2"
+    data: bytes = field(repr=False)
+    name: str = ""                           # the file name the dataset gives it ("path"), if any
+
+
+@dataclass(frozen=True)
 class Draft:
-    """A row read into the item's fields, image paths still as the row gives them."""
+    """A row read into the item's fields, image paths still as the row gives them (or the embedded images)."""
 
     question: str
-    images: tuple[str, ...] = ()
+    images: tuple[str | Embedded, ...] = ()
     options: tuple[str, ...] = ()
     answer: int | None = None
     references: tuple[str, ...] = ()
@@ -160,16 +171,49 @@ def _question(row: dict) -> str:
     return question
 
 
-def _paths(value: Any) -> list[str]:
-    """Image paths from one path, a list, a JSON-list string or a ';'-separated string."""
+def image_value(value: Any, label: str) -> str | Embedded | None:
+    """One image cell: a path, embedded bytes (`datasets`' {"bytes", "path"} or bare bytes), or None when blank."""
+    value = plain(value)
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return Embedded(label, bytes(value)) if len(value) else None
+    if blank(value):
+        return None
+    if isinstance(value, dict) and set(value) <= {"bytes", "path"}:
+        data, path = plain(value.get("bytes")), value.get("path")
+        path = text_of(path) if isinstance(path, str) else ""
+        if isinstance(data, (bytes, bytearray, memoryview)) and len(data):
+            return Embedded(label, bytes(data), path)
+        if blank(data) or isinstance(data, (bytes, bytearray, memoryview)):
+            return path or None  # no bytes: `datasets` keeps only the path of an image it did not embed
+        raise RowProblem(f"{label} holds image data, not a file path, and its 'bytes' is {_kind(data)}, not binary "
+                         "image bytes; save the images as files and give their paths (relative to this file), or "
+                         "read the dataset's own Parquet files")
+    raise RowProblem(f"{label} is {_kind(value)}, not a file path or an image; give the image's path (relative to "
+                     "this file)")
+
+
+def _kind(value: Any) -> str:
+    name = type(value).__name__
+    return "text" if isinstance(value, str) else f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _images(row: dict, key: str) -> list[str | Embedded]:
+    """A column's images: one path or embedded image, a list of them, a JSON-list string or a ';'-separated string."""
+    value = plain(row.get(key))
     if blank(value):
         return []
     listed = parse_list(value)
-    if listed is None and isinstance(plain(value), str):
-        listed = str(value).split(";")
+    if listed is None and isinstance(value, str):
+        listed = value.split(";")
     if listed is None:
-        raise RowProblem(f"image value {shorten(value)} is not a file path")
-    return [text_of(item) for item in listed if not blank(item)]
+        listed = [value]
+        labels = [key]
+    else:
+        labels = [f"{key} {number}" for number in range(1, len(listed) + 1)]
+    images = [image_value(item, label) for item, label in zip(listed, labels)]
+    return [image for image in images if image is not None]
 
 
 # ---------------------------------------------------------------- layouts
@@ -195,7 +239,7 @@ def _choice_row(row: dict, accept: tuple[str, ...], subject: str) -> Draft:
     question = _question(row)
     options = _require_options(_options(row))
     answer = answer_index(row.get("answer"), options, accept)
-    images = _paths(row.get("image")) + _paths(row.get("images"))
+    images = _images(row, "image") + _images(row, "images")
     return Draft(question, tuple(images), tuple(options), answer, subject=subject)
 
 
@@ -228,7 +272,8 @@ def mmlu_cells(cells: list[str], file_name: str) -> Draft:
 
 
 def mmmu_row(row: dict, file_name: str) -> Draft:
-    """MMMU rows: <image n> placeholders in question and options, image_1..image_7 paths, answer letter."""
+    """MMMU rows: <image n> placeholders in question and options, image_1..image_7 (paths or embedded images),
+    options as a list or its string form ("['$6', '$7']", as MMMU's Parquet files hold them), answer letter."""
     if text_of(row.get("question_type")).lower() == "open":
         raise RowProblem("open question, not multiple choice")
     question = _question(row)
@@ -256,16 +301,13 @@ def mmmu_row(row: dict, file_name: str) -> Draft:
     return Draft(question, tuple(given[n] for n in order), tuple(options), answer, subject=_mmmu_subject(row))
 
 
-def _image_columns(row: dict) -> dict[int, str]:
+def _image_columns(row: dict) -> dict[int, str | Embedded]:
     given = {}
     for key, value in row.items():
         match = IMAGE_COLUMN.fullmatch(key)
-        if not match or blank(value):
-            continue
-        if not isinstance(plain(value), str):
-            raise RowProblem(f"{key} holds image data, not a file path; save the images as files and put their "
-                             "paths (relative to this file) in image_1..image_7")
-        given[int(match.group(1))] = text_of(value)
+        image = image_value(value, key) if match else None
+        if image is not None:
+            given[int(match.group(1))] = image
     return given
 
 
@@ -282,7 +324,7 @@ def _mmmu_subject(row: dict) -> str:
 
 def caption_row(row: dict, file_name: str) -> Draft:
     """Caption rows: image (or file_name) and caption, captions (a list) or text."""
-    images = _paths(row.get("image")) or _paths(row.get("file_name"))
+    images = _images(row, "image") or _images(row, "file_name")
     if not images:
         raise RowProblem("no image")
     if len(images) > 1:
@@ -308,7 +350,8 @@ ACCEPTED = ("vlmchat rows (question; options as a list or A-E columns; answer as
             "index; optional image/images; subject)",
             "MMLU's own headerless CSV (question,A,B,C,D,answer), one file per subject or a folder of them",
             "Hugging Face MMLU rows (question, subject, choices, answer index)",
-            "MMMU rows (question with <image n>, options, answer letter, image_1..image_7 paths)",
+            "MMMU rows (question with <image n>, options, answer letter, image_1..image_7 as paths or embedded "
+            "images as in Hugging Face's Parquet files; a folder of subject subfolders of Parquet files)",
             "caption sets (a folder of images with same-name .txt captions, or rows of image and caption)")
 
 

@@ -4,27 +4,39 @@
 items and every row it could not use with "file:line: why".
 
 This module owns the interface and the reading of files and folders (JSONL, a JSON list, CSV with
-or without a header, Parquet; a folder of such files or of images with .txt captions). How each
+or without a header, Parquet; a folder of such files or of images with .txt captions; a folder whose
+subfolders hold Parquet files, as Hugging Face publishes MMMU: one subfolder per subject). How each
 layout's rows become items, and which layout rows are in, lives in `set_formats.py`.
+
+Images stored in the rows themselves (the `datasets` Image feature, as in MMMU's Parquet files) are
+written once to a content-addressed cache, `<temp folder>/vlmchat-eval-images/<sha256>.<ext>`, and
+items refer to those files like to any other image.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import os
 import re
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InputError
-from .set_formats import (ACCEPTED, CAPTION_QUESTION, MMLU, Draft, Layout, RowProblem, detect_layout, is_mmlu_row,
-                          plain, shorten)
+from .set_formats import (ACCEPTED, CAPTION_QUESTION, MMLU, Draft, Embedded, Layout, RowProblem, detect_layout,
+                          is_mmlu_row, plain, shorten)
 
 CHOICE, CAPTION = "choice", "caption"
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-__all__ = ["CAPTION", "CAPTION_QUESTION", "CHOICE", "EvalItem", "EvalProblem", "EvalSet", "read_eval_set"]
+EMBEDDED_FOLDER = "vlmchat-eval-images"     # under tempfile.gettempdir(): the images rows hold as bytes
+_FORMAT_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
+                    "TIFF": ".tif"}
+__all__ = ["CAPTION", "CAPTION_QUESTION", "CHOICE", "EvalItem", "EvalProblem", "EvalSet", "embedded_image_folder",
+           "read_eval_set"]
 
 
 @dataclass(frozen=True)
@@ -244,8 +256,12 @@ def _detect(rows: _Rows, name: str) -> Layout:
 # ---------------------------------------------------------------- rows into items
 
 
+_Checked = dict[object, tuple[str, str]]  # file Path or embedded image's sha256 -> (absolute path, problem or "")
+
+
 def _convert(rows: _Rows, layout: Layout, name: str, base: Path, result: EvalSet, limit: int | None,
-             checked: dict[Path, str]) -> None:
+             checked: _Checked, subject: str = "") -> None:
+    """Rows into items (up to `limit` in all); `subject` is for rows that name none (a subject subfolder's name)."""
     for line, row in rows.rows:
         if limit is not None and len(result.items) >= limit:
             return
@@ -257,6 +273,8 @@ def _convert(rows: _Rows, layout: Layout, name: str, base: Path, result: EvalSet
         except RowProblem as problem:
             result.problems.append(EvalProblem(name, line, str(problem)))
             continue
+        if subject and not draft.subject:
+            draft = replace(draft, subject=subject)
         result.items.append(_item(draft, images, f"{name}:{line}"))
 
 
@@ -264,16 +282,19 @@ def _item(draft: Draft, images: tuple[str, ...], source: str) -> EvalItem:
     return EvalItem(source, draft.question, images, draft.options, draft.answer, draft.references, draft.subject)
 
 
-def _check_image(given: str, base: Path, checked: dict[Path, str]) -> str:
+def _check_image(given: str | Embedded, base: Path, checked: _Checked) -> str:
     """The image's absolute path, or RowProblem naming it as the row gives it (never the server's full path)."""
+    if isinstance(given, Embedded):
+        return _embedded_path(given, checked)
     if re.match(r"[a-z][a-z0-9+.-]*://|data:", given, re.I):
         raise RowProblem(f"image '{shorten(given, 60)}' is a URL; download it and give its file path")
     file = base / given
     if file not in checked:
-        checked[file] = _image_problem(file, given)
-    if checked[file]:
-        raise RowProblem(checked[file])
-    return str(file.resolve())
+        checked[file] = (str(file.resolve()), _image_problem(file, given))
+    path, problem = checked[file]
+    if problem:
+        raise RowProblem(problem)
+    return path
 
 
 def _image_problem(file: Path, given: str) -> str:
@@ -286,6 +307,75 @@ def _image_problem(file: Path, given: str) -> str:
     except InputError as exc:
         return f"image {exc}"
     return ""
+
+
+# ---------------------------------------------------------------- embedded images
+
+
+def embedded_image_folder() -> Path:
+    """Where images that rows hold as bytes are written: `<temp folder>/vlmchat-eval-images`."""
+    return Path(tempfile.gettempdir()).resolve() / EMBEDDED_FOLDER
+
+
+def _embedded_path(image: Embedded, checked: _Checked) -> str:
+    """The cached file of an embedded image (decoded once, written once), or RowProblem when it cannot be decoded."""
+    digest = hashlib.sha256(image.data).hexdigest()
+    if digest not in checked:
+        suffix = _embedded_suffix(image)
+        checked[digest] = (_store_embedded(image.data, digest + suffix), "") if suffix else \
+            ("", "the embedded image cannot be decoded")
+    path, problem = checked[digest]
+    if problem:
+        raise RowProblem(f"{image.label}: {problem}")
+    return path
+
+
+def _embedded_suffix(image: Embedded) -> str:
+    """The file suffix of the bytes' actual format (else of the dataset's file name), or "" when undecodable."""
+    import warnings
+
+    from PIL import Image  # PIL only when there are images to check
+
+    from ..images import load_image
+
+    try:
+        load_image(image.data, name=image.label)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # load_image has checked the size
+            with Image.open(io.BytesIO(image.data)) as opened:
+                found = opened.format or ""
+    except (InputError, OSError, ValueError, Image.DecompressionBombError):
+        return ""
+    # from the bytes alone where PIL knows the format's suffix, so that the same bytes always get the same name
+    registered = [ext for ext, name in Image.registered_extensions().items() if name == found]
+    named = Path(image.name).suffix.lower()
+    return _FORMAT_SUFFIXES.get(found) or (registered[0] if registered else "") or \
+        (named if re.fullmatch(r"\.[a-z0-9]{1,5}", named) else ".img")
+
+
+def _store_embedded(data: bytes, file_name: str) -> str:
+    """Write `data` to the cache as `file_name` unless it holds them already (atomically: a temp file, then rename)."""
+    folder = embedded_image_folder()
+    target = folder / file_name
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if hasattr(os, "getuid") and folder.stat().st_uid != os.getuid():
+            raise InputError(f"'{folder}' belongs to another user, so vlmchat will not keep images in it; delete "
+                             "it, or point TMPDIR at a folder of your own.")
+        if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
+            return str(target)
+        handle, temporary = tempfile.mkstemp(prefix=f".{file_name}.", suffix=".part", dir=folder)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise InputError(f"The images embedded in the eval set cannot be saved to '{folder}' ({exc.strerror or exc}); "
+                         "free some disk space, or point TMPDIR at a writable folder.") from None
+    return str(target)
 
 
 # ---------------------------------------------------------------- folders
@@ -308,6 +398,9 @@ def _read_folder(folder: Path, limit: int | None) -> EvalSet:
         return _read_caption_folder(folder, files, limit)
     if data:
         return _read_data_folder(folder, data, limit)
+    nested = [p for p in files if p.suffix.lower() == ".parquet"]
+    if nested:  # e.g. Hugging Face's MMMU: <subject>/<split>-00000-of-00001.parquet
+        return _read_data_folder(folder, nested, limit)
     subfolders = sorted({p.parent.relative_to(folder).as_posix() for p in files
                          if p.parent != folder and p.suffix.lower() in DATA_SUFFIXES})
     hint = f" Its subfolders {', '.join(subfolders[:4])} hold eval-set files: point at one of them." \
@@ -317,27 +410,32 @@ def _read_folder(folder: Path, limit: int | None) -> EvalSet:
 
 
 def _read_data_folder(folder: Path, files: list[Path], limit: int | None) -> EvalSet:
-    """Every eval-set file of a folder (sorted), all in one layout: e.g. MMLU's one CSV per subject."""
+    """Every eval-set file of a folder (sorted), all in one layout: e.g. MMLU's one CSV per subject, or MMMU's
+    subject subfolders of Parquet files. When the files lie in several subfolders, each subfolder's name is the
+    subject of the rows in it that name none ("Art_Theory" -> "Art Theory")."""
     result: EvalSet | None = None
     first: tuple[str, Layout] | None = None    # the first usable file and its layout: the others must match it
     skipped: list[EvalProblem] = []
-    checked: dict[Path, str] = {}
+    checked: _Checked = {}
+    by_subfolder = len({file.parent for file in files}) > 1
     for file in files:
         if result is not None and limit is not None and len(result.items) >= limit:
             break
+        name = file.relative_to(folder).as_posix()
         try:
-            rows = _load_rows(file, file.name)
-            layout = _detect(rows, file.name)
+            rows = _load_rows(file, name)
+            layout = _detect(rows, name)
         except InputError as exc:
-            (skipped if result is None else result.problems).append(EvalProblem(file.name, None, str(exc)))
+            (skipped if result is None else result.problems).append(EvalProblem(name, None, str(exc)))
             continue
         if result is None:
             result = EvalSet(str(folder), f"{layout.name} {rows.container}", CAPTION if layout.captions else CHOICE)
-            result.problems, first = skipped, (file.name, layout)
+            result.problems, first = skipped, (name, layout)
         elif first and layout is not first[1]:
-            raise InputError(f"'{folder}' mixes layouts: {first[0]} is {result.format}, {file.name} is "
+            raise InputError(f"'{folder}' mixes layouts: {first[0]} is {result.format}, {name} is "
                              f"{layout.name} {rows.container}; keep one layout per folder, or point at one file.")
-        _convert(rows, layout, file.name, file.parent, result, limit, checked)
+        subject = file.parent.name.replace("_", " ").strip() if by_subfolder else ""
+        _convert(rows, layout, name, file.parent, result, limit, checked, subject)
     if result is None:
         raise InputError(f"No file in '{folder}' is a usable eval set: " + " ".join(p.message for p in skipped[:3]))
     if len(files) > 1:
@@ -363,7 +461,7 @@ def _read_caption_folder(folder: Path, files: list[Path], limit: int | None) -> 
     for stem, text in texts.items():
         if stem not in images:
             result.problems.append(EvalProblem(name(text), None, "caption without an image of the same name"))
-    checked: dict[Path, str] = {}
+    checked: _Checked = {}
     for stem, image in sorted(images.items(), key=lambda pair: pair[1]):
         if limit is not None and len(result.items) >= limit:
             break
