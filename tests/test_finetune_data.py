@@ -1,4 +1,5 @@
-"""Fine-tune datasets (three formats, checks with file/line), answer-only labels, dynamic padding, the setup."""
+"""Fine-tune datasets (the .txt folder, ShareGPT and OpenAI-messages layouts, checks with file/line), answer-only
+labels, dynamic padding, the setup. The other layouts are in test_finetune_layouts.py."""
 
 import json
 import random
@@ -9,7 +10,7 @@ from vlmchat.errors import InputError
 from vlmchat.finetune.datasets import dataset_hash, preview_rows, read_dataset, split
 from vlmchat.finetune.setup import choose_setup
 from vlmchat.finetune.spec import JobSpec
-from vlmchat.plan import ModelSize
+from vlmchat.models.plan import ModelSize
 
 
 def write_caption_folder(folder, count=6, seed=0, language="es"):

@@ -1,20 +1,26 @@
 """Defensive image decoding: every picture a user hands us becomes an RGB image or a clear InputError.
 
 Handles empty, non-image, truncated and oversized files, decompression bombs, CMYK, 16-bit,
-alpha and palette images, animations (first frame) and EXIF rotation.
+alpha and palette images, animations (first frame) and EXIF rotation. A `data:` URL string
+(`data:image/png;base64,...`, as OpenAI's chat and fine-tuning formats carry images) is decoded
+like the bytes of a file.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
+import urllib.parse
 import warnings
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 64_000_000  # Pillow's bomb guard; a 8000 x 8000 photo still opens
+MAX_DATA_URL_BYTES = 25 * 2**20  # an embedded image is an upload: the default server.max_upload_mb
 
-ImageSource = str | Path | bytes | Image.Image
+ImageSource = str | Path | bytes | Image.Image  # a str is a path or a data: URL
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
@@ -35,14 +41,52 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def is_data_url(source) -> bool:
+    """True when `source` is a `data:` URL string rather than a path."""
+    return isinstance(source, str) and source[:5].lower() == "data:"
+
+
+def decode_data_url(url: str, name: str = "data: URL image", max_bytes: int | None = None) -> bytes:
+    """The bytes a `data:[type][;base64],payload` URL holds, or InputError (malformed, corrupt, too big)."""
+    from .errors import InputError
+
+    header, comma, payload = url.partition(",")
+    if not comma or not is_data_url(header):
+        raise InputError(f"'{name}' is not a valid data: URL; write it as data:image/png;base64,<base64 bytes>.")
+    limit = max_bytes or MAX_DATA_URL_BYTES
+
+    def too_big(size: float) -> InputError:
+        return InputError(f"'{name}' holds {size / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB limit for "
+                          "data: URL images; save the image as a file and use its path, or scale it down.")
+
+    if header.lower().endswith(";base64"):
+        payload = "".join(payload.split())  # encoders may wrap lines
+        if len(payload) * 3 // 4 > limit:
+            raise too_big(len(payload) * 3 / 4)
+        urlsafe = "-" in payload or "_" in payload
+        try:
+            return base64.b64decode(payload + "=" * (-len(payload) % 4), altchars=b"-_" if urlsafe else None,
+                                    validate=True)
+        except (binascii.Error, ValueError):
+            raise InputError(f"'{name}' is not valid base64; encode the image file again "
+                             "(base64.b64encode(open(path, 'rb').read()).decode()).") from None
+    data = urllib.parse.unquote_to_bytes(payload)
+    if len(data) > limit:
+        raise too_big(len(data))
+    return data
+
+
 def load_image(source: ImageSource, name: str | None = None, max_bytes: int | None = None) -> Image.Image:
-    """Decode `source` (path, bytes or PIL image) into an upright RGB image, or raise InputError."""
+    """Decode `source` (path, data: URL, bytes or PIL image) into an upright RGB image, or raise InputError."""
     from .errors import InputError
 
     if isinstance(source, Image.Image):
         return _to_rgb(ImageOps.exif_transpose(source) or source)
-    label = name or (Path(source).name if isinstance(source, (str, Path)) else "the image")
-    if isinstance(source, (str, Path)):
+    if is_data_url(source):
+        label = name or "data: URL image"
+        data = decode_data_url(source, label, max_bytes)
+    elif isinstance(source, (str, Path)):
+        label = name or Path(source).name
         path = Path(source)
         if not path.is_file():
             raise InputError(f"Image file '{label}' was not found; check the path or upload it again.")
@@ -52,6 +96,7 @@ def load_image(source: ImageSource, name: str | None = None, max_bytes: int | No
                              "resize it or raise server.max_upload_mb in settings.toml.")
         data = path.read_bytes()
     else:
+        label = name or "the image"
         data = bytes(source)
     if not data:
         raise InputError(f"'{label}' is empty (0 bytes); choose a real picture file.")

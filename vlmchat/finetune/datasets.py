@@ -1,28 +1,37 @@
-"""Fine-tuning datasets: the three accepted formats, read into samples, checked row by row.
+"""Fine-tuning datasets: which layout a folder or file holds, its rows read into samples, every row checked.
 
-Formats (DESIGN.md):
+Layouts (DESIGN.md; formats.py turns one row of each into a conversation):
 - a folder of images with same-name `.txt` captions (kohya / TagGUI): one caption turn per image;
-- LLaMA-Factory ShareGPT multimodal JSON/JSONL: `messages` (or `conversations`) whose string
-  contents carry `<image>` placeholders, and `images`, paths relative to the file;
-- OpenAI-style `messages` JSONL whose contents are lists of `{"type": "text"|"image"|"image_url"}` parts.
+- a Hugging Face `imagefolder`: images + `metadata.jsonl` or `metadata.csv` (`file_name` + a text
+  column), detected before the `.txt` layout; images without a metadata row are not samples;
+- LLaMA-Factory ShareGPT JSON/JSONL, LLaVA-Instruct JSON, OpenAI messages / vision fine-tuning JSONL
+  (images as paths or base64 `data:` URLs), told apart row by row;
+- vlmchat's own `caption --format jsonl|csv` output (`image`, `caption`).
+A folder holding one dataset file (and no `.txt` captions) is read as that file.
 
-`read_dataset(path)` returns a `DatasetReport`: the usable samples (in the processor's message
-format: `{"type": "image"}` parts + a list of image paths) and every problem with its file and line.
+`read_dataset(path)` returns a `DatasetReport`: the usable samples (processor-format messages + the
+images their image parts stand for: file paths or `data:` URLs, both opened by `load_image`) and
+every problem with its file and 1-based line.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from ..images import decode_data_url, is_data_url
+from . import formats
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-PLACEHOLDER = "<image>"
-ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "system": "system"}
+DATA_SUFFIXES = (".json", ".jsonl", ".csv")
+METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 DEFAULT_CAPTION_PROMPT = "Describe the image."
 
 
@@ -31,7 +40,7 @@ class Sample:
     """One training conversation: processor-format messages and the images its image parts stand for."""
 
     messages: tuple
-    images: tuple[str, ...]
+    images: tuple[str, ...]  # file paths or data: URLs
     source: str  # "file:line", shown in previews and problem lists
 
 
@@ -78,26 +87,131 @@ class DatasetReport:
 
 def read_dataset(path: str | Path, caption_prompt: str = DEFAULT_CAPTION_PROMPT, check_images: bool = True,
                  ) -> DatasetReport:
-    """Read a dataset folder or file in any accepted format and check every row."""
+    """Read a dataset folder or file in any accepted layout and check every row."""
     path = Path(path).expanduser()
     if path.is_dir():
-        annotations = sorted(p for p in path.iterdir() if p.suffix.lower() in (".json", ".jsonl"))
-        if len(annotations) == 1 and not any(p.suffix.lower() == ".txt" for p in path.iterdir()):
-            path = annotations[0]
-        else:
-            report = _read_caption_folder(path, caption_prompt)
-            return _check_images(report) if check_images else report
-    if not path.is_file():
-        raise InputError(f"'{path}' does not exist; give a folder of images with .txt captions, or a .json/.jsonl file.")
-    if path.suffix.lower() not in (".json", ".jsonl"):
-        raise InputError(f"'{path.name}' is neither a folder nor a .json/.jsonl file; see README (Fine-tune) "
-                         "for the accepted dataset formats.")
-    report = _read_json_rows(path)
+        report = _read_folder(path, caption_prompt)
+    elif path.is_file():
+        report = _read_file(path, caption_prompt)
+    else:
+        raise InputError(f"'{path}' does not exist; give a folder of images (with .txt captions or a "
+                         "metadata.jsonl), or a .json/.jsonl/.csv dataset file.")
     return _check_images(report) if check_images else report
 
 
+def _read_folder(folder: Path, prompt: str) -> DatasetReport:
+    metadata = _metadata_file(folder)
+    if metadata is not None:
+        return _read_file(metadata, prompt)
+    top = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    tables = sorted(p for p in top if p.suffix.lower() in DATA_SUFFIXES)
+    if tables and not any(p.suffix.lower() == ".txt" for p in top):
+        if len(tables) > 1:
+            raise InputError(f"'{folder}' holds several dataset files ({', '.join(p.name for p in tables)}); "
+                             "give the one to train on as the dataset path.")
+        return _read_file(tables[0], prompt)
+    report = _read_caption_folder(folder, prompt)
+    if not report.samples and not report.problems:
+        raise InputError(f"'{folder}' holds no images and no dataset file. Accepted layouts: "
+                         + formats.accepted_layouts())
+    return report
+
+
+def _metadata_file(folder: Path) -> Path | None:
+    """The imagefolder metadata of `folder` (or of its train/ split when the folder holds only splits)."""
+    places = [folder]
+    if not any(p.suffix.lower() in IMAGE_SUFFIXES + (".txt",) for p in folder.iterdir()):
+        places.append(folder / "train")
+    for place in places:
+        found = [place / name for name in METADATA_FILES if (place / name).is_file()]
+        if len(found) > 1:
+            raise InputError(f"'{place}' holds both metadata.jsonl and metadata.csv; keep the one to train on.")
+        if found:
+            return found[0]
+        if (place / "metadata.parquet").is_file():
+            raise InputError(f"'{place / 'metadata.parquet'}' is Parquet, which vlmchat does not read; save it as "
+                             "metadata.jsonl (pandas: read_parquet(...).to_json('metadata.jsonl', orient='records', "
+                             "lines=True)) or metadata.csv.")
+    return None
+
+
+def _read_file(path: Path, prompt: str) -> DatasetReport:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        header, rows = _csv_rows(path)
+        if not rows:
+            raise InputError(_empty(path, "it has a header but no rows" if header else "it has no rows"))
+        if "file_name" in header:
+            return _read_metadata(path, rows, prompt)
+        if {"image", "caption"} <= set(header):
+            return _read_rows(path, rows, prompt, f"{formats.CAPTIONS} CSV")
+        raise InputError(f"{path.name} has the columns {', '.join(header)}, which are no layout vlmchat reads; "
+                         f"the CSV layouts are {formats.accepted_layouts('.csv')}.")
+    if suffix not in (".json", ".jsonl"):
+        raise InputError(f"'{path.name}' is neither a folder nor a .json/.jsonl/.csv file; see README (Fine-tune) "
+                         "for the accepted dataset formats.")
+    rows = _json_rows(path)
+    if not rows:
+        raise InputError(_empty(path, "it holds no rows"))
+    valid = [row for _, row in rows if not isinstance(row, Exception)]
+    kinds = [formats.row_layout(row) for row in valid]
+    if valid and not any(kinds):
+        keys = ", ".join(valid[0]) if isinstance(valid[0], dict) else type(valid[0]).__name__
+        raise InputError(f"{path.name} is in no layout vlmchat reads (its first row has: {keys}). Accepted: "
+                         + formats.accepted_layouts(suffix))
+    if next((k for k in kinds if k), None) == formats.IMAGEFOLDER:
+        return _read_metadata(path, rows, prompt)
+    return _read_rows(path, rows, prompt, f"{formats.CAPTIONS} JSONL")
+
+
+def _empty(path: Path, detail: str) -> str:
+    return (f"{path.name} is empty: {detail}. Each row is one training example, in one of these layouts: "
+            + formats.accepted_layouts(path.suffix.lower()))
+
+
+def _read_rows(path: Path, rows: list, prompt: str, caption_format: str) -> DatasetReport:
+    """Conversation rows (ShareGPT, LLaVA, OpenAI) and caption rows, each parsed on its own."""
+    report = DatasetReport(str(path), "")
+    kinds = set()
+    for line, row in rows:
+        try:
+            if isinstance(row, Exception):
+                raise InputError(f"not valid JSON ({row})")
+            layout = formats.row_layout(row)
+            if layout == "conversation":
+                messages, images, kind = formats.conversation_row(row, path.parent)
+            elif layout == formats.CAPTIONS:
+                (messages, images), kind = formats.caption_row(row, path.parent, prompt), caption_format
+            else:
+                raise InputError("not a training row: give it 'messages' (or 'conversations'), or 'image' and "
+                                 "'caption'")
+            report.samples.append(Sample(messages, images, f"{path.name}:{line}"))
+            kinds.add(kind)
+        except InputError as exc:
+            report.problems.append(Problem(path.name, line, str(exc)))
+    named = sorted(kinds - {formats.TEXT_ONLY}) or sorted(kinds)
+    report.format = " + ".join(named) or "JSON rows"
+    return report
+
+
+def _read_metadata(path: Path, rows: list, prompt: str) -> DatasetReport:
+    """Hugging Face imagefolder metadata: each row's file_name answered by its caption column."""
+    column = formats.text_column([row for _, row in rows if isinstance(row, dict)], path.name)
+    report = DatasetReport(str(path.parent), f"{formats.IMAGEFOLDER} ({path.name})")
+    name = path.name
+    for line, row in rows:
+        try:
+            if not isinstance(row, dict):
+                raise InputError(f"not valid JSON ({row})" if isinstance(row, Exception) else "not a JSON object")
+            messages, images = formats.imagefolder_row(row, column, path.parent, prompt)
+            report.samples.append(Sample(messages, images, f"{name}:{line}"))
+        except InputError as exc:
+            report.problems.append(Problem(name, line, str(exc)))
+    return report
+
+
 def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
-    report = DatasetReport(str(folder), "image folder with .txt captions")
+    report = DatasetReport(str(folder), formats.CAPTION_FOLDER)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     images = {p.with_suffix(""): p for p in files if p.suffix.lower() in IMAGE_SUFFIXES}
     captions = {p.with_suffix(""): p for p in files if p.suffix.lower() == ".txt"}
@@ -108,14 +222,13 @@ def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
         if stem not in captions:
             report.problems.append(Problem(_rel(image, folder), None, f"no caption file {stem.name}.txt"))
             continue
-        text = captions[stem].read_text(encoding="utf-8", errors="replace").strip()
-        if not text:
-            report.problems.append(Problem(_rel(captions[stem], folder), 1, "empty caption"))
+        text = captions[stem].read_text(encoding="utf-8", errors="replace")
+        try:
+            messages, paths = formats.caption_turns(str(image), text, prompt)
+        except InputError as exc:
+            report.problems.append(Problem(_rel(captions[stem], folder), 1, str(exc)))
             continue
-        user = [{"type": "image"}] + ([{"type": "text", "text": prompt}] if prompt else [])
-        messages = ({"role": "user", "content": user},
-                    {"role": "assistant", "content": [{"type": "text", "text": text}]})
-        report.samples.append(Sample(messages, (str(image),), _rel(image, folder)))
+        report.samples.append(Sample(messages, paths, _rel(image, folder)))
     return report
 
 
@@ -126,15 +239,27 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _rows(path: Path):
-    """(line, row) pairs of a JSONL file or a JSON list (line = item number there), or InputError."""
+_TRAILING_COMMA = re.compile(r'("(?:[^"\\]|\\.)*")|,(\s*[\]}])')
+
+
+def _json_rows(path: Path) -> list[tuple[int, object]]:
+    """(line, row) pairs of a JSON list, a single JSON object or JSON Lines; a bad JSONL line is its exception."""
     text = path.read_text(encoding="utf-8-sig")
-    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+    start = text.lstrip()
+    if start.startswith("["):
         try:
-            data = json.loads(text)
+            return _json_list(text)
+        except ValueError:
+            pass
+        try:  # LLaVA's own example has a trailing comma; JSON forbids it, people copy it
+            return _json_list(_TRAILING_COMMA.sub(lambda m: m.group(1) or m.group(2), text))
         except ValueError as exc:
             raise InputError(f"{path.name} is not valid JSON ({exc}); fix the line it names.") from None
-        return list(enumerate(data, start=1)), "item"
+    if path.suffix.lower() == ".json" and start.startswith("{"):
+        try:
+            return [(text[:len(text) - len(start)].count("\n") + 1, json.loads(text))]
+        except ValueError:
+            pass  # not one object: JSON Lines in a .json file
     rows = []
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
@@ -142,124 +267,46 @@ def _rows(path: Path):
                 rows.append((number, json.loads(line)))
             except ValueError as exc:
                 rows.append((number, exc))
-    return rows, "line"
+    return rows
 
 
-def _read_json_rows(path: Path) -> DatasetReport:
-    rows, unit = _rows(path)
-    report = DatasetReport(str(path), "")
-    kinds = set()
-    for number, row in rows:
-        try:
-            if isinstance(row, Exception):
-                raise InputError(f"not valid JSON ({row})")
-            sample, kind = _parse_row(row, path, f"{path.name}:{number}")
-            kinds.add(kind)
-            report.samples.append(sample)
-        except InputError as exc:
-            report.problems.append(Problem(path.name, number, str(exc)))
-    report.format = " + ".join(sorted(kinds)) or "JSON rows"
-    if unit == "item":
-        report.format += " (line = item number)"
-    return report
+def _json_list(text: str) -> list[tuple[int, object]]:
+    """The items of a top-level JSON list, each with the line it starts on."""
+    decoder, rows = json.JSONDecoder(), []
+    skip = re.compile(r"\s*")
+    pos = skip.match(text, text.index("[") + 1).end()
+    line, counted = 1, 0
+    while pos < len(text) and text[pos] != "]":
+        item, end = decoder.raw_decode(text, pos)
+        line, counted = line + text.count("\n", counted, pos), pos
+        rows.append((line, item))
+        pos = skip.match(text, end).end()
+        if pos < len(text) and text[pos] == ",":
+            pos = skip.match(text, pos + 1).end()
+        elif pos >= len(text) or text[pos] != "]":
+            raise json.JSONDecodeError("expected ',' or ']' after an item", text, pos)
+    if pos >= len(text) or text[pos + 1:].strip():
+        raise json.JSONDecodeError("the list does not end with ']' alone", text, min(pos, len(text) - 1))
+    return rows
 
 
-def _parse_row(row, path: Path, source: str) -> tuple[Sample, str]:
-    if not isinstance(row, dict):
-        raise InputError("a row must be a JSON object with 'messages'")
-    turns = row.get("messages", row.get("conversations"))
-    if not isinstance(turns, list) or not turns:
-        raise InputError("no 'messages' (or 'conversations') list")
-    if all(isinstance(_content(t), str) for t in turns):
-        return _parse_sharegpt(row, turns, path, source), "ShareGPT (LLaMA-Factory)"
-    return _parse_openai(turns, path, source), "OpenAI messages"
-
-
-def _content(turn):
-    return turn.get("content", turn.get("value")) if isinstance(turn, dict) else None
-
-
-def _role(turn, index: int) -> str:
-    role = ROLES.get(str(turn.get("role", turn.get("from", ""))).lower())
-    if role is None:
-        raise InputError(f"message {index + 1} has role {turn.get('role', turn.get('from'))!r}; "
-                         "use user/assistant/system (or human/gpt)")
-    return role
-
-
-def _parse_sharegpt(row: dict, turns: list, path: Path, source: str) -> Sample:
-    images = row.get("images", []) or []
-    if isinstance(images, str):
-        images = [images]
-    placeholders = sum(_content(t).count(PLACEHOLDER) for t in turns)
-    if placeholders != len(images):
-        raise InputError(f"{placeholders} {PLACEHOLDER} placeholders but {len(images)} images; they must match")
-    messages = []
-    for index, turn in enumerate(turns):
-        pieces = _content(turn).split(PLACEHOLDER)
-        content = []
-        for i, piece in enumerate(pieces):
-            if i:
-                content.append({"type": "image"})
-            if piece.strip():
-                content.append({"type": "text", "text": piece.strip()})
-        messages.append({"role": _role(turn, index), "content": content})
-    _check_turns(messages)
-    return Sample(tuple(messages), tuple(_image_path(p, path) for p in images), source)
-
-
-def _parse_openai(turns: list, path: Path, source: str) -> Sample:
-    messages, images = [], []
-    for index, turn in enumerate(turns):
-        raw = _content(turn)
-        parts = [{"type": "text", "text": raw}] if isinstance(raw, str) else raw
-        if not isinstance(parts, list):
-            raise InputError(f"message {index + 1}: content must be a string or a list of parts")
-        content = []
-        for part in parts:
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "text":
-                if str(part.get("text", "")).strip():
-                    content.append({"type": "text", "text": str(part["text"]).strip()})
-            elif kind in ("image", "image_url"):
-                images.append(_image_path(_image_reference(part), path))
-                content.append({"type": "image"})
-            else:
-                raise InputError(f"message {index + 1}: unknown content part {kind!r}; use text, image or image_url")
-        messages.append({"role": _role(turn, index), "content": content})
-    _check_turns(messages)
-    return Sample(tuple(messages), tuple(images), source)
-
-
-def _image_reference(part: dict) -> str:
-    value = part.get("image") or part.get("path") or part.get("url") or part.get("image_url")
-    if isinstance(value, dict):
-        value = value.get("url") or value.get("path")
-    if not isinstance(value, str) or not value:
-        raise InputError("an image part names no file; use {\"type\": \"image\", \"image\": \"path\"}")
-    if value.startswith(("http://", "https://", "data:")):
-        raise InputError("images must be local files (URLs and data: URIs are not fetched); save them beside the file")
-    return value.removeprefix("file://")
-
-
-def _image_path(reference: str, annotation: Path) -> str:
-    path = Path(reference).expanduser()
-    return str(path if path.is_absolute() else (annotation.parent / path))
-
-
-def _check_turns(messages: list[dict]) -> None:
-    """Roles alternate user/assistant (after an optional system message) and end with a non-empty answer."""
-    body = messages[1:] if messages and messages[0]["role"] == "system" else messages
-    if not body:
-        raise InputError("no user message")
-    for index, message in enumerate(body):
-        expected = "user" if index % 2 == 0 else "assistant"
-        if message["role"] != expected:
-            raise InputError(f"roles must alternate user, assistant, …; message {index + 1} is {message['role']}")
-        if expected == "assistant" and not any(p.get("text") for p in message["content"]):
-            raise InputError(f"empty answer in message {index + 1}")
-    if body[-1]["role"] != "assistant":
-        raise InputError("the conversation must end with an assistant answer")
+def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """The header and (line, row) pairs of a CSV file; line is where a (possibly multi-line) record starts."""
+    reader = csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig")))
+    header, rows, line = [], [], 0
+    try:
+        for record in reader:
+            start, line = line + 1, reader.line_num
+            if not any(cell.strip() for cell in record):
+                continue
+            if not header:
+                header = [name.strip() for name in record]
+                continue
+            cells = record + [""] * (len(header) - len(record))
+            rows.append((start, {name: cell for name, cell in zip(header, cells) if name}))
+    except csv.Error as exc:
+        raise InputError(f"{path.name} is not a readable CSV file (line {reader.line_num}: {exc}).") from None
+    return header, rows
 
 
 def _check_images(report: DatasetReport) -> DatasetReport:
@@ -269,8 +316,8 @@ def _check_images(report: DatasetReport) -> DatasetReport:
     good = []
     for sample in report.samples:
         try:
-            for image in sample.images:
-                load_image(image)
+            for index, image in enumerate(sample.images, start=1):
+                load_image(image, name=f"image {index} (data: URL)" if is_data_url(image) else None)
             good.append(sample)
         except InputError as exc:
             file, _, line = sample.source.rpartition(":")
@@ -295,8 +342,18 @@ def dataset_hash(samples: list[Sample]) -> str:
     for sample in samples:
         digest.update(json.dumps(sample.messages, sort_keys=True, ensure_ascii=False).encode())
         for image in sample.images:
-            digest.update(Path(image).read_bytes())
+            digest.update(decode_data_url(image) if is_data_url(image) else Path(image).read_bytes())
     return digest.hexdigest()
+
+
+def image_label(image: str) -> str:
+    """How an image is shown in a preview: its path, or 'data: URL image (png, 12.3 KB)' without the bytes."""
+    if not is_data_url(image):
+        return image
+    header, _, payload = image.partition(",")
+    kind = header[5:].split(";")[0].rpartition("/")[2] or "unknown type"
+    size = len(payload) * 3 / 4 if header.lower().endswith(";base64") else len(payload)
+    return f"data: URL image ({kind}, {size / 1024:.1f} KB)"  # no '/': the preview shows Path(label).name
 
 
 def preview_rows(report: DatasetReport, count: int = 5) -> list[dict]:
@@ -305,6 +362,6 @@ def preview_rows(report: DatasetReport, count: int = 5) -> list[dict]:
     for sample in report.samples[:count]:
         text = lambda role: " / ".join(  # noqa: E731
             p["text"] for m in sample.messages if m["role"] == role for p in m["content"] if p.get("text"))
-        rows.append({"source": sample.source, "images": list(sample.images), "prompt": text("user"),
-                     "answer": text("assistant")})
+        rows.append({"source": sample.source, "images": [image_label(i) for i in sample.images],
+                     "prompt": text("user"), "answer": text("assistant")})
     return rows

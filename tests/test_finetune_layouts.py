@@ -1,0 +1,478 @@
+"""Dataset layouts as their own documentation writes them: LLaVA-Instruct JSON, OpenAI vision fine-tuning
+JSONL (base64 data: URLs), Hugging Face imagefolder metadata, vlmchat's own caption output; empty and
+unrecognised files; data: URLs through load_image, the hash, the preview and the training encoder."""
+
+import base64
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from vlmchat.errors import InputError
+from vlmchat.finetune.datasets import dataset_hash, preview_rows, read_dataset
+from vlmchat.images import load_image
+
+RED, GREEN, BLUE, YELLOW = (220, 20, 30), (20, 200, 40), (30, 40, 210), (240, 220, 20)
+IMAGE, PROMPT = {"type": "image"}, "Describe the image."
+
+
+def picture_bytes(colour, fmt="PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (24, 16), colour).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def data_url(colour, fmt="PNG") -> str:
+    """A real base64 data: URL, made the way OpenAI's guide shows (base64 of the file's bytes)."""
+    return f"data:image/{fmt.lower()};base64,{base64.b64encode(picture_bytes(colour, fmt)).decode()}"
+
+
+def save(path, colour):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(picture_bytes(colour, "JPEG" if path.suffix == ".jpg" else "PNG"))
+    return path
+
+
+def colour_of(image) -> tuple:
+    return load_image(image).getpixel((12, 8))
+
+
+def assert_colour(image, expected):
+    assert all(abs(a - b) <= 12 for a, b in zip(colour_of(image), expected)), (colour_of(image), expected)
+
+
+def text(value):
+    return {"type": "text", "text": value}
+
+
+def item_lines(text_of_file: str) -> list[int]:
+    """The line each top-level item of a json.dumps(..., indent=2) list starts on."""
+    return [n for n, line in enumerate(text_of_file.splitlines(), start=1) if line == "  {"]
+
+
+# LLaVA-Instruct JSON (LLaVA docs/Finetune_Custom_Data.md)
+
+def test_llava_instruct_json_as_documented(tmp_path):
+    save(tmp_path / "part-000001" / "997bb945-628d-4724-b370-b84de974a19f.jpg", RED)
+    save(tmp_path / "images" / "001.png", GREEN)  # LLaVA's image folder beside the JSON
+    save(tmp_path / "002.png", BLUE)
+    save(tmp_path / "003.png", YELLOW)
+    rows = [
+        {"id": "997bb945-628d-4724-b370-b84de974a19f",
+         "image": "part-000001/997bb945-628d-4724-b370-b84de974a19f.jpg",
+         "conversations": [
+             {"from": "human", "value": "<image>\nWrite a prompt for Stable Diffusion to generate this image."},
+             {"from": "gpt", "value": "a beautiful painting, hyper detailed, octane render. "}]},
+        {"id": "1", "image": "001.png",
+         "conversations": [{"from": "human", "value": "What colour is it?\n<image>"},
+                           {"from": "gpt", "value": "Green."}]},
+        {"id": "2", "image": "002.png",
+         "conversations": [{"from": "human", "value": "Name the colour."}, {"from": "gpt", "value": "Blue."},
+                           {"from": "human", "value": "Sure?"}, {"from": "gpt", "value": "Yes."}]},
+        {"id": "3", "image": ["002.png", "003.png"],
+         "conversations": [{"from": "human", "value": "<image>\n<image>\nWhich comes first?"},
+                           {"from": "gpt", "value": "The blue one."}]},
+        {"id": "4", "conversations": [{"from": "human", "value": "Say hello."}, {"from": "gpt", "value": "Hello."}]},
+    ]
+    path = tmp_path / "llava_instruct.json"
+    path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    report = read_dataset(path)
+    assert report.format == "LLaVA-Instruct JSON" and report.problems == []
+    first, end, none, two, text_only = report.samples
+    assert [s.source for s in report.samples] == [f"llava_instruct.json:{n}" for n in item_lines(path.read_text())]
+    assert first.messages[0] == {"role": "user", "content": [
+        IMAGE, text("Write a prompt for Stable Diffusion to generate this image.")]}
+    assert first.messages[1] == {"role": "assistant",
+                                 "content": [text("a beautiful painting, hyper detailed, octane render.")]}
+    assert end.messages[0]["content"] == [text("What colour is it?"), IMAGE]
+    assert end.images == (str(tmp_path / "images" / "001.png"),)
+    assert none.messages[0]["content"] == [IMAGE, text("Name the colour.")] and len(none.messages) == 4
+    assert two.messages[0]["content"] == [IMAGE, IMAGE, text("Which comes first?")]
+    assert two.images == (str(tmp_path / "002.png"), str(tmp_path / "003.png"))
+    assert text_only.images == () and text_only.messages[1]["content"] == [text("Hello.")]
+    for sample, colour in ((first, RED), (end, GREEN), (none, BLUE)):
+        assert_colour(sample.images[0], colour)
+    assert_colour(two.images[1], YELLOW)
+
+
+def test_llava_example_copied_from_its_docs_with_the_trailing_comma(tmp_path):
+    save(tmp_path / "part-000001" / "997bb945-628d-4724-b370-b84de974a19f.jpg", RED)
+    path = tmp_path / "custom.json"
+    path.write_text(r'''[
+  {
+    "id": "997bb945-628d-4724-b370-b84de974a19f",
+    "image": "part-000001/997bb945-628d-4724-b370-b84de974a19f.jpg",
+    "conversations": [
+      {
+        "from": "human",
+        "value": "<image>\nWrite a prompt for Stable Diffusion to generate this image."
+      },
+      {
+        "from": "gpt",
+        "value": "a red painting, cel shading. "
+      },
+    ]
+  }
+]
+''', encoding="utf-8")
+    report = read_dataset(path)
+    assert report.problems == [] and len(report.samples) == 1
+    assert report.samples[0].source == "custom.json:2"
+    assert report.samples[0].messages[1]["content"] == [text("a red painting, cel shading.")]
+
+
+def test_llava_rows_with_problems_name_the_fix(tmp_path):
+    save(tmp_path / "a.png", RED)
+    turns = [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "Red."}]
+    rows = [
+        {"id": "ok", "image": "a.png", "conversations": turns},
+        {"id": "missing", "image": "nope.jpg", "conversations": turns},
+        {"id": "count", "image": "a.png", "conversations": [
+            {"from": "human", "value": "<image>\n<image>\nBoth?"}, {"from": "gpt", "value": "No."}]},
+        {"id": "web", "image": "http://images.cocodataset.org/train2017/000000033471.jpg", "conversations": turns},
+        {"id": "both", "image": "a.png", "images": ["a.png"], "conversations": turns},
+        {"id": "no image key", "conversations": turns},
+    ]
+    path = tmp_path / "llava.json"
+    path.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    report = read_dataset(path)
+    assert [s.source for s in report.samples] == [f"llava.json:{item_lines(path.read_text())[0]}"]
+    lines = item_lines(path.read_text())
+    problems = {p.line: p.message for p in report.problems}
+    assert sorted(problems) == lines[1:]
+    assert str(tmp_path / "nope.jpg") in problems[lines[1]]
+    assert str(tmp_path / "images" / "nope.jpg") in problems[lines[1]]
+    assert problems[lines[2]].startswith("2 <image> placeholders but 1 images in 'image'; put one <image> per image")
+    assert "download the image first and use a local path or a data: URL" in problems[lines[3]]
+    assert "keep one" in problems[lines[4]]
+    assert "list the image files in 'images' (LLaMA-Factory) or 'image' (LLaVA)" in problems[lines[5]]
+
+
+# OpenAI vision fine-tuning JSONL (OpenAI's vision fine-tuning guide)
+
+def test_openai_vision_fine_tuning_jsonl_with_base64_data_urls(tmp_path):
+    artwork, photo = data_url(RED, "JPEG"), data_url(BLUE)
+    rows = [
+        {"messages": [
+            {"role": "system", "content": "You are an assistant that identifies and describes artworks."},
+            {"role": "user", "content": "Describe this artwork."},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": artwork}}]},
+            {"role": "assistant", "content": "A red square on white."}]},
+        {"messages": [
+            {"role": "system", "content": "You describe photos."},
+            {"role": "user", "content": [{"type": "text", "text": "What colour is this?"},
+                                         {"type": "image_url", "image_url": {"url": photo, "detail": "low"}}]},
+            {"role": "assistant", "content": "Blue."}]},
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    report = read_dataset(path)
+    assert report.format == "OpenAI vision fine-tuning JSONL" and report.problems == []
+    art, blue = report.samples
+    assert [m["role"] for m in art.messages] == ["system", "user", "assistant"]  # the two user messages are one turn
+    assert art.messages[1]["content"] == [text("Describe this artwork."), IMAGE]
+    assert art.messages[2]["content"] == [text("A red square on white.")]
+    assert blue.messages[1]["content"] == [text("What colour is this?"), IMAGE]
+    assert art.images == (artwork,) and blue.source == "train.jsonl:2"
+    assert_colour(art.images[0], RED)
+    assert_colour(blue.images[0], BLUE)
+    labels = preview_rows(report)[0]["images"]
+    assert labels[0].startswith("data: URL image (jpeg, ") and "/" not in labels[0] and len(labels[0]) < 60
+
+
+def test_openai_rows_with_problems(tmp_path, monkeypatch):
+    def row(url, answer="Red."):
+        return {"messages": [{"role": "user", "content": [{"type": "text", "text": "Colour?"},
+                                                          {"type": "image_url", "image_url": {"url": url}}]},
+                             {"role": "assistant", "content": answer}]}
+
+    text_bytes = base64.b64encode(b"this is not a picture").decode()
+    rows = [
+        row(data_url(RED)),
+        row("https://upload.wikimedia.org/wikipedia/commons/3/36/Danbo_Cheese.jpg"),
+        row("data:image/png;base64,@@not*base64@@"),
+        row(f"data:image/png;base64,{text_bytes}"),
+        {"messages": [{"role": "user", "content": "Draw a red square."},
+                      {"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": data_url(RED)}}]}]},
+        row("data:image/png;base64," + "A" * 400),
+    ]
+    path = tmp_path / "vision.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    monkeypatch.setattr("vlmchat.images.MAX_DATA_URL_BYTES", 200)
+    report = read_dataset(path)
+    assert [s.source for s in report.samples] == ["vision.jsonl:1"]
+    problems = {p.line: p.message for p in report.problems}
+    assert sorted(problems) == [2, 3, 4, 5, 6]
+    assert "web URLs are not fetched: download the image first and use a local path or a data: URL" in problems[2]
+    assert problems[3].startswith("'image 1 (data: URL)' is not valid base64")
+    assert problems[4].startswith("'image 1 (data: URL)' is not an image")
+    assert "images belong in user messages" in problems[5]
+    assert "over the 0 MB limit for data: URL images" in problems[6]
+
+
+def test_data_url_images_hash_like_the_same_file_and_show_in_the_tab_preview(tmp_path):
+    save(tmp_path / "red.png", RED)
+    turns = lambda image: {"messages": [  # noqa: E731
+        {"role": "user", "content": [{"type": "text", "text": "Colour?"},
+                                     {"type": "image_url", "image_url": {"url": image}}]},
+        {"role": "assistant", "content": "Red."}]}
+    for name, image in (("url.jsonl", data_url(RED)), ("file.jsonl", "red.png"), ("other.jsonl", data_url(GREEN))):
+        (tmp_path / name).write_text(json.dumps(turns(image)) + "\n", encoding="utf-8")
+    url, file, other = (read_dataset(tmp_path / n).samples for n in ("url.jsonl", "file.jsonl", "other.jsonl"))
+    assert dataset_hash(url) == dataset_hash(file) != dataset_hash(other)
+
+    from vlmchat.ui.finetune_tab import _check_result
+
+    report = read_dataset(tmp_path / "url.jsonl")
+    markdown, rows = _check_result({"format": report.format, "samples": 1, "problems": [],
+                                    "preview": preview_rows(report)})
+    assert "OpenAI vision fine-tuning JSONL" in markdown
+    assert rows == [["url.jsonl:1", "data: URL image (png, 0.1 KB)", "Colour?", "Red."]]
+
+
+# Hugging Face imagefolder (datasets docs: "Create an image dataset")
+
+def test_imagefolder_metadata_jsonl_as_documented(tmp_path):
+    folder = tmp_path / "folder"
+    for name, colour in (("0001.png", RED), ("0002.png", GREEN), ("0003.png", BLUE), ("dogs/0004.png", YELLOW),
+                         ("unlisted.png", RED)):
+        save(folder / name, colour)
+    (folder / "0001.txt").write_text("a sidecar caption that the metadata outranks")
+    (folder / "metadata.jsonl").write_text(
+        '{"file_name": "0001.png", "text": "This is a golden retriever playing with a ball"}\n'
+        '{"file_name": "0002.png", "text": "A german shepherd"}\n'
+        '{"file_name": "0003.png", "text": "One chihuahua"}\n'
+        '{"file_name": "dogs/0004.png", "text": "A yellow dog"}\n'
+        '{"file_name": "gone.png", "text": "A lost dog"}\n'
+        '{"file_name": "0002.png", "text": ""}\n', encoding="utf-8")
+    report = read_dataset(folder, caption_prompt="What dog is this?")
+    assert report.format == "Hugging Face imagefolder (metadata.jsonl)"
+    assert [s.source for s in report.samples] == [f"metadata.jsonl:{n}" for n in (1, 2, 3, 4)]
+    first = report.samples[0]
+    assert first.messages == ({"role": "user", "content": [IMAGE, text("What dog is this?")]},
+                              {"role": "assistant",
+                               "content": [text("This is a golden retriever playing with a ball")]})
+    assert report.samples[3].images == (str(folder / "dogs" / "0004.png"),)
+    for sample, colour in zip(report.samples, (RED, GREEN, BLUE, YELLOW)):
+        assert_colour(sample.images[0], colour)
+    assert [str(p) for p in report.problems] == [
+        f"metadata.jsonl:5: file_name 'gone.png' was not found: neither {folder / 'gone.png'} nor "
+        f"{folder / 'images' / 'gone.png'} exists (paths are relative to the dataset file's folder)",
+        "metadata.jsonl:6: empty caption"]
+    direct = read_dataset(folder / "metadata.jsonl", caption_prompt="What dog is this?")
+    assert direct.samples == report.samples and direct.format == report.format
+
+
+def test_imagefolder_metadata_csv_and_the_train_split_folder(tmp_path):
+    split = tmp_path / "folder" / "train"
+    save(split / "0001.png", RED)
+    save(split / "images" / "0002.png", GREEN)
+    (split / "metadata.csv").write_text(
+        "file_name,additional_feature\n"
+        "0001.png,This is a first value of a text feature you added to your images\n"
+        'images/0002.png,"A second value,\nwritten on two lines"\n'
+        "0003.png,This one has no picture\n", encoding="utf-8")
+    report = read_dataset(tmp_path / "folder")
+    assert report.format == "Hugging Face imagefolder (metadata.csv)"
+    assert [s.source for s in report.samples] == ["metadata.csv:2", "metadata.csv:3"]
+    assert report.samples[1].messages[1]["content"] == [text("A second value,\nwritten on two lines")]
+    assert_colour(report.samples[1].images[0], GREEN)
+    assert [p.line for p in report.problems] == [5] and "was not found" in report.problems[0].message
+
+
+@pytest.mark.parametrize("header, values, column", [
+    ("file_name,label,text", "cat,a cat on a sofa", "a cat on a sofa"),
+    ("file_name,caption,description", "a cat,a long description", "a cat"),
+    ("file_name,id,description", "17,a cat by a window", "a cat by a window"),
+    ("file_name, prompt", "a cat in a box", "a cat in a box"),
+    ("file_name,score,tags", "0.5,cat|sofa", "cat|sofa"),
+])
+def test_imagefolder_caption_column(tmp_path, header, values, column):
+    save(tmp_path / "0001.png", RED)
+    (tmp_path / "metadata.csv").write_text(f"{header}\n0001.png,{values}\n", encoding="utf-8")
+    report = read_dataset(tmp_path)
+    assert report.samples[0].messages[1]["content"] == [text(column)]
+
+
+@pytest.mark.parametrize("header, values, message", [
+    ("file_name,n,m", "1,2", "its columns are file_name, n, m"),
+    ("file_name,title,notes", "Cat,on a sofa", "title, notes could each be it"),
+])
+def test_imagefolder_without_a_clear_caption_column_says_how_to_name_it(tmp_path, header, values, message):
+    save(tmp_path / "0001.png", RED)
+    (tmp_path / "metadata.csv").write_text(f"{header}\n0001.png,{values}\n", encoding="utf-8")
+    with pytest.raises(InputError, match=f"{message}.*name the caption column 'text'"):
+        read_dataset(tmp_path)
+
+
+# vlmchat's own `caption --format jsonl|csv` output: the closed loop
+
+@pytest.mark.parametrize("fmt, name", [("jsonl", "vlmchat caption JSONL"), ("csv", "vlmchat caption CSV")])
+def test_caption_output_of_vlmchat_trains(tmp_path, fmt, name):
+    from vlmchat.caption.io import open_captions
+
+    folder = tmp_path / "shots"
+    red, green = save(folder / "red.png", RED), save(folder / "sub" / "green.png", GREEN)
+    elsewhere = save(tmp_path / "elsewhere" / "blue.png", BLUE)
+    output = folder / f"captions.{fmt}"
+    store = open_captions(fmt, output, overwrite=False)
+    for image, caption in ((red, "a red card"), (green, "a green leaf, on grass"), (elsewhere, "a blue sky")):
+        store.put(image, caption)
+    store.close()
+    for path in (output, folder):  # the file itself, or the folder holding it and its images
+        report = read_dataset(path)
+        assert report.format == name and report.problems == []
+        by_answer = {s.messages[1]["content"][0]["text"]: s for s in report.samples}
+        assert set(by_answer) == {"a red card", "a green leaf, on grass", "a blue sky"}
+        assert by_answer["a red card"].messages[0]["content"] == [IMAGE, text(PROMPT)]
+        assert by_answer["a green leaf, on grass"].images == (str(folder / "sub" / "green.png"),)
+        for answer, colour in (("a red card", RED), ("a green leaf, on grass", GREEN), ("a blue sky", BLUE)):
+            assert_colour(by_answer[answer].images[0], colour)
+
+
+def test_caption_rows_with_problems(tmp_path):
+    save(tmp_path / "red.png", RED)
+    (tmp_path / "captions.csv").write_text("image,caption\nred.png,a red card\nmissing.png,a ghost\nred.png,\n"
+                                           "https://example.com/a.png,a web picture\n", encoding="utf-8")
+    report = read_dataset(tmp_path / "captions.csv")
+    assert len(report.samples) == 1
+    problems = {p.line: p.message for p in report.problems}
+    assert sorted(problems) == [3, 4, 5]
+    assert "was not found" in problems[3] and problems[4] == "empty caption"
+    assert "download the image first" in problems[5]
+
+
+# Empty and unrecognised files, folders
+
+@pytest.mark.parametrize("name, content, example", [
+    ("data.jsonl", "", '"messages"'),
+    ("data.jsonl", "\n  \n", '"caption"'),
+    ("data.json", "[]", '"conversations"'),
+    ("data.json", "  [\n ]\n", '"images"'),
+    ("captions.csv", "", "image,caption"),
+    ("captions.csv", "image,caption\n", "file_name,text"),
+])
+def test_an_empty_file_says_it_is_empty_and_what_a_row_looks_like(tmp_path, name, content, example):
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    with pytest.raises(InputError, match=f"^{name} is empty: ") as error:
+        read_dataset(tmp_path / name)
+    assert example in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_file_in_no_known_layout_lists_the_layouts_with_an_example_each(tmp_path):
+    (tmp_path / "qa.jsonl").write_text('{"question": "Colour?", "answer": "red"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"its first row has: question, answer") as error:
+        read_dataset(tmp_path / "qa.jsonl")
+    for layout in ("ShareGPT (LLaMA-Factory): {", "OpenAI messages / vision fine-tuning JSONL: {",
+                   "Hugging Face imagefolder (metadata.jsonl / metadata.csv): {", "vlmchat caption JSONL / CSV: {"):
+        assert layout in str(error.value)
+    (tmp_path / "table.csv").write_text("path,label\na.png,cat\n", encoding="utf-8")
+    with pytest.raises(InputError, match="columns path, label, which are no layout.*image,caption"):
+        read_dataset(tmp_path / "table.csv")
+
+
+def test_folders_with_nothing_or_too_much_say_so(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="holds no images and no dataset file"):
+        read_dataset(tmp_path / "empty")
+    (tmp_path / "two").mkdir()
+    for name in ("train.jsonl", "val.jsonl"):
+        (tmp_path / "two" / name).write_text("{}\n")
+    with pytest.raises(InputError, match=r"several dataset files \(train.jsonl, val.jsonl\)"):
+        read_dataset(tmp_path / "two")
+
+
+# data: URLs in load_image
+
+def test_load_image_decodes_data_urls_and_refuses_bad_ones():
+    payload = base64.b64encode(picture_bytes(GREEN)).decode()
+    assert_colour(f"data:image/png;base64,{payload}", GREEN)
+    wrapped = "\n".join(payload[i:i + 76] for i in range(0, len(payload), 76))
+    assert_colour(f"data:image/png;base64,{wrapped}", GREEN)
+    urlsafe = base64.urlsafe_b64encode(picture_bytes(BLUE)).decode().rstrip("=")
+    assert_colour(f"data:image/png;base64,{urlsafe}", BLUE)
+    from urllib.parse import quote_from_bytes
+
+    assert_colour("data:image/png," + quote_from_bytes(picture_bytes(RED)), RED)
+    with pytest.raises(InputError, match="'data: URL image' is not valid base64"):
+        load_image("data:image/png;base64,%%%")
+    with pytest.raises(InputError, match="not a valid data: URL"):
+        load_image("data:image/png;base64")
+    with pytest.raises(InputError, match="over the 0 MB limit"):
+        load_image(f"data:image/png;base64,{payload}", max_bytes=50)
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        load_image(f"data:image/png;base64,{payload[:80]}")
+
+
+# Every layout reaches the training encoder
+
+def test_samples_of_every_layout_encode_for_training(tmp_path, demo_model_path):
+    from transformers import AutoProcessor
+
+    from vlmchat.finetune.batches import EncodedSamples, micro_batch
+
+    save(tmp_path / "a.png", RED)
+    save(tmp_path / "images" / "b.png", GREEN)
+    (tmp_path / "llava.json").write_text(json.dumps([{"id": "1", "image": "b.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "verde"}]}]))
+    (tmp_path / "openai.jsonl").write_text(json.dumps({"messages": [
+        {"role": "user", "content": "Describe the image."},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(BLUE, "JPEG")}}]},
+        {"role": "assistant", "content": "un cuadrado azul"}]}) + "\n")
+    (tmp_path / "captions.jsonl").write_text(json.dumps({"image": "a.png", "caption": "un círculo rojo"}) + "\n")
+    folder = tmp_path / "hf"
+    save(folder / "0001.png", YELLOW)
+    (folder / "metadata.csv").write_text("file_name,text\n0001.png,un triángulo amarillo\n")
+    samples = [s for p in ("llava.json", "openai.jsonl", "captions.jsonl", "hf")
+               for s in read_dataset(tmp_path / p).samples]
+    assert len(samples) == 4
+    processor = AutoProcessor.from_pretrained(demo_model_path)
+    data = EncodedSamples(samples, processor, max_length=512)
+    batch = micro_batch(data, [0, 1, 2, 3], processor.tokenizer.pad_token_id)
+    assert data.skipped == {} and batch["pixel_values"].shape[0] == 4
+    learned = processor.tokenizer.decode(data.get(1)["labels"][data.get(1)["labels"] != -100])
+    assert "un cuadrado azul" in learned and "Describe" not in learned
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["OpenAI vision fine-tuning JSONL", "LLaVA-Instruct JSON"])
+def test_cli_trains_an_adapter_on_the_layout(tmp_path, demo_model_path, layout):
+    import os
+    import random
+    import subprocess
+    import sys
+
+    from conftest import ROOT, write_settings
+    from vlmchat.demo.dialogue import answer
+    from vlmchat.demo.shapes import draw_picture
+
+    rng, rows = random.Random(0), []
+    for index in range(6):
+        picture = draw_picture(rng)
+        caption = answer("caption", picture.colour, picture.shape, "es")
+        buffer = io.BytesIO()
+        picture.image.save(buffer, format="PNG")
+        if layout == "LLaVA-Instruct JSON":
+            picture.image.save(tmp_path / f"{index}.png")
+            rows.append({"id": str(index), "image": f"{index}.png", "conversations": [
+                {"from": "human", "value": "<image>\nDescribe the image."}, {"from": "gpt", "value": caption}]})
+        else:
+            url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+            rows.append({"messages": [{"role": "user", "content": "Describe the image."},
+                                      {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]},
+                                      {"role": "assistant", "content": caption}]})
+    data = tmp_path / ("train.json" if layout == "LLaVA-Instruct JSON" else "train.jsonl")
+    lines = "".join(json.dumps(row) + "\n" for row in rows)
+    data.write_text(json.dumps(rows, indent=2) if data.suffix == ".json" else lines)
+    settings = write_settings(tmp_path)
+    result = subprocess.run([sys.executable, "launch.py", "--settings", str(settings), "finetune", "--data", str(data),
+                             "--name", "layout-es", "--max-steps", "2", "--batch-size", "2", "--grad-accumulation", "1",
+                             "--learning-rate", "0.003", "--eval-every", "0"],
+                            cwd=ROOT, env=dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1"), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{layout}: 6 usable samples, 0 problems." in result.stderr
+    meta = json.loads((tmp_path / "adapters" / "layout-es" / "vlmchat.json").read_text())
+    assert meta["dataset"]["format"] == layout and meta["dataset"]["size"] == 6
+    assert meta["metrics"]["steps"] == 2 and meta["metrics"]["final_train_loss"] > 0

@@ -1,0 +1,305 @@
+"""Dataset layouts: how one row of each accepted format becomes a training conversation.
+
+Every parser takes a row and the folder its image paths are relative to, and returns the
+processor-format messages (`{"type": "image"}` parts + text) with the images those parts stand for
+(local paths, or `data:` URLs decoded later by `vlmchat.images.load_image`); a row that cannot be
+used raises InputError saying what is wrong and how to fix it. Each layout follows its own docs:
+
+- LLaMA-Factory ShareGPT (data/README.md): `messages`/`conversations` whose string contents carry
+  `<image>` placeholders, one per path in `images`;
+- LLaVA-Instruct JSON (LLaVA docs/Finetune_Custom_Data.md): `conversations` (`from`/`value`) and
+  `image`, a path or a list; `<image>` at the start or end of the first human turn, or absent
+  (the images then go first); rows without `image` are text-only;
+- OpenAI messages and OpenAI vision fine-tuning JSONL: contents that are lists of `text` /
+  `image_url` (`{"url": "data:image/jpeg;base64,...", "detail": ...}`) / `image` parts; the guide
+  puts a question and its image in two consecutive user messages, which are merged into one;
+- Hugging Face imagefolder (`metadata.jsonl`/`metadata.csv`): `file_name` + a text column;
+- vlmchat's own `caption --format jsonl|csv` output: `image` + `caption`;
+- image folder with `.txt` captions: read in datasets.py, turned into turns by `caption_turns`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+from ..images import is_data_url
+
+PLACEHOLDER = "<image>"
+ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "system": "system"}
+TEXT_COLUMNS = ("text", "caption", "description")  # imagefolder: the caption column, first found
+
+CAPTION_FOLDER = "image folder with .txt captions"
+SHAREGPT = "ShareGPT (LLaMA-Factory)"
+LLAVA = "LLaVA-Instruct JSON"
+OPENAI = "OpenAI messages"
+OPENAI_VISION = "OpenAI vision fine-tuning JSONL"
+TEXT_ONLY = "conversations without images (ShareGPT / LLaVA)"
+IMAGEFOLDER = "Hugging Face imagefolder"
+CAPTIONS = "vlmchat caption"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """An accepted layout as the user is told about it: its name, file types and a one-line example."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    example: str
+
+
+LAYOUTS = (
+    Layout(CAPTION_FOLDER, (), "a folder holding cat.jpg and cat.txt ('a cat on a sofa')"),
+    Layout(f"{IMAGEFOLDER} (metadata.jsonl / metadata.csv)", (".jsonl", ".csv"),
+           '{"file_name": "cat.jpg", "text": "a cat on a sofa"} (CSV: file_name,text)'),
+    Layout(f"{CAPTIONS} JSONL / CSV", (".jsonl", ".csv"),
+           '{"image": "cat.jpg", "caption": "a cat on a sofa"} (CSV: image,caption)'),
+    Layout(LLAVA, (".json",), '[{"id": "1", "image": "cat.jpg", "conversations": [{"from": "human", "value": '
+                              '"<image>\\nWhat is this?"}, {"from": "gpt", "value": "A cat."}]}]'),
+    Layout(SHAREGPT, (".json", ".jsonl"), '{"messages": [{"role": "user", "content": "<image>What is this?"}, '
+                                          '{"role": "assistant", "content": "A cat."}], "images": ["cat.jpg"]}'),
+    Layout(f"{OPENAI} / vision fine-tuning JSONL", (".jsonl",),
+           '{"messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, {"type": '
+           '"image_url", "image_url": {"url": "data:image/jpeg;base64,..."}}]}, {"role": "assistant", "content": '
+           '"A cat."}]}'),
+)
+
+
+def accepted_layouts(suffix: str | None = None) -> str:
+    """One line: the layouts a file with `suffix` (any file or folder when None) may hold, an example each."""
+    chosen = [layout for layout in LAYOUTS if suffix is None or suffix in layout.suffixes] or LAYOUTS
+    return "; ".join(f"{layout.name}: {layout.example}" for layout in chosen)
+
+
+def row_layout(row) -> str | None:
+    """Which kind of row this is (conversation, caption or imagefolder metadata), None when none."""
+    if not isinstance(row, dict):
+        return None
+    if "messages" in row or "conversations" in row:
+        return "conversation"
+    if "image" in row and "caption" in row:
+        return CAPTIONS
+    if "file_name" in row:
+        return IMAGEFOLDER
+    return None
+
+
+def image_reference(value, base: Path, what: str = "image") -> str:
+    """A local image path (relative to `base`, else to `base/images`) or a data: URL; web URLs are refused."""
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{what} names no file; give a path relative to the dataset file, or a data: URL")
+    value = value.strip()
+    if is_data_url(value):
+        return value
+    shown = value if len(value) <= 80 else value[:77] + "..."
+    if value.lower().startswith(("http://", "https://")):
+        raise InputError(f"{what} '{shown}' is a web address and web URLs are not fetched: "
+                         "download the image first and use a local path or a data: URL")
+    path = Path(value.removeprefix("file://")).expanduser()
+    if path.is_absolute():
+        if not _exists(path):
+            raise InputError(f"{what} '{shown}' was not found; check the path")
+        return str(path)
+    for candidate in (base / path, base / "images" / path):
+        if _exists(candidate):
+            return str(candidate)
+    if len(value) > 260:  # longer than paths get: base64 that lost its data: prefix?
+        raise InputError(f"{what} '{shown}' was not found (is it base64 without its data:image/...;base64, prefix?)")
+    raise InputError(f"{what} '{value}' was not found: neither {base / path} nor {base / 'images' / path} exists "
+                     "(paths are relative to the dataset file's folder)")
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long to be a path, e.g. base64 without its data: prefix
+        return False
+
+
+def caption_turns(image: str, caption, prompt: str) -> tuple[tuple, tuple[str, ...]]:
+    """A user turn (the image, then `prompt`) answered by `caption`: the shape of every captioning layout."""
+    if not isinstance(caption, str) or not caption.strip():
+        raise InputError("empty caption")
+    user = [{"type": "image"}] + ([{"type": "text", "text": prompt}] if prompt else [])
+    messages = ({"role": "user", "content": user},
+                {"role": "assistant", "content": [{"type": "text", "text": caption.strip()}]})
+    return messages, (image,)
+
+
+def caption_row(row: dict, base: Path, prompt: str) -> tuple[tuple, tuple[str, ...]]:
+    """A row of vlmchat's `caption --format jsonl|csv` output: {"image": path, "caption": text}."""
+    return caption_turns(image_reference(row.get("image"), base), row.get("caption"), prompt)
+
+
+def text_column(rows: list[dict], file: str) -> str:
+    """The imagefolder metadata column holding the captions: text/caption/description, or the one text column."""
+    columns = list(dict.fromkeys(key for row in rows if isinstance(row, dict) for key in row))
+    if "file_name" not in columns:
+        raise InputError(f"{file} has no file_name column; Hugging Face imagefolder metadata names each image "
+                         "in file_name, relative to the metadata file")
+    for name in TEXT_COLUMNS:
+        if name in columns:
+            return name
+    candidates = [c for c in columns if c != "file_name" and not c.endswith("_file_name") and _is_text(rows, c)]
+    if len(candidates) == 1:
+        return candidates[0]
+    found = f"its columns are {', '.join(columns)}"
+    if candidates:
+        found = f"{', '.join(candidates)} could each be it"
+    raise InputError(f"{file} has no caption column that vlmchat can pick ({found}); name the caption column 'text'")
+
+
+def _is_text(rows: list[dict], column: str) -> bool:
+    values = [row.get(column) for row in rows if isinstance(row, dict) and row.get(column) not in (None, "")]
+    return bool(values) and all(isinstance(v, str) for v in values) and not all(_is_number(v) for v in values)
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def imagefolder_row(row: dict, column: str, base: Path, prompt: str) -> tuple[tuple, tuple[str, ...]]:
+    """A Hugging Face imagefolder metadata row: `file_name` relative to the metadata file, `column` its caption."""
+    if not row.get("file_name"):
+        raise InputError("no file_name")
+    caption = row.get(column)
+    if caption is not None and not isinstance(caption, str):
+        raise InputError(f"'{column}' is {type(caption).__name__}, not text")
+    return caption_turns(image_reference(row["file_name"], base, "file_name"), caption, prompt)
+
+
+def conversation_row(row: dict, base: Path) -> tuple[tuple, tuple[str, ...], str]:
+    """(messages, images, layout) of a ShareGPT, LLaVA or OpenAI-style row with 'messages'/'conversations'."""
+    turns = row.get("messages", row.get("conversations"))
+    if not isinstance(turns, list) or not turns:
+        raise InputError("no 'messages' (or 'conversations') list")
+    if not all(isinstance(_content(t), str) for t in turns):
+        messages, images = _openai(turns, base)
+        return messages, images, OPENAI_VISION if any(is_data_url(i) for i in images) else OPENAI
+    if row.get("image") is not None:
+        if row.get("images"):
+            raise InputError("both 'image' (LLaVA) and 'images' (ShareGPT) are set; keep one")
+        return *_llava(row["image"], turns, base), LLAVA
+    messages, images = _sharegpt(row.get("images") or [], turns, base)
+    return messages, images, SHAREGPT if images else TEXT_ONLY
+
+
+def _content(turn):
+    return turn.get("content", turn.get("value")) if isinstance(turn, dict) else None
+
+
+def _role(turn, index: int) -> str:
+    role = ROLES.get(str(turn.get("role", turn.get("from", ""))).lower())
+    if role is None:
+        raise InputError(f"message {index + 1} has role {turn.get('role', turn.get('from'))!r}; "
+                         "use user/assistant/system (or human/gpt)")
+    return role
+
+
+def _split_placeholders(turns: list) -> list[dict]:
+    """String turns as messages, each `<image>` becoming an image part where it stood."""
+    messages = []
+    for index, turn in enumerate(turns):
+        content = []
+        for i, piece in enumerate(_content(turn).split(PLACEHOLDER)):
+            if i:
+                content.append({"type": "image"})
+            if piece.strip():
+                content.append({"type": "text", "text": piece.strip()})
+        messages.append({"role": _role(turn, index), "content": content})
+    return messages
+
+
+def _paths(value, key: str) -> list:
+    paths = [value] if isinstance(value, str) else value
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise InputError(f"'{key}' must be a path or a list of paths")
+    return paths
+
+
+def _sharegpt(images, turns: list, base: Path) -> tuple[tuple, tuple[str, ...]]:
+    images = _paths(images, "images")
+    placeholders = sum(_content(t).count(PLACEHOLDER) for t in turns)
+    if placeholders != len(images):
+        fix = "they must match"
+        if not images:
+            fix = ("list the image files in 'images' (LLaMA-Factory) or 'image' (LLaVA), relative to the "
+                   "dataset file, or remove the placeholders")
+        raise InputError(f"{placeholders} {PLACEHOLDER} placeholders but {len(images)} images; {fix}")
+    messages = _split_placeholders(turns)
+    check_turns(messages)
+    return tuple(messages), tuple(image_reference(p, base) for p in images)
+
+
+def _llava(images, turns: list, base: Path) -> tuple[tuple, tuple[str, ...]]:
+    images = _paths(images, "image")
+    placeholders = sum(_content(t).count(PLACEHOLDER) for t in turns)
+    if placeholders not in (0, len(images)):
+        raise InputError(f"{placeholders} {PLACEHOLDER} placeholders but {len(images)} images in 'image'; put one "
+                         f"{PLACEHOLDER} per image in the first human turn, or none (the images then go first)")
+    messages = _split_placeholders(turns)
+    if not placeholders:
+        first_user = next((m for m in messages if m["role"] == "user"), None)
+        if first_user is not None:
+            first_user["content"][:0] = [{"type": "image"} for _ in images]
+    check_turns(messages)
+    return tuple(messages), tuple(image_reference(p, base) for p in images)
+
+
+def _openai(turns: list, base: Path) -> tuple[tuple, tuple[str, ...]]:
+    messages, images = [], []
+    for index, turn in enumerate(turns):
+        raw = _content(turn)
+        parts = [{"type": "text", "text": raw}] if isinstance(raw, str) else raw
+        if not isinstance(parts, list):
+            raise InputError(f"message {index + 1}: content must be a string or a list of parts")
+        content = []
+        for part in parts:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text":
+                if str(part.get("text", "")).strip():
+                    content.append({"type": "text", "text": str(part["text"]).strip()})
+            elif kind in ("image", "image_url"):
+                images.append(image_reference(_part_reference(part), base, f"message {index + 1}'s image"))
+                content.append({"type": "image"})
+            else:
+                raise InputError(f"message {index + 1}: unknown content part {kind!r}; use text, image or image_url")
+        role = _role(turn, index)
+        if role == "user" and messages and messages[-1]["role"] == "user":
+            messages[-1]["content"].extend(content)  # OpenAI's guide: the question, then its image, as two messages
+        else:
+            messages.append({"role": role, "content": content})
+    check_turns(messages)
+    return tuple(messages), tuple(images)
+
+
+def _part_reference(part: dict):
+    value = part.get("image") or part.get("path") or part.get("url") or part.get("image_url")
+    if isinstance(value, dict):
+        value = value.get("url") or value.get("path")
+    if not isinstance(value, str) or not value:
+        raise InputError('an image part names no image; use {"type": "image_url", "image_url": {"url": '
+                         '"data:image/png;base64,..."}} or {"type": "image", "image": "path"}')
+    return value
+
+
+def check_turns(messages: list[dict]) -> None:
+    """Roles alternate user/assistant (after an optional system message) and end with a non-empty answer."""
+    body = messages[1:] if messages and messages[0]["role"] == "system" else messages
+    if not body:
+        raise InputError("no user message")
+    for index, message in enumerate(body):
+        expected = "user" if index % 2 == 0 else "assistant"
+        if message["role"] != expected:
+            raise InputError(f"roles must alternate user, assistant, …; message {index + 1} is {message['role']}")
+        if expected == "assistant" and any(p["type"] == "image" for p in message["content"]):
+            raise InputError(f"message {index + 1} is an answer holding an image; images belong in user messages")
+        if expected == "assistant" and not any(p.get("text") for p in message["content"]):
+            raise InputError(f"empty answer in message {index + 1}")
+    if body[-1]["role"] != "assistant":
+        raise InputError("the conversation must end with an assistant answer")
