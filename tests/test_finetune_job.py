@@ -160,3 +160,31 @@ def test_demo_proof_spanish_captions_folder_teaches_the_demo_model_spanish(tmp_p
     model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(demo_model_path),
                                       tmp_path / "adapters" / "es-proof").eval()
     assert caption_accuracy(model, processor, heldout_pictures(100), language="es") >= 0.9
+
+
+@pytest.mark.slow
+def test_a_finished_job_evaluates_base_vs_the_new_adapter_and_records_the_verdict(tmp_path, demo_model_path):
+    settings = load_settings(write_settings(tmp_path))
+    data = write_caption_folder(tmp_path / "captions", 40)  # 20 train + 20 validation, Spanish captions
+    spec = _spec(settings, data, "loop", train_fraction=0.5, max_steps=60, eval_every=30, checkpoint_every=60)
+    status = runner.wait(runner.start_job(spec, runner.jobs_folder(settings)))
+    assert status.state == "done", status.message
+    assert "loop:" in status.evaluation.get("verdict", "") and "McNemar" in status.evaluation["verdict"]
+    numbers = status.evaluation["numbers"]
+    meta = json.loads((tmp_path / "adapters" / "loop" / "vlmchat.json").read_text(encoding="utf-8"))
+    assert meta["metrics"]["validation_verdict"] == status.evaluation["verdict"]
+    assert meta["metrics"]["validation_eval"] == numbers
+
+
+def test_auto_schedule_gives_a_small_dataset_enough_steps_and_says_why():
+    from vlmchat.finetune.recipe import plan_schedule
+
+    auto = {"epochs": "auto", "batch_size": "auto", "grad_accumulation": "auto", "learning_rate": "auto"}
+    small = plan_schedule(auto, 64, size_b=7.0)
+    assert small.steps >= 150 and small.effective_batch == 4 and small.learning_rate == 1e-4
+    assert "64 training samples" in small.reasons["epochs"] and not small.warning
+    assert plan_schedule(auto, 64, size_b=2.0).learning_rate == 2e-4
+    assert plan_schedule(auto, 64, recipe={"learning_rate": 1e-3}).learning_rate == 1e-3
+    explicit = plan_schedule({**auto, "epochs": 1, "batch_size": 4, "grad_accumulation": 4}, 64)
+    assert (explicit.epochs, explicit.steps) == (1, 4) and "probably too little" in explicit.warning
+    assert plan_schedule(auto, 800).effective_batch == 8 and plan_schedule(auto, 4000).effective_batch == 16

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .finetune.command import add_finetune_parser
 
     add_finetune_parser(commands)
+    from .evaluate.command import add_eval_parser
+
+    add_eval_parser(commands)
     return parser
 
 
@@ -208,6 +211,10 @@ def run(args: argparse.Namespace) -> int:
         from .finetune.command import run_finetune
 
         return run_finetune(args, settings)
+    if args.command == "eval":
+        from .evaluate.command import run_eval_command
+
+        return run_eval_command(args, settings)
     if args.command == "build-demo":
         from .demo.build import build_demo
 

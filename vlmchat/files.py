@@ -1,19 +1,38 @@
-"""Writing files so that a reader never sees half of one: a temp file beside the target, then a rename."""
+"""Safe file operations, with one policy for the whole project.
+
+- Atomic writes (text, bytes, zip): a temp file beside the target, then a rename, so a reader
+  never sees half a file.
+- `staged_folder`: a folder is built as a hidden sibling of its target, then renamed into place;
+  on any failure the target is untouched and the staging folder removed.
+- `extract_zip_checked`: every member is checked before anything is written, and the sizes are
+  capped both as declared and as read.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import stat
 import tempfile
-from pathlib import Path
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import IO, Callable, Iterable, Iterator
+
+from .errors import InputError
+
+CHUNK = 2**20
 
 
-def write_text_atomic(target: Path, text: str, overwrite: bool = True) -> bool:
-    """Write `text` to `target` all at once; False (nothing written) when it exists and not `overwrite`."""
+def _write_atomic(target: Path, write: Callable[[IO[bytes]], object], overwrite: bool = True) -> bool:
+    """Fill a temp file beside `target` with `write`, then rename it; False when kept (exists, not `overwrite`)."""
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            out.write(text)
+        with os.fdopen(fd, "wb") as out:
+            write(out)
             out.flush()
             os.fsync(out.fileno())
         if overwrite:
@@ -33,3 +52,188 @@ def write_text_atomic(target: Path, text: str, overwrite: bool = True) -> bool:
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
+
+
+def write_bytes_atomic(target: Path, data: bytes, overwrite: bool = True) -> bool:
+    """Write `data` to `target` all at once; False (nothing written) when it exists and not `overwrite`."""
+    return _write_atomic(target, lambda out: out.write(data), overwrite)
+
+
+def write_text_atomic(target: Path, text: str, overwrite: bool = True) -> bool:
+    """Write `text` to `target` all at once; False (nothing written) when it exists and not `overwrite`."""
+    return write_bytes_atomic(target, text.encode("utf-8"), overwrite)
+
+
+def write_zip_atomic(target: Path, members: Iterable[tuple[str, Path | bytes]]) -> Path:
+    """Write a deflated zip of (name in the archive, file path or bytes) pairs to `target` all at once."""
+    def fill(out: IO[bytes]) -> None:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zipped:
+            for arcname, source in members:
+                if isinstance(source, (bytes, bytearray)):
+                    zipped.writestr(arcname, source)
+                else:
+                    zipped.write(source, arcname)
+
+    _write_atomic(target, fill)
+    return Path(target)
+
+
+def _sibling(target: Path, tag: str) -> Path:
+    """A hidden, unused name beside `target` (same folder, so a rename is atomic)."""
+    return target.with_name(f".{target.name}.{secrets.token_hex(4)}.{tag}")
+
+
+@contextmanager
+def staged_folder(target: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a hidden staging folder beside `target`, renamed to `target` when the block succeeds.
+
+    Without `replace` an existing `target` raises FileExistsError (on entry, or at the end if it
+    appeared meanwhile). With `replace` the old folder is moved aside, the new one renamed in, and
+    only then the old one deleted. On any failure `target` is as it was and the staging folder is gone.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not replace and os.path.lexists(target):
+        raise FileExistsError(f"{target} already exists")
+    staging = _sibling(target, "tmp")
+    staging.mkdir()  # not mkdtemp: the folder keeps the permissions a plain mkdir gives
+    try:
+        yield staging
+        if not replace:
+            if os.path.lexists(target):
+                raise FileExistsError(f"{target} already exists")
+            os.rename(staging, target)
+            return
+        trash = _sibling(target, "old") if os.path.lexists(target) else None
+        if trash:
+            os.rename(target, trash)
+        try:
+            os.rename(staging, target)
+        except BaseException:
+            if trash:
+                os.rename(trash, target)
+            raise
+        if trash:
+            shutil.rmtree(trash, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # already gone when it was renamed into place
+
+
+def unsafe_name(name: str) -> str:
+    """Why zip member `name` must not be written as it is ('' when it may)."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not parts or "\x00" in name:
+        return "has an empty name"
+    if parts[0] == "/" or name.startswith(("/", "\\")):
+        return "has an absolute path"
+    if ":" in parts[0]:
+        return "names a drive"
+    if ".." in parts:
+        return "has a '..' part that points outside the archive"
+    return ""
+
+
+def _unsafe_kind(info: zipfile.ZipInfo) -> str:
+    """Why member `info` is not a plain file or folder ('' when it is)."""
+    kind = stat.S_IFMT(info.external_attr >> 16)
+    if info.flag_bits & 0x1:
+        return "is password-protected"
+    if kind == stat.S_IFLNK:
+        return "is a symbolic link"
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+        return "is a device or other special file"
+    return ""
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
+
+
+def _plan(archive: Path, zipped: zipfile.ZipFile, dest: Path, max_bytes: int, max_files: int,
+          place: Callable[[str], str | None], advice: str) -> list[tuple[zipfile.ZipInfo, Path]]:
+    """Check every member; (member, where it goes) for those `place` keeps, or InputError on the first problem."""
+    def refuse(problem: str) -> InputError:
+        return InputError(f"'{archive.name}' {problem}, so nothing was extracted; "
+                          "re-create the zip from a plain folder (no links, no password).")
+
+    files = []
+    for info in zipped.infolist():
+        if problem := _unsafe_kind(info):
+            raise refuse(f"holds an unsafe member '{info.filename}' that {problem}")
+        if not info.is_dir():
+            files.append(info)
+    if len(files) > max_files:
+        raise InputError(f"'{archive.name}' holds {len(files)} files, over the limit of {max_files}; {advice}.")
+    total = sum(info.file_size for info in files)
+    if total > max_bytes:
+        raise InputError(f"'{archive.name}' unpacks to {_size(total)}, over the {_size(max_bytes)} limit; {advice}.")
+    root, plan, seen = dest.resolve(), [], {}
+    for info in files:
+        landing = place(info.filename.replace("\\", "/"))
+        if landing is None:
+            continue
+        if problem := unsafe_name(landing):
+            raise refuse(f"holds an unsafe member '{info.filename}' that {problem}")
+        parts = PurePosixPath(landing).parts
+        if parts in seen:
+            raise refuse(f"holds two members that would both be written as '{landing}' "
+                         f"('{seen[parts]}' and '{info.filename}')")
+        seen[parts] = info.filename
+        target = dest.joinpath(*parts)
+        if not target.resolve().is_relative_to(root):
+            raise refuse(f"holds an unsafe member '{info.filename}' that would land outside {dest}")
+        plan.append((info, target))
+    for parts, name in seen.items():
+        if clash := next((seen[parts[:i]] for i in range(1, len(parts)) if parts[:i] in seen), None):
+            raise refuse(f"holds '{clash}' both as a file and as the folder of '{name}'")
+    return plan
+
+
+def _copy_capped(archive: Path, zipped: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> None:
+    """Copy one member, never more bytes than its header declared (that sum was capped)."""
+    left = info.file_size
+    with zipped.open(info) as source, open(target, "wb") as out:
+        while chunk := source.read(min(CHUNK, left + 1)):
+            left -= len(chunk)
+            if left < 0:
+                raise InputError(f"'{archive.name}' member '{info.filename}' holds more than its header says; "
+                                 "the zip is damaged or forged, re-create it.")
+            out.write(chunk)
+
+
+def extract_zip_checked(archive: Path, dest: Path, max_bytes: int, max_files: int, *,
+                        place: Callable[[str], str | None] | None = None,
+                        advice: str = "split it into smaller zips") -> list[Path]:
+    """Unpack `archive` into `dest` after checking every member; returns the paths written.
+
+    Refused, with nothing written: links, devices and password-protected members anywhere; more
+    than `max_files` files or `max_bytes` declared in all; and, among the members written, an
+    absolute path, a drive, a `..`, two members landing on one path, or a file where a folder is
+    needed. `place(name)` says where member `name` goes inside `dest` (None: leave it out); by
+    default every member goes to its own path. `advice` ends the message when a cap is exceeded.
+    """
+    archive, dest = Path(archive), Path(dest)
+    try:
+        zipped = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile:
+        raise InputError(f"'{archive.name}' is not a valid zip file; re-create it or choose another file.") from None
+    except OSError as exc:
+        raise InputError(f"'{archive.name}' could not be read ({exc.strerror or exc}); check the path.") from None
+    written: list[Path] = []
+    with zipped:
+        plan = _plan(archive, zipped, dest, max_bytes, max_files, place or (lambda name: name), advice)
+        try:
+            for info, target in plan:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                written.append(target)
+                _copy_capped(archive, zipped, info, target)
+        except BaseException as exc:
+            for path in written:
+                path.unlink(missing_ok=True)
+            if isinstance(exc, zipfile.BadZipFile):  # a CRC or header error found while reading
+                raise InputError(f"'{archive.name}' is damaged ({exc}); nothing was kept, re-create it.") from None
+            raise
+    return written

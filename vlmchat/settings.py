@@ -86,31 +86,73 @@ class CaptionSettings:
             raise SettingsError("caption.prompt must not be empty; write the question to ask about every image.")
 
 
+def _tune(help: str, *, advanced: bool = False, auto: bool = False, **check) -> dict:
+    """Metadata of one [finetune] key: its help (CLI flag and form label), form group, "auto" allowed, checks."""
+    meta = {"help": help, "advanced": advanced}
+    if auto:
+        meta["auto"] = True
+    if "choices" in check:
+        meta["choices"] = tuple(check["choices"])
+    if "range" in check:
+        meta["range"] = check["range"]
+    return meta
+
+
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """Defaults of the Fine-tune tab and `launch.py finetune` (LoRA on the user's data)."""
+    """Defaults of the Fine-tune tab and `launch.py finetune` (LoRA on the user's data).
 
-    r: int = field(default=8, metadata=_range(1, 1024))
-    lora_alpha: int = field(default=32, metadata=_range(1, 4096))
-    lora_dropout: float = field(default=0.05, metadata=_range(0.0, 0.9))
-    targets: str = field(default="language", metadata=_choices("language", "language+projector", "all"))
-    learning_rate: float = field(default=2e-4, metadata=_range(1e-7, 1.0))
-    warmup_ratio: float = field(default=0.05, metadata=_range(0.0, 0.5))
-    epochs: int = field(default=3, metadata=_range(1, 1000))
-    max_steps: int = field(default=0, metadata=_range(0, 10_000_000))
-    batch_size: int = field(default=4, metadata=_range(1, 1024))
-    grad_accumulation: int = field(default=4, metadata=_range(1, 1024))
-    max_length: int = field(default=2048, metadata=_range(16, 131072))
-    train_fraction: float = field(default=0.8, metadata=_range(0.05, 1.0))
-    eval_every: int = field(default=50, metadata=_range(0, 10_000_000))
-    checkpoint_every: int = field(default=100, metadata=_range(1, 10_000_000))
-    keep_checkpoints: int = field(default=2, metadata=_range(1, 100))
-    early_stopping_patience: int = field(default=5, metadata=_range(0, 1000))
-    quantization: str = field(default="auto", metadata=_choices("auto", "none", "4bit"))
-    gradient_checkpointing: str = field(default="auto", metadata=_choices("auto", "on", "off"))
-    optimizer: str = field(default="auto", metadata=_choices("auto", "adamw", "paged_adamw_8bit"))
-    caption_prompt: str = "Describe the image."
-    seed: int = field(default=0, metadata=_range(0, 2**31 - 1))
+    The one list of fine-tune hyperparameters: the job spec extends it, and the CLI flags and the
+    form's controls are built from these fields and their metadata.
+    """
+
+    preset: str = field(default="balanced", metadata=_tune(
+        "quick | balanced | thorough: how much training the auto values aim for", choices=("quick", "balanced", "thorough")))
+    epochs: int | str = field(default="auto", metadata=_tune(
+        "passes over the training split; auto = enough for the preset's optimizer steps", auto=True, range=(1, 1000)))
+    max_steps: int = field(default=0, metadata=_tune("optimizer steps; 0 = decided by epochs", range=(0, 10_000_000)))
+    learning_rate: float | str = field(default="auto", metadata=_tune(
+        "peak learning rate; auto = the model's recipe, else by model size", auto=True, range=(1e-7, 1.0)))
+    r: int = field(default=8, metadata=_tune("LoRA rank", advanced=True, range=(1, 1024)))
+    lora_alpha: int = field(default=32, metadata=_tune("LoRA scale (alpha / r multiplies the update)", advanced=True,
+                                                       range=(1, 4096)))
+    lora_dropout: float = field(default=0.05, metadata=_tune("LoRA dropout", advanced=True, range=(0.0, 0.9)))
+    targets: str = field(default="language", metadata=_tune(
+        "layers LoRA trains: language | language+projector | all (also the vision tower)", advanced=True,
+        choices=("language", "language+projector", "all")))
+    warmup_ratio: float = field(default=0.05, metadata=_tune("share of the steps warming the learning rate up",
+                                                             advanced=True, range=(0.0, 0.5)))
+    batch_size: int | str = field(default="auto", metadata=_tune(
+        "samples per forward pass (per process); auto = 4", advanced=True, auto=True, range=(1, 1024)))
+    grad_accumulation: int | str = field(default="auto", metadata=_tune(
+        "forward passes per optimizer step; auto = an effective batch of 4/8/16 by dataset size", advanced=True,
+        auto=True, range=(1, 1024)))
+    max_length: int = field(default=2048, metadata=_tune("longer samples (image tokens included) are skipped",
+                                                         advanced=True, range=(16, 131072)))
+    train_fraction: float = field(default=0.8, metadata=_tune("share of samples that train; the rest validate",
+                                                              advanced=True, range=(0.05, 1.0)))
+    eval_every: int = field(default=50, metadata=_tune("steps between eval-loss measurements; 0 = only at the end",
+                                                       advanced=True, range=(0, 10_000_000)))
+    checkpoint_every: int = field(default=100, metadata=_tune("steps between checkpoints", advanced=True,
+                                                              range=(1, 10_000_000)))
+    keep_checkpoints: int = field(default=2, metadata=_tune("checkpoints kept in the job folder", advanced=True,
+                                                            range=(1, 100)))
+    early_stopping_patience: int = field(default=5, metadata=_tune(
+        "evals without a better eval loss before stopping; 0 = never", advanced=True, range=(0, 1000)))
+    quantization: str = field(default="auto", metadata=_tune(
+        "auto (QLoRA when bf16 LoRA does not fit the GPU) | none | 4bit", advanced=True, choices=("auto", "none", "4bit")))
+    gradient_checkpointing: str = field(default="auto", metadata=_tune(
+        "auto (on a GPU when memory is tight) | on | off", advanced=True, choices=("auto", "on", "off")))
+    optimizer: str = field(default="auto", metadata=_tune(
+        "auto (paged 8-bit AdamW on a GPU when memory is tight) | adamw | paged_adamw_8bit", advanced=True,
+        choices=("auto", "adamw", "paged_adamw_8bit")))
+    caption_prompt: str = field(default="Describe the image.", metadata=_tune(
+        "the user turn paired with each caption of an image folder", advanced=True))
+    seed: int = field(default=0, metadata=_tune("random seed (split, shuffling, LoRA init)", advanced=True,
+                                                range=(0, 2**31 - 1)))
+    evaluate: bool = field(default=True, metadata=_tune(
+        "when done, evaluate base vs the new adapter on the validation split (when it has >= 20 samples)",
+        advanced=True))
 
 
 @dataclass(frozen=True)
@@ -215,7 +257,7 @@ class Settings:
 def _check_value(key: str, spec: dataclasses.Field, value: Any) -> Any:
     if spec.metadata.get("auto") and value == "auto":  # a number, or "auto" to let vlmchat choose
         return value
-    kind = {"int": int, "float": float, "str": str, "bool": bool, "int | str": int}[str(spec.type)]
+    kind = {"int": int, "float": float, "str": str, "bool": bool, "int | str": int, "float | str": float}[str(spec.type)]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):

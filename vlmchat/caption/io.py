@@ -1,10 +1,10 @@
 """Where captions come from and where they go: finding images, unpacking zips safely, writing captions.
 
-Inputs are files, folders (subfolders with `recursive`) and zips, unpacked only after every member
-was checked (no absolute paths, no `..`, no links, size limits). Outputs are a `.txt` beside each
-image (the kohya / TagGUI layout, which is also a fine-tune dataset) or one JSONL/CSV file. Every
-write is atomic (temp file + rename), and an existing caption is never replaced unless asked, even
-one that appears while a batch runs.
+Inputs are files, folders (subfolders with `recursive`) and zips, whose images are unpacked only
+after every member was checked (`files.extract_zip_checked`: no absolute paths, no `..`, no links,
+size limits). Outputs are a `.txt` beside each image (the kohya / TagGUI layout, which is also a
+fine-tune dataset) or one JSONL/CSV file. Every write is atomic (temp file + rename), and an
+existing caption is never replaced unless asked, even one that appears while a batch runs.
 """
 
 from __future__ import annotations
@@ -12,14 +12,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import InputError
-from ..files import write_text_atomic
+from ..files import extract_zip_checked, unsafe_name, write_text_atomic, write_zip_atomic
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 DATA_SUFFIXES = frozenset({".txt", ".json", ".jsonl", ".csv", ".zip"})
@@ -67,7 +65,9 @@ def find_images(paths: list[str | Path], recursive: bool = False, unpack_to: Pat
         elif path.is_file() and path.suffix.lower() == ".zip":
             if unpack_to is None:
                 raise InputError(f"'{path.name}' is a zip; unzip it first or give it as an upload.")
-            found.images.extend(extract_zip(path, unpack_to / path.stem))
+            found.images.extend(extract_zip_checked(path, unpack_to / path.stem, ZIP_MAX_TOTAL_BYTES, ZIP_MAX_MEMBERS,
+                                                    place=_image_member,
+                                                    advice="split it or caption the folder instead"))
         elif path.is_file():
             if path.suffix.lower() not in DATA_SUFFIXES:
                 found.images.append(path)
@@ -83,44 +83,11 @@ def find_images(paths: list[str | Path], recursive: bool = False, unpack_to: Pat
     return found
 
 
-def _safe_member(archive: Path, info: zipfile.ZipInfo, dest: Path) -> Path:
-    """Where member `info` would land inside `dest`, or InputError when it would escape or is a link."""
-    name = info.filename.replace("\\", "/")
-    parts = PurePosixPath(name).parts
-    is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
-    target = (dest / Path(*parts)).resolve() if parts else dest
-    if (not parts or name.startswith("/") or ":" in parts[0] or ".." in parts or is_link
-            or not target.is_relative_to(dest.resolve())):
-        raise InputError(f"'{archive.name}' holds an unsafe member '{info.filename}' (a link or a path outside "
-                         "the archive), so nothing was extracted; re-create the zip from a plain folder.")
-    return target
-
-
-def extract_zip(archive: Path, dest: Path, max_total_bytes: int = ZIP_MAX_TOTAL_BYTES) -> list[Path]:
-    """Unpack the images of `archive` into `dest` after checking every member; returns their paths."""
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InputError(f"'{archive.name}' is not a zip file vlmchat can open ({exc}); re-create it.") from None
-    with zf:
-        members = [info for info in zf.infolist() if not info.is_dir()]
-        if len(members) > ZIP_MAX_MEMBERS:
-            raise InputError(f"'{archive.name}' holds {len(members)} files, over the limit of {ZIP_MAX_MEMBERS}; "
-                             "split it into smaller zips.")
-        dest.mkdir(parents=True, exist_ok=True)
-        targets = [(info, _safe_member(archive, info, dest)) for info in members]  # all checked first
-        wanted = [(info, target) for info, target in targets
-                  if is_image_name(target) and "__MACOSX" not in PurePosixPath(info.filename).parts]
-        total = sum(info.file_size for info, _ in wanted)
-        if total > max_total_bytes:
-            raise InputError(f"'{archive.name}' unpacks to {total / 2**30:.1f} GiB, over the "
-                             f"{max_total_bytes / 2**30:.0f} GiB limit; split it or caption the folder instead.")
-        for info, target in wanted:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as source, open(target, "wb") as out:  # zipfile stops at the declared size
-                while chunk := source.read(2**20):
-                    out.write(chunk)
-    return [target for _, target in wanted]
+def _image_member(member: str) -> str | None:
+    """The images of a zip (not macOS metadata) at their own paths; an unsafe member is kept so it refuses the zip."""
+    path = PurePosixPath(member)
+    wanted = is_image_name(Path(path.name)) and "__MACOSX" not in path.parts
+    return member if wanted or unsafe_name(member) else None
 
 
 def caption_path(image: Path) -> Path:
@@ -238,12 +205,6 @@ def open_captions(fmt: str, output: Path | None, overwrite: bool) -> TxtCaptions
 
 def zip_files(files: list[Path], base: Path, archive: Path) -> Path:
     """Write `files` (named relative to `base` where possible) into the zip `archive`, atomically."""
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    temp = archive.with_name(f".{archive.name}.tmp")
-    with zipfile.ZipFile(temp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for file in dict.fromkeys(files):
-            if file.is_file():
-                name = file.relative_to(base) if file.is_relative_to(base) else Path(file.name)
-                zf.write(file, name.as_posix())
-    os.replace(temp, archive)
-    return archive
+    names = {file: file.relative_to(base) if file.is_relative_to(base) else Path(file.name)
+             for file in files if file.is_file()}
+    return write_zip_atomic(archive, [(name.as_posix(), file) for file, name in names.items()])

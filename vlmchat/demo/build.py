@@ -7,6 +7,7 @@ machine gives the same weights. The result is an ordinary transformers folder th
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -14,9 +15,14 @@ from pathlib import Path
 from typing import Callable
 
 from . import dialogue
+from ..finetune.recipe import RECIPE_FILE
 from .measure import Progress, caption_accuracy
 from .shapes import COLOURS, SHAPES, draw_picture
 
+# The demo's own fine-tune recipe, saved beside its weights (see vlmchat/finetune/recipe.py): a 1 M-parameter
+# model needs a 5x higher LoRA rate than a 2-11 B one (measured: benchmarks/finetune_sizes.py).
+DEMO_RECIPE = {"learning_rate": 1e-3, "seconds_per_sample_cpu": 0.05,
+               "note": "fine-tune defaults for the embedded demo model; values given explicitly win"}
 IMAGE_SIZE = 64
 PATCH_SIZE = 8
 SPECIAL_TOKENS = ["<pad>", "<s>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>", "<image>"]
@@ -227,25 +233,17 @@ def build_base(output: Path, steps: int = 1500, examples: int = 12000, seed: int
     data = make_examples(processor, examples, seed)
     pretrain_vision(model, data, vision_steps, seed, progress)
     train(model, data, processor.tokenizer.pad_token_id, steps, 32, 3e-3, seed, progress)
-    save_atomically(output, lambda tmp: (model.save_pretrained(tmp), processor.save_pretrained(tmp)))
+    save_atomically(output, lambda tmp: (model.save_pretrained(tmp), processor.save_pretrained(tmp),
+                                         (tmp / RECIPE_FILE).write_text(json.dumps(DEMO_RECIPE, indent=2) + "\n")))
     return output
 
 
 def save_atomically(output: Path, write: Callable[[Path], object]) -> None:
     """Write a folder next to `output`, then swap it into place, so no half-written folder remains."""
-    import shutil
+    from ..files import staged_folder
 
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    old = output.with_name(f".{output.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
-    write(tmp)
-    if output.exists():
-        output.rename(old)
-    tmp.rename(output)
-    shutil.rmtree(old, ignore_errors=True)
+    with staged_folder(Path(output), replace=True) as staging:
+        write(staging)
 
 
 def build_demo(settings, steps: int | None = None, output: str | None = None, progress: Progress = print) -> Path:

@@ -12,7 +12,7 @@ import dataclasses
 import sys
 
 from ..errors import InputError
-from .spec import CLI_FLAGS, JobSpec
+from .spec import CLI_FLAGS, HYPERPARAMETERS, JobSpec
 
 EXIT_FAILED = 1
 EXIT_USER_ERROR = 2
@@ -26,23 +26,34 @@ def add_finetune_parser(commands) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the newest job of NAME from its checkpoint")
     parser.add_argument("--model", default=argparse.SUPPRESS, help="base model: 'demo', hub id or folder "
                         "(default: model.id in settings)")
-    types = {f.name: f.type for f in dataclasses.fields(JobSpec)}
+    fields = {f.name: f for f in dataclasses.fields(JobSpec)}
     for key in CLI_FLAGS:
-        flag = "--" + key.replace("_", "-")
-        if types[key] in ("bool", bool):
-            parser.add_argument(flag, action="store_true", default=None, help=_HELP.get(key, ""))
+        spec = fields[key]
+        flag, help_text = "--" + key.replace("_", "-"), spec.metadata.get("help", "")
+        if key in HYPERPARAMETERS:
+            help_text += f" (default: finetune.{key} in settings.toml)"
+        if str(spec.type) == "bool":
+            action = argparse.BooleanOptionalAction if spec.default is True else "store_true"
+            parser.add_argument(flag, action=action, default=None, help=help_text)
         else:
-            kind = {"int": int, "float": float}.get(str(types[key]), str)
-            parser.add_argument(flag, type=kind, default=None, help=_HELP.get(key, f"default from settings.toml: finetune.{key}"))
+            parser.add_argument(flag, type=_parser_for(spec), default=None, help=help_text,
+                                metavar="|".join(spec.metadata["choices"]) if "choices" in spec.metadata else None)
 
 
-_HELP = {
-    "overwrite": "replace an existing adapter of the same name",
-    "skip_invalid": "train on the good rows when the dataset check finds problems",
-    "num_processes": "data-parallel processes (accelerate launch); default 1",
-    "device": "auto | cpu | cuda",
-    "targets": "language | language+projector | all",
-}
+def _parser_for(spec: dataclasses.Field):
+    """str -> the field's type ("auto" passes through where the field allows it); JobSpec checks the value."""
+    kind = {"int": int, "float": float, "int | str": int, "float | str": float}.get(str(spec.type), str)
+
+    def parse(text: str):
+        if spec.metadata.get("auto") and text == "auto":
+            return text
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'auto or ' if spec.metadata.get('auto') else ''}"
+                                             f"a{'n' if kind is int else ''} {kind.__name__}, got {text!r}") from None
+
+    return parse
 
 
 def build_spec(args: argparse.Namespace, settings) -> JobSpec:

@@ -10,6 +10,7 @@ atomically into adapters/<name>/; a failure or cancel never leaves a half-writte
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from ..errors import InputError, VlmchatError
 from .progress import PROGRESS_FILE, ProgressWriter
+from .recipe import AUTO_BATCH_SIZE
 from .spec import JOB_FILE, JobSpec
 
 CANCEL_FILE = "cancel"
@@ -69,17 +71,50 @@ def run_job(spec: JobSpec, job_dir: Path, resume: bool = False) -> int:
         from .output import install_adapter
 
         path, metrics = install_adapter(trainer, outcome)
+        if spec.evaluate and path is not None:
+            evaluate_adapter(trainer, path, emit)
         emit("done", step=trainer.step, adapter=spec.name, path=str(path), metrics=metrics,
              message=f"Adapter '{spec.name}' written to {path} in {metrics['duration_s']:.0f}s.")
         return 0
     except BaseException as exc:  # reported to the UI; the UI process itself is never affected
-        message, hint = describe_failure(exc, spec)
+        message, hint = describe_failure(exc, trainer.spec if trainer else spec)
         emit("failed", step=trainer.step if trainer else 0, message=f"{message} {hint}".strip(),
              checkpoint=str(_last_checkpoint(job_dir) or ""), error=type(exc).__name__)
         traceback.print_exc()
         return 1
     finally:
         accelerator.end_training()
+
+
+MIN_EVAL_SAMPLES = 20  # below this a paired test on the validation split says little
+
+
+def evaluate_adapter(trainer, adapter: Path, emit) -> None:
+    """Base vs the new adapter on the validation split (captions of its answers); emits an "evaluation" event."""
+    val = trainer.val.samples
+    if len(val) < MIN_EVAL_SAMPLES:
+        emit("evaluation", message=f"Not evaluated: the validation split has {len(val)} samples "
+                                   f"(at least {MIN_EVAL_SAMPLES} are needed for a meaningful comparison).")
+        return
+    import gc
+
+    trainer.model = trainer.optimizer = None  # the training copy goes before an evaluation copy is loaded
+    gc.collect()
+    try:
+        from ..evaluate.validation import evaluate_on_validation
+
+        verdict, numbers, folder = evaluate_on_validation(trainer.spec, adapter, val, trainer.job_dir)
+        emit("evaluation", verdict=verdict, numbers=numbers, folder=str(folder), message=verdict)
+        import json
+
+        from ..lora.store import META_FILE, write_metadata
+
+        meta = json.loads((adapter / META_FILE).read_text(encoding="utf-8"))
+        meta.setdefault("metrics", {}).update(validation_verdict=verdict, validation_eval=numbers)
+        write_metadata(adapter, meta)  # keeps its "created"
+    except Exception as exc:  # the adapter is written; a failed evaluation is reported, not fatal
+        emit("evaluation", message=f"The evaluation after training failed: {type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")
 
 
 def _use_gpu(spec: JobSpec) -> bool:
@@ -108,7 +143,11 @@ def _prepare(spec: JobSpec, job_dir: Path, accelerator, emit, stop, resume: bool
     report = read_dataset(spec.data, spec.caption_prompt)
     samples = report.require_usable(spec.skip_invalid)
     train, val = split(samples, spec.train_fraction, spec.seed)
-    setup = training_setup(spec, accelerator)
+    size = model_size(spec)
+    schedule = resolve_schedule(spec, len(train), size, accelerator.num_processes)
+    spec = dataclasses.replace(spec, epochs=schedule.epochs, batch_size=schedule.batch_size,
+                               grad_accumulation=schedule.grad_accumulation, learning_rate=schedule.learning_rate)
+    setup = training_setup(spec, accelerator, size)
     import torch
 
     torch.manual_seed(spec.seed)
@@ -119,7 +158,7 @@ def _prepare(spec: JobSpec, job_dir: Path, accelerator, emit, stop, resume: bool
     model, optimizer = accelerator.prepare(model, optimizer)
     trainer = Trainer(accelerator, spec, model, processor, optimizer, None, train, val, job_dir, emit, stop)
     trainer.schedule = make_schedule(optimizer, trainer.total, spec.warmup_ratio)
-    trainer.report, trainer.setup = report, setup
+    trainer.report, trainer.setup, trainer.schedule_reasons = report, setup, schedule.reasons
     checkpoint = _last_checkpoint(job_dir) if resume else None
     if resume and checkpoint is None:
         raise InputError(f"Nothing to resume: job {job_dir.name} has no checkpoint yet; start it again instead.")
@@ -129,6 +168,8 @@ def _prepare(spec: JobSpec, job_dir: Path, accelerator, emit, stop, resume: bool
     emit("resume" if checkpoint else "start", step=trainer.step, total_steps=trainer.total, pid=os.getpid(),
          processes=accelerator.num_processes, train_size=len(train), val_size=len(val),
          dataset_format=report.format, skipped_rows=len(report.problems), setup=setup.reasons,
+         schedule=schedule.reasons, schedule_warning=schedule.warning, learning_rate=spec.learning_rate,
+         epochs=spec.epochs, effective_batch=schedule.effective_batch * accelerator.num_processes,
          trainable_parameters=trainable, parameters=total,
          message=f"{'Resumed at step ' + str(trainer.step) if checkpoint else 'Started'}: {len(train)} training "
                  f"and {len(val)} validation samples, {trainable:,} trainable parameters, "
@@ -136,7 +177,30 @@ def _prepare(spec: JobSpec, job_dir: Path, accelerator, emit, stop, resume: bool
     return trainer
 
 
-def training_setup(spec: JobSpec, accelerator):
+def model_size(spec: JobSpec):
+    """The base model's ModelSize from the job's own model location (None when it cannot be read)."""
+    try:  # job.json is self-contained: settings.toml is not read here
+        from ..models.resolve import resolve_model
+        from ..models.sizes import size_for_source
+        from ..settings import Settings
+
+        settings = Settings()
+        return size_for_source(resolve_model(spec.model_source or spec.model, settings), settings)
+    except (ImportError, VlmchatError, OSError, ValueError):
+        return None
+
+
+def resolve_schedule(spec: JobSpec, train_samples: int, size, processes: int = 1):
+    """The Schedule for this job: its "auto" values chosen from the data, the model's recipe and the preset."""
+    from .recipe import plan_schedule, read_recipe
+
+    source = spec.model_source or spec.model
+    return plan_schedule(dataclasses.asdict(spec), train_samples, size_b=size.total_b if size else None,
+                         recipe=read_recipe(source if Path(source).is_dir() else None), preset=spec.preset,
+                         processes=processes, max_steps=spec.max_steps)
+
+
+def training_setup(spec: JobSpec, accelerator, size=None):
     """The TrainingSetup for this machine (the quantization plan is consulted on a GPU only)."""
     from .setup import choose_setup
 
@@ -149,16 +213,6 @@ def training_setup(spec: JobSpec, accelerator):
     from ..models.plan import bnb_available
 
     free, _ = torch.cuda.mem_get_info(accelerator.device)
-    size = None
-    try:  # the job's own model location: job.json is self-contained, settings.toml is not read here
-        from ..models.resolve import resolve_model
-        from ..models.sizes import size_for_source
-        from ..settings import Settings
-
-        settings = Settings()
-        size = size_for_source(resolve_model(spec.model_source or spec.model, settings), settings)
-    except (ImportError, VlmchatError, OSError, ValueError):
-        pass  # unknown size: bf16 LoRA, and the reason says the plan could not be made
     return choose_setup(on_gpu=True, free_gib=free / 2**30, size=size, bf16=torch.cuda.is_bf16_supported(),
                         bnb=bnb_available(), device_name=torch.cuda.get_device_name(accelerator.device), **common)
 
@@ -178,7 +232,7 @@ def describe_failure(exc: BaseException, spec: JobSpec) -> tuple[str, str]:
         return text, ""
     if "OutOfMemory" in name or "out of memory" in text.lower() or "can't allocate memory" in text.lower():
         return ("Out of memory.",
-                f"Lower batch_size (now {spec.batch_size}) and raise grad_accumulation to keep the effective batch, "
+                f"Lower batch_size (now {AUTO_BATCH_SIZE if spec.batch_size == 'auto' else spec.batch_size}) and raise grad_accumulation to keep the effective batch, "
                 f"lower max_length (now {spec.max_length}), set gradient_checkpointing = on, or quantization = 4bit "
                 "(QLoRA) on a GPU. Resume continues from the last checkpoint.")
     if isinstance(exc, KeyboardInterrupt):

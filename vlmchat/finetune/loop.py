@@ -16,6 +16,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from ..files import staged_folder
 from .batches import BatchPlan, EncodedSamples, micro_batch
 
 CHECKPOINTS = "checkpoints"
@@ -163,10 +164,8 @@ class Trainer:
         """Save the LoRA weights (main process), replacing `folder` atomically."""
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            tmp = folder.with_name(f".{folder.name}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            self.acc.unwrap_model(self.model).save_pretrained(tmp)
-            _swap(tmp, folder)
+            with staged_folder(folder, replace=True) as staging:
+                self.acc.unwrap_model(self.model).save_pretrained(staging)
         self.acc.wait_for_everyone()
 
     def save_checkpoint(self) -> None:
@@ -207,16 +206,6 @@ def checkpoints(job_dir: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.glob("step-*") if (p / STATE_FILE).is_file())
-
-
-def _swap(tmp: Path, folder: Path) -> None:
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def memory_gib() -> float:

@@ -8,11 +8,11 @@ folder (final/) and the error says how to import it under another name.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 from ..errors import InputError
+from ..files import staged_folder
 from ..lora.store import adapter_path, write_metadata
 from ..settings import DEMO_MODEL_ID
 from .datasets import dataset_hash
@@ -37,7 +37,8 @@ def metadata(trainer, outcome: str) -> dict:
                     "sha256": dataset_hash(samples), "size": len(samples), "train_size": len(trainer.train),
                     "val_size": len(trainer.val), "skipped_rows": len(trainer.report.problems),
                     "skipped_too_long": len(trainer.train.skipped) + len(trainer.val.skipped)},
-        "settings": {**spec.settings_dict(), **{f"setup.{k}": v for k, v in trainer.setup.reasons.items()}},
+        "settings": {**spec.settings_dict(), **{f"setup.{k}": v for k, v in trainer.setup.reasons.items()},
+                     **{f"auto.{k}": v for k, v in getattr(trainer, "schedule_reasons", {}).items()}},
         "metrics": metrics, "duration_s": metrics["duration_s"],
         "notes": f"LoRA fine-tuned with vlmchat on {Path(spec.data).name} ({len(samples)} samples, "
                  f"{trainer.step} steps).",
@@ -55,22 +56,27 @@ def install_adapter(trainer, outcome: str) -> tuple[Path | None, dict]:
     path = None
     if trainer.acc.is_main_process:
         spec = trainer.spec
-        folder = Path(spec.adapters_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        staging = folder / f".{spec.name}.tmp-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        _write_weights(trainer, staging)
-        write_metadata(staging, meta)
-        path = _swap_in(staging, adapter_path(folder, spec.name), spec.overwrite, trainer.job_dir)
+        target = adapter_path(Path(spec.adapters_dir), spec.name)
+        try:
+            with staged_folder(target, replace=spec.overwrite) as staging:
+                _write_adapter(trainer, staging, meta)
+        except FileExistsError:
+            kept = trainer.job_dir / "final"
+            with staged_folder(kept, replace=True) as staging:
+                _write_adapter(trainer, staging, meta)
+            raise InputError(f"An adapter named '{target.name}' already exists and overwrite was not confirmed. "
+                             f"The trained adapter is kept in {kept}; import it from there under another name."
+                             ) from None
+        path = target
     trainer.acc.wait_for_everyone()
     return path, meta["metrics"]
 
 
-def _write_weights(trainer, staging: Path) -> None:
+def _write_adapter(trainer, staging: Path, meta: dict) -> None:
     model = trainer.acc.unwrap_model(trainer.model)
     best = trainer.job_dir / BEST
     if best.is_dir() and trainer.best[1] > 0:
-        shutil.copytree(best, staging)
+        shutil.copytree(best, staging, dirs_exist_ok=True)
     else:
         model.save_pretrained(staging)
     import json
@@ -81,19 +87,4 @@ def _write_weights(trainer, staging: Path) -> None:
     demo = trainer.spec.model == DEMO_MODEL_ID
     config["base_model_name_or_path"] = "models/vlmchat-demo" if demo else trainer.spec.model
     config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-
-
-def _swap_in(staging: Path, target: Path, overwrite: bool, job_dir: Path) -> Path:
-    """Rename `staging` to `target`; an existing target only with `overwrite` (the old one goes last)."""
-    if target.exists() and not overwrite:
-        kept = job_dir / "final"
-        shutil.rmtree(kept, ignore_errors=True)
-        staging.rename(kept) if staging.parent == kept.parent else shutil.move(str(staging), kept)
-        raise InputError(f"An adapter named '{target.name}' already exists and overwrite was not confirmed. "
-                         f"The trained adapter is kept in {kept}; import it from there under another name.")
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
+    write_metadata(staging, meta)

@@ -70,6 +70,9 @@ class JobStatus:
     checkpoint: str = ""
     adapter: str = ""
     metrics: dict = field(default_factory=dict)
+    schedule: dict = field(default_factory=dict)      # the auto values' reasons (epochs, batch, learning rate)
+    warning: str = ""                                 # e.g. too little training to change anything
+    evaluation: dict = field(default_factory=dict)    # base vs the new adapter on the validation split
 
     @property
     def active(self) -> bool:
@@ -107,6 +110,7 @@ def fold_events(events: list[dict], status: JobStatus) -> JobStatus:
             status.state, status.message = "running", e.get("message", "")
             status.total_steps = e.get("total_steps", status.total_steps)
             status.setup = e.get("setup", status.setup)
+            status.schedule, status.warning = e.get("schedule", status.schedule), e.get("schedule_warning", "")
             # a resumed run re-logs from its checkpoint step: drop the later points of the earlier run
             status.losses = [p for p in status.losses if p[0] <= e.get("step", 0)]
             status.eval_losses = [p for p in status.eval_losses if p[0] <= e.get("step", 0)]
@@ -120,6 +124,8 @@ def fold_events(events: list[dict], status: JobStatus) -> JobStatus:
             status.eval_losses.append((e["step"], e["eval_loss"]))
         elif kind == "checkpoint":
             status.checkpoint = e.get("path", "")
+        elif kind == "evaluation":
+            status.evaluation = {k: v for k, v in e.items() if k not in ("event", "time")}
         elif kind == "note":
             status.message = e.get("message", "")
         elif kind in FINAL:

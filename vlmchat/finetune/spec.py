@@ -15,70 +15,44 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..lora.store import validate_adapter_name
+from ..settings import FinetuneSettings
+from .recipe import PRESETS
 
-TARGETS = ("language", "language+projector", "all")
-CHOICES = {"targets": TARGETS, "quantization": ("auto", "none", "4bit"), "gradient_checkpointing": ("auto", "on", "off"),
-           "optimizer": ("auto", "adamw", "paged_adamw_8bit"), "device": ("auto", "cpu", "cuda")}
+PRESET_VALUES = {name: {k: v for k, v in values.items() if k != "min_steps"} for name, values in PRESETS.items()}
+
 JOB_FILE = "job.json"
+HYPERPARAMETERS = tuple(f.name for f in dataclasses.fields(FinetuneSettings))
 
 
-@dataclass(frozen=True)
-class JobSpec:
-    """One fine-tune run. Hyperparameter names follow PEFT (r, lora_alpha, lora_dropout)."""
+@dataclass(frozen=True, kw_only=True)
+class JobSpec(FinetuneSettings):
+    """One fine-tune run: the [finetune] hyperparameters (inherited, PEFT's names) plus what and where."""
 
     name: str = field(metadata={"help": "Adapter name: the folder adapters/<name>/ it becomes."})
     data: str = field(metadata={"help": "Dataset folder or .json/.jsonl file."})
     model: str = field(default="demo", metadata={"help": "Base model: 'demo', a hub id or a local folder."})
     model_source: str = field(default="", metadata={"help": "The resolved folder or hub id of `model`."})
     adapters_dir: str = ""
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing adapter of the same name."})
-    skip_invalid: bool = field(default=False, metadata={"help": "Train on the good rows when some have problems."})
-    r: int = 8
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    targets: str = "language"
-    learning_rate: float = 2e-4
-    warmup_ratio: float = 0.05
-    epochs: int = 3
-    max_steps: int = 0
-    batch_size: int = 4
-    grad_accumulation: int = 4
-    max_length: int = 2048
-    train_fraction: float = 0.8
-    eval_every: int = 50
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 2
-    early_stopping_patience: int = 5
-    quantization: str = "auto"
-    gradient_checkpointing: str = "auto"
-    optimizer: str = "auto"
-    caption_prompt: str = "Describe the image."
-    seed: int = 0
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
-    num_processes: int = field(default=1, metadata={"help": "Processes for `accelerate launch` (data parallel)."})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing adapter of the same name"})
+    skip_invalid: bool = field(default=False, metadata={"help": "train on the good rows when the dataset check "
+                                                                "finds problems"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda", "choices": ("auto", "cpu", "cuda")})
+    num_processes: int = field(default=1, metadata={"help": "data-parallel processes (accelerate launch); default 1",
+                                                    "range": (1, 1024)})
 
     def __post_init__(self) -> None:
         validate_adapter_name(self.name)
-        for key in ("r", "lora_alpha", "epochs", "batch_size", "grad_accumulation", "checkpoint_every",
-                    "keep_checkpoints", "num_processes"):
-            if int(getattr(self, key)) < 1:
-                raise InputError(f"{key} must be at least 1 (got {getattr(self, key)!r}).")
-        if not 0 < float(self.learning_rate) < 1:
-            raise InputError(f"learning_rate must be between 0 and 1 (got {self.learning_rate!r}).")
-        if not 0 < float(self.train_fraction) <= 1:
-            raise InputError(f"train_fraction must be above 0 and at most 1 (got {self.train_fraction!r}).")
-        for key, allowed in CHOICES.items():
-            if getattr(self, key) not in allowed:
-                raise InputError(f"{key} must be one of {', '.join(allowed)} (got {getattr(self, key)!r}).")
+        for spec in dataclasses.fields(self):
+            _check(spec, getattr(self, spec.name))
         if not str(self.data).strip():
             raise InputError("Give a dataset: a folder of images with .txt captions or a .json/.jsonl file.")
 
     @classmethod
     def from_settings(cls, settings, name: str, data: str, **changes) -> "JobSpec":
         """A spec with settings.toml's [finetune] defaults, the loaded paths and `changes` (None = keep)."""
-        defaults = dataclasses.asdict(settings.finetune)
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in defaults.items() if k in known}
+        values = dataclasses.asdict(settings.finetune)
+        preset = changes.get("preset") or values["preset"]
+        values.update(PRESET_VALUES.get(preset, {}))  # a preset's values replace settings.toml's, not flags
         values.update({k: v for k, v in changes.items() if v is not None})
         values.setdefault("model", settings.model.id)
         values.setdefault("adapters_dir", str(settings.paths.resolve("adapters")))
@@ -111,9 +85,10 @@ class JobSpec:
         """The `python launch.py finetune ...` command that starts the same run."""
         parts = ["python", "launch.py", "--model", self.model, "finetune", "--data", self.data, "--name", self.name]
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        defaults.update(PRESET_VALUES.get(self.preset, {}))
         for key in CLI_FLAGS:
             value = getattr(self, key)
-            if value == defaults[key] and key not in ("max_steps", "epochs"):
+            if value == defaults[key] and key not in ("max_steps", "epochs", "preset"):
                 continue
             flag = "--" + key.replace("_", "-")
             if isinstance(value, bool):
@@ -123,8 +98,17 @@ class JobSpec:
         return shlex.join(parts)
 
 
-# The spec fields the CLI exposes as --flags (also used by `JobSpec.command`).
-CLI_FLAGS = ("epochs", "max_steps", "r", "lora_alpha", "lora_dropout", "targets", "learning_rate", "warmup_ratio",
-             "batch_size", "grad_accumulation", "max_length", "train_fraction", "eval_every", "checkpoint_every",
-             "keep_checkpoints", "early_stopping_patience", "quantization", "gradient_checkpointing", "optimizer",
-             "caption_prompt", "seed", "device", "num_processes", "overwrite", "skip_invalid")
+def _check(spec: dataclasses.Field, value) -> None:
+    """InputError naming the key when `value` breaks the field's choices or range ("auto" where allowed)."""
+    if spec.metadata.get("auto") and value == "auto":
+        return
+    choices, (low, high) = spec.metadata.get("choices"), spec.metadata.get("range", (None, None))
+    if choices and value not in choices:
+        raise InputError(f"{spec.name} must be one of {', '.join(choices)} (got {value!r}).")
+    if low is not None and (isinstance(value, str) or not low <= value <= high):
+        allowed = '"auto" or ' if spec.metadata.get("auto") else ""
+        raise InputError(f"{spec.name} must be {allowed}between {low:g} and {high:g} (got {value!r}).")
+
+
+# The spec fields the CLI exposes as --flags (also used by `JobSpec.command`): every hyperparameter, and how to run.
+CLI_FLAGS = HYPERPARAMETERS + ("device", "num_processes", "overwrite", "skip_invalid")

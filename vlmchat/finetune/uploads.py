@@ -1,22 +1,24 @@
 """Datasets handed to the UI as uploads: unpacked safely into <outputs>/finetune/uploads/<id>/.
 
 A zip may hold a folder of images with .txt captions, or a .json/.jsonl file with its images; a
-single .json/.jsonl upload is kept as is. Member names are checked (no absolute paths, no '..'), the
-unpacked size is capped, and an upload is referred to afterwards as `upload:<id>` so API callers
-never name server paths.
+single .json/.jsonl upload is kept as is. The zip is checked by `files.extract_zip_checked` (links
+refused, size and file count capped; members outside the archive and __MACOSX left out), and an
+upload is referred to afterwards as `upload:<id>` so API callers never name server paths.
 """
 
 from __future__ import annotations
 
 import hashlib
 import shutil
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ..errors import InputError
+from ..files import extract_zip_checked, staged_folder, unsafe_name
 
 MAX_UNPACKED_BYTES = 8 * 2**30
+MAX_UNPACKED_FILES = 100_000
 PREFIX = "upload:"
+UPLOAD_SUFFIXES = (".zip", ".json", ".jsonl", ".csv", ".parquet")  # datasets and eval sets
 
 
 def uploads_folder(settings) -> Path:
@@ -26,46 +28,28 @@ def uploads_folder(settings) -> Path:
 def store_upload(file: str | Path, settings) -> str:
     """Unpack or copy an uploaded dataset; returns its reference 'upload:<id>'."""
     file = Path(file)
+    suffix = file.suffix.lower()
+    if suffix not in UPLOAD_SUFFIXES:
+        raise InputError(f"'{file.name}' is not a dataset upload; upload a .zip (images + .txt captions, or a "
+                         ".jsonl with its images) or a .json/.jsonl/.csv/.parquet file.")
     digest = hashlib.sha256(file.read_bytes()).hexdigest()[:12]
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in file.stem)[:40] or "dataset"
     upload_id = f"{stem}-{digest}"
-    target = uploads_folder(settings) / upload_id
-    if target.exists():
-        return PREFIX + upload_id
-    staging = target.with_name(f".{upload_id}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     try:
-        if file.suffix.lower() == ".zip":
-            _unzip(file, staging)
-        elif file.suffix.lower() in (".json", ".jsonl"):
-            shutil.copy2(file, staging / file.name)
-        else:
-            raise InputError(f"'{file.name}' is not a dataset upload; upload a .zip (images + .txt captions, or a "
-                             ".jsonl with its images) or a .json/.jsonl file.")
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with staged_folder(uploads_folder(settings) / upload_id) as staging:
+            if suffix == ".zip":
+                extract_zip_checked(file, staging, MAX_UNPACKED_BYTES, MAX_UNPACKED_FILES, place=_dataset_member,
+                                    advice="train from a local folder instead")
+            else:
+                shutil.copy2(file, staging / file.name)
+    except FileExistsError:
+        pass  # the same file was uploaded before: its folder is the same
     return PREFIX + upload_id
 
 
-def _unzip(archive: Path, folder: Path) -> None:
-    try:
-        with zipfile.ZipFile(archive) as zipped:
-            members = [m for m in zipped.infolist() if not m.is_dir()]
-            if sum(m.file_size for m in members) > MAX_UNPACKED_BYTES:
-                raise InputError("The zip unpacks to more than 8 GiB; train from a local folder instead.")
-            for member in members:
-                name = PurePosixPath(member.filename.replace("\\", "/"))
-                if name.is_absolute() or ".." in name.parts or name.parts[0] == "__MACOSX":
-                    continue
-                destination = folder.joinpath(*name.parts)
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                with zipped.open(member) as src, open(destination, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-    except zipfile.BadZipFile:
-        raise InputError(f"'{archive.name}' is not a valid zip file.") from None
+def _dataset_member(member: str) -> str | None:
+    """Where a zip member goes: macOS metadata and members pointing outside are left out, as uploads always did."""
+    return None if member.split("/")[0] == "__MACOSX" or unsafe_name(member) else member
 
 
 def resolve_dataset(reference: str, settings) -> Path:

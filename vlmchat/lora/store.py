@@ -8,24 +8,24 @@ PEFT adapter without vlmchat.json works too. Only safetensors weights are ever a
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..errors import InputError
-from ..files import write_text_atomic
+from ..files import extract_zip_checked, staged_folder, write_text_atomic, write_zip_atomic
 
 META_FILE = "vlmchat.json"
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RESERVED = {"base", "none", "con", "nul", "aux", "prn"}
+ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE, META_FILE, "README.md")
 MAX_ZIP_BYTES = 4 * 2**30
+MAX_ZIP_FILES = 100_000  # no count cap before; the shared default of the other zip readers
 
 
 @dataclass(frozen=True)
@@ -126,20 +126,16 @@ def write_metadata(folder: Path, meta: dict) -> None:
 def _install(source: Path, folder: Path, name: str) -> AdapterInfo:
     """Copy a checked adapter folder into `folder`/`name` atomically; never over an existing one."""
     target = adapter_path(folder, name)
-    if target.exists():
-        raise InputError(f"An adapter named '{name}' already exists; pick another name or delete it first.")
-    info = read_adapter(source)
-    if info.problem:
-        raise InputError(f"That folder is not a usable adapter: {info.problem}.")
-    staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{name}.", suffix=".tmp"))
     try:
-        for item in (CONFIG_FILE, WEIGHTS_FILE, META_FILE, "README.md"):
-            if (source / item).is_file():
-                shutil.copy2(source / item, staging / item)
-        os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with staged_folder(target) as staging:
+            info = read_adapter(source)
+            if info.problem:
+                raise InputError(f"That folder is not a usable adapter: {info.problem}.")
+            for item in ADAPTER_FILES:
+                if (source / item).is_file():
+                    shutil.copy2(source / item, staging / item)
+    except FileExistsError:
+        raise InputError(f"An adapter named '{name}' already exists; pick another name or delete it first.") from None
     return read_adapter(target)
 
 
@@ -153,23 +149,20 @@ def import_folder(source: str | Path, folder: Path, name: str | None = None) -> 
 
 
 def import_zip(archive: str | Path, folder: Path, name: str | None = None) -> AdapterInfo:
-    """Unpack an adapter zip (safely: no paths outside, size-capped) into the adapters folder."""
+    """Unpack an adapter zip (checked, size-capped, only the adapter files) into the adapters folder."""
     archive = Path(archive)
     name = validate_adapter_name(name or archive.stem)
     Path(folder).mkdir(parents=True, exist_ok=True)
-    try:
-        with zipfile.ZipFile(archive) as zipped, tempfile.TemporaryDirectory(dir=folder, prefix=".unzip.") as tmp:
-            members = [m for m in zipped.infolist() if not m.is_dir()]
-            if sum(m.file_size for m in members) > MAX_ZIP_BYTES:
-                raise InputError("The zip unpacks to more than 4 GiB; that is not a LoRA adapter.")
-            for member in members:
-                if Path(member.filename).name in (CONFIG_FILE, WEIGHTS_FILE, META_FILE, "README.md"):
-                    # flatten: only the file names matter, so no member can point outside
-                    with zipped.open(member) as src, open(Path(tmp) / Path(member.filename).name, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-            return _install(Path(tmp), Path(folder), name)
-    except zipfile.BadZipFile:
-        raise InputError(f"'{archive.name}' is not a valid zip file.") from None
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".unzip.") as tmp:
+        extract_zip_checked(archive, Path(tmp), MAX_ZIP_BYTES, MAX_ZIP_FILES, place=_adapter_file,
+                            advice="that is not a LoRA adapter")
+        return _install(Path(tmp), Path(folder), name)
+
+
+def _adapter_file(member: str) -> str | None:
+    """Flatten: only the file name matters, so an adapter zipped inside a folder imports the same."""
+    name = PurePosixPath(member).name
+    return name if name in ADAPTER_FILES else None
 
 
 def export_zip(folder: Path, name: str, destination: Path) -> Path:
@@ -177,15 +170,8 @@ def export_zip(folder: Path, name: str, destination: Path) -> Path:
     source = adapter_path(folder, name)
     if not source.is_dir():
         raise InputError(f"There is no adapter named '{name}'.")
-    destination.mkdir(parents=True, exist_ok=True)
-    target = destination / f"{name}.zip"
-    tmp = destination / f".{name}.zip.tmp"
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
-        for item in sorted(source.iterdir()):
-            if item.is_file():
-                zipped.write(item, f"{name}/{item.name}")
-    os.replace(tmp, target)
-    return target
+    files = [item for item in sorted(source.iterdir()) if item.is_file()]
+    return write_zip_atomic(destination / f"{name}.zip", [(f"{name}/{item.name}", item) for item in files])
 
 
 def rename_adapter(folder: Path, old: str, new: str) -> Path:

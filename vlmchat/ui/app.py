@@ -9,6 +9,7 @@ from ..settings import Settings
 from .adapters_tab import AdapterActions, build_adapters_tab, build_compare_tab
 from .caption_tab import build_caption_tab
 from .chat_tab import build_chat_tab
+from .evaluate_tab import build_evaluate_tab
 from .finetune_tab import build_finetune_tab
 from .model_tab import build_model_tab
 
@@ -44,6 +45,8 @@ def build_app(manager: ModelManager, settings: Settings, notices: list[str] | No
             build_finetune_tab(manager, settings)
         with gr.Tab("Compare"):
             build_compare_tab(adapters, manager, settings)
+        with gr.Tab("Evaluate"):
+            build_evaluate_tab(manager, settings)
         with gr.Tab("Model"):
             build_model_tab(manager, settings, status, status_line)
         app.load(lambda: (status_line(manager), _banner(notices)), outputs=[status, banner], api_visibility="undocumented",

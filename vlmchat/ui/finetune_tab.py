@@ -21,23 +21,32 @@ from ..finetune.spec import JobSpec
 from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
 from ..models.manager import ModelManager
 from ..models.resolve import resolve_model
-from ..settings import Settings
+from ..settings import FinetuneSettings, Settings
 from .sharing import refuse_server_paths
 
-# The [finetune] settings shown as controls, in this order: (key, label).
-CONTROLS = (
-    ("r", "LoRA rank r"), ("lora_alpha", "LoRA alpha"), ("lora_dropout", "LoRA dropout"),
-    ("targets", "Train which layers"), ("learning_rate", "Learning rate"), ("warmup_ratio", "Warmup share"),
-    ("epochs", "Epochs"), ("max_steps", "Max steps (0 = by epochs)"), ("batch_size", "Batch size"),
-    ("grad_accumulation", "Gradient accumulation"), ("max_length", "Max tokens per sample"),
-    ("train_fraction", "Training share (rest = validation)"), ("eval_every", "Eval every N steps"),
-    ("checkpoint_every", "Checkpoint every N steps"), ("keep_checkpoints", "Keep last K checkpoints"),
-    ("early_stopping_patience", "Early stopping patience (0 = off)"), ("quantization", "Quantization"),
-    ("gradient_checkpointing", "Gradient checkpointing"), ("optimizer", "Optimizer"),
-    ("caption_prompt", "Prompt paired with .txt captions"),
-)
-CHOICES = {"targets": ["language", "language+projector", "all"], "quantization": ["auto", "none", "4bit"],
-           "gradient_checkpointing": ["auto", "on", "off"], "optimizer": ["auto", "adamw", "paged_adamw_8bit"]}
+# The form is built from the [finetune] fields and their metadata (vlmchat/settings.py), in their order.
+FIELDS = {f.name: f for f in dataclasses.fields(FinetuneSettings)}
+
+
+def _label(key: str) -> str:
+    return key.replace("_", " ").capitalize() + " — " + FIELDS[key].metadata.get("help", "")
+
+
+def _form_value(key: str, value):
+    """A control's value as the setting wants it: "auto" or a number for auto fields, ints for int fields."""
+    spec = FIELDS[key]
+    if spec.metadata.get("auto"):
+        text = str(value).strip().lower()
+        if text in ("", "auto"):
+            return "auto"
+        try:
+            number = float(text)
+        except ValueError:
+            raise gr.Error(f"{key.replace('_', ' ')}: type a number or auto (got {value!r}).") from None
+        return number if "float" in str(spec.type) else int(number)
+    if str(spec.type) == "int" and value is not None:
+        return int(value)
+    return value
 
 
 class FinetuneActions:
@@ -72,6 +81,13 @@ class FinetuneActions:
                                      model_source=resolve_model(model, self.settings).location,
                                      overwrite=bool(overwrite), **options)
 
+    def plan(self, reference: str, options: dict | None = None) -> dict:
+        """What Start will do with this dataset: samples, steps, epochs, learning rate, time and memory, warnings."""
+        from ..finetune.plan import plan_run
+
+        spec = self.spec(reference, "preview", options, True)
+        return plan_run(spec)
+
     def start(self, reference: str, name: str, options: dict | None = None, overwrite: bool = False) -> dict:
         spec = self.spec(reference, name, options, overwrite)
         read_dataset(spec.data, spec.caption_prompt).require_usable(spec.skip_invalid)
@@ -94,8 +110,11 @@ class FinetuneActions:
 
     def cancel(self, job_id: str = "") -> str:
         job = self.job(job_id)
-        if job is None or not runner.is_alive(job):
+        if job is None:
             raise gr.Error("No fine-tune is running.")
+        state = runner.job_status(job).state
+        if not runner.is_alive(job):
+            return f"{job.name} is not running (it has {'finished' if state == 'done' else 'stopped: ' + state})."
         runner.cancel_job(job)
         return f"Cancelling {job.name}: it stops after the current step and keeps a checkpoint."
 
@@ -103,6 +122,12 @@ class FinetuneActions:
         job = self.job(job_id)
         if job is None:
             raise gr.Error("There is no fine-tune job to resume.")
+        status = runner.job_status(job)
+        if status.state == "done":
+            raise gr.Error(f"{job.name} has finished and wrote its adapter; there is nothing to resume. "
+                           "Start a new run to train again.")
+        if runner.is_alive(job):
+            raise gr.Error(f"{job.name} is still running.")
         runner.resume_job(job)
         return {"job_id": job.name}
 
@@ -135,18 +160,27 @@ def _status_markdown(status: dict) -> str:
     text = " · ".join(line)
     if status.get("message"):
         text += f"  \n{status['message']}"
-    if status.get("setup"):
-        text += "  \n<small>" + "; ".join(f"{k}: {v}" for k, v in status["setup"].items()) + "</small>"
+    if status.get("warning"):
+        text += f"  \n⚠️ {status['warning']}"
+    evaluation = status.get("evaluation") or {}
+    if evaluation.get("verdict"):
+        text += f"  \n**Did it learn?** {evaluation['verdict']}"
+    elif evaluation.get("message"):
+        text += f"  \n{evaluation['message']}"
+    reasons = {**status.get("schedule", {}), **status.get("setup", {})}
+    if reasons:
+        text += "  \n<small>" + "; ".join(f"{k}: {v}" for k, v in reasons.items()) + "</small>"
     return text
 
 
 def _curves(status: dict):
     import pandas as pd
 
-    rows = [(s, v, "loss") for s, v in status.get("losses", [])]
+    rows = [(s, v, "train loss") for s, v in status.get("losses", [])]
     stride = max(1, len(rows) // 400)  # a few hundred points are enough for the plot
     rows = rows[::stride] + [(s, v, "eval loss") for s, v in status.get("eval_losses", [])]
-    return pd.DataFrame(rows or [(0, None, "loss")], columns=["step", "value", "series"])
+    frame = pd.DataFrame(rows, columns=["step", "loss", "series"])
+    return frame.astype({"step": "int64", "loss": "float64", "series": "string"})
 
 
 def _job_files(actions: FinetuneActions, status: dict) -> tuple[str, str]:
@@ -158,20 +192,48 @@ def _job_files(actions: FinetuneActions, status: dict) -> tuple[str, str]:
 
 
 def _settings_controls(defaults) -> dict:
-    """One control per [finetune] setting, in an accordion; returns {key: component}."""
+    """One control per [finetune] setting: the preset and the basic ones shown, the rest under Advanced."""
     controls = {}
-    with gr.Accordion("Settings (defaults from settings.toml [finetune])", open=False):
+
+    def control(key):
+        value, spec = getattr(defaults, key), FIELDS[key]
+        label = _label(key)
+        if "choices" in spec.metadata:
+            radio = key == "preset"
+            return (gr.Radio if radio else gr.Dropdown)(list(spec.metadata["choices"]), value=value, label=label,
+                                                         min_width=160)
+        if isinstance(value, bool):
+            return gr.Checkbox(value=value, label=label, min_width=160)
+        if isinstance(value, str):
+            return gr.Textbox(value=value, label=label, min_width=160)
+        return gr.Number(value=value, label=label, precision=0 if isinstance(value, int) else None, min_width=160)
+
+    basic = [key for key, spec in FIELDS.items() if not spec.metadata.get("advanced")]
+    with gr.Row(equal_height=True):
+        for key in basic:
+            controls[key] = control(key)
+    with gr.Accordion("Advanced (defaults from settings.toml [finetune])", open=False):
         with gr.Row(equal_height=True):
-            for key, label in CONTROLS:
-                value = getattr(defaults, key)
-                if key in CHOICES:
-                    controls[key] = gr.Dropdown(CHOICES[key], value=value, label=label, min_width=160)
-                elif isinstance(value, str):
-                    controls[key] = gr.Textbox(value=value, label=label, min_width=160)
-                else:
-                    controls[key] = gr.Number(value=value, label=label, precision=0 if isinstance(value, int) else None,
-                                              min_width=160)
+            for key in FIELDS:
+                if key not in basic:
+                    controls[key] = control(key)
     return controls
+
+
+def _plan_markdown(plan: dict) -> str:
+    """The plan before Start, as markdown."""
+    minutes, peak = plan.get("minutes"), plan.get("peak_gib")
+    parts = [f"**Plan:** {plan['train_samples']} training + {plan['val_samples']} validation samples",
+             f"{plan['steps']} optimizer steps ({plan['epochs']} epochs × {plan['steps_per_epoch']} steps, "
+             f"effective batch {plan['effective_batch']})", f"learning rate {plan['learning_rate']:g}",
+             f"~{minutes:.1f} min ({plan['minutes_how']})" if minutes is not None else "time: shown once running",
+             f"peak memory ~{peak:.1f} GiB" if peak else ""]
+    text = " · ".join(part for part in parts if part)
+    if plan.get("warning"):
+        text += f"  \n⚠️ {plan['warning']}"
+    if plan.get("reasons"):
+        text += "  \n<small>" + "; ".join(f"{k}: {v}" for k, v in plan["reasons"].items()) + "</small>"
+    return text
 
 
 def _check_result(result: dict) -> tuple[str, list]:
@@ -207,26 +269,38 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
         overwrite = gr.Checkbox(label="Overwrite an adapter of the same name", value=False)
         skip_invalid = gr.Checkbox(label="Skip rows with problems", value=False)
     controls = _settings_controls(defaults)
+    plan_box = gr.Markdown(elem_id="vlmchat-finetune-plan")
     with gr.Row():
         start = gr.Button("Start", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
         resume = gr.Button("Resume")
     status = gr.Markdown(elem_id="vlmchat-finetune-status")
-    plot = gr.LinePlot(x="step", y="value", color="series", label="Loss", height=300)
+    plot = gr.LinePlot(x="step", y="loss", color="series", label="Loss", height=300, x_title="optimizer step",
+                       y_title="loss", sort="x")
     with gr.Accordion("Exact config and command of this run", open=False):
         config = gr.Code(language="json", label="job.json")
         command = gr.Code(language="shell", label="The same run from a terminal")
     job_id = gr.State("")
     timer = gr.Timer(2.0)
 
-    def do_check(file, typed):
+    def form_options(values) -> dict:
+        return {key: _form_value(key, value) for key, value in zip(controls, values)}
+
+    def do_check(file, typed, *values):
         reference = actions.dataset(file, typed)
-        return *_check_result(actions.check(reference)), reference
+        return *_check_result(actions.check(reference)), reference, do_plan(reference, *values)
+
+    def do_plan(reference, *values):
+        if not reference:
+            return ""
+        try:
+            return _plan_markdown(actions.plan(reference, form_options(values)))
+        except VlmchatError as exc:
+            return f"⚠️ {exc}"
 
     def do_start(reference, file, typed, name, overwrite, skip, *values):
         reference = reference or actions.dataset(file, typed)
-        options = {key: (int(v) if isinstance(getattr(defaults, key), int) else v)
-                   for (key, _), v in zip(CONTROLS, values)}
+        options = form_options(values)
         started = actions.start(reference, name, {**options, "skip_invalid": bool(skip)}, overwrite)
         return started["job_id"], *refresh(started["job_id"])
 
@@ -236,10 +310,19 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
         return _status_markdown(state), _curves(state), *files
 
     outputs = [status, plot, config, command]
-    check.click(_guard(do_check), [upload, path], [report, preview, dataset], api_visibility="undocumented")
+    check.click(_guard(do_check), [upload, path, *controls.values()], [report, preview, dataset, plan_box],
+                api_visibility="undocumented")
+    for key in ("preset", "epochs", "max_steps", "learning_rate", "batch_size", "grad_accumulation", "train_fraction"):
+        controls[key].change(do_plan, [dataset, *controls.values()], plan_box, api_visibility="undocumented",
+                             queue=False)
     start.click(_guard(do_start), [dataset, upload, path, name, overwrite, skip_invalid, *controls.values()],
                 [job_id, *outputs], api_visibility="undocumented")
-    cancel.click(_guard(lambda j: (actions.cancel(j), *refresh(j))[1:]), job_id, outputs, api_visibility="undocumented")
+    def do_cancel(current):
+        message = actions.cancel(current)
+        text, *rest = refresh(current)
+        return f"{message}  \n{text}", *rest
+
+    cancel.click(_guard(do_cancel), job_id, outputs, api_visibility="undocumented")
     resume.click(_guard(lambda j: refresh(actions.resume(j)["job_id"])), job_id, outputs, api_visibility="undocumented")
     timer.tick(_guard(refresh), job_id, outputs, api_visibility="undocumented", queue=False)
     _register_api(actions)
@@ -259,6 +342,12 @@ def _register_api(actions: FinetuneActions) -> None:
             refuse_server_paths(actions.settings, "training")
         return actions.start(dataset, name, options, overwrite)
 
+    def finetune_plan(dataset: str, options: dict | None = None) -> dict:
+        """What Start will do: samples (train/validation), steps, epochs, learning rate, minutes, peak GiB, warning."""
+        if not dataset.startswith(PREFIX):
+            refuse_server_paths(actions.settings, "training")
+        return actions.plan(dataset, options)
+
     def finetune_status(job_id: str = "") -> dict:
         """State, step, losses, eval losses, samples/s, ETA and memory of a job ('' = the running or newest)."""
         return actions.status(job_id)
@@ -271,7 +360,7 @@ def _register_api(actions: FinetuneActions) -> None:
         """Continue a cancelled, failed or interrupted job from its last checkpoint."""
         return actions.resume(job_id)
 
-    for fn in (finetune_check, finetune_start, finetune_status, finetune_cancel, finetune_resume):
+    for fn in (finetune_check, finetune_plan, finetune_start, finetune_status, finetune_cancel, finetune_resume):
         gr.api(_guard(fn), api_name=fn.__name__, api_description=fn.__doc__)
     upload = gr.File(visible=False)
     reference = gr.Textbox(visible=False)

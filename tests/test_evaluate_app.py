@@ -1,0 +1,75 @@
+"""The Evaluate tab's API against a launched app: base vs demo-es on an eval set with images, a verdict, files."""
+
+import csv
+import json
+import time
+import zipfile
+
+import pytest
+from gradio_client import Client, handle_file
+
+COLOURS = ("red", "green", "blue", "yellow")
+
+
+def write_colour_set(folder, count=24):
+    """vlmchat JSONL rows: 'What color is the shape?' with the four colours as options, one picture each."""
+    from vlmchat.demo.heldout import heldout_pictures
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index, (image, colour, shape) in enumerate(heldout_pictures(count, seed=21)):
+        image.save(folder / f"{index:02d}.png")
+        rows.append({"question": "What color is the shape?", "options": list(COLOURS), "answer": colour,
+                     "image": f"{index:02d}.png", "subject": shape})
+    (folder / "colours.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return folder / "colours.jsonl"
+
+
+def wait_done(client, run_id, timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.predict(run_id, api_name="/eval_status")
+        if status["state"] != "running":
+            return status
+        time.sleep(0.5)
+    raise TimeoutError(status)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return Client(app.url, verbose=False)
+
+
+def test_base_vs_adapter_gives_accuracy_intervals_a_verdict_and_the_csv(client, tmp_path):
+    data = write_colour_set(tmp_path / "set")
+    started = client.predict(str(data), ["base", "demo-es"], "loglik", 0, api_name="/eval_start")
+    assert started["format"].startswith("vlmchat") and started["questions"] == 24
+    status = wait_done(client, started["run_id"])
+    assert status["state"] == "done", status
+    rows = {row[0]: row for row in status["table"]["data"]}
+    assert set(rows) == {"base", "demo-es"}
+    assert rows["base"][1] >= 85 and rows["base"][4] == 24
+    assert any("demo-es" in v and "McNemar" in v for v in status["verdicts"])
+    assert {row[0] for row in status["subjects"]} <= {"circle", "square", "triangle"}
+    with open(status["csv"], newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle))
+    for column in ("Question", "Generated Answer", "Correct Answer", "Is Correct", "Response Time (s)", "model"):
+        assert column in header
+
+
+def test_an_uploaded_zip_with_images_runs(client, tmp_path):
+    data = write_colour_set(tmp_path / "set", count=8)
+    archive = tmp_path / "colours.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for file in data.parent.iterdir():
+            zipped.write(file, file.name)
+    reference = client.predict(handle_file(str(archive)), api_name="/eval_upload")
+    assert reference.startswith("upload:")
+    status = wait_done(client, client.predict(reference, ["base"], "loglik", 0, api_name="/eval_start")["run_id"])
+    assert status["state"] == "done" and status["table"]["data"][0][4] == 8
+
+
+def test_an_unknown_adapter_is_refused_with_a_message(client, tmp_path):
+    data = write_colour_set(tmp_path / "set", count=4)
+    with pytest.raises(Exception, match="nope"):
+        client.predict(str(data), ["base", "nope"], "loglik", 0, api_name="/eval_start")

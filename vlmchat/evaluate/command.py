@@ -1,0 +1,154 @@
+"""`python launch.py eval --data FILE_OR_FOLDER [--adapter NAME ...]`: did the adapter help? From the terminal.
+
+Prints progress with an ETA to stderr, then the table, the verdicts and where the files are.
+Exit codes: 0 every row scored, 1 some rows skipped (listed), 2 a user error (one line, from
+cli.py), 130 interrupted (Ctrl-C stops after the current batch; what is done is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+
+EXIT_SKIPPED = 1
+EXIT_INTERRUPTED = 130
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more (got {value})")
+    return number
+
+
+def add_eval_parser(commands) -> None:
+    """Register the `eval` subcommand and its flags."""
+    parser = commands.add_parser("eval", help="score the base model and adapters on your questions "
+                                              "(accuracy, 95%% interval, McNemar verdict)")
+    parser.add_argument("--data", required=True, metavar="FILE_OR_FOLDER",
+                        help="eval set: multiple-choice rows (JSONL/JSON/CSV, MMLU, MMMU) or captions")
+    parser.add_argument("--adapter", dest="adapters", action="extend", nargs="+", default=[], metavar="NAME",
+                        help="adapter(s) from adapters/ to score beside the base (repeat or list several)")
+    parser.add_argument("--no-base", action="store_true", help="do not score the base model")
+    parser.add_argument("--method", choices=("loglik", "generate"), default="loglik",
+                        help="loglik: score each option's log-likelihood (default, fast); generate: parse a "
+                             "generated answer. Caption sets are always generated.")
+    parser.add_argument("--limit", type=_positive, metavar="N", help="use only the first N items")
+    parser.add_argument("--batch-size", type=_positive, default=8, metavar="N", help="questions per batch (default 8)")
+    parser.add_argument("--max-new-tokens", type=_positive, metavar="N",
+                        help="generate/captions: tokens per answer (default 16 for questions, 64 for captions)")
+    parser.add_argument("--num-beams", type=_positive, default=1, metavar="N",
+                        help="generate/captions: beam search width (default 1 = greedy)")
+    parser.add_argument("--output", metavar="FILE.csv", help="also write results.csv here")
+    parser.add_argument("--model", default=argparse.SUPPRESS, help="base model: 'demo', hub id or folder "
+                        "(default: model.id in settings)")
+
+
+def _models(args: argparse.Namespace) -> list[str]:
+    from ..errors import InputError
+
+    models = ([] if args.no_base else ["base"]) + list(args.adapters)
+    if not models:
+        raise InputError("--no-base needs at least one --adapter NAME to evaluate.")
+    return models
+
+
+class _Progress:
+    """Progress lines with an ETA on stderr: a tqdm bar on a terminal, plain lines otherwise."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, done: int, total: int, text: str) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="question", file=sys.stderr, dynamic_ncols=True,
+                            disable=None if sys.stderr.isatty() else True)
+        self.bar.update(done - self.bar.n)
+        if self.bar.disable:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _run_in_thread(run) -> tuple[object, bool]:
+    """Run `run(cancel)` in a worker; Ctrl-C sets cancel and waits for the batch to finish."""
+    cancel, box = threading.Event(), {}
+
+    def work() -> None:
+        try:
+            box["result"] = run(cancel)
+        except BaseException as exc:  # re-raised in the main thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name="vlmchat-eval", daemon=True)
+    worker.start()
+    interrupted = False
+    while worker.is_alive():
+        try:
+            worker.join(0.2)
+        except KeyboardInterrupt:
+            if not interrupted:
+                print("\nstopping after the current batch (what is done is kept)…", file=sys.stderr)
+            interrupted = True
+            cancel.set()
+    if "error" in box:
+        raise box["error"]
+    return box["result"], interrupted
+
+
+def print_result(result) -> None:
+    """The table, the per-subject table, the verdicts, the problems and where the files are."""
+    header = ["model", f"{result.metric} %", "95% interval", "ms/question", "scored", "problems"]
+    rows = [header] + [["" if v is None else str(v) for v in row] for row in result.table()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    if result.subject_table():
+        print("\nper subject:")
+        for subject, name, n, accuracy in result.subject_table():
+            print(f"  {subject}  {name}: {accuracy}% of {n}")
+    print(f"\nmetric: {result.metric_reason()}")
+    for sentence, _ in result.verdicts():
+        print(sentence)
+    for problem in result.problems()[:20]:
+        print(f"skipped: {problem}", file=sys.stderr)
+    if len(result.problems()) > 20:
+        print(f"skipped: … and {len(result.problems()) - 20} more (all in summary.json)", file=sys.stderr)
+    if result.cancelled:
+        print(f"cancelled after {result.done} of {len(result.items)} questions", file=sys.stderr)
+    print(f"files: {result.folder} (results.csv, summary.json, chart.png)")
+
+
+def run_eval_command(args: argparse.Namespace, settings) -> int:
+    """Read the set, load the model, score every model, print the result; returns the exit code."""
+    from pathlib import Path
+
+    from ..models.manager import ModelManager
+    from .run import EvalOptions, run_eval
+    from .sets import read_eval_set
+
+    models = _models(args)
+    options = EvalOptions(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+                          limit=args.limit, output=Path(args.output) if args.output else None)
+    options.check()
+    eval_set = read_eval_set(args.data, limit=args.limit)
+    eval_set.require_usable()  # a file with nothing usable is reported before the model loads
+    print(f"{eval_set.path}: {eval_set.format}, {len(eval_set.items)} usable, {len(eval_set.problems)} skipped",
+          file=sys.stderr)
+    manager = ModelManager(settings)
+    print(f"model: {manager.load().summary()}", file=sys.stderr)
+    progress = _Progress()
+    try:
+        result, interrupted = _run_in_thread(
+            lambda cancel: run_eval(manager, eval_set, models, args.method, options, progress=progress, cancel=cancel))
+    finally:
+        progress.close()
+    print_result(result)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_SKIPPED if result.problems() else 0

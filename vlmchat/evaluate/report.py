@@ -1,0 +1,272 @@
+"""What an eval run found, and the files it leaves: results.csv, summary.json and chart.png.
+
+`EvalResult` holds every model's score on every item (and why an item was skipped), and turns
+them into the tables the UI and CLI show, the verdicts (adapter vs base, McNemar) and the files
+under `<outputs>/eval/<run-id>/`, each written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shlex
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..files import write_text_atomic
+from ..lora.runtime import is_base
+from .score import LETTERS, ItemScore
+from .sets import CAPTION, EvalItem, EvalSet
+from .stats import verdict, wilson_interval
+
+CSV_COLUMNS = ["Question", "Generated Answer", "Correct Answer", "Is Correct", "Response Time (s)", "model",
+               "subject", "method", "source", "predicted", "correct (acc)", "correct (acc_norm)", "option scores",
+               "problem"]
+CAPTION_COLUMNS = ["exact", "keywords", "bleu", "chrf", "rougeL"]
+
+
+@dataclass
+class EvalResult:
+    """Scores of each model on the items of one eval set, from one pass over the data."""
+
+    eval_set: EvalSet
+    models: list[str]
+    method: str                                    # "loglik", "generate" or "caption"
+    config: dict = field(default_factory=dict)     # what the run was asked (batch size, tokens, beams, limit, ...)
+    scores: dict[str, dict[int, ItemScore]] = field(default_factory=dict)  # model -> item index -> score
+    skipped: dict[str, dict[int, str]] = field(default_factory=dict)       # model -> item index -> why
+    cancelled: bool = False
+    done: int = 0                                  # items handled (scored or skipped) for every model
+    elapsed_s: float = 0.0
+    folder: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in self.models:
+            self.scores.setdefault(name, {})
+            self.skipped.setdefault(name, {})
+
+    @property
+    def items(self) -> list[EvalItem]:
+        """The eval set's usable items."""
+        return self.eval_set.items
+
+    @property
+    def metric(self) -> str:
+        """The accuracy the verdicts use: acc_norm when some question's options differ in length."""
+        if self.method == "loglik" and any(len({len(o) for o in item.options}) > 1 for item in self.items):
+            return "acc_norm"
+        return "acc"
+
+    def metric_reason(self) -> str:
+        """Why `metric` is the one the verdicts use."""
+        if self.method == "caption":
+            return "keyword match: every content word of a reference caption appears in the generated one"
+        if self.method == "generate":
+            return "acc: the generated answer, parsed as a letter or an option's text (unparsed = wrong)"
+        if self.metric == "acc_norm":
+            return "acc_norm (log-probability per character of the option): the options differ in length"
+        return "acc: every question's options have the same length, so acc and acc_norm agree"
+
+    def is_correct(self, score: ItemScore, metric: str | None = None) -> bool:
+        """Whether `score` counts as right under `metric` (default: the verdicts' metric)."""
+        if (metric or self.metric) == "acc_norm" and score.correct_norm is not None:
+            return bool(score.correct_norm)
+        return bool(score.correct)
+
+    def paired(self) -> list[int]:
+        """Indices of the items every model scored (the ones the verdicts compare)."""
+        return sorted(set.intersection(*(set(self.scores[m]) for m in self.models))) if self.models else []
+
+    def problems(self) -> list[str]:
+        """Every row that was not scored: the reader's and the run's, with the reason."""
+        found = [str(p) for p in self.eval_set.problems]
+        for name in self.models:
+            found += [f"{self.items[i].source}: {why} ({name})" for i, why in sorted(self.skipped[name].items())]
+        return found
+
+    def model_summary(self, name: str) -> dict:
+        """n, acc, acc_norm, 95% interval of the verdicts' metric, mean ms per question, problems."""
+        scored = list(self.scores[name].values())
+        n = len(scored)
+        right = sum(self.is_correct(s) for s in scored)
+        low, high = wilson_interval(right, n)
+        summary = {
+            "n": n, "acc": _mean(s.correct for s in scored),
+            "acc_norm": _mean(s.correct_norm for s in scored) if self.method == "loglik" else None,
+            "metric": self.metric, "accuracy": right / n if n else None, "interval": [low, high],
+            "mean_ms": 1000 * _mean(s.seconds for s in scored) if n else None,
+            "problems": len(self.eval_set.problems) + len(self.skipped[name]),
+        }
+        if self.method == "caption":
+            summary.update({key: _mean(s.metrics.get(key, 0) for s in scored) for key in CAPTION_COLUMNS})
+        return summary
+
+    def verdicts(self) -> list[tuple[str, dict]]:
+        """(sentence, numbers) for each adapter against the base, on the questions both scored."""
+        if not any(is_base(m) for m in self.models):
+            return []
+        base = next(m for m in self.models if is_base(m))
+        paired = self.paired()
+        return [verdict(name, [self.is_correct(self.scores[base][i]) for i in paired],
+                        [self.is_correct(self.scores[name][i]) for i in paired])
+                for name in self.models if not is_base(name)]
+
+    def table(self) -> list[list]:
+        """[model, accuracy %, 95% interval, mean ms/question, scored, problems] per model, for a UI table."""
+        rows = []
+        for name in self.models:
+            s = self.model_summary(name)
+            low, high = s["interval"]
+            rows.append([name, _percent(s["accuracy"]), f"{100 * low:.1f}–{100 * high:.1f}%",
+                         round(s["mean_ms"], 1) if s["mean_ms"] is not None else None, s["n"], s["problems"]])
+        return rows
+
+    def subject_table(self) -> list[list]:
+        """[subject, model, scored, accuracy %] per subject and model ([] when no item has a subject)."""
+        subjects = sorted({item.subject for item in self.items if item.subject})
+        rows = []
+        for subject in subjects:
+            for name in self.models:
+                scored = [s for i, s in self.scores[name].items() if self.items[i].subject == subject]
+                rows.append([subject, name, len(scored), _percent(_mean(self.is_correct(s) for s in scored))])
+        return rows
+
+    def command(self) -> str:
+        """The `launch.py eval` command that repeats this run."""
+        config = self.config
+        parts = ["python", "launch.py", "eval", "--data", str(self.eval_set.path)]
+        if config.get("model"):
+            parts += ["--model", str(config["model"])]
+        for name in self.models:
+            if not is_base(name):
+                parts += ["--adapter", name]
+        if not any(is_base(m) for m in self.models):
+            parts.append("--no-base")
+        if self.method != "caption":
+            parts += ["--method", self.method]
+        for key in ("limit", "batch_size", "max_new_tokens", "num_beams"):
+            if config.get(key) is not None:
+                parts += ["--" + key.replace("_", "-"), str(config[key])]
+        return shlex.join(parts)
+
+    def summary(self) -> dict:
+        """Everything summary.json holds."""
+        subjects: dict[str, dict] = {}
+        for subject, name, n, accuracy in self.subject_table():
+            subjects.setdefault(subject, {})[name] = {"n": n, "accuracy %": accuracy}
+        return {
+            "data": str(self.eval_set.path), "format": self.eval_set.format, "kind": self.eval_set.kind,
+            "method": self.method, "metric": self.metric, "metric_reason": self.metric_reason(),
+            "models": {name: self.model_summary(name) for name in self.models},
+            "verdicts": [dict(numbers, text=text) for text, numbers in self.verdicts()],
+            "subjects": subjects, "items": len(self.items), "done": self.done, "cancelled": self.cancelled,
+            "elapsed_s": round(self.elapsed_s, 3), "problems": self.problems(),
+            "config": self.config, "command": self.command(),
+        }
+
+    def csv_rows(self) -> list[dict]:
+        """One row per item and model, skipped ones with their reason."""
+        rows = []
+        for name in self.models:
+            for index, item in enumerate(self.items):
+                score = self.scores[name].get(index)
+                problem = self.skipped[name].get(index)
+                if score is not None or problem is not None:
+                    rows.append(self._csv_row(name, item, score, problem or ""))
+        return rows
+
+    def _csv_row(self, name: str, item: EvalItem, score: ItemScore | None, problem: str) -> dict:
+        row = {"Question": item.question, "model": name, "subject": item.subject, "method": self.method,
+               "source": item.source, "problem": problem,
+               "Correct Answer": (" | ".join(item.references) if self.eval_set.kind == CAPTION
+                                  else _option(item, item.answer))}
+        if score is None:
+            return row
+        picked = score.predicted_norm if self.metric == "acc_norm" else score.predicted
+        row.update({
+            "Generated Answer": score.text if score.text or self.method != "loglik" else _option(item, picked),
+            "Is Correct": self.is_correct(score), "Response Time (s)": round(score.seconds, 4),
+            "predicted": LETTERS[picked] if picked is not None else "", "correct (acc)": score.correct,
+            "correct (acc_norm)": "" if score.correct_norm is None else score.correct_norm,
+            "option scores": json.dumps({LETTERS[i]: round(v, 4) for i, v in enumerate(score.scores)})
+            if score.scores else "",
+        })
+        row.update({key: score.metrics[key] for key in CAPTION_COLUMNS if key in score.metrics})
+        return row
+
+    def csv_text(self) -> str:
+        """results.csv as text."""
+        columns = CSV_COLUMNS + (CAPTION_COLUMNS if self.method == "caption" else [])
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.csv_rows())
+        return out.getvalue()
+
+    def write(self, folder: Path, csv_copy: Path | None = None) -> Path:
+        """Write results.csv, summary.json and chart.png into `folder` (and the CSV to `csv_copy`)."""
+        self.folder = Path(folder)
+        text = self.csv_text()
+        write_text_atomic(self.folder / "results.csv", text)
+        if csv_copy is not None:
+            write_text_atomic(Path(csv_copy), text)
+        summary = dict(self.summary(), files={name: str(self.folder / name)
+                                              for name in ("results.csv", "summary.json", "chart.png")})
+        write_text_atomic(self.folder / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        write_bytes_atomic(self.folder / "chart.png", self.chart_png())
+        return self.folder
+
+    def chart_png(self) -> bytes:
+        """A bar chart of each model's accuracy with its 95% interval as error bars (PNG bytes)."""
+        # The object API with the Agg canvas: no pyplot, so no global backend or figure state in a UI process.
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        summaries = [self.model_summary(name) for name in self.models]
+        values = [100 * (s["accuracy"] or 0) for s in summaries]
+        below = [v - 100 * s["interval"][0] for v, s in zip(values, summaries)]
+        above = [100 * s["interval"][1] - v for v, s in zip(values, summaries)]
+        figure = Figure(figsize=(max(4.0, 1.4 * len(self.models) + 2), 3.6), dpi=100)
+        FigureCanvasAgg(figure)
+        axes = figure.add_subplot()
+        axes.bar(self.models, values, yerr=[below, above], capsize=6, color="#4c78a8")
+        axes.set_ylim(0, 105)
+        axes.set_ylabel(f"{self.metric} % (95% Wilson interval)")
+        axes.set_title(f"{Path(str(self.eval_set.path)).name}: {self.method}, {len(self.paired())} questions")
+        figure.tight_layout()
+        out = io.BytesIO()
+        figure.savefig(out, format="png")
+        return out.getvalue()
+
+
+def write_bytes_atomic(target: Path, data: bytes) -> None:
+    """Write `data` to `target` through a temp file and a rename, so no reader sees half of it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, target)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+def _option(item: EvalItem, index: int | None) -> str:
+    if index is None or not 0 <= index < len(item.options):
+        return ""
+    return f"{LETTERS[index]}. {item.options[index]}"
+
+
+def _mean(values) -> float | None:
+    values = [float(v) for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else round(100 * value, 1)

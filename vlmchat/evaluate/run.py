@@ -1,0 +1,161 @@
+"""One eval run: every model (base and adapters) on the same questions, in one pass over the data.
+
+`run_eval` checks everything first (usable items, method, every adapter attached and made for the
+loaded base), then for each batch of items decodes the pictures once and scores the batch with
+each model in turn, switching adapters with `use_adapter` (never reloading the base). The
+manager's lock is taken per batch, so Chat stays responsive. Cancel stops between batches and
+keeps what is done. The result is written to `<outputs>/eval/<run-id>/` (see `report.py`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+from ..errors import InputError, NoModelError, VlmchatError
+from ..images import load_image
+from ..lora.runtime import BASE, is_base
+from ..models.manager import ModelManager
+from .report import EvalResult
+from .score import score_captions, score_generate, score_loglik
+from .sets import CAPTION, EvalSet
+
+__all__ = ["EvalOptions", "EvalResult", "METHODS", "run_eval", "eval_folder"]
+
+METHODS = ("loglik", "generate")
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How to run an eval: batch size and the generation setting (for --method generate and captions)."""
+
+    batch_size: int = 8
+    max_new_tokens: int | None = None   # None: 16 for multiple choice, 64 for captions
+    num_beams: int = 1                  # 1 = greedy; the write-up's setting is 5 beams, 1 new token
+    limit: int | None = None            # recorded in the config; the reader applies it
+    output: Path | None = None          # also write results.csv here
+
+    def check(self) -> None:
+        """Raise InputError naming the option that is out of range."""
+        if not 1 <= int(self.batch_size) <= 256:
+            raise InputError(f"batch size must be between 1 and 256 (got {self.batch_size}).")
+        if self.max_new_tokens is not None and not 1 <= int(self.max_new_tokens) <= 1024:
+            raise InputError(f"max new tokens must be between 1 and 1024 (got {self.max_new_tokens}).")
+        if not 1 <= int(self.num_beams) <= 16:
+            raise InputError(f"num beams must be between 1 and 16 (got {self.num_beams}).")
+
+
+def eval_folder(settings, run_id: str | None = None) -> Path:
+    """`<outputs>/eval/<run-id>/` for a new run (the id is the start time and a random suffix)."""
+    run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    return settings.paths.resolve("outputs") / "eval" / run_id
+
+
+def check_models(manager: ModelManager, models: list[str]) -> list[str]:
+    """The models to score, de-duplicated, each adapter attached; InputError before anything runs."""
+    names = []
+    for name in models or []:
+        name = BASE if is_base(name) else str(name).strip()
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise InputError("Nothing to evaluate: name at least one adapter, or keep the base model.")
+    if manager.model is None or manager.info is None:
+        raise NoModelError("No model is loaded; load one in the Model tab or start with --model.")
+    for name in names:
+        manager.attach_named_adapter(name)  # unknown or made for another base: InputError saying which
+    return names
+
+
+def _method(eval_set: EvalSet, method: str) -> str:
+    if eval_set.kind == CAPTION:
+        return "caption"  # captions are always generated; the metrics are in summary.json
+    if method not in METHODS:
+        raise InputError(f"Eval method '{method}' is not known; use one of {', '.join(METHODS)}.")
+    return method
+
+
+def _scorer(method: str, options: EvalOptions):
+    if method == "loglik":
+        return score_loglik
+    if method == "generate":
+        return partial(score_generate, max_new_tokens=options.max_new_tokens or 16, num_beams=options.num_beams)
+    return partial(score_captions, max_new_tokens=options.max_new_tokens or 64, num_beams=options.num_beams)
+
+
+def _decode(result: EvalResult, indices: range) -> list[tuple[int, list]]:
+    """The batch's pictures, decoded once for every model; an unreadable picture skips its item."""
+    decoded = []
+    for index in indices:
+        try:
+            decoded.append((index, [load_image(path) for path in result.items[index].images]))
+        except VlmchatError as exc:
+            for name in result.models:
+                result.skipped[name][index] = str(exc)
+        except OSError as exc:
+            for name in result.models:
+                result.skipped[name][index] = f"a picture could not be read ({exc.strerror or exc})"
+    return decoded
+
+
+def _score(scorer, manager: ModelManager, result: EvalResult, name: str, decoded: list[tuple[int, list]]) -> None:
+    """Score a batch with one model; if the batch fails as a whole, each item is tried alone."""
+    items = [result.items[index] for index, _ in decoded]
+    try:
+        scores = scorer(manager, items, [images for _, images in decoded], name)
+    except NoModelError:
+        raise
+    except VlmchatError as exc:
+        if len(decoded) == 1:
+            result.skipped[name][decoded[0][0]] = str(exc)
+            return
+        for one in decoded:
+            _score(scorer, manager, result, name, [one])
+        return
+    for (index, _), score in zip(decoded, scores):
+        result.scores[name][index] = score
+
+
+def _report(progress: Progress | None, result: EvalResult, started: float) -> None:
+    result.elapsed_s = time.monotonic() - started
+    if progress is None:
+        return
+    total, done = len(result.items), result.done
+    rate = done / result.elapsed_s if result.elapsed_s > 0 else 0.0
+    eta = f" · ETA {(total - done) / rate:.0f} s" if rate > 0 and done < total else ""
+    progress(done, total, f"{done}/{total} questions × {len(result.models)} model(s) · {rate:.1f} questions/s{eta}")
+
+
+def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE,), method: str = "loglik",
+             options: EvalOptions = EvalOptions(), progress: Progress | None = None,
+             cancel: threading.Event | None = None, folder: Path | None = None) -> EvalResult:
+    """Score `models` ('base' and adapter names) on `eval_set`; results are written to `folder` (default: a new run folder)."""
+    options.check()
+    method = _method(eval_set, method)
+    eval_set.require_usable()
+    names = check_models(manager, list(models))
+    config = {"data": str(eval_set.path), "model": manager.info.model_id, "models": names, "method": method,
+              **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}}
+    result = EvalResult(eval_set=eval_set, models=names, method=method, config=config)
+    scorer, size = _scorer(method, options), int(options.batch_size)
+    started = time.monotonic()
+    _report(progress, result, started)
+    for first in range(0, len(result.items), size):
+        if cancel is not None and cancel.is_set():
+            result.cancelled = True
+            break
+        indices = range(first, min(first + size, len(result.items)))
+        decoded = _decode(result, indices)
+        for name in names:
+            if decoded:
+                _score(scorer, manager, result, name, decoded)
+        result.done = indices.stop
+        _report(progress, result, started)
+    result.write(folder or eval_folder(manager.settings), options.output)
+    return result

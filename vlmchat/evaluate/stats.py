@@ -1,0 +1,57 @@
+"""How sure we are: Wilson intervals for an accuracy and the exact McNemar test for base vs adapter.
+
+Both come from `scipy.stats.binomtest`: the interval is its Wilson score interval, and McNemar's
+exact test is the two-sided binomial test of the discordant pairs (questions one model got right
+and the other wrong) against 1/2.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+SIGNIFICANCE = 0.05
+
+
+def wilson_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of correct/total (fractions); (0.0, 1.0) when there is nothing to count."""
+    if total <= 0:
+        return 0.0, 1.0
+    from scipy.stats import binomtest
+
+    interval = binomtest(int(correct), int(total)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def mcnemar_exact(better: int, worse: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts (1.0 when there are none)."""
+    if better + worse == 0:
+        return 1.0
+    from scipy.stats import binomtest
+
+    return float(binomtest(int(better), int(better + worse), 0.5, alternative="two-sided").pvalue)
+
+
+def verdict(adapter: str, base_correct: Sequence[bool], adapter_correct: Sequence[bool]) -> tuple[str, dict]:
+    """One sentence on whether `adapter` beats the base on the same questions, and its numbers."""
+    if len(base_correct) != len(adapter_correct):
+        raise ValueError("base and adapter must be scored on the same questions")
+    n = len(base_correct)
+    better = sum(1 for b, a in zip(base_correct, adapter_correct) if a and not b)
+    worse = sum(1 for b, a in zip(base_correct, adapter_correct) if b and not a)
+    base_acc = sum(map(bool, base_correct)) / n if n else 0.0
+    adapter_acc = sum(map(bool, adapter_correct)) / n if n else 0.0
+    points = 100 * (adapter_acc - base_acc)
+    p = mcnemar_exact(better, worse)
+    if p < SIGNIFICANCE:
+        judged = f"significantly {'better' if better > worse else 'worse'} than base"
+    else:
+        judged = "not significant"
+    sentence = (f"{adapter}: {points:+.1f} points vs base, {judged} (p = {_p(p)}, McNemar, {n} paired questions; "
+                f"{better} better, {worse} worse)")
+    numbers = {"adapter": adapter, "n": n, "base_acc": base_acc, "adapter_acc": adapter_acc, "points": points,
+               "better": better, "worse": worse, "p": p, "significant": p < SIGNIFICANCE}
+    return sentence, numbers
+
+
+def _p(p: float) -> str:
+    return "1.0" if p >= 0.995 else f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"

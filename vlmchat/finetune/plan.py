@@ -1,0 +1,56 @@
+"""What a fine-tune will do before it starts: samples, steps, epochs, learning rate, time and peak memory.
+
+The same functions the child process uses (`resolve_schedule`, the dataset split), so the plan the
+Fine-tune tab shows before Start is the schedule the run follows.
+"""
+
+from __future__ import annotations
+
+from .datasets import read_dataset, split
+from .job import model_size, resolve_schedule
+from .recipe import estimate_minutes, read_recipe
+from .spec import JobSpec
+
+# Activations per sample and 1k tokens, per billion parameters (as vlmchat/finetune/setup.py assumes).
+from .setup import ACTIVATION_GIB_PER_KTOKEN_PER_B
+
+TOKENS_PER_SAMPLE = 400  # an image (a few hundred tokens in most families) and a short answer
+
+
+def plan_run(spec: JobSpec, on_gpu: bool | None = None) -> dict:
+    """The plan of `spec` on this machine as a JSON-ready dict (see the Fine-tune tab and `finetune --plan`)."""
+    from pathlib import Path
+
+    report = read_dataset(spec.data, spec.caption_prompt, check_images=False)
+    samples = report.require_usable(skip_invalid=True)
+    train, val = split(samples, spec.train_fraction, spec.seed)
+    size = model_size(spec)
+    schedule = resolve_schedule(spec, len(train), size, spec.num_processes)
+    if on_gpu is None:
+        on_gpu = _gpu_visible() and spec.device != "cpu"
+    source = spec.model_source or spec.model
+    recipe = read_recipe(source if Path(source).is_dir() else None)
+    minutes, how = estimate_minutes(schedule, size.total_b if size else None, recipe, on_gpu)
+    peak = None
+    if size is not None:
+        bytes_per_param = 2 if on_gpu else 4
+        activations = ACTIVATION_GIB_PER_KTOKEN_PER_B * size.language_b * TOKENS_PER_SAMPLE / 1024 * schedule.batch_size
+        peak = size.total_b * 1e9 * bytes_per_param / 2**30 * 1.1 + activations + (0.75 if on_gpu else 0.3)
+    return {"format": report.format, "samples": len(samples), "train_samples": len(train), "val_samples": len(val),
+            "problems": len(report.problems), "epochs": schedule.epochs, "steps": schedule.steps,
+            "steps_per_epoch": -(-len(train) // (schedule.effective_batch * spec.num_processes)),
+            "effective_batch": schedule.effective_batch * spec.num_processes, "batch_size": schedule.batch_size,
+            "grad_accumulation": schedule.grad_accumulation, "learning_rate": schedule.learning_rate,
+            "minutes": None if minutes is None else round(minutes, 2), "minutes_how": how,
+            "peak_gib": None if peak is None else round(peak, 2), "warning": schedule.warning,
+            "reasons": schedule.reasons, "preset": spec.preset,
+            "evaluate_after": bool(spec.evaluate and len(val) >= 20)}
+
+
+def _gpu_visible() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False

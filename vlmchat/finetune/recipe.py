@@ -1,0 +1,143 @@
+"""How long and how hard to train, chosen from the dataset size and the model: steps, batch, learning rate.
+
+A LoRA fine-tune on 50-150 pictures needs enough optimizer steps to change anything: with a fixed
+3 epochs and an effective batch of 16, 64 training samples give 12 steps, and the adapter learns
+nothing. So `epochs`, `batch_size`, `grad_accumulation` and `learning_rate` default to 0 = auto:
+
+- effective batch: 4 below 200 training samples, 8 below 1000, else 16 (more, smaller steps on small data);
+- epochs: enough passes for the preset's minimum number of optimizer steps, between 1 and 30;
+- learning rate: the model's recipe, else 2e-4 for models under 4 B parameters and 1e-4 above
+  (the LoRA rates of Unsloth's vision notebooks, 2e-4, and LLaMA-Factory's Qwen2-VL LoRA
+  example, 1e-4; PEFT's docs put LoRA at 1e-4 to 3e-4), warmup then cosine decay.
+
+A model can carry its own recipe: `vlmchat_recipe.json` beside its weights (keys as in
+[finetune], plus `min_steps`), as Unsloth Studio ships per-model defaults. The embedded demo model
+has one (a 1 M-parameter model wants a 5x higher rate). Values given explicitly (flags, the form,
+settings.toml) always win, and every choice comes with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RECIPE_FILE = "vlmchat_recipe.json"
+AUTO_KEYS = ("epochs", "batch_size", "grad_accumulation", "learning_rate")
+MAX_EPOCHS = 30
+AUTO_BATCH_SIZE = 4  # samples per forward pass when batch_size is auto (the effective batch grows by accumulation)
+# Below this many sample passes (steps x effective batch) an adapter rarely changes the answers.
+LOW_TRAINING = 100
+
+# Presets: named sets of values shown in the form; the rest stays at its [finetune] default.
+PRESETS: dict[str, dict] = {
+    "quick": {"min_steps": 60, "r": 8, "lora_alpha": 16},
+    "balanced": {"min_steps": 150, "r": 8, "lora_alpha": 32},
+    "thorough": {"min_steps": 400, "r": 16, "lora_alpha": 32},
+}
+PRESET_HELP = {
+    "quick": "a first look: ~60 optimizer steps, rank 8",
+    "balanced": "the default: ~150 optimizer steps, rank 8",
+    "thorough": "~400 optimizer steps, rank 16: slower, for when balanced is not enough",
+}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The resolved training length and rate, and why each value was chosen."""
+
+    epochs: int
+    batch_size: int
+    grad_accumulation: int
+    learning_rate: float
+    steps: int
+    train_samples: int
+    reasons: dict = field(default_factory=dict)
+    warning: str = ""
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.grad_accumulation
+
+
+def read_recipe(model_folder: str | Path | None) -> dict:
+    """The model's own recipe (vlmchat_recipe.json beside its weights), or {} when it has none."""
+    if not model_folder:
+        return {}
+    path = Path(model_folder) / RECIPE_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def plan_schedule(values: dict, train_samples: int, *, size_b: float | None = None, recipe: dict | None = None,
+                  preset: str = "balanced", processes: int = 1, max_steps: int = 0) -> Schedule:
+    """Resolve the auto (0) values of epochs, batch_size, grad_accumulation and learning_rate."""
+    recipe = recipe or {}
+    reasons: dict[str, str] = {}
+    n = max(1, train_samples)
+    min_steps = PRESETS.get(preset, PRESETS["balanced"])["min_steps"]
+
+    batch, accum = _given(values, "batch_size"), _given(values, "grad_accumulation")
+    target = 4 if n < 200 else 8 if n < 1000 else 16
+    if not batch:
+        batch = int(recipe.get("batch_size") or min(AUTO_BATCH_SIZE, target))
+        reasons["batch_size"] = f"{batch} ({'the model recipe' if recipe.get('batch_size') else 'auto'})"
+    if not accum:
+        accum = int(recipe.get("grad_accumulation") or max(1, target // (batch * processes)))
+        reasons["grad_accumulation"] = (f"{accum}: effective batch {batch * accum * processes} for {n} training "
+                                        f"samples ({'the model recipe' if recipe.get('grad_accumulation') else 'auto'})")
+    per_step = batch * accum * processes
+    steps_per_epoch = math.ceil(n / per_step)
+
+    epochs = _given(values, "epochs")
+    if max_steps:
+        epochs = epochs or math.ceil(max_steps / steps_per_epoch)
+        reasons["epochs"] = f"max_steps = {max_steps} given, so training stops there"
+    elif not epochs:
+        epochs = min(MAX_EPOCHS, max(1, math.ceil(min_steps / steps_per_epoch)))
+        reasons["epochs"] = (f"{epochs}: {n} training samples at {per_step} per step make {steps_per_epoch} "
+                             f"steps per epoch; the {preset} preset wants at least {min_steps} optimizer steps"
+                             + (f" (capped at {MAX_EPOCHS} epochs)" if epochs == MAX_EPOCHS else ""))
+    steps = max_steps or epochs * steps_per_epoch
+
+    rate = float(_given(values, "learning_rate"))
+    if not rate:
+        if recipe.get("learning_rate"):
+            rate = float(recipe["learning_rate"])
+            reasons["learning_rate"] = f"{rate:g}: the model's own recipe ({RECIPE_FILE})"
+        else:
+            rate = 2e-4 if size_b is None or size_b < 4 else 1e-4
+            size = "unknown size" if size_b is None else f"{size_b:.1f} B parameters"
+            reasons["learning_rate"] = f"{rate:g}: LoRA default for a model of {size} (warmup, then cosine decay)"
+    passes = steps * per_step
+    warning = ""
+    if passes < LOW_TRAINING or steps < 20:
+        warning = (f"Only {steps} optimizer steps ({passes} sample passes): probably too little training to change "
+                   "the answers. Raise epochs, use the 'thorough' preset, or add data.")
+    return Schedule(epochs, batch, accum, rate, steps, n, reasons, warning)
+
+
+def _given(values: dict, key: str):
+    """The value given for `key`, or 0 when it is left to vlmchat ("auto", 0 or missing)."""
+    value = values.get(key)
+    return 0 if value in (None, "auto", 0) else value
+
+
+def estimate_minutes(schedule: Schedule, size_b: float | None, recipe: dict, on_gpu: bool,
+                     tokens_per_sample: int = 400) -> tuple[float | None, str]:
+    """(minutes, how it was estimated): the recipe's measured seconds per sample, else a FLOP count."""
+    passes = schedule.steps * schedule.effective_batch
+    key = "seconds_per_sample_gpu" if on_gpu else "seconds_per_sample_cpu"
+    if recipe.get(key):
+        return passes * float(recipe[key]) / 60, f"measured {recipe[key]} s per sample ({RECIPE_FILE})"
+    if not size_b:
+        return None, "unknown model size"
+    # Training costs ~6 FLOPs per parameter per token (forward + backward); a GPU sustains ~40 % of a
+    # 100 TFLOP/s bf16 peak, a CPU core ~20 GFLOP/s in float32. A rough figure: the ETA while training is exact.
+    flops = 6 * size_b * 1e9 * tokens_per_sample * passes
+    speed = 40e12 if on_gpu else 20e9 * 2
+    return flops / speed / 60, f"rough: ~{tokens_per_sample} tokens per sample, 6 FLOPs per parameter per token"

@@ -1,0 +1,239 @@
+"""The Evaluate tab and its API: did the adapter help? Base vs adapters on an eval set, with a verdict.
+
+A run goes on in a thread of its own (the model lock is taken per batch, so Chat keeps answering);
+the tab streams its progress and shows the table, the chart, the verdicts and the per-row CSV.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from ..errors import VlmchatError
+from ..evaluate.run import METHODS, EvalOptions, eval_folder, run_eval
+from ..evaluate.sets import read_eval_set
+from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
+from ..lora.runtime import BASE
+from ..lora.store import list_adapters
+from ..models.manager import ModelManager
+from ..settings import Settings
+from .sharing import refuse_server_paths
+
+TABLE_HEADERS = ["model", "accuracy %", "95% interval", "mean ms / question", "scored", "problems"]
+
+
+@dataclass
+class EvalRun:
+    """One run in progress or finished."""
+
+    run_id: str
+    thread: threading.Thread | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: int = 0
+    total: int = 0
+    text: str = "starting"
+    result: object = None
+    error: str = ""
+    format: str = ""
+    set_problems: list = field(default_factory=list)
+
+
+class EvalActions:
+    """Start, follow and cancel eval runs; free of layout."""
+
+    def __init__(self, manager: ModelManager, settings: Settings):
+        self.manager, self.settings = manager, settings
+        self.runs: dict[str, EvalRun] = {}
+        self.lock = threading.Lock()
+
+    def models(self) -> list[str]:
+        """'base' and every adapter in the adapters folder that fits the loaded model."""
+        adapters = list_adapters(self.settings.paths.resolve("adapters"))
+        return [BASE] + [a.name for a in adapters if not a.problem]
+
+    def start(self, data: str, models: list[str] | None = None, method: str = "loglik", limit: int | None = None,
+              batch_size: int = 8) -> dict:
+        """Read the set, check the models, and start the run in a thread; returns {"run_id", "format", ...}."""
+        if not data.startswith(PREFIX):
+            refuse_server_paths(self.settings, "evaluation")
+        eval_set = read_eval_set(resolve_dataset(data, self.settings), limit=int(limit) if limit else None)
+        eval_set.require_usable()
+        if method not in METHODS:
+            raise gr.Error(f"method must be one of {', '.join(METHODS)}.")
+        models = [m for m in (models or [BASE]) if m] or [BASE]
+        folder = eval_folder(self.settings)
+        run = EvalRun(folder.name, total=len(eval_set.items), format=eval_set.format,
+                      set_problems=[str(p) for p in eval_set.problems])
+        options = EvalOptions(batch_size=int(batch_size), limit=int(limit) if limit else None)
+
+        def progress(done, total, text):
+            run.done, run.total, run.text = done, total, text
+
+        from ..evaluate.run import check_models
+
+        check_models(self.manager, models)  # unknown or unfitting adapters fail here, before the thread
+
+        def work():
+            try:
+                run.result = run_eval(self.manager, eval_set, models, method, options, progress, run.cancel, folder)
+            except VlmchatError as exc:
+                run.error = str(exc)
+            except Exception as exc:  # reported in the tab; the app keeps serving
+                run.error = f"The evaluation failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+
+        run.thread = threading.Thread(target=work, name=f"vlmchat-eval-{run.run_id}", daemon=True)
+        with self.lock:
+            self.runs[run.run_id] = run
+        run.thread.start()
+        return {"run_id": run.run_id, "format": eval_set.format, "questions": len(eval_set.items),
+                "skipped_rows": len(eval_set.problems), "models": models, "method": method}
+
+    def run(self, run_id: str = "") -> EvalRun:
+        with self.lock:
+            if not run_id and self.runs:
+                return list(self.runs.values())[-1]
+            found = self.runs.get(run_id)
+        if found is None:
+            raise gr.Error(f"There is no evaluation run '{run_id}' in this app; start one with eval_start.")
+        return found
+
+    def status(self, run_id: str = "") -> dict:
+        """State, progress and, when finished, the table, verdicts, per-subject rows and file paths."""
+        run = self.run(run_id)
+        alive = run.thread is not None and run.thread.is_alive()
+        state = "running" if alive else "failed" if run.error else \
+            "cancelled" if run.result is not None and run.result.cancelled else "done"
+        out = {"run_id": run.run_id, "state": state, "done": run.done, "total": run.total, "progress": run.text,
+               "format": run.format, "set_problems": run.set_problems, "message": run.error}
+        if not alive and run.result is not None:
+            result = run.result
+            reason = result.metric_reason
+            folder = eval_folder(self.settings, run.run_id)
+            out.update(table={"headers": TABLE_HEADERS, "data": result.table()},
+                       subjects=result.subject_table(), verdicts=[text for text, _ in result.verdicts()],
+                       metric=reason() if callable(reason) else reason, csv=str(folder / "results.csv"), chart=str(folder / "chart.png"),
+                       summary=str(folder / "summary.json"), command=result.command())
+        return out
+
+    def cancel(self, run_id: str = "") -> str:
+        """Stop a run after its current batch; what is scored is kept and reported."""
+        run = self.run(run_id)
+        if run.thread is None or not run.thread.is_alive():
+            return f"Evaluation {run.run_id} is not running (it has finished)."
+        run.cancel.set()
+        return f"Cancelling evaluation {run.run_id}: it stops after the current batch and keeps what is scored."
+
+
+def _guard(action):
+    import functools
+
+    @functools.wraps(action)
+    def wrapped(*args, **kwargs):
+        try:
+            return action(*args, **kwargs)
+        except VlmchatError as exc:
+            raise gr.Error(str(exc)) from None
+    return wrapped
+
+
+def _report(status: dict) -> tuple:
+    """(progress markdown, table rows, verdict markdown, subject rows, chart path, csv path) for the tab."""
+    head = f"**{status['state']}** · {status['progress']}"
+    if status.get("format"):
+        head = f"{status['format']} · " + head
+    if status.get("message"):
+        head += f"  \n⚠️ {status['message']}"
+    if status.get("set_problems"):
+        shown = "\n".join(f"- {p}" for p in status["set_problems"][:10])
+        head += f"  \n{len(status['set_problems'])} rows skipped:\n{shown}"
+    if "table" not in status:
+        return head, None, "", None, None, None
+    verdicts = "\n".join(f"- {v}" for v in status["verdicts"]) or "- (tick the base and an adapter for a verdict)"
+    verdict = f"**Verdict** ({status['metric']}):\n{verdicts}"
+    subjects = None
+    if status["subjects"]:
+        import pandas as pd
+
+        subjects = pd.DataFrame(status["subjects"], columns=["subject", "model", "scored", "accuracy %"])
+    return head, status["table"]["data"], verdict, subjects, status["chart"], status["csv"]
+
+
+def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions:
+    """Lay out the Evaluate tab inside the current Blocks and register the eval_* API endpoints."""
+    actions = EvalActions(manager, settings)
+    gr.Markdown("Did the adapter help? Score the base model and your adapters on the same questions "
+                "(multiple choice by log-likelihood, in seconds) and get each adapter's difference from the base "
+                "with a paired significance test. Eval sets: vlmchat JSONL/CSV rows, MMLU CSV, MMMU rows, "
+                "or captioned images (see README, Evaluate).")
+    with gr.Row():
+        upload = gr.File(label="Eval set (.jsonl, .json, .csv, .parquet, or a .zip with its images)",
+                         file_types=[".zip", ".json", ".jsonl", ".csv", ".parquet"])
+        path = gr.Textbox(label="…or a file / folder on this computer", visible=not settings.server.exposed)
+    with gr.Row():
+        models = gr.CheckboxGroup(actions.models(), value=actions.models()[:2], label="Models (base and adapters)")
+        refresh = gr.Button("Refresh adapters", scale=0)
+        method = gr.Radio(list(METHODS), value="loglik", label="Method (loglik: no sampling, fast; generate: parse "
+                                                                "the answer)")
+        limit = gr.Number(value=None, precision=0, label="Only the first N questions (empty = all)")
+    with gr.Row():
+        start = gr.Button("Evaluate", variant="primary")
+        cancel = gr.Button("Cancel", variant="stop")
+    progress = gr.Markdown(elem_id="vlmchat-eval-progress")
+    verdict = gr.Markdown(elem_id="vlmchat-eval-verdict")
+    table = gr.Dataframe(headers=TABLE_HEADERS, label="Results", interactive=False)
+    with gr.Row():
+        chart = gr.Image(label="Accuracy with 95% intervals", type="filepath", interactive=False)
+        subjects = gr.Dataframe(label="Per subject", interactive=False)
+    csv = gr.File(label="Per-row results (CSV)", interactive=False)
+    run_id = gr.State("")
+
+    def reference(file, typed) -> str:
+        if file:
+            return store_upload(file if isinstance(file, str) else file.name, settings)
+        if typed and typed.strip():
+            refuse_server_paths(settings, "evaluation")
+            return typed.strip()
+        raise gr.Error("Upload an eval set or type the path of a file or folder.")
+
+    def do_start(file, typed, chosen, how, first_n):
+        started = actions.start(reference(file, typed), chosen, how, int(first_n) if first_n else None)
+        current = started["run_id"]
+        while True:
+            status = actions.status(current)
+            yield current, *_report(status)
+            if status["state"] != "running":
+                return
+            time.sleep(0.5)
+
+    outputs = [run_id, progress, table, verdict, subjects, chart, csv]
+    start.click(_guard(do_start), [upload, path, models, method, limit], outputs, api_visibility="undocumented")
+    cancel.click(_guard(lambda current: actions.cancel(current)), run_id, progress, api_visibility="undocumented")
+    refresh.click(lambda: gr.update(choices=actions.models()), None, models, api_visibility="undocumented")
+    _register_api(actions)
+    return actions
+
+
+def _register_api(actions: EvalActions) -> None:
+    def eval_start(data: str, models: list[str] | None = None, method: str = "loglik", limit: int = 0) -> dict:
+        """Start an evaluation of models ('base' and adapter names) on an eval set ('upload:<id>' from
+        eval_upload, or a path when local). Returns run_id, the detected format, questions and skipped rows."""
+        return actions.start(data, models, method, limit or None)
+
+    def eval_status(run_id: str = "") -> dict:
+        """State and progress of a run ('' = the newest); when finished: table, verdicts, subjects, csv, chart."""
+        return actions.status(run_id)
+
+    def eval_cancel(run_id: str = "") -> str:
+        """Stop a run after its current batch, keeping what is scored."""
+        return actions.cancel(run_id)
+
+    for fn in (eval_start, eval_status, eval_cancel):
+        gr.api(_guard(fn), api_name=fn.__name__, api_description=fn.__doc__)
+    upload = gr.File(visible=False)
+    reference = gr.Textbox(visible=False)
+    upload.upload(_guard(lambda f: store_upload(f, actions.settings)), upload, reference, api_name="eval_upload",
+                  api_description="Upload an eval set (.jsonl/.json/.csv/.parquet or a .zip with its images); "
+                                  "returns 'upload:<id>' for eval_start.")
