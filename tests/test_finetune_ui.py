@@ -76,9 +76,12 @@ def test_status_reattaches_to_the_newest_job_and_plots_its_curves(settings):
     assert (status["job_id"], status["state"], status["step"]) == (job.name, "done", 2)
     assert "eval loss 1.7000" in _status_markdown(status) and "Adapter 'mine' written." in _status_markdown(status)
     frame = _curves(status)
-    assert sorted(set(frame["series"])) == ["eval loss", "loss"] and len(frame) == 3
-    with pytest.raises(gr.Error, match="No fine-tune is running"):
+    assert sorted(set(frame["series"])) == ["eval loss", "train loss"] and len(frame) == 3
+    assert str(frame["step"].dtype) == "int64" and str(frame["loss"].dtype) == "float64"  # a numeric axis
+    with pytest.raises(gr.Error, match="No fine-tune is running: .* has finished"):
         actions.cancel()
+    with pytest.raises(gr.Error, match="has finished .*nothing to resume"):
+        actions.resume(job.name)
     with pytest.raises(gr.Error, match="no fine-tune job"):
         actions.status("../etc")
 

@@ -25,7 +25,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RESERVED = {"base", "none", "con", "nul", "aux", "prn"}
 ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE, META_FILE, "README.md")
 MAX_ZIP_BYTES = 4 * 2**30
-MAX_ZIP_FILES = 100_000  # no count cap before; the shared default of the other zip readers
+MAX_ZIP_FILES = 100_000  # an adapter is a handful of files; this only stops a zip of countless tiny members
 
 
 @dataclass(frozen=True)

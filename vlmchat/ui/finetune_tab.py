@@ -114,7 +114,8 @@ class FinetuneActions:
             raise gr.Error("No fine-tune is running.")
         state = runner.job_status(job).state
         if not runner.is_alive(job):
-            return f"{job.name} is not running (it has {'finished' if state == 'done' else 'stopped: ' + state})."
+            raise gr.Error(f"No fine-tune is running: {job.name} has "
+                           f"{'finished and written its adapter' if state == 'done' else 'stopped (' + state + ')'}.")
         runner.cancel_job(job)
         return f"Cancelling {job.name}: it stops after the current step and keeps a checkpoint."
 
