@@ -20,6 +20,7 @@ from ..lora.runtime import BASE
 from ..lora.store import list_adapters
 from ..models.manager import ModelManager
 from ..settings import Settings
+from .errors import guard as _guard
 from .sharing import refuse_server_paths
 
 TABLE_HEADERS = ["model", "accuracy %", "95% interval", "mean ms / question", "scored", "problems"]
@@ -125,18 +126,6 @@ class EvalActions:
             return f"Evaluation {run.run_id} is not running (it has finished)."
         run.cancel.set()
         return f"Cancelling evaluation {run.run_id}: it stops after the current batch and keeps what is scored."
-
-
-def _guard(action):
-    import functools
-
-    @functools.wraps(action)
-    def wrapped(*args, **kwargs):
-        try:
-            return action(*args, **kwargs)
-        except VlmchatError as exc:
-            raise gr.Error(str(exc)) from None
-    return wrapped
 
 
 def _report(status: dict) -> tuple:

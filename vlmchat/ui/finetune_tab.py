@@ -8,7 +8,6 @@ affects the run and the page re-attaches to it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 
 import gradio as gr
@@ -22,6 +21,7 @@ from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
 from ..models.manager import ModelManager
 from ..models.resolve import resolve_model
 from ..settings import FinetuneSettings, Settings
+from .errors import guard as _guard
 from .sharing import refuse_server_paths
 
 # The form is built from the [finetune] fields and their metadata (vlmchat/settings.py), in their order.
@@ -131,17 +131,6 @@ class FinetuneActions:
             raise gr.Error(f"{job.name} is still running.")
         runner.resume_job(job)
         return {"job_id": job.name}
-
-
-def _guard(action):
-    """`action` with VlmchatErrors turned into gr.Error (signature kept, for gr.api's typing)."""
-    @functools.wraps(action)
-    def wrapped(*args, **kwargs):
-        try:
-            return action(*args, **kwargs)
-        except VlmchatError as exc:
-            raise gr.Error(str(exc)) from None
-    return wrapped
 
 
 def _status_markdown(status: dict) -> str:

@@ -1,0 +1,20 @@
+"""The UI's one edge for errors: a VlmchatError (a user's mistake, with what to do) becomes a gr.Error."""
+
+from __future__ import annotations
+
+import functools
+
+import gradio as gr
+
+from ..errors import VlmchatError
+
+
+def guard(action):
+    """`action` with VlmchatErrors turned into gr.Error (signature kept, for gr.api's typing)."""
+    @functools.wraps(action)
+    def wrapped(*args, **kwargs):
+        try:
+            return action(*args, **kwargs)
+        except VlmchatError as exc:
+            raise gr.Error(str(exc)) from None
+    return wrapped
