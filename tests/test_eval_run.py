@@ -1,0 +1,376 @@
+"""Evaluate: did the adapter help? Scoring, statistics, the run and its files, and `launch.py eval`, on the demo model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from conftest import ROOT, write_settings
+
+COLOURS = ("red", "green", "blue", "yellow")
+SHAPES = ("circle", "square", "triangle")
+SPANISH = {"red": "rojo", "green": "verde", "blue": "azul", "yellow": "amarillo"}
+
+
+@pytest.fixture(scope="module")
+def eval_settings(tmp_path_factory, demo_model_path):
+    """Settings with their own adapters folder (demo-es, and a copy made for another base model)."""
+    from vlmchat.settings import load_settings
+
+    folder = tmp_path_factory.mktemp("eval")
+    settings = load_settings(write_settings(folder))
+    adapters = folder / "adapters"
+    shutil.copytree(adapters / "demo-es", adapters / "other-base")
+    meta = json.loads((adapters / "other-base" / "vlmchat.json").read_text())
+    meta["base_model"] = "someone/another-model"
+    (adapters / "other-base" / "vlmchat.json").write_text(json.dumps(meta))
+    return settings
+
+
+@pytest.fixture(scope="module")
+def eval_manager(eval_settings):
+    """A manager of its own: adapters attached here do not leak into other test modules."""
+    from vlmchat.models.manager import ModelManager
+
+    manager = ModelManager(eval_settings)
+    manager.load()
+    yield manager
+    manager.unload()
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    """Held-out pictures as files: (path, colour, shape)."""
+    from vlmchat.demo.heldout import heldout_pictures
+
+    folder = tmp_path_factory.mktemp("eval-pictures")
+    out = []
+    for index, (image, colour, shape) in enumerate(heldout_pictures(24, seed=31)):
+        path = folder / f"{index:02d}.png"
+        image.save(path)
+        out.append((str(path), colour, shape))
+    return out
+
+
+def question_items(pictures, count=24):
+    """Alternating colour and shape questions about the pictures."""
+    from vlmchat.evaluate.sets import EvalItem
+
+    items = []
+    for index, (path, colour, shape) in enumerate(pictures[:count]):
+        if index % 2:
+            items.append(EvalItem(f"set.jsonl:{index + 1}", "What color is the shape?", (path,), COLOURS,
+                                  COLOURS.index(colour), subject="colour"))
+        else:
+            items.append(EvalItem(f"set.jsonl:{index + 1}", "What shape is this?", (path,), SHAPES,
+                                  SHAPES.index(shape), subject="shape"))
+    return items
+
+
+def eval_set(items, problems=()):
+    from vlmchat.evaluate.sets import EvalSet
+
+    return EvalSet("set.jsonl", "vlmchat JSONL", "choice", list(items), list(problems))
+
+
+def test_loglik_accuracy_on_held_out_pictures(eval_manager, pictures, tmp_path):
+    from vlmchat.evaluate.run import EvalOptions, run_eval
+
+    result = run_eval(eval_manager, eval_set(question_items(pictures)), ["base"], "loglik",
+                      EvalOptions(batch_size=8), folder=tmp_path)
+    summary = result.model_summary("base")
+    assert summary["n"] == 24
+    assert summary["acc"] >= 0.85 and summary["acc_norm"] >= 0.85, summary
+    assert result.metric == "acc_norm"  # "circle" and "triangle" differ in length
+    low, high = summary["interval"]
+    assert low < summary["accuracy"] <= high
+    scores = result.scores["base"]
+    assert all(len(s.scores) == len(item.options) for s, item in zip(scores.values(), result.items))
+    assert all(s.seconds > 0 for s in scores.values())
+    model, accuracy, interval, ms, scored, problems = result.table()[0]
+    assert (model, scored, problems) == ("base", 24, 0) and accuracy >= 85 and "–" in interval and ms > 0
+    assert {row[0] for row in result.subject_table()} == {"colour", "shape"}
+
+
+def test_option_tokens_are_the_answer_turn_after_the_prompt(eval_manager, pictures):
+    from vlmchat.evaluate.score import choice_prompt, continuations, user_turn
+    from vlmchat.images import load_image
+
+    item = question_items(pictures, 2)[1]
+    conversation = user_turn([load_image(item.images[0])], choice_prompt(item))
+    tokenizer = eval_manager.processor.tokenizer
+    conts = continuations(eval_manager.model, eval_manager.processor, conversation, item.options)
+    assert [tokenizer.decode(ids) for ids in conts] == [f"{option}<|end|>" for option in COLOURS]
+
+
+def _separate_row_logprob(manager, conversation, option, ids):
+    """An option scored alone: the whole conversation (prompt + answer turn) in one forward pass, no cache."""
+    import torch
+
+    full = conversation + [{"role": "assistant", "content": [{"type": "text", "text": option}]}]
+    processor = manager.processor
+    inputs = processor.apply_chat_template([full], tokenize=True, return_dict=True, return_tensors="pt")
+    tokens = inputs["input_ids"][0].tolist()
+    assert tokens[-len(ids):] == ids  # the token boundary: the answer turn ends the row
+    with torch.inference_mode():
+        logits = manager.model(**inputs).logits
+    logprobs = torch.log_softmax(logits[0].float(), dim=-1)
+    start = len(tokens) - len(ids)
+    return sum(logprobs[start - 1 + k, ids[k]].item() for k in range(len(ids)))
+
+
+def test_shared_prefix_scores_equal_each_option_scored_alone(eval_manager, pictures):
+    import torch
+
+    from vlmchat.evaluate.score import choice_prompt, continuations, option_logprobs, user_turn
+    from vlmchat.evaluate.sets import EvalItem
+    from vlmchat.images import load_image
+    from vlmchat.models.manager import ModelManager
+
+    # Multi-token answers after prompts of different lengths: the shorter prefixes are left-padded, and
+    # every token after the first is scored on the expanded cache, so a wrong mask or position shows.
+    captions = ("a red circle", "a green square", "a blue triangle", "a yellow circle")
+    questions = ("Describe the image.", "Describe this image in one short sentence, please.")
+    items = [EvalItem(f"x:{i}", questions[i % 2], (path,), captions, 0) for i, (path, _, _) in enumerate(pictures[:4])]
+    items += question_items(pictures[4:], 2)
+    conversations = [user_turn([load_image(item.images[0])], choice_prompt(item)) for item in items]
+    model, processor = eval_manager.model, eval_manager.processor
+    assert (ModelManager._inputs(model, processor, conversations)["attention_mask"] == 0).any()
+    conts = [continuations(model, processor, c, item.options) for c, item in zip(conversations, items)]
+    assert max(len(ids) for options in conts for ids in options) >= 4
+    with torch.inference_mode():
+        shared = option_logprobs(model, processor, conversations, conts)  # 6 prefixes, 23 options, one batch
+    for conversation, item, ids, scores in zip(conversations, items, conts, shared):
+        alone = [_separate_row_logprob(eval_manager, conversation, option, option_ids)
+                 for option, option_ids in zip(item.options, ids)]
+        assert scores == pytest.approx(alone, abs=1e-4)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("B", 1), ("b", 1), ("(B)", 1), ("B.", 1), ("B)", 1), ("B. green", 1), ("(C) blue", 2),
+    ("Answer: B", 1), ("The answer is B", 1), ("the answer is (c).", 2), ("The correct option is D.", 3),
+    ("green", 1), ("Green.", 1), ("It is yellow", 3), ("The shape is BLUE!", 2),
+    ("dark green", 4), ("the answer is a dark green one", 4),  # the longest option text wins
+    ("verde", None), ("", None), ("F", None), ("I think so", None), ("a circle", None),
+])
+def test_parse_answer(text, expected):
+    from vlmchat.evaluate.metrics import parse_answer
+
+    assert parse_answer(text, ["red", "green", "blue", "yellow", "dark green"]) == expected
+
+
+def test_parse_answer_leaves_a_tie_unparsed():
+    from vlmchat.evaluate.metrics import parse_answer
+
+    assert parse_answer("circle or square", ["circle", "square", "triangle"]) is None
+    assert parse_answer("the answer is a triangle", ["circle", "square", "triangle"]) == 2
+
+
+def test_generate_method_keeps_the_raw_answer_and_parses_it(eval_manager, pictures, tmp_path):
+    from vlmchat.evaluate.run import EvalOptions, run_eval
+
+    items = question_items(pictures, 8)
+    result = run_eval(eval_manager, eval_set(items), ["base"], "generate",
+                      EvalOptions(batch_size=4, max_new_tokens=1, num_beams=5), folder=tmp_path)
+    scores = [result.scores["base"][i] for i in range(len(items))]
+    assert sum(s.correct for s in scores) >= 7
+    assert all(s.text and s.text in (COLOURS + SHAPES) for s in scores)  # the demo answers with the word
+    assert result.metric == "acc" and result.model_summary("base")["acc_norm"] is None
+    with open(tmp_path / "results.csv", encoding="utf-8") as f:
+        assert [row["Generated Answer"] for row in csv.DictReader(f)] == [s.text for s in scores]
+
+
+def test_base_and_adapter_in_one_run_give_a_verdict_with_counts(eval_manager, pictures, tmp_path):
+    from vlmchat.evaluate.run import EvalOptions, run_eval
+    from vlmchat.evaluate.sets import EvalItem
+
+    # Is the answer given in Spanish? English and Spanish words offered, the Spanish one is right.
+    options = COLOURS + tuple(SPANISH[c] for c in COLOURS)
+    items = [EvalItem(f"es.jsonl:{i + 1}", "What color is the shape?", (path,), options, 4 + COLOURS.index(colour))
+             for i, (path, colour, _) in enumerate(pictures[:16])]
+    result = run_eval(eval_manager, eval_set(items), ["base", "demo-es"], "loglik", EvalOptions(batch_size=8),
+                      folder=tmp_path)
+    (sentence, numbers), = result.verdicts()
+    base = [result.is_correct(result.scores["base"][i]) for i in range(16)]
+    adapter = [result.is_correct(result.scores["demo-es"][i]) for i in range(16)]
+    assert numbers["better"] == sum(a and not b for b, a in zip(base, adapter))
+    assert numbers["worse"] == sum(b and not a for b, a in zip(base, adapter))
+    assert numbers["n"] == 16 and numbers["better"] >= 12 and numbers["significant"]
+    assert sentence.startswith("demo-es: +") and "significantly better than base" in sentence
+    assert f"McNemar, 16 paired questions; {numbers['better']} better, {numbers['worse']} worse" in sentence
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["verdicts"][0]["text"] == sentence and summary["metric"] == "acc_norm"
+    assert "--adapter demo-es" in summary["command"] and "--method loglik" in summary["command"]
+
+
+def test_wilson_and_mcnemar_on_known_numbers():
+    from vlmchat.evaluate.stats import mcnemar_exact, verdict, wilson_interval
+
+    assert mcnemar_exact(0, 10) == pytest.approx(2 / 2**10)  # 0.00195
+    assert mcnemar_exact(10, 0) == pytest.approx(0.001953, abs=1e-6)
+    assert mcnemar_exact(5, 5) == pytest.approx(1.0) and mcnemar_exact(0, 0) == 1.0
+    assert wilson_interval(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    # 100 paired questions: base right on 50, the adapter on 48; 3 better, 5 worse.
+    base = [True] * 50 + [False] * 50
+    adapter = [True] * 45 + [False] * 5 + [True] * 3 + [False] * 47
+    sentence, numbers = verdict("demo-es", base, adapter)
+    assert sentence == ("demo-es: -2.0 points vs base, not significant (p = 0.73, McNemar, 100 paired questions; "
+                        "3 better, 5 worse)")
+    assert numbers["p"] == pytest.approx(93 / 128) and (numbers["better"], numbers["worse"]) == (3, 5)
+
+
+def test_cancel_keeps_what_is_done_and_frees_the_lock_between_batches(eval_manager, pictures, tmp_path):
+    from vlmchat.evaluate.run import EvalOptions, run_eval
+
+    cancel, lock_free = threading.Event(), []
+
+    def take_lock() -> None:  # as Chat would, from another thread
+        got = eval_manager.lock.acquire(blocking=False)
+        lock_free.append(got)
+        if got:
+            eval_manager.lock.release()
+
+    def progress(done, total, text):
+        if done:
+            probe = threading.Thread(target=take_lock)
+            probe.start()
+            probe.join()
+            cancel.set()
+
+    result = run_eval(eval_manager, eval_set(question_items(pictures, 12)), ["base", "demo-es"], "loglik",
+                      EvalOptions(batch_size=4), progress=progress, cancel=cancel, folder=tmp_path)
+    assert result.cancelled and result.done == 4
+    assert sorted(result.scores["base"]) == sorted(result.scores["demo-es"]) == [0, 1, 2, 3]
+    assert lock_free == [True]  # Chat can take the lock while an eval runs
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["cancelled"] and summary["models"]["base"]["n"] == 4
+    assert len(list(csv.DictReader(open(tmp_path / "results.csv", encoding="utf-8")))) == 8
+
+
+@pytest.mark.parametrize("models, message", [
+    (["base", "no-such-adapter"], "no adapter named 'no-such-adapter'"),
+    (["other-base"], "trained on someone/another-model"),
+])
+def test_a_wrong_adapter_is_an_input_error_before_anything_runs(eval_manager, pictures, tmp_path, models, message):
+    from vlmchat.errors import InputError
+    from vlmchat.evaluate.run import run_eval
+
+    with pytest.raises(InputError, match=message):
+        run_eval(eval_manager, eval_set(question_items(pictures, 2)), models, folder=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_results_csv_columns_and_skipped_rows(eval_manager, pictures, tmp_path):
+    from vlmchat.evaluate.run import EvalOptions, run_eval
+    from vlmchat.evaluate.sets import EvalItem, EvalProblem
+
+    items = question_items(pictures, 3) + [EvalItem("set.jsonl:9", "What shape is this?", (str(tmp_path / "gone.png"),),
+                                                    SHAPES, 0)]
+    result = run_eval(eval_manager, eval_set(items, [EvalProblem("set.jsonl", 10, "no options")]), ["base"],
+                      "loglik", EvalOptions(batch_size=8), folder=tmp_path / "run")
+    with open(tmp_path / "run" / "results.csv", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames[:5] == ["Question", "Generated Answer", "Correct Answer", "Is Correct",
+                                     "Response Time (s)"]
+    assert {"model", "subject", "method", "source", "option scores", "problem"} <= set(reader.fieldnames)
+    assert len(rows) == 4 and rows[0]["method"] == "loglik" and rows[0]["source"] == "set.jsonl:1"
+    assert set(json.loads(rows[0]["option scores"])) == {"A", "B", "C"}
+    assert rows[0]["Correct Answer"] == f"{'ABC'[items[0].answer]}. {items[0].options[items[0].answer]}"
+    assert rows[3]["Is Correct"] == "" and "was not found" in rows[3]["problem"]
+    assert len(result.problems()) == 2 and result.model_summary("base")["problems"] == 2
+    assert (tmp_path / "run" / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_caption_items_are_generated_and_measured(eval_manager, pictures, tmp_path):
+    from vlmchat.evaluate.run import run_eval
+    from vlmchat.evaluate.sets import EvalItem, EvalSet
+
+    items = [EvalItem(f"caps:{i}", "Describe the image.", (path,), references=(f"a {colour} {shape}",))
+             for i, (path, colour, shape) in enumerate(pictures[:4])]
+    result = run_eval(eval_manager, EvalSet("caps", "caption folder", "caption", items), ["base"], folder=tmp_path)
+    assert result.method == "caption"
+    scores = list(result.scores["base"].values())
+    assert sum(s.metrics["exact"] for s in scores) >= 3 and all(0 <= s.metrics["chrf"] <= 100 for s in scores)
+    assert result.model_summary("base")["bleu"] > 50
+    with open(tmp_path / "results.csv", encoding="utf-8") as f:
+        assert {"bleu", "chrf", "rougeL", "keywords"} <= set(next(csv.reader(f)))
+
+
+def test_caption_metrics_on_known_strings():
+    from vlmchat.evaluate.metrics import caption_metrics
+
+    same = caption_metrics("A red circle.", ["a red circle"])
+    assert same["exact"] and same["keywords"] and same["rougeL"] == 100.0
+    longer = caption_metrics("a small red circle on white", ["a red circle"])
+    assert not longer["exact"] and longer["keywords"] and 0 < longer["bleu"] < 100
+    spanish = caption_metrics("un círculo rojo", ["a red circle"])
+    assert not spanish["keywords"] and spanish["chrf"] < 30
+
+
+def _cli(settings_file, *args, timeout=300):
+    env = dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1")
+    return subprocess.run([sys.executable, "launch.py", "--settings", str(settings_file), "eval", *map(str, args)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _write_rows(path, pictures, extra=""):
+    lines = [json.dumps({"question": "What color is the shape?", "options": list(COLOURS),
+                         "answer": "ABCD"[COLOURS.index(colour)], "image": image})
+             for image, colour, _ in pictures[:6]]
+    path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def settings_file(eval_settings):
+    return eval_settings.paths.resolve("outputs").parent / "settings.toml"
+
+
+@pytest.mark.slow
+def test_cli_scores_base_and_adapter_and_exits_0(settings_file, pictures, tmp_path):
+    data = _write_rows(tmp_path / "set.jsonl", pictures)
+    result = _cli(settings_file, "--data", data, "--adapter", "demo-es", "--output", tmp_path / "copy.csv")
+    assert result.returncode == 0, result.stderr
+    assert "demo-es: " in result.stdout and "McNemar, 6 paired questions" in result.stdout
+    assert "ETA" in result.stderr or "questions/s" in result.stderr
+    folder = result.stdout.split("files: ")[1].split(" (")[0]
+    assert (tmp_path / "copy.csv").read_text() == open(os.path.join(folder, "results.csv")).read()
+
+
+@pytest.mark.slow
+def test_cli_exits_1_when_rows_were_skipped(settings_file, pictures, tmp_path):
+    data = _write_rows(tmp_path / "set.jsonl", pictures, extra='{"question": "odd", "options": ["a"], "answer": "A"}\n')
+    result = _cli(settings_file, "--data", data, "--limit", "7")
+    assert result.returncode == 1, result.stderr
+    assert "skipped: " in result.stderr and "set.jsonl:7" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["empty", "wrong format", "no usable rows", "unknown adapter", "other base"])
+def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path, case):
+    data = tmp_path / "set.jsonl"
+    args = ["--data", data]
+    if case == "empty":
+        data.write_text("")
+    elif case == "wrong format":
+        data = tmp_path / "set.txt"
+        data.write_text("not an eval set\n")
+        args = ["--data", data]
+    elif case == "no usable rows":
+        data.write_text('{"question": "odd", "options": ["a"], "answer": "A"}\n')
+    else:
+        _write_rows(data, pictures)
+        args += ["--adapter", "no-such-adapter" if case == "unknown adapter" else "other-base"]
+    result = _cli(settings_file, *args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("vlmchat: ")]
