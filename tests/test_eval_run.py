@@ -187,6 +187,7 @@ def test_generate_method_keeps_the_raw_answer_and_parses_it(eval_manager, pictur
         assert [row["Generated Answer"] for row in csv.DictReader(f)] == [s.text for s in scores]
 
 
+@pytest.mark.slow
 def test_base_and_adapter_in_one_run_give_a_verdict_with_counts(eval_manager, pictures, tmp_path):
     from vlmchat.evaluate.run import EvalOptions, run_eval
     from vlmchat.evaluate.sets import EvalItem
@@ -374,3 +375,4 @@ def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path,
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if line.startswith("vlmchat: ")]
+

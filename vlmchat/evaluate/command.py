@@ -103,7 +103,7 @@ def _run_in_thread(run) -> tuple[object, bool]:
 
 def print_result(result) -> None:
     """The table, the per-subject table, the verdicts, the problems and where the files are."""
-    header = ["model", f"{result.metric} %", "95% interval", "ms/question", "scored", "problems"]
+    header = result.table_headers()
     rows = [header] + [["" if v is None else str(v) for v in row] for row in result.table()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:

@@ -10,13 +10,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shlex
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..files import write_text_atomic
+from ..files import write_bytes_atomic, write_text_atomic
 from ..lora.runtime import is_base
 from .score import LETTERS, ItemScore
 from .sets import CAPTION, EvalItem, EvalSet
@@ -114,6 +112,10 @@ class EvalResult:
                         [self.is_correct(self.scores[name][i]) for i in paired])
                 for name in self.models if not is_base(name)]
 
+    def table_headers(self) -> list[str]:
+        """Column names for `table()`; the accuracy column names the metric."""
+        return ["model", f"{self.metric} %", "95% interval", "ms/question", "scored", "problems"]
+
     def table(self) -> list[list]:
         """[model, accuracy %, 95% interval, mean ms/question, scored, problems] per model, for a UI table."""
         rows = []
@@ -147,7 +149,7 @@ class EvalResult:
             parts.append("--no-base")
         if self.method != "caption":
             parts += ["--method", self.method]
-        for key in ("limit", "batch_size", "max_new_tokens", "num_beams"):
+        for key in ("limit", "batch_size", "max_new_tokens", "num_beams", "output"):
             if config.get(key) is not None:
                 parts += ["--" + key.replace("_", "-"), str(config[key])]
         return shlex.join(parts)
@@ -240,21 +242,6 @@ class EvalResult:
         out = io.BytesIO()
         figure.savefig(out, format="png")
         return out.getvalue()
-
-
-def write_bytes_atomic(target: Path, data: bytes) -> None:
-    """Write `data` to `target` through a temp file and a rename, so no reader sees half of it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, target)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
 
 
 def _option(item: EvalItem, index: int | None) -> str:

@@ -3,10 +3,11 @@
 `score_loglik` is the default for multiple choice. Every option is scored as the assistant's whole
 answer: the sum of the log-probabilities of the option's *text* and the end-of-turn token after the
 prompt. lm-evaluation-harness's MMLU scores the letters " A"/" B" instead; that works for models
-trained on that exam format, but a chat model (and the demo model, which answers "red") puts
-almost no probability on a bare letter, so the letter scores are noise. The option text is what
-such a model would say, and scoring the end of turn too makes "red" and "red circle" different
-answers. Each question's image + prompt prefix is encoded once and shared by its options through
+trained on that exam format, but a chat model answers with words, and a bare letter gets almost no
+probability, so the letter scores are noise: on the demo model (which answers "red") the letters
+together get ~1e-10 and pick the right one 12% of the time on 96 held-out questions (chance 29%),
+the option texts 100%. The option text is what such a model would say, and scoring the end of
+turn too makes "red" and "red circle" different answers. Each question's image + prompt prefix is encoded once and shared by its options through
 the KV cache (`DynamicCache.batch_select_indices`), then all options of a batch of questions are
 scored in one forward pass. `acc` picks the highest sum, `acc_norm` the highest sum per character
 of the option text (as lm-evaluation-harness does).
