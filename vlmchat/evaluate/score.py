@@ -28,7 +28,7 @@ from PIL import Image
 from ..errors import InputError, NoModelError
 from ..lora.runtime import use_adapter
 from ..models.families import fit_to_profile, profile_for
-from ..models.manager import ModelManager
+from ..models.manager import GenerationParams, ModelManager
 from .metrics import caption_metrics, parse_answer
 from .sets import EvalItem
 
@@ -207,29 +207,21 @@ def score_loglik(manager: ModelManager, items: list[EvalItem], images: list[list
     return out
 
 
-def generate_texts(manager: ModelManager, conversations: list[list[dict]], adapter: str | None,
-                   max_new_tokens: int, num_beams: int = 1) -> list[str]:
-    """Greedy (or beam-search) answers to a left-padded batch of conversations."""
-    import torch
-
-    with manager.lock:
-        model, processor = loaded(manager)
-        inputs = ModelManager._inputs(model, processor, conversations)
-        with torch.inference_mode(), use_adapter(model, adapter):
-            output = model.generate(**inputs, max_new_tokens=int(max_new_tokens), num_beams=int(num_beams),
-                                    do_sample=False, temperature=None, top_p=None, top_k=None,
-                                    pad_token_id=processor.tokenizer.pad_token_id)
-    texts = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-    return [text.strip() for text in texts]
+def _generated(manager: ModelManager, prompts: list[str], images: list[list[Image.Image]], adapter: str | None,
+               max_new_tokens: int, num_beams: int) -> tuple[list[str], float]:
+    """(greedy or beam-search answers to one left-padded batch, seconds per item) via the manager."""
+    conversations = [user_turn(pictures, prompt) for prompt, pictures in zip(prompts, images)]
+    started = time.perf_counter()
+    texts = manager.generate_batch(conversations, GenerationParams(max_new_tokens=int(max_new_tokens),
+                                                                   num_beams=int(num_beams)), adapter)
+    return texts, (time.perf_counter() - started) / len(prompts)
 
 
 def score_generate(manager: ModelManager, items: list[EvalItem], images: list[list[Image.Image]],
                    adapter: str | None, max_new_tokens: int = 16, num_beams: int = 1) -> list[ItemScore]:
     """Multiple-choice items answered by generation and parsed (letter or option text)."""
-    conversations = [user_turn(pictures, choice_prompt(item)) for item, pictures in zip(items, images)]
-    started = time.perf_counter()
-    texts = generate_texts(manager, conversations, adapter, max_new_tokens, num_beams)
-    seconds = (time.perf_counter() - started) / len(items)
+    texts, seconds = _generated(manager, [choice_prompt(item) for item in items], images, adapter, max_new_tokens,
+                                num_beams)
     out = []
     for item, text in zip(items, texts):
         predicted = parse_answer(text, item.options)
@@ -242,11 +234,8 @@ def score_captions(manager: ModelManager, items: list[EvalItem], images: list[li
                    adapter: str | None, max_new_tokens: int = 64, num_beams: int = 1) -> list[ItemScore]:
     """Caption items: a generated caption and its metrics against the references."""
     default_prompt = manager.settings.caption.prompt
-    conversations = [user_turn(pictures, item.question.strip() or default_prompt)
-                     for item, pictures in zip(items, images)]
-    started = time.perf_counter()
-    texts = generate_texts(manager, conversations, adapter, max_new_tokens, num_beams)
-    seconds = (time.perf_counter() - started) / len(items)
+    texts, seconds = _generated(manager, [item.question.strip() or default_prompt for item in items], images, adapter,
+                                max_new_tokens, num_beams)
     out = []
     for item, text in zip(items, texts):
         found = caption_metrics(text, item.references)

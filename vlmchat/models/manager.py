@@ -29,6 +29,7 @@ class GenerationParams:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = -1
+    num_beams: int = 1  # beam search, for generate_batch (a streamed answer is sampled or greedy)
 
     def __post_init__(self) -> None:
         if not 1 <= int(self.max_new_tokens) <= 8192:
@@ -37,6 +38,8 @@ class GenerationParams:
             raise InputError("temperature must be between 0 and 5 (0 = greedy).")
         if not 0 < float(self.top_p) <= 1:
             raise InputError("top-p must be above 0 and at most 1.")
+        if not 1 <= int(self.num_beams) <= 16:
+            raise InputError(f"num beams must be between 1 and 16 (got {self.num_beams}).")
 
 
 @dataclass(frozen=True)
@@ -259,11 +262,13 @@ class ModelManager:
                 if params.seed >= 0:
                     torch.manual_seed(int(params.seed))
                 try:
-                    output = model.generate(**inputs, max_new_tokens=int(params.max_new_tokens), **_sampling(params))
+                    output = model.generate(**inputs, max_new_tokens=int(params.max_new_tokens),
+                                            num_beams=int(params.num_beams), **_sampling(params))
                 except Exception as exc:
                     raise _generation_error(exc) from None
         answers = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         return [answer.strip() for answer in answers]
+
 
 def _from_pretrained(source, load_kwargs: dict):
     """(model, processor) from a local folder, with user-facing errors."""
