@@ -1,4 +1,10 @@
-"""The one error hierarchy. A VlmchatError's message is shown to the user as is: it says what to do."""
+"""The one error hierarchy. A VlmchatError's message is shown to the user as is: it says what to do.
+
+`Problem` is its counterpart for one row of a file (a dataset, an eval set) that cannot be used: the
+rest of the file goes on, and the problem is reported as "file:line: why".
+"""
+
+from dataclasses import dataclass
 
 
 class VlmchatError(Exception):
@@ -19,3 +25,15 @@ class InputError(VlmchatError):
 
 class NoModelError(VlmchatError):
     """A request needs a loaded model and none is loaded."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why one row or file cannot be used, shown as "file:line: why"."""
+
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}{f':{self.line}' if self.line else ''}: {self.message}"

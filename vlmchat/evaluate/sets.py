@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InputError
+from ..files import write_bytes_atomic
+from ..errors import Problem as EvalProblem
 from .set_formats import (ACCEPTED, CAPTION_QUESTION, MMLU, Draft, Embedded, Layout, RowProblem, detect_layout,
                           is_mmlu_row, plain, shorten)
 
@@ -50,18 +52,6 @@ class EvalItem:
     answer: int | None = None                # multiple choice: index of the correct option
     references: tuple[str, ...] = ()         # caption sets: the reference captions
     subject: str = ""
-
-
-@dataclass(frozen=True)
-class EvalProblem:
-    """A row that cannot be used, and why."""
-
-    file: str
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}{f':{self.line}' if self.line else ''}: {self.message}"
 
 
 @dataclass
@@ -354,7 +344,7 @@ def _embedded_suffix(image: Embedded) -> str:
 
 
 def _store_embedded(data: bytes, file_name: str) -> str:
-    """Write `data` to the cache as `file_name` unless it holds them already (atomically: a temp file, then rename)."""
+    """Write `data` to the cache as `file_name` (atomically) unless it holds them already."""
     folder = embedded_image_folder()
     target = folder / file_name
     try:
@@ -364,14 +354,7 @@ def _store_embedded(data: bytes, file_name: str) -> str:
                              "it, or point TMPDIR at a folder of your own.")
         if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
             return str(target)
-        handle, temporary = tempfile.mkstemp(prefix=f".{file_name}.", suffix=".part", dir=folder)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_bytes_atomic(target, data)
     except OSError as exc:
         raise InputError(f"The images embedded in the eval set cannot be saved to '{folder}' ({exc.strerror or exc}); "
                          "free some disk space, or point TMPDIR at a writable folder.") from None

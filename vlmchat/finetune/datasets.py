@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, Problem
 from ..images import decode_data_url, is_data_url
 from . import formats
 
@@ -42,18 +42,6 @@ class Sample:
     messages: tuple
     images: tuple[str, ...]  # file paths or data: URLs
     source: str  # "file:line", shown in previews and problem lists
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Why one row or file cannot be used."""
-
-    file: str
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}{f':{self.line}' if self.line else ''}: {self.message}"
 
 
 @dataclass
