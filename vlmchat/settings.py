@@ -263,13 +263,25 @@ def _check_value(key: str, spec: dataclasses.Field, value: Any) -> Any:
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         allowed = '"auto" or ' if spec.metadata.get("auto") else ""
         raise SettingsError(f"{key} must be {allowed}a{'n' if kind is int else ''} {kind.__name__} (got {value!r}).")
+    check_bounds(key, spec, value)
+    return value
+
+
+def check_bounds(key: str, spec: dataclasses.Field, value: Any, error: type[Exception] = SettingsError) -> None:
+    """Raise `error` naming `key` when `value` is not among the field's choices or outside its range ("auto" passes
+    where the field allows it). Settings files, flags and fine-tune job specs all check with this."""
+    auto = spec.metadata.get("auto")
+    if auto and value == "auto":
+        return
     choices = spec.metadata.get("choices")
     if choices and value not in choices:
-        raise SettingsError(f"{key} must be one of {', '.join(choices)} (got {value!r}).")
+        raise error(f"{key} must be one of {', '.join(choices)} (got {value!r}).")
     low, high = spec.metadata.get("range", (None, None))
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise SettingsError(f"{key} must be between {low} and {high} (got {value!r}).")
-    return value
+    if low is None and high is None:
+        return
+    if isinstance(value, str) or (low is not None and value < low) or (high is not None and value > high):
+        also = ' or "auto"' if auto else ""
+        raise error(f"{key} must be between {low} and {high}{also} (got {value!r}).")
 
 
 def _build_section(section: str, cls: type, values: dict) -> Any:

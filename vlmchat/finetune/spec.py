@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..lora.store import validate_adapter_name
-from ..settings import FinetuneSettings
+from ..settings import FinetuneSettings, check_bounds
 from .recipe import PRESETS
 
 PRESET_VALUES = {name: {k: v for k, v in values.items() if k != "min_steps"} for name, values in PRESETS.items()}
@@ -43,7 +43,7 @@ class JobSpec(FinetuneSettings):
     def __post_init__(self) -> None:
         validate_adapter_name(self.name)
         for spec in dataclasses.fields(self):
-            _check(spec, getattr(self, spec.name))
+            check_bounds(spec.name, spec, getattr(self, spec.name), InputError)
         if not str(self.data).strip():
             raise InputError("Give a dataset: a folder of images with .txt captions or a .json/.jsonl file.")
 
@@ -96,18 +96,6 @@ class JobSpec(FinetuneSettings):
             else:
                 parts += [flag, str(value)]
         return shlex.join(parts)
-
-
-def _check(spec: dataclasses.Field, value) -> None:
-    """InputError naming the key when `value` breaks the field's choices or range ("auto" where allowed)."""
-    if spec.metadata.get("auto") and value == "auto":
-        return
-    choices, (low, high) = spec.metadata.get("choices"), spec.metadata.get("range", (None, None))
-    if choices and value not in choices:
-        raise InputError(f"{spec.name} must be one of {', '.join(choices)} (got {value!r}).")
-    if low is not None and (isinstance(value, str) or not low <= value <= high):
-        allowed = '"auto" or ' if spec.metadata.get("auto") else ""
-        raise InputError(f"{spec.name} must be {allowed}between {low:g} and {high:g} (got {value!r}).")
 
 
 # The spec fields the CLI exposes as --flags (also used by `JobSpec.command`): every hyperparameter, and how to run.
