@@ -6,21 +6,19 @@ Fine-tune tab shows before Start is the schedule the run follows.
 
 from __future__ import annotations
 
-from .datasets import read_dataset, split
-from .job import model_size, resolve_schedule
-from .recipe import estimate_minutes, read_recipe
-from .spec import JobSpec
+from pathlib import Path
 
-# Activations per sample and 1k tokens, per billion parameters (as vlmchat/finetune/setup.py assumes).
-from .setup import ACTIVATION_GIB_PER_KTOKEN_PER_B
+from .datasets import read_dataset, split
+from .job import MIN_EVAL_SAMPLES, model_size, resolve_schedule
+from .recipe import estimate_minutes, read_recipe
+from .setup import peak_gib
+from .spec import JobSpec
 
 TOKENS_PER_SAMPLE = 400  # an image (a few hundred tokens in most families) and a short answer
 
 
 def plan_run(spec: JobSpec, on_gpu: bool | None = None) -> dict:
-    """The plan of `spec` on this machine as a JSON-ready dict (see the Fine-tune tab and `finetune --plan`)."""
-    from pathlib import Path
-
+    """The plan of `spec` on this machine as a JSON-ready dict (the Fine-tune tab and the finetune_plan endpoint)."""
     report = read_dataset(spec.data, spec.caption_prompt, check_images=False)
     samples = report.require_usable(skip_invalid=True)
     train, val = split(samples, spec.train_fraction, spec.seed)
@@ -31,11 +29,7 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None) -> dict:
     source = spec.model_source or spec.model
     recipe = read_recipe(source if Path(source).is_dir() else None)
     minutes, how = estimate_minutes(schedule, size.total_b if size else None, recipe, on_gpu)
-    peak = None
-    if size is not None:
-        bytes_per_param = 2 if on_gpu else 4
-        activations = ACTIVATION_GIB_PER_KTOKEN_PER_B * size.language_b * TOKENS_PER_SAMPLE / 1024 * schedule.batch_size
-        peak = size.total_b * 1e9 * bytes_per_param / 2**30 * 1.1 + activations + (0.75 if on_gpu else 0.3)
+    peak = peak_gib(size, on_gpu=on_gpu, tokens=TOKENS_PER_SAMPLE, batch_size=schedule.batch_size)
     return {"format": report.format, "samples": len(samples), "train_samples": len(train), "val_samples": len(val),
             "problems": len(report.problems), "epochs": schedule.epochs, "steps": schedule.steps,
             "steps_per_epoch": -(-len(train) // (schedule.effective_batch * spec.num_processes)),
@@ -44,7 +38,7 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None) -> dict:
             "minutes": None if minutes is None else round(minutes, 2), "minutes_how": how,
             "peak_gib": None if peak is None else round(peak, 2), "warning": schedule.warning,
             "reasons": schedule.reasons, "preset": spec.preset,
-            "evaluate_after": bool(spec.evaluate and len(val) >= 20)}
+            "evaluate_after": bool(spec.evaluate and len(val) >= MIN_EVAL_SAMPLES)}
 
 
 def _gpu_visible() -> bool:

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RECIPE_FILE = "vlmchat_recipe.json"
-AUTO_KEYS = ("epochs", "batch_size", "grad_accumulation", "learning_rate")
 MAX_EPOCHS = 30
 AUTO_BATCH_SIZE = 4  # samples per forward pass when batch_size is auto (the effective batch grows by accumulation)
 # Below this many sample passes (steps x effective batch) an adapter rarely changes the answers.

@@ -46,7 +46,7 @@ def choose_setup(*, on_gpu: bool, free_gib: float = 0.0, size=None, quantization
         return _cpu_setup(quantization, gradient_checkpointing, optimizer, cpu_cores, processes)
     dtype = "bfloat16" if bf16 else "float16"
     bits, why_bits, need = _choose_bits(size, free_gib, quantization, tokens, batch_size, dtype, bnb, device_name)
-    activations = _activations_gib(size, tokens, batch_size)
+    activations = activations_gib(size, tokens, batch_size)
     left = free_gib - need - activations - FIXED_RUNTIME_GIB
     tight = size is not None and left < TIGHT_SHARE * free_gib
     where = f"{free_gib:.1f} GiB free, ~{need:.1f} GiB for the weights, ~{activations:.1f} GiB of activations"
@@ -78,7 +78,8 @@ def _cpu_setup(quantization: str, gradient_checkpointing: str, optimizer: str, c
     })
 
 
-def _activations_gib(size, tokens: int, batch_size: int) -> float:
+def activations_gib(size, tokens: int, batch_size: int) -> float:
+    """Training activations (GiB) for `batch_size` samples of `tokens` tokens; 0 when the size is unknown."""
     if size is None:
         return 0.0
     return ACTIVATION_GIB_PER_KTOKEN_PER_B * size.language_b * tokens / 1024 * batch_size
@@ -98,13 +99,23 @@ def _choose_bits(size, free_gib, quantization, tokens, batch_size, dtype, bnb, d
     from ..models.plan import plan_quantization
 
     # Training keeps activations for every layer: reserve them as extra "images" in the plan's budget.
-    extra = _activations_gib(size, tokens, batch_size)
+    extra = activations_gib(size, tokens, batch_size)
     policy = "none" if quantization == "none" or not bnb else "auto"
     plan = plan_quantization(size, {"cuda:0": max(0.0, free_gib - extra)}, policy, context_tokens=tokens,
                              images=batch_size, device_name=device_name, half_dtype=dtype, bnb_available=bnb)
     if plan.bits < 16 and policy == "auto":
         return 4, f"QLoRA (4-bit nf4, bf16 compute): {dtype} LoRA does not fit — {plan.reason}", _weights(size, 4, dtype)
     return 16, f"{dtype} LoRA — {plan.reason}", _weights(size, 16, dtype)
+
+
+def peak_gib(size, *, on_gpu: bool, tokens: int, batch_size: int) -> float | None:
+    """Rough peak memory of a LoRA run (16-bit weights on a GPU, float32 on the CPU, + activations + runtime)."""
+    if size is None:
+        return None
+    from ..models.plan import HEADROOM
+
+    weights = _weights(size, 16, "bfloat16") if on_gpu else _weights(size, 32, "float32")
+    return weights * (1 + HEADROOM) + activations_gib(size, tokens, batch_size) + (FIXED_RUNTIME_GIB if on_gpu else 0.3)
 
 
 def _weights(size, bits: int, dtype: str) -> float:
