@@ -24,8 +24,8 @@ def test_the_app_exposes_the_finetune_endpoints(settings):
     from vlmchat.ui.app import build_app
 
     endpoints = build_app(ModelManager(settings), settings).get_api_info()["named_endpoints"]
-    for name in ("finetune_upload", "finetune_check", "finetune_start", "finetune_status", "finetune_cancel",
-                 "finetune_resume"):
+    for name in ("finetune_upload", "finetune_check", "finetune_plan", "finetune_start", "finetune_status",
+                 "finetune_cancel", "finetune_resume", "eval_upload", "eval_start", "eval_status", "eval_cancel"):
         assert f"/{name}" in endpoints
     start = [p["parameter_name"] for p in endpoints["/finetune_start"]["parameters"]]
     assert start == ["dataset", "name", "options", "overwrite"]
@@ -99,3 +99,19 @@ def test_start_refuses_bad_names_and_existing_adapters_before_any_process(settin
     spec = actions.spec(data, "fresh", {"r": 4, "adapters_dir": "/elsewhere"}, False)
     assert spec.r == 4 and spec.adapters_dir == str(settings.paths.resolve("adapters"))
     assert json.loads(spec.to_json())["model"] == "demo"
+
+
+def test_the_plan_before_start_shows_steps_time_memory_and_warns_about_too_little_training(settings, tmp_path):
+    from vlmchat.ui.finetune_tab import FinetuneActions, _plan_markdown
+
+    actions = FinetuneActions(ModelManager(settings), settings)
+    data = str(write_caption_folder(tmp_path / "d", 80))
+    plan = actions.plan(data, {})
+    assert (plan["train_samples"], plan["val_samples"]) == (64, 16)
+    assert plan["steps"] >= 150 and plan["effective_batch"] == 4 and plan["learning_rate"] == 1e-3  # demo recipe
+    assert plan["minutes"] > 0 and plan["peak_gib"] > 0 and not plan["warning"]
+    assert "vlmchat_recipe.json" in plan["reasons"]["learning_rate"]
+    short = actions.plan(data, {"epochs": 1, "batch_size": 4, "grad_accumulation": 4})
+    assert short["steps"] == 4 and "too little training" in short["warning"]
+    assert "⚠️" in _plan_markdown(short) and "4 optimizer steps" in _plan_markdown(short)
+    assert actions.plan(data, {"preset": "thorough"})["steps"] > plan["steps"]
