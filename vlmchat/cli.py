@@ -119,7 +119,7 @@ def run_download(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
     from .hub import download_model, inspect_repo, is_offline
-    from .models.sizes import catalog_entry
+    from .models.resolve import catalog_entry
 
     entry = catalog_entry(settings, args.model_id)
     repo_id = entry.id if entry else args.model_id

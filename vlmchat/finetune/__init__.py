@@ -1,8 +1,11 @@
 """Fine-tuning LoRA adapters on the user's own images, in a child process the UI and CLI watch.
 
-- datasets.py  the three dataset formats, read and checked row by row (file/line problems)
+- datasets.py  reading a dataset file or folder and checking it row by row (file/line problems)
+- formats.py   the layouts (caption folder, imagefolder, ShareGPT, LLaVA, OpenAI messages, caption output)
+- recipe.py    the auto schedule: steps, batch and learning rate from the data, the preset and the model
+- plan.py      what a run will do before it starts (samples, steps, minutes, peak memory)
 - collate.py   answer-only labels and dynamic padding
-- spec.py      the job spec (job.json) built from settings.toml's [finetune] and the user's changes
+- spec.py      the job spec (job.json): [finetune]'s hyperparameters plus what and where
 - setup.py     precision / QLoRA / gradient checkpointing / optimizer for this machine, with reasons
 - model.py     loading the base model for training and wrapping it with LoRA
 - batches.py   which samples each step and process reads (resumable, data-parallel)

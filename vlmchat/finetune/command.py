@@ -21,7 +21,8 @@ EXIT_USER_ERROR = 2
 def add_finetune_parser(commands) -> None:
     """Register the `finetune` subcommand and its flags (one per [finetune] setting)."""
     parser = commands.add_parser("finetune", help="train a LoRA adapter on your images (child process, resumable)")
-    parser.add_argument("--data", required=True, help="folder of images with .txt captions, or a .json/.jsonl file")
+    parser.add_argument("--data", required=True, help="a folder of images with .txt captions or metadata.jsonl/.csv, "
+                        "or a .json/.jsonl/.csv file (ShareGPT, LLaVA, OpenAI messages, caption output; see README)")
     parser.add_argument("--name", required=True, help="adapter name: the result goes to adapters/NAME/")
     parser.add_argument("--resume", action="store_true", help="continue the newest job of NAME from its checkpoint")
     parser.add_argument("--model", default=argparse.SUPPRESS, help="base model: 'demo', hub id or folder "

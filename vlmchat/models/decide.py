@@ -33,8 +33,8 @@ class LoadDecision:
         return "; ".join(part for part in (self.device_reason, self.plan.reason, self.plan.warning) if part)
 
     def summary(self) -> str:
-        """One line: the plan's choice, the device reason, the plan's reason."""
-        return f"{self.plan.summary()}" + (f" ({self.device_reason})" if self.device_reason else "")
+        """One line: the plan's summary, then the device reason in brackets."""
+        return self.plan.summary() + (f" ({self.device_reason})" if self.device_reason else "")
 
     def key(self) -> tuple:
         """What Load does with this decision (device, dtype, bits, device map, unquantized modules, estimate)."""

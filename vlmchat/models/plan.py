@@ -1,9 +1,9 @@
 """The quantization plan: model size + free memory + policy -> dtype, bits, device map, and why.
 
-`plan_quantization` is a pure function (no torch, no GPU) so every branch is unit-tested; the
-manager calls it for quantization "auto" and shows its reason. `read_free_memory` measures the
-machine; `model_size_for` finds a model's parameter counts (catalog, local folder or hub metadata,
-see vlmchat/sizes.py). Run `python launch.py plan --model ID --vram-gib 16` to see a plan.
+`plan_quantization` is a pure function (no torch, no GPU) so every branch is unit-tested;
+`plan_for_machine` feeds it the memory measured now (`read_free_memory`), and `decide.decide_load`
+adds the device and is what the loader, the Model tab and `launch.py plan` show. Parameter counts
+come from vlmchat/models/sizes.py. Run `python launch.py plan --model ID --vram-gib 16` to see a plan.
 
 The estimate, per device, in GiB (2**30 bytes):
   weights  = quantized language params * bytes(bits)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from ..errors import VlmchatError
-from ..evaluate.run import METHODS, EvalOptions, eval_folder, run_eval
+from ..evaluate.run import METHODS, EvalOptions, check_models, eval_folder, run_eval
 from ..evaluate.sets import read_eval_set
 from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
 from ..lora.runtime import BASE
@@ -72,8 +72,6 @@ class EvalActions:
 
         def progress(done, total, text):
             run.done, run.total, run.text = done, total, text
-
-        from ..evaluate.run import check_models
 
         check_models(self.manager, models)  # unknown or unfitting adapters fail here, before the thread
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..hub import OfflineError, cached_snapshot, human_size, inspect_repo, is_offline
+from ..hub import OfflineError, human_size, inspect_repo, is_offline
 from ..errors import VlmchatError
 from ..models.decide import decide_load
 from ..models.manager import ModelManager
-from ..models.resolve import resolve_model
+from ..models.resolve import ModelSource, resolve_model
 from ..settings import DEMO_MODEL_ID, Settings
 
 WARN = "⚠️ "
@@ -30,9 +30,13 @@ def model_choices(settings: Settings) -> list[tuple[str, str]]:
     return choices
 
 
-def describe_files(model: str, settings: Settings, token: str | None = None) -> str:
+def _resolved(model: str | ModelSource, settings: Settings) -> ModelSource:
+    return model if isinstance(model, ModelSource) else resolve_model(model, settings)
+
+
+def describe_files(model: str | ModelSource, settings: Settings, token: str | None = None) -> str:
     """Markdown: what Load will download (file list, total size), or that the model is already local."""
-    source = resolve_model(model, settings)
+    source = _resolved(model, settings)
     if source.kind in ("demo", "folder"):
         folder = source.path
         files = sorted(p for p in folder.iterdir() if p.is_file())
@@ -40,10 +44,9 @@ def describe_files(model: str, settings: Settings, token: str | None = None) -> 
         return f"Local folder `{folder}`: {len(files)} files, {human_size(total)}; nothing to download."
     repo_id = source.model_id
     if is_offline():
-        cached = cached_snapshot(repo_id)
-        if cached is None:
+        if source.path is None:  # the resolver looked in the cache already
             raise OfflineError(f"{repo_id} is not cached and offline mode is on (HF_HUB_OFFLINE=1).")
-        return f"Offline: `{repo_id}` will load from the cache in `{cached}`."
+        return f"Offline: `{repo_id}` will load from the cache in `{source.path}`."
     plan = inspect_repo(repo_id, token=token)
     rows = "\n".join(f"| `{file.path}` | {human_size(file.size)} | {'cached' if file.cached else 'download'} |"
                      for file in plan.files)
@@ -54,9 +57,9 @@ def describe_files(model: str, settings: Settings, token: str | None = None) -> 
             f"{skipped}")
 
 
-def describe_plan(model: str, quantization: str, settings: Settings, token: str | None = None) -> str:
+def describe_plan(model: str | ModelSource, quantization: str, settings: Settings, token: str | None = None) -> str:
     """Markdown: the decision Load will follow (precision, placement, device) with the reason."""
-    decision = decide_load(resolve_model(model, settings), settings, quantization, token=token)
+    decision = decide_load(_resolved(model, settings), settings, quantization, token=token)
     plan = decision.plan
     lines = [f"**Plan:** {decision.summary()}" if plan.ok else f"**Cannot load here:** {decision.reason}"]
     if plan.ok and plan.unquantized:
@@ -72,9 +75,13 @@ def preview(model: str, token: str, quantization: str, settings: Settings) -> tu
     if not model:
         return WARN + "Pick a model from the list or type a hub id (owner/name) or a folder.", ""
     token = (token or "").strip() or None
+    try:
+        source = resolve_model(model, settings)  # once: it looks in the hub cache
+    except VlmchatError as exc:
+        return WARN + str(exc), WARN + str(exc)
     out = []
-    for describe in (lambda: describe_files(model, settings, token),
-                     lambda: describe_plan(model, quantization, settings, token)):
+    for describe in (lambda: describe_files(source, settings, token),
+                     lambda: describe_plan(source, quantization, settings, token)):
         try:
             out.append(describe())
         except VlmchatError as exc:
