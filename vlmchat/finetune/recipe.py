@@ -2,7 +2,7 @@
 
 A LoRA fine-tune on 50-150 pictures needs enough optimizer steps to change anything: with a fixed
 3 epochs and an effective batch of 16, 64 training samples give 12 steps, and the adapter learns
-nothing. So `epochs`, `batch_size`, `grad_accumulation` and `learning_rate` default to 0 = auto:
+nothing. So `epochs`, `batch_size`, `grad_accumulation` and `learning_rate` default to "auto":
 
 - effective batch: 4 below 200 training samples, 8 below 1000, else 16 (more, smaller steps on small data);
 - epochs: enough passes for the preset's minimum number of optimizer steps, between 1 and 30;
@@ -74,7 +74,7 @@ def read_recipe(model_folder: str | Path | None) -> dict:
 
 def plan_schedule(values: dict, train_samples: int, *, size_b: float | None = None, recipe: dict | None = None,
                   preset: str = "balanced", processes: int = 1, max_steps: int = 0) -> Schedule:
-    """Resolve the auto (0) values of epochs, batch_size, grad_accumulation and learning_rate."""
+    """Resolve the "auto" values of epochs, batch_size, grad_accumulation and learning_rate, with reasons."""
     recipe = recipe or {}
     reasons: dict[str, str] = {}
     n = max(1, train_samples)
