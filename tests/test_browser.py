@@ -65,3 +65,81 @@ def test_every_tab_renders(page, tab):
     _open_tab(page, tab)
     assert page.locator("[role=tabpanel]:visible").count() >= 1
     page.screenshot(path=str(ARTIFACTS / f"{tab.lower()}.png"), full_page=True)
+
+
+def _eval_zip(folder, count):
+    """A .zip of a vlmchat JSONL eval set with its pictures, as a user would upload it."""
+    import zipfile
+
+    from test_evaluate_app import write_colour_set
+
+    data = write_colour_set(folder, count=count)
+    archive = folder.parent / f"{folder.name}.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for file in data.parent.iterdir():
+            zipped.write(file, file.name)
+    return archive
+
+
+def test_evaluate_a_bad_file_then_a_good_one_shows_the_verdict(page, tmp_path):
+    _open_tab(page, "Evaluate")
+    panel = page.locator("[role=tabpanel]:visible")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    panel.locator("input[type=file]").first.set_input_files(str(empty))
+    panel.get_by_role("button", name="Evaluate", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#vlmchat-eval-progress').innerText.includes('is empty')")
+    assert "choose another file" in page.locator("#vlmchat-eval-progress").inner_text()  # says what to do
+    panel.get_by_label("Clear").first.click()  # as a person replaces the file
+    panel.locator("input[type=file]").first.set_input_files(str(_eval_zip(tmp_path / "good", 12)))
+    panel.get_by_text("good.zip").first.wait_for()  # the upload has finished
+    panel.get_by_role("button", name="Evaluate", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#vlmchat-eval-verdict').innerText.includes('McNemar')")
+    assert "demo-es" in page.locator("#vlmchat-eval-verdict").inner_text()
+    assert "done" in page.locator("#vlmchat-eval-progress").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "evaluate.png"), full_page=True)
+
+
+def test_two_pages_evaluate_at_once_and_each_sees_its_own_run(page, app, tmp_path):
+    other = page.context.browser.new_page(viewport={"width": 1280, "height": 1000})
+    other.set_default_timeout(60_000)
+    other.goto(app.url)
+    other.wait_for_selector("textarea")
+    sizes = {page: 6, other: 10}
+    for current, count in sizes.items():
+        _open_tab(current, "Evaluate")
+        panel = current.locator("[role=tabpanel]:visible")
+        if panel.get_by_label("Clear").count():  # this page evaluated a file before
+            panel.get_by_label("Clear").first.click()
+        panel.locator("input[type=file]").first.set_input_files(str(_eval_zip(tmp_path / f"set{count}", count)))
+        panel.get_by_text(f"set{count}.zip").first.wait_for()
+    for current in sizes:
+        current.locator("[role=tabpanel]:visible").get_by_role("button", name="Evaluate", exact=True).click()
+    for current, count in sizes.items():
+        current.wait_for_function("() => document.querySelector('#vlmchat-eval-progress').innerText.includes('done')")
+        assert f"{count}/{count} questions" in current.locator("#vlmchat-eval-progress").inner_text()
+    other.close()
+
+
+def test_finetune_plan_appears_after_check_and_follows_the_preset(page, tmp_path):
+    from test_finetune_data import write_caption_folder
+
+    import zipfile
+
+    folder = write_caption_folder(tmp_path / "captions", 40)
+    archive = tmp_path / "captions.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for file in folder.iterdir():
+            zipped.write(file, file.name)
+    _open_tab(page, "Fine-tune")
+    panel = page.locator("[role=tabpanel]:visible")
+    panel.locator("input[type=file]").first.set_input_files(str(archive))
+    panel.get_by_text("captions.zip").first.wait_for()
+    panel.get_by_role("button", name="Check dataset").click()
+    page.wait_for_function("() => document.querySelector('#vlmchat-finetune-plan').innerText.includes('optimizer steps')")
+    balanced = page.locator("#vlmchat-finetune-plan").inner_text()
+    assert "32 training + 8 validation samples" in balanced
+    panel.get_by_label("quick").check()
+    page.wait_for_function(f"() => document.querySelector('#vlmchat-finetune-plan').innerText !== {balanced!r}")
+    assert "optimizer steps" in page.locator("#vlmchat-finetune-plan").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "finetune-plan.png"), full_page=True)

@@ -23,8 +23,6 @@ from ..settings import Settings
 from .errors import guard as _guard
 from .sharing import refuse_server_paths
 
-TABLE_HEADERS = ["model", "accuracy %", "95% interval", "mean ms / question", "scored", "problems"]
-
 
 @dataclass
 class EvalRun:
@@ -111,7 +109,7 @@ class EvalActions:
             result = run.result
             reason = result.metric_reason
             folder = eval_folder(self.settings, run.run_id)
-            out.update(table={"headers": TABLE_HEADERS, "data": result.table()},
+            out.update(table={"headers": result.table_headers(), "data": result.table()},
                        subjects=result.subject_table(), verdicts=[text for text, _ in result.verdicts()],
                        metric=reason() if callable(reason) else reason, csv=str(folder / "results.csv"), chart=str(folder / "chart.png"),
                        summary=str(folder / "summary.json"), command=result.command())
@@ -140,12 +138,13 @@ def _report(status: dict) -> tuple:
         return head, None, "", None, None, None
     verdicts = "\n".join(f"- {v}" for v in status["verdicts"]) or "- (tick the base and an adapter for a verdict)"
     verdict = f"**Verdict** ({status['metric']}):\n{verdicts}"
+    import pandas as pd
+
     subjects = None
     if status["subjects"]:
-        import pandas as pd
-
         subjects = pd.DataFrame(status["subjects"], columns=["subject", "model", "scored", "accuracy %"])
-    return head, status["table"]["data"], verdict, subjects, status["chart"], status["csv"]
+    table = pd.DataFrame(status["table"]["data"], columns=status["table"]["headers"])
+    return head, table, verdict, subjects, status["chart"], status["csv"]
 
 
 def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions:
@@ -170,7 +169,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
         cancel = gr.Button("Cancel", variant="stop")
     progress = gr.Markdown(elem_id="vlmchat-eval-progress")
     verdict = gr.Markdown(elem_id="vlmchat-eval-verdict")
-    table = gr.Dataframe(headers=TABLE_HEADERS, label="Results", interactive=False)
+    table = gr.Dataframe(label="Results", interactive=False)
     with gr.Row():
         chart = gr.Image(label="Accuracy with 95% intervals", type="filepath", interactive=False)
         subjects = gr.Dataframe(label="Per subject", interactive=False)
@@ -186,7 +185,11 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
         raise gr.Error("Upload an eval set or type the path of a file or folder.")
 
     def do_start(file, typed, chosen, how, first_n):
-        started = actions.start(reference(file, typed), chosen, how, int(first_n) if first_n else None)
+        try:
+            started = actions.start(reference(file, typed), chosen, how, int(first_n) if first_n else None)
+        except (VlmchatError, gr.Error) as exc:  # shown where the results go; no error badge left on every output
+            yield "", f"⚠️ {getattr(exc, 'message', None) or exc}", None, "", None, None, None
+            return
         current = started["run_id"]
         while True:
             status = actions.status(current)
@@ -196,7 +199,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
             time.sleep(0.5)
 
     outputs = [run_id, progress, table, verdict, subjects, chart, csv]
-    start.click(_guard(do_start), [upload, path, models, method, limit], outputs, api_visibility="undocumented")
+    start.click(do_start, [upload, path, models, method, limit], outputs, api_visibility="undocumented")
     cancel.click(_guard(lambda current: actions.cancel(current)), run_id, progress, api_visibility="undocumented")
     refresh.click(lambda: gr.update(choices=actions.models()), None, models, api_visibility="undocumented")
     _register_api(actions)

@@ -245,8 +245,9 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
                 "working, and you can close this page and come back.")
     with gr.Row():
         with gr.Column():
-            upload = gr.File(label="Dataset upload (.zip of images + .txt captions or of a .jsonl with its images; "
-                                   "or a .jsonl)", file_types=[".zip", ".json", ".jsonl"])
+            upload = gr.File(label="Dataset upload (.zip of images with .txt captions, metadata.jsonl/.csv or a "
+                                   ".json/.jsonl with its images; or one .json/.jsonl/.csv file)",
+                             file_types=[".zip", ".json", ".jsonl", ".csv"])
             path = gr.Textbox(label="…or a folder / file on this computer", visible=not settings.server.exposed)
             check = gr.Button("Check dataset")
         with gr.Column():
