@@ -102,6 +102,8 @@ def follow(job) -> int:
     bar.close()
     if status.state == "done":
         print(f"{status.message}\nmetrics: {status.metrics}")
+        if status.evaluation.get("message"):
+            print(f"validation split, base vs {status.adapter}: {status.evaluation['message']}")
         return 0
     if status.state == "cancelled":
         print(f"vlmchat: {status.message} Continue with the same command and --resume.", file=sys.stderr)
@@ -119,7 +121,10 @@ class _Bar:
     def update(self, status) -> None:
         if status.setup and not self.shown_setup:
             self.shown_setup = True
-            print("\n".join(f"  {k}: {v}" for k, v in status.setup.items()), file=sys.stderr)
+            reasons = {**status.schedule, **status.setup}  # the auto values, then the machine's choices
+            print("\n".join(f"  {k}: {v}" for k, v in reasons.items()), file=sys.stderr)
+            if status.warning:
+                print(f"vlmchat: warning: {status.warning}", file=sys.stderr)
         if not status.total_steps:
             return
         if self.bar is None:
