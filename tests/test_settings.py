@@ -59,3 +59,22 @@ def test_cli_reports_bad_settings_in_one_line_with_exit_code_2(argv, message):
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, pytest_args", [
+    (["test", "-k", "settings", "-x"], ["-k", "settings", "-x"]),   # README's own example
+    (["--settings", "s.toml", "test", "-q", "tests/test_plan.py"], ["-q", "tests/test_plan.py"]),
+    (["test"], []),
+])
+def test_everything_after_test_goes_to_pytest(argv, pytest_args):
+    from vlmchat.cli import _parse
+
+    args = _parse(argv)
+    assert (args.command, args.pytest_args) == ("test", pytest_args)
+
+
+def test_a_model_named_test_is_not_the_test_command():
+    from vlmchat.cli import _parse
+
+    args = _parse(["--model", "test", "plan"])
+    assert (args.command, args.model) == ("plan", "test")

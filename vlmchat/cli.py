@@ -234,9 +234,24 @@ def _quiet_library_noise() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
+def _parse(argv: list[str]):
+    """Parsed arguments; everything after the `test` command goes to pytest as is (argparse would take `-k` itself)."""
+    parser = build_parser()
+    valued = {a for action in parser._actions if action.option_strings and action.nargs != 0
+              for a in action.option_strings}
+    for index, word in enumerate(argv):
+        if word == "test" and (index == 0 or argv[index - 1] not in valued):
+            args = parser.parse_args(argv[:index + 1])
+            args.pytest_args = argv[index + 1:]
+            return args
+        if not word.startswith("-") and (index == 0 or argv[index - 1] not in valued):
+            break  # another command
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None, bootstrap: bool = True) -> int:
     """Entry point: parse, install on first use, run; user mistakes become one line and exit code 2."""
-    args = build_parser().parse_args(argv)
+    args = _parse(sys.argv[1:] if argv is None else list(argv))
     _quiet_library_noise()
     try:
         load_settings(args.settings)  # a broken settings file is reported before anything is installed
