@@ -106,13 +106,11 @@ class EvalActions:
         out = {"run_id": run.run_id, "state": state, "done": run.done, "total": run.total, "progress": run.text,
                "format": run.format, "set_problems": run.set_problems, "message": run.error}
         if not alive and run.result is not None:
-            result = run.result
-            reason = result.metric_reason
-            folder = eval_folder(self.settings, run.run_id)
+            result, folder = run.result, run.result.folder
             out.update(table={"headers": result.table_headers(), "data": result.table()},
                        subjects=result.subject_table(), verdicts=[text for text, _ in result.verdicts()],
-                       metric=reason() if callable(reason) else reason, csv=str(folder / "results.csv"), chart=str(folder / "chart.png"),
-                       summary=str(folder / "summary.json"), command=result.command())
+                       metric=result.metric_reason(), csv=str(folder / "results.csv"),
+                       chart=str(folder / "chart.png"), summary=str(folder / "summary.json"), command=result.command())
         return out
 
     def cancel(self, run_id: str = "") -> str:
