@@ -40,10 +40,11 @@ def evaluate_on_validation(spec, adapter: Path, samples, job_dir: Path) -> tuple
     from ..settings import PathSettings, Settings
     from .run import run_eval
 
-    settings = dataclasses.replace(Settings(), paths=PathSettings(
-        adapters=str(Path(adapter).parent), outputs=str(job_dir)))
+    defaults = Settings()  # the job is self-contained: its device, its adapters folder, its job folder
+    settings = dataclasses.replace(defaults, model=dataclasses.replace(defaults.model, device=spec.device),
+                                   paths=PathSettings(adapters=str(Path(adapter).parent), outputs=str(job_dir)))
     manager = ModelManager(settings)
-    manager.load(spec.model_source or spec.model, quantization="none" if spec.device == "cpu" else None)
+    manager.load(spec.model_source or spec.model)
     try:
         eval_set = EvalSet(path=f"{spec.data} (validation split)", format="fine-tune validation split",
                            kind=CAPTION, items=items_from_samples(samples))
