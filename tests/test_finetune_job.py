@@ -188,3 +188,5 @@ def test_auto_schedule_gives_a_small_dataset_enough_steps_and_says_why():
     explicit = plan_schedule({**auto, "epochs": 1, "batch_size": 4, "grad_accumulation": 4}, 64)
     assert (explicit.epochs, explicit.steps) == (1, 4) and "probably too little" in explicit.warning
     assert plan_schedule(auto, 800).effective_batch == 8 and plan_schedule(auto, 4000).effective_batch == 16
+    for samples in (37, 41, 59, 241):  # sizes that do not divide into batches still reach the preset's steps
+        assert plan_schedule(auto, samples).steps >= 150

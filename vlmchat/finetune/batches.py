@@ -11,6 +11,7 @@ import random
 
 from ..images import load_image
 from .collate import collate, encode_example
+from .recipe import steps_for
 
 CACHE_BUDGET_BYTES = 2 * 2**30  # keep encoded samples in memory when the whole split fits in this
 
@@ -59,8 +60,8 @@ class BatchPlan:
         return self.batch_size * self.accum * self.world
 
     def steps_for(self, epochs: int) -> int:
-        """Optimizer steps for `epochs` passes over the split (at least 1)."""
-        return max(1, -(-epochs * self.size // self.samples_per_step))
+        """Optimizer steps for `epochs` passes over the split (at least 1); the plan before Start counts the same."""
+        return steps_for(epochs, self.size, self.samples_per_step)
 
     def _order(self, epoch: int) -> list[int]:
         if epoch not in self._orders:

@@ -38,7 +38,7 @@ def metadata(trainer, outcome: str) -> dict:
                     "val_size": len(trainer.val), "skipped_rows": len(trainer.report.problems),
                     "skipped_too_long": len(trainer.train.skipped) + len(trainer.val.skipped)},
         "settings": {**spec.settings_dict(), **{f"setup.{k}": v for k, v in trainer.setup.reasons.items()},
-                     **{f"auto.{k}": v for k, v in getattr(trainer, "schedule_reasons", {}).items()}},
+                     **{f"auto.{k}": v for k, v in trainer.schedule_reasons.items()}},
         "metrics": metrics, "duration_s": metrics["duration_s"],
         "notes": f"LoRA fine-tuned with vlmchat on {Path(spec.data).name} ({len(samples)} samples, "
                  f"{trainer.step} steps).",

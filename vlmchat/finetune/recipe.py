@@ -97,11 +97,11 @@ def plan_schedule(values: dict, train_samples: int, *, size_b: float | None = No
         epochs = epochs or math.ceil(max_steps / steps_per_epoch)
         reasons["epochs"] = f"max_steps = {max_steps} given, so training stops there"
     elif not epochs:
-        epochs = min(MAX_EPOCHS, max(1, math.ceil(min_steps / steps_per_epoch)))
+        epochs = min(MAX_EPOCHS, max(1, math.ceil(min_steps * per_step / n)))
         reasons["epochs"] = (f"{epochs}: {n} training samples at {per_step} per step make {steps_per_epoch} "
                              f"steps per epoch; the {preset} preset wants at least {min_steps} optimizer steps"
                              + (f" (capped at {MAX_EPOCHS} epochs)" if epochs == MAX_EPOCHS else ""))
-    steps = max_steps or epochs * steps_per_epoch
+    steps = max_steps or steps_for(epochs, n, per_step)
 
     rate = float(_given(values, "learning_rate"))
     if not rate:
@@ -118,6 +118,11 @@ def plan_schedule(values: dict, train_samples: int, *, size_b: float | None = No
         warning = (f"Only {steps} optimizer steps ({passes} sample passes): probably too little training to change "
                    "the answers. Raise epochs, use the 'thorough' preset, or add data.")
     return Schedule(epochs, batch, accum, rate, steps, n, reasons, warning)
+
+
+def steps_for(epochs: int, samples: int, per_step: int) -> int:
+    """Optimizer steps for `epochs` passes over `samples` at `per_step` samples a step (at least 1)."""
+    return max(1, -(-epochs * samples // per_step))
 
 
 def _given(values: dict, key: str):
