@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 RUNTIME_MODULES = ("torch", "torchvision", "transformers", "gradio", "peft", "accelerate", "PIL", "huggingface_hub",
-                   "safetensors", "tokenizers", "scipy", "sacrebleu", "rouge_score", "matplotlib", "pandas", "pyarrow")
+                   "safetensors", "tokenizers", "scipy", "sacrebleu", "rouge_score", "matplotlib", "pandas", "pyarrow", "openai")
 DEV_MODULES = ("pytest", "gradio_client", "playwright")
 # The pair CI tests; torchvision is needed by some processors (Qwen2-VL's). VLMCHAT_TORCH overrides it
 # (pip arguments, e.g. another pair or an --index-url for your CUDA/ROCm/CPU build).
