@@ -28,8 +28,10 @@ def test_llama_11b_vision_precision_by_card_size(llama, vram, bits, offload):
     plan = plan_quantization(llama, {"cuda:0": vram, "cpu": 64.0}, device_name="RTX 3090")
     assert plan.ok and plan.bits == bits and (plan.offload_gib > 0) is offload
     assert plan.reason.startswith(f"RTX 3090, {vram:.1f} GiB free: Llama-3.2-11B-Vision-Instruct in bf16 needs ~")
-    ending = "offloaded to system RAM" if offload else {4: "-> 4-bit", 8: "-> 8-bit", 16: "-> bf16"}[bits]
-    assert plan.reason.endswith(ending)
+    if offload:
+        assert "-> 4-bit with part of the layers offloaded to system RAM" in plan.reason
+    else:
+        assert plan.reason.endswith({4: "-> 4-bit", 8: "-> 8-bit", 16: "-> bf16"}[bits])
     if bits < 16:
         assert "model.vision_model" in " ".join(plan.unquantized) or ".*vision_model" in plan.unquantized
     if offload:
@@ -43,6 +45,30 @@ def test_reason_reads_like_the_issue_example(llama):
     assert plan.reason == ("RTX 3090, 23.6 GiB free: Llama-3.2-11B-Vision-Instruct in bf16 needs ~24 GiB with "
                            "headroom; 8-bit needs ~15 GiB -> 8-bit")
     assert plan.headroom_gib == pytest.approx(23.6 - plan.estimate_gib, abs=0.01)
+
+
+def test_offload_is_explained_with_numbers_that_add_up(llama):
+    """The issue's case: Llama-3.2-11B on an 8 GiB card; offloaded layers stay in bf16 in system RAM."""
+    import re
+
+    plan = plan_quantization(llama, {"cuda:0": 8.0, "cpu": 64.0}, device_name="an 8 GiB GPU")
+    numbers = re.search(r"stay in bf16: ([\d.]+) GiB there, ([\d.]+) GiB on the GPU \(([\d.]+) GiB of 4-bit weights "
+                        r"\+ ([\d.]+) GiB for the context, images and CUDA: the 8.0 GiB free less 10% headroom\)\. "
+                        r"In 4-bit the offloaded layers would be ([\d.]+) of the ([\d.]+) GiB of weights$", plan.reason)
+    assert numbers, plan.reason
+    ram, gpu, gpu_weights, runtime, offloaded, weights = map(float, numbers.groups())
+    assert gpu == pytest.approx(gpu_weights + runtime) and weights == pytest.approx(gpu_weights + offloaded)
+    assert gpu == pytest.approx(8.0 / 1.1, abs=0.11)
+    assert ram == pytest.approx(offloaded * 2 / 0.53, abs=0.2) and ram == pytest.approx(plan.offload_gib, abs=0.05)
+
+
+@pytest.mark.parametrize("number, spoken", [("8", "an"), ("80", "an"), ("8.5", "an"), ("11", "an"), ("18", "an"),
+                                            ("11000", "an"), ("6", "a"), ("16", "a"), ("24", "a"), ("110", "a"),
+                                            ("1.8", "a"), ("181", "a")])
+def test_the_article_goes_by_how_the_number_is_spoken(number, spoken):
+    from vlmchat.models.plan import article
+
+    assert article(number) == spoken
 
 
 def test_estimates_shrink_with_bits_and_grow_with_context_and_images(llama):

@@ -196,24 +196,38 @@ def _plan_gpu(*, size, policy, context_tokens, images, unquantized, device_name,
     overflow = est.need_gib - free
     # Offloaded layers are not quantized: they sit in RAM in `dtype`.
     per_param = 4.0 if dtype == "float32" else 2.0
+    ram_label = _label(16 if per_param == 2.0 else 32, dtype)
     ram_need = overflow / (1 + HEADROOM) / BYTES_PER_PARAM.get(est.bits, per_param) * per_param
     gpu_for_weights = free / (1 + HEADROOM) - est.runtime_gib
     summary = f"{where}: {size.name} in {'; '.join(steps)}"
     if gpu_for_weights < 1.0 or ram_need > ram - OS_RESERVE_GIB:
-        why = (f"{summary}: nothing fits, and offloading ~{ram_need:.1f} GiB to system RAM "
-               f"({ram:.1f} GiB free) is not possible either. Use a smaller model, free GPU memory, "
+        why = (f"{summary}: nothing fits, and offloading ~{ram_need:.1f} GiB to system RAM (layers kept there "
+               f"stay in {ram_label}; {ram:.1f} GiB free) is not possible either. "
+               "Use a smaller model, free GPU memory, "
                "or lower the context budget.")
         return Plan(size.name, device, dtype, est.bits, unquantized, None, None, round(est.need_gib, 2), free,
                     round(free - est.need_gib, 2), offload_gib=round(ram_need, 2), ok=False, reason=why,
                     alternatives=alternatives)
     max_memory = {**_gpu_indexes({k: v * gpu_for_weights / free for k, v in gpus.items()}),
                   "cpu": max(ram - OS_RESERVE_GIB, ram_need)}
-    why = f"{summary}: nothing fits -> {label} with ~{ram_need:.1f} GiB of layers offloaded to system RAM"
+    why = f"{summary}: nothing fits -> {label} " + _offload_account(
+        est, label, ram_label, free, gpu_for_weights, ram_need)
     warning = (f"{size.name} does not fit in {free:.1f} GiB even in {label}: part of it runs on the CPU, "
                "which makes answers several times slower. A smaller model or a larger GPU avoids this.")
     return Plan(size.name, device, dtype, est.bits, unquantized, "auto", max_memory, round(est.need_gib, 2), free,
                 round(free - est.need_gib, 2), offload_gib=round(ram_need, 2), warning=warning, reason=why,
                 alternatives=alternatives)
+
+
+def _offload_account(est: Estimate, label: str, ram_label: str, free: float, gpu_weights: float,
+                     ram_gib: float) -> str:
+    """Where an offloaded model's memory goes, in numbers that add up as printed (each rounded to 0.1 GiB)."""
+    gpu_weights, runtime, weights = round(gpu_weights, 1), round(est.runtime_gib, 1), round(est.weights_gib, 1)
+    return (f"with part of the layers offloaded to system RAM. Layers kept in system RAM stay in {ram_label}: "
+            f"{ram_gib:.1f} GiB there, {gpu_weights + runtime:.1f} GiB on the GPU ({gpu_weights:.1f} GiB of {label} "
+            f"weights + {runtime:.1f} GiB for the context, images and CUDA: the {free:.1f} GiB free less "
+            f"{HEADROOM:.0%} headroom). In {label} the offloaded layers would be {weights - gpu_weights:.1f} of the "
+            f"{weights:.1f} GiB of weights")
 
 
 def _gpu_indexes(gpus: Mapping[str, float]) -> dict:
@@ -258,6 +272,13 @@ def _plan_cpu(*, size, policy, context_tokens, images, unquantized, device_name,
                 round(usable - est.need_gib, 2), ok=False, alternatives=alternatives,
                 reason=f"{where} ({OS_RESERVE_GIB:.0f} GiB kept for the system): {size.name} in {'; '.join(steps)}: "
                        "it does not fit. Use a smaller model, or force quantization = 4bit (slow on a CPU).")
+
+
+def article(number: str) -> str:
+    """"a" or "an" before a number as it is spoken: an 8, an 11, an 18, an 80; a 6, a 16, a 24."""
+    whole = number.split(".")[0].lstrip("0") or "0"
+    eleven_or_eighteen = len(whole) % 3 == 2 and whole[:2] in ("11", "18")
+    return "an" if whole.startswith("8") or eleven_or_eighteen else "a"
 
 
 @dataclass(frozen=True)
@@ -328,7 +349,7 @@ def plan_for_machine(size: ModelSize, policy: str = "auto", *, device: str = "au
     device_name, half = ", ".join(gpu_names), "bfloat16"
     if vram_gib is not None:
         free = {"cuda:0": float(vram_gib), "cpu": free["cpu"]}
-        device_name = f"a {vram_gib:g} GiB GPU"
+        device_name = f"{article(f'{vram_gib:g}')} {vram_gib:g} GiB GPU"
     elif gpu_names:
         import torch
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from ..models.manager import ModelManager
@@ -9,18 +11,34 @@ from ..settings import Settings
 from .adapters_tab import AdapterActions, build_adapters_tab, build_compare_tab
 from .caption_tab import build_caption_tab
 from .chat_tab import build_chat_tab
+from .errors import quiet_user_errors
 from .evaluate_tab import build_evaluate_tab
 from .finetune_tab import build_finetune_tab
 from .model_tab import build_model_tab
 
 
-def status_line(manager: ModelManager) -> str:
-    """Markdown describing the loaded model, device, dtype and the reason for them."""
+def capability_note(manager: ModelManager) -> str:
+    """One line on what the loaded model can do and where to get another."""
+    from ..models.resolve import demo_model_path
+
     if manager.info is None:
-        return "**No model loaded.**"
+        return "Load a model in the Model tab to start."
+    if Path(manager.info.source) == demo_model_path(manager.settings):
+        from ..demo.about import NOTE
+
+        return NOTE
+    return ("Attach a picture in Chat and ask about it, caption pictures or whole folders in Caption, or teach it "
+            "your own in Fine-tune; the Model tab loads another model.")
+
+
+def status_line(manager: ModelManager) -> str:
+    """Markdown describing the loaded model, device, dtype and the reason for them, then what the model can do."""
+    note = f"  \n{capability_note(manager)}"
+    if manager.info is None:
+        return "**No model loaded.**" + note
     info = manager.info
     return (f"**Model:** `{info.model_id}` ({info.architecture}) · **device:** {info.device} · "
-            f"**dtype:** {info.dtype}  \n<small>why: {info.reason}</small>")
+            f"**dtype:** {info.dtype}  \n<small>why: {info.reason}</small>" + note)
 
 
 def _banner(notices: list[str]):
@@ -51,4 +69,4 @@ def build_app(manager: ModelManager, settings: Settings, notices: list[str] | No
             build_model_tab(manager, settings, status, status_line)
         app.load(lambda: (status_line(manager), _banner(notices)), outputs=[status, banner], api_visibility="undocumented",
                  queue=False)
-    return app
+    return quiet_user_errors(app)

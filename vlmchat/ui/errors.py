@@ -1,13 +1,80 @@
-"""The UI's one edge for errors: a VlmchatError (a user's mistake, with what to do) becomes a gr.Error."""
+"""The UI's one edge for errors: a user's mistake becomes a gr.Error and one log line, never a traceback.
+
+A VlmchatError (or a gr.Error a tab raises itself) says what to do; the user sees it, and the server
+terminal gets one line "vlmchat: /endpoint: message". Anything else is a bug and keeps Gradio's
+traceback. `quiet_user_errors` applies this to every event handler of the app at once.
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
+import sys
 
 import gradio as gr
 
 from ..errors import VlmchatError
+
+log = logging.getLogger("vlmchat.requests")
+if not log.handlers:  # one line per user error on the server's terminal, however the app was started
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("vlmchat: %(message)s"))
+    log.addHandler(_handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def user_error(exc: Exception, where: str | None = None) -> gr.Error:
+    """`exc` (a user's mistake) as a gr.Error whose traceback Gradio does not print; logged as one line
+    when `where` (the endpoint) is given."""
+    message = exc.message if isinstance(exc, gr.Error) else str(exc)
+    if where is not None:
+        log.info("%s: %s", where, message)
+    if isinstance(exc, gr.Error):
+        exc.print_exception = False
+        return exc
+    return gr.Error(message, print_exception=False)
+
+
+def _wrap(action, where: str | None = None):
+    """`action` (plain, generator or async) with user errors turned into quiet gr.Errors; signature kept.
+
+    With `where` each is logged; `guard` leaves that to `quiet_user_errors`, which knows the endpoint.
+    """
+    if inspect.isasyncgenfunction(action):
+        @functools.wraps(action)
+        async def async_streaming(*args, **kwargs):
+            try:
+                async for item in action(*args, **kwargs):
+                    yield item
+            except (VlmchatError, gr.Error) as exc:
+                raise user_error(exc, where) from None
+        return async_streaming
+    if inspect.iscoroutinefunction(action):
+        @functools.wraps(action)
+        async def asynchronous(*args, **kwargs):
+            try:
+                return await action(*args, **kwargs)
+            except (VlmchatError, gr.Error) as exc:
+                raise user_error(exc, where) from None
+        return asynchronous
+    if inspect.isgeneratorfunction(action):
+        @functools.wraps(action)
+        def streaming(*args, **kwargs):
+            try:
+                yield from action(*args, **kwargs)
+            except (VlmchatError, gr.Error) as exc:
+                raise user_error(exc, where) from None
+        return streaming
+
+    @functools.wraps(action)
+    def wrapped(*args, **kwargs):
+        try:
+            return action(*args, **kwargs)
+        except (VlmchatError, gr.Error) as exc:
+            raise user_error(exc, where) from None
+    return wrapped
 
 
 def guard(action):
@@ -16,19 +83,38 @@ def guard(action):
     A generator (a streaming handler) raises while it is iterated, not when it is called, so it is
     wrapped as a generator.
     """
-    if inspect.isgeneratorfunction(action):
-        @functools.wraps(action)
-        def streaming(*args, **kwargs):
-            try:
-                yield from action(*args, **kwargs)
-            except VlmchatError as exc:
-                raise gr.Error(str(exc)) from None
-        return streaming
+    return _wrap(action)
 
-    @functools.wraps(action)
-    def wrapped(*args, **kwargs):
+
+def _decode_checked(preprocess):
+    """An Image component's preprocess that reports a file it cannot decode as images.py does, quietly."""
+    from ..images import load_image
+
+    @functools.wraps(preprocess)
+    def checked(payload):
         try:
-            return action(*args, **kwargs)
-        except VlmchatError as exc:
-            raise gr.Error(str(exc)) from None
-    return wrapped
+            return preprocess(payload)
+        except Exception as exc:
+            path = getattr(payload, "path", None)
+            if not path:
+                raise
+            try:
+                load_image(path, name=getattr(payload, "orig_name", None))
+            except VlmchatError as reason:
+                raise user_error(reason, "image upload") from None
+            raise exc
+    return checked
+
+
+def quiet_user_errors(app: gr.Blocks) -> gr.Blocks:
+    """Every handler of `app` and every image input: user errors become one log line, bugs keep tracebacks."""
+    for block_fn in app.fns.values():
+        if block_fn.fn is not None and not getattr(block_fn.fn, "_vlmchat_quiet", False):
+            where = f"/{block_fn.api_name}" if isinstance(block_fn.api_name, str) else block_fn.name
+            block_fn.fn = _wrap(block_fn.fn, where)
+            block_fn.fn._vlmchat_quiet = True
+    for block in app.blocks.values():
+        if isinstance(block, gr.Image) and not getattr(block.preprocess, "_vlmchat_quiet", False):
+            block.preprocess = _decode_checked(block.preprocess)
+            block.preprocess._vlmchat_quiet = True
+    return app
