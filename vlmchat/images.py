@@ -1,6 +1,7 @@
 """Defensive image decoding: every picture a user hands us becomes an RGB image or a clear InputError.
 
-Handles empty, non-image, truncated and oversized files, decompression bombs, CMYK, 16-bit,
+Handles empty, non-image, truncated and oversized files, decompression bombs, pictures too long or
+too thin for a processor (MAX_SIDE, MAX_ASPECT, checked from the header before decoding), CMYK, 16-bit,
 alpha and palette images, animations (first frame) and EXIF rotation. A `data:` URL string
 (`data:image/png;base64,...`, as OpenAI's chat and fine-tuning formats carry images) is decoded
 like the bytes of a file.
@@ -9,18 +10,42 @@ like the bytes of a file.
 from __future__ import annotations
 
 import base64
+import functools
 import binascii
 import io
 import urllib.parse
 import warnings
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 MAX_PIXELS = 64_000_000  # Pillow's bomb guard; a 8000 x 8000 photo still opens
+# Many processors pad a picture to a square of its long side before resizing, so a thin one costs
+# memory as the square of its long side (a 1 x 20000 PNG of 121 bytes took 3.5 GB): both limits are
+# read from the header, before a pixel is decoded.
+MAX_SIDE = 8000  # the padded square stays within MAX_PIXELS
+MAX_ASPECT = 20  # long side / short side: a long scrolling screenshot still passes
 MAX_DATA_URL_BYTES = 25 * 2**20  # an embedded image is an upload: the default server.max_upload_mb
 
 ImageSource = str | Path | bytes | Image.Image  # a str is a path or a data: URL
+
+
+UNDECODABLE = {"MPEG"}  # Pillow identifies these files but cannot decode a picture from them
+
+
+@functools.lru_cache(maxsize=1)
+def readable_suffixes() -> frozenset[str]:
+    """File suffixes of every format Pillow here can open and decode (AVIF where its plugin is built in)."""
+    from PIL import ImageFile
+
+    Image.init()  # registers every plugin
+
+    def decodes(fmt: str) -> bool:
+        factory = Image.OPEN[fmt][0]
+        stub = isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile)
+        return not stub and fmt not in UNDECODABLE
+
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN and decodes(fmt))
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
@@ -76,11 +101,26 @@ def decode_data_url(url: str, name: str = "data: URL image", max_bytes: int | No
     return data
 
 
+def check_shape(size: tuple[int, int], label: str) -> None:
+    """Raise InputError when a picture of `size` (width, height) is too long or too thin to process safely."""
+    from .errors import InputError
+
+    width, height = size
+    long, short = max(width, height), min(width, height)
+    if short < 1 or long / short > MAX_ASPECT:
+        raise InputError(f"'{label}' is {width} x {height} pixels, too thin for the model (sides over {MAX_ASPECT}:1); "
+                         "crop it into parts or pad it to a less extreme shape.")
+    if long > MAX_SIDE:
+        raise InputError(f"'{label}' is {width} x {height} pixels, too large for the model (longest side over "
+                         f"{MAX_SIDE}); scale it down.")
+
+
 def load_image(source: ImageSource, name: str | None = None, max_bytes: int | None = None) -> Image.Image:
     """Decode `source` (path, data: URL, bytes or PIL image) into an upright RGB image, or raise InputError."""
     from .errors import InputError
 
     if isinstance(source, Image.Image):
+        check_shape(source.size, name or "the image")
         return _to_rgb(ImageOps.exif_transpose(source) or source)
     if is_data_url(source):
         label = name or "data: URL image"
@@ -105,7 +145,8 @@ def load_image(source: ImageSource, name: str | None = None, max_bytes: int | No
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, MAX_PIXELS
             try:
-                image = Image.open(io.BytesIO(data))
+                image = Image.open(io.BytesIO(data))  # reads the header only
+                check_shape(image.size, label)
                 if getattr(image, "n_frames", 1) > 1:
                     image.seek(0)
                 image.load()
@@ -115,7 +156,9 @@ def load_image(source: ImageSource, name: str | None = None, max_bytes: int | No
         raise InputError(f"'{label}' has too many pixels (over {MAX_PIXELS // 1_000_000} megapixels); "
                          "scale it down before using it.") from None
     except UnidentifiedImageError:
-        raise InputError(f"'{label}' is not an image vlmchat can read; use PNG, JPEG, WebP, GIF, BMP or TIFF.") from None
+        also = " AVIF works too." if features.check("avif") else ""
+        raise InputError(f"'{label}' is not an image vlmchat can read; use PNG, JPEG, WebP, GIF, BMP or TIFF.{also} "
+                         "If it is one of these, the file is damaged: re-export or re-download it.") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"'{label}' is truncated or corrupt ({exc}); re-export or re-download it.") from None
     image = ImageOps.exif_transpose(image) or image

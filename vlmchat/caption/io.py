@@ -18,8 +18,8 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import InputError
 from ..files import extract_zip_checked, unsafe_name, write_text_atomic, write_zip_atomic
+from ..images import readable_suffixes
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 DATA_SUFFIXES = frozenset({".txt", ".json", ".jsonl", ".csv", ".zip"})
 FORMATS = ("txt", "jsonl", "csv")
 ZIP_MAX_MEMBERS = 100_000
@@ -35,8 +35,8 @@ class FoundImages:
 
 
 def is_image_name(path: Path) -> bool:
-    """True for a visible file whose suffix is a picture format vlmchat reads."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+    """True for a visible file whose suffix is a picture format vlmchat reads (any Pillow opens, as /chat)."""
+    return path.suffix.lower() in readable_suffixes() and not path.name.startswith(".")
 
 
 def _scan_folder(folder: Path, recursive: bool, found: FoundImages) -> None:
@@ -77,8 +77,8 @@ def find_images(paths: list[str | Path], recursive: bool = False, unpack_to: Pat
     if not unique and not found.failed:
         names = ", ".join(str(p) for p in paths)
         hint = "" if recursive else " (add --recursive / tick 'recursive' to include subfolders)"
-        raise InputError(f"No images found in {names}{hint}; vlmchat reads "
-                         f"{', '.join(sorted(IMAGE_SUFFIXES))} files.")
+        raise InputError(f"No images found in {names}{hint}; vlmchat reads .png, .jpg, .webp, .gif, .bmp, .tif"
+                         f"{', .avif' if '.avif' in readable_suffixes() else ''} and the other formats Pillow opens.")
     found.images = unique
     return found
 

@@ -2,7 +2,8 @@
 
 API endpoints: `caption(image, prompt, adapter) -> str` (prompt "" = caption.prompt from settings,
 adapter "" or "base" = no adapter), `caption_batch(...)` -> (summary line, table, results zip) and
-`caption_cancel()`. Folder paths on the server are refused when the app is reachable by others.
+`caption_cancel()`. Folder paths on the server are refused when the app is reachable by others;
+under a login each user's results go to a folder of their own (ui/users.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..errors import InputError, VlmchatError
 from ..models.manager import ModelManager
 from ..settings import Settings
 from .sharing import check_batch_upload, refuse_server_paths
+from .users import user_folder
 
 TABLE_HEADERS = ["image", "status", "caption or reason"]
 
@@ -114,7 +116,7 @@ class CaptionActions:
         session = getattr(request, "session_hash", None) or ""
         cancel = self.cancels[session] = threading.Event()
         stamp = time.strftime("%Y%m%d-%H%M%S-") + f"{time.time_ns() % 10**6:06d}"
-        run = self.settings.paths.resolve("outputs") / "captions" / stamp
+        run = user_folder(self.settings.paths.resolve("outputs") / "captions", request) / stamp
         try:
             fmt = fmt if fmt in FORMATS else self.settings.caption.format
             found, table_dir, uploaded = self._inputs(folder, files, archive, bool(recursive), run)

@@ -2,6 +2,8 @@
 
 A run goes on in a thread of its own (the model lock is taken per batch, so Chat keeps answering);
 the tab streams its progress and shows the table, the chart, the verdicts and the per-row CSV.
+Under a login a run and its files belong to the user who started it (ui/users.py): nobody else
+finds it by id, and its uploads and result files live in that user's own folders.
 """
 
 from __future__ import annotations
@@ -9,19 +11,21 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
 
 from ..errors import VlmchatError
 from ..evaluate.run import METHODS, EvalOptions, check_models, eval_folder, run_eval
 from ..evaluate.sets import read_eval_set
-from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
+from ..finetune.uploads import PREFIX, resolve_dataset, store_upload, uploads_folder
 from ..lora.runtime import BASE
 from ..lora.store import list_adapters
 from ..models.manager import ModelManager
 from ..settings import Settings
 from .errors import guard as _guard
 from .sharing import refuse_server_paths
+from .users import login_of, user_folder
 
 
 @dataclass
@@ -29,6 +33,7 @@ class EvalRun:
     """One run in progress or finished."""
 
     run_id: str
+    owner: str | None = None  # the login that started it (None: no login)
     thread: threading.Thread | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     done: int = 0
@@ -53,18 +58,24 @@ class EvalActions:
         adapters = list_adapters(self.settings.paths.resolve("adapters"))
         return [BASE] + [a.name for a in adapters if not a.problem]
 
+    def uploads_of(self, request) -> Path:
+        """The folder of the request's own uploads."""
+        return user_folder(uploads_folder(self.settings), request)
+
     def start(self, data: str, models: list[str] | None = None, method: str = "loglik", limit: int | None = None,
-              batch_size: int = 8) -> dict:
+              batch_size: int = 8, request=None) -> dict:
         """Read the set, check the models, and start the run in a thread; returns {"run_id", "format", ...}."""
         if not data.startswith(PREFIX):
             refuse_server_paths(self.settings, "evaluation")
-        eval_set = read_eval_set(resolve_dataset(data, self.settings), limit=int(limit) if limit else None)
+        eval_set = read_eval_set(resolve_dataset(data, self.settings, self.uploads_of(request)),
+                                 limit=int(limit) if limit else None)
         eval_set.require_usable()
         if method not in METHODS:
             raise gr.Error(f"method must be one of {', '.join(METHODS)}.")
         models = [m for m in (models or [BASE]) if m] or [BASE]
         folder = eval_folder(self.settings)
-        run = EvalRun(folder.name, total=len(eval_set.items), format=eval_set.format,
+        folder = user_folder(folder.parent, request) / folder.name
+        run = EvalRun(folder.name, login_of(request), total=len(eval_set.items), format=eval_set.format,
                       set_problems=[str(p) for p in eval_set.problems])
         options = EvalOptions(batch_size=int(batch_size), limit=int(limit) if limit else None)
 
@@ -88,18 +99,19 @@ class EvalActions:
         return {"run_id": run.run_id, "format": eval_set.format, "questions": len(eval_set.items),
                 "skipped_rows": len(eval_set.problems), "models": models, "method": method}
 
-    def run(self, run_id: str = "") -> EvalRun:
+    def run(self, run_id: str = "", request=None) -> EvalRun:
+        """The request's own run `run_id` ('' = its newest); another login's is not found."""
+        owner = login_of(request)
         with self.lock:
-            if not run_id and self.runs:
-                return list(self.runs.values())[-1]
-            found = self.runs.get(run_id)
+            mine = [run for run in self.runs.values() if run.owner == owner]
+            found = mine[-1] if not run_id and mine else next((r for r in mine if r.run_id == run_id), None)
         if found is None:
             raise gr.Error(f"There is no evaluation run '{run_id}' in this app; start one with eval_start.")
         return found
 
-    def status(self, run_id: str = "") -> dict:
+    def status(self, run_id: str = "", request=None) -> dict:
         """State, progress and, when finished, the table, verdicts, per-subject rows and file paths."""
-        run = self.run(run_id)
+        run = self.run(run_id, request)
         alive = run.thread is not None and run.thread.is_alive()
         state = "running" if alive else "failed" if run.error else \
             "cancelled" if run.result is not None and run.result.cancelled else "done"
@@ -113,9 +125,9 @@ class EvalActions:
                        chart=str(folder / "chart.png"), summary=str(folder / "summary.json"), command=result.command())
         return out
 
-    def cancel(self, run_id: str = "") -> str:
+    def cancel(self, run_id: str = "", request=None) -> str:
         """Stop a run after its current batch; what is scored is kept and reported."""
-        run = self.run(run_id)
+        run = self.run(run_id, request)
         if run.thread is None or not run.thread.is_alive():
             return f"Evaluation {run.run_id} is not running (it has finished)."
         run.cancel.set()
@@ -174,23 +186,24 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
     csv = gr.File(label="Per-row results (CSV)", interactive=False)
     run_id = gr.State("")
 
-    def reference(file, typed) -> str:
+    def reference(file, typed, request) -> str:
         if file:
-            return store_upload(file if isinstance(file, str) else file.name, settings)
+            return store_upload(file if isinstance(file, str) else file.name, settings, actions.uploads_of(request))
         if typed and typed.strip():
             refuse_server_paths(settings, "evaluation")
             return typed.strip()
         raise gr.Error("Upload an eval set or type the path of a file or folder.")
 
-    def do_start(file, typed, chosen, how, first_n):
+    def do_start(file, typed, chosen, how, first_n, request: gr.Request = None):
         try:
-            started = actions.start(reference(file, typed), chosen, how, int(first_n) if first_n else None)
+            started = actions.start(reference(file, typed, request), chosen, how, int(first_n) if first_n else None,
+                                    request=request)
         except (VlmchatError, gr.Error) as exc:  # shown where the results go; no error badge left on every output
             yield "", f"⚠️ {getattr(exc, 'message', None) or exc}", None, "", None, None, None
             return
         current = started["run_id"]
         while True:
-            status = actions.status(current)
+            status = actions.status(current, request)
             yield current, *_report(status)
             if status["state"] != "running":
                 return
@@ -198,30 +211,37 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
 
     outputs = [run_id, progress, table, verdict, subjects, chart, csv]
     start.click(do_start, [upload, path, models, method, limit], outputs, api_visibility="undocumented")
-    cancel.click(_guard(lambda current: actions.cancel(current)), run_id, progress, api_visibility="undocumented")
+    def do_cancel(current, request: gr.Request = None):
+        return actions.cancel(current, request)
+
+    cancel.click(_guard(do_cancel), run_id, progress, api_visibility="undocumented")
     refresh.click(lambda: gr.update(choices=actions.models()), None, models, api_visibility="undocumented")
     _register_api(actions)
     return actions
 
 
 def _register_api(actions: EvalActions) -> None:
-    def eval_start(data: str, models: list[str] | None = None, method: str = "loglik", limit: int = 0) -> dict:
+    def eval_start(data: str, models: list[str] | None = None, method: str = "loglik", limit: int = 0,
+                   request: gr.Request = None) -> dict:
         """Start an evaluation of models ('base' and adapter names) on an eval set ('upload:<id>' from
         eval_upload, or a path when local). Returns run_id, the detected format, questions and skipped rows."""
-        return actions.start(data, models, method, limit or None)
+        return actions.start(data, models, method, limit or None, request=request)
 
-    def eval_status(run_id: str = "") -> dict:
+    def eval_status(run_id: str = "", request: gr.Request = None) -> dict:
         """State and progress of a run ('' = the newest); when finished: table, verdicts, subjects, csv, chart."""
-        return actions.status(run_id)
+        return actions.status(run_id, request)
 
-    def eval_cancel(run_id: str = "") -> str:
+    def eval_cancel(run_id: str = "", request: gr.Request = None) -> str:
         """Stop a run after its current batch, keeping what is scored."""
-        return actions.cancel(run_id)
+        return actions.cancel(run_id, request)
 
     for fn in (eval_start, eval_status, eval_cancel):
         gr.api(_guard(fn), api_name=fn.__name__, api_description=fn.__doc__)
     upload = gr.File(visible=False)
     reference = gr.Textbox(visible=False)
-    upload.upload(_guard(lambda f: store_upload(f, actions.settings)), upload, reference, api_name="eval_upload",
+    def eval_upload(file, request: gr.Request = None) -> str:
+        return store_upload(file, actions.settings, actions.uploads_of(request))
+
+    upload.upload(_guard(eval_upload), upload, reference, api_name="eval_upload",
                   api_description="Upload an eval set (.jsonl/.json/.csv/.parquet or a .zip with its images); "
                                   "returns 'upload:<id>' for eval_start.")

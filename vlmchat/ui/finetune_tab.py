@@ -2,7 +2,8 @@
 
 Training runs in a child process (vlmchat/finetune/runner.py); this tab only writes job.json and
 reads progress.jsonl, every two seconds, so closing the browser tab or reloading the page never
-affects the run and the page re-attaches to it.
+affects the run and the page re-attaches to it. Under a login, each user's uploads and jobs live in
+a folder of their own (ui/users.py) and nobody else's are found; one job runs at a time in all.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from ..finetune import runner
 from ..finetune.datasets import preview_rows, read_dataset
 from ..finetune.progress import format_seconds
 from ..finetune.spec import JobSpec
-from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
+from ..finetune.uploads import PREFIX, resolve_dataset, store_upload, uploads_folder
 from ..models.manager import ModelManager
 from ..models.resolve import resolve_model
 from ..settings import FinetuneSettings, Settings
 from .errors import guard as _guard
 from .sharing import refuse_server_paths
+from .users import user_folder
 
 # The form is built from the [finetune] fields and their metadata (vlmchat/settings.py), in their order.
 FIELDS = {f.name: f for f in dataclasses.fields(FinetuneSettings)}
@@ -56,60 +58,82 @@ class FinetuneActions:
         self.manager, self.settings = manager, settings
         self.jobs = runner.jobs_folder(settings)
 
-    def dataset(self, upload, path: str) -> str:
+    def jobs_of(self, request) -> Path:
+        """The folder of the request's own jobs (the jobs folder itself when nobody logs in)."""
+        return user_folder(self.jobs, request)
+
+    def uploads_of(self, request) -> Path:
+        """The folder of the request's own uploads."""
+        return user_folder(uploads_folder(self.settings), request)
+
+    def dataset(self, upload, path: str, request=None) -> str:
         """A dataset reference from an upload ('upload:<id>') or a local path (refused when shared)."""
         if upload:
-            return store_upload(upload if isinstance(upload, str) else upload.name, self.settings)
+            return store_upload(upload if isinstance(upload, str) else upload.name, self.settings,
+                                self.uploads_of(request))
         if path and path.strip():
             if not path.strip().startswith(PREFIX):
                 refuse_server_paths(self.settings, "training")
             return path.strip()
         raise gr.Error("Upload a dataset (.zip or .jsonl) or type the path of a folder or file.")
 
-    def check(self, reference: str) -> dict:
+    def check(self, reference: str, request=None) -> dict:
         """Format, usable sample count, problems (file/line) and the first samples of a dataset."""
-        report = read_dataset(resolve_dataset(reference, self.settings), self.settings.finetune.caption_prompt)
+        report = read_dataset(resolve_dataset(reference, self.settings, self.uploads_of(request)),
+                              self.settings.finetune.caption_prompt)
         return {"dataset": reference, "format": report.format, "samples": len(report.samples),
                 "problems": [str(p) for p in report.problems], "preview": preview_rows(report, 6)}
 
-    def spec(self, reference: str, name: str, options: dict | None, overwrite: bool) -> JobSpec:
+    def spec(self, reference: str, name: str, options: dict | None, overwrite: bool, request=None) -> JobSpec:
         model = self.manager.info.model_id if self.manager.info else self.settings.model.id
         options = {k: v for k, v in (options or {}).items() if k in {f.name for f in dataclasses.fields(JobSpec)}}
         options.pop("adapters_dir", None)  # never from a client: adapters go to the configured folder
         return JobSpec.from_settings(self.settings, (name or "").strip(),
-                                     str(resolve_dataset(reference, self.settings)), model=model,
+                                     str(resolve_dataset(reference, self.settings, self.uploads_of(request))),
+                                     model=model,
                                      model_source=resolve_model(model, self.settings).location,
                                      overwrite=bool(overwrite), **options)
 
-    def plan(self, reference: str, options: dict | None = None) -> dict:
+    def plan(self, reference: str, options: dict | None = None, request=None) -> dict:
         """What Start will do with this dataset: samples, steps, epochs, learning rate, time and memory, warnings."""
         from ..finetune.plan import plan_run
 
-        spec = self.spec(reference, "preview", options, True)
+        spec = self.spec(reference, "preview", options, True, request)
         return plan_run(spec)
 
-    def start(self, reference: str, name: str, options: dict | None = None, overwrite: bool = False) -> dict:
-        spec = self.spec(reference, name, options, overwrite)
+    def start(self, reference: str, name: str, options: dict | None = None, overwrite: bool = False,
+              request=None) -> dict:
+        spec = self.spec(reference, name, options, overwrite, request)
         read_dataset(spec.data, spec.caption_prompt).require_usable(spec.skip_invalid)
-        job = runner.start_job(spec, self.jobs)
+        mine = self.jobs_of(request)
+        if mine != self.jobs and self._running_elsewhere(mine):
+            raise gr.Error("Another user's fine-tune is running; one runs at a time. Try again when it has finished.")
+        job = runner.start_job(spec, mine)
         return {"job_id": job.name, "command": spec.command(), "config": dataclasses.asdict(spec)}
 
-    def job(self, job_id: str = "") -> Path | None:
+    def _running_elsewhere(self, mine: Path) -> bool:
+        """Whether a job of another login (or of the local user) is running now."""
+        folders = [self.jobs] + sorted((self.jobs / "users").glob("*"))
+        return any(runner.running_job(folder) for folder in folders if folder != mine)
+
+    def job(self, job_id: str = "", request=None) -> Path | None:
+        """The request's own job `job_id` ('' = its running or newest job); another login's is not found."""
+        jobs = self.jobs_of(request)
         if job_id:
-            path = self.jobs / job_id
-            if "/" in job_id or job_id.startswith(".") or not path.is_dir():
+            path = jobs / job_id
+            if "/" in job_id or "\\" in job_id or job_id.startswith(".") or job_id == "users" or not path.is_dir():
                 raise gr.Error(f"There is no fine-tune job '{job_id}'.")
             return path
-        return runner.running_job(self.jobs) or runner.latest_job(self.jobs)
+        return runner.running_job(jobs) or runner.latest_job(jobs)
 
-    def status(self, job_id: str = "") -> dict:
-        job = self.job(job_id)
+    def status(self, job_id: str = "", request=None) -> dict:
+        job = self.job(job_id, request)
         if job is None:
             return {"state": "none", "message": "No fine-tune has run yet."}
         return dataclasses.asdict(runner.job_status(job))
 
-    def cancel(self, job_id: str = "") -> str:
-        job = self.job(job_id)
+    def cancel(self, job_id: str = "", request=None) -> str:
+        job = self.job(job_id, request)
         if job is None:
             raise gr.Error("No fine-tune is running.")
         state = runner.job_status(job).state
@@ -119,8 +143,8 @@ class FinetuneActions:
         runner.cancel_job(job)
         return f"Cancelling {job.name}: it stops after the current step and keeps a checkpoint."
 
-    def resume(self, job_id: str = "") -> dict:
-        job = self.job(job_id)
+    def resume(self, job_id: str = "", request=None) -> dict:
+        job = self.job(job_id, request)
         if job is None:
             raise gr.Error("There is no fine-tune job to resume.")
         status = runner.job_status(job)
@@ -173,8 +197,8 @@ def _curves(status: dict):
     return frame.astype({"step": "int64", "loss": "float64", "series": "string"})
 
 
-def _job_files(actions: FinetuneActions, status: dict) -> tuple[str, str]:
-    job = actions.jobs / status["job_id"] if status.get("job_id") else None
+def _job_files(actions: FinetuneActions, status: dict, request=None) -> tuple[str, str]:
+    job = actions.jobs_of(request) / status["job_id"] if status.get("job_id") else None
     if job is None or not (job / "job.json").is_file():
         return "", ""
     spec = JobSpec.from_file(job / "job.json")
@@ -277,27 +301,27 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
     def form_options(values) -> dict:
         return {key: _form_value(key, value) for key, value in zip(controls, values)}
 
-    def do_check(file, typed, *values):
-        reference = actions.dataset(file, typed)
-        return *_check_result(actions.check(reference)), reference, do_plan(reference, *values)
+    def do_check(request: gr.Request, file, typed, *values):
+        reference = actions.dataset(file, typed, request)
+        return *_check_result(actions.check(reference, request)), reference, do_plan(request, reference, *values)
 
-    def do_plan(reference, *values):
+    def do_plan(request: gr.Request, reference, *values):
         if not reference:
             return ""
         try:
-            return _plan_markdown(actions.plan(reference, form_options(values)))
+            return _plan_markdown(actions.plan(reference, form_options(values), request))
         except VlmchatError as exc:
             return f"⚠️ {exc}"
 
-    def do_start(reference, file, typed, name, overwrite, skip, *values):
-        reference = reference or actions.dataset(file, typed)
+    def do_start(request: gr.Request, reference, file, typed, name, overwrite, skip, *values):
+        reference = reference or actions.dataset(file, typed, request)
         options = form_options(values)
-        started = actions.start(reference, name, {**options, "skip_invalid": bool(skip)}, overwrite)
-        return started["job_id"], *refresh(started["job_id"])
+        started = actions.start(reference, name, {**options, "skip_invalid": bool(skip)}, overwrite, request)
+        return started["job_id"], *refresh(started["job_id"], request)
 
-    def refresh(current):
-        state = actions.status(current)
-        files = _job_files(actions, state)
+    def refresh(current, request: gr.Request = None):
+        state = actions.status(current, request)
+        files = _job_files(actions, state, request)
         return _status_markdown(state), _curves(state), *files
 
     outputs = [status, plot, config, command]
@@ -308,52 +332,59 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
                              queue=False)
     start.click(_guard(do_start), [dataset, upload, path, name, overwrite, skip_invalid, *controls.values()],
                 [job_id, *outputs], api_visibility="undocumented")
-    def do_cancel(current):
-        message = actions.cancel(current)
-        text, *rest = refresh(current)
+    def do_cancel(current, request: gr.Request = None):
+        message = actions.cancel(current, request)
+        text, *rest = refresh(current, request)
         return f"{message}  \n{text}", *rest
 
+    def do_resume(current, request: gr.Request = None):
+        return refresh(actions.resume(current, request)["job_id"], request)
+
     cancel.click(_guard(do_cancel), job_id, outputs, api_visibility="undocumented")
-    resume.click(_guard(lambda j: refresh(actions.resume(j)["job_id"])), job_id, outputs, api_visibility="undocumented")
+    resume.click(_guard(do_resume), job_id, outputs, api_visibility="undocumented")
     timer.tick(_guard(refresh), job_id, outputs, api_visibility="undocumented", queue=False)
     _register_api(actions)
     return actions
 
 
 def _register_api(actions: FinetuneActions) -> None:
-    def finetune_check(dataset: str) -> dict:
+    def finetune_check(dataset: str, request: gr.Request = None) -> dict:
         """Check a dataset ('upload:<id>' from finetune_upload, or a local path): format, count, problems, preview."""
         if not dataset.startswith(PREFIX):
             refuse_server_paths(actions.settings, "training")
-        return actions.check(dataset)
+        return actions.check(dataset, request)
 
-    def finetune_start(dataset: str, name: str, options: dict | None = None, overwrite: bool = False) -> dict:
+    def finetune_start(dataset: str, name: str, options: dict | None = None, overwrite: bool = False,
+                       request: gr.Request = None) -> dict:
         """Start a fine-tune in a child process; options are [finetune] keys. Returns job_id, command, config."""
         if not dataset.startswith(PREFIX):
             refuse_server_paths(actions.settings, "training")
-        return actions.start(dataset, name, options, overwrite)
+        return actions.start(dataset, name, options, overwrite, request)
 
-    def finetune_plan(dataset: str, options: dict | None = None) -> dict:
+    def finetune_plan(dataset: str, options: dict | None = None, request: gr.Request = None) -> dict:
         """What Start will do: samples (train/validation), steps, epochs, learning rate, minutes, peak GiB, warning."""
         if not dataset.startswith(PREFIX):
             refuse_server_paths(actions.settings, "training")
-        return actions.plan(dataset, options)
+        return actions.plan(dataset, options, request)
 
-    def finetune_status(job_id: str = "") -> dict:
+    def finetune_status(job_id: str = "", request: gr.Request = None) -> dict:
         """State, step, losses, eval losses, samples/s, ETA and memory of a job ('' = the running or newest)."""
-        return actions.status(job_id)
+        return actions.status(job_id, request)
 
-    def finetune_cancel(job_id: str = "") -> str:
+    def finetune_cancel(job_id: str = "", request: gr.Request = None) -> str:
         """Stop a running job after its current step; its last checkpoint is kept for Resume."""
-        return actions.cancel(job_id)
+        return actions.cancel(job_id, request)
 
-    def finetune_resume(job_id: str = "") -> dict:
+    def finetune_resume(job_id: str = "", request: gr.Request = None) -> dict:
         """Continue a cancelled, failed or interrupted job from its last checkpoint."""
-        return actions.resume(job_id)
+        return actions.resume(job_id, request)
 
     for fn in (finetune_check, finetune_plan, finetune_start, finetune_status, finetune_cancel, finetune_resume):
         gr.api(_guard(fn), api_name=fn.__name__, api_description=fn.__doc__)
     upload = gr.File(visible=False)
     reference = gr.Textbox(visible=False)
-    upload.upload(_guard(lambda f: store_upload(f, actions.settings)), upload, reference, api_name="finetune_upload",
+    def finetune_upload(file, request: gr.Request = None) -> str:
+        return store_upload(file, actions.settings, actions.uploads_of(request))
+
+    upload.upload(_guard(finetune_upload), upload, reference, api_name="finetune_upload",
                   api_description="Upload a dataset (.zip or .jsonl); returns 'upload:<id>' for finetune_start.")

@@ -16,6 +16,7 @@ from ..models.decide import decide_load
 from ..models.manager import ModelManager
 from ..models.resolve import ModelSource, resolve_model
 from ..settings import DEMO_MODEL_ID, Settings
+from .sharing import refuse_model_path
 
 WARN = "⚠️ "
 
@@ -41,12 +42,14 @@ def describe_files(model: str | ModelSource, settings: Settings, token: str | No
         folder = source.path
         files = sorted(p for p in folder.iterdir() if p.is_file())
         total = sum(p.stat().st_size for p in files)
-        return f"Local folder `{folder}`: {len(files)} files, {human_size(total)}; nothing to download."
+        where = "On the server" if settings.server.exposed else f"Local folder `{folder}`"
+        return f"{where}: {len(files)} files, {human_size(total)}; nothing to download."
     repo_id = source.model_id
     if is_offline():
         if source.path is None:  # the resolver looked in the cache already
             raise OfflineError(f"{repo_id} is not cached and offline mode is on (HF_HUB_OFFLINE=1).")
-        return f"Offline: `{repo_id}` will load from the cache in `{source.path}`."
+        where = "" if settings.server.exposed else f" in `{source.path}`"
+        return f"Offline: `{repo_id}` will load from the cache{where}."
     plan = inspect_repo(repo_id, token=token)
     rows = "\n".join(f"| `{file.path}` | {human_size(file.size)} | {'cached' if file.cached else 'download'} |"
                      for file in plan.files)
@@ -76,9 +79,11 @@ def preview(model: str, token: str, quantization: str, settings: Settings) -> tu
         return WARN + "Pick a model from the list or type a hub id (owner/name) or a folder.", ""
     token = (token or "").strip() or None
     try:
+        refuse_model_path(settings, model)
         source = resolve_model(model, settings)  # once: it looks in the hub cache
-    except VlmchatError as exc:
-        return WARN + str(exc), WARN + str(exc)
+    except (VlmchatError, gr.Error) as exc:
+        message = WARN + (getattr(exc, "message", None) or str(exc))
+        return message, message
     out = []
     for describe in (lambda: describe_files(source, settings, token),
                      lambda: describe_plan(source, quantization, settings, token)):
@@ -95,6 +100,7 @@ def load_model(manager: ModelManager, model: str, token: str, remember: bool, qu
     model = (model or "").strip()
     if not model:
         raise gr.Error("Pick a model from the list or type a hub id (owner/name) or a folder.")
+    refuse_model_path(manager.settings, model)
     token = (token or "").strip() or None
     report = (lambda fraction, text: progress(fraction, desc=text)) if progress is not None else None
     try:

@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import gradio as gr
 
-from ..settings import Settings
+from ..models.resolve import catalog_entry
+from ..settings import DEMO_MODEL_ID, Settings
 
 
-def refuse_server_paths(settings: Settings, what: str) -> None:
-    """Raise gr.Error when the app is shared: nobody else may make it read folders of this computer."""
+def refuse_server_paths(settings: Settings, what: str, instead: str = "upload the files instead") -> None:
+    """Raise gr.Error when the app is shared: nobody else may make it read folders of this computer.
+
+    The one guard of every input that takes a server path (model, adapter import, caption, fine-tune, eval).
+    """
     if settings.server.exposed:
         raise gr.Error(f"This app is reachable from other machines, so {what} from a folder path on the "
-                       "server is turned off; upload the files instead.")
+                       f"server is turned off; {instead}.")
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def refuse_model_path(settings: Settings, model: str) -> None:
+    """Raise gr.Error when the app is shared and `model` is not the demo, a catalog model or a hub id.
+
+    Checked before the model is looked up, so that no answer tells whether a folder exists on the server.
+    """
+    if not settings.server.exposed or model == DEMO_MODEL_ID or catalog_entry(settings, model) is not None:
+        return
+    if not HUB_ID.fullmatch(model) or ".." in model or Path(model).expanduser().exists():
+        refuse_server_paths(settings, "loading a model", "pick one from the list or type a hub id (owner/name)")
 
 
 def check_batch_upload(settings: Settings, paths: list) -> None:

@@ -1,0 +1,88 @@
+"""A shared app never reads or describes a server path: every endpoint, every string input, tried.
+
+The app is `launch.py --host 0.0.0.0 --auth …` (requests go to 127.0.0.1, as gradio_client). For each
+string input of each endpoint of `view_api()`, a real server path (the project folder, /etc) and a
+path that does not exist get the same answer, apart from the path itself: the answer tells nothing
+about what is on the server. The Model tab's own refusals are checked by message.
+"""
+
+import re
+import uuid
+
+import pytest
+from gradio_client import Client
+
+from conftest import ROOT, LaunchedApp
+
+LOGIN = ("ana", "pw-for-ana")
+SERVER_PATHS = [str(ROOT), "/etc", str(ROOT / "models" / "vlmchat-demo")]
+STRING_TYPES = ("str", "Literal")
+PROMPTS = {"prompt", "start"}  # text for the model: its answer may differ, but must still reveal nothing
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    app = LaunchedApp(tmp_path_factory.mktemp("shared"), "--auth", ":".join(LOGIN), host="0.0.0.0").wait_ready()
+    client = Client(app.url, auth=LOGIN, verbose=False)
+    yield app, client
+    app.stop()
+
+
+def _default(parameter):
+    if parameter.get("parameter_has_default"):
+        return parameter["parameter_default"]
+    kind = parameter["python_type"]["type"]
+    return {"str": "", "bool": False, "int": 0, "float": 0.0}.get(kind, None)
+
+
+def _answer(client, endpoint, args) -> str:
+    try:
+        return repr(client.predict(*args, api_name=endpoint))
+    except Exception as exc:  # the refusal or error a caller sees
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _string_inputs(client):
+    """(endpoint, index, arguments with defaults) for every string input of every endpoint."""
+    for endpoint, info in client.view_api(return_format="dict", print_info=False)["named_endpoints"].items():
+        defaults = [_default(p) for p in info["parameters"]]
+        for index, parameter in enumerate(info["parameters"]):
+            if parameter["python_type"]["type"].startswith(STRING_TYPES):
+                yield endpoint, index, defaults, parameter.get("parameter_name") in PROMPTS
+
+
+@pytest.mark.slow
+def test_no_endpoint_tells_anything_about_a_server_path(shared):
+    _, client = shared
+    tried = set()
+    for endpoint, index, defaults, prompt in _string_inputs(client):
+        for real in SERVER_PATHS:
+            fake = f"/nonexistent-{uuid.uuid4().hex[:8]}"
+            answers = []
+            for path in (real, fake):
+                args = list(defaults)
+                args[index] = path
+                answer = _answer(client, endpoint, args).replace(path, "<path>")
+                answers.append(re.sub(r"\d+(\.\d+)?", "N", answer))  # measured figures (free memory) vary
+            assert prompt or answers[0] == answers[1], (endpoint, index, real, answers)
+            assert str(ROOT) not in answers[0] and "root:" not in answers[0], (endpoint, answers[0])
+        tried.add(endpoint)
+    assert {"/preview_model", "/load_model", "/caption_batch", "/finetune_check", "/finetune_start",
+            "/eval_start", "/activate_adapter"} <= tried
+
+
+@pytest.mark.parametrize("folder", [str(ROOT / "models" / "vlmchat-demo"), str(ROOT), "~", "../models/vlmchat-demo"])
+def test_the_model_tab_refuses_server_folders(shared, folder):
+    _, client = shared
+    files, plan = client.predict(folder, "", "auto", api_name="/preview_model")
+    assert "reachable from other machines" in files and "hub id" in files and "files," not in files + plan
+    with pytest.raises(Exception, match="reachable from other machines"):
+        client.predict(folder, "", False, "auto", api_name="/load_model")
+
+
+def test_the_model_tab_still_takes_the_demo_and_catalog(shared):
+    _, client = shared
+    files, plan = client.predict("demo", "", "auto", api_name="/preview_model")
+    assert files.startswith("On the server:") and str(ROOT) not in files and "Plan" in plan
+    files, _ = client.predict("smolvlm-256m", "", "auto", api_name="/preview_model")
+    assert "reachable from other machines" not in files

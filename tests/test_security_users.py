@@ -1,0 +1,120 @@
+"""Two logins on one app: each one's uploads, jobs, eval runs and caption results are theirs alone.
+
+The app is `launch.py --auth-file` with the logins ana and bob, reached from 127.0.0.1 by
+gradio_client and plain HTTP (httpx) with each one's login cookie. Locally (no login) nothing
+changes: tests/test_finetune_ui.py and tests/test_evaluate_app.py keep the old folders.
+"""
+
+import json
+import time
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+
+from conftest import LaunchedApp
+from test_evaluate_app import write_colour_set
+from vlmchat.finetune.progress import ProgressWriter
+from vlmchat.finetune.spec import JobSpec
+from vlmchat.ui.users import user_folder
+
+ANA, BOB = ("ana", "pw-ana-1"), ("bob", "pw-bob-2")
+
+
+@pytest.fixture(scope="module")
+def two_logins(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("users")
+    logins = folder / "logins.txt"
+    logins.write_text("\n".join(":".join(login) for login in (ANA, BOB)) + "\n")
+    app = LaunchedApp(folder, "--auth-file", str(logins)).wait_ready()
+    clients = {login[0]: Client(app.url, auth=login, verbose=False) for login in (ANA, BOB)}
+    yield app, folder / "outputs", clients
+    app.stop()
+
+
+def _http(app, login) -> httpx.Client:
+    client = httpx.Client(base_url=app.url, timeout=30)
+    assert client.post("/login", data={"username": login[0], "password": login[1]}).status_code == 200
+    return client
+
+
+def _eval_upload(client, tmp_path) -> str:
+    data = write_colour_set(tmp_path / "set", count=4)
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for file in data.parent.iterdir():
+            zipped.write(file, file.name)
+    return client.predict(handle_file(str(archive)), api_name="/eval_upload")
+
+
+def test_an_upload_is_found_only_by_its_owner(two_logins, tmp_path):
+    _, outputs, clients = two_logins
+    reference = _eval_upload(clients["ana"], tmp_path)
+    with pytest.raises(Exception, match="colours.jsonl is in no layout"):  # found and read: an eval set, not training
+        clients["ana"].predict(reference, api_name="/finetune_check")
+    with pytest.raises(Exception, match="Unknown upload"):
+        clients["bob"].predict(reference, api_name="/finetune_check")
+    with pytest.raises(Exception, match="Unknown upload"):
+        clients["bob"].predict(reference, ["base"], "loglik", 0, api_name="/eval_start")
+    uploads = outputs / "finetune" / "uploads"
+    assert not (uploads / reference.removeprefix("upload:")).exists()  # not in the shared folder
+    assert len(list((uploads / "users").glob(f"ana-*/{reference.removeprefix('upload:')}"))) == 1
+
+
+def test_an_eval_run_and_its_files_are_its_owners(two_logins, tmp_path):
+    app, outputs, clients = two_logins
+    reference = _eval_upload(clients["ana"], tmp_path)
+    run_id = clients["ana"].predict(reference, ["base"], "loglik", 0, api_name="/eval_start")["run_id"]
+    with pytest.raises(Exception, match="There is no evaluation run"):
+        clients["bob"].predict(run_id, api_name="/eval_status")
+    with pytest.raises(Exception, match="There is no evaluation run"):
+        clients["bob"].predict(run_id, api_name="/eval_cancel")
+    with pytest.raises(Exception, match="There is no evaluation run"):
+        clients["bob"].predict("", api_name="/eval_status")  # bob has none; ana's newest is not his
+    deadline = time.monotonic() + 120
+    while (status := clients["ana"].predict(run_id, api_name="/eval_status"))["state"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert status["state"] == "done" and "/eval/users/ana-" in status["csv"]
+    url = f"/gradio_api/file={status['csv']}"
+    assert _http(app, ANA).get(url).status_code == 200
+    assert _http(app, BOB).get(url).status_code == 403
+    assert _http(app, BOB).get(f"/gradio_api/file={Path(status['csv']).parent}/../{run_id}/results.csv").status_code \
+        == 403
+
+
+def test_a_finetune_job_and_its_log_are_its_owners(two_logins):
+    app, outputs, clients = two_logins
+    job = user_folder(outputs / "finetune", SimpleNamespace(username="ana")) / "mine-20250101-000000"
+    job.mkdir(parents=True)  # a finished job, as the runner leaves it
+    (job / "job.json").write_text(JobSpec(name="mine", data="d").to_json())
+    (job / "log.txt").write_text("ana's training log\n")
+    emit = ProgressWriter(job / "progress.jsonl")
+    emit("start", step=0, total_steps=2, setup={"device": "CPU"})
+    emit("done", step=2, adapter="mine", metrics={"steps": 2}, message="Adapter 'mine' written.")
+    assert clients["ana"].predict(job.name, api_name="/finetune_status")["state"] == "done"
+    assert clients["ana"].predict("", api_name="/finetune_status")["job_id"] == job.name
+    with pytest.raises(Exception, match="There is no fine-tune job"):
+        clients["bob"].predict(job.name, api_name="/finetune_status")
+    with pytest.raises(Exception, match="There is no fine-tune job"):
+        clients["bob"].predict(job.name, api_name="/finetune_resume")
+    assert clients["bob"].predict("", api_name="/finetune_status")["state"] == "none"
+    assert _http(app, BOB).get(f"/gradio_api/file={job / 'log.txt'}").status_code == 403
+    assert _http(app, ANA).get(f"/gradio_api/file={job / 'log.txt'}").text == "ana's training log\n"
+
+
+def test_caption_results_are_their_owners(two_logins, picture_files):
+    app, outputs, clients = two_logins
+    files = [handle_file(str(path)) for path in list(picture_files.values())[:2]]
+    summary, _, results = clients["ana"].predict("", files, None, "", "", "base", "jsonl", False, False, "auto",
+                                                 api_name="/caption_batch")
+    assert "2 captioned" in summary
+    (archive,) = (outputs / "captions" / "users").glob("ana-*/*.zip")
+    assert not list((outputs / "captions").glob("*.zip"))
+    assert _http(app, ANA).get(f"/gradio_api/file={archive}").status_code == 200
+    assert _http(app, BOB).get(f"/gradio_api/file={archive}").status_code == 403
+    captions = json.loads(zipfile.ZipFile(results).read("captions.jsonl").splitlines()[0])
+    assert captions["caption"].startswith("a ")

@@ -1,0 +1,195 @@
+"""The door of a served app that asks for a login: every route needs it, and guessing it is throttled.
+
+Gradio leaves some routes open even when a login is required (/openapi.json, the queue's cancel,
+reset and heartbeat routes); this ASGI middleware answers 401 on every path but the login page and
+its static files (PUBLIC) for a request without a valid login cookie, and sends the login page
+without the API description Gradio embeds in it. /v1/ routes pass through:
+the OpenAI-compatible API checks its own Bearer key. POST /login goes through a LoginThrottle, and
+a file under another login's users/<name> folder of the outputs is refused (403) to everyone else.
+Installed by `server.serve` as `app_kwargs={"middleware": [gate_middleware(settings)]}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+
+from ..settings import Settings
+from .throttle import LoginThrottle
+from .users import user_folder
+
+# What the login page itself loads before anyone is logged in: the page, the form's POST, the
+# front-end bundle and icons. Nothing here runs an event or reveals the app's contents.
+PUBLIC_PATHS = frozenset({"/", "/login", "/login/", "/logout", "/theme.css", "/favicon.ico", "/robots.txt",
+                          "/gradio_api/startup-events"})  # launch() calls it without a login; it runs once
+PUBLIC_PREFIXES = ("/assets/", "/static/")
+OWN_KEY_PREFIXES = ("/v1/",)  # the OpenAI-compatible API: its own Bearer key
+MAX_LOGIN_BODY = 64 * 1024
+FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")  # serve files of allowed_paths (the outputs folder)
+
+
+def is_public(path: str) -> bool:
+    """True for the paths that must answer without a login (the login page and its static files)."""
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or path.startswith(OWN_KEY_PREFIXES)
+
+
+def login_required(scope) -> bool:
+    """Whether the Gradio app `scope["app"]` asks for a login."""
+    app = scope.get("app")
+    return getattr(app, "auth", None) is not None or getattr(app, "auth_dependency", None) is not None
+
+
+def current_user(scope) -> str | None:
+    """The user name of the login cookie the request carries, if the app gave it out."""
+    app = scope.get("app")
+    cookies = Request(scope).cookies
+    token = cookies.get(f"access-token-{app.cookie_id}") or cookies.get(f"access-token-unsecure-{app.cookie_id}")
+    return app.tokens.get(token) if token is not None else None
+
+
+def others_file(path: str, user: str, outputs: Path) -> bool:
+    """True when the file a /gradio_api/file= request names lies in another login's users/<name> folder."""
+    target = Path(os.path.abspath(path))
+    if not target.is_relative_to(outputs):
+        return False  # Gradio's own allowed-paths check judges it
+    mine = user_folder(outputs, SimpleNamespace(username=user)).name
+    parts = target.relative_to(outputs).parts
+    return any(part == "users" and after != mine for part, after in zip(parts, parts[1:]))
+
+
+async def _send_json(send, status: int, body: dict, headers: dict | None = None) -> None:
+    data = json.dumps(body).encode()
+    extra = [(k.lower().encode(), str(v).encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            *extra]})
+    await send({"type": "http.response.body", "body": data})
+
+
+async def _read_body(receive) -> bytes | None:
+    """The whole request body, or None when it is over MAX_LOGIN_BODY."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > MAX_LOGIN_BODY:
+            return None
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes):
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+    return receive
+
+
+API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.S)
+NO_API_INFO = b'window.gradio_api_info = {"named_endpoints": {}, "unnamed_endpoints": {}};</script>'
+
+
+def _without_api_info(send):
+    """`send` for the login page: Gradio embeds the whole API description in it; the page is sent without."""
+    start, chunks = None, []
+
+    async def rewrite(message):
+        nonlocal start
+        if message["type"] == "http.response.start":
+            start = message
+            return
+        if message["type"] != "http.response.body":
+            return await send(message)
+        chunks.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        body = API_INFO.sub(lambda _: NO_API_INFO, b"".join(chunks))
+        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+        await send({**start, "headers": headers + [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+    return rewrite
+
+
+class LoginGate:
+    """ASGI middleware: a login for every non-public route, and a throttle on POST /login."""
+
+    def __init__(self, app, throttle: LoginThrottle, outputs: Path):
+        self.app, self.throttle, self.outputs = app, throttle, Path(outputs).resolve()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        if scope["type"] == "http" and scope.get("method") == "POST" and path.rstrip("/") == "/login" \
+                and getattr(scope.get("app"), "auth", None) is not None:
+            return await self._login(scope, receive, send)
+        if not login_required(scope):
+            return await self.app(scope, receive, send)
+        user = current_user(scope)
+        if user is not None:
+            name = next((path[len(p):] for p in FILE_ROUTES if path.startswith(p)), None)
+            if name is not None and others_file(name, user, self.outputs):
+                return await _send_json(send, 403, {"detail": "This file belongs to another user."})
+            return await self.app(scope, receive, send)
+        if path == "/" and scope["type"] == "http":
+            return await self.app(scope, receive, _without_api_info(send))
+        if is_public(path):
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        await _send_json(send, 401, {"detail": "Not authenticated: log in first (POST /login with username and "
+                                               "password, or open the app's page)."})
+
+    async def _login(self, scope, receive, send):
+        body = await _read_body(receive)
+        if body is None:
+            return await _send_json(send, 413, {"detail": "The login form is too large."})
+        try:
+            form = await Request(scope, _replay(body)).form()
+        except HTTPException:  # a form Starlette cannot parse
+            return await _send_json(send, 400, {"detail": "Send the login as a form with username and password."})
+        user = str(form.get("username") or "").strip()
+        address = (scope.get("client") or ("unknown", 0))[0]
+        verdict = self.throttle.begin(address, user)
+        if verdict.locked:
+            wait = verdict.retry_after_s
+            when = f"{wait:.0f} seconds" if wait < 120 else f"{wait / 60:.0f} minutes"
+            return await _send_json(send, 429, {"detail": f"Too many failed logins; try again in {when}."},
+                                    {"Retry-After": int(verdict.retry_after_s + 0.999)})
+        if verdict.delay_s:
+            await asyncio.sleep(verdict.delay_s)
+        status = {}
+
+        async def watch(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        await self.app(scope, _replay(body), watch)
+        if status.get("code") == 200:
+            self.throttle.succeeded(address, user)
+        else:
+            self.throttle.failed(address, user)
+
+
+def gate_middleware(settings: Settings) -> Middleware:
+    """The LoginGate for a FastAPI app's `middleware=` list, throttled as [server] login_* say."""
+    server = settings.server
+    throttle = LoginThrottle(server.login_attempts, server.login_lockout_minutes * 60, server.login_delay_s)
+    return Middleware(LoginGate, throttle=throttle, outputs=settings.paths.resolve("outputs"))
