@@ -33,12 +33,18 @@ from .set_formats import (ACCEPTED, CAPTION_QUESTION, MMLU, Draft, Embedded, Lay
 
 CHOICE, CAPTION = "choice", "caption"
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 EMBEDDED_FOLDER = "vlmchat-eval-images"     # under tempfile.gettempdir(): the images rows hold as bytes
 _FORMAT_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
                     "TIFF": ".tif"}
 __all__ = ["CAPTION", "CAPTION_QUESTION", "CHOICE", "EvalItem", "EvalProblem", "EvalSet", "embedded_image_folder",
            "read_eval_set"]
+
+
+def _image_suffixes() -> frozenset[str]:
+    """What the one image loader reads (imported here, not at the top: reading a set stays free of PIL)."""
+    from ..images import readable_suffixes
+
+    return readable_suffixes()
 
 
 @dataclass(frozen=True)
@@ -373,7 +379,7 @@ def _read_folder(folder: Path, limit: int | None) -> EvalSet:
     files = _visible_files(folder)
     data = [p for p in files if p.parent == folder and p.suffix.lower() in DATA_SUFFIXES]
     captions = {p.with_suffix("") for p in files if p.suffix.lower() == ".txt"}
-    pictured = any(p.suffix.lower() in IMAGE_SUFFIXES and p.with_suffix("") in captions for p in files)
+    pictured = any(p.suffix.lower() in _image_suffixes() and p.with_suffix("") in captions for p in files)
     if pictured and data:
         raise InputError(f"'{folder}' holds both images with .txt captions and eval-set files "
                          f"({', '.join(p.name for p in data[:3])}); point at one file, or move them apart.")
@@ -435,7 +441,7 @@ def _read_caption_folder(folder: Path, files: list[Path], limit: int | None) -> 
         return file.relative_to(folder).as_posix()
 
     images: dict[Path, Path] = {}
-    for image in (p for p in files if p.suffix.lower() in IMAGE_SUFFIXES):
+    for image in (p for p in files if p.suffix.lower() in _image_suffixes()):
         if image.with_suffix("") in images:
             result.problems.append(EvalProblem(name(image), None, f"shares its caption file {image.stem}.txt with "
                                                f"{images[image.with_suffix('')].name}; rename one of them"))

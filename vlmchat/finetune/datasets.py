@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError, Problem
-from ..images import decode_data_url, is_data_url
+from ..images import decode_data_url, is_data_url, readable_suffixes
 from . import formats
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DATA_SUFFIXES = (".json", ".jsonl", ".csv")
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 DEFAULT_CAPTION_PROMPT = "Describe the image."
@@ -108,7 +107,7 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
 def _metadata_file(folder: Path) -> Path | None:
     """The imagefolder metadata of `folder` (or of its train/ split when the folder holds only splits)."""
     places = [folder]
-    if not any(p.suffix.lower() in IMAGE_SUFFIXES + (".txt",) for p in folder.iterdir()):
+    if not any(p.suffix.lower() in readable_suffixes() | {".txt"} for p in folder.iterdir()):
         places.append(folder / "train")
     for place in places:
         found = [place / name for name in METADATA_FILES if (place / name).is_file()]
@@ -201,7 +200,7 @@ def _read_metadata(path: Path, rows: list, prompt: str) -> DatasetReport:
 def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
     report = DatasetReport(str(folder), formats.CAPTION_FOLDER)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    images = {p.with_suffix(""): p for p in files if p.suffix.lower() in IMAGE_SUFFIXES}
+    images = {p.with_suffix(""): p for p in files if p.suffix.lower() in readable_suffixes()}
     captions = {p.with_suffix(""): p for p in files if p.suffix.lower() == ".txt"}
     for stem, caption in captions.items():
         if stem not in images:
