@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra arguments passed to pytest")
     _add_caption_command(commands)
     _add_model_commands(commands)
+    handoff = commands.add_parser("handoff", help="print the vLLM / SGLang commands that serve this base model and "
+                                                  "its adapters on bigger hardware, and check the adapters for vLLM")
+    handoff.add_argument("--tensor-parallel", type=int, default=1, metavar="GPUS", help="GPUs per node (default 1)")
+    handoff.add_argument("--nodes", type=int, default=1, metavar="N", help="machines (default 1)")
+    handoff.add_argument("--port", type=int, default=8000, help="port vLLM serves on (default 8000)")
     from .finetune.command import add_finetune_parser
 
     add_finetune_parser(commands)
@@ -156,6 +161,20 @@ def _add_caption_command(commands) -> None:
     caption.add_argument("--overwrite", action="store_true", help="replace captions that already exist")
     caption.add_argument("--batch-size", type=_batch_size, metavar="N", help='images per batch, or "auto"')
     caption.add_argument("--recursive", action="store_true", help="also caption images in subfolders")
+    caption.add_argument("--endpoint", metavar="NAME", help="caption through the OpenAI-compatible server "
+                         "[endpoints.NAME] in settings instead of a local model (--batch-size = requests in "
+                         "flight, default its max_concurrency)")
+
+
+def caption_choice(args: argparse.Namespace) -> str | None:
+    """The model choice of `caption`: --adapter NAME, or "endpoint:NAME" for --endpoint NAME."""
+    from .errors import SettingsError
+    from .models.answers import ENDPOINT_PREFIX
+
+    endpoint = getattr(args, "endpoint", None)
+    if endpoint and getattr(args, "adapter", None):
+        raise SettingsError("--adapter is a local LoRA adapter and --endpoint a remote server; give one of them.")
+    return ENDPOINT_PREFIX + endpoint if endpoint else getattr(args, "adapter", None)
 
 
 def run_caption(args: argparse.Namespace, settings: Settings) -> int:
@@ -170,11 +189,12 @@ def run_caption(args: argparse.Namespace, settings: Settings) -> int:
     output = Path(args.output) if args.output else None
     if output is None and fmt != "txt":
         output = default_table_output(args.paths, fmt, settings)
-    options = CaptionOptions(prompt=args.prompt or "", start=args.start or "", adapter=args.adapter, fmt=fmt,
+    choice = caption_choice(args)
+    options = CaptionOptions(prompt=args.prompt or "", start=args.start or "", adapter=choice, fmt=fmt,
                              output=output, overwrite=args.overwrite, batch_size=settings.caption.batch_size)
     options.check()  # a mistake is reported before the model is loaded
     found = find_images(args.paths, recursive=args.recursive, unpack_to=unpack_folder(settings))
-    manager = load_caption_model(settings, args.adapter)
+    manager = load_caption_model(settings, choice)
     with tqdm(total=len(found.images) + len(found.failed), unit="image", file=sys.stderr) as bar:
         summary = caption_images(manager, found.images, options, failed=found.failed,
                                  progress=lambda p: bar.update(p.done - bar.n))
@@ -203,6 +223,11 @@ def run(args: argparse.Namespace) -> int:
     settings = apply_flags(args)
     if args.command == "caption":
         return run_caption(args, settings)
+    if args.command == "handoff":
+        from .api.handoff import handoff_text
+
+        print(handoff_text(settings, args.tensor_parallel, args.nodes, args.port))
+        return 0
     if args.command == "plan":
         return run_plan(args, settings)
     if args.command == "download":

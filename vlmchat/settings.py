@@ -47,6 +47,7 @@ class GenerationSettings:
     temperature: float = field(default=0.0, metadata=_range(0.0, 5.0))
     top_p: float = field(default=1.0, metadata=_range(0.01, 1.0))
     seed: int = field(default=-1, metadata=_range(-1, 2**31 - 1))
+    image_detail: str = field(default="auto", metadata=_choices("low", "auto", "high"))
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class ServerSettings:
     max_queue: int = field(default=32, metadata=_range(1, 10000))
     max_upload_mb: int = field(default=25, metadata=_range(1, 10000))
     max_batch_upload_mb: int = field(default=1000, metadata=_range(1, 100000))
+    login_attempts: int = field(default=5, metadata=_range(1, 1000))
+    login_lockout_minutes: float = field(default=15.0, metadata=_range(0.001, 10080.0))
+    login_delay_s: float = field(default=1.0, metadata=_range(0.0, 60.0))
 
     @property
     def exposed(self) -> bool:
@@ -71,6 +75,51 @@ class ServerSettings:
     def __post_init__(self) -> None:
         if self.auth and ":" not in self.auth:
             raise SettingsError("server.auth must look like 'user:password' (or be empty).")
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The OpenAI-compatible API under /v1 and the dynamic batcher in front of the model."""
+
+    key: str = ""  # Bearer key when a login is required; "" = VLMCHAT_API_KEY, else generated and printed once
+    allow_remote_images: bool = False  # fetch http(s) image_url parts (a server-side fetch is an SSRF risk)
+    max_batch: int = field(default=8, metadata=_range(1, 256))
+    batch_window_ms: float = field(default=50.0, metadata=_range(0.0, 1000.0))
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    """One OpenAI-compatible server used as a model: [endpoints.NAME] in settings.toml."""
+
+    name: str
+    base_url: str = ""
+    model: str = ""
+    api_key_env: str = ""  # environment variable holding the key ("" = the server needs none)
+    price_in: float = field(default=0.0, metadata=_range(0.0, 1e6))  # USD per million input tokens (0 = not set)
+    price_out: float = field(default=0.0, metadata=_range(0.0, 1e6))  # USD per million output tokens
+    max_concurrency: int = field(default=4, metadata=_range(1, 256))
+    timeout_s: float = field(default=120.0, metadata=_range(1.0, 3600.0))
+
+
+def _build_endpoints(tables: dict) -> tuple[EndpointSettings, ...]:
+    """[endpoints.NAME] tables -> entries; messages name endpoints.NAME.key."""
+    import re
+
+    fields = {f.name: f for f in dataclasses.fields(EndpointSettings) if f.name != "name"}
+    entries = []
+    for name, table in tables.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name) or not isinstance(table, dict):
+            raise SettingsError(f"endpoints.{name} must be an [endpoints.NAME] table (NAME: letters, digits, . _ -) "
+                                "with base_url and model.")
+        unknown = [key for key in table if key not in fields]
+        if unknown:
+            raise SettingsError(f"Unknown setting 'endpoints.{name}.{unknown[0]}'; allowed keys: {', '.join(fields)}.")
+        checked = {key: _check_value(f"endpoints.{name}.{key}", fields[key], value) for key, value in table.items()}
+        if not str(checked.get("base_url", "")).startswith(("http://", "https://")) or not checked.get("model"):
+            raise SettingsError(f"endpoints.{name} needs base_url (http:// or https://, e.g. http://127.0.0.1:8000/v1) "
+                                "and model (the name the server knows the model by).")
+        entries.append(EndpointSettings(name=name, **checked))
+    return tuple(entries)
 
 
 @dataclass(frozen=True)
@@ -243,6 +292,8 @@ class Settings:
     caption: CaptionSettings = CaptionSettings()
     finetune: FinetuneSettings = FinetuneSettings()
     catalog: tuple[CatalogEntry, ...] = field(default_factory=shipped_catalog)
+    api: ApiSettings = ApiSettings()
+    endpoints: tuple[EndpointSettings, ...] = ()
 
     def override(self, section: str, **values: Any) -> "Settings":
         """A copy with some keys of one section replaced (None values are ignored), validated."""
@@ -313,6 +364,9 @@ def load_settings(path: str | Path | None = None) -> Settings:
             raise SettingsError(f"Unknown section [{name}] in {file}; allowed: {', '.join(sections)}.")
         if not isinstance(table, dict):
             raise SettingsError(f"'{name}' in {file} must be a [{name}] table.")
+        if name == "endpoints":  # [endpoints.NAME] tables: OpenAI-compatible servers used as models
+            built[name] = _build_endpoints(table)
+            continue
         if name == "catalog":  # [catalog.<key>] tables extend (or replace by key) the shipped catalog
             built[name] = _merge_catalog(shipped_catalog(), _build_catalog(table))
             continue

@@ -23,7 +23,7 @@ from .io import FORMATS, TableCaptions, TxtCaptions, find_images, open_captions 
 from ..errors import InputError, NoModelError, VlmchatError
 from ..images import ImageSource, load_image
 from ..lora.runtime import is_base
-from ..models.manager import GenerationParams, ModelManager
+from ..models.manager import GenerationParams, ModelManager, is_endpoint
 from ..settings import Settings
 
 PRESETS = {
@@ -40,7 +40,7 @@ class CaptionOptions:
 
     prompt: str = ""  # "" = settings' caption.prompt
     start: str = ""  # forced caption start, e.g. "A photo of"; kept in the caption
-    adapter: str | None = None  # None, "" or "base" = the base model
+    adapter: str | None = None  # None, "" or "base" = the base model; "endpoint:NAME" = an OpenAI-compatible server
     fmt: str = "txt"
     output: Path | None = None  # the JSONL/CSV file (txt captions go beside each image)
     overwrite: bool = False
@@ -152,8 +152,13 @@ def caption_image(manager: ModelManager, source: ImageSource, prompt: str = "", 
     return caption
 
 
-def choose_batch_size(setting: int | str, manager: ModelManager) -> tuple[int, str]:
-    """(images per batch, why): a number as given, or for 'auto' one that fits the device."""
+def choose_batch_size(setting: int | str, manager: ModelManager, adapter: str | None = None) -> tuple[int, str]:
+    """(images per batch, why): a number as given, or for 'auto' one that fits the device; for an endpoint
+    the batch is the requests in flight, at most its max_concurrency."""
+    if is_endpoint(adapter):
+        limit = manager.endpoint(adapter).entry.max_concurrency
+        size = limit if setting == "auto" else min(int(setting), limit)
+        return size, f"{size} requests in flight to {adapter} (max_concurrency {limit})"
     if setting != "auto":
         size = int(setting)
         if not 1 <= size <= 256:
@@ -193,7 +198,11 @@ def _decode(batch: list[Path], max_bytes: int | None, summary: CaptionSummary) -
 
 def _generate(manager: ModelManager, conversations: list[list[dict]], params: GenerationParams,
               adapter: str | None) -> list[str | VlmchatError]:
-    """Answers for a batch; if the batch fails as a whole, each image is tried alone."""
+    """Answers for a batch; if the batch fails as a whole, each image is tried alone (an endpoint's requests
+    fail one by one, so none is sent twice)."""
+    if is_endpoint(adapter):
+        return [a if isinstance(a, VlmchatError) else a.text
+                for a in manager.endpoint(adapter).answer_each(conversations, params)]
     try:
         return list(manager.generate_batch(conversations, params, adapter=adapter))
     except NoModelError:
@@ -275,7 +284,7 @@ def caption_images(manager: ModelManager, images: list[Path], options: CaptionOp
                    failed: list[tuple[str, str]] = ()) -> CaptionSummary:
     """Caption `images` in batches and store the captions; `failed` adds problems found while scanning."""
     options.check()
-    size, reason = choose_batch_size(options.batch_size, manager)
+    size, reason = choose_batch_size(options.batch_size, manager, options.adapter)
     store = open_captions(options.fmt, options.output, options.overwrite)
     summary = CaptionSummary(total=len(images) + len(failed), failed=list(failed), batch_size=size,
                              batch_reason=reason, output=store.output)
@@ -309,8 +318,12 @@ def unpack_folder(settings: Settings) -> Path:
 
 
 def load_caption_model(settings: Settings, adapter: str | None = None) -> ModelManager:
-    """A manager with the configured model loaded and `adapter` (if any) attached."""
+    """A manager with the configured model loaded and `adapter` (if any) attached; for an endpoint
+    ("endpoint:NAME") nothing is loaded, the endpoint is only checked to be configured."""
     manager = ModelManager(settings)
+    if is_endpoint(adapter):
+        manager.endpoint(adapter)
+        return manager
     manager.load()
     manager.attach_named_adapter(adapter)
     return manager

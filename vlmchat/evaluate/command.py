@@ -30,6 +30,9 @@ def add_eval_parser(commands) -> None:
                         help="eval set: multiple-choice rows (JSONL/JSON/CSV, MMLU, MMMU) or captions")
     parser.add_argument("--adapter", dest="adapters", action="extend", nargs="+", default=[], metavar="NAME",
                         help="adapter(s) from adapters/ to score beside the base (repeat or list several)")
+    parser.add_argument("--endpoint", dest="endpoints", action="extend", nargs="+", default=[], metavar="NAME",
+                        help="OpenAI-compatible server(s) from [endpoints.NAME] in settings to score too "
+                             "(needs --method generate; with --no-base and no adapter no local model is loaded)")
     parser.add_argument("--no-base", action="store_true", help="do not score the base model")
     parser.add_argument("--method", choices=("loglik", "generate"), default="loglik",
                         help="loglik: score each option's log-likelihood (default, fast); generate: parse a "
@@ -47,10 +50,12 @@ def add_eval_parser(commands) -> None:
 
 def _models(args: argparse.Namespace) -> list[str]:
     from ..errors import InputError
+    from ..models.answers import ENDPOINT_PREFIX
 
-    models = ([] if args.no_base else ["base"]) + list(args.adapters)
+    endpoints = [ENDPOINT_PREFIX + name for name in args.endpoints]
+    models = ([] if args.no_base else ["base"]) + list(args.adapters) + endpoints
     if not models:
-        raise InputError("--no-base needs at least one --adapter NAME to evaluate.")
+        raise InputError("--no-base needs at least one --adapter NAME or --endpoint NAME to evaluate.")
     return models
 
 
@@ -128,7 +133,7 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
     """Read the set, load the model, score every model, print the result; returns the exit code."""
     from pathlib import Path
 
-    from ..models.manager import ModelManager
+    from ..models.manager import ModelManager, is_endpoint
     from .run import EvalOptions, run_eval
     from .sets import read_eval_set
 
@@ -141,7 +146,8 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
     print(f"{eval_set.path}: {eval_set.format}, {len(eval_set.items)} usable, {len(eval_set.problems)} skipped",
           file=sys.stderr)
     manager = ModelManager(settings)
-    print(f"model: {manager.load().summary()}", file=sys.stderr)
+    if not all(is_endpoint(name) for name in models):  # endpoints alone need no local model
+        print(f"model: {manager.load().summary()}", file=sys.stderr)
     progress = _Progress()
     try:
         result, interrupted = _run_in_thread(

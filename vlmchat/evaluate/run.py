@@ -20,7 +20,7 @@ from typing import Callable
 from ..errors import InputError, NoModelError, VlmchatError
 from ..images import load_image
 from ..lora.runtime import BASE, is_base
-from ..models.manager import ModelManager
+from ..models.manager import ModelManager, is_endpoint
 from .report import EvalResult
 from .score import score_captions, score_generate, score_loglik
 from .sets import CAPTION, EvalSet
@@ -58,7 +58,8 @@ def eval_folder(settings, run_id: str | None = None) -> Path:
 
 
 def check_models(manager: ModelManager, models: list[str]) -> list[str]:
-    """The models to score, de-duplicated, each adapter attached; InputError before anything runs."""
+    """The models to score, de-duplicated, each adapter attached (an "endpoint:NAME" checked to be configured);
+    InputError before anything runs. Only local models need a loaded model."""
     names = []
     for name in models or []:
         name = BASE if is_base(name) else str(name).strip()
@@ -66,18 +67,23 @@ def check_models(manager: ModelManager, models: list[str]) -> list[str]:
             names.append(name)
     if not names:
         raise InputError("Nothing to evaluate: name at least one adapter, or keep the base model.")
-    if manager.model is None or manager.info is None:
+    if (manager.model is None or manager.info is None) and not all(is_endpoint(name) for name in names):
         raise NoModelError("No model is loaded; load one in the Model tab or start with --model.")
     for name in names:
         manager.attach_named_adapter(name)  # unknown or made for another base: InputError saying which
     return names
 
 
-def _method(eval_set: EvalSet, method: str) -> str:
+def _method(eval_set: EvalSet, method: str, models: list[str]) -> str:
     if eval_set.kind == CAPTION:
         return "caption"  # captions are always generated; the metrics are in summary.json
     if method not in METHODS:
         raise InputError(f"Eval method '{method}' is not known; use one of {', '.join(METHODS)}.")
+    endpoints = [name for name in models if is_endpoint(name)]
+    if method == "loglik" and endpoints:
+        raise InputError(f"{endpoints[0]} is an endpoint, and an OpenAI-compatible API does not return the "
+                         "log-likelihood of given answers; evaluate it with --method generate (the Generate "
+                         "method), which scores every model the same way.")
     return method
 
 
@@ -135,12 +141,14 @@ def _report(progress: Progress | None, result: EvalResult, started: float) -> No
 def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE,), method: str = "loglik",
              options: EvalOptions = EvalOptions(), progress: Progress | None = None,
              cancel: threading.Event | None = None, folder: Path | None = None) -> EvalResult:
-    """Score `models` ('base' and adapter names) on `eval_set`; results are written to `folder` (default: a new run folder)."""
+    """Score `models` ('base', adapter names, "endpoint:NAME"s) on `eval_set`; results are written to `folder`
+    (default: a new run folder)."""
     options.check()
-    method = _method(eval_set, method)
+    method = _method(eval_set, method, list(models))
     eval_set.require_usable()
     names = check_models(manager, list(models))
-    config = {"data": str(eval_set.path), "model": manager.info.model_id, "models": names, "method": method,
+    config = {"data": str(eval_set.path), "model": manager.info.model_id if manager.info else None, "models": names,
+              "method": method,
               **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}}
     result = EvalResult(eval_set=eval_set, models=names, method=method, config=config)
     scorer, size = _scorer(method, options), int(options.batch_size)

@@ -3,6 +3,13 @@
 Everything that generates goes through `ModelManager.stream` / `generate`. Loading picks the
 device and dtype with a reason the UI and CLI show; `unload` drops every reference and returns
 the memory.
+
+A model choice (the `adapter` argument of every generating method) is one of: None or "base" (the
+bare base model), an adapter name from the adapters folder, or "endpoint:NAME" for an
+OpenAI-compatible server configured as [endpoints.NAME] (or added with `add_endpoint`); the
+methods then delegate to that endpoint's client and need no local model. `model_choices()` lists
+them all. Single answers (`answer`, `generate`) go through a dynamic batcher, so requests that
+arrive together on the same adapter share one batch.
 """
 
 from __future__ import annotations
@@ -10,36 +17,18 @@ from __future__ import annotations
 import dataclasses
 import gc
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError, ModelLoadError, NoModelError
+from .answers import (ENDPOINT_PREFIX, Answer, GenerationParams, cut_at_stop, is_endpoint,  # noqa: F401 (re-exported)
+                      local_answer, sampling_kwargs)
 from .families import fit_to_profile, profile_for
 from ..lora.runtime import attach_adapter, check_adapter, detach_adapter, is_base, resident_adapters, use_adapter
 from ..lora.store import usable_adapter
 from ..settings import Settings
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    """How to sample an answer. temperature 0 means greedy; seed -1 means random."""
-
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int = -1
-    num_beams: int = 1  # beam search, for generate_batch (a streamed answer is sampled or greedy)
-
-    def __post_init__(self) -> None:
-        if not 1 <= int(self.max_new_tokens) <= 8192:
-            raise InputError("max new tokens must be between 1 and 8192.")
-        if not 0 <= float(self.temperature) <= 5:
-            raise InputError("temperature must be between 0 and 5 (0 = greedy).")
-        if not 0 < float(self.top_p) <= 1:
-            raise InputError("top-p must be above 0 and at most 1.")
-        if not 1 <= int(self.num_beams) <= 16:
-            raise InputError(f"num beams must be between 1 and 16 (got {self.num_beams}).")
 
 
 @dataclass(frozen=True)
@@ -82,6 +71,9 @@ class ModelManager:
         self.decision = None  # the LoadDecision the loaded model follows
         self.active_adapter: str | None = None
         self.lock = threading.RLock()
+        self.extra_endpoints: dict = {}  # NAME -> EndpointSettings added at run time (not in settings.toml)
+        self._endpoints: dict = {}  # NAME -> its client, made on first use
+        self._batcher = None
 
     def load(self, model_id: str | None = None, quantization: str | None = None, token: str | None = None,
              progress=None, remember: bool = False) -> ModelInfo:
@@ -133,7 +125,12 @@ class ModelManager:
                                  f"{str(exc).splitlines()[0][:300]}") from None
 
     def attach_named_adapter(self, name: str | None) -> None:
-        """Attach adapter `name` from the adapters folder (checked against the loaded model); no-op for base."""
+        """Attach adapter `name` from the adapters folder (checked against the loaded model); no-op for base.
+
+        An endpoint name is only checked to be configured."""
+        if is_endpoint(name):
+            self.endpoint(name)
+            return
         if is_base(name) or name in self.adapter_names():
             return
         info = self.info
@@ -154,7 +151,9 @@ class ModelManager:
     def activate_adapter(self, name: str | None) -> None:
         """Make `name` (already loaded) the adapter Chat uses; None or 'base' for the bare base model."""
         with self.lock:
-            if not is_base(name) and name not in self.adapter_names():
+            if is_endpoint(name):
+                self.endpoint(name)
+            elif not is_base(name) and name not in self.adapter_names():
                 raise InputError(f"Adapter '{name}' is not loaded; load it first.")
             self.active_adapter = None if is_base(name) else name
 
@@ -199,11 +198,67 @@ class ModelManager:
             raise NoModelError("No model is loaded; load one in the Model tab or start with --model.")
         return model, processor
 
+    # ---- model choices: base, adapters, endpoints -------------------------------------------------
+
+    def endpoint_settings(self) -> dict:
+        """NAME -> EndpointSettings: those of settings.toml, then those added at run time."""
+        return {entry.name: entry for entry in self.settings.endpoints} | self.extra_endpoints
+
+    def add_endpoint(self, entry, api_key: str | None = None) -> str:
+        """Make endpoint `entry` (an EndpointSettings) choosable until the app stops; returns "endpoint:NAME".
+
+        `api_key` (from a password field) stays in memory only; None = the entry's api_key_env."""
+        from .endpoints import Endpoint
+
+        self.extra_endpoints[entry.name] = entry
+        self._endpoints[entry.name] = Endpoint(entry, api_key=api_key)
+        return ENDPOINT_PREFIX + entry.name
+
+    def endpoint(self, name: str):
+        """The client of endpoint "endpoint:NAME" (or bare NAME), or InputError listing the configured ones."""
+        from .endpoints import Endpoint
+
+        key = name[len(ENDPOINT_PREFIX):] if is_endpoint(name) else name
+        if key not in self._endpoints:
+            entries = self.endpoint_settings()
+            if key not in entries:
+                raise InputError(f"There is no endpoint named '{key}'; configured: "
+                                 f"{', '.join(entries) or 'none'} (add one as [endpoints.{key}] in settings.toml).")
+            self._endpoints[key] = Endpoint(entries[key])
+        return self._endpoints[key]
+
+    def model_choices(self) -> list[str]:
+        """Every model a request may name: "base", the adapters that fit the loaded model, "endpoint:NAME"s."""
+        from ..lora.store import incompatibility, list_adapters
+
+        local = []
+        if self.info is not None:
+            info = self.info
+            local = ["base"] + [a.name for a in list_adapters(self.settings.paths.resolve("adapters"))
+                                if not incompatibility(a, info.model_id, info.source, info.architecture)]
+        return local + [ENDPOINT_PREFIX + name for name in self.endpoint_settings()]
+
+    # ---- generation ---------------------------------------------------------------------------------
+
     def stream(self, messages: list[dict], params: GenerationParams = GenerationParams(),
                stop: threading.Event | None = None, adapter: str | None = None) -> Iterator[str]:
         """Yield the answer so far, growing, until it ends or `stop` is set; `adapter` None = base."""
+        for answer in self.stream_answer(messages, params, stop, adapter):
+            yield answer.text
+
+    def stream_answer(self, messages: list[dict], params: GenerationParams = GenerationParams(),
+                      stop: threading.Event | None = None, adapter: str | None = None) -> Iterator[Answer]:
+        """Yield the Answer so far, growing (done=False), then the finished one with its tokens and times."""
+        if is_endpoint(adapter):
+            yield from self.endpoint(adapter).stream(messages, params, stop)
+            return
+        yield from self._stream_local(messages, params, stop, adapter)
+
+    def _stream_local(self, messages: list[dict], params: GenerationParams, stop: threading.Event | None,
+                      adapter: str | None) -> Iterator[Answer]:
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
+        started = time.perf_counter()
         stop = stop or threading.Event()
         closed = threading.Event()  # this stream's own end; `stop` may be shared by several streams
         with self.lock:
@@ -212,8 +267,10 @@ class ModelManager:
             inputs = self._inputs(model, processor, [messages])
         streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure: list[BaseException] = []
+        output: list = []
         kwargs = dict(inputs, streamer=streamer, max_new_tokens=int(params.max_new_tokens),
-                      stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop, closed)]), **_sampling(params))
+                      stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop, closed)]),
+                      **sampling_kwargs(params, processor))
 
         def run() -> None:
             # The lock is held by this thread for the whole generate() call, never across a yield:
@@ -224,37 +281,73 @@ class ModelManager:
                 with self.lock, torch.inference_mode(), use_adapter(model, adapter):
                     if params.seed >= 0:
                         torch.manual_seed(int(params.seed))
-                    model.generate(**kwargs)
+                    output.append(model.generate(**kwargs))
             except BaseException as exc:  # handed to the reader below
                 failure.append(exc)
                 streamer.end()
 
         worker = threading.Thread(target=run, name="vlmchat-generate", daemon=True)
         worker.start()
-        text = ""
+        text, first = "", None
         try:
             for chunk in streamer:
                 text += chunk
-                yield text
+                if first is None and chunk:
+                    first = time.perf_counter() - started
+                shown, _ = cut_at_stop(text, params.stop_strings, final=False)
+                yield Answer(shown, model=adapter or "base", latency_s=time.perf_counter() - started,
+                             first_token_s=first, done=False)
         finally:
             closed.set()  # also reached when the reader is closed early (Stop button, closed tab)
         worker.join()
         if failure:
             raise _generation_error(failure[0])
+        prompt = int(inputs["input_ids"].shape[1])
+        row = output[0][0, prompt:].tolist() if output else []
+        yield local_answer(text, row, prompt, params, model, processor, adapter, time.perf_counter() - started,
+                            first, strip=False)
 
     def generate(self, messages: list[dict], params: GenerationParams = GenerationParams(),
                  adapter: str | None = None) -> str:
-        """The whole answer at once."""
-        text = ""
-        for text in self.stream(messages, params, adapter=adapter):
-            pass
-        return text.strip()
+        """The whole answer at once (batched with other requests that arrive together)."""
+        return self.answer(messages, params, adapter).text
+
+    def answer(self, messages: list[dict], params: GenerationParams = GenerationParams(),
+               adapter: str | None = None, ticket=None) -> Answer:
+        """The whole Answer to one conversation: through the dynamic batcher, or the endpoint.
+
+        `ticket`: an admission the caller took from `batcher.admit()` as the request arrived (the /v1
+        server does, so a batch waits for requests still being read); None = admitted here."""
+        if is_endpoint(adapter):
+            return self.endpoint(adapter).answer(messages, params)
+        started = time.perf_counter()
+        found = self.batcher.submit(messages, params, None if is_base(adapter) else adapter, ticket)
+        return dataclasses.replace(found, latency_s=time.perf_counter() - started)
+
+    @property
+    def batcher(self):
+        """The dynamic batcher in front of `answer_batch` (made on first use, from [api] and [server])."""
+        if self._batcher is None:
+            from .batcher import Batcher
+
+            api = self.settings.api
+            self._batcher = Batcher(self.answer_batch, max_batch=api.max_batch, window_s=api.batch_window_ms / 1000,
+                                    max_queue=self.settings.server.max_queue)
+        return self._batcher
 
     def generate_batch(self, conversations: list[list[dict]], params: GenerationParams = GenerationParams(),
                        adapter: str | None = None) -> list[str]:
         """Answers to several conversations in one left-padded batch (same order as given)."""
+        return [answer.text for answer in self.answer_batch(conversations, params, adapter)]
+
+    def answer_batch(self, conversations: list[list[dict]], params: GenerationParams = GenerationParams(),
+                     adapter: str | None = None) -> list[Answer]:
+        """Answers with their tokens and times: one local batch, or up to max_concurrency endpoint requests."""
+        if is_endpoint(adapter):
+            return self.endpoint(adapter).answer_batch(conversations, params)
         import torch
 
+        started = time.perf_counter()
         with self.lock:
             model, processor = self._loaded()
             inputs = self._inputs(model, processor, conversations)
@@ -263,11 +356,15 @@ class ModelManager:
                     torch.manual_seed(int(params.seed))
                 try:
                     output = model.generate(**inputs, max_new_tokens=int(params.max_new_tokens),
-                                            num_beams=int(params.num_beams), **_sampling(params))
+                                            num_beams=int(params.num_beams), **sampling_kwargs(params, processor))
                 except Exception as exc:
                     raise _generation_error(exc) from None
-        answers = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-        return [answer.strip() for answer in answers]
+        seconds = time.perf_counter() - started
+        width = inputs["input_ids"].shape[1]
+        texts = processor.batch_decode(output[:, width:], skip_special_tokens=True)
+        prompts = inputs["attention_mask"].sum(dim=1).tolist()
+        return [local_answer(text, row, int(prompt), params, model, processor, adapter, seconds)
+                for text, row, prompt in zip(texts, output[:, width:].tolist(), prompts)]
 
 
 def _from_pretrained(source, load_kwargs: dict):
@@ -288,12 +385,6 @@ def _from_pretrained(source, load_kwargs: dict):
         raise ModelLoadError(f"'{name}' needs a package that is not installed: "
                              f"{str(exc).strip().splitlines()[0]}") from None
     return model, processor
-
-
-def _sampling(params: GenerationParams) -> dict:
-    if params.temperature <= 0:
-        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    return {"do_sample": True, "temperature": float(params.temperature), "top_p": float(params.top_p)}
 
 
 def _generation_error(exc: BaseException) -> BaseException:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 from .access import resolve_access
+from ..api.serve import api_routes
+from .gate import gate_middleware
 from ..models.manager import ModelManager
 from ..settings import Settings
 
@@ -44,6 +46,8 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
         auth=list(access.logins) or None, auth_message="vlmchat: log in with the user and password you were given.",
         max_file_size=f"{server.max_upload_mb}mb", prevent_thread_lock=True, show_error=True, quiet=True,
         allowed_paths=[str(settings.paths.resolve("outputs"))],
+        app_kwargs={"middleware": [gate_middleware(settings)],  # every route behind the login; logins throttled
+                    "routes": api_routes(manager, settings, bool(access.logins))},  # OpenAI's API under /v1
     )
     print(f"vlmchat: serving on {app.local_url}", flush=True)
     if server.share and not app.share_url:

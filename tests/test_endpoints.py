@@ -1,0 +1,234 @@
+"""OpenAI-compatible endpoints used as models, against a second vlmchat serving /v1 on loopback.
+
+The peer is a real `python launch.py` (the shipped demo model; demo-es answers in Spanish), so the
+`openai` client, the protocol, streaming, usage and the peer's batcher are all real. Only an
+unreachable port stands in for a server that is down.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, LaunchedApp, free_port, write_settings
+
+pytest.importorskip("openai")
+
+PRICE_IN, PRICE_OUT = 0.5, 2.0  # USD per million tokens, to check the cost arithmetic
+
+
+@pytest.fixture(scope="module")
+def peer(tmp_path_factory):
+    launched = LaunchedApp(tmp_path_factory.mktemp("peer")).wait_ready()
+    yield launched
+    launched.stop()
+
+
+@pytest.fixture(scope="module")
+def settings_file(tmp_path_factory, peer):
+    """Settings with three endpoints: the peer in English and in Spanish (priced), and a server that is down."""
+    path = write_settings(tmp_path_factory.mktemp("client"))
+    url = peer.url + "v1"
+    path.write_text(path.read_text() + f"""
+[endpoints.peer-en]
+base_url = "{url}"
+model = "demo"
+
+[endpoints.peer-es]
+base_url = "{url}"
+model = "demo-es"
+price_in = {PRICE_IN}
+price_out = {PRICE_OUT}
+max_concurrency = 4
+
+[endpoints.down]
+base_url = "http://127.0.0.1:{free_port()}/v1"
+model = "demo"
+timeout_s = 5.0
+
+[endpoints.keyed]
+base_url = "{url}"
+model = "demo"
+api_key_env = "VLMCHAT_TEST_NO_SUCH_KEY"
+""", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def remote(settings_file):
+    """A manager with no local model: everything it answers comes from the endpoints."""
+    from vlmchat.models.manager import ModelManager
+    from vlmchat.settings import load_settings
+
+    return ModelManager(load_settings(settings_file))
+
+
+def conversation(path) -> list[dict]:
+    from vlmchat.images import load_image
+
+    return [{"role": "user", "content": [{"type": "image", "image": load_image(path)},
+                                         {"type": "text", "text": "Describe the image."}]}]
+
+
+def launch(settings_file, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1")
+    return subprocess.run([sys.executable, str(ROOT / "launch.py"), "--settings", str(settings_file), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_endpoints_are_choices_beside_local_models(remote):
+    assert remote.model_choices() == ["endpoint:peer-en", "endpoint:peer-es", "endpoint:down", "endpoint:keyed"]
+
+
+@pytest.mark.slow
+def test_chat_streams_from_the_endpoint_with_tokens_latency_and_cost(remote, picture_files):
+    answers = list(remote.stream_answer(conversation(picture_files[("red", "circle")]), adapter="endpoint:peer-es"))
+    assert [a.done for a in answers] == [False] * (len(answers) - 1) + [True] and len(answers) >= 3
+    final = answers[-1]
+    assert final.text.strip() == "un círculo rojo" and final.model == "endpoint:peer-es"
+    assert final.prompt_tokens > 10 and final.completion_tokens >= 3 and final.finish_reason == "stop"
+    assert final.cost_usd == pytest.approx((final.prompt_tokens * PRICE_IN + final.completion_tokens * PRICE_OUT) / 1e6)
+    assert 0 < final.first_token_s <= final.latency_s and final.tokens_per_s > 0
+    assert "".join(remote.stream(conversation(picture_files[("red", "circle")]), adapter="endpoint:peer-en")) \
+        .startswith("a")
+
+
+@pytest.mark.slow
+def test_generate_batch_through_the_endpoint_keeps_the_order(remote, picture_files):
+    keys = [("red", "circle"), ("blue", "square"), ("green", "triangle")]
+    keys = [key for key in keys if key in picture_files] or list(picture_files)[:3]
+    answers = remote.answer_batch([conversation(picture_files[key]) for key in keys], adapter="endpoint:peer-en")
+    assert [a.text for a in answers] == [f"a {colour} {shape}" for colour, shape in keys]
+    assert all(a.cost_usd is None for a in answers)  # peer-en has no price
+
+
+@pytest.mark.slow
+def test_compare_puts_a_local_model_beside_an_endpoint(settings_file, picture_files):
+    from vlmchat.evaluate.compare import compare_stream
+    from vlmchat.images import load_image
+    from vlmchat.models.manager import ModelManager
+    from vlmchat.settings import load_settings
+
+    local = ModelManager(load_settings(settings_file))
+    local.load()
+    assert local.model_choices() == ["base", "demo-es", "endpoint:peer-en", "endpoint:peer-es", "endpoint:down",
+                                     "endpoint:keyed"]
+    *_, final = compare_stream(local, load_image(picture_files[("red", "circle")]), "Describe the image.", "base",
+                               "endpoint:peer-es")
+    assert final == ("a red circle", "un círculo rojo")
+
+
+@pytest.mark.slow
+def test_user_mistakes_are_one_clear_message(remote, picture_files, monkeypatch):
+    from vlmchat.errors import InputError
+
+    with pytest.raises(InputError, match=r"no endpoint named 'nope'.*peer-en, peer-es"):
+        remote.answer(conversation(picture_files[("red", "circle")]), adapter="endpoint:nope")
+    with pytest.raises(InputError, match=r"'down' .* cannot be reached; check that the server runs"):
+        remote.answer(conversation(picture_files[("red", "circle")]), adapter="endpoint:down")
+    monkeypatch.delenv("VLMCHAT_TEST_NO_SUCH_KEY", raising=False)
+    with pytest.raises(InputError, match=r"environment variable VLMCHAT_TEST_NO_SUCH_KEY"):
+        remote.answer(conversation(picture_files[("red", "circle")]), adapter="endpoint:keyed")
+
+
+@pytest.mark.slow
+def test_caption_a_folder_through_the_endpoint_with_four_in_flight(settings_file, picture_files, tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for (colour, shape), path in picture_files.items():
+        shutil.copy(path, folder / f"{colour}-{shape}.png")
+    kept = folder / "red-circle.txt"
+    kept.write_text("my own caption", encoding="utf-8")
+    done = launch(settings_file, "caption", str(folder), "--endpoint", "peer-es")
+    assert done.returncode == 0, done.stderr
+    assert "4 requests in flight to endpoint:peer-es" in done.stdout
+    assert kept.read_text(encoding="utf-8") == "my own caption"  # never overwritten
+    for (colour, shape) in picture_files:
+        if (colour, shape) != ("red", "circle"):
+            caption = (folder / f"{colour}-{shape}.txt").read_text(encoding="utf-8")
+            assert caption.startswith("un ") and len(caption.split()) == 3, caption
+    again = launch(settings_file, "caption", str(folder), "--endpoint", "peer-es")
+    assert f"0 captioned, {len(picture_files)} skipped" in again.stdout  # a second run resumes: nothing to do
+
+
+def _question_set(picture_files, path) -> None:
+    rows = [{"question": "What color is the shape?", "options": ["red", "green", "blue", "yellow"],
+             "answer": colour, "image": str(file)} for (colour, _), file in picture_files.items()]
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n", encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_eval_compares_the_local_base_with_the_endpoint(settings_file, picture_files, tmp_path):
+    data, table = tmp_path / "colours.jsonl", tmp_path / "results.csv"
+    _question_set(picture_files, data)
+    done = launch(settings_file, "eval", "--data", str(data), "--endpoint", "peer-en", "--method", "generate",
+                  "--output", str(table))
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(table.open(encoding="utf-8")))
+    by_model = {name: [row for row in rows if row["model"] == name] for name in ("base", "endpoint:peer-en")}
+    assert all(len(found) == len(picture_files) for found in by_model.values())
+    # The endpoint serves the same demo model, so it gives the same answers as the local base.
+    answers = {name: [row["Generated Answer"] for row in found] for name, found in by_model.items()}
+    assert answers["base"] == answers["endpoint:peer-en"]
+    assert sum(r["Is Correct"] == "True" for r in by_model["endpoint:peer-en"]) >= len(picture_files) - 1
+
+
+@pytest.mark.slow
+def test_eval_by_loglik_through_an_endpoint_is_refused_with_what_to_do(settings_file, picture_files, tmp_path):
+    data = tmp_path / "colours.jsonl"
+    _question_set(picture_files, data)
+    done = launch(settings_file, "eval", "--data", str(data), "--endpoint", "peer-en", "--no-base")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--method generate" in done.stderr and "log-likelihood" in done.stderr
+
+
+# ---- hand-off to vLLM / SGLang ------------------------------------------------------------------------------
+
+
+def _copy_adapter(tmp_path, name: str, config_changes: dict | None = None, extra_key: str | None = None):
+    """A copy of demo-es, with its config changed or one more weight added."""
+    from safetensors.torch import load_file, save_file
+
+    target = tmp_path / name
+    shutil.copytree(ROOT / "adapters" / "demo-es", target)
+    config = json.loads((target / "adapter_config.json").read_text()) | (config_changes or {})
+    (target / "adapter_config.json").write_text(json.dumps(config))
+    if extra_key:
+        weights = load_file(target / "adapter_model.safetensors")
+        weights[extra_key] = next(iter(weights.values())).clone()
+        save_file(weights, target / "adapter_model.safetensors")
+    return target
+
+
+def test_the_shipped_adapter_has_the_layout_vllm_loads(tmp_path):
+    from vlmchat.api.handoff import check_for_vllm
+
+    shipped = check_for_vllm("demo-es", ROOT / "adapters" / "demo-es")
+    assert shipped.problems == () and shipped.ignored == () and shipped.rank == 8
+    vision = check_for_vllm("v", _copy_adapter(tmp_path, "v", extra_key="base_model.model.model.vision_tower."
+                                               "vision_model.encoder.layers.0.self_attn.q_proj.lora_A.weight"))
+    assert vision.problems == ()
+    assert vision.ignored == ("model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj",)
+    dora = check_for_vllm("d", _copy_adapter(tmp_path, "d", {"use_dora": True}))
+    assert dora.problems and "DoRA" in dora.problems[0]
+
+
+@pytest.mark.slow
+def test_handoff_prints_the_vllm_and_sglang_commands(tmp_path):
+    settings_file = write_settings(tmp_path)
+    done = launch(settings_file, "handoff", "--tensor-parallel", "4", "--nodes", "2")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "# adapter demo-es: OK for vLLM" in out
+    assert "vllm serve " in out and "--enable-lora" in out and "--tensor-parallel-size 4" in out
+    assert "--pipeline-parallel-size 2" in out and "ray start --head" in out
+    assert "--lora-modules demo-es=" in out and "--lora-paths demo-es=" in out and "[endpoints.cluster]" in out
+    wrong = launch(settings_file, "handoff", "--nodes", "0")
+    assert wrong.returncode == 2 and "--nodes must be 1 or more" in wrong.stderr

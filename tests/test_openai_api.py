@@ -1,0 +1,285 @@
+"""The OpenAI-compatible API under /v1, driven by the official `openai` client against a launched app.
+
+The app is `python launch.py` in a child process with the shipped demo model and its Spanish
+adapter demo-es: "a red circle" in English, "un círculo rojo" with demo-es. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, LaunchedApp
+
+openai = pytest.importorskip("openai")
+
+RED_CIRCLE = ROOT / "examples" / "red-circle.png"
+PROMPT = "Describe the image."
+
+
+def data_url(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def ask(image_url: str, text: str = PROMPT) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_url}},
+                                         {"type": "text", "text": text}]}]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    launched = LaunchedApp(tmp_path_factory.mktemp("api")).wait_ready()
+    yield launched
+    launched.stop()
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return openai.OpenAI(base_url=served.url + "v1", api_key="unused-on-loopback", max_retries=0)
+
+
+@pytest.mark.slow
+def test_models_lists_the_base_and_every_adapter(client):
+    assert [model.id for model in client.models.list()] == ["demo", "demo-es"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, expected", [("demo", "a red circle"), ("base", "a red circle"),
+                                             ("demo-es", "un círculo rojo")])
+def test_chat_with_an_image_answers_with_the_model_named_per_request(client, model, expected):
+    response = client.chat.completions.create(model=model, messages=ask(data_url(RED_CIRCLE)))
+    assert response.choices[0].message.content == expected
+    assert response.choices[0].finish_reason == "stop"
+    usage = response.usage
+    assert usage.prompt_tokens > 10 and usage.completion_tokens >= 3
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+@pytest.mark.slow
+def test_streamed_chat_sends_deltas_then_usage(client):
+    chunks = list(client.chat.completions.create(model="demo-es", messages=ask(data_url(RED_CIRCLE)), stream=True,
+                                                 stream_options={"include_usage": True}))
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text.strip() == "un círculo rojo"
+    assert sum(1 for chunk in chunks if chunk.choices and chunk.choices[0].delta.content) >= 2  # really streamed
+    assert [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens >= 3
+
+
+@pytest.mark.slow
+def test_stop_and_max_tokens_end_the_answer(client):
+    stopped = client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), stop=[" circle"])
+    assert stopped.choices[0].message.content == "a red"
+    cut = client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), max_tokens=1)
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 1
+
+
+@pytest.mark.slow
+def test_concurrent_clients_on_two_adapters_each_get_their_own_answer(client):
+    answers: dict[int, str] = {}
+
+    def one(index: int) -> None:
+        model = "demo-es" if index % 2 else "demo"
+        answers[index] = client.chat.completions.create(model=model, messages=ask(data_url(RED_CIRCLE))) \
+            .choices[0].message.content
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert answers == {i: "un círculo rojo" if i % 2 else "a red circle" for i in range(8)}
+
+
+@pytest.mark.slow
+def test_a_bad_image_is_a_400_in_openais_error_shape(client):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="demo", messages=ask("data:image/png;base64," +
+                                                                  base64.b64encode(b"not a picture").decode()))
+    error = raised.value.body
+    assert raised.value.status_code == 400 and error["code"] == "invalid_image"
+    assert error["param"] == "messages[0].content[0].image_url" and "not an image" in error["message"]
+
+
+@pytest.mark.slow
+def test_an_http_image_url_is_refused_without_fetching_it(client):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="demo", messages=ask("http://169.254.169.254/latest/meta-data"))
+    assert raised.value.body["code"] == "remote_images_disabled"
+    assert "SSRF" in raised.value.body["message"] and "data: URL" in raised.value.body["message"]
+
+
+@pytest.mark.slow
+def test_unknown_model_is_a_404_naming_the_models_there_are(client):
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.chat.completions.create(model="gpt-4o", messages=ask(data_url(RED_CIRCLE)))
+    assert raised.value.body["code"] == "model_not_found" and "demo-es" in raised.value.body["message"]
+
+
+@pytest.mark.slow
+def test_a_malformed_request_is_a_400_naming_the_field(client):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="demo", messages=[{"role": "robot", "content": "hi"}])
+    assert raised.value.body["param"] == "messages.0.role"
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), temperature=9)
+    assert "temperature" in raised.value.body["message"]
+
+
+# ---- login required: a Bearer key on every /v1 route -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exposed(tmp_path_factory):
+    """The app on 0.0.0.0 with a login: the API key is generated and printed once."""
+    launched = LaunchedApp(tmp_path_factory.mktemp("exposed"), "--host", "0.0.0.0", "--auth", "ana:s3cret-pass",
+                           env={"VLMCHAT_API_KEY": ""}).wait_ready()
+    yield launched
+    launched.stop()
+
+
+def _printed_key(app: LaunchedApp) -> str:
+    keys = re.findall(r"Bearer (sk-vlmchat-\S+)", app.output())
+    assert len(keys) == 1, app.output()  # printed once
+    return keys[0]
+
+
+@pytest.mark.slow
+def test_login_mode_needs_the_bearer_key_on_every_v1_route(exposed):
+    key = _printed_key(exposed)
+    for wrong in ("unused", "ana:s3cret-pass", key[:-1]):
+        anonymous = openai.OpenAI(base_url=exposed.url + "v1", api_key=wrong, max_retries=0)
+        with pytest.raises(openai.AuthenticationError) as raised:
+            anonymous.models.list()
+        assert raised.value.status_code == 401 and "Bearer" in raised.value.body["message"]
+        with pytest.raises(openai.AuthenticationError):
+            anonymous.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)))
+    for path in ("v1/models", "v1/no-such-route"):  # no /v1 route answers, not even with a 404
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(exposed.url + path, timeout=10)
+        assert raised.value.code == 401
+    keyed = openai.OpenAI(base_url=exposed.url + "v1", api_key=key, max_retries=0)
+    assert [model.id for model in keyed.models.list()] == ["demo", "demo-es"]
+    answer = keyed.chat.completions.create(model="demo-es", messages=ask(data_url(RED_CIRCLE)))
+    assert answer.choices[0].message.content == "un círculo rojo"
+
+
+# ---- in process: the batcher and the busy queue ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_queue(demo_settings):
+    """A second manager on the demo model whose queue holds one request."""
+    from vlmchat.models.manager import ModelManager
+
+    manager = ModelManager(demo_settings.override("server", max_queue=1))
+    manager.load()
+    yield manager
+    manager.unload()
+
+
+def test_a_full_queue_is_a_429(small_queue, demo_settings):
+    from fastapi.testclient import TestClient
+
+    from vlmchat.api.serve import ApiKey, build_api
+
+    api = build_api(small_queue, small_queue.settings, ApiKey())
+    client = openai.OpenAI(base_url="http://testserver", api_key="x", http_client=TestClient(api), max_retries=0)
+    with small_queue.batcher.admit():  # one request already waiting or running
+        with pytest.raises(openai.RateLimitError) as raised:
+            client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)))
+    assert raised.value.body["code"] == "queue_full" and "max_queue" in raised.value.body["message"]
+    assert client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE))) \
+        .choices[0].message.content == "a red circle"
+
+
+def _red_circle_conversation() -> list[dict]:
+    from vlmchat.images import load_image
+
+    return [{"role": "user", "content": [{"type": "image", "image": load_image(RED_CIRCLE)},
+                                         {"type": "text", "text": PROMPT}]}]
+
+
+def test_requests_that_arrive_together_share_one_batch(manager):
+    from vlmchat.models.manager import GenerationParams
+
+    conversation, answers, before = _red_circle_conversation(), {}, len(manager.batcher.batches)
+    tickets = [manager.batcher.admit(coming=True) for _ in range(6)]  # as /v1 does when six requests arrive
+
+    def one(index: int) -> None:
+        with tickets[index]:
+            time.sleep(0.002 * index)  # their bodies are read at slightly different times
+            answers[index] = manager.answer(conversation, GenerationParams(max_new_tokens=8), "base",
+                                            tickets[index]).text
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert answers == {i: "a red circle" for i in range(6)}
+    assert manager.batcher.batches[before:] == [6]  # one generate call instead of six
+
+
+def test_a_lone_request_does_not_wait_for_the_batch_window(manager):
+    from vlmchat.models.batcher import Batcher
+    from vlmchat.models.manager import GenerationParams
+
+    batcher = Batcher(manager.answer_batch, window_s=30.0)
+    started = time.monotonic()
+    answer = batcher.submit(_red_circle_conversation(), GenerationParams(max_new_tokens=8), None)
+    assert answer.text == "a red circle" and time.monotonic() - started < 15 and batcher.batches == [1]
+
+
+@pytest.mark.slow
+def test_a_streamed_answer_never_shows_the_stop_string(client):
+    chunks = client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), stream=True,
+                                            stop=["circle"])
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices).strip() == "a red"
+
+
+def test_remote_images_are_fetched_only_when_allowed(manager, demo_settings):
+    """A real HTTP server on loopback holds the picture; the API fetches it only with api.allow_remote_images."""
+    import functools
+    import http.server
+
+    from fastapi.testclient import TestClient
+
+    from vlmchat.api.serve import ApiKey, build_api
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(RED_CIRCLE.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{RED_CIRCLE.name}"
+    try:
+        allowed = demo_settings.override("api", allow_remote_images=True)
+        client = openai.OpenAI(base_url="http://testserver", api_key="x", max_retries=0,
+                               http_client=TestClient(build_api(manager, allowed, ApiKey())))
+        assert client.chat.completions.create(model="demo", messages=ask(url)).choices[0].message.content \
+            == "a red circle"
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.chat.completions.create(model="demo", messages=ask(url.replace(RED_CIRCLE.name, "gone.png")))
+        assert raised.value.body["code"] == "invalid_image_url"
+    finally:
+        server.shutdown()
+
+
+def test_a_request_over_the_size_limit_is_refused_before_it_is_read_whole(manager, demo_settings):
+    from fastapi.testclient import TestClient
+
+    from vlmchat.api.serve import ApiKey, build_api
+
+    small = demo_settings.override("server", max_batch_upload_mb=1)
+    client = openai.OpenAI(base_url="http://testserver", api_key="x", max_retries=0,
+                           http_client=TestClient(build_api(manager, small, ApiKey())))
+    huge = "data:image/png;base64," + "A" * (2 * 2**20)
+    with pytest.raises(openai.APIStatusError) as raised:
+        client.chat.completions.create(model="demo", messages=ask(huge))
+    assert raised.value.status_code == 413 and raised.value.body["code"] == "request_too_large"
+    assert manager.batcher.in_flight == 0  # its place in the queue was given back

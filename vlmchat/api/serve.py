@@ -1,0 +1,400 @@
+"""OpenAI's chat API under /v1, served by the UI's own process, model manager and batcher.
+
+`GET /v1/models` lists the loaded base model and every adapter in the adapters folder that fits
+it; `POST /v1/chat/completions` answers with any of them (`model` per request), with text and
+`image_url` parts (data: URLs; http(s) only when api.allow_remote_images), streamed (SSE) or
+not. Requests are stateless. Non-streamed requests go through the manager's dynamic batcher;
+streamed ones run directly, counted in the same queue. Errors use OpenAI's shape
+{"error": {"message", "type", "param", "code"}} with the status a client expects (400, 401, 404,
+429, 500). Whenever the app requires a login, every /v1 request needs `Authorization: Bearer KEY`.
+
+`build_api` returns a FastAPI app that `vlmchat.ui.server` mounts at /v1 of Gradio's own app.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from ..errors import InputError, NoModelError, VlmchatError
+from ..images import is_data_url, load_image
+from ..lora.runtime import is_base
+from ..models.manager import Answer, GenerationParams, ModelManager, is_endpoint
+from ..settings import Settings
+from ..models.batcher import BusyError, Ticket
+
+KEY_VARIABLE = "VLMCHAT_API_KEY"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """The Bearer key /v1 requires (None: no login is required, so neither is a key) and whether we made it up."""
+
+    value: str | None = None
+    generated: bool = False
+
+
+def resolve_api_key(settings: Settings, login_required: bool) -> ApiKey:
+    """The key: api.key in settings, else $VLMCHAT_API_KEY, else a generated one (shown once by the caller)."""
+    if not login_required:
+        return ApiKey()
+    given = settings.api.key or os.environ.get(KEY_VARIABLE, "")
+    return ApiKey(given, False) if given else ApiKey("sk-vlmchat-" + secrets.token_urlsafe(24), True)
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
+
+    def body(self) -> dict:
+        """{"error": {...}} as OpenAI writes it."""
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+def _api_error(exc: BaseException) -> ApiError:
+    """The ApiError for anything a request may raise."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, BusyError):
+        return ApiError(429, str(exc), "rate_limit_error", code="queue_full")
+    if isinstance(exc, NoModelError):
+        return ApiError(503, str(exc), "server_error", code="no_model")
+    if isinstance(exc, VlmchatError):
+        return ApiError(400, str(exc))
+    return ApiError(500, f"The server failed while answering ({type(exc).__name__}); see its terminal.", "server_error")
+
+
+# ---- the request -------------------------------------------------------------------------------------
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(BaseModel):
+    """The fields of OpenAI's chat completion request that vlmchat uses (others are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    messages: list[ChatMessage]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int = 1
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    first = exc.errors()[0]
+    param = ".".join(str(p) for p in first.get("loc", ()))
+    return ApiError(400, f"Invalid request: {param or 'body'}: {first.get('msg')}.", param=param or None)
+
+
+def parse_request(body: bytes) -> ChatRequest:
+    """The request from its JSON body, or a 400 ApiError naming the wrong field."""
+    try:
+        return ChatRequest.model_validate_json(body)
+    except ValidationError as exc:
+        if exc.errors()[0].get("type") == "json_invalid":
+            raise ApiError(400, "The request body is not valid JSON.") from None
+        raise _validation_error(exc) from None
+
+
+def generation_params(request: ChatRequest, settings: Settings) -> GenerationParams:
+    """GenerationParams from the request, the settings' [generation] defaults for what it leaves out."""
+    if request.n != 1:
+        raise ApiError(400, "Only n = 1 is supported; send several requests for several answers.", param="n")
+    gen = settings.generation
+    stops = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
+    try:
+        return GenerationParams(
+            max_new_tokens=request.max_completion_tokens or request.max_tokens or gen.max_new_tokens,
+            temperature=gen.temperature if request.temperature is None else request.temperature,
+            top_p=gen.top_p if request.top_p is None else request.top_p,
+            seed=gen.seed if request.seed is None else request.seed, stop_strings=tuple(stops))
+    except InputError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def _image(url: str, param: str, settings: Settings):
+    """The PIL image an image_url part points at; 400 for a bad image or a refused URL."""
+    limit = settings.server.max_upload_mb * 2**20
+    if is_data_url(url):
+        try:
+            return load_image(url, name=param, max_bytes=limit)
+        except InputError as exc:
+            raise ApiError(400, str(exc), param=param, code="invalid_image") from None
+    if not url.lower().startswith(("http://", "https://")):
+        raise ApiError(400, f"{param} must be a data: URL (data:image/png;base64,...).", param=param,
+                       code="invalid_image_url")
+    if not settings.api.allow_remote_images:
+        raise ApiError(400, f"{param}: this server does not fetch http(s) image URLs (fetching them from the server "
+                            "is an SSRF risk); send the image as a data: URL, or set api.allow_remote_images = true "
+                            "in settings.toml.", param=param, code="remote_images_disabled")
+    return load_image(_fetch(url, param, limit), name=param, max_bytes=limit)
+
+
+def _fetch(url: str, param: str, limit: int) -> bytes:
+    """The bytes at an http(s) URL (no redirects, at most `limit`), for api.allow_remote_images."""
+    import httpx
+
+    try:
+        with httpx.stream("GET", url, timeout=20, follow_redirects=False) as response:
+            response.raise_for_status()
+            data = b""
+            for chunk in response.iter_bytes():
+                data += chunk
+                if len(data) > limit:
+                    raise ApiError(400, f"{param} is over the {limit // 2**20} MB image limit.", param=param)
+            return data
+    except httpx.HTTPError as exc:
+        raise ApiError(400, f"{param} could not be fetched ({exc}).", param=param, code="invalid_image_url") from None
+
+
+def to_conversation(request: ChatRequest, settings: Settings) -> list[dict]:
+    """The request's messages as processor messages (images decoded); system/developer become system."""
+    conversation = []
+    for m, message in enumerate(request.messages):
+        role = "system" if message.role == "developer" else message.role
+        content = message.content
+        if isinstance(content, list):
+            content = [_part(part, f"messages[{m}].content[{p}]", settings) for p, part in enumerate(content)]
+        conversation.append({"role": role, "content": content or ""})
+    if not conversation:
+        raise ApiError(400, "messages must hold at least one message.", param="messages")
+    return conversation
+
+
+def _part(part: dict, param: str, settings: Settings) -> dict:
+    kind = part.get("type")
+    if kind == "text":
+        return {"type": "text", "text": str(part.get("text", ""))}
+    if kind == "image_url":
+        url = part.get("image_url")
+        url = url.get("url") if isinstance(url, dict) else url
+        if not isinstance(url, str):
+            raise ApiError(400, f"{param}.image_url.url is missing.", param=f"{param}.image_url")
+        return {"type": "image", "image": _image(url, f"{param}.image_url", settings)}
+    raise ApiError(400, f"{param}: content parts of type {kind!r} are not supported; use text and image_url.",
+                   param=f"{param}.type")
+
+
+# ---- the answers -------------------------------------------------------------------------------------
+
+
+def served_models(manager: ModelManager) -> list[str]:
+    """What /v1/models lists: the base model's id, then the adapters that fit it (endpoints are not served)."""
+    if manager.info is None:
+        return []
+    return [manager.info.model_id] + [name for name in manager.model_choices()[1:] if not is_endpoint(name)]
+
+
+def pick_model(manager: ModelManager, name: str) -> str | None:
+    """The adapter to answer with (None = base) for the request's `model`, attached if needed; 404 if unknown."""
+    if manager.info is not None and (is_base(name) or name == manager.info.model_id):
+        return None
+    if name not in served_models(manager):
+        raise ApiError(404, f"The model '{name}' does not exist here; GET /v1/models lists "
+                            f"{', '.join(served_models(manager)) or 'none (no model is loaded)'}.",
+                       param="model", code="model_not_found")
+    manager.attach_named_adapter(name)
+    return name
+
+
+def _usage(answer: Answer) -> dict:
+    prompt, completion = answer.prompt_tokens or 0, answer.completion_tokens or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def completion_body(answer: Answer, model: str, ident: str) -> dict:
+    """A chat.completion object."""
+    return {"id": ident, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text},
+                         "finish_reason": answer.finish_reason, "logprobs": None}],
+            "usage": _usage(answer)}
+
+
+def _chunk(ident: str, model: str, delta: dict, finish: str | None = None, usage: dict | None = None,
+           choices: bool = True) -> str:
+    body = {"id": ident, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}] if choices else []}
+    if usage is not None:
+        body["usage"] = usage
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+def stream_events(answers: Iterator[Answer], model: str, ident: str, include_usage: bool) -> Iterator[str]:
+    """Server-sent events from growing Answers: role, content deltas, finish, usage (if asked), [DONE]."""
+    yield _chunk(ident, model, {"role": "assistant", "content": ""})
+    sent, last = "", None
+    try:
+        for last in answers:
+            if last.text.startswith(sent) and len(last.text) > len(sent):
+                yield _chunk(ident, model, {"content": last.text[len(sent):]})
+                sent = last.text
+    except Exception as exc:  # noqa: BLE001 - after the 200 an error can only travel as an event
+        yield f"data: {json.dumps(_api_error(exc).body())}\n\n"
+        return
+    yield _chunk(ident, model, {}, finish=last.finish_reason if last else "stop")
+    if include_usage and last is not None:
+        yield _chunk(ident, model, {}, usage=_usage(last), choices=False)
+    yield "data: [DONE]\n\n"
+
+
+# ---- the app -----------------------------------------------------------------------------------------
+
+
+def _error_response(error: ApiError):
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+def _authorized(header: str, key: ApiKey) -> bool:
+    if key.value is None:
+        return True
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), key.value.encode())
+
+
+def build_api(manager: ModelManager, settings: Settings, key: ApiKey):
+    """The FastAPI app to mount at /v1: every route behind the Bearer key when one is set."""
+    api = FastAPI(title="vlmchat OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @api.middleware("http")
+    async def bearer(request: Request, call_next):
+        if not _authorized(request.headers.get("authorization", ""), key):
+            return _error_response(ApiError(401, "This server requires an API key: send 'Authorization: Bearer "
+                                                 "KEY' (api_key= in the openai client); the key is api.key in "
+                                                 f"settings.toml, ${KEY_VARIABLE}, or the one printed at start.",
+                                            code="invalid_api_key"))
+        return await call_next(request)
+
+    @api.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return _error_response(ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}; "
+                                                         "vlmchat serves GET /v1/models and POST /v1/chat/completions.",
+                                        code="not_found" if exc.status_code == 404 else None))
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        return _error_response(ApiError(400, f"Invalid request: {exc.errors()[0].get('msg')}."))
+
+    @api.get("/models")
+    def list_models():
+        created = int(time.time())
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "vlmchat"}
+                                           for name in served_models(manager)]}
+
+    @api.get("/models/{name:path}")
+    def get_model(name: str):
+        if name not in served_models(manager):
+            return _error_response(ApiError(404, f"The model '{name}' does not exist here.", param="model",
+                                            code="model_not_found"))
+        return {"id": name, "object": "model", "created": int(time.time()), "owned_by": "vlmchat"}
+
+    @api.post("/chat/completions")
+    async def chat_completions(http: Request):
+        try:  # admitted on arrival, so a batch forming now waits for this request while it is read
+            ticket = manager.batcher.admit(coming=True)
+        except BusyError as exc:
+            return _error_response(_api_error(exc))
+        try:
+            body = await _read_body(http, settings.server.max_batch_upload_mb * 2**20)
+        except ApiError as exc:
+            ticket.release()
+            return _error_response(exc)
+        except BaseException:
+            ticket.release()
+            raise
+        # the model work runs off the event loop
+        return await run_in_threadpool(answer_request, manager, settings, body, ticket)
+
+    return api
+
+
+def answer_request(manager: ModelManager, settings: Settings, body: bytes, ticket: Ticket):
+    """The response to one chat completion request: a chat.completion, an SSE stream or an error."""
+    ident, streaming = "chatcmpl-" + secrets.token_hex(12), False
+    try:
+        request = parse_request(body)
+        adapter = pick_model(manager, request.model)
+        params = generation_params(request, settings)
+        conversation = to_conversation(request, settings)
+        if not request.stream:
+            return completion_body(manager.answer(conversation, params, adapter, ticket), request.model, ident)
+        ticket.arrived()  # streams are not batched
+        events = _admitted_stream(manager, conversation, params, adapter, request, ident, ticket)
+        first = next(events)  # a bad adapter or a refused conversation still gets its status
+        streaming = True
+    except Exception as exc:  # noqa: BLE001 - every failure is answered in OpenAI's shape
+        return _error_response(_api_error(exc))
+    finally:
+        if not streaming:
+            ticket.release()
+    return StreamingResponse(_chain(first, events), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _read_body(http: Request, limit: int) -> bytes:
+    """The request body, or a 413 ApiError as soon as it passes `limit` bytes (it is never held whole)."""
+    chunks, size = [], 0
+    async for chunk in http.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"The request is over {limit // 2**20} MB (server.max_batch_upload_mb); send fewer "
+                                "or smaller images.", code="request_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _admitted_stream(manager: ModelManager, conversation: list[dict], params: GenerationParams, adapter: str | None,
+                     request: ChatRequest, ident: str, ticket: Ticket) -> Iterator[str]:
+    """The SSE events of a streamed answer, its ticket held (counted in the queue) until the stream ends; the
+    first event comes only after the first token, so anything that fails before it is raised to the caller."""
+    with ticket:
+        answers = manager.stream_answer(conversation, params, adapter=adapter)
+        first = next(answers)
+        include = bool(request.stream_options and request.stream_options.include_usage)
+        yield from stream_events(_chain(first, answers), request.model, ident, include)
+
+
+def _chain(first, rest: Iterator) -> Iterator:
+    yield first
+    yield from rest
+
+
+def api_routes(manager: ModelManager, settings: Settings, login_required: bool) -> list:
+    """The route that mounts /v1 on Gradio's app (launch's app_kwargs "routes"); a generated key is printed
+    once, on the terminal only."""
+    from starlette.routing import Mount
+
+    key = resolve_api_key(settings, login_required)
+    if key.generated:
+        print(f"vlmchat: the OpenAI-compatible API at /v1 needs a key. Authorization: Bearer {key.value}  "
+              f"(set api.key in settings.toml or ${KEY_VARIABLE} to choose your own)", flush=True)
+    return [Mount("/v1", app=build_api(manager, settings, key))]

@@ -1,0 +1,103 @@
+"""What a generation is asked for and what it gives back: GenerationParams in, Answer out.
+
+`Answer` carries the text with its cost (tokens, seconds, dollars for a priced endpoint), the same
+for a local model and an OpenAI-compatible endpoint. A model choice naming an endpoint starts with
+ENDPOINT_PREFIX ("endpoint:NAME"); adapter names cannot contain ':', so the rule is unambiguous.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How to sample an answer. temperature 0 means greedy; seed -1 means random."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = -1
+    num_beams: int = 1  # beam search, for generate_batch (a streamed answer is sampled or greedy)
+    stop_strings: tuple[str, ...] = ()  # the answer ends before the first of these (OpenAI's `stop`)
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.max_new_tokens) <= 8192:
+            raise InputError("max new tokens must be between 1 and 8192.")
+        if not 0 <= float(self.temperature) <= 5:
+            raise InputError("temperature must be between 0 and 5 (0 = greedy).")
+        if not 0 < float(self.top_p) <= 1:
+            raise InputError("top-p must be above 0 and at most 1.")
+        if not 1 <= int(self.num_beams) <= 16:
+            raise InputError(f"num beams must be between 1 and 16 (got {self.num_beams}).")
+        if len(self.stop_strings) > 4 or not all(isinstance(s, str) and s for s in self.stop_strings):
+            raise InputError("stop must be at most 4 non-empty strings.")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer with what it cost: tokens, seconds and (for a priced endpoint) US dollars."""
+
+    text: str
+    model: str = ""                 # "base", an adapter name or "endpoint:NAME"
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float = 0.0          # request to last token (queue wait included)
+    first_token_s: float | None = None  # request to first token, for streamed answers
+    cost_usd: float | None = None   # None: no price is set (local models, unpriced endpoints)
+    finish_reason: str = "stop"     # "stop" (end or stop string) or "length" (max new tokens reached)
+    done: bool = True               # False while a stream is still growing
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Output tokens per second of this answer."""
+        if not self.completion_tokens or self.latency_s <= 0:
+            return None
+        return self.completion_tokens / self.latency_s
+
+
+ENDPOINT_PREFIX = "endpoint:"
+
+
+def is_endpoint(name: str | None) -> bool:
+    """True when a model choice names an OpenAI-compatible endpoint ("endpoint:NAME")."""
+    return isinstance(name, str) and name.startswith(ENDPOINT_PREFIX)
+
+
+def cut_at_stop(text: str, stops: tuple[str, ...], final: bool = True) -> tuple[str, bool]:
+    """(`text` before the first stop string, whether one was found); while not `final`, an end that may
+    begin a stop string is held back too, so a stream never shows part of one."""
+    found = [text.find(stop) for stop in stops if stop in text]
+    if found:
+        return text[:min(found)], True
+    if not final:
+        held = max((k for stop in stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
+        return text[:len(text) - held], False
+    return text, False
+
+
+def sampling_kwargs(params: GenerationParams, processor) -> dict:
+    """generate() keyword arguments for `params`: greedy or sampled, and the stop strings."""
+    stops = {"stop_strings": list(params.stop_strings), "tokenizer": processor.tokenizer} if params.stop_strings else {}
+    if params.temperature <= 0:
+        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None, **stops}
+    return {"do_sample": True, "temperature": float(params.temperature), "top_p": float(params.top_p), **stops}
+
+
+def local_answer(text: str, row: list[int], prompt_tokens: int, params: GenerationParams, model, processor,
+                 adapter: str | None, seconds: float, first_token_s: float | None = None,
+                 strip: bool = True) -> Answer:
+    """An Answer from one generated row: tokens up to the end of turn (counted) or padding (not counted);
+    a streamed answer keeps its text unstripped, so it goes on from what was shown."""
+    from ..evaluate.score import _end_ids
+
+    ends, pad = _end_ids(model, processor.tokenizer), processor.tokenizer.pad_token_id
+    count = next((i + (token in ends) for i, token in enumerate(row) if token in ends or token == pad), len(row))
+    ended = count < len(row) or (row and row[-1] in ends)
+    text, stopped = cut_at_stop(text, params.stop_strings)
+    length = not ended and not stopped and count >= params.max_new_tokens
+    return Answer(text.strip() if strip else text, model=adapter or "base", prompt_tokens=prompt_tokens,
+                  completion_tokens=count, latency_s=seconds, first_token_s=first_token_s,
+                  finish_reason="length" if length else "stop")

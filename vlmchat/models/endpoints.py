@@ -1,0 +1,233 @@
+"""OpenAI-compatible endpoints used as models: a hosted API, vLLM, SGLang, Ollama, LM Studio, another vlmchat.
+
+The official `openai` client does the talking. An `Endpoint` answers the processor-style messages
+the rest of vlmchat uses ({"type": "image", "image": PIL} parts become `image_url` data URLs):
+one answer, a stream, or a batch with up to `max_concurrency` requests in flight. Every Answer
+carries its tokens (the server's `usage`), latency and cost (when the endpoint has a price).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
+from ..errors import InputError, VlmchatError
+from .answers import ENDPOINT_PREFIX, Answer, GenerationParams
+from ..settings import EndpointSettings
+
+
+def image_data_url(image) -> str:
+    """A PIL image as a `data:image/png;base64,...` URL (lossless, as the model would see the file)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _openai_part(part: dict) -> dict:
+    if part.get("type") == "image":
+        return {"type": "image_url", "image_url": {"url": image_data_url(part["image"])}}
+    return {"type": "text", "text": part.get("text", "")}
+
+
+def to_openai_messages(messages: list[dict]) -> list[dict]:
+    """Processor-style messages (images as PIL) as OpenAI chat messages (images as data URLs)."""
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = [_openai_part(part) for part in content]
+        out.append({"role": message["role"], "content": content})
+    return out
+
+
+class Endpoint:
+    """One configured endpoint; `api_key` given here stays in memory, else it is read from `api_key_env`."""
+
+    def __init__(self, entry: EndpointSettings, api_key: str | None = None):
+        self.entry = entry
+        self._api_key = api_key
+        self._client = None
+        self._lock = threading.Lock()
+        self.spent = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}  # since start
+
+    def _count(self, answer: Answer) -> Answer:
+        """Add a finished answer to `spent` and return it."""
+        with self._lock:
+            self.spent["requests"] += 1
+            self.spent["prompt_tokens"] += answer.prompt_tokens or 0
+            self.spent["completion_tokens"] += answer.completion_tokens or 0
+            self.spent["cost_usd"] += answer.cost_usd or 0.0
+        return answer
+
+    @property
+    def name(self) -> str:
+        """The model choice naming this endpoint: "endpoint:NAME"."""
+        return ENDPOINT_PREFIX + self.entry.name
+
+    def client(self):
+        """The openai client for this endpoint (made once), or InputError when its key is missing."""
+        with self._lock:
+            if self._client is None:
+                from openai import OpenAI
+
+                self._client = OpenAI(base_url=self.entry.base_url, api_key=self._key(), timeout=self.entry.timeout_s,
+                                      max_retries=1)
+            return self._client
+
+    def _key(self) -> str:
+        if self._api_key:
+            return self._api_key
+        variable = self.entry.api_key_env
+        if not variable:
+            return "none"  # the client needs some key; servers without auth ignore it
+        key = os.environ.get(variable, "")
+        if not key:
+            raise InputError(f"Endpoint '{self.entry.name}' needs its API key in the environment variable {variable}; "
+                             f"set it (export {variable}=...) and start vlmchat again.")
+        return key
+
+    def cost(self, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
+        """US dollars for these tokens at the endpoint's price; None when no price is set or tokens are unknown."""
+        entry = self.entry
+        if not (entry.price_in or entry.price_out) or prompt_tokens is None or completion_tokens is None:
+            return None
+        return (prompt_tokens * entry.price_in + completion_tokens * entry.price_out) / 1e6
+
+    def _check(self, params: GenerationParams) -> None:
+        """InputError for what an OpenAI-compatible API cannot do."""
+        if params.num_beams > 1:
+            raise InputError(f"Beam search runs only on a local model; endpoint '{self.entry.name}' answers with "
+                             "num beams 1.")
+
+    def _request(self, messages: list[dict], params: GenerationParams) -> dict:
+        self._check(params)
+        request = {"model": self.entry.model, "messages": to_openai_messages(messages),
+                   "max_tokens": int(params.max_new_tokens), "temperature": float(params.temperature)}
+        if params.temperature > 0:
+            request["top_p"] = float(params.top_p)
+        if params.seed >= 0:
+            request["seed"] = int(params.seed)
+        if params.stop_strings:
+            request["stop"] = list(params.stop_strings)
+        return request
+
+    def _answer(self, text: str, usage, started: float, finish: str | None, first: float | None = None) -> Answer:
+        prompt = getattr(usage, "prompt_tokens", None)
+        completion = getattr(usage, "completion_tokens", None)
+        return Answer(text, model=self.name, prompt_tokens=prompt, completion_tokens=completion,
+                      latency_s=time.perf_counter() - started, first_token_s=first,
+                      cost_usd=self.cost(prompt, completion), finish_reason=finish or "stop")
+
+    def answer(self, messages: list[dict], params: GenerationParams = GenerationParams()) -> Answer:
+        """The whole answer to one conversation."""
+        return self._send(self._request(messages, params))
+
+    def _send(self, request: dict) -> Answer:
+        started = time.perf_counter()
+        with self._errors():
+            response = self.client().chat.completions.create(**request)
+        choice = response.choices[0]
+        return self._count(self._answer((choice.message.content or "").strip(), response.usage, started,
+                                        choice.finish_reason))
+
+    def stream(self, messages: list[dict], params: GenerationParams = GenerationParams(),
+               stop: threading.Event | None = None) -> Iterator[Answer]:
+        """Yield the Answer so far (done=False) as it grows, then the finished one with the server's usage."""
+        request, started = self._request(messages, params), time.perf_counter()
+        text, usage, finish, first = "", None, None, None
+        with self._errors():
+            stream = self.client().chat.completions.create(**request, stream=True,
+                                                           stream_options={"include_usage": True})
+            try:
+                for chunk in stream:
+                    if stop is not None and stop.is_set():
+                        break
+                    usage = chunk.usage or usage
+                    if not chunk.choices:
+                        continue
+                    finish = chunk.choices[0].finish_reason or finish
+                    piece = chunk.choices[0].delta.content or ""
+                    if piece:
+                        first = first if first is not None else time.perf_counter() - started
+                        text += piece
+                        yield Answer(text, model=self.name, latency_s=time.perf_counter() - started,
+                                     first_token_s=first, done=False)
+            finally:
+                stream.close()
+        yield self._count(self._answer(text, usage, started, finish, first))
+
+    def answer_batch(self, conversations: list[list[dict]],
+                     params: GenerationParams = GenerationParams()) -> list[Answer]:
+        """Answers to several conversations, up to max_concurrency requests in flight (same order as given);
+        the first failure is raised once all are done."""
+        answers = self.answer_each(conversations, params)
+        for answer in answers:
+            if isinstance(answer, VlmchatError):
+                raise answer
+        return answers
+
+    def answer_each(self, conversations: list[list[dict]],
+                    params: GenerationParams = GenerationParams()) -> list[Answer | VlmchatError]:
+        """Like answer_batch, but a failed request is returned as its error, so the others are not paid twice."""
+        # Every request is built (images encoded) before any is sent, so they reach the server together and
+        # a batching server (vlmchat, vLLM) answers them as one batch.
+        requests = [self._request(conversation, params) for conversation in conversations]
+
+        def one(request: dict) -> Answer | VlmchatError:
+            try:
+                return self._send(request)
+            except VlmchatError as exc:
+                return exc
+
+        workers = max(1, min(self.entry.max_concurrency, len(conversations)))
+        with ThreadPoolExecutor(workers, thread_name_prefix=f"vlmchat-{self.entry.name}") as pool:
+            return list(pool.map(one, requests))
+
+    def _errors(self):
+        return _UserErrors(self)
+
+
+class _UserErrors:
+    """Turns the openai client's exceptions into InputErrors that say what to check."""
+
+    def __init__(self, endpoint: Endpoint):
+        self.endpoint = endpoint
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        import openai
+
+        if exc is None or not isinstance(exc, openai.OpenAIError):
+            return False
+        entry = self.endpoint.entry
+        where = f"Endpoint '{entry.name}' ({entry.base_url})"
+        if isinstance(exc, openai.APITimeoutError):
+            message = f"{where} did not answer within {entry.timeout_s:.0f} s; raise timeout_s or check the server."
+        elif isinstance(exc, openai.APIConnectionError):
+            message = f"{where} cannot be reached; check that the server runs and that base_url is right."
+        elif isinstance(exc, openai.AuthenticationError):
+            message = f"{where} refused the API key; check {entry.api_key_env or 'the key you gave'}."
+        elif isinstance(exc, openai.NotFoundError):
+            message = f"{where} does not know the model '{entry.model}': {_server_message(exc)}"
+        elif isinstance(exc, openai.RateLimitError):
+            message = f"{where} is busy or over its rate limit; lower max_concurrency or retry later."
+        else:
+            message = f"{where} refused the request: {_server_message(exc)}"
+        raise InputError(message) from None
+
+
+def _server_message(exc) -> str:
+    """The server's own error message (OpenAI's error shape), else the exception's text."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        body = body.get("error", body)
+        if isinstance(body, dict) and body.get("message"):
+            return str(body["message"])[:500]
+    return str(exc).splitlines()[0][:500]
