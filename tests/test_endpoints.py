@@ -232,3 +232,29 @@ def test_handoff_prints_the_vllm_and_sglang_commands(tmp_path):
     assert "--lora-modules demo-es=" in out and "--lora-paths demo-es=" in out and "[endpoints.cluster]" in out
     wrong = launch(settings_file, "handoff", "--nodes", "0")
     assert wrong.returncode == 2 and "--nodes must be 1 or more" in wrong.stderr
+
+
+@pytest.mark.slow
+def test_an_endpoint_added_in_the_model_tab_answers_and_is_remembered_only_when_asked(peer, tmp_path, picture_files):
+    """The Model tab's "Add endpoint" form on a second launched app, then Caption through that endpoint."""
+    from gradio_client import Client, handle_file
+
+    client_app = LaunchedApp(tmp_path / "app").wait_ready()
+    try:
+        client = Client(client_app.url, verbose=False)
+        with pytest.raises(Exception, match="base_url"):
+            client.predict("bad", "ftp://nowhere", "demo", "", 0, 0, 4, False, api_name="/add_endpoint")
+        added = client.predict("peer", peer.url + "v1", "demo-es", "sk-secret", 0.5, 2.0, 2, False,
+                               api_name="/add_endpoint")
+        assert "endpoint:peer" in added
+        assert not (tmp_path / "app" / "outputs" / "endpoints.json").exists()
+        picture = picture_files[("red", "circle")]
+        answer = client.predict(handle_file(str(picture)), "", "endpoint:peer", api_name="/caption")
+        assert "rojo" in answer
+        client.predict("kept", peer.url + "v1", "demo", "sk-kept", 0, 0, 4, True, api_name="/add_endpoint")
+        remembered = tmp_path / "app" / "outputs" / "endpoints.json"
+        assert oct(remembered.stat().st_mode & 0o777) == "0o600"
+        assert "sk-kept" in remembered.read_text() and "sk-secret" not in remembered.read_text()
+        assert "sk-" not in (tmp_path / "app" / "settings.toml").read_text()
+    finally:
+        client_app.stop()

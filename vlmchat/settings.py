@@ -101,7 +101,7 @@ class EndpointSettings:
     timeout_s: float = field(default=120.0, metadata=_range(1.0, 3600.0))
 
 
-def _build_endpoints(tables: dict) -> tuple[EndpointSettings, ...]:
+def build_endpoints(tables: dict) -> tuple[EndpointSettings, ...]:
     """[endpoints.NAME] tables -> entries; messages name endpoints.NAME.key."""
     import re
 
@@ -365,7 +365,7 @@ def load_settings(path: str | Path | None = None) -> Settings:
         if not isinstance(table, dict):
             raise SettingsError(f"'{name}' in {file} must be a [{name}] table.")
         if name == "endpoints":  # [endpoints.NAME] tables: OpenAI-compatible servers used as models
-            built[name] = _build_endpoints(table)
+            built[name] = build_endpoints(table)
             continue
         if name == "catalog":  # [catalog.<key>] tables extend (or replace by key) the shipped catalog
             built[name] = _merge_catalog(shipped_catalog(), _build_catalog(table))

@@ -231,3 +231,55 @@ def _server_message(exc) -> str:
         if isinstance(body, dict) and body.get("message"):
             return str(body["message"])[:500]
     return str(exc).splitlines()[0][:500]
+
+
+REMEMBERED_FILE = "endpoints.json"  # under the outputs folder, readable by the owner only
+
+
+def check_endpoint(name: str, base_url: str, model: str, price_in=0.0, price_out=0.0,
+                   max_concurrency=4) -> EndpointSettings:
+    """An endpoint typed into the Model tab, checked exactly as an [endpoints.NAME] table (SettingsError if not)."""
+    from ..settings import build_endpoints
+
+    table = {"base_url": (base_url or "").strip(), "model": (model or "").strip(), "price_in": float(price_in or 0),
+             "price_out": float(price_out or 0), "max_concurrency": int(max_concurrency or 4)}
+    return build_endpoints({(name or "").strip(): table})[0]
+
+
+def remember_endpoint(folder, entry: EndpointSettings, api_key: str | None) -> None:
+    """Keep `entry` (and its key, if given) for later starts in `folder/endpoints.json`, mode 0600, never settings.toml."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from ..files import write_text_atomic
+
+    file = Path(folder) / REMEMBERED_FILE
+    saved = {item["entry"]["name"]: item for item in _read_remembered(file)}
+    saved[entry.name] = {"entry": dataclasses.asdict(entry), "api_key": api_key or ""}
+    file.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(file, json.dumps(list(saved.values()), indent=1))
+    os.chmod(file, 0o600)
+
+
+def _read_remembered(file) -> list[dict]:
+    import json
+
+    try:
+        items = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [item for item in items if isinstance(item, dict) and isinstance(item.get("entry"), dict)]
+
+
+def remembered_endpoints(folder) -> list[tuple[EndpointSettings, str | None]]:
+    """(entry, key or None) of every endpoint remembered in `folder`; unreadable entries are skipped."""
+    from pathlib import Path
+
+    out = []
+    for item in _read_remembered(Path(folder) / REMEMBERED_FILE):
+        try:
+            out.append((EndpointSettings(**item["entry"]), item.get("api_key") or None))
+        except TypeError:
+            continue
+    return out

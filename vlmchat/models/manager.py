@@ -71,8 +71,9 @@ class ModelManager:
         self.decision = None  # the LoadDecision the loaded model follows
         self.active_adapter: str | None = None
         self.lock = threading.RLock()
-        self.extra_endpoints: dict = {}  # NAME -> EndpointSettings added at run time (not in settings.toml)
+        self.extra_endpoints: dict = {}  # NAME -> EndpointSettings added in the Model tab (not in settings.toml)
         self._endpoints: dict = {}  # NAME -> its client, made on first use
+        self._remembered_keys = {}  # NAME -> key of endpoints remembered from the Model tab
         self._batcher = None
 
     def load(self, model_id: str | None = None, quantization: str | None = None, token: str | None = None,
@@ -201,8 +202,13 @@ class ModelManager:
     # ---- model choices: base, adapters, endpoints -------------------------------------------------
 
     def endpoint_settings(self) -> dict:
-        """NAME -> EndpointSettings: those of settings.toml, then those added at run time."""
-        return {entry.name: entry for entry in self.settings.endpoints} | self.extra_endpoints
+        """NAME -> EndpointSettings: settings.toml's, those remembered from the Model tab, those added since start."""
+        from .endpoints import remembered_endpoints
+
+        remembered = remembered_endpoints(self.settings.paths.resolve("outputs"))
+        self._remembered_keys = {entry.name: key for entry, key in remembered}
+        return ({entry.name: entry for entry in self.settings.endpoints} | {entry.name: entry for entry, _ in remembered}
+                | self.extra_endpoints)
 
     def add_endpoint(self, entry, api_key: str | None = None) -> str:
         """Make endpoint `entry` (an EndpointSettings) choosable until the app stops; returns "endpoint:NAME".
@@ -224,7 +230,7 @@ class ModelManager:
             if key not in entries:
                 raise InputError(f"There is no endpoint named '{key}'; configured: "
                                  f"{', '.join(entries) or 'none'} (add one as [endpoints.{key}] in settings.toml).")
-            self._endpoints[key] = Endpoint(entries[key])
+            self._endpoints[key] = Endpoint(entries[key], api_key=self._remembered_keys.get(key))
         return self._endpoints[key]
 
     def model_choices(self) -> list[str]:

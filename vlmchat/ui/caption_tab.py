@@ -136,8 +136,8 @@ class CaptionActions:
         return summary.line(), summary.rows(), str(results) if results else None
 
     def adapter_choices(self):
-        """The adapter dropdown refreshed: 'base' plus the adapters attached to the model."""
-        return gr.update(choices=["base"] + self.manager.adapter_names())
+        """The model dropdown refreshed: 'base', the adapters that fit the model, the endpoints."""
+        return gr.update(choices=self.manager.model_choices() or ["base"])
 
 
 def _single_section(actions: CaptionActions, settings: Settings):
@@ -149,8 +149,8 @@ def _single_section(actions: CaptionActions, settings: Settings):
             prompt = gr.Textbox(value=default, label="Prompt", lines=2)
             start = gr.Textbox(label="Start caption with", placeholder="A photo of",
                                info="Optional: every caption begins with this text.")
-            adapter = gr.Dropdown(["base"] + actions.manager.adapter_names(), value="base", label="Adapter",
-                                  allow_custom_value=True, info="'base' = no adapter.")
+            adapter = gr.Dropdown(actions.manager.model_choices() or ["base"], value="base", label="Model",
+                                  allow_custom_value=True, info="'base' = no adapter; endpoint:NAME = an API.")
         with gr.Column():
             image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"])
             button = gr.Button("Caption", variant="primary")

@@ -20,7 +20,6 @@ from ..evaluate.run import METHODS, EvalOptions, check_models, eval_folder, run_
 from ..evaluate.sets import read_eval_set
 from ..finetune.uploads import PREFIX, resolve_dataset, store_upload, uploads_folder
 from ..lora.runtime import BASE
-from ..lora.store import list_adapters
 from ..models.manager import ModelManager
 from ..settings import Settings
 from .errors import guard as _guard
@@ -54,9 +53,8 @@ class EvalActions:
         self.lock = threading.Lock()
 
     def models(self) -> list[str]:
-        """'base' and every adapter in the adapters folder that fits the loaded model."""
-        adapters = list_adapters(self.settings.paths.resolve("adapters"))
-        return [BASE] + [a.name for a in adapters if not a.problem]
+        """'base', every adapter that fits the loaded model, and every endpoint ("endpoint:NAME", generate only)."""
+        return self.manager.model_choices() or [BASE]
 
     def uploads_of(self, request) -> Path:
         """The folder of the request's own uploads."""
@@ -169,8 +167,8 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
                          file_types=[".zip", ".json", ".jsonl", ".csv", ".parquet"])
         path = gr.Textbox(label="…or a file / folder on this computer", visible=not settings.server.exposed)
     with gr.Row():
-        models = gr.CheckboxGroup(actions.models(), value=actions.models()[:2], label="Models (base and adapters)")
-        refresh = gr.Button("Refresh adapters", scale=0)
+        models = gr.CheckboxGroup(actions.models(), value=actions.models()[:2], label="Models (base, adapters, endpoints)")
+        refresh = gr.Button("Refresh list", scale=0)
         method = gr.Radio(list(METHODS), value="loglik", label="Method (loglik: no sampling, fast; generate: parse "
                                                                 "the answer)")
         limit = gr.Number(value=None, precision=0, label="Only the first N questions (empty = all)")

@@ -141,3 +141,44 @@ def build_model_tab(manager: ModelManager, settings: Settings, status: gr.Markdo
     model.change(on_preview, [model, token, quantization], [files, plan], api_visibility="undocumented")
     quantization.change(on_preview, [model, token, quantization], [files, plan], api_visibility="undocumented")
     load.click(on_load, [model, token, remember, quantization], [result, status], api_name="load_model")
+    _endpoint_form(manager, settings)
+
+
+def add_endpoint(manager: ModelManager, name: str, base_url: str, model: str, api_key: str, price_in: float,
+                 price_out: float, max_concurrency: int, remember: bool) -> str:
+    """Make an OpenAI-compatible server choosable as "endpoint:NAME" in Chat, Caption, Compare and Evaluate."""
+    from ..models.endpoints import check_endpoint, remember_endpoint
+
+    if manager.settings.server.exposed:  # the server would fetch any URL a visitor types
+        raise gr.Error("This app is reachable from other machines, so endpoints can only be added in settings.toml "
+                       "([endpoints.NAME]) by whoever runs it.")
+    try:
+        entry = check_endpoint(name, base_url, model, price_in, price_out, max_concurrency)
+    except VlmchatError as exc:
+        raise gr.Error(str(exc)) from None
+    key = (api_key or "").strip() or None
+    choice = manager.add_endpoint(entry, api_key=key)
+    if remember:
+        remember_endpoint(manager.settings.paths.resolve("outputs"), entry, key)
+    kept = "kept for later starts (key in outputs/endpoints.json, readable by you only)" if remember else \
+        "until vlmchat stops (the key stays in memory)"
+    return f"Added **{choice}** ({entry.model} at {entry.base_url}), {kept}; pick it in Chat, Caption, Compare or Evaluate."
+
+
+def _endpoint_form(manager: ModelManager, settings: Settings) -> None:
+    with gr.Accordion("Add an endpoint (an OpenAI-compatible API: hosted, vLLM, Ollama, LM Studio, another vlmchat)",
+                      open=False):
+        with gr.Row():
+            name = gr.Textbox(label="Name", placeholder="cluster")
+            base_url = gr.Textbox(label="Base URL", placeholder="http://127.0.0.1:8000/v1", scale=2)
+            model = gr.Textbox(label="Model (as the server names it)", placeholder="Qwen/Qwen2-VL-2B-Instruct", scale=2)
+        with gr.Row():
+            api_key = gr.Textbox(type="password", label="API key (empty: none needed)")
+            price_in = gr.Number(0, label="USD per million input tokens (0 = not set)")
+            price_out = gr.Number(0, label="USD per million output tokens")
+            concurrency = gr.Number(4, precision=0, label="Requests in flight at most")
+        remember = gr.Checkbox(False, label="Remember it (and its key) for later starts; never in settings.toml")
+        add = gr.Button("Add endpoint")
+        added = gr.Markdown()
+    add.click(lambda *values: add_endpoint(manager, *values),
+              [name, base_url, model, api_key, price_in, price_out, concurrency, remember], added, api_name="add_endpoint")
