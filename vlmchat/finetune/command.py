@@ -76,16 +76,28 @@ def run_finetune(args: argparse.Namespace, settings) -> int:
         job = runner.latest_job(folder, args.name)
         if job is None:
             raise InputError(f"No fine-tune job of '{args.name}' to resume in {folder}; start one without --resume.")
-        runner.resume_job(job)
+        runner.resume_job(job, alone=cpu_alone(settings))
     else:
         spec = build_spec(args, settings)
         spec.refuse_existing_adapter()
         report = read_dataset(spec.data, spec.caption_prompt)
         print(report.summary(10), file=sys.stderr)
         report.require_usable(spec.skip_invalid)
-        job = runner.start_job(spec, folder)
+        job = runner.start_job(spec, folder, alone=cpu_alone(settings))
     print(f"job folder: {job}", file=sys.stderr)
     return follow(job)
+
+
+def cpu_alone(settings) -> str:
+    """Why this terminal fine-tune may use every CPU core ('' when a vlmchat UI answers on its port)."""
+    import socket
+
+    host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::", "") else settings.server.host
+    try:
+        with socket.create_connection((host, settings.server.port), timeout=0.3):
+            return ""
+    except OSError:
+        return f"no vlmchat UI answers on {host}:{settings.server.port}, so no chat model shares the CPU"
 
 
 def follow(job) -> int:

@@ -63,20 +63,28 @@ def new_job_dir(folder: Path, name: str) -> Path:
     raise InputError(f"Could not create a job folder in {folder}.")
 
 
-def start_job(spec: JobSpec, folder: Path) -> Path:
-    """Write job.json into a new job folder and start the child; returns the job folder."""
+# Set in the child's environment when no UI shares the machine with it: the reason, shown with the thread
+# count; the child then trains on every core instead of leaving one to the UI and its chat model.
+ALONE_ENV = "VLMCHAT_CPU_ALONE"
+
+
+def start_job(spec: JobSpec, folder: Path, alone: str = "") -> Path:
+    """Write job.json into a new job folder and start the child; returns the job folder.
+
+    `alone`: why no UI shares the CPU with this job ("" when one may, as when the UI starts it).
+    """
     running = running_job(folder)
     if running is not None:
         raise InputError(f"A fine-tune is already running ({running.name}); wait for it or cancel it first.")
     spec.refuse_existing_adapter()
     job_dir = new_job_dir(folder, spec.name)
     (job_dir / JOB_FILE).write_text(spec.to_json(), encoding="utf-8")
-    _launch(job_dir, spec, resume=False)
+    _launch(job_dir, spec, resume=False, alone=alone)
     return job_dir
 
 
-def resume_job(job_dir: Path) -> Path:
-    """Start the child again on an existing job folder, continuing from its last checkpoint."""
+def resume_job(job_dir: Path, alone: str = "") -> Path:
+    """Start the child again on an existing job folder, continuing from its last checkpoint (`alone`: see start_job)."""
     from .loop import checkpoints
 
     job_dir = Path(job_dir)
@@ -88,12 +96,15 @@ def resume_job(job_dir: Path) -> Path:
     if running is not None:
         raise InputError(f"A fine-tune is already running ({running.name}); wait for it or cancel it first.")
     (job_dir / CANCEL_FILE).unlink(missing_ok=True)
-    _launch(job_dir, JobSpec.from_file(job_dir / JOB_FILE), resume=True)
+    _launch(job_dir, JobSpec.from_file(job_dir / JOB_FILE), resume=True, alone=alone)
     return job_dir
 
 
-def _launch(job_dir: Path, spec: JobSpec, resume: bool) -> None:
+def _launch(job_dir: Path, spec: JobSpec, resume: bool, alone: str = "") -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    env.pop(ALONE_ENV, None)
+    if alone:
+        env[ALONE_ENV] = alone
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     if spec.num_processes > 1 and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // spec.num_processes))

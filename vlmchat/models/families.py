@@ -46,6 +46,18 @@ _PALIGEMMA_TEMPLATE = (
 )
 
 
+IMAGE_DETAILS = ("low", "auto", "high")  # as OpenAI's API names them
+
+
+@dataclass(frozen=True)
+class DetailControl:
+    """How a family's processor trades image tokens (time, memory) for detail; `high` is its published default."""
+
+    kind: str = field(metadata={"help": "split: Idefics3 tiling on/off | pixels: Qwen2-VL pixel budget | "
+                                        "tile: LLaVA-NeXT, the picture shrunk to one grid tile"})
+    low_pixels: int = field(default=0, metadata={"help": "For 'pixels': the most pixels a picture keeps at low."})
+
+
 @dataclass(frozen=True)
 class FamilyProfile:
     """What vlmchat needs to know about one model family."""
@@ -63,6 +75,8 @@ class FamilyProfile:
     chat_template: str | None = field(
         default=None, metadata={"help": "Jinja template used when the processor ships none."})
     image_token: str | None = field(default=None, metadata={"help": "The placeholder the processor expands."})
+    detail: DetailControl | None = field(
+        default=None, metadata={"help": "How image detail is lowered; None: one size only, detail changes nothing."})
     note: str = ""
 
     @property
@@ -81,6 +95,8 @@ VISION_TOWERS = ("vision_tower", "vision_model", "visual", "vqmodel")
 PROJECTORS = ("multi_modal_projector", "connector", "merger", "projector")
 
 _LLAVA_LIKE = ("model.vision_tower", "model.multi_modal_projector", "lm_head")
+# 256 merged tokens of 28x28 pixels: Qwen's own suggested lower bound for max_pixels (model card)
+_QWEN_DETAIL = DetailControl("pixels", low_pixels=256 * 28 * 28)
 
 PROFILES: dict[str, FamilyProfile] = {
     "mllama": FamilyProfile(
@@ -89,19 +105,21 @@ PROFILES: dict[str, FamilyProfile] = {
         image_token="<|image|>",
         note="one image per conversation, placed before the text; no system message with an image",
     ),
-    "qwen2_vl": FamilyProfile(name="Qwen2-VL", unquantized=("model.visual", "lm_head"), image_token="<|image_pad|>"),
-    "qwen2_5_vl": FamilyProfile(name="Qwen2.5-VL", unquantized=("model.visual", "lm_head"), image_token="<|image_pad|>"),
+    "qwen2_vl": FamilyProfile(name="Qwen2-VL", unquantized=("model.visual", "lm_head"), image_token="<|image_pad|>",
+                              detail=_QWEN_DETAIL),
+    "qwen2_5_vl": FamilyProfile(name="Qwen2.5-VL", unquantized=("model.visual", "lm_head"), image_token="<|image_pad|>",
+                                detail=_QWEN_DETAIL),
     "idefics3": FamilyProfile(
         name="SmolVLM / Idefics3", unquantized=("model.vision_model", "model.connector", "lm_head"),
-        language_model=r"model\.text_model", image_token="<image>",
+        language_model=r"model\.text_model", image_token="<image>", detail=DetailControl("split"),
     ),
     "smolvlm": FamilyProfile(
         name="SmolVLM2", unquantized=("model.vision_model", "model.connector", "lm_head"),
-        language_model=r"model\.text_model", image_token="<image>",
+        language_model=r"model\.text_model", image_token="<image>", detail=DetailControl("split"),
     ),
     "llava": FamilyProfile(name="LLaVA", unquantized=_LLAVA_LIKE, image_token="<image>"),
     "llava_next": FamilyProfile(
-        name="LLaVA-NeXT", unquantized=_LLAVA_LIKE, image_token="<image>",
+        name="LLaVA-NeXT", unquantized=_LLAVA_LIKE, image_token="<image>", detail=DetailControl("tile"),
         note="image tokens grow with the picture's resolution (any-res tiles)",
     ),
     "paligemma": FamilyProfile(
@@ -165,3 +183,80 @@ def fit_to_profile(messages: list[dict], profile: FamilyProfile) -> list[dict]:
         return messages
     return [dict(m, content=sorted(m["content"], key=lambda part: part.get("type") != "image"))
             if isinstance(m.get("content"), list) else m for m in messages]
+
+
+# --- image detail: low / auto / high -> the processor's tiling or pixel budget -----------------------
+
+LOW_GPU_MEMORY_GIB = 2.0  # auto picks low on a GPU with less free than this after loading
+_LOW_MEANS = {
+    "split": "one tile per picture instead of up to 4x4 tiles plus the whole picture",
+    "pixels": "at most {low_pixels:,} pixels per picture",
+    "tile": "the picture shrunk to one grid tile",
+}
+
+
+@dataclass(frozen=True)
+class DetailChoice:
+    """The image detail a request runs at, what the processor is given for it, and why."""
+
+    detail: str                   # "low" or "high"
+    processor_kwargs: dict        # extra keyword arguments for the processor call
+    max_edge: int | None = None   # pictures are first shrunk to at most this many pixels on their longest side
+    reason: str = ""
+
+
+def choose_detail(setting: str, profile: FamilyProfile, device: str, free_gib: float | None = None) -> tuple[str, str]:
+    """("low" | "high", reason) for the image_detail `setting` on `device` with `free_gib` left there."""
+    if setting not in IMAGE_DETAILS:
+        raise ValueError(f"image detail must be one of {', '.join(IMAGE_DETAILS)} (got {setting!r}).")
+    if profile.detail is None:
+        return "high", f"{profile.name} sees every picture at one size: image detail changes nothing"
+    low = "low: " + _LOW_MEANS[profile.detail.kind].format(low_pixels=profile.detail.low_pixels)
+    if setting != "auto":
+        return setting, f"image detail {setting} (set)" + (f", {low.split(': ', 1)[1]}" if setting == "low" else "")
+    if not str(device).startswith(("cuda", "mps")):
+        return "low", f"auto on the CPU, where the vision tower is most of the wait at high detail -> {low}"
+    if free_gib is not None and free_gib < LOW_GPU_MEMORY_GIB:
+        return "low", f"auto with {free_gib:.1f} GiB free on {device} -> {low}"
+    return "high", f"auto on {device} -> high: the processor's full tiling / pixel budget"
+
+
+def detail_kwargs(profile: FamilyProfile, processor, detail: str) -> tuple[dict, int | None]:
+    """(processor kwargs, longest picture edge or None) that make `processor` work at `detail`."""
+    control = profile.detail
+    if detail == "high" or control is None:
+        return {}, None
+    images = processor.image_processor
+    if control.kind == "split":
+        return {"do_image_splitting": False}, None
+    if control.kind == "pixels":
+        size = dict(images.size)  # Qwen2-VL's size is a pixel count: shortest_edge = min, longest_edge = max
+        budget = min(control.low_pixels, size.get("longest_edge") or control.low_pixels)
+        return {"size": {"shortest_edge": size.get("shortest_edge") or 56 * 56, "longest_edge": budget}}, None
+    crop = dict(images.crop_size)
+    return {}, int(crop.get("height") or crop.get("shortest_edge"))
+
+
+def detail_for(setting: str, model, processor, free_gib: float | None = None) -> DetailChoice:
+    """The DetailChoice for a loaded `model` and its `processor` (`free_gib`: memory left on its device)."""
+    profile = profile_for(model)
+    detail, reason = choose_detail(setting, profile, str(getattr(model, "device", "cpu")), free_gib)
+    kwargs, max_edge = detail_kwargs(profile, processor, detail)
+    return DetailChoice(detail, kwargs, max_edge, reason)
+
+
+def shrink_pictures(conversations: list[list[dict]], max_edge: int | None) -> list[list[dict]]:
+    """The conversations with every PIL picture larger than `max_edge` on a side shrunk to fit (copies)."""
+    if not max_edge:
+        return conversations
+
+    def fit(part: dict) -> dict:
+        image = part.get("image")
+        if part.get("type") != "image" or not hasattr(image, "size") or max(image.size) <= max_edge:
+            return part
+        image = image.copy()
+        image.thumbnail((max_edge, max_edge))
+        return dict(part, image=image)
+
+    return [[dict(m, content=[fit(p) for p in m["content"]]) if isinstance(m.get("content"), list) else m
+             for m in conversation] for conversation in conversations]

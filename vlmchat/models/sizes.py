@@ -157,3 +157,36 @@ def model_size_for(model: str, settings: Settings, token: str | None = None) -> 
 def unquantized_for_family(family: str) -> tuple[str, ...]:
     """Module-name patterns left unquantized for a model_type: its profile, else the generic list."""
     return tuple(unquantized_modules(family)) if family else DEFAULT_UNQUANTIZED
+
+
+REFERENCE_PICTURE = (512, 512)  # the picture the plan budgets for: what a phone photo becomes after a chat upload
+
+
+def picture_tokens(folder: Path, detail: str = "high", picture: tuple[int, int] = REFERENCE_PICTURE) -> int | None:
+    """Image tokens one `picture`-sized image becomes at `detail` (low/high) through the folder's own processor.
+
+    None when the folder has no processor (a catalog or hub model not downloaded yet). Counted by running the
+    processor itself, so every family's tiling and pixel budget is exactly the library's.
+    """
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from .families import detail_kwargs, profile_for, shrink_pictures
+
+    try:
+        processor = AutoProcessor.from_pretrained(folder)
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    profile = profile_for(config)
+    image_token = getattr(processor, "image_token", None) or profile.image_token
+    if getattr(processor, "image_processor", None) is None or image_token is None:
+        return None
+    kwargs, max_edge = detail_kwargs(profile, processor, detail)
+    ask = [[{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", picture, "white")},
+                                         {"type": "text", "text": "?"}]}]]
+    template = {"chat_template": profile.chat_template} if profile.needs_template(processor) else {}
+    inputs = processor.apply_chat_template(shrink_pictures(ask, max_edge), add_generation_prompt=True, tokenize=True,
+                                           return_dict=True, return_tensors="pt", processor_kwargs=kwargs, **template)
+    image_id = processor.tokenizer.convert_tokens_to_ids(str(image_token))
+    return int((inputs["input_ids"] == image_id).sum())

@@ -1,0 +1,318 @@
+"""Absolute GPU figures for 7-11B models, random weights from their published configs, in one run.
+
+Run on the device machine: python benchmarks/realsize/gpu_figures.py [--models ...] [--deadline-s 450]
+Dry run here:              .venv/bin/python benchmarks/realsize/gpu_figures.py --dry-run
+(--dry-run: the shrunk configs on the CPU, every step taken, no memory fraction and no bitsandbytes;
+the figures it prints mean nothing, it proves the script runs.)
+
+Per model (Llama-3.2-11B-Vision-Instruct, Qwen2.5-VL-7B-Instruct, Chameleon-7B; built on the GPU, one at a
+time, deleted after):
+- plan: at simulated 8/12/16/24/80 GiB (torch.cuda.set_per_process_memory_fraction) the plan's choice is
+  loaded with its own load_kwargs: does it load (or refuse) as the plan says, peak vs estimate (load + one
+  picture prefill), and decode tokens/s of that precision as a share of the HBM bound;
+- train: QLoRA (4-bit nf4) and bf16 LoRA at batch 1, 1024 tokens, one picture, gradient checkpointing:
+  peak memory and samples/s;
+- eval (11B only): 100 one-picture multiple-choice questions by loglik through run_eval;
+- adapter (11B only): switch between two resident adapters vs reload base + adapter.
+Sections past --deadline-s are skipped and listed, so the run ends inside the device's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))
+sys.path.insert(0, str(HERE))
+
+import build  # noqa: E402
+from bench import ask, picture, timed  # noqa: E402
+
+GIB = 2**30
+BUDGETS = {"llama-3.2-11b-vision": (8, 12, 16, 24, 80), "qwen2.5-vl-7b": (8, 16, 80), "chameleon-7b": (8, 16, 80)}
+DECODE_TOKENS = 32
+
+
+class Run:
+    """Device, deadline and the table being printed."""
+
+    def __init__(self, dry: bool, deadline_s: float, work: Path):
+        import torch
+
+        self.dry, self.work = dry, work
+        self.device = "cpu" if dry else "cuda"
+        self.end = time.monotonic() + deadline_s
+        self.rows: list[str] = ["| model | measure | value | compared with | note |", "|---|---|---|---|---|"]
+        self.skipped: list[str] = []
+        self.total_gib = 0.0 if dry else torch.cuda.get_device_properties(0).total_memory / GIB
+
+    def time_left(self, label: str) -> bool:
+        if time.monotonic() < self.end:
+            return True
+        self.skipped.append(label)
+        return False
+
+    def add(self, *cells) -> None:
+        self.rows.append("| " + " | ".join(str(c) for c in cells) + " |")
+        print(self.rows[-1], flush=True)
+
+    def reset_peak(self) -> None:
+        import torch
+
+        gc.collect()
+        if not self.dry:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak_gib(self) -> float:
+        import resource
+
+        import torch
+
+        if self.dry:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        return torch.cuda.max_memory_allocated() / GIB
+
+    def hbm_gbps(self) -> float:
+        """Copy bandwidth of the device (read + write), GB/s."""
+        import torch
+
+        source = torch.empty(2**28 if not self.dry else 2**24, device=self.device)
+        target = torch.empty_like(source)
+        sync = (lambda: None) if self.dry else torch.cuda.synchronize  # noqa: E731
+        target.copy_(source), sync()
+        seconds = statistics.median(timed(lambda: (target.copy_(source), sync())) for _ in range(10))
+        return 2 * source.numel() * 4 / seconds / 1e9
+
+
+def load_with(folder: Path, plan, dry: bool):
+    """The model loaded with the plan's own from_pretrained kwargs (float32 on the CPU in a dry run)."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    kwargs = {"dtype": torch.float32} if dry else plan.load_kwargs()
+    return AutoModelForImageTextToText.from_pretrained(folder, **kwargs).eval()
+
+
+def prefill_inputs(processor, model, text: str = "Describe the image."):
+    from vlmchat.models.families import profile_for
+
+    profile = profile_for(model)
+    template = {"chat_template": profile.chat_template} if profile.needs_template(processor) else {}
+    inputs = processor.apply_chat_template([ask(text, picture(0))], add_generation_prompt=True, tokenize=True,
+                                           return_dict=True, return_tensors="pt", **template).to(model.device)
+    if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    return inputs
+
+
+def decode_tok_s(run: Run, model, inputs) -> float:
+    import torch
+
+    def generate(tokens):
+        with torch.inference_mode():
+            model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+        if not run.dry:
+            torch.cuda.synchronize()
+
+    generate(2)
+    many, one = timed(lambda: generate(DECODE_TOKENS)), timed(lambda: generate(1))
+    return (DECODE_TOKENS - 1) / max(many - one, 1e-9)
+
+
+def section_plan(run: Run, name: str, folder: Path) -> None:
+    """Each simulated budget: the plan, then load under the fraction and check it behaves as planned."""
+    import torch
+    from transformers import AutoProcessor
+
+    from vlmchat.models.families import unquantized_modules
+    from vlmchat.models.plan import plan_for_machine
+    from vlmchat.models.sizes import size_from_folder
+
+    size, processor = size_from_folder(folder, name), AutoProcessor.from_pretrained(folder)
+    bandwidth = run.hbm_gbps()
+    for budget in BUDGETS[name]:
+        if not run.time_left(f"{name} plan at {budget} GiB"):
+            return
+        plan = plan_for_machine(size, vram_gib=budget, unquantized=unquantized_modules(build.model_config(name)))
+        label = f"{plan.quantization if plan.bits < 16 else plan.dtype} (plan: {'ok' if plan.ok else 'refuses'})"
+        if not plan.ok or plan.offload_gib:
+            run.add(name, f"plan at {budget} GiB", label, f"estimate {plan.estimate_gib:.1f} GiB",
+                    "not loaded: " + ("refused" if not plan.ok else f"{plan.offload_gib:.1f} GiB offloaded"))
+            continue
+        run.reset_peak()
+        if not run.dry:
+            torch.cuda.set_per_process_memory_fraction(min(1.0, budget / run.total_gib))
+        try:
+            model = load_with(folder, plan, run.dry)
+            inputs = prefill_inputs(processor, model)
+            speed = decode_tok_s(run, model, inputs)
+            footprint = model.get_memory_footprint()
+            peak = run.peak_gib()
+            run.add(name, f"plan at {budget} GiB: loads, peak vs estimate", label,
+                    f"{peak:.1f} vs {plan.estimate_gib:.1f} GiB",
+                    f"decode {speed:.1f} tok/s = {speed * footprint / (bandwidth * 1e9):.0%} of the HBM bound")
+            del model, inputs
+        except torch.OutOfMemoryError:
+            run.add(name, f"plan at {budget} GiB", label, f"estimate {plan.estimate_gib:.1f} GiB", "OUT OF MEMORY")
+        finally:
+            if not run.dry:
+                torch.cuda.set_per_process_memory_fraction(1.0)
+            run.reset_peak()
+
+
+def training_batch(processor, model, tokens: int = 1024):
+    """One sample: a picture and text, `tokens` in all; labels = the text tokens."""
+    short = prefill_inputs(processor, model, "a")["input_ids"].shape[1]
+    filler = processor.tokenizer("a red circle on a white background " * tokens, add_special_tokens=False)["input_ids"]
+    keep = prefill_inputs(processor, model, processor.tokenizer.decode(filler[:max(1, tokens - short)]))
+    labels = keep["input_ids"].clone()
+    image_id = getattr(processor, "image_token_id", None)
+    # image placeholders are not predicted (Mllama's <|image|> even lies outside the text vocabulary)
+    labels[(labels == image_id) | (labels >= model.config.get_text_config().vocab_size)] = -100
+    keep["labels"] = labels
+    return keep
+
+
+def section_train(run: Run, name: str, folder: Path) -> None:
+    """QLoRA and bf16 LoRA at batch 1, 1024 tokens, one picture: peak memory and samples/s."""
+    import torch
+    from peft import get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+
+    from vlmchat.lora.runtime import default_lora_config
+    from vlmchat.models.families import unquantized_modules
+
+    processor = AutoProcessor.from_pretrained(folder)
+    for kind in ("qlora", "lora"):
+        if not run.time_left(f"{name} {kind}") or (run.dry and kind == "qlora"):
+            continue
+        run.reset_peak()
+        kwargs = {"dtype": torch.float32 if run.dry else torch.bfloat16, "device_map": {"": run.device}}
+        if kind == "qlora":
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+                bnb_4bit_use_double_quant=True, llm_int8_skip_modules=unquantized_modules(build.model_config(name)))
+        model = AutoModelForImageTextToText.from_pretrained(folder, **kwargs)
+        if kind == "qlora":
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+        else:
+            model.gradient_checkpointing_enable()
+            model.enable_input_require_grads()
+        model = get_peft_model(model, default_lora_config(model))
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        batch = training_batch(processor, model)
+
+        def step():
+            model(**batch).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if not run.dry:
+                torch.cuda.synchronize()
+
+        step()
+        seconds = statistics.median(timed(step) for _ in range(3))
+        run.add(name, f"{kind} training, batch 1, {batch['input_ids'].shape[1]} tokens, one picture",
+                f"peak {run.peak_gib():.1f} GiB", f"{1 / seconds:.2f} samples/s", "gradient checkpointing on")
+        del model, optimizer, batch
+        run.reset_peak()
+
+
+def section_eval_and_adapters(run: Run, name: str, folder: Path, questions: int) -> None:
+    """Loglik on `questions` one-picture questions and the adapter switch, through the model manager."""
+    from vlmchat.evaluate.run import EvalOptions, run_eval
+    from vlmchat.evaluate.sets import EvalItem, EvalSet
+    from vlmchat.lora.runtime import use_adapter
+    from vlmchat.models.manager import ModelManager
+    from vlmchat.settings import load_settings
+
+    if not run.time_left(f"{name} eval + adapters"):
+        return
+    manager = ModelManager(load_settings().override("model", device=run.device))
+    manager.load(str(folder))
+    items = []
+    for index in range(questions):
+        path = run.work / f"q{index:03d}.png"
+        picture(index).save(path)
+        items.append(EvalItem(f"q{index}", "What color is the shape?", (str(path),),
+                              ("red", "green", "blue", "yellow"), index % 4))
+    eval_set = EvalSet(str(run.work), "gpu", "choice", items)
+    seconds = timed(lambda: run_eval(manager, eval_set, ["base"], "loglik", EvalOptions(batch_size=8),
+                                     folder=run.work / "eval"))
+    run.add(name, f"eval: {questions} one-picture questions, loglik", f"{seconds:.1f} s", "target < 60 s (11B)",
+            manager.info.dtype)
+    for adapter in ("one", "two"):
+        save_adapter(manager.model, run.work / adapter)
+        manager.load_adapter(adapter, run.work / adapter)
+    model = manager.model
+
+    def switch():
+        for adapter in ("one", "two"):
+            with use_adapter(model, adapter):
+                pass
+
+    switches = statistics.median(timed(switch) / 2 for _ in range(10))
+    reload = timed(lambda: (manager.load(str(folder)), manager.load_adapter("one", run.work / "one")))
+    run.add(name, "adapter switch vs reload base + adapter", f"{switches * 1000:.2f} ms", f"{reload * 1000:.0f} ms",
+            f"{reload / switches:.0f}x")
+    manager.unload()
+
+
+def save_adapter(model, folder: Path) -> None:
+    """A LoRA adapter (the default config, B = 0) for `model`, made on the meta device: no second copy of the weights."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    from vlmchat.lora.runtime import default_lora_config
+
+    with torch.device("meta"):
+        skeleton = AutoModelForImageTextToText.from_config(model.config)
+    peft_model = get_peft_model(skeleton, default_lora_config(model))
+    state = {key: torch.zeros(value.shape, dtype=torch.bfloat16)
+             for key, value in peft_model.state_dict().items() if "lora_" in key}
+    peft_model.save_pretrained(folder, state_dict=state)
+
+
+SECTIONS = ("plan", "train", "eval")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="shrunk configs on the CPU (proves the script runs)")
+    parser.add_argument("--models", nargs="+", default=list(build.GPU_MODELS), choices=build.GPU_MODELS)
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {', '.join(SECTIONS)}")
+    parser.add_argument("--deadline-s", type=float, default=450.0, help="start no section after this many seconds")
+    parser.add_argument("--questions", type=int, default=100)
+    parser.add_argument("--work", type=Path, help="where the model folders are built (default: a temp folder)")
+    args = parser.parse_args()
+    sections = args.only.split(",")
+    with tempfile.TemporaryDirectory(dir=args.work) as temp:
+        run = Run(args.dry_run, args.deadline_s, Path(temp))
+        for name in args.models:
+            if not run.time_left(f"{name} (build)"):
+                continue
+            folder = Path(temp) / name
+            built = timed(lambda: build.build(name, folder, shrink=args.dry_run, device=run.device))
+            run.add(name, "built from the published config (random weights)", f"{built:.0f} s", "", str(folder))
+            if "plan" in sections:
+                section_plan(run, name, folder)
+            if "train" in sections and not name.startswith("chameleon"):
+                section_train(run, name, folder)
+            if "eval" in sections and name.startswith("llama"):
+                section_eval_and_adapters(run, name, folder, args.questions)
+            shutil.rmtree(folder, ignore_errors=True)
+        print("\n".join(run.rows))
+        if run.skipped:
+            print(f"\nskipped (past --deadline-s {args.deadline_s:.0f}): {', '.join(run.skipped)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Image detail (low / auto / high): fewer image tokens at low, auto choosing by device and memory.
+
+On the published processors of SmolVLM and Qwen2-VL (benchmarks/realsize/configs, built offline) and on
+the tiny LLaVA-NeXT of tests/families.py: a 512x512 picture becomes fewer image tokens at low than at high.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from families import save_family
+from vlmchat.models.families import (PROFILES, choose_detail, detail_kwargs, profile_for,
+                                     shrink_pictures)
+
+
+def _realsize_build():
+    spec = importlib.util.spec_from_file_location("realsize_build", ROOT / "benchmarks" / "realsize" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def processors(tmp_path_factory):
+    """model_type -> the processor: SmolVLM's and Qwen2-VL's published ones, the tiny LLaVA-NeXT's."""
+    from transformers import AutoProcessor
+
+    build = _realsize_build()
+    found = {}
+    for name, model_type in (("smolvlm-256m", "idefics3"), ("qwen2-vl-2b", "qwen2_vl")):
+        folder = tmp_path_factory.mktemp(name)
+        build.write_processor(name, folder)
+        found[model_type] = AutoProcessor.from_pretrained(folder)
+    found["llava_next"] = AutoProcessor.from_pretrained(save_family("llava_next", tmp_path_factory.mktemp("next")).path)
+    return found
+
+
+def _image_tokens(processor, model_type: str, detail: str, size=(512, 512)) -> int:
+    kwargs, max_edge = detail_kwargs(PROFILES[model_type], processor, detail)
+    ask = [[{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", size, "red")},
+                                         {"type": "text", "text": "Describe the image."}]}]]
+    inputs = processor.apply_chat_template(shrink_pictures(ask, max_edge), add_generation_prompt=True, tokenize=True,
+                                           return_dict=True, return_tensors="pt",
+                                           processor_kwargs={"padding": True, **kwargs})
+    return int((inputs["input_ids"] == processor.image_token_id).sum())
+
+
+@pytest.mark.parametrize("model_type, low, high", [("idefics3", 64, 17 * 64), ("qwen2_vl", 256, 18 * 18),
+                                                   ("llava_next", 16 + 16 + 4, None)])
+def test_low_detail_makes_fewer_image_tokens(processors, model_type, low, high):
+    processor = processors[model_type]
+    assert _image_tokens(processor, model_type, "low") == low
+    high_tokens = _image_tokens(processor, model_type, "high")
+    assert high_tokens > low and high in (None, high_tokens)
+    on_cpu, _ = choose_detail("auto", PROFILES[model_type], "cpu")
+    on_gpu, _ = choose_detail("auto", PROFILES[model_type], "cuda:0", free_gib=40.0)
+    assert _image_tokens(processor, model_type, on_cpu) == low
+    assert _image_tokens(processor, model_type, on_gpu) == high_tokens
+
+
+@pytest.mark.parametrize("device, free, expected", [("cpu", None, "low"), ("cuda:0", 40.0, "high"),
+                                                    ("cuda:0", 1.0, "low"), ("mps", None, "high")])
+def test_auto_chooses_by_device_and_memory_and_says_why(device, free, expected):
+    detail, reason = choose_detail("auto", profile_for("idefics3"), device, free)
+    assert detail == expected
+    assert reason.startswith("auto") and expected in reason
+
+
+def test_a_set_detail_is_kept_and_a_one_size_family_says_so():
+    assert choose_detail("high", profile_for("qwen2_vl"), "cpu")[0] == "high"
+    assert choose_detail("low", profile_for("qwen2_vl"), "cuda:0", 80.0)[0] == "low"
+    detail, reason = choose_detail("low", profile_for("llava"), "cpu")
+    assert detail == "high" and "changes nothing" in reason
+    with pytest.raises(ValueError, match="low, auto, high"):
+        choose_detail("medium", profile_for("llava"), "cpu")
+
+
+def test_shrink_pictures_leaves_the_original_and_small_pictures_alone():
+    big, small = Image.new("RGB", (800, 400)), Image.new("RGB", (20, 20))
+    conversation = [[{"role": "user", "content": [{"type": "image", "image": big}, {"type": "image", "image": small},
+                                                  {"type": "text", "text": "hi"}]}]]
+    shrunk = shrink_pictures(conversation, 32)[0][0]["content"]
+    assert shrunk[0]["image"].size == (32, 16) and big.size == (800, 400)
+    assert shrunk[1]["image"] is small and shrunk[2] == {"type": "text", "text": "hi"}
+
+
+def test_the_plan_counts_image_tokens_from_the_detail(tmp_path):
+    import json
+
+    from vlmchat.models.sizes import picture_tokens
+
+    build = _realsize_build()
+    build.write_processor("smolvlm-256m", tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(build.model_config("smolvlm-256m")), encoding="utf-8")
+    assert (picture_tokens(tmp_path, "low"), picture_tokens(tmp_path, "high")) == (64, 17 * 64)
+    assert picture_tokens(tmp_path / "nothing-here", "high") is None
