@@ -37,3 +37,13 @@ def test_the_reason_reaches_the_child_environment_and_only_when_alone(tmp_path, 
     runner._launch(tmp_path, spec, resume=False, alone="no UI")
     runner._launch(tmp_path, spec, resume=False)
     assert seen[0][runner.ALONE_ENV] == "no UI" and runner.ALONE_ENV not in seen[1]
+
+
+def test_a_job_alone_uses_every_core_and_says_why():
+    from vlmchat.finetune.setup import choose_setup
+
+    shared = choose_setup(on_gpu=False, cpu_cores=4)
+    alone = choose_setup(on_gpu=False, cpu_cores=4, alone="no vlmchat UI answers on 127.0.0.1:7860")
+    assert (shared.threads, alone.threads) == (3, 4)
+    assert "one core left to the UI" in shared.reasons["device"]
+    assert "all of them: no vlmchat UI answers" in alone.reasons["device"]

@@ -98,3 +98,23 @@ def test_the_plan_counts_image_tokens_from_the_detail(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(build.model_config("smolvlm-256m")), encoding="utf-8")
     assert (picture_tokens(tmp_path, "low"), picture_tokens(tmp_path, "high")) == (64, 17 * 64)
     assert picture_tokens(tmp_path / "nothing-here", "high") is None
+
+
+def test_the_manager_answers_at_the_detail_asked_for(tmp_path, demo_settings):
+    """Through ModelManager on the tiny Idefics3: low sends fewer image tokens than high, and both answer."""
+    from vlmchat.models.manager import GenerationParams, ModelManager
+
+    manager = ModelManager(demo_settings)
+    manager.load(str(save_family("idefics3", tmp_path).path), quantization="none")
+    try:
+        ask = [{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", (512, 512), "red")},
+                                            {"type": "text", "text": "Describe the image."}]}]
+        token = manager.processor.image_token_id
+        counts = {level: int((ModelManager._inputs(manager.model, manager.processor, [ask], manager.detail(level))
+                              ["input_ids"] == token).sum()) for level in ("low", "high")}
+        assert counts["low"] < counts["high"]
+        assert manager.detail().detail == "low"  # auto on the CPU
+        for level in ("low", "high"):
+            assert isinstance(manager.generate(ask, GenerationParams(max_new_tokens=2, image_detail=level)), str)
+    finally:
+        manager.unload()

@@ -136,7 +136,8 @@ def generation_params(request: ChatRequest, settings: Settings) -> GenerationPar
             max_new_tokens=request.max_completion_tokens or request.max_tokens or gen.max_new_tokens,
             temperature=gen.temperature if request.temperature is None else request.temperature,
             top_p=gen.top_p if request.top_p is None else request.top_p,
-            seed=gen.seed if request.seed is None else request.seed, stop_strings=tuple(stops))
+            seed=gen.seed if request.seed is None else request.seed, stop_strings=tuple(stops),
+            image_detail=_requested_detail(request))
     except InputError as exc:
         raise ApiError(400, str(exc)) from None
 
@@ -174,6 +175,13 @@ def _fetch(url: str, param: str, limit: int) -> bytes:
             return data
     except httpx.HTTPError as exc:
         raise ApiError(400, f"{param} could not be fetched ({exc}).", param=param, code="invalid_image_url") from None
+
+
+def _requested_detail(request: ChatRequest) -> str:
+    """The highest image_url.detail asked for in the request ("" when none): one detail per answer."""
+    asked = {part["image_url"].get("detail") for message in request.messages if isinstance(message.content, list)
+             for part in message.content if isinstance(part, dict) and isinstance(part.get("image_url"), dict)}
+    return next((level for level in ("high", "auto", "low") if level in asked), "")
 
 
 def to_conversation(request: ChatRequest, settings: Settings) -> list[dict]:

@@ -158,12 +158,12 @@ def _continue(model, cache, prefix_mask, rows, flat: list[list[int]], pad_id: in
     return (picked * mask).sum(dim=1)
 
 
-def option_logprobs(model, processor, conversations: list[list[dict]],
-                    conts: list[list[list[int]]]) -> list[list[float]]:
+def option_logprobs(model, processor, conversations: list[list[dict]], conts: list[list[list[int]]],
+                    detail=None) -> list[list[float]]:
     """Summed log-prob of each continuation, each prefix run once (call under inference_mode)."""
     import torch
 
-    inputs = ModelManager._inputs(model, processor, conversations)
+    inputs = ModelManager._inputs(model, processor, conversations, detail)
     out = model(**inputs, use_cache=True, **_keep_last(model))
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
     rows = [q for q, options in enumerate(conts) for _ in options]
@@ -196,7 +196,7 @@ def score_loglik(manager: ModelManager, items: list[EvalItem], images: list[list
     with manager.lock:
         model, processor = loaded(manager)  # attaching an adapter may have wrapped the model meanwhile
         with torch.inference_mode(), use_adapter(model, adapter):
-            sums = option_logprobs(model, processor, conversations, conts)
+            sums = option_logprobs(model, processor, conversations, conts, manager.detail())
     seconds = (time.perf_counter() - started) / len(items)
     out = []
     for item, scores in zip(items, sums):

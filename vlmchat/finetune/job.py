@@ -23,6 +23,9 @@ from .recipe import AUTO_BATCH_SIZE
 from .spec import JOB_FILE, JobSpec
 
 CANCEL_FILE = "cancel"
+# Set in the child's environment when no UI shares the machine with it: the reason, shown with the thread
+# count; the child then trains on every core instead of leaving one to the UI and its chat model.
+ALONE_ENV = "VLMCHAT_CPU_ALONE"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,7 +210,8 @@ def training_setup(spec: JobSpec, accelerator, size=None):
     common = dict(quantization=spec.quantization, gradient_checkpointing=spec.gradient_checkpointing,
                   optimizer=spec.optimizer, tokens=spec.max_length, batch_size=spec.batch_size)
     if accelerator.device.type != "cuda":
-        return choose_setup(on_gpu=False, cpu_cores=_cores(), processes=accelerator.num_processes, **common)
+        return choose_setup(on_gpu=False, cpu_cores=_cores(), processes=accelerator.num_processes,
+                            alone=os.environ.get(ALONE_ENV, ""), **common)
     import torch
 
     from ..models.plan import bnb_available

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..settings import PROJECT_ROOT
-from .job import CANCEL_FILE
+from .job import ALONE_ENV, CANCEL_FILE
 from .progress import PROGRESS_FILE, JobStatus, fold_events, read_events
 from .spec import JOB_FILE, JobSpec
 
@@ -63,9 +63,6 @@ def new_job_dir(folder: Path, name: str) -> Path:
     raise InputError(f"Could not create a job folder in {folder}.")
 
 
-# Set in the child's environment when no UI shares the machine with it: the reason, shown with the thread
-# count; the child then trains on every core instead of leaving one to the UI and its chat model.
-ALONE_ENV = "VLMCHAT_CPU_ALONE"
 
 
 def start_job(spec: JobSpec, folder: Path, alone: str = "") -> Path:

@@ -40,10 +40,12 @@ class TrainingSetup:
 def choose_setup(*, on_gpu: bool, free_gib: float = 0.0, size=None, quantization: str = "auto",
                  gradient_checkpointing: str = "auto", optimizer: str = "auto", tokens: int = 1024,
                  batch_size: int = 1, bf16: bool = True, bnb: bool = True, device_name: str = "",
-                 cpu_cores: int = 2, processes: int = 1) -> TrainingSetup:
-    """Decide precision, QLoRA, checkpointing and optimizer for a run (size: a vlmchat.plan.ModelSize or None)."""
+                 cpu_cores: int = 2, processes: int = 1, alone: str = "") -> TrainingSetup:
+    """Decide precision, QLoRA, checkpointing and optimizer for a run (size: a vlmchat.plan.ModelSize or None).
+
+    `alone`: why no UI shares the CPU ('' = one may: a core is left to it)."""
     if not on_gpu:
-        return _cpu_setup(quantization, gradient_checkpointing, optimizer, cpu_cores, processes)
+        return _cpu_setup(quantization, gradient_checkpointing, optimizer, cpu_cores, processes, alone)
     dtype = "bfloat16" if bf16 else "float16"
     bits, why_bits, need = _choose_bits(size, free_gib, quantization, tokens, batch_size, dtype, bnb, device_name)
     activations = activations_gib(size, tokens, batch_size)
@@ -61,14 +63,14 @@ def choose_setup(*, on_gpu: bool, free_gib: float = 0.0, size=None, quantization
 
 
 def _cpu_setup(quantization: str, gradient_checkpointing: str, optimizer: str, cores: int,
-               processes: int) -> TrainingSetup:
+               processes: int, alone: str = "") -> TrainingSetup:
     gc = gradient_checkpointing == "on"
     # One core stays with the UI and the chat model; and threads that outnumber the free cores spend
     # most of their time waiting for each other (measured: 40x slower steps on a busy 2-core CPU).
-    threads = max(1, (cores - 1) // max(1, processes))
+    threads = max(1, (cores - (0 if alone else 1)) // max(1, processes))
     return TrainingSetup("cpu", "float32", 32, gc, "adamw", threads, reasons={
         "device": f"CPU (no CUDA GPU visible); {threads} thread(s) per process of {cores} cores, "
-                  "one core left to the UI and the chat model",
+                  + (f"all of them: {alone}" if alone else "one core left to the UI and the chat model"),
         "precision": "float32 LoRA: 4-bit QLoRA needs a CUDA GPU" + (
             " (quantization = 4bit in settings is ignored on the CPU)" if quantization == "4bit" else ""),
         "gradient checkpointing": "on (chosen in settings)" if gc else

@@ -22,6 +22,7 @@ class GenerationParams:
     seed: int = -1
     num_beams: int = 1  # beam search, for generate_batch (a streamed answer is sampled or greedy)
     stop_strings: tuple[str, ...] = ()  # the answer ends before the first of these (OpenAI's `stop`)
+    image_detail: str = ""  # "low" / "auto" / "high" (OpenAI's image_url.detail); "" = generation.image_detail
 
     def __post_init__(self) -> None:
         if not 1 <= int(self.max_new_tokens) <= 8192:
@@ -34,6 +35,8 @@ class GenerationParams:
             raise InputError(f"num beams must be between 1 and 16 (got {self.num_beams}).")
         if len(self.stop_strings) > 4 or not all(isinstance(s, str) and s for s in self.stop_strings):
             raise InputError("stop must be at most 4 non-empty strings.")
+        if self.image_detail not in ("", "low", "auto", "high"):
+            raise InputError(f"image detail must be low, auto or high (got {self.image_detail!r}).")
 
 
 @dataclass(frozen=True)

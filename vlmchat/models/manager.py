@@ -25,7 +25,7 @@ from typing import Iterator
 from ..errors import InputError, ModelLoadError, NoModelError
 from .answers import (ENDPOINT_PREFIX, Answer, GenerationParams, cut_at_stop, is_endpoint,  # noqa: F401 (re-exported)
                       local_answer, sampling_kwargs)
-from .families import fit_to_profile, profile_for
+from .families import DetailChoice, detail_for, fit_to_profile, profile_for, shrink_pictures
 from ..lora.runtime import attach_adapter, check_adapter, detach_adapter, is_base, resident_adapters, use_adapter
 from ..lora.store import usable_adapter
 from ..settings import Settings
@@ -171,20 +171,34 @@ class ModelManager:
             except ImportError:
                 pass
 
+    def detail(self, requested: str = "") -> DetailChoice:
+        """The image detail a request runs at: `requested` (low/auto/high) or generation.image_detail, with why."""
+        model, processor = self._loaded()
+        free = None
+        if model.device.type == "cuda":
+            import torch
+
+            free = torch.cuda.mem_get_info(model.device)[0] / 2**30
+        return detail_for(requested or self.settings.generation.image_detail, model, processor, free)
+
     @staticmethod
-    def _inputs(model, processor, conversations: list[list[dict]]):
+    def _inputs(model, processor, conversations: list[list[dict]], detail: DetailChoice | None = None):
         from jinja2 import TemplateError
 
         processor.tokenizer.padding_side = "left"  # batched generation continues every row at its end
         profile = profile_for(model)
         conversations = [fit_to_profile(conversation, profile) for conversation in conversations]
+        if detail is not None:
+            conversations = shrink_pictures(conversations, detail.max_edge)
+        extra = detail.processor_kwargs if detail is not None else {}
         template = {"chat_template": profile.chat_template} if profile.needs_template(processor) else {}
         # A conversation ending with an assistant message (a forced caption start) is continued, not answered anew.
         prefilled = bool(conversations) and conversations[0][-1].get("role") == "assistant"
         try:
             inputs = processor.apply_chat_template(
                 conversations, add_generation_prompt=not prefilled, continue_final_message=prefilled,
-                tokenize=True, return_dict=True, return_tensors="pt", processor_kwargs={"padding": True}, **template,
+                tokenize=True, return_dict=True, return_tensors="pt", processor_kwargs={"padding": True, **extra},
+                **template,
             )
         except (ValueError, TypeError, TemplateError) as exc:
             raise InputError(f"The model's processor refused this conversation: {str(exc).splitlines()[0]}") from None
@@ -270,7 +284,7 @@ class ModelManager:
         with self.lock:
             model, processor = self._loaded()
             check_adapter(model, adapter)  # fail before starting the worker
-            inputs = self._inputs(model, processor, [messages])
+            inputs = self._inputs(model, processor, [messages], self.detail(params.image_detail))
         streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure: list[BaseException] = []
         output: list = []
@@ -356,7 +370,7 @@ class ModelManager:
         started = time.perf_counter()
         with self.lock:
             model, processor = self._loaded()
-            inputs = self._inputs(model, processor, conversations)
+            inputs = self._inputs(model, processor, conversations, self.detail(params.image_detail))
             with torch.inference_mode(), use_adapter(model, adapter):
                 if params.seed >= 0:
                     torch.manual_seed(int(params.seed))

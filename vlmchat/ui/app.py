@@ -6,6 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..models.families import profile_for
 from ..models.manager import ModelManager
 from ..settings import Settings
 from .adapters_tab import AdapterActions, build_adapters_tab, build_compare_tab
@@ -37,8 +38,11 @@ def status_line(manager: ModelManager) -> str:
     if manager.info is None:
         return "**No model loaded.**" + note
     info = manager.info
+    detail = manager.detail()
+    shown = profile_for(manager.model).detail is not None  # families that see every picture at one size: nothing to say
     return (f"**Model:** `{info.model_id}` ({info.architecture}) · **device:** {info.device} · "
-            f"**dtype:** {info.dtype}  \n<small>why: {info.reason}</small>" + note)
+            f"**dtype:** {info.dtype}" + (f" · **image detail:** {detail.detail}" if shown else "") +
+            f"  \n<small>why: {info.reason}" + (f"; {detail.reason}" if shown else "") + "</small>" + note)
 
 
 def _banner(notices: list[str]):
@@ -51,7 +55,7 @@ def build_app(manager: ModelManager, settings: Settings, notices: list[str] | No
     with gr.Blocks(title="vlmchat") as app:
         gr.Markdown("# vlmchat")
         banner = gr.Markdown(visible=False, elem_id="vlmchat-banner")
-        status = gr.Markdown(status_line(manager), elem_id="vlmchat-status")
+        status = gr.Markdown(status_line(manager), elem_id="vlmchat-status", label="Status")
         adapters = AdapterActions(manager, settings)
         with gr.Tab("Chat"):
             build_chat_tab(manager, settings, adapters)
