@@ -2,29 +2,41 @@
 
 Both sides run on the same base weights (PEFT named adapters switched per request, base = all
 adapters disabled), with the same seed, so the only difference is the adapter.
+
+Votes: one per comparison. Each comparison gets an id; voting again on the same comparison replaces
+its vote. The log (JSON lines, rewritten atomically) keeps with each vote the picture's sha256, the
+prompt, both sides' names and answers, the seed, the model and the times; `tally` counts wins,
+losses and ties per side.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 import threading
-import time
-from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError
+from ..files import write_text_atomic
 from ..models.manager import GenerationParams, ModelManager
 
 VOTES = ("left", "right", "tie", "both bad")
+TALLY_HEADERS = ["side", "votes", "wins", "losses", "ties", "both bad"]
+NO_IMAGE = "Compare needs a picture: upload one (or click an example), then press Compare."
 _vote_lock = threading.Lock()
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def _question(image, prompt: str) -> list[dict]:
-    content = ([{"type": "image", "image": image}] if image is not None else []) + \
-              ([{"type": "text", "text": prompt}] if prompt.strip() else [])
-    if not content:
-        raise InputError("Give an image, a prompt, or both.")
+    if image is None:
+        raise InputError(NO_IMAGE)
+    content = [{"type": "image", "image": image}] + ([{"type": "text", "text": prompt}] if prompt.strip() else [])
     return [{"role": "user", "content": content}]
 
 
@@ -41,17 +53,68 @@ def compare_stream(manager: ModelManager, image, prompt: str, left: str, right: 
     yield left_text.strip(), right_text.strip()
 
 
+def new_comparison(image_path: str | Path, prompt: str, left: str, right: str, seed: int, **settings) -> dict:
+    """The record of one comparison (its answers are added when they are done): a fresh id, the picture's
+    sha256 and name, the prompt, both sides, the seed and `settings` (model, max_new_tokens, ...)."""
+    digest = hashlib.sha256()
+    with open(image_path, "rb") as source:
+        for block in iter(lambda: source.read(2**20), b""):
+            digest.update(block)
+    return {"comparison": secrets.token_hex(8), "compared": _now(), "image_sha256": digest.hexdigest(),
+            "image_name": Path(image_path).name, "prompt": prompt, "left": left, "right": right, "seed": seed,
+            **settings}
+
+
+def read_votes(log: Path) -> list[dict]:
+    """Every vote in the log (lines that are not JSON objects are skipped)."""
+    votes = []
+    try:
+        lines = Path(log).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            votes.append(entry)
+    return votes
+
+
 def record_vote(log: Path, vote: str, record: dict) -> dict:
-    """Append one vote with its inputs, outputs and settings as a JSON line; returns the entry."""
+    """Store `vote` on the comparison `record` (from `new_comparison`, with its answers); a vote already
+    stored for the same comparison is replaced. Returns the stored entry."""
     if vote not in VOTES:
         raise InputError(f"A vote is one of: {', '.join(VOTES)}.")
-    if not record.get("left_text") and not record.get("right_text"):
-        raise InputError("Run a comparison before voting.")
-    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "vote": vote, **record}
-    if isinstance(entry.get("params"), GenerationParams):
-        entry["params"] = asdict(entry["params"])
-    line = json.dumps(entry, ensure_ascii=False) + "\n"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with _vote_lock, open(log, "a", encoding="utf-8") as out:
-        out.write(line)
+    if not record or not record.get("comparison") or "left_text" not in record:
+        raise InputError("Run a comparison (and let it finish) before voting.")
+    entry = {"time": _now(), "vote": vote, **record}
+    with _vote_lock:
+        kept = [v for v in read_votes(log) if v.get("comparison") != record["comparison"]]
+        lines = [json.dumps(v, ensure_ascii=False) for v in kept + [entry]]
+        write_text_atomic(Path(log), "\n".join(lines) + "\n")
     return entry
+
+
+def tally(votes: list[dict]) -> list[list]:
+    """Rows of TALLY_HEADERS, one per side (base or adapter), most wins over losses first.
+
+    A comparison of a side with itself counts for nothing."""
+    counts: dict[str, dict[str, int]] = {}
+    for vote in votes:
+        left, right, choice = vote.get("left"), vote.get("right"), vote.get("vote")
+        if not left or not right or left == right or choice not in VOTES:
+            continue
+        rows = [counts.setdefault(side, dict.fromkeys(TALLY_HEADERS[1:], 0)) for side in (left, right)]
+        for row in rows:
+            row["votes"] += 1
+        if choice in ("left", "right"):
+            winner, loser = rows if choice == "left" else rows[::-1]
+            winner["wins"] += 1
+            loser["losses"] += 1
+        else:
+            for row in rows:
+                row["ties" if choice == "tie" else "both bad"] += 1
+    ordered = sorted(counts.items(), key=lambda item: (item[1]["losses"] - item[1]["wins"], item[0]))
+    return [[side, *row.values()] for side, row in ordered]

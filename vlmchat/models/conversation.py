@@ -89,3 +89,27 @@ def to_processor_messages(history: list[dict], message: dict | str | None = None
     if not messages or messages[-1]["role"] != "user":
         raise InputError("The message is empty; type a question or attach an image.")
     return messages
+
+
+def chat_messages(turns: list[dict], system: str = "", max_bytes: int | None = None) -> list[dict]:
+    """Processor messages for saved-chat turns ({"role", "text", "images": [{"path", "name"}]}, see
+    vlmchat/chats.py), after a system prompt if one is given. The last turn must be the user's."""
+    messages: list[dict] = []
+    if system and system.strip():
+        messages.append({"role": "system", "content": [{"type": "text", "text": system.strip()}]})
+    for turn in turns:
+        if turn.get("role") not in ("user", "assistant"):
+            continue
+        images = [{"type": "image", "image": load_image(image["path"], name=image.get("name"), max_bytes=max_bytes)}
+                  for image in turn.get("images") or [] if image.get("path")]
+        content = images + to_processor_content(turn.get("text") or "")
+        if content:
+            messages.append({"role": turn["role"], "content": content})
+    if not messages or messages[-1]["role"] != "user":
+        raise InputError("The message is empty; type a question or attach an image.")
+    return messages
+
+
+def has_image(messages: list[dict]) -> bool:
+    """True when any of the processor `messages` carries a picture."""
+    return any(part.get("type") == "image" for message in messages for part in message["content"])

@@ -7,11 +7,14 @@ import threading
 import gradio as gr
 
 from ..lora import store as registry
-from ..evaluate.compare import VOTES, compare_stream, record_vote
-from ..errors import VlmchatError
+from ..evaluate.compare import (NO_IMAGE, TALLY_HEADERS, VOTES, compare_stream, new_comparison, read_votes,
+                                record_vote, tally)
+from ..errors import InputError, VlmchatError
+from ..images import load_image
 from ..lora.runtime import BASE, is_base
 from ..models.manager import GenerationParams, ModelManager
 from ..settings import Settings
+from .chat_tab import CHAT_EXAMPLES, EXAMPLES
 from .sharing import refuse_server_paths
 
 COLUMNS = ["name", "status", "base model", "created", "trained on", "metrics", "notes"]
@@ -31,12 +34,12 @@ class AdapterActions:
         return info.model_id, info.source, info.architecture
 
     def status(self, adapter: registry.AdapterInfo) -> str:
-        """'active', 'loaded', 'available' or 'disabled: why'."""
+        """'default' (what new chats start with), 'loaded', 'available' or 'disabled: why'."""
         reason = registry.incompatibility(adapter, *self._model()) if self.manager.info else adapter.problem
         if reason:
             return f"disabled: {reason}"
         if adapter.name == self.manager.active_adapter:
-            return "active"
+            return "default"
         return "loaded" if adapter.name in self.manager.adapter_names() else "available"
 
     def table(self) -> list[list[str]]:
@@ -61,13 +64,17 @@ class AdapterActions:
         return f"Loaded '{name}' (resident: {', '.join(self.manager.adapter_names())})."
 
     def activate(self, name: str) -> str:
+        """Make `name` the default adapter: what new Chat sessions start with and what API calls naming no
+        adapter use. Open chats keep the adapter their own menu shows."""
         if is_base(name):
             self.manager.activate_adapter(None)
-            return "Chat now uses the base model (no adapter)."
+            return ("New chats (and API calls that name no adapter) now start with the base model; "
+                    "chats already open keep their own adapter.")
         if name not in self.manager.adapter_names():
             self.load(name)
         self.manager.activate_adapter(name)
-        return f"Chat now uses adapter '{name}'."
+        return (f"New chats (and API calls that name no adapter) now start with adapter '{name}'; "
+                "chats already open keep their own adapter.")
 
     def unload(self, name: str) -> str:
         self.manager.unload_adapter(name)
@@ -92,10 +99,12 @@ def _guard(action):
 
 def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
     """Lay out the Adapters tab inside the current Blocks."""
-    table = gr.Dataframe(headers=COLUMNS, value=actions.table, interactive=False, wrap=True, label="Adapters")
+    table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, label="Adapters")
+    gr.context.Context.root_block.load(actions.table, outputs=table, api_name="table", queue=False)
     with gr.Row():
-        choice = gr.Dropdown(choices=actions.names(), label="Adapter", allow_custom_value=False)
+        choice = gr.Dropdown(choices=actions.names(), label="Adapter", allow_custom_value=True)
         refresh = gr.Button("Refresh", size="sm")
+    choice.focus(lambda: gr.update(choices=actions.names()), outputs=choice, api_visibility="undocumented", queue=False)
     with gr.Row():
         load, activate, deactivate, unload = (gr.Button(x) for x in ("Load", "Activate", "Use base", "Unload"))
     message = gr.Markdown()
@@ -155,27 +164,35 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
     gr.api(list_adapters, api_name="list_adapters")
 
     def activate_adapter(name: str) -> str:
-        """Load (if needed) and activate an adapter for Chat; 'base' or '' deactivates."""
+        """Load (if needed) and make an adapter the default: new Chat sessions start with it and /chat calls
+        that name no adapter use it ('base' or '' = none); open chats keep their own."""
         return actions.activate(name)
 
     gr.api(activate_adapter, api_name="activate_adapter")
 
 
 def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: Settings) -> None:
-    """Lay out the Compare tab: one question, two sides, votes logged to outputs/compare_votes.jsonl."""
+    """Lay out the Compare tab: one picture and question, two sides, one vote per comparison
+    (outputs/compare_votes.jsonl) and the tally of the votes so far."""
     log = settings.paths.resolve("outputs") / "compare_votes.jsonl"
-    sides = [BASE] + actions.names()
+    max_bytes = settings.server.max_upload_mb * 2**20
+    sides = manager.model_choices() or [BASE]
     with gr.Row():
-        image = gr.Image(type="pil", label="Image", sources=["upload"], height=280)
+        image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload"], height=280,
+                         elem_id="vlmchat-compare-image")
         with gr.Column():
             prompt = gr.Textbox(value="Describe the image.", label="Prompt")
             seed = gr.Number(value=0, precision=0, label="Seed (same for both sides)")
-            with gr.Row():
-                left = gr.Dropdown(choices=sides, value=BASE, label="Left")
-                right = gr.Dropdown(choices=sides, value=(sides[1] if len(sides) > 1 else BASE), label="Right")
+            with gr.Row():  # any model choice, also an adapter trained since the page was built (checked on use)
+                left = gr.Dropdown(choices=sides, value=BASE, label="Left", allow_custom_value=True)
+                right = gr.Dropdown(choices=sides, value=(sides[1] if len(sides) > 1 else BASE), label="Right",
+                                    allow_custom_value=True)
             run = gr.Button("Compare", variant="primary")
-    for side in (left, right):  # adapters trained or imported since the page was built show up too
-        side.focus(lambda: gr.update(choices=[BASE] + actions.names()), outputs=side,
+    examples = [[str(EXAMPLES / picture), text] for text, picture in CHAT_EXAMPLES[:3]
+                if (EXAMPLES / picture).is_file()]
+    example_list = gr.Examples(examples, [image, prompt], label="Examples (click one to compare)")
+    for side in (left, right):
+        side.focus(lambda: gr.update(choices=manager.model_choices() or [BASE]), outputs=side,
                    api_visibility="undocumented", queue=False)
     with gr.Row():
         left_text = gr.Textbox(label="Left answer", lines=6, interactive=False)
@@ -183,28 +200,68 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
     with gr.Row():
         vote_buttons = [gr.Button(f"{v.capitalize()} is better" if v in ("left", "right") else v.capitalize())
                         for v in VOTES]
-    voted = gr.Markdown()
+    voted = gr.Markdown(elem_id="vlmchat-compare-voted")
+    with gr.Accordion("Votes so far", open=False):
+        standings = gr.Dataframe(headers=TALLY_HEADERS, interactive=False,
+                                 elem_id="vlmchat-compare-tally",
+                                 label="Per side: wins, losses and ties (one vote per comparison)")
+    comparison = gr.State(None)  # the last comparison of this session, what a vote is about
+
+    def compare_tally() -> list[list]:
+        """Wins, losses and ties per side (base or adapter), one vote per comparison."""
+        return tally(read_votes(log))
+
+    gr.context.Context.root_block.load(compare_tally, outputs=standings, api_name="compare_tally", queue=False)
 
     def compare(image, prompt, left, right, seed=0):
         """Answers of `left` and `right` ('base' or adapter names) to one image and prompt."""
         stop = threading.Event()
         try:
+            if not image:
+                raise InputError(NO_IMAGE)
+            left, right, seed = left or BASE, right or BASE, int(seed or 0)
+            picture = load_image(image, max_bytes=max_bytes)
             actions.ensure_loaded(left)
             actions.ensure_loaded(right)
-            params = GenerationParams(max_new_tokens=settings.generation.max_new_tokens, seed=int(seed or 0))
-            yield from compare_stream(manager, image, prompt or "", left or BASE, right or BASE, params, stop)
+            params = GenerationParams(max_new_tokens=settings.generation.max_new_tokens, seed=seed)
+            record = new_comparison(image, prompt or "", left, right, seed,
+                                    model=manager.info.model_id if manager.info else None,
+                                    max_new_tokens=params.max_new_tokens)
+            left_answer = right_answer = ""
+            for left_answer, right_answer in compare_stream(manager, picture, prompt or "", left, right, params, stop):
+                yield left_answer, right_answer, None
+            yield left_answer, right_answer, record | {"left_text": left_answer, "right_text": right_answer}
         except VlmchatError as exc:
             raise gr.Error(str(exc)) from None
         finally:
             stop.set()
 
-    run.click(compare, [image, prompt, left, right, seed], [left_text, right_text], api_name="compare")
+    def checked(image, prompt, left, right, seed):
+        """A missing picture or an unknown model is said on its own input before anything runs (in the page;
+        an API call gets it as its error)."""
+        choices = manager.model_choices()
+
+        def known(side):
+            return gr.validate(is_base(side) or side in choices,
+                               f"There is no adapter or endpoint named '{side}' that fits the loaded model; "
+                               "see the Adapters tab.")
+
+        return [gr.validate(bool(image), NO_IMAGE), gr.validate(True, ""), known(left), known(right),
+                gr.validate(True, "")]
+
+    run.click(compare, [image, prompt, left, right, seed], [left_text, right_text, comparison], api_name="compare",
+              validator=checked)
+    run.click(lambda: "", None, voted, api_visibility="undocumented", queue=False)
+    example_list.load_input_event.then(  # a clicked example runs at once
+        compare, [image, prompt, left, right, seed], [left_text, right_text, comparison], api_visibility="undocumented")
+    example_list.load_input_event.then(lambda: "", None, voted, api_visibility="undocumented", queue=False)
 
     for button, vote in zip(vote_buttons, VOTES):
-        def on_vote(prompt, left, right, seed, left_answer, right_answer, vote=vote):
-            entry = _guard(record_vote)(log, vote, {
-                "prompt": prompt, "left": left, "right": right, "seed": seed, "left_text": left_answer,
-                "right_text": right_answer, "model": manager.info.model_id if manager.info else None,
-                "max_new_tokens": settings.generation.max_new_tokens})
-            return f"Recorded: {entry['vote']} ({log.name})."
-        button.click(on_vote, [prompt, left, right, seed, left_text, right_text], voted, api_visibility="undocumented")
+        def on_vote(record, vote=vote):
+            try:
+                entry = record_vote(log, vote, record)
+            except VlmchatError as exc:
+                return f"⚠️ {exc}", gr.skip()
+            return (f"Recorded: **{entry['vote']}** for {entry['left']} vs {entry['right']} "
+                    f"(one vote per comparison: voting again replaces it)."), compare_tally()
+        button.click(on_vote, comparison, [voted, standings], api_visibility="undocumented")

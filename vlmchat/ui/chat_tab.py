@@ -1,78 +1,479 @@
-"""The Chat tab: multimodal chat with streaming, Stop, new chat and generation settings."""
+"""The Chat tab: saved conversations, an adapter per browser session, streaming with Stop, edit and regenerate.
+
+Everything a chat needs lives in the session (a gr.State holding the chat, see vlmchat/chats.py) or
+comes with the request: the adapter menu's value, the generation settings and the system prompt.
+Nothing here changes the process: the Adapters tab's Activate only sets the adapter new sessions
+start with (and that an API call naming none gets).
+
+A turn that failed (a file that is not a picture, a stopped answer, no picture for a model that needs
+one) is shown once and never sent back to the model. Every chat in the tab is saved as it happens
+(vlmchat/chats.py, one folder per login) and listed newest first; a reload reopens the chat the tab
+had open (the browser tab remembers its id in sessionStorage).
+"""
 
 from __future__ import annotations
 
 import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator
 
 import gradio as gr
 
-from ..models.conversation import to_processor_messages
-from ..errors import VlmchatError
-from ..models.manager import GenerationParams, ModelManager
-from ..settings import Settings
+from ..chats import ChatStore, answered_turns, new_chat, now, stats_line
+from ..errors import InputError, VlmchatError
+from ..finetune.recipe import read_recipe
+from ..lora.runtime import BASE, is_base
+from ..models.conversation import chat_messages, has_image
+from ..models.manager import GenerationParams, ModelManager, is_endpoint
+from ..settings import PROJECT_ROOT, Settings
+from .users import user_folder
 
 ERROR_MARK = "⚠️ "
+STOPPED_NOTE = "⏹ *Stopped: this answer is left out of the conversation.*"
+NEEDS_IMAGE_KEY = "needs_image"  # in the model's vlmchat_recipe.json: it answers only about a picture
+SESSION_KEY = "vlmchat-chat"  # sessionStorage: the chat a browser tab has open, reopened on reload
+EXAMPLES = PROJECT_ROOT / "examples"
+# The first screen's examples (examples/README.md describes the pictures): (question, picture).
+CHAT_EXAMPLES = [("Describe the image.", "red-circle.png"), ("What color is the shape?", "blue-square.png"),
+                 ("What shape is this?", "green-triangle.png"),
+                 ("Describe the image. Answer in Spanish.", "yellow-circle.png"),
+                 ("Describe the image.", "grace-hopper.jpg")]
 
 
-def _without_failed_turns(history: list[dict]) -> list[dict]:
-    """History minus error replies and the user turns that caused them, so one bad file is not resent."""
-    kept: list[dict] = []
-    for item in history or []:
-        content = item.get("content") if isinstance(item, dict) else None
-        if item.get("role") == "assistant" and isinstance(content, str) and content.startswith(ERROR_MARK):
-            while kept and kept[-1].get("role") == "user":
-                kept.pop()
-            continue
-        kept.append(item)
-    return kept
+def model_needs_image(manager: ModelManager) -> bool:
+    """Whether the loaded model answers only about a picture, as its folder's recipe states (the demo's does)."""
+    info = manager.info
+    if info is None or not Path(info.source).is_dir():
+        return False
+    return bool(read_recipe(info.source).get(NEEDS_IMAGE_KEY))
 
 
-def make_chat_fn(manager: ModelManager, settings: Settings):
-    """The function behind the chat box and the `chat` API endpoint."""
-    max_bytes = settings.server.max_upload_mb * 2**20
+def user_turn(message: dict | str | None) -> dict:
+    """A chat's user turn from a message {"text", "files": [path or file dict]} (or plain text)."""
+    if isinstance(message, str) or message is None:
+        message = {"text": message or "", "files": []}
+    images = []
+    for file in message.get("files") or []:
+        path = file if isinstance(file, (str, Path)) else (file.get("path") if isinstance(file, dict) else None)
+        if path:
+            name = file.get("orig_name") if isinstance(file, dict) else None
+            images.append({"path": str(path), "name": name or Path(path).name})
+    return {"role": "user", "text": message.get("text") or "", "images": images, "time": now()}
 
-    def chat(message, history, max_new_tokens, temperature, top_p, seed):
-        stop = threading.Event()
+
+def waiting_for_answer(chat: dict) -> bool:
+    """True when the chat ends with a user turn that has no answer yet."""
+    return bool(chat["messages"]) and chat["messages"][-1].get("role") == "user"
+
+
+class ChatTurns:
+    """What one chat turn does, shared by the Chat tab and the /chat endpoint (no layout here)."""
+
+    def __init__(self, manager: ModelManager, settings: Settings):
+        self.manager, self.settings = manager, settings
+        self.max_bytes = settings.server.max_upload_mb * 2**20
+
+    def default_adapter(self) -> str:
+        """The adapter a new session (or a request naming none) starts with: the Adapters tab's active one."""
+        return self.manager.active_adapter or BASE
+
+    def adapter_for(self, name: str | None) -> str:
+        """`name` ('' = the default), attached if needed; InputError if the registry has no such usable adapter."""
+        name = (name or "").strip() or self.default_adapter()
+        if is_base(name):
+            return BASE
+        self.manager.attach_named_adapter(name)
+        return name
+
+    def store(self, request) -> ChatStore:
+        """The saved chats of the request's login (everyone's when the app has no login)."""
+        return ChatStore(user_folder(self.settings.paths.resolve("outputs"), request) / "chats")
+
+    def answer(self, chat: dict, adapter: str | None, max_new_tokens=256, temperature=0.0, top_p=1.0,
+               seed=-1, stop: threading.Event | None = None) -> Iterator[dict]:
+        """Answer the chat's last user turn with `adapter` ('' = the one the chat used last, else the default):
+        an assistant turn is appended and yielded as it grows.
+
+        It ends with status "ok" (with tokens, seconds and the adapter used), "error" (its text, starting
+        with ERROR_MARK, says what to do) or "stopped" (the reader closed the stream). The first yield is
+        the empty turn once the question has been checked, so a caller may save the chat then.
+        """
+        if not waiting_for_answer(chat):
+            return
+        stop = stop or threading.Event()
+        info = self.manager.info
+        turn = {"role": "assistant", "text": "", "status": "pending", "adapter": None,
+                "model": info.model_id if info else None, "time": now()}
         try:
-            messages = to_processor_messages(_without_failed_turns(history), message, max_bytes)
             params = GenerationParams(int(max_new_tokens), float(temperature), float(top_p), int(seed))
-            text = ""
-            for text in manager.stream(messages, params, stop, adapter=manager.active_adapter):
-                yield text
-            if not text.strip():
-                yield ERROR_MARK + "The model returned an empty answer; rephrase the question or raise max new tokens."
+            turn["adapter"] = chat["adapter"] = self.adapter_for(adapter or chat.get("adapter"))
+            messages = chat_messages(answered_turns(chat["messages"]), chat.get("system") or "", self.max_bytes)
+            if not has_image(messages) and not is_endpoint(turn["adapter"]) and model_needs_image(self.manager):
+                raise InputError(f"{info.model_id if info else 'This model'} answers only about a picture: "
+                                 "attach one (📎) to your question and send it again.")
         except VlmchatError as exc:
-            yield ERROR_MARK + str(exc)
+            turn.update(status="error", text=ERROR_MARK + str(exc))
+            chat["messages"].append(turn)
+            yield turn
+            return
+        chat["messages"].append(turn)
+        stream = None
+        try:
+            yield turn
+            stream = self.manager.stream_answer(messages, params, stop,
+                                                adapter=None if is_base(turn["adapter"]) else turn["adapter"])
+            found = None
+            for found in stream:
+                if turn["status"] != "pending":  # stopped from outside (the Stop button's handler)
+                    break
+                turn["text"] = found.text
+                if not found.done:
+                    yield turn
+            if turn["status"] == "pending":
+                text = turn["text"].strip()
+                if not text:
+                    turn.update(status="error", text=ERROR_MARK + "The model returned an empty answer; rephrase "
+                                                                  "the question or raise max new tokens.")
+                else:
+                    turn.update(status="ok", text=text, tokens=found.completion_tokens,
+                                seconds=round(found.latency_s, 3))
+                yield turn
+        except VlmchatError as exc:
+            turn.update(status="error", text=ERROR_MARK + str(exc))
+            yield turn
+        except GeneratorExit:
+            if turn["status"] == "pending":
+                turn["status"] = "stopped"
+            raise
         finally:
             stop.set()
+            if stream is not None:
+                stream.close()
 
-    return chat
+
+def displayed(chat: dict) -> list[tuple[int, dict]]:
+    """(index of the chat message, Chatbot message) for each message the Chatbot shows."""
+    shown = []
+    for index, message in enumerate(chat["messages"]):
+        if message.get("role") == "user":
+            for image in message.get("images") or []:
+                if image.get("path"):
+                    shown.append((index, {"role": "user", "content": {"path": image["path"],
+                                                                      "alt_text": image.get("name")}}))
+                else:
+                    shown.append((index, {"role": "user", "content": f"📎 {image.get('name', 'image')} (not kept)"}))
+            if message.get("text"):
+                shown.append((index, {"role": "user", "content": message["text"]}))
+            continue
+        text, status = message.get("text") or "", message.get("status")
+        if status == "ok" and (stats := stats_line(message)):
+            text += f"\n\n<small>{stats}</small>"
+        elif status == "stopped":
+            text = (text + "\n\n" if text else "") + STOPPED_NOTE
+        shown.append((index, {"role": "assistant", "content": text}))
+    return shown
+
+
+def chatbot_value(chat: dict) -> list[dict]:
+    """What the Chatbot shows for `chat`."""
+    return [message for _, message in displayed(chat)]
+
+
+def _shown_index(index) -> int:
+    """The Chatbot's index of an edited or retried message (a list for grouped messages)."""
+    return int(index[0] if isinstance(index, (list, tuple)) else index)
+
+
+def edit_turn(chat: dict, shown_index, text: str) -> bool:
+    """Replace the text of the user turn shown at `shown_index` and drop everything after it; False if
+    that message is not a user's text (nothing changes)."""
+    shown = displayed(chat)
+    position = _shown_index(shown_index)
+    if not 0 <= position < len(shown):
+        return False
+    index, message = shown[position]
+    turn = chat["messages"][index]
+    if turn.get("role") != "user" or not isinstance(message["content"], str) or message["content"] != turn.get("text"):
+        return False
+    turn["text"] = text or ""
+    del chat["messages"][index + 1:]
+    return True
+
+
+def retry_turn(chat: dict, shown_index) -> bool:
+    """Drop the answer shown at `shown_index` (and all after it) so its question is answered again."""
+    shown = displayed(chat)
+    position = _shown_index(shown_index)
+    if not 0 <= position < len(shown):
+        return False
+    index = shown[position][0]
+    while index >= 0 and chat["messages"][index].get("role") != "user":
+        index -= 1
+    if index < 0:
+        return False
+    del chat["messages"][index + 1:]
+    return True
+
+
+def _label(entry: dict) -> str:
+    try:
+        when = datetime.fromisoformat(entry["updated"].replace("Z", "+00:00")).astimezone().strftime("%d %b %H:%M")
+    except ValueError:
+        when = ""
+    return f"{entry['title']} · {when}" if when else entry["title"]
 
 
 def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
-    """Lay out the Chat tab inside the current Blocks."""
+    """Lay out the Chat tab inside the current Blocks (and the /chat API endpoint)."""
+    turns = ChatTurns(manager, settings)
     gen = settings.generation
-    with gr.Row():
-        adapter = gr.Dropdown(choices=["base"] + adapters.names(), value=manager.active_adapter or "base",
-                              label="Adapter", info="The LoRA adapter the answers use; 'base' = none.", scale=1)
-        adapter_note = gr.Markdown()
-    adapter.focus(lambda: gr.update(choices=["base"] + adapters.names()), outputs=adapter,
-                  api_visibility="undocumented", queue=False)
-    adapter.input(adapters.activate, adapter, adapter_note, api_visibility="undocumented")
-    with gr.Accordion("Generation settings", open=False):
-        with gr.Row():
-            max_new_tokens = gr.Slider(1, 4096, value=gen.max_new_tokens, step=1, label="Max new tokens")
-            temperature = gr.Slider(0.0, 2.0, value=gen.temperature, step=0.05, label="Temperature (0 = greedy)")
-            top_p = gr.Slider(0.05, 1.0, value=gen.top_p, step=0.05, label="Top-p")
-            seed = gr.Number(value=gen.seed, precision=0, label="Seed (-1 = random)")
-    gr.ChatInterface(
-        fn=make_chat_fn(manager, settings),
-        multimodal=True,
-        textbox=gr.MultimodalTextbox(file_types=["image"], file_count="multiple",
-                                     placeholder="Attach an image and ask about it…", sources=["upload"]),
-        chatbot=gr.Chatbot(height=480, label="Chat"),
-        additional_inputs=[max_new_tokens, temperature, top_p, seed],
-        api_name="chat",
-        api_description="Chat about images: message {'text', 'files'} -> the answer text.",
-        fill_height=False,
-    )
+
+    def adapter_choices() -> list[str]:
+        """Base, every adapter that fits the loaded model (also one made since start-up), every endpoint."""
+        return manager.model_choices() or [BASE]
+
+    chat = gr.State(new_chat())
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=220):
+            new_button = gr.Button("New chat", variant="primary", size="sm")
+            chat_list = gr.Radio(choices=[], label="Saved chats (newest first)", elem_id="vlmchat-chat-list")
+            with gr.Accordion("Rename, delete, export", open=False):
+                title = gr.Textbox(label="Title", max_lines=1, elem_id="vlmchat-chat-title")
+                rename_button = gr.Button("Rename", size="sm")
+                delete_button = gr.Button("Delete this chat", size="sm", variant="stop")
+                with gr.Row(visible=False) as confirm_row:
+                    confirm_button = gr.Button("Yes, delete it", size="sm", variant="stop")
+                    cancel_button = gr.Button("Keep it", size="sm")
+                with gr.Row():
+                    markdown_button = gr.Button("Export Markdown", size="sm")
+                    json_button = gr.Button("Export JSON", size="sm")
+                exported = gr.File(label="Export", interactive=False)
+            list_note = gr.Markdown(elem_id="vlmchat-chat-note")
+            chat_id = gr.Textbox(visible="hidden", max_lines=1, elem_id="vlmchat-chat-id")
+        with gr.Column(scale=4):
+            with gr.Row():
+                adapter = gr.Dropdown(choices=adapter_choices(), value=turns.default_adapter(), label="Adapter",
+                                      allow_custom_value=True, scale=1, elem_id="vlmchat-chat-adapter",
+                                      info="The LoRA adapter (or endpoint) this chat answers with ('base' = "
+                                           "none); this browser tab only.")
+                adapter_note = gr.Markdown(elem_id="vlmchat-chat-adapter-note")
+            with gr.Accordion("System prompt and generation settings", open=False):
+                system = gr.Textbox(label="System prompt", lines=2, elem_id="vlmchat-system",
+                                    placeholder="Optional: how the model should answer (sent before the chat).")
+                with gr.Row():
+                    max_new_tokens = gr.Slider(1, 4096, value=gen.max_new_tokens, step=1, label="Max new tokens")
+                    temperature = gr.Slider(0.0, 2.0, value=gen.temperature, step=0.05,
+                                            label="Temperature (0 = greedy)")
+                    top_p = gr.Slider(0.05, 1.0, value=gen.top_p, step=0.05, label="Top-p")
+                    seed = gr.Number(value=gen.seed, precision=0, label="Seed (-1 = random)")
+            chatbot = gr.Chatbot(
+                height=480, label="Chat", editable="user", elem_id="vlmchat-chatbot", group_consecutive_messages=False,
+                examples=[{"text": text, "files": [str(EXAMPLES / picture)],
+                           "display_text": f"{text} ({picture})"} for text, picture in CHAT_EXAMPLES
+                          if (EXAMPLES / picture).is_file()])
+            textbox = gr.MultimodalTextbox(file_types=["image"], file_count="multiple", sources=["upload"],
+                                           placeholder="Attach an image and ask about it…", show_label=False,
+                                           submit_btn=True, stop_btn=False, elem_id="vlmchat-chat-input")
+
+    adapter.focus(lambda: gr.update(choices=adapter_choices()), outputs=adapter, api_visibility="undocumented",
+                  queue=False)
+
+    def pick_adapter(name: str) -> str:
+        try:
+            name = turns.adapter_for(name)
+        except VlmchatError as exc:
+            return ERROR_MARK + str(exc)
+        return f"This chat now answers with **{name}** (this browser tab only)."
+
+    adapter.input(pick_adapter, adapter, adapter_note, api_visibility="undocumented")
+
+    def listed(request: gr.Request, current: str | None = None):
+        entries = turns.store(request).list()
+        count = f"{len(entries)} saved" if entries else "none saved yet"
+        return gr.update(choices=[(_label(e), e["id"]) for e in entries], value=current,
+                         info=f"{count}; every chat is saved as it goes")
+
+    def opened(state: dict, request: gr.Request, note: str = ""):
+        """Every output that shows a chat: chatbot, state, list, title, system, chat id, note."""
+        return (chatbot_value(state), state, listed(request, state["id"]), state.get("title") or "",
+                state.get("system") or "", state["id"] or "", note)
+
+    shows = [chatbot, chat, chat_list, title, system, chat_id, list_note]
+
+    def on_load(remembered: str, state: dict, request: gr.Request):
+        """A page (re)loads: reopen the chat this browser tab had open, else start a new one with the default
+        adapter (a chat already begun in this session, e.g. by a quick click, is kept)."""
+        if state["messages"] or state["id"]:
+            return (gr.update(choices=adapter_choices()), *opened(state, request))
+        if remembered:
+            try:
+                state = turns.store(request).load(remembered)
+            except VlmchatError:
+                state = new_chat()
+        choice = state.get("adapter") if state["id"] and state.get("adapter") else turns.default_adapter()
+        return (gr.update(choices=adapter_choices(), value=choice), *opened(state, request))
+
+    root = gr.context.Context.root_block
+    root.load(on_load, [chat_id, chat], [adapter, *shows], api_visibility="undocumented", queue=False,
+              js=f"(id, state) => [sessionStorage.getItem('{SESSION_KEY}') || '', state]")
+    chat_id.change(None, chat_id, None,
+                   js=f"(id) => {{ sessionStorage.setItem('{SESSION_KEY}', id || ''); return []; }}")
+
+    def open_chat(chat_id_: str, request: gr.Request):
+        try:
+            state = turns.store(request).load(chat_id_)
+        except VlmchatError as exc:
+            return (gr.update(), *opened(new_chat(), request, ERROR_MARK + str(exc)))
+        return (gr.update(value=state["adapter"]) if state.get("adapter") else gr.update(), *opened(state, request))
+
+    chat_list.input(open_chat, chat_list, [adapter, *shows], api_visibility="undocumented", queue=False)
+
+    def start_new(system_prompt: str, request: gr.Request):
+        return opened(new_chat(system_prompt or ""), request)
+
+    new_button.click(start_new, system, shows, api_visibility="undocumented", queue=False)
+    chatbot.clear(start_new, system, shows, api_visibility="undocumented", queue=False)
+
+    def rename(state: dict, new_title: str, request: gr.Request):
+        if not state["id"]:
+            return opened(state, request, "Send a message first: a chat is saved once it has one.")
+        try:
+            saved = turns.store(request).rename(state["id"], new_title)
+        except VlmchatError as exc:
+            return opened(state, request, ERROR_MARK + str(exc))
+        state.update(title=saved["title"], renamed=True)
+        return opened(state, request, f"Renamed to “{saved['title']}”.")
+
+    rename_button.click(rename, [chat, title], shows, api_visibility="undocumented", queue=False)
+    delete_button.click(lambda state: gr.update(visible=bool(state["id"])), chat, confirm_row,
+                        api_visibility="undocumented", queue=False)
+    cancel_button.click(lambda: gr.update(visible=False), None, confirm_row, api_visibility="undocumented", queue=False)
+
+    def delete(state: dict, request: gr.Request):
+        note = ""
+        if state["id"]:
+            try:
+                turns.store(request).delete(state["id"])
+                note = f"Deleted “{state.get('title') or 'the chat'}”."
+            except VlmchatError as exc:
+                note = ERROR_MARK + str(exc)
+        return (gr.update(visible=False), *opened(new_chat(state.get("system") or ""), request, note))
+
+    confirm_button.click(delete, chat, [confirm_row, *shows], api_visibility="undocumented", queue=False)
+
+    def export(state: dict, kind: str, request: gr.Request):
+        if not state["id"]:
+            return None, "Send a message first: there is nothing to export yet."
+        try:
+            return str(turns.store(request).export(state["id"], kind)), ""
+        except VlmchatError as exc:
+            return None, ERROR_MARK + str(exc)
+
+    for button, kind in ((markdown_button, "markdown"), (json_button, "json")):
+        def export_as(state: dict, request: gr.Request, kind: str = kind):
+            return export(state, kind, request)
+        button.click(export_as, chat, [exported, list_note], api_visibility="undocumented")
+
+    # ---- a turn: take the message (at once), then answer it (queued, streamed) ----
+
+    def take_message(message: dict, state: dict):
+        message = message or {}
+        if not (message.get("text") or "").strip() and not message.get("files"):  # nothing to send
+            return gr.update(), chatbot_value(state), state
+        state["messages"].append(user_turn(message))
+        busy = gr.update(value=None, interactive=False, submit_btn=False, stop_btn=True)
+        return busy, chatbot_value(state), state
+
+    def respond(state: dict, adapter_name: str, max_new_tokens_: float, temperature_: float, top_p_: float,
+                seed_: float, system_prompt: str, request: gr.Request):
+        """Stream the answer to the chat's last question into the Chatbot, saving the chat as it goes."""
+        if not waiting_for_answer(state):
+            yield chatbot_value(state), state, gr.skip(), gr.skip(), gr.skip()
+            return
+        state["system"] = system_prompt or ""
+        store = turns.store(request)
+        answer = turns.answer(state, adapter_name, max_new_tokens_, temperature_, top_p_, seed_)
+        try:
+            for count, turn in enumerate(answer):
+                if count == 0 or turn["status"] != "pending":
+                    store.save(state)
+                    yield chatbot_value(state), state, listed(request, state["id"]), state["id"], state["title"]
+                else:
+                    yield chatbot_value(state), state, gr.skip(), gr.skip(), gr.skip()
+        except GeneratorExit:
+            answer.close()
+            store.save(state)
+            raise
+
+    answer_outputs = [chatbot, chat, chat_list, chat_id, title]
+    answer_inputs = [chat, adapter, max_new_tokens, temperature, top_p, seed, system]
+    idle = dict(fn=lambda: gr.update(interactive=True, submit_btn=True, stop_btn=False), inputs=None, outputs=textbox,
+                api_visibility="undocumented", queue=False)
+    # Clear the file input itself: picking the same file again would otherwise not count as a change.
+    reset_files = ("(message, state) => { document.querySelectorAll('#vlmchat-chat-input input[type=file]')"
+                   ".forEach(i => { i.value = ''; }); return [message, state]; }")
+    taken = textbox.submit(take_message, [textbox, chat], [textbox, chatbot, chat], api_visibility="undocumented",
+                           queue=False, js=reset_files)
+    answering = [taken.then(respond, answer_inputs, answer_outputs, api_visibility="undocumented")]
+    answering[0].then(**idle)
+
+    def on_edit(state: dict, edit: gr.EditData):
+        edit_turn(state, edit.index, edit.value if isinstance(edit.value, str) else str(edit.value or ""))
+        return chatbot_value(state), state
+
+    def on_retry(state: dict, retry: gr.RetryData):
+        retry_turn(state, retry.index)
+        return chatbot_value(state), state
+
+    def on_example(state: dict, system_prompt: str, example: gr.SelectData):
+        value = example.value if isinstance(example.value, dict) else {"text": str(example.value)}
+        fresh = new_chat(system_prompt or "")
+        fresh["messages"].append(user_turn({"text": value.get("text") or "", "files": value.get("files") or []}))
+        return chatbot_value(fresh), fresh, gr.update(interactive=False, submit_btn=False, stop_btn=True)
+
+    for trigger in (chatbot.edit(on_edit, chat, [chatbot, chat], api_visibility="undocumented", queue=False),
+                    chatbot.retry(on_retry, chat, [chatbot, chat], api_visibility="undocumented", queue=False),
+                    chatbot.example_select(on_example, [chat, system], [chatbot, chat, textbox],
+                                           api_visibility="undocumented", queue=False)):
+        event = trigger.then(lambda: gr.update(interactive=False, submit_btn=False, stop_btn=True), None, textbox,
+                             api_visibility="undocumented", queue=False).then(
+            respond, answer_inputs, answer_outputs, api_visibility="undocumented")
+        answering.append(event)
+        event.then(**idle)
+
+    def stop_answer(state: dict, request: gr.Request):
+        messages = state["messages"]
+        if messages and messages[-1].get("role") == "assistant" and messages[-1].get("status") == "pending":
+            messages[-1]["status"] = "stopped"
+            turns.store(request).save(state)
+        return chatbot_value(state), state
+
+    textbox.stop(stop_answer, chat, [chatbot, chat], cancels=answering, api_visibility="undocumented",
+                 queue=False).then(**idle).then(chatbot_value, chat, chatbot, api_visibility="undocumented",
+                                                queue=False)
+
+    # ---- the /chat API endpoint: the same turn, the conversation kept in the client's session ----
+    with gr.Row(visible=False):
+        api_message = gr.MultimodalTextbox(file_types=["image"], file_count="multiple", label="message")
+        api_message.value = None  # a required parameter: no default message
+        api_adapter = gr.Textbox(value="", label="adapter")
+        api_system = gr.Textbox(value="", label="system_prompt")
+        api_answer = gr.Textbox(label="answer")
+        api_button = gr.Button("chat")
+    api_chat = gr.State(new_chat())
+
+    def chat_api(message, max_new_tokens, temperature, top_p, seed, adapter="", system_prompt="", state=None):
+        """Answer `message` ({"text", "files"}) in this session's conversation; `adapter` '' = the one this
+        session used last, else the default (the Adapters tab's active one, else base); `system_prompt` is
+        sent before the conversation."""
+        state = state or new_chat()
+        state["system"] = system_prompt or ""
+        state["messages"].append(user_turn(message))
+        for turn in turns.answer(state, adapter, max_new_tokens, temperature, top_p, seed):
+            yield turn["text"], state
+
+    api_button.click(chat_api, [api_message, max_new_tokens, temperature, top_p, seed, api_adapter, api_system,
+                                api_chat], [api_answer, api_chat], api_name="chat",
+                     api_description="Chat about images: message {'text', 'files'} -> the answer text; optional "
+                                     "adapter ('' = the default adapter) and system_prompt.")

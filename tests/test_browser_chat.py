@@ -1,0 +1,267 @@
+"""The Chat and Compare tabs in a real headless Chromium, as people use them: an adapter per page,
+errors that do not stick, no picture no answer, saved chats (reload, restart, rename, delete, one
+list per login), edit and resend, regenerate, the first screen's examples, one vote per comparison.
+
+Screenshots are saved to outputs/test-artifacts/ as test artifacts.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import LaunchedApp
+from test_browser import ARTIFACTS, CHROMIUM
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason="Chromium is not installed (apt-get install chromium chromium-driver)")
+
+INPUT = "#vlmchat-chat-input"
+DONE = "tokens/s"  # the line under a finished answer
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module; each test opens a context of its own."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    playwright = sync_api.sync_playwright().start()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+    yield chromium
+    chromium.close()
+    playwright.stop()
+
+
+def _context(browser):
+    """A browser context of its own: its own cookies and sessionStorage, as another person's browser."""
+    return browser.new_context(viewport={"width": 1280, "height": 1000})
+
+
+def _open(context, url):
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.wait_for_selector(f"{INPUT} textarea")
+    page.wait_for_function("() => document.querySelector('#vlmchat-chat-list')?.innerText.includes('saved')")  # loaded
+    return page
+
+
+@pytest.fixture
+def page(browser, app):
+    context = _context(browser)
+    page = _open(context, app.url)
+    yield page
+    context.close()
+
+
+def _send(page, text, *files):
+    if files:
+        page.locator(f"{INPUT} input[type=file]").set_input_files([str(f) for f in files])
+        page.locator(f"{INPUT} .thumbnail-item").nth(len(files) - 1).wait_for()
+    box = page.locator(f"{INPUT} textarea")
+    box.fill(text)
+    box.press("Enter")
+
+
+def _answers(page):
+    return [row.inner_text().split("\n")[0].strip() for row in page.locator("#vlmchat-chatbot .bot-row").all()]
+
+
+def _answer(page, count, starting=""):
+    """The first line of the `count`-th answer, once it is finished (or failed) and starts with `starting`."""
+    page.wait_for_function(
+        f"""() => {{ const rows = document.querySelectorAll('#vlmchat-chatbot .bot-row');
+                     if (rows.length !== {count}) return false;
+                     const last = rows[{count - 1}].innerText.trim();
+                     const done = last.includes('{DONE}') || last.startsWith('⚠️');
+                     return done && last.startsWith({starting!r}); }}""")
+    page.locator(f"{INPUT} textarea:not([disabled])").wait_for()  # ready for the next question
+    return _answers(page)[count - 1]
+
+
+def _pick_adapter(page, name):
+    page.locator("#vlmchat-chat-adapter input").click()
+    page.get_by_role("option", name=name, exact=True).click()
+    page.wait_for_function(f"() => document.querySelector('#vlmchat-chat-adapter-note')?.innerText.includes('{name}')")
+
+
+def _saved_chats(page):
+    return [label.inner_text() for label in page.locator("#vlmchat-chat-list label").all()]
+
+
+def test_clicking_an_example_on_the_first_screen_answers_it(page):
+    page.locator("#vlmchat-chatbot").get_by_text("Describe the image. (red-circle.png)").click()
+    assert _answer(page, 1) == "a red circle"
+    page.screenshot(path=str(ARTIFACTS / "chat-example.png"), full_page=True)
+
+
+def test_two_pages_with_different_adapters_each_answer_in_their_own_language(browser, app, page, picture_files):
+    other_context = _context(browser)
+    other = _open(other_context, app.url)
+    try:
+        _pick_adapter(page, "demo-es")
+        picture = picture_files[("yellow", "triangle")]
+        _send(page, "Describe the image.", picture)
+        _send(other, "Describe the image.", picture)
+        assert _answer(page, 1) == "un triángulo amarillo"
+        assert _answer(other, 1) == "a yellow triangle"
+        _send(other, "What shape is this?")
+        _send(page, "What shape is this?")
+        assert _answer(other, 2) == "triangle"
+        assert _answer(page, 2) == "triángulo"
+        assert "adapter: demo-es" in page.locator("#vlmchat-chatbot .bot-row").last.inner_text()
+        third = _open(other_context, app.url)  # a new session starts with the default, not demo-es
+        assert third.locator("#vlmchat-chat-adapter input").input_value() == "base"
+        page.screenshot(path=str(ARTIFACTS / "chat-spanish-page.png"), full_page=True)
+    finally:
+        other_context.close()
+
+
+def test_a_bad_file_shows_its_error_once_and_the_chat_goes_on(page, tmp_path, picture_files):
+    fake = tmp_path / "fake.png"
+    fake.write_text("this is text, not a picture")
+    _send(page, "Describe the image.", fake)
+    assert _answer(page, 1).startswith("⚠️ 'fake.png' is not an image")
+    _send(page, "Describe the image.", picture_files[("blue", "circle")])
+    assert _answer(page, 2) == "a blue circle"
+    _send(page, "What color is the shape?")
+    assert _answer(page, 3) == "blue"
+    assert sum("not an image" in a for a in _answers(page)) == 1
+    page.screenshot(path=str(ARTIFACTS / "chat-bad-file.png"), full_page=True)
+
+
+def test_the_same_file_attached_again_is_sent_again(page, picture_files):
+    picture = picture_files[("green", "square")]
+    _send(page, "Describe the image.", picture)
+    assert _answer(page, 1) == "a green square"
+    page.get_by_role("button", name="New chat").click()
+    page.wait_for_function("() => !document.querySelector('#vlmchat-chatbot .bot-row')")
+    _send(page, "Describe the image.", picture)
+    assert _answer(page, 1) == "a green square"
+
+
+def test_without_a_picture_the_demo_asks_for_one(page, picture_files):
+    _send(page, "Describe the image.")
+    assert "attach one" in _answer(page, 1)
+    _send(page, "Describe the image.", picture_files[("red", "square")])
+    assert _answer(page, 2) == "a red square"
+
+
+def test_a_reload_reopens_the_conversation(page, picture_files):
+    _send(page, "Describe the image.", picture_files[("blue", "triangle")])
+    assert _answer(page, 1) == "a blue triangle"
+    page.reload()
+    page.wait_for_function("() => document.querySelectorAll('#vlmchat-chatbot .bot-row').length === 1")
+    assert _answers(page) == ["a blue triangle"]
+    assert page.locator("#vlmchat-chatbot img").count() >= 1  # the picture is back too
+    assert any(label.startswith("Describe the image.") for label in _saved_chats(page))
+    _send(page, "What color is the shape?")  # and it goes on, picture in context
+    assert _answer(page, 2) == "blue"
+
+
+def test_edit_a_question_and_resend_then_regenerate(page, picture_files):
+    _send(page, "What shape is this?", picture_files[("yellow", "square")])
+    assert _answer(page, 1) == "square"
+    _send(page, "Describe the image.")
+    assert _answer(page, 2) == "a yellow square"
+    chatbot = page.locator("#vlmchat-chatbot")
+    chatbot.get_by_label("Edit").first.click()
+    chatbot.locator("textarea").fill("What color is the shape?")
+    chatbot.get_by_role("button", name="Submit").click()
+    page.wait_for_function("() => document.querySelectorAll('#vlmchat-chatbot .bot-row').length === 1")
+    assert _answer(page, 1) == "yellow"  # the later turn is gone, the picture stayed
+    _pick_adapter(page, "demo-es")
+    chatbot.get_by_label("Retry").click()  # answered again, with the adapter chosen since
+    assert _answer(page, 1, "amarillo") == "amarillo"
+    assert _answers(page) == ["amarillo"]
+    page.screenshot(path=str(ARTIFACTS / "chat-edited.png"), full_page=True)
+
+
+def test_rename_and_delete_a_saved_chat(page, picture_files):
+    _send(page, "What shape is this?", picture_files[("green", "triangle")])
+    assert _answer(page, 1) == "triangle"
+    page.get_by_text("Rename, delete, export").click()
+    page.locator("#vlmchat-chat-title input").fill("Green things")
+    page.get_by_role("button", name="Rename", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#vlmchat-chat-list')?.innerText.includes('Green things')")
+    page.get_by_role("button", name="Export Markdown").click()
+    page.locator("a[href*='Green-things.md']").first.wait_for(state="attached")
+    page.get_by_role("button", name="Delete this chat").click()
+    page.get_by_role("button", name="Yes, delete it").click()
+    page.wait_for_function("() => !document.querySelector('#vlmchat-chat-list')?.innerText.includes('Green things')")
+    assert _answers(page) == []
+
+
+def test_compare_example_runs_and_one_vote_counts_per_comparison(page, app):
+    page.get_by_role("tab", name="Compare").click()
+    panel = page.locator("[role=tabpanel]:visible")
+    panel.get_by_role("button", name="Compare", exact=True).click()
+    panel.get_by_text("Compare needs a picture").wait_for()  # said on the picture, nothing runs
+    panel.get_by_text("What color is the shape?").click()  # the blue-square example
+    page.wait_for_function(
+        "() => { const v = [...document.querySelectorAll('[role=tabpanel] textarea')].map(t => t.value);"
+        " return v.includes('blue') && v.includes('azul'); }")
+    log = Path(app.log.name).parent / "outputs" / "compare_votes.jsonl"
+    before = len(log.read_text().splitlines()) if log.exists() else 0
+    for vote, shown in (("Left is better", "left"), ("Tie", "tie")):
+        panel.get_by_role("button", name=vote).click()
+        page.wait_for_function(
+            f"() => document.querySelector('#vlmchat-compare-voted')?.innerText.includes('{shown} for')")
+    votes = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(votes) == before + 1 and votes[-1]["vote"] == "tie"
+    assert votes[-1]["image_name"] == "blue-square.png" and len(votes[-1]["image_sha256"]) == 64
+    assert (votes[-1]["left_text"], votes[-1]["right_text"]) == ("blue", "azul")
+    page.get_by_text("Votes so far").click()
+    page.wait_for_function("() => document.querySelector('#vlmchat-compare-tally')?.innerText.includes('demo-es')")
+    page.screenshot(path=str(ARTIFACTS / "compare-voted.png"), full_page=True)
+
+
+# ---- logins and restarts: an app of its own ----
+
+@pytest.fixture(scope="module")
+def login_app(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("logins")
+    logins = folder / "logins.txt"
+    logins.write_text("ana:pw-ana\nbob:pw-bob\n")
+    app = LaunchedApp(folder, "--auth-file", str(logins)).wait_ready()
+    yield folder, logins, app
+    app.stop()
+
+
+def _log_in(browser, app, user):
+    context = _context(browser)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(app.url)
+    page.get_by_label("username").fill(user)
+    page.get_by_label("password").fill(f"pw-{user}")
+    page.get_by_role("button", name="Login").click()
+    page.wait_for_selector(f"{INPUT} textarea")
+    page.wait_for_function("() => document.querySelector('#vlmchat-chat-list')?.innerText.includes('saved')")
+    return context, page
+
+
+def test_each_login_sees_only_its_chats_and_they_survive_a_restart(browser, login_app, picture_files):
+    folder, logins, app = login_app
+    ana_context, ana = _log_in(browser, app, "ana")
+    _send(ana, "What shape is this?", picture_files[("green", "triangle")])
+    assert _answer(ana, 1) == "triangle"
+    ana.wait_for_function("() => document.querySelector('#vlmchat-chat-list')?.innerText.includes('What shape')")
+    bob_context, bob = _log_in(browser, app, "bob")
+    assert _saved_chats(bob) == []
+    saved = list((folder / "outputs" / "users").glob("ana-*/chats/*/chat.json"))
+    assert len(saved) == 1 and not (folder / "outputs" / "chats").exists()
+    for context in (ana_context, bob_context):
+        context.close()
+    app.stop()
+    restarted = LaunchedApp(folder, "--auth-file", str(logins)).wait_ready()
+    try:
+        context, ana = _log_in(browser, restarted, "ana")
+        ana.locator("#vlmchat-chat-list label").first.click()
+        ana.wait_for_function("() => document.querySelectorAll('#vlmchat-chatbot .bot-row').length === 1")
+        assert _answers(ana) == ["triangle"]
+        _send(ana, "What color is the shape?")
+        assert _answer(ana, 2) == "green"
+        context.close()
+    finally:
+        restarted.stop()

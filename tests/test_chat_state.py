@@ -1,0 +1,247 @@
+"""Chat state belongs to the session or the request: the adapter per call, failed turns never replayed,
+no picture no invented answer; Compare's one vote per comparison; adapters made after start-up.
+
+The first part runs the Chat tab's turn logic in-process on the demo model; the second drives the
+launched app through gradio_client as API users do.
+"""
+
+import hashlib
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from gradio_client import Client, handle_file
+
+from vlmchat.chats import answered_turns, new_chat
+from vlmchat.demo.dialogue import answer as demo_answer
+from vlmchat.errors import InputError
+from vlmchat.evaluate.compare import compare_stream, new_comparison, read_votes, record_vote, tally
+from vlmchat.models.conversation import chat_messages
+from vlmchat.ui.chat_tab import (ERROR_MARK, ChatTurns, chatbot_value, edit_turn, model_needs_image, retry_turn,
+                                 user_turn)
+
+
+@pytest.fixture
+def turns(manager, demo_settings):
+    return ChatTurns(manager, demo_settings)
+
+
+def _ask(turns, chat, text, *files, adapter="", **params):
+    chat["messages"].append(user_turn({"text": text, "files": [str(f) for f in files]}))
+    found = None
+    for found in turns.answer(chat, adapter, **params):
+        pass
+    return found
+
+
+def _fake(folder):
+    path = folder / "fake.png"
+    path.write_text("this is text, not a picture")
+    return path
+
+
+def test_an_answer_carries_its_tokens_speed_and_adapter(turns, picture_files):
+    answer = _ask(turns, new_chat(), "Describe the image.", picture_files[("red", "circle")])
+    assert answer["status"] == "ok" and answer["text"] == "a red circle"
+    assert answer["adapter"] == "base" and answer["tokens"] >= 3 and answer["seconds"] > 0
+    assert "tokens/s · adapter: base" in chatbot_value({"messages": [answer]})[0]["content"]
+
+
+def test_the_adapter_is_per_call_and_never_global(turns, manager, picture_files):
+    spanish, english = new_chat(), new_chat()
+    picture = picture_files[("blue", "square")]
+    assert _ask(turns, spanish, "Describe the image.", picture, adapter="demo-es")["text"] == "un cuadrado azul"
+    assert _ask(turns, english, "Describe the image.", picture)["text"] == "a blue square"
+    assert _ask(turns, spanish, "What shape is this?")["text"] == "cuadrado"  # the chat keeps its choice...
+    assert manager.active_adapter is None  # ...and nothing changed for anyone else
+
+
+def test_the_default_adapter_is_the_activated_one(turns, manager):
+    assert turns.adapter_for("") == "base"
+    manager.attach_named_adapter("demo-es")
+    manager.activate_adapter("demo-es")
+    try:
+        assert turns.adapter_for("") == "demo-es" and turns.adapter_for("base") == "base"
+    finally:
+        manager.activate_adapter(None)
+
+
+def test_a_bad_file_is_shown_once_and_never_replayed(turns, tmp_path, picture_files):
+    chat = new_chat()
+    failed = _ask(turns, chat, "Describe the image.", _fake(tmp_path))
+    assert failed["status"] == "error" and failed["text"].startswith(ERROR_MARK) and "not an image" in failed["text"]
+    assert _ask(turns, chat, "Describe the image.", picture_files[("green", "triangle")])["text"] == "a green triangle"
+    assert _ask(turns, chat, "What color is the shape?")["text"] == "green"
+    assert [m["text"] for m in answered_turns(chat["messages"])] == [
+        "Describe the image.", "a green triangle", "What color is the shape?", "green"]
+    # the same file attached again in another turn works too
+    assert _ask(turns, chat, "What shape is this?", picture_files[("green", "triangle")])["text"] == "triangle"
+
+
+def test_a_too_large_file_is_refused_and_not_replayed(turns, demo_settings, tmp_path, picture_files):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + bytes(demo_settings.server.max_upload_mb * 2**20 + 1))
+    chat = new_chat()
+    assert "over the" in _ask(turns, chat, "Describe the image.", big)["text"]
+    assert _ask(turns, chat, "Describe the image.", picture_files[("red", "square")])["text"] == "a red square"
+
+
+def test_a_stopped_answer_is_left_out_of_the_conversation(turns, picture_files):
+    chat = new_chat()
+    picture = picture_files[("blue", "circle")]
+    chat["messages"].append(user_turn({"text": "Describe the image.", "files": [str(picture)]}))
+    stream = turns.answer(chat, "")
+    assert next(stream)["status"] == "pending"
+    next(stream)  # the first words
+    stream.close()  # what the Stop button (or a closed tab) does
+    assert chat["messages"][-1]["status"] == "stopped"
+    assert answered_turns(chat["messages"]) == []
+    assert _ask(turns, chat, "Describe the image.", picture)["text"] == "a blue circle"
+
+
+def test_no_picture_no_invented_answer(turns, picture_files):
+    chat = new_chat()
+    refused = _ask(turns, chat, "Describe the image.")
+    assert refused["status"] == "error" and "answers only about a picture" in refused["text"]
+    assert _ask(turns, chat, "What shape is this?", picture_files[("yellow", "square")])["text"] == "square"
+    assert _ask(turns, chat, "What color is the shape?")["text"] == "yellow"  # the picture is in context
+
+
+def test_only_a_model_that_says_so_needs_a_picture(manager, tmp_path):
+    assert model_needs_image(manager)  # the demo's recipe states it
+    (tmp_path / "vlmchat_recipe.json").write_text(json.dumps({"learning_rate": 1e-4}))
+    chatty = SimpleNamespace(info=SimpleNamespace(source=str(tmp_path)))
+    assert not model_needs_image(chatty)
+    assert not model_needs_image(SimpleNamespace(info=SimpleNamespace(source="owner/hub-model")))
+
+
+def test_an_unknown_adapter_is_a_failed_turn(turns, picture_files):
+    found = _ask(turns, new_chat(), "Describe the image.", picture_files[("red", "circle")], adapter="nope")
+    assert found["status"] == "error" and "no adapter named 'nope'" in found["text"]
+
+
+def test_a_system_prompt_goes_first():
+    chat = new_chat("Answer briefly.")
+    chat["messages"].append({"role": "user", "text": "Hi", "images": []})
+    messages = chat_messages(chat["messages"], chat["system"])
+    assert [m["role"] for m in messages] == ["system", "user"]
+    with pytest.raises(InputError, match="empty"):
+        chat_messages([{"role": "user", "text": "  ", "images": []}])
+
+
+def _shown_chat(picture):
+    return {"messages": [
+        {"role": "user", "text": "Describe the image.", "images": [{"path": str(picture), "name": "p.png"}]},
+        {"role": "assistant", "text": "a red circle", "status": "ok"},
+        {"role": "user", "text": "What color is the shape?", "images": []},
+        {"role": "assistant", "text": "red", "status": "ok"}]}
+
+
+def test_editing_a_question_drops_what_came_after_it(picture_files):
+    chat = _shown_chat(picture_files[("red", "circle")])
+    assert [m["content"] if isinstance(m["content"], str) else "🖼" for m in chatbot_value(chat)] == [
+        "🖼", "Describe the image.", "a red circle", "What color is the shape?", "red"]
+    assert not edit_turn(chat, 0, "x") and not edit_turn(chat, 2, "x")  # a picture, an answer: not editable
+    assert edit_turn(chat, 1, "What shape is this?")
+    assert [m["text"] for m in chat["messages"]] == ["What shape is this?"]
+    assert chat["messages"][0]["images"]  # the picture stays with the question
+
+
+def test_regenerating_drops_the_answer_and_keeps_the_question(picture_files):
+    chat = _shown_chat(picture_files[("red", "circle")])
+    assert retry_turn(chat, 4)
+    assert [m["text"] for m in chat["messages"]] == ["Describe the image.", "a red circle", "What color is the shape?"]
+
+
+def test_compare_refuses_without_a_picture(manager):
+    with pytest.raises(InputError, match="needs a picture"):
+        list(compare_stream(manager, None, "Describe the image.", "base", "demo-es"))
+
+
+def test_one_vote_per_comparison_and_a_tally(tmp_path, picture_files):
+    log = tmp_path / "votes.jsonl"
+    picture = picture_files[("red", "circle")]
+    first = new_comparison(picture, "Describe the image.", "base", "demo-es", 3, model="demo") | {
+        "left_text": "a red circle", "right_text": "un círculo rojo"}
+    second = new_comparison(picture, "Describe the image.", "base", "demo-es", 3) | {
+        "left_text": "a", "right_text": "b"}
+    record_vote(log, "left", first)
+    record_vote(log, "tie", first)  # changed its mind: replaces
+    record_vote(log, "right", second)
+    votes = read_votes(log)
+    assert [v["vote"] for v in votes] == ["tie", "right"]
+    assert votes[0]["image_sha256"] == hashlib.sha256(picture.read_bytes()).hexdigest()
+    assert {k: votes[0][k] for k in ("prompt", "left", "right", "seed", "left_text", "right_text")} == {
+        "prompt": "Describe the image.", "left": "base", "right": "demo-es", "seed": 3,
+        "left_text": "a red circle", "right_text": "un círculo rojo"}
+    assert votes[0]["time"] and votes[0]["compared"]
+    assert tally(votes) == [["demo-es", 2, 1, 0, 1, 0], ["base", 2, 0, 1, 1, 0]]
+    with pytest.raises(InputError, match="before voting"):
+        record_vote(log, "left", None)
+
+
+# ---- through the launched app, as API users ----
+
+def _chat(client, text, *files, **options):
+    message = {"text": text, "files": [handle_file(str(f)) for f in files]}
+    return client.predict(message, api_name="/chat", **options).strip()
+
+
+def test_eight_concurrent_clients_each_get_their_own_adapter(app, picture_files):
+    cases = [(key, path, "demo-es" if index % 2 else "base") for index, (key, path) in
+             enumerate(list(picture_files.items())[:8])]
+
+    def ask(case):
+        (colour, shape), path, adapter = case
+        client = Client(app.url, verbose=False)
+        first = _chat(client, "Describe the image.", path, adapter=adapter)
+        follow_up = _chat(client, "What shape is this?", adapter=adapter)
+        return first, follow_up
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(ask, cases))
+    expected = [(demo_answer("caption", c, s, "es" if a == "demo-es" else "en"),
+                 demo_answer("shape", c, s, "es" if a == "demo-es" else "en")) for (c, s), _, a in cases]
+    assert answers == expected
+    assert sum(a == "demo-es" for *_, a in cases) == 4
+
+
+def test_a_session_starts_with_the_default_adapter_and_keeps_its_choice(app, picture_files):
+    client = Client(app.url, verbose=False)
+    picture = picture_files[("red", "triangle")]
+    assert _chat(client, "Describe the image.", picture) == "a red triangle"
+    assert _chat(client, "What shape is this?", adapter="demo-es") == "triángulo"  # per request
+    assert _chat(client, "What color is the shape?") == "rojo"  # the session keeps its choice
+    assert _chat(client, "What shape is this?", adapter="base") == "triangle"
+    client.reset_session()
+    assert _chat(client, "Describe the image.", picture) == "a red triangle"  # a new session: the default
+
+
+def test_chat_without_a_picture_says_to_attach_one(app):
+    answer = _chat(Client(app.url, verbose=False), "Describe the image.")
+    assert answer.startswith("⚠️") and "attach one" in answer
+
+
+def test_compare_without_a_picture_is_refused(app):
+    with pytest.raises(Exception, match="Compare needs a picture"):
+        Client(app.url, verbose=False).predict(None, "Describe the image.", "base", "demo-es", api_name="/compare")
+
+
+def test_an_adapter_made_after_start_up_works_everywhere(app, picture_files):
+    adapters = Path(app.log.name).parent / "adapters"
+    late = adapters / "demo-es-late"
+    shutil.copytree(adapters / "demo-es", late)
+    try:
+        client = Client(app.url, verbose=False)
+        assert "demo-es-late" in client.predict(api_name="/list_adapters")
+        picture = picture_files[("green", "circle")]
+        assert client.predict(handle_file(str(picture)), "Describe the image.", "base", "demo-es-late",
+                              api_name="/compare") == ("a green circle", "un círculo verde")
+        assert _chat(client, "Describe the image.", picture, adapter="demo-es-late") == "un círculo verde"
+        with pytest.raises(Exception, match="named 'nope'"):
+            client.predict(handle_file(str(picture)), "Describe the image.", "base", "nope", api_name="/compare")
+    finally:
+        shutil.rmtree(late)

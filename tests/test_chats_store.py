@@ -1,0 +1,144 @@
+"""Saved conversations on disk (vlmchat/chats.py): one folder per chat with copies of its pictures,
+newest first, renamed, deleted, exported; one folder per login."""
+
+import base64
+import json
+from types import SimpleNamespace
+
+import pytest
+from PIL import Image
+
+from vlmchat.chats import ChatStore, answered_turns, new_chat, to_markdown
+from vlmchat.errors import InputError
+from vlmchat.ui.users import user_folder
+
+
+@pytest.fixture
+def picture(tmp_path):
+    path = tmp_path / "upload" / "red.png"
+    path.parent.mkdir()
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(path)
+    return path
+
+
+def _chat(picture, *turns):
+    chat = new_chat("Answer briefly.")
+    chat["messages"] = [{"role": "user", "text": "Describe the image.",
+                         "images": [{"path": str(picture), "name": "red.png"}]},
+                        {"role": "assistant", "text": "a red square", "status": "ok", "adapter": "base",
+                         "tokens": 3, "seconds": 0.1}, *turns]
+    return chat
+
+
+def test_a_saved_chat_keeps_a_copy_of_its_pictures_and_reloads(tmp_path, picture):
+    store = ChatStore(tmp_path / "chats")
+    chat = store.save(_chat(picture))
+    folder = tmp_path / "chats" / chat["id"]
+    data = json.loads((folder / "chat.json").read_text(encoding="utf-8"))
+    stored = data["messages"][0]["images"][0]
+    assert stored["file"].startswith("images/") and stored["name"] == "red.png" and len(stored["sha256"]) == 64
+    assert (folder / stored["file"]).read_bytes() == picture.read_bytes()
+    assert str(picture) not in (folder / "chat.json").read_text()  # no path outside the chat folder
+    picture.unlink()  # the upload is gone (a restart empties Gradio's cache); the copy stays
+    loaded = store.load(chat["id"])
+    assert loaded["messages"][0]["images"][0]["path"] == str(folder / stored["file"])
+    assert loaded["system"] == "Answer briefly." and loaded["title"] == "Describe the image."
+    assert [m["text"] for m in loaded["messages"]] == ["Describe the image.", "a red square"]
+    assert not [p for p in folder.rglob("*") if p.name.startswith(".")]  # no temp file left behind
+
+
+def test_chats_are_listed_newest_first_and_a_rename_sticks(tmp_path, picture):
+    store = ChatStore(tmp_path / "chats")
+    first = store.save(_chat(picture))
+    second = _chat(picture)
+    second["messages"][0]["text"] = "What colour is it?"
+    second = store.save(second)
+    older = tmp_path / "chats" / first["id"] / "chat.json"  # saved in the same second: make it older
+    older.write_text(older.read_text(encoding="utf-8").replace(first["updated"], "2000-01-01T00:00:00Z"),
+                     encoding="utf-8")
+    assert [c["id"] for c in store.list()] == [second["id"], first["id"]]
+    store.rename(first["id"], "  My   red square ")
+    assert [c["title"] for c in store.list()] == ["What colour is it?", "My red square"]  # a rename keeps its place
+    reopened = store.load(first["id"])
+    reopened["messages"] += [{"role": "user", "text": "And again?", "images": []}]
+    store.save(reopened)  # a renamed chat keeps its title as it grows
+    assert store.load(first["id"])["title"] == "My red square"
+
+
+def test_a_failed_turn_keeps_only_the_name_of_its_file(tmp_path, picture):
+    fake = tmp_path / "upload" / "fake.png"
+    fake.write_text("not a picture")
+    chat = _chat(picture, {"role": "user", "text": "And this?", "images": [{"path": str(fake), "name": "fake.png"}]},
+                 {"role": "assistant", "text": "⚠️ 'fake.png' is not an image", "status": "error"})
+    chat = ChatStore(tmp_path / "chats").save(chat)
+    images = list((tmp_path / "chats" / chat["id"] / "images").iterdir())
+    assert len(images) == 1 and images[0].read_bytes() == picture.read_bytes()
+    assert chat["messages"][2]["images"] == [{"name": "fake.png"}]
+
+
+def test_answered_turns_leave_out_failed_stopped_and_unanswered_turns(picture):
+    ok = _chat(picture)["messages"]
+    failed = [{"role": "user", "text": "x", "images": []}, {"role": "assistant", "text": "⚠️", "status": "error"}]
+    stopped = [{"role": "user", "text": "y", "images": []}, {"role": "assistant", "text": "par", "status": "stopped"}]
+    lost = [{"role": "user", "text": "lost in a crash", "images": []}]
+    waiting = [{"role": "user", "text": "now", "images": []}]
+    assert answered_turns(ok + failed + stopped + lost + ok + waiting) == ok + ok + waiting
+
+
+def test_a_chat_interrupted_while_answering_reopens_as_stopped(tmp_path, picture):
+    store = ChatStore(tmp_path / "chats")
+    chat = _chat(picture, {"role": "user", "text": "More?", "images": []},
+                 {"role": "assistant", "text": "a re", "status": "pending"})
+    chat = store.save(chat)
+    assert store.load(chat["id"])["messages"][-1]["status"] == "stopped"
+
+
+def test_delete_removes_the_folder(tmp_path, picture):
+    store = ChatStore(tmp_path / "chats")
+    chat = store.save(_chat(picture))
+    store.delete(chat["id"])
+    assert store.list() == [] and not (tmp_path / "chats" / chat["id"]).exists()
+    with pytest.raises(InputError, match="already gone"):
+        store.delete(chat["id"])
+
+
+def test_exports_are_self_contained(tmp_path, picture):
+    store = ChatStore(tmp_path / "chats")
+    chat = store.save(_chat(picture))
+    markdown = store.export(chat["id"], "markdown").read_text(encoding="utf-8")
+    assert markdown.startswith("# Describe the image.") and "*System prompt:* Answer briefly." in markdown
+    assert "![red.png](data:image/png;base64," in markdown and "3 tokens · 30.0 tokens/s · adapter: base" in markdown
+    exported = json.loads(store.export(chat["id"], "json").read_text(encoding="utf-8"))
+    url = exported["messages"][0]["images"][0]["data_url"]
+    assert base64.b64decode(url.split(",", 1)[1]) == picture.read_bytes()
+    assert exported["messages"][1] == chat["messages"][1] and str(tmp_path) not in json.dumps(exported)
+
+
+@pytest.mark.parametrize("bad", ["../../etc", "20250101-120000-zzzzzz", "", "x/../y"])
+def test_only_chat_ids_open_a_folder(tmp_path, bad):
+    with pytest.raises(InputError, match="not a saved chat"):
+        ChatStore(tmp_path / "chats").load(bad)
+
+
+def test_a_tampered_file_cannot_point_outside_its_chat(tmp_path, picture):
+    store = ChatStore(tmp_path / "chats")
+    chat = store.save(_chat(picture))
+    path = tmp_path / "chats" / chat["id"] / "chat.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["messages"][0]["images"][0]["file"] = "../../upload/red.png"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert "path" not in store.load(chat["id"])["messages"][0]["images"][0]
+
+
+def test_each_login_has_its_own_chats(tmp_path, picture):
+    ana, bob = (SimpleNamespace(username=name) for name in ("ana", "bob"))
+    ChatStore(user_folder(tmp_path, ana) / "chats").save(_chat(picture))
+    assert len(ChatStore(user_folder(tmp_path, ana) / "chats").list()) == 1
+    assert ChatStore(user_folder(tmp_path, bob) / "chats").list() == []
+    assert ChatStore(user_folder(tmp_path, SimpleNamespace(username=None)) / "chats").list() == []
+
+
+def test_markdown_marks_failed_and_stopped_answers(picture):
+    chat = _chat(picture, {"role": "user", "text": "More?", "images": []},
+                 {"role": "assistant", "text": "a re", "status": "stopped"})
+    assert "**Assistant (stopped):**" in to_markdown(chat)
