@@ -265,3 +265,12 @@ def test_each_login_sees_only_its_chats_and_they_survive_a_restart(browser, logi
         context.close()
     finally:
         restarted.stop()
+
+
+def test_caption_example_click_then_caption(page):
+    page.get_by_role("tab", name="Caption").click()
+    panel = page.locator("[role=tabpanel]:visible")
+    panel.locator(".gallery-item, [data-testid=gallery-item], table tbody tr").first.click()  # red-circle.png
+    panel.get_by_role("button", name="Caption", exact=True).click()
+    page.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] textarea')]"
+                           ".some(t => t.value === 'a red circle')")

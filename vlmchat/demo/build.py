@@ -22,7 +22,8 @@ from .shapes import COLOURS, SHAPES, draw_picture
 # The demo's own fine-tune recipe, saved beside its weights (see vlmchat/finetune/recipe.py): a 1 M-parameter
 # model needs a 5x higher LoRA rate than a 2-11 B one (measured: benchmarks/finetune_sizes.py).
 DEMO_RECIPE = {"learning_rate": 1e-3, "seconds_per_sample_cpu": 0.05,
-               "note": "fine-tune defaults for the embedded demo model; values given explicitly win"}
+               "note": "fine-tune defaults for the embedded demo model; values given explicitly win",
+               "needs_image": True}  # it knows only pictures: Chat asks for one instead of inventing an answer
 IMAGE_SIZE = 64
 PATCH_SIZE = 8
 SPECIAL_TOKENS = ["<pad>", "<s>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>", "<image>"]

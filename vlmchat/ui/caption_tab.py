@@ -22,6 +22,7 @@ from ..errors import InputError, VlmchatError
 from ..models.manager import ModelManager
 from ..settings import Settings
 from .sharing import check_batch_upload, refuse_server_paths
+from .chat_tab import CHAT_EXAMPLES, EXAMPLES
 from .users import user_folder
 
 TABLE_HEADERS = ["image", "status", "caption or reason"]
@@ -110,15 +111,16 @@ class CaptionActions:
         files = [caption_path(p) for p in kept] if fmt == "txt" else [summary.output]
         return zip_files(files, base, run.with_suffix(".zip")) if files else None
 
-    def caption_batch(self, folder, files, archive, prompt, start, adapter, fmt, overwrite, recursive,
-                      batch_size, request: gr.Request, progress=gr.Progress()):
+    def caption_batch(self, folder=None, files=None, archive=None, prompt=None, start=None, adapter=None, format=None,  # noqa: A002 (the API's name)
+                      overwrite=None, recursive=None, batch_size=None, request: gr.Request = None,
+                      progress=gr.Progress()):
         """Caption a folder, uploads or a zip; returns (summary line, table rows, results zip)."""
         session = getattr(request, "session_hash", None) or ""
         cancel = self.cancels[session] = threading.Event()
         stamp = time.strftime("%Y%m%d-%H%M%S-") + f"{time.time_ns() % 10**6:06d}"
         run = user_folder(self.settings.paths.resolve("outputs") / "captions", request) / stamp
         try:
-            fmt = fmt if fmt in FORMATS else self.settings.caption.format
+            fmt = format if format in FORMATS else self.settings.caption.format
             found, table_dir, uploaded = self._inputs(folder, files, archive, bool(recursive), run)
             self.manager.attach_named_adapter(adapter)
             options = CaptionOptions(prompt=prompt or "", start=start or "", adapter=adapter, fmt=fmt,
@@ -155,6 +157,8 @@ def _single_section(actions: CaptionActions, settings: Settings):
             image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"])
             button = gr.Button("Caption", variant="primary")
             result = gr.Textbox(label="Caption", buttons=["copy"])
+    gr.Examples([[str(EXAMPLES / picture)] for picture in dict.fromkeys(p for _, p in CHAT_EXAMPLES)
+                 if (EXAMPLES / picture).is_file()], [image], label="Examples (click one, then Caption)")
     preset.input(lambda name: PRESETS.get(name, default), preset, prompt, api_visibility="private", queue=False)
     adapter.focus(actions.adapter_choices, outputs=adapter, api_visibility="private", queue=False)
     button.click(actions.caption_with_start, [image, prompt, start, adapter], result, api_visibility="private")
@@ -186,7 +190,7 @@ def build_caption_tab(manager: ModelManager, settings: Settings) -> CaptionActio
     with gr.Row():
         run = gr.Button("Caption all", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
-    status = gr.Markdown()
+    status = gr.Markdown(label="Status")
     table = gr.Dataframe(headers=TABLE_HEADERS, label="Summary", interactive=False, wrap=True)
     download = gr.File(label="Results (zip)")
     run.click(actions.caption_batch,

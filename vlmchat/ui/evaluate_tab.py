@@ -236,7 +236,7 @@ def _register_api(actions: EvalActions) -> None:
     for fn in (eval_start, eval_status, eval_cancel):
         gr.api(_guard(fn), api_name=fn.__name__, api_description=fn.__doc__)
     upload = gr.File(visible=False)
-    reference = gr.Textbox(visible=False)
+    reference = gr.Textbox(visible=False, label="reference")
     def eval_upload(file, request: gr.Request = None) -> str:
         return store_upload(file, actions.settings, actions.uploads_of(request))
 

@@ -382,7 +382,7 @@ def _register_api(actions: FinetuneActions) -> None:
     for fn in (finetune_check, finetune_plan, finetune_start, finetune_status, finetune_cancel, finetune_resume):
         gr.api(_guard(fn), api_name=fn.__name__, api_description=fn.__doc__)
     upload = gr.File(visible=False)
-    reference = gr.Textbox(visible=False)
+    reference = gr.Textbox(visible=False, label="reference")
     def finetune_upload(file, request: gr.Request = None) -> str:
         return store_upload(file, actions.settings, actions.uploads_of(request))
 

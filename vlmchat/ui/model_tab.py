@@ -126,15 +126,15 @@ def build_model_tab(manager: ModelManager, settings: Settings, status: gr.Markdo
     with gr.Row():
         check = gr.Button("Check files and plan")
         load = gr.Button("Load", variant="primary")
-    files = gr.Markdown()
-    plan = gr.Markdown()
-    result = gr.Markdown()
+    files = gr.Markdown(label="Files")
+    plan = gr.Markdown(label="Plan")
+    result = gr.Markdown(label="Result")
 
-    def on_preview(model_value, token_value, quantization_value):
-        return preview(model_value, token_value, quantization_value, settings)
+    def on_preview(model, token=None, quantization=None):
+        return preview(model, token, quantization or settings.model.quantization, settings)
 
-    def on_load(model_value, token_value, remember_value, quantization_value, progress=gr.Progress()):
-        message = load_model(manager, model_value, token_value, remember_value, quantization_value, progress)
+    def on_load(model, token=None, remember=False, quantization=None, progress=gr.Progress()):
+        message = load_model(manager, model, token, remember, quantization or settings.model.quantization, progress)
         return message, status_line(manager)
 
     check.click(on_preview, [model, token, quantization], [files, plan], api_name="preview_model")
@@ -179,6 +179,9 @@ def _endpoint_form(manager: ModelManager, settings: Settings) -> None:
             concurrency = gr.Number(4, precision=0, label="Requests in flight at most")
         remember = gr.Checkbox(False, label="Remember it (and its key) for later starts; never in settings.toml")
         add = gr.Button("Add endpoint")
-        added = gr.Markdown()
-    add.click(lambda *values: add_endpoint(manager, *values),
+        added = gr.Markdown(label="Added")
+    def on_add(name, base_url, model, api_key=None, price_in=0.0, price_out=0.0, max_concurrency=4, remember=False):
+        return add_endpoint(manager, name, base_url, model, api_key, price_in, price_out, max_concurrency, remember)
+
+    add.click(on_add,
               [name, base_url, model, api_key, price_in, price_out, concurrency, remember], added, api_name="add_endpoint")
