@@ -11,7 +11,6 @@ Run: .venv/bin/python benchmarks/demo_range.py [--per-size 240]
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 
@@ -22,30 +21,10 @@ FRACTIONS = (0.10, 0.15, 0.20, 0.25, 0.30, 0.35, 0.40, 0.50, 0.60, 0.70, 0.75, 0
 
 
 def pictures_at(fraction: float, count: int, seed: int = 2024):
-    """`count` held-out-style pictures, balanced over colours and shapes, the shape `fraction` of the short side."""
-    import numpy as np
-    from PIL import Image
+    """`count` held-out pictures, balanced over colours and shapes, the shape `fraction` of the short side."""
+    from vlmchat.demo.heldout import heldout_pictures
 
-    from vlmchat.demo.heldout import NAMED_SHADES, SHAPE_NAMES, _mask
-
-    gen = np.random.default_rng(seed)
-    colours = list(NAMED_SHADES)
-    out = []
-    for i in range(count):
-        colour, kind = colours[i % len(colours)], SHAPE_NAMES[(i // len(colours)) % len(SHAPE_NAMES)]
-        height = int(gen.integers(60, 400))
-        width = int(height * gen.choice([0.5, 0.6, 0.75, 1.0, 1.0, 1.33, 1.5, 1.78, 2.0]))
-        side = fraction * min(width, height)
-        cx, cy = float(gen.uniform(side / 2, width - side / 2)), float(gen.uniform(side / 2, height - side / 2))
-        pixels = np.full((height, width, 3), 255, dtype=np.uint8)
-        pixels[_mask(kind, width, height, cx, cy, side)] = NAMED_SHADES[colour][int(gen.integers(0, 7))]
-        image = Image.fromarray(pixels)
-        if gen.random() < 0.5:
-            raw = io.BytesIO()
-            image.save(raw, format="JPEG", quality=int(gen.integers(50, 96)))
-            image = Image.open(io.BytesIO(raw.getvalue())).convert("RGB")
-        out.append((image, colour, kind))
-    return out
+    return heldout_pictures(count, seed, size=fraction)
 
 
 def main() -> None:

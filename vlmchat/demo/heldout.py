@@ -34,8 +34,10 @@ def _mask(kind: str, width: int, height: int, cx: float, cy: float, side: float)
     return (ys >= top) & (ys <= bottom) & (np.abs(xs - cx) <= t * r)
 
 
-def heldout_pictures(count: int, seed: int = 12345) -> list[tuple[Image.Image, str, str]]:
-    """`count` pictures as (image, colour, shape), balanced over colours and shapes."""
+def heldout_pictures(count: int, seed: int = 12345, size: float | None = None) -> list[tuple[Image.Image, str, str]]:
+    """`count` pictures as (image, colour, shape), balanced over colours and shapes.
+
+    `size`: the shape's side as a share of the picture's short side (default: drawn from 30-70%, as trained)."""
     gen = np.random.default_rng(seed)
     colours = list(NAMED_SHADES)
     out = []
@@ -44,7 +46,7 @@ def heldout_pictures(count: int, seed: int = 12345) -> list[tuple[Image.Image, s
         kind = SHAPE_NAMES[(i // len(colours)) % len(SHAPE_NAMES)]
         height = int(gen.integers(60, 400))
         width = int(height * gen.choice([0.5, 0.6, 0.75, 1.0, 1.0, 1.33, 1.5, 1.78, 2.0]))
-        side = float(gen.uniform(0.3, 0.7)) * min(width, height)
+        side = (float(gen.uniform(0.3, 0.7)) if size is None else size) * min(width, height)
         cx = float(gen.uniform(side / 2, width - side / 2))
         cy = float(gen.uniform(side / 2, height - side / 2))
         pixels = np.full((height, width, 3), 255, dtype=np.uint8)
