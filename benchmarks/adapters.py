@@ -32,7 +32,7 @@ image = heldout_pictures(1)[0][0]
 ask = [{{"role": "user", "content": [{{"type": "image", "image": image}}, {{"type": "text", "text": "Describe the image."}}]}}]
 for _ in range(5):
     if {mode!r} == "compare":
-        result = list(compare_stream(manager, image, "Describe the image.", "base", "demo-es"))[-1]
+        result = [answer.text for answer in list(compare_stream(manager, image, "Describe the image.", "base", "demo-es"))[-1]]
     else:
         result = manager.generate(ask, adapter="demo-es")
 print(json.dumps({{"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "result": result}}))

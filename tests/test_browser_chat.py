@@ -201,6 +201,9 @@ def test_compare_example_runs_and_one_vote_counts_per_comparison(page, app):
     page.wait_for_function(
         "() => { const v = [...document.querySelectorAll('[role=tabpanel] textarea')].map(t => t.value);"
         " return v.includes('blue') && v.includes('azul'); }")
+    page.wait_for_function(  # each side's time and tokens under the answers
+        "() => { const t = document.querySelector('#vlmchat-compare-figures')?.innerText || '';"
+        " return t.includes('base') && t.includes('demo-es') && t.includes('tokens'); }")
     log = Path(app.log.name).parent / "outputs" / "compare_votes.jsonl"
     before = len(log.read_text().splitlines()) if log.exists() else 0
     for vote, shown in (("Left is better", "left"), ("Tie", "tie")):

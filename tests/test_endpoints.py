@@ -111,7 +111,7 @@ def test_generate_batch_through_the_endpoint_keeps_the_order(remote, picture_fil
 
 @pytest.mark.slow
 def test_compare_puts_a_local_model_beside_an_endpoint(settings_file, picture_files):
-    from vlmchat.evaluate.compare import compare_stream
+    from vlmchat.evaluate.compare import compare_stream, figures
     from vlmchat.images import load_image
     from vlmchat.models.manager import ModelManager
     from vlmchat.settings import load_settings
@@ -122,7 +122,9 @@ def test_compare_puts_a_local_model_beside_an_endpoint(settings_file, picture_fi
                                      "endpoint:keyed"]
     *_, final = compare_stream(local, load_image(picture_files[("red", "circle")]), "Describe the image.", "base",
                                "endpoint:peer-es")
-    assert final == ("a red circle", "un círculo rojo")
+    assert (final[0].text.strip(), final[1].text.strip()) == ("a red circle", "un círculo rojo")
+    assert final[1].cost_usd is not None and final[0].cost_usd is None  # the priced endpoint, the local side
+    assert "$" in figures(final[1]) and "no price set" in figures(final[0]) and "tokens" in figures(final[1])
 
 
 @pytest.mark.slow

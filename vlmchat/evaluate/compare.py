@@ -21,6 +21,7 @@ from typing import Iterator
 
 from ..errors import InputError
 from ..files import write_text_atomic
+from ..models.answers import Answer
 from ..models.manager import GenerationParams, ModelManager
 
 VOTES = ("left", "right", "tie", "both bad")
@@ -42,15 +43,26 @@ def _question(image, prompt: str) -> list[dict]:
 
 def compare_stream(manager: ModelManager, image, prompt: str, left: str, right: str,
                    params: GenerationParams = GenerationParams(), stop: threading.Event | None = None,
-                   ) -> Iterator[tuple[str, str]]:
-    """Yield (left_text, right_text) as the left side streams, then the right side."""
+                   ) -> Iterator[tuple[Answer, Answer]]:
+    """Yield (left, right) Answers as the left side streams, then the right side; the last pair is finished,
+    each with its latency, tokens and (for a priced endpoint) cost."""
     messages = _question(image, prompt)
-    left_text = right_text = ""
-    for left_text in manager.stream(messages, params, stop, adapter=left):
-        yield left_text, right_text
-    for right_text in manager.stream(messages, params, stop, adapter=right):
-        yield left_text, right_text
-    yield left_text.strip(), right_text.strip()
+    left_answer, right_answer = Answer("", left, done=False), Answer("", right, done=False)
+    for left_answer in manager.stream_answer(messages, params, stop, adapter=left):
+        yield left_answer, right_answer
+    for right_answer in manager.stream_answer(messages, params, stop, adapter=right):
+        yield left_answer, right_answer
+
+
+def figures(answer: Answer) -> str:
+    """One side's cost in a few words: seconds, tokens, tokens/s, and dollars where the endpoint has a price."""
+    parts = [f"{answer.latency_s:.2f} s"]
+    if answer.completion_tokens:
+        parts.append(f"{answer.completion_tokens} tokens")
+    if answer.tokens_per_s:
+        parts.append(f"{answer.tokens_per_s:.1f} tokens/s")
+    parts.append(f"${answer.cost_usd:.6f}" if answer.cost_usd is not None else "no price set")
+    return f"**{answer.model or 'base'}**: " + ", ".join(parts)
 
 
 def new_comparison(image_path: str | Path, prompt: str, left: str, right: str, seed: int, **settings) -> dict:

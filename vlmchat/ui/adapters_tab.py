@@ -7,8 +7,8 @@ import threading
 import gradio as gr
 
 from ..lora import store as registry
-from ..evaluate.compare import (NO_IMAGE, TALLY_HEADERS, VOTES, compare_stream, new_comparison, read_votes,
-                                record_vote, tally)
+from ..evaluate.compare import (NO_IMAGE, TALLY_HEADERS, VOTES, compare_stream, figures, new_comparison,
+                                read_votes, record_vote, tally)
 from ..errors import InputError, VlmchatError
 from ..images import load_image
 from ..lora.runtime import BASE, is_base
@@ -197,6 +197,7 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
     with gr.Row():
         left_text = gr.Textbox(label="Left answer", lines=6, interactive=False)
         right_text = gr.Textbox(label="Right answer", lines=6, interactive=False)
+    cost = gr.Markdown(label="Time, tokens and cost", elem_id="vlmchat-compare-figures")
     with gr.Row():
         vote_buttons = [gr.Button(f"{v.capitalize()} is better" if v in ("left", "right") else v.capitalize())
                         for v in VOTES]
@@ -227,10 +228,11 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
             record = new_comparison(image, prompt or "", left, right, seed,
                                     model=manager.info.model_id if manager.info else None,
                                     max_new_tokens=params.max_new_tokens)
-            left_answer = right_answer = ""
             for left_answer, right_answer in compare_stream(manager, picture, prompt or "", left, right, params, stop):
-                yield left_answer, right_answer, None
-            yield left_answer, right_answer, record | {"left_text": left_answer, "right_text": right_answer}
+                yield left_answer.text, right_answer.text, None
+            left_text, right_text = left_answer.text.strip(), right_answer.text.strip()
+            yield left_text, right_text, record | {"left_text": left_text, "right_text": right_text,
+                                                   "figures": f"{figures(left_answer)} · {figures(right_answer)}"}
         except VlmchatError as exc:
             raise gr.Error(str(exc)) from None
         finally:
@@ -252,6 +254,8 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
     run.click(compare, [image, prompt, left, right, seed], [left_text, right_text, comparison], api_name="compare",
               validator=checked)
     run.click(lambda: "", None, voted, api_visibility="undocumented", queue=False)
+    comparison.change(lambda record: (record or {}).get("figures", ""), comparison, cost, api_visibility="undocumented",
+                      queue=False)
     example_list.load_input_event.then(  # a clicked example runs at once
         compare, [image, prompt, left, right, seed], [left_text, right_text, comparison], api_visibility="undocumented")
     example_list.load_input_event.then(lambda: "", None, voted, api_visibility="undocumented", queue=False)
