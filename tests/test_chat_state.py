@@ -20,7 +20,7 @@ from vlmchat.demo.dialogue import answer as demo_answer
 from vlmchat.errors import InputError
 from vlmchat.evaluate.compare import compare_stream, new_comparison, read_votes, record_vote, tally
 from vlmchat.models.conversation import chat_messages
-from vlmchat.ui.chat_tab import (ERROR_MARK, ChatTurns, chatbot_value, edit_turn, model_needs_image, retry_turn,
+from vlmchat.ui.chat_tab import (ERROR_MARK, ChatTurns, chatbot_value, edit_turn, NEEDS_IMAGE_KEY, model_flag, retry_turn,
                                  user_turn)
 
 
@@ -111,11 +111,19 @@ def test_no_picture_no_invented_answer(turns, picture_files):
 
 
 def test_only_a_model_that_says_so_needs_a_picture(manager, tmp_path):
-    assert model_needs_image(manager)  # the demo's recipe states it
+    assert model_flag(manager, NEEDS_IMAGE_KEY)  # the demo's recipe states it
     (tmp_path / "vlmchat_recipe.json").write_text(json.dumps({"learning_rate": 1e-4}))
     chatty = SimpleNamespace(info=SimpleNamespace(source=str(tmp_path)))
-    assert not model_needs_image(chatty)
-    assert not model_needs_image(SimpleNamespace(info=SimpleNamespace(source="owner/hub-model")))
+    assert not model_flag(chatty, NEEDS_IMAGE_KEY)
+    assert not model_flag(SimpleNamespace(info=SimpleNamespace(source="owner/hub-model")), NEEDS_IMAGE_KEY)
+
+
+def test_a_second_picture_in_the_same_chat_is_answered_about(turns, picture_files):
+    """The demo saw one picture per chat in training: a new picture starts its context afresh."""
+    chat = new_chat()
+    assert _ask(turns, chat, "Describe the image.", picture_files[("red", "circle")])["text"] == "a red circle"
+    assert _ask(turns, chat, "Describe the image.", picture_files[("blue", "square")])["text"] == "a blue square"
+    assert _ask(turns, chat, "What shape is this?")["text"] == "square"  # the newest picture stays in context
 
 
 def test_an_unknown_adapter_is_a_failed_turn(turns, picture_files):

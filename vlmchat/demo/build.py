@@ -23,7 +23,9 @@ from .shapes import COLOURS, SHAPES, draw_picture
 # model needs a 5x higher LoRA rate than a 2-11 B one (measured: benchmarks/finetune_sizes.py).
 DEMO_RECIPE = {"learning_rate": 1e-3, "seconds_per_sample_cpu": 0.05,
                "note": "fine-tune defaults for the embedded demo model; values given explicitly win",
-               "needs_image": True}  # it knows only pictures: Chat asks for one instead of inventing an answer
+               # It knows only pictures: Chat asks for one instead of inventing an answer. It saw one picture per
+               # chat in training: a new picture starts the model's context afresh (the saved chat keeps all).
+               "needs_image": True, "one_picture_per_chat": True}
 IMAGE_SIZE = 64
 PATCH_SIZE = 8
 SPECIAL_TOKENS = ["<pad>", "<s>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>", "<image>"]

@@ -110,6 +110,16 @@ def chat_messages(turns: list[dict], system: str = "", max_bytes: int | None = N
     return messages
 
 
+def from_last_picture(messages: list[dict]) -> list[dict]:
+    """The system prompt and the conversation from the newest user message with a picture on: for a model that
+    was trained on one picture per chat (it would mix the old picture's shape with the new one's colour)."""
+    start = next((i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user"
+                  and has_image([messages[i]])), None)
+    if start is None:
+        return messages
+    return [m for m in messages[:start] if m["role"] == "system"] + messages[start:]
+
+
 def has_image(messages: list[dict]) -> bool:
     """True when any of the processor `messages` carries a picture."""
     return any(part.get("type") == "image" for message in messages for part in message["content"])
