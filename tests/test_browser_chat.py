@@ -196,7 +196,7 @@ def test_compare_example_runs_and_one_vote_counts_per_comparison(page, app):
     page.get_by_role("tab", name="Compare").click()
     panel = page.locator("[role=tabpanel]:visible")
     panel.get_by_role("button", name="Compare", exact=True).click()
-    panel.get_by_text("Compare needs a picture").wait_for()  # said on the picture, nothing runs
+    page.get_by_text("Compare needs a picture").first.wait_for()  # said at once, nothing runs
     panel.get_by_text("What color is the shape?").click()  # the blue-square example
     page.wait_for_function(
         "() => { const v = [...document.querySelectorAll('[role=tabpanel] textarea')].map(t => t.value);"

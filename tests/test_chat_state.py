@@ -238,6 +238,18 @@ def test_compare_without_a_picture_is_refused(app):
         Client(app.url, verbose=False).predict(None, "Describe the image.", "base", "demo-es", api_name="/compare")
 
 
+def test_compare_answers_a_bad_file_with_what_to_do_and_then_works(app, tmp_path, picture_files):
+    client = Client(app.url, verbose=False)
+    (tmp_path / "fake.png").write_text("not a picture")
+    (tmp_path / "empty.png").write_bytes(b"")
+    for name, reason in (("fake.png", "not an image vlmchat can read"), ("empty.png", "is empty")):
+        with pytest.raises(Exception, match=reason):
+            client.predict(handle_file(str(tmp_path / name)), "Describe the image.", "base", "demo-es",
+                           api_name="/compare")
+    assert client.predict(handle_file(str(picture_files[("red", "circle")])), "Describe the image.", "base",
+                          "demo-es", api_name="/compare") == ("a red circle", "un círculo rojo")
+
+
 def test_an_adapter_made_after_start_up_works_everywhere(app, picture_files):
     adapters = Path(app.log.name).parent / "adapters"
     late = adapters / "demo-es-late"

@@ -238,21 +238,8 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
         finally:
             stop.set()
 
-    def checked(image, prompt, left, right, seed):
-        """A missing picture or an unknown model is said on its own input before anything runs (in the page;
-        an API call gets it as its error)."""
-        choices = manager.model_choices()
-
-        def known(side):
-            return gr.validate(is_base(side) or side in choices,
-                               f"There is no adapter or endpoint named '{side}' that fits the loaded model; "
-                               "see the Adapters tab.")
-
-        return [gr.validate(bool(image), NO_IMAGE), gr.validate(True, ""), known(left), known(right),
-                gr.validate(True, "")]
-
-    run.click(compare, [image, prompt, left, right, seed], [left_text, right_text, comparison], api_name="compare",
-              validator=checked)
+    run.click(compare, [image, prompt, left, right, seed], [left_text, right_text, comparison], api_name="compare")  # no validator: compare() says what is wrong (a validator's failing
+    # image preprocessing came back as a bare HTTP 400 without a message)
     run.click(lambda: "", None, voted, api_visibility="undocumented", queue=False)
     comparison.change(lambda record: (record or {}).get("figures", ""), comparison, cost, api_visibility="undocumented",
                       queue=False)
