@@ -11,19 +11,19 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import gradio as gr
 
 from ..errors import VlmchatError
 from ..evaluate.run import METHODS, EvalOptions, check_models, eval_folder, run_eval
 from ..evaluate.sets import read_eval_set
-from ..finetune.uploads import PREFIX, resolve_dataset, store_upload, uploads_folder
+from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
 from ..lora.runtime import BASE
 from ..models.manager import ModelManager
 from ..settings import Settings
 from .errors import guard as _guard
 from .sharing import refuse_server_paths
+from .uploads import upload_endpoint, user_uploads
 from .users import login_of, user_folder
 
 
@@ -56,16 +56,12 @@ class EvalActions:
         """'base', every adapter that fits the loaded model, and every endpoint ("endpoint:NAME", generate only)."""
         return self.manager.model_choices() or [BASE]
 
-    def uploads_of(self, request) -> Path:
-        """The folder of the request's own uploads."""
-        return user_folder(uploads_folder(self.settings), request)
-
     def start(self, data: str, models: list[str] | None = None, method: str = "loglik", limit: int | None = None,
               batch_size: int = 8, request=None) -> dict:
         """Read the set, check the models, and start the run in a thread; returns {"run_id", "format", ...}."""
         if not data.startswith(PREFIX):
             refuse_server_paths(self.settings, "evaluation")
-        eval_set = read_eval_set(resolve_dataset(data, self.settings, self.uploads_of(request)),
+        eval_set = read_eval_set(resolve_dataset(data, self.settings, user_uploads(self.settings, request)),
                                  limit=int(limit) if limit else None)
         eval_set.require_usable()
         if method not in METHODS:
@@ -186,7 +182,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
 
     def reference(file, typed, request) -> str:
         if file:
-            return store_upload(file if isinstance(file, str) else file.name, settings, actions.uploads_of(request))
+            return store_upload(file if isinstance(file, str) else file.name, settings, user_uploads(settings, request))
         if typed and typed.strip():
             refuse_server_paths(settings, "evaluation")
             return typed.strip()
@@ -235,11 +231,6 @@ def _register_api(actions: EvalActions) -> None:
 
     for fn in (eval_start, eval_status, eval_cancel):
         gr.api(_guard(fn), api_name=fn.__name__, api_description=fn.__doc__)
-    upload = gr.File(visible=False)
-    reference = gr.Textbox(visible=False, label="reference")
-    def eval_upload(file, request: gr.Request = None) -> str:
-        return store_upload(file, actions.settings, actions.uploads_of(request))
-
-    upload.upload(_guard(eval_upload), upload, reference, api_name="eval_upload",
-                  api_description="Upload an eval set (.jsonl/.json/.csv/.parquet or a .zip with its images); "
-                                  "returns 'upload:<id>' for eval_start.")
+    upload_endpoint(actions.settings, "eval_upload",
+                    "Upload an eval set (.jsonl/.json/.csv/.parquet or a .zip with its images); "
+                    "returns 'upload:<id>' for eval_start.")

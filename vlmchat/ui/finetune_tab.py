@@ -18,12 +18,13 @@ from ..finetune import runner
 from ..finetune.datasets import preview_rows, read_dataset
 from ..finetune.progress import format_seconds
 from ..finetune.spec import JobSpec
-from ..finetune.uploads import PREFIX, resolve_dataset, store_upload, uploads_folder
+from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
 from ..models.manager import ModelManager
 from ..models.resolve import resolve_model
 from ..settings import FinetuneSettings, Settings
 from .errors import guard as _guard
 from .sharing import refuse_server_paths
+from .uploads import upload_endpoint, user_uploads
 from .users import user_folder
 
 # The form is built from the [finetune] fields and their metadata (vlmchat/settings.py), in their order.
@@ -62,15 +63,11 @@ class FinetuneActions:
         """The folder of the request's own jobs (the jobs folder itself when nobody logs in)."""
         return user_folder(self.jobs, request)
 
-    def uploads_of(self, request) -> Path:
-        """The folder of the request's own uploads."""
-        return user_folder(uploads_folder(self.settings), request)
-
     def dataset(self, upload, path: str, request=None) -> str:
         """A dataset reference from an upload ('upload:<id>') or a local path (refused when shared)."""
         if upload:
             return store_upload(upload if isinstance(upload, str) else upload.name, self.settings,
-                                self.uploads_of(request))
+                                user_uploads(self.settings, request))
         if path and path.strip():
             if not path.strip().startswith(PREFIX):
                 refuse_server_paths(self.settings, "training")
@@ -79,7 +76,7 @@ class FinetuneActions:
 
     def check(self, reference: str, request=None) -> dict:
         """Format, usable sample count, problems (file/line) and the first samples of a dataset."""
-        report = read_dataset(resolve_dataset(reference, self.settings, self.uploads_of(request)),
+        report = read_dataset(resolve_dataset(reference, self.settings, user_uploads(self.settings, request)),
                               self.settings.finetune.caption_prompt)
         return {"dataset": reference, "format": report.format, "samples": len(report.samples),
                 "problems": [str(p) for p in report.problems], "preview": preview_rows(report, 6)}
@@ -89,7 +86,7 @@ class FinetuneActions:
         options = {k: v for k, v in (options or {}).items() if k in {f.name for f in dataclasses.fields(JobSpec)}}
         options.pop("adapters_dir", None)  # never from a client: adapters go to the configured folder
         return JobSpec.from_settings(self.settings, (name or "").strip(),
-                                     str(resolve_dataset(reference, self.settings, self.uploads_of(request))),
+                                     str(resolve_dataset(reference, self.settings, user_uploads(self.settings, request))),
                                      model=model,
                                      model_source=resolve_model(model, self.settings).location,
                                      overwrite=bool(overwrite), **options)
@@ -381,10 +378,5 @@ def _register_api(actions: FinetuneActions) -> None:
 
     for fn in (finetune_check, finetune_plan, finetune_start, finetune_status, finetune_cancel, finetune_resume):
         gr.api(_guard(fn), api_name=fn.__name__, api_description=fn.__doc__)
-    upload = gr.File(visible=False)
-    reference = gr.Textbox(visible=False, label="reference")
-    def finetune_upload(file, request: gr.Request = None) -> str:
-        return store_upload(file, actions.settings, actions.uploads_of(request))
-
-    upload.upload(_guard(finetune_upload), upload, reference, api_name="finetune_upload",
-                  api_description="Upload a dataset (.zip or .jsonl); returns 'upload:<id>' for finetune_start.")
+    upload_endpoint(actions.settings, "finetune_upload",
+                    "Upload a dataset (.zip or .jsonl); returns 'upload:<id>' for finetune_start.")
