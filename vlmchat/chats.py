@@ -40,7 +40,6 @@ FORMAT = "vlmchat-chat/1"
 CHAT_FILE = "chat.json"
 ID_PATTERN = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
 TITLE_LENGTH = 60
-IMAGE_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
 
 
 def now() -> str:
@@ -93,9 +92,11 @@ def _sha256(path: Path) -> str:
 def _image_suffix(path: Path) -> str:
     from PIL import Image
 
+    from .images import format_suffix
+
     try:
         with Image.open(path) as image:
-            return IMAGE_SUFFIXES.get(image.format or "", ".png")
+            return format_suffix(image.format or "") or ".png"
     except OSError:  # the turn's answer decoded it already; this only picks the file name's ending
         return ".png"
 

@@ -31,6 +31,16 @@ ImageSource = str | Path | bytes | Image.Image  # a str is a path or a data: URL
 
 
 UNDECODABLE = {"MPEG"}  # Pillow identifies these files but cannot decode a picture from them
+# The usual file ending of a Pillow format where its registered list does not start with it (JPEG's is .jfif).
+FORMAT_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
+                   "TIFF": ".tif"}
+
+
+def format_suffix(fmt: str) -> str:
+    """The file suffix for a Pillow format name such as "JPEG" ('' when Pillow knows no suffix for it)."""
+    Image.init()
+    registered = [ext for ext, name in Image.registered_extensions().items() if name == fmt]
+    return FORMAT_SUFFIXES.get(fmt) or (registered[0] if registered else "")
 
 
 @functools.lru_cache(maxsize=1)

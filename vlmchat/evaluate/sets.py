@@ -34,8 +34,6 @@ from .set_formats import (ACCEPTED, CAPTION_QUESTION, MMLU, Draft, Embedded, Lay
 CHOICE, CAPTION = "choice", "caption"
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 EMBEDDED_FOLDER = "vlmchat-eval-images"     # under tempfile.gettempdir(): the images rows hold as bytes
-_FORMAT_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
-                    "TIFF": ".tif"}
 __all__ = ["CAPTION", "CAPTION_QUESTION", "CHOICE", "EvalItem", "EvalProblem", "EvalSet", "embedded_image_folder",
            "read_eval_set"]
 
@@ -332,7 +330,7 @@ def _embedded_suffix(image: Embedded) -> str:
 
     from PIL import Image  # PIL only when there are images to check
 
-    from ..images import load_image
+    from ..images import format_suffix, load_image
 
     try:
         load_image(image.data, name=image.label)
@@ -343,10 +341,8 @@ def _embedded_suffix(image: Embedded) -> str:
     except (InputError, OSError, ValueError, Image.DecompressionBombError):
         return ""
     # from the bytes alone where PIL knows the format's suffix, so that the same bytes always get the same name
-    registered = [ext for ext, name in Image.registered_extensions().items() if name == found]
     named = Path(image.name).suffix.lower()
-    return _FORMAT_SUFFIXES.get(found) or (registered[0] if registered else "") or \
-        (named if re.fullmatch(r"\.[a-z0-9]{1,5}", named) else ".img")
+    return format_suffix(found) or (named if re.fullmatch(r"\.[a-z0-9]{1,5}", named) else ".img")
 
 
 def _store_embedded(data: bytes, file_name: str) -> str:
