@@ -73,7 +73,6 @@ class ModelManager:
         self.lock = threading.RLock()
         self.extra_endpoints: dict = {}  # NAME -> EndpointSettings added in the Model tab (not in settings.toml)
         self._endpoints: dict = {}  # NAME -> its client, made on first use
-        self._remembered_keys = {}  # NAME -> key of endpoints remembered from the Model tab
         self._batcher = None
 
     def load(self, model_id: str | None = None, quantization: str | None = None, token: str | None = None,
@@ -217,12 +216,14 @@ class ModelManager:
 
     def endpoint_settings(self) -> dict:
         """NAME -> EndpointSettings: settings.toml's, those remembered from the Model tab, those added since start."""
+        return ({entry.name: entry for entry in self.settings.endpoints}
+                | {entry.name: entry for entry, _ in self._remembered()} | self.extra_endpoints)
+
+    def _remembered(self) -> list:
+        """(entry, key) of the endpoints remembered from the Model tab (outputs/endpoints.json)."""
         from .endpoints import remembered_endpoints
 
-        remembered = remembered_endpoints(self.settings.paths.resolve("outputs"))
-        self._remembered_keys = {entry.name: key for entry, key in remembered}
-        return ({entry.name: entry for entry in self.settings.endpoints} | {entry.name: entry for entry, _ in remembered}
-                | self.extra_endpoints)
+        return remembered_endpoints(self.settings.paths.resolve("outputs"))
 
     def add_endpoint(self, entry, api_key: str | None = None) -> str:
         """Make endpoint `entry` (an EndpointSettings) choosable until the app stops; returns "endpoint:NAME".
@@ -244,7 +245,8 @@ class ModelManager:
             if key not in entries:
                 raise InputError(f"There is no endpoint named '{key}'; configured: "
                                  f"{', '.join(entries) or 'none'} (add one as [endpoints.{key}] in settings.toml).")
-            self._endpoints[key] = Endpoint(entries[key], api_key=self._remembered_keys.get(key))
+            remembered_key = {entry.name: api_key for entry, api_key in self._remembered()}.get(key)
+            self._endpoints[key] = Endpoint(entries[key], api_key=remembered_key)
         return self._endpoints[key]
 
     def model_choices(self) -> list[str]:
