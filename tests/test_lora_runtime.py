@@ -85,3 +85,26 @@ def test_vlmchat_adapter_loads_in_plain_peft(picture_files):
                                            return_tensors="pt")
     out = model.generate(**inputs, max_new_tokens=10, do_sample=False)
     assert processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True) == "un triángulo verde"
+
+
+def test_selection_survives_attaching_and_peft_own_switches(demo_settings, tmp_path, picture_files):
+    """The model stays as last selected; attaching an adapter or switching through PEFT itself is noticed."""
+    import shutil
+
+    shutil.copytree(DEMO_ES, tmp_path / "es-2")
+    manager = ModelManager(demo_settings)
+    manager.load()
+    manager.load_adapter("demo-es", DEMO_ES)
+    red = picture_files[("red", "circle")]
+    assert manager.generate(_ask(red)) == "a red circle"  # base selected: adapter layers disabled
+    manager.load_adapter("es-2", tmp_path / "es-2")  # attached while the base is selected
+    assert manager.generate(_ask(red)) == "a red circle"
+    assert manager.generate(_ask(red), adapter="es-2") == "un círculo rojo"
+    manager.model.disable_adapter_layers()  # PEFT's own API behind vlmchat's back
+    assert manager.generate(_ask(red), adapter="es-2") == "un círculo rojo"
+    manager.model.enable_adapter_layers()
+    assert manager.generate(_ask(red)) == "a red circle"
+    manager.unload_adapter("demo-es")
+    assert manager.generate(_ask(red), adapter="es-2") == "un círculo rojo"
+    assert manager.generate(_ask(red)) == "a red circle"
+    manager.unload()
