@@ -209,3 +209,20 @@ def test_plan_command_mistakes_are_one_line():
     result = _plan_cli("--model", LLAMA, "--vram-gib", "-3")
     assert result.returncode == 2 and "--vram-gib must be a positive number" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cpu_estimate_counts_the_pictures_tokens_and_the_loading_peak():
+    """Calibrated on SmolVLM-256M (benchmarks/realsize): low detail peaks while loading, high while answering."""
+    smol = ModelSize("smolvlm-256m", 0.163, 0.0935, 0.0568, 22.5, file_gib=0.478)
+    low, high = (estimate(smol, 32, "float32", picture_tokens=tokens, on_cpu=True) for tokens in (64, 1088))
+    assert low.need_gib == pytest.approx(low.load_gib) and low.load_gib > low.weights_gib + low.runtime_gib
+    assert high.need_gib == pytest.approx(high.weights_gib + high.runtime_gib) and high.need_gib > low.need_gib
+    assert high.runtime_gib - low.runtime_gib == pytest.approx(1024 * 0.71 / 1024)  # vision activations per token
+    half = estimate(smol, 16, "bfloat16", picture_tokens=1088, on_cpu=True)
+    assert half.runtime_gib < high.runtime_gib and half.weights_gib == pytest.approx(high.weights_gib / 2)
+    assert half.load_gib < half.need_gib  # bf16 from bf16 files: the weights stay mapped, no second copy
+    unknown = estimate(ModelSize("x", 0.163, 0.0935), 32, "float32", on_cpu=True)
+    assert unknown.load_gib > unknown.weights_gib  # no file size known: 16-bit files assumed
+    # 4.5 GiB free, 2 kept for the system: float32 fits at low detail (~2.2), not at high (~2.7) -> bf16
+    assert plan_quantization(smol, {"cpu": 4.5}, picture_tokens=64).dtype == "float32"
+    assert plan_quantization(smol, {"cpu": 4.5}, picture_tokens=1088).dtype == "bfloat16"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import resource
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -50,13 +51,15 @@ def main() -> None:
     result["load_peak_gib"], result["loaded_gib"] = peak_gib(), rss_gib()
     reset_peak()  # from here on: what answering adds to the loaded model
     if mode == "plan":
-        result["estimate_gib"] = manager.decision.plan.estimate_gib
-        bench.low_detail(True)
-        manager.generate(ask(image=picture(0)), PARAMS)
-        result["low_gib"] = peak_gib()
-        bench.low_detail(False)  # the processor's own (high) detail: the largest picture prompt, the plan's case
-        manager.generate(ask(image=picture(0)), PARAMS)
-        result["peak_gib"] = peak_gib()
+        from vlmchat.models.plan import plan_for_machine
+        from vlmchat.models.sizes import picture_tokens
+
+        result["estimate_gib"] = manager.decision.plan.estimate_gib  # at the CPU's default detail (auto = low)
+        result["estimate_high_gib"] = plan_for_machine(manager.decision.size, device="cpu",
+                                                       picture_tokens=picture_tokens(folder, "high")).estimate_gib
+        for detail in ("low", "high"):  # high: the processor's own tiling, the largest picture prompt
+            manager.generate(ask(image=picture(0)), replace(PARAMS, image_detail=detail))
+            result[f"{detail}_gib"] = peak_gib()
         print(json.dumps(result))
         return
     bench.low_detail(True)

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..settings import Settings
+from .families import choose_detail, profile_for
 from .plan import Plan, plan_for_machine
 from .resolve import ModelSource
-from .sizes import ModelSize, size_for_source, unquantized_for_family
+from .sizes import ModelSize, picture_tokens, size_for_source, unquantized_for_family
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,12 @@ def decide_load(source: ModelSource, settings: Settings, policy: str | None = No
         kind, why = "cuda", ""  # a what-if: the plan's reason names the GPU size
     else:
         kind, why = choose_device(device or settings.model.device)
+    family = source.family()
+    tokens = None
+    if kind == "cpu" and source.path is not None:  # the CPU estimate counts a picture's tokens at the default detail
+        detail, _ = choose_detail(settings.generation.image_detail, profile_for(family), "cpu")
+        tokens = picture_tokens(source.path, detail)
     plan = plan_for_machine(size, policy, device=kind, dtype=settings.model.dtype, vram_gib=vram_gib,
-                            unquantized=unquantized_for_family(source.family()), context_tokens=context_tokens,
-                            images=images)
+                            unquantized=unquantized_for_family(family), context_tokens=context_tokens,
+                            images=images, picture_tokens=tokens)
     return LoadDecision(source, size, plan, why)

@@ -11,6 +11,13 @@ The estimate, per device, in GiB (2**30 bytes):
   runtime  = KV cache for the context budget + an allowance per image + a fixed allowance
              (CUDA kernels, cuBLAS workspace, allocator slack)
   need     = (weights + runtime) * (1 + HEADROOM)
+On the CPU the figures are calibrated against measured peaks (benchmarks/realsize, SmolVLM-256M and
+-500M, low and high image detail, all within 7%): the process itself (Python, torch, transformers)
+counts, each picture costs a base plus its image tokens' vision activations, loading into float32 from
+16-bit files briefly holds the files' bytes beside the converted weights, and need = max(load, answer)
+with no headroom on top (the OS reserve is the margin):
+  answer   = PROCESS + weights + KV + per picture (CPU_IMAGE_GIB + image tokens * CPU_GIB_PER_IMAGE_TOKEN)
+  load     = PROCESS + weights (+ the safetensors files' bytes when widening them to float32)
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ HEADROOM = 0.10             # 10 % on top of the estimate: fragmentation, longer
 FIXED_RUNTIME_GIB = 1.0     # cuBLAS workspace, lazily loaded kernels, allocator slack: paid by every load
 IMAGE_GIB = 0.25            # transient vision-encoder activations per image in one prompt
 OS_RESERVE_GIB = 2.0        # RAM left to the OS and the UI when weights live in system memory
+PROCESS_GIB = 0.76          # CPU: Python + torch + transformers + tokenizer resident before any weights (measured)
+CPU_IMAGE_GIB = 0.08        # CPU: per picture besides its tokens (pixels, processor copies), float32
+CPU_GIB_PER_IMAGE_TOKEN = 0.71 / 1024  # CPU: vision activations per image token, float32 (1,088 tokens: +0.77 GiB)
 DEFAULT_KV_KIB_PER_TOKEN = 128.0  # a 7-8B model with grouped-query attention, when nothing better is known
 # Bytes per parameter: nf4 stores 4 bits + one absmax per 64 weights (double-quantized);
 # LLM.int8 stores 8 bits + one fp32 scale per row.
@@ -42,11 +52,13 @@ class Estimate:
     bits: int
     weights_gib: float
     runtime_gib: float
+    headroom: float = HEADROOM
+    load_gib: float = 0.0  # the peak while loading, where it can exceed answering (CPU)
 
     @property
     def need_gib(self) -> float:
-        """Weights + runtime with the headroom margin."""
-        return (self.weights_gib + self.runtime_gib) * (1 + HEADROOM)
+        """Weights + runtime with the headroom margin, or the load's peak where that is higher."""
+        return max((self.weights_gib + self.runtime_gib) * (1 + self.headroom), self.load_gib)
 
 
 @dataclass(frozen=True)
@@ -116,8 +128,12 @@ def _label(bits: int, dtype: str) -> str:
 
 
 def estimate(size: ModelSize, bits: int, dtype: str = "bfloat16", context_tokens: int = 4096,
-             images: int = 1) -> Estimate:
-    """Memory for `size` with the language model at `bits` and everything else in `dtype`."""
+             images: int = 1, picture_tokens: int | None = None, on_cpu: bool = False) -> Estimate:
+    """Memory for `size` with the language model at `bits` and everything else in `dtype`.
+
+    `picture_tokens`: image tokens per picture at the image detail used (None: unknown); on_cpu: the
+    CPU calibration (see the module's docstring).
+    """
     dtype_bytes = 4.0 if dtype == "float32" else 2.0
     if bits in (4, 8):
         quantized = size.language_b - size.embeddings_b
@@ -125,21 +141,31 @@ def estimate(size: ModelSize, bits: int, dtype: str = "bfloat16", context_tokens
         weights = quantized * BYTES_PER_PARAM[bits] + kept * dtype_bytes
     else:
         weights = size.total_b * dtype_bytes
+    weights_gib = weights * 1e9 / GIB
     kv_kib = size.kv_kib_per_token or DEFAULT_KV_KIB_PER_TOKEN * min(1.0, size.language_b / 8)
     kv_gib = context_tokens * kv_kib * (dtype_bytes / 2) / 2**20
-    runtime = kv_gib + images * IMAGE_GIB + FIXED_RUNTIME_GIB
-    return Estimate(bits, weights * 1e9 / GIB, runtime)
+    if not on_cpu:
+        return Estimate(bits, weights_gib, kv_gib + images * IMAGE_GIB + FIXED_RUNTIME_GIB)
+    picture = IMAGE_GIB if picture_tokens is None else \
+        (CPU_IMAGE_GIB + picture_tokens * CPU_GIB_PER_IMAGE_TOKEN) * dtype_bytes / 4
+    files = size.file_gib or size.total_b * 2e9 / GIB  # unknown: 16-bit files, as hubs ship them
+    # Loading into a wider dtype than the files' holds the mapped files beside the converted weights;
+    # in the files' own dtype the weights stay mapped from them (measured: +0.5 GiB for 0.95 GiB of bf16).
+    widened = bits not in (4, 8) and weights_gib > files * 1.01
+    return Estimate(bits, weights_gib, PROCESS_GIB + kv_gib + images * picture, headroom=0.0,
+                    load_gib=PROCESS_GIB + weights_gib + (files if widened else 0.0))
 
 
 def plan_quantization(size: ModelSize, free_gib: Mapping[str, float], policy: str = "auto", *,
-                      context_tokens: int = 4096, images: int = 1, on_cpu: bool | None = None,
-                      unquantized: Sequence[str] = DEFAULT_UNQUANTIZED, device_name: str = "",
+                      context_tokens: int = 4096, images: int = 1, picture_tokens: int | None = None,
+                      on_cpu: bool | None = None, unquantized: Sequence[str] = DEFAULT_UNQUANTIZED, device_name: str = "",
                       half_dtype: str = "bfloat16", dtype: str | None = None,
                       bnb_available: bool = True) -> Plan:
     """The plan for loading `size` given free memory per device ("cuda:0", ..., "cpu") and a policy.
 
     policy: auto (largest precision that fits, bf16 > 8-bit > 4-bit) | none | 8bit | 4bit (forced).
     on_cpu: run on the CPU (default: when `free_gib` names no GPU); no bitsandbytes there unless forced.
+    picture_tokens: image tokens of one picture at the image detail used (the CPU estimate counts them).
     dtype: a dtype chosen in settings (None = auto: `half_dtype` on GPU, float32 on CPU).
     """
     if policy not in POLICIES:
@@ -151,7 +177,7 @@ def plan_quantization(size: ModelSize, free_gib: Mapping[str, float], policy: st
     common = dict(size=size, policy=policy, context_tokens=context_tokens, images=images,
                   unquantized=tuple(unquantized), device_name=device_name)
     if on_cpu or not gpus:
-        return _plan_cpu(ram=ram, dtype=dtype, **common)
+        return _plan_cpu(ram=ram, dtype=dtype, picture_tokens=picture_tokens, **common)
     return _plan_gpu(gpus=gpus, ram=ram, dtype=dtype or half_dtype, bnb_available=bnb_available, **common)
 
 
@@ -235,12 +261,12 @@ def _gpu_indexes(gpus: Mapping[str, float]) -> dict:
     return {int(key.split(":")[1]) if ":" in key else 0: round(value, 2) for key, value in gpus.items()}
 
 
-def _plan_cpu(*, size, policy, context_tokens, images, unquantized, device_name, ram, dtype) -> Plan:
+def _plan_cpu(*, size, policy, context_tokens, images, picture_tokens, unquantized, device_name, ram, dtype) -> Plan:
     usable = ram - OS_RESERVE_GIB
     where = _where(device_name or "CPU", ram, " RAM")
     if policy in ("8bit", "4bit"):
         bits, plan_dtype = int(policy[0]), dtype or "bfloat16"
-        est = estimate(size, bits, plan_dtype, context_tokens, images)
+        est = estimate(size, bits, plan_dtype, context_tokens, images, picture_tokens, on_cpu=True)
         alternatives = ((_label(bits, plan_dtype), est.need_gib),)
         label = _label(bits, plan_dtype)
         if est.need_gib > usable:
@@ -255,7 +281,8 @@ def _plan_cpu(*, size, policy, context_tokens, images, unquantized, device_name,
                            f"(quantization = {policy} in settings)")
     # No bitsandbytes on the CPU unless forced: float32 (fast, exact) if it fits, else bfloat16.
     dtypes = [dtype] if dtype else ["float32", "bfloat16"]
-    estimates = [estimate(size, 32 if d == "float32" else 16, d, context_tokens, images) for d in dtypes]
+    estimates = [estimate(size, 32 if d == "float32" else 16, d, context_tokens, images, picture_tokens, on_cpu=True)
+                 for d in dtypes]
     alternatives = tuple((_label(e.bits, d), e.need_gib) for e, d in zip(estimates, dtypes))
     steps = []
     for est, plan_dtype in zip(estimates, dtypes):
@@ -340,7 +367,7 @@ def bnb_available() -> bool:
 
 def plan_for_machine(size: ModelSize, policy: str = "auto", *, device: str = "auto", dtype: str = "auto",
                      vram_gib: float | None = None, unquantized: Sequence[str] = DEFAULT_UNQUANTIZED,
-                     context_tokens: int = 4096, images: int = 1) -> Plan:
+                     context_tokens: int = 4096, images: int = 1, picture_tokens: int | None = None) -> Plan:
     """The plan for `size` on this machine, or on one GPU with `vram_gib` GiB free (a what-if)."""
     forced_dtype = None if dtype == "auto" else dtype
     memory = read_free_memory(gpus=vram_gib is None and device in ("auto", "cuda"))
@@ -357,7 +384,8 @@ def plan_for_machine(size: ModelSize, policy: str = "auto", *, device: str = "au
     on_cpu = device in ("cpu", "mps") or len(free) == 1
     if device == "mps":
         forced_dtype = forced_dtype or "float16"
-    plan = plan_quantization(size, free, policy, context_tokens=context_tokens, images=images, on_cpu=on_cpu,
+    plan = plan_quantization(size, free, policy, context_tokens=context_tokens, images=images,
+                             picture_tokens=picture_tokens, on_cpu=on_cpu,
                              unquantized=unquantized, device_name=device_name, half_dtype=half,
                              dtype=forced_dtype, bnb_available=bnb_available())
     if device == "mps":

@@ -13,6 +13,7 @@ import math
 import re
 import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
@@ -31,6 +32,7 @@ class ModelSize:
     embeddings_b: float = field(
         default=0.0, metadata={"help": "Input embeddings + lm_head (part of language_b): bitsandbytes keeps them 16-bit."})
     kv_kib_per_token: float = field(default=0.0, metadata={"help": "KV cache per token in KiB at 16 bits; 0 = unknown."})
+    file_gib: float = field(default=0.0, metadata={"help": "Bytes of the weight files in GiB; 0 = unknown."})
     source: str = field(default="", metadata={"help": "Where the figures come from (catalog, safetensors headers)."})
 
     def __post_init__(self) -> None:
@@ -56,7 +58,7 @@ def size_from_catalog(entry: CatalogEntry) -> ModelSize:
 
 
 def size_from_tensors(name: str, tensors: Iterable[tuple[str, list[int]]], config: dict | None,
-                      source: str) -> ModelSize:
+                      source: str, file_gib: float = 0.0) -> ModelSize:
     """Sum tensor shapes (name, shape) into language / vision / embedding counts."""
     language = vision = embeddings = 0
     for tensor, shape in tensors:
@@ -70,7 +72,7 @@ def size_from_tensors(name: str, tensors: Iterable[tuple[str, list[int]]], confi
     if language == 0:
         raise ModelLoadError(f"{name}: found no language-model weights in its safetensors files.")
     return ModelSize(name, language / 1e9, vision / 1e9, embeddings / 1e9, kv_kib_per_token(config or {}),
-                     source=source)
+                     source=source, file_gib=file_gib)
 
 
 def kv_kib_per_token(config: dict) -> float:
@@ -116,7 +118,8 @@ def size_from_folder(folder: Path, name: str | None = None) -> ModelSize:
         for tensor, info in read_safetensors_header(file).items():
             if tensor != "__metadata__":
                 tensors.append((tensor, info.get("shape", [])))
-    return size_from_tensors(name or folder.name, tensors, config, source="safetensors headers")
+    return size_from_tensors(name or folder.name, tensors, config, source="safetensors headers",
+                             file_gib=sum(file.stat().st_size for file in files) / 2**30)
 
 
 def size_from_hub(repo_id: str, revision: str | None = None, token: str | None = None) -> ModelSize:
@@ -162,11 +165,12 @@ def unquantized_for_family(family: str) -> tuple[str, ...]:
 REFERENCE_PICTURE = (512, 512)  # the picture the plan budgets for: what a phone photo becomes after a chat upload
 
 
+@lru_cache(maxsize=32)
 def picture_tokens(folder: Path, detail: str = "high", picture: tuple[int, int] = REFERENCE_PICTURE) -> int | None:
     """Image tokens one `picture`-sized image becomes at `detail` (low/high) through the folder's own processor.
 
     None when the folder has no processor (a catalog or hub model not downloaded yet). Counted by running the
-    processor itself, so every family's tiling and pixel budget is exactly the library's.
+    processor itself, so every family's tiling and pixel budget is exactly the library's (once per folder).
     """
     from PIL import Image
     from transformers import AutoProcessor
