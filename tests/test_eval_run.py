@@ -211,6 +211,49 @@ def test_base_and_adapter_in_one_run_give_a_verdict_with_counts(eval_manager, pi
     assert "--adapter demo-es" in summary["command"] and "--method loglik" in summary["command"]
 
 
+def _vision_adapter(settings, name):
+    """An adapter (non-zero LoRA B) on the demo's vision tower, saved into the settings' adapters folder."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    model = get_peft_model(AutoModelForImageTextToText.from_pretrained(ROOT / "models" / "vlmchat-demo"),
+                           LoraConfig(r=4, target_modules=r".*vision_tower.*\.(q_proj|v_proj)"))
+    torch.manual_seed(0)
+    for parameter_name, parameter in model.named_parameters():
+        if "lora_B" in parameter_name:
+            torch.nn.init.normal_(parameter, std=0.5)
+    folder = settings.paths.resolve("adapters") / name
+    model.save_pretrained(folder)
+    meta = json.loads((settings.paths.resolve("adapters") / "demo-es" / "vlmchat.json").read_text())
+    (folder / "vlmchat.json").write_text(json.dumps(meta))
+
+
+def test_models_in_one_run_share_the_batch_work_and_score_as_alone(eval_manager, eval_settings, pictures, tmp_path):
+    """Base + demo-es share each batch's inputs and picture encodings; an adapter on the vision tower does not."""
+    from vlmchat.evaluate.run import EvalOptions, run_eval
+
+    _vision_adapter(eval_settings, "sees-differently")
+    items = question_items(pictures, 16)
+    tower = eval_manager.model.model.vision_tower if not hasattr(eval_manager.model, "peft_config") \
+        else eval_manager.model.get_base_model().model.vision_tower
+    runs = []
+    handle = tower.register_forward_hook(lambda *_: runs.append(1))
+    try:
+        together = run_eval(eval_manager, eval_set(items), ["base", "demo-es", "sees-differently"], "loglik",
+                            EvalOptions(batch_size=8), folder=tmp_path / "together")
+        assert len(runs) == 2 * 2  # 2 batches: once for base + demo-es, once for the vision adapter
+        alone = {name: run_eval(eval_manager, eval_set(items), [name], "loglik", EvalOptions(batch_size=8),
+                                folder=tmp_path / name) for name in together.models}
+    finally:
+        handle.remove()
+    for name in together.models:
+        for index in range(16):
+            assert together.scores[name][index].scores == pytest.approx(alone[name].scores[name][index].scores,
+                                                                        abs=1e-4)
+    assert together.scores["sees-differently"][0].scores != pytest.approx(together.scores["base"][0].scores, abs=1e-4)
+
+
 def test_wilson_and_mcnemar_on_known_numbers():
     from vlmchat.evaluate.stats import mcnemar_exact, verdict, wilson_interval
 

@@ -4,7 +4,8 @@
 loaded base), then for each batch of items decodes the pictures once and scores the batch with
 each model in turn, switching adapters with `use_adapter` (never reloading the base). The
 manager's lock is taken per batch, so Chat stays responsive. Cancel stops between batches and
-keeps what is done. The result is written to `<outputs>/eval/<run-id>/` (see `report.py`).
+keeps what is done. With loglik, what the models share is made once per batch (`score.BatchWork`).
+The result is written to `<outputs>/eval/<run-id>/` (see `report.py`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..images import load_image
 from ..lora.runtime import BASE, is_base
 from ..models.manager import ModelManager, is_endpoint
 from .report import EvalResult
-from .score import score_captions, score_generate, score_loglik
+from .score import BatchWork, score_captions, score_generate, score_loglik
 from .sets import CAPTION, EvalSet
 
 __all__ = ["EvalOptions", "EvalResult", "METHODS", "run_eval", "eval_folder"]
@@ -160,9 +161,10 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
             break
         indices = range(first, min(first + size, len(result.items)))
         decoded = _decode(result, indices)
+        batch_scorer = partial(scorer, work=BatchWork()) if scorer is score_loglik else scorer
         for name in names:
             if decoded:
-                _score(scorer, manager, result, name, decoded)
+                _score(batch_scorer, manager, result, name, decoded)
         result.done = indices.stop
         _report(progress, result, started)
     result.write(folder or eval_folder(manager.settings), options.output)

@@ -10,7 +10,10 @@ the option texts 100%. The option text is what such a model would say, and scori
 turn too makes "red" and "red circle" different answers. Each question's image + prompt prefix is encoded once and shared by its options through
 the KV cache (`DynamicCache.batch_select_indices`), then all options of a batch of questions are
 scored in one forward pass. `acc` picks the highest sum, `acc_norm` the highest sum per character
-of the option text (as lm-evaluation-harness does).
+of the option text (as lm-evaluation-harness does). When several models score one batch (base and
+adapters), what does not depend on the adapter is done once (`BatchWork`): the processor's inputs, the
+options' token ids and, for every adapter that leaves the vision tower and projector alone, the
+pictures' encodings (the vision tower is ~75% of a SmolVLM-256M question at low detail).
 
 `score_generate` asks for an answer (greedy or beam search, few tokens, left-padded batches) and
 parses it with `metrics.parse_answer`; `score_captions` generates captions and computes
@@ -19,6 +22,7 @@ parses it with `metrics.parse_answer`; `score_captions` generates captions and c
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from dataclasses import dataclass, field
@@ -29,6 +33,7 @@ from ..errors import InputError, NoModelError
 from ..lora.runtime import use_adapter
 from ..models.families import fit_to_profile, profile_for
 from ..models.manager import GenerationParams, ModelManager
+from ..models.sizes import VISION_PARTS
 from .metrics import caption_metrics, parse_answer
 from .sets import EvalItem
 
@@ -159,11 +164,13 @@ def _continue(model, cache, prefix_mask, rows, flat: list[list[int]], pad_id: in
 
 
 def option_logprobs(model, processor, conversations: list[list[dict]], conts: list[list[list[int]]],
-                    detail=None) -> list[list[float]]:
-    """Summed log-prob of each continuation, each prefix run once (call under inference_mode)."""
+                    detail=None, inputs=None) -> list[list[float]]:
+    """Summed log-prob of each continuation, each prefix run once (call under inference_mode).
+
+    `inputs`: the processor's inputs for `conversations` when already made."""
     import torch
 
-    inputs = ModelManager._inputs(model, processor, conversations, detail)
+    inputs = inputs if inputs is not None else ModelManager._inputs(model, processor, conversations, detail)
     out = model(**inputs, use_cache=True, **_keep_last(model))
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
     rows = [q for q, options in enumerate(conts) for _ in options]
@@ -180,23 +187,76 @@ def option_logprobs(model, processor, conversations: list[list[dict]], conts: li
     return nested
 
 
+class BatchWork:
+    """What every model scoring the same batch shares: made by the first, reused by the others."""
+
+    def __init__(self):
+        self.prepared: dict[tuple, tuple] = {}   # item ids -> (continuations, processor inputs)
+        self.pictures: dict[int, tuple] = {}     # id(pixel_values) -> (pixel_values, the vision tower's output)
+        self.vision_free: dict[str, bool] = {}   # adapter -> it leaves the vision tower and projector alone
+
+    def prepare(self, manager: ModelManager, items: list[EvalItem], conversations: list[list[dict]]) -> tuple:
+        """(continuations, inputs) of this batch of items, made once (call under the manager's lock)."""
+        key = tuple(map(id, items))
+        if key not in self.prepared:
+            model, processor = loaded(manager)
+            conts = [continuations(model, processor, c, item.options) for c, item in zip(conversations, items)]
+            self.prepared[key] = conts, ModelManager._inputs(model, processor, conversations, manager.detail())
+        return self.prepared[key]
+
+    def reuse_pictures(self, model, adapter: str | None):
+        """A context in which the model's vision tower answers pictures it has seen from this batch's store
+        (nothing is reused under an adapter that changes the vision tower or projector)."""
+        inner = getattr(_base(model), "model", None)
+        if not hasattr(inner, "get_image_features") or not self._vision_free(model, adapter):
+            return contextlib.nullcontext()
+        return self._memoized(inner)
+
+    def _vision_free(self, model, adapter: str | None) -> bool:
+        if adapter not in self.vision_free:
+            from peft.tuners.tuners_utils import BaseTunerLayer
+
+            self.vision_free[adapter] = not any(
+                isinstance(module, BaseTunerLayer) and adapter in getattr(module, "lora_A", {})
+                and VISION_PARTS.search(name) for name, module in model.named_modules())
+        return self.vision_free[adapter]
+
+    @contextlib.contextmanager
+    def _memoized(self, inner):
+        encode = inner.get_image_features
+
+        def memo(*args, **kwargs):
+            pixels = kwargs.get("pixel_values", args[0] if args else None)
+            if id(pixels) not in self.pictures:
+                self.pictures[id(pixels)] = pixels, encode(*args, **kwargs)
+            return self.pictures[id(pixels)][1]
+
+        inner.get_image_features = memo
+        try:
+            yield
+        finally:
+            del inner.get_image_features
+
+
 def _argmax(values) -> int:
     return max(range(len(values)), key=values.__getitem__)
 
 
 def score_loglik(manager: ModelManager, items: list[EvalItem], images: list[list[Image.Image]],
-                 adapter: str | None) -> list[ItemScore]:
-    """Multiple-choice items scored by the log-likelihood of each option's text as the answer."""
+                 adapter: str | None, work: BatchWork | None = None) -> list[ItemScore]:
+    """Multiple-choice items scored by the log-likelihood of each option's text as the answer.
+
+    `work`: the batch's shared work when several models score it (run_eval passes one per batch)."""
     import torch
 
+    work = work or BatchWork()
     conversations = [user_turn(pictures, choice_prompt(item)) for item, pictures in zip(items, images)]
     started = time.perf_counter()
-    model, processor = loaded(manager)
-    conts = [continuations(model, processor, c, item.options) for c, item in zip(conversations, items)]
     with manager.lock:
         model, processor = loaded(manager)  # attaching an adapter may have wrapped the model meanwhile
-        with torch.inference_mode(), use_adapter(model, adapter):
-            sums = option_logprobs(model, processor, conversations, conts, manager.detail())
+        conts, inputs = work.prepare(manager, items, conversations)
+        with torch.inference_mode(), use_adapter(model, adapter), work.reuse_pictures(model, adapter):
+            sums = option_logprobs(model, processor, conversations, conts, inputs=inputs)
     seconds = (time.perf_counter() - started) / len(items)
     out = []
     for item, scores in zip(items, sums):

@@ -44,8 +44,8 @@ class ModelSize:
         return self.language_b + self.vision_b
 
 
-# Tensor names of the parts that are never quantized: vision towers, projectors, VQ image tokenizers.
-_VISION = re.compile(r"(?:^|\.)(?:" + "|".join(VISION_TOWERS + PROJECTORS[:2] + ("vision_embed_tokens", "image_newline"))
+# Tensor (and module) names of the parts that are never quantized: vision towers, projectors, VQ image tokenizers.
+VISION_PARTS = re.compile(r"(?:^|\.)(?:" + "|".join(VISION_TOWERS + PROJECTORS[:2] + ("vision_embed_tokens", "image_newline"))
                      + r")(?:\.|$)")
 _EMBEDDINGS = re.compile(r"(?:^|\.)(?:embed_tokens|lm_head|wte|word_embeddings)(?:\.|$)")
 _MAX_HEADER = 100 * 2**20
@@ -63,7 +63,7 @@ def size_from_tensors(name: str, tensors: Iterable[tuple[str, list[int]]], confi
     language = vision = embeddings = 0
     for tensor, shape in tensors:
         count = math.prod(shape) if shape else 1
-        if _VISION.search(tensor):
+        if VISION_PARTS.search(tensor):
             vision += count
         else:
             language += count
