@@ -62,7 +62,6 @@ def main() -> None:
             result[f"{detail}_gib"] = peak_gib()
         print(json.dumps(result))
         return
-    bench.low_detail(True)
     manager.load_adapter("one", work / "one")
     if mode == "chats":
         result["rss_gib"] = []
