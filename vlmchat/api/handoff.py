@@ -1,4 +1,5 @@
-"""When one machine is not enough: the vLLM / SGLang commands that serve the same base and adapters.
+"""When one machine is not enough: the vLLM / SGLang commands that serve the same base and adapters,
+and the commands that fine-tune over several GPUs or machines.
 
 `handoff_text` writes the commands for the configured base model and every adapter in the
 adapters folder, and checks each adapter against what vLLM's LoRA loader accepts (read from
@@ -109,6 +110,7 @@ def handoff_text(settings: Settings, tensor_parallel: int = 1, nodes: int = 1, p
     lines += ["", *_vllm_lines(base, source.model_id, served if lora_ok is not False else [], tensor_parallel, nodes,
                                port)]
     lines += ["", *_sglang_lines(base, source.model_id, served, tensor_parallel, nodes)]
+    lines += ["", *_training_lines(tensor_parallel, nodes)]
     lines += ["", "# Then use it from vlmchat: add to settings.toml and choose endpoint:cluster (Chat, Caption, "
                   "Compare, Eval; --endpoint cluster on the command line):",
               "[endpoints.cluster]", f'base_url = "http://HEAD_NODE:{port}/v1"',
@@ -157,6 +159,23 @@ def _sglang_lines(base: str, served_name: str, adapters: list[AdapterCheck], ten
         command += ["--enable-lora", "--lora-paths", *[f"{a.name}={a.path}" for a in adapters]]
     note = "" if nodes == 1 else " (run it on every node with its own --node-rank)"
     return [f"# SGLang{note}; its LoRA support per model is listed in its docs:", _shell(command)]
+
+
+def _training_lines(gpus: int, nodes: int) -> list[str]:
+    """Fine-tuning over `gpus` GPUs on each of `nodes` machines: which strategy, and how to launch it."""
+    from ..finetune.distributed import launch_lines
+
+    total = gpus * nodes
+    command = ["python3", "launch.py", "finetune", "--data", "DATA", "--name", "NAME", "--num-processes",
+               str(total) if total > 1 else "GPUS", "--distributed", "fsdp"] + (["--write-job"] if nodes > 1 else [])
+    lines = ["# Fine-tuning beyond one GPU: --distributed ddp (the default) when the model fits one GPU (each GPU "
+             "holds all of it; fastest); fsdp when it does not (weights, gradients and AdamW state sharded over "
+             "the GPUs, one decoder layer gathered at a time):", shlex.join(command)]
+    if nodes > 1:
+        lines += ["# --write-job writes the job folder JOB without starting it. The project, model, dataset, "
+                  "adapters folder and JOB must be at the same paths on every machine (a shared filesystem).",
+                  *launch_lines("JOB/job.json", total, nodes)]
+    return lines
 
 
 def _rank_limit(rank: int) -> int:

@@ -25,6 +25,8 @@ def add_finetune_parser(commands) -> None:
                         "or a .json/.jsonl/.csv file (ShareGPT, LLaVA, OpenAI messages, caption output; see README)")
     parser.add_argument("--name", required=True, help="adapter name: the result goes to adapters/NAME/")
     parser.add_argument("--resume", action="store_true", help="continue the newest job of NAME from its checkpoint")
+    parser.add_argument("--write-job", action="store_true", help="write the job folder without starting it and "
+                        "print the commands that start it on several machines (--num-processes: GPUs of all of them)")
     parser.add_argument("--model", default=argparse.SUPPRESS, help="base model: 'demo', hub id or folder "
                         "(default: model.id in settings)")
     fields = {f.name: f for f in dataclasses.fields(JobSpec)}
@@ -72,6 +74,9 @@ def run_finetune(args: argparse.Namespace, settings) -> int:
     from .datasets import read_dataset
 
     folder = runner.jobs_folder(settings)
+    if args.resume and args.write_job:
+        raise InputError("--write-job writes a new job; leave out --resume. A written job resumes when its "
+                         "commands run again with --resume after job.json.")
     if args.resume:
         job = runner.latest_job(folder, args.name)
         if job is None:
@@ -83,9 +88,23 @@ def run_finetune(args: argparse.Namespace, settings) -> int:
         report = read_dataset(spec.data, spec.caption_prompt)
         print(report.summary(10), file=sys.stderr)
         report.require_usable(spec.skip_invalid)
+        if args.write_job:
+            return print_job_commands(runner.write_job(spec, folder), spec.num_processes)
         job = runner.start_job(spec, folder, alone=cpu_alone(settings))
     print(f"job folder: {job}", file=sys.stderr)
     return follow(job)
+
+
+def print_job_commands(job, total: int) -> int:
+    """Say where the written job is and how each machine starts it; returns the exit code."""
+    from .distributed import launch_lines
+    from .spec import JOB_FILE
+
+    print(f"job folder: {job} (not started; it must be at this path on every machine, with the dataset, the model "
+          "and the adapters folder)", file=sys.stderr)
+    print("\n".join(launch_lines(job / JOB_FILE, total)))
+    print("# After a stop, the same commands with --resume after job.json continue from the last checkpoint.")
+    return 0
 
 
 def cpu_alone(settings) -> str:

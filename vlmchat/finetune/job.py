@@ -1,7 +1,8 @@
 """The child process of a fine-tune: `python -m vlmchat.finetune <job folder>/job.json [--resume]`.
 
-Also runs under `accelerate launch --num_processes N -m vlmchat.finetune job.json` (several GPUs, or
-CPU processes with the gloo backend). It reads the dataset, loads the base model on its own (never
+Also runs under `accelerate launch --num_processes N -m vlmchat.finetune job.json` (several GPUs or
+machines, or CPU processes with the gloo backend), with the job's `distributed` strategy (ddp or fsdp;
+see distributed.py). It reads the dataset, loads the base model on its own (never
 the model the UI chats with), trains LoRA, and reports through progress.jsonl in the job folder.
 SIGTERM / SIGINT or a `cancel` file in the job folder stops it after the current step with a
 checkpoint; `--resume` continues from the last checkpoint. The finished adapter is written
@@ -53,12 +54,12 @@ def _stop_flag(job_dir: Path):
 
 def run_job(spec: JobSpec, job_dir: Path, resume: bool = False) -> int:
     """Run one job to its end, reporting every outcome as a final event in progress.jsonl."""
-    from accelerate import Accelerator
+    from .distributed import make_accelerator
 
     job_dir = Path(job_dir)
     stop = _stop_flag(job_dir)
     try:
-        accelerator = Accelerator(cpu=not _use_gpu(spec))
+        accelerator = make_accelerator(spec.distributed, cpu=not _use_gpu(spec))
     except (VlmchatError, RuntimeError, ValueError) as exc:
         ProgressWriter(job_dir / PROGRESS_FILE)("failed", step=0, message=" ".join(describe_failure(exc, spec)).strip())
         return 1
@@ -138,6 +139,7 @@ def _last_checkpoint(job_dir: Path) -> Path | None:
 def _prepare(spec: JobSpec, job_dir: Path, accelerator, emit, stop, resume: bool):
     """Dataset, setup, model, optimizer and Trainer, restored from the last checkpoint when resuming."""
     from .datasets import read_dataset, split
+    from .distributed import configure
     from .loop import Trainer
     from .model import load_for_training, make_optimizer, make_schedule
 
@@ -157,6 +159,7 @@ def _prepare(spec: JobSpec, job_dir: Path, accelerator, emit, stop, resume: bool
     if setup.threads:
         torch.set_num_threads(setup.threads)
     model, processor = load_for_training(spec, setup, accelerator.device)
+    configure(accelerator, model)
     optimizer = make_optimizer(model, setup, spec.learning_rate)
     model, optimizer = accelerator.prepare(model, optimizer)
     trainer = Trainer(accelerator, spec, model, processor, optimizer, None, train, val, job_dir, emit, stop)
@@ -205,20 +208,24 @@ def resolve_schedule(spec: JobSpec, train_samples: int, size, processes: int = 1
 
 def training_setup(spec: JobSpec, accelerator, size=None):
     """The TrainingSetup for this machine (the quantization plan is consulted on a GPU only)."""
+    from .distributed import fit_sharded, shards
     from .setup import choose_setup
 
     common = dict(quantization=spec.quantization, gradient_checkpointing=spec.gradient_checkpointing,
                   optimizer=spec.optimizer, tokens=spec.max_length, batch_size=spec.batch_size)
+    split = shards(accelerator)
     if accelerator.device.type != "cuda":
-        return choose_setup(on_gpu=False, cpu_cores=_cores(), processes=accelerator.num_processes,
-                            alone=os.environ.get(ALONE_ENV, ""), **common)
+        setup = choose_setup(on_gpu=False, cpu_cores=_cores(), processes=accelerator.num_processes,
+                             alone=os.environ.get(ALONE_ENV, ""), **common)
+        return fit_sharded(setup, split, spec.distributed)
     import torch
 
     from ..models.plan import bnb_available
 
-    free, _ = torch.cuda.mem_get_info(accelerator.device)
-    return choose_setup(on_gpu=True, free_gib=free / 2**30, size=size, bf16=torch.cuda.is_bf16_supported(),
-                        bnb=bnb_available(), device_name=torch.cuda.get_device_name(accelerator.device), **common)
+    free, _ = torch.cuda.mem_get_info(accelerator.device)  # the weights are split over `split` GPUs
+    setup = choose_setup(on_gpu=True, free_gib=free / 2**30 * split, size=size, bf16=torch.cuda.is_bf16_supported(),
+                         bnb=bnb_available(), device_name=torch.cuda.get_device_name(accelerator.device), **common)
+    return fit_sharded(setup, split, spec.distributed)
 
 
 def _cores() -> int:

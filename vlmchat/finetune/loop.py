@@ -161,40 +161,54 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoints
 
     def _save_adapter(self, folder: Path) -> None:
-        """Save the LoRA weights (main process), replacing `folder` atomically."""
-        self.acc.wait_for_everyone()
+        """Save the LoRA weights, gathered from every process, replacing `folder` atomically."""
+        from .distributed import full_weights
+
+        self._write_adapter(folder, full_weights(self.acc, self.model))
+
+    def _write_adapter(self, folder: Path, weights: dict, state: dict | None = None) -> None:
+        """The main process writes `weights` (a full state dict) as a PEFT adapter, with the trainer `state` if
+        given, into `folder` atomically; every process calls it."""
+        import torch
+
         if self.acc.is_main_process:
             with staged_folder(folder, replace=True) as staging:
-                self.acc.unwrap_model(self.model).save_pretrained(staging)
+                self.acc.unwrap_model(self.model).save_pretrained(staging, state_dict=weights)
+                if state is not None:
+                    torch.save(state, staging / STATE_FILE)
         self.acc.wait_for_everyone()
 
     def save_checkpoint(self) -> None:
-        """Adapter + optimizer + schedule + counters into checkpoints/step-N; only the last K are kept."""
-        import torch
+        """Adapter + weights, optimizer, schedule and counters into checkpoints/step-N; only the last K are kept."""
+        from .distributed import full_state
 
+        weights, optimizer = full_state(self.acc, self.model, self.optimizer)
+        state = {"step": self.step, "weights": weights, "optimizer": optimizer, "schedule": self.schedule.state_dict(),
+                 "best": self.best, "bad_evals": self.bad_evals, "elapsed": self.duration(),
+                 "last_loss": self.last_loss, "last_eval": self.last_eval}
         folder = self.job_dir / CHECKPOINTS / f"step-{self.step:07d}"
-        self._save_adapter(folder)
+        self._write_adapter(folder, weights, state)
         if self.acc.is_main_process:
-            state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
-                     "schedule": self.schedule.state_dict(), "best": self.best, "bad_evals": self.bad_evals,
-                     "elapsed": self.duration(), "last_loss": self.last_loss,
-                     "last_eval": self.last_eval}
-            torch.save(state, folder / f".{STATE_FILE}.tmp")
-            (folder / f".{STATE_FILE}.tmp").replace(folder / STATE_FILE)
             for old in checkpoints(self.job_dir)[:-self.spec.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
             self.emit("checkpoint", step=self.step, path=str(folder))
         self.acc.wait_for_everyone()
 
     def restore(self, folder: Path) -> None:
-        """Continue from checkpoint `folder`: adapter weights, optimizer, schedule and counters."""
+        """Continue from checkpoint `folder`: weights, optimizer, schedule and counters."""
         import torch
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
 
-        set_peft_model_state_dict(self.acc.unwrap_model(self.model), load_file(folder / "adapter_model.safetensors"))
+        from .distributed import load_full_state
+
         state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if "weights" in state:
+            load_full_state(self.acc, self.model, self.optimizer, state["weights"], state["optimizer"])
+        else:  # written before sharded training: the adapter file holds the weights, the optimizer its own dict
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(self.acc.unwrap_model(self.model), load_file(folder / "adapter_model.safetensors"))
+            self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.step, self.best, self.bad_evals = state["step"], tuple(state["best"]), state["bad_evals"]
         self.elapsed_before, self.last_loss, self.last_eval = state["elapsed"], state["last_loss"], state["last_eval"]

@@ -51,19 +51,21 @@ def _round(value):
 
 def install_adapter(trainer, outcome: str) -> tuple[Path | None, dict]:
     """Write the adapter (best eval checkpoint if there is one) into adapters/<name>/; returns (path, metrics)."""
-    trainer.acc.wait_for_everyone()
+    from .distributed import full_weights
+
     meta = metadata(trainer, outcome)
+    weights = full_weights(trainer.acc, trainer.model)  # gathered by every process, written by the main one
     path = None
     if trainer.acc.is_main_process:
         spec = trainer.spec
         target = adapter_path(Path(spec.adapters_dir), spec.name)
         try:
             with staged_folder(target, replace=spec.overwrite) as staging:
-                _write_adapter(trainer, staging, meta)
+                _write_adapter(trainer, staging, meta, weights)
         except FileExistsError:
             kept = trainer.job_dir / "final"
             with staged_folder(kept, replace=True) as staging:
-                _write_adapter(trainer, staging, meta)
+                _write_adapter(trainer, staging, meta, weights)
             raise InputError(f"An adapter named '{target.name}' already exists and overwrite was not confirmed. "
                              f"The trained adapter is kept in {kept}; import it from there under another name."
                              ) from None
@@ -72,13 +74,12 @@ def install_adapter(trainer, outcome: str) -> tuple[Path | None, dict]:
     return path, meta["metrics"]
 
 
-def _write_adapter(trainer, staging: Path, meta: dict) -> None:
-    model = trainer.acc.unwrap_model(trainer.model)
+def _write_adapter(trainer, staging: Path, meta: dict, weights: dict) -> None:
     best = trainer.job_dir / BEST
     if best.is_dir() and trainer.best[1] > 0:
         shutil.copytree(best, staging, dirs_exist_ok=True)
     else:
-        model.save_pretrained(staging)
+        trainer.acc.unwrap_model(trainer.model).save_pretrained(staging, state_dict=weights)
     import json
 
     config_file = staging / "adapter_config.json"

@@ -73,10 +73,16 @@ def start_job(spec: JobSpec, folder: Path, alone: str = "") -> Path:
     running = running_job(folder)
     if running is not None:
         raise InputError(f"A fine-tune is already running ({running.name}); wait for it or cancel it first.")
+    job_dir = write_job(spec, folder)
+    _launch(job_dir, spec, resume=False, alone=alone)
+    return job_dir
+
+
+def write_job(spec: JobSpec, folder: Path) -> Path:
+    """A new job folder holding job.json, not started (machines launch it themselves); returns the folder."""
     spec.refuse_existing_adapter()
     job_dir = new_job_dir(folder, spec.name)
     (job_dir / JOB_FILE).write_text(spec.to_json(), encoding="utf-8")
-    _launch(job_dir, spec, resume=False, alone=alone)
     return job_dir
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..lora.store import validate_adapter_name
 from ..settings import FinetuneSettings, check_bounds
+from .distributed import STRATEGIES, check_strategy
 from .recipe import PRESETS
 
 PRESET_VALUES = {name: {k: v for k, v in values.items() if k != "min_steps"} for name, values in PRESETS.items()}
@@ -37,8 +38,11 @@ class JobSpec(FinetuneSettings):
     skip_invalid: bool = field(default=False, metadata={"help": "train on the good rows when the dataset check "
                                                                 "finds problems"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda", "choices": ("auto", "cpu", "cuda")})
-    num_processes: int = field(default=1, metadata={"help": "data-parallel processes (accelerate launch); default 1",
+    num_processes: int = field(default=1, metadata={"help": "processes, one per GPU (accelerate launch); default 1",
                                                     "range": (1, 1024)})
+    distributed: str = field(default="ddp", metadata={
+        "help": "how the processes share the model: ddp = each holds all of it (it fits one GPU) | fsdp = sharded "
+                "over them (it does not) | deepspeed = reserved for DeepSpeed ZeRO-3", "choices": STRATEGIES})
 
     def __post_init__(self) -> None:
         validate_adapter_name(self.name)
@@ -46,6 +50,7 @@ class JobSpec(FinetuneSettings):
             check_bounds(spec.name, spec, getattr(self, spec.name), InputError)
         if not str(self.data).strip():
             raise InputError("Give a dataset: a folder of images with .txt captions or a .json/.jsonl file.")
+        check_strategy(self.distributed, self.num_processes, self.quantization)
 
     @classmethod
     def from_settings(cls, settings, name: str, data: str, **changes) -> "JobSpec":
@@ -99,4 +104,4 @@ class JobSpec(FinetuneSettings):
 
 
 # The spec fields the CLI exposes as --flags (also used by `JobSpec.command`): every hyperparameter, and how to run.
-CLI_FLAGS = HYPERPARAMETERS + ("device", "num_processes", "overwrite", "skip_invalid")
+CLI_FLAGS = HYPERPARAMETERS + ("device", "num_processes", "distributed", "overwrite", "skip_invalid")
