@@ -16,6 +16,7 @@ vlmchat endpoint itself is free) and, for the local run, at --gpu-hour-usd.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -89,6 +90,7 @@ def _measure(args, tmp: Path, server: LaunchedApp) -> None:
                    "endpoint, 1 in flight": (choice, 1),
                    f"local (in process), batch {args.in_flight}": (None, args.in_flight)}
     rates: dict[str, list[float]] = {label: [] for label in settings_of}
+    load_before = os.getloadavg()[0]  # the 2-core development machine is shared: the figures depend on it
     accuracy: dict[str, float] = {}
     spent = manager.endpoint(choice).spent
     before = dict(spent)
@@ -103,7 +105,7 @@ def _measure(args, tmp: Path, server: LaunchedApp) -> None:
     per_thousand = (tokens_in * args.price_in + tokens_out * args.price_out) / 1e6 * 1000
     print(f"local model: {local.summary()}; endpoint: {server.url}v1 (a second vlmchat, same demo model)")
     print(f"{args.images} images, median of {args.repeats}; {tokens_in:.0f} input + {tokens_out:.1f} output tokens "
-          f"per image\n")
+          f"per image; load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}\n")
     print("| setting | images/s | ratio to 1 in flight | accuracy | cost per 1,000 images |")
     print("|---|---:|---:|---:|---|")
     one = statistics.median(rates["endpoint, 1 in flight"])

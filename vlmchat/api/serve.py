@@ -3,8 +3,9 @@
 `GET /v1/models` lists the loaded base model and every adapter in the adapters folder that fits
 it; `POST /v1/chat/completions` answers with any of them (`model` per request), with text and
 `image_url` parts (data: URLs; http(s) only when api.allow_remote_images), streamed (SSE) or
-not. Requests are stateless. Non-streamed requests go through the manager's dynamic batcher;
-streamed ones run directly, counted in the same queue. Errors use OpenAI's shape
+not. Requests are stateless. Every request goes through the manager's dynamic batcher: requests
+that arrive together on the same model and parameters share one generation, each streamed row
+sent to its own client as it grows. Errors use OpenAI's shape
 {"error": {"message", "type", "param", "code"}} with the status a client expects (400, 401, 404,
 429, 500). Whenever the app requires a login, every /v1 request needs `Authorization: Bearer KEY`.
 
@@ -355,7 +356,6 @@ def answer_request(manager: ModelManager, settings: Settings, body: bytes, ticke
         conversation = to_conversation(request, settings)
         if not request.stream:
             return completion_body(manager.answer(conversation, params, adapter, ticket), request.model, ident)
-        ticket.arrived()  # streams are not batched
         events = _admitted_stream(manager, conversation, params, adapter, request, ident, ticket)
         first = next(events)  # a bad adapter or a refused conversation still gets its status
         streaming = True
@@ -385,7 +385,7 @@ def _admitted_stream(manager: ModelManager, conversation: list[dict], params: Ge
     """The SSE events of a streamed answer, its ticket held (counted in the queue) until the stream ends; the
     first event comes only after the first token, so anything that fails before it is raised to the caller."""
     with ticket:
-        answers = manager.stream_answer(conversation, params, adapter=adapter)
+        answers = manager.stream_answer(conversation, params, adapter=adapter, ticket=ticket)
         first = next(answers)
         include = bool(request.stream_options and request.stream_options.include_usage)
         yield from stream_events(_chain(first, answers), request.model, ident, include)

@@ -2,8 +2,9 @@
 
 The official `openai` client does the talking. An `Endpoint` answers the processor-style messages
 the rest of vlmchat uses ({"type": "image", "image": PIL} parts become `image_url` data URLs):
-one answer, a stream, or a batch with up to `max_concurrency` requests in flight. Every Answer
-carries its tokens (the server's `usage`), latency and cost (when the endpoint has a price).
+one answer, a stream, or a batch with up to `max_concurrency` requests in flight (from threads kept
+for the endpoint, so a batch's requests leave together). Every Answer carries its tokens (the
+server's `usage`), latency and cost (when the endpoint has a price).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Endpoint:
         self.entry = entry
         self._api_key = api_key
         self._client = None
+        self._pool: ThreadPoolExecutor | None = None  # the threads that send a batch's requests, made on first use
         self._lock = threading.Lock()
         self.spent = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}  # since start
 
@@ -78,6 +80,14 @@ class Endpoint:
                 self._client = OpenAI(base_url=self.entry.base_url, api_key=self._key(), timeout=self.entry.timeout_s,
                                       max_retries=1)
             return self._client
+
+    def pool(self) -> ThreadPoolExecutor:
+        """The endpoint's max_concurrency sending threads (made once): a batch needs no thread started first."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max(1, self.entry.max_concurrency),
+                                                thread_name_prefix=f"vlmchat-{self.entry.name}")
+            return self._pool
 
     def _key(self) -> str:
         if self._api_key:
@@ -184,9 +194,7 @@ class Endpoint:
             except VlmchatError as exc:
                 return exc
 
-        workers = max(1, min(self.entry.max_concurrency, len(conversations)))
-        with ThreadPoolExecutor(workers, thread_name_prefix=f"vlmchat-{self.entry.name}") as pool:
-            return list(pool.map(one, requests))
+        return list(self.pool().map(one, requests))
 
     def _errors(self):
         return _UserErrors(self)

@@ -8,8 +8,8 @@ A model choice (the `adapter` argument of every generating method) is one of: No
 bare base model), an adapter name from the adapters folder, or "endpoint:NAME" for an
 OpenAI-compatible server configured as [endpoints.NAME] (or added with `add_endpoint`); the
 methods then delegate to that endpoint's client and need no local model. `model_choices()` lists
-them all. Single answers (`answer`, `generate`) go through a dynamic batcher, so requests that
-arrive together on the same adapter share one batch.
+them all. Single answers (`answer`, `generate`) and streams (`stream`, `stream_answer`) go through
+a dynamic batcher, so requests that arrive together on the same adapter share one batch.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError, ModelLoadError, NoModelError
-from .answers import (ENDPOINT_PREFIX, Answer, GenerationParams, cut_at_stop, is_endpoint,  # noqa: F401 (re-exported)
+from .answers import (ENDPOINT_PREFIX, Answer, GenerationParams, is_endpoint,  # noqa: F401 (re-exported)
                       local_answer, sampling_kwargs)
 from .families import DetailChoice, detail_for, fit_to_profile, profile_for, shrink_pictures
-from ..lora.runtime import attach_adapter, check_adapter, detach_adapter, is_base, resident_adapters, use_adapter
+from ..lora.runtime import attach_adapter, detach_adapter, is_base, resident_adapters, use_adapter
 from ..lora.store import usable_adapter
 from ..settings import Settings
 
@@ -45,19 +45,6 @@ class ModelInfo:
     def summary(self) -> str:
         """One line for the status bar and the terminal."""
         return f"{self.model_id} ({self.architecture}) on {self.device}, {self.dtype} — {self.reason}"
-
-
-class _StopOnEvent:
-    """A stopping criterion that ends generation once any of its events is set (Stop, a closed reader)."""
-
-    def __init__(self, *events: threading.Event):
-        self.events = events
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        stopped = any(event.is_set() for event in self.events)
-        return torch.full((input_ids.shape[0],), stopped, dtype=torch.bool, device=input_ids.device)
 
 
 class ModelManager:
@@ -269,65 +256,17 @@ class ModelManager:
             yield answer.text
 
     def stream_answer(self, messages: list[dict], params: GenerationParams = GenerationParams(),
-                      stop: threading.Event | None = None, adapter: str | None = None) -> Iterator[Answer]:
-        """Yield the Answer so far, growing (done=False), then the finished one with its tokens and times."""
+                      stop: threading.Event | None = None, adapter: str | None = None,
+                      ticket=None) -> Iterator[Answer]:
+        """Yield the Answer so far, growing (done=False), then the finished one with its tokens and times.
+
+        A local answer is one row of a batch of the streams that arrive together (sampled or greedy, never beam
+        search); `ticket` as for `answer`."""
         if is_endpoint(adapter):
             yield from self.endpoint(adapter).stream(messages, params, stop)
             return
-        yield from self._stream_local(messages, params, stop, adapter)
-
-    def _stream_local(self, messages: list[dict], params: GenerationParams, stop: threading.Event | None,
-                      adapter: str | None) -> Iterator[Answer]:
-        from transformers import StoppingCriteriaList, TextIteratorStreamer
-
-        started = time.perf_counter()
-        stop = stop or threading.Event()
-        closed = threading.Event()  # this stream's own end; `stop` may be shared by several streams
-        with self.lock:
-            model, processor = self._loaded()
-            check_adapter(model, adapter)  # fail before starting the worker
-            inputs = self._inputs(model, processor, [messages], self.detail(params.image_detail))
-        streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        failure: list[BaseException] = []
-        output: list = []
-        kwargs = dict(inputs, streamer=streamer, max_new_tokens=int(params.max_new_tokens),
-                      stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop, closed)]),
-                      **sampling_kwargs(params, processor))
-
-        def run() -> None:
-            # The lock is held by this thread for the whole generate() call, never across a yield:
-            # Gradio resumes a stream from different worker threads.
-            try:
-                import torch
-
-                with self.lock, torch.inference_mode(), use_adapter(model, adapter):
-                    if params.seed >= 0:
-                        torch.manual_seed(int(params.seed))
-                    output.append(model.generate(**kwargs))
-            except BaseException as exc:  # handed to the reader below
-                failure.append(exc)
-                streamer.end()
-
-        worker = threading.Thread(target=run, name="vlmchat-generate", daemon=True)
-        worker.start()
-        text, first = "", None
-        try:
-            for chunk in streamer:
-                text += chunk
-                if first is None and chunk:
-                    first = time.perf_counter() - started
-                shown, _ = cut_at_stop(text, params.stop_strings, final=False)
-                yield Answer(shown, model=adapter or "base", latency_s=time.perf_counter() - started,
-                             first_token_s=first, done=False)
-        finally:
-            closed.set()  # also reached when the reader is closed early (Stop button, closed tab)
-        worker.join()
-        if failure:
-            raise _generation_error(failure[0])
-        prompt = int(inputs["input_ids"].shape[1])
-        row = output[0][0, prompt:].tolist() if output else []
-        yield local_answer(text, row, prompt, params, model, processor, adapter, time.perf_counter() - started,
-                            first, strip=False)
+        yield from self.batcher.stream(messages, dataclasses.replace(params, num_beams=1),
+                                       None if is_base(adapter) else adapter, ticket, stop)
 
     def generate(self, messages: list[dict], params: GenerationParams = GenerationParams(),
                  adapter: str | None = None) -> str:
@@ -363,28 +302,39 @@ class ModelManager:
         return [answer.text for answer in self.answer_batch(conversations, params, adapter)]
 
     def answer_batch(self, conversations: list[list[dict]], params: GenerationParams = GenerationParams(),
-                     adapter: str | None = None) -> list[Answer]:
-        """Answers with their tokens and times: one local batch, or up to max_concurrency endpoint requests."""
+                     adapter: str | None = None, streams: list | None = None) -> list[Answer]:
+        """Answers with their tokens and times: one local batch, or up to max_concurrency endpoint requests.
+
+        `streams`: a batcher RowStream per conversation (None for one answered only whole), each shown its row's
+        answer as it grows and given its finished Answer as soon as its row ends."""
         if is_endpoint(adapter):
             return self.endpoint(adapter).answer_batch(conversations, params)
         import torch
+        from transformers import StoppingCriteriaList
+
+        from .batcher import RowStreamer
 
         started = time.perf_counter()
         with self.lock:
             model, processor = self._loaded()
             inputs = self._inputs(model, processor, conversations, self.detail(params.image_detail))
+            prompts = inputs["attention_mask"].sum(dim=1).tolist()
+            streamed = {}
+            if streams and any(streams):
+                rows = RowStreamer(streams, prompts, params, model, processor, adapter)
+                streamed = {"streamer": rows, "stopping_criteria": StoppingCriteriaList([rows])}
             with torch.inference_mode(), use_adapter(model, adapter):
                 if params.seed >= 0:
                     torch.manual_seed(int(params.seed))
                 try:
                     output = model.generate(**inputs, max_new_tokens=int(params.max_new_tokens),
-                                            num_beams=int(params.num_beams), **sampling_kwargs(params, processor))
+                                            num_beams=int(params.num_beams), **sampling_kwargs(params, processor),
+                                            **streamed)
                 except Exception as exc:
                     raise _generation_error(exc) from None
         seconds = time.perf_counter() - started
         width = inputs["input_ids"].shape[1]
         texts = processor.batch_decode(output[:, width:], skip_special_tokens=True)
-        prompts = inputs["attention_mask"].sum(dim=1).tolist()
         return [local_answer(text, row, int(prompt), params, model, processor, adapter, seconds)
                 for text, row, prompt in zip(texts, output[:, width:].tolist(), prompts)]
 
