@@ -2,8 +2,8 @@
 
 `caption_image` answers one picture. `caption_images` captions many: it skips images that already
 have a caption (unless overwrite), sorts the rest by size, decodes each batch first (a bad file is
-reported with its reason and the batch goes on without it), generates with
-`ModelManager.generate_batch`, stores each caption through a store from `caption_io`, reports
+reported with its reason and the batch goes on without it; the next batch is decoded while this one
+is generated), generates with `ModelManager.generate_batch`, stores each caption through a store from `caption_io`, reports
 progress (done, total, images/s, ETA) and stops between batches when `cancel` is set, keeping
 everything done so far. The UI (vlmchat/ui/caption_tab.py) and the CLI (`launch.py caption`)
 are thin layers over these two functions.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -183,17 +184,17 @@ def _pixels(path: Path) -> int:
         return 0
 
 
-def _decode(batch: list[Path], max_bytes: int | None, summary: CaptionSummary) -> list[tuple[Path, Image.Image]]:
-    decoded = []
+def _decode(batch: list[Path], max_bytes: int | None) -> tuple[list[tuple[Path, Image.Image]], list[tuple[str, str]]]:
+    """(the batch's pictures decoded, (path, why) of those that could not be)."""
+    decoded, failed = [], []
     for path in batch:
         try:
             decoded.append((path, load_image(path, max_bytes=max_bytes)))
         except InputError as exc:
-            summary.failed.append((str(path), str(exc)))
+            failed.append((str(path), str(exc)))
         except OSError as exc:
-            summary.failed.append((str(path), f"'{path.name}' could not be read ({exc.strerror or exc}); "
-                                              "check its permissions."))
-    return decoded
+            failed.append((str(path), f"'{path.name}' could not be read ({exc.strerror or exc}); check its permissions."))
+    return decoded, failed
 
 
 def _generate(manager: ModelManager, conversations: list[list[dict]], params: GenerationParams,
@@ -233,9 +234,8 @@ def _store(store, path: Path, caption: str, summary: CaptionSummary) -> None:
                                            "(use overwrite to replace it)"))
 
 
-def _caption_batch(manager: ModelManager, batch: list[Path], options: CaptionOptions, prompt: str,
-                   store, summary: CaptionSummary) -> None:
-    decoded = _decode(batch, options.max_bytes, summary)  # bad files drop out here, the rest go on
+def _caption_batch(manager: ModelManager, decoded: list[tuple[Path, Image.Image]], options: CaptionOptions,
+                   prompt: str, store, summary: CaptionSummary) -> None:
     if not decoded:
         return
     conversations = [caption_conversation(image, prompt, options.start) for _, image in decoded]
@@ -292,14 +292,23 @@ def caption_images(manager: ModelManager, images: list[Path], options: CaptionOp
     started = time.monotonic()
     todo = _pending(images, store, options.overwrite, summary)
     _report(progress, summary, started)
+    batches = [todo[first:first + size] for first in range(0, len(todo), size)]
+    # The next batch is decoded while this one is generated (bad files drop out there, the rest go on).
+    reader = ThreadPoolExecutor(1, thread_name_prefix="vlmchat-caption-reader")
+    upcoming = reader.submit(_decode, batches[0], options.max_bytes) if batches else None
     try:
-        for first in range(0, len(todo), size):
+        for index in range(len(batches)):
             if cancel is not None and cancel.is_set():
                 summary.cancelled = True
                 break
-            _caption_batch(manager, todo[first:first + size], options, prompt, store, summary)
+            decoded, unreadable = upcoming.result()
+            if index + 1 < len(batches):
+                upcoming = reader.submit(_decode, batches[index + 1], options.max_bytes)
+            summary.failed.extend(unreadable)
+            _caption_batch(manager, decoded, options, prompt, store, summary)
             _report(progress, summary, started)
     finally:
+        reader.shutdown(cancel_futures=True)
         store.close()
         summary.elapsed_s = time.monotonic() - started
     return summary
