@@ -150,3 +150,36 @@ def test_a_client_that_disconnects_does_not_break_the_others(demo_settings, rand
             time.sleep(0.05)
         assert manager.batcher.in_flight == 0
     manager.unload()
+
+
+EXIT_DURING_A_BATCH = """
+import sys, threading, time
+from PIL import Image
+from vlmchat.models.manager import GenerationParams, ModelManager
+from vlmchat.settings import load_settings
+
+manager = ModelManager(load_settings(sys.argv[1]))
+manager.load(sys.argv[2])
+ask = [{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", (64, 64), "red")},
+                                    {"type": "text", "text": "Describe the image."}]}]
+manager.model.generation_config.min_new_tokens = 600  # a few seconds of generating
+threading.Thread(target=manager.generate, args=(ask, GenerationParams(max_new_tokens=600)), daemon=True).start()
+while not manager.batcher.batches:
+    time.sleep(0.01)
+time.sleep(0.2)
+print("exiting while a batch generates" if not manager.batcher.idle.is_set() else "the batch ended first", flush=True)
+"""
+
+
+def test_the_process_exits_cleanly_while_a_batch_generates(demo_settings, random_llava, tmp_path):
+    """A script (or a stream's reader) that ends while the batcher's worker is inside `generate`: torch aborted
+    the process at exit ("terminate called without an active exception", exit 134) before the batch was let finish."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, write_settings
+
+    done = subprocess.run([sys.executable, "-c", EXIT_DURING_A_BATCH, str(write_settings(tmp_path)), str(random_llava)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "exiting while a batch generates" in done.stdout
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -18,9 +18,11 @@ otherwise split into two or three batches.
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -222,6 +224,9 @@ class Batcher:
         self.batches: list[int] = []  # sizes of the batches run, for tests and benchmarks
         self.condition = threading.Condition()
         self.worker: threading.Thread | None = None
+        self.idle = threading.Event()  # no batch is generating
+        self.idle.set()
+        _BATCHERS.add(self)
 
     def admit(self, coming: bool = False) -> Ticket:
         """A Ticket counting one request in flight until released, or BusyError when the queue is full."""
@@ -309,7 +314,11 @@ class Batcher:
         while True:
             batch = self._next_batch()
             self.batches.append(len(batch))
-            self._answer(batch)
+            self.idle.clear()
+            try:
+                self._answer(batch)
+            finally:
+                self.idle.set()
 
     def _answer(self, batch: list[_Request]) -> None:
         """Run one batch; if it fails as a whole, each request is tried alone so one bad input fails alone."""
@@ -327,3 +336,14 @@ class Batcher:
         for request, answer in zip(batch, answers):
             if request.stream is None:  # a streamed row got its finished Answer from the RowStreamer
                 request.future.set_result(answer)
+
+
+_BATCHERS: "weakref.WeakSet[Batcher]" = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_running_batches(timeout_s: float = 30.0) -> None:
+    """At exit, let a batch that is still generating finish: a stream's reader has its answer as soon as its row
+    ends, a step before `generate` returns, and torch aborts the process when the interpreter ends under it."""
+    for batcher in list(_BATCHERS):
+        batcher.idle.wait(timeout_s)

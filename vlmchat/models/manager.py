@@ -61,6 +61,7 @@ class ModelManager:
         self.extra_endpoints: dict = {}  # NAME -> EndpointSettings added in the Model tab (not in settings.toml)
         self._endpoints: dict = {}  # NAME -> its client, made on first use
         self._batcher = None
+        self._making_batcher = threading.Lock()
 
     def load(self, model_id: str | None = None, quantization: str | None = None, token: str | None = None,
              progress=None, remember: bool = False) -> ModelInfo:
@@ -288,12 +289,13 @@ class ModelManager:
     @property
     def batcher(self):
         """The dynamic batcher in front of `answer_batch` (made on first use, from [api] and [server])."""
-        if self._batcher is None:
-            from .batcher import Batcher
+        with self._making_batcher:  # two first requests at once must not make two batchers
+            if self._batcher is None:
+                from .batcher import Batcher
 
-            api = self.settings.api
-            self._batcher = Batcher(self.answer_batch, max_batch=api.max_batch, window_s=api.batch_window_ms / 1000,
-                                    max_queue=self.settings.server.max_queue)
+                api = self.settings.api
+                self._batcher = Batcher(self.answer_batch, max_batch=api.max_batch,
+                                        window_s=api.batch_window_ms / 1000, max_queue=self.settings.server.max_queue)
         return self._batcher
 
     def generate_batch(self, conversations: list[list[dict]], params: GenerationParams = GenerationParams(),
