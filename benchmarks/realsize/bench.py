@@ -197,7 +197,9 @@ def bandwidth_bound(bench: Bench) -> tuple[float, str]:
     embeddings = model.get_input_embeddings().weight
     read = sum(p.numel() * p.element_size() for n, p in model.named_parameters()
                if not any(part in n for part in ("vision", "visual", "connector", "merger")))
-    read -= embeddings.numel() * embeddings.element_size() if not model.config.get_text_config().tie_word_embeddings else 0
+    tied = getattr(model.config.get_text_config(), "tie_word_embeddings", None)  # Qwen2-VL keeps it on the top config
+    tied = model.config.tie_word_embeddings if tied is None else tied
+    read -= embeddings.numel() * embeddings.element_size() if not tied else 0
     return bandwidth / read, f"{bandwidth / 1e9:.1f} GB/s copy / {read / 1e6:.0f} MB read per token"
 
 
