@@ -55,8 +55,9 @@ def main() -> None:
         from vlmchat.models.sizes import picture_tokens
 
         result["estimate_gib"] = manager.decision.plan.estimate_gib  # at the CPU's default detail (auto = low)
-        result["estimate_high_gib"] = plan_for_machine(manager.decision.size, device="cpu",
-                                                       picture_tokens=picture_tokens(folder, "high")).estimate_gib
+        result["estimate_high_gib"] = plan_for_machine(  # in the dtype loaded: the free RAM now excludes the model
+            manager.decision.size, device="cpu", dtype=manager.decision.plan.dtype,
+            picture_tokens=picture_tokens(folder, "high")).estimate_gib
         for detail in ("low", "high"):  # high: the processor's own tiling, the largest picture prompt
             manager.generate(ask(image=picture(0)), replace(PARAMS, image_detail=detail))
             result[f"{detail}_gib"] = peak_gib()
