@@ -63,8 +63,6 @@ def new_job_dir(folder: Path, name: str) -> Path:
     raise InputError(f"Could not create a job folder in {folder}.")
 
 
-
-
 def start_job(spec: JobSpec, folder: Path, alone: str = "") -> Path:
     """Write job.json into a new job folder and start the child; returns the job folder.
 

@@ -19,6 +19,7 @@ otherwise split into two or three batches.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import queue
 import threading
 import time
@@ -243,14 +244,8 @@ class Batcher:
         """The answer to one conversation, generated in a batch with the requests waiting beside it.
 
         `ticket`: the caller's admission (it stays the caller's to release); None = admitted here."""
-        own = ticket is None
-        ticket = ticket or self.admit()
-        try:
-            request = self._queue(_Request(conversation, params, adapter), ticket)
-            return request.future.result()
-        finally:
-            if own:
-                ticket.release()
+        with self._admitted(ticket) as ticket:
+            return self._queue(_Request(conversation, params, adapter), ticket).future.result()
 
     def stream(self, conversation: list[dict], params, adapter: str | None, ticket: Ticket | None = None,
                stop: threading.Event | None = None) -> Iterator[Answer]:
@@ -258,15 +253,19 @@ class Batcher:
         the requests waiting beside it; setting `stop` or closing this iterator ends this row only.
 
         `ticket`: as for `submit`."""
-        own = ticket is None
-        ticket = ticket or self.admit()
-        try:
+        with self._admitted(ticket) as ticket:
             row = RowStream(stop)
             self._queue(_Request(conversation, params, adapter, row), ticket)
             yield from row.read()
-        finally:
-            if own:
-                ticket.release()
+
+    @contextlib.contextmanager
+    def _admitted(self, ticket: Ticket | None) -> Iterator[Ticket]:
+        """The caller's ticket (it stays the caller's to release), or one admitted here and released after."""
+        if ticket is not None:
+            yield ticket
+            return
+        with self.admit() as own:
+            yield own
 
     def _queue(self, request: _Request, ticket: Ticket) -> _Request:
         with self.condition:
