@@ -110,6 +110,25 @@ def test_option_tokens_are_the_answer_turn_after_the_prompt(eval_manager, pictur
     assert [tokenizer.decode(ids) for ids in conts] == [f"{option}<|end|>" for option in COLOURS]
 
 
+def test_an_answer_turn_that_depends_on_the_question_is_rendered_for_each(eval_manager, pictures):
+    """A batch's options are rendered together, each after its own question (no answer turn is assumed the same)."""
+    import copy
+
+    from vlmchat.evaluate.score import batch_continuations, choice_prompt, continuations, user_turn
+
+    processor = copy.deepcopy(eval_manager.processor)  # a template that repeats the question's last word after the answer
+    processor.chat_template = ("{% for m in messages %}{% if m.role == 'user' %}{{ m.content[-1].text }}<|end|>"
+                               "{% else %}<|assistant|>{{ m.content[0].text }} "
+                               "{{ messages[0].content[-1].text.split()[-1] }}<|end|>{% endif %}{% endfor %}"
+                               "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    items = question_items(pictures, 4)[1::2]  # two colour questions: the same options
+    conversations = [user_turn([], choice_prompt(item).replace("shape?", word)) for item, word in
+                     zip(items, ("circle", "square"))]
+    alone = [continuations(eval_manager.model, processor, c, COLOURS) for c in conversations]
+    assert alone[0] != alone[1]  # the answer turn differs with the question
+    assert batch_continuations(eval_manager.model, processor, conversations, [COLOURS] * 2) == alone
+
+
 def _separate_row_logprob(manager, conversation, option, ids):
     """An option scored alone: the whole conversation (prompt + answer turn) in one forward pass, no cache."""
     import torch

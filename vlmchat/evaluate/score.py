@@ -83,10 +83,11 @@ def _answer_turn(text: str) -> dict:
     return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
-def _render(model, processor, conversation: list[dict], generation_prompt: bool) -> str:
+def _render(model, processor, conversations: list[list[dict]], generation_prompt: bool) -> list[str]:
+    """The conversations as the chat template writes them (one call for all: its overhead is per call)."""
     profile = profile_for(model)
     template = {"chat_template": profile.chat_template} if profile.needs_template(processor) else {}
-    return processor.apply_chat_template(fit_to_profile(conversation, profile), tokenize=False,
+    return processor.apply_chat_template([fit_to_profile(c, profile) for c in conversations], tokenize=False,
                                          add_generation_prompt=generation_prompt, **template)
 
 
@@ -98,24 +99,37 @@ def _end_ids(model, tokenizer) -> set[int]:
 
 def continuations(model, processor, conversation: list[dict], options: tuple[str, ...]) -> list[list[int]]:
     """Token ids of each option as the answer turn (its text and the end of turn) after the prompt."""
+    return batch_continuations(model, processor, [conversation], [options])[0]
+
+
+def batch_continuations(model, processor, conversations: list[list[dict]],
+                        option_lists: list[tuple[str, ...]]) -> list[list[list[int]]]:
+    """`continuations` of a batch of questions, rendered and tokenized in a few calls for the whole batch.
+
+    Every answer turn is rendered after its own question: a template may write it differently per question."""
     tokenizer = processor.tokenizer
-    prefix_text = _render(model, processor, conversation, True)
-    prefix = tokenizer(prefix_text, add_special_tokens=False).input_ids
+    prefixes = _render(model, processor, conversations, True)
+    fulls = _render(model, processor, [c + [_answer_turn(option)] for c, options in zip(conversations, option_lists)
+                                       for option in options], False)
+    prefix_ids = tokenizer(prefixes, add_special_tokens=False).input_ids
+    full_ids = iter(zip(fulls, tokenizer(fulls, add_special_tokens=False).input_ids))
     ends = _end_ids(model, tokenizer)
     out = []
-    for option in options:
-        full_text = _render(model, processor, conversation + [_answer_turn(option)], False)
-        if not full_text.startswith(prefix_text) or len(full_text) == len(prefix_text):
-            raise InputError("This model's chat template does not write an answer after the prompt, so options "
-                             "cannot be scored by log-likelihood; use --method generate.")
-        full = tokenizer(full_text, add_special_tokens=False).input_ids
-        # Byte-level BPE may merge across the boundary; the model then continues from the prefix's own
-        # tokens, so the answer is tokenized on its own, as generation would have produced it.
-        rest = (full[len(prefix):] if full[:len(prefix)] == prefix
-                else tokenizer(full_text[len(prefix_text):], add_special_tokens=False).input_ids)
-        # The template's text after the end-of-turn token (a newline) is the same for every option.
-        cut = next((i + 1 for i, token in enumerate(rest) if token in ends), len(rest))
-        out.append(rest[:cut])
+    for prefix, ids, options in zip(prefixes, prefix_ids, option_lists):
+        conts = []
+        for _ in options:
+            full_text, full = next(full_ids)
+            if not full_text.startswith(prefix) or len(full_text) == len(prefix):
+                raise InputError("This model's chat template does not write an answer after the prompt, so options "
+                                 "cannot be scored by log-likelihood; use --method generate.")
+            # Byte-level BPE may merge across the boundary; the model then continues from the prefix's own
+            # tokens, so the answer is tokenized on its own, as generation would have produced it.
+            rest = (full[len(ids):] if full[:len(ids)] == ids
+                    else tokenizer(full_text[len(prefix):], add_special_tokens=False).input_ids)
+            # The template's text after the end-of-turn token (a newline) is the same for every option.
+            cut = next((i + 1 for i, token in enumerate(rest) if token in ends), len(rest))
+            conts.append(rest[:cut])
+        out.append(conts)
     return out
 
 
@@ -200,7 +214,7 @@ class BatchWork:
         key = tuple(map(id, items))
         if key not in self.prepared:
             model, processor = loaded(manager)
-            conts = [continuations(model, processor, c, item.options) for c, item in zip(conversations, items)]
+            conts = batch_continuations(model, processor, conversations, [item.options for item in items])
             self.prepared[key] = conts, ModelManager._inputs(model, processor, conversations, manager.detail())
         return self.prepared[key]
 
@@ -213,6 +227,8 @@ class BatchWork:
         return self._memoized(inner)
 
     def _vision_free(self, model, adapter: str | None) -> bool:
+        if not getattr(model, "peft_config", None):
+            return True  # no adapter attached (and no import of peft, ~3 s, inside the first timed batch)
         if adapter not in self.vision_free:
             from peft.tuners.tuners_utils import BaseTunerLayer
 
