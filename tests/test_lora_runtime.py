@@ -108,3 +108,67 @@ def test_selection_survives_attaching_and_peft_own_switches(demo_settings, tmp_p
     assert manager.generate(_ask(red), adapter="es-2") == "un círculo rojo"
     assert manager.generate(_ask(red)) == "a red circle"
     manager.unload()
+
+
+def _random_adapter(path, seed):
+    """A LoRA adapter for the demo with random (non-zero) B: it changes every logit."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    from vlmchat.lora.runtime import default_lora_config
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForImageTextToText.from_pretrained(ROOT / "models" / "vlmchat-demo"),
+                           default_lora_config())
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.5)
+    model.save_pretrained(path)
+    return path
+
+
+def _peft_logits(inputs, adapter_path):
+    """The logits of the adapter loaded by plain PEFT on a fresh base (PEFT's own LoRA forward)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    base = AutoModelForImageTextToText.from_pretrained(ROOT / "models" / "vlmchat-demo")
+    model = PeftModel.from_pretrained(base, adapter_path).eval() if adapter_path else base.eval()
+    with torch.inference_mode():
+        return model(**inputs).logits
+
+
+def test_lean_lora_layers_answer_as_peft_and_follow_a_reattached_adapter(demo_settings, tmp_path, picture_files):
+    """The lean forward vlmchat gives LoRA layers (decode speed) gives PEFT's logits for the base and each adapter,
+    and an adapter detached and attached again under the same name answers with its new weights."""
+    import torch
+
+    from vlmchat.lora.runtime import use_adapter
+
+    one, two = _random_adapter(tmp_path / "one", 1), _random_adapter(tmp_path / "two", 2)
+    manager = ModelManager(demo_settings)
+    manager.load()
+    manager.load_adapter("demo-es", DEMO_ES)
+    manager.load_adapter("x", one)
+    model = manager.model
+    inputs = ModelManager._inputs(model, manager.processor, [_ask(picture_files[("red", "circle")])])
+
+    def logits(adapter):
+        with torch.inference_mode(), use_adapter(model, adapter):
+            return model(**inputs).logits
+
+    for adapter, path in (("x", one), ("demo-es", DEMO_ES), (None, None), ("x", one)):
+        assert torch.allclose(logits(adapter), _peft_logits(inputs, path), atol=1e-5), adapter
+    lora = [m for m in model.modules() if hasattr(m, "lora_A")]
+    assert lora and {type(m).__name__ for m in lora} == {"LeanLoraLinear"}
+    manager.unload_adapter("x")
+    manager.load_adapter("x", two)  # the same name, other weights
+    assert torch.allclose(logits("x"), _peft_logits(inputs, two), atol=1e-5)
+    assert not torch.allclose(logits("x"), _peft_logits(inputs, one), atol=1e-3)
+    model.base_model.set_adapter(["x", "demo-es"])  # two active at once (PEFT's API): PEFT's own forward
+    with torch.inference_mode():
+        both = model(**inputs).logits
+    assert not torch.allclose(both, logits("x"), atol=1e-3)
+    manager.unload()
