@@ -9,7 +9,8 @@ Rows (interleaved runs, medians), on a model built from its published config wit
 - ttft: time to first token with one 512x512 picture at image detail low vs high;
 - caption: 8 pictures in one batch vs one at a time (low detail: one tile each);
 - adapter: switching between two resident adapters vs reloading base + adapter; decode with an adapter vs
-  base vs the adapter merged into the weights (and what merge + unmerge costs);
+  base (adapters attached, none selected), vs the model with no adapter attached, vs the adapter merged into
+  the weights (and what merge + unmerge costs);
 - memory: peak RSS of a Compare (two answers) vs one answer, RSS over 20 back-to-back chats, and the plan's
   estimate vs the measured peak (load + one picture chat) — each in a child process;
 - eval: run_eval loglik vs generate (5 beams, 1 new token) on 20 one-picture questions (low detail).
@@ -174,6 +175,10 @@ def section_decode(bench: Bench) -> list[str]:
         "app: ModelManager.stream (Chat)": lambda n: list(manager.stream(conversation, params(n))),
         "app: ModelManager.generate (batcher)": lambda n: manager.generate(conversation, params(n)),
     }
+    row_major = _row_major_weights(bench.model)
+    if row_major:
+        variants["model.generate, main thread, weights row-major (as loaded)"] = lambda n: _with_weights(
+            row_major, lambda: bench.direct(inputs, n))
     rates = decode_rates(bench, variants)
     direct = rates["model.generate, main thread"]
     rows = [row(bench.name, f"decode tok/s: {label} vs direct", f"{rate:.1f}", f"{direct:.1f}",
@@ -183,6 +188,31 @@ def section_decode(bench: Bench) -> list[str]:
     rows.append(row(bench.name, "decode vs memory-bandwidth bound", f"{direct:.1f} tok/s", f"{bound:.1f} tok/s",
                     f"{direct / bound:.0%}", f">= 50% ({detail})"))
     return rows
+
+
+def _row_major_weights(model) -> dict:
+    """parameter -> a row-major copy of it, for the weights the manager stored column-major (the app's CPU
+    float32 layout, `manager.column_major_linears`); empty when none were or a copy would not fit in RAM."""
+    import torch
+
+    from vlmchat.models.plan import read_free_memory
+
+    weights = {m.weight: None for m in model.modules() if type(m) is torch.nn.Linear and not m.weight.is_contiguous()}
+    if sum(w.numel() * w.element_size() for w in weights) > (read_free_memory(False)["cpu"].free_gib - 4) * 2**30:
+        return {}
+    return {weight: weight.data.contiguous() for weight in weights}
+
+
+def _with_weights(storage: dict, run) -> None:
+    """Run with each parameter's data swapped for the tensor in `storage` (same values), then swapped back."""
+    kept = {weight: weight.data for weight in storage}
+    for weight, data in storage.items():
+        weight.data = data
+    try:
+        run()
+    finally:
+        for weight, data in kept.items():
+            weight.data = data
 
 
 def bandwidth_bound(bench: Bench) -> tuple[float, str]:
@@ -326,14 +356,29 @@ def adapter_decode_rows(bench: Bench) -> list[str]:
         finally:
             model.unmerge_adapter()
 
-    rates = decode_rates(bench, {"base": decode_with(None), "adapter": decode_with("one"), "merged": merged_variant})
-    base, adapter, merged = rates["base"], rates["adapter"], rates["merged"]
+    def decode_plain(tokens):
+        """The model with no adapter attached: every LoRA layer swapped for the layer it wraps, for this call."""
+        layers = [(model.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2], module)
+                  for name, module in model.named_modules() if hasattr(module, "lora_A")]
+        for parent, child, layer in layers:
+            setattr(parent, child, layer.base_layer)
+        try:
+            decode_with(None)(tokens)
+        finally:
+            for parent, child, layer in layers:
+                setattr(parent, child, layer)
+
+    rates = decode_rates(bench, {"base": decode_with(None), "adapter": decode_with("one"), "merged": merged_variant,
+                                 "plain": decode_plain})
+    base, adapter, merged, plain = rates["base"], rates["adapter"], rates["merged"], rates["plain"]
     model.set_adapter("one")
     merge = statistics.median(timed(lambda: model.merge_adapter(["one"])) + timed(model.unmerge_adapter)
                               for _ in range(5))
     return [
         row(bench.name, "decode tok/s with an adapter vs base", f"{adapter:.1f}", f"{base:.1f}",
             f"{1 - adapter / base:.0%} slower", "<= 5%"),
+        row(bench.name, "decode tok/s with an adapter vs the model with no adapter attached", f"{adapter:.1f}",
+            f"{plain:.1f}", f"{1 - adapter / plain:.0%} slower", "<= 5%"),
         row(bench.name, "decode tok/s with the adapter merged vs base", f"{merged:.1f}", f"{base:.1f}",
             f"{1 - merged / base:.0%} slower", f"<= 5% (merge + unmerge: {merge * 1000:.0f} ms per answer)"),
     ]
