@@ -96,8 +96,8 @@ def _lean_lora_linear():
     `nn.Module.__getattr__`): with 210 LoRA layers, decode on SmolVLM-256M ran 16% slower with an
     adapter than without. This forward is the same sum, `base(x) + scaling * B(A(x))`, in three tensor
     operations on weights it keeps at hand (`benchmarks/realsize/bench.py` has the figure). Anything
-    else (training, merged weights, several active adapters, DoRA and other variants, extra arguments,
-    a dtype cast) goes to PEFT's own forward. The weights at hand are references, not copies, and are
+    else (training, merged weights, several active adapters, DoRA and other variants, extra arguments)
+    goes to PEFT's own forward. The weights at hand are references, not copies, and are
     dropped whenever an adapter is attached or detached (`_forget_layers`).
     """
     import torch
@@ -130,14 +130,14 @@ def _lean_lora_linear():
             name = name if isinstance(name, str) else name[0] if len(name) == 1 else None
             if lean is None or lean[0] != name:
                 lean = self._lean(name)
-            if lean is None or x.dtype != lean[3].dtype:
-                return super().forward(x)  # several adapters, one not on this layer, a variant or a cast
+            if lean is None:
+                return super().forward(x)  # several adapters, one not on this layer, or a variant
             _, weight, bias, a, b, b_bias, scaling = lean
             out = F.linear(x, weight, bias) if weight is not None else bias(x)
-            delta = F.linear(F.linear(x, a), b, b_bias)
-            if out.dtype != delta.dtype:
-                return (out + delta * scaling).to(out.dtype)
-            return out.add_(delta, alpha=scaling)
+            if x.dtype != a.dtype:  # PEFT keeps adapters on a 16-bit base in float32: added there, as PEFT does
+                delta = F.linear(F.linear(x.to(a.dtype), a), b, b_bias)
+                return torch.add(out, delta, alpha=scaling).to(out.dtype)
+            return out.add_(F.linear(F.linear(x, a), b, b_bias), alpha=scaling)
 
     LeanLoraLinear.__name__ = LeanLoraLinear.__qualname__ = "LeanLoraLinear"
     return LeanLoraLinear
