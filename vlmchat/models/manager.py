@@ -347,7 +347,7 @@ def column_major_linears(model) -> int:
 
     The values and shapes stay; only the storage order changes (a column-major view of the same
     matrix). A decode step is a few hundred one-row matrix products, and the CPU's BLAS reads a
-    column-major weight faster for those: SmolVLM-256M decode 24.7 -> 31.8 tokens/s on this 2-core CPU,
+    column-major weight faster for those: SmolVLM-256M decode 22.7 -> 29.0 tokens/s on this 2-core CPU,
     prefill no slower (`benchmarks/realsize/bench.py`, decode section). In bfloat16 it is slower, so
     only float32 weights are touched. Each weight is converted alone, so the peak grows by one layer.
     """
