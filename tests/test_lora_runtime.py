@@ -162,7 +162,7 @@ def test_lean_lora_layers_answer_as_peft_and_follow_a_reattached_adapter(demo_se
         with torch.inference_mode(), use_adapter(model, adapter):
             return model(**inputs).logits
 
-    def same(a, b):  # float32 weights are stored column-major by the manager: the sums may round otherwise
+    def same(a, b):  # float32 weights are stored column-major: the sums may round otherwise
         return torch.equal(a, b) if dtype == "bfloat16" else torch.allclose(a, b, atol=1e-5)
 
     for adapter, path in (("x", one), ("demo-es", DEMO_ES), (None, None), ("x", one)):
@@ -177,4 +177,9 @@ def test_lean_lora_layers_answer_as_peft_and_follow_a_reattached_adapter(demo_se
     with torch.inference_mode():
         both = model(**inputs).logits
     assert not torch.allclose(both, logits("x"), atol=1e-3)
+    with torch.no_grad():  # the adapter's weights changed in place: the lean layers use them as they are
+        for name, parameter in model.named_parameters():
+            if "lora_B.x." in name:
+                parameter.mul_(0)
+    assert same(logits("x"), logits(None)) and not same(logits("demo-es"), logits(None))
     manager.unload()
