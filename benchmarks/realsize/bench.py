@@ -1,11 +1,14 @@
 """What a user of a real-size model waits for on this machine: every row a ratio measured side by side in one run.
 
 Run: .venv/bin/python benchmarks/realsize/bench.py [--model smolvlm-256m ...] [--repeats 3] [--only decode,ttft,...]
+                                                  [--dtype auto|float32|bfloat16]
 (builds the model folder first with benchmarks/realsize/build.py when it is missing)
 
 Rows (interleaved runs, medians), on a model built from its published config with random weights:
 - decode: the app's stream (thread + streamer + stop criterion) vs model.generate on the main thread, and the
   steps between them (a thread, a streamer), so a gap is attributed; decode vs the memory-bandwidth bound;
+- dtype: the plan's dtype on this CPU (bfloat16 where the CPU has bf16 instructions) vs the other one: first
+  token with one picture and decode;
 - ttft: time to first token with one 512x512 picture at image detail low vs high;
 - caption: 8 pictures in one batch vs one at a time (low detail: one tile each);
 - adapter: switching between two resident adapters vs reloading base + adapter; decode with an adapter vs
@@ -40,7 +43,7 @@ from vlmchat.models.manager import GenerationParams, ModelManager  # noqa: E402
 from vlmchat.settings import load_settings  # noqa: E402
 
 DECODE_TOKENS = 32
-SECTIONS = ("decode", "ttft", "caption", "adapter", "memory", "eval")
+SECTIONS = ("decode", "dtype", "ttft", "caption", "adapter", "memory", "eval")
 
 
 def model_folder(name: str) -> Path:
@@ -90,9 +93,9 @@ def row(model: str, measure: str, a: str, b: str, ratio: str, target: str = "") 
 class Bench:
     """One loaded model and the pieces every section uses."""
 
-    def __init__(self, name: str, folder: Path, repeats: int, work: Path):
+    def __init__(self, name: str, folder: Path, repeats: int, work: Path, dtype: str = "auto"):
         self.name, self.folder, self.repeats, self.work = name, folder, repeats, work
-        self.manager = ModelManager(load_settings())
+        self.manager = ModelManager(load_settings().override("model", dtype=dtype))
         self.manager.load(str(folder), quantization="none")
         self.force_length()
 
@@ -247,6 +250,39 @@ def section_ttft(bench: Bench) -> list[str]:
     return [row(bench.name, "time to first token, one 512x512 picture: low vs high detail",
                 f"{times['low']:.2f} s ({counts['low']} image tokens)", f"{times['high']:.2f} s ({counts['high']})",
                 f"{times['high'] / times['low']:.1f}x faster", "<= 5 s at the CPU default (auto = low)")]
+
+
+def section_dtype(bench: Bench) -> list[str]:
+    """The dtype the plan chose on this CPU vs the other one, each model loaded as the app loads it (float32
+    weights column-major): first token with one picture at low detail, and decode."""
+    chosen = bench.manager.info.dtype
+    other = ModelManager(load_settings().override("model", dtype="float32" if chosen == "bfloat16" else "bfloat16"))
+    other.load(str(bench.folder), quantization="none")
+    other.model.generation_config.min_new_tokens = DECODE_TOKENS
+    conversation = ask(image=picture(1))
+    inputs = {chosen: bench.inputs(conversation, "low")}
+    inputs[other.info.dtype] = ModelManager._inputs(other.model, other.processor, [conversation],
+                                                    other.detail("low"))
+    models = {chosen: bench.model, other.info.dtype: other.model}
+
+    def run(dtype, tokens):
+        import torch
+
+        with torch.inference_mode():
+            models[dtype].generate(**inputs[dtype], max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+
+    for dtype in models:
+        run(dtype, 2)
+    times = interleaved({(dtype, n): (lambda dtype=dtype, n=n: run(dtype, n)) for dtype in models
+                         for n in (1, DECODE_TOKENS)}, bench.repeats)
+    other.unload()
+    rate = {dtype: (DECODE_TOKENS - 1) / (times[dtype, DECODE_TOKENS] - times[dtype, 1]) for dtype in models}
+    second = next(dtype for dtype in models if dtype != chosen)
+    return [row(bench.name, f"first token, one 512x512 picture (low detail): {chosen} (the plan's) vs {second}",
+                f"{times[chosen, 1]:.2f} s", f"{times[second, 1]:.2f} s",
+                f"{times[second, 1] / times[chosen, 1]:.2f}x faster"),
+            row(bench.name, f"decode tok/s with that picture: {chosen} (the plan's) vs {second}", f"{rate[chosen]:.1f}",
+                f"{rate[second]:.1f}", f"{rate[chosen] / rate[second]:.2f}x")]
 
 
 def section_caption(bench: Bench) -> list[str]:
@@ -457,11 +493,12 @@ def section_memory(bench: Bench) -> list[str]:
     ]
 
 
-def run_model(name: str, sections: list[str], repeats: int) -> list[str]:
+def run_model(name: str, sections: list[str], repeats: int, dtype: str = "auto") -> list[str]:
     """Every section on `name`; rows are printed as they are measured and returned."""
     folder = model_folder(name)
     with tempfile.TemporaryDirectory() as temp:
-        bench = Bench(name, folder, repeats, Path(temp))
+        bench = Bench(name, folder, repeats, Path(temp), dtype)
+        print(f"{name}: {bench.manager.info.dtype} ({bench.manager.decision.plan.reason})", file=sys.stderr)
         rows = []
         for section in sections:
             started = time.perf_counter()
@@ -478,6 +515,8 @@ def main() -> None:
     parser.add_argument("--model", nargs="+", default=["smolvlm-256m"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {', '.join(SECTIONS)}")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                        help="load dtype (auto: the app's plan; the memory section's child always uses auto)")
     args = parser.parse_args()
     sections = [s for s in args.only.split(",") if s]
     import torch
@@ -486,7 +525,7 @@ def main() -> None:
           file=sys.stderr)
     print("| model | measure | this | compared with | ratio | target |\n|---|---|---|---|---|---|", flush=True)
     for name in args.model:
-        run_model(name, sections, args.repeats)
+        run_model(name, sections, args.repeats, args.dtype)
 
 
 if __name__ == "__main__":
