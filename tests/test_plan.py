@@ -129,7 +129,8 @@ def test_a_cpu_that_computes_bf16_keeps_16_bit_files_in_bf16(llama):
     assert plan_quantization(small, {"cpu": 16.0}, cpu_bf16=True, dtype="float32").dtype == "float32"  # settings win
     assert plan_quantization(small, {"cpu": 16.0}).dtype == "float32"  # without bf16 instructions
     fp32_files = ModelSize("demo", 0.00062, 0.00032, file_gib=0.0037)
-    assert plan_quantization(fp32_files, {"cpu": 16.0}, cpu_bf16=True).dtype == "float32"
+    kept = plan_quantization(fp32_files, {"cpu": 16.0}, cpu_bf16=True)
+    assert kept.dtype == "float32" and "files are float32" in kept.reason and "slow" not in kept.reason
     assert plan_quantization(llama, {"cpu": 48.0}, cpu_bf16=True).dtype == "bfloat16"
     assert plan_quantization(llama, {"cuda:0": 80.0, "cpu": 64.0}, cpu_bf16=True, half_dtype="float16").dtype == "float16"
     epyc = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\nbugs\t\t: sysret_ss_attrs\n"

@@ -296,7 +296,7 @@ def _plan_cpu(*, size, policy, context_tokens, images, picture_tokens, unquantiz
             return Plan(size.name, "cpu", plan_dtype, est.bits, (), None, None, round(est.need_gib, 2), ram,
                         round(usable - est.need_gib, 2), alternatives=alternatives,
                         reason=f"{where}: {size.name} in {'; '.join(steps)} -> {label} on CPU "
-                               f"({CPU_BF16_WHY if native else 'half precision is slow there; ' if plan_dtype == 'float32' else ''}"
+                               f"({_cpu_dtype_why(native, cpu_bf16, plan_dtype)}"
                                "no bitsandbytes on the CPU unless quantization is set to 8bit or 4bit)")
     est = estimates[-1]
     return Plan(size.name, "cpu", dtypes[-1], est.bits, (), None, None, round(est.need_gib, 2), ram,
@@ -306,6 +306,14 @@ def _plan_cpu(*, size, policy, context_tokens, images, picture_tokens, unquantiz
 
 
 CPU_BF16_WHY = "bfloat16 is native on this CPU (avx512_bf16 or amx_bf16): about twice float32's speed, half its memory; "
+
+
+def _cpu_dtype_why(native: bool, cpu_bf16: bool, dtype: str) -> str:
+    if native:
+        return CPU_BF16_WHY
+    if dtype != "float32":
+        return ""
+    return "the weight files are float32; " if cpu_bf16 else "half precision is slow there; "
 
 
 def _sixteen_bit_files(size: ModelSize) -> bool:
