@@ -132,8 +132,8 @@ def _lean_lora_linear():
                 lean = self._lean(name)
             if lean is None:
                 return super().forward(x)  # several adapters, one not on this layer, or a variant
-            _, weight, bias, a, b, b_bias, scaling = lean
-            out = F.linear(x, weight, bias) if weight is not None else bias(x)
+            _, weight, bias_or_base, a, b, b_bias, scaling = lean
+            out = F.linear(x, weight, bias_or_base) if weight is not None else bias_or_base(x)
             # In the adapter's dtype, as PEFT does: it keeps an adapter on a 16-bit base in float32, and on a CPU
             # float32 products this small are also ~3x faster than bfloat16 ones.
             return out.add_(F.linear(F.linear(x.to(a.dtype), a), b, b_bias), alpha=scaling)
