@@ -169,6 +169,12 @@ def test_lean_lora_layers_answer_as_peft_and_follow_a_reattached_adapter(demo_se
         assert same(logits(adapter), _peft_logits(inputs, path, dtype)), adapter
     lora = [m for m in model.modules() if hasattr(m, "lora_A")]
     assert lora and {type(m).__name__ for m in lora} == {"LeanLoraLinear"}
+    calls = []  # a hook on a base layer after the first answers (as accelerate's offloading adds) is honoured
+    hook = lora[0].base_layer.register_forward_hook(lambda module, args, out: calls.append(1))
+    for adapter in ("x", None):
+        logits(adapter)
+    hook.remove()
+    assert len(calls) == 2
     manager.unload_adapter("x")
     manager.load_adapter("x", two)  # the same name, other weights
     assert same(logits("x"), _peft_logits(inputs, two, dtype))

@@ -104,19 +104,24 @@ def _lean_lora_linear():
     import torch.nn.functional as F
     from peft.tuners.lora.layer import Linear
 
-    def plain_linear(module) -> bool:
-        return (type(module) is torch.nn.Linear and "forward" not in module.__dict__
-                and not module._forward_hooks and not module._forward_pre_hooks)
+    from torch.nn.modules import module as torch_module
+
+    def plain(base) -> bool:
+        """A bare `nn.Linear` with no hook now: its forward is `F.linear` and can be called as that."""
+        return not (base._forward_hooks or base._forward_pre_hooks or torch_module._global_forward_hooks
+                    or torch_module._global_forward_pre_hooks)
 
     class LeanLoraLinear(Linear):
         def _lean(self, name):
-            """(name, base weight, base bias or the base module, A, B weight, B bias, scaling) or None for PEFT's."""
+            """(name, base layer, its weight or None when it is not a bare nn.Linear, A, B weight, B bias,
+            scaling) or None for PEFT's forward."""
             lora_a = self.lora_A._modules.get(name)
             if lora_a is None or name in self.lora_variant or lora_a.bias is not None:
                 return None
             base, lora_b = self.base_layer, self.lora_B._modules[name]
-            weights = (base.weight, base.bias) if plain_linear(base) else (None, base)
-            lean = (name, *weights, lora_a.weight, lora_b.weight, lora_b.bias, self.scaling[name])
+            bare = type(base) is torch.nn.Linear and "forward" not in base.__dict__
+            lean = (name, base, base.weight if bare else None, lora_a.weight, lora_b.weight, lora_b.bias,
+                    self.scaling[name])
             self.__dict__["_vlmchat_lean"] = lean
             return lean
 
@@ -125,15 +130,17 @@ def _lean_lora_linear():
                 return super().forward(x, *args, **kwargs)
             lean = self.__dict__.get("_vlmchat_lean")
             if self._disable_adapters:
-                return F.linear(x, lean[1], lean[2]) if lean is not None and lean[1] is not None else self.base_layer(x)
+                if lean is not None and lean[2] is not None and plain(lean[1]):
+                    return F.linear(x, lean[2], lean[1].bias)
+                return self.base_layer(x)
             name = self._active_adapter
             name = name if isinstance(name, str) else name[0] if len(name) == 1 else None
             if lean is None or lean[0] != name:
                 lean = self._lean(name)
             if lean is None:
                 return super().forward(x)  # several adapters, one not on this layer, or a variant
-            _, weight, bias_or_base, a, b, b_bias, scaling = lean
-            out = F.linear(x, weight, bias_or_base) if weight is not None else bias_or_base(x)
+            _, base, weight, a, b, b_bias, scaling = lean
+            out = F.linear(x, weight, base.bias) if weight is not None and plain(base) else base(x)
             # In the adapter's dtype, as PEFT does: it keeps an adapter on a 16-bit base in float32, and on a CPU
             # float32 products this small are also ~3x faster than bfloat16 ones.
             return out.add_(F.linear(F.linear(x.to(a.dtype), a), b, b_bias), alpha=scaling)
