@@ -35,8 +35,13 @@ def page(app):
 
 
 def _open_tab(page, name):
+    """Click a tab and wait until its panel is the only one showing: a busy machine can take longer than
+    a fixed pause to switch, and a locator on the visible panel would otherwise find the previous tab's."""
     page.get_by_role("tab", name=name).click()
-    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "name => { const tab = [...document.querySelectorAll('[role=tab]')].find(t => t.innerText.trim() === name);"
+        " const shown = [...document.querySelectorAll('[role=tabpanel]')].filter(p => p.offsetParent !== null);"
+        " return tab && tab.getAttribute('aria-selected') === 'true' && shown.length === 1; }", arg=name)
 
 
 def test_chat_upload_and_streamed_answer(page, picture_files):
