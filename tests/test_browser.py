@@ -106,6 +106,9 @@ def test_evaluate_a_bad_file_then_a_good_one_shows_the_verdict(page, tmp_path):
 
 
 def test_two_pages_evaluate_at_once_and_each_sees_its_own_run(page, app, tmp_path):
+    """One page uploads a .zip; the other picks the .jsonl together with its pictures in the file dialog."""
+    from test_evaluate_app import write_colour_set
+
     other = page.context.browser.new_page(viewport={"width": 1280, "height": 1000})
     other.set_default_timeout(60_000)
     other.goto(app.url)
@@ -116,8 +119,13 @@ def test_two_pages_evaluate_at_once_and_each_sees_its_own_run(page, app, tmp_pat
         panel = current.locator("[role=tabpanel]:visible")
         if panel.get_by_label("Clear").count():  # this page evaluated a file before
             panel.get_by_label("Clear").first.click()
-        panel.locator("input[type=file]").first.set_input_files(str(_eval_zip(tmp_path / f"set{count}", count)))
-        panel.get_by_text(f"set{count}.zip").first.wait_for()
+        if current is page:
+            panel.locator("input[type=file]").first.set_input_files(str(_eval_zip(tmp_path / f"set{count}", count)))
+            panel.get_by_text(f"set{count}.zip").first.wait_for()
+        else:
+            data = write_colour_set(tmp_path / f"set{count}", count=count)
+            panel.locator("input[type=file]").first.set_input_files([str(data), *map(str, data.parent.glob("*.png"))])
+            panel.get_by_text("colours.jsonl").first.wait_for()
     for current in sizes:
         current.locator("[role=tabpanel]:visible").get_by_role("button", name="Evaluate", exact=True).click()
     for current, count in sizes.items():

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import write_settings
 from test_finetune_data import write_caption_folder
+from vlmchat.errors import InputError
 from vlmchat.finetune.progress import ProgressWriter
 from vlmchat.finetune.spec import JobSpec
 from vlmchat.finetune.uploads import resolve_dataset, store_upload
@@ -47,6 +48,36 @@ def test_a_zip_upload_is_unpacked_safely_and_checked(settings, tmp_path):
     result = FinetuneActions(ModelManager(settings), settings).check(reference)
     assert (result["samples"], result["problems"]) == (3, [])
     assert result["preview"][0]["prompt"] == "Describe the image." and result["preview"][0]["answer"].startswith("un ")
+
+
+def test_files_picked_together_are_one_dataset_and_one_eval_set(settings, tmp_path):
+    """What a person does in a file dialog: pick pictures with their .txt captions, or a .jsonl with its pictures."""
+    from test_evaluate_app import write_colour_set
+
+    from vlmchat.evaluate.sets import read_eval_set
+    from vlmchat.ui.finetune_tab import FinetuneActions
+
+    folder = write_caption_folder(tmp_path / "mine", 3)
+    picked = sorted(folder.iterdir())
+    reference = store_upload([str(p) for p in picked], settings)
+    assert store_upload([str(p) for p in reversed(picked)], settings) == reference  # the same files, the same id
+    result = FinetuneActions(ModelManager(settings), settings).check(reference)
+    assert (result["samples"], result["problems"]) == (3, [])
+
+    data = write_colour_set(tmp_path / "colours", count=5)
+    uploaded = store_upload([data, *sorted(data.parent.glob("*.png"))], settings)
+    eval_set = read_eval_set(resolve_dataset(uploaded, settings))
+    assert len(eval_set.items) == 5 and not eval_set.problems and eval_set.format == "vlmchat JSONL"
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "00.png").write_bytes((folder / "000.png").read_bytes())
+    with pytest.raises(InputError, match="both named 00.png"):
+        store_upload([data, data.parent / "00.png", other / "00.png"], settings)
+    script = tmp_path / "run.sh"
+    script.write_text("echo", encoding="utf-8")
+    with pytest.raises(InputError, match="run.sh: not part of a dataset"):
+        store_upload([data, script], settings)
 
 
 def test_a_shared_app_refuses_server_paths(tmp_path, demo_model_path):

@@ -5,7 +5,8 @@ single .json/.jsonl upload is kept as is. The zip is checked by `files.extract_z
 refused, size and file count capped; members outside the archive and __MACOSX left out), and an
 upload is referred to afterwards as `upload:<id>` so API callers never name server paths. Under a
 login each user's uploads live in a folder of their own (`folder`, from `ui.users.user_folder`), and
-an id is only looked up there.
+an id is only looked up there. Several files picked at once (a .jsonl with its pictures, or pictures
+with their .txt captions) are kept together in one folder, as if they had been zipped.
 """
 
 from __future__ import annotations
@@ -28,25 +29,77 @@ def uploads_folder(settings) -> Path:
     return settings.paths.resolve("outputs") / "finetune" / "uploads"
 
 
-def store_upload(file: str | Path, settings, folder: Path | None = None) -> str:
-    """Unpack or copy an uploaded dataset into `folder` (default: uploads_folder); returns 'upload:<id>'."""
-    file = Path(file)
+def store_upload(file, settings, folder: Path | None = None) -> str:
+    """Unpack or copy an uploaded dataset into `folder` (default: uploads_folder); returns 'upload:<id>'.
+
+    `file` is a path (or an object with `.name`, as some Gradio versions hand over), or a list of them:
+    one file is stored as always; several go into one folder, each under its own name (a zip among them
+    is unpacked there)."""
+    files = [Path(f if isinstance(f, (str, Path)) else f.name) for f in (file if isinstance(file, (list, tuple)) else [file])]
+    if not files:
+        raise InputError("Nothing was uploaded; choose a .zip or a dataset file.")
+    if len(files) == 1:
+        return _store_one(files[0], folder or uploads_folder(settings))
+    return _store_several(files, folder or uploads_folder(settings))
+
+
+def _store_one(file: Path, folder: Path) -> str:
     suffix = file.suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
         raise InputError(f"'{file.name}' is not a dataset upload; upload a .zip (images + .txt captions, or a "
-                         ".jsonl with its images) or a .json/.jsonl/.csv/.parquet file.")
+                         ".jsonl with its images) or a .json/.jsonl/.csv/.parquet file, or pick a dataset file "
+                         "together with its pictures.")
     digest = hashlib.sha256(file.read_bytes()).hexdigest()[:12]
-    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in file.stem)[:40] or "dataset"
-    upload_id = f"{stem}-{digest}"
+    return _stage(folder, f"{_stem(file)}-{digest}", lambda staging: _place(file, staging))
+
+
+def _store_several(files: list[Path], folder: Path) -> str:
+    from ..images import readable_suffixes
+
+    allowed = set(UPLOAD_SUFFIXES) | readable_suffixes() | {".txt"}
+    refused = [f.name for f in files if f.suffix.lower() not in allowed]
+    if refused:
+        raise InputError(f"{', '.join(refused[:3])}: not part of a dataset; pick the dataset file (.jsonl, .json, "
+                         ".csv, .parquet) with its pictures, pictures with their .txt captions, or one .zip.")
+    names = [f.name for f in files]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"Two uploaded files are both named {twice[0]}; rename one, or upload a .zip that keeps "
+                         "their folders.")
+    digest = hashlib.sha256()
+    for file in sorted(files, key=lambda f: f.name):
+        digest.update(file.name.encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
+    data = sorted(f for f in files if f.suffix.lower() in UPLOAD_SUFFIXES)
+    stem = _stem(data[0]) if data else "files"
+
+    def fill(staging: Path) -> None:
+        for file in sorted(files, key=lambda f: f.suffix.lower() != ".zip"):  # zips first: a file never overwritten
+            _place(file, staging)
+
+    return _stage(folder, f"{stem}-{len(files)}-{digest.hexdigest()[:12]}", fill)
+
+
+def _stem(file: Path) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in file.stem)[:40] or "dataset"
+
+
+def _place(file: Path, staging: Path) -> None:
+    """A zip unpacked into `staging` (checked), any other file copied there under its own name."""
+    if file.suffix.lower() == ".zip":
+        extract_zip_checked(file, staging, MAX_UNPACKED_BYTES, MAX_UNPACKED_FILES, place=_dataset_member,
+                            advice="train from a local folder instead")
+    elif (staging / file.name).exists():
+        raise InputError(f"'{file.name}' is uploaded beside a zip that holds a file of that name; upload one of them.")
+    else:
+        shutil.copy2(file, staging / file.name)
+
+
+def _stage(folder: Path, upload_id: str, fill) -> str:
     try:
-        with staged_folder(Path(folder or uploads_folder(settings)) / upload_id) as staging:
-            if suffix == ".zip":
-                extract_zip_checked(file, staging, MAX_UNPACKED_BYTES, MAX_UNPACKED_FILES, place=_dataset_member,
-                                    advice="train from a local folder instead")
-            else:
-                shutil.copy2(file, staging / file.name)
+        with staged_folder(Path(folder) / upload_id) as staging:
+            fill(staging)
     except FileExistsError:
-        pass  # the same file was uploaded before: its folder is the same
+        pass  # the same upload was made before: its folder is the same
     return PREFIX + upload_id
 
 

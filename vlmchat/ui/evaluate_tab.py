@@ -159,8 +159,9 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
                 "with a paired significance test. Eval sets: vlmchat JSONL/CSV rows, MMLU CSV, MMMU rows, "
                 "or captioned images (see README, Evaluate).")
     with gr.Row():
-        upload = gr.File(label="Eval set (.jsonl, .json, .csv, .parquet, or a .zip with its images)",
-                         file_types=[".zip", ".json", ".jsonl", ".csv", ".parquet"])
+        upload = gr.File(label="Eval set: a .jsonl/.json/.csv/.parquet file (pick its pictures with it), a .zip, "
+                               "or pictures with their .txt captions", file_count="multiple",
+                         file_types=[".zip", ".json", ".jsonl", ".csv", ".parquet", "image", ".txt"])
         path = gr.Textbox(label="…or a file / folder on this computer", visible=not settings.server.exposed)
     with gr.Row():
         models = gr.CheckboxGroup(actions.models(), value=actions.models()[:2], label="Models (base, adapters, endpoints)")
@@ -182,7 +183,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
 
     def reference(file, typed, request) -> str:
         if file:
-            return store_upload(file if isinstance(file, str) else file.name, settings, user_uploads(settings, request))
+            return store_upload(file, settings, user_uploads(settings, request))
         if typed and typed.strip():
             refuse_server_paths(settings, "evaluation")
             return typed.strip()

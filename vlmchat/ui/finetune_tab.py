@@ -66,8 +66,7 @@ class FinetuneActions:
     def dataset(self, upload, path: str, request=None) -> str:
         """A dataset reference from an upload ('upload:<id>') or a local path (refused when shared)."""
         if upload:
-            return store_upload(upload if isinstance(upload, str) else upload.name, self.settings,
-                                user_uploads(self.settings, request))
+            return store_upload(upload, self.settings, user_uploads(self.settings, request))
         if path and path.strip():
             if not path.strip().startswith(PREFIX):
                 refuse_server_paths(self.settings, "training")
@@ -266,9 +265,9 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
                 "working, and you can close this page and come back.")
     with gr.Row():
         with gr.Column():
-            upload = gr.File(label="Dataset upload (.zip of images with .txt captions, metadata.jsonl/.csv or a "
-                                   ".json/.jsonl with its images; or one .json/.jsonl/.csv file)",
-                             file_types=[".zip", ".json", ".jsonl", ".csv"])
+            upload = gr.File(label="Dataset upload: pictures with their .txt captions, a .json/.jsonl/.csv file "
+                                   "(pick its pictures with it), or a .zip of either", file_count="multiple",
+                             file_types=[".zip", ".json", ".jsonl", ".csv", "image", ".txt"])
             path = gr.Textbox(label="…or a folder / file on this computer", visible=not settings.server.exposed)
             check = gr.Button("Check dataset")
         with gr.Column():
@@ -324,6 +323,8 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
     outputs = [status, plot, config, command]
     check.click(_guard(do_check), [upload, path, *controls.values()], [report, preview, dataset, plan_box],
                 api_visibility="undocumented")
+    for changed in (upload.change, path.input):  # another dataset picked: Start must not train on the checked one
+        changed(lambda: ("", ""), None, [dataset, plan_box], queue=False, api_visibility="undocumented")
     for key in ("preset", "epochs", "max_steps", "learning_rate", "batch_size", "grad_accumulation", "train_fraction"):
         controls[key].change(do_plan, [dataset, *controls.values()], plan_box, api_visibility="undocumented",
                              queue=False)
