@@ -124,9 +124,11 @@ class Bench:
             processor_kwargs={"padding": True, **kwargs}).to(self.model.device)
 
     def direct(self, inputs, tokens: int) -> None:
+        """`model.generate` called directly, under the model lock as all the app's model work is (its release
+        frees this thread's OpenMP workers, `cpu_speed.ModelLock`, so the app's batcher thread is not slowed)."""
         import torch
 
-        with torch.inference_mode():
+        with self.manager.lock, torch.inference_mode():
             self.model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
 
 

@@ -25,6 +25,7 @@ from typing import Iterator
 from ..errors import InputError, ModelLoadError, NoModelError
 from .answers import (ENDPOINT_PREFIX, Answer, GenerationParams, is_endpoint,  # noqa: F401 (re-exported)
                       local_answer, sampling_kwargs)
+from .cpu_speed import ModelLock, tune_for_cpu
 from .families import DetailChoice, detail_for, fit_to_profile, profile_for, shrink_pictures
 from ..lora.runtime import attach_adapter, detach_adapter, is_base, resident_adapters, use_adapter
 from ..lora.store import usable_adapter
@@ -57,7 +58,7 @@ class ModelManager:
         self.info: ModelInfo | None = None
         self.decision = None  # the LoadDecision the loaded model follows
         self.active_adapter: str | None = None
-        self.lock = threading.RLock()
+        self.lock = ModelLock()
         self.extra_endpoints: dict = {}  # NAME -> EndpointSettings added in the Model tab (not in settings.toml)
         self._endpoints: dict = {}  # NAME -> its client, made on first use
         self._batcher = None
@@ -89,7 +90,7 @@ class ModelManager:
                 raise ModelLoadError(decision.reason)
             model, processor = _from_pretrained(source, decision.plan.load_kwargs())
             model.eval()
-            column_major_linears(model)
+            tune_for_cpu(model)
             self.model, self.processor, self.decision = model, processor, decision
             self.info = ModelInfo(
                 model_id=source.model_id, source=source.location, architecture=type(model).__name__,
@@ -340,29 +341,6 @@ class ModelManager:
         texts = processor.batch_decode(output[:, width:], skip_special_tokens=True)
         return [local_answer(text, row, int(prompt), params, model, processor, adapter, seconds)
                 for text, row, prompt in zip(texts, output[:, width:].tolist(), prompts)]
-
-
-def column_major_linears(model) -> int:
-    """On the CPU in float32, keep each linear layer's weight transposed in memory; returns how many were.
-
-    The values and shapes stay; only the storage order changes (a column-major view of the same
-    matrix). A decode step is a few hundred one-row matrix products, and the CPU's BLAS reads a
-    column-major weight faster for those: SmolVLM-256M decode 22.7 -> 29.0 tokens/s on this 2-core CPU,
-    prefill no slower (`benchmarks/realsize/bench.py`, decode section). In bfloat16 it is slower, so
-    only float32 weights are touched. Each weight is converted alone, so the peak grows by one layer.
-    """
-    import torch
-
-    if model.device.type != "cpu":
-        return 0
-    seen = set()
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if (type(module) is torch.nn.Linear and weight.dtype == torch.float32 and weight.dim() == 2
-                and weight.is_contiguous() and id(weight) not in seen):
-            seen.add(id(weight))
-            weight.data = weight.data.t().contiguous().t()
-    return len(seen)
 
 
 def _from_pretrained(source, load_kwargs: dict):
