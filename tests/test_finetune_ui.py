@@ -146,3 +146,15 @@ def test_the_plan_before_start_shows_steps_time_memory_and_warns_about_too_littl
     assert short["steps"] == 4 and "too little training" in short["warning"]
     assert "⚠️" in _plan_markdown(short) and "4 optimizer steps" in _plan_markdown(short)
     assert actions.plan(data, {"preset": "thorough"})["steps"] > plan["steps"]
+
+
+def test_a_slow_run_shows_seconds_per_sample_not_zero_samples_per_second():
+    """A real-size model on a CPU takes ~80 s a sample: '0.0 samples/s' told the user nothing."""
+    from vlmchat.finetune.progress import JobStatus
+    from vlmchat.ui.finetune_tab import _status_markdown
+
+    slow = JobStatus(job_id="j", state="running", step=1, total_steps=2, samples_per_s=0.01245)
+    assert "80.3 s/sample" in slow.line()
+    assert "80.3 s/sample" in _status_markdown({"job_id": "j", "state": "running", "step": 1, "total_steps": 2,
+                                                "samples_per_s": 0.01245})
+    assert "12.5 samples/s" in JobStatus(state="running", samples_per_s=12.5).line()

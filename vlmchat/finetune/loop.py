@@ -136,7 +136,7 @@ class Trainer:
     def _report_step(self, loss: float, window: deque) -> None:
         per_step = sum(window) / len(window)
         self.emit("step", step=self.step, loss=round(loss, 5), epoch=round(self.plan.epoch_at(self.step), 3),
-                  lr=self.schedule.get_last_lr()[0], samples_per_s=round(self.plan.samples_per_step / per_step, 2),
+                  lr=self.schedule.get_last_lr()[0], samples_per_s=float(f"{self.plan.samples_per_step / per_step:.4g}"),
                   eta_s=round(per_step * (self.total - self.step), 1), memory_gib=round(memory_gib(), 3))
 
     def _eval_and_check_patience(self) -> bool:

@@ -86,12 +86,19 @@ class JobStatus:
         if self.eval_loss is not None:
             parts.append(f"eval {self.eval_loss:.4f}")
         if self.samples_per_s:
-            parts.append(f"{self.samples_per_s:.1f} samples/s")
+            parts.append(format_rate(self.samples_per_s))
         if self.eta_s is not None and self.active:
             parts.append(f"ETA {format_seconds(self.eta_s)}")
         if self.memory_gib:
             parts.append(f"{self.memory_gib:.2f} GiB")
         return " · ".join(parts)
+
+
+def format_rate(samples_per_s: float) -> str:
+    """'12.3 samples/s', or the seconds one sample takes when that is below one a second ('80 s/sample')."""
+    if samples_per_s >= 1:
+        return f"{samples_per_s:.1f} samples/s"
+    return f"{1 / samples_per_s:.3g} s/sample"
 
 
 def format_seconds(seconds: float) -> str:

@@ -16,7 +16,7 @@ import gradio as gr
 from ..errors import VlmchatError
 from ..finetune import runner
 from ..finetune.datasets import preview_rows, read_dataset
-from ..finetune.progress import format_seconds
+from ..finetune.progress import format_rate, format_seconds
 from ..finetune.spec import JobSpec
 from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
 from ..models.manager import ModelManager
@@ -162,7 +162,7 @@ def _status_markdown(status: dict) -> str:
     if status.get("eval_loss") is not None:
         line.append(f"eval loss {status['eval_loss']:.4f}")
     if status.get("samples_per_s"):
-        line.append(f"{status['samples_per_s']:.1f} samples/s")
+        line.append(format_rate(status["samples_per_s"]))
     if status.get("eta_s") is not None and status["state"] == "running":
         line.append(f"ETA {format_seconds(status['eta_s'])}")
     if status.get("memory_gib"):
