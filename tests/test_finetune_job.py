@@ -67,6 +67,7 @@ def test_cli_trains_an_adapter_with_metadata_and_never_overwrites_without_confir
     assert meta["metrics"]["steps"] == 3 and meta["metrics"]["final_train_loss"] > 0
     assert meta["metrics"]["final_eval_loss"] > 0 and meta["duration_s"] > 0
     assert meta["settings"]["r"] == 8 and meta["settings"]["lora_alpha"] == 32
+    assert meta["settings"]["image_detail"] == "auto" and "image detail: " in result.stderr  # as Chat, reason shown
     assert not [p for p in adapters.iterdir() if p.name.startswith(".") and p.is_dir()]  # no staging folder left
     again = _cli(settings_file, "--data", str(data), "--name", "tiny-es", "--max-steps", "1")
     assert again.returncode == 2 and "already exists" in again.stderr and len(again.stderr.strip().splitlines()) == 1

@@ -118,3 +118,27 @@ def test_the_manager_answers_at_the_detail_asked_for(tmp_path, demo_settings):
             assert isinstance(manager.generate(ask, GenerationParams(max_new_tokens=2, image_detail=level)), str)
     finally:
         manager.unload()
+
+
+@pytest.mark.parametrize("model_type, low", [("idefics3", 64), ("llava_next", 16 + 16 + 4)])
+def test_fine_tune_samples_are_encoded_at_the_detail_chat_uses(processors, tmp_path, model_type, low):
+    """An adapter learns from the image tokens it will answer from: on the CPU (auto = low) SmolVLM trains on
+    one tile of 64 tokens, not 17 tiles of 1,088, and the labels are still the answer alone."""
+    from vlmchat.finetune.batches import EncodedSamples
+    from vlmchat.finetune.datasets import Sample
+    from vlmchat.finetune.formats import caption_turns
+    from vlmchat.models.families import DetailChoice
+
+    processor = processors[model_type]
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (512, 512), "red").save(picture)
+    messages, images = caption_turns(str(picture), "un cuadrado rojo", "Describe the image.")
+    samples = [Sample(messages, images, "captions.jsonl:1")]
+    tokens = {}
+    for detail in ("low", "high"):
+        kwargs, max_edge = detail_kwargs(PROFILES[model_type], processor, detail)
+        example = EncodedSamples(samples, processor, 4096, DetailChoice(detail, kwargs, max_edge)).get(0)
+        tokens[detail] = int((example["input_ids"] == processor.image_token_id).sum())
+        learned = processor.tokenizer.decode(example["labels"][example["labels"] != -100])
+        assert "un cuadrado rojo" in learned and "Describe" not in learned
+    assert tokens["low"] == low < tokens["high"]

@@ -19,8 +19,9 @@ CACHE_BUDGET_BYTES = 2 * 2**30  # keep encoded samples in memory when the whole 
 class EncodedSamples:
     """Samples encoded on first use; a sample that cannot be encoded (too long) is skipped and counted."""
 
-    def __init__(self, samples, processor, max_length: int):
-        self.samples, self.processor, self.max_length = samples, processor, max_length
+    def __init__(self, samples, processor, max_length: int, detail=None):
+        """`detail`: the run's `families.DetailChoice` (None: the processor's own defaults, i.e. high)."""
+        self.samples, self.processor, self.max_length, self.detail = samples, processor, max_length, detail
         self.cache: dict[int, dict] = {}
         self.cacheable: bool | None = None
         self.skipped: dict[int, str] = {}
@@ -36,7 +37,11 @@ class EncodedSamples:
         sample = self.samples[index]
         try:
             images = [load_image(path) for path in sample.images]
-            example = encode_example(self.processor, images, sample.messages, self.max_length)
+            max_edge = self.detail.max_edge if self.detail else None
+            for image in images if max_edge else ():
+                image.thumbnail((max_edge, max_edge))
+            example = encode_example(self.processor, images, sample.messages, self.max_length,
+                                     self.detail.processor_kwargs if self.detail else None)
         except (ValueError, TypeError) as exc:
             self.skipped[index] = f"{sample.source}: {exc}"
             return None

@@ -20,8 +20,8 @@ def _render(processor, messages, add_generation_prompt: bool) -> str:
     return processor.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
-def _count_tokens(processor, text: str, images: list) -> int:
-    inputs = processor(text=text, images=images or None, return_tensors="pt")
+def _count_tokens(processor, text: str, images: list, processor_kwargs: dict) -> int:
+    inputs = processor(text=text, images=images or None, return_tensors="pt", **processor_kwargs)
     return int(inputs["input_ids"].shape[1])
 
 
@@ -30,14 +30,19 @@ def _images_in(messages) -> int:
                for p in m["content"] if p.get("type") == "image")
 
 
-def encode_example(processor, images: list, messages, max_length: int | None = None) -> dict:
+def encode_example(processor, images: list, messages, max_length: int | None = None,
+                   processor_kwargs: dict | None = None) -> dict:
     """input_ids and labels (1-D) plus the processor's image tensors (as it returns them) for one conversation.
+
+    `processor_kwargs`: what the processor is given for the run's image detail (`families.detail_kwargs`).
 
     Raises ValueError when the sample is longer than `max_length` (nothing is cut: cutting through
     image tokens would break the sample) or when the chat template does not render prefixes of the
     conversation as prefixes of the whole.
     """
-    inputs = processor(text=_render(processor, messages, False), images=images or None, return_tensors="pt")
+    processor_kwargs = processor_kwargs or {}
+    inputs = processor(text=_render(processor, messages, False), images=images or None, return_tensors="pt",
+                       **processor_kwargs)
     ids = inputs.pop("input_ids")[0]
     inputs.pop("attention_mask", None)
     if max_length and len(ids) > max_length:
@@ -47,9 +52,10 @@ def encode_example(processor, images: list, messages, max_length: int | None = N
         if message["role"] != "assistant":
             continue
         before = messages[:index]
-        start = _count_tokens(processor, _render(processor, before, True), images[:_images_in(before)])
+        start = _count_tokens(processor, _render(processor, before, True), images[:_images_in(before)],
+                              processor_kwargs)
         end = _count_tokens(processor, _render(processor, messages[:index + 1], False),
-                            images[:_images_in(messages[:index + 1])])
+                            images[:_images_in(messages[:index + 1])], processor_kwargs)
         if not 0 < start < end <= len(ids):
             raise ValueError("the chat template does not render the conversation turn by turn; "
                              "cannot find the assistant's tokens")

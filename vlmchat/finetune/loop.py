@@ -17,6 +17,7 @@ from collections import deque
 from pathlib import Path
 
 from ..files import staged_folder
+from ..models.families import detail_for
 from .batches import BatchPlan, EncodedSamples, micro_batch
 
 CHECKPOINTS = "checkpoints"
@@ -32,8 +33,11 @@ class Trainer:
         self.acc, self.spec, self.model, self.processor = accelerator, spec, model, processor
         self.optimizer, self.schedule, self.job_dir, self.emit = optimizer, schedule, Path(job_dir), emit
         self.stop_requested = stop_requested
-        self.train = EncodedSamples(train, processor, spec.max_length)
-        self.val = EncodedSamples(val, processor, spec.max_length)
+        # Pictures at the image detail Chat uses on this machine (`auto`: low on the CPU), so the adapter learns
+        # from the image tokens it will answer from; on SmolVLM low is 1 tile instead of 17.
+        self.detail = detail_for(spec.image_detail, accelerator.unwrap_model(model), processor)
+        self.train = EncodedSamples(train, processor, spec.max_length, self.detail)
+        self.val = EncodedSamples(val, processor, spec.max_length, self.detail)
         self.plan = BatchPlan(len(train), spec.batch_size, spec.grad_accumulation, accelerator.num_processes, spec.seed)
         self.total = spec.max_steps or self.plan.steps_for(spec.epochs)
         self.pad_id = processor.tokenizer.pad_token_id

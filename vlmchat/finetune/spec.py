@@ -38,6 +38,9 @@ class JobSpec(FinetuneSettings):
     skip_invalid: bool = field(default=False, metadata={"help": "train on the good rows when the dataset check "
                                                                 "finds problems"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda", "choices": ("auto", "cpu", "cuda")})
+    image_detail: str = field(default="auto", metadata={
+        "help": "low | auto | high: image tokens per picture while training, as in Chat (auto: low on the CPU, "
+                "high on a GPU with room; default: [generation] image_detail in settings.toml)", "choices": ("low", "auto", "high")})
     num_processes: int = field(default=1, metadata={"help": "processes, one per GPU (accelerate launch); default 1",
                                                     "range": (1, 1024)})
     distributed: str = field(default="ddp", metadata={
@@ -60,6 +63,7 @@ class JobSpec(FinetuneSettings):
         values.update(PRESET_VALUES.get(preset, {}))  # a preset's values replace settings.toml's, not flags
         values.update({k: v for k, v in changes.items() if v is not None})
         values.setdefault("model", settings.model.id)
+        values.setdefault("image_detail", settings.generation.image_detail)
         values.setdefault("adapters_dir", str(settings.paths.resolve("adapters")))
         return cls(name=name, data=str(data), **values)
 
