@@ -164,7 +164,7 @@ def _prepare(spec: JobSpec, job_dir: Path, accelerator, emit, stop, resume: bool
     model, optimizer = accelerator.prepare(model, optimizer)
     trainer = Trainer(accelerator, spec, model, processor, optimizer, None, train, val, job_dir, emit, stop)
     trainer.schedule = make_schedule(optimizer, trainer.total, spec.warmup_ratio)
-    setup = dataclasses.replace(setup, reasons={**setup.reasons, "image detail": trainer.detail.reason})
+    setup = dataclasses.replace(setup, reasons={**setup.reasons, "pictures": trainer.detail.reason})
     trainer.report, trainer.setup, trainer.schedule_reasons = report, setup, schedule.reasons
     checkpoint = _last_checkpoint(job_dir) if resume else None
     if resume and checkpoint is None:

@@ -108,4 +108,4 @@ class JobSpec(FinetuneSettings):
 
 
 # The spec fields the CLI exposes as --flags (also used by `JobSpec.command`): every hyperparameter, and how to run.
-CLI_FLAGS = HYPERPARAMETERS + ("device", "num_processes", "distributed", "overwrite", "skip_invalid")
+CLI_FLAGS = HYPERPARAMETERS + ("device", "image_detail", "num_processes", "distributed", "overwrite", "skip_invalid")
