@@ -68,6 +68,16 @@ def test_bad_input_gets_a_clear_message_and_the_next_request_works(client, tmp_p
     assert _say(client, "Describe the image.", picture_files[("red", "square")]).strip() == "a red square"
 
 
+def test_image_detail_is_taken_per_request_and_a_wrong_one_says_which_are_allowed(client, picture_files):
+    picture = handle_file(str(picture_files[("red", "circle")]))
+    wrong = client.predict({"text": "Describe the image.", "files": [picture]}, image_detail="ultra", api_name="/chat")
+    assert wrong.startswith(ERROR_MARK) and "low, auto or high" in wrong
+    for detail in ("low", "high"):  # the demo sees every picture at one size: the same answer at each
+        answer = client.predict({"text": "Describe the image.", "files": [picture]}, image_detail=detail,
+                                api_name="/chat")
+        assert answer.strip() == "a red circle"
+
+
 def _variant(folder, picture, kind):
     """`picture` saved as one of the awkward kinds of file users send."""
     from PIL import Image

@@ -92,7 +92,7 @@ class ChatTurns:
         return ChatStore(user_folder(self.settings.paths.resolve("outputs"), request) / "chats")
 
     def answer(self, chat: dict, adapter: str | None, max_new_tokens=256, temperature=0.0, top_p=1.0,
-               seed=-1, stop: threading.Event | None = None) -> Iterator[dict]:
+               seed=-1, stop: threading.Event | None = None, image_detail: str = "") -> Iterator[dict]:
         """Answer the chat's last user turn with `adapter` ('' = the one the chat used last, else the default):
         an assistant turn is appended and yielded as it grows.
 
@@ -107,7 +107,8 @@ class ChatTurns:
         turn = {"role": "assistant", "text": "", "status": "pending", "adapter": None,
                 "model": info.model_id if info else None, "time": now()}
         try:
-            params = GenerationParams(int(max_new_tokens), float(temperature), float(top_p), int(seed))
+            params = GenerationParams(int(max_new_tokens), float(temperature), float(top_p), int(seed),
+                                      image_detail=image_detail or "")
             turn["adapter"] = chat["adapter"] = self.adapter_for(adapter or chat.get("adapter"))
             messages = chat_messages(answered_turns(chat["messages"]), chat.get("system") or "", self.max_bytes)
             local = not is_endpoint(turn["adapter"])
@@ -271,6 +272,11 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                                             label="Temperature (0 = greedy)")
                     top_p = gr.Slider(0.05, 1.0, value=gen.top_p, step=0.05, label="Top-p")
                     seed = gr.Number(value=gen.seed, precision=0, label="Seed (-1 = random)")
+                    image_detail = gr.Radio(["low", "auto", "high"], value=gen.image_detail, label="Image detail",
+                                            elem_id="vlmchat-image-detail",
+                                            info="Image tokens per picture: low is one tile / a small pixel budget "
+                                                 "(fast on a CPU), high the model's full tiling; auto chooses by "
+                                                 "device and memory (the Model line says what and why).")
             chatbot = gr.Chatbot(
                 height=480, label="Chat", editable="user", elem_id="vlmchat-chatbot", group_consecutive_messages=False,
                 examples=[{"text": text, "files": [str(EXAMPLES / picture)],
@@ -390,14 +396,14 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
         return busy, chatbot_value(state), state
 
     def respond(state: dict, adapter_name: str, max_new_tokens_: float, temperature_: float, top_p_: float,
-                seed_: float, system_prompt: str, request: gr.Request):
+                seed_: float, system_prompt: str, detail: str, request: gr.Request):
         """Stream the answer to the chat's last question into the Chatbot, saving the chat as it goes."""
         if not waiting_for_answer(state):
             yield chatbot_value(state), state, gr.skip(), gr.skip(), gr.skip()
             return
         state["system"] = system_prompt or ""
         store = turns.store(request)
-        answer = turns.answer(state, adapter_name, max_new_tokens_, temperature_, top_p_, seed_)
+        answer = turns.answer(state, adapter_name, max_new_tokens_, temperature_, top_p_, seed_, image_detail=detail)
         try:
             for count, turn in enumerate(answer):
                 if count == 0 or turn["status"] != "pending":
@@ -411,7 +417,7 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
             raise
 
     answer_outputs = [chatbot, chat, chat_list, chat_id, title]
-    answer_inputs = [chat, adapter, max_new_tokens, temperature, top_p, seed, system]
+    answer_inputs = [chat, adapter, max_new_tokens, temperature, top_p, seed, system, image_detail]
     idle = dict(fn=lambda: gr.update(interactive=True, submit_btn=True, stop_btn=False), inputs=None, outputs=textbox,
                 api_visibility="undocumented", queue=False)
     # Clear the file input itself: picking the same file again would otherwise not count as a change.
@@ -463,21 +469,23 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
         api_message.value = None  # a required parameter: no default message
         api_adapter = gr.Textbox(value="", label="adapter")
         api_system = gr.Textbox(value="", label="system_prompt")
+        api_detail = gr.Textbox(value="", label="image_detail")
         api_answer = gr.Textbox(label="answer")
         api_button = gr.Button("chat")
     api_chat = gr.State(new_chat())
 
-    def chat_api(message, max_new_tokens, temperature, top_p, seed, adapter="", system_prompt="", state=None):
+    def chat_api(message, max_new_tokens, temperature, top_p, seed, adapter="", system_prompt="", image_detail="",
+                 state=None):
         """Answer `message` ({"text", "files"}) in this session's conversation; `adapter` '' = the one this
         session used last, else the default (the Adapters tab's active one, else base); `system_prompt` is
-        sent before the conversation."""
+        sent before the conversation; `image_detail` low / auto / high ('' = settings.toml's)."""
         state = state or new_chat()
         state["system"] = system_prompt or ""
         state["messages"].append(user_turn(message))
-        for turn in turns.answer(state, adapter, max_new_tokens, temperature, top_p, seed):
+        for turn in turns.answer(state, adapter, max_new_tokens, temperature, top_p, seed, image_detail=image_detail):
             yield turn["text"], state
 
     api_button.click(chat_api, [api_message, max_new_tokens, temperature, top_p, seed, api_adapter, api_system,
-                                api_chat], [api_answer, api_chat], api_name="chat",
+                                api_detail, api_chat], [api_answer, api_chat], api_name="chat",
                      api_description="Chat about images: message {'text', 'files'} -> the answer text; optional "
-                                     "adapter ('' = the default adapter) and system_prompt.")
+                                     "adapter ('' = the default adapter), system_prompt and image_detail (low / auto / high).")
