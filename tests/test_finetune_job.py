@@ -207,3 +207,25 @@ def test_the_cpu_plan_counts_the_weight_files_held_while_widening_to_float32():
     float32_files = peak_gib(dataclasses.replace(size, file_gib=8.23), on_gpu=False, tokens=400, batch_size=1)
     assert float32_files < cpu - 3  # nothing to widen: the weights are the files
     assert peak_gib(size, on_gpu=True, tokens=400, batch_size=1) < cpu  # bf16 on a GPU
+
+
+@pytest.mark.parametrize("language_b, vision_b, picture, per_token, measured", [
+    (0.163, 0.0935, 64, 16, 3.0),     # SmolVLM-256M, low detail: one tile, pixel shuffle 4x4
+    (0.163, 0.0935, 1088, 16, 35.6),  # SmolVLM-256M, high detail: 17 tiles
+    (0.409, 0.0982, 64, 16, 4.1),     # SmolVLM-500M, low
+    (1.544, 0.6653, 256, 4, 29.7),    # Qwen2-VL-2B, low (200,704 pixels), 2x2 patch merging
+    (1.544, 0.6653, 324, 4, 37.3),    # Qwen2-VL-2B, high
+])
+def test_the_plans_minutes_count_the_pictures_tokens_at_the_runs_detail(language_b, vision_b, picture, per_token,
+                                                                       measured):
+    """Seconds per sample measured on this project's 2-core CPU (benchmarks/RESULTS.md, command D); the plan
+    said 18.8 s for every SmolVLM-256M sample before it counted the picture (~400 tokens, 6 FLOPs a parameter)."""
+    from vlmchat.finetune.recipe import Schedule, estimate_minutes, sample_cost
+    from vlmchat.models.sizes import ModelSize
+
+    size = ModelSize("m", language_b=language_b, vision_b=vision_b)
+    one = Schedule(epochs=1, batch_size=1, grad_accumulation=1, learning_rate=1e-4, steps=1, train_samples=1)
+    minutes, how = estimate_minutes(one, sample_cost(size, picture, per_token), {}, on_gpu=False, cores=2)
+    assert measured * 0.85 <= minutes * 60 <= measured * 1.15 and f"{picture} image" in how
+    slower, _ = estimate_minutes(one, sample_cost(size, picture, per_token, checkpointing=True), {}, False, cores=2)
+    assert slower > minutes

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .datasets import read_dataset, split
-from .job import MIN_EVAL_SAMPLES, model_size, resolve_schedule
-from .recipe import estimate_minutes, read_recipe
+from .job import MIN_EVAL_SAMPLES, _cores, model_size, resolve_schedule
+from .recipe import estimate_minutes, read_recipe, sample_cost
 from .setup import peak_gib
 from .spec import JobSpec
 
@@ -28,7 +28,9 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None) -> dict:
         on_gpu = _gpu_visible() and spec.device != "cpu"
     source = spec.model_source or spec.model
     recipe = read_recipe(source if Path(source).is_dir() else None)
-    minutes, how = estimate_minutes(schedule, size.total_b if size else None, recipe, on_gpu)
+    cost = sample_cost(size, *_pictures(spec, source, on_gpu), checkpointing=spec.gradient_checkpointing == "on")
+    # Started from the UI, the run leaves one core to it (setup.py); the plan is asked for by the UI.
+    minutes, how = estimate_minutes(schedule, cost, recipe, on_gpu, cores=max(1, _cores() - 1))
     peak = peak_gib(size, on_gpu=on_gpu, tokens=TOKENS_PER_SAMPLE, batch_size=schedule.batch_size)
     return {"format": report.format, "samples": len(samples), "train_samples": len(train), "val_samples": len(val),
             "problems": len(report.problems), "epochs": schedule.epochs, "steps": schedule.steps,
@@ -39,6 +41,23 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None) -> dict:
             "peak_gib": None if peak is None else round(peak, 2), "warning": schedule.warning,
             "reasons": schedule.reasons, "preset": spec.preset,
             "evaluate_after": bool(spec.evaluate and len(val) >= MIN_EVAL_SAMPLES)}
+
+
+def _pictures(spec: JobSpec, source: str, on_gpu: bool) -> tuple[int | None, int]:
+    """(image tokens of one picture at the run's image detail, vision positions per image token) for a model
+    folder on this machine; (None, 1) when that cannot be counted (not downloaded, no processor)."""
+    import json
+
+    from ..models.families import choose_detail, profile_for
+    from ..models.sizes import picture_tokens, vision_positions_per_token
+
+    folder = Path(source)
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, 1
+    detail, _ = choose_detail(spec.image_detail, profile_for(config), "cuda" if on_gpu else "cpu")
+    return picture_tokens(folder, detail), vision_positions_per_token(config)
 
 
 def _gpu_visible() -> bool:

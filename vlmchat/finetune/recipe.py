@@ -131,17 +131,50 @@ def _given(values: dict, key: str):
     return 0 if value in (None, "auto", 0) else value
 
 
-def estimate_minutes(schedule: Schedule, size_b: float | None, recipe: dict, on_gpu: bool,
-                     tokens_per_sample: int = 400) -> tuple[float | None, str]:
-    """(minutes, how it was estimated): the recipe's measured seconds per sample, else a FLOP count."""
+@dataclass(frozen=True)
+class SampleCost:
+    """What one training sample costs in floating-point operations, and from what it was counted."""
+
+    flops: float
+    how: str
+
+
+TEXT_TOKENS = 40  # a prompt, a short answer and the chat template's own tokens
+CPU_FLOPS_PER_CORE = 50e9  # float32 LoRA steps on this project's CPU: 85-113 GFLOP/s on 2 cores (RESULTS.md)
+GPU_FLOPS = 40e12  # ~40 % of a 100 TFLOP/s bf16 peak
+
+
+def sample_cost(size, picture_tokens: int | None = None, vision_per_token: int = 1,
+                checkpointing: bool = False) -> SampleCost | None:
+    """FLOPs of one sample: the language model 4 per parameter and token (forward, and backward to the
+    activations: its weights are frozen; 6 when checkpointing recomputes the forward), the vision tower 2 per
+    parameter and position (forward only: LoRA on the language model sends no gradient into it).
+
+    `picture_tokens`: image tokens one picture becomes at the run's image detail (None: unknown, ~400 tokens a
+    sample are counted for the whole model); `vision_per_token`: vision positions behind one image token.
+    Measured on SmolVLM-256M/-500M and Qwen2-VL-2B at low and high detail: within 15%.
+    """
+    if size is None or not size.total_b:
+        return None
+    language = (6 if checkpointing else 4) * size.language_b * 1e9
+    if picture_tokens is None:
+        return SampleCost(language * 400 + 2 * size.vision_b * 1e9 * 400,
+                          "rough: ~400 tokens per sample, 4 FLOPs per language-model parameter per token")
+    tokens = picture_tokens + TEXT_TOKENS
+    vision = 2 * size.vision_b * 1e9 * picture_tokens * vision_per_token
+    return SampleCost(language * tokens + vision, f"counted: {picture_tokens} image + ~{TEXT_TOKENS} text tokens "
+                                                  "per sample at this image detail")
+
+
+def estimate_minutes(schedule: Schedule, cost: SampleCost | None, recipe: dict, on_gpu: bool,
+                     cores: int = 1) -> tuple[float | None, str]:
+    """(minutes, how it was estimated): the recipe's measured seconds per sample, else the samples' FLOPs at
+    the speed of a GPU or of `cores` CPU cores. A rough figure: the ETA while training is measured."""
     passes = schedule.steps * schedule.effective_batch
     key = "seconds_per_sample_gpu" if on_gpu else "seconds_per_sample_cpu"
     if recipe.get(key):
         return passes * float(recipe[key]) / 60, f"measured {recipe[key]} s per sample ({RECIPE_FILE})"
-    if not size_b:
+    if cost is None:
         return None, "unknown model size"
-    # Training costs ~6 FLOPs per parameter per token (forward + backward); a GPU sustains ~40 % of a
-    # 100 TFLOP/s bf16 peak, a CPU core ~20 GFLOP/s in float32. A rough figure: the ETA while training is exact.
-    flops = 6 * size_b * 1e9 * tokens_per_sample * passes
-    speed = 40e12 if on_gpu else 20e9 * 2
-    return flops / speed / 60, f"rough: ~{tokens_per_sample} tokens per sample, 6 FLOPs per parameter per token"
+    speed = GPU_FLOPS if on_gpu else CPU_FLOPS_PER_CORE * max(1, cores)
+    return cost.flops * passes / speed / 60, cost.how

@@ -162,6 +162,15 @@ def unquantized_for_family(family: str) -> tuple[str, ...]:
     return tuple(unquantized_modules(family)) if family else DEFAULT_UNQUANTIZED
 
 
+def vision_positions_per_token(config: dict) -> int:
+    """Vision-tower positions behind one image token of the language model: SmolVLM / Idefics3's pixel shuffle
+    (`scale_factor` squared), Qwen2-VL's patch merging (`spatial_merge_size` squared), else 1 (LLaVA)."""
+    if config.get("scale_factor"):
+        return int(config["scale_factor"]) ** 2
+    merge = (config.get("vision_config") or {}).get("spatial_merge_size")
+    return int(merge) ** 2 if merge else 1
+
+
 REFERENCE_PICTURE = (512, 512)  # the picture the plan budgets for: what a phone photo becomes after a chat upload
 
 
