@@ -40,8 +40,11 @@ def evaluate_on_validation(spec, adapter: Path, samples, job_dir: Path) -> tuple
     from ..settings import PathSettings, Settings
     from .run import run_eval
 
-    defaults = Settings()  # the job is self-contained: its device, its adapters folder, its job folder
+    # The job is self-contained: its device, its image detail, its adapters folder, its job folder.
+    defaults = Settings()
     settings = dataclasses.replace(defaults, model=dataclasses.replace(defaults.model, device=spec.device),
+                                   generation=dataclasses.replace(defaults.generation,
+                                                                  image_detail=spec.image_detail),
                                    paths=PathSettings(adapters=str(Path(adapter).parent), outputs=str(job_dir)))
     manager = ModelManager(settings)
     manager.load(spec.model_source or spec.model)
