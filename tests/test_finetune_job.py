@@ -226,6 +226,6 @@ def test_the_plans_minutes_count_the_pictures_tokens_at_the_runs_detail(language
     size = ModelSize("m", language_b=language_b, vision_b=vision_b)
     one = Schedule(epochs=1, batch_size=1, grad_accumulation=1, learning_rate=1e-4, steps=1, train_samples=1)
     minutes, how = estimate_minutes(one, sample_cost(size, picture, per_token), {}, on_gpu=False, cores=2)
-    assert measured * 0.85 <= minutes * 60 <= measured * 1.15 and f"{picture} image" in how
+    assert measured * 0.85 <= minutes * 60 <= measured * 1.15 and f"{picture} image tokens" in how
     slower, _ = estimate_minutes(one, sample_cost(size, picture, per_token, checkpointing=True), {}, False, cores=2)
     assert slower > minutes

@@ -28,7 +28,8 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None) -> dict:
         on_gpu = _gpu_visible() and spec.device != "cpu"
     source = spec.model_source or spec.model
     recipe = read_recipe(source if Path(source).is_dir() else None)
-    cost = sample_cost(size, *_pictures(spec, source, on_gpu), checkpointing=spec.gradient_checkpointing == "on")
+    tokens, per_token, detail = _pictures(spec, source, on_gpu)
+    cost = sample_cost(size, tokens, per_token, checkpointing=spec.gradient_checkpointing == "on", detail=detail)
     # Started from the UI, the run leaves one core to it (setup.py); the plan is asked for by the UI.
     minutes, how = estimate_minutes(schedule, cost, recipe, on_gpu, cores=max(1, _cores() - 1))
     peak = peak_gib(size, on_gpu=on_gpu, tokens=TOKENS_PER_SAMPLE, batch_size=schedule.batch_size)
@@ -43,9 +44,9 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None) -> dict:
             "evaluate_after": bool(spec.evaluate and len(val) >= MIN_EVAL_SAMPLES)}
 
 
-def _pictures(spec: JobSpec, source: str, on_gpu: bool) -> tuple[int | None, int]:
-    """(image tokens of one picture at the run's image detail, vision positions per image token) for a model
-    folder on this machine; (None, 1) when that cannot be counted (not downloaded, no processor)."""
+def _pictures(spec: JobSpec, source: str, on_gpu: bool) -> tuple[int | None, int, str]:
+    """(image tokens of one picture at the run's image detail, vision positions per image token, that detail)
+    for a model folder on this machine; (None, 1, "") when that cannot be counted (not downloaded, no processor)."""
     import json
 
     from ..models.families import choose_detail, profile_for
@@ -55,9 +56,9 @@ def _pictures(spec: JobSpec, source: str, on_gpu: bool) -> tuple[int | None, int
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None, 1
+        return None, 1, ""
     detail, _ = choose_detail(spec.image_detail, profile_for(config), "cuda" if on_gpu else "cpu")
-    return picture_tokens(folder, detail), vision_positions_per_token(config)
+    return picture_tokens(folder, detail), vision_positions_per_token(config), detail
 
 
 def _gpu_visible() -> bool:

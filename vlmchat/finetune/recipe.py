@@ -145,13 +145,14 @@ GPU_FLOPS = 40e12  # ~40 % of a 100 TFLOP/s bf16 peak
 
 
 def sample_cost(size, picture_tokens: int | None = None, vision_per_token: int = 1,
-                checkpointing: bool = False) -> SampleCost | None:
+                checkpointing: bool = False, detail: str = "") -> SampleCost | None:
     """FLOPs of one sample: the language model 4 per parameter and token (forward, and backward to the
     activations: its weights are frozen; 6 when checkpointing recomputes the forward), the vision tower 2 per
     parameter and position (forward only: LoRA on the language model sends no gradient into it).
 
     `picture_tokens`: image tokens one picture becomes at the run's image detail (None: unknown, ~400 tokens a
-    sample are counted for the whole model); `vision_per_token`: vision positions behind one image token.
+    sample are counted for the whole model); `vision_per_token`: vision positions behind one image token;
+    `detail`: the image detail they were counted at (for the explanation).
     Measured on SmolVLM-256M/-500M and Qwen2-VL-2B at low and high detail: within 15%.
     """
     if size is None or not size.total_b:
@@ -162,8 +163,9 @@ def sample_cost(size, picture_tokens: int | None = None, vision_per_token: int =
                           "rough: ~400 tokens per sample, 4 FLOPs per language-model parameter per token")
     tokens = picture_tokens + TEXT_TOKENS
     vision = 2 * size.vision_b * 1e9 * picture_tokens * vision_per_token
-    return SampleCost(language * tokens + vision, f"counted: {picture_tokens} image + ~{TEXT_TOKENS} text tokens "
-                                                  "per sample at this image detail")
+    at = f" at {detail} image detail" if detail else ""
+    return SampleCost(language * tokens + vision,
+                      f"counted: {picture_tokens} image tokens a picture{at} + ~{TEXT_TOKENS} text tokens per sample")
 
 
 def estimate_minutes(schedule: Schedule, cost: SampleCost | None, recipe: dict, on_gpu: bool,
