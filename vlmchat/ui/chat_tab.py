@@ -274,9 +274,8 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                     seed = gr.Number(value=gen.seed, precision=0, label="Seed (-1 = random)")
                     image_detail = gr.Radio(["low", "auto", "high"], value=gen.image_detail, label="Image detail",
                                             elem_id="vlmchat-image-detail",
-                                            info="Image tokens per picture: low is one tile / a small pixel budget "
-                                                 "(fast on a CPU), high the model's full tiling; auto chooses by "
-                                                 "device and memory (the Model line says what and why).")
+                                            info="low: fewer image tokens, fast on a CPU; auto: by device and "
+                                                 "memory (the Model line says why)")
             chatbot = gr.Chatbot(
                 height=480, label="Chat", editable="user", elem_id="vlmchat-chatbot", group_consecutive_messages=False,
                 examples=[{"text": text, "files": [str(EXAMPLES / picture)],
