@@ -169,9 +169,13 @@ def test_a_finished_job_evaluates_base_vs_the_new_adapter_and_records_the_verdic
     settings = load_settings(write_settings(tmp_path))
     data = write_caption_folder(tmp_path / "captions", 40)  # 20 train + 20 validation, Spanish captions
     spec = _spec(settings, data, "loop", train_fraction=0.5, max_steps=60, eval_every=30, checkpoint_every=60)
-    status = runner.wait(runner.start_job(spec, runner.jobs_folder(settings)))
+    job = runner.start_job(spec, runner.jobs_folder(settings))
+    status = runner.wait(job)
     assert status.state == "done", status.message
     assert "loop:" in status.evaluation.get("verdict", "") and "McNemar" in status.evaluation["verdict"]
+    # while it evaluates, the progress says so (a real-size model takes a minute or more here)
+    during = [e["message"] for e in read_events(job / "progress.jsonl") if e["event"] == "evaluation" and e.get("running")]
+    assert during[0].endswith("loading the base model") and "20/20 questions × 2 model(s)" in during[-1]
     numbers = status.evaluation["numbers"]
     meta = json.loads((tmp_path / "adapters" / "loop" / "vlmchat.json").read_text(encoding="utf-8"))
     assert meta["metrics"]["validation_verdict"] == status.evaluation["verdict"]

@@ -34,8 +34,9 @@ def items_from_samples(samples) -> list[EvalItem]:
     return items
 
 
-def evaluate_on_validation(spec, adapter: Path, samples, job_dir: Path) -> tuple[str, dict, Path]:
-    """(verdict sentence, numbers, results folder) of base vs `adapter` on `samples`, in this process."""
+def evaluate_on_validation(spec, adapter: Path, samples, job_dir: Path, progress=None) -> tuple[str, dict, Path]:
+    """(verdict sentence, numbers, results folder) of base vs `adapter` on `samples`, in this process
+    (`progress(done, total, text)` after every batch, as `run_eval` calls it)."""
     from ..models.manager import ModelManager
     from ..settings import PathSettings, Settings
     from .run import run_eval
@@ -52,7 +53,7 @@ def evaluate_on_validation(spec, adapter: Path, samples, job_dir: Path) -> tuple
         eval_set = EvalSet(path=f"{spec.data} (validation split)", format="fine-tune validation split",
                            kind=CAPTION, items=items_from_samples(samples))
         folder = Path(job_dir) / "eval"
-        result = run_eval(manager, eval_set, [BASE, Path(adapter).name], "generate", folder=folder)
+        result = run_eval(manager, eval_set, [BASE, Path(adapter).name], "generate", progress=progress, folder=folder)
         verdicts = result.verdicts()
         text, numbers = verdicts[0] if verdicts else ("no verdict", {})
         return text, numbers, folder

@@ -107,7 +107,13 @@ def evaluate_adapter(trainer, adapter: Path, emit) -> None:
     try:
         from ..evaluate.validation import evaluate_on_validation
 
-        verdict, numbers, folder = evaluate_on_validation(trainer.spec, adapter, val, trainer.job_dir)
+        what = f"Evaluating base vs {adapter.name} on the {len(val)} validation samples"
+        emit("evaluation", running=True, message=f"{what}: loading the base model")
+
+        def progress(done: int, total: int, text: str) -> None:
+            emit("evaluation", running=True, message=f"{what}: {text}")
+
+        verdict, numbers, folder = evaluate_on_validation(trainer.spec, adapter, val, trainer.job_dir, progress)
         emit("evaluation", verdict=verdict, numbers=numbers, folder=str(folder), message=verdict)
         import json
 

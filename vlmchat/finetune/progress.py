@@ -87,10 +87,13 @@ class JobStatus:
             parts.append(f"eval {self.eval_loss:.4f}")
         if self.samples_per_s:
             parts.append(format_rate(self.samples_per_s))
-        if self.eta_s is not None and self.active:
+        evaluating = self.evaluation.get("running") and self.active
+        if self.eta_s is not None and self.active and not evaluating:
             parts.append(f"ETA {format_seconds(self.eta_s)}")
         if self.memory_gib:
             parts.append(f"{self.memory_gib:.2f} GiB")
+        if evaluating:
+            parts.append(self.evaluation.get("message", ""))
         return " · ".join(parts)
 
 

@@ -163,7 +163,8 @@ def _status_markdown(status: dict) -> str:
         line.append(f"eval loss {status['eval_loss']:.4f}")
     if status.get("samples_per_s"):
         line.append(format_rate(status["samples_per_s"]))
-    if status.get("eta_s") is not None and status["state"] == "running":
+    if status.get("eta_s") is not None and status["state"] == "running" and \
+            not (status.get("evaluation") or {}).get("running"):
         line.append(f"ETA {format_seconds(status['eta_s'])}")
     if status.get("memory_gib"):
         line.append(f"memory {status['memory_gib']:.2f} GiB")
