@@ -438,3 +438,20 @@ def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path,
     assert "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if line.startswith("vlmchat: ")]
 
+
+
+@pytest.mark.slow
+def test_cli_evaluates_at_the_image_detail_asked_for_and_records_it(settings_file, pictures, tmp_path):
+    """On a tiny Idefics3 (a family whose processor tiles): `--image-detail high` is what the run used, in
+    summary.json and in the command that repeats it; without the flag, auto on the CPU is low."""
+    from families import save_family
+
+    model = save_family("idefics3", tmp_path / "idefics3").path
+    data = _write_rows(tmp_path / "set.jsonl", pictures)
+    for flag, expected in ((["--image-detail", "high"], "high"), ([], "low")):
+        result = _cli(settings_file, "--data", data, "--model", model, "--limit", "2", *flag)
+        assert result.returncode == 0, result.stderr[-2000:]
+        folder = result.stdout.split("files: ")[1].split(" (")[0]
+        summary = json.loads(open(os.path.join(folder, "summary.json")).read())
+        assert summary["config"]["image_detail"] == expected and summary["config"]["image_detail_reason"]
+        assert f"--image-detail {expected}" in summary["command"]

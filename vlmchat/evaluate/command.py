@@ -43,6 +43,9 @@ def add_eval_parser(commands) -> None:
                         help="generate/captions: tokens per answer (default 16 for questions, 64 for captions)")
     parser.add_argument("--num-beams", type=_positive, default=1, metavar="N",
                         help="generate/captions: beam search width (default 1 = greedy)")
+    parser.add_argument("--image-detail", choices=("low", "auto", "high"),
+                        help="image tokens per picture, as in Chat (auto: low on the CPU, high on a GPU with room; "
+                             "default: [generation] image_detail in settings.toml)")
     parser.add_argument("--output", metavar="FILE.csv", help="also write results.csv here")
     parser.add_argument("--model", default=argparse.SUPPRESS, help="base model: 'demo', hub id or folder "
                         "(default: model.id in settings)")
@@ -138,6 +141,7 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
     from .sets import read_eval_set
 
     models = _models(args)
+    settings = settings.override("generation", image_detail=args.image_detail)  # None: settings.toml's
     options = EvalOptions(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
                           limit=args.limit, output=Path(args.output) if args.output else None)
     options.check()

@@ -149,7 +149,7 @@ class EvalResult:
             parts.append("--no-base")
         if self.method != "caption":
             parts += ["--method", self.method]
-        for key in ("limit", "batch_size", "max_new_tokens", "num_beams", "output"):
+        for key in ("limit", "batch_size", "max_new_tokens", "num_beams", "image_detail", "output"):
             if config.get(key) is not None:
                 parts += ["--" + key.replace("_", "-"), str(config[key])]
         return shlex.join(parts)

@@ -148,8 +148,11 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
     method = _method(eval_set, method, list(models))
     eval_set.require_usable()
     names = check_models(manager, list(models))
+    local = manager.model is not None and not all(is_endpoint(name) for name in names)
+    detail = manager.detail() if local else None  # the pictures' image detail, as Chat's default
     config = {"data": str(eval_set.path), "model": manager.info.model_id if manager.info else None, "models": names,
-              "method": method,
+              "method": method, "image_detail": detail.detail if detail else None,
+              "image_detail_reason": detail.reason if detail else None,
               **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}}
     result = EvalResult(eval_set=eval_set, models=names, method=method, config=config)
     scorer, size = _scorer(method, options), int(options.batch_size)
