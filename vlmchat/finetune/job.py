@@ -222,7 +222,7 @@ def training_setup(spec: JobSpec, accelerator, size=None):
                   optimizer=spec.optimizer, tokens=spec.max_length, batch_size=spec.batch_size)
     split = shards(accelerator)
     if accelerator.device.type != "cuda":
-        setup = choose_setup(on_gpu=False, cpu_cores=_cores(), processes=accelerator.num_processes,
+        setup = choose_setup(on_gpu=False, cpu_cores=usable_cores(), processes=accelerator.num_processes,
                              alone=os.environ.get(ALONE_ENV, ""), **common)
         return fit_sharded(setup, split, spec.distributed)
     import torch
@@ -235,7 +235,7 @@ def training_setup(spec: JobSpec, accelerator, size=None):
     return fit_sharded(setup, split, spec.distributed)
 
 
-def _cores() -> int:
+def usable_cores() -> int:
     """CPU cores this process may use."""
     try:
         return len(os.sched_getaffinity(0))

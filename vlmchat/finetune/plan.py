@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .datasets import read_dataset, split
-from .job import MIN_EVAL_SAMPLES, _cores, model_size, resolve_schedule
+from .job import MIN_EVAL_SAMPLES, model_size, resolve_schedule, usable_cores
 from .recipe import estimate_minutes, read_recipe, sample_cost
 from .setup import peak_gib
 from .spec import JobSpec
@@ -31,7 +31,7 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None) -> dict:
     tokens, per_token, detail = _pictures(spec, source, on_gpu)
     cost = sample_cost(size, tokens, per_token, checkpointing=spec.gradient_checkpointing == "on", detail=detail)
     # Started from the UI, the run leaves one core to it (setup.py); the plan is asked for by the UI.
-    minutes, how = estimate_minutes(schedule, cost, recipe, on_gpu, cores=max(1, _cores() - 1))
+    minutes, how = estimate_minutes(schedule, cost, recipe, on_gpu, cores=max(1, usable_cores() - 1))
     peak = peak_gib(size, on_gpu=on_gpu, tokens=TOKENS_PER_SAMPLE, batch_size=schedule.batch_size)
     return {"format": report.format, "samples": len(samples), "train_samples": len(train), "val_samples": len(val),
             "problems": len(report.problems), "epochs": schedule.epochs, "steps": schedule.steps,
