@@ -73,3 +73,16 @@ def test_an_unknown_adapter_is_refused_with_a_message(client, tmp_path):
     data = write_colour_set(tmp_path / "set", count=4)
     with pytest.raises(Exception, match="nope"):
         client.predict(str(data), ["base", "nope"], "loglik", 0, api_name="/eval_start")
+
+
+def test_image_detail_is_taken_and_a_wrong_one_says_which_are_allowed(client, tmp_path):
+    import os
+
+    data = write_colour_set(tmp_path / "set", count=4)
+    with pytest.raises(Exception, match="low, auto or high"):
+        client.predict(str(data), ["base"], "loglik", 0, "ultra", api_name="/eval_start")
+    status = wait_done(client, client.predict(str(data), ["base"], "loglik", 0, "low", api_name="/eval_start")["run_id"])
+    assert status["state"] == "done", status
+    summary = json.loads(open(os.path.join(os.path.dirname(status["csv"]), "summary.json")).read())
+    # the demo sees every picture at one size: the run says so instead of claiming low
+    assert summary["config"]["image_detail"] == "high" and "changes nothing" in summary["config"]["image_detail_reason"]

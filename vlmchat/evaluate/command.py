@@ -141,9 +141,9 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
     from .sets import read_eval_set
 
     models = _models(args)
-    settings = settings.override("generation", image_detail=args.image_detail)  # None: settings.toml's
     options = EvalOptions(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
-                          limit=args.limit, output=Path(args.output) if args.output else None)
+                          limit=args.limit, output=Path(args.output) if args.output else None,
+                          image_detail=args.image_detail or "")
     options.check()
     eval_set = read_eval_set(args.data, limit=args.limit)
     eval_set.require_usable()  # a file with nothing usable is reported before the model loads

@@ -41,6 +41,7 @@ class EvalOptions:
     num_beams: int = 1                  # 1 = greedy; the write-up's setting is 5 beams, 1 new token
     limit: int | None = None            # recorded in the config; the reader applies it
     output: Path | None = None          # also write results.csv here
+    image_detail: str = ""              # low / auto / high for the pictures; "" = generation.image_detail, as Chat
 
     def check(self) -> None:
         """Raise InputError naming the option that is out of range."""
@@ -50,6 +51,8 @@ class EvalOptions:
             raise InputError(f"max new tokens must be between 1 and 1024 (got {self.max_new_tokens}).")
         if not 1 <= int(self.num_beams) <= 16:
             raise InputError(f"num beams must be between 1 and 16 (got {self.num_beams}).")
+        if self.image_detail not in ("", "low", "auto", "high"):
+            raise InputError(f"image detail must be low, auto or high (got {self.image_detail!r}).")
 
 
 def eval_folder(settings, run_id: str | None = None) -> Path:
@@ -92,8 +95,10 @@ def _scorer(method: str, options: EvalOptions):
     if method == "loglik":
         return score_loglik
     if method == "generate":
-        return partial(score_generate, max_new_tokens=options.max_new_tokens or 16, num_beams=options.num_beams)
-    return partial(score_captions, max_new_tokens=options.max_new_tokens or 64, num_beams=options.num_beams)
+        return partial(score_generate, max_new_tokens=options.max_new_tokens or 16, num_beams=options.num_beams,
+                       image_detail=options.image_detail)
+    return partial(score_captions, max_new_tokens=options.max_new_tokens or 64, num_beams=options.num_beams,
+                   image_detail=options.image_detail)
 
 
 def _decode(result: EvalResult, indices: range) -> list[tuple[int, list]]:
@@ -149,11 +154,11 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
     eval_set.require_usable()
     names = check_models(manager, list(models))
     local = manager.model is not None and not all(is_endpoint(name) for name in names)
-    detail = manager.detail() if local else None  # the pictures' image detail, as Chat's default
+    detail = manager.detail(options.image_detail) if local else None  # the pictures' image detail
     config = {"data": str(eval_set.path), "model": manager.info.model_id if manager.info else None, "models": names,
-              "method": method, "image_detail": detail.detail if detail else None,
-              "image_detail_reason": detail.reason if detail else None,
-              **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}}
+              "method": method,
+              **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
+              "image_detail": detail.detail if detail else None, "image_detail_reason": detail.reason if detail else None}
     result = EvalResult(eval_set=eval_set, models=names, method=method, config=config)
     scorer, size = _scorer(method, options), int(options.batch_size)
     started = time.monotonic()
@@ -164,7 +169,7 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
             break
         indices = range(first, min(first + size, len(result.items)))
         decoded = _decode(result, indices)
-        batch_scorer = partial(scorer, work=BatchWork()) if scorer is score_loglik else scorer
+        batch_scorer = partial(scorer, work=BatchWork(detail)) if scorer is score_loglik else scorer
         for name in names:
             if decoded:
                 _score(batch_scorer, manager, result, name, decoded)

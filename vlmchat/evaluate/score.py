@@ -204,7 +204,8 @@ def option_logprobs(model, processor, conversations: list[list[dict]], conts: li
 class BatchWork:
     """What every model scoring the same batch shares: made by the first, reused by the others."""
 
-    def __init__(self):
+    def __init__(self, detail=None):
+        self.detail = detail                     # the run's DetailChoice (None: the manager's default)
         self.prepared: dict[tuple, tuple] = {}   # item ids -> (continuations, processor inputs)
         self.pictures: dict[int, tuple] = {}     # id(pixel_values) -> (pixel_values, the vision tower's output)
         self.vision_free: dict[str, bool] = {}   # adapter -> it leaves the vision tower and projector alone
@@ -215,7 +216,8 @@ class BatchWork:
         if key not in self.prepared:
             model, processor = loaded(manager)
             conts = batch_continuations(model, processor, conversations, [item.options for item in items])
-            self.prepared[key] = conts, ModelManager._inputs(model, processor, conversations, manager.detail())
+            detail = self.detail or manager.detail()
+            self.prepared[key] = conts, ModelManager._inputs(model, processor, conversations, detail)
         return self.prepared[key]
 
     def reuse_pictures(self, model, adapter: str | None):
@@ -284,20 +286,22 @@ def score_loglik(manager: ModelManager, items: list[EvalItem], images: list[list
 
 
 def _generated(manager: ModelManager, prompts: list[str], images: list[list[Image.Image]], adapter: str | None,
-               max_new_tokens: int, num_beams: int) -> tuple[list[str], float]:
+               max_new_tokens: int, num_beams: int, image_detail: str = "") -> tuple[list[str], float]:
     """(greedy or beam-search answers to one left-padded batch, seconds per item) via the manager."""
     conversations = [user_turn(pictures, prompt) for prompt, pictures in zip(prompts, images)]
     started = time.perf_counter()
     texts = manager.generate_batch(conversations, GenerationParams(max_new_tokens=int(max_new_tokens),
-                                                                   num_beams=int(num_beams)), adapter)
+                                                                   num_beams=int(num_beams),
+                                                                   image_detail=image_detail), adapter)
     return texts, (time.perf_counter() - started) / len(prompts)
 
 
 def score_generate(manager: ModelManager, items: list[EvalItem], images: list[list[Image.Image]],
-                   adapter: str | None, max_new_tokens: int = 16, num_beams: int = 1) -> list[ItemScore]:
+                   adapter: str | None, max_new_tokens: int = 16, num_beams: int = 1,
+                   image_detail: str = "") -> list[ItemScore]:
     """Multiple-choice items answered by generation and parsed (letter or option text)."""
     texts, seconds = _generated(manager, [choice_prompt(item) for item in items], images, adapter, max_new_tokens,
-                                num_beams)
+                                num_beams, image_detail)
     out = []
     for item, text in zip(items, texts):
         predicted = parse_answer(text, item.options)
@@ -307,11 +311,12 @@ def score_generate(manager: ModelManager, items: list[EvalItem], images: list[li
 
 
 def score_captions(manager: ModelManager, items: list[EvalItem], images: list[list[Image.Image]],
-                   adapter: str | None, max_new_tokens: int = 64, num_beams: int = 1) -> list[ItemScore]:
+                   adapter: str | None, max_new_tokens: int = 64, num_beams: int = 1,
+                   image_detail: str = "") -> list[ItemScore]:
     """Caption items: a generated caption and its metrics against the references."""
     default_prompt = manager.settings.caption.prompt
     texts, seconds = _generated(manager, [item.question.strip() or default_prompt for item in items], images, adapter,
-                                max_new_tokens, num_beams)
+                                max_new_tokens, num_beams, image_detail)
     out = []
     for item, text in zip(items, texts):
         found = caption_metrics(text, item.references)

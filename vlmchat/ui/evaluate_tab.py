@@ -57,7 +57,7 @@ class EvalActions:
         return self.manager.model_choices() or [BASE]
 
     def start(self, data: str, models: list[str] | None = None, method: str = "loglik", limit: int | None = None,
-              batch_size: int = 8, request=None) -> dict:
+              batch_size: int = 8, image_detail: str = "", request=None) -> dict:
         """Read the set, check the models, and start the run in a thread; returns {"run_id", "format", ...}."""
         if not data.startswith(PREFIX):
             refuse_server_paths(self.settings, "evaluation")
@@ -71,7 +71,9 @@ class EvalActions:
         folder = user_folder(folder.parent, request) / folder.name
         run = EvalRun(folder.name, login_of(request), total=len(eval_set.items), format=eval_set.format,
                       set_problems=[str(p) for p in eval_set.problems])
-        options = EvalOptions(batch_size=int(batch_size), limit=int(limit) if limit else None)
+        options = EvalOptions(batch_size=int(batch_size), limit=int(limit) if limit else None,
+                              image_detail=image_detail or "")
+        options.check()
 
         def progress(done, total, text):
             run.done, run.total, run.text = done, total, text
@@ -169,6 +171,8 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
         method = gr.Radio(list(METHODS), value="loglik", label="Method (loglik: no sampling, fast; generate: parse "
                                                                 "the answer)")
         limit = gr.Number(value=None, precision=0, label="Only the first N questions (empty = all)")
+        detail = gr.Radio(["low", "auto", "high"], value=settings.generation.image_detail, label="Image detail",
+                          info="as in Chat: low is fast on a CPU")
     with gr.Row():
         start = gr.Button("Evaluate", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
@@ -189,10 +193,10 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
             return typed.strip()
         raise gr.Error("Upload an eval set or type the path of a file or folder.")
 
-    def do_start(file, typed, chosen, how, first_n, request: gr.Request = None):
+    def do_start(file, typed, chosen, how, first_n, level, request: gr.Request = None):
         try:
             started = actions.start(reference(file, typed, request), chosen, how, int(first_n) if first_n else None,
-                                    request=request)
+                                    image_detail=level, request=request)
         except (VlmchatError, gr.Error) as exc:  # shown where the results go; no error badge left on every output
             yield "", f"⚠️ {getattr(exc, 'message', None) or exc}", None, "", None, None, None
             return
@@ -205,7 +209,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
             time.sleep(0.5)
 
     outputs = [run_id, progress, table, verdict, subjects, chart, csv]
-    start.click(do_start, [upload, path, models, method, limit], outputs, api_visibility="undocumented")
+    start.click(do_start, [upload, path, models, method, limit, detail], outputs, api_visibility="undocumented")
     def do_cancel(current, request: gr.Request = None):
         return actions.cancel(current, request)
 
@@ -217,10 +221,11 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
 
 def _register_api(actions: EvalActions) -> None:
     def eval_start(data: str, models: list[str] | None = None, method: str = "loglik", limit: int = 0,
-                   request: gr.Request = None) -> dict:
+                   image_detail: str = "", request: gr.Request = None) -> dict:
         """Start an evaluation of models ('base' and adapter names) on an eval set ('upload:<id>' from
-        eval_upload, or a path when local). Returns run_id, the detected format, questions and skipped rows."""
-        return actions.start(data, models, method, limit or None, request=request)
+        eval_upload, or a path when local), its pictures at image_detail (low / auto / high; '' = as Chat).
+        Returns run_id, the detected format, questions and skipped rows."""
+        return actions.start(data, models, method, limit or None, image_detail=image_detail, request=request)
 
     def eval_status(run_id: str = "", request: gr.Request = None) -> dict:
         """State and progress of a run ('' = the newest); when finished: table, verdicts, subjects, csv, chart."""
