@@ -43,7 +43,9 @@ def add_eval_parser(commands) -> None:
                         help="generate/captions: tokens per answer (default 16 for questions, 64 for captions)")
     parser.add_argument("--num-beams", type=_positive, default=1, metavar="N",
                         help="generate/captions: beam search width (default 1 = greedy)")
-    parser.add_argument("--image-detail", choices=("low", "auto", "high"),
+    from ..models.families import IMAGE_DETAILS
+
+    parser.add_argument("--image-detail", choices=IMAGE_DETAILS,
                         help="image tokens per picture, as in Chat (auto: low on the CPU, high on a GPU with room; "
                              "default: [generation] image_detail in settings.toml)")
     parser.add_argument("--output", metavar="FILE.csv", help="also write results.csv here")

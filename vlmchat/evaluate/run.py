@@ -21,6 +21,7 @@ from typing import Callable
 from ..errors import InputError, NoModelError, VlmchatError
 from ..images import load_image
 from ..lora.runtime import BASE, is_base
+from ..models.families import check_image_detail
 from ..models.manager import ModelManager, is_endpoint
 from .report import EvalResult
 from .score import BatchWork, score_captions, score_generate, score_loglik
@@ -51,8 +52,7 @@ class EvalOptions:
             raise InputError(f"max new tokens must be between 1 and 1024 (got {self.max_new_tokens}).")
         if not 1 <= int(self.num_beams) <= 16:
             raise InputError(f"num beams must be between 1 and 16 (got {self.num_beams}).")
-        if self.image_detail not in ("", "low", "auto", "high"):
-            raise InputError(f"image detail must be low, auto or high (got {self.image_detail!r}).")
+        check_image_detail(self.image_detail)
 
 
 def eval_folder(settings, run_id: str | None = None) -> Path:
@@ -91,14 +91,15 @@ def _method(eval_set: EvalSet, method: str, models: list[str]) -> str:
     return method
 
 
-def _scorer(method: str, options: EvalOptions):
+def _scorer(method: str, options: EvalOptions, image_detail: str):
+    """The scoring function; `image_detail`: the run's resolved detail, so every batch uses the one recorded."""
     if method == "loglik":
         return score_loglik
     if method == "generate":
         return partial(score_generate, max_new_tokens=options.max_new_tokens or 16, num_beams=options.num_beams,
-                       image_detail=options.image_detail)
+                       image_detail=image_detail)
     return partial(score_captions, max_new_tokens=options.max_new_tokens or 64, num_beams=options.num_beams,
-                   image_detail=options.image_detail)
+                   image_detail=image_detail)
 
 
 def _decode(result: EvalResult, indices: range) -> list[tuple[int, list]]:
@@ -160,7 +161,8 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
               **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
               "image_detail": detail.detail if detail else None, "image_detail_reason": detail.reason if detail else None}
     result = EvalResult(eval_set=eval_set, models=names, method=method, config=config)
-    scorer, size = _scorer(method, options), int(options.batch_size)
+    scorer = _scorer(method, options, detail.detail if detail else options.image_detail)
+    size = int(options.batch_size)
     started = time.monotonic()
     _report(progress, result, started)
     for first in range(0, len(result.items), size):

@@ -10,11 +10,9 @@ from pathlib import Path
 
 from .datasets import read_dataset, split
 from .job import MIN_EVAL_SAMPLES, model_size, resolve_schedule, usable_cores
-from .recipe import estimate_minutes, read_recipe, sample_cost
+from .recipe import TOKENS_PER_SAMPLE, estimate_minutes, read_recipe, sample_cost
 from .setup import peak_gib
 from .spec import JobSpec
-
-TOKENS_PER_SAMPLE = 400  # an image (a few hundred tokens in most families) and a short answer
 
 
 def plan_run(spec: JobSpec, on_gpu: bool | None = None) -> dict:

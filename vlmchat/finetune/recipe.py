@@ -140,6 +140,7 @@ class SampleCost:
 
 
 TEXT_TOKENS = 40  # a prompt, a short answer and the chat template's own tokens
+TOKENS_PER_SAMPLE = 400  # an image and a short answer, where a sample's tokens are not counted (the plan's memory)
 CPU_FLOPS_PER_CORE = 50e9  # float32 LoRA steps on this project's CPU: 85-113 GFLOP/s on 2 cores (RESULTS.md)
 GPU_FLOPS = 40e12  # ~40 % of a 100 TFLOP/s bf16 peak
 
@@ -150,8 +151,8 @@ def sample_cost(size, picture_tokens: int | None = None, vision_per_token: int =
     activations: its weights are frozen; 6 when checkpointing recomputes the forward), the vision tower 2 per
     parameter and position (forward only: LoRA on the language model sends no gradient into it).
 
-    `picture_tokens`: image tokens one picture becomes at the run's image detail (None: unknown, ~400 tokens a
-    sample are counted for the whole model); `vision_per_token`: vision positions behind one image token;
+    `picture_tokens`: image tokens one picture becomes at the run's image detail (None: unknown,
+    TOKENS_PER_SAMPLE are counted for the whole model); `vision_per_token`: vision positions behind one image token;
     `detail`: the image detail they were counted at (for the explanation).
     Measured on SmolVLM-256M/-500M and Qwen2-VL-2B at low and high detail: within 15%.
     """
@@ -159,8 +160,9 @@ def sample_cost(size, picture_tokens: int | None = None, vision_per_token: int =
         return None
     language = (6 if checkpointing else 4) * size.language_b * 1e9
     if picture_tokens is None:
-        return SampleCost(language * 400 + 2 * size.vision_b * 1e9 * 400,
-                          "rough: ~400 tokens per sample, 4 FLOPs per language-model parameter per token")
+        return SampleCost((language + 2 * size.vision_b * 1e9) * TOKENS_PER_SAMPLE,
+                          f"rough: ~{TOKENS_PER_SAMPLE} tokens per sample, 4 FLOPs per language-model parameter "
+                          "per token")
     tokens = picture_tokens + TEXT_TOKENS
     vision = 2 * size.vision_b * 1e9 * picture_tokens * vision_per_token
     at = f" at {detail} image detail" if detail else ""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..lora.store import validate_adapter_name
+from ..models.families import IMAGE_DETAILS
 from ..settings import FinetuneSettings, check_bounds
 from .distributed import STRATEGIES, check_strategy
 from .recipe import PRESETS
@@ -40,7 +41,7 @@ class JobSpec(FinetuneSettings):
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda", "choices": ("auto", "cpu", "cuda")})
     image_detail: str = field(default="auto", metadata={
         "help": "low | auto | high: image tokens per picture while training, as in Chat (auto: low on the CPU, "
-                "high on a GPU with room; default: [generation] image_detail in settings.toml)", "choices": ("low", "auto", "high")})
+                "high on a GPU with room; default: [generation] image_detail in settings.toml)", "choices": IMAGE_DETAILS})
     num_processes: int = field(default=1, metadata={"help": "processes, one per GPU (accelerate launch); default 1",
                                                     "range": (1, 1024)})
     distributed: str = field(default="ddp", metadata={

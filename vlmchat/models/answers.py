@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InputError
+from .families import check_image_detail
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,7 @@ class GenerationParams:
             raise InputError(f"num beams must be between 1 and 16 (got {self.num_beams}).")
         if len(self.stop_strings) > 4 or not all(isinstance(s, str) and s for s in self.stop_strings):
             raise InputError("stop must be at most 4 non-empty strings.")
-        if self.image_detail not in ("", "low", "auto", "high"):
-            raise InputError(f"image detail must be low, auto or high (got {self.image_detail!r}).")
+        check_image_detail(self.image_detail)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,14 @@ _PALIGEMMA_TEMPLATE = (
 IMAGE_DETAILS = ("low", "auto", "high")  # as OpenAI's API names them
 
 
+def check_image_detail(value: str) -> None:
+    """InputError unless `value` is an image detail or "" (= the setting's default)."""
+    if value not in ("", *IMAGE_DETAILS):
+        from ..errors import InputError
+
+        raise InputError(f"image detail must be low, auto or high (got {value!r}).")
+
+
 @dataclass(frozen=True)
 class DetailControl:
     """How a family's processor trades image tokens (time, memory) for detail; `high` is its published default."""

@@ -25,6 +25,7 @@ from ..errors import InputError, VlmchatError
 from ..finetune.recipe import read_recipe
 from ..lora.runtime import BASE, is_base
 from ..models.conversation import chat_messages, from_last_picture, has_image
+from ..models.families import IMAGE_DETAILS
 from ..models.manager import GenerationParams, ModelManager, is_endpoint
 from ..settings import PROJECT_ROOT, Settings
 from .users import user_folder
@@ -272,7 +273,7 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                                             label="Temperature (0 = greedy)")
                     top_p = gr.Slider(0.05, 1.0, value=gen.top_p, step=0.05, label="Top-p")
                     seed = gr.Number(value=gen.seed, precision=0, label="Seed (-1 = random)")
-                    image_detail = gr.Radio(["low", "auto", "high"], value=gen.image_detail, label="Image detail",
+                    image_detail = gr.Radio(list(IMAGE_DETAILS), value=gen.image_detail, label="Image detail",
                                             elem_id="vlmchat-image-detail",
                                             info="low: fewer image tokens, fast on a CPU; auto: by device and "
                                                  "memory (the Model line says why)")

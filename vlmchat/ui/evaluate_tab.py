@@ -19,6 +19,7 @@ from ..evaluate.run import METHODS, EvalOptions, check_models, eval_folder, run_
 from ..evaluate.sets import read_eval_set
 from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
 from ..lora.runtime import BASE
+from ..models.families import IMAGE_DETAILS
 from ..models.manager import ModelManager
 from ..settings import Settings
 from .errors import guard as _guard
@@ -171,7 +172,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
         method = gr.Radio(list(METHODS), value="loglik", label="Method (loglik: no sampling, fast; generate: parse "
                                                                 "the answer)")
         limit = gr.Number(value=None, precision=0, label="Only the first N questions (empty = all)")
-        detail = gr.Radio(["low", "auto", "high"], value=settings.generation.image_detail, label="Image detail",
+        detail = gr.Radio(list(IMAGE_DETAILS), value=settings.generation.image_detail, label="Image detail",
                           info="as in Chat: low is fast on a CPU")
     with gr.Row():
         start = gr.Button("Evaluate", variant="primary")
