@@ -15,8 +15,10 @@ from .setup import peak_gib
 from .spec import JobSpec
 
 
-def plan_run(spec: JobSpec, on_gpu: bool | None = None) -> dict:
-    """The plan of `spec` on this machine as a JSON-ready dict (the Fine-tune tab and the finetune_plan endpoint)."""
+def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None) -> dict:
+    """The plan of `spec` on this machine as a JSON-ready dict (the Fine-tune tab and the finetune_plan endpoint).
+
+    `cores`: CPU cores the run gets; default all but one, which a run started from the UI leaves to it (setup.py)."""
     report = read_dataset(spec.data, spec.caption_prompt, check_images=False)
     samples = report.require_usable(skip_invalid=True)
     train, val = split(samples, spec.train_fraction, spec.seed)
@@ -28,8 +30,7 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None) -> dict:
     recipe = read_recipe(source if Path(source).is_dir() else None)
     tokens, per_token, detail = _pictures(spec, source, on_gpu)
     cost = sample_cost(size, tokens, per_token, checkpointing=spec.gradient_checkpointing == "on", detail=detail)
-    # Started from the UI, the run leaves one core to it (setup.py); the plan is asked for by the UI.
-    minutes, how = estimate_minutes(schedule, cost, recipe, on_gpu, cores=max(1, usable_cores() - 1))
+    minutes, how = estimate_minutes(schedule, cost, recipe, on_gpu, cores=cores or max(1, usable_cores() - 1))
     peak = peak_gib(size, on_gpu=on_gpu, tokens=TOKENS_PER_SAMPLE, batch_size=schedule.batch_size)
     return {"format": report.format, "samples": len(samples), "train_samples": len(train), "val_samples": len(val),
             "problems": len(report.problems), "epochs": schedule.epochs, "steps": schedule.steps,
