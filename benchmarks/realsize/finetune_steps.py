@@ -38,8 +38,9 @@ def _data(folder: Path) -> Path:
 
 def _settings(folder: Path) -> Path:
     file = folder / "settings.toml"
-    file.write_text(f'[paths]\nmodels = "{(ROOT / "models").as_posix()}"\nadapters = "{(folder / "adapters").as_posix()}"\n'
-                    f'outputs = "{(folder / "outputs").as_posix()}"\n', encoding="utf-8")
+    file.write_text(f'[paths]\nmodels = "{(ROOT / "models").as_posix()}"\n'
+                    f'adapters = "{(folder / "adapters").as_posix()}"\noutputs = "{(folder / "outputs").as_posix()}"\n',
+                    encoding="utf-8")
     return file
 
 
@@ -60,9 +61,9 @@ def _run(settings_file: Path, data: Path, model: Path, name: str, detail: str, c
          steps: int) -> dict:
     """The last step event of one `launch.py finetune` run."""
     env = dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1")
-    done = subprocess.run([sys.executable, "launch.py", "--settings", str(settings_file), "finetune", "--data", str(data),
-                           "--name", name, "--model", str(model), "--max-steps", str(steps), "--batch-size", "1",
-                           "--grad-accumulation", "1", "--gradient-checkpointing", checkpointing, "--no-evaluate",
+    done = subprocess.run([sys.executable, "launch.py", "--settings", str(settings_file), "finetune",
+                           "--data", str(data), "--name", name, "--model", str(model), "--max-steps", str(steps),
+                           "--batch-size", "1", "--grad-accumulation", "1", "--gradient-checkpointing", checkpointing, "--no-evaluate",
                            "--train-fraction", "1.0", "--image-detail", detail],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:
