@@ -63,8 +63,8 @@ def _run(settings_file: Path, data: Path, model: Path, name: str, detail: str, c
     env = dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1")
     done = subprocess.run([sys.executable, "launch.py", "--settings", str(settings_file), "finetune",
                            "--data", str(data), "--name", name, "--model", str(model), "--max-steps", str(steps),
-                           "--batch-size", "1", "--grad-accumulation", "1", "--gradient-checkpointing", checkpointing, "--no-evaluate",
-                           "--train-fraction", "1.0", "--image-detail", detail],
+                           "--batch-size", "1", "--grad-accumulation", "1", "--gradient-checkpointing", checkpointing,
+                           "--no-evaluate", "--train-fraction", "1.0", "--image-detail", detail],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{name}: {done.stderr[-2000:]}")
