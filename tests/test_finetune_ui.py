@@ -158,3 +158,26 @@ def test_a_slow_run_shows_seconds_per_sample_not_zero_samples_per_second():
     assert "80.3 s/sample" in _status_markdown({"job_id": "j", "state": "running", "step": 1, "total_steps": 2,
                                                 "samples_per_s": 0.01245})
     assert "12.5 samples/s" in JobStatus(state="running", samples_per_s=12.5).line()
+
+
+def test_the_tab_chooses_the_image_detail_the_plan_counts(settings, tmp_path):
+    """The Fine-tune tab has Chat's Image detail choice (default [generation] image_detail); the plan counts the
+    pictures' tokens at the chosen detail (a tiny Idefics3: one tile at low, 5 at high)."""
+    from families import save_family
+    from vlmchat.ui.app import build_app
+    from vlmchat.ui.finetune_tab import FinetuneActions
+
+    high = settings.override("generation", image_detail="high")
+    radios = [block for block in build_app(ModelManager(high), high).blocks.values()
+              if isinstance(block, gr.Radio) and str(block.label).startswith("Image detail — ")]
+    assert len(radios) == 1 and radios[0].value == "high"  # Chat's own choice is labelled "Image detail"
+    assert [choice[0] for choice in radios[0].choices] == ["low", "auto", "high"]
+
+    folder = save_family("idefics3", tmp_path / "idefics3").path
+    tiny = settings.override("model", id=str(folder))
+    actions = FinetuneActions(ModelManager(tiny), tiny)
+    data = str(write_caption_folder(tmp_path / "d", 24))
+    low, high = (actions.plan(data, {"image_detail": detail}) for detail in ("low", "high"))
+    assert "at low image detail" in low["minutes_how"] and "at high image detail" in high["minutes_how"]
+    tokens = [int(plan["minutes_how"].split("counted: ")[1].split()[0]) for plan in (low, high)]
+    assert tokens[1] > tokens[0] > 0

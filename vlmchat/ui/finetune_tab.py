@@ -17,18 +17,19 @@ from ..errors import VlmchatError
 from ..finetune import runner
 from ..finetune.datasets import preview_rows, read_dataset
 from ..finetune.progress import format_rate, format_seconds
-from ..finetune.spec import JobSpec
+from ..finetune.spec import HYPERPARAMETERS, JobSpec
 from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
 from ..models.manager import ModelManager
 from ..models.resolve import resolve_model
-from ..settings import FinetuneSettings, Settings
+from ..settings import Settings
 from .errors import guard as _guard
 from .sharing import refuse_server_paths
 from .uploads import upload_endpoint, user_uploads
 from .users import user_folder
 
-# The form is built from the [finetune] fields and their metadata (vlmchat/settings.py), in their order.
-FIELDS = {f.name: f for f in dataclasses.fields(FinetuneSettings)}
+# The form is built from the [finetune] fields and their metadata (vlmchat/settings.py), in their order, and the
+# job's image detail (its default is Chat's: [generation] image_detail).
+FIELDS = {f.name: f for f in dataclasses.fields(JobSpec) if f.name in HYPERPARAMETERS or f.name == "image_detail"}
 
 
 def _label(key: str) -> str:
@@ -202,15 +203,17 @@ def _job_files(actions: FinetuneActions, status: dict, request=None) -> tuple[st
     return spec.to_json(), spec.command()
 
 
-def _settings_controls(defaults) -> dict:
-    """One control per [finetune] setting: the preset and the basic ones shown, the rest under Advanced."""
+def _settings_controls(settings: Settings) -> dict:
+    """One control per [finetune] setting and the image detail: the preset and the basic ones shown, the rest
+    under Advanced."""
     controls = {}
+    defaults = {**dataclasses.asdict(settings.finetune), "image_detail": settings.generation.image_detail}
 
     def control(key):
-        value, spec = getattr(defaults, key), FIELDS[key]
+        value, spec = defaults[key], FIELDS[key]
         label = _label(key)
         if "choices" in spec.metadata:
-            radio = key == "preset"
+            radio = key in ("preset", "image_detail")
             return (gr.Radio if radio else gr.Dropdown)(list(spec.metadata["choices"]), value=value, label=label,
                                                          min_width=160)
         if isinstance(value, bool):
@@ -261,7 +264,6 @@ def _check_result(result: dict) -> tuple[str, list]:
 def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneActions:
     """Lay out the Fine-tune tab inside the current Blocks and register its API endpoints."""
     actions = FinetuneActions(manager, settings)
-    defaults = settings.finetune
     gr.Markdown("Train a LoRA adapter on your own images. Training runs in a separate process: chat keeps "
                 "working, and you can close this page and come back.")
     with gr.Row():
@@ -280,7 +282,7 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
         name = gr.Textbox(label="Adapter name", placeholder="my-adapter")
         overwrite = gr.Checkbox(label="Overwrite an adapter of the same name", value=False)
         skip_invalid = gr.Checkbox(label="Skip rows with problems", value=False)
-    controls = _settings_controls(defaults)
+    controls = _settings_controls(settings)
     plan_box = gr.Markdown(elem_id="vlmchat-finetune-plan")
     with gr.Row():
         start = gr.Button("Start", variant="primary")
@@ -326,7 +328,8 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
                 api_visibility="undocumented")
     for changed in (upload.change, path.input):  # another dataset picked: Start must not train on the checked one
         changed(lambda: ("", ""), None, [dataset, plan_box], queue=False, api_visibility="undocumented")
-    for key in ("preset", "epochs", "max_steps", "learning_rate", "batch_size", "grad_accumulation", "train_fraction"):
+    for key in ("preset", "epochs", "max_steps", "learning_rate", "batch_size", "grad_accumulation", "train_fraction",
+                "image_detail", "gradient_checkpointing"):
         controls[key].change(do_plan, [dataset, *controls.values()], plan_box, api_visibility="undocumented",
                              queue=False)
     start.click(_guard(do_start), [dataset, upload, path, name, overwrite, skip_invalid, *controls.values()],
