@@ -235,6 +235,60 @@ def test_the_plans_minutes_count_the_pictures_tokens_at_the_runs_detail(language
     assert slower > minutes
 
 
+@pytest.mark.parametrize("model, tokens, checkpointing, measured", [
+    ("smolvlm-256m", 1204, False, 4.50),  # a 512x512 picture at high detail (17 tiles) and its caption
+    ("smolvlm-256m", 1204, True, 2.10),
+    ("smolvlm-500m", 1204, False, 7.27),
+    ("smolvlm-500m", 1204, True, 3.09),
+    ("qwen2-vl-2b", 543, False, 6.61),
+    ("qwen2-vl-2b", 543, True, 3.85),
+])
+def test_training_activations_follow_the_language_models_shape(model, tokens, checkpointing, measured):
+    """Peak RSS over the loaded model of one float32 LoRA step (dropout 0.05) on the published configs
+    (benchmarks/realsize/activations.py, in RESULTS.md). The plan counted 0.2 GiB per 1k tokens and billion parameters before:
+    0.03 GiB for the 256M's 4.50, which is why a high-detail fine-tune's plan said 2.19 GiB for a 6.5 GiB run."""
+    from vlmchat.finetune.setup import activations_gib
+    from vlmchat.models.sizes import ModelSize, text_shape
+
+    config = json.loads((ROOT / "benchmarks" / "realsize" / "configs" / model / "config.json").read_text())
+    size = ModelSize(model, language_b=1.0, vision_b=0.1, text_shape=text_shape(config))
+    estimate = activations_gib(size, tokens, 1, value_bytes=4, checkpointing=checkpointing)
+    assert measured * 0.85 <= estimate <= measured * 1.15
+    assert activations_gib(size, tokens, 1, value_bytes=2, checkpointing=checkpointing) < estimate  # bf16 on a GPU
+
+
+@pytest.mark.parametrize("language_b, vision_b, embeddings_b, files, shape, tokens, measured", [
+    (0.1630, 0.0935, 0.0568, 0.478, (30, 576, 1536, 49280), {"low": 126, "high": 1187}, {
+        ("low", False): 2.39, ("low", True): 2.26, ("high", False): 6.43, ("high", True): 4.09}),
+    (0.4093, 0.0982, 0.0946, 0.945, (32, 960, 2560, 49280), {"low": 126, "high": 1187}, {
+        ("low", False): 3.67, ("low", True): 3.66, ("high", False): 10.23, ("high", True): 5.93}),
+])
+def test_the_cpu_fine_tune_plan_is_within_15_percent_at_either_detail(language_b, vision_b, embeddings_b, files,
+                                                                     shape, tokens, measured):
+    """Peak RSS of SmolVLM-256M / -500M fine-tunes (`finetune_steps.py`, RESULTS.md) at low and high detail, gradient
+    checkpointing off and on; the sample's tokens as the plan counts them (the processor's question at that detail
+    + 40). Before, the plan said 2.19 / 3.60 GiB whatever the detail: 66% under at high."""
+    from vlmchat.finetune.setup import peak_gib
+    from vlmchat.models.sizes import ModelSize
+
+    size = ModelSize("m", language_b, vision_b, embeddings_b, file_gib=files, text_shape=shape)
+    for (detail, checkpointing), peak in measured.items():
+        plan = peak_gib(size, on_gpu=False, tokens=tokens[detail], batch_size=1, checkpointing=checkpointing)
+        assert peak * 0.85 <= plan <= peak * 1.15, (detail, checkpointing, plan, peak)
+
+
+def test_the_language_models_shape_is_read_from_every_published_config_layout():
+    """Idefics3 and Mllama nest it under text_config (Mllama without a top-level vocabulary), Qwen2-VL and
+    Chameleon write it flat."""
+    from vlmchat.models.sizes import text_shape
+
+    shapes = {folder.name: text_shape(json.loads((folder / "config.json").read_text()))
+              for folder in (ROOT / "benchmarks" / "realsize" / "configs").iterdir() if folder.is_dir()}
+    assert shapes["smolvlm-256m"] == (30, 576, 1536, 49280) and shapes["qwen2-vl-2b"] == (28, 1536, 8960, 151936)
+    assert shapes["llama-3.2-11b-vision"][3] == 128256 and all(len(shape) == 4 for shape in shapes.values())
+    assert text_shape({"model_type": "unknown"}) == ()
+
+
 @pytest.mark.parametrize("model_type", ["idefics3", "qwen2_vl"])
 def test_gradient_checkpointing_leaves_the_frozen_vision_tower_out_of_the_backward_pass(tmp_path, model_type):
     """Checkpointing the whole model made transformers and PEFT hook the vision tower's embeddings so that its

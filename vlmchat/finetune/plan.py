@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .datasets import read_dataset, split
 from .job import MIN_EVAL_SAMPLES, model_size, resolve_schedule, usable_cores
-from .recipe import TOKENS_PER_SAMPLE, estimate_minutes, read_recipe, sample_cost
+from .recipe import TEXT_TOKENS, TOKENS_PER_SAMPLE, estimate_minutes, read_recipe, sample_cost
 from .setup import peak_gib
 from .spec import JobSpec
 
@@ -28,10 +28,12 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
         on_gpu = _gpu_visible() and spec.device != "cpu"
     source = spec.model_source or spec.model
     recipe = read_recipe(source if Path(source).is_dir() else None)
-    tokens, per_token, detail = _pictures(spec, source, on_gpu)
-    cost = sample_cost(size, tokens, per_token, checkpointing=spec.gradient_checkpointing == "on", detail=detail)
+    pictures, prompt, per_token, detail = _pictures(spec, source, on_gpu)
+    tokens = TOKENS_PER_SAMPLE if prompt is None else prompt + TEXT_TOKENS
+    checkpointing = spec.gradient_checkpointing == "on"
+    cost = sample_cost(size, pictures, per_token, checkpointing=checkpointing, detail=detail, tokens=tokens)
     minutes, how = estimate_minutes(schedule, cost, recipe, on_gpu, cores=cores or max(1, usable_cores() - 1))
-    peak = peak_gib(size, on_gpu=on_gpu, tokens=TOKENS_PER_SAMPLE, batch_size=schedule.batch_size)
+    peak = peak_gib(size, on_gpu=on_gpu, tokens=tokens, batch_size=schedule.batch_size, checkpointing=checkpointing)
     return {"format": report.format, "samples": len(samples), "train_samples": len(train), "val_samples": len(val),
             "problems": len(report.problems), "epochs": schedule.epochs, "steps": schedule.steps,
             "steps_per_epoch": -(-len(train) // (schedule.effective_batch * spec.num_processes)),
@@ -43,21 +45,23 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
             "evaluate_after": bool(spec.evaluate and len(val) >= MIN_EVAL_SAMPLES)}
 
 
-def _pictures(spec: JobSpec, source: str, on_gpu: bool) -> tuple[int | None, int, str]:
-    """(image tokens of one picture at the run's image detail, vision positions per image token, that detail)
-    for a model folder on this machine; (None, 1, "") when that cannot be counted (not downloaded, no processor)."""
+def _pictures(spec: JobSpec, source: str, on_gpu: bool) -> tuple[int | None, int | None, int, str]:
+    """(image tokens of one picture at the run's image detail, tokens of a question about it with the template's,
+    vision positions per image token, that detail) for a model folder on this machine; (None, None, 1, "") when
+    that cannot be counted (not downloaded, no processor)."""
     import json
 
     from ..models.families import choose_detail, profile_for
-    from ..models.sizes import picture_tokens, vision_positions_per_token
+    from ..models.sizes import picture_tokens, prompt_tokens, vision_positions_per_token
 
     folder = Path(source)
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None, 1, ""
+        return None, None, 1, ""
     detail, _ = choose_detail(spec.image_detail, profile_for(config), "cuda" if on_gpu else "cpu")
-    return picture_tokens(folder, detail), vision_positions_per_token(config), detail
+    return (picture_tokens(folder, detail), prompt_tokens(folder, detail), vision_positions_per_token(config),
+            detail)
 
 
 def _gpu_visible() -> bool:

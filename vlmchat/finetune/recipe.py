@@ -139,21 +139,22 @@ class SampleCost:
     how: str
 
 
-TEXT_TOKENS = 40  # a prompt, a short answer and the chat template's own tokens
+TEXT_TOKENS = 40  # a prompt and a short answer beside the picture (and the template's tokens, where uncounted)
 TOKENS_PER_SAMPLE = 400  # an image and a short answer, where a sample's tokens are not counted (the plan's memory)
 CPU_FLOPS_PER_CORE = 50e9  # float32 LoRA steps on this project's CPU: 85-113 GFLOP/s on 2 cores (RESULTS.md)
 GPU_FLOPS = 40e12  # ~40 % of a 100 TFLOP/s bf16 peak
 
 
 def sample_cost(size, picture_tokens: int | None = None, vision_per_token: int = 1,
-                checkpointing: bool = False, detail: str = "") -> SampleCost | None:
+                checkpointing: bool = False, detail: str = "", tokens: int | None = None) -> SampleCost | None:
     """FLOPs of one sample: the language model 4 per parameter and token (forward, and backward to the
     activations: its weights are frozen; 6 when checkpointing recomputes the forward), the vision tower 2 per
     parameter and position (forward only: LoRA on the language model sends no gradient into it).
 
     `picture_tokens`: image tokens one picture becomes at the run's image detail (None: unknown,
     TOKENS_PER_SAMPLE are counted for the whole model); `vision_per_token`: vision positions behind one image token;
-    `detail`: the image detail they were counted at (for the explanation).
+    `detail`: the image detail they were counted at (for the explanation); `tokens`: all of a sample's tokens
+    where counted (`plan.sample_tokens`), else the picture's + TEXT_TOKENS.
     Measured on SmolVLM-256M/-500M and Qwen2-VL-2B at low and high detail: within 15%.
     """
     if size is None or not size.total_b:
@@ -163,11 +164,11 @@ def sample_cost(size, picture_tokens: int | None = None, vision_per_token: int =
         return SampleCost((language + 2 * size.vision_b * 1e9) * TOKENS_PER_SAMPLE,
                           f"rough: ~{TOKENS_PER_SAMPLE} tokens per sample, 4 FLOPs per language-model parameter "
                           "per token")
-    tokens = picture_tokens + TEXT_TOKENS
+    tokens = tokens or picture_tokens + TEXT_TOKENS
     vision = 2 * size.vision_b * 1e9 * picture_tokens * vision_per_token
     at = f" at {detail} image detail" if detail else ""
     return SampleCost(language * tokens + vision,
-                      f"counted: {picture_tokens} image tokens a picture{at} + ~{TEXT_TOKENS} text tokens per sample")
+                      f"counted: {picture_tokens} image tokens a picture{at}, ~{tokens} tokens per sample")
 
 
 def estimate_minutes(schedule: Schedule, cost: SampleCost | None, recipe: dict, on_gpu: bool,

@@ -13,8 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# Activations for training, per sample and 1k tokens, as a share of the bf16 weights of a 7B model
-# (measured ballpark: ~1.5 GiB per 1k tokens for a 7B decoder without checkpointing).
+# Training activations per token where the language model's shape is known (ModelSize.text_shape), fitted on the
+# peak RSS of 143-1,204-token LoRA steps (dropout 0.05, float32) of SmolVLM-256M, -500M, Qwen2-VL-2B and two 256M
+# variants (intermediate x4, hidden x2) (benchmarks/realsize/activations.py; RESULTS.md): the loss's float32 logits
+# ~3.3 rows of the vocabulary, and per layer 24 values per hidden unit + 8 per intermediate one with gradient
+# checkpointing off, 5 + 4.5 with it on. Within 15% of long steps (the same step's peak moves up to 30% run to run).
+LOGIT_ROWS = 3.3
+LAYER_VALUES = {False: (24, 8), True: (5, 4.5)}
+# Where the shape is unknown: per sample and 1k tokens, as a share of the bf16 weights of a 7B model
+# (a ballpark: ~1.5 GiB per 1k tokens for a 7B decoder).
 ACTIVATION_GIB_PER_KTOKEN_PER_B = 0.2
 FIXED_RUNTIME_GIB = 0.75  # CUDA context, cuBLAS workspace, allocator slack (as in vlmchat/plan.py)
 TIGHT_SHARE = 0.15  # less than this share of the free memory left after weights + activations = tight
@@ -47,7 +54,8 @@ def choose_setup(*, on_gpu: bool, free_gib: float = 0.0, size=None, quantization
     if not on_gpu:
         return _cpu_setup(quantization, gradient_checkpointing, optimizer, cpu_cores, processes, alone)
     dtype = "bfloat16" if bf16 else "float16"
-    bits, why_bits, need = _choose_bits(size, free_gib, quantization, tokens, batch_size, dtype, bnb, device_name)
+    bits, why_bits, need = _choose_bits(size, free_gib, quantization, tokens, batch_size, dtype, bnb, device_name,
+                                        gradient_checkpointing != "off")
     activations = activations_gib(size, tokens, batch_size)
     left = free_gib - need - activations - FIXED_RUNTIME_GIB
     tight = size is not None and left < TIGHT_SHARE * free_gib
@@ -80,15 +88,22 @@ def _cpu_setup(quantization: str, gradient_checkpointing: str, optimizer: str, c
     })
 
 
-def activations_gib(size, tokens: int, batch_size: int) -> float:
-    """Training activations (GiB) for `batch_size` samples of `tokens` tokens; 0 when the size is unknown."""
+def activations_gib(size, tokens: int, batch_size: int, *, value_bytes: int = 2, checkpointing: bool = False) -> float:
+    """Training activations (GiB) for `batch_size` samples of `tokens` tokens with the language model's values
+    `value_bytes` wide (2 on a GPU, 4 on the CPU); 0 when the size is unknown."""
     if size is None:
         return 0.0
-    return ACTIVATION_GIB_PER_KTOKEN_PER_B * size.language_b * tokens / 1024 * batch_size
+    if not size.text_shape:
+        return ACTIVATION_GIB_PER_KTOKEN_PER_B * size.language_b * tokens / 1024 * batch_size * value_bytes / 2
+    layers, hidden, intermediate, vocabulary = size.text_shape
+    per_hidden, per_intermediate = LAYER_VALUES[checkpointing]
+    per_token = 4 * LOGIT_ROWS * vocabulary + value_bytes * layers * (per_hidden * hidden + per_intermediate * intermediate)
+    return per_token * tokens * batch_size / 2**30
 
 
-def _choose_bits(size, free_gib, quantization, tokens, batch_size, dtype, bnb, device_name):
-    """(bits, reason, weights GiB) from the quantization plan, with training's activations added."""
+def _choose_bits(size, free_gib, quantization, tokens, batch_size, dtype, bnb, device_name, may_checkpoint):
+    """(bits, reason, weights GiB) from the quantization plan, with training's activations added (as few as
+    gradient checkpointing leaves when it `may_checkpoint`: it is switched on when memory is tight)."""
     if quantization == "4bit":
         if not bnb:
             from ..errors import InputError
@@ -101,7 +116,7 @@ def _choose_bits(size, free_gib, quantization, tokens, batch_size, dtype, bnb, d
     from ..models.plan import plan_quantization
 
     # Training keeps activations for every layer: reserve them as extra "images" in the plan's budget.
-    extra = activations_gib(size, tokens, batch_size)
+    extra = activations_gib(size, tokens, batch_size, checkpointing=may_checkpoint)
     policy = "none" if quantization == "none" or not bnb else "auto"
     plan = plan_quantization(size, {"cuda:0": max(0.0, free_gib - extra)}, policy, context_tokens=tokens,
                              images=batch_size, device_name=device_name, half_dtype=dtype, bnb_available=bnb)
@@ -110,7 +125,7 @@ def _choose_bits(size, free_gib, quantization, tokens, batch_size, dtype, bnb, d
     return 16, f"{dtype} LoRA — {plan.reason}", _weights(size, 16, dtype)
 
 
-def peak_gib(size, *, on_gpu: bool, tokens: int, batch_size: int) -> float | None:
+def peak_gib(size, *, on_gpu: bool, tokens: int, batch_size: int, checkpointing: bool = False) -> float | None:
     """Rough peak memory of a LoRA run (16-bit weights on a GPU, float32 on the CPU, + activations + runtime).
 
     On the CPU the peak is usually the load: float32 weights made from 16-bit files hold the mapped files
@@ -121,7 +136,7 @@ def peak_gib(size, *, on_gpu: bool, tokens: int, batch_size: int) -> float | Non
         return None
     from ..models.plan import HEADROOM, estimate
 
-    activations = activations_gib(size, tokens, batch_size)
+    activations = activations_gib(size, tokens, batch_size, value_bytes=2 if on_gpu else 4, checkpointing=checkpointing)
     if on_gpu:
         return _weights(size, 16, "bfloat16") * (1 + HEADROOM) + activations + FIXED_RUNTIME_GIB
     cpu = estimate(size, 32, "float32", context_tokens=0, images=0, on_cpu=True)

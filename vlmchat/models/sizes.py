@@ -34,6 +34,8 @@ class ModelSize:
     kv_kib_per_token: float = field(default=0.0, metadata={"help": "KV cache per token in KiB at 16 bits; 0 = unknown."})
     file_gib: float = field(default=0.0, metadata={"help": "Bytes of the weight files in GiB; 0 = unknown."})
     source: str = field(default="", metadata={"help": "Where the figures come from (catalog, safetensors headers)."})
+    text_shape: tuple = field(default=(), metadata={
+        "help": "(layers, hidden, intermediate, vocabulary) of the language model from config.json; () = unknown."})
 
     def __post_init__(self) -> None:
         if self.language_b <= 0 or self.vision_b < 0 or not 0 <= self.embeddings_b <= self.language_b:
@@ -72,7 +74,7 @@ def size_from_tensors(name: str, tensors: Iterable[tuple[str, list[int]]], confi
     if language == 0:
         raise ModelLoadError(f"{name}: found no language-model weights in its safetensors files.")
     return ModelSize(name, language / 1e9, vision / 1e9, embeddings / 1e9, kv_kib_per_token(config or {}),
-                     source=source, file_gib=file_gib)
+                     source=source, file_gib=file_gib, text_shape=text_shape(config or {}))
 
 
 def kv_kib_per_token(config: dict) -> float:
@@ -86,6 +88,16 @@ def kv_kib_per_token(config: dict) -> float:
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return 0.0
     return 2 * layers * kv_heads * head_dim * 2 / 1024
+
+
+def text_shape(config: dict) -> tuple[int, ...]:
+    """(layers, hidden, intermediate, vocabulary) of the language model from a config.json dict; () when it cannot tell."""
+    text = config.get("text_config") or config
+    try:
+        return tuple(int(text.get(key) or config[key])
+                     for key in ("num_hidden_layers", "hidden_size", "intermediate_size", "vocab_size"))
+    except (KeyError, TypeError, ValueError):
+        return ()
 
 
 def read_safetensors_header(path: Path) -> dict:
@@ -174,13 +186,26 @@ def vision_positions_per_token(config: dict) -> int:
 REFERENCE_PICTURE = (512, 512)  # the picture the plan budgets for: what a phone photo becomes after a chat upload
 
 
-@lru_cache(maxsize=32)
 def picture_tokens(folder: Path, detail: str = "high", picture: tuple[int, int] = REFERENCE_PICTURE) -> int | None:
     """Image tokens one `picture`-sized image becomes at `detail` (low/high) through the folder's own processor.
 
     None when the folder has no processor (a catalog or hub model not downloaded yet). Counted by running the
     processor itself, so every family's tiling and pixel budget is exactly the library's (once per folder).
     """
+    counted = _one_picture_question(folder, detail, picture)
+    return None if counted is None else counted[0]
+
+
+def prompt_tokens(folder: Path, detail: str = "high", picture: tuple[int, int] = REFERENCE_PICTURE) -> int | None:
+    """All tokens of a one-word question about one `picture`-sized image as the chat template writes it: the image
+    tokens, the markers around the picture's tiles and the template's own (a system prompt, the turns)."""
+    counted = _one_picture_question(folder, detail, picture)
+    return None if counted is None else counted[1]
+
+
+@lru_cache(maxsize=32)
+def _one_picture_question(folder: Path, detail: str, picture: tuple[int, int]) -> tuple[int, int] | None:
+    """(image tokens, all tokens) of `picture_tokens`' question; None without a processor."""
     from PIL import Image
     from transformers import AutoProcessor
 
@@ -202,4 +227,4 @@ def picture_tokens(folder: Path, detail: str = "high", picture: tuple[int, int] 
     inputs = processor.apply_chat_template(shrink_pictures(ask, max_edge), add_generation_prompt=True, tokenize=True,
                                            return_dict=True, return_tensors="pt", processor_kwargs=kwargs, **template)
     image_id = processor.tokenizer.convert_tokens_to_ids(str(image_token))
-    return int((inputs["input_ids"] == image_id).sum())
+    return int((inputs["input_ids"] == image_id).sum()), int(inputs["input_ids"].shape[-1])
