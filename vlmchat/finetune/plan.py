@@ -15,10 +15,12 @@ from .setup import peak_gib
 from .spec import JobSpec
 
 
-def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None) -> dict:
+def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None,
+             free_gib: float | None = None) -> dict:
     """The plan of `spec` on this machine as a JSON-ready dict (the Fine-tune tab and the finetune_plan endpoint).
 
-    `cores`: CPU cores the run gets; default all but one, which a run started from the UI leaves to it (setup.py)."""
+    `cores`: CPU cores the run gets; default all but one, which a run started from the UI leaves to it (setup.py).
+    `free_gib`: RAM available to a CPU run (default: what is available now)."""
     report = read_dataset(spec.data, spec.caption_prompt, check_images=False)
     samples = report.require_usable(skip_invalid=True)
     train, val = split(samples, spec.train_fraction, spec.seed)
@@ -34,15 +36,41 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
     cost = sample_cost(size, pictures, per_token, checkpointing=checkpointing, detail=detail, tokens=tokens)
     minutes, how = estimate_minutes(schedule, cost, recipe, on_gpu, cores=cores or max(1, usable_cores() - 1))
     peak = peak_gib(size, on_gpu=on_gpu, tokens=tokens, batch_size=schedule.batch_size, checkpointing=checkpointing)
+    warning = schedule.warning
+    if not on_gpu and peak is not None:
+        short = _short_of_ram(size, tokens, schedule.batch_size, peak, checkpointing, detail, free_gib)
+        warning = f"{warning} {short}".strip()
     return {"format": report.format, "samples": len(samples), "train_samples": len(train), "val_samples": len(val),
             "problems": len(report.problems), "epochs": schedule.epochs, "steps": schedule.steps,
             "steps_per_epoch": -(-len(train) // (schedule.effective_batch * spec.num_processes)),
             "effective_batch": schedule.effective_batch * spec.num_processes, "batch_size": schedule.batch_size,
             "grad_accumulation": schedule.grad_accumulation, "learning_rate": schedule.learning_rate,
             "minutes": None if minutes is None else round(minutes, 2), "minutes_how": how,
-            "peak_gib": None if peak is None else round(peak, 2), "warning": schedule.warning,
+            "peak_gib": None if peak is None else round(peak, 2), "warning": warning,
             "reasons": schedule.reasons, "preset": spec.preset,
             "evaluate_after": bool(spec.evaluate and len(val) >= MIN_EVAL_SAMPLES)}
+
+
+def _short_of_ram(size, tokens: int, batch_size: int, peak: float, checkpointing: bool, detail: str,
+                  free_gib: float | None) -> str:
+    """What to change when a CPU run's peak is more than the RAM available ('' when it fits)."""
+    if free_gib is None:
+        from ..models.plan import read_free_memory
+
+        free_gib = read_free_memory(gpus=False)["cpu"].free_gib
+    if peak <= free_gib:
+        return ""
+    ways = []
+    if not checkpointing:
+        saved = peak - peak_gib(size, on_gpu=False, tokens=tokens, batch_size=batch_size, checkpointing=True)
+        if saved >= 0.1:
+            ways.append(f"set gradient checkpointing on (~{saved:.1f} GiB less)")
+    if detail == "high":
+        ways.append("image detail low (fewer image tokens a picture)")
+    if batch_size > 1:
+        ways.append("a smaller batch size")
+    return (f"This run needs ~{peak:.1f} GiB of RAM and {free_gib:.1f} GiB is available: "
+            + ("; ".join(ways) or "close other programs or pick a smaller model") + ".")
 
 
 def _pictures(spec: JobSpec, source: str, on_gpu: bool) -> tuple[int | None, int | None, int, str]:
