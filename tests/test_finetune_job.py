@@ -245,8 +245,8 @@ def test_the_plans_minutes_count_the_pictures_tokens_at_the_runs_detail(language
 ])
 def test_training_activations_follow_the_language_models_shape(model, tokens, checkpointing, measured):
     """Peak RSS over the loaded model of one float32 LoRA step (dropout 0.05) on the published configs
-    (benchmarks/realsize/activations.py, in RESULTS.md). The plan counted 0.2 GiB per 1k tokens and billion parameters before:
-    0.03 GiB for the 256M's 4.50, which is why a high-detail fine-tune's plan said 2.19 GiB for a 6.5 GiB run."""
+    (benchmarks/realsize/activations.py, in RESULTS.md). The plan counted 0.2 GiB per 1k tokens and billion
+    parameters before: 0.03 GiB for the 256M's 4.50, so a high-detail fine-tune's plan said 2.19 GiB for 6.4."""
     from vlmchat.finetune.setup import activations_gib
     from vlmchat.models.sizes import ModelSize, text_shape
 
@@ -353,3 +353,23 @@ def test_the_plan_says_what_to_change_when_a_cpu_run_needs_more_ram_than_there_i
                    image_detail="high")
     assert "This run needs" in plan_run(spec, on_gpu=False, free_gib=0.001)["warning"]
     assert "This run needs" not in plan_run(spec, on_gpu=False, free_gib=100.0)["warning"]
+
+
+def test_on_the_cpu_auto_checkpoints_when_the_run_would_not_fit_the_ram_without_it():
+    """SmolVLM-256M at high detail (1,187 tokens a sample): ~5.9 GiB without checkpointing, ~3.7 with it
+    (6.43 / 4.09 measured). At low detail the peak is loading the weights, which checkpointing does not touch."""
+    from vlmchat.finetune.setup import choose_setup, cpu_checkpointing
+    from vlmchat.models.sizes import ModelSize
+
+    size = ModelSize("smolvlm-256m", 0.1630, 0.0935, 0.0568, file_gib=0.478, text_shape=(30, 576, 1536, 49280))
+    on, why = cpu_checkpointing("auto", size, 1187, 1, free_gib=4.0)
+    assert on and why.startswith("on: ~5.9 GiB without it, 4.0 GiB of RAM available; it needs ~2.2 GiB less")
+    on, why = cpu_checkpointing("auto", size, 1187, 1, free_gib=16.0)
+    assert not on and "(on would need ~2.2 GiB less" in why
+    on, why = cpu_checkpointing("auto", size, 126, 1, free_gib=2.0)
+    assert not on and "the peak is loading the weights" in why
+    assert cpu_checkpointing("on", size, 126, 1, 64.0) == (True, "on (chosen in settings)")
+    assert cpu_checkpointing("off", size, 1187, 1, 1.0) == (False, "off (chosen in settings)")
+    setup = choose_setup(on_gpu=False, size=size, free_gib=4.0, tokens=1187, batch_size=1, cpu_cores=2)
+    assert setup.gradient_checkpointing and setup.reasons["gradient checkpointing"].startswith("on: ~5.9 GiB")
+    assert not choose_setup(on_gpu=False).gradient_checkpointing  # size unknown: off, and says why

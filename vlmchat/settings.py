@@ -191,7 +191,8 @@ class FinetuneSettings:
     quantization: str = field(default="auto", metadata=_tune(
         "auto (QLoRA when bf16 LoRA does not fit the GPU) | none | 4bit", advanced=True, choices=("auto", "none", "4bit")))
     gradient_checkpointing: str = field(default="auto", metadata=_tune(
-        "auto (on a GPU when memory is tight) | on | off", advanced=True, choices=("auto", "on", "off")))
+        "auto (on when memory is tight: GPU memory, or the RAM available on a CPU) | on | off", advanced=True,
+        choices=("auto", "on", "off")))
     optimizer: str = field(default="auto", metadata=_tune(
         "auto (paged 8-bit AdamW on a GPU when memory is tight) | adamw | paged_adamw_8bit", advanced=True,
         choices=("auto", "adamw", "paged_adamw_8bit")))

@@ -222,8 +222,14 @@ def training_setup(spec: JobSpec, accelerator, size=None):
                   optimizer=spec.optimizer, tokens=spec.max_length, batch_size=spec.batch_size)
     split = shards(accelerator)
     if accelerator.device.type != "cuda":
+        from ..models.plan import read_free_memory
+        from .plan import sample_tokens
+
+        # every process on this machine holds the model: each gets its share of the RAM available
+        free = read_free_memory(gpus=False)["cpu"].free_gib / max(1, accelerator.num_processes)
         setup = choose_setup(on_gpu=False, cpu_cores=usable_cores(), processes=accelerator.num_processes,
-                             alone=os.environ.get(ALONE_ENV, ""), **common)
+                             alone=os.environ.get(ALONE_ENV, ""), size=size, free_gib=free,
+                             **{**common, "tokens": sample_tokens(spec, on_gpu=False)})
         return fit_sharded(setup, split, spec.distributed)
     import torch
 

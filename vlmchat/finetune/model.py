@@ -77,7 +77,8 @@ def _checkpoint(model) -> None:
     so that its output requires grad: the backward pass then runs through the frozen vision tower for no gradient
     anyone needs (a SmolVLM-256M step at high detail: 84 s against 35 s, the same LoRA gradients)."""
     pattern = profile_for(model.config).language_model
-    outside = any(parameter.requires_grad and not re.match(pattern, name) for name, parameter in model.named_parameters())
+    outside = any(parameter.requires_grad and not re.match(pattern, name)
+                  for name, parameter in model.named_parameters())
     language = next((module for name, module in model.named_modules() if re.fullmatch(pattern, name)), None)
     if outside or not getattr(language, "supports_gradient_checkpointing", False):
         language = model

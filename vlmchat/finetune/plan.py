@@ -11,7 +11,7 @@ from pathlib import Path
 from .datasets import read_dataset, split
 from .job import MIN_EVAL_SAMPLES, model_size, resolve_schedule, usable_cores
 from .recipe import TEXT_TOKENS, TOKENS_PER_SAMPLE, estimate_minutes, read_recipe, sample_cost
-from .setup import peak_gib
+from .setup import cpu_checkpointing, peak_gib
 from .spec import JobSpec
 
 
@@ -30,9 +30,14 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
         on_gpu = _gpu_visible() and spec.device != "cpu"
     source = spec.model_source or spec.model
     recipe = read_recipe(source if Path(source).is_dir() else None)
-    pictures, prompt, per_token, detail = _pictures(spec, source, on_gpu)
-    tokens = TOKENS_PER_SAMPLE if prompt is None else prompt + TEXT_TOKENS
-    checkpointing = spec.gradient_checkpointing == "on"
+    pictures, tokens, per_token, detail = _pictures(spec, source, on_gpu)
+    if free_gib is None and not on_gpu:  # as the run sees it: each process on this machine holds the model
+        from ..models.plan import read_free_memory
+
+        free_gib = read_free_memory(gpus=False)["cpu"].free_gib / max(1, spec.num_processes)
+    # on the CPU `auto` is decided as the run decides it; on a GPU the plan counts what the settings say
+    checkpointing = (cpu_checkpointing(spec.gradient_checkpointing, size, tokens, schedule.batch_size, free_gib)[0]
+                     if not on_gpu else spec.gradient_checkpointing == "on")
     cost = sample_cost(size, pictures, per_token, checkpointing=checkpointing, detail=detail, tokens=tokens)
     minutes, how = estimate_minutes(schedule, cost, recipe, on_gpu, cores=cores or max(1, usable_cores() - 1))
     peak = peak_gib(size, on_gpu=on_gpu, tokens=tokens, batch_size=schedule.batch_size, checkpointing=checkpointing)
@@ -51,13 +56,15 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
             "evaluate_after": bool(spec.evaluate and len(val) >= MIN_EVAL_SAMPLES)}
 
 
-def _short_of_ram(size, tokens: int, batch_size: int, peak: float, checkpointing: bool, detail: str,
-                  free_gib: float | None) -> str:
-    """What to change when a CPU run's peak is more than the RAM available ('' when it fits)."""
-    if free_gib is None:
-        from ..models.plan import read_free_memory
+def sample_tokens(spec: JobSpec, on_gpu: bool) -> int:
+    """Tokens of one sample as the plan counts them: the model's one-picture question at the run's image detail
+    (TOKENS_PER_SAMPLE where its processor is not on this machine) + TEXT_TOKENS."""
+    return _pictures(spec, spec.model_source or spec.model, on_gpu)[1]
 
-        free_gib = read_free_memory(gpus=False)["cpu"].free_gib
+
+def _short_of_ram(size, tokens: int, batch_size: int, peak: float, checkpointing: bool, detail: str,
+                  free_gib: float) -> str:
+    """What to change when a CPU run's peak is more than the RAM available ('' when it fits)."""
     if peak <= free_gib:
         return ""
     ways = []
@@ -73,10 +80,10 @@ def _short_of_ram(size, tokens: int, batch_size: int, peak: float, checkpointing
             + ("; ".join(ways) or "close other programs or pick a smaller model") + ".")
 
 
-def _pictures(spec: JobSpec, source: str, on_gpu: bool) -> tuple[int | None, int | None, int, str]:
-    """(image tokens of one picture at the run's image detail, tokens of a question about it with the template's,
-    vision positions per image token, that detail) for a model folder on this machine; (None, None, 1, "") when
-    that cannot be counted (not downloaded, no processor)."""
+def _pictures(spec: JobSpec, source: str, on_gpu: bool) -> tuple[int | None, int, int, str]:
+    """(image tokens of one picture at the run's image detail, `sample_tokens`, vision positions per image token,
+    that detail) for a model folder on this machine; (None, TOKENS_PER_SAMPLE, 1, "") when the picture cannot be
+    counted (not downloaded, no processor)."""
     import json
 
     from ..models.families import choose_detail, profile_for
@@ -86,10 +93,11 @@ def _pictures(spec: JobSpec, source: str, on_gpu: bool) -> tuple[int | None, int
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None, None, 1, ""
+        return None, TOKENS_PER_SAMPLE, 1, ""
     detail, _ = choose_detail(spec.image_detail, profile_for(config), "cuda" if on_gpu else "cpu")
-    return (picture_tokens(folder, detail), prompt_tokens(folder, detail), vision_positions_per_token(config),
-            detail)
+    prompt = prompt_tokens(folder, detail)
+    return (picture_tokens(folder, detail), TOKENS_PER_SAMPLE if prompt is None else prompt + TEXT_TOKENS,
+            vision_positions_per_token(config), detail)
 
 
 def _gpu_visible() -> bool:

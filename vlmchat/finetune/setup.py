@@ -4,9 +4,9 @@
 quantization plan (vlmchat/plan.py) whether the model fits in bf16 with room for training; if not,
 QLoRA (4-bit nf4 weights, bf16 compute). When the memory left after the weights is tight, gradient
 checkpointing (recompute activations: ~30 % slower, far less memory) and a paged 8-bit AdamW
-(optimizer state in 8 bits, paged to RAM under pressure) are switched on. On the CPU none of
-these apply: bitsandbytes' 4-bit kernels and paged optimizers need CUDA, and system RAM is not
-the limit they work around.
+(optimizer state in 8 bits, paged to RAM under pressure) are switched on. On the CPU QLoRA and the
+paged optimizer do not apply (bitsandbytes' 4-bit kernels and paged optimizers need CUDA); gradient
+checkpointing is switched on when the run would need more RAM than is available without it.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def choose_setup(*, on_gpu: bool, free_gib: float = 0.0, size=None, quantization
 
     `alone`: why no UI shares the CPU ('' = one may: a core is left to it)."""
     if not on_gpu:
-        return _cpu_setup(quantization, gradient_checkpointing, optimizer, cpu_cores, processes, alone)
+        gc, why_gc = cpu_checkpointing(gradient_checkpointing, size, tokens, batch_size, free_gib)
+        return _cpu_setup(quantization, (gc, why_gc), optimizer, cpu_cores, processes, alone)
     dtype = "bfloat16" if bf16 else "float16"
     bits, why_bits, need = _choose_bits(size, free_gib, quantization, tokens, batch_size, dtype, bnb, device_name,
                                         gradient_checkpointing != "off")
@@ -70,9 +71,27 @@ def choose_setup(*, on_gpu: bool, free_gib: float = 0.0, size=None, quantization
         "gradient checkpointing": why_gc, "optimizer": why_opt})
 
 
-def _cpu_setup(quantization: str, gradient_checkpointing: str, optimizer: str, cores: int,
+def cpu_checkpointing(choice: str, size, tokens: int, batch_size: int, free_gib: float) -> tuple[bool, str]:
+    """(gradient checkpointing on?, why) for a CPU run with `free_gib` of RAM available: `auto` switches it on
+    when the run's peak without it is more than that and checkpointing lowers it (long samples: high image
+    detail), since on the CPU it costs a little time (3-28% of a step, benchmarks/RESULTS.md), not much."""
+    if choice != "auto":
+        return choice == "on", f"{choice} (chosen in settings)"
+    if size is None or not free_gib:
+        return False, "off: the model's size or the RAM available is unknown, so what it saves cannot be told"
+    off = peak_gib(size, on_gpu=False, tokens=tokens, batch_size=batch_size)
+    on = peak_gib(size, on_gpu=False, tokens=tokens, batch_size=batch_size, checkpointing=True)
+    where = f"~{off:.1f} GiB without it, {free_gib:.1f} GiB of RAM available"
+    if off > free_gib and on < off - 0.1:
+        return True, f"on: {where}; it needs ~{off - on:.1f} GiB less for a little more time"
+    if off - on < 0.1:
+        return False, f"off: it would save nothing here ({where}: the peak is loading the weights)"
+    return False, f"off: {where} (on would need ~{off - on:.1f} GiB less, a little slower)"
+
+
+def _cpu_setup(quantization: str, checkpointing: tuple[bool, str], optimizer: str, cores: int,
                processes: int, alone: str = "") -> TrainingSetup:
-    gc = gradient_checkpointing == "on"
+    gc, why_gc = checkpointing
     # One core stays with the UI and the chat model; and threads that outnumber the free cores spend
     # most of their time waiting for each other (measured: 40x slower steps on a busy 2-core CPU).
     threads = max(1, (cores - (0 if alone else 1)) // max(1, processes))
@@ -81,8 +100,7 @@ def _cpu_setup(quantization: str, gradient_checkpointing: str, optimizer: str, c
                   + (f"all of them: {alone}" if alone else "one core left to the UI and the chat model"),
         "precision": "float32 LoRA: 4-bit QLoRA needs a CUDA GPU" + (
             " (quantization = 4bit in settings is ignored on the CPU)" if quantization == "4bit" else ""),
-        "gradient checkpointing": "on (chosen in settings)" if gc else
-        "off: it trades compute for GPU memory, and system RAM is not the limit here",
+        "gradient checkpointing": why_gc,
         "optimizer": "AdamW: paged 8-bit optimizers need a CUDA GPU" + (
             " (optimizer = paged_adamw_8bit in settings is ignored on the CPU)" if optimizer == "paged_adamw_8bit" else ""),
     })
@@ -97,7 +115,8 @@ def activations_gib(size, tokens: int, batch_size: int, *, value_bytes: int = 2,
         return ACTIVATION_GIB_PER_KTOKEN_PER_B * size.language_b * tokens / 1024 * batch_size * value_bytes / 2
     layers, hidden, intermediate, vocabulary = size.text_shape
     per_hidden, per_intermediate = LAYER_VALUES[checkpointing]
-    per_token = 4 * LOGIT_ROWS * vocabulary + value_bytes * layers * (per_hidden * hidden + per_intermediate * intermediate)
+    per_layer = per_hidden * hidden + per_intermediate * intermediate
+    per_token = 4 * LOGIT_ROWS * vocabulary + value_bytes * layers * per_layer
     return per_token * tokens * batch_size / 2**30
 
 

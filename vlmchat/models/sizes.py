@@ -91,7 +91,8 @@ def kv_kib_per_token(config: dict) -> float:
 
 
 def text_shape(config: dict) -> tuple[int, ...]:
-    """(layers, hidden, intermediate, vocabulary) of the language model from a config.json dict; () when it cannot tell."""
+    """(layers, hidden, intermediate, vocabulary) of the language model from a config.json dict; () when it
+    cannot tell."""
     text = config.get("text_config") or config
     try:
         return tuple(int(text.get(key) or config[key])
