@@ -182,31 +182,26 @@ def training_batch(processor, model, tokens: int = 1024):
 
 
 def section_train(run: Run, name: str, folder: Path) -> None:
-    """QLoRA and bf16 LoRA at batch 1, 1024 tokens, one picture: peak memory and samples/s."""
+    """QLoRA and bf16 LoRA at batch 1, 1024 tokens, one picture, loaded as a fine-tune loads them
+    (`finetune.model.load_for_training`, gradient checkpointing on): peak memory and samples/s, the plan's peak
+    beside."""
     import torch
-    from peft import get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
 
-    from vlmchat.lora.runtime import default_lora_config
-    from vlmchat.models.families import unquantized_modules
+    from vlmchat.finetune.model import load_for_training
+    from vlmchat.finetune.setup import TrainingSetup, peak_gib
+    from vlmchat.finetune.spec import JobSpec
+    from vlmchat.models.sizes import size_from_folder
 
-    processor = AutoProcessor.from_pretrained(folder)
+    spec = JobSpec(name="gpu-figures", data=str(folder), model_source=str(folder))
     for kind in ("qlora", "lora"):
         if not run.time_left(f"{name} {kind}") or (run.dry and kind == "qlora"):
             continue
         run.reset_peak()
-        kwargs = {"dtype": torch.float32 if run.dry else torch.bfloat16, "device_map": {"": run.device}}
-        if kind == "qlora":
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
-                bnb_4bit_use_double_quant=True, llm_int8_skip_modules=unquantized_modules(build.model_config(name)))
-        model = AutoModelForImageTextToText.from_pretrained(folder, **kwargs)
-        if kind == "qlora":
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
-        else:
-            model.gradient_checkpointing_enable()
-            model.enable_input_require_grads()
-        model = get_peft_model(model, default_lora_config(model))
+        bits = 4 if kind == "qlora" else 16
+        setup = TrainingSetup(run.device, "float32" if run.dry else "bfloat16", bits, gradient_checkpointing=True)
+        model, processor = load_for_training(spec, setup, run.device)
+        if bits != 4:  # a 4-bit model is placed while loading (and cannot be moved)
+            model.to(run.device)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         batch = training_batch(processor, model)
 
@@ -219,8 +214,12 @@ def section_train(run: Run, name: str, folder: Path) -> None:
 
         step()
         seconds = statistics.median(timed(step) for _ in range(3))
-        run.add(name, f"{kind} training, batch 1, {batch['input_ids'].shape[1]} tokens, one picture",
-                f"peak {run.peak_gib():.1f} GiB", f"{1 / seconds:.2f} samples/s", "gradient checkpointing on")
+        tokens = batch["input_ids"].shape[1]
+        plan = peak_gib(size_from_folder(folder), on_gpu=True, tokens=tokens, batch_size=1, checkpointing=True,
+                        bits=bits)
+        run.add(name, f"{kind} training, batch 1, {tokens} tokens, one picture",
+                f"peak {run.peak_gib():.1f} GiB (plan {plan:.1f})", f"{1 / seconds:.2f} samples/s",
+                "gradient checkpointing on (the language model)")
         del model, optimizer, batch
         run.reset_peak()
 

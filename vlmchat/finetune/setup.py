@@ -144,12 +144,15 @@ def _choose_bits(size, free_gib, quantization, tokens, batch_size, dtype, bnb, d
     return 16, f"{dtype} LoRA — {plan.reason}", _weights(size, 16, dtype)
 
 
-def peak_gib(size, *, on_gpu: bool, tokens: int, batch_size: int, checkpointing: bool = False) -> float | None:
-    """Rough peak memory of a LoRA run (16-bit weights on a GPU, float32 on the CPU, + activations + runtime).
+def peak_gib(size, *, on_gpu: bool, tokens: int, batch_size: int, checkpointing: bool = False,
+             bits: int = 16) -> float | None:
+    """Rough peak memory of a LoRA run (`bits`-wide weights on a GPU: 16, or 4 for QLoRA; float32 on the CPU;
+    + activations + runtime).
 
     On the CPU the peak is usually the load: float32 weights made from 16-bit files hold the mapped files
     beside them (the chat plan's CPU calibration). Measured peak RSS at low detail, 3 steps of batch 1
     (benchmarks/RESULTS.md): SmolVLM-256M 2.38 GiB, -500M 3.71, Qwen2-VL-2B 14.45; this gives 2.19, 3.60, 13.10.
+    At high detail (a sample of ~1,190 tokens) 6.43 and 10.23 GiB measured, 5.90 and 9.53 planned.
     """
     if size is None:
         return None
@@ -157,7 +160,7 @@ def peak_gib(size, *, on_gpu: bool, tokens: int, batch_size: int, checkpointing:
 
     activations = activations_gib(size, tokens, batch_size, value_bytes=2 if on_gpu else 4, checkpointing=checkpointing)
     if on_gpu:
-        return _weights(size, 16, "bfloat16") * (1 + HEADROOM) + activations + FIXED_RUNTIME_GIB
+        return _weights(size, bits, "bfloat16") * (1 + HEADROOM) + activations + FIXED_RUNTIME_GIB
     cpu = estimate(size, 32, "float32", context_tokens=0, images=0, on_cpu=True)
     return max(cpu.load_gib, cpu.weights_gib + cpu.runtime_gib + activations)
 
