@@ -23,6 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def changes(variant: list[str]) -> dict[str, int]:
+    """--variant KEY=VALUE options as {KEY: VALUE}."""
+    return {key: int(value) for key, value in (change.split("=") for change in variant)}
+
+
 def child(folder: str, tokens: int, checkpointing: bool, variant: list[str]) -> None:
     """One step in this process; prints {"peak_gib": ...}."""
     import psutil
@@ -33,9 +38,8 @@ def child(folder: str, tokens: int, checkpointing: bool, variant: list[str]) -> 
     from vlmchat.finetune.model import _checkpoint, target_regex
 
     config = AutoConfig.from_pretrained(folder)
-    for change in variant:
-        key, value = change.split("=")
-        setattr(config.text_config, key, int(value))
+    for key, value in changes(variant).items():
+        setattr(config.text_config, key, value)
     model = (AutoModelForImageTextToText.from_config(config, dtype=torch.float32) if variant else
              AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32))
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
@@ -57,9 +61,7 @@ def estimate(folder: Path, tokens: int, checkpointing: bool, variant: list[str])
     from vlmchat.models.sizes import ModelSize, text_shape
 
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    for change in variant:
-        key, value = change.split("=")
-        config["text_config"][key] = int(value)
+    config["text_config"].update(changes(variant))
     size = ModelSize(folder.name, language_b=1.0, vision_b=0.0, text_shape=text_shape(config))
     return activations_gib(size, tokens, 1, value_bytes=4, checkpointing=checkpointing)
 

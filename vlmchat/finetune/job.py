@@ -219,17 +219,15 @@ def training_setup(spec: JobSpec, accelerator, size=None):
     from .setup import choose_setup
 
     common = dict(quantization=spec.quantization, gradient_checkpointing=spec.gradient_checkpointing,
-                  optimizer=spec.optimizer, tokens=spec.max_length, batch_size=spec.batch_size)
+                  optimizer=spec.optimizer, batch_size=spec.batch_size)
     split = shards(accelerator)
     if accelerator.device.type != "cuda":
-        from ..models.plan import read_free_memory
-        from .plan import sample_tokens
+        from .plan import ram_per_process, sample_tokens
 
-        # every process on this machine holds the model: each gets its share of the RAM available
-        free = read_free_memory(gpus=False)["cpu"].free_gib / max(1, accelerator.num_processes)
         setup = choose_setup(on_gpu=False, cpu_cores=usable_cores(), processes=accelerator.num_processes,
-                             alone=os.environ.get(ALONE_ENV, ""), size=size, free_gib=free,
-                             **{**common, "tokens": sample_tokens(spec, on_gpu=False)})
+                             alone=os.environ.get(ALONE_ENV, ""), size=size,
+                             free_gib=ram_per_process(accelerator.num_processes),
+                             tokens=sample_tokens(spec, on_gpu=False), **common)
         return fit_sharded(setup, split, spec.distributed)
     import torch
 
@@ -237,7 +235,8 @@ def training_setup(spec: JobSpec, accelerator, size=None):
 
     free, _ = torch.cuda.mem_get_info(accelerator.device)  # the weights are split over `split` GPUs
     setup = choose_setup(on_gpu=True, free_gib=free / 2**30 * split, size=size, bf16=torch.cuda.is_bf16_supported(),
-                         bnb=bnb_available(), device_name=torch.cuda.get_device_name(accelerator.device), **common)
+                         bnb=bnb_available(), device_name=torch.cuda.get_device_name(accelerator.device),
+                         tokens=spec.max_length, **common)
     return fit_sharded(setup, split, spec.distributed)
 
 

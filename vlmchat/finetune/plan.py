@@ -31,10 +31,8 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
     source = spec.model_source or spec.model
     recipe = read_recipe(source if Path(source).is_dir() else None)
     pictures, tokens, per_token, detail = _pictures(spec, source, on_gpu)
-    if free_gib is None and not on_gpu:  # as the run sees it: each process on this machine holds the model
-        from ..models.plan import read_free_memory
-
-        free_gib = read_free_memory(gpus=False)["cpu"].free_gib / max(1, spec.num_processes)
+    if free_gib is None and not on_gpu:
+        free_gib = ram_per_process(spec.num_processes)
     # on the CPU `auto` is decided as the run decides it; on a GPU the plan counts what the settings say
     checkpointing = (cpu_checkpointing(spec.gradient_checkpointing, size, tokens, schedule.batch_size, free_gib)[0]
                      if not on_gpu else spec.gradient_checkpointing == "on")
@@ -54,6 +52,13 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
             "peak_gib": None if peak is None else round(peak, 2), "warning": warning,
             "reasons": schedule.reasons, "preset": spec.preset,
             "evaluate_after": bool(spec.evaluate and len(val) >= MIN_EVAL_SAMPLES)}
+
+
+def ram_per_process(processes: int) -> float:
+    """GiB of RAM available now to each of `processes` CPU training processes (every one holds the model)."""
+    from ..models.plan import read_free_memory
+
+    return read_free_memory(gpus=False)["cpu"].free_gib / max(1, processes)
 
 
 def sample_tokens(spec: JobSpec, on_gpu: bool) -> int:
