@@ -373,3 +373,45 @@ def test_on_the_cpu_auto_checkpoints_when_the_run_would_not_fit_the_ram_without_
     setup = choose_setup(on_gpu=False, size=size, free_gib=4.0, tokens=1187, batch_size=1, cpu_cores=2)
     assert setup.gradient_checkpointing and setup.reasons["gradient checkpointing"].startswith("on: ~5.9 GiB")
     assert not choose_setup(on_gpu=False).gradient_checkpointing  # size unknown: off, and says why
+
+
+@pytest.mark.parametrize("model_type", ["idefics3", "qwen2_vl"])
+def test_the_plan_sizes_memory_by_the_datasets_longest_sample_as_the_run_encodes_it(tmp_path, model_type):
+    """Samples with one picture and a word, two pictures, and a long multi-turn answer: the plan counts each as the
+    run's processor encodes it (a tiny Idefics3 / Qwen2-VL, high detail), sizes the memory by the longest, and says
+    which samples are over max_length (the run skips them) instead of counting one picture + 40 tokens."""
+    from families import save_family
+    from test_finetune_data import write_caption_folder
+    from transformers import AutoProcessor
+
+    from vlmchat.finetune.collate import encode_example
+    from vlmchat.finetune.datasets import read_dataset
+    from vlmchat.finetune.plan import plan_run
+    from vlmchat.images import load_image
+
+    folder = save_family(model_type, tmp_path / model_type).path
+    write_caption_folder(tmp_path / "img", 1)
+    story = " ".join(["the shape is red and it sits on white"] * 12)
+    rows = [{"messages": [{"role": "user", "content": "<image>What is it?"}, {"role": "assistant", "content": "red"}],
+             "images": ["img/000.png"]},
+            {"messages": [{"role": "user", "content": "<image><image>Same?"}, {"role": "assistant", "content": "no"}],
+             "images": ["img/000.png", "img/000.png"]},
+            {"messages": [{"role": "user", "content": "<image>Tell me"}, {"role": "assistant", "content": story},
+                          {"role": "user", "content": "More?"}, {"role": "assistant", "content": story}],
+             "images": ["img/000.png"]}]  # one picture throughout: the plan counts every picture as the largest
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps(row) for row in rows), encoding="utf-8")
+    processor = AutoProcessor.from_pretrained(folder)
+    samples = read_dataset(data).samples
+    encoded = [len(encode_example(processor, [load_image(p) for p in s.images], s.messages)["input_ids"])
+               for s in samples]
+    assert encoded[2] > encoded[1] > encoded[0]
+
+    spec = JobSpec(name="t", data=str(data), model_source=str(folder), image_detail="high", batch_size=1,
+                   train_fraction=1.0)
+    plan = plan_run(spec, on_gpu=False, free_gib=100.0)
+    assert plan["longest_sample_tokens"] == encoded[2]
+    assert "max_length" not in plan["warning"]
+    short = plan_run(dataclasses.replace(spec, max_length=encoded[1] + 5), on_gpu=False, free_gib=100.0)
+    assert short["longest_sample_tokens"] == encoded[1]
+    assert f"1 sample(s) are longer than max_length {encoded[1] + 5}" in short["warning"]

@@ -158,7 +158,7 @@ def _prepare(spec: JobSpec, job_dir: Path, accelerator, emit, stop, resume: bool
     schedule = resolve_schedule(spec, len(train), size, accelerator.num_processes)
     spec = dataclasses.replace(spec, epochs=schedule.epochs, batch_size=schedule.batch_size,
                                grad_accumulation=schedule.grad_accumulation, learning_rate=schedule.learning_rate)
-    setup = training_setup(spec, accelerator, size)
+    setup = training_setup(spec, accelerator, size, train)
     import torch
 
     torch.manual_seed(spec.seed)
@@ -213,21 +213,25 @@ def resolve_schedule(spec: JobSpec, train_samples: int, size, processes: int = 1
                          processes=processes, max_steps=spec.max_steps)
 
 
-def training_setup(spec: JobSpec, accelerator, size=None):
-    """The TrainingSetup for this machine (the quantization plan is consulted on a GPU only)."""
+def training_setup(spec: JobSpec, accelerator, size=None, samples=()):
+    """The TrainingSetup for this machine (the quantization plan is consulted on a GPU only), its activations sized
+    by the longest of the training `samples` (`plan.sample_tokens`; max_length when there are none)."""
     from .distributed import fit_sharded, shards
+    from .plan import sample_tokens
     from .setup import choose_setup
 
     common = dict(quantization=spec.quantization, gradient_checkpointing=spec.gradient_checkpointing,
                   optimizer=spec.optimizer, batch_size=spec.batch_size)
     split = shards(accelerator)
-    if accelerator.device.type != "cuda":
-        from .plan import ram_per_process, sample_tokens
+    on_gpu = accelerator.device.type == "cuda"
+    tokens = sample_tokens(spec, samples, on_gpu) if samples else spec.max_length
+    if not on_gpu:
+        from .plan import ram_per_process
 
         setup = choose_setup(on_gpu=False, cpu_cores=usable_cores(), processes=accelerator.num_processes,
                              alone=os.environ.get(ALONE_ENV, ""), size=size,
                              free_gib=ram_per_process(accelerator.num_processes),
-                             tokens=sample_tokens(spec, on_gpu=False), **common)
+                             tokens=tokens, **common)
         return fit_sharded(setup, split, spec.distributed)
     import torch
 
@@ -236,7 +240,7 @@ def training_setup(spec: JobSpec, accelerator, size=None):
     free, _ = torch.cuda.mem_get_info(accelerator.device)  # the weights are split over `split` GPUs
     setup = choose_setup(on_gpu=True, free_gib=free / 2**30 * split, size=size, bf16=torch.cuda.is_bf16_supported(),
                          bnb=bnb_available(), device_name=torch.cuda.get_device_name(accelerator.device),
-                         tokens=spec.max_length, **common)
+                         tokens=tokens, **common)
     return fit_sharded(setup, split, spec.distributed)
 
 

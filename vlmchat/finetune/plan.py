@@ -6,11 +6,12 @@ Fine-tune tab shows before Start is the schedule the run follows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from .datasets import read_dataset, split
 from .job import MIN_EVAL_SAMPLES, model_size, resolve_schedule, usable_cores
-from .recipe import TEXT_TOKENS, TOKENS_PER_SAMPLE, estimate_minutes, read_recipe, sample_cost
+from .recipe import TOKENS_PER_SAMPLE, estimate_minutes, read_recipe, sample_cost
 from .setup import cpu_checkpointing, peak_gib
 from .spec import JobSpec
 
@@ -30,26 +31,32 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
         on_gpu = _gpu_visible() and spec.device != "cpu"
     source = spec.model_source or spec.model
     recipe = read_recipe(source if Path(source).is_dir() else None)
-    pictures, tokens, per_token, detail = _pictures(spec, source, on_gpu)
+    count = _count(spec, train or samples, on_gpu)
+    tokens = count.longest
     if free_gib is None and not on_gpu:
         free_gib = ram_per_process(spec.num_processes)
     # on the CPU `auto` is decided as the run decides it; on a GPU the plan counts what the settings say
     checkpointing = (cpu_checkpointing(spec.gradient_checkpointing, size, tokens, schedule.batch_size, free_gib)[0]
                      if not on_gpu else spec.gradient_checkpointing == "on")
-    cost = sample_cost(size, pictures, per_token, checkpointing=checkpointing, detail=detail, tokens=tokens)
+    cost = sample_cost(size, count.picture, count.per_token, checkpointing=checkpointing, detail=count.detail,
+                       tokens=round(count.mean), pictures=count.pictures)
     minutes, how = estimate_minutes(schedule, cost, recipe, on_gpu, cores=cores or max(1, usable_cores() - 1))
     peak = peak_gib(size, on_gpu=on_gpu, tokens=tokens, batch_size=schedule.batch_size, checkpointing=checkpointing)
-    warning = schedule.warning
+    warnings = [schedule.warning]
+    if count.too_long:
+        warnings.append(f"{count.too_long} sample(s) are longer than max_length {spec.max_length} tokens at "
+                        f"{count.detail} image detail and will be skipped: raise max_length"
+                        + (", or use low image detail." if count.detail == "high" else "."))
     if not on_gpu and peak is not None:
-        short = _short_of_ram(size, tokens, schedule.batch_size, peak, checkpointing, detail, free_gib)
-        warning = f"{warning} {short}".strip()
+        warnings.append(_short_of_ram(size, tokens, schedule.batch_size, peak, checkpointing, count.detail, free_gib))
+    warning = " ".join(w for w in warnings if w)
     return {"format": report.format, "samples": len(samples), "train_samples": len(train), "val_samples": len(val),
             "problems": len(report.problems), "epochs": schedule.epochs, "steps": schedule.steps,
             "steps_per_epoch": -(-len(train) // (schedule.effective_batch * spec.num_processes)),
             "effective_batch": schedule.effective_batch * spec.num_processes, "batch_size": schedule.batch_size,
             "grad_accumulation": schedule.grad_accumulation, "learning_rate": schedule.learning_rate,
             "minutes": None if minutes is None else round(minutes, 2), "minutes_how": how,
-            "peak_gib": None if peak is None else round(peak, 2), "warning": warning,
+            "peak_gib": None if peak is None else round(peak, 2), "longest_sample_tokens": tokens, "warning": warning,
             "reasons": schedule.reasons, "preset": spec.preset,
             "evaluate_after": bool(spec.evaluate and len(val) >= MIN_EVAL_SAMPLES)}
 
@@ -61,10 +68,65 @@ def ram_per_process(processes: int) -> float:
     return read_free_memory(gpus=False)["cpu"].free_gib / max(1, processes)
 
 
-def sample_tokens(spec: JobSpec, on_gpu: bool) -> int:
-    """Tokens of one sample as the plan counts them: the model's one-picture question at the run's image detail
-    (TOKENS_PER_SAMPLE where its processor is not on this machine) + TEXT_TOKENS."""
-    return _pictures(spec, spec.model_source or spec.model, on_gpu)[1]
+def sample_tokens(spec: JobSpec, samples, on_gpu: bool) -> int:
+    """Tokens of the longest of `samples` (at most max_length: a longer one is skipped) as the plan and the run
+    size their memory by: at the run's image detail, `_count`."""
+    return _count(spec, samples, on_gpu).longest
+
+
+@dataclass(frozen=True)
+class Count:
+    """What the plan counts of a dataset's samples at the run's image detail."""
+
+    picture: int | None  # image tokens of one picture (None: the model's processor is not on this machine)
+    longest: int  # tokens of the longest sample that fits max_length
+    mean: float  # tokens of a sample, on average
+    pictures: float  # pictures in a sample, on average
+    per_token: int  # vision positions behind an image token
+    detail: str  # the detail counted at ("" when not counted)
+    too_long: int  # samples over max_length (the run skips them)
+
+
+def _count(spec: JobSpec, samples, on_gpu: bool) -> Count:
+    """Every sample's tokens through the model's own processor and chat template, each picture as the dataset's
+    largest one (its files' headers) at the run's image detail; where the processor is not on this machine, a
+    sample is TOKENS_PER_SAMPLE."""
+    import json
+
+    from ..models.families import choose_detail, profile_for
+    from ..models.sizes import REFERENCE_PICTURE, conversation_tokens, picture_tokens, vision_positions_per_token
+
+    folder = Path(spec.model_source or spec.model)
+    pictures = sum(len(sample.images) for sample in samples) / max(1, len(samples))
+    rough = Count(None, TOKENS_PER_SAMPLE, TOKENS_PER_SAMPLE, pictures, 1, "", 0)
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return rough
+    detail, _ = choose_detail(spec.image_detail, profile_for(config), "cuda" if on_gpu else "cpu")
+    picture = _largest_picture(samples) or REFERENCE_PICTURE
+    counts = conversation_tokens(folder, detail, [sample.messages for sample in samples], picture)
+    if counts is None:
+        return rough
+    fitting = [count for count in counts if count <= spec.max_length] or [spec.max_length]
+    return Count(picture_tokens(folder, detail, picture), max(fitting), sum(fitting) / len(fitting), pictures,
+                 vision_positions_per_token(config), detail, len(counts) - len(fitting))
+
+
+def _largest_picture(samples) -> tuple[int, int] | None:
+    """(width, height) of the largest picture file among `samples` (headers only), None when none can be read."""
+    from PIL import Image
+
+    largest = None
+    for path in {path for sample in samples for path in sample.images if not path.startswith("data:")}:
+        try:
+            with Image.open(path) as image:
+                size = image.size
+        except (OSError, ValueError):
+            continue
+        if largest is None or size[0] * size[1] > largest[0] * largest[1]:
+            largest = size
+    return largest
 
 
 def _short_of_ram(size, tokens: int, batch_size: int, peak: float, checkpointing: bool, detail: str,
@@ -83,26 +145,6 @@ def _short_of_ram(size, tokens: int, batch_size: int, peak: float, checkpointing
         ways.append("a smaller batch size")
     return (f"This run needs ~{peak:.1f} GiB of RAM and {free_gib:.1f} GiB is available: "
             + ("; ".join(ways) or "close other programs or pick a smaller model") + ".")
-
-
-def _pictures(spec: JobSpec, source: str, on_gpu: bool) -> tuple[int | None, int, int, str]:
-    """(image tokens of one picture at the run's image detail, `sample_tokens`, vision positions per image token,
-    that detail) for a model folder on this machine; (None, TOKENS_PER_SAMPLE, 1, "") when the picture cannot be
-    counted (not downloaded, no processor)."""
-    import json
-
-    from ..models.families import choose_detail, profile_for
-    from ..models.sizes import picture_tokens, prompt_tokens, vision_positions_per_token
-
-    folder = Path(source)
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None, TOKENS_PER_SAMPLE, 1, ""
-    detail, _ = choose_detail(spec.image_detail, profile_for(config), "cuda" if on_gpu else "cpu")
-    prompt = prompt_tokens(folder, detail)
-    return (picture_tokens(folder, detail), TOKENS_PER_SAMPLE if prompt is None else prompt + TEXT_TOKENS,
-            vision_positions_per_token(config), detail)
 
 
 def _gpu_visible() -> bool:

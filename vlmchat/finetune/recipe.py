@@ -146,7 +146,8 @@ GPU_FLOPS = 40e12  # ~40 % of a 100 TFLOP/s bf16 peak
 
 
 def sample_cost(size, picture_tokens: int | None = None, vision_per_token: int = 1,
-                checkpointing: bool = False, detail: str = "", tokens: int | None = None) -> SampleCost | None:
+                checkpointing: bool = False, detail: str = "", tokens: int | None = None,
+                pictures: float = 1.0) -> SampleCost | None:
     """FLOPs of one sample: the language model 4 per parameter and token (forward, and backward to the
     activations: its weights are frozen; 6 when checkpointing recomputes the forward), the vision tower 2 per
     parameter and position (forward only: LoRA on the language model sends no gradient into it).
@@ -154,7 +155,7 @@ def sample_cost(size, picture_tokens: int | None = None, vision_per_token: int =
     `picture_tokens`: image tokens one picture becomes at the run's image detail (None: unknown,
     TOKENS_PER_SAMPLE are counted for the whole model); `vision_per_token`: vision positions behind one image token;
     `detail`: the image detail they were counted at (for the explanation); `tokens`: all of a sample's tokens
-    where counted (`plan.sample_tokens`), else the picture's + TEXT_TOKENS.
+    where counted (a sample's mean, `plan._count`), else the picture's + TEXT_TOKENS; `pictures`: a sample's, on average.
     Measured on SmolVLM-256M/-500M and Qwen2-VL-2B at low and high detail: within 15%.
     """
     if size is None or not size.total_b:
@@ -165,7 +166,7 @@ def sample_cost(size, picture_tokens: int | None = None, vision_per_token: int =
                           f"rough: ~{TOKENS_PER_SAMPLE} tokens per sample, 4 FLOPs per language-model parameter "
                           "per token")
     tokens = tokens or picture_tokens + TEXT_TOKENS
-    vision = 2 * size.vision_b * 1e9 * picture_tokens * vision_per_token
+    vision = 2 * size.vision_b * 1e9 * picture_tokens * vision_per_token * pictures
     at = f" at {detail} image detail" if detail else ""
     return SampleCost(language * tokens + vision,
                       f"counted: {picture_tokens} image tokens a picture{at}, ~{tokens} tokens per sample")

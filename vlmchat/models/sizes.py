@@ -197,20 +197,38 @@ def picture_tokens(folder: Path, detail: str = "high", picture: tuple[int, int] 
     return None if counted is None else counted[0]
 
 
-def prompt_tokens(folder: Path, detail: str = "high", picture: tuple[int, int] = REFERENCE_PICTURE) -> int | None:
-    """All tokens of a one-word question about one `picture`-sized image as the chat template writes it: the image
-    tokens, the markers around the picture's tiles and the template's own (a system prompt, the turns)."""
+def conversation_tokens(folder: Path, detail: str, conversations: Iterable,
+                        picture: tuple[int, int] = REFERENCE_PICTURE) -> list[int] | None:
+    """Tokens each processor-format conversation (a list of messages) becomes at `detail`, every picture in it
+    counted as one `picture`-sized image: the conversation's chat-template text, tokenized, plus what the processor
+    makes of each picture's placeholder (image tokens and tile markers: the one-picture question counted whole
+    minus the same question's text). None when the folder has no processor."""
     counted = _one_picture_question(folder, detail, picture)
-    return None if counted is None else counted[1]
+    if counted is None:
+        return None
+    processor, template = _processor(folder)[:2]
+    growth = counted[1] - counted[2]
+    return [_text_tokens(processor, template, messages) + growth * _pictures_in(messages)
+            for messages in conversations]
 
 
-@lru_cache(maxsize=32)
-def _one_picture_question(folder: Path, detail: str, picture: tuple[int, int]) -> tuple[int, int] | None:
-    """(image tokens, all tokens) of `picture_tokens`' question; None without a processor."""
-    from PIL import Image
+def _pictures_in(messages) -> int:
+    return sum(1 for m in messages if not isinstance(m["content"], str) for p in m["content"] if p.get("type") == "image")
+
+
+def _text_tokens(processor, template: dict, messages, add_generation_prompt: bool = False) -> int:
+    """Tokens of a conversation's chat-template text, each picture still its placeholder."""
+    text = processor.apply_chat_template([list(messages)], tokenize=False, add_generation_prompt=add_generation_prompt,
+                                         **template)
+    return len(processor.tokenizer(text if isinstance(text, str) else text[0])["input_ids"])
+
+
+@lru_cache(maxsize=8)
+def _processor(folder: Path) -> tuple | None:
+    """(processor, chat-template kwargs, family profile) of a model folder; None without a processor."""
     from transformers import AutoProcessor
 
-    from .families import detail_kwargs, profile_for, shrink_pictures
+    from .families import profile_for
 
     try:
         processor = AutoProcessor.from_pretrained(folder)
@@ -218,14 +236,30 @@ def _one_picture_question(folder: Path, detail: str, picture: tuple[int, int]) -
     except (OSError, ValueError):
         return None
     profile = profile_for(config)
+    template = {"chat_template": profile.chat_template} if profile.needs_template(processor) else {}
+    return processor, template, profile
+
+
+@lru_cache(maxsize=32)
+def _one_picture_question(folder: Path, detail: str, picture: tuple[int, int]) -> tuple[int, int, int] | None:
+    """(image tokens, all tokens, text tokens with the picture still its placeholder) of a one-word question about
+    one `picture`-sized image; None without a processor."""
+    from PIL import Image
+
+    from .families import detail_kwargs, shrink_pictures
+
+    loaded = _processor(folder)
+    if loaded is None:
+        return None
+    processor, template, profile = loaded
     image_token = getattr(processor, "image_token", None) or profile.image_token
     if getattr(processor, "image_processor", None) is None or image_token is None:
         return None
     kwargs, max_edge = detail_kwargs(profile, processor, detail)
-    ask = [[{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", picture, "white")},
-                                         {"type": "text", "text": "?"}]}]]
-    template = {"chat_template": profile.chat_template} if profile.needs_template(processor) else {}
-    inputs = processor.apply_chat_template(shrink_pictures(ask, max_edge), add_generation_prompt=True, tokenize=True,
+    ask = [{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", picture, "white")},
+                                        {"type": "text", "text": "?"}]}]
+    inputs = processor.apply_chat_template(shrink_pictures([ask], max_edge), add_generation_prompt=True, tokenize=True,
                                            return_dict=True, return_tensors="pt", processor_kwargs=kwargs, **template)
     image_id = processor.tokenizer.convert_tokens_to_ids(str(image_token))
-    return int((inputs["input_ids"] == image_id).sum()), int(inputs["input_ids"].shape[-1])
+    return (int((inputs["input_ids"] == image_id).sum()), int(inputs["input_ids"].shape[-1]),
+            _text_tokens(processor, template, ask, add_generation_prompt=True))

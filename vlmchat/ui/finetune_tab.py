@@ -241,7 +241,7 @@ def _plan_markdown(plan: dict) -> str:
              f"{plan['steps']} optimizer steps ({plan['epochs']} epochs × {plan['steps_per_epoch']} steps, "
              f"effective batch {plan['effective_batch']})", f"learning rate {plan['learning_rate']:g}",
              f"~{minutes:.1f} min ({plan['minutes_how']})" if minutes is not None else "time: shown once running",
-             f"peak memory ~{peak:.1f} GiB" if peak else ""]
+             f"peak memory ~{peak:.1f} GiB (longest sample: {plan['longest_sample_tokens']:,} tokens)" if peak else ""]
     text = " · ".join(part for part in parts if part)
     if plan.get("warning"):
         text += f"  \n⚠️ {plan['warning']}"
