@@ -311,7 +311,7 @@ def test_mmmu_row_problems(tmp_path, fields, message):
 def test_caption_folder_with_sidecar_txt(tmp_path):
     folder = tmp_path / "captions"
     picture(folder / "b.jpg")
-    (folder / "b.txt").write_text("a blue square\n", encoding="utf-8")
+    (folder / "b.txt").write_text("a blue square\r\n\na square, blue\n", encoding="utf-8")  # a reference a line
     picture(folder / "sub" / "a.png")
     (folder / "sub" / "a.txt").write_bytes("\ufeffa red circle".encode("utf-8"))
     picture(folder / "no_caption.webp")
@@ -321,7 +321,7 @@ def test_caption_folder_with_sidecar_txt(tmp_path):
     picture(folder / "b.png")
     result = read_eval_set(folder)
     assert (result.format, result.kind) == ("caption folder", CAPTION)
-    assert [(item.source, item.references) for item in result.items] == [("b.jpg", ("a blue square",)),
+    assert [(item.source, item.references) for item in result.items] == [("b.jpg", ("a blue square", "a square, blue")),
                                                                           ("sub/a.png", ("a red circle",))]
     item = result.items[0]
     assert (item.question, item.options, item.answer) == (CAPTION_QUESTION, (), None)

@@ -50,6 +50,19 @@ def test_caption_folder_reads_each_image_with_its_caption_and_lists_problems(tmp
     assert len(report.require_usable(skip_invalid=True)) == 2
 
 
+def test_caption_folder_pairs_every_image_with_its_caption_as_kohya_does(tmp_path):
+    """a.jpg and a.png both take a.txt (kohya pairs by name without the extension); a caption saved by Notepad
+    (UTF-8 with a byte-order mark) is the caption without the mark."""
+    folder = write_caption_folder(tmp_path / "data", 1)
+    (folder / "000.png").rename(folder / "000.PNG")
+    (folder / "000.txt").write_bytes("\ufeffun círculo rojo\r\n".encode("utf-8"))
+    write_caption_folder(tmp_path / "other", 1)
+    (tmp_path / "other" / "000.png").rename(folder / "000.jpg")
+    report = read_dataset(folder)
+    assert sorted(s.source for s in report.samples) == ["000.PNG", "000.jpg"] and not report.problems
+    assert {s.messages[1]["content"][0]["text"] for s in report.samples} == {"un círculo rojo"}
+
+
 def test_sharegpt_rows_are_checked_with_their_line_numbers(tmp_path):
     write_caption_folder(tmp_path / "img", 2)
     rows = [

@@ -109,7 +109,24 @@ def test_a_crash_in_the_child_is_reported_with_what_to_do(workspace):
     job = runner.start_job(spec, runner.jobs_folder(settings))
     status = _wait_for(job, lambda s: s.state in ("failed", "interrupted"))
     assert status.state == "failed" and "log.txt" in status.message
+    assert "Resume" not in status.message  # no checkpoint to resume from
     assert not (settings.paths.resolve("adapters") / "broken").exists()
+
+
+def test_samples_over_max_length_are_named_when_the_adapter_is_written(workspace):
+    """A run skips samples longer than max_length; the plan warns before Start, and the done message names
+    them (file:line and length) instead of leaving only a count in vlmchat.json."""
+    from vlmchat.finetune.plan import plan_run
+
+    settings, data = workspace
+    for index in range(0, 10, 2):
+        (data / f"{index:03d}.txt").write_text(" ".join(["un círculo rojo"] * 40), encoding="utf-8")
+    spec = _spec(settings, data, "short", max_length=120)
+    assert "5 sample(s) are longer than max_length 120" in plan_run(spec, on_gpu=False)["warning"]
+    job = runner.start_job(spec, runner.jobs_folder(settings))
+    status = _wait_for(job, lambda s: s.state in ("done", "failed", "interrupted"))
+    assert status.state == "done", status.message
+    assert "sample(s) were left out: 00" in status.message and "tokens, over max_length 120" in status.message
 
 
 def test_a_child_that_died_silently_is_interrupted(tmp_path):
@@ -129,6 +146,9 @@ def test_out_of_memory_says_what_to_change():
 
     message, hint = describe_failure(OutOfMemoryError("CUDA out of memory"), JobSpec(name="x", data="y"))
     assert message == "Out of memory." and "batch_size (now 4)" in hint and "gradient_checkpointing" in hint
+    assert "Resume continues" in hint
+    message, hint = describe_failure(KeyError("pixel_values"), JobSpec(name="x", data="y"), checkpoint=False)
+    assert message == "Training failed: KeyError: 'pixel_values'" and "Resume" not in hint  # nothing to resume
 
 
 @pytest.mark.slow

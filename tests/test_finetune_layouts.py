@@ -429,7 +429,7 @@ def test_samples_of_every_layout_encode_for_training(tmp_path, demo_model_path):
     assert len(samples) == 4
     processor = AutoProcessor.from_pretrained(demo_model_path)
     data = EncodedSamples(samples, processor, max_length=512)
-    batch = micro_batch(data, [0, 1, 2, 3], processor.tokenizer.pad_token_id)
+    [batch] = micro_batch(data, [0, 1, 2, 3], processor.tokenizer.pad_token_id)
     assert data.skipped == {} and batch["pixel_values"].shape[0] == 4
     learned = processor.tokenizer.decode(data.get(1)["labels"][data.get(1)["labels"] != -100])
     assert "un cuadrado azul" in learned and "Describe" not in learned
@@ -476,3 +476,73 @@ def test_cli_trains_an_adapter_on_the_layout(tmp_path, demo_model_path, layout):
     meta = json.loads((tmp_path / "adapters" / "layout-es" / "vlmchat.json").read_text())
     assert meta["dataset"]["format"] == layout and meta["dataset"]["size"] == 6
     assert meta["metrics"]["steps"] == 2 and meta["metrics"]["final_train_loss"] > 0
+
+
+@pytest.mark.parametrize("model_type", ["demo", "idefics3"])
+def test_a_batch_mixing_pictures_and_text_only_rows_trains_with_the_loss_of_one_batch(tmp_path, demo_model_path,
+                                                                                       model_type):
+    """LLaVA-Instruct mixes rows with and without `image`: a micro-batch of both is one forward pass per kind
+    (LLaVA lays pictures out one row per picture, Idefics3 one row per sample), and their losses combine into the
+    mean per answer token that one batch would give, i.e. each sample's loss weighted by its answer tokens."""
+    import torch
+    from families import save_family
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from vlmchat.finetune.batches import EncodedSamples, micro_batch
+    from vlmchat.finetune.collate import answer_loss, answer_tokens, collate
+
+    folder = demo_model_path if model_type == "demo" else save_family(model_type, tmp_path / model_type).path
+    save(tmp_path / "a.png", RED)
+    rows = [{"id": "1", "image": "a.png", "conversations": [{"from": "human", "value": "<image>\nColour?"},
+                                                             {"from": "gpt", "value": "rojo"}]},
+            {"id": "2", "conversations": [{"from": "human", "value": "Which shapes?"},
+                                          {"from": "gpt", "value": "circle, square and triangle"}]},
+            {"id": "3", "image": "a.png", "conversations": [{"from": "human", "value": "<image>\nDescribe."},
+                                                             {"from": "gpt", "value": "un círculo rojo grande"}]}]
+    (tmp_path / "mixed.json").write_text(json.dumps(rows), encoding="utf-8")
+    report = read_dataset(tmp_path / "mixed.json")
+    assert len(report.samples) == 3 and not report.problems
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    data = EncodedSamples(report.samples, processor, max_length=4096)
+    pad = processor.tokenizer.pad_token_id or 0
+    batches = micro_batch(data, [0, 1, 2], pad)
+    assert [b["input_ids"].shape[0] for b in batches] == [2, 1] and "pixel_values" not in batches[1]
+    with torch.no_grad():
+        loss, tokens = answer_loss(model, batches)
+        alone = [(model(**collate([data.get(i)], pad)).loss, answer_tokens(collate([data.get(i)], pad)))
+                 for i in range(3)]
+    assert int(tokens) == sum(int(n) for _, n in alone)
+    assert float(loss) == pytest.approx(float(sum(l * n for l, n in alone) / tokens), rel=1e-4)
+
+
+def test_trl_conversational_rows_take_their_pictures_from_the_images_column(tmp_path):
+    """TRL's / Hugging Face's vision SFT layout (e.g. HuggingFaceH4/llava-instruct-mix-vsft): `messages` whose
+    image parts are bare {"type": "image"}, the files in the row's `images`, in order; a count that differs is
+    that row's problem."""
+    save(tmp_path / "img" / "0.png", RED)
+    save(tmp_path / "img" / "1.png", BLUE)
+    user = lambda text, pictures: {"role": "user", "content": [IMAGE] * pictures + [{"type": "text", "text": text}]}  # noqa: E731
+    answer = lambda text: {"role": "assistant", "content": [{"type": "text", "text": text}]}  # noqa: E731
+    rows = [{"messages": [{"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+                          user("What is this?", 1), answer("a red circle")], "images": ["img/0.png"]},
+            {"messages": [user("Same colour?", 2), answer("no")], "images": ["img/0.png", {"path": "img/1.png"}]},
+            {"messages": [user("Two?", 2), answer("yes")], "images": ["img/0.png"]}]
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(row) for row in rows), encoding="utf-8")
+    report = read_dataset(tmp_path / "train.jsonl")
+    assert len(report.samples) == 2 and report.samples[0].messages[0]["role"] == "system"
+    assert [len(s.images) for s in report.samples] == [1, 2]
+    assert report.samples[1].images[1] == str(tmp_path / "img" / "1.png")
+    assert [str(p) for p in report.problems] == [
+        "train.jsonl:3: 2 image parts without a file of their own but 1 files in 'images'; they must match"]
+
+
+def test_a_sharegpt_rows_system_column_becomes_its_system_message(tmp_path):
+    """LLaMA-Factory's ShareGPT layout keeps the system prompt in a `system` column (data/README.md)."""
+    save(tmp_path / "0.png", RED)
+    row = {"conversations": [{"from": "human", "value": "<image>Describe."}, {"from": "gpt", "value": "a circle"}],
+           "images": ["0.png"], "system": "You are a shape expert."}
+    (tmp_path / "data.json").write_text(json.dumps([row]), encoding="utf-8")
+    [sample] = read_dataset(tmp_path / "data.json").samples
+    assert sample.messages[0] == {"role": "system", "content": [{"type": "text", "text": "You are a shape expert."}]}
+    assert [m["role"] for m in sample.messages] == ["system", "user", "assistant"]

@@ -429,7 +429,8 @@ def _read_data_folder(folder: Path, files: list[Path], limit: int | None) -> Eva
 
 
 def _read_caption_folder(folder: Path, files: list[Path], limit: int | None) -> EvalSet:
-    """Images with same-name .txt captions (the kohya / TagGUI convention), each caption one reference."""
+    """Images with same-name .txt captions (the kohya / TagGUI convention), each line of a caption file one
+    reference (COCO-style sets have several a picture; kohya's trainer reads the lines as alternatives)."""
     result = EvalSet(str(folder), "caption folder", CAPTION)
     texts = {p.with_suffix(""): p for p in files if p.suffix.lower() == ".txt"}
 
@@ -453,14 +454,14 @@ def _read_caption_folder(folder: Path, files: list[Path], limit: int | None) -> 
         try:
             if stem not in texts:
                 raise RowProblem(f"no caption file {stem.name}.txt")
-            caption = _caption_text(texts[stem])
-            if not caption:
+            references = tuple(line.strip() for line in _caption_text(texts[stem]).splitlines() if line.strip())
+            if not references:
                 raise RowProblem(f"{stem.name}.txt is empty")
             path = _check_image(name(image), folder, checked)
         except RowProblem as problem:
             result.problems.append(EvalProblem(name(image), None, str(problem)))
             continue
-        result.items.append(EvalItem(name(image), CAPTION_QUESTION, (path,), references=(caption,)))
+        result.items.append(EvalItem(name(image), CAPTION_QUESTION, (path,), references=references))
     return result
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from ..images import load_image
-from .collate import collate, encode_example
+from .collate import collate_groups, encode_example
 from .recipe import steps_for
 
 CACHE_BUDGET_BYTES = 2 * 2**30  # keep encoded samples in memory when the whole split fits in this
@@ -84,8 +84,9 @@ class BatchPlan:
         return step * self.samples_per_step / self.size
 
 
-def micro_batch(data: EncodedSamples, indices: list[int], pad_id: int):
-    """The collated batch for `indices`; a skipped sample is replaced by the next usable one."""
+def micro_batch(data: EncodedSamples, indices: list[int], pad_id: int) -> list[dict]:
+    """The collated batch for `indices` (`collate_groups`: one per kind of sample, pictures or none); a skipped
+    sample is replaced by the next usable one."""
     examples = []
     for index in indices:
         for offset in range(len(data)):
@@ -96,4 +97,4 @@ def micro_batch(data: EncodedSamples, indices: list[int], pad_id: int):
     if not examples:
         raise ValueError("no sample of the dataset could be encoded: "
                          + "; ".join(list(data.skipped.values())[:3]))
-    return collate(examples, pad_id)
+    return collate_groups(examples, pad_id)

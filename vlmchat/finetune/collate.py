@@ -113,6 +113,32 @@ def collate(examples: list[dict], pad_id: int) -> dict:
     return batch
 
 
+def collate_groups(examples: list[dict], pad_id: int) -> list[dict]:
+    """`collate` of each group of `examples` holding the same tensors, in order of first appearance: a batch that
+    mixes samples with pictures and text-only ones (LLaVA-Instruct mixes both) is one forward pass per group, since
+    how a family lays out its pictures' tensors by row differs (Idefics3 one row per sample, LLaVA one per picture).
+    `answer_loss` combines the groups' losses into the batch's."""
+    groups: dict[frozenset, list[dict]] = {}
+    for example in examples:
+        groups.setdefault(frozenset(example), []).append(example)
+    return [collate(group, pad_id) for group in groups.values()]
+
+
+def answer_tokens(batch: dict):
+    """The tokens a causal LM's loss averages over: labelled positions after the first (labels shift by one)."""
+    return (batch["labels"][:, 1:] != IGNORE).sum()
+
+
+def answer_loss(model, batches: list[dict]):
+    """(mean loss per answer token over all `batches`, answer tokens): each batch's loss weighted by its tokens,
+    so groups of one batch give the loss that one forward pass over all of them would."""
+    if len(batches) == 1:
+        return model(**batches[0]).loss, answer_tokens(batches[0])
+    counts = [answer_tokens(batch) for batch in batches]
+    total = sum(counts)
+    return sum(model(**batch).loss * count for batch, count in zip(batches, counts)) / total.clamp(min=1), total
+
+
 def pad_to_length(batch: dict, length: int, pad_id: int) -> dict:
     """`batch` padded further to a fixed `length` (the common recipe the benchmark compares against)."""
     import torch

@@ -200,16 +200,18 @@ def _read_metadata(path: Path, rows: list, prompt: str) -> DatasetReport:
 def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
     report = DatasetReport(str(folder), formats.CAPTION_FOLDER)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    images = {p.with_suffix(""): p for p in files if p.suffix.lower() in readable_suffixes()}
+    images = [p for p in files if p.suffix.lower() in readable_suffixes()]
     captions = {p.with_suffix(""): p for p in files if p.suffix.lower() == ".txt"}
+    stems = {image.with_suffix("") for image in images}
     for stem, caption in captions.items():
-        if stem not in images:
+        if stem not in stems:
             report.problems.append(Problem(_rel(caption, folder), None, "caption without an image of the same name"))
-    for stem, image in images.items():
+    for image in images:  # a.jpg and a.png both take a.txt, as kohya's trainer pairs them
+        stem = image.with_suffix("")
         if stem not in captions:
             report.problems.append(Problem(_rel(image, folder), None, f"no caption file {stem.name}.txt"))
             continue
-        text = captions[stem].read_text(encoding="utf-8", errors="replace")
+        text = captions[stem].read_bytes().decode("utf-8-sig", errors="replace")  # Notepad's UTF-8 starts with a BOM
         try:
             messages, paths = formats.caption_turns(str(image), text, prompt)
         except InputError as exc:

@@ -179,14 +179,23 @@ def conversation_row(row: dict, base: Path) -> tuple[tuple, tuple[str, ...], str
     if not isinstance(turns, list) or not turns:
         raise InputError("no 'messages' (or 'conversations') list")
     if not all(isinstance(_content(t), str) for t in turns):
-        messages, images = _openai(turns, base)
-        return messages, images, OPENAI_VISION if any(is_data_url(i) for i in images) else OPENAI
+        messages, images = _openai(turns, base, row.get("images"))
+        return _with_system(row, messages), images, OPENAI_VISION if any(is_data_url(i) for i in images) else OPENAI
     if row.get("image") is not None:
         if row.get("images"):
             raise InputError("both 'image' (LLaVA) and 'images' (ShareGPT) are set; keep one")
         return *_llava(row["image"], turns, base), LLAVA
     messages, images = _sharegpt(row.get("images") or [], turns, base)
-    return messages, images, SHAREGPT if images else TEXT_ONLY
+    return _with_system(row, messages), images, SHAREGPT if images else TEXT_ONLY
+
+
+def _with_system(row: dict, messages: tuple) -> tuple:
+    """`messages` after the row's own `system` prompt (LLaMA-Factory's ShareGPT column), where it has one and the
+    conversation does not start with a system message already."""
+    system = row.get("system")
+    if not isinstance(system, str) or not system.strip() or (messages and messages[0]["role"] == "system"):
+        return messages
+    return ({"role": "system", "content": [{"type": "text", "text": system.strip()}]}, *messages)
 
 
 def _content(turn):
@@ -215,9 +224,9 @@ def _split_placeholders(turns: list) -> list[dict]:
     return messages
 
 
-def _paths(value, key: str) -> list:
+def _paths(value, key: str, dicts: bool = False) -> list:
     paths = [value] if isinstance(value, str) else value
-    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+    if not isinstance(paths, list) or not all(isinstance(p, str) or (dicts and isinstance(p, dict)) for p in paths):
         raise InputError(f"'{key}' must be a path or a list of paths")
     return paths
 
@@ -251,7 +260,16 @@ def _llava(images, turns: list, base: Path) -> tuple[tuple, tuple[str, ...]]:
     return tuple(messages), tuple(image_reference(p, base) for p in images)
 
 
-def _openai(turns: list, base: Path) -> tuple[tuple, tuple[str, ...]]:
+def _openai(turns: list, base: Path, listed=None) -> tuple[tuple, tuple[str, ...]]:
+    """Messages with text and image parts; a bare {"type": "image"} part stands for the next file of the row's
+    `images` list (`listed`: TRL's and Hugging Face's conversational vision layout)."""
+    listed = [] if listed is None else [_listed_path(value) for value in _paths(listed, "images", dicts=True)]
+    bare = sum(1 for turn in turns if isinstance(_content(turn), list) for part in _content(turn)
+               if isinstance(part, dict) and part.get("type") == "image" and not _names_image(part))
+    if listed and bare != len(listed):
+        raise InputError(f"{bare} image parts without a file of their own but {len(listed)} files in 'images'; "
+                         "they must match")
+    listed = iter(listed)
     messages, images = [], []
     for index, turn in enumerate(turns):
         raw = _content(turn)
@@ -265,7 +283,9 @@ def _openai(turns: list, base: Path) -> tuple[tuple, tuple[str, ...]]:
                 if str(part.get("text", "")).strip():
                     content.append({"type": "text", "text": str(part["text"]).strip()})
             elif kind in ("image", "image_url"):
-                images.append(image_reference(_part_reference(part), base, f"message {index + 1}'s image"))
+                named = _part_reference(part) if _names_image(part) or bare == 0 else next(listed, None)
+                images.append(image_reference(named if named is not None else _part_reference(part), base,
+                                              f"message {index + 1}'s image"))
                 content.append({"type": "image"})
             else:
                 raise InputError(f"message {index + 1}: unknown content part {kind!r}; use text, image or image_url")
@@ -279,13 +299,26 @@ def _openai(turns: list, base: Path) -> tuple[tuple, tuple[str, ...]]:
 
 
 def _part_reference(part: dict):
-    value = part.get("image") or part.get("path") or part.get("url") or part.get("image_url")
-    if isinstance(value, dict):
-        value = value.get("url") or value.get("path")
+    value = _named(part)
     if not isinstance(value, str) or not value:
         raise InputError('an image part names no image; use {"type": "image_url", "image_url": {"url": '
-                         '"data:image/png;base64,..."}} or {"type": "image", "image": "path"}')
+                         '"data:image/png;base64,..."}} or {"type": "image", "image": "path"}, or list the '
+                         "files in the row's 'images', one per {\"type\": \"image\"} part")
     return value
+
+
+def _named(part: dict):
+    value = part.get("image") or part.get("path") or part.get("url") or part.get("image_url")
+    return value.get("url") or value.get("path") if isinstance(value, dict) else value
+
+
+def _names_image(part: dict) -> bool:
+    return isinstance(_named(part), str) and bool(_named(part))
+
+
+def _listed_path(value):
+    """A path from a row's `images` list: a string, or a `datasets` Image dict that kept its file's path."""
+    return value.get("path") if isinstance(value, dict) else value
 
 
 def check_turns(messages: list[dict]) -> None:

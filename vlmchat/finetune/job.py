@@ -61,7 +61,7 @@ def run_job(spec: JobSpec, job_dir: Path, resume: bool = False) -> int:
     try:
         accelerator = make_accelerator(spec.distributed, cpu=not _use_gpu(spec))
     except (VlmchatError, RuntimeError, ValueError) as exc:
-        ProgressWriter(job_dir / PROGRESS_FILE)("failed", step=0, message=" ".join(describe_failure(exc, spec)).strip())
+        ProgressWriter(job_dir / PROGRESS_FILE)("failed", step=0, message=" ".join(describe_failure(exc, spec, False)).strip())
         return 1
     emit = ProgressWriter(job_dir / PROGRESS_FILE, enabled=accelerator.is_main_process)
     trainer = None
@@ -78,16 +78,26 @@ def run_job(spec: JobSpec, job_dir: Path, resume: bool = False) -> int:
         if spec.evaluate and path is not None:
             evaluate_adapter(trainer, path, emit)
         emit("done", step=trainer.step, adapter=spec.name, path=str(path), metrics=metrics,
-             message=f"Adapter '{spec.name}' written to {path} in {metrics['duration_s']:.0f}s.")
+             message=f"Adapter '{spec.name}' written to {path} in {metrics['duration_s']:.0f}s.{_skipped(trainer)}")
         return 0
     except BaseException as exc:  # reported to the UI; the UI process itself is never affected
-        message, hint = describe_failure(exc, trainer.spec if trainer else spec)
+        checkpoint = _last_checkpoint(job_dir)
+        message, hint = describe_failure(exc, trainer.spec if trainer else spec, checkpoint is not None)
         emit("failed", step=trainer.step if trainer else 0, message=f"{message} {hint}".strip(),
-             checkpoint=str(_last_checkpoint(job_dir) or ""), error=type(exc).__name__)
+             checkpoint=str(checkpoint or ""), error=type(exc).__name__)
         traceback.print_exc()
         return 1
     finally:
         accelerator.end_training()
+
+
+def _skipped(trainer) -> str:
+    """' N samples were left out: file:line: why, …' for the samples the run could not encode (too long)."""
+    skipped = [*trainer.train.skipped.values(), *trainer.val.skipped.values()]
+    if not skipped:
+        return ""
+    shown = "; ".join(skipped[:5]) + (f"; … and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+    return f" {len(skipped)} sample(s) were left out: {shown} (raise max_length to keep them)."
 
 
 MIN_EVAL_SAMPLES = 20  # below this a paired test on the validation split says little
@@ -252,17 +262,18 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def describe_failure(exc: BaseException, spec: JobSpec) -> tuple[str, str]:
-    """(what happened, what to change) for any exception of a run."""
+def describe_failure(exc: BaseException, spec: JobSpec, checkpoint: bool = True) -> tuple[str, str]:
+    """(what happened, what to change) for any exception of a run; `checkpoint`: the job has one to resume from."""
     name, text = type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    resume = " Resume continues from the last checkpoint." if checkpoint else ""
     if isinstance(exc, VlmchatError):
         return text, ""
     if "OutOfMemory" in name or "out of memory" in text.lower() or "can't allocate memory" in text.lower():
         return ("Out of memory.",
                 f"Lower batch_size (now {AUTO_BATCH_SIZE if spec.batch_size == 'auto' else spec.batch_size}) and raise grad_accumulation to keep the effective batch, "
                 f"lower max_length (now {spec.max_length}), set gradient_checkpointing = on, or quantization = 4bit "
-                "(QLoRA) on a GPU. Resume continues from the last checkpoint.")
+                f"(QLoRA) on a GPU.{resume}")
     if isinstance(exc, KeyboardInterrupt):
-        return "Interrupted.", "Resume continues from the last checkpoint."
+        return "Interrupted.", resume.strip()
     return (f"Training failed: {name}: {text}"[:500],
-            "See log.txt in the job folder for the details; Resume continues from the last checkpoint.")
+            f"See log.txt in the job folder for the details.{resume}")

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..files import staged_folder
 from ..models.families import detail_for
 from .batches import BatchPlan, EncodedSamples, micro_batch
+from .collate import answer_loss, collate_groups
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -67,10 +68,11 @@ class Trainer:
         total = 0.0
         for micro in range(self.spec.grad_accumulation):
             last = micro == self.spec.grad_accumulation - 1
-            batch = micro_batch(self.train, self.plan.indices(self.step, micro, self.acc.process_index), self.pad_id)
+            batches = micro_batch(self.train, self.plan.indices(self.step, micro, self.acc.process_index),
+                                  self.pad_id)
             sync = contextlib.nullcontext() if last else self.acc.no_sync(self.model)
             with sync:
-                loss = self.model(**self._to_device(batch)).loss / self.spec.grad_accumulation
+                loss = answer_loss(self.model, [self._to_device(b) for b in batches])[0] / self.spec.grad_accumulation
                 self.acc.backward(loss)
             total += loss.detach().float()
         self.acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
@@ -95,11 +97,8 @@ class Trainer:
                 examples = [e for e in (self.val.get(i) for i in indices) if e is not None]
                 if not examples:
                     continue
-                from .collate import collate
-
-                batch = self._to_device(collate(examples, self.pad_id))
-                tokens = (batch["labels"][:, 1:] != -100).sum()
-                sums += torch.stack([self.model(**batch).loss.double() * tokens, tokens.double()])
+                loss, tokens = answer_loss(self.model, [self._to_device(b) for b in collate_groups(examples, self.pad_id)])
+                sums += torch.stack([loss.double() * tokens, tokens.double()])
         sums = self.acc.reduce(sums, reduction="sum")
         self.model.train()
         return float(sums[0] / sums[1]) if sums[1] > 0 else None

@@ -31,7 +31,7 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
         on_gpu = _gpu_visible() and spec.device != "cpu"
     source = spec.model_source or spec.model
     recipe = read_recipe(source if Path(source).is_dir() else None)
-    count = _count(spec, train or samples, on_gpu)
+    count = _count(spec, samples, on_gpu)
     tokens = count.longest
     if free_gib is None and not on_gpu:
         free_gib = ram_per_process(spec.num_processes)
@@ -44,9 +44,10 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
     peak = peak_gib(size, on_gpu=on_gpu, tokens=tokens, batch_size=schedule.batch_size, checkpointing=checkpointing)
     warnings = [schedule.warning]
     if count.too_long:
-        warnings.append(f"{count.too_long} sample(s) are longer than max_length {spec.max_length} tokens at "
-                        f"{count.detail} image detail and will be skipped: raise max_length"
-                        + (", or use low image detail." if count.detail == "high" else "."))
+        at = f" at {count.detail} image detail" if count.adjustable else ""
+        warnings.append(f"{count.too_long} sample(s) are longer than max_length {spec.max_length} tokens{at} "
+                        "and will be skipped: raise max_length"
+                        + (", or use low image detail." if count.detail == "high" and count.adjustable else "."))
     if not on_gpu and peak is not None:
         warnings.append(_short_of_ram(size, tokens, schedule.batch_size, peak, checkpointing, count.detail, free_gib))
     warning = " ".join(w for w in warnings if w)
@@ -85,6 +86,7 @@ class Count:
     per_token: int  # vision positions behind an image token
     detail: str  # the detail counted at ("" when not counted)
     too_long: int  # samples over max_length (the run skips them)
+    adjustable: bool = False  # the family's pictures take fewer tokens at low detail
 
 
 def _count(spec: JobSpec, samples, on_gpu: bool) -> Count:
@@ -103,14 +105,15 @@ def _count(spec: JobSpec, samples, on_gpu: bool) -> Count:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return rough
-    detail, _ = choose_detail(spec.image_detail, profile_for(config), "cuda" if on_gpu else "cpu")
+    profile = profile_for(config)
+    detail, _ = choose_detail(spec.image_detail, profile, "cuda" if on_gpu else "cpu")
     picture = _largest_picture(samples) or REFERENCE_PICTURE
     counts = conversation_tokens(folder, detail, [sample.messages for sample in samples], picture)
     if counts is None:
         return rough
     fitting = [count for count in counts if count <= spec.max_length] or [spec.max_length]
     return Count(picture_tokens(folder, detail, picture), max(fitting), sum(fitting) / len(fitting), pictures,
-                 vision_positions_per_token(config), detail, len(counts) - len(fitting))
+                 vision_positions_per_token(config), detail, len(counts) - len(fitting), profile.detail is not None)
 
 
 def _largest_picture(samples) -> tuple[int, int] | None:
