@@ -20,7 +20,8 @@ from vlmchat.demo.dialogue import answer as demo_answer
 from vlmchat.errors import InputError
 from vlmchat.evaluate.compare import compare_stream, new_comparison, read_votes, record_vote, tally
 from vlmchat.models.conversation import chat_messages
-from vlmchat.ui.chat_tab import (ERROR_MARK, ChatTurns, chatbot_value, edit_turn, NEEDS_IMAGE_KEY, model_flag, retry_turn,
+from vlmchat.models.conversation import NEEDS_IMAGE_KEY, model_flag
+from vlmchat.ui.chat_tab import (ERROR_MARK, ChatTurns, chatbot_value, edit_turn, retry_turn,
                                  user_turn)
 
 

@@ -260,3 +260,40 @@ def test_an_endpoint_added_in_the_model_tab_answers_and_is_remembered_only_when_
         assert "sk-" not in (tmp_path / "app" / "settings.toml").read_text()
     finally:
         client_app.stop()
+
+
+def test_a_server_that_answers_in_another_format_is_named_not_blamed_on_the_question(tmp_path):
+    """A base_url that reaches a web page (200 text/html) instead of an OpenAI-compatible server: one message
+    naming the endpoint and base_url, whole or streamed, instead of "an empty answer; rephrase the question"."""
+    import http.server
+    import threading
+
+    from vlmchat.errors import InputError
+    from vlmchat.models.endpoints import Endpoint
+    from vlmchat.settings import EndpointSettings
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            body = b"<html><body>a web page</body></html>"
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = Endpoint(EndpointSettings(name="page", base_url=f"http://127.0.0.1:{server.server_port}",
+                                             model="m", timeout_s=10.0), api_key="unused")
+        ask = [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}]
+        for how in (lambda: endpoint.answer(ask), lambda: list(endpoint.stream(ask))):
+            with pytest.raises(InputError, match=r"Endpoint 'page' \(http://127.0.0.1:\d+\) answered, but not in "
+                                                 r"OpenAI's chat completions format; check base_url"):
+                how()
+    finally:
+        server.shutdown()

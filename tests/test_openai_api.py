@@ -239,9 +239,54 @@ def test_a_lone_request_does_not_wait_for_the_batch_window(manager):
 
 @pytest.mark.slow
 def test_a_streamed_answer_never_shows_the_stop_string(client):
+    """...and says what the same request answers whole: the text before the stop string, as OpenAI returns it."""
     chunks = client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), stream=True,
                                             stop=["circle"])
-    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices).strip() == "a red"
+    whole = client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), stop=["circle"])
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert streamed == whole.choices[0].message.content == "a red "
+
+
+@pytest.mark.slow
+def test_the_api_asks_the_model_as_chat_does(client):
+    """The demo answers only about a picture (its recipe's needs_image): a text-only request is a 400 saying so,
+    not an invented answer; it saw one picture per chat, so a new picture starts the conversation afresh."""
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "Hello"}])
+    assert raised.value.body["param"] == "messages" and "image_url" in raised.value.body["message"]
+    blue = data_url(ROOT / "examples" / "blue-square.png")
+    turns = ask(data_url(RED_CIRCLE)) + [{"role": "assistant", "content": "a red circle"}] + ask(blue)
+    assert client.chat.completions.create(model="demo", messages=turns).choices[0].message.content == "a blue square"
+
+
+@pytest.mark.slow
+def test_parameters_out_of_range_are_400s_naming_the_apis_own_field(client):
+    cases = [({"max_tokens": 0}, "max_tokens"), ({"max_completion_tokens": 0}, "max_completion_tokens"),
+             ({"top_p": 0}, "top_p"), ({"temperature": 9}, "temperature"),
+             ({"stream_options": {"include_usage": True}}, "stream_options")]
+    for extra, param in cases:
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), **extra)
+        assert raised.value.body["param"] == param and param in raised.value.body["message"], extra
+    ultra = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(RED_CIRCLE),
+                                                                              "detail": "ultra"}}]}]
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="demo", messages=ultra)
+    assert raised.value.body["param"] == "messages[0].content[0].image_url.detail"
+
+
+@pytest.mark.slow
+def test_a_conversation_longer_than_the_model_reads_is_refused_at_once(client):
+    """The demo reads 1,024 tokens (max_position_embeddings): a 100k-token question is a 400
+    context_length_exceeded in well under the seconds one answer takes, not minutes of a forward pass that
+    holds up every other request; the next request is answered as usual."""
+    started = time.monotonic()
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE), PROMPT * 20000))
+    assert time.monotonic() - started < 10
+    assert raised.value.body["code"] == "context_length_exceeded" and "1,024" in raised.value.body["message"]
+    assert client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE))).choices[0] \
+        .message.content == "a red circle"
 
 
 def test_remote_images_are_fetched_only_when_allowed(manager, demo_settings):

@@ -23,6 +23,18 @@ class InputError(VlmchatError):
     """A request's input (image, message, parameter) cannot be used."""
 
 
+class FieldError(InputError):
+    """One parameter's value cannot be used; `field` names it (the API answers with its own name for it)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+class ContextLengthError(InputError):
+    """A conversation is longer than the model reads."""
+
+
 class NoModelError(VlmchatError):
     """A request needs a loaded model and none is loaded."""
 

@@ -28,9 +28,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ..errors import InputError, NoModelError, VlmchatError
+from ..errors import ContextLengthError, FieldError, InputError, NoModelError, VlmchatError
 from ..images import is_data_url, load_image
 from ..lora.runtime import is_base
+from ..models.conversation import for_local_model
+from ..models.families import IMAGE_DETAILS
 from ..models.manager import Answer, GenerationParams, ModelManager, is_endpoint
 from ..settings import Settings
 from ..models.batcher import BusyError, Ticket
@@ -75,6 +77,8 @@ def _api_error(exc: BaseException) -> ApiError:
         return ApiError(429, str(exc), "rate_limit_error", code="queue_full")
     if isinstance(exc, NoModelError):
         return ApiError(503, str(exc), "server_error", code="no_model")
+    if isinstance(exc, ContextLengthError):
+        return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
     if isinstance(exc, VlmchatError):
         return ApiError(400, str(exc))
     return ApiError(500, f"The server failed while answering ({type(exc).__name__}); see its terminal.", "server_error")
@@ -130,15 +134,24 @@ def generation_params(request: ChatRequest, settings: Settings) -> GenerationPar
     """GenerationParams from the request, the settings' [generation] defaults for what it leaves out."""
     if request.n != 1:
         raise ApiError(400, "Only n = 1 is supported; send several requests for several answers.", param="n")
+    if request.stream_options is not None and not request.stream:
+        raise ApiError(400, "stream_options is only for stream = true.", param="stream_options")
     gen = settings.generation
     stops = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
+    tokens = next(((name, value) for name, value in (("max_completion_tokens", request.max_completion_tokens),
+                                                     ("max_tokens", request.max_tokens)) if value is not None),
+                  ("max_tokens", gen.max_new_tokens))
+    names = {"max_new_tokens": tokens[0], "temperature": "temperature", "top_p": "top_p", "stop_strings": "stop"}
     try:
         return GenerationParams(
-            max_new_tokens=request.max_completion_tokens or request.max_tokens or gen.max_new_tokens,
+            max_new_tokens=tokens[1],
             temperature=gen.temperature if request.temperature is None else request.temperature,
             top_p=gen.top_p if request.top_p is None else request.top_p,
             seed=gen.seed if request.seed is None else request.seed, stop_strings=tuple(stops),
             image_detail=_requested_detail(request))
+    except FieldError as exc:
+        param = names.get(exc.field)
+        raise ApiError(400, f"Invalid {param}: {exc}" if param else str(exc), param=param) from None
     except InputError as exc:
         raise ApiError(400, str(exc)) from None
 
@@ -179,9 +192,17 @@ def _fetch(url: str, param: str, limit: int) -> bytes:
 
 
 def _requested_detail(request: ChatRequest) -> str:
-    """The highest image_url.detail asked for in the request ("" when none): one detail per answer."""
-    asked = {part["image_url"].get("detail") for message in request.messages if isinstance(message.content, list)
-             for part in message.content if isinstance(part, dict) and isinstance(part.get("image_url"), dict)}
+    """The highest image_url.detail asked for in the request ("" when none): one detail per answer; a 400 naming
+    the part whose detail is not one of OpenAI's (low, high, auto)."""
+    asked = set()
+    for m, message in enumerate(request.messages):
+        for p, part in enumerate(message.content if isinstance(message.content, list) else ()):
+            url = part.get("image_url") if isinstance(part, dict) else None
+            detail = url.get("detail") if isinstance(url, dict) else None
+            if detail is not None and detail not in IMAGE_DETAILS:
+                param = f"messages[{m}].content[{p}].image_url.detail"
+                raise ApiError(400, f"{param} must be low, high or auto (got {detail!r}).", param=param)
+            asked.add(detail)
     return next((level for level in ("high", "auto", "low") if level in asked), "")
 
 
@@ -353,7 +374,10 @@ def answer_request(manager: ModelManager, settings: Settings, body: bytes, ticke
         request = parse_request(body)
         adapter = pick_model(manager, request.model)
         params = generation_params(request, settings)
-        conversation = to_conversation(request, settings)
+        try:
+            conversation = for_local_model(manager, to_conversation(request, settings), "add an image_url part")
+        except InputError as exc:
+            raise ApiError(400, str(exc), param="messages") from None
         if not request.stream:
             return completion_body(manager.answer(conversation, params, adapter, ticket), request.model, ident)
         events = _admitted_stream(manager, conversation, params, adapter, request, ident, ticket)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import InputError
+from ..errors import FieldError, InputError
 from .families import check_image_detail
 
 
@@ -27,15 +27,15 @@ class GenerationParams:
 
     def __post_init__(self) -> None:
         if not 1 <= int(self.max_new_tokens) <= 8192:
-            raise InputError("max new tokens must be between 1 and 8192.")
+            raise FieldError("max_new_tokens", "max new tokens must be between 1 and 8192.")
         if not 0 <= float(self.temperature) <= 5:
-            raise InputError("temperature must be between 0 and 5 (0 = greedy).")
+            raise FieldError("temperature", "temperature must be between 0 and 5 (0 = greedy).")
         if not 0 < float(self.top_p) <= 1:
-            raise InputError("top-p must be above 0 and at most 1.")
+            raise FieldError("top_p", "top-p must be above 0 and at most 1.")
         if not 1 <= int(self.num_beams) <= 16:
             raise InputError(f"num beams must be between 1 and 16 (got {self.num_beams}).")
         if len(self.stop_strings) > 4 or not all(isinstance(s, str) and s for s in self.stop_strings):
-            raise InputError("stop must be at most 4 non-empty strings.")
+            raise FieldError("stop_strings", "stop must be at most 4 non-empty strings.")
         check_image_detail(self.image_detail)
 
 
@@ -101,6 +101,7 @@ def local_answer(text: str, row: list[int], prompt_tokens: int, params: Generati
     ended = count < len(row) or (row and row[-1] in ends)
     text, stopped = cut_at_stop(text, params.stop_strings)
     length = not ended and not stopped and count >= params.max_new_tokens
-    return Answer(text.strip() if strip else text, model=adapter or "base", prompt_tokens=prompt_tokens,
+    # cut at a stop string, the text is what comes before it, as OpenAI returns it and a stream showed it
+    return Answer(text.strip() if strip and not stopped else text, model=adapter or "base", prompt_tokens=prompt_tokens,
                   completion_tokens=count, latency_s=seconds, first_token_s=first_token_s,
                   finish_reason="length" if length else "stop")

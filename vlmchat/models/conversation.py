@@ -122,4 +122,32 @@ def from_last_picture(messages: list[dict]) -> list[dict]:
 
 def has_image(messages: list[dict]) -> bool:
     """True when any of the processor `messages` carries a picture."""
-    return any(part.get("type") == "image" for message in messages for part in message["content"])
+    return any(isinstance(part, dict) and part.get("type") == "image" for message in messages
+               if not isinstance(message["content"], str) for part in message["content"])
+
+
+NEEDS_IMAGE_KEY = "needs_image"  # in the model's vlmchat_recipe.json: it answers only about a picture
+ONE_PICTURE_KEY = "one_picture_per_chat"  # ... and was trained on one picture per chat: a new one starts afresh
+
+
+def model_flag(manager, key: str) -> bool:
+    """A flag of the loaded model's folder recipe (NEEDS_IMAGE_KEY, ONE_PICTURE_KEY: the demo's are set)."""
+    from ..finetune.recipe import read_recipe
+
+    info = manager.info
+    if info is None or not Path(info.source).is_dir():
+        return False
+    return bool(read_recipe(info.source).get(key))
+
+
+def for_local_model(manager, messages: list[dict], attach: str = "attach one") -> list[dict]:
+    """The processor `messages` as the loaded model is asked them (Chat and /v1 alike): from the newest picture on
+    where it saw one picture per chat (ONE_PICTURE_KEY); an InputError where it answers only about a picture
+    (NEEDS_IMAGE_KEY) and there is none, instead of an invented answer. `attach`: how the asker adds a picture."""
+    if model_flag(manager, ONE_PICTURE_KEY):
+        messages = from_last_picture(messages)
+    if not has_image(messages) and model_flag(manager, NEEDS_IMAGE_KEY):
+        info = manager.info
+        raise InputError(f"{info.model_id if info else 'This model'} answers only about a picture: "
+                         f"{attach} to your question and send it again.")
+    return messages

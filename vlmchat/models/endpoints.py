@@ -29,19 +29,21 @@ def image_data_url(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _openai_part(part: dict) -> dict:
+def _openai_part(part: dict, detail: str = "") -> dict:
     if part.get("type") == "image":
-        return {"type": "image_url", "image_url": {"url": image_data_url(part["image"])}}
+        return {"type": "image_url", "image_url": {"url": image_data_url(part["image"]), **({"detail": detail}
+                                                                                           if detail else {})}}
     return {"type": "text", "text": part.get("text", "")}
 
 
-def to_openai_messages(messages: list[dict]) -> list[dict]:
-    """Processor-style messages (images as PIL) as OpenAI chat messages (images as data URLs)."""
+def to_openai_messages(messages: list[dict], detail: str = "") -> list[dict]:
+    """Processor-style messages (images as PIL) as OpenAI chat messages (images as data URLs, at `detail` where
+    one is asked for: low / auto / high, OpenAI's image_url.detail)."""
     out = []
     for message in messages:
         content = message.get("content")
         if isinstance(content, list):
-            content = [_openai_part(part) for part in content]
+            content = [_openai_part(part, detail) for part in content]
         out.append({"role": message["role"], "content": content})
     return out
 
@@ -116,7 +118,7 @@ class Endpoint:
 
     def _request(self, messages: list[dict], params: GenerationParams) -> dict:
         self._check(params)
-        request = {"model": self.entry.model, "messages": to_openai_messages(messages),
+        request = {"model": self.entry.model, "messages": to_openai_messages(messages, params.image_detail),
                    "max_tokens": int(params.max_new_tokens), "temperature": float(params.temperature)}
         if params.temperature > 0:
             request["top_p"] = float(params.top_p)
@@ -141,6 +143,8 @@ class Endpoint:
         started = time.perf_counter()
         with self._errors():
             response = self.client().chat.completions.create(**request)
+        if not getattr(response, "choices", None):
+            raise self._not_openai()
         choice = response.choices[0]
         return self._count(self._answer((choice.message.content or "").strip(), response.usage, started,
                                         choice.finish_reason))
@@ -149,7 +153,7 @@ class Endpoint:
                stop: threading.Event | None = None) -> Iterator[Answer]:
         """Yield the Answer so far (done=False) as it grows, then the finished one with the server's usage."""
         request, started = self._request(messages, params), time.perf_counter()
-        text, usage, finish, first = "", None, None, None
+        text, usage, finish, first, chunks = "", None, None, None, 0
         with self._errors():
             stream = self.client().chat.completions.create(**request, stream=True,
                                                            stream_options={"include_usage": True})
@@ -157,8 +161,9 @@ class Endpoint:
                 for chunk in stream:
                     if stop is not None and stop.is_set():
                         break
-                    usage = chunk.usage or usage
-                    if not chunk.choices:
+                    chunks += 1
+                    usage = getattr(chunk, "usage", None) or usage
+                    if not getattr(chunk, "choices", None):
                         continue
                     finish = chunk.choices[0].finish_reason or finish
                     piece = chunk.choices[0].delta.content or ""
@@ -169,7 +174,14 @@ class Endpoint:
                                      first_token_s=first, done=False)
             finally:
                 stream.close()
+        if not chunks and not (stop is not None and stop.is_set()):
+            raise self._not_openai()
         yield self._count(self._answer(text, usage, started, finish, first))
+
+    def _not_openai(self) -> InputError:
+        entry = self.entry
+        return InputError(f"Endpoint '{entry.name}' ({entry.base_url}) answered, but not in OpenAI's chat "
+                          "completions format; check base_url (an OpenAI-compatible server's ends in /v1).")
 
     def answer_batch(self, conversations: list[list[dict]],
                      params: GenerationParams = GenerationParams()) -> list[Answer]:
@@ -217,7 +229,8 @@ class _UserErrors:
         entry = self.endpoint.entry
         where = f"Endpoint '{entry.name}' ({entry.base_url})"
         if isinstance(exc, openai.APITimeoutError):
-            message = f"{where} did not answer within {entry.timeout_s:.0f} s; raise timeout_s or check the server."
+            message = (f"{where} did not answer within {entry.timeout_s:.0f} s (asked twice: a timeout is retried "
+                       "once); raise timeout_s or check the server.")
         elif isinstance(exc, openai.APIConnectionError):
             message = f"{where} cannot be reached; check that the server runs and that base_url is right."
         elif isinstance(exc, openai.AuthenticationError):

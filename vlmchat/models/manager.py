@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import InputError, ModelLoadError, NoModelError
+from ..errors import ContextLengthError, InputError, ModelLoadError, NoModelError
 from .answers import (ENDPOINT_PREFIX, Answer, GenerationParams, is_endpoint,  # noqa: F401 (re-exported)
                       local_answer, sampling_kwargs)
 from .cpu_speed import ModelLock, tune_for_cpu
@@ -323,6 +323,7 @@ class ModelManager:
             model, processor = self._loaded()
             inputs = self._inputs(model, processor, conversations, self.detail(params.image_detail))
             prompts = inputs["attention_mask"].sum(dim=1).tolist()
+            _check_context(model, max(prompts))
             streamed = {}
             if streams and any(streams):
                 rows = RowStreamer(streams, prompts, params, model, processor, adapter)
@@ -361,6 +362,23 @@ def _from_pretrained(source, load_kwargs: dict):
         raise ModelLoadError(f"'{name}' needs a package that is not installed: "
                              f"{str(exc).strip().splitlines()[0]}") from None
     return model, processor
+
+
+def context_tokens(model) -> int | None:
+    """The most tokens the model's language model reads (its config's max_position_embeddings), None if unsaid."""
+    config = model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "max_position_embeddings", None) or getattr(config, "max_position_embeddings", None)
+
+
+def _check_context(model, prompt_tokens: int) -> None:
+    """ContextLengthError for a prompt the model cannot read whole (at once, instead of minutes of a long forward
+    pass ending in an answer made of noise)."""
+    limit = context_tokens(model)
+    if limit and prompt_tokens >= limit:
+        raise ContextLengthError(f"This conversation is {prompt_tokens:,} tokens, pictures included; the model reads "
+                                 f"at most {limit:,}. Shorten it, send fewer or smaller pictures (image detail low), "
+                                 "or start a new chat.")
 
 
 def _generation_error(exc: BaseException) -> BaseException:

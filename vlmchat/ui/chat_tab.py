@@ -21,10 +21,9 @@ from typing import Iterator
 import gradio as gr
 
 from ..chats import ChatStore, answered_turns, new_chat, now, stats_line
-from ..errors import InputError, VlmchatError
-from ..finetune.recipe import read_recipe
+from ..errors import VlmchatError
 from ..lora.runtime import BASE, is_base
-from ..models.conversation import chat_messages, from_last_picture, has_image
+from ..models.conversation import chat_messages, for_local_model
 from ..models.families import IMAGE_DETAILS
 from ..models.manager import GenerationParams, ModelManager, is_endpoint
 from ..settings import PROJECT_ROOT, Settings
@@ -32,8 +31,6 @@ from .users import user_folder
 
 ERROR_MARK = "⚠️ "
 STOPPED_NOTE = "⏹ *Stopped: this answer is left out of the conversation.*"
-NEEDS_IMAGE_KEY = "needs_image"  # in the model's vlmchat_recipe.json: it answers only about a picture
-ONE_PICTURE_KEY = "one_picture_per_chat"  # ... and was trained on one picture per chat: a new one starts afresh
 SESSION_KEY = "vlmchat-chat"  # sessionStorage: the chat a browser tab has open, reopened on reload
 EXAMPLES = PROJECT_ROOT / "examples"
 # The first screen's examples (examples/README.md describes the pictures): (question, picture).
@@ -41,14 +38,6 @@ CHAT_EXAMPLES = [("Describe the image.", "red-circle.png"), ("What color is the 
                  ("What shape is this?", "green-triangle.png"),
                  ("Describe the image. Answer in Spanish.", "yellow-circle.png"),
                  ("Describe the image.", "grace-hopper.jpg")]
-
-
-def model_flag(manager: ModelManager, key: str) -> bool:
-    """A flag of the loaded model's folder recipe (NEEDS_IMAGE_KEY, ONE_PICTURE_KEY: the demo's are set)."""
-    info = manager.info
-    if info is None or not Path(info.source).is_dir():
-        return False
-    return bool(read_recipe(info.source).get(key))
 
 
 def user_turn(message: dict | str | None) -> dict:
@@ -112,12 +101,8 @@ class ChatTurns:
                                       image_detail=image_detail or "")
             turn["adapter"] = chat["adapter"] = self.adapter_for(adapter or chat.get("adapter"))
             messages = chat_messages(answered_turns(chat["messages"]), chat.get("system") or "", self.max_bytes)
-            local = not is_endpoint(turn["adapter"])
-            if local and model_flag(self.manager, ONE_PICTURE_KEY):
-                messages = from_last_picture(messages)
-            if not has_image(messages) and local and model_flag(self.manager, NEEDS_IMAGE_KEY):
-                raise InputError(f"{info.model_id if info else 'This model'} answers only about a picture: "
-                                 "attach one (📎) to your question and send it again.")
+            if not is_endpoint(turn["adapter"]):
+                messages = for_local_model(self.manager, messages, "attach one (📎)")
         except VlmchatError as exc:
             turn.update(status="error", text=ERROR_MARK + str(exc))
             chat["messages"].append(turn)
