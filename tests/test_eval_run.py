@@ -418,7 +418,8 @@ def test_cli_exits_1_when_rows_were_skipped(settings_file, pictures, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["empty", "wrong format", "no usable rows", "unknown adapter", "other base"])
+@pytest.mark.parametrize("case", ["empty", "wrong format", "no usable rows", "unknown adapter", "other base",
+                                  "output is a folder", "output cannot be made"])
 def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path, case):
     data = tmp_path / "set.jsonl"
     args = ["--data", data]
@@ -430,6 +431,10 @@ def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path,
         args = ["--data", data]
     elif case == "no usable rows":
         data.write_text('{"question": "odd", "options": ["a"], "answer": "A"}\n')
+    elif case.startswith("output"):
+        _write_rows(data, pictures)
+        (tmp_path / "file").write_text("")
+        args += ["--output", tmp_path if case == "output is a folder" else tmp_path / "file" / "results.csv"]
     else:
         _write_rows(data, pictures)
         args += ["--adapter", "no-such-adapter" if case == "unknown adapter" else "other-base"]
@@ -437,6 +442,8 @@ def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path,
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if line.startswith("vlmchat: ")]
+    if case != "other base":  # said before the model loads (a wrong base is known only from the loaded one)
+        assert "model: " not in result.stderr
 
 
 

@@ -232,6 +232,40 @@ def test_hf_mmlu_parquet(tmp_path):
     assert result.items[1].source == "test-00000-of-00001.parquet:2"
 
 
+@needs_parquet
+def test_hugging_face_split_files_side_by_side_are_read_as_one_split(tmp_path):
+    """cais/mmlu's and MMMU's folders hold dev, validation and test files side by side: the test split is read
+    (not all three, which would count each question up to three times), or the first split with answers where
+    the test split's are hidden (MMMU's '?'), and the format says which."""
+    import pandas
+
+    def split(folder, name, answers):
+        folder.mkdir(parents=True, exist_ok=True)
+        pandas.DataFrame({"question": [f"{name} {i}?" for i in range(len(answers))], "subject": "algebra",
+                          "choices": [["a", "b"]] * len(answers), "answer": answers}) \
+            .to_parquet(folder / f"{name}-00000-of-00001.parquet")
+
+    for name, answers in (("dev", [0]), ("validation", [1, 0]), ("test", [0, 1, 1])):
+        split(tmp_path / "mmlu", name, answers)
+    result = read_eval_set(tmp_path / "mmlu")
+    assert [item.question for item in result.items] == ["test 0?", "test 1?", "test 2?"]
+    assert "the test split (the folder also holds dev, validation" in result.format
+
+    picture(tmp_path / "a.png")
+    for subject in ("Art", "Design"):
+        for name, answer in (("validation", "A"), ("test", "?")):
+            folder = tmp_path / "mmmu" / subject
+            folder.mkdir(parents=True, exist_ok=True)
+            row = mmmu_row(id=f"{name}_{subject}_1", question="<image 1> Which?", options="['x', 'y']",
+                           answer=answer, image_1=str(tmp_path / "a.png"))
+            pandas.DataFrame([row]).to_parquet(folder / f"{name}-00000-of-00001.parquet")
+    result = read_eval_set(tmp_path / "mmmu")
+    assert [item.subject for item in result.items] == ["Art", "Design"] and result.problems == []
+    assert "the validation split (the folder also holds test" in result.format
+    hidden = read_eval_set(tmp_path / "mmmu" / "Art" / "test-00000-of-00001.parquet", )
+    assert "the answer is hidden ('?'" in str(hidden.problems[0])
+
+
 def test_parquet_without_pyarrow_says_how_to_install_it(tmp_path, monkeypatch):
     pandas = pytest.importorskip("pandas", reason="the message about pyarrow comes from pandas' read_parquet")
 
@@ -293,6 +327,8 @@ def test_mmmu_csv_rows(tmp_path):
      "image_2 is given but neither question nor options has <image 2>"),
     ({"question": "See <image 1>.", "options": "['<image 1>', '<image 3>']", "image_1": "a.png"},
      "placeholder <image 3> but no image_3"),
+    ({"question": "<image 1>?", "image_1": "a.png", "answer": "y"},
+     "answer 'y' is not among the options (A: 'x', B: 'y'): this layout wants a letter; 'y' is option B's text"),
     ({"question": "What year? <image 1>", "options": "[]", "answer": "1889", "question_type": "open",
       "image_1": "a.png"}, "open question, not multiple choice"),
 ])

@@ -14,6 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import InputError
 from ..files import write_bytes_atomic, write_text_atomic
 from ..lora.runtime import is_base
 from .score import LETTERS, ItemScore
@@ -213,12 +214,16 @@ class EvalResult:
         self.folder = Path(folder)
         text = self.csv_text()
         write_text_atomic(self.folder / "results.csv", text)
-        if csv_copy is not None:
-            write_text_atomic(Path(csv_copy), text)
         summary = dict(self.summary(), files={name: str(self.folder / name)
                                               for name in ("results.csv", "summary.json", "chart.png")})
         write_text_atomic(self.folder / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         write_bytes_atomic(self.folder / "chart.png", self.chart_png())
+        if csv_copy is not None:  # last: the run's folder is whole whatever becomes of the copy
+            try:
+                write_text_atomic(Path(csv_copy), text)
+            except OSError as exc:
+                raise InputError(f"The results are in {self.folder}, but the copy to {csv_copy} could not be "
+                                 f"written ({exc.strerror or exc}).") from None
         return self.folder
 
     def chart_png(self) -> bytes:

@@ -137,6 +137,9 @@ def answer_index(raw: Any, options: list[str], accept: tuple[str, ...] = ("lette
             return int(raw)
         raise RowProblem(f"answer {raw} is not among the options ({_listing(options)}; an index counts from 0)")
     given = str(raw).strip()
+    if given == "?":
+        raise RowProblem("the answer is hidden ('?': a test split published without its answers); use the "
+                         "validation or dev split")
     meanings: dict[int, str] = {}
     if "text" in accept and given in options:
         meanings.setdefault(options.index(given), "the option's text")
@@ -146,8 +149,13 @@ def answer_index(raw: Any, options: list[str], accept: tuple[str, ...] = ("lette
         meanings.setdefault(LETTERS.index(given.upper()), "a letter")
     if len(meanings) == 1:
         return next(iter(meanings))
-    if not meanings:
+    if not meanings and "letter" not in accept:
         raise RowProblem(f"answer '{shorten(given)}' is not among the options ({_listing(options)})")
+    if not meanings:
+        wanted = "a letter" if accept == ("letter",) else "a letter, the option's text or an index from 0"
+        match = f"; '{shorten(given)}' is option {LETTERS[options.index(given)]}'s text" if given in options else ""
+        raise RowProblem(f"answer '{shorten(given)}' is not among the options ({_listing(options)}): "
+                         f"this layout wants {wanted}{match}")
     readings = " or ".join(f"{LETTERS[i]} (as {why})" for i, why in sorted(meanings.items()))
     raise RowProblem(f"answer '{given}' could mean {readings}; write the option's letter instead")
 

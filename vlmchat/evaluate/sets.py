@@ -72,7 +72,7 @@ class EvalSet:
         """The items, or an InputError saying what to fix when none can be used."""
         if not self.items:
             shown = "; ".join(str(p) for p in self.problems[:3])
-            raise InputError(f"No usable questions in {self.path} ({self.format})" + (f": {shown}" if shown else ".")
+            raise InputError(f"No usable questions in {self.path} ({self.format})" + (f": {shown}." if shown else ".")
                              + " Fix the rows, or see README's Evaluate section for the accepted layouts.")
         return self.items
 
@@ -382,16 +382,47 @@ def _read_folder(folder: Path, limit: int | None) -> EvalSet:
     if pictured:
         return _read_caption_folder(folder, files, limit)
     if data:
-        return _read_data_folder(folder, data, limit)
+        return _read_split(folder, data, limit)
     nested = [p for p in files if p.suffix.lower() == ".parquet"]
     if nested:  # e.g. Hugging Face's MMMU: <subject>/<split>-00000-of-00001.parquet
-        return _read_data_folder(folder, nested, limit)
+        return _read_split(folder, nested, limit)
     subfolders = sorted({p.parent.relative_to(folder).as_posix() for p in files
                          if p.parent != folder and p.suffix.lower() in DATA_SUFFIXES})
     hint = f" Its subfolders {', '.join(subfolders[:4])} hold eval-set files: point at one of them." \
         if subfolders else ""
     raise InputError(f"'{folder}' has nothing to evaluate on: no eval-set files ({', '.join(DATA_SUFFIXES)}) and "
                      f"no images with same-name .txt captions.{hint}")
+
+
+# Hugging Face's file names for a dataset's splits: test-00000-of-00001.parquet, validation.jsonl, ...
+_SPLIT_FILE = re.compile(r"^(train|validation|val|dev|test)(-\d+-of-\d+)?\.[a-z]+$", re.IGNORECASE)
+SPLIT_PREFERENCE = ("test", "validation", "val", "dev", "train")  # the first whose answers are published
+
+
+def _read_split(folder: Path, files: list[Path], limit: int | None) -> EvalSet:
+    """`_read_data_folder` of one split where the files are several splits in Hugging Face's naming (cais/mmlu's
+    and MMMU's dev, validation and test files side by side): the test split, else the first in SPLIT_PREFERENCE
+    that has usable rows (MMMU publishes its test split without answers), named in the format."""
+    splits: dict[str, list[Path]] = {}
+    for file in files:
+        named = _SPLIT_FILE.match(file.name)
+        splits.setdefault(named.group(1).lower() if named else "", []).append(file)
+    if len(splits) < 2 or "" in splits:
+        return _read_data_folder(folder, files, limit)
+    tried = []
+    for split in sorted(splits, key=lambda s: SPLIT_PREFERENCE.index(s)):
+        try:
+            result = _read_data_folder(folder, splits[split], limit)
+        except InputError as exc:
+            tried.append(f"{split}: {exc}")
+            continue
+        if result.items:
+            others = ", ".join(s for s in sorted(splits) if s != split)
+            result.format += (f"; the {split} split (the folder also holds {others}: point at one file, or a folder "
+                              "of one split, to choose)")
+            return result
+        tried.append(f"{split}: " + "; ".join(str(p) for p in result.problems[:2]))
+    raise InputError(f"No split in '{folder}' has usable questions: " + " | ".join(tried[:3]))
 
 
 def _read_data_folder(folder: Path, files: list[Path], limit: int | None) -> EvalSet:

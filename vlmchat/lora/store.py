@@ -197,12 +197,17 @@ def delete_adapter(folder: Path, name: str, confirm: str) -> None:
     shutil.rmtree(trash)
 
 
-def usable_adapter(folder: Path, name: str, model_id: str, model_source: str, architecture: str) -> AdapterInfo:
-    """Adapter `name` from `folder` if it can go on the loaded model; otherwise an InputError why not."""
+def find_adapter(folder: Path, name: str) -> AdapterInfo:
+    """Adapter `name` from `folder`, or an InputError saying there is none (before any model is loaded)."""
     path = adapter_path(folder, name)
     if not path.is_dir():
         raise InputError(f"There is no adapter named '{name}' in {folder}.")
-    info = read_adapter(path)
+    return read_adapter(path)
+
+
+def usable_adapter(folder: Path, name: str, model_id: str, model_source: str, architecture: str) -> AdapterInfo:
+    """Adapter `name` from `folder` if it can go on the loaded model; otherwise an InputError why not."""
+    info = find_adapter(folder, name)
     reason = incompatibility(info, model_id, model_source, architecture)
     if reason:
         raise InputError(f"Adapter '{name}' cannot be used with the loaded model: {reason}.")
