@@ -63,6 +63,19 @@ def test_caption_folder_pairs_every_image_with_its_caption_as_kohya_does(tmp_pat
     assert {s.messages[1]["content"][0]["text"] for s in report.samples} == {"un círculo rojo"}
 
 
+def test_a_llama_factory_data_folder_is_read_beside_its_dataset_info(tmp_path):
+    """LLaMA-Factory's data/README.md: every dataset is registered in dataset_info.json beside it."""
+    write_caption_folder(tmp_path / "data" / "mllm_demo_data", 1)
+    rows = [{"messages": [{"role": "user", "content": "<image>What is it?"}, {"role": "assistant", "content": "uno"}],
+             "images": ["mllm_demo_data/000.png"]}]
+    (tmp_path / "data" / "mllm_demo.json").write_text(json.dumps(rows), encoding="utf-8")
+    (tmp_path / "data" / "dataset_info.json").write_text(json.dumps({"mllm_demo": {
+        "file_name": "mllm_demo.json", "formatting": "sharegpt",
+        "columns": {"messages": "messages", "images": "images"}}}), encoding="utf-8")
+    report = read_dataset(tmp_path / "data")
+    assert report.format == "ShareGPT (LLaMA-Factory)" and len(report.samples) == 1
+
+
 def test_sharegpt_rows_are_checked_with_their_line_numbers(tmp_path):
     write_caption_folder(tmp_path / "img", 2)
     rows = [

@@ -91,7 +91,8 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
     if metadata is not None:
         return _read_file(metadata, prompt)
     top = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    tables = sorted(p for p in top if p.suffix.lower() in DATA_SUFFIXES)
+    # LLaMA-Factory's data/ keeps dataset_info.json (its index of the datasets) beside them: not a dataset
+    tables = sorted(p for p in top if p.suffix.lower() in DATA_SUFFIXES and p.name != "dataset_info.json")
     if tables and not any(p.suffix.lower() == ".txt" for p in top):
         if len(tables) > 1:
             raise InputError(f"'{folder}' holds several dataset files ({', '.join(p.name for p in tables)}); "
