@@ -102,6 +102,7 @@ def test_sharegpt_rows_are_checked_with_their_line_numbers(tmp_path):
     assert "data.jsonl:4: empty answer in message 2" in problems
     assert any(p.startswith("data.jsonl:5:") and "was not found" in p for p in problems)
     assert any(p.startswith("data.jsonl:6: not valid JSON") for p in problems)
+    assert [p.line for p in report.problems] == [2, 3, 4, 5, 6]  # in file order, the missing image (5) included
 
 
 def test_openai_messages_with_image_parts(tmp_path):

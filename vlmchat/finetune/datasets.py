@@ -313,6 +313,7 @@ def _check_images(report: DatasetReport) -> DatasetReport:
             file, _, line = sample.source.rpartition(":")
             report.problems.append(Problem(file or sample.source, int(line) if line.isdigit() else None, str(exc)))
     report.samples = good
+    report.problems.sort(key=lambda problem: (problem.file, problem.line or 0))  # file order, as they are fixed
     return report
 
 
