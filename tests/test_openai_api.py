@@ -70,6 +70,8 @@ def test_streamed_chat_sends_deltas_then_usage(client):
     assert sum(1 for chunk in chunks if chunk.choices and chunk.choices[0].delta.content) >= 2  # really streamed
     assert [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices][-1] == "stop"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens >= 3
+    # OpenAI: "All other chunks will also include a usage field, but with a null value"
+    assert all("usage" in chunk.model_fields_set and chunk.usage is None for chunk in chunks[:-1])
 
 
 @pytest.mark.slow

@@ -270,27 +270,29 @@ def completion_body(answer: Answer, model: str, ident: str) -> dict:
 
 
 def _chunk(ident: str, model: str, delta: dict, finish: str | None = None, usage: dict | None = None,
-           choices: bool = True) -> str:
+           choices: bool = True, with_usage: bool = False) -> str:
+    """One chat.completion.chunk event; `with_usage`: the request asked for usage, so every chunk has the field
+    (null until the last one's counts, as OpenAI documents stream_options.include_usage)."""
     body = {"id": ident, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}] if choices else []}
-    if usage is not None:
+    if usage is not None or with_usage:
         body["usage"] = usage
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
 def stream_events(answers: Iterator[Answer], model: str, ident: str, include_usage: bool) -> Iterator[str]:
     """Server-sent events from growing Answers: role, content deltas, finish, usage (if asked), [DONE]."""
-    yield _chunk(ident, model, {"role": "assistant", "content": ""})
+    yield _chunk(ident, model, {"role": "assistant", "content": ""}, with_usage=include_usage)
     sent, last = "", None
     try:
         for last in answers:
             if last.text.startswith(sent) and len(last.text) > len(sent):
-                yield _chunk(ident, model, {"content": last.text[len(sent):]})
+                yield _chunk(ident, model, {"content": last.text[len(sent):]}, with_usage=include_usage)
                 sent = last.text
     except Exception as exc:  # noqa: BLE001 - after the 200 an error can only travel as an event
         yield f"data: {json.dumps(_api_error(exc).body())}\n\n"
         return
-    yield _chunk(ident, model, {}, finish=last.finish_reason if last else "stop")
+    yield _chunk(ident, model, {}, finish=last.finish_reason if last else "stop", with_usage=include_usage)
     if include_usage and last is not None:
         yield _chunk(ident, model, {}, usage=_usage(last), choices=False)
     yield "data: [DONE]\n\n"
