@@ -265,7 +265,9 @@ def test_the_api_asks_the_model_as_chat_does(client):
 def test_parameters_out_of_range_are_400s_naming_the_apis_own_field(client):
     cases = [({"max_tokens": 0}, "max_tokens"), ({"max_completion_tokens": 0}, "max_completion_tokens"),
              ({"top_p": 0}, "top_p"), ({"temperature": 9}, "temperature"),
-             ({"stream_options": {"include_usage": True}}, "stream_options")]
+             ({"stream_options": {"include_usage": True}}, "stream_options"), ({"logprobs": True}, "logprobs"),
+             ({"response_format": {"type": "json_object"}}, "response_format"),
+             ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools")]
     for extra, param in cases:
         with pytest.raises(openai.BadRequestError) as raised:
             client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), **extra)

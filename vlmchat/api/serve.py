@@ -112,6 +112,9 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     n: int = 1
+    tools: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None
+    logprobs: bool | None = None
 
 
 def _validation_error(exc: ValidationError) -> ApiError:
@@ -134,6 +137,15 @@ def generation_params(request: ChatRequest, settings: Settings) -> GenerationPar
     """GenerationParams from the request, the settings' [generation] defaults for what it leaves out."""
     if request.n != 1:
         raise ApiError(400, "Only n = 1 is supported; send several requests for several answers.", param="n")
+    if request.tools:
+        raise ApiError(400, "tools are not supported here: the local model answers in text only; leave tools out.",
+                       param="tools")
+    if request.response_format and request.response_format.get("type", "text") != "text":
+        raise ApiError(400, f"response_format {request.response_format.get('type')!r} is not supported here: the "
+                            "answer is not constrained to JSON; ask for JSON in the message instead.",
+                       param="response_format")
+    if request.logprobs:
+        raise ApiError(400, "logprobs are not returned by this server; leave logprobs out.", param="logprobs")
     if request.stream_options is not None and not request.stream:
         raise ApiError(400, "stream_options is only for stream = true.", param="stream_options")
     gen = settings.generation
