@@ -368,6 +368,14 @@ def test_caption_folder_with_sidecar_txt(tmp_path):
                                 ("no_caption.webp", None, "no caption file no_caption.txt")]
 
 
+def test_a_caption_files_short_lines_are_references_and_paragraphs_one():
+    from vlmchat.evaluate.sets import _references
+
+    assert _references("a red circle\n\na round red shape\n") == ("a red circle", "a round red shape")
+    paragraphs = "A red circle sits on white. " * 10 + "\n\n" + "It is alone. " * 20
+    assert _references(paragraphs) == (paragraphs.strip(),) and _references("  \n") == ()
+
+
 def test_caption_jsonl_rows_in_every_accepted_shape(tmp_path):
     for name in ("a.png", "b.png", "c.png"):
         picture(tmp_path / name)

@@ -435,3 +435,12 @@ def test_the_plan_sizes_memory_by_the_datasets_longest_sample_as_the_run_encodes
     short = plan_run(dataclasses.replace(spec, max_length=encoded[1] + 5), on_gpu=False, free_gib=100.0)
     assert short["longest_sample_tokens"] == encoded[1]
     assert f"1 sample(s) are longer than max_length {encoded[1] + 5}" in short["warning"]
+    none_fit = plan_run(dataclasses.replace(spec, max_length=encoded[0] - 1), on_gpu=False, free_gib=100.0)
+    assert f"3 sample(s) are longer than max_length {encoded[0] - 1}" in none_fit["warning"]
+
+    from PIL import Image
+
+    Image.new("1", (20000, 10000)).save(tmp_path / "img" / "huge.png")  # 200 MP: over what the run opens
+    rows.append({"messages": rows[0]["messages"], "images": ["img/huge.png"]})
+    data.write_text("\n".join(json.dumps(row) for row in rows), encoding="utf-8")
+    assert plan_run(spec, on_gpu=False, free_gib=100.0)["longest_sample_tokens"] == encoded[2]  # not counted

@@ -535,6 +535,11 @@ def test_trl_conversational_rows_take_their_pictures_from_the_images_column(tmp_
     assert report.samples[1].images[1] == str(tmp_path / "img" / "1.png")
     assert [str(p) for p in report.problems] == [
         "train.jsonl:3: 2 image parts without a file of their own but 1 files in 'images'; they must match"]
+    named = {"messages": [{"role": "user", "content": [{"type": "image", "path": "img/1.png"}, {"type": "text",
+                                                                                                "text": "?"}]},
+                          answer("blue")], "images": ["img/0.png"]}  # parts that name their files win
+    (tmp_path / "named.jsonl").write_text(json.dumps(named), encoding="utf-8")
+    assert read_dataset(tmp_path / "named.jsonl").samples[0].images == (str(tmp_path / "img" / "1.png"),)
 
 
 def test_a_sharegpt_rows_system_column_becomes_its_system_message(tmp_path):

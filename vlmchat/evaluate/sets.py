@@ -460,8 +460,7 @@ def _read_data_folder(folder: Path, files: list[Path], limit: int | None) -> Eva
 
 
 def _read_caption_folder(folder: Path, files: list[Path], limit: int | None) -> EvalSet:
-    """Images with same-name .txt captions (the kohya / TagGUI convention), each line of a caption file one
-    reference (COCO-style sets have several a picture; kohya's trainer reads the lines as alternatives)."""
+    """Images with same-name .txt captions (the kohya / TagGUI convention), `_references` of each."""
     result = EvalSet(str(folder), "caption folder", CAPTION)
     texts = {p.with_suffix(""): p for p in files if p.suffix.lower() == ".txt"}
 
@@ -485,7 +484,7 @@ def _read_caption_folder(folder: Path, files: list[Path], limit: int | None) -> 
         try:
             if stem not in texts:
                 raise RowProblem(f"no caption file {stem.name}.txt")
-            references = tuple(line.strip() for line in _caption_text(texts[stem]).splitlines() if line.strip())
+            references = _references(_caption_text(texts[stem]))
             if not references:
                 raise RowProblem(f"{stem.name}.txt is empty")
             path = _check_image(name(image), folder, checked)
@@ -494,6 +493,19 @@ def _read_caption_folder(folder: Path, files: list[Path], limit: int | None) -> 
             continue
         result.items.append(EvalItem(name(image), CAPTION_QUESTION, (path,), references=references))
     return result
+
+
+REFERENCE_LINE = 200  # characters: a COCO caption is ~50; a paragraph of a detailed description is longer
+
+
+def _references(text: str) -> tuple[str, ...]:
+    """A caption file's references: each line where it holds several short ones (COCO-style sets give five a
+    picture; kohya's trainer reads lines as alternatives), else the whole text (a detailed, multi-paragraph
+    description is one reference)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and max(len(line) for line in lines) <= REFERENCE_LINE:
+        return tuple(lines)
+    return (text.strip(),) if text.strip() else ()
 
 
 def _caption_text(file: Path) -> str:

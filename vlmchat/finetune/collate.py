@@ -16,7 +16,8 @@ IGNORE = -100
 SEQUENCE_KEYS = ("token_type_ids", "mm_token_type_ids", "cross_attention_mask")
 
 
-def _render(processor, messages, add_generation_prompt: bool) -> str:
+def render_text(processor, messages, add_generation_prompt: bool) -> str:
+    """The conversation as the chat template writes it, each picture still its placeholder (the plan counts it)."""
     return processor.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
@@ -25,7 +26,7 @@ def _count_tokens(processor, text: str, images: list, processor_kwargs: dict) ->
     return int(inputs["input_ids"].shape[1])
 
 
-def _images_in(messages) -> int:
+def pictures_in(messages) -> int:
     return sum(1 for m in messages if not isinstance(m["content"], str)
                for p in m["content"] if p.get("type") == "image")
 
@@ -41,7 +42,7 @@ def encode_example(processor, images: list, messages, max_length: int | None = N
     conversation as prefixes of the whole.
     """
     processor_kwargs = processor_kwargs or {}
-    inputs = processor(text=_render(processor, messages, False), images=images or None, return_tensors="pt",
+    inputs = processor(text=render_text(processor, messages, False), images=images or None, return_tensors="pt",
                        **processor_kwargs)
     ids = inputs.pop("input_ids")[0]
     inputs.pop("attention_mask", None)
@@ -52,10 +53,10 @@ def encode_example(processor, images: list, messages, max_length: int | None = N
         if message["role"] != "assistant":
             continue
         before = messages[:index]
-        start = _count_tokens(processor, _render(processor, before, True), images[:_images_in(before)],
+        start = _count_tokens(processor, render_text(processor, before, True), images[:pictures_in(before)],
                               processor_kwargs)
-        end = _count_tokens(processor, _render(processor, messages[:index + 1], False),
-                            images[:_images_in(messages[:index + 1])], processor_kwargs)
+        end = _count_tokens(processor, render_text(processor, messages[:index + 1], False),
+                            images[:pictures_in(messages[:index + 1])], processor_kwargs)
         if not 0 < start < end <= len(ids):
             raise ValueError("the chat template does not render the conversation turn by turn; "
                              "cannot find the assistant's tokens")

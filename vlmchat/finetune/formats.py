@@ -266,7 +266,7 @@ def _openai(turns: list, base: Path, listed=None) -> tuple[tuple, tuple[str, ...
     listed = [] if listed is None else [_listed_path(value) for value in _paths(listed, "images", dicts=True)]
     bare = sum(1 for turn in turns if isinstance(_content(turn), list) for part in _content(turn)
                if isinstance(part, dict) and part.get("type") == "image" and not _names_image(part))
-    if listed and bare != len(listed):
+    if listed and bare and bare != len(listed):
         raise InputError(f"{bare} image parts without a file of their own but {len(listed)} files in 'images'; "
                          "they must match")
     listed = iter(listed)

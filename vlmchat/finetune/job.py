@@ -97,7 +97,9 @@ def _skipped(trainer) -> str:
     if not skipped:
         return ""
     shown = "; ".join(skipped[:5]) + (f"; … and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-    return f" {len(skipped)} sample(s) were left out: {shown} (raise max_length to keep them)."
+    hint = " (raise max_length to keep those over it)" if any("over max_length" in why for why in skipped) else ""
+    where = "" if trainer.acc.num_processes == 1 else " by the first process"
+    return f" {len(skipped)} sample(s) were left out{where}: {shown}{hint}."
 
 
 MIN_EVAL_SAMPLES = 20  # below this a paired test on the validation split says little
@@ -163,6 +165,10 @@ def _prepare(spec: JobSpec, job_dir: Path, accelerator, emit, stop, resume: bool
         spec.refuse_existing_adapter()
     report = read_dataset(spec.data, spec.caption_prompt)
     samples = report.require_usable(spec.skip_invalid)
+    if accelerator.num_processes > 1 and len({bool(sample.images) for sample in samples}) > 1:
+        raise InputError(f"{sum(not s.images for s in samples)} of the {len(samples)} samples have no picture: a "
+                         "dataset that mixes samples with and without pictures trains on one process (every process "
+                         "must run the same forward passes); use num_processes = 1, or train them apart.")
     train, val = split(samples, spec.train_fraction, spec.seed)
     size = model_size(spec)
     schedule = resolve_schedule(spec, len(train), size, accelerator.num_processes)

@@ -44,10 +44,11 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
     peak = peak_gib(size, on_gpu=on_gpu, tokens=tokens, batch_size=schedule.batch_size, checkpointing=checkpointing)
     warnings = [schedule.warning]
     if count.too_long:
-        at = f" at {count.detail} image detail" if count.adjustable else ""
-        warnings.append(f"{count.too_long} sample(s) are longer than max_length {spec.max_length} tokens{at} "
-                        "and will be skipped: raise max_length"
-                        + (", or use low image detail." if count.detail == "high" and count.adjustable else "."))
+        at = (f" at {count.detail} image detail (every picture counted as the dataset's largest)"
+              if count.adjustable else "")
+        low = ", or use low image detail" if count.detail == "high" and count.adjustable else ""
+        warnings.append(f"{count.too_long} sample(s) are longer than max_length {spec.max_length} tokens{at}; the "
+                        f"run skips those that are: raise max_length{low}.")
     if not on_gpu and peak is not None:
         warnings.append(_short_of_ram(size, tokens, schedule.batch_size, peak, checkpointing, count.detail, free_gib))
     warning = " ".join(w for w in warnings if w)
@@ -71,7 +72,7 @@ def ram_per_process(processes: int) -> float:
 
 def sample_tokens(spec: JobSpec, samples, on_gpu: bool) -> int:
     """Tokens of the longest of `samples` (at most max_length: a longer one is skipped) as the plan and the run
-    size their memory by: at the run's image detail, `_count`."""
+    size their memory by: at the run's image detail, `_count`; max_length where they cannot be counted."""
     return _count(spec, samples, on_gpu).longest
 
 
@@ -80,7 +81,7 @@ class Count:
     """What the plan counts of a dataset's samples at the run's image detail."""
 
     picture: int | None  # image tokens of one picture (None: the model's processor is not on this machine)
-    longest: int  # tokens of the longest sample that fits max_length
+    longest: int  # tokens of the longest sample that fits max_length (max_length when not counted)
     mean: float  # tokens of a sample, on average
     pictures: float  # pictures in a sample, on average
     per_token: int  # vision positions behind an image token
@@ -91,8 +92,8 @@ class Count:
 
 def _count(spec: JobSpec, samples, on_gpu: bool) -> Count:
     """Every sample's tokens through the model's own processor and chat template, each picture as the dataset's
-    largest one (its files' headers) at the run's image detail; where the processor is not on this machine, a
-    sample is TOKENS_PER_SAMPLE."""
+    largest one (its files' headers) at the run's image detail; where the processor is not on this machine, the
+    memory is sized for max_length and the time for TOKENS_PER_SAMPLE a sample."""
     import json
 
     from ..models.families import choose_detail, profile_for
@@ -100,7 +101,7 @@ def _count(spec: JobSpec, samples, on_gpu: bool) -> Count:
 
     folder = Path(spec.model_source or spec.model)
     pictures = sum(len(sample.images) for sample in samples) / max(1, len(samples))
-    rough = Count(None, TOKENS_PER_SAMPLE, TOKENS_PER_SAMPLE, pictures, 1, "", 0)
+    rough = Count(None, spec.max_length, TOKENS_PER_SAMPLE, pictures, 1, "", 0)
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -111,21 +112,32 @@ def _count(spec: JobSpec, samples, on_gpu: bool) -> Count:
     counts = conversation_tokens(folder, detail, [sample.messages for sample in samples], picture)
     if counts is None:
         return rough
-    fitting = [count for count in counts if count <= spec.max_length] or [spec.max_length]
+    fitting = [count for count in counts if count <= spec.max_length]
+    too_long = len(counts) - len(fitting)
+    fitting = fitting or [spec.max_length]
     return Count(picture_tokens(folder, detail, picture), max(fitting), sum(fitting) / len(fitting), pictures,
-                 vision_positions_per_token(config), detail, len(counts) - len(fitting), profile.detail is not None)
+                 vision_positions_per_token(config), detail, too_long, profile.detail is not None)
 
 
 def _largest_picture(samples) -> tuple[int, int] | None:
-    """(width, height) of the largest picture file among `samples` (headers only), None when none can be read."""
+    """(width, height) of the largest picture file among `samples` (headers only) that the run can open (at most
+    images.MAX_PIXELS), None when none can be read."""
+    import warnings
+
     from PIL import Image
+
+    from ..images import MAX_PIXELS
 
     largest = None
     for path in {path for sample in samples for path in sample.images if not path.startswith("data:")}:
         try:
-            with Image.open(path) as image:
-                size = image.size
-        except (OSError, ValueError):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    size = image.size
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+        if size[0] * size[1] > MAX_PIXELS:
             continue
         if largest is None or size[0] * size[1] > largest[0] * largest[1]:
             largest = size

@@ -203,29 +203,30 @@ def conversation_tokens(folder: Path, detail: str, conversations: Iterable,
     counted as one `picture`-sized image: the conversation's chat-template text, tokenized, plus what the processor
     makes of each picture's placeholder (image tokens and tile markers: the one-picture question counted whole
     minus the same question's text). None when the folder has no processor."""
+    from ..finetune.collate import pictures_in
+
     counted = _one_picture_question(folder, detail, picture)
     if counted is None:
         return None
-    processor, template = _processor(folder)[:2]
     growth = counted[1] - counted[2]
-    return [_text_tokens(processor, template, messages) + growth * _pictures_in(messages)
+    return [_text_tokens(folder, json.dumps(list(messages), sort_keys=True)) + growth * pictures_in(messages)
             for messages in conversations]
 
 
-def _pictures_in(messages) -> int:
-    return sum(1 for m in messages if not isinstance(m["content"], str) for p in m["content"] if p.get("type") == "image")
+@lru_cache(maxsize=65536)
+def _text_tokens(folder: Path, conversation: str) -> int:
+    """Tokens of a conversation's (JSON) chat-template text, each picture still its placeholder; once per
+    conversation and model, since the plan is remade whenever a control of the tab changes."""
+    from ..finetune.collate import render_text
 
-
-def _text_tokens(processor, template: dict, messages, add_generation_prompt: bool = False) -> int:
-    """Tokens of a conversation's chat-template text, each picture still its placeholder."""
-    text = processor.apply_chat_template([list(messages)], tokenize=False, add_generation_prompt=add_generation_prompt,
-                                         **template)
-    return len(processor.tokenizer(text if isinstance(text, str) else text[0])["input_ids"])
+    processor = _processor(folder)[0]
+    return len(processor.tokenizer(render_text(processor, json.loads(conversation), False))["input_ids"])
 
 
 @lru_cache(maxsize=8)
 def _processor(folder: Path) -> tuple | None:
-    """(processor, chat-template kwargs, family profile) of a model folder; None without a processor."""
+    """(processor, family profile) of a model folder, the profile's chat template set where the processor has
+    none (as fine-tuning sets it); None without a processor."""
     from transformers import AutoProcessor
 
     from .families import profile_for
@@ -236,8 +237,9 @@ def _processor(folder: Path) -> tuple | None:
     except (OSError, ValueError):
         return None
     profile = profile_for(config)
-    template = {"chat_template": profile.chat_template} if profile.needs_template(processor) else {}
-    return processor, template, profile
+    if profile.needs_template(processor):
+        processor.chat_template = profile.chat_template
+    return processor, profile
 
 
 @lru_cache(maxsize=32)
@@ -246,12 +248,13 @@ def _one_picture_question(folder: Path, detail: str, picture: tuple[int, int]) -
     one `picture`-sized image; None without a processor."""
     from PIL import Image
 
+    from ..finetune.collate import render_text
     from .families import detail_kwargs, shrink_pictures
 
     loaded = _processor(folder)
     if loaded is None:
         return None
-    processor, template, profile = loaded
+    processor, profile = loaded
     image_token = getattr(processor, "image_token", None) or profile.image_token
     if getattr(processor, "image_processor", None) is None or image_token is None:
         return None
@@ -259,7 +262,7 @@ def _one_picture_question(folder: Path, detail: str, picture: tuple[int, int]) -
     ask = [{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", picture, "white")},
                                         {"type": "text", "text": "?"}]}]
     inputs = processor.apply_chat_template(shrink_pictures([ask], max_edge), add_generation_prompt=True, tokenize=True,
-                                           return_dict=True, return_tensors="pt", processor_kwargs=kwargs, **template)
+                                           return_dict=True, return_tensors="pt", processor_kwargs=kwargs)
     image_id = processor.tokenizer.convert_tokens_to_ids(str(image_token))
-    return (int((inputs["input_ids"] == image_id).sum()), int(inputs["input_ids"].shape[-1]),
-            _text_tokens(processor, template, ask, add_generation_prompt=True))
+    text = processor.tokenizer(render_text(processor, ask, True))["input_ids"]
+    return int((inputs["input_ids"] == image_id).sum()), int(inputs["input_ids"].shape[-1]), len(text)
