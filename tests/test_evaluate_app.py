@@ -86,3 +86,28 @@ def test_image_detail_is_taken_and_a_wrong_one_says_which_are_allowed(client, tm
     summary = json.loads(open(os.path.join(os.path.dirname(status["csv"]), "summary.json")).read())
     # the demo sees every picture at one size: the run says so instead of claiming low
     assert summary["config"]["image_detail"] == "high" and "changes nothing" in summary["config"]["image_detail_reason"]
+
+
+def test_an_eval_set_picked_with_its_pictures_finds_them_without_their_folder(tmp_path):
+    """A browser's file picker sends the .jsonl and its pictures without the rows' img/ folder (the tab keeps them
+    together as one upload): each picture is found by its file name beside the set."""
+    from vlmchat.evaluate.sets import read_eval_set
+    from vlmchat.finetune.uploads import resolve_dataset, store_upload
+    from vlmchat.settings import Settings
+
+    data = write_colour_set(tmp_path / "set", count=6)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    data.write_text("\n".join(json.dumps(dict(row, image="img/" + row["image"])) for row in rows), encoding="utf-8")
+    files = [data, *sorted(data.parent.glob("*.png"))]
+    reference = store_upload(files, Settings(), tmp_path / "uploads")
+    result = read_eval_set(resolve_dataset(reference, Settings(), tmp_path / "uploads"))
+    assert len(result.items) == 6 and result.problems == []
+
+
+def test_two_uploads_with_the_same_name_stem_and_bytes_stay_two(client, tmp_path):
+    """empty.jsonl then empty.csv (both empty): the message names the file just uploaded."""
+    for name in ("empty.jsonl", "empty.csv"):
+        (tmp_path / name).write_text("", encoding="utf-8")
+        reference = client.predict(handle_file(str(tmp_path / name)), api_name="/eval_upload")
+        with pytest.raises(Exception, match=f"'{name}' is empty"):
+            client.predict(reference, ["base"], "loglik", 0, api_name="/eval_start")

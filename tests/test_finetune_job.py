@@ -444,3 +444,22 @@ def test_the_plan_sizes_memory_by_the_datasets_longest_sample_as_the_run_encodes
     rows.append({"messages": rows[0]["messages"], "images": ["img/huge.png"]})
     data.write_text("\n".join(json.dumps(row) for row in rows), encoding="utf-8")
     assert plan_run(spec, on_gpu=False, free_gib=100.0)["longest_sample_tokens"] == encoded[2]  # not counted
+
+
+def test_the_plan_counts_the_samples_the_run_trains_on(tmp_path):
+    """A picture that does not decode is a problem, not a sample, in the plan as in the run (the Check showed
+    19 usable and the plan 20); a dataset with no usable sample gets no plan but the reason."""
+    from vlmchat.finetune.plan import plan_run
+
+    data = write_caption_folder(tmp_path / "d", 6)
+    (data / "broken.png").write_bytes(b"not a picture")
+    (data / "broken.txt").write_text("un círculo rojo", encoding="utf-8")
+    plan = plan_run(JobSpec(name="t", data=str(data), model_source=str(ROOT / "models" / "vlmchat-demo")),
+                    on_gpu=False)
+    assert plan["train_samples"] + plan["val_samples"] == 6 and plan["problems"] == 1
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "text.png").write_text("not a picture")
+    (only / "text.txt").write_text("un círculo")
+    with pytest.raises(InputError, match="No usable samples"):
+        plan_run(JobSpec(name="t", data=str(only), model_source=str(ROOT / "models" / "vlmchat-demo")), on_gpu=False)

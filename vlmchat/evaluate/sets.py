@@ -283,6 +283,8 @@ def _check_image(given: str | Embedded, base: Path, checked: _Checked) -> str:
     if re.match(r"[a-z][a-z0-9+.-]*://|data:", given, re.I):
         raise RowProblem(f"image '{shorten(given, 60)}' is a URL; download it and give its file path")
     file = base / given
+    if not file.is_file() and (base / Path(given).name).is_file():
+        file = base / Path(given).name  # picked with the eval set in a browser, the pictures lost their folders
     if file not in checked:
         checked[file] = (str(file.resolve()), _image_problem(file, given))
     path, problem = checked[file]
@@ -293,7 +295,8 @@ def _check_image(given: str | Embedded, base: Path, checked: _Checked) -> str:
 
 def _image_problem(file: Path, given: str) -> str:
     if not file.is_file():
-        return f"image '{given}' not found (image paths are relative to the eval-set file's folder)"
+        return (f"image '{given}' not found (image paths are relative to the eval-set file's folder; upload a .zip "
+                "to keep the folders)")
     from ..images import load_image  # PIL only when there are images to check
 
     try:

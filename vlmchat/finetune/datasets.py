@@ -17,6 +17,7 @@ every problem with its file and 1-based line.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -72,8 +73,7 @@ class DatasetReport:
         return self.samples
 
 
-def read_dataset(path: str | Path, caption_prompt: str = DEFAULT_CAPTION_PROMPT, check_images: bool = True,
-                 ) -> DatasetReport:
+def read_dataset(path: str | Path, caption_prompt: str = DEFAULT_CAPTION_PROMPT) -> DatasetReport:
     """Read a dataset folder or file in any accepted layout and check every row."""
     path = Path(path).expanduser()
     if path.is_dir():
@@ -83,7 +83,7 @@ def read_dataset(path: str | Path, caption_prompt: str = DEFAULT_CAPTION_PROMPT,
     else:
         raise InputError(f"'{path}' does not exist; give a folder of images (with .txt captions or a "
                          "metadata.jsonl), or a .json/.jsonl/.csv dataset file.")
-    return _check_images(report) if check_images else report
+    return _check_images(report)
 
 
 def _read_folder(folder: Path, prompt: str) -> DatasetReport:
@@ -301,20 +301,45 @@ def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
 
 def _check_images(report: DatasetReport) -> DatasetReport:
     """Move samples whose images are missing or do not decode into the problem list."""
-    from ..images import load_image
-
     good = []
     for sample in report.samples:
-        try:
-            for index, image in enumerate(sample.images, start=1):
-                load_image(image, name=f"image {index} (data: URL)" if is_data_url(image) else None)
+        problem = next(filter(None, (_image_problem(image, index) for index, image in enumerate(sample.images, 1))),
+                       "")
+        if not problem:
             good.append(sample)
-        except InputError as exc:
-            file, _, line = sample.source.rpartition(":")
-            report.problems.append(Problem(file or sample.source, int(line) if line.isdigit() else None, str(exc)))
+            continue
+        file, _, line = sample.source.rpartition(":")
+        report.problems.append(Problem(file or sample.source, int(line) if line.isdigit() else None, problem))
     report.samples = good
     report.problems.sort(key=lambda problem: (problem.file, problem.line or 0))  # file order, as they are fixed
     return report
+
+
+def _image_problem(image: str, index: int) -> str:
+    """Why the sample's `index`-th image cannot be used ('' when it can): a file is decoded once while it stays
+    the same (the plan reads the dataset again whenever a control of the Fine-tune tab changes)."""
+    if is_data_url(image):
+        return _decode_problem(image, f"image {index} (data: URL)")
+    try:
+        stat = Path(image).stat()
+    except OSError:
+        stat = None
+    return _file_problem(image, stat.st_mtime_ns if stat else 0, stat.st_size if stat else -1)
+
+
+@functools.lru_cache(maxsize=100_000)
+def _file_problem(path: str, mtime_ns: int, size: int) -> str:
+    return _decode_problem(path, None)
+
+
+def _decode_problem(image: str, name: str | None) -> str:
+    from ..images import load_image
+
+    try:
+        load_image(image, name=name)
+    except InputError as exc:
+        return str(exc)
+    return ""
 
 
 def split(samples: list[Sample], train_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:

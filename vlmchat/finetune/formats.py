@@ -86,7 +86,8 @@ def row_layout(row) -> str | None:
 
 
 def image_reference(value, base: Path, what: str = "image") -> str:
-    """A local image path (relative to `base`, else to `base/images`) or a data: URL; web URLs are refused."""
+    """A local image path (relative to `base`, else to `base/images`, else its file name in `base`: pictures picked
+    with the dataset file in a browser arrive without their folders) or a data: URL; web URLs are refused."""
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"{what} names no file; give a path relative to the dataset file, or a data: URL")
     value = value.strip()
@@ -101,13 +102,13 @@ def image_reference(value, base: Path, what: str = "image") -> str:
         if not _exists(path):
             raise InputError(f"{what} '{shown}' was not found; check the path")
         return str(path)
-    for candidate in (base / path, base / "images" / path):
+    for candidate in (base / path, base / "images" / path, base / path.name):
         if _exists(candidate):
             return str(candidate)
     if len(value) > 260:  # longer than paths get: base64 that lost its data: prefix?
         raise InputError(f"{what} '{shown}' was not found (is it base64 without its data:image/...;base64, prefix?)")
     raise InputError(f"{what} '{value}' was not found: neither {base / path} nor {base / 'images' / path} exists "
-                     "(paths are relative to the dataset file's folder)")
+                     "(paths are relative to the dataset file's folder; upload a .zip to keep the folders)")
 
 
 def _exists(path: Path) -> bool:

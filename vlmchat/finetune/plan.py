@@ -22,7 +22,7 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
 
     `cores`: CPU cores the run gets; default all but one, which a run started from the UI leaves to it (setup.py).
     `free_gib`: RAM available to a CPU run (default: what is available now)."""
-    report = read_dataset(spec.data, spec.caption_prompt, check_images=False)
+    report = read_dataset(spec.data, spec.caption_prompt)  # as the run reads it: a broken picture is no sample
     samples = report.require_usable(skip_invalid=True)
     train, val = split(samples, spec.train_fraction, spec.seed)
     size = model_size(spec)

@@ -49,7 +49,7 @@ def _store_one(file: Path, folder: Path) -> str:
         raise InputError(f"'{file.name}' is not a dataset upload; upload a .zip (images + .txt captions, or a "
                          ".jsonl with its images) or a .json/.jsonl/.csv/.parquet file, or pick a dataset file "
                          "together with its pictures.")
-    digest = hashlib.sha256(file.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(file.name.encode() + b"\0" + file.read_bytes()).hexdigest()[:12]  # name: the id's file
     return _stage(folder, f"{_stem(file)}-{digest}", lambda staging: _place(file, staging))
 
 
