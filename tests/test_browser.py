@@ -105,6 +105,23 @@ def test_evaluate_a_bad_file_then_a_good_one_shows_the_verdict(page, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "evaluate.png"), full_page=True)
 
 
+def test_evaluate_lists_an_adapter_made_after_start_up(page, app):
+    """An adapter trained (here: copied in) while the app runs is a Models choice in a page opened after it,
+    as in Chat and Compare, without pressing Refresh list."""
+    adapters = Path(app.log.name).parent / "adapters"
+    shutil.copytree(adapters / "demo-es", adapters / "demo-es-later")
+    fresh = page.context.browser.new_page(viewport={"width": 1280, "height": 1000})
+    try:
+        fresh.set_default_timeout(60_000)
+        fresh.goto(app.url)
+        fresh.wait_for_selector("textarea")
+        _open_tab(fresh, "Evaluate")
+        fresh.locator("[role=tabpanel]:visible").get_by_label("demo-es-later").wait_for()
+    finally:
+        fresh.close()
+        shutil.rmtree(adapters / "demo-es-later")
+
+
 def test_two_pages_evaluate_at_once_and_each_sees_its_own_run(page, app, tmp_path):
     """One page uploads a .zip; the other picks the .jsonl together with its pictures in the file dialog."""
     from test_evaluate_app import write_colour_set
@@ -156,3 +173,12 @@ def test_finetune_plan_appears_after_check_and_follows_the_preset(page, tmp_path
     page.wait_for_function(f"() => document.querySelector('#vlmchat-finetune-plan').innerText !== {balanced!r}")
     assert "optimizer steps" in page.locator("#vlmchat-finetune-plan").inner_text()
     page.screenshot(path=str(ARTIFACTS / "finetune-plan.png"), full_page=True)
+    fake = tmp_path / "fake.png"  # then a file that is no dataset: said in place of the report, the last one gone
+    fake.write_bytes(b"\x00 not a picture")
+    panel.get_by_label("Clear").first.click()
+    panel.locator("input[type=file]").first.set_input_files(str(fake))
+    panel.get_by_text("fake.png").first.wait_for()
+    panel.get_by_role("button", name="Check dataset").click()
+    page.wait_for_function("() => document.querySelector('#vlmchat-finetune-report').innerText.includes('fake.png')")
+    assert "not a dataset upload" in page.locator("#vlmchat-finetune-report").inner_text()
+    assert "optimizer steps" not in page.locator("#vlmchat-finetune-plan").inner_text()

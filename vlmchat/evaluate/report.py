@@ -114,17 +114,24 @@ class EvalResult:
                 for name in self.models if not is_base(name)]
 
     def table_headers(self) -> list[str]:
-        """Column names for `table()`; the accuracy column names the metric."""
-        return ["model", f"{self.metric} %", "95% interval", "ms/question", "scored", "problems"]
+        """Column names for `table()`; the accuracy column names the metric (caption sets: keyword match, then
+        the text metrics)."""
+        first = "keywords %" if self.method == "caption" else f"{self.metric} %"
+        extra = ["exact %", "BLEU", "chrF", "ROUGE-L"] if self.method == "caption" else []
+        return ["model", first, "95% interval", "ms/question", "scored", "problems", *extra]
 
     def table(self) -> list[list]:
-        """[model, accuracy %, 95% interval, mean ms/question, scored, problems] per model, for a UI table."""
+        """[model, accuracy %, 95% interval, mean ms/question, scored, problems] per model, for a UI table; caption
+        sets add exact match %, BLEU, chrF and ROUGE-L (0-100)."""
         rows = []
         for name in self.models:
             s = self.model_summary(name)
             low, high = s["interval"]
             rows.append([name, _percent(s["accuracy"]), f"{100 * low:.1f}–{100 * high:.1f}%",
                          round(s["mean_ms"], 1) if s["mean_ms"] is not None else None, s["n"], s["problems"]])
+            if self.method == "caption":
+                rows[-1] += [_percent(s["exact"]), *(None if s[k] is None else round(s[k], 1)
+                                                     for k in ("bleu", "chrf", "rougeL"))]
         return rows
 
     def subject_table(self) -> list[list]:

@@ -52,10 +52,15 @@ class EvalActions:
         self.manager, self.settings = manager, settings
         self.runs: dict[str, EvalRun] = {}
         self.lock = threading.Lock()
+        self.models_box = None  # the tab's Models box, once laid out
 
     def models(self) -> list[str]:
         """'base', every adapter that fits the loaded model, and every endpoint ("endpoint:NAME", generate only)."""
         return self.manager.model_choices() or [BASE]
+
+    def refresh_models(self):
+        """The Models box's choices now (an adapter trained or imported since the page was made included)."""
+        return gr.update(choices=self.models())
 
     def start(self, data: str, models: list[str] | None = None, method: str = "loglik", limit: int | None = None,
               batch_size: int = 8, image_detail: str = "", request=None) -> dict:
@@ -133,7 +138,9 @@ class EvalActions:
 
 def _report(status: dict) -> tuple:
     """(progress markdown, table rows, verdict markdown, subject rows, chart path, csv path) for the tab."""
-    head = f"**{status['state']}** · {status['progress']}"
+    shown = status["progress"] if status["state"] == "running" else \
+        " · ".join(part for part in status["progress"].split(" · ") if not part.startswith("ETA"))
+    head = f"**{status['state']}** · {shown}"
     if status.get("format"):
         head = f"{status['format']} · " + head
     if status.get("message"):
@@ -147,9 +154,10 @@ def _report(status: dict) -> tuple:
     verdict = f"**Verdict** ({status['metric']}):\n{verdicts}"
     import pandas as pd
 
-    subjects = None
+    subjects = gr.update(value=None, visible=False)  # a set without subjects has no per-subject table
     if status["subjects"]:
-        subjects = pd.DataFrame(status["subjects"], columns=["subject", "model", "scored", "accuracy %"])
+        subjects = gr.update(value=pd.DataFrame(status["subjects"], columns=["subject", "model", "scored", "accuracy %"]),
+                             visible=True)
     table = pd.DataFrame(status["table"]["data"], columns=status["table"]["headers"])
     return head, table, verdict, subjects, status["chart"], status["csv"]
 
@@ -171,7 +179,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
         refresh = gr.Button("Refresh list", scale=0)
         method = gr.Radio(list(METHODS), value="loglik", label="Method (loglik: no sampling, fast; generate: parse "
                                                                 "the answer)")
-        limit = gr.Number(value=None, precision=0, label="Only the first N questions (empty = all)")
+        limit = gr.Number(value=None, precision=0, label="Only the first N questions (0 = all)")
         detail = gr.Radio(list(IMAGE_DETAILS), value=settings.generation.image_detail, label="Image detail",
                           info="as in Chat: low is fast on a CPU")
     with gr.Row():
@@ -215,7 +223,8 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
         return actions.cancel(current, request)
 
     cancel.click(_guard(do_cancel), run_id, progress, api_visibility="undocumented")
-    refresh.click(lambda: gr.update(choices=actions.models()), None, models, api_visibility="undocumented")
+    refresh.click(actions.refresh_models, None, models, api_visibility="undocumented")
+    actions.models_box = models
     _register_api(actions)
     return actions
 

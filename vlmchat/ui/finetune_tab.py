@@ -274,7 +274,7 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
             path = gr.Textbox(label="…or a folder / file on this computer", visible=not settings.server.exposed)
             check = gr.Button("Check dataset")
         with gr.Column():
-            report = gr.Markdown()
+            report = gr.Markdown(elem_id="vlmchat-finetune-report")
             dataset = gr.Textbox(label="Dataset used", interactive=False)
     preview = gr.Dataframe(headers=["source", "images", "prompt", "answer"], label="First samples",
                            interactive=False, wrap=True)
@@ -301,8 +301,14 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
         return {key: _form_value(key, value) for key, value in zip(controls, values)}
 
     def do_check(request: gr.Request, file, typed, *values):
-        reference = actions.dataset(file, typed, request)
-        return *_check_result(actions.check(reference, request)), reference, do_plan(request, reference, *values)
+        try:
+            reference = actions.dataset(file, typed, request)
+            checked = _check_result(actions.check(reference, request))
+        except (VlmchatError, gr.Error) as exc:  # said where the report goes; the last file's report is cleared
+            message = getattr(exc, "message", None) or str(exc)
+            gr.Warning(message)
+            return f"⚠️ {message}", None, "", ""
+        return *checked, reference, do_plan(request, reference, *values)
 
     def do_plan(request: gr.Request, reference, *values):
         if not reference:
