@@ -465,3 +465,17 @@ def test_cli_evaluates_at_the_image_detail_asked_for_and_records_it(settings_fil
         summary = json.loads(open(os.path.join(folder, "summary.json")).read())
         assert summary["config"]["image_detail"] == expected and summary["config"]["image_detail_reason"]
         assert f"--image-detail {expected}" in summary["command"]
+
+
+def test_a_question_longer_than_the_model_reads_is_skipped_with_the_reason(eval_manager, pictures, tmp_path):
+    """The demo reads 1,024 tokens: a 3,000-token question is that row's problem (its batch is retried row by
+    row), said at once instead of a long forward pass over positions the model never learned; the rest score."""
+    from vlmchat.evaluate.run import run_eval
+    from vlmchat.evaluate.sets import EvalItem, EvalSet
+
+    shapes = ("circle", "square", "triangle")
+    items = [EvalItem(f"q:{i}", "What shape is this?" + (" Look closely." * 600 if i == 1 else ""), (path,), shapes,
+                      shapes.index(shape)) for i, (path, _, shape) in enumerate(pictures[:4])]
+    result = run_eval(eval_manager, EvalSet("long", "test", "choice", items), ["base"], folder=tmp_path)
+    assert sorted(result.scores["base"]) == [0, 2, 3]
+    assert "the model reads at most 1,024" in result.skipped["base"][1]

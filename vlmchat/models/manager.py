@@ -191,6 +191,8 @@ class ModelManager:
             )
         except (ValueError, TypeError, TemplateError) as exc:
             raise InputError(f"The model's processor refused this conversation: {str(exc).splitlines()[0]}") from None
+        mask = inputs.get("attention_mask")  # answers and eval batches alike
+        _check_context(model, int(mask.sum(dim=1).max()) if mask is not None else inputs["input_ids"].shape[-1])
         inputs = inputs.to(model.device)
         if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
             inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
@@ -323,7 +325,6 @@ class ModelManager:
             model, processor = self._loaded()
             inputs = self._inputs(model, processor, conversations, self.detail(params.image_detail))
             prompts = inputs["attention_mask"].sum(dim=1).tolist()
-            _check_context(model, max(prompts))
             streamed = {}
             if streams and any(streams):
                 rows = RowStreamer(streams, prompts, params, model, processor, adapter)
