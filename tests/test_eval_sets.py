@@ -245,11 +245,11 @@ def test_hugging_face_split_files_side_by_side_are_read_as_one_split(tmp_path):
                           "choices": [["a", "b"]] * len(answers), "answer": answers}) \
             .to_parquet(folder / f"{name}-00000-of-00001.parquet")
 
-    for name, answers in (("dev", [0]), ("validation", [1, 0]), ("test", [0, 1, 1])):
-        split(tmp_path / "mmlu", name, answers)
+    for name, answers in (("dev", [0]), ("validation", [1, 0]), ("test", [0, 1, 1]), ("auxiliary_train", [1])):
+        split(tmp_path / "mmlu", name, answers)  # cais/mmlu's all/ folder holds auxiliary_train too
     result = read_eval_set(tmp_path / "mmlu")
     assert [item.question for item in result.items] == ["test 0?", "test 1?", "test 2?"]
-    assert "the test split (the folder also holds dev, validation" in result.format
+    assert "the test split (the folder also holds auxiliary_train, dev, validation" in result.format
 
     picture(tmp_path / "a.png")
     for subject in ("Art", "Design"):

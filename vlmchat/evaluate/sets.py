@@ -397,8 +397,9 @@ def _read_folder(folder: Path, limit: int | None) -> EvalSet:
                      f"no images with same-name .txt captions.{hint}")
 
 
-# Hugging Face's file names for a dataset's splits: test-00000-of-00001.parquet, validation.jsonl, ...
-_SPLIT_FILE = re.compile(r"^(train|validation|val|dev|test)(-\d+-of-\d+)?\.[a-z]+$", re.IGNORECASE)
+# Hugging Face's file names for a dataset's splits: test-00000-of-00001.parquet (any split name, e.g. cais/mmlu's
+# auxiliary_train), or validation.jsonl (the usual names only)
+_SPLIT_FILE = re.compile(r"^(?:(\w+)-\d+-of-\d+|(train|validation|val|dev|test))\.[a-z]+$", re.IGNORECASE)
 SPLIT_PREFERENCE = ("test", "validation", "val", "dev", "train")  # the first whose answers are published
 
 
@@ -409,11 +410,12 @@ def _read_split(folder: Path, files: list[Path], limit: int | None) -> EvalSet:
     splits: dict[str, list[Path]] = {}
     for file in files:
         named = _SPLIT_FILE.match(file.name)
-        splits.setdefault(named.group(1).lower() if named else "", []).append(file)
+        splits.setdefault((named.group(1) or named.group(2)).lower() if named else "", []).append(file)
     if len(splits) < 2 or "" in splits:
         return _read_data_folder(folder, files, limit)
     tried = []
-    for split in sorted(splits, key=lambda s: SPLIT_PREFERENCE.index(s)):
+    order = lambda s: (SPLIT_PREFERENCE.index(s) if s in SPLIT_PREFERENCE else len(SPLIT_PREFERENCE), s)  # noqa: E731
+    for split in sorted(splits, key=order):
         try:
             result = _read_data_folder(folder, splits[split], limit)
         except InputError as exc:
