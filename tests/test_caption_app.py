@@ -43,6 +43,14 @@ def test_cli_exit_codes(tmp_path, small_folder):
     assert "3 captioned, 0 skipped, 1 failed" in failed.stdout and (small_folder / "captions.jsonl").exists()
     skipped = _cli(tmp_path, small_folder / "red-circle.png", small_folder / "green-circle.png")
     assert skipped.returncode == 0 and "0 captioned, 2 skipped, 0 failed" in skipped.stdout
+    wrong = _cli(tmp_path, small_folder, "--batch-size", "abc")
+    assert wrong.returncode == 2 and "must be 'auto' or a whole number (got 'abc')" in wrong.stderr
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "pack.zip", "w") as zipped:
+        zipped.write(small_folder / "red-circle.png", "red-circle.png")
+    packed = _cli(tmp_path, tmp_path / "pack.zip")  # the terminal says where the .txt went
+    assert packed.returncode == 0 and "beside them in" in packed.stdout and "unpacked" in packed.stdout
 
 
 @pytest.mark.parametrize("args, message", [

@@ -66,6 +66,38 @@ def test_existing_captions_are_skipped_unless_overwrite(manager, shapes):
     assert len(replaced.captioned) == 1 and caption_path(first).read_text() == truth[first]
 
 
+def test_an_empty_txt_is_no_caption(manager, shapes):
+    """TagGUI and kohya read an empty .txt as an image with no tags: it is captioned, not skipped."""
+    folder, truth = shapes
+    first = sorted(truth)[0]
+    caption_path(first).write_text("  \n")
+    summary = caption_images(manager, [first], CaptionOptions())
+    assert len(summary.captioned) == 1 and caption_path(first).read_text() == truth[first]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_caption_file_that_cannot_be_written_or_read_is_said_before_captioning(manager, shapes, tmp_path, fmt):
+    """An --output that is a folder, or in a folder that cannot be made, is refused before any image is captioned
+    (the captions live in memory until the file is written); a file with a BOM (Excel's "CSV UTF-8") is read;
+    one in another encoding is a clear message, not a UnicodeDecodeError."""
+    folder, truth = shapes
+    with pytest.raises(InputError, match="is a folder; give a file name"):
+        caption_images(manager, sorted(truth), CaptionOptions(fmt=fmt, output=tmp_path))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="its folder cannot be made"):
+        caption_images(manager, sorted(truth), CaptionOptions(fmt=fmt, output=tmp_path / "file" / f"c.{fmt}"))
+    output = folder / f"captions.{fmt}"
+    first = sorted(truth)[0]
+    mine = (json.dumps({"image": first.name, "caption": "MINE"}) + "\n" if fmt == "jsonl"
+            else f"image,caption\r\n{first.name},MINE\r\n")
+    output.write_bytes(b"\xef\xbb\xbf" + mine.encode("utf-8"))
+    summary = caption_images(manager, sorted(truth), CaptionOptions(fmt=fmt, output=output))
+    assert [image for image, _ in summary.skipped] == [str(first)] and len(summary.captioned) == 11
+    output.write_bytes(mine.replace("MINE", "tri\u00e1ngulo").encode("cp1252"))
+    with pytest.raises(InputError, match="is not UTF-8 text"):
+        caption_images(manager, sorted(truth), CaptionOptions(fmt=fmt, output=output))
+
+
 def test_a_caption_that_appears_during_the_run_is_not_replaced(manager, shapes):
     folder, truth = shapes
 

@@ -143,7 +143,12 @@ def run_download(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _batch_size(value: str) -> int | str:
-    return value if value == "auto" else int(value)
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a whole number (got {value!r})") from None
 
 
 def _add_caption_command(commands) -> None:
@@ -195,12 +200,24 @@ def run_caption(args: argparse.Namespace, settings: Settings) -> int:
     options.check()  # a mistake is reported before the model is loaded
     found = find_images(args.paths, recursive=args.recursive, unpack_to=unpack_folder(settings))
     manager = load_caption_model(settings, choice)
+    done = [0]
     with tqdm(total=len(found.images) + len(found.failed), unit="image", file=sys.stderr) as bar:
-        summary = caption_images(manager, found.images, options, failed=found.failed,
-                                 progress=lambda p: bar.update(p.done - bar.n))
+        def progress(where) -> None:
+            done[0] = where.done
+            bar.update(where.done - bar.n)
+
+        try:
+            summary = caption_images(manager, found.images, options, failed=found.failed, progress=progress)
+        except KeyboardInterrupt:
+            print(f"\nvlmchat: interrupted with {done[0]} images done (each caption written whole); run the same "
+                  "command again to caption the rest.", file=sys.stderr)
+            return 130
     for image, reason in summary.failed:
         print(f"failed: {image}: {reason}", file=sys.stderr)
     print(summary.line())
+    unpacked = unpack_folder(settings)
+    if fmt == "txt" and any(Path(image).resolve().is_relative_to(unpacked.resolve()) for image in found.images):
+        print(f"the .txt captions of the zips' images are beside them in {unpacked}")
     return 1 if summary.failed else 0
 
 

@@ -108,12 +108,12 @@ class TxtCaptions:
         return str(caption_path(image))
 
     def has(self, image: Path) -> bool:
-        """True when `image` already has a caption."""
-        return caption_path(image).exists()
+        """True when `image` already has a caption: an empty .txt is none (TagGUI and kohya read it as no tags)."""
+        return _has_text(caption_path(image))
 
     def put(self, image: Path, caption: str) -> bool:
-        """Store a caption; False when one appeared meanwhile and was kept."""
-        return write_text_atomic(caption_path(image), caption, self.overwrite)
+        """Store a caption; False when one appeared meanwhile and was kept (an empty file is replaced)."""
+        return write_text_atomic(caption_path(image), caption, self.overwrite or not _has_text(caption_path(image)))
 
     def close(self) -> None:
         """Nothing is buffered."""
@@ -124,7 +124,7 @@ class TableCaptions:
 
     def __init__(self, path: Path, fmt: str, overwrite: bool, flush_every_s: float = 5.0):
         self.output, self.fmt, self.overwrite, self.flush_every_s = path, fmt, overwrite, flush_every_s
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _check_writable(path)  # before any image is captioned: the captions live only in memory until a flush
         self.records = self._read()
         self.pending: dict[str, str] = {}
         self.flushed: set[str] = set()
@@ -162,7 +162,11 @@ class TableCaptions:
         self.flushed |= set(self.pending)
         self.pending.clear()
         self.records = merged
-        write_text_atomic(self.output, self._render(merged), overwrite=True)
+        try:
+            write_text_atomic(self.output, self._render(merged), overwrite=True)
+        except OSError as exc:
+            raise InputError(f"{self.output} could not be written ({exc.strerror or exc}); the captions of this "
+                             "run are lost: choose another --output and run again.") from None
         self.last_flush = time.monotonic()
 
     def _render(self, records: dict[str, str]) -> str:
@@ -178,7 +182,11 @@ class TableCaptions:
     def _read(self) -> dict[str, str]:
         if not self.output.exists():
             return {}
-        text = self.output.read_text(encoding="utf-8")
+        try:
+            text = self.output.read_bytes().decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a BOM
+        except UnicodeDecodeError:
+            raise InputError(f"{self.output} exists but is not UTF-8 text (saved in another encoding?); save it as "
+                             "UTF-8, or choose another output file.") from None
         try:
             if self.fmt == "jsonl":
                 rows = [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -188,6 +196,27 @@ class TableCaptions:
         except (ValueError, KeyError, TypeError):
             raise InputError(f"{self.output} exists but is not a caption {self.fmt.upper()} file (columns image, "
                              "caption); choose another output file or delete it.") from None
+
+
+def _has_text(path: Path) -> bool:
+    try:
+        return path.is_file() and bool(path.read_bytes().strip())
+    except OSError:
+        return path.exists()
+
+
+def _check_writable(path: Path) -> None:
+    """InputError unless a caption file can be written at `path` (a file in a folder that can be made and written)."""
+    import os
+
+    if path.is_dir():
+        raise InputError(f"--output {path} is a folder; give a file name, e.g. {path / 'captions.jsonl'}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{path}: its folder cannot be made ({exc.strerror or exc}); choose another output.") from None
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"{path} cannot be written: its folder is not writable; choose another output.")
 
 
 def open_captions(fmt: str, output: Path | None, overwrite: bool) -> TxtCaptions | TableCaptions:

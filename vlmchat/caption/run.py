@@ -105,7 +105,7 @@ class CaptionSummary:
                 f"of {self.total} in {self.elapsed_s:.1f} s ({self.images_per_s:.1f} images/s; {self.batch_reason})")
         if self.cancelled:
             text += f"; cancelled with {self.total - self.done} not done"
-        return text + (f"; captions in {self.output}" if self.output else "")
+        return text + (f"; captions in {self.output}" if self.output and self.output.exists() else "")
 
     def rows(self) -> list[list[str]]:
         """[image, status, caption or reason] for a summary table; failures first."""

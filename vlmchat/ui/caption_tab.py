@@ -91,6 +91,9 @@ class CaptionActions:
         check_batch_upload(self.settings, uploads + ([str(archive)] if archive else []))
         if folder:
             refuse_server_paths(self.settings, "captioning")
+            if Path(folder).expanduser().is_file():
+                raise InputError(f"'{folder}' is a file, not a folder: upload it as an image (or a .zip), or give "
+                                 "the folder it is in.")
             if not Path(folder).expanduser().is_dir():
                 raise InputError(f"Folder '{folder}' does not exist on this computer; check the path.")
         if not folder and not uploads and not archive:
