@@ -79,3 +79,5 @@ def test_a_strangers_guesses_do_not_lock_the_owner_out_of_a_known_address():
     assert throttle.begin("203.0.113.10", "ana").locked  # the name is locked for everyone else
     verdict = throttle.begin("192.0.2.1", "ana")
     assert not verdict.locked and verdict.delay_s == 0.0  # but not from ana's own address
+    throttle.succeeded("192.0.2.1", "ana")  # ana getting in at home does not lift the lock on her name elsewhere
+    assert throttle.begin("203.0.113.11", "ana").locked

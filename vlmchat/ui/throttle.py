@@ -102,9 +102,14 @@ class LoginThrottle:
             log.warning("login locked out for %.1f minutes at %s: %s", self.lockout_s / 60, stamp, ", ".join(locked))
 
     def succeeded(self, address: str, user: str) -> None:
-        """The attempt was right: both counts start again, and this address is trusted for this user."""
+        """The attempt was right: both counts start again (a locked user name stays locked for the others: the
+        owner got in from a trusted address, the guesses elsewhere still count), and this address is trusted for
+        this user."""
+        now = self.clock()
         with self.lock:
             self.counts.pop(("address", address), None)
-            self.counts.pop(("user", user), None)
+            name = self.counts.get(("user", user))
+            if name is None or name.locked_until <= now:
+                self.counts.pop(("user", user), None)
             if len(self.trusted) < MAX_TRACKED:
                 self.trusted.add((address, user))
