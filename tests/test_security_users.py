@@ -118,3 +118,18 @@ def test_caption_results_are_their_owners(two_logins, picture_files):
     assert _http(app, BOB).get(f"/gradio_api/file={archive}").status_code == 403
     captions = json.loads(zipfile.ZipFile(results).read("captions.jsonl").splitlines()[0])
     assert captions["caption"].startswith("a ")
+
+
+def test_a_picture_in_gradios_cache_is_read_only_by_the_login_it_was_shown_to(two_logins, picture_files):
+    """Gradio keeps uploads (and files an answer shows, e.g. a chat export) in one cache folder for everyone;
+    another login that is handed such a URL gets 403, the owner 200."""
+    app, _, _ = two_logins
+    ana, bob = _http(app, ANA), _http(app, BOB)
+    picture = next(iter(picture_files.values()))
+    with open(picture, "rb") as handle:
+        uploaded = ana.post("/gradio_api/upload", files={"files": ("ana_secret.png", handle, "image/png")})
+    assert uploaded.status_code == 200, uploaded.text
+    path = uploaded.json()[0]
+    assert ana.get(f"/gradio_api/file={path}").status_code == 200
+    refused = bob.get(f"/gradio_api/file={path}")
+    assert refused.status_code == 403 and "another user" in refused.text

@@ -6,6 +6,9 @@ its static files (PUBLIC) for a request without a valid login cookie, and sends 
 without the API description Gradio embeds in it. /v1/ routes pass through:
 the OpenAI-compatible API checks its own Bearer key. POST /login goes through a LoginThrottle, and
 a file under another login's users/<name> folder of the outputs is refused (403) to everyone else.
+Gradio's own cache (the pictures a user uploads, the files an answer shows: chat exports, reopened
+chats' pictures) is one folder for everyone, its names a secret-seeded hash of the content: a login
+may read a file there only when the app named it in a response to that login (`Grants`).
 Installed by `server.serve` as `app_kwargs={"middleware": [gate_middleware(settings)]}`.
 """
 
@@ -63,6 +66,62 @@ def others_file(path: str, user: str, outputs: Path) -> bool:
     mine = user_folder(outputs, SimpleNamespace(username=user)).name
     parts = target.relative_to(outputs).parts
     return any(part == "users" and after != mine for part, after in zip(parts, parts[1:]))
+
+
+class Grants:
+    """Which files of Gradio's cache folder each login was shown: any path under the cache that a response to
+    the login names (as a JSON string, a `path` or a `/file=` URL: the upload route's answer, an event's output,
+    the page's config)."""
+
+    MAX_PER_USER = 100_000
+
+    def __init__(self, cache: Path):
+        self.cache = str(Path(cache).resolve())
+        self.marks = (self.cache.encode(), self.cache.replace("/", "\\/").encode())
+        self.by_user: dict[str, dict[str, None]] = {}
+
+    def holds(self, path: str) -> bool:
+        """True when `path` lies in the cache folder."""
+        return Path(os.path.abspath(path)).is_relative_to(self.cache)
+
+    def allowed(self, user: str, path: str) -> bool:
+        return os.path.abspath(path) in self.by_user.get(user, {})
+
+    def scan(self, user: str, body: bytes) -> None:
+        """Grant `user` every cache path `body` names."""
+        if not any(mark in body for mark in self.marks):
+            return
+        from urllib.parse import unquote
+
+        text = body.decode("utf-8", "replace")
+        mine = self.by_user.setdefault(user, {})
+        for start in [m.start() for m in re.finditer("|".join(re.escape(m.decode()) for m in self.marks), text)]:
+            end = start
+            while end < len(text) and text[end] not in "\"'<>\n\r":  # the end of the JSON string or attribute
+                end += 2 if text[end] == "\\" else 1
+            raw = text[start:end]
+            try:
+                raw = json.loads(f'"{raw}"')
+            except ValueError:
+                pass
+            for found in {raw, unquote(raw)}:
+                mine[os.path.abspath(found)] = None
+        while len(mine) > self.MAX_PER_USER:
+            mine.pop(next(iter(mine)))
+
+    def watching(self, user: str, send):
+        """`send` that grants `user` what the response's JSON, event-stream or HTML bodies name."""
+        state = {"scan": False}
+
+        async def watch(message):
+            if message["type"] == "http.response.start":
+                kind = dict(message.get("headers") or []).get(b"content-type", b"")
+                state["scan"] = any(t in kind for t in (b"json", b"event-stream", b"html"))
+            elif message["type"] == "http.response.body" and state["scan"]:
+                self.scan(user, message.get("body", b""))
+            await send(message)
+
+        return watch
 
 
 async def _send_json(send, status: int, body: dict, headers: dict | None = None) -> None:
@@ -130,7 +189,10 @@ class LoginGate:
     """ASGI middleware: a login for every non-public route, and a throttle on POST /login."""
 
     def __init__(self, app, throttle: LoginThrottle, outputs: Path):
+        from gradio.utils import get_upload_folder
+
         self.app, self.throttle, self.outputs = app, throttle, Path(outputs).resolve()
+        self.grants = Grants(Path(get_upload_folder()))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket"):
@@ -144,8 +206,11 @@ class LoginGate:
         user = current_user(scope)
         if user is not None:
             name = next((path[len(p):] for p in FILE_ROUTES if path.startswith(p)), None)
-            if name is not None and others_file(name, user, self.outputs):
+            if name is not None and (others_file(name, user, self.outputs) or (
+                    self.grants.holds(name) and not self.grants.allowed(user, name))):
                 return await _send_json(send, 403, {"detail": "This file belongs to another user."})
+            if scope["type"] == "http" and name is None:
+                return await self.app(scope, receive, self.grants.watching(user, send))
             return await self.app(scope, receive, send)
         if path == "/" and scope["type"] == "http":
             return await self.app(scope, receive, _without_api_info(send))
