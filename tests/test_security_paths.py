@@ -86,3 +86,22 @@ def test_the_model_tab_still_takes_the_demo_and_catalog(shared):
     assert files.startswith("On the server:") and str(ROOT) not in files and "Plan" in plan
     files, _ = client.predict("smolvlm-256m", "", "auto", api_name="/preview_model")
     assert "reachable from other machines" not in files
+
+
+def test_what_the_fine_tune_tab_shows_holds_no_server_path_while_shared(tmp_path):
+    """The job's config, its command and the status line ("Adapter 'x' written to ...") name the app's folders
+    relative to them while the app is reachable from other machines; locally they are unchanged."""
+    from conftest import write_settings
+    from vlmchat.settings import load_settings
+    from vlmchat.ui.sharing import without_server_paths
+
+    local = load_settings(write_settings(tmp_path))
+    shared = local.override("server", host="0.0.0.0")
+    adapters, outputs = local.paths.resolve("adapters"), local.paths.resolve("outputs")
+    text = (f"Adapter 'x' written to {adapters}/x in 3s. --data {outputs}/finetune/uploads/users/ana-1/set "
+            f'"adapters_dir": "{adapters}"')
+    assert without_server_paths(local, text) == text
+    shown = without_server_paths(shared, text)
+    assert shown == ("Adapter 'x' written to adapters/x in 3s. --data outputs/finetune/uploads/users/ana-1/set "
+                     '"adapters_dir": "adapters"')
+    assert str(tmp_path) not in shown

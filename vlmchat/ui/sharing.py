@@ -21,6 +21,24 @@ def refuse_server_paths(settings: Settings, what: str, instead: str = "upload th
                        f"server is turned off; {instead}.")
 
 
+def without_server_paths(settings: Settings, text: str) -> str:
+    """`text` as someone on another machine may read it: while the app is reachable from other machines, the
+    absolute paths of its folders (outputs, adapters, models, the project, the temp folder) become names relative
+    to them (`outputs/...`); locally `text` is unchanged."""
+    if not settings.server.exposed or not text:
+        return text
+    import tempfile
+
+    from ..settings import PROJECT_ROOT
+
+    roots = {settings.paths.resolve("outputs"): "outputs", settings.paths.resolve("adapters"): "adapters",
+             settings.paths.resolve("models"): "models", PROJECT_ROOT: ".", Path(tempfile.gettempdir()): "<temp>"}
+    for root, name in sorted(roots.items(), key=lambda pair: -len(str(pair[0]))):  # the longest (innermost) first
+        for form in {str(root), str(Path(root).resolve())}:
+            text = text.replace(form.rstrip("/") + "/", name + "/").replace(form.rstrip("/"), name)
+    return text
+
+
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
