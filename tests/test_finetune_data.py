@@ -103,6 +103,9 @@ def test_sharegpt_rows_are_checked_with_their_line_numbers(tmp_path):
     assert any(p.startswith("data.jsonl:5:") and "was not found" in p for p in problems)
     assert any(p.startswith("data.jsonl:6: not valid JSON") for p in problems)
     assert [p.line for p in report.problems] == [2, 3, 4, 5, 6]  # in file order, the missing image (5) included
+    path.write_text("\n".join(json.dumps(r) for r in rows[1:2] + rows[3:]) + "\n", encoding="utf-8")
+    none = read_dataset(path)  # no usable row: the layout is still named, from the rows' shape
+    assert none.format == "ShareGPT (LLaMA-Factory)" and not none.samples
 
 
 def test_openai_messages_with_image_parts(tmp_path):

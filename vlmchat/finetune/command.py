@@ -86,7 +86,8 @@ def run_finetune(args: argparse.Namespace, settings) -> int:
         spec = build_spec(args, settings)
         spec.refuse_existing_adapter()
         report = read_dataset(spec.data, spec.caption_prompt)
-        print(report.summary(10), file=sys.stderr)
+        if report.samples:  # with none, the error below is the summary
+            print(report.summary(10), file=sys.stderr)
         report.require_usable(spec.skip_invalid)
         if args.write_job:
             return print_job_commands(runner.write_job(spec, folder), spec.num_processes)

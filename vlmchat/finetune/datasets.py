@@ -160,12 +160,14 @@ def _empty(path: Path, detail: str) -> str:
 def _read_rows(path: Path, rows: list, prompt: str, caption_format: str) -> DatasetReport:
     """Conversation rows (ShareGPT, LLaVA, OpenAI) and caption rows, each parsed on its own."""
     report = DatasetReport(str(path), "")
-    kinds = set()
+    kinds, tried = set(), set()  # the layouts of the usable rows; of every row (named when none is usable)
     for line, row in rows:
         try:
             if isinstance(row, Exception):
                 raise InputError(f"not valid JSON ({row})")
             layout = formats.row_layout(row)
+            tried.add(formats.conversation_kind(row) if layout == "conversation" else caption_format
+                      if layout == formats.CAPTIONS else None)
             if layout == "conversation":
                 messages, images, kind = formats.conversation_row(row, path.parent)
             elif layout == formats.CAPTIONS:
@@ -177,6 +179,7 @@ def _read_rows(path: Path, rows: list, prompt: str, caption_format: str) -> Data
             kinds.add(kind)
         except InputError as exc:
             report.problems.append(Problem(path.name, line, str(exc)))
+    kinds = kinds or tried - {None}
     named = sorted(kinds - {formats.TEXT_ONLY}) or sorted(kinds)
     report.format = " + ".join(named) or "JSON rows"
     return report

@@ -174,15 +174,27 @@ def imagefolder_row(row: dict, column: str, base: Path, prompt: str) -> tuple[tu
     return caption_turns(image_reference(row["file_name"], base, "file_name"), caption, prompt)
 
 
+def conversation_kind(row: dict) -> str:
+    """Which layout a row with 'messages'/'conversations' is written in (OpenAI-style parts, LLaVA, ShareGPT or
+    text only), read from its shape alone: named even when the row itself cannot be used."""
+    turns = row.get("messages", row.get("conversations"))
+    if isinstance(turns, list) and not all(isinstance(_content(t), str) for t in turns):
+        return OPENAI
+    if row.get("image") is not None:
+        return LLAVA
+    return SHAREGPT if row.get("images") else TEXT_ONLY
+
+
 def conversation_row(row: dict, base: Path) -> tuple[tuple, tuple[str, ...], str]:
     """(messages, images, layout) of a ShareGPT, LLaVA or OpenAI-style row with 'messages'/'conversations'."""
     turns = row.get("messages", row.get("conversations"))
     if not isinstance(turns, list) or not turns:
         raise InputError("no 'messages' (or 'conversations') list")
-    if not all(isinstance(_content(t), str) for t in turns):
+    kind = conversation_kind(row)
+    if kind == OPENAI:
         messages, images = _openai(turns, base, row.get("images"))
         return _with_system(row, messages), images, OPENAI_VISION if any(is_data_url(i) for i in images) else OPENAI
-    if row.get("image") is not None:
+    if kind == LLAVA:
         if row.get("images"):
             raise InputError("both 'image' (LLaVA) and 'images' (ShareGPT) are set; keep one")
         return *_llava(row["image"], turns, base), LLAVA
