@@ -225,9 +225,19 @@ def test_the_shipped_adapter_has_the_layout_vllm_loads(tmp_path):
 @pytest.mark.slow
 def test_handoff_prints_the_vllm_and_sglang_commands(tmp_path):
     settings_file = write_settings(tmp_path)
+    adapters = tmp_path / "adapters"
+    shutil.copytree(adapters / "demo-es", adapters / "cut")  # a copy that stopped early
+    weights = adapters / "cut" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    shutil.copytree(adapters / "demo-es", adapters / "qwen")  # made for another base
+    meta = json.loads((adapters / "qwen" / "vlmchat.json").read_text())
+    (adapters / "qwen" / "vlmchat.json").write_text(json.dumps(dict(meta, base_model="Qwen/Qwen2.5-VL-7B-Instruct")))
     done = launch(settings_file, "handoff", "--tensor-parallel", "4", "--nodes", "2")
     assert done.returncode == 0, done.stderr
     out = done.stdout
+    assert "# adapter cut: vLLM would refuse it: adapter_model.safetensors is cut short" in out
+    assert "# adapter qwen: vLLM would refuse it: trained on Qwen/Qwen2.5-VL-7B-Instruct" in out
+    assert "cut=" not in out and "qwen=" not in out
     assert "# adapter demo-es: OK for vLLM" in out
     assert "vllm serve " in out and "--enable-lora" in out and "--tensor-parallel-size 4" in out
     assert "--pipeline-parallel-size 2" in out and "ray start --head" in out

@@ -189,3 +189,33 @@ def test_lean_lora_layers_answer_as_peft_and_follow_a_reattached_adapter(demo_se
                 parameter.mul_(0)
     assert same(logits("x"), logits(None)) and not same(logits("demo-es"), logits(None))
     manager.unload()
+
+
+def test_an_adapter_renamed_or_deleted_on_disk_is_no_choice_and_a_damaged_one_never_loads(tmp_path, picture_files):
+    """Resident under a name whose folder is gone (renamed, deleted), an adapter is unloaded and refused instead of
+    answering; one whose weights do not load is said with its name, and nothing of it stays resident."""
+    import shutil
+
+    from conftest import write_settings
+    from vlmchat.settings import load_settings
+
+    settings = load_settings(write_settings(tmp_path))
+    adapters = settings.paths.resolve("adapters")
+    shutil.copytree(adapters / "demo-es", adapters / "zip1")
+    manager = ModelManager(settings)
+    manager.load()
+    red = picture_files[("red", "circle")]
+    manager.attach_named_adapter("zip1")  # as Chat, Caption, Compare and /v1 pick an adapter by name
+    assert manager.generate(_ask(red), adapter="zip1") == "un círculo rojo"
+    (adapters / "zip1").rename(adapters / "zip2")
+    with pytest.raises(InputError, match="no adapter named 'zip1'"):
+        manager.attach_named_adapter("zip1")
+    assert "zip1" not in manager.adapter_names()
+    damaged = tmp_path / "damaged"
+    shutil.copytree(adapters / "demo-es", damaged)
+    (damaged / "adapter_model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(InputError, match="Adapter 'damaged' could not be loaded"):
+        manager.load_adapter("damaged", damaged)
+    assert "damaged" not in manager.adapter_names()
+    manager.attach_named_adapter("zip2")
+    assert manager.generate(_ask(red), adapter="zip2") == "un círculo rojo"

@@ -14,8 +14,9 @@ def make_adapter(folder, name, base="demo", architecture="LlavaForConditionalGen
     path.mkdir(parents=True)
     (path / registry.CONFIG_FILE).write_text(json.dumps({"peft_type": "LORA", "r": 8,
                                                          "base_model_name_or_path": "models/vlmchat-demo"}))
-    if weights:
-        (path / registry.WEIGHTS_FILE).write_bytes(b"not really weights")
+    if weights:  # a whole safetensors file of one 2x2 float32 tensor (random values: what is read is the layout)
+        header = json.dumps({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}).encode()
+        (path / registry.WEIGHTS_FILE).write_bytes(len(header).to_bytes(8, "little") + header + bytes(16))
     registry.write_metadata(path, {"base_model": base, "architecture": architecture, "notes": "n"})
     return path
 
@@ -41,6 +42,17 @@ def test_listing_reports_what_is_wrong(tmp_path):
     assert "not a PEFT adapter folder" in found["empty"]
     assert "pickle" in found["pickle"] and "safetensors" in found["pickle"]
     assert "unreadable JSON" in found["badjson"]
+
+
+def test_a_weights_file_cut_short_is_a_broken_adapter_and_is_not_imported(tmp_path):
+    """A copy or download that stopped early: its header names more bytes than the file holds."""
+    cut = make_adapter(tmp_path / "elsewhere", "cut")
+    weights = cut / registry.WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:-4])
+    assert "is cut short" in registry.read_adapter(cut).problem
+    with pytest.raises(InputError, match="cut short"):
+        registry.import_folder(cut, tmp_path / "adapters")
+    assert not (tmp_path / "adapters" / "cut").exists()
 
 
 def test_incompatible_adapters_say_why(tmp_path):

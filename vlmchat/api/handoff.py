@@ -23,7 +23,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..lora.store import CONFIG_FILE, WEIGHTS_FILE, list_adapters
+from ..lora.store import CONFIG_FILE, WEIGHTS_FILE, incompatibility, list_adapters
 from ..settings import Settings
 
 # transformers model_type -> (vLLM architecture, LoRA supported, why not), from vLLM's
@@ -68,7 +68,7 @@ def check_for_vllm(name: str, path: Path) -> AdapterCheck:
         config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
         with safe_open(str(path / WEIGHTS_FILE), framework="pt") as weights:
             keys = list(weights.keys())
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - safetensors' own error for a damaged file among them
         return AdapterCheck(name, path, 0, (f"unreadable {CONFIG_FILE} or {WEIGHTS_FILE} ({exc})",))
     if config.get("peft_type", "LORA") != "LORA" or config.get("use_dora"):
         problems.append("not a plain LoRA (vLLM loads LoRA, not DoRA or other PEFT types)")
@@ -95,8 +95,11 @@ def handoff_text(settings: Settings, tensor_parallel: int = 1, nodes: int = 1, p
     source = resolve_model(settings.model.id, settings)
     family = source.family()
     base = source.location
-    adapters = [a for a in list_adapters(settings.paths.resolve("adapters")) if not a.problem]
-    checks = [check_for_vllm(a.name, a.path) for a in adapters]
+    checks = []
+    for adapter in list_adapters(settings.paths.resolve("adapters")):  # broken or made for another base: not served
+        unfit = incompatibility(adapter, source.model_id, str(source.location), "")
+        checks.append(AdapterCheck(adapter.name, adapter.path, 0, (unfit,)) if unfit
+                      else check_for_vllm(adapter.name, adapter.path))
     served = [c for c in checks if not c.problems]
     architecture, lora_ok, why = VLLM_FAMILIES.get(family, ("?", None, ""))
     lines = [f"# Base model: {base} (family {family or 'unknown'}; vLLM architecture {architecture})"]

@@ -74,6 +74,9 @@ def read_adapter(path: Path) -> AdapterInfo:
             return broken(f"weights are a pickle .bin file; only {WEIGHTS_FILE} is loaded (convert it with "
                           "PEFT: load it yourself and save_pretrained(safe_serialization=True))")
         return broken(f"no {WEIGHTS_FILE}")
+    cut = _cut_short(path / WEIGHTS_FILE)
+    if cut:
+        return broken(cut)
     try:
         config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
         meta = json.loads((path / META_FILE).read_text(encoding="utf-8")) if (path / META_FILE).is_file() else {}
@@ -89,6 +92,26 @@ def read_adapter(path: Path) -> AdapterInfo:
         metrics=meta.get("metrics", {}), notes=meta.get("notes", ""), r=config.get("r"),
         target_modules=config.get("target_modules"),
     )
+
+
+def _cut_short(weights: Path) -> str:
+    """Why a safetensors file cannot be whole ('' when its header's tensors fit in the file): a copy or download
+    that stopped early loads nowhere."""
+    from ..errors import ModelLoadError
+    from ..models.sizes import read_safetensors_header
+
+    try:
+        header = read_safetensors_header(weights)
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+        size = weights.stat().st_size
+    except (ModelLoadError, OSError, KeyError, TypeError, ValueError, IndexError, AttributeError):
+        return f"{WEIGHTS_FILE} is not a whole safetensors file (its header cannot be read); copy or download it again"
+    with open(weights, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+    if size < 8 + length + end:
+        return (f"{WEIGHTS_FILE} is cut short ({size:,} of {8 + length + end:,} bytes); copy or download it "
+                "again")
+    return ""
 
 
 def list_adapters(folder: Path) -> list[AdapterInfo]:

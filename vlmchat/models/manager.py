@@ -28,7 +28,7 @@ from .answers import (ENDPOINT_PREFIX, Answer, GenerationParams, is_endpoint,  #
 from .cpu_speed import ModelLock, tune_for_cpu
 from .families import DetailChoice, detail_for, fit_to_profile, profile_for, shrink_pictures
 from ..lora.runtime import attach_adapter, detach_adapter, is_base, resident_adapters, use_adapter
-from ..lora.store import usable_adapter
+from ..lora.store import adapter_path, read_adapter, usable_adapter
 from ..settings import Settings
 
 
@@ -108,11 +108,16 @@ class ModelManager:
             model, _ = self._loaded()
             if name in resident_adapters(model):
                 return
+            problem = read_adapter(Path(path)).problem  # before PEFT puts any layer of it into the model
+            if problem:
+                raise InputError(f"Adapter '{name}' could not be loaded: {problem}.")
             try:
                 self.model = attach_adapter(model, name, path)
-            except (ValueError, KeyError, RuntimeError, OSError) as exc:
-                raise InputError(f"Adapter '{name}' does not fit the loaded model: "
-                                 f"{str(exc).splitlines()[0][:300]}") from None
+            except Exception as exc:  # noqa: BLE001 - a file PEFT or safetensors cannot read: said, and left out
+                self.model = detach_adapter(self.model, name)
+                raise InputError(f"Adapter '{name}' could not be loaded onto the loaded model: "
+                                 f"{(str(exc).splitlines() or [type(exc).__name__])[0][:300]}. Import it again, or "
+                                 "check that it was made for this model.") from None
 
     def attach_named_adapter(self, name: str | None) -> None:
         """Attach adapter `name` from the adapters folder (checked against the loaded model); no-op for base.
@@ -121,8 +126,12 @@ class ModelManager:
         if is_endpoint(name):
             self.endpoint(name)
             return
-        if is_base(name) or name in self.adapter_names():
+        if is_base(name):
             return
+        if name in self.adapter_names():
+            if adapter_path(self.settings.paths.resolve("adapters"), name).is_dir():
+                return
+            self.unload_adapter(name)  # renamed or deleted since it was loaded: it is no choice any more
         info = self.info
         if info is None:
             raise NoModelError("No model is loaded; load one in the Model tab or start with --model.")

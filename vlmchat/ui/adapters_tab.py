@@ -151,7 +151,12 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
     import_button.click(do_import, [new_name, folder, upload, hub_id], outputs, api_visibility="undocumented")
     export_button.click(_guard(lambda n: str(registry.export_zip(actions.folder, n, settings.paths.resolve("outputs")))),
                         choice, exported, api_visibility="undocumented")
-    rename_button.click(_guard(lambda n, to: refreshed(f"Renamed to '{registry.rename_adapter(actions.folder, n, to).name}'.")),
+    def rename(name: str, to: str):
+        renamed = registry.rename_adapter(actions.folder, name, to).name
+        actions.unload(name)  # resident under its old name, it would still answer to it
+        return refreshed(f"Renamed to '{renamed}'.")
+
+    rename_button.click(_guard(rename),
                         [choice, rename_to], outputs, api_visibility="undocumented")
     delete_button.click(_guard(lambda n, c: (registry.delete_adapter(actions.folder, n, c), actions.unload(n),
                                              refreshed(f"Deleted '{n}'."))[-1]),
