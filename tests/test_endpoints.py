@@ -242,6 +242,10 @@ def test_handoff_prints_the_vllm_and_sglang_commands(tmp_path):
     assert "vllm serve " in out and "--enable-lora" in out and "--tensor-parallel-size 4" in out
     assert "--pipeline-parallel-size 2" in out and "ray start --head" in out
     assert "--lora-modules demo-es=" in out and "--lora-paths demo-es=" in out and "[endpoints.cluster]" in out
+    smol = launch(settings_file, "--model", "smolvlm-256m", "handoff", "--tensor-parallel", "4", "--nodes", "2")
+    assert "--pipeline-parallel-size" not in smol.stdout and "--tensor-parallel-size 8" in smol.stdout  # no PP
+    llama = launch(settings_file, "--model", "llama-3_2-11b-vision", "handoff")
+    assert "vllm serve" not in llama.stdout and "sglang.launch_server" in llama.stdout  # vLLM does not serve it
     wrong = launch(settings_file, "handoff", "--nodes", "0")
     assert wrong.returncode == 2 and "--nodes must be 1 or more" in wrong.stderr
 

@@ -28,13 +28,15 @@ from ..settings import Settings
 
 # transformers model_type -> (vLLM architecture, LoRA supported, why not), from vLLM's
 # docs/models/supported_models.md (multimodal table, LoRA column).
+NO_PIPELINE = "no pipeline parallelism"
+VLLM_UNSERVED = {"mllama"}  # not in vLLM's supported-models list at all (its note says why)
 VLLM_FAMILIES = {
     "llava": ("LlavaForConditionalGeneration", True, ""),
     "llava_next": ("LlavaNextForConditionalGeneration", True, ""),
     "qwen2_vl": ("Qwen2VLForConditionalGeneration", True, ""),
     "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", True, ""),
-    "idefics3": ("Idefics3ForConditionalGeneration", True, "no pipeline parallelism"),
-    "smolvlm": ("SmolVLMForConditionalGeneration", True, "no pipeline parallelism"),
+    "idefics3": ("Idefics3ForConditionalGeneration", True, NO_PIPELINE),
+    "smolvlm": ("SmolVLMForConditionalGeneration", True, NO_PIPELINE),
     "paligemma": ("PaliGemmaForConditionalGeneration", True, ""),
     "gemma3": ("Gemma3ForConditionalGeneration", True, ""),
     "chameleon": ("ChameleonForConditionalGeneration", False,
@@ -103,15 +105,19 @@ def handoff_text(settings: Settings, tensor_parallel: int = 1, nodes: int = 1, p
     served = [c for c in checks if not c.problems]
     architecture, lora_ok, why = VLLM_FAMILIES.get(family, ("?", None, ""))
     lines = [f"# Base model: {base} (family {family or 'unknown'}; vLLM architecture {architecture})"]
-    if lora_ok is False:
+    served_at_all = family not in VLLM_UNSERVED
+    if not served_at_all:
+        lines.append(f"# vLLM cannot serve this family: {why}.")
+    elif lora_ok is False:
         lines.append(f"# vLLM cannot serve this family with LoRA: {why}.")
     elif lora_ok is None:
         lines.append("# This family is not in vlmchat's table; check vLLM's supported-models page for its LoRA column.")
     if why and lora_ok:
         lines.append(f"# Note for this family: {why}.")
     lines += _adapter_lines(checks)
-    lines += ["", *_vllm_lines(base, source.model_id, served if lora_ok is not False else [], tensor_parallel, nodes,
-                               port)]
+    if served_at_all:
+        lines += ["", *_vllm_lines(base, source.model_id, served if lora_ok is not False else [], tensor_parallel,
+                                   nodes, port, pipeline=NO_PIPELINE not in why)]
     lines += ["", *_sglang_lines(base, source.model_id, served, tensor_parallel, nodes)]
     lines += ["", *_training_lines(tensor_parallel, nodes)]
     lines += ["", "# Then use it from vlmchat: add to settings.toml and choose endpoint:cluster (Chat, Caption, "
@@ -136,11 +142,14 @@ def _adapter_lines(checks: list[AdapterCheck]) -> list[str]:
 
 
 def _vllm_lines(base: str, served_name: str, adapters: list[AdapterCheck], tensor_parallel: int, nodes: int,
-                port: int) -> list[str]:
+                port: int, pipeline: bool = True) -> list[str]:
+    """`pipeline`: the family runs pipeline parallel across nodes; otherwise tensor parallel spans them all."""
+    spread = tensor_parallel if pipeline else tensor_parallel * nodes
     command = ["vllm", "serve", base, "--served-model-name", served_name, "--port", str(port),
-               "--tensor-parallel-size", str(tensor_parallel)]
+               "--tensor-parallel-size", str(spread)]
     if nodes > 1:
-        command += ["--pipeline-parallel-size", str(nodes), "--distributed-executor-backend", "ray"]
+        command += (["--pipeline-parallel-size", str(nodes)] if pipeline else []) + [
+            "--distributed-executor-backend", "ray"]
     if adapters:
         command += ["--enable-lora", "--max-lora-rank", str(_rank_limit(max(a.rank for a in adapters))),
                     "--max-loras", str(min(len(adapters), 8)), "--lora-modules",
@@ -148,7 +157,8 @@ def _vllm_lines(base: str, served_name: str, adapters: list[AdapterCheck], tenso
     lines = ["# vLLM: one machine, --tensor-parallel-size = its GPUs" if nodes == 1 else
              f"# vLLM on {nodes} nodes: start a Ray cluster first (`ray start --head` on the first node, "
              "`ray start --address=HEAD_NODE:6379` on the others; same paths on every node), then on the head node "
-             "(tensor parallel inside a node, pipeline parallel across nodes):"]
+             + ("(tensor parallel inside a node, pipeline parallel across nodes):" if pipeline else
+                "(this family has no pipeline parallelism: tensor parallel over every GPU of every node):")]
     return lines + [_shell(command)]
 
 
