@@ -220,6 +220,8 @@ def test_plan_command_prints_the_plan_and_its_reason():
     result = _plan_cli("--model", LLAMA, "--vram-gib", "16")
     assert result.returncode == 0, result.stderr
     assert "8-bit on cuda:0" in result.stdout and "bf16 needs ~24 GiB with headroom" in result.stdout
+    tiny = _plan_cli("--model", "chameleon-7b", "--vram-gib", "2")  # what blocks it is the GPU, not the RAM
+    assert tiny.returncode == 1 and "does not hold even the context and activations" in tiny.stdout
     result = _plan_cli("--model", LLAMA, "--vram-gib", "80", "--json")
     data = json.loads(result.stdout)
     assert (data["bits"], data["dtype"], data["ok"]) == (16, "bfloat16", True)

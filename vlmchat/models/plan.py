@@ -228,10 +228,15 @@ def _plan_gpu(*, size, policy, context_tokens, images, unquantized, device_name,
     gpu_for_weights = free / (1 + HEADROOM) - est.runtime_gib
     summary = f"{where}: {size.name} in {'; '.join(steps)}"
     if gpu_for_weights < 1.0 or ram_need > ram - OS_RESERVE_GIB:
-        why = (f"{summary}: nothing fits, and offloading ~{ram_need:.1f} GiB to system RAM (layers kept there "
-               f"stay in {ram_label}; {ram:.1f} GiB free) is not possible either. "
-               "Use a smaller model, free GPU memory, "
-               "or lower the context budget.")
+        if gpu_for_weights < 1.0:  # the context and activations alone fill it: layers in RAM cannot help
+            why = (f"{summary}: nothing fits, and {free:.1f} GiB of GPU memory does not hold even the context "
+                   f"and activations (~{est.runtime_gib:.1f} GiB) beside a few layers, so offloading weights to "
+                   "system RAM cannot help. Lower the context budget or the pictures, free GPU memory, or use a "
+                   "smaller model.")
+        else:
+            why = (f"{summary}: nothing fits, and offloading ~{ram_need:.1f} GiB to system RAM (layers kept there "
+                   f"stay in {ram_label}; {ram:.1f} GiB free) is not possible either. Use a smaller model, free "
+                   "GPU memory or RAM, or lower the context budget.")
         return Plan(size.name, device, dtype, est.bits, unquantized, None, None, round(est.need_gib, 2), free,
                     round(free - est.need_gib, 2), offload_gib=round(ram_need, 2), ok=False, reason=why,
                     alternatives=alternatives)
