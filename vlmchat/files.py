@@ -64,6 +64,20 @@ def write_text_atomic(target: Path, text: str, overwrite: bool = True) -> bool:
     return write_bytes_atomic(target, text.encode("utf-8"), overwrite)
 
 
+def check_writable_file(target: Path, example: str) -> None:
+    """InputError, before any work is done for it, unless a file can be written at `target`: not a folder (the
+    message suggests `example` inside it), its folder made if missing, and that folder (and the file, if there)
+    writable."""
+    if target.is_dir():
+        raise InputError(f"{target} is a folder; give a file name, e.g. {target / example}.")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{target}: its folder cannot be made ({exc.strerror or exc}); choose another place.") from None
+    if not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise InputError(f"{target} cannot be written here (no permission); choose another place.")
+
+
 def write_zip_atomic(target: Path, members: Iterable[tuple[str, Path | bytes]]) -> Path:
     """Write a deflated zip of (name in the archive, file path or bytes) pairs to `target` all at once."""
     def fill(out: IO[bytes]) -> None:

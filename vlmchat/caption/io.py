@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import InputError
-from ..files import extract_zip_checked, unsafe_name, write_text_atomic, write_zip_atomic
+from ..files import check_writable_file, extract_zip_checked, unsafe_name, write_text_atomic, write_zip_atomic
 from ..images import readable_suffixes
 
 DATA_SUFFIXES = frozenset({".txt", ".json", ".jsonl", ".csv", ".zip"})
@@ -124,7 +124,7 @@ class TableCaptions:
 
     def __init__(self, path: Path, fmt: str, overwrite: bool, flush_every_s: float = 5.0):
         self.output, self.fmt, self.overwrite, self.flush_every_s = path, fmt, overwrite, flush_every_s
-        _check_writable(path)  # before any image is captioned: the captions live only in memory until a flush
+        check_writable_file(path, f"captions.{fmt}")  # before captioning: captions wait in memory until a flush
         self.records = self._read()
         self.pending: dict[str, str] = {}
         self.flushed: set[str] = set()
@@ -203,20 +203,6 @@ def _has_text(path: Path) -> bool:
         return path.is_file() and bool(path.read_bytes().strip())
     except OSError:
         return path.exists()
-
-
-def _check_writable(path: Path) -> None:
-    """InputError unless a caption file can be written at `path` (a file in a folder that can be made and written)."""
-    import os
-
-    if path.is_dir():
-        raise InputError(f"--output {path} is a folder; give a file name, e.g. {path / 'captions.jsonl'}.")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{path}: its folder cannot be made ({exc.strerror or exc}); choose another output.") from None
-    if not os.access(path.parent, os.W_OK):
-        raise InputError(f"{path} cannot be written: its folder is not writable; choose another output.")
 
 
 def open_captions(fmt: str, output: Path | None, overwrite: bool) -> TxtCaptions | TableCaptions:

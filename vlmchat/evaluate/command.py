@@ -134,29 +134,11 @@ def print_result(result) -> None:
     print(f"files: {result.folder} (results.csv, summary.json, chart.png)")
 
 
-def _check_output(path) -> None:
-    """InputError, before anything runs, when --output cannot be written as a file."""
-    import os
-
-    from ..errors import InputError
-
-    if path is None:
-        return
-    if path.is_dir():
-        raise InputError(f"--output {path} is a folder; give a file name, e.g. {path / 'results.csv'}.")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"--output {path}: its folder cannot be made ({exc.strerror or exc}); choose another "
-                         "place.") from None
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise InputError(f"--output {path} cannot be written here (no permission); choose another place.")
-
-
 def run_eval_command(args: argparse.Namespace, settings) -> int:
     """Read the set, load the model, score every model, print the result; returns the exit code."""
     from pathlib import Path
 
+    from ..files import check_writable_file
     from ..lora.runtime import is_base
     from ..lora.store import find_adapter
     from ..models.manager import ModelManager, is_endpoint
@@ -168,7 +150,8 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
                           limit=args.limit, output=Path(args.output) if args.output else None,
                           image_detail=args.image_detail or "")
     options.check()
-    _check_output(options.output)
+    if options.output is not None:  # before the model loads
+        check_writable_file(options.output, "results.csv")
     for name in models:  # a mistyped adapter is said before the model loads
         if not (is_base(name) or is_endpoint(name)):
             find_adapter(settings.paths.resolve("adapters"), name)
