@@ -319,30 +319,40 @@ def _check_images(report: DatasetReport) -> DatasetReport:
 
 
 def _image_problem(image: str, index: int) -> str:
-    """Why the sample's `index`-th image cannot be used ('' when it can): a file is decoded once while it stays
-    the same (the plan reads the dataset again whenever a control of the Fine-tune tab changes)."""
+    """Why the sample's `index`-th image cannot be used ('' when it can)."""
     if is_data_url(image):
-        return _decode_problem(image, f"image {index} (data: URL)")
+        return _decoded(image, f"image {index} (data: URL)")[0]
+    return _file_decoded(image)[0]
+
+
+def picture_size(path: str) -> tuple[int, int] | None:
+    """(width, height) of the picture file at `path` as the run loads it; None when it does not load."""
+    return _file_decoded(path)[1]
+
+
+def _file_decoded(path: str) -> tuple[str, tuple[int, int] | None]:
+    """`_decoded` of a file, once while it stays the same (the plan reads the dataset again whenever a control of
+    the Fine-tune tab changes, and asks for the pictures' sizes)."""
     try:
-        stat = Path(image).stat()
+        stat = Path(path).stat()
     except OSError:
         stat = None
-    return _file_problem(image, stat.st_mtime_ns if stat else 0, stat.st_size if stat else -1)
+    return _file_decoded_as(path, stat.st_mtime_ns if stat else 0, stat.st_size if stat else -1)
 
 
 @functools.lru_cache(maxsize=100_000)
-def _file_problem(path: str, mtime_ns: int, size: int) -> str:
-    return _decode_problem(path, None)
+def _file_decoded_as(path: str, mtime_ns: int, size: int) -> tuple[str, tuple[int, int] | None]:
+    return _decoded(path, None)
 
 
-def _decode_problem(image: str, name: str | None) -> str:
+def _decoded(image: str, name: str | None) -> tuple[str, tuple[int, int] | None]:
+    """(why the image cannot be used or '', its size) through the one loader every entry point uses."""
     from ..images import load_image
 
     try:
-        load_image(image, name=name)
+        return "", load_image(image, name=name).size
     except InputError as exc:
-        return str(exc)
-    return ""
+        return str(exc), None
 
 
 def split(samples: list[Sample], train_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .datasets import read_dataset, split
+from .datasets import picture_size, read_dataset, split
 from .job import MIN_EVAL_SAMPLES, model_size, resolve_schedule, usable_cores
 from .recipe import TOKENS_PER_SAMPLE, estimate_minutes, read_recipe, sample_cost
 from .setup import cpu_checkpointing, peak_gib
@@ -120,28 +120,11 @@ def _count(spec: JobSpec, samples, on_gpu: bool) -> Count:
 
 
 def _largest_picture(samples) -> tuple[int, int] | None:
-    """(width, height) of the largest picture file among `samples` (headers only) that the run can open (at most
-    images.MAX_PIXELS), None when none can be read."""
-    import warnings
-
-    from PIL import Image
-
-    from ..images import MAX_PIXELS
-
-    largest = None
-    for path in {path for sample in samples for path in sample.images if not path.startswith("data:")}:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(path) as image:
-                    size = image.size
-        except (OSError, ValueError, Image.DecompressionBombError):
-            continue
-        if size[0] * size[1] > MAX_PIXELS:
-            continue
-        if largest is None or size[0] * size[1] > largest[0] * largest[1]:
-            largest = size
-    return largest
+    """(width, height) of the largest picture file among `samples` as the run loads them (read_dataset decoded
+    each already; a picture the loader refuses is none), None when none loads."""
+    sizes = [picture_size(path) for path in {path for sample in samples for path in sample.images
+                                              if not path.startswith("data:")}]
+    return max(filter(None, sizes), key=lambda size: size[0] * size[1], default=None)
 
 
 def _short_of_ram(size, tokens: int, batch_size: int, peak: float, checkpointing: bool, detail: str,
