@@ -67,12 +67,10 @@ def build_app(manager: ModelManager, settings: Settings, notices: list[str] | No
             build_finetune_tab(manager, settings)
         with gr.Tab("Compare"):
             build_compare_tab(adapters, manager, settings)
-        with gr.Tab("Evaluate") as evaluate_tab:
-            evaluate = build_evaluate_tab(manager, settings)
+        with gr.Tab("Evaluate"):
+            build_evaluate_tab(manager, settings)
         with gr.Tab("Model"):
             build_model_tab(manager, settings, status, status_line)
         app.load(lambda: (status_line(manager), _banner(notices)), outputs=[status, banner], api_visibility="undocumented",
                  queue=False)
-        for event in (app.load, evaluate_tab.select):  # adapters trained or imported since start-up are listed
-            event(evaluate.refresh_models, outputs=evaluate.models_box, api_visibility="undocumented", queue=False)
     return quiet_user_errors(app)

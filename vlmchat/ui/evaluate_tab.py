@@ -52,7 +52,6 @@ class EvalActions:
         self.manager, self.settings = manager, settings
         self.runs: dict[str, EvalRun] = {}
         self.lock = threading.Lock()
-        self.models_box = None  # the tab's Models box, once laid out
 
     def models(self) -> list[str]:
         """'base', every adapter that fits the loaded model, and every endpoint ("endpoint:NAME", generate only)."""
@@ -165,6 +164,7 @@ def _report(status: dict) -> tuple:
 def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions:
     """Lay out the Evaluate tab inside the current Blocks and register the eval_* API endpoints."""
     actions = EvalActions(manager, settings)
+    tab = gr.context.Context.block  # the Evaluate tab this is laid out in
     gr.Markdown("Did the adapter help? Score the base model and your adapters on the same questions "
                 "(multiple choice by log-likelihood, in seconds) and get each adapter's difference from the base "
                 "with a paired significance test. Eval sets: vlmchat JSONL/CSV rows, MMLU CSV, MMMU rows, "
@@ -224,7 +224,8 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
 
     cancel.click(_guard(do_cancel), run_id, progress, api_visibility="undocumented")
     refresh.click(actions.refresh_models, None, models, api_visibility="undocumented")
-    actions.models_box = models
+    for shown in (gr.context.Context.root_block.load, tab.select):  # adapters made since start-up are listed
+        shown(actions.refresh_models, outputs=models, api_visibility="undocumented", queue=False)
     _register_api(actions)
     return actions
 

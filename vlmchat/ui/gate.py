@@ -78,6 +78,7 @@ class Grants:
     def __init__(self, cache: Path):
         self.cache = str(Path(cache).resolve())
         self.marks = (self.cache.encode(), self.cache.replace("/", "\\/").encode())
+        self.pattern = re.compile("|".join(re.escape(mark.decode()) for mark in self.marks))
         self.by_user: dict[str, dict[str, None]] = {}
 
     def holds(self, path: str) -> bool:
@@ -95,7 +96,7 @@ class Grants:
 
         text = body.decode("utf-8", "replace")
         mine = self.by_user.setdefault(user, {})
-        for start in [m.start() for m in re.finditer("|".join(re.escape(m.decode()) for m in self.marks), text)]:
+        for start in [m.start() for m in self.pattern.finditer(text)]:
             end = start
             while end < len(text) and text[end] not in "\"'<>\n\r":  # the end of the JSON string or attribute
                 end += 2 if text[end] == "\\" else 1
