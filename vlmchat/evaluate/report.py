@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import shlex
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,13 +244,16 @@ class EvalResult:
         values = [100 * (s["accuracy"] or 0) for s in summaries]
         below = [v - 100 * s["interval"][0] for v, s in zip(values, summaries)]
         above = [100 * s["interval"][1] - v for v, s in zip(values, summaries)]
-        figure = Figure(figsize=(max(4.0, 1.4 * len(self.models) + 2), 3.6), dpi=100)
+        width = max(4.0, 1.4 * len(self.models) + 2)
+        figure = Figure(figsize=(width, 3.6), dpi=100)
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
         axes.bar(self.models, values, yerr=[below, above], capsize=6, color="#4c78a8")
         axes.set_ylim(0, 105)
         axes.set_ylabel(f"{self.metric} % (95% Wilson interval)")
-        axes.set_title(f"{Path(str(self.eval_set.path)).name}: {self.method}, {len(self.paired())} questions")
+        title = f"{Path(str(self.eval_set.path)).name}: {self.method}, {len(self.paired())} questions"
+        # Wrapped to the figure (~9 characters an inch at this size): a long file name was cut at both edges.
+        axes.set_title(textwrap.fill(title, width=int(width * 9), break_long_words=True), fontsize=10)
         figure.tight_layout()
         out = io.BytesIO()
         figure.savefig(out, format="png")
