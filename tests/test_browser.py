@@ -182,3 +182,34 @@ def test_finetune_plan_appears_after_check_and_follows_the_preset(page, tmp_path
     page.wait_for_function("() => document.querySelector('#vlmchat-finetune-report').innerText.includes('fake.png')")
     assert "not a dataset upload" in page.locator("#vlmchat-finetune-report").inner_text()
     assert "optimizer steps" not in page.locator("#vlmchat-finetune-plan").inner_text()
+
+
+def test_adapters_tab_says_mistakes_on_its_message_line_and_the_default_follows_a_rename(page, app):
+    """A mistake (here: the wrong name typed to confirm a deletion) is a ⚠️ line; the table and menu stay (they
+    were replaced by red Error badges). Renaming the default keeps it the default; deleting it says so."""
+    adapters = Path(app.log.name).parent / "adapters"
+    shutil.copytree(adapters / "demo-es", adapters / "demo-es-copy")
+    page.reload()
+    page.wait_for_selector("textarea")
+    _open_tab(page, "Adapters")
+    panel = page.locator("[role=tabpanel]:visible")
+    menu = panel.get_by_role("combobox", name="Adapter")
+    menu.fill("demo-es-copy")
+    menu.press("Enter")
+    panel.get_by_role("button", name="Activate", exact=True).click()
+    page.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] p')].some(p => p.innerText.includes(\"start with adapter 'demo-es-copy'\"))")
+    panel.get_by_text("Import, export, rename, delete").click()
+    panel.get_by_label("Type the adapter's name to confirm deletion").fill("something else")
+    panel.get_by_role("button", name="Delete", exact=True).click()
+    page.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] p')].some(p => p.innerText.startsWith('⚠️'))")
+    assert panel.locator("td", has_text="demo-es-copy").count() and "Error" not in panel.inner_text()  # table stays
+    panel.get_by_label("Rename to").fill("demo-es-renamed")
+    panel.get_by_role("button", name="Rename", exact=True).click()
+    page.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] p')].some(p => p.innerText.includes('still the default'))")
+    panel.locator("td", has_text="demo-es-renamed").first.wait_for(state="attached")
+    menu.fill("demo-es-renamed")
+    menu.press("Enter")
+    panel.get_by_label("Type the adapter's name to confirm deletion").fill("demo-es-renamed")
+    panel.get_by_role("button", name="Delete", exact=True).click()
+    page.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] p')].some(p => p.innerText.includes('It was the default'))")
+    assert not (adapters / "demo-es-renamed").exists() and not (adapters / "demo-es-copy").exists()

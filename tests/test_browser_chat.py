@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from gradio_client import Client
 
 from conftest import LaunchedApp
 from test_browser import ARTIFACTS, CHROMIUM
@@ -217,6 +218,15 @@ def test_compare_example_runs_and_one_vote_counts_per_comparison(page, app):
     page.get_by_text("Votes so far").click()
     page.wait_for_function("() => document.querySelector('#vlmchat-compare-tally')?.innerText.includes('demo-es')")
     page.screenshot(path=str(ARTIFACTS / "compare-voted.png"), full_page=True)
+    # A comparison that fails leaves nothing to vote on (a vote was counted for the one before).
+    right = panel.get_by_role("combobox", name="Right")
+    right.fill("no-such-adapter")
+    right.press("Enter")
+    panel.get_by_role("button", name="Compare", exact=True).click()
+    page.get_by_text("no adapter named 'no-such-adapter'").first.wait_for()
+    panel.get_by_role("button", name="Left is better").click()
+    page.wait_for_function("() => document.querySelector('#vlmchat-compare-voted')?.innerText.includes('Run a comparison')")
+    assert len(log.read_text().splitlines()) == before + 1
 
 
 # ---- logins and restarts: an app of its own ----
@@ -254,6 +264,15 @@ def test_each_login_sees_only_its_chats_and_they_survive_a_restart(browser, logi
     assert _saved_chats(bob) == []
     saved = list((folder / "outputs" / "users").glob("ana-*/chats/*/chat.json"))
     assert len(saved) == 1 and not (folder / "outputs" / "chats").exists()
+    # Compare votes are each login's own too: ana's prompt and answers are not in a file every login can read.
+    ana.get_by_role("tab", name="Compare").click()
+    ana.locator("[role=tabpanel]:visible").get_by_text("What color is the shape?").click()
+    ana.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] textarea')].some(t => t.value === 'azul')")
+    ana.locator("[role=tabpanel]:visible").get_by_role("button", name="Tie").click()
+    ana.wait_for_function("() => document.querySelector('#vlmchat-compare-voted')?.innerText.includes('tie for')")
+    assert len(list((folder / "outputs" / "users").glob("ana-*/compare_votes.jsonl"))) == 1
+    assert not (folder / "outputs" / "compare_votes.jsonl").exists()
+    assert Client(app.url, auth=("bob", "pw-bob"), verbose=False).predict(api_name="/compare_tally")["data"] == []
     for context in (ana_context, bob_context):
         context.close()
     app.stop()

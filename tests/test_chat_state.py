@@ -127,6 +127,16 @@ def test_a_second_picture_in_the_same_chat_is_answered_about(turns, picture_file
     assert _ask(turns, chat, "What shape is this?")["text"] == "square"  # the newest picture stays in context
 
 
+def test_two_pictures_in_one_message_are_refused_not_mixed_up(turns, picture_files):
+    """The demo reads one picture at a time: asked about a red circle and a blue square together it answered
+    "a blue circle"; now it says to send them one by one, and then answers each."""
+    chat = new_chat()
+    refused = _ask(turns, chat, "Describe the image.", picture_files[("red", "circle")],
+                   picture_files[("blue", "square")])
+    assert refused["status"] == "error" and "one picture at a time" in refused["text"]
+    assert _ask(turns, chat, "Describe the image.", picture_files[("blue", "square")])["text"] == "a blue square"
+
+
 def test_an_unknown_adapter_is_a_failed_turn(turns, picture_files):
     found = _ask(turns, new_chat(), "Describe the image.", picture_files[("red", "circle")], adapter="nope")
     assert found["status"] == "error" and "no adapter named 'nope'" in found["text"]
@@ -227,6 +237,17 @@ def test_a_session_starts_with_the_default_adapter_and_keeps_its_choice(app, pic
     assert _chat(client, "What shape is this?", adapter="base") == "triangle"
     client.reset_session()
     assert _chat(client, "Describe the image.", picture) == "a red triangle"  # a new session: the default
+
+
+def test_chat_answers_a_file_that_is_not_named_as_a_picture_with_what_to_do(app, tmp_path, picture_files):
+    """Gradio refused these before the loader saw them ("Invalid file type: None", an exception)."""
+    client = Client(app.url, verbose=False)
+    (tmp_path / "notes.txt").write_text("my notes")
+    answer = _chat(client, "Describe the image.", tmp_path / "notes.txt")
+    assert answer.startswith("⚠️") and "not an image" in answer
+    unnamed = tmp_path / "picture"  # a PNG without an extension is still a picture
+    unnamed.write_bytes(picture_files[("red", "circle")].read_bytes())
+    assert _chat(client, "Describe the image.", unnamed) == "a red circle"
 
 
 def test_chat_without_a_picture_says_to_attach_one(app):

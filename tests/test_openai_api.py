@@ -259,6 +259,11 @@ def test_the_api_asks_the_model_as_chat_does(client):
     blue = data_url(ROOT / "examples" / "blue-square.png")
     turns = ask(data_url(RED_CIRCLE)) + [{"role": "assistant", "content": "a red circle"}] + ask(blue)
     assert client.chat.completions.create(model="demo", messages=turns).choices[0].message.content == "a blue square"
+    both = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(RED_CIRCLE)}},
+                                         {"type": "image_url", "image_url": {"url": blue}},
+                                         {"type": "text", "text": "Describe the image."}]}]
+    with pytest.raises(openai.BadRequestError, match="one picture at a time"):
+        client.chat.completions.create(model="demo", messages=both)
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+from types import SimpleNamespace
 
 import pytest
 from gradio_client import Client, handle_file
@@ -14,6 +15,7 @@ from gradio_client import Client, handle_file
 from pathlib import Path
 
 from conftest import ROOT, LaunchedApp
+from vlmchat.ui.users import user_folder
 
 PROTECTED = [
     ("GET", "config"), ("GET", "gradio_api/info"), ("GET", "gradio_api/openapi.json"),
@@ -87,13 +89,21 @@ def _get(opener, url):
         return error.code, b""
 
 
-def test_file_routes_serve_only_the_outputs_folder(exposed_app):
+def test_file_routes_serve_only_the_logins_own_outputs(exposed_app):
     app, login = exposed_app
     opener = _logged_in(app, login)
     outputs = Path(app.log.name).parent / "outputs"
-    outputs.mkdir(exist_ok=True)
-    (outputs / "result.txt").write_text("served")
-    assert _get(opener, f"{app.url}gradio_api/file={outputs / 'result.txt'}") == (200, b"served")
+    own = user_folder(outputs, SimpleNamespace(username=login[0])) / "eval" / "run"
+    own.mkdir(parents=True, exist_ok=True)
+    (own / "result.txt").write_text("served")
+    assert _get(opener, f"{app.url}gradio_api/file={own / 'result.txt'}") == (200, b"served")
+    # What no login owns (the Compare votes of every login before they were per user, chats saved before
+    # logins were on) is nobody's to read.
+    (outputs / "compare_votes.jsonl").write_text("{}")
+    (outputs / "chats" / "abc").mkdir(parents=True, exist_ok=True)
+    (outputs / "chats" / "abc" / "chat.json").write_text("{}")
+    for unowned in (outputs / "compare_votes.jsonl", outputs / "chats" / "abc" / "chat.json"):
+        assert _get(opener, f"{app.url}gradio_api/file={unowned}")[0] == 403
     for attempt in ["/etc/passwd", "../../../../../etc/passwd", "%2e%2e/%2e%2e/%2e%2e/etc/passwd",
                     f"{outputs}/../../../../etc/passwd", str(ROOT / "settings.toml"),
                     str(ROOT / "models" / "vlmchat-demo" / "config.json")]:

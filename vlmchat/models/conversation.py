@@ -120,10 +120,15 @@ def from_last_picture(messages: list[dict]) -> list[dict]:
     return [m for m in messages[:start] if m["role"] == "system"] + messages[start:]
 
 
+def picture_count(messages: list[dict]) -> int:
+    """How many pictures the processor `messages` carry."""
+    return sum(isinstance(part, dict) and part.get("type") == "image" for message in messages
+               if not isinstance(message["content"], str) for part in message["content"])
+
+
 def has_image(messages: list[dict]) -> bool:
     """True when any of the processor `messages` carries a picture."""
-    return any(isinstance(part, dict) and part.get("type") == "image" for message in messages
-               if not isinstance(message["content"], str) for part in message["content"])
+    return picture_count(messages) > 0
 
 
 NEEDS_IMAGE_KEY = "needs_image"  # in the model's vlmchat_recipe.json: it answers only about a picture
@@ -146,6 +151,11 @@ def for_local_model(manager, messages: list[dict], attach: str = "attach one") -
     (NEEDS_IMAGE_KEY) and there is none, instead of an invented answer. `attach`: how the asker adds a picture."""
     if model_flag(manager, ONE_PICTURE_KEY):
         messages = from_last_picture(messages)
+        pictures = picture_count(messages)
+        if pictures > 1:  # it would mix them up ("a blue circle" for a red circle and a blue square)
+            info = manager.info
+            raise InputError(f"{info.model_id if info else 'This model'} reads one picture at a time: send the "
+                             f"{pictures} pictures one by one (each new picture starts afresh).")
     if not has_image(messages) and model_flag(manager, NEEDS_IMAGE_KEY):
         info = manager.info
         raise InputError(f"{info.model_id if info else 'This model'} answers only about a picture: "

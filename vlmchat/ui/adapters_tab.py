@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import gradio as gr
 
@@ -16,8 +17,10 @@ from ..models.manager import GenerationParams, ModelManager
 from ..settings import Settings
 from .chat_tab import CHAT_EXAMPLES, EXAMPLES
 from .sharing import refuse_server_paths
+from .users import user_folder
 
 COLUMNS = ["name", "status", "base model", "created", "trained on", "metrics", "notes"]
+DEFAULT_GONE = " It was the default: new chats now start with the base model."
 
 
 class AdapterActions:
@@ -77,24 +80,15 @@ class AdapterActions:
                 "chats already open keep their own adapter.")
 
     def unload(self, name: str) -> str:
+        was_default = bool(name) and name == self.manager.active_adapter
         self.manager.unload_adapter(name)
-        return f"Unloaded '{name}'."
+        return f"Unloaded '{name}'." + (DEFAULT_GONE if was_default else "")
 
     def ensure_loaded(self, name: str) -> None:
         try:
             self.manager.attach_named_adapter(name)
         except VlmchatError as exc:
             raise gr.Error(str(exc)) from None
-
-
-def _guard(action):
-    """Run an action; VlmchatErrors become gr.Error with their message."""
-    def wrapped(*args):
-        try:
-            return action(*args)
-        except VlmchatError as exc:
-            raise gr.Error(str(exc)) from None
-    return wrapped
 
 
 def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
@@ -129,13 +123,24 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
         names = actions.names()
         return actions.table(), gr.update(choices=names), note
 
+    def told(action):
+        """`action` for the buttons whose outputs are [table, choice, message]: a mistake is said on the message
+        line with what to do, and the table and menu stay as they are (not replaced by Gradio's Error badges)."""
+        def wrapped(*args):
+            try:
+                return action(*args)
+            except (VlmchatError, gr.Error) as exc:
+                return gr.skip(), gr.skip(), f"⚠️ {exc.message if isinstance(exc, gr.Error) else exc}"
+        return wrapped
+
     outputs = [table, choice, message]
     refresh.click(lambda: refreshed(), outputs=outputs, api_visibility="undocumented")
     for button, action in ((load, actions.load), (activate, actions.activate), (unload, actions.unload)):
-        button.click(lambda n, a=action: refreshed(a(n)), inputs=choice, outputs=outputs, api_visibility="undocumented")
-    deactivate.click(lambda: refreshed(actions.activate(BASE)), outputs=outputs, api_visibility="undocumented")
+        button.click(told(lambda n, a=action: refreshed(a(n))), inputs=choice, outputs=outputs,
+                     api_visibility="undocumented")
+    deactivate.click(told(lambda: refreshed(actions.activate(BASE))), outputs=outputs, api_visibility="undocumented")
 
-    @_guard
+    @told
     def do_import(name, path, zipped, repo_id):
         if zipped:
             info = registry.import_zip(zipped, actions.folder, name or None)
@@ -149,18 +154,33 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
         return refreshed(f"Imported '{info.name}'.")
 
     import_button.click(do_import, [new_name, folder, upload, hub_id], outputs, api_visibility="undocumented")
-    export_button.click(_guard(lambda n: str(registry.export_zip(actions.folder, n, settings.paths.resolve("outputs")))),
-                        choice, exported, api_visibility="undocumented")
+
+    def export(name: str):
+        try:
+            return str(registry.export_zip(actions.folder, name, settings.paths.resolve("outputs"))), ""
+        except (VlmchatError, gr.Error) as exc:
+            return None, f"⚠️ {exc.message if isinstance(exc, gr.Error) else exc}"
+
+    export_button.click(export, choice, [exported, message], api_visibility="undocumented")
+
     def rename(name: str, to: str):
+        was_default = bool(name) and name == actions.manager.active_adapter
         renamed = registry.rename_adapter(actions.folder, name, to).name
         actions.unload(name)  # resident under its old name, it would still answer to it
+        if was_default:  # the default follows the adapter to its new name
+            actions.activate(renamed)
+            return refreshed(f"Renamed to '{renamed}' (still the default for new chats; a chat open on "
+                             f"'{name}' needs '{renamed}' chosen in its menu).")
         return refreshed(f"Renamed to '{renamed}'.")
 
-    rename_button.click(_guard(rename),
-                        [choice, rename_to], outputs, api_visibility="undocumented")
-    delete_button.click(_guard(lambda n, c: (registry.delete_adapter(actions.folder, n, c), actions.unload(n),
-                                             refreshed(f"Deleted '{n}'."))[-1]),
-                        [choice, confirm], outputs, api_visibility="undocumented")
+    def delete(name: str, confirmation: str):
+        was_default = bool(name) and name == actions.manager.active_adapter
+        registry.delete_adapter(actions.folder, name, confirmation)
+        actions.unload(name)
+        return refreshed(f"Deleted '{name}'." + (DEFAULT_GONE if was_default else ""))
+
+    rename_button.click(told(rename), [choice, rename_to], outputs, api_visibility="undocumented")
+    delete_button.click(told(delete), [choice, confirm], outputs, api_visibility="undocumented")
 
     def list_adapters() -> list[str]:
         """Names of the adapters in the adapters folder."""
@@ -178,8 +198,11 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
 
 def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: Settings) -> None:
     """Lay out the Compare tab: one picture and question, two sides, one vote per comparison
-    (outputs/compare_votes.jsonl) and the tally of the votes so far."""
-    log = settings.paths.resolve("outputs") / "compare_votes.jsonl"
+    (outputs/compare_votes.jsonl; with a login, the login's own under outputs/users/<name>/) and the
+    tally of the votes so far."""
+    def log(request) -> Path:
+        return user_folder(settings.paths.resolve("outputs"), request) / "compare_votes.jsonl"
+
     max_bytes = settings.server.max_upload_mb * 2**20
     sides = manager.model_choices() or [BASE]
     with gr.Row():
@@ -213,9 +236,9 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
                                  label="Per side: wins, losses and ties (one vote per comparison)")
     comparison = gr.State(None)  # the last comparison of this session, what a vote is about
 
-    def compare_tally() -> list[list]:
-        """Wins, losses and ties per side (base or adapter), one vote per comparison."""
-        return tally(read_votes(log))
+    def compare_tally(request: gr.Request = None) -> list[list]:
+        """Wins, losses and ties per side (base or adapter), one vote per comparison (this login's own)."""
+        return tally(read_votes(log(request)))
 
     gr.context.Context.root_block.load(compare_tally, outputs=standings, api_name="compare_tally", queue=False)
 
@@ -243,21 +266,28 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
         finally:
             stop.set()
 
-    run.click(compare, [image, prompt, left, right, seed], [left_text, right_text, comparison], api_name="compare")  # no validator: compare() says what is wrong (a validator's failing
-    # image preprocessing came back as a bare HTTP 400 without a message)
-    run.click(lambda: "", None, voted, api_visibility="undocumented", queue=False)
+    def cleared():
+        """No answers, figures or vote on screen, and nothing to vote on, until the new comparison has finished
+        (a comparison that fails leaves nothing a vote could be counted for)."""
+        return "", "", None, ""
+
+    shown = [left_text, right_text, comparison, voted]
+    # No validator: compare() says what is wrong (a validator's failing image preprocessing came back as a
+    # bare HTTP 400 without a message).
+    run.click(cleared, None, shown, api_visibility="undocumented", queue=False).then(
+        compare, [image, prompt, left, right, seed], [left_text, right_text, comparison], api_name="compare")
     comparison.change(lambda record: (record or {}).get("figures", ""), comparison, cost, api_visibility="undocumented",
                       queue=False)
-    example_list.load_input_event.then(  # a clicked example runs at once
-        compare, [image, prompt, left, right, seed], [left_text, right_text, comparison], api_visibility="undocumented")
-    example_list.load_input_event.then(lambda: "", None, voted, api_visibility="undocumented", queue=False)
+    example_list.load_input_event.then(cleared, None, shown, api_visibility="undocumented", queue=False).then(
+        compare, [image, prompt, left, right, seed], [left_text, right_text, comparison],
+        api_visibility="undocumented")  # a clicked example runs at once
 
     for button, vote in zip(vote_buttons, VOTES):
-        def on_vote(record, vote=vote):
+        def on_vote(record, request: gr.Request, vote=vote):
             try:
-                entry = record_vote(log, vote, record)
+                entry = record_vote(log(request), vote, record)
             except VlmchatError as exc:
                 return f"⚠️ {exc}", gr.skip()
             return (f"Recorded: **{entry['vote']}** for {entry['left']} vs {entry['right']} "
-                    f"(one vote per comparison: voting again replaces it)."), compare_tally()
+                    f"(one vote per comparison: voting again replaces it)."), compare_tally(request)
         button.click(on_vote, comparison, [voted, standings], api_visibility="undocumented")

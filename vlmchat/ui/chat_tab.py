@@ -264,6 +264,7 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                                                  "memory (the Model line says why)")
             chatbot = gr.Chatbot(
                 height=480, label="Chat", editable="user", elem_id="vlmchat-chatbot", group_consecutive_messages=False,
+                buttons=["copy", "copy_all"],  # no "share": it works only on Hugging Face Spaces
                 examples=[{"text": text, "files": [str(EXAMPLES / picture)],
                            "display_text": f"{text} ({picture})"} for text, picture in CHAT_EXAMPLES
                           if (EXAMPLES / picture).is_file()])
@@ -450,7 +451,9 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
 
     # ---- the /chat API endpoint: the same turn, the conversation kept in the client's session ----
     with gr.Row(visible=False):
-        api_message = gr.MultimodalTextbox(file_types=["image"], file_count="multiple", label="message")
+        # No file_types: Gradio would refuse a file it cannot type by name ("Invalid file type: None") before
+        # the turn's loader could say what the file is and what to do, as an answer starting with ⚠️.
+        api_message = gr.MultimodalTextbox(file_count="multiple", label="message")
         api_message.value = None  # a required parameter: no default message
         api_adapter = gr.Textbox(value="", label="adapter")
         api_system = gr.Textbox(value="", label="system_prompt")

@@ -5,7 +5,7 @@ reset and heartbeat routes); this ASGI middleware answers 401 on every path but 
 its static files (PUBLIC) for a request without a valid login cookie, and sends the login page
 without the API description Gradio embeds in it. /v1/ routes pass through:
 the OpenAI-compatible API checks its own Bearer key. POST /login goes through a LoginThrottle, and
-a file under another login's users/<name> folder of the outputs is refused (403) to everyone else.
+a file of the outputs folder is served to a login only from its own users/<name> folder (403 otherwise).
 Gradio's own cache (the pictures a user uploads, the files an answer shows: chat exports, reopened
 chats' pictures) is one folder for everyone, its names a secret-seeded hash of the content: a login
 may read a file there only when the app named it in a response to that login (`Grants`).
@@ -59,13 +59,14 @@ def current_user(scope) -> str | None:
 
 
 def others_file(path: str, user: str, outputs: Path) -> bool:
-    """True when the file a /gradio_api/file= request names lies in another login's users/<name> folder."""
+    """True when the file a /gradio_api/file= request names lies in the outputs folder but not in this login's
+    own users/<name> folder: another login's, or one no login owns (what was saved before logins were on)."""
     target = Path(os.path.abspath(path))
     if not target.is_relative_to(outputs):
         return False  # Gradio's own allowed-paths check judges it
     mine = user_folder(outputs, SimpleNamespace(username=user)).name
     parts = target.relative_to(outputs).parts
-    return any(part == "users" and after != mine for part, after in zip(parts, parts[1:]))
+    return not any(part == "users" and after == mine for part, after in zip(parts, parts[1:]))
 
 
 class Grants:
