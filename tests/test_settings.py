@@ -78,3 +78,18 @@ def test_a_model_named_test_is_not_the_test_command():
 
     args = _parse(["--model", "test", "plan"])
     assert (args.command, args.model) == ("plan", "test")
+
+
+def test_a_port_in_use_is_one_line_and_exit_code_2_before_the_model_loads():
+    """A second start on the same port loaded the model, then printed a 20-line traceback (exit 1)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "launch.py", "--port", str(port)], cwd=ROOT, capture_output=True,
+                                text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert f"Cannot serve on 127.0.0.1:{port}" in result.stderr and f"--port {port + 1}" in result.stderr
+    assert "Traceback" not in result.stderr and "loading" not in result.stdout

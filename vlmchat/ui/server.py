@@ -7,6 +7,7 @@ import os
 from .access import resolve_access
 from ..api.serve import api_routes
 from .gate import gate_middleware
+from ..errors import InputError
 from ..models.manager import ModelManager
 from ..settings import Settings
 
@@ -19,9 +20,25 @@ def _start_adapter(manager: ModelManager, settings: Settings) -> None:
     print(f"vlmchat: adapter '{name}' active", flush=True)
 
 
+def check_port(host: str, port: int) -> None:
+    """InputError unless `port` can be served on `host` now (another vlmchat, or another program, may hold it)."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket is no obstacle
+            probe.bind((host, port))
+    except OSError as exc:
+        raise InputError(f"Cannot serve on {host}:{port} ({exc.strerror or exc}): another program, or vlmchat "
+                         f"already running, uses it. Open that one, stop it, or start with another port: "
+                         f"--port {port + 1}.") from None
+
+
 def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
     """Load the configured model and serve the UI; returns the exit code (or the app if not blocking)."""
     access = resolve_access(settings, auth_file)
+    check_port(settings.server.host, settings.server.port)  # before the model loads, not a traceback after it
     manager = ModelManager(settings)
     print("vlmchat: loading", settings.model.id, "...", flush=True)
     info = manager.load()
