@@ -2,6 +2,7 @@
 
 import dataclasses
 import gc
+import shutil
 import threading
 import time
 import weakref
@@ -119,3 +120,21 @@ def test_plan_shown_before_load_is_the_plan_load_used(manager, demo_settings):
     assert shown.size.source == manager.decision.size.source == "safetensors headers"
     assert manager.decision.plan.summary().split(" — ")[0] in describe_plan("demo", "auto", demo_settings)  # free RAM moves
     assert manager.info.reason == manager.decision.reason and "CPU" in manager.info.reason
+
+
+def test_a_model_that_fails_to_load_leaves_the_working_one_loaded(demo_settings, demo_model_path, tmp_path,
+                                                                   picture_files):
+    """A failed load had freed the working model first: Chat said "No model is loaded" under a header that still
+    named it. Now the previous model is loaded again and the message says so; a damaged weights file is named."""
+    manager = ModelManager(demo_settings)
+    manager.load()
+    cut = tmp_path / "cut"
+    shutil.copytree(demo_model_path, cut)
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])  # the header whole, the last tensor cut short
+    with pytest.raises(ModelLoadError, match="damaged weights file.*demo is loaded again"):
+        manager.load(str(cut))
+    assert manager.info.model_id == "demo"
+    answer = manager.generate(_ask(picture_files[("red", "circle")], "Describe the image."), GenerationParams())
+    assert answer.strip() == "a red circle"
+    manager.unload()

@@ -57,6 +57,7 @@ class ModelManager:
         self.processor = None
         self.info: ModelInfo | None = None
         self.decision = None  # the LoadDecision the loaded model follows
+        self._loaded_from = None  # (resolved source, quantization) of the loaded model: what a failed load restores
         self.active_adapter: str | None = None
         self.lock = ModelLock()
         self.extra_endpoints: dict = {}  # NAME -> EndpointSettings added in the Model tab (not in settings.toml)
@@ -72,7 +73,6 @@ class ModelManager:
         given, else HF_TOKEN / the login file; `progress(fraction, text)` is called while downloading).
         How it is loaded is `decide_load`'s decision, made after the current model is freed.
         """
-        from .decide import decide_load
         from .resolve import resolve_model
 
         source = resolve_model(model_id, self.settings)
@@ -84,19 +84,38 @@ class ModelManager:
         if progress:
             progress(1.0, f"Loading {source.model_id} (the previous model is freed first)")
         with self.lock:
+            previous = self._loaded_from if self.model is not None else None
             self.unload()
-            decision = decide_load(source, self.settings, quantization)
-            if not decision.ok:
-                raise ModelLoadError(decision.reason)
-            model, processor = _from_pretrained(source, decision.plan.load_kwargs())
-            model.eval()
-            tune_for_cpu(model)
-            self.model, self.processor, self.decision = model, processor, decision
-            self.info = ModelInfo(
-                model_id=source.model_id, source=source.location, architecture=type(model).__name__,
-                device=str(model.device), dtype=str(model.dtype).replace("torch.", ""), reason=decision.reason,
-            )
-            return self.info
+            try:
+                return self._load_source(source, quantization)
+            except ModelLoadError as exc:
+                if previous is None:
+                    raise
+                # Freed for nothing: the model that was working is loaded again, so the app is not left without one.
+                try:
+                    again = self._load_source(*previous)
+                except Exception:  # noqa: BLE001 - said in the message; the app is left without a model
+                    raise ModelLoadError(f"{exc} The previous model could not be loaded again either; load one "
+                                         "in the Model tab.") from None
+                raise ModelLoadError(f"{exc} {again.model_id} is loaded again.") from None
+
+    def _load_source(self, source, quantization: str | None) -> ModelInfo:
+        """Load `source` (a resolved, local model) under the plan; call with the lock held and nothing loaded."""
+        from .decide import decide_load
+
+        decision = decide_load(source, self.settings, quantization)
+        if not decision.ok:
+            raise ModelLoadError(decision.reason)
+        model, processor = _from_pretrained(source, decision.plan.load_kwargs())
+        model.eval()
+        tune_for_cpu(model)
+        self.model, self.processor, self.decision = model, processor, decision
+        self._loaded_from = (source, quantization)
+        self.info = ModelInfo(
+            model_id=source.model_id, source=source.location, architecture=type(model).__name__,
+            device=str(model.device), dtype=str(model.dtype).replace("torch.", ""), reason=decision.reason,
+        )
+        return self.info
 
     def adapter_names(self) -> list[str]:
         """Adapters attached to the loaded model, in load order."""
@@ -356,12 +375,16 @@ class ModelManager:
 
 def _from_pretrained(source, load_kwargs: dict):
     """(model, processor) from a local folder, with user-facing errors."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     name = source.model_id
     try:
         processor = AutoProcessor.from_pretrained(source.location)
         model = AutoModelForImageTextToText.from_pretrained(source.location, **load_kwargs)
+    except SafetensorError as exc:  # a weights file cut short or damaged (an interrupted copy or download)
+        raise ModelLoadError(f"'{name}' has a damaged weights file ({str(exc).splitlines()[0]}); download or copy "
+                             "the model again.") from None
     except OSError as exc:
         raise ModelLoadError(f"Could not load '{name}': {exc}".split("\n")[0] +
                              " Check the id or path, your network and your Hugging Face token.") from None
