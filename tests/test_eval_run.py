@@ -492,3 +492,15 @@ def test_the_verdict_normalises_by_length_only_options_of_different_numbers_of_w
     assert EvalResult(eval_set(words), ["base"], "loglik").metric == "acc"
     assert EvalResult(eval_set(phrases), ["base"], "loglik").metric == "acc_norm"
     assert EvalResult(eval_set(phrases), ["base"], "generate").metric == "acc"
+
+
+def test_the_tab_shows_messages_that_quote_the_users_files_as_text():
+    """"<image 1>" in a message vanished (read as an HTML tag); "1 rows skipped" and "1 paired questions"."""
+    from vlmchat.evaluate.stats import verdict
+    from vlmchat.ui.evaluate_tab import _report
+
+    status = {"state": "failed", "progress": "0/1", "message": "a question has <image 1> but no image_1",
+              "set_problems": ["set.jsonl:2: answer 'E' is not among the options <b>A-D</b>"]}
+    head = _report(status)[0]
+    assert "&lt;image 1&gt;" in head and "&lt;b&gt;A-D&lt;/b&gt;" in head and "1 row skipped" in head
+    assert "1 paired question;" in verdict("demo-es", [True], [True])[0]

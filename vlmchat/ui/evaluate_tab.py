@@ -8,6 +8,7 @@ finds it by id, and its uploads and result files live in that user's own folders
 
 from __future__ import annotations
 
+import html
 import threading
 import time
 from dataclasses import dataclass, field
@@ -142,11 +143,13 @@ def _report(status: dict) -> tuple:
     head = f"**{status['state']}** · {shown}"
     if status.get("format"):
         head = f"{status['format']} · " + head
+    # Messages quote the user's files ("<image 1>", a row's text): shown as text, not read as HTML.
     if status.get("message"):
-        head += f"  \n⚠️ {status['message']}"
+        head += f"  \n⚠️ {html.escape(status['message'])}"
     if status.get("set_problems"):
-        shown = "\n".join(f"- {p}" for p in status["set_problems"][:10])
-        head += f"  \n{len(status['set_problems'])} rows skipped:\n{shown}"
+        count = len(status["set_problems"])
+        shown = "\n".join(f"- {html.escape(p)}" for p in status["set_problems"][:10])
+        head += f"  \n{count} {'row' if count == 1 else 'rows'} skipped:\n{shown}"
     if "table" not in status:
         return head, None, "", None, None, None
     verdicts = "\n".join(f"- {v}" for v in status["verdicts"]) or "- (tick the base and an adapter for a verdict)"
