@@ -43,8 +43,8 @@ def write_settings(folder: Path, **server) -> Path:
 class LaunchedApp:
     """`python launch.py` running in a child process, as a user starts it."""
 
-    def __init__(self, folder: Path, *flags: str, env: dict | None = None, **server):
-        self.port = free_port()
+    def __init__(self, folder: Path, *flags: str, env: dict | None = None, port: int | None = None, **server):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         settings = write_settings(folder, **server)
         self.log = open(folder / "app.log", "w+", encoding="utf-8")

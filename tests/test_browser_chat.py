@@ -289,6 +289,25 @@ def test_each_login_sees_only_its_chats_and_they_survive_a_restart(browser, logi
         restarted.stop()
 
 
+def test_an_open_tab_goes_on_with_its_chat_after_the_app_restarts(browser, tmp_path, picture_files):
+    """The app restarted under an open tab: its next question started a new chat holding only that question (and
+    "attach a picture"), the conversation gone from the view. Now the tab goes on with the chat it shows."""
+    app = LaunchedApp(tmp_path).wait_ready()
+    context = _context(browser)
+    try:
+        page = _open(context, app.url)
+        _send(page, "What shape is this?", picture_files[("green", "triangle")])
+        assert _answer(page, 1) == "triangle"
+        app.stop()
+        app = LaunchedApp(tmp_path, port=app.port).wait_ready()
+        _send(page, "What color is the shape?")
+        assert _answer(page, 2) == "green" and _answers(page)[0] == "triangle"
+        assert len(list((tmp_path / "outputs" / "chats").glob("*/chat.json"))) == 1
+    finally:
+        context.close()
+        app.stop()
+
+
 def test_caption_example_click_then_caption(page):
     page.get_by_role("tab", name="Caption").click()
     panel = page.locator("[role=tabpanel]:visible")

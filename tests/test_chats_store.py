@@ -142,3 +142,36 @@ def test_markdown_marks_failed_and_stopped_answers(picture):
     chat = _chat(picture, {"role": "user", "text": "More?", "images": []},
                  {"role": "assistant", "text": "a re", "status": "stopped"})
     assert "**Assistant (stopped):**" in to_markdown(chat)
+
+
+def _turn(text, answer):
+    return [{"role": "user", "text": text, "images": []}, {"role": "assistant", "text": answer, "status": "ok"}]
+
+
+def test_two_tabs_on_one_chat_lose_nothing(tmp_path, picture):
+    """Two tabs with the same chat open: each saved over the other (a turn lost for good, a rename undone, a
+    deleted chat brought back). What the other tab saved is now kept."""
+    store = ChatStore(tmp_path / "chats")
+    chat_id = store.save(_chat(picture))["id"]
+    one, two = store.load(chat_id), store.load(chat_id)
+    one["messages"] += _turn("What color is the shape?", "red")
+    store.save(one)
+    two["messages"] += _turn("What shape is this?", "square")
+    store.save(two)  # went on from the same start with a turn of its own: saved as a new chat
+    assert two["id"] != chat_id and two["title"].endswith("(copy)")
+    assert [m["text"] for m in store.load(chat_id)["messages"]][-1] == "red"
+    assert [m["text"] for m in store.load(two["id"])["messages"]][-1] == "square"
+    assert store.load(two["id"])["messages"][0]["images"][0]["path"]  # its pictures came along
+
+    three = store.load(chat_id)
+    store.rename(chat_id, "Shapes")  # in another tab
+    three["messages"] += _turn("What shape is this?", "square")
+    store.save(three)  # the rename is taken over, the turn added to the same chat
+    saved = store.load(chat_id)
+    assert three["id"] == chat_id and saved["title"] == "Shapes" and saved["messages"][-1]["text"] == "square"
+
+    four = store.load(chat_id)
+    store.delete(chat_id)  # in another tab
+    four["messages"] += _turn("What color is the shape?", "red")
+    store.save(four)
+    assert not (tmp_path / "chats" / chat_id).exists() and four["id"] != chat_id

@@ -11,6 +11,7 @@ A chat in memory (what the Chat tab and the /chat endpoint pass around) is a dic
 
     {"id": "20250101-120000-ab12cd" or None (not saved yet), "title": str, "renamed": bool,
      "created": ISO time, "updated": ISO time, "system": system prompt, "adapter": last adapter used,
+     "revision": how many times it was saved (so a save sees what another tab saved meanwhile),
      "messages": [
         {"role": "user", "text": str, "images": [{"path": local file, "name": shown name, "sha256": hex}]},
         {"role": "assistant", "text": str, "status": "ok" | "error" | "stopped" | "pending",
@@ -50,7 +51,7 @@ def now() -> str:
 def new_chat(system: str = "") -> dict:
     """An empty, unsaved chat."""
     return {"id": None, "title": "", "renamed": False, "created": None, "updated": None, "system": system,
-            "adapter": None, "messages": []}
+            "adapter": None, "revision": 0, "messages": []}
 
 
 def answered_turns(messages: list[dict]) -> list[dict]:
@@ -167,8 +168,15 @@ class ChatStore:
 
     def save(self, chat: dict, touch: bool = True) -> dict:
         """Write `chat` (a new one gets an id and a folder); its pictures are copied in. Returns `chat`,
-        updated in place: its id, times, title, and image paths pointing at the copies. Without `touch`
-        its time (and so its place in the list) stays as it was."""
+        updated in place: its id, times, title, revision, and image paths pointing at the copies. Without
+        `touch` its time (and so its place in the list) stays as it was.
+
+        Two tabs may have the same chat open. Where the other saved it meanwhile, what it saved is kept: a
+        rename there is taken over when the turns saved there are the first of this chat's, and otherwise
+        (the other tab went on with turns of its own, or deleted the chat) this chat is saved as a new one,
+        titled "... (copy)", instead of overwriting or bringing back what the other tab did."""
+        if chat.get("id"):
+            self._after_other_tabs(chat)
         if not chat.get("id"):
             chat["id"] = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
             chat["created"] = now()
@@ -186,16 +194,35 @@ class ChatStore:
                 failed = answer is not None and answer.get("status") == "error"
                 images = []
                 for image in message.get("images") or []:
-                    if failed or not image.get("path"):  # a file that was refused is not kept
+                    # A file that was refused is not kept, nor one that is gone (its chat deleted in another tab).
+                    if failed or not image.get("path") or not Path(image["path"]).is_file():
                         image.pop("path", None)
                         images.append({"name": image.get("name", "image")})
                         continue
                     images.append(self._keep_image(folder, image))
                 entry["images"] = images
             stored.append(entry)
+        chat["revision"] = int(chat.get("revision") or 0) + 1
         data = {"format": FORMAT, **{k: v for k, v in chat.items() if k != "messages"}, "messages": stored}
         write_text_atomic(folder / CHAT_FILE, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
         return chat
+
+    def _after_other_tabs(self, chat: dict) -> None:
+        """Take over a rename another tab saved, or make `chat` a new chat where keeping it would undo that tab's
+        turns or deletion (see `save`)."""
+        mine = int(chat.get("revision") or 0)
+        try:
+            saved = self._read(chat["id"])
+        except InputError:
+            saved = None
+        if saved is None and mine == 0 or saved is not None and int(saved.get("revision") or 0) == mine:
+            return  # nobody else wrote it
+        turns = lambda messages: [(m.get("role"), m.get("text"), m.get("status")) for m in messages]  # noqa: E731
+        if saved is not None and turns(saved["messages"]) == turns(chat["messages"][:len(saved["messages"])]):
+            chat.update(title=saved.get("title") or chat.get("title"), renamed=bool(saved.get("renamed")),
+                        revision=int(saved.get("revision") or 0))
+            return
+        chat.update(id=None, revision=0, renamed=True, title=f"{chat.get('title') or auto_title(chat)} (copy)")
 
     def _keep_image(self, folder: Path, image: dict) -> dict:
         """The stored form of one picture, copied into `folder/images` first if it is not there yet."""

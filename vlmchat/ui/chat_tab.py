@@ -338,7 +338,7 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
             saved = turns.store(request).rename(state["id"], new_title)
         except VlmchatError as exc:
             return opened(state, request, ERROR_MARK + str(exc))
-        state.update(title=saved["title"], renamed=True)
+        state.update(title=saved["title"], renamed=True, revision=saved["revision"])
         return opened(state, request, f"Renamed to “{saved['title']}”.")
 
     rename_button.click(rename, [chat, title], shows, api_visibility="undocumented", queue=False)
@@ -373,10 +373,16 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
 
     # ---- a turn: take the message (at once), then answer it (queued, streamed) ----
 
-    def take_message(message: dict, state: dict):
+    def take_message(message: dict, state: dict, shown_id: str, request: gr.Request):
         message = message or {}
         if not (message.get("text") or "").strip() and not message.get("files"):  # nothing to send
             return gr.update(), chatbot_value(state), state
+        if shown_id and not state["id"] and not state["messages"]:
+            # The page shows a saved chat but this session does not know it: the app restarted under an open tab.
+            try:
+                state = turns.store(request).load(shown_id)
+            except VlmchatError:
+                pass
         state["messages"].append(user_turn(message))
         busy = gr.update(value=None, interactive=False, submit_btn=False, stop_btn=True)
         return busy, chatbot_value(state), state
@@ -407,10 +413,10 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
     idle = dict(fn=lambda: gr.update(interactive=True, submit_btn=True, stop_btn=False), inputs=None, outputs=textbox,
                 api_visibility="undocumented", queue=False)
     # Clear the file input itself: picking the same file again would otherwise not count as a change.
-    reset_files = ("(message, state) => { document.querySelectorAll('#vlmchat-chat-input input[type=file]')"
-                   ".forEach(i => { i.value = ''; }); return [message, state]; }")
-    taken = textbox.submit(take_message, [textbox, chat], [textbox, chatbot, chat], api_visibility="undocumented",
-                           queue=False, js=reset_files)
+    reset_files = ("(message, state, id) => { document.querySelectorAll('#vlmchat-chat-input input[type=file]')"
+                   ".forEach(i => { i.value = ''; }); return [message, state, id]; }")
+    taken = textbox.submit(take_message, [textbox, chat, chat_id], [textbox, chatbot, chat],
+                           api_visibility="undocumented", queue=False, js=reset_files)
     answering = [taken.then(respond, answer_inputs, answer_outputs, api_visibility="undocumented")]
     answering[0].then(**idle)
 
@@ -442,6 +448,11 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
         messages = state["messages"]
         if messages and messages[-1].get("role") == "assistant" and messages[-1].get("status") == "pending":
             messages[-1]["status"] = "stopped"
+            turns.store(request).save(state)
+        elif waiting_for_answer(state):  # stopped while still queued: the answer never began
+            info = turns.manager.info
+            messages.append({"role": "assistant", "text": "", "status": "stopped", "adapter": None,
+                             "model": info.model_id if info else None, "time": now()})
             turns.store(request).save(state)
         return chatbot_value(state), state
 
