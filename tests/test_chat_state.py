@@ -250,6 +250,14 @@ def test_chat_answers_a_file_that_is_not_named_as_a_picture_with_what_to_do(app,
     assert _chat(client, "Describe the image.", unnamed) == "a red circle"
 
 
+def test_chat_takes_the_answer_settings_that_settings_toml_takes(app, picture_files):
+    """settings.toml took max_new_tokens up to 8192 and temperature up to 5, the Chat tab and /chat 4096 and 2."""
+    client = Client(app.url, verbose=False)
+    assert _chat(client, "What shape is this?", picture_files[("red", "circle")], max_new_tokens=8192) == "circle"
+    with pytest.raises(Exception, match="maximum"):
+        _chat(client, "What shape is this?", picture_files[("red", "circle")], temperature=2.5)
+
+
 def test_chat_without_a_picture_says_to_attach_one(app):
     answer = _chat(Client(app.url, verbose=False), "Describe the image.")
     assert answer.startswith("⚠️") and "attach one" in answer

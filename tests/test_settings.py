@@ -20,6 +20,7 @@ def test_shipped_settings_file_matches_the_documented_defaults():
     ("[model]\nquantization = '3bit'\n", "model.quantization must be one of auto, none, 8bit, 4bit (got '3bit')"),
     ("[generation]\ntemperature = 'hot'\n", "generation.temperature must be a float (got 'hot')"),
     ("[generation]\ntop_p = 1.5\n", "generation.top_p must be between 0.01 and 1.0 (got 1.5)"),
+    ("[generation]\ntemperature = 3.0\n", "generation.temperature must be between 0.0 and 2.0 (got 3.0)"),
     ("[server]\nport = 99999\n", "server.port must be between 1 and 65535"),
     ("[server]\nshare = 'yes'\n", "server.share must be a bool"),
     ("[server]\nauth = 'nocolon'\n", "server.auth must look like 'user:password'"),

@@ -15,6 +15,10 @@ from typing import Any
 
 from .errors import SettingsError
 
+# The bounds of an answer's settings, everywhere they are taken (settings.toml, the Chat tab, /chat, /v1).
+MAX_NEW_TOKENS = 8192
+MAX_TEMPERATURE = 2.0  # OpenAI's own range
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SETTINGS_FILE = PROJECT_ROOT / "settings.toml"
 DEMO_MODEL_ID = "demo"
@@ -43,8 +47,8 @@ class ModelSettings:
 class GenerationSettings:
     """Defaults of the generation controls in Chat and Caption."""
 
-    max_new_tokens: int = field(default=256, metadata=_range(1, 8192))
-    temperature: float = field(default=0.0, metadata=_range(0.0, 5.0))
+    max_new_tokens: int = field(default=256, metadata=_range(1, MAX_NEW_TOKENS))
+    temperature: float = field(default=0.0, metadata=_range(0.0, MAX_TEMPERATURE))
     top_p: float = field(default=1.0, metadata=_range(0.01, 1.0))
     seed: int = field(default=-1, metadata=_range(-1, 2**31 - 1))
     image_detail: str = field(default="auto", metadata=_choices("low", "auto", "high"))

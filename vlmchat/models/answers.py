@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import FieldError, InputError
+from ..settings import MAX_NEW_TOKENS, MAX_TEMPERATURE
 from .families import check_image_detail
 
 
@@ -26,10 +27,10 @@ class GenerationParams:
     image_detail: str = ""  # "low" / "auto" / "high" (OpenAI's image_url.detail); "" = generation.image_detail
 
     def __post_init__(self) -> None:
-        if not 1 <= int(self.max_new_tokens) <= 8192:
-            raise FieldError("max_new_tokens", "max new tokens must be between 1 and 8192.")
-        if not 0 <= float(self.temperature) <= 5:
-            raise FieldError("temperature", "temperature must be between 0 and 5 (0 = greedy).")
+        if not 1 <= int(self.max_new_tokens) <= MAX_NEW_TOKENS:
+            raise FieldError("max_new_tokens", f"max new tokens must be between 1 and {MAX_NEW_TOKENS}.")
+        if not 0 <= float(self.temperature) <= MAX_TEMPERATURE:
+            raise FieldError("temperature", f"temperature must be between 0 and {MAX_TEMPERATURE:g} (0 = greedy).")
         if not 0 < float(self.top_p) <= 1:
             raise FieldError("top_p", "top-p must be above 0 and at most 1.")
         if not 1 <= int(self.num_beams) <= 16:

@@ -26,7 +26,7 @@ from ..lora.runtime import BASE, is_base
 from ..models.conversation import chat_messages, for_local_model
 from ..models.families import IMAGE_DETAILS
 from ..models.manager import GenerationParams, ModelManager, is_endpoint
-from ..settings import PROJECT_ROOT, Settings
+from ..settings import MAX_NEW_TOKENS, MAX_TEMPERATURE, PROJECT_ROOT, Settings
 from .users import user_folder
 
 ERROR_MARK = "⚠️ "
@@ -253,8 +253,9 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                 system = gr.Textbox(label="System prompt", lines=2, elem_id="vlmchat-system",
                                     placeholder="Optional: how the model should answer (sent before the chat).")
                 with gr.Row():
-                    max_new_tokens = gr.Slider(1, 4096, value=gen.max_new_tokens, step=1, label="Max new tokens")
-                    temperature = gr.Slider(0.0, 2.0, value=gen.temperature, step=0.05,
+                    max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=gen.max_new_tokens, step=1,
+                                               label="Max new tokens")
+                    temperature = gr.Slider(0.0, MAX_TEMPERATURE, value=gen.temperature, step=0.05,
                                             label="Temperature (0 = greedy)")
                     top_p = gr.Slider(0.05, 1.0, value=gen.top_p, step=0.05, label="Top-p")
                     seed = gr.Number(value=gen.seed, precision=0, label="Seed (-1 = random)")
