@@ -166,8 +166,15 @@ def test_mmlu_folder_reads_every_subject_file_sorted(tmp_path):
     assert result.format == "MMLU CSV (headerless), 2 files"
     assert [item.subject for item in result.items] == ["anatomy", "anatomy", "virology"]
     assert result.items[2].source == "virology_test.csv:1"
-    with pytest.raises(InputError, match=r"subfolders test hold eval-set files"):
-        read_eval_set(tmp_path / "data")
+    # The folder as MMLU's own tarball unpacks it, data/{dev,val,test}/<subject>_<split>.csv: the test split is read
+    # (it was refused: "its subfolders ... hold eval-set files: point at one of them").
+    (tmp_path / "data" / "dev").mkdir()
+    write_csv(tmp_path / "data" / "dev" / "anatomy_dev.csv", MMLU_ROWS[2:])
+    whole = read_eval_set(tmp_path / "data")
+    assert [item.source for item in whole.items] == ["test/anatomy_test.csv:1", "test/anatomy_test.csv:2",
+                                                     "test/virology_test.csv:1"]
+    assert [item.subject for item in whole.items] == ["anatomy", "anatomy", "virology"]
+    assert "the test split (the folder also holds dev" in whole.format
 
 
 def test_mmlu_answer_must_be_a_letter_of_an_option(tmp_path):

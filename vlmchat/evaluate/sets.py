@@ -389,6 +389,12 @@ def _read_folder(folder: Path, limit: int | None) -> EvalSet:
     nested = [p for p in files if p.suffix.lower() == ".parquet"]
     if nested:  # e.g. Hugging Face's MMMU: <subject>/<split>-00000-of-00001.parquet
         return _read_split(folder, nested, limit)
+    by_folder: dict[str, list[Path]] = {}
+    for file in files:
+        if file.suffix.lower() in DATA_SUFFIXES and file.parent.parent == folder:
+            by_folder.setdefault(file.parent.name.lower(), []).append(file)
+    if by_folder and set(by_folder) <= SPLIT_FOLDERS:  # MMLU's own tarball: data/{dev,val,test}/<subject>_test.csv
+        return _read_one_split(folder, by_folder, limit)
     subfolders = sorted({p.parent.relative_to(folder).as_posix() for p in files
                          if p.parent != folder and p.suffix.lower() in DATA_SUFFIXES})
     hint = f" Its subfolders {', '.join(subfolders[:4])} hold eval-set files: point at one of them." \
@@ -401,6 +407,7 @@ def _read_folder(folder: Path, limit: int | None) -> EvalSet:
 # auxiliary_train), or validation.jsonl (the usual names only)
 _SPLIT_FILE = re.compile(r"^(?:(\w+)-\d+-of-\d+|(train|validation|val|dev|test))\.[a-z]+$", re.IGNORECASE)
 SPLIT_PREFERENCE = ("test", "validation", "val", "dev", "train")  # the first whose answers are published
+SPLIT_FOLDERS = frozenset(SPLIT_PREFERENCE) | {"auxiliary_train"}  # subfolders that are splits (MMLU's tarball)
 
 
 def _read_split(folder: Path, files: list[Path], limit: int | None) -> EvalSet:
@@ -413,6 +420,11 @@ def _read_split(folder: Path, files: list[Path], limit: int | None) -> EvalSet:
         splits.setdefault((named.group(1) or named.group(2)).lower() if named else "", []).append(file)
     if len(splits) < 2 or "" in splits:
         return _read_data_folder(folder, files, limit)
+    return _read_one_split(folder, splits, limit)
+
+
+def _read_one_split(folder: Path, splits: dict[str, list[Path]], limit: int | None) -> EvalSet:
+    """The files of one of `splits` (split name -> its files) read as the eval set, chosen as `_read_split` says."""
     tried = []
     order = lambda s: (SPLIT_PREFERENCE.index(s) if s in SPLIT_PREFERENCE else len(SPLIT_PREFERENCE), s)  # noqa: E731
     for split in sorted(splits, key=order):
