@@ -137,6 +137,11 @@ def test_two_pictures_in_one_message_are_refused_not_mixed_up(turns, picture_fil
     assert _ask(turns, chat, "Describe the image.", picture_files[("blue", "square")])["text"] == "a blue square"
 
 
+def test_base_is_base_however_it_is_written(turns, picture_files):
+    found = _ask(turns, new_chat(), "Describe the image.", picture_files[("red", "circle")], adapter="BASE")
+    assert found["status"] == "ok" and found["text"] == "a red circle" and found["adapter"] == "base"
+
+
 def test_an_unknown_adapter_is_a_failed_turn(turns, picture_files):
     found = _ask(turns, new_chat(), "Describe the image.", picture_files[("red", "circle")], adapter="nope")
     assert found["status"] == "error" and "no adapter named 'nope'" in found["text"]

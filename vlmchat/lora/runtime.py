@@ -16,8 +16,8 @@ BASE = "base"
 
 
 def is_base(name: str | None) -> bool:
-    """True when `name` asks for the base model without any adapter."""
-    return not name or name == BASE
+    """True when `name` asks for the base model without any adapter ('Base' too: no adapter may be named so)."""
+    return not name or name.strip().lower() == BASE
 
 
 def attach_adapter(model, name: str, path: Path):
