@@ -13,6 +13,7 @@ had open (the browser tab remembers its id in sessionStorage).
 
 from __future__ import annotations
 
+import html
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -340,7 +341,7 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
         except VlmchatError as exc:
             return opened(state, request, ERROR_MARK + str(exc))
         state.update(title=saved["title"], renamed=True, revision=saved["revision"])
-        return opened(state, request, f"Renamed to “{saved['title']}”.")
+        return opened(state, request, f"Renamed to “{html.escape(saved['title'])}”.")  # a title is text, not markup
 
     rename_button.click(rename, [chat, title], shows, api_visibility="undocumented", queue=False)
     delete_button.click(lambda state: gr.update(visible=bool(state["id"])), chat, confirm_row,
@@ -352,7 +353,7 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
         if state["id"]:
             try:
                 turns.store(request).delete(state["id"])
-                note = f"Deleted “{state.get('title') or 'the chat'}”."
+                note = f"Deleted “{html.escape(state.get('title') or 'the chat')}”."
             except VlmchatError as exc:
                 note = ERROR_MARK + str(exc)
         return (gr.update(visible=False), *opened(new_chat(state.get("system") or ""), request, note))
