@@ -138,3 +138,13 @@ def test_a_model_that_fails_to_load_leaves_the_working_one_loaded(demo_settings,
     answer = manager.generate(_ask(picture_files[("red", "circle")], "Describe the image."), GenerationParams())
     assert answer.strip() == "a red circle"
     manager.unload()
+
+
+def test_a_text_only_model_is_named_as_one(demo_settings, tmp_path):
+    """A text-only LLM was reported as a missing preprocessor_config.json ("Check the id or path")."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(tmp_path / "llm")
+    with pytest.raises(ModelLoadError, match=r"LlamaForCausalLM model, which does not read pictures"):
+        ModelManager(demo_settings).load(str(tmp_path / "llm"))

@@ -379,6 +379,7 @@ def _from_pretrained(source, load_kwargs: dict):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     name = source.model_id
+    _check_reads_pictures(source)
     try:
         processor = AutoProcessor.from_pretrained(source.location)
         model = AutoModelForImageTextToText.from_pretrained(source.location, **load_kwargs)
@@ -395,6 +396,24 @@ def _from_pretrained(source, load_kwargs: dict):
         raise ModelLoadError(f"'{name}' needs a package that is not installed: "
                              f"{str(exc).strip().splitlines()[0]}") from None
     return model, processor
+
+
+def _check_reads_pictures(source) -> None:
+    """ModelLoadError for a model transformers does not load as a vision-language model (a text-only LLM was
+    reported as a missing image processor file)."""
+    import json
+
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    try:
+        config = json.loads((Path(source.location) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # from_pretrained says what is wrong with it
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    if kind and kind not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        what = ", ".join(config.get("architectures") or []) or kind
+        raise ModelLoadError(f"'{source.model_id}' is a {what} model, which does not read pictures; choose a "
+                             "vision-language model (e.g. SmolVLM-256M-Instruct or Qwen2-VL-2B-Instruct).")
 
 
 def context_tokens(model) -> int | None:
