@@ -288,6 +288,8 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
                 entry = record_vote(log(request), vote, record)
             except VlmchatError as exc:
                 return f"⚠️ {exc}", gr.skip()
+            same = (" A side compared with itself counts for nothing in *Votes so far*."
+                    if entry["left"] == entry["right"] else "")
             return (f"Recorded: **{entry['vote']}** for {entry['left']} vs {entry['right']} "
-                    f"(one vote per comparison: voting again replaces it)."), compare_tally(request)
+                    f"(one vote per comparison: voting again replaces it).{same}"), compare_tally(request)
         button.click(on_vote, comparison, [voted, standings], api_visibility="undocumented")
