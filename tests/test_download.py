@@ -230,3 +230,54 @@ def test_an_adapter_imports_from_the_hub_through_the_download_code(hub, tmp_path
                                                            "vlmchat.json"]
     with pytest.raises(Exception, match="already exists"):
         registry.import_from_hub("someone/demo-es-copy", tmp_path / "adapters")
+
+
+def test_the_plans_config_json_is_not_a_cached_model_and_a_second_plan_works_like_the_first(repos, hub, demo_settings,
+                                                                                               monkeypatch):
+    """The plan of a hub model reads config.json through the cache; that alone is not a model to load from."""
+    from vlmchat.models.decide import decide_load
+    from vlmchat.models.resolve import resolve_model
+    from vlmchat.ui.model_tab import WARN, preview
+
+    first = decide_load(resolve_model(PUBLIC, demo_settings), demo_settings)
+    assert first.size.source == "safetensors headers on the hub"
+    assert cached_snapshot(PUBLIC) is None
+    source = resolve_model(PUBLIC, demo_settings)
+    assert source.kind == "hub" and source.path is None
+    assert decide_load(source, demo_settings).key() == first.key()
+    assert decide_load(source, demo_settings, "none").ok
+    files, plan = preview(PUBLIC, "", "auto", demo_settings)
+    assert "| `model.safetensors` | 3.8 MB | download |" in files and plan.startswith("**Plan:**"), plan
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="not cached and offline mode is on"):
+        download_model(PUBLIC)
+    with pytest.raises(OfflineError, match="not cached and offline mode is on"):
+        decide_load(resolve_model(PUBLIC, demo_settings), demo_settings)
+    files, plan = preview(PUBLIC, "", "auto", demo_settings)
+    assert files.startswith(WARN + f"{PUBLIC} is not cached") and "not cached and offline" in plan
+
+
+def test_cli_plan_twice_then_offline_says_not_cached(repos, hub):
+    for args in ((), (), ("--quantization", "none")):
+        result = _cli("plan", "--model", PUBLIC, *args)
+        assert result.returncode == 0 and "safetensors headers on the hub" in result.stdout, result.stderr
+    for command in (("download", PUBLIC), ("plan", "--model", PUBLIC)):
+        result = _cli(*command, env={"HF_HUB_OFFLINE": "1"})
+        assert result.returncode == 2 and "is not cached and offline mode is on" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and "using the cached copy" not in result.stdout
+
+
+def test_a_cached_model_needs_config_tokenizer_and_every_weights_file(tmp_path):
+    from vlmchat.hub import holds_a_model
+
+    (tmp_path / "config.json").write_text("{}")
+    assert not holds_a_model(tmp_path)  # config.json alone: what the plan leaves in the cache
+    (tmp_path / "tokenizer.json").write_text("{}")
+    (tmp_path / "model.safetensors.index.json").write_text(
+        '{"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}')
+    (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"x")
+    assert not holds_a_model(tmp_path)  # a shard missing
+    (tmp_path / "model-00002-of-00002.safetensors").write_bytes(b"x")
+    assert holds_a_model(tmp_path)
+    (tmp_path / "tokenizer.json").unlink()
+    assert not holds_a_model(tmp_path)

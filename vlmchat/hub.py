@@ -29,6 +29,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msg
 # Everything from_pretrained needs besides weights: configs, tokenizer, processor, chat template.
 _SUPPORT_PATTERNS = ("*.json", "*.jinja", "tokenizer.model", "*.tiktoken", "merges.txt", "vocab.txt",
                      "spiece.model", "sentencepiece*.model")
+_TOKENIZER_FILES = ("tokenizer*", "vocab*", "*.model", "*.tiktoken")
 _NOT_NEEDED = ("README*", ".gitattributes", "*.md", "LICENSE*", "USE_POLICY*", "*.png", "*.jpg")
 
 
@@ -215,7 +216,7 @@ def friendly_hub_error(exc: BaseException, repo_id: str, token: str | None = Non
                              f"and the model page {page}.")
     if isinstance(exc, (OfflineModeIsEnabled, LocalEntryNotFoundError, httpx2.ConnectError,
                         httpx2.TimeoutException)):
-        return OfflineError(_offline_message(repo_id, reachable=False))
+        return OfflineError(offline_message(repo_id))
     if isinstance(exc, (httpx2.HTTPError, HfHubHTTPError)):
         return DownloadError(f"Downloading {repo_id} failed: {_scrub(_first_line(exc), token)}. Run the same "
                              "command again: finished files are kept and the rest resumes.")
@@ -230,7 +231,8 @@ def _first_line(exc: BaseException) -> str:
     return lines[0][:300] if lines else type(exc).__name__
 
 
-def _offline_message(repo_id: str, reachable: bool) -> str:
+def offline_message(repo_id: str) -> str:
+    """'not cached and offline (or the hub cannot be reached)', and what to do."""
     why = ("offline mode is on (HF_HUB_OFFLINE=1)" if is_offline()
            else f"the hub ({hub_endpoint()}) cannot be reached")
     return (f"{repo_id} is not cached and {why}. Connect to the internet and run "
@@ -251,13 +253,36 @@ def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
         path = Path(snapshot_download(repo_id, revision=revision, local_files_only=True,
                                       allow_patterns=[name for name, _ in needed]))
     except CachedRepoTreeNotFoundError:
-        try:  # downloaded by another tool: no file listing to check against, trust a folder with a config
+        # No file listing: downloaded by another tool, or only config.json was fetched (the plan reads it to size
+        # a hub model). Trust the folder only when it holds what loading reads.
+        try:
             path = Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
         except (LocalEntryNotFoundError, ValueError, OSError):
             return None
     except (LocalEntryNotFoundError, ValueError, OSError):
         return None
-    return path if (path / "config.json").exists() else None
+    return path if holds_a_model(path) else None
+
+
+def holds_a_model(folder: Path) -> bool:
+    """True when `folder` has what from_pretrained reads: config.json, a tokenizer, and every weights file.
+
+    Every shard an index names must be there; without an index, one top-level safetensors or PyTorch file.
+    """
+    import json
+
+    if not (folder / "config.json").is_file():
+        return False
+    if not any(file.is_file() for pattern in _TOKENIZER_FILES for file in folder.glob(pattern)):
+        return False
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (folder / index).is_file():
+            try:
+                shards = set(json.loads((folder / index).read_text(encoding="utf-8"))["weight_map"].values())
+            except (OSError, ValueError, KeyError, AttributeError):
+                return False
+            return bool(shards) and all((folder / shard).is_file() for shard in shards)
+    return any(file.is_file() for file in folder.glob("*.safetensors")) or (folder / "pytorch_model.bin").is_file()
 
 
 def inspect_repo(repo_id: str, revision: str | None = None, token: str | None = None) -> DownloadPlan:
@@ -346,7 +371,7 @@ def download_model(repo_id: str, revision: str | None = None, token: str | None 
     if is_offline():
         cached = cached_snapshot(repo_id, revision)
         if cached is None:
-            raise OfflineError(_offline_message(repo_id, reachable=False))
+            raise OfflineError(offline_message(repo_id))
         return Downloaded(repo_id, cached, True, f"{repo_id}: offline, using the cached copy in {cached}")
     try:
         plan = inspect_repo(repo_id, revision, token)

@@ -139,8 +139,10 @@ def size_from_hub(repo_id: str, revision: str | None = None, token: str | None =
     """Sizes of a hub model from its safetensors headers and config.json, read over HTTP."""
     from huggingface_hub import HfApi
 
-    from ..hub import friendly_hub_error, hub_endpoint
+    from ..hub import OfflineError, friendly_hub_error, hub_endpoint, is_offline, offline_message
 
+    if is_offline():  # only a model that is not cached is sized from the hub
+        raise OfflineError(offline_message(repo_id))
     api = HfApi(endpoint=hub_endpoint())
     try:
         metadata = api.get_safetensors_metadata(repo_id, revision=revision, token=token)
