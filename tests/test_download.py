@@ -264,7 +264,7 @@ def test_cli_plan_twice_then_offline_says_not_cached(repos, hub):
     for command in (("download", PUBLIC), ("plan", "--model", PUBLIC)):
         result = _cli(*command, env={"HF_HUB_OFFLINE": "1"})
         assert result.returncode == 2 and "is not cached and offline mode is on" in result.stderr, result.stderr
-        assert "Traceback" not in result.stderr and "using the cached copy" not in result.stdout
+        assert len(result.stderr.strip().splitlines()) == 1 and "using the cached copy" not in result.stdout
 
 
 def test_a_cached_model_needs_config_tokenizer_and_every_weights_file(tmp_path):
@@ -281,3 +281,29 @@ def test_a_cached_model_needs_config_tokenizer_and_every_weights_file(tmp_path):
     assert holds_a_model(tmp_path)
     (tmp_path / "tokenizer.json").unlink()
     assert not holds_a_model(tmp_path)
+
+
+def test_cli_download_without_a_connection_uses_the_cached_copy(repos, hub):
+    from conftest import free_port
+
+    download_model(PUBLIC)
+    closed = {"HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+    result = _cli("download", PUBLIC, env=closed)
+    assert result.returncode == 0, result.stderr
+    assert "the hub cannot be reached, using the cached copy in" in result.stdout and not result.stderr.strip()
+    result = _cli("download", GATED, env=closed)
+    assert result.returncode == 2 and "is not cached and the hub" in result.stderr and "cannot be reached" in result.stderr
+
+
+def test_model_tab_without_a_connection_says_a_cached_model_loads_from_the_cache(repos, hub, demo_settings,
+                                                                                  monkeypatch):
+    from conftest import free_port
+    from vlmchat.ui.model_tab import WARN, preview
+
+    download_model(PUBLIC)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    files, plan = preview(PUBLIC, "", "auto", demo_settings)
+    assert files.startswith("The hub cannot be reached: `vlmchat-test/demo-tiny` will load from the cache")
+    assert plan.startswith("**Plan:**") and "float32" in plan
+    files, _ = preview(GATED, "", "auto", demo_settings)
+    assert files.startswith(WARN) and "not cached and the hub" in files

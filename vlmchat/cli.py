@@ -121,23 +121,27 @@ def _read_token() -> str:
 
 def run_download(args: argparse.Namespace, settings: Settings) -> int:
     """`launch.py download`: check access, print what will be fetched, download with a progress bar."""
-    from tqdm import tqdm
-
-    from .hub import download_model, inspect_repo, is_offline
+    from .hub import download_model
     from .models.resolve import catalog_entry
 
     entry = catalog_entry(settings, args.model_id)
     repo_id = entry.id if entry else args.model_id
     token = _read_token() if args.ask_token else None
-    if not is_offline():
-        plan = inspect_repo(repo_id, args.revision, token)
-        print(plan.describe(), flush=True)
-    with tqdm(total=100, unit="%", file=sys.stderr, bar_format="{l_bar}{bar}| {desc}") as bar:
-        def progress(fraction: float, text: str) -> None:
-            bar.set_description_str(text, refresh=False)
-            bar.update(round(fraction * 100) - bar.n)
+    bar = None
 
-        result = download_model(repo_id, args.revision, token, progress=progress, remember=args.remember)
+    def progress(fraction: float, text: str) -> None:
+        nonlocal bar
+        if bar is None:  # made once there is something to download: an offline run prints no empty bar
+            from tqdm import tqdm
+
+            bar = tqdm(total=100, unit="%", file=sys.stderr, bar_format="{l_bar}{bar}|")
+        bar.set_description_str(text, refresh=False)
+        bar.update(round(fraction * 100) - bar.n)
+
+    result = download_model(repo_id, args.revision, token, progress=progress, remember=args.remember,
+                            on_plan=lambda plan: print(plan.describe(), flush=True))
+    if bar is not None:
+        bar.close()
     print(result.message)
     return 0
 

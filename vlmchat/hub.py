@@ -360,26 +360,24 @@ def _reporter(progress: Progress, plan: DownloadPlan):
 
 
 def download_model(repo_id: str, revision: str | None = None, token: str | None = None,
-                   progress: Progress | None = None, remember: bool = False) -> Downloaded:
+                   progress: Progress | None = None, remember: bool = False,
+                   on_plan: Callable[[DownloadPlan], None] | None = None) -> Downloaded:
     """Fetch the files `repo_id` needs into the hub cache (or use the cache when offline); returns the folder.
 
     progress(fraction, text) is called as bytes arrive; without it, tqdm bars go to the terminal.
+    on_plan(plan) is called once access is confirmed, before anything is fetched (the CLI prints the file list).
     remember=True saves the token with huggingface_hub's login (only after access was confirmed).
     """
     from huggingface_hub import snapshot_download
 
     if is_offline():
-        cached = cached_snapshot(repo_id, revision)
-        if cached is None:
-            raise OfflineError(offline_message(repo_id))
-        return Downloaded(repo_id, cached, True, f"{repo_id}: offline, using the cached copy in {cached}")
+        return cached_instead(repo_id, revision, OfflineError(offline_message(repo_id)))
     try:
         plan = inspect_repo(repo_id, revision, token)
-    except OfflineError:
-        cached = cached_snapshot(repo_id, revision)
-        if cached is None:
-            raise
-        return Downloaded(repo_id, cached, True, f"{repo_id}: the hub cannot be reached, using the cached copy")
+    except OfflineError as exc:  # no connection: a fully cached model is used, as offline
+        return cached_instead(repo_id, revision, exc)
+    if on_plan:
+        on_plan(plan)
     token, _ = resolve_token(token)
     if remember and token:
         remember_token(token)
@@ -398,6 +396,16 @@ def download_model(repo_id: str, revision: str | None = None, token: str | None 
         progress(1.0, f"Downloaded {repo_id}")
     return Downloaded(repo_id, Path(path), plan.missing_bytes == 0,
                       f"{repo_id}: {len(plan.files)} files, {human_size(plan.total_bytes)} in {path}")
+
+
+def cached_instead(repo_id: str, revision: str | None, error: OfflineError) -> Downloaded:
+    """The fully cached copy of `repo_id` when the hub cannot be reached (offline mode or no connection); else
+    `error` ("not cached and offline") is raised."""
+    cached = cached_snapshot(repo_id, revision)
+    if cached is None:
+        raise error
+    why = "offline mode is on" if is_offline() else "the hub cannot be reached"
+    return Downloaded(repo_id, cached, True, f"{repo_id}: {why}, using the cached copy in {cached}")
 
 
 def remember_token(token: str) -> None:

@@ -45,12 +45,17 @@ def describe_files(model: str | ModelSource, settings: Settings, token: str | No
         where = "On the server" if settings.server.exposed else f"Local folder `{folder}`"
         return f"{where}: {len(files)} files, {human_size(total)}; nothing to download."
     repo_id = source.model_id
+    where = "" if settings.server.exposed or source.path is None else f" in `{source.path}`"
     if is_offline():
         if source.path is None:  # the resolver looked in the cache already
             raise OfflineError(f"{repo_id} is not cached and offline mode is on (HF_HUB_OFFLINE=1).")
-        where = "" if settings.server.exposed else f" in `{source.path}`"
         return f"Offline: `{repo_id}` will load from the cache{where}."
-    plan = inspect_repo(repo_id, token=token)
+    try:
+        plan = inspect_repo(repo_id, token=token)
+    except OfflineError:  # no connection: Load uses a fully cached model, as offline
+        if source.path is None:
+            raise
+        return f"The hub cannot be reached: `{repo_id}` will load from the cache{where}."
     rows = "\n".join(f"| `{file.path}` | {human_size(file.size)} | {'cached' if file.cached else 'download'} |"
                      for file in plan.files)
     gated = f" Gated: access confirmed for the token from {plan.token_source}." if plan.gated else ""
