@@ -10,6 +10,7 @@ Endpoints (as huggingface_hub's HfApi / hf_hub_download / snapshot_download call
 Tokens: GRANTED sees every repo; NOT_GRANTED is a valid user who has not accepted gated licences;
 any other token is rejected with 401 "Invalid credentials in Authorization header", as the hub does.
 `drop_after[path] = n` sends n bytes of that file on its next full GET and then cuts the connection.
+`rate = n` sends files' bytes at n bytes a second (a slow line); `sent[path]` counts the bytes of a file sent.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -58,6 +60,8 @@ class HubState:
     repos: dict[str, FakeRepo] = field(default_factory=dict)
     drop_after: dict[str, int] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
+    rate: int | None = None
+    sent: dict[str, int] = field(default_factory=dict)
 
 
 def repo_from_folder(folder: Path, gated: bool = False, extra: dict[str, bytes] | None = None) -> FakeRepo:
@@ -192,8 +196,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = data[start:end + 1]
         headers["Content-Length"] = len(body)
         cut = self.state.drop_after.pop(name, None) if not head and start == 0 else None
-        if cut is None:
+        if cut is None and (head or not self.state.rate):
             return self._send(206 if wanted and not head else 200, body, headers, head=head)
+        if cut is None:
+            return self._send_slowly(206 if wanted else 200, name, body, headers)
         # Promise the whole file, send part of it, then hang up: a connection dropped mid-file.
         self.send_response(200)
         for key, value in headers.items():
@@ -203,6 +209,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         self.close_connection = True
         self.connection.shutdown(2)
+
+
+    def _send_slowly(self, status: int, name: str, body: bytes, headers: dict) -> None:
+        """Send `body` at `state.rate` bytes a second, in pieces of a tenth of a second; a client that hangs up
+        mid-file (a stopped download) ends it quietly."""
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, str(value))
+        self.end_headers()
+        piece = max(1, self.state.rate // 10)
+        try:
+            for start in range(0, len(body), piece):
+                self.wfile.write(body[start:start + piece])
+                self.wfile.flush()
+                self.state.sent[name] = self.state.sent.get(name, 0) + len(body[start:start + piece])
+                time.sleep(0.1)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
 
 class HubServer:

@@ -307,3 +307,37 @@ def test_model_tab_without_a_connection_says_a_cached_model_loads_from_the_cache
     assert plan.startswith("**Plan:**") and "float32" in plan
     files, _ = preview(GATED, "", "auto", demo_settings)
     assert files.startswith(WARN) and "not cached and the hub" in files
+
+
+def test_ctrl_c_stops_a_download_at_once_and_says_the_next_run_downloads_the_rest(hub, tmp_path):
+    import signal
+    import time
+
+    from hub_server import FakeRepo
+
+    files = {path.name: path.read_bytes() for path in DEMO_MODEL.iterdir() if path.suffix != ".safetensors"}
+    files["model.safetensors"] = os.urandom(30_000_000)
+    hub.add("slow/big", FakeRepo(files))
+    hub.state.rate = 2_000_000  # 15 s for the weights
+    process = subprocess.Popen([sys.executable, "launch.py", "download", "slow/big"], cwd=ROOT, text=True,
+                               env=dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1"), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while hub.state.sent.get("model.safetensors", 0) < 3_000_000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, process.communicate()
+    pressed = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    took = time.monotonic() - pressed
+    assert process.returncode == 130 and took < 1.5, (took, err)
+    last = err.strip().splitlines()[-1]
+    assert last == ("vlmchat: stopped downloading slow/big; the files finished so far are kept, and running the "
+                    "same command again downloads the rest.") and "Traceback" not in err
+    assert hub.state.sent["model.safetensors"] < 10_000_000, "the download stopped, not ran on"
+    blobs = tmp_path / "hf-home" / "hub" / "models--slow--big" / "blobs"
+    assert not list(blobs.glob("*.incomplete")), "no partial file is left behind"
+    hub.state.rate = None
+    result = _cli("download", "slow/big")
+    assert result.returncode == 0, result.stderr
+    assert len(hub.downloads("config.json")) == 1 and len(hub.downloads("model.safetensors")) == 2

@@ -120,7 +120,10 @@ def _read_token() -> str:
 
 
 def run_download(args: argparse.Namespace, settings: Settings) -> int:
-    """`launch.py download`: check access, print what will be fetched, download with a progress bar."""
+    """`launch.py download`: check access, print what will be fetched, download with a progress bar.
+
+    Ctrl-C stops it with one line and exit code 130 (the download threads end at their next chunk).
+    """
     from .hub import download_model
     from .models.resolve import catalog_entry
 
@@ -138,8 +141,15 @@ def run_download(args: argparse.Namespace, settings: Settings) -> int:
         bar.set_description_str(text, refresh=False)
         bar.update(round(fraction * 100) - bar.n)
 
-    result = download_model(repo_id, args.revision, token, progress=progress, remember=args.remember,
-                            on_plan=lambda plan: print(plan.describe(), flush=True))
+    try:
+        result = download_model(repo_id, args.revision, token, progress=progress, remember=args.remember,
+                                on_plan=lambda plan: print(plan.describe(), flush=True))
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        print(f"vlmchat: stopped downloading {repo_id}; the files finished so far are kept, and running the same "
+              "command again downloads the rest.", file=sys.stderr)
+        return 130
     if bar is not None:
         bar.close()
     print(result.message)
