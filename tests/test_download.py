@@ -341,3 +341,20 @@ def test_ctrl_c_stops_a_download_at_once_and_says_the_next_run_downloads_the_res
     result = _cli("download", "slow/big")
     assert result.returncode == 0, result.stderr
     assert len(hub.downloads("config.json")) == 1 and len(hub.downloads("model.safetensors")) == 2
+
+
+@pytest.mark.parametrize("repo, files, expected", [
+    ("nobody/nothing", None, "There is no model 'nobody/nothing' at"),
+    ("someone/bin-only", {"config.json": b"{}", "pytorch_model.bin": b"x"}, "has only PyTorch .bin weights"),
+    ("someone/no-weights", {"config.json": b"{}", "README.md": b"# card"},
+     "has no safetensors or PyTorch weights at its top level"),
+])
+def test_plan_of_a_missing_repo_or_one_without_safetensors_says_so(hub, demo_settings, repo, files, expected):
+    from hub_server import FakeRepo
+    from vlmchat.ui.model_tab import WARN, preview
+
+    if files is not None:
+        hub.add(repo, FakeRepo(files))
+    _, plan = preview(repo, "", "auto", demo_settings)
+    assert plan.startswith(WARN + repo if files else WARN + "There is no model") and expected in plan, plan
+    assert "Error" not in plan

@@ -136,23 +136,51 @@ def size_from_folder(folder: Path, name: str | None = None) -> ModelSize:
 
 
 def size_from_hub(repo_id: str, revision: str | None = None, token: str | None = None) -> ModelSize:
-    """Sizes of a hub model from its safetensors headers and config.json, read over HTTP."""
+    """Sizes of a hub model from its safetensors headers and config.json, read over HTTP.
+
+    The headers read are those of the weight files a download fetches. The repo is looked up first, so a
+    misspelt, private or gated repo gets the same message as in the Files pane.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from huggingface_hub import HfApi
 
-    from ..hub import OfflineError, friendly_hub_error, hub_endpoint, is_offline, offline_message
+    from ..hub import DownloadError, OfflineError, friendly_hub_error, hub_endpoint, is_offline, offline_message, \
+        select_files
 
     if is_offline():  # only a model that is not cached is sized from the hub
         raise OfflineError(offline_message(repo_id))
     api = HfApi(endpoint=hub_endpoint())
     try:
-        metadata = api.get_safetensors_metadata(repo_id, revision=revision, token=token)
-        config_path = api.hf_hub_download(repo_id, "config.json", revision=revision, token=token)
+        info = api.model_info(repo_id, revision=revision, token=token)
+        names = [sibling.rfilename for sibling in info.siblings or []]
+        weights = [path for path, _ in select_files([(name, 0) for name in names])[0] if path.endswith(".safetensors")]
+        if not weights or "config.json" not in names:
+            raise DownloadError(_not_sizable(repo_id, names, hub_endpoint()))
+        with ThreadPoolExecutor(max_workers=min(8, len(weights))) as pool:  # big models have dozens of shards
+            headers = list(pool.map(lambda name: api.parse_safetensors_file_metadata(
+                repo_id, name, revision=info.sha, token=token), weights))
+        config_path = api.hf_hub_download(repo_id, "config.json", revision=info.sha, token=token)
         config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    except DownloadError:
+        raise
     except Exception as exc:  # every hub failure becomes one user-facing message
-        raise friendly_hub_error(exc, repo_id) from None
-    tensors = [(tensor, info.shape) for file in metadata.files_metadata.values()
-               for tensor, info in file.tensors.items()]
+        raise friendly_hub_error(exc, repo_id, token, revision) from None
+    tensors = [(tensor, item.shape) for header in headers for tensor, item in header.tensors.items()]
     return size_from_tensors(repo_id.split("/")[-1], tensors, config, source="safetensors headers on the hub")
+
+
+def _not_sizable(repo_id: str, names: list[str], endpoint: str) -> str:
+    """Why a hub repo's size cannot be read: no config.json, only PyTorch .bin weights, or no weights at all."""
+    top = [name for name in names if "/" not in name]
+    files = f"(see the files at {endpoint}/{repo_id}/tree/main)"
+    if "config.json" not in top:
+        return f"{repo_id} has no config.json at its top level, so it is not a model saved by transformers {files}."
+    if any(name.endswith(".bin") for name in top):
+        return (f"{repo_id} has only PyTorch .bin weights at its top level, no safetensors; vlmchat reads a model's "
+                f"size from its safetensors files, so look for a safetensors copy of this model {files}.")
+    return (f"{repo_id} has no safetensors or PyTorch weights at its top level; vlmchat loads models saved by "
+            f"transformers {files}.")
 
 
 def size_for_source(source: ModelSource, settings: Settings, token: str | None = None) -> ModelSize:
