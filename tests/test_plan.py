@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from conftest import ROOT
+from hub_server import hub  # noqa: F401  (a fixture)
 from vlmchat.errors import SettingsError
 from vlmchat.models.plan import ModelSize, estimate, plan_quantization, read_free_memory
 from vlmchat.settings import Settings, load_settings
@@ -248,3 +249,20 @@ def test_cpu_estimate_counts_the_pictures_tokens_and_the_loading_peak():
     # 4.5 GiB free, 2 kept for the system: float32 fits at low detail (~2.2), not at high (~2.7) -> bf16
     assert plan_quantization(smol, {"cpu": 4.5}, picture_tokens=64).dtype == "float32"
     assert plan_quantization(smol, {"cpu": 4.5}, picture_tokens=1088).dtype == "bfloat16"
+
+
+def test_a_hub_model_with_float32_files_is_planned_as_its_folder_is(hub, demo_settings):
+    """The hub's headers give the files' bytes (dtype x shape), so the plan before the download says float32 as
+    the plan of the same files on disk does, and as Load does."""
+    from hub_server import repo_from_folder
+    from vlmchat.models.plan import plan_quantization
+    from vlmchat.models.sizes import size_from_hub
+
+    folder = demo_settings.paths.resolve("models") / "vlmchat-demo"
+    hub.add("someone/float32-model", repo_from_folder(folder))
+    online, local = size_from_hub("someone/float32-model"), size_from_folder(folder)
+    assert online.file_gib == pytest.approx(local.file_gib, rel=0.01)
+    for cpu_bf16 in (True, False):
+        plans = [plan_quantization(size, {"cpu": 16.0}, cpu_bf16=cpu_bf16) for size in (online, local)]
+        assert plans[0].dtype == plans[1].dtype == "float32" and plans[0].reason == plans[1].reason.replace(
+            local.name, online.name)

@@ -138,8 +138,10 @@ def size_from_folder(folder: Path, name: str | None = None) -> ModelSize:
 def size_from_hub(repo_id: str, revision: str | None = None, token: str | None = None) -> ModelSize:
     """Sizes of a hub model from its safetensors headers and config.json, read over HTTP.
 
-    The headers read are those of the weight files a download fetches. The repo is looked up first, so a
-    misspelt, private or gated repo gets the same message as in the Files pane.
+    The headers read are those of the weight files a download fetches, and the bytes they hold (each tensor's
+    dtype times its shape) are the files' size, so the plan sees float32 files as float32 before the download,
+    as it does in a local folder and as Load does. The repo is looked up first, so a misspelt, private or gated
+    repo gets the same message as in the Files pane.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -167,7 +169,9 @@ def size_from_hub(repo_id: str, revision: str | None = None, token: str | None =
     except Exception as exc:  # every hub failure becomes one user-facing message
         raise friendly_hub_error(exc, repo_id, token, revision) from None
     tensors = [(tensor, item.shape) for header in headers for tensor, item in header.tensors.items()]
-    return size_from_tensors(repo_id.split("/")[-1], tensors, config, source="safetensors headers on the hub")
+    data_bytes = sum(item.data_offsets[1] - item.data_offsets[0] for header in headers for item in header.tensors.values())
+    return size_from_tensors(repo_id.split("/")[-1], tensors, config, source="safetensors headers on the hub",
+                             file_gib=data_bytes / 2**30)
 
 
 def _not_sizable(repo_id: str, names: list[str], endpoint: str) -> str:
