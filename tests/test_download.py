@@ -358,3 +358,44 @@ def test_plan_of_a_missing_repo_or_one_without_safetensors_says_so(hub, demo_set
     _, plan = preview(repo, "", "auto", demo_settings)
     assert plan.startswith(WARN + repo if files else WARN + "There is no model") and expected in plan, plan
     assert "Error" not in plan
+
+
+@pytest.mark.slow
+def test_a_page_opened_after_a_load_shows_the_loaded_model_in_the_model_tab(repos, hub, tmp_path):
+    """The dropdown's value was the model loaded when the app was built: a later page showed the demo, and its
+    Load button would have brought the demo back."""
+    import time
+
+    from gradio_client import Client
+
+    from conftest import LaunchedApp
+    from test_browser import CHROMIUM, _open_tab, pytestmark as needs_chromium
+
+    if needs_chromium.args[0]:
+        pytest.skip(needs_chromium.kwargs["reason"])
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    app = LaunchedApp(tmp_path / "app").wait_ready()
+    try:
+        message, _ = Client(app.url, verbose=False).predict(PUBLIC, api_name="/load_model")
+        assert message.startswith(f"Loaded: {PUBLIC}")
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                                 args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.set_default_timeout(60_000)
+                asked = len(hub.state.requests)
+                page.goto(app.url)
+                page.locator("#vlmchat-status").get_by_text(PUBLIC).wait_for()
+                _open_tab(page, "Model")
+                box = page.get_by_label("Model: pick one, or type a hub id (owner/name) or a local folder")
+                deadline = time.monotonic() + 20  # the page asks for the loaded model as it opens
+                while box.input_value() != PUBLIC and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert box.input_value() == PUBLIC
+                time.sleep(1)
+                assert len(hub.state.requests) == asked, "opening a page previews nothing (no hub request)"
+            finally:
+                browser.close()
+    finally:
+        app.stop()

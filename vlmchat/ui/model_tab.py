@@ -115,12 +115,17 @@ def load_model(manager: ModelManager, model: str, token: str, remember: bool, qu
     return f"Loaded: {info.summary()}"
 
 
+def loaded_model(manager: ModelManager, settings: Settings) -> str:
+    """The model the dropdown shows: the one loaded now (model.id in settings while none is)."""
+    info = manager.info
+    return info.model_id if info else settings.model.id
+
+
 def build_model_tab(manager: ModelManager, settings: Settings, status: gr.Markdown, status_line) -> None:
     """Lay out the Model tab inside the current Blocks; Load also refreshes the `status` line."""
-    current = manager.info.model_id if manager.info else settings.model.id
     with gr.Row():
-        model = gr.Dropdown(model_choices(settings), value=current, allow_custom_value=True, scale=3,
-                            label="Model: pick one, or type a hub id (owner/name) or a local folder")
+        model = gr.Dropdown(model_choices(settings), value=loaded_model(manager, settings), allow_custom_value=True,
+                            scale=3, label="Model: pick one, or type a hub id (owner/name) or a local folder")
         quantization = gr.Radio(["auto", "none", "8bit", "4bit"], value=settings.model.quantization,
                                 label="Quantization (auto follows the plan)", scale=2)
     with gr.Row():
@@ -143,9 +148,13 @@ def build_model_tab(manager: ModelManager, settings: Settings, status: gr.Markdo
         return message, status_line(manager)
 
     check.click(on_preview, [model, token, quantization], [files, plan], api_name="preview_model")
-    model.change(on_preview, [model, token, quantization], [files, plan], api_visibility="undocumented")
+    model.input(on_preview, [model, token, quantization], [files, plan], api_visibility="undocumented")
     quantization.change(on_preview, [model, token, quantization], [files, plan], api_visibility="undocumented")
     load.click(on_load, [model, token, remember, quantization], [result, status], api_name="load_model")
+    # The value above is the model loaded when the app was built; a page opened after another Load shows that one
+    # (else Load, pressed as the page came, would bring the first model back).
+    gr.context.Context.root_block.load(lambda: loaded_model(manager, settings), outputs=model,
+                                       api_visibility="undocumented", queue=False)
     _endpoint_form(manager, settings)
 
 
