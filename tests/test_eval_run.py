@@ -504,3 +504,26 @@ def test_the_tab_shows_messages_that_quote_the_users_files_as_text():
     head = _report(status)[0]
     assert "&lt;image 1&gt;" in head and "&lt;b&gt;A-D&lt;/b&gt;" in head and "1 row skipped" in head
     assert "1 paired question;" in verdict("demo-es", [True], [True])[0]
+
+
+def test_a_caption_verdict_sees_a_new_wording_that_keyword_match_cannot():
+    """An adapter that learned "circle red" for "a red circle" scored keyword match 100% vs 100% and the verdict
+    said "+0.0 points, not significant" (a reviewer's 40 held-out pictures: exact 0% -> 100%). Captions are now
+    compared by chrF, caption by caption (Wilcoxon signed-rank)."""
+    from vlmchat.evaluate.metrics import caption_metrics
+    from vlmchat.evaluate.report import EvalResult
+    from vlmchat.evaluate.score import ItemScore
+    from vlmchat.evaluate.sets import CAPTION, EvalItem, EvalSet
+
+    shapes = [(c, s) for c in ("red", "green", "blue", "yellow") for s in ("circle", "square", "triangle")]
+    items = [EvalItem(f"caps:{i}", "Describe the image.", (), references=(f"{s} {c}",)) for i, (c, s) in enumerate(shapes)]
+    result = EvalResult(EvalSet("caps", "caption folder", CAPTION, items), ["base", "style"], "caption")
+    for i, (colour, shape) in enumerate(shapes):
+        for name, text in (("base", f"a {colour} {shape}"), ("style", f"{shape} {colour}")):
+            found = caption_metrics(text, items[i].references)
+            result.scores[name][i] = ItemScore(correct=found["keywords"], text=text, metrics=found)
+    assert result.model_summary("base")["accuracy"] == result.model_summary("style")["accuracy"] == 1.0  # keywords
+    (sentence, numbers), = result.verdicts()
+    assert numbers["significant"] and numbers["better"] == 12 and numbers["worse"] == 0
+    assert sentence.startswith("style: +") and "chrF vs base, significantly better than base" in sentence
+    assert "Wilcoxon signed-rank, 12 paired captions" in sentence

@@ -192,7 +192,8 @@ def test_a_finished_job_evaluates_base_vs_the_new_adapter_and_records_the_verdic
     job = runner.start_job(spec, runner.jobs_folder(settings))
     status = runner.wait(job)
     assert status.state == "done", status.message
-    assert "loop:" in status.evaluation.get("verdict", "") and "McNemar" in status.evaluation["verdict"]
+    verdict = status.evaluation.get("verdict", "")  # captions: chrF caption by caption, Wilcoxon signed-rank
+    assert verdict.startswith("loop: +") and "significantly better" in verdict and "Wilcoxon signed-rank" in verdict
     # while it evaluates, the progress says so (a real-size model takes a minute or more here)
     during = [e["message"] for e in read_events(job / "progress.jsonl") if e["event"] == "evaluation" and e.get("running")]
     assert during[0].endswith("loading the base model") and "20/20 questions × 2 model(s)" in during[-1]

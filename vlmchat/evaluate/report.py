@@ -20,7 +20,7 @@ from ..files import write_bytes_atomic, write_text_atomic
 from ..lora.runtime import is_base
 from .score import LETTERS, ItemScore, per_character
 from .sets import CAPTION, EvalItem, EvalSet
-from .stats import verdict, wilson_interval
+from .stats import score_verdict, verdict, wilson_interval
 
 CSV_COLUMNS = ["Question", "Generated Answer", "Correct Answer", "Is Correct", "Response Time (s)", "model",
                "subject", "method", "source", "predicted", "correct (acc)", "correct (acc_norm)", "option scores",
@@ -67,7 +67,9 @@ class EvalResult:
     def metric_reason(self) -> str:
         """Why `metric` is the one the verdicts use."""
         if self.method == "caption":
-            return "keyword match: every content word of a reference caption appears in the generated one"
+            return ("chrF (character n-gram F-score, sacrebleu) of each caption against its references, base and "
+                    "adapter compared caption by caption; keyword match (every content word of a reference appears), "
+                    "exact match, BLEU and ROUGE-L beside it")
         if self.method == "generate":
             return "acc: the generated answer, parsed as a letter or an option's text (unparsed = wrong)"
         if self.metric == "acc_norm":
@@ -115,6 +117,9 @@ class EvalResult:
             return []
         base = next(m for m in self.models if is_base(m))
         paired = self.paired()
+        if self.method == "caption":  # a score per caption: keyword match is blind to wording, order and format
+            chrf = lambda name: [self.scores[name][i].metrics.get("chrf", 0.0) for i in paired]  # noqa: E731
+            return [score_verdict(name, "chrF", chrf(base), chrf(name)) for name in self.models if not is_base(name)]
         return [verdict(name, [self.is_correct(self.scores[base][i]) for i in paired],
                         [self.is_correct(self.scores[name][i]) for i in paired])
                 for name in self.models if not is_base(name)]

@@ -2,7 +2,8 @@
 
 Both come from `scipy.stats.binomtest`: the interval is its Wilson score interval, and McNemar's
 exact test is the two-sided binomial test of the discordant pairs (questions one model got right
-and the other wrong) against 1/2.
+and the other wrong) against 1/2. Captions have a score each (chrF), not right or wrong: base and
+adapter are compared caption by caption with the Wilcoxon signed-rank test (`scipy.stats.wilcoxon`).
 """
 
 from __future__ import annotations
@@ -55,3 +56,29 @@ def verdict(adapter: str, base_correct: Sequence[bool], adapter_correct: Sequenc
 
 def _p(p: float) -> str:
     return "1.0" if p >= 0.995 else f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
+
+
+def score_verdict(adapter: str, metric: str, base_scores: Sequence[float],
+                  adapter_scores: Sequence[float]) -> tuple[str, dict]:
+    """`verdict` for a score per item (a caption's chrF, 0-100): the mean difference, and the two-sided Wilcoxon
+    signed-rank test of the paired differences (ties left out, as Wilcoxon did)."""
+    n = len(base_scores)
+    differences = [a - b for b, a in zip(base_scores, adapter_scores)]
+    better, worse = sum(d > 0 for d in differences), sum(d < 0 for d in differences)
+    base_mean = sum(base_scores) / n if n else 0.0
+    adapter_mean = sum(adapter_scores) / n if n else 0.0
+    if better + worse == 0:
+        p = 1.0
+    else:
+        from scipy.stats import wilcoxon
+
+        p = float(wilcoxon(adapter_scores, base_scores, zero_method="wilcox").pvalue)
+    points = adapter_mean - base_mean
+    judged = (f"significantly {'better' if points > 0 else 'worse'} than base" if p < SIGNIFICANCE
+              else "not significant")
+    sentence = (f"{adapter}: {points:+.1f} {metric} vs base, {judged} (p = {_p(p)}, Wilcoxon signed-rank, {n} paired "
+                f"caption{'s' if n != 1 else ''}; {better} better, {worse} worse; {metric} {base_mean:.1f} -> "
+                f"{adapter_mean:.1f})")
+    numbers = {"adapter": adapter, "n": n, "metric": metric, "base_mean": base_mean, "adapter_mean": adapter_mean,
+               "points": points, "better": better, "worse": worse, "p": p, "significant": p < SIGNIFICANCE}
+    return sentence, numbers
