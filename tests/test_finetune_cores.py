@@ -1,6 +1,7 @@
 """A fine-tune started from the terminal is told whether a vlmchat UI shares the CPU with it."""
 
 import socket
+from pathlib import Path
 
 from vlmchat.finetune import runner
 from vlmchat.finetune.command import cpu_alone
@@ -47,3 +48,14 @@ def test_a_job_alone_uses_every_core_and_says_why():
     assert (shared.threads, alone.threads) == (3, 4)
     assert "one core left to the UI" in shared.reasons["device"]
     assert "all of them: no vlmchat UI answers" in alone.reasons["device"]
+
+
+def test_a_ui_on_another_port_is_seen(app, tmp_path):
+    """An app started with --port 7980 was missed: the terminal fine-tune probed 7860 only and took every core."""
+    from conftest import free_port
+    from vlmchat.settings import load_settings
+
+    settings = load_settings(Path(app.log.name).parent / "settings.toml").override("server", port=free_port())
+    assert cpu_alone(settings) == ""
+    alone = Settings().override("paths", outputs=str(tmp_path)).override("server", port=settings.server.port)
+    assert "no vlmchat UI answers" in cpu_alone(alone)

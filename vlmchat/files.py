@@ -251,3 +251,35 @@ def extract_zip_checked(archive: Path, dest: Path, max_bytes: int, max_files: in
                 raise InputError(f"'{archive.name}' is damaged ({exc}); nothing was kept, re-create it.") from None
             raise
     return written
+
+
+RUNNING_UI = ".running-ui"  # in the outputs folder: <pid>.port for each process serving the UI
+
+
+def running_uis(outputs: Path) -> list[int]:
+    """The ports of the vlmchat UIs that serve with this outputs folder now (any port: a terminal fine-tune leaves
+    them CPU cores). The mark of a process that is gone is removed."""
+    folder = Path(outputs) / RUNNING_UI
+    ports = []
+    for mark in sorted(folder.glob("*.port")) if folder.is_dir() else []:
+        try:
+            os.kill(int(mark.stem), 0)
+            ports.append(int(mark.read_text().strip()))
+        except ProcessLookupError:
+            mark.unlink(missing_ok=True)
+        except (OSError, ValueError):
+            continue
+    return ports
+
+
+def mark_running_ui(outputs: Path, port: int) -> None:
+    """Say in the outputs folder that this process serves the UI on `port`, until it exits."""
+    import atexit
+
+    mark = Path(outputs) / RUNNING_UI / f"{os.getpid()}.port"
+    try:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.write_text(str(port))
+    except OSError:
+        return  # a read-only outputs folder: a terminal fine-tune then probes the settings' port only
+    atexit.register(mark.unlink, missing_ok=True)

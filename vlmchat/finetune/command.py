@@ -109,9 +109,14 @@ def print_job_commands(job, total: int) -> int:
 
 
 def cpu_alone(settings) -> str:
-    """Why this terminal fine-tune may use every CPU core ('' when a vlmchat UI answers on its port)."""
+    """Why this terminal fine-tune may use every CPU core ('' when a vlmchat UI of this project runs, on any port,
+    or something answers on the settings' port)."""
     import socket
 
+    from ..files import running_uis
+
+    if running_uis(settings.paths.resolve("outputs")):
+        return ""
     host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::", "") else settings.server.host
     try:
         with socket.create_connection((host, settings.server.port), timeout=0.3):

@@ -8,6 +8,7 @@ from .access import resolve_access
 from ..api.serve import api_routes
 from .gate import gate_middleware
 from ..errors import InputError
+from ..files import mark_running_ui
 from ..models.manager import ModelManager
 from ..settings import Settings
 
@@ -67,6 +68,7 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
                     "routes": api_routes(manager, settings, bool(access.logins))},  # OpenAI's API under /v1
     )
     print(f"vlmchat: serving on {app.local_url}", flush=True)
+    mark_running_ui(settings.paths.resolve("outputs"), server.port)
     if server.share and not app.share_url:
         notices.append("The public share link could not be created (offline, or the tunnel program is "
                              "missing); the app keeps serving locally.")
