@@ -182,6 +182,14 @@ def test_finetune_plan_appears_after_check_and_follows_the_preset(page, tmp_path
     page.wait_for_function("() => document.querySelector('#vlmchat-finetune-report').innerText.includes('fake.png')")
     assert "not a dataset upload" in page.locator("#vlmchat-finetune-report").inner_text()
     assert "optimizer steps" not in page.locator("#vlmchat-finetune-plan").inner_text()
+    # Start refused (the name is an adapter's already): said under the buttons, no Error toast, no run started
+    panel.get_by_label("Clear").first.click()
+    panel.locator("input[type=file]").first.set_input_files(str(archive))
+    panel.get_by_text("captions.zip").first.wait_for()
+    panel.get_by_label("Adapter name").fill("demo-es")
+    panel.get_by_role("button", name="Start", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#vlmchat-finetune-said')?.innerText.includes('already exists')")
+    assert page.locator(".toast-body.error").count() == 0
 
 
 def test_adapters_tab_says_mistakes_on_its_message_line_and_the_default_follows_a_rename(page, app):

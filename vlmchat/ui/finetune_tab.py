@@ -9,6 +9,7 @@ a folder of their own (ui/users.py) and nobody else's are found; one job runs at
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import gradio as gr
@@ -289,6 +290,7 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
         start = gr.Button("Start", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
         resume = gr.Button("Resume")
+    said = gr.Markdown(elem_id="vlmchat-finetune-said")  # what Start, Cancel or Resume refused, and why
     status = gr.Markdown(elem_id="vlmchat-finetune-status")
     plot = gr.LinePlot(x="step", y="loss", color="series", label="Loss", height=300, x_title="optimizer step",
                        y_title="loss", sort="x")
@@ -319,6 +321,18 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
         except VlmchatError as exc:
             return f"⚠️ {exc}"
 
+    def told(action, shown: int):
+        """`action` for a run button whose `shown` outputs follow the ⚠️ line: a refusal (a dataset with problems, a
+        name in use, nothing to resume) is said on that line under the buttons and the run shown below stays as it
+        was (it was an Error toast, with the last run's status under it as if the button had started something)."""
+        @functools.wraps(action)
+        def wrapped(*args, **kwargs):
+            try:
+                return "", *action(*args, **kwargs)
+            except (VlmchatError, gr.Error) as exc:
+                return f"⚠️ {getattr(exc, 'message', None) or exc}", *[gr.skip()] * shown
+        return wrapped
+
     def do_start(request: gr.Request, reference, file, typed, name, overwrite, skip, *values):
         reference = reference or actions.dataset(file, typed, request)
         options = form_options(values)
@@ -339,8 +353,9 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
                 "image_detail", "gradient_checkpointing"):
         controls[key].change(do_plan, [dataset, *controls.values()], plan_box, api_visibility="undocumented",
                              queue=False)
-    start.click(_guard(do_start), [dataset, upload, path, name, overwrite, skip_invalid, *controls.values()],
-                [job_id, *outputs], api_visibility="undocumented")
+    start.click(told(do_start, len(outputs) + 1),
+                [dataset, upload, path, name, overwrite, skip_invalid, *controls.values()],
+                [said, job_id, *outputs], api_visibility="undocumented")
     def do_cancel(current, request: gr.Request = None):
         message = actions.cancel(current, request)
         text, *rest = refresh(current, request)
@@ -349,8 +364,8 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
     def do_resume(current, request: gr.Request = None):
         return refresh(actions.resume(current, request)["job_id"], request)
 
-    cancel.click(_guard(do_cancel), job_id, outputs, api_visibility="undocumented")
-    resume.click(_guard(do_resume), job_id, outputs, api_visibility="undocumented")
+    cancel.click(told(do_cancel, len(outputs)), job_id, [said, *outputs], api_visibility="undocumented")
+    resume.click(told(do_resume, len(outputs)), job_id, [said, *outputs], api_visibility="undocumented")
     timer.tick(_guard(refresh), job_id, outputs, api_visibility="undocumented", queue=False)
     _register_api(actions)
     return actions
