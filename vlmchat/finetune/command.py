@@ -109,20 +109,20 @@ def print_job_commands(job, total: int) -> int:
 
 
 def cpu_alone(settings) -> str:
-    """Why this terminal fine-tune may use every CPU core ('' when a vlmchat UI of this project runs, on any port,
-    or something answers on the settings' port)."""
+    """Why this terminal fine-tune may use every CPU core ('' when a vlmchat UI answers on the port of a UI of this
+    project's outputs folder, or on the settings' port)."""
     import socket
 
     from ..files import running_uis
 
-    if running_uis(settings.paths.resolve("outputs")):
-        return ""
     host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::", "") else settings.server.host
-    try:
-        with socket.create_connection((host, settings.server.port), timeout=0.3):
-            return ""
-    except OSError:
-        return f"no vlmchat UI answers on {host}:{settings.server.port}, so no chat model shares the CPU"
+    for port in [*running_uis(settings.paths.resolve("outputs")), settings.server.port]:
+        try:  # the mark of a process killed without exiting may outlive it: a port that answers is the proof
+            with socket.create_connection((host, port), timeout=0.3):
+                return ""
+        except OSError:
+            continue
+    return f"no vlmchat UI answers on {host}:{settings.server.port}, so no chat model shares the CPU"
 
 
 def follow(job) -> int:
