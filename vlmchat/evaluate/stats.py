@@ -47,8 +47,8 @@ def verdict(adapter: str, base_correct: Sequence[bool], adapter_correct: Sequenc
         judged = f"significantly {'better' if better > worse else 'worse'} than base"
     else:
         judged = "not significant"
-    sentence = (f"{adapter}: {points:+.1f} points vs base, {judged} (p = {_p(p)}, McNemar, {n} paired question{'s' if n != 1 else ''}; "
-                f"{better} better, {worse} worse)")
+    sentence = (f"{adapter}: {points:+.1f} points vs base, {judged} (p = {_p(p)}, McNemar, {n} paired "
+                f"question{'s' if n != 1 else ''}; {better} better, {worse} worse)")
     numbers = {"adapter": adapter, "n": n, "base_acc": base_acc, "adapter_acc": adapter_acc, "points": points,
                "better": better, "worse": worse, "p": p, "significant": p < SIGNIFICANCE}
     return sentence, numbers

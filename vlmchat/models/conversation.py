@@ -149,15 +149,14 @@ def for_local_model(manager, messages: list[dict], attach: str = "attach one") -
     """The processor `messages` as the loaded model is asked them (Chat and /v1 alike): from the newest picture on
     where it saw one picture per chat (ONE_PICTURE_KEY); an InputError where it answers only about a picture
     (NEEDS_IMAGE_KEY) and there is none, instead of an invented answer. `attach`: how the asker adds a picture."""
+    who = manager.info.model_id if manager.info else "This model"
     if model_flag(manager, ONE_PICTURE_KEY):
         messages = from_last_picture(messages)
         pictures = picture_count(messages)
         if pictures > 1:  # it would mix them up ("a blue circle" for a red circle and a blue square)
-            info = manager.info
-            raise InputError(f"{info.model_id if info else 'This model'} reads one picture at a time: send the "
-                             f"{pictures} pictures one by one (each new picture starts afresh).")
+            raise InputError(f"{who} reads one picture at a time: send the {pictures} pictures one by one (each "
+                             "new picture starts afresh).")
     if not has_image(messages) and model_flag(manager, NEEDS_IMAGE_KEY):
-        info = manager.info
-        raise InputError(f"{info.model_id if info else 'This model'} answers only about a picture: "
+        raise InputError(f"{who} answers only about a picture: "
                          f"{attach} to your question and send it again.")
     return messages

@@ -16,6 +16,7 @@ from ..lora.runtime import BASE, is_base
 from ..models.manager import GenerationParams, ModelManager
 from ..settings import Settings
 from .chat_tab import CHAT_EXAMPLES, EXAMPLES
+from .errors import said
 from .sharing import refuse_server_paths
 from .users import user_folder
 
@@ -79,8 +80,12 @@ class AdapterActions:
         return (f"New chats (and API calls that name no adapter) now start with adapter '{name}'; "
                 "chats already open keep their own adapter.")
 
+    def is_default(self, name: str) -> bool:
+        """True when `name` is the adapter new chats start with."""
+        return bool(name) and name == self.manager.active_adapter
+
     def unload(self, name: str) -> str:
-        was_default = bool(name) and name == self.manager.active_adapter
+        was_default = self.is_default(name)
         self.manager.unload_adapter(name)
         return f"Unloaded '{name}'." + (DEFAULT_GONE if was_default else "")
 
@@ -130,7 +135,7 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
             try:
                 return action(*args)
             except (VlmchatError, gr.Error) as exc:
-                return gr.skip(), gr.skip(), f"⚠️ {exc.message if isinstance(exc, gr.Error) else exc}"
+                return gr.skip(), gr.skip(), f"⚠️ {said(exc)}"
         return wrapped
 
     outputs = [table, choice, message]
@@ -159,12 +164,12 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
         try:
             return str(registry.export_zip(actions.folder, name, settings.paths.resolve("outputs"))), ""
         except (VlmchatError, gr.Error) as exc:
-            return None, f"⚠️ {exc.message if isinstance(exc, gr.Error) else exc}"
+            return None, f"⚠️ {said(exc)}"
 
     export_button.click(export, choice, [exported, message], api_visibility="undocumented")
 
     def rename(name: str, to: str):
-        was_default = bool(name) and name == actions.manager.active_adapter
+        was_default = actions.is_default(name)
         renamed = registry.rename_adapter(actions.folder, name, to).name
         actions.unload(name)  # resident under its old name, it would still answer to it
         if was_default:  # the default follows the adapter to its new name
@@ -174,7 +179,7 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
         return refreshed(f"Renamed to '{renamed}'.")
 
     def delete(name: str, confirmation: str):
-        was_default = bool(name) and name == actions.manager.active_adapter
+        was_default = actions.is_default(name)
         registry.delete_adapter(actions.folder, name, confirmation)
         actions.unload(name)
         return refreshed(f"Deleted '{name}'." + (DEFAULT_GONE if was_default else ""))

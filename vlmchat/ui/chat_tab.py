@@ -82,6 +82,12 @@ class ChatTurns:
         """The saved chats of the request's login (everyone's when the app has no login)."""
         return ChatStore(user_folder(self.settings.paths.resolve("outputs"), request) / "chats")
 
+    def empty_turn(self, status: str) -> dict:
+        """An assistant turn with no text yet, of the loaded model."""
+        info = self.manager.info
+        return {"role": "assistant", "text": "", "status": status, "adapter": None,
+                "model": info.model_id if info else None, "time": now()}
+
     def answer(self, chat: dict, adapter: str | None, max_new_tokens=256, temperature=0.0, top_p=1.0,
                seed=-1, stop: threading.Event | None = None, image_detail: str = "") -> Iterator[dict]:
         """Answer the chat's last user turn with `adapter` ('' = the one the chat used last, else the default):
@@ -94,9 +100,7 @@ class ChatTurns:
         if not waiting_for_answer(chat):
             return
         stop = stop or threading.Event()
-        info = self.manager.info
-        turn = {"role": "assistant", "text": "", "status": "pending", "adapter": None,
-                "model": info.model_id if info else None, "time": now()}
+        turn = self.empty_turn("pending")
         try:
             params = GenerationParams(int(max_new_tokens), float(temperature), float(top_p), int(seed),
                                       image_detail=image_detail or "")
@@ -452,9 +456,7 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
             messages[-1]["status"] = "stopped"
             turns.store(request).save(state)
         elif waiting_for_answer(state):  # stopped while still queued: the answer never began
-            info = turns.manager.info
-            messages.append({"role": "assistant", "text": "", "status": "stopped", "adapter": None,
-                             "model": info.model_id if info else None, "time": now()})
+            messages.append(turns.empty_turn("stopped"))
             turns.store(request).save(state)
         return chatbot_value(state), state
 

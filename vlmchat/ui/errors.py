@@ -25,10 +25,15 @@ if not log.handlers:  # one line per user error on the server's terminal, howeve
     log.propagate = False
 
 
+def said(exc: Exception) -> str:
+    """The message of a user's mistake (a VlmchatError or a gr.Error a tab raised)."""
+    return exc.message if isinstance(exc, gr.Error) else str(exc)
+
+
 def user_error(exc: Exception, where: str | None = None) -> gr.Error:
     """`exc` (a user's mistake) as a gr.Error whose traceback Gradio does not print; logged as one line
     when `where` (the endpoint) is given."""
-    message = exc.message if isinstance(exc, gr.Error) else str(exc)
+    message = said(exc)
     if where is not None:
         log.info("%s: %s", where, message)
     if isinstance(exc, gr.Error):

@@ -23,7 +23,7 @@ from ..lora.runtime import BASE
 from ..models.families import IMAGE_DETAILS
 from ..models.manager import ModelManager
 from ..settings import Settings
-from .errors import guard as _guard
+from .errors import guard as _guard, said
 from .sharing import refuse_server_paths
 from .uploads import upload_endpoint, user_uploads
 from .users import login_of, user_folder
@@ -210,7 +210,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
             started = actions.start(reference(file, typed, request), chosen, how, int(first_n) if first_n else None,
                                     image_detail=level, request=request)
         except (VlmchatError, gr.Error) as exc:  # shown where the results go; no error badge left on every output
-            yield "", f"⚠️ {getattr(exc, 'message', None) or exc}", None, "", None, None, None
+            yield "", f"⚠️ {said(exc)}", None, "", None, None, None
             return
         current = started["run_id"]
         while True:

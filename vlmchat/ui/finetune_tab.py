@@ -23,7 +23,7 @@ from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
 from ..models.manager import ModelManager
 from ..models.resolve import resolve_model
 from ..settings import Settings
-from .errors import guard as _guard
+from .errors import guard as _guard, said
 from .sharing import refuse_server_paths, without_server_paths
 from .uploads import upload_endpoint, user_uploads
 from .users import user_folder
@@ -290,7 +290,7 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
         start = gr.Button("Start", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
         resume = gr.Button("Resume")
-    said = gr.Markdown(elem_id="vlmchat-finetune-said")  # what Start, Cancel or Resume refused, and why
+    refused = gr.Markdown(elem_id="vlmchat-finetune-said")  # what Start, Cancel or Resume refused, and why
     status = gr.Markdown(elem_id="vlmchat-finetune-status")
     plot = gr.LinePlot(x="step", y="loss", color="series", label="Loss", height=300, x_title="optimizer step",
                        y_title="loss", sort="x")
@@ -308,7 +308,7 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
             reference = actions.dataset(file, typed, request)
             checked = _check_result(actions.check(reference, request))
         except (VlmchatError, gr.Error) as exc:  # said where the report goes; the last file's report is cleared
-            message = getattr(exc, "message", None) or str(exc)
+            message = said(exc)
             gr.Warning(message)
             return f"⚠️ {message}", None, "", ""
         return *checked, reference, do_plan(request, reference, *values)
@@ -330,7 +330,7 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
             try:
                 return "", *action(*args, **kwargs)
             except (VlmchatError, gr.Error) as exc:
-                return f"⚠️ {getattr(exc, 'message', None) or exc}", *[gr.skip()] * shown
+                return f"⚠️ {said(exc)}", *[gr.skip()] * shown
         return wrapped
 
     def do_start(request: gr.Request, reference, file, typed, name, overwrite, skip, *values):
@@ -355,7 +355,7 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
                              queue=False)
     start.click(told(do_start, len(outputs) + 1),
                 [dataset, upload, path, name, overwrite, skip_invalid, *controls.values()],
-                [said, job_id, *outputs], api_visibility="undocumented")
+                [refused, job_id, *outputs], api_visibility="undocumented")
     def do_cancel(current, request: gr.Request = None):
         message = actions.cancel(current, request)
         text, *rest = refresh(current, request)
@@ -364,8 +364,8 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
     def do_resume(current, request: gr.Request = None):
         return refresh(actions.resume(current, request)["job_id"], request)
 
-    cancel.click(told(do_cancel, len(outputs)), job_id, [said, *outputs], api_visibility="undocumented")
-    resume.click(told(do_resume, len(outputs)), job_id, [said, *outputs], api_visibility="undocumented")
+    cancel.click(told(do_cancel, len(outputs)), job_id, [refused, *outputs], api_visibility="undocumented")
+    resume.click(told(do_resume, len(outputs)), job_id, [refused, *outputs], api_visibility="undocumented")
     timer.tick(_guard(refresh), job_id, outputs, api_visibility="undocumented", queue=False)
     _register_api(actions)
     return actions

@@ -16,6 +16,7 @@ from ..models.decide import decide_load
 from ..models.manager import ModelManager
 from ..models.resolve import ModelSource, resolve_model
 from ..settings import DEMO_MODEL_ID, Settings
+from .errors import said
 from .sharing import refuse_model_path
 
 WARN = "⚠️ "
@@ -87,7 +88,7 @@ def preview(model: str, token: str, quantization: str, settings: Settings) -> tu
         refuse_model_path(settings, model)
         source = resolve_model(model, settings)  # once: it looks in the hub cache
     except (VlmchatError, gr.Error) as exc:
-        message = WARN + (getattr(exc, "message", None) or str(exc))
+        message = WARN + said(exc)
         return message, message
     out = []
     for describe in (lambda: describe_files(source, settings, token),
