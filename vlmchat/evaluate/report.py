@@ -8,6 +8,7 @@ under `<outputs>/eval/<run-id>/`, each written atomically.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import shlex
@@ -53,9 +54,9 @@ class EvalResult:
         """The eval set's usable items."""
         return self.eval_set.items
 
-    @property
+    @functools.cached_property
     def metric(self) -> str:
-        """The accuracy the verdicts use: acc_norm when some question's options differ in their number of words.
+        """The accuracy the verdicts use (worked out once: every row's verdict asks): acc_norm when some question's options differ in their number of words.
 
         A summed log-probability falls with every word, so phrases of different lengths need normalising; one-word
         options (red / yellow) do not, and per character they lean to the longer word: on 100 pictures drawn by
