@@ -129,6 +129,16 @@ def test_samples_over_max_length_are_named_when_the_adapter_is_written(workspace
     assert "sample(s) were left out: 00" in status.message and "tokens, over max_length 120" in status.message
 
 
+def test_a_run_whose_loss_hardly_fell_says_the_adapter_learned_little(workspace):
+    """A learning rate far too low trains without error and changes nothing: the finished run says so."""
+    settings, data = workspace
+    job = runner.start_job(_spec(settings, data, "flat", learning_rate=1e-7, max_steps=8, eval_every=100,
+                                 checkpoint_every=100), runner.jobs_folder(settings))
+    status = _wait_for(job, lambda s: s.state in ("done", "failed", "interrupted"))
+    assert status.state == "done", status.message
+    assert "The training loss hardly fell" in status.warning and "higher learning rate" in status.warning
+
+
 def test_a_child_that_died_silently_is_interrupted(tmp_path):
     job = tmp_path / "gone-20250101-000000"
     job.mkdir()
@@ -192,6 +202,7 @@ def test_a_finished_job_evaluates_base_vs_the_new_adapter_and_records_the_verdic
     job = runner.start_job(spec, runner.jobs_folder(settings))
     status = runner.wait(job)
     assert status.state == "done", status.message
+    assert "loss hardly fell" not in status.warning  # it learned: 'did it learn?' and the loss note agree
     verdict = status.evaluation.get("verdict", "")  # captions: chrF caption by caption, Wilcoxon signed-rank
     assert verdict.startswith("loop: +") and "significantly better" in verdict and "Wilcoxon signed-rank" in verdict
     # while it evaluates, the progress says so (a real-size model takes a minute or more here)

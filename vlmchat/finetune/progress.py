@@ -142,4 +142,29 @@ def fold_events(events: list[dict], status: JobStatus) -> JobStatus:
             status.state, status.message = kind, e.get("message", "")
             status.adapter, status.metrics = e.get("adapter", ""), e.get("metrics", {})
             status.checkpoint = e.get("checkpoint", status.checkpoint)
+            if kind == "done":
+                status.warning = " ".join(filter(None, [status.warning, learning_note(status.losses,
+                                                                                      status.eval_losses)]))
     return status
+
+
+def learning_note(losses: list, eval_losses: list) -> str:
+    """What the loss curves say went wrong in a finished run, or "": a training loss that hardly fell (the
+    adapter learned little), or a validation loss that rose well past its lowest point (it memorised).
+
+    The training loss of one step is noisy, so its first and last quarters are compared by their means."""
+    values = [loss for _, loss in losses]
+    if len(values) >= 8:
+        quarter = len(values) // 4
+        first, last = sum(values[:quarter]) / quarter, sum(values[-quarter:]) / quarter
+        if last >= 0.9 * first:
+            return (f"The training loss hardly fell ({first:.3g} in the first quarter of the steps, {last:.3g} in "
+                    "the last): the adapter has probably learned little. Train for more epochs or with a higher "
+                    "learning rate, and check that the answers in the dataset are what it should learn.")
+    if len(eval_losses) >= 3:
+        best_step, best = min(eval_losses, key=lambda point: point[1])
+        final = eval_losses[-1][1]
+        if final > 1.2 * best and final - best > 0.05:
+            return (f"The validation loss rose after step {best_step} ({best:.3g} -> {final:.3g}): the adapter "
+                    "began to memorise its training answers. Fewer epochs would likely do better on new pictures.")
+    return ""
