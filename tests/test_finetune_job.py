@@ -139,6 +139,15 @@ def test_a_run_whose_loss_hardly_fell_says_the_adapter_learned_little(workspace)
     assert "The training loss hardly fell" in status.warning and "higher learning rate" in status.warning
 
 
+def test_a_validation_loss_that_rose_past_its_lowest_says_the_adapter_memorised():
+    from vlmchat.finetune.progress import learning_note
+
+    falling = [(step, 3.0 / step) for step in range(1, 41)]
+    assert learning_note(falling, [(10, 0.9), (20, 0.5), (30, 0.52), (40, 0.49)]) == ""
+    note = learning_note(falling, [(10, 0.9), (20, 0.5), (30, 0.7), (40, 0.9)])
+    assert note.startswith("The validation loss rose after step 20 (0.5 -> 0.9)") and "Fewer epochs" in note
+
+
 def test_a_child_that_died_silently_is_interrupted(tmp_path):
     job = tmp_path / "gone-20250101-000000"
     job.mkdir()
