@@ -140,6 +140,30 @@ def test_user_mistakes_are_one_clear_message(remote, picture_files, monkeypatch)
         remote.answer(conversation(picture_files[("red", "circle")]), adapter="endpoint:keyed")
 
 
+def test_a_batch_stops_at_an_endpoint_that_refuses_every_request(remote, picture_files, tmp_path):
+    """A server that is down: captions stop after the first batch with one reason (they sent, and failed,
+    one request per picture), and an eval stops with the message instead of skipping every row alike."""
+    from vlmchat.caption.run import CaptionOptions, caption_images
+    from vlmchat.errors import EndpointUnusable
+    from vlmchat.evaluate.run import EvalOptions, run_eval
+    from vlmchat.evaluate.sets import read_eval_set
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    images = []
+    for copy in range(3):
+        for (colour, shape), path in picture_files.items():
+            images.append(folder / f"{copy}-{colour}-{shape}.png")
+            shutil.copy(path, images[-1])
+    summary = caption_images(remote, images, CaptionOptions(adapter="endpoint:down", batch_size=4))
+    assert "cannot be reached" in summary.stopped and len(summary.failed) == 4 and not summary.captioned
+    assert f"stopped with {len(images) - 4} not done: Endpoint 'down'" in summary.line()
+    _question_set(picture_files, tmp_path / "colours.jsonl")
+    with pytest.raises(EndpointUnusable, match="'down' .* cannot be reached"):
+        run_eval(remote, read_eval_set(tmp_path / "colours.jsonl"), ["endpoint:down"], "generate",
+                 EvalOptions(batch_size=2), folder=tmp_path / "eval")
+
+
 @pytest.mark.slow
 def test_caption_a_folder_through_the_endpoint_with_four_in_flight(settings_file, picture_files, tmp_path):
     folder = tmp_path / "pictures"
@@ -189,6 +213,18 @@ def test_eval_by_loglik_through_an_endpoint_is_refused_with_what_to_do(settings_
     done = launch(settings_file, "eval", "--data", str(data), "--endpoint", "peer-en", "--no-base")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "--method generate" in done.stderr and "log-likelihood" in done.stderr
+
+
+def test_the_evaluate_tab_refuses_loglik_for_an_endpoint_before_a_run_starts(remote, picture_files, tmp_path):
+    """/eval_start (the tab's Start) said nothing and returned a run id; the run then failed with the reason."""
+    from vlmchat.errors import InputError
+    from vlmchat.ui.evaluate_tab import EvalActions
+
+    _question_set(picture_files, tmp_path / "colours.jsonl")
+    actions = EvalActions(remote, remote.settings)
+    with pytest.raises(InputError, match="endpoint:peer-en is an endpoint.*--method generate"):
+        actions.start(str(tmp_path / "colours.jsonl"), ["endpoint:peer-en"], "loglik")
+    assert not actions.runs
 
 
 # ---- hand-off to vLLM / SGLang ------------------------------------------------------------------------------
@@ -276,38 +312,85 @@ def test_an_endpoint_added_in_the_model_tab_answers_and_is_remembered_only_when_
         client_app.stop()
 
 
-def test_a_server_that_answers_in_another_format_is_named_not_blamed_on_the_question(tmp_path):
-    """A base_url that reaches a web page (200 text/html) instead of an OpenAI-compatible server: one message
-    naming the endpoint and base_url, whole or streamed, instead of "an empty answer; rephrase the question"."""
-    import http.server
-    import threading
+class _Misbehaving:
+    """A loopback server that answers the way a broken or wrong server does: a web page, a 200 whose body is
+    not JSON, a stream dropped before its last chunk, an HTTP 500. Real HTTP; the openai client is real."""
 
+    BODIES = {
+        "page": ("text/html", b"<html><body>a web page</body></html>"),
+        "badjson": ("application/json", b'{"id": "x", "choices": [ {"message": '),
+        "cut": ("text/event-stream", b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m",'
+                                     b'"choices":[{"index":0,"delta":{"content":"a fake"},"finish_reason":null}]}\n\n'),
+        "e500": ("application/json", b'{"error": {"message": "upstream exploded", "type": "server_error"}}'),
+    }
+
+    def __init__(self, mode: str):
+        import http.server
+        import threading
+
+        kind, body = self.BODIES[mode]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                self.send_response(500 if mode == "e500" else 200)
+                self.send_header("content-type", kind)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def endpoint(self, base_url: str | None = None):
+        from vlmchat.models.endpoints import Endpoint
+        from vlmchat.settings import EndpointSettings
+
+        url = base_url or f"http://127.0.0.1:{self.server.server_port}"
+        return Endpoint(EndpointSettings(name="odd", base_url=url, model="m", timeout_s=10.0), api_key="unused")
+
+
+ASK = [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}]
+NOT_OPENAI = r"Endpoint 'odd' \(http://127.0.0.1:\d+\) answered, but not in OpenAI's chat completions format; check base_url"
+
+
+@pytest.mark.parametrize("mode, whole, streamed", [
+    # a web page at base_url: named with its base_url instead of "an empty answer; rephrase the question"
+    ("page", NOT_OPENAI, NOT_OPENAI),
+    # a 200 whose body is not JSON: was a JSONDecodeError traceback that stopped a whole caption or eval run
+    ("badjson", NOT_OPENAI, NOT_OPENAI),
+    # a stream dropped mid-answer: was shown (and voted on in Compare) as if it were the whole answer
+    ("cut", NOT_OPENAI, r"closed the stream before the answer was finished \(it had sent 'a fake'\); ask again"),
+    # a 500 is the server failing, not refusing the request
+    ("e500", r"failed \(HTTP 500\): upstream exploded; retry later", r"failed \(HTTP 500\): upstream exploded"),
+])
+def test_a_server_that_misbehaves_is_one_message_naming_it(mode, whole, streamed):
     from vlmchat.errors import InputError
-    from vlmchat.models.endpoints import Endpoint
-    from vlmchat.settings import EndpointSettings
 
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            body = b"<html><body>a web page</body></html>"
-            self.send_response(200)
-            self.send_header("content-type", "text/html")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    odd = _Misbehaving(mode)
     try:
-        endpoint = Endpoint(EndpointSettings(name="page", base_url=f"http://127.0.0.1:{server.server_port}",
-                                             model="m", timeout_s=10.0), api_key="unused")
-        ask = [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}]
-        for how in (lambda: endpoint.answer(ask), lambda: list(endpoint.stream(ask))):
-            with pytest.raises(InputError, match=r"Endpoint 'page' \(http://127.0.0.1:\d+\) answered, but not in "
-                                                 r"OpenAI's chat completions format; check base_url"):
-                how()
+        endpoint = odd.endpoint()
+        with pytest.raises(InputError, match=whole):
+            endpoint.answer(ASK)
+        with pytest.raises(InputError, match=streamed):
+            list(endpoint.stream(ASK))
     finally:
-        server.shutdown()
+        odd.server.shutdown()
+
+
+def test_a_password_or_key_written_into_base_url_is_masked_in_messages():
+    from vlmchat.errors import InputError
+
+    odd = _Misbehaving("e500")
+    try:
+        port = odd.server.server_port
+        endpoint = odd.endpoint(f"http://alice:TOPSECRET@127.0.0.1:{port}/v1?api_key=QUERYSECRET&x=1")
+        with pytest.raises(InputError) as raised:
+            endpoint.answer(ASK)
+        assert f"(http://***@127.0.0.1:{port}/v1?api_key=***&x=***)" in str(raised.value)
+        assert "SECRET" not in str(raised.value)
+    finally:
+        odd.server.shutdown()

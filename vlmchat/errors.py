@@ -31,6 +31,11 @@ class FieldError(InputError):
         self.field = field
 
 
+class EndpointUnusable(InputError):
+    """An endpoint that will refuse every request alike (not reached, key refused or missing, model unknown): a
+    batch run stops at the first instead of sending, and failing, one request per picture."""
+
+
 class ContextLengthError(InputError):
     """A conversation is longer than the model reads."""
 

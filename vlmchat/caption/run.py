@@ -21,7 +21,7 @@ from typing import Callable
 from PIL import Image
 
 from .io import FORMATS, TableCaptions, TxtCaptions, find_images, open_captions  # noqa: F401 (re-exported)
-from ..errors import InputError, NoModelError, VlmchatError
+from ..errors import EndpointUnusable, InputError, NoModelError, VlmchatError
 from ..images import ImageSource, load_image
 from ..lora.runtime import is_base
 from ..models.manager import GenerationParams, ModelManager, is_endpoint
@@ -83,6 +83,7 @@ class CaptionSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
     cancelled: bool = False
+    stopped: str = ""  # why the run stopped before the end (an endpoint that refuses every request)
     output: Path | None = None
     batch_size: int = 1
     batch_reason: str = ""
@@ -105,6 +106,8 @@ class CaptionSummary:
                 f"of {self.total} in {self.elapsed_s:.1f} s ({self.images_per_s:.1f} images/s; {self.batch_reason})")
         if self.cancelled:
             text += f"; cancelled with {self.total - self.done} not done"
+        if self.stopped:
+            text += f"; stopped with {self.total - self.done} not done: {self.stopped}"
         return text + (f"; captions in {self.output}" if self.output and self.output.exists() else "")
 
     def rows(self) -> list[list[str]]:
@@ -243,6 +246,8 @@ def _caption_batch(manager: ModelManager, decoded: list[tuple[Path, Image.Image]
     answers = _generate(manager, conversations, _params(manager.settings), adapter)
     summary.generated += len(decoded)
     for (path, _), answer in zip(decoded, answers):
+        if isinstance(answer, EndpointUnusable):  # every later request would fail alike
+            summary.stopped = str(answer)
         if isinstance(answer, VlmchatError):
             summary.failed.append((str(path), str(answer)))
         else:
@@ -300,6 +305,8 @@ def caption_images(manager: ModelManager, images: list[Path], options: CaptionOp
         for index in range(len(batches)):
             if cancel is not None and cancel.is_set():
                 summary.cancelled = True
+                break
+            if summary.stopped:
                 break
             decoded, unreadable = upcoming.result()
             if index + 1 < len(batches):

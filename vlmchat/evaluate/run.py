@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from ..errors import InputError, NoModelError, VlmchatError
+from ..errors import EndpointUnusable, InputError, NoModelError, VlmchatError
 from ..images import load_image
 from ..lora.runtime import BASE, is_base
 from ..models.families import check_image_detail
@@ -78,7 +78,8 @@ def check_models(manager: ModelManager, models: list[str]) -> list[str]:
     return names
 
 
-def _method(eval_set: EvalSet, method: str, models: list[str]) -> str:
+def check_method(eval_set: EvalSet, method: str, models: list[str]) -> str:
+    """The method the run uses (captions are generated), or InputError for one unknown or not fit for a model."""
     if eval_set.kind == CAPTION:
         return "caption"  # captions are always generated; the metrics are in summary.json
     if method not in METHODS:
@@ -122,7 +123,7 @@ def _score(scorer, manager: ModelManager, result: EvalResult, name: str, decoded
     items = [result.items[index] for index, _ in decoded]
     try:
         scores = scorer(manager, items, [images for _, images in decoded], name)
-    except NoModelError:
+    except (NoModelError, EndpointUnusable):  # every later batch would fail alike
         raise
     except VlmchatError as exc:
         if len(decoded) == 1:
@@ -151,7 +152,7 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
     """Score `models` ('base', adapter names, "endpoint:NAME"s) on `eval_set`; results are written to `folder`
     (default: a new run folder)."""
     options.check()
-    method = _method(eval_set, method, list(models))
+    method = check_method(eval_set, method, list(models))
     eval_set.require_usable()
     names = check_models(manager, list(models))
     local = manager.model is not None and not all(is_endpoint(name) for name in names)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
-from ..errors import InputError, VlmchatError
+from ..errors import EndpointUnusable, InputError, VlmchatError
 from .answers import ENDPOINT_PREFIX, Answer, GenerationParams
 from ..settings import EndpointSettings
 
@@ -46,6 +47,20 @@ def to_openai_messages(messages: list[dict], detail: str = "") -> list[dict]:
             content = [_openai_part(part, detail) for part in content]
         out.append({"role": message["role"], "content": content})
     return out
+
+
+def shown_url(url: str) -> str:
+    """`url` as messages show it: a password or key written into it (user:password@, ?api_key=...) masked."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(a URL that cannot be read)"
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"***@{host}" if "@" in parts.netloc else host
+    query = "&".join(f"{pair.partition('=')[0]}=***" for pair in parts.query.split("&")) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 class Endpoint:
@@ -99,8 +114,8 @@ class Endpoint:
             return "none"  # the client needs some key; servers without auth ignore it
         key = os.environ.get(variable, "")
         if not key:
-            raise InputError(f"Endpoint '{self.entry.name}' needs its API key in the environment variable {variable}; "
-                             f"set it (export {variable}=...) and start vlmchat again.")
+            raise EndpointUnusable(f"Endpoint '{self.entry.name}' needs its API key in the environment variable "
+                                   f"{variable}; set it (export {variable}=...) and start vlmchat again.")
         return key
 
     def cost(self, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
@@ -174,13 +189,18 @@ class Endpoint:
                                      first_token_s=first, done=False)
             finally:
                 stream.close()
-        if not chunks and not (stop is not None and stop.is_set()):
+        stopped = stop is not None and stop.is_set()
+        if not chunks and not stopped:
             raise self._not_openai()
+        if finish is None and not stopped:  # OpenAI's last chunk says why the answer ended; a dropped stream does not
+            raise InputError(f"Endpoint '{self.entry.name}' ({shown_url(self.entry.base_url)}) closed the stream "
+                             f"before the answer was finished (it had sent {text.strip()[:200]!r}); ask again, "
+                             "or check the server.")
         yield self._count(self._answer(text, usage, started, finish, first))
 
     def _not_openai(self) -> InputError:
         entry = self.entry
-        return InputError(f"Endpoint '{entry.name}' ({entry.base_url}) answered, but not in OpenAI's chat "
+        return InputError(f"Endpoint '{entry.name}' ({shown_url(entry.base_url)}) answered, but not in OpenAI's chat "
                           "completions format; check base_url (an OpenAI-compatible server's ends in /v1).")
 
     def answer_batch(self, conversations: list[list[dict]],
@@ -224,13 +244,20 @@ class _UserErrors:
     def __exit__(self, kind, exc, tb):
         import openai
 
+        if isinstance(exc, json.JSONDecodeError):  # a 200 whose body (or a streamed chunk) is not JSON
+            raise self.endpoint._not_openai() from None
         if exc is None or not isinstance(exc, openai.OpenAIError):
             return False
         entry = self.endpoint.entry
-        where = f"Endpoint '{entry.name}' ({entry.base_url})"
+        where = f"Endpoint '{entry.name}' ({shown_url(entry.base_url)})"
+        unusable = isinstance(exc, (openai.AuthenticationError, openai.NotFoundError)) or (
+            isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError)
+            and not _cut_short(exc))
         if isinstance(exc, openai.APITimeoutError):
             message = (f"{where} did not answer within {entry.timeout_s:.0f} s (asked twice: a timeout is retried "
                        "once); raise timeout_s or check the server.")
+        elif isinstance(exc, openai.APIConnectionError) and _cut_short(exc):
+            message = f"{where} closed the connection before its answer was complete; ask again, or check the server."
         elif isinstance(exc, openai.APIConnectionError):
             message = f"{where} cannot be reached; check that the server runs and that base_url is right."
         elif isinstance(exc, openai.AuthenticationError):
@@ -239,9 +266,18 @@ class _UserErrors:
             message = f"{where} does not know the model '{entry.model}': {_server_message(exc)}"
         elif isinstance(exc, openai.RateLimitError):
             message = f"{where} is busy or over its rate limit; lower max_concurrency or retry later."
+        elif isinstance(exc, openai.InternalServerError):
+            message = f"{where} failed (HTTP {exc.status_code}): {_server_message(exc)}; retry later or check the server."
         else:
             message = f"{where} refused the request: {_server_message(exc)}"
-        raise InputError(message) from None
+        raise (EndpointUnusable if unusable else InputError)(message) from None
+
+
+def _cut_short(exc) -> bool:
+    """Whether the connection error is a server that answered and then closed mid-answer (not one never reached)."""
+    import httpx
+
+    return isinstance(exc.__cause__, (httpx.RemoteProtocolError, httpx.ReadError))
 
 
 def _server_message(exc) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from ..errors import VlmchatError
-from ..evaluate.run import METHODS, EvalOptions, check_models, eval_folder, run_eval
+from ..evaluate.run import METHODS, EvalOptions, check_method, check_models, eval_folder, run_eval
 from ..evaluate.sets import read_eval_set
 from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
 from ..lora.runtime import BASE
@@ -70,9 +70,8 @@ class EvalActions:
         eval_set = read_eval_set(resolve_dataset(data, self.settings, user_uploads(self.settings, request)),
                                  limit=int(limit) if limit else None)
         eval_set.require_usable()
-        if method not in METHODS:
-            raise gr.Error(f"method must be one of {', '.join(METHODS)}.")
         models = [m for m in (models or [BASE]) if m] or [BASE]
+        check_method(eval_set, method, models)  # unknown, or loglik for an endpoint: said here, not by a failed run
         folder = eval_folder(self.settings)
         folder = user_folder(folder.parent, request) / folder.name
         run = EvalRun(folder.name, login_of(request), total=len(eval_set.items), format=eval_set.format,

@@ -162,7 +162,7 @@ def build_model_tab(manager: ModelManager, settings: Settings, status: gr.Markdo
 def add_endpoint(manager: ModelManager, name: str, base_url: str, model: str, api_key: str, price_in: float,
                  price_out: float, max_concurrency: int, remember: bool) -> str:
     """Make an OpenAI-compatible server choosable as "endpoint:NAME" in Chat, Caption, Compare and Evaluate."""
-    from ..models.endpoints import check_endpoint, remember_endpoint
+    from ..models.endpoints import check_endpoint, remember_endpoint, shown_url
 
     if manager.settings.server.exposed:  # the server would fetch any URL a visitor types
         raise gr.Error("This app is reachable from other machines, so endpoints can only be added in settings.toml "
@@ -172,12 +172,14 @@ def add_endpoint(manager: ModelManager, name: str, base_url: str, model: str, ap
     except VlmchatError as exc:
         raise gr.Error(str(exc)) from None
     key = (api_key or "").strip() or None
+    replaced = " It replaces the endpoint of that name." if entry.name in manager.endpoint_settings() else ""
     choice = manager.add_endpoint(entry, api_key=key)
     if remember:
         remember_endpoint(manager.settings.paths.resolve("outputs"), entry, key)
     kept = "kept for later starts (key in outputs/endpoints.json, readable by you only)" if remember else \
         "until vlmchat stops (the key stays in memory)"
-    return f"Added **{choice}** ({entry.model} at {entry.base_url}), {kept}; pick it in Chat, Caption, Compare or Evaluate."
+    return (f"Added **{choice}** ({entry.model} at {shown_url(entry.base_url)}), {kept}; pick it in Chat, Caption, "
+            f"Compare or Evaluate.{replaced}")
 
 
 def _endpoint_form(manager: ModelManager, settings: Settings) -> None:
