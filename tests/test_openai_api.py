@@ -269,7 +269,7 @@ def test_the_api_asks_the_model_as_chat_does(client):
 @pytest.mark.slow
 def test_parameters_out_of_range_are_400s_naming_the_apis_own_field(client):
     cases = [({"max_tokens": 0}, "max_tokens"), ({"max_completion_tokens": 0}, "max_completion_tokens"),
-             ({"top_p": 0}, "top_p"), ({"temperature": 9}, "temperature"),
+             ({"top_p": 0}, "top_p"), ({"temperature": 9}, "temperature"), ({"seed": 2**64}, "seed"),
              ({"stream_options": {"include_usage": True}}, "stream_options"), ({"logprobs": True}, "logprobs"),
              ({"response_format": {"type": "json_object"}}, "response_format"),
              ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools")]

@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any, Iterator, Literal
 
@@ -81,6 +82,7 @@ def _api_error(exc: BaseException) -> ApiError:
         return ApiError(400, str(exc), param="messages", code="context_length_exceeded")
     if isinstance(exc, VlmchatError):
         return ApiError(400, str(exc))
+    traceback.print_exception(exc)  # the message sends whoever runs the server to its terminal: it must be there
     return ApiError(500, f"The server failed while answering ({type(exc).__name__}); see its terminal.", "server_error")
 
 
@@ -153,7 +155,8 @@ def generation_params(request: ChatRequest, settings: Settings) -> GenerationPar
     tokens = next(((name, value) for name, value in (("max_completion_tokens", request.max_completion_tokens),
                                                      ("max_tokens", request.max_tokens)) if value is not None),
                   ("max_tokens", gen.max_new_tokens))
-    names = {"max_new_tokens": tokens[0], "temperature": "temperature", "top_p": "top_p", "stop_strings": "stop"}
+    names = {"max_new_tokens": tokens[0], "temperature": "temperature", "top_p": "top_p", "stop_strings": "stop",
+             "seed": "seed"}
     try:
         return GenerationParams(
             max_new_tokens=tokens[1],

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import FieldError, InputError
-from ..settings import MAX_NEW_TOKENS, MAX_TEMPERATURE
+from ..settings import MAX_NEW_TOKENS, MAX_SEED, MAX_TEMPERATURE
 from .families import check_image_detail
 
 
@@ -33,6 +33,8 @@ class GenerationParams:
             raise FieldError("temperature", f"temperature must be between 0 and {MAX_TEMPERATURE:g} (0 = greedy).")
         if not 0 < float(self.top_p) <= 1:
             raise FieldError("top_p", "top-p must be above 0 and at most 1.")
+        if int(self.seed) > MAX_SEED:
+            raise FieldError("seed", f"seed must be at most {MAX_SEED} (a 64-bit integer; -1 = random).")
         if not 1 <= int(self.num_beams) <= 16:
             raise InputError(f"num beams must be between 1 and 16 (got {self.num_beams}).")
         if len(self.stop_strings) > 4 or not all(isinstance(s, str) and s for s in self.stop_strings):
