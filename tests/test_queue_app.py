@@ -33,15 +33,64 @@ def slow_app(tmp_path_factory, random_llava):
 
 
 def test_a_full_queue_gives_a_busy_message(slow_app, picture_files):
+    """Chat answers do not wait for a queue slot: they go to the model's batcher, which admits server.max_queue
+    (here 1) and says at once that the model is busy to the next."""
     message = {"text": "Describe the image.", "files": [handle_file(str(picture_files[("red", "circle")]))]}
-    long_jobs = []
-    for _ in range(2):  # one runs, one waits
-        job = Client(slow_app.url, verbose=False).submit(message, 3000, api_name="/chat")
-        long_jobs.append(job)
-        time.sleep(1.5)
+    long_job = Client(slow_app.url, verbose=False).submit(message, 3000, api_name="/chat")
+    time.sleep(1.5)
     try:
-        with pytest.raises(Exception, match="(?i)queue is full"):
-            Client(slow_app.url, verbose=False).predict(message, 5, api_name="/chat")
+        answer = Client(slow_app.url, verbose=False).predict(message, 5, api_name="/chat")
+        assert answer.startswith("⚠️ The model is busy") and "server.max_queue = 1" in answer
     finally:
-        for job in long_jobs:
-            job.cancel()
+        long_job.cancel()
+
+
+def _slow_endpoint(seconds_per_word: float, words: int):
+    """A loopback OpenAI-compatible server that streams its answer one word every `seconds_per_word` (a slow
+    hosted model)."""
+    import http.server
+    import json
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("connection", "close")
+            self.end_headers()
+            for index in range(words + 1):
+                delta, finish = ({"content": "slow "}, None) if index < words else ({}, "stop")
+                chunk = {"id": "s", "object": "chat.completion.chunk", "created": 1, "model": "slow",
+                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+                time.sleep(seconds_per_word)
+            self.wfile.write(b"data: [DONE]\n\n")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_slow_endpoint_does_not_hold_up_chats_with_the_local_model(slow_app, picture_files):
+    """One tab asks a slow hosted model; another tab's chat with the local model answers meanwhile (both took
+    Chat's one queue slot in turn: the local answer waited for the whole slow one)."""
+    server = _slow_endpoint(1.0, 10)
+    try:
+        client = Client(slow_app.url, verbose=False)
+        client.predict("sluggish", f"http://127.0.0.1:{server.server_port}/v1", "slow", "", 0, 0, 4, False,
+                       api_name="/add_endpoint")
+        message = {"text": "Describe the image.", "files": [handle_file(str(picture_files[("red", "circle")]))]}
+        slow = Client(slow_app.url, verbose=False).submit(message, 64, 0, 1, -1, "endpoint:sluggish", api_name="/chat")
+        time.sleep(1.5)
+        local = Client(slow_app.url, verbose=False).predict(message, 5, api_name="/chat")
+        # answered (the random model's few tokens may decode to nothing) while the slow endpoint still streams
+        assert not slow.done() and "busy" not in local
+        assert slow.result().strip() == " ".join(["slow"] * 10)
+    finally:
+        server.shutdown()

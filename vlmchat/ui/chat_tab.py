@@ -423,7 +423,10 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                    ".forEach(i => { i.value = ''; }); return [message, state, id]; }")
     taken = textbox.submit(take_message, [textbox, chat, chat_id], [textbox, chatbot, chat],
                            api_visibility="undocumented", queue=False, js=reset_files)
-    answering = [taken.then(respond, answer_inputs, answer_outputs, api_visibility="undocumented")]
+    # Answers run at once, not one per queue slot: a local one joins the model's batcher (which batches the
+    # answers that arrive together; server.max_queue bounds them), an endpoint's waits only on that server.
+    answering = [taken.then(respond, answer_inputs, answer_outputs, api_visibility="undocumented",
+                            concurrency_limit=None)]
     answering[0].then(**idle)
 
     def on_edit(state: dict, edit: gr.EditData):
@@ -446,7 +449,7 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                                            api_visibility="undocumented", queue=False)):
         event = trigger.then(lambda: gr.update(interactive=False, submit_btn=False, stop_btn=True), None, textbox,
                              api_visibility="undocumented", queue=False).then(
-            respond, answer_inputs, answer_outputs, api_visibility="undocumented")
+            respond, answer_inputs, answer_outputs, api_visibility="undocumented", concurrency_limit=None)
         answering.append(event)
         event.then(**idle)
 
@@ -489,6 +492,6 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
             yield turn["text"], state
 
     api_button.click(chat_api, [api_message, max_new_tokens, temperature, top_p, seed, api_adapter, api_system,
-                                api_detail, api_chat], [api_answer, api_chat], api_name="chat",
+                                api_detail, api_chat], [api_answer, api_chat], api_name="chat", concurrency_limit=None,
                      api_description="Chat about images: message {'text', 'files'} -> the answer text; optional "
                                      "adapter ('' = the default adapter), system_prompt and image_detail (low / auto / high).")
