@@ -204,7 +204,7 @@ class ChatStore:
             stored.append(entry)
         chat["revision"] = int(chat.get("revision") or 0) + 1
         data = {"format": FORMAT, **{k: v for k, v in chat.items() if k != "messages"}, "messages": stored}
-        write_text_atomic(folder / CHAT_FILE, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+        write_text_atomic(folder / CHAT_FILE, json.dumps(data, ensure_ascii=False, indent=1) + "\n", private=True)
         return chat
 
     def _after_other_tabs(self, chat: dict) -> None:
@@ -232,7 +232,7 @@ class ChatStore:
             digest = image.get("sha256") or _sha256(source)
             target = images / f"{digest[:32]}{_image_suffix(source)}"
             if not target.exists():
-                write_bytes_atomic(target, source.read_bytes())
+                write_bytes_atomic(target, source.read_bytes(), private=True)
             image.update(path=str(target), sha256=digest)
         target = Path(image["path"]).resolve()
         return {"file": target.relative_to(folder.resolve()).as_posix(), "name": image.get("name", target.name),
@@ -267,7 +267,7 @@ class ChatStore:
             text = json.dumps(to_portable(chat), ensure_ascii=False, indent=1) + "\n"
         else:
             raise InputError("Export as 'markdown' or 'json'.")
-        write_text_atomic(target, text)
+        write_text_atomic(target, text, private=True)
         return target
 
 

@@ -25,12 +25,32 @@ from .errors import InputError
 CHUNK = 2**20
 
 
-def _write_atomic(target: Path, write: Callable[[IO[bytes]], object], overwrite: bool = True) -> bool:
-    """Fill a temp file beside `target` with `write`, then rename it; False when kept (exists, not `overwrite`)."""
+_UMASK = os.umask(0o022)  # read once, at import, while no other thread creates files
+os.umask(_UMASK)
+
+
+def _file_mode(target: Path, private: bool) -> int:
+    """The mode a written file gets: owner-only when `private`; else the replaced file's, or what the umask gives a
+    new file (mkstemp's temp file is owner-only, which a caption or a results file must not stay)."""
+    if private:
+        return 0o600
+    try:
+        return os.stat(target).st_mode & 0o777
+    except OSError:
+        return 0o666 & ~_UMASK
+
+
+def _write_atomic(target: Path, write: Callable[[IO[bytes]], object], overwrite: bool = True,
+                  private: bool = False) -> bool:
+    """Fill a temp file beside `target` with `write`, then rename it; False when kept (exists, not `overwrite`).
+
+    `private`: a new file is readable by its owner only (chats, keys, uploads); others get the usual mode."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, _file_mode(target, private))
         with os.fdopen(fd, "wb") as out:
             write(out)
             out.flush()
@@ -54,14 +74,14 @@ def _write_atomic(target: Path, write: Callable[[IO[bytes]], object], overwrite:
             os.unlink(temp)
 
 
-def write_bytes_atomic(target: Path, data: bytes, overwrite: bool = True) -> bool:
+def write_bytes_atomic(target: Path, data: bytes, overwrite: bool = True, private: bool = False) -> bool:
     """Write `data` to `target` all at once; False (nothing written) when it exists and not `overwrite`."""
-    return _write_atomic(target, lambda out: out.write(data), overwrite)
+    return _write_atomic(target, lambda out: out.write(data), overwrite, private)
 
 
-def write_text_atomic(target: Path, text: str, overwrite: bool = True) -> bool:
+def write_text_atomic(target: Path, text: str, overwrite: bool = True, private: bool = False) -> bool:
     """Write `text` to `target` all at once; False (nothing written) when it exists and not `overwrite`."""
-    return write_bytes_atomic(target, text.encode("utf-8"), overwrite)
+    return write_bytes_atomic(target, text.encode("utf-8"), overwrite, private)
 
 
 def check_writable_file(target: Path, example: str) -> None:

@@ -105,7 +105,7 @@ def record_vote(log: Path, vote: str, record: dict) -> dict:
     with _vote_lock:
         kept = [v for v in read_votes(log) if v.get("comparison") != record["comparison"]]
         lines = [json.dumps(v, ensure_ascii=False) for v in kept + [entry]]
-        write_text_atomic(Path(log), "\n".join(lines) + "\n")
+        write_text_atomic(Path(log), "\n".join(lines) + "\n", private=True)
     return entry
 
 

@@ -359,7 +359,7 @@ def _store_embedded(data: bytes, file_name: str) -> str:
                              "it, or point TMPDIR at a folder of your own.")
         if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
             return str(target)
-        write_bytes_atomic(target, data)
+        write_bytes_atomic(target, data, private=True)
     except OSError as exc:
         raise InputError(f"The images embedded in the eval set cannot be saved to '{folder}' ({exc.strerror or exc}); "
                          "free some disk space, or point TMPDIR at a writable folder.") from None

@@ -315,8 +315,7 @@ def remember_endpoint(folder, entry: EndpointSettings, api_key: str | None) -> N
     saved = {item["entry"]["name"]: item for item in _read_remembered(file)}
     saved[entry.name] = {"entry": dataclasses.asdict(entry), "api_key": api_key or ""}
     file.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(file, json.dumps(list(saved.values()), indent=1))
-    os.chmod(file, 0o600)
+    write_text_atomic(file, json.dumps(list(saved.values()), indent=1), private=True)
 
 
 def _read_remembered(file) -> list[dict]:
