@@ -65,6 +65,19 @@ def test_compare_shows_base_and_spanish_side_by_side(page, picture_files):
     page.screenshot(path=str(ARTIFACTS / "compare.png"), full_page=True)
 
 
+def test_caption_one_picture_then_a_new_picture_clears_the_old_caption(page, picture_files):
+    """After a caption, a new picture (also one that is then refused) showed the old picture's caption beside it."""
+    _open_tab(page, "Caption")
+    panel = page.locator("[role=tabpanel]:visible")
+    panel.locator("input[type=file]").first.set_input_files(str(picture_files[("red", "circle")]))
+    panel.get_by_role("button", name="Caption", exact=True).click()
+    shows = "text => [...document.querySelectorAll('[role=tabpanel] textarea')].some(t => t.value === text)"
+    page.wait_for_function(shows, arg="a red circle")
+    panel.get_by_role("button", name="Remove Image").click()
+    panel.locator("input[type=file]").first.set_input_files(str(picture_files[("green", "square")]))
+    page.wait_for_function(f"() => !({shows})('a red circle')")
+
+
 @pytest.mark.parametrize("tab", ["Caption", "Adapters", "Fine-tune", "Model"])
 def test_every_tab_renders(page, tab):
     _open_tab(page, tab)

@@ -194,8 +194,77 @@ def test_a_zip_is_unpacked_and_captioned(manager, shapes, tmp_path):
     found = find_images([archive], unpack_to=tmp_path / "unpacked")
     assert sorted(p.name for p in found.images) == sorted(p.name for p in sorted(truth)[:3])
     summary = caption_images(manager, found.images)
-    assert len(summary.captioned) == 3 and not (tmp_path / "unpacked" / "set" / "readme.md").exists()
+    assert len(summary.captioned) == 3 and not list((tmp_path / "unpacked").glob("*/readme.md"))
     assert all(caption_path(p).exists() for p in found.images)
+
+
+def test_another_zip_of_the_same_name_is_captioned_afresh_and_the_same_zip_resumes(manager, shapes, tmp_path):
+    """Both zips unpacked into unpacked/set/: the second's pictures replaced the first's and were 'skipped' with
+    the first's captions (a blue triangle kept "a red circle")."""
+    folder, truth = shapes
+    first, second = sorted(truth)[:2]
+    for name, picture in (("one", first), ("two", second)):
+        (tmp_path / name).mkdir()
+        with zipfile.ZipFile(tmp_path / name / "set.zip", "w") as zf:
+            zf.write(picture, "picture.png")
+    unpack = tmp_path / "unpacked"
+    done = caption_images(manager, find_images([tmp_path / "one" / "set.zip"], unpack_to=unpack).images)
+    found = find_images([tmp_path / "two" / "set.zip"], unpack_to=unpack)
+    again = caption_images(manager, found.images)
+    assert len(done.captioned) == len(again.captioned) == 1 and not again.skipped
+    assert caption_path(found.images[0]).read_text() == truth[second]
+    resumed = caption_images(manager, find_images([tmp_path / "two" / "set.zip"], unpack_to=unpack).images)
+    assert len(resumed.skipped) == 1 and not resumed.captioned
+
+
+def test_a_linked_picture_is_captioned_beside_the_link_and_a_broken_link_is_reported(manager, shapes, tmp_path):
+    folder, truth = shapes
+    library, dataset = tmp_path / "library", tmp_path / "dataset"
+    library.mkdir()
+    dataset.mkdir()
+    target = library / "photo.png"
+    target.write_bytes(sorted(truth)[1].read_bytes())
+    (dataset / "link.png").symlink_to(target)
+    (dataset / "broken.png").symlink_to(tmp_path / "gone.png")
+    found = find_images([dataset])
+    assert found.images == [dataset / "link.png"]
+    assert found.failed[0][0] == str(dataset / "broken.png") and "link to a file that is not there" in found.failed[0][1]
+    caption_images(manager, found.images)
+    assert (dataset / "link.txt").exists() and not list(library.glob("*.txt"))  # the library is left alone
+    table = tmp_path / "dataset" / "captions.jsonl"
+    caption_images(manager, found.images, CaptionOptions(fmt="jsonl", output=table))
+    assert json.loads(table.read_text().splitlines()[0])["image"] == "link.png"
+
+
+def test_pictures_in_a_folder_that_cannot_be_written_fail_before_any_is_captioned(manager, shapes, monkeypatch):
+    """A read-only mount: the .txt captions were generated for every picture, then each write failed. This
+    machine runs tests as root, which writes anywhere, so os.access stands in for the read-only mount."""
+    import os
+
+    folder, truth = shapes
+    caption_path(sorted(truth)[0]).write_text("kept")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK and str(path) == str(folder)
+                        else real(path, mode))
+    summary = caption_images(manager, sorted(truth), CaptionOptions())
+    assert summary.generated == 0 and len(summary.skipped) == 1 and len(summary.failed) == 11
+    assert "cannot be written (read-only or no permission)" in summary.failed[0][1]
+
+
+def test_captions_are_files_others_may_read_and_chats_are_not(tmp_path):
+    """The temp-file-then-rename write left every caption, table and results zip owner-only (0600)."""
+    import os
+
+    from vlmchat import files
+
+    files.write_text_atomic(tmp_path / "caption.txt", "a red circle")
+    files.write_text_atomic(tmp_path / "chat.json", "{}", private=True)
+    (tmp_path / "shared.txt").write_text("old")
+    os.chmod(tmp_path / "shared.txt", 0o664)
+    files.write_text_atomic(tmp_path / "shared.txt", "new")
+    modes = {name: (tmp_path / name).stat().st_mode & 0o777 for name in ("caption.txt", "chat.json", "shared.txt")}
+    assert modes == {"caption.txt": 0o666 & ~files._UMASK, "chat.json": 0o600, "shared.txt": 0o664}
+    assert files._UMASK & 0o044 == 0  # the umask here lets others read: the first check above says something
 
 
 @pytest.mark.parametrize("member", ["../evil.png", "/tmp/evil.png", "a/../../evil.png", "C:/evil.png"])

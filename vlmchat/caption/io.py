@@ -10,8 +10,10 @@ existing caption is never replaced unless asked, even one that appears while a b
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -53,6 +55,9 @@ def _scan_folder(folder: Path, recursive: bool, found: FoundImages) -> None:
             _scan_folder(entry, recursive, found)
         elif entry.is_file() and is_image_name(entry):
             found.images.append(entry)
+        elif entry.is_symlink() and not entry.exists() and is_image_name(entry):
+            found.failed.append((str(entry), f"'{entry.name}' is a link to a file that is not there "
+                                             f"({os.readlink(entry)}); fix or delete the link."))
 
 
 def find_images(paths: list[str | Path], recursive: bool = False, unpack_to: Path | None = None) -> FoundImages:
@@ -65,7 +70,8 @@ def find_images(paths: list[str | Path], recursive: bool = False, unpack_to: Pat
         elif path.is_file() and path.suffix.lower() == ".zip":
             if unpack_to is None:
                 raise InputError(f"'{path.name}' is a zip; unzip it first or give it as an upload.")
-            found.images.extend(extract_zip_checked(path, unpack_to / path.stem, ZIP_MAX_TOTAL_BYTES, ZIP_MAX_MEMBERS,
+            found.images.extend(extract_zip_checked(path, unpack_to / _unpack_name(path), ZIP_MAX_TOTAL_BYTES,
+                                                    ZIP_MAX_MEMBERS,
                                                     place=_image_member,
                                                     advice="split it or caption the folder instead"))
         elif path.is_file():
@@ -73,7 +79,8 @@ def find_images(paths: list[str | Path], recursive: bool = False, unpack_to: Pat
                 found.images.append(path)
         else:
             raise InputError(f"'{raw}' does not exist; check the path (folders, image files and .zip files work).")
-    unique = list(dict.fromkeys(path.resolve() for path in found.images))
+    # Absolute, not resolved: a linked picture's caption goes beside the link, in the folder the user named.
+    unique = list(dict.fromkeys(Path(os.path.abspath(path)) for path in found.images))
     if not unique and not found.failed:
         names = ", ".join(str(p) for p in paths)
         hint = "" if recursive else " (add --recursive / tick 'recursive' to include subfolders)"
@@ -81,6 +88,16 @@ def find_images(paths: list[str | Path], recursive: bool = False, unpack_to: Pat
                          f"{', .avif' if '.avif' in readable_suffixes() else ''} and the other formats Pillow opens.")
     found.images = unique
     return found
+
+
+def _unpack_name(archive: Path) -> str:
+    """The zip's own folder under the unpack folder: its name and a digest of its bytes, so the same zip resumes
+    where it stopped and another zip of the same name never meets the first one's pictures and captions."""
+    digest = hashlib.sha256()
+    with archive.open("rb") as data:
+        while chunk := data.read(2**20):
+            digest.update(chunk)
+    return f"{archive.stem}-{digest.hexdigest()[:10]}"
 
 
 def _image_member(member: str) -> str | None:
@@ -107,6 +124,14 @@ class TxtCaptions:
         """What two images must not share: their caption file."""
         return str(caption_path(image))
 
+    def unwritable(self, image: Path) -> str:
+        """Why `image`'s caption cannot be written, found before any captioning ("" = it can)."""
+        folder = image.parent
+        if not os.access(folder, os.W_OK):  # also a read-only file system
+            return (f"its folder {folder} cannot be written (read-only or no permission), so its .txt caption "
+                    "could not be saved; caption it into one file elsewhere (--format jsonl --output FILE).")
+        return ""
+
     def has(self, image: Path) -> bool:
         """True when `image` already has a caption: an empty .txt is none (TagGUI and kohya read it as no tags)."""
         return _has_text(caption_path(image))
@@ -131,10 +156,14 @@ class TableCaptions:
         self.last_flush = time.monotonic()
 
     def key(self, image: Path) -> str:
-        """The image as written in the file: relative to the file's folder when inside it."""
-        image = image.resolve()
-        base = self.output.parent.resolve()
+        """The image as written in the file: relative to the file's folder when inside it (a link as named)."""
+        image = Path(os.path.abspath(image))
+        base = Path(os.path.abspath(self.output.parent))
         return image.relative_to(base).as_posix() if image.is_relative_to(base) else str(image)
+
+    def unwritable(self, image: Path) -> str:
+        """"": the file was checked to be writable when opened."""
+        return ""
 
     def has(self, image: Path) -> bool:
         """True when the file already holds a caption for `image`."""

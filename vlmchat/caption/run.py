@@ -255,7 +255,8 @@ def _caption_batch(manager: ModelManager, decoded: list[tuple[Path, Image.Image]
 
 
 def _pending(images: list[Path], store, overwrite: bool, summary: CaptionSummary) -> list[Path]:
-    """Images still to caption; those with a caption are skipped, those sharing a caption file fail."""
+    """Images still to caption; those with a caption are skipped, those sharing a caption file or whose caption
+    cannot be written fail (before any is captioned)."""
     owners: dict[str, Path] = {}
     todo = []
     for path in images:
@@ -267,6 +268,8 @@ def _pending(images: list[Path], store, overwrite: bool, summary: CaptionSummary
         owners[key] = path
         if not overwrite and store.has(path):
             summary.skipped.append((str(path), "already has a caption (use overwrite to replace it)"))
+        elif why := store.unwritable(path):
+            summary.failed.append((str(path), why))
         else:
             todo.append(path)
     return sorted(todo, key=lambda p: (_pixels(p), str(p)))
@@ -329,7 +332,7 @@ def default_table_output(paths: list[str | Path], fmt: str, settings: Settings) 
 
 
 def unpack_folder(settings: Settings) -> Path:
-    """The folder zips are unpacked into (one subfolder per zip, so a second run resumes)."""
+    """The folder zips are unpacked into (one subfolder per zip and its contents, so a second run resumes)."""
     return settings.paths.resolve("outputs") / "unpacked"
 
 

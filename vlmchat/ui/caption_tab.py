@@ -164,6 +164,8 @@ def _single_section(actions: CaptionActions, settings: Settings):
                  if (EXAMPLES / picture).is_file()], [image], label="Examples (click one, then Caption)")
     preset.input(lambda name: PRESETS.get(name, default), preset, prompt, api_visibility="private", queue=False)
     adapter.focus(actions.adapter_choices, outputs=adapter, api_visibility="private", queue=False)
+    # A new picture clears the last one's caption (after a refused picture it read as the new one's).
+    image.change(lambda: "", None, result, api_visibility="private", queue=False)
     button.click(actions.caption_with_start, [image, prompt, start, adapter], result, api_visibility="private")
     api_trigger = gr.Button(visible=False)  # the stable 3-input endpoint, on the same components
     api_trigger.click(actions.caption, [image, prompt, adapter], result, api_name="caption",
