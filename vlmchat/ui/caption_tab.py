@@ -23,7 +23,7 @@ from ..models.manager import ModelManager
 from ..settings import Settings
 from .sharing import check_batch_upload, refuse_server_paths
 from .chat_tab import CHAT_EXAMPLES, EXAMPLES
-from .users import user_folder
+from .users import login_of, user_folder
 
 TABLE_HEADERS = ["image", "status", "caption or reason"]
 
@@ -60,7 +60,7 @@ class CaptionActions:
     def __init__(self, manager: ModelManager, settings: Settings):
         self.manager, self.settings = manager, settings
         self.max_bytes = settings.server.max_upload_mb * 2**20
-        self.cancels: dict[str, threading.Event] = {}
+        self.cancels: dict[str, tuple[str | None, threading.Event]] = {}  # page -> (its login, its run's Cancel)
 
     def caption(self, image, prompt: str, adapter: str) -> str:
         """One image's caption (the `caption` endpoint)."""
@@ -77,12 +77,18 @@ class CaptionActions:
             raise gr.Error(str(exc)) from None
 
     def cancel(self, request: gr.Request) -> str:
-        """Ask this session's running batch to stop after its current batch."""
-        event = self.cancels.get(getattr(request, "session_hash", None) or "")
-        if event is None:
-            return "Nothing is running."
-        event.set()
-        return "Cancelling after the current batch; everything captioned so far is kept."
+        """Ask this page's running batch to stop after its current batch; with none, the batches this login (or,
+        without logins, the one local user) started from pages since closed or elsewhere."""
+        own = self.cancels.get(getattr(request, "session_hash", None) or "")
+        others = [event for who, event in self.cancels.values() if who == login_of(request)]
+        for event in [own[1]] if own else others:
+            event.set()
+        if own:
+            return "Cancelling after the current batch; everything captioned so far is kept."
+        if others:
+            return ("Cancelling the run started from another page (closed, or open elsewhere) after its current "
+                    "batch; everything captioned so far is kept.")
+        return "Nothing is running."
 
     def _inputs(self, folder: str, files, archive, recursive: bool, run: Path):
         """(images, scan failures, the JSONL/CSV path to use, whether uploads were copied into `run`)."""
@@ -119,7 +125,8 @@ class CaptionActions:
                       progress=gr.Progress()):
         """Caption a folder, uploads or a zip; returns (summary line, table rows, results zip)."""
         session = getattr(request, "session_hash", None) or ""
-        cancel = self.cancels[session] = threading.Event()
+        cancel = threading.Event()
+        self.cancels[session] = (login_of(request), cancel)
         stamp = time.strftime("%Y%m%d-%H%M%S-") + f"{time.time_ns() % 10**6:06d}"
         run = user_folder(self.settings.paths.resolve("outputs") / "captions", request) / stamp
         try:
