@@ -97,7 +97,7 @@ def test_sharegpt_rows_are_checked_with_their_line_numbers(tmp_path):
     assert len(report.samples) == 1 and report.samples[0].images[0] == str(tmp_path / "img" / "000.png")
     assert report.samples[0].messages[0]["content"] == [{"type": "image"}, {"type": "text", "text": "What is it?"}]
     problems = [str(p) for p in report.problems]
-    assert "data.jsonl:2: 2 <image> placeholders but 1 images; they must match" in problems
+    assert "data.jsonl:2: 2 <image> placeholders but 1 image; they must match" in problems
     assert any(p.startswith("data.jsonl:3: roles must alternate") for p in problems)
     assert "data.jsonl:4: empty answer in message 2" in problems
     assert any(p.startswith("data.jsonl:5:") and "was not found" in p for p in problems)

@@ -143,7 +143,7 @@ def test_llava_rows_with_problems_name_the_fix(tmp_path):
     assert sorted(problems) == lines[1:]
     assert str(tmp_path / "nope.jpg") in problems[lines[1]]
     assert str(tmp_path / "images" / "nope.jpg") in problems[lines[1]]
-    assert problems[lines[2]].startswith("2 <image> placeholders but 1 images in 'image'; put one <image> per image")
+    assert problems[lines[2]].startswith("2 <image> placeholders but 1 image in 'image'; put one <image> per image")
     assert "download the image first and use a local path or a data: URL" in problems[lines[3]]
     assert "keep one" in problems[lines[4]]
     assert "list the image files in 'images' (LLaMA-Factory) or 'image' (LLaVA)" in problems[lines[5]]

@@ -181,3 +181,12 @@ def test_the_tab_chooses_the_image_detail_the_plan_counts(settings, tmp_path):
     assert "at low image detail" in low["minutes_how"] and "at high image detail" in high["minutes_how"]
     tokens = [int(plan["minutes_how"].split("counted: ")[1].split()[0]) for plan in (low, high)]
     assert tokens[1] > tokens[0] > 0
+
+
+def test_a_problem_quoting_an_image_placeholder_is_shown_as_text():
+    """The tab's markdown took `<image>` for an HTML tag: 'data.json:212: 2 placeholders but …' lost its key word."""
+    from vlmchat.ui.finetune_tab import _check_result
+
+    text, _ = _check_result({"format": "LLaVA-Instruct JSON", "samples": 55, "preview": [],
+                             "problems": ["data.json:212: 2 <image> placeholders but 1 image in 'image'"]})
+    assert "2 &lt;image&gt; placeholders" in text and "<image>" not in text

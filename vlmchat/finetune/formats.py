@@ -252,7 +252,8 @@ def _sharegpt(images, turns: list, base: Path) -> tuple[tuple, tuple[str, ...]]:
         if not images:
             fix = ("list the image files in 'images' (LLaMA-Factory) or 'image' (LLaVA), relative to the "
                    "dataset file, or remove the placeholders")
-        raise InputError(f"{placeholders} {PLACEHOLDER} placeholders but {len(images)} images; {fix}")
+        raise InputError(f"{placeholders} {PLACEHOLDER} placeholder{'s' * (placeholders != 1)} but {len(images)} "
+                         f"image{'s' * (len(images) != 1)}; {fix}")
     messages = _split_placeholders(turns)
     check_turns(messages)
     return tuple(messages), tuple(image_reference(p, base) for p in images)
@@ -262,7 +263,8 @@ def _llava(images, turns: list, base: Path) -> tuple[tuple, tuple[str, ...]]:
     images = _paths(images, "image")
     placeholders = sum(_content(t).count(PLACEHOLDER) for t in turns)
     if placeholders not in (0, len(images)):
-        raise InputError(f"{placeholders} {PLACEHOLDER} placeholders but {len(images)} images in 'image'; put one "
+        raise InputError(f"{placeholders} {PLACEHOLDER} placeholder{'s' * (placeholders != 1)} but {len(images)} "
+                         f"image{'s' * (len(images) != 1)} in 'image'; put one "
                          f"{PLACEHOLDER} per image in the first human turn, or none (the images then go first)")
     messages = _split_placeholders(turns)
     if not placeholders:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import html
 from pathlib import Path
 
 import gradio as gr
@@ -172,9 +173,9 @@ def _status_markdown(status: dict) -> str:
         line.append(f"memory {status['memory_gib']:.2f} GiB")
     text = " · ".join(line)
     if status.get("message"):
-        text += f"  \n{status['message']}"
+        text += f"  \n{html.escape(status['message'], quote=False)}"
     if status.get("warning"):
-        text += f"  \n⚠️ {status['warning']}"
+        text += f"  \n⚠️ {html.escape(status['warning'], quote=False)}"
     evaluation = status.get("evaluation") or {}
     if evaluation.get("verdict"):
         text += f"  \n**Did it learn?** {evaluation['verdict']}"
@@ -246,7 +247,7 @@ def _plan_markdown(plan: dict) -> str:
              f"peak memory ~{peak:.1f} GiB (longest sample: {plan['longest_sample_tokens']:,} tokens)" if peak else ""]
     text = " · ".join(part for part in parts if part)
     if plan.get("warning"):
-        text += f"  \n⚠️ {plan['warning']}"
+        text += f"  \n⚠️ {html.escape(plan['warning'], quote=False)}"
     if plan.get("reasons"):
         text += "  \n<small>" + "; ".join(f"{k}: {v}" for k, v in plan["reasons"].items()) + "</small>"
     return text
@@ -254,7 +255,8 @@ def _plan_markdown(plan: dict) -> str:
 
 def _check_result(result: dict) -> tuple[str, list]:
     """The report markdown and the preview rows of a dataset check."""
-    problems = "\n".join(f"- {p}" for p in result["problems"][:30])
+    # Problems quote the user's files (a literal <image>): escaped, as the rest of the tab's markdown that quotes them.
+    problems = "\n".join(f"- {html.escape(p, quote=False)}" for p in result["problems"][:30])
     more = f"\n- … and {len(result['problems']) - 30} more" if len(result["problems"]) > 30 else ""
     text = (f"**{result['format']}**: {result['samples']} usable samples, {len(result['problems'])} problems."
             + (f"\n\n{problems}{more}" if problems else ""))
@@ -310,7 +312,7 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
         except (VlmchatError, gr.Error) as exc:  # said where the report goes; the last file's report is cleared
             message = said(exc)
             gr.Warning(message)
-            return f"⚠️ {message}", None, "", ""
+            return f"⚠️ {html.escape(message, quote=False)}", None, "", ""
         return *checked, reference, do_plan(request, reference, *values)
 
     def do_plan(request: gr.Request, reference, *values):
@@ -319,7 +321,7 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
         try:
             return _plan_markdown(actions.plan(reference, form_options(values), request))
         except VlmchatError as exc:
-            return f"⚠️ {exc}"
+            return f"⚠️ {html.escape(str(exc), quote=False)}"
 
     def told(action, shown: int):
         """`action` for a run button whose `shown` outputs follow the ⚠️ line: a refusal (a dataset with problems, a
@@ -330,7 +332,7 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
             try:
                 return "", *action(*args, **kwargs)
             except (VlmchatError, gr.Error) as exc:
-                return f"⚠️ {said(exc)}", *[gr.skip()] * shown
+                return f"⚠️ {html.escape(said(exc), quote=False)}", *[gr.skip()] * shown
         return wrapped
 
     def do_start(request: gr.Request, reference, file, typed, name, overwrite, skip, *values):
