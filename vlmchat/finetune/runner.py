@@ -21,7 +21,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..settings import PROJECT_ROOT
 from .job import ALONE_ENV, CANCEL_FILE
-from .progress import PROGRESS_FILE, JobStatus, fold_events, read_events
+from .progress import FINAL, PROGRESS_FILE, JobStatus, fold_events, read_events
 from .spec import JOB_FILE, JobSpec
 
 PID_FILE = "pid"
@@ -89,7 +89,7 @@ def resume_job(job_dir: Path, alone: str = "") -> Path:
     from .loop import checkpoints
 
     job_dir = Path(job_dir)
-    if is_alive(job_dir):
+    if is_alive(job_dir) and not _closed(job_dir):
         raise InputError(f"Job {job_dir.name} is still running.")
     if not checkpoints(job_dir):
         raise InputError(f"Job {job_dir.name} has no checkpoint to resume from; start it again instead.")
@@ -99,6 +99,19 @@ def resume_job(job_dir: Path, alone: str = "") -> Path:
     (job_dir / CANCEL_FILE).unlink(missing_ok=True)
     _launch(job_dir, JobSpec.from_file(job_dir / JOB_FILE), resume=True, alone=alone)
     return job_dir
+
+
+def _closed(job_dir: Path, wait_s: float = 20.0) -> bool:
+    """For a job whose run has ended (its final event written) while its process still closes (it says "cancelled"
+    a few seconds before it exits): wait for the exit, so a Resume pressed at once is not refused as running."""
+    if fold_events(read_events(job_dir / PROGRESS_FILE), JobStatus()).state not in FINAL:
+        return False
+    deadline = time.monotonic() + wait_s
+    while is_alive(job_dir):
+        if time.monotonic() > deadline:
+            raise InputError(f"Job {job_dir.name} has stopped and is still closing; press Resume again in a moment.")
+        time.sleep(0.2)
+    return True
 
 
 def _launch(job_dir: Path, spec: JobSpec, resume: bool, alone: str = "") -> None:
