@@ -551,3 +551,49 @@ def test_a_sharegpt_rows_system_column_becomes_its_system_message(tmp_path):
     [sample] = read_dataset(tmp_path / "data.json").samples
     assert sample.messages[0] == {"role": "system", "content": [{"type": "text", "text": "You are a shape expert."}]}
     assert [m["role"] for m in sample.messages] == ["system", "user", "assistant"]
+
+
+def _hub_parquet(folder, columns: dict, features: dict, rows: list) -> None:
+    """A Parquet file exactly as `datasets` writes one to the Hub: data/train-00000-of-00001.parquet, Image values as
+    struct{bytes, path}, content parts as struct{index, text, type} with nulls, its features in the schema metadata."""
+    pa = pytest.importorskip("pyarrow")
+    parquet = pytest.importorskip("pyarrow.parquet")
+    schema = pa.schema(list(columns.items())).with_metadata(
+        {"huggingface": json.dumps({"info": {"features": features}})})
+    (folder / "data").mkdir(parents=True)
+    parquet.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "data" / "train-00000-of-00001.parquet")
+    (folder / "README.md").write_text("---\nlicense: mit\n---\n")
+
+
+def test_trls_vision_layout_and_an_imagefolder_as_the_hub_keeps_them_in_parquet(tmp_path):
+    """TRL's conversational vision layout (messages + images, e.g. HuggingFaceH4/llava-instruct-mix-vsft) and an
+    imagefolder pushed to the Hub (image + text) are Parquet with the pictures inside: both were refused ("holds no
+    images and no dataset file")."""
+    pa = pytest.importorskip("pyarrow")
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    part = pa.struct([("index", pa.int64()), ("text", pa.string()), ("type", pa.string())])
+    message = pa.struct([("content", pa.list_(part)), ("role", pa.string())])
+    colours = {"red": RED, "green": GREEN, "blue": BLUE}
+    trl = [{"messages": [{"role": "user", "content": [{"index": 0, "text": None, "type": "image"},
+                                                      {"index": None, "text": PROMPT, "type": "text"}]},
+                         {"role": "assistant", "content": [{"index": None, "text": name, "type": "text"}]}],
+            "images": [{"bytes": picture_bytes(colour), "path": None}]} for name, colour in colours.items()]
+    _hub_parquet(tmp_path / "trl", {"messages": pa.list_(message), "images": pa.list_(image)},
+                 {"messages": {"_type": "List"}, "images": {"feature": {"_type": "Image"}, "_type": "List"}}, trl)
+    report = read_dataset(tmp_path / "trl")
+    assert (report.format, len(report.samples), report.problems) == ("OpenAI messages", 3, [])
+    assert [colour_of(sample.images[0]) for sample in report.samples] == list(colours.values())
+    assert [sample.messages[1]["content"][0]["text"] for sample in report.samples] == list(colours)
+    folder = [{"image": {"bytes": picture_bytes(colour), "path": f"{name}.png"}, "text": f"a {name} square"}
+              for name, colour in colours.items()] + [{"image": {"bytes": b"not a picture", "path": "x.png"},
+                                                       "text": "broken"}]
+    _hub_parquet(tmp_path / "hub", {"image": image, "text": pa.string()},
+                 {"image": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"}}, folder)
+    report = read_dataset(tmp_path / "hub")
+    assert report.format.startswith("Hugging Face imagefolder") and len(report.samples) == 3
+    assert report.problems[0].line == 4 and "is not an image vlmchat can read" in report.problems[0].message
+    (tmp_path / "arrow").mkdir()
+    (tmp_path / "arrow" / "data-00000-of-00001.arrow").write_bytes(b"")
+    (tmp_path / "arrow" / "state.json").write_text("{}")
+    with pytest.raises(InputError, match=r"save_to_disk folder .*to_parquet"):
+        read_dataset(tmp_path / "arrow")

@@ -215,6 +215,11 @@ def _csv_row(header: list[str], cells: list[str]) -> dict | RowProblem:
 
 
 def _parquet_rows(path: Path, name: str) -> _Rows:
+    return _Rows("Parquet", [(number, _row(record)) for number, record in enumerate(parquet_records(path, name), 1)])
+
+
+def parquet_records(path: Path, name: str) -> list[dict]:
+    """The rows of a Parquet file as dicts (InputError when it cannot be read or holds none)."""
     try:
         import pandas  # avoid an eager pandas import: only Parquet needs it
     except ImportError:
@@ -228,7 +233,7 @@ def _parquet_rows(path: Path, name: str) -> _Rows:
                          "rows as JSONL.") from None
     if frame.empty:
         raise InputError(_empty(name))
-    return _Rows("Parquet", [(number, _row(record)) for number, record in enumerate(frame.to_dict("records"), 1)])
+    return frame.to_dict("records")
 
 
 def _detect(rows: _Rows, name: str) -> Layout:
@@ -279,7 +284,7 @@ def _item(draft: Draft, images: tuple[str, ...], source: str) -> EvalItem:
 def _check_image(given: str | Embedded, base: Path, checked: _Checked) -> str:
     """The image's absolute path, or RowProblem naming it as the row gives it (never the server's full path)."""
     if isinstance(given, Embedded):
-        return _embedded_path(given, checked)
+        return embedded_file(given, checked)
     if re.match(r"[a-z][a-z0-9+.-]*://|data:", given, re.I):
         raise RowProblem(f"image '{shorten(given, 60)}' is a URL; download it and give its file path")
     file = base / given
@@ -314,7 +319,7 @@ def embedded_image_folder() -> Path:
     return Path(tempfile.gettempdir()).resolve() / EMBEDDED_FOLDER
 
 
-def _embedded_path(image: Embedded, checked: _Checked) -> str:
+def embedded_file(image: Embedded, checked: _Checked) -> str:
     """The cached file of an embedded image (decoded once, written once), or RowProblem when it cannot be decoded."""
     digest = hashlib.sha256(image.data).hexdigest()
     if digest not in checked:
@@ -361,7 +366,7 @@ def _store_embedded(data: bytes, file_name: str) -> str:
             return str(target)
         write_bytes_atomic(target, data, private=True)
     except OSError as exc:
-        raise InputError(f"The images embedded in the eval set cannot be saved to '{folder}' ({exc.strerror or exc}); "
+        raise InputError(f"The images embedded in the dataset cannot be saved to '{folder}' ({exc.strerror or exc}); "
                          "free some disk space, or point TMPDIR at a writable folder.") from None
     return str(target)
 

@@ -16,6 +16,7 @@ every problem with its file and 1-based line.
 
 from __future__ import annotations
 
+import base64
 import csv
 import functools
 import hashlib
@@ -30,7 +31,7 @@ from ..errors import InputError, Problem
 from ..images import decode_data_url, is_data_url, readable_suffixes
 from . import formats
 
-DATA_SUFFIXES = (".json", ".jsonl", ".csv")
+DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 DEFAULT_CAPTION_PROMPT = "Describe the image."
 
@@ -91,6 +92,14 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
     if metadata is not None:
         return _read_file(metadata, prompt)
     top = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    pictures_or_tables = readable_suffixes() | {".txt", *DATA_SUFFIXES}
+    shards = [] if any(p.suffix.lower() in pictures_or_tables for p in top) else _parquet_shards(folder)
+    if shards:  # a dataset as Hugging Face publishes it: data/train-00000-of-00002.parquet, …
+        return _merged(folder, [_read_file(shard, prompt) for shard in shards])
+    if any(p.suffix == ".arrow" for p in top):
+        raise InputError(f"'{folder}' is a `datasets` save_to_disk folder (.arrow files), which vlmchat does not read; "
+                         "save it as Parquet: datasets.load_from_disk(FOLDER).to_parquet('train.parquet'), and give "
+                         "that file.")
     # LLaMA-Factory's data/ keeps dataset_info.json (its index of the datasets) beside them: not a dataset
     tables = sorted(p for p in top if p.suffix.lower() in DATA_SUFFIXES and p.name != "dataset_info.json")
     if tables and not any(p.suffix.lower() == ".txt" for p in top):
@@ -103,6 +112,23 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
         raise InputError(f"'{folder}' holds no images and no dataset file. Accepted layouts: "
                          + formats.accepted_layouts())
     return report
+
+
+def _parquet_shards(folder: Path) -> list[Path]:
+    """The Parquet files of a Hugging Face dataset folder (its data/ or split folders): the train split's shards,
+    else every Parquet file when no file names a train split."""
+    found = sorted(p for p in folder.rglob("*.parquet") if not any(part.startswith(".") for part in
+                                                                   p.relative_to(folder).parts))
+    train = [p for p in found if p.name.startswith("train") or p.parent.name == "train"]
+    return train or found
+
+
+def _merged(folder: Path, reports: list[DatasetReport]) -> DatasetReport:
+    merged = DatasetReport(str(folder), " + ".join(dict.fromkeys(r.format for r in reports)))
+    for report in reports:
+        merged.samples += report.samples
+        merged.problems += report.problems
+    return merged
 
 
 def _metadata_file(folder: Path) -> Path | None:
@@ -135,10 +161,10 @@ def _read_file(path: Path, prompt: str) -> DatasetReport:
             return _read_rows(path, rows, prompt, f"{formats.CAPTIONS} CSV")
         raise InputError(f"{path.name} has the columns {', '.join(header)}, which are no layout vlmchat reads; "
                          f"the CSV layouts are {formats.accepted_layouts('.csv')}.")
-    if suffix not in (".json", ".jsonl"):
-        raise InputError(f"'{path.name}' is neither a folder nor a .json/.jsonl/.csv file; see README (Fine-tune) "
-                         "for the accepted dataset formats.")
-    rows = _json_rows(path)
+    if suffix not in (".json", ".jsonl", ".parquet"):
+        raise InputError(f"'{path.name}' is neither a folder nor a .json/.jsonl/.csv/.parquet file; see README "
+                         "(Fine-tune) for the accepted dataset formats.")
+    rows = _parquet_rows(path) if suffix == ".parquet" else _json_rows(path)
     if not rows:
         raise InputError(_empty(path, "it holds no rows"))
     valid = [row for _, row in rows if not isinstance(row, Exception)]
@@ -233,6 +259,39 @@ def _rel(path: Path, root: Path) -> str:
 
 
 _TRAILING_COMMA = re.compile(r'("(?:[^"\\]|\\.)*")|,(\s*[\]}])')
+
+
+def _parquet_rows(path: Path) -> list[tuple[int, object]]:
+    """(row number, row) of a Parquet file as `datasets` writes it; each image it holds as bytes (the Image feature's
+    {"bytes", "path"}) is written to a file once and named by its path, as an eval set's are."""
+    from ..evaluate.set_formats import Embedded, RowProblem, plain
+    from ..evaluate.sets import embedded_file, parquet_records
+
+    checked: dict = {}
+
+    def files(value, label: str):
+        value = plain(value)
+        if isinstance(value, dict) and set(value) <= {"bytes", "path"} and "bytes" in value:
+            data = plain(value.get("bytes"))
+            if not isinstance(data, (bytes, bytearray)) or not data:
+                return value.get("path")  # not embedded: the file it names
+            try:
+                return embedded_file(Embedded(label, bytes(data), str(value.get("path") or "")), checked)
+            except RowProblem:  # kept as data, so the image check names the row and says it does not decode
+                return "data:application/octet-stream;base64," + base64.b64encode(data).decode()
+        if isinstance(value, dict):
+            return {key: files(item, label) for key, item in value.items()}
+        if isinstance(value, list):
+            return [files(item, label) for item in value]
+        return value
+
+    def row(record: dict, line: int):
+        found = files(record, f"{path.name}:{line}")
+        if "image" in found and not {"file_name", "caption", "messages", "conversations"} & set(found):
+            found["file_name"] = found.pop("image")  # an imagefolder on the Hub: the image column and its captions
+        return found
+
+    return [(line, row(record, line)) for line, record in enumerate(parquet_records(path, path.name), 1)]
 
 
 def _json_rows(path: Path) -> list[tuple[int, object]]:

@@ -112,7 +112,8 @@ def resolve_dataset(reference: str, settings, folder: Path | None = None) -> Pat
     """The local path of 'upload:<id>' in `folder` (or of a plain path); a zip's single top folder is entered."""
     reference = (reference or "").strip()
     if not reference:
-        raise InputError("Give a dataset: upload a .zip or .jsonl, or type a folder or file path.")
+        raise InputError("Give a dataset: upload a .zip or a .json/.jsonl/.csv/.parquet file, or type a folder or "
+                         "file path.")
     if not reference.startswith(PREFIX):
         return Path(reference).expanduser()
     upload_id = reference[len(PREFIX):]

@@ -74,7 +74,8 @@ class FinetuneActions:
             if not path.strip().startswith(PREFIX):
                 refuse_server_paths(self.settings, "training")
             return path.strip()
-        raise gr.Error("Upload a dataset (.zip or .jsonl) or type the path of a folder or file.")
+        raise gr.Error("Upload a dataset (a .zip, or a .json/.jsonl/.csv/.parquet file) or type the path of a folder "
+                       "or file.")
 
     def check(self, reference: str, request=None) -> dict:
         """Format, usable sample count, problems (file/line) and the first samples of a dataset."""
@@ -273,8 +274,9 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
     with gr.Row():
         with gr.Column():
             upload = gr.File(label="Dataset upload: pictures with their .txt captions, a .json/.jsonl/.csv file "
-                                   "(pick its pictures with it), or a .zip of either", file_count="multiple",
-                             file_types=[".zip", ".json", ".jsonl", ".csv", "image", ".txt"])
+                                   "(pick its pictures with it), a .parquet file, or a .zip of either",
+                             file_count="multiple", file_types=[".zip", ".json", ".jsonl", ".csv", ".parquet", "image",
+                                                                ".txt"])
             path = gr.Textbox(label="…or a folder / file on this computer", visible=not settings.server.exposed)
             check = gr.Button("Check dataset")
         with gr.Column():
@@ -408,4 +410,5 @@ def _register_api(actions: FinetuneActions) -> None:
     for fn in (finetune_check, finetune_plan, finetune_start, finetune_status, finetune_cancel, finetune_resume):
         gr.api(_guard(fn), api_name=fn.__name__, api_description=fn.__doc__)
     upload_endpoint(actions.settings, "finetune_upload",
-                    "Upload a dataset (.zip or .jsonl); returns 'upload:<id>' for finetune_start.")
+                    "Upload a dataset (a .zip, or a .json/.jsonl/.csv/.parquet file); returns 'upload:<id>' for "
+                    "finetune_start.")
