@@ -85,7 +85,7 @@ def test_llava_instruct_json_as_documented(tmp_path):
         IMAGE, text("Write a prompt for Stable Diffusion to generate this image.")]}
     assert first.messages[1] == {"role": "assistant",
                                  "content": [text("a beautiful painting, hyper detailed, octane render.")]}
-    assert end.messages[0]["content"] == [text("What colour is it?"), IMAGE]
+    assert end.messages[0]["content"] == [IMAGE, text("What colour is it?")]  # one picture goes first, as Chat asks
     assert end.images == (str(tmp_path / "images" / "001.png"),)
     assert none.messages[0]["content"] == [IMAGE, text("Name the colour.")] and len(none.messages) == 4
     assert two.messages[0]["content"] == [IMAGE, IMAGE, text("Which comes first?")]
@@ -171,9 +171,11 @@ def test_openai_vision_fine_tuning_jsonl_with_base64_data_urls(tmp_path):
     assert report.format == "OpenAI vision fine-tuning JSONL" and report.problems == []
     art, blue = report.samples
     assert [m["role"] for m in art.messages] == ["system", "user", "assistant"]  # the two user messages are one turn
-    assert art.messages[1]["content"] == [text("Describe this artwork."), IMAGE]
+    # OpenAI's guide writes the text first; the one picture is trained first, as Chat, Caption and Evaluate ask (an
+    # adapter trained text-first answered "a red" for "circle red" in all three: reviewer, demo model)
+    assert art.messages[1]["content"] == [IMAGE, text("Describe this artwork.")]
     assert art.messages[2]["content"] == [text("A red square on white.")]
-    assert blue.messages[1]["content"] == [text("What colour is this?"), IMAGE]
+    assert blue.messages[1]["content"] == [IMAGE, text("What colour is this?")]
     assert art.images == (artwork,) and blue.source == "train.jsonl:2"
     assert_colour(art.images[0], RED)
     assert_colour(blue.images[0], BLUE)

@@ -146,6 +146,15 @@ def test_the_plan_before_start_shows_steps_time_memory_and_warns_about_too_littl
     assert short["steps"] == 4 and "too little training" in short["warning"]
     assert "⚠️" in _plan_markdown(short) and "4 optimizer steps" in _plan_markdown(short)
     assert actions.plan(data, {"preset": "thorough"})["steps"] > plan["steps"]
+    # rows of two pictures for the demo, which reads one picture per chat: the adapter answered one picture with ""
+    folder = tmp_path / "d"
+    pictures = sorted(folder.glob("*.png"))
+    rows = [{"messages": [{"role": "user", "content": "<image><image>Describe the two images."},
+                          {"role": "assistant", "content": "dos formas"}],
+             "images": [pictures[i].name, pictures[i + 1].name]} for i in range(0, 40, 2)]
+    (folder / "two.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    assert "20 sample(s) hold several pictures, but this model reads one picture per chat" in \
+        actions.plan(str(folder / "two.jsonl"), {})["warning"]
 
 
 def test_a_slow_run_shows_seconds_per_sample_not_zero_samples_per_second():

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .datasets import picture_size, read_dataset, split
 from .job import MIN_EVAL_SAMPLES, model_size, resolve_schedule, usable_cores
-from .recipe import TOKENS_PER_SAMPLE, estimate_minutes, read_recipe, sample_cost
+from ..models.conversation import ONE_PICTURE_KEY
+from .recipe import RECIPE_FILE, TOKENS_PER_SAMPLE, estimate_minutes, read_recipe, sample_cost
 from .setup import cpu_checkpointing, peak_gib
 from .spec import JobSpec
 
@@ -51,6 +52,11 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
                         f"run skips those that are: raise max_length{low}.")
     if not on_gpu and peak is not None:
         warnings.append(_short_of_ram(size, tokens, schedule.batch_size, peak, checkpointing, count.detail, free_gib))
+    several = sum(len(sample.images) > 1 for sample in samples)
+    if several and recipe.get(ONE_PICTURE_KEY):
+        warnings.append(f"{several} sample(s) hold several pictures, but this model reads one picture per chat "
+                        f"({RECIPE_FILE}): Chat and Evaluate cannot ask it what those teach, and they may teach it "
+                        "to answer one picture with nothing. Give each picture a row of its own.")
     warning = " ".join(w for w in warnings if w)
     return {"format": report.format, "samples": len(samples), "train_samples": len(train), "val_samples": len(val),
             "problems": len(report.problems), "epochs": schedule.epochs, "steps": schedule.steps,
