@@ -224,6 +224,32 @@ def test_a_finished_job_evaluates_base_vs_the_new_adapter_and_records_the_verdic
     assert meta["metrics"]["validation_eval"] == numbers
 
 
+@pytest.mark.slow
+def test_the_quick_preset_on_a_small_dataset_makes_an_adapter_better_than_the_base(tmp_path, demo_model_path):
+    """Everything auto, preset quick, 60 pictures captioned "circle red" (shape, then colour): with LoRA alpha 16 its
+    adapter answered 'triangle red red triangle red …' and was significantly worse than the base on held-out
+    pictures (reviewer: chrF 66 -> 34)."""
+    from vlmchat.demo.heldout import heldout_pictures
+    from vlmchat.evaluate.run import run_eval
+    from vlmchat.evaluate.sets import read_eval_set
+    from vlmchat.models.manager import ModelManager
+
+    settings = load_settings(write_settings(tmp_path))
+    for name, count, seed in (("train", 60, 3), ("heldout", 20, 4)):
+        (tmp_path / name).mkdir()
+        for index, (image, colour, shape) in enumerate(heldout_pictures(count, seed=seed)):
+            image.save(tmp_path / name / f"{index:03d}.png")
+            (tmp_path / name / f"{index:03d}.txt").write_text(f"{shape} {colour}", encoding="utf-8")
+    spec = JobSpec.from_settings(settings, "quick", str(tmp_path / "train"), preset="quick", evaluate=False,
+                                 model_source=str(ROOT / "models" / "vlmchat-demo"))
+    status = runner.wait(runner.start_job(spec, runner.jobs_folder(settings)))
+    assert status.state == "done", status.message
+    manager = ModelManager(settings)
+    manager.load()
+    result = run_eval(manager, read_eval_set(tmp_path / "heldout"), ["base", "quick"], folder=tmp_path / "eval")
+    assert "significantly better than base" in result.verdicts()[0][0], result.verdicts()
+
+
 def test_auto_schedule_gives_a_small_dataset_enough_steps_and_says_why():
     from vlmchat.finetune.recipe import plan_schedule
 
