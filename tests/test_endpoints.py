@@ -381,6 +381,64 @@ def test_a_server_that_misbehaves_is_one_message_naming_it(mode, whole, streamed
         odd.server.shutdown()
 
 
+def test_a_reasoning_model_that_refuses_max_tokens_and_temperature_is_asked_as_it_accepts():
+    """OpenAI's reasoning models answer 400 to max_tokens ('use max_completion_tokens') and to any temperature but 1;
+    Chat always sent both, so every Chat request to them failed. The server here answers as OpenAI's does."""
+    import http.server
+    import threading
+
+    from vlmchat.models.endpoints import Endpoint
+    from vlmchat.settings import EndpointSettings
+
+    seen = []
+
+    class Reasoning(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+            seen.append(sorted(key for key in body if key not in ("model", "messages")))
+            refusal = None
+            if "max_tokens" in body:
+                refusal = ("Unsupported parameter: 'max_tokens' is not supported with this model. Use "
+                           "'max_completion_tokens' instead.", "max_tokens", "unsupported_parameter")
+            elif body.get("temperature", 1) != 1:
+                refusal = ("Unsupported value: 'temperature' does not support 0 with this model. Only the default "
+                           "(1) value is supported.", "temperature", "unsupported_value")
+            if refusal:
+                data, status, kind = json.dumps({"error": dict(zip(("message", "param", "code"), refusal),
+                                                               type="invalid_request_error")}), 400, "application/json"
+            elif body.get("stream"):
+                chunk = {"id": "r", "object": "chat.completion.chunk", "created": 1, "model": "o",
+                         "choices": [{"index": 0, "delta": {"content": "a red circle"}, "finish_reason": "stop"}]}
+                data, status, kind = f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n", 200, "text/event-stream"
+            else:
+                data, status, kind = json.dumps({
+                    "id": "r", "object": "chat.completion", "created": 1, "model": "o",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "a red circle"},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}), 200, "application/json"
+            self.send_response(status)
+            self.send_header("content-type", kind)
+            self.send_header("content-length", str(len(data.encode())))
+            self.end_headers()
+            self.wfile.write(data.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Reasoning)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = Endpoint(EndpointSettings(name="o", base_url=f"http://127.0.0.1:{server.server_port}/v1",
+                                             model="o", timeout_s=10.0), api_key="unused")
+        assert endpoint.answer(ASK).text == "a red circle"
+        assert list(endpoint.stream(ASK))[-1].text == "a red circle"
+        # learned once: the first answer took three requests, the stream after it one
+        assert seen == [["max_tokens", "temperature"], ["max_completion_tokens", "temperature"],
+                        ["max_completion_tokens"], ["max_completion_tokens", "stream", "stream_options"]]
+    finally:
+        server.shutdown()
+
+
 def test_a_password_or_key_written_into_base_url_is_masked_in_messages():
     from vlmchat.errors import InputError
 

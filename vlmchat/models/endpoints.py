@@ -49,6 +49,9 @@ def to_openai_messages(messages: list[dict], detail: str = "") -> list[dict]:
     return out
 
 
+ADAPTABLE = ("max_tokens", "temperature", "top_p", "seed")  # fields a model may refuse that an answer can go without
+
+
 def shown_url(url: str) -> str:
     """`url` as messages show it: a password or key written into it (user:password@, ?api_key=...) masked."""
     from urllib.parse import urlsplit, urlunsplit
@@ -73,6 +76,7 @@ class Endpoint:
         self._pool: ThreadPoolExecutor | None = None  # the threads that send a batch's requests, made on first use
         self._lock = threading.Lock()
         self.spent = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}  # since start
+        self.refused: set[str] = set()  # request fields its model refused as unsupported (learned, then left out)
 
     def _count(self, answer: Answer) -> Answer:
         """Add a finished answer to `spent` and return it."""
@@ -141,7 +145,31 @@ class Endpoint:
             request["seed"] = int(params.seed)
         if params.stop_strings:
             request["stop"] = list(params.stop_strings)
+        return self._as_accepted(request)
+
+    def _as_accepted(self, request: dict) -> dict:
+        """`request` without the fields this endpoint's model refused; max_tokens as max_completion_tokens there."""
+        request = {key: value for key, value in request.items() if key not in self.refused or key == "max_tokens"}
+        if "max_tokens" in self.refused and "max_tokens" in request:
+            request["max_completion_tokens"] = request.pop("max_tokens")
         return request
+
+    def _create(self, request: dict, **extra):
+        """chat.completions.create; a field the model refuses as unsupported is dropped (or renamed) and the request
+        sent once more. OpenAI's reasoning models (o-series, gpt-5) refuse max_tokens (they take
+        max_completion_tokens) and any temperature but their default: every Chat request to them failed."""
+        import openai
+
+        while True:
+            try:
+                return self.client().chat.completions.create(**self._as_accepted(request), **extra)
+            except openai.BadRequestError as exc:
+                body = exc.body if isinstance(exc.body, dict) else {}
+                field = body.get("param")
+                if (body.get("code") not in ("unsupported_parameter", "unsupported_value") or field not in ADAPTABLE
+                        or field in self.refused or field not in request):
+                    raise
+                self.refused.add(field)  # a field is refused once at most: the loop ends
 
     def _answer(self, text: str, usage, started: float, finish: str | None, first: float | None = None) -> Answer:
         prompt = getattr(usage, "prompt_tokens", None)
@@ -157,7 +185,7 @@ class Endpoint:
     def _send(self, request: dict) -> Answer:
         started = time.perf_counter()
         with self._errors():
-            response = self.client().chat.completions.create(**request)
+            response = self._create(request)
         if not getattr(response, "choices", None):
             raise self._not_openai()
         choice = response.choices[0]
@@ -170,8 +198,7 @@ class Endpoint:
         request, started = self._request(messages, params), time.perf_counter()
         text, usage, finish, first, chunks = "", None, None, None, 0
         with self._errors():
-            stream = self.client().chat.completions.create(**request, stream=True,
-                                                           stream_options={"include_usage": True})
+            stream = self._create(request, stream=True, stream_options={"include_usage": True})
             try:
                 for chunk in stream:
                     if stop is not None and stop.is_set():
