@@ -197,6 +197,7 @@ def test_a_full_queue_is_a_429(small_queue, demo_settings):
         with pytest.raises(openai.RateLimitError) as raised:
             client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)))
     assert raised.value.body["code"] == "queue_full" and "max_queue" in raised.value.body["message"]
+    assert raised.value.response.headers["retry-after"] == "1"  # how long OpenAI's client waits before it retries
     assert client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE))) \
         .choices[0].message.content == "a red circle"
 

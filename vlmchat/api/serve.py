@@ -317,7 +317,8 @@ def stream_events(answers: Iterator[Answer], model: str, ident: str, include_usa
 
 
 def _error_response(error: ApiError):
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    # OpenAI's client waits as long as Retry-After says before it retries a 429 (and retries it by itself)
+    headers = {401: {"WWW-Authenticate": "Bearer"}, 429: {"Retry-After": "1"}}.get(error.status)
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
