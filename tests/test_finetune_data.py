@@ -188,3 +188,13 @@ def test_job_spec_validates_and_round_trips(tmp_path):
     (tmp_path / "job.json").write_text(spec.to_json())
     assert JobSpec.from_file(tmp_path / "job.json") == spec
     assert "--max-steps 5" in spec.command() and "--learning-rate 0.003" in spec.command()
+
+
+def test_kohya_repeat_folders_are_read_and_the_check_says_their_counts_are_not_applied(tmp_path):
+    """kohya's trainer repeats 10_shapes/ ten times an epoch; vlmchat counts each picture once: said, not silent."""
+    write_caption_folder(tmp_path / "data" / "10_shapes", 3)
+    write_caption_folder(tmp_path / "data" / "2_more", 2, seed=1)
+    report = read_dataset(tmp_path / "data")
+    assert len(report.samples) == 5 and not report.problems
+    assert "kohya repeat folders 10_shapes, 2_more: their counts are not applied" in report.format
+    assert "repeat" not in read_dataset(write_caption_folder(tmp_path / "plain", 2)).format

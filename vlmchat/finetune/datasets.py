@@ -248,6 +248,11 @@ def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
             report.problems.append(Problem(_rel(captions[stem], folder), 1, str(exc)))
             continue
         report.samples.append(Sample(messages, paths, _rel(image, folder)))
+    repeats = sorted({part for image in images for part in image.relative_to(folder).parts[:-1]
+                      if re.fullmatch(r"\d+_.+", part)})
+    if repeats:  # kohya's trainer repeats such a folder N times an epoch; this one counts every picture once
+        report.format += (f" (kohya repeat folders {', '.join(repeats[:3])}{', …' if len(repeats) > 3 else ''}: their "
+                          "counts are not applied; every picture counts once and the preset sets the steps)")
     return report
 
 
