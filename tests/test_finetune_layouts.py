@@ -385,6 +385,29 @@ def test_folders_with_nothing_or_too_much_say_so(tmp_path):
         read_dataset(tmp_path / "two")
 
 
+def test_llama_factorys_data_folder_with_several_datasets_trains_the_one_registered_with_images(tmp_path):
+    """LLaMA-Factory's data/: dataset_info.json registers mllm_demo (messages + images) and identity (text only);
+    zipped and uploaded, the folder was refused with 'give the one to train on as the dataset path', which an
+    upload cannot do."""
+    data = tmp_path / "data"
+    save(data / "mllm_demo_data" / "1.png", RED)
+    rows = [{"messages": [{"role": "user", "content": "<image>What colour?"}, {"role": "assistant", "content": "Red."}],
+             "images": ["mllm_demo_data/1.png"]}]
+    (data / "mllm_demo.json").write_text(json.dumps(rows), encoding="utf-8")
+    identity = [{"instruction": "hi", "input": "", "output": "Hello, I am {{name}}."}]
+    (data / "identity.json").write_text(json.dumps(identity), encoding="utf-8")
+    (data / "dataset_info.json").write_text(json.dumps({
+        "identity": {"file_name": "identity.json"},
+        "mllm_demo": {"file_name": "mllm_demo.json", "formatting": "sharegpt",
+                      "columns": {"messages": "messages", "images": "images"},
+                      "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                               "assistant_tag": "assistant"}}}), encoding="utf-8")
+    report = read_dataset(data)
+    assert len(report.samples) == 1 and not report.problems
+    assert report.format == ("ShareGPT (LLaMA-Factory) — mllm_demo.json, the dataset dataset_info.json registers "
+                             "with images")
+
+
 # data: URLs in load_image
 
 def test_load_image_decodes_data_urls_and_refuses_bad_ones():

@@ -103,15 +103,32 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
     # LLaMA-Factory's data/ keeps dataset_info.json (its index of the datasets) beside them: not a dataset
     tables = sorted(p for p in top if p.suffix.lower() in DATA_SUFFIXES and p.name != "dataset_info.json")
     if tables and not any(p.suffix.lower() == ".txt" for p in top):
+        chosen = _with_pictures(folder, tables) if len(tables) > 1 else tables
+        if len(chosen) > 1:
+            raise InputError(f"'{folder.name}' holds several dataset files ({', '.join(p.name for p in chosen)}); "
+                             "give the one to train on as the dataset path, or upload a .zip holding only it "
+                             "and its pictures.")
+        report = _read_file(chosen[0], prompt)
         if len(tables) > 1:
-            raise InputError(f"'{folder}' holds several dataset files ({', '.join(p.name for p in tables)}); "
-                             "give the one to train on as the dataset path.")
-        return _read_file(tables[0], prompt)
+            report.format += f" — {chosen[0].name}, the dataset dataset_info.json registers with images"
+        return report
     report = _read_caption_folder(folder, prompt)
     if not report.samples and not report.problems:
         raise InputError(f"'{folder}' holds no images and no dataset file. Accepted layouts: "
                          + formats.accepted_layouts())
     return report
+
+
+def _with_pictures(folder: Path, tables: list[Path]) -> list[Path]:
+    """Of several dataset files, those LLaMA-Factory's dataset_info.json (its index of data/) registers with an
+    images column (its vision datasets, beside text-only ones such as identity.json); all of them without one."""
+    try:
+        index = json.loads((folder / "dataset_info.json").read_text(encoding="utf-8-sig"))
+        named = {entry.get("file_name") for entry in index.values()
+                 if isinstance(entry, dict) and "images" in (entry.get("columns") or {})}
+    except (OSError, ValueError, AttributeError):
+        return tables
+    return [table for table in tables if table.name in named] or tables
 
 
 def _parquet_shards(folder: Path) -> list[Path]:
