@@ -5,6 +5,7 @@ import time
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
@@ -86,9 +87,11 @@ def _batch(client, folder="", files=None, archive=None, fmt="txt"):
                           api_name="/caption_batch")
 
 
-def test_batch_endpoint_with_a_local_folder_and_with_uploads(client, small_folder):
+def test_batch_endpoint_with_a_local_folder_and_with_uploads(client, app, small_folder):
     line, table, results = _batch(client, folder=str(small_folder))
     assert line.startswith("3 captioned") and len(table["data"]) == 3
+    runs = Path(app.log.name).parent / "outputs" / "captions"  # a folder run left an empty run folder each time
+    assert not [folder for folder in runs.rglob("*") if folder.is_dir() and not any(folder.iterdir())]
     with zipfile.ZipFile(results) as zf:
         assert sorted(zf.namelist()) == sorted(p.with_suffix(".txt").name for p in small_folder.glob("*.png"))
     uploads = [handle_file(str(p)) for p in sorted(small_folder.glob("*.png"))]

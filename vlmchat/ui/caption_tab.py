@@ -104,7 +104,8 @@ class CaptionActions:
                 raise InputError(f"Folder '{folder}' does not exist on this computer; check the path.")
         if not folder and not uploads and not archive:
             raise InputError("Give a folder path, upload images, or upload a zip first.")
-        paths = ([folder] if folder else []) + [str(p) for p in _copy_uploads(uploads, run / "images")]
+        paths = ([folder] if folder else []) + [str(p) for p in (_copy_uploads(uploads, run / "images") if uploads
+                                                               else [])]  # no empty run folder left behind
         paths += [str(archive)] if archive else []
         found = find_images(paths, recursive=recursive, unpack_to=run / "images")
         uploaded = bool(uploads or archive)
