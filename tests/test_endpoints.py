@@ -159,9 +159,19 @@ def test_a_batch_stops_at_an_endpoint_that_refuses_every_request(remote, picture
     assert "cannot be reached" in summary.stopped and len(summary.failed) == 4 and not summary.captioned
     assert f"stopped with {len(images) - 4} not done: Endpoint 'down'" in summary.line()
     _question_set(picture_files, tmp_path / "colours.jsonl")
+    questions = read_eval_set(tmp_path / "colours.jsonl")
     with pytest.raises(EndpointUnusable, match="'down' .* cannot be reached"):
-        run_eval(remote, read_eval_set(tmp_path / "colours.jsonl"), ["endpoint:down"], "generate",
-                 EvalOptions(batch_size=2), folder=tmp_path / "eval")
+        run_eval(remote, questions, ["endpoint:down"], "generate", EvalOptions(batch_size=2), folder=tmp_path / "e1")
+    # beside a model that answers, the run goes on and is written: the base's scores were lost with the endpoint's
+    from vlmchat.models.manager import ModelManager
+
+    local = ModelManager(remote.settings)
+    local.load()
+    result = run_eval(local, questions, ["base", "endpoint:down"], "generate", EvalOptions(batch_size=2),
+                      folder=tmp_path / "e2")
+    assert len(result.scores["base"]) == len(questions.items) and not result.scores["endpoint:down"]
+    assert all(why.startswith("not asked: Endpoint 'down'") for why in result.skipped["endpoint:down"].values())
+    assert len(result.skipped["endpoint:down"]) == len(questions.items) and (tmp_path / "e2" / "summary.json").exists()
 
 
 @pytest.mark.slow
@@ -322,6 +332,7 @@ class _Misbehaving:
         "cut": ("text/event-stream", b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m",'
                                      b'"choices":[{"index":0,"delta":{"content":"a fake"},"finish_reason":null}]}\n\n'),
         "e500": ("application/json", b'{"error": {"message": "upstream exploded", "type": "server_error"}}'),
+        "midbody": ("application/json", b'{"id": "x", "object": "chat.completion", "choi'),  # then the line drops
     }
 
     def __init__(self, mode: str):
@@ -335,7 +346,7 @@ class _Misbehaving:
                 self.rfile.read(int(self.headers.get("content-length", 0)))
                 self.send_response(500 if mode == "e500" else 200)
                 self.send_header("content-type", kind)
-                self.send_header("content-length", str(len(body)))
+                self.send_header("content-length", str(len(body) + 500 * (mode == "midbody")))
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -366,15 +377,20 @@ NOT_OPENAI = r"Endpoint 'odd' \(http://127.0.0.1:\d+\) answered, but not in Open
     ("cut", NOT_OPENAI, r"closed the stream before the answer was finished \(it had sent 'a fake'\); ask again"),
     # a 500 is the server failing, not refusing the request
     ("e500", r"failed \(HTTP 500\): upstream exploded; retry later", r"failed \(HTTP 500\): upstream exploded"),
+    # the connection closed mid-body: it was "cannot be reached", an unusable endpoint that stopped a whole run
+    ("midbody", "closed the connection before its answer was complete", "closed the connection before its answer"),
 ])
 def test_a_server_that_misbehaves_is_one_message_naming_it(mode, whole, streamed):
     from vlmchat.errors import InputError
 
+    from vlmchat.errors import EndpointUnusable
+
     odd = _Misbehaving(mode)
     try:
         endpoint = odd.endpoint()
-        with pytest.raises(InputError, match=whole):
+        with pytest.raises(InputError, match=whole) as raised:
             endpoint.answer(ASK)
+        assert not isinstance(raised.value, EndpointUnusable)  # one answer failed; the next may not
         with pytest.raises(InputError, match=streamed):
             list(endpoint.stream(ASK))
     finally:
@@ -435,6 +451,10 @@ def test_a_reasoning_model_that_refuses_max_tokens_and_temperature_is_asked_as_i
         # learned once: the first answer took three requests, the stream after it one
         assert seen == [["max_tokens", "temperature"], ["max_completion_tokens", "temperature"],
                         ["max_completion_tokens"], ["max_completion_tokens", "stream", "stream_options"]]
+        # four sent at once to a fresh endpoint: each learns from its own refusal (three of four failed when the
+        # others' learning made a refusal look already handled)
+        fresh = Endpoint(endpoint.entry, api_key="unused")
+        assert [a.text for a in fresh.answer_each([ASK] * 4)] == ["a red circle"] * 4
     finally:
         server.shutdown()
 

@@ -166,6 +166,7 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
     size = int(options.batch_size)
     started = time.monotonic()
     _report(progress, result, started)
+    scoring, stopped = list(names), {}  # an endpoint that refuses every request is stopped; the others go on
     for first in range(0, len(result.items), size):
         if cancel is not None and cancel.is_set():
             result.cancelled = True
@@ -173,10 +174,20 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
         indices = range(first, min(first + size, len(result.items)))
         decoded = _decode(result, indices)
         batch_scorer = partial(scorer, work=BatchWork(detail)) if scorer is score_loglik else scorer
-        for name in names:
-            if decoded:
-                _score(batch_scorer, manager, result, name, decoded)
+        for name in list(scoring):
+            try:
+                if decoded:
+                    _score(batch_scorer, manager, result, name, decoded)
+            except EndpointUnusable as exc:
+                scoring.remove(name)
+                stopped[name] = exc
+        if not scoring:  # nothing left to score: the reason is the answer
+            raise next(iter(stopped.values()))
         result.done = indices.stop
         _report(progress, result, started)
+    for name, exc in stopped.items():  # its remaining questions, each with the reason (it scored none of them)
+        for index in range(len(result.items)):
+            if index not in result.scores[name]:
+                result.skipped[name].setdefault(index, f"not asked: {exc}")
     result.write(folder or eval_folder(manager.settings), options.output)
     return result

@@ -161,15 +161,18 @@ class Endpoint:
         import openai
 
         while True:
+            sent = self._as_accepted(request)
             try:
-                return self.client().chat.completions.create(**self._as_accepted(request), **extra)
+                return self.client().chat.completions.create(**sent, **extra)
             except openai.BadRequestError as exc:
                 body = exc.body if isinstance(exc.body, dict) else {}
                 field = body.get("param")
-                if (body.get("code") not in ("unsupported_parameter", "unsupported_value") or field not in ADAPTABLE
-                        or field in self.refused or field not in request):
+                # judged by what this attempt sent (requests in flight together learn it at once); the next attempt
+                # sends one adaptable field fewer, so the loop ends
+                if body.get("code") not in ("unsupported_parameter", "unsupported_value") or field not in ADAPTABLE \
+                        or field not in sent:
                     raise
-                self.refused.add(field)  # a field is refused once at most: the loop ends
+                self.refused.add(field)
 
     def _answer(self, text: str, usage, started: float, finish: str | None, first: float | None = None) -> Answer:
         prompt = getattr(usage, "prompt_tokens", None)
@@ -301,10 +304,12 @@ class _UserErrors:
 
 
 def _cut_short(exc) -> bool:
-    """Whether the connection error is a server that answered and then closed mid-answer (not one never reached)."""
-    import httpx
+    """Whether the connection error is a server that answered and then closed mid-answer (not one never reached).
 
-    return isinstance(exc.__cause__, (httpx.RemoteProtocolError, httpx.ReadError))
+    By the cause's class names: the openai client's HTTP library (httpx, or its fork httpx2) names them alike."""
+    cause = exc.__cause__
+    return cause is not None and any(kind.__name__ in ("RemoteProtocolError", "ReadError")
+                                     for kind in type(cause).__mro__)
 
 
 def _server_message(exc) -> str:
