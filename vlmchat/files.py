@@ -25,15 +25,23 @@ from .errors import InputError
 CHUNK = 2**20
 
 
-_UMASK = os.umask(0o022)  # read once, at import, while no other thread creates files
-os.umask(_UMASK)
+def _read_umask() -> int:
+    """The process's umask: from /proc on Linux (reading it elsewhere means setting it for a moment)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o077)  # the strictest mask meanwhile: a file another thread makes now is not widened
+        os.umask(mask)
+        return mask
 
 
-def _file_mode(target: Path, private: bool) -> int:
-    """The mode a written file gets: owner-only when `private`; else the replaced file's, or what the umask gives a
-    new file (mkstemp's temp file is owner-only, which a caption or a results file must not stay)."""
-    if private:
-        return 0o600
+_UMASK = _read_umask()
+
+
+def _file_mode(target: Path) -> int:
+    """The mode a written (not private) file gets: the replaced file's, or what the umask gives a new file
+    (mkstemp's temp file is owner-only, which a caption or a results file must not stay)."""
     try:
         return os.stat(target).st_mode & 0o777
     except OSError:
@@ -44,13 +52,17 @@ def _write_atomic(target: Path, write: Callable[[IO[bytes]], object], overwrite:
                   private: bool = False) -> bool:
     """Fill a temp file beside `target` with `write`, then rename it; False when kept (exists, not `overwrite`).
 
-    `private`: a new file is readable by its owner only (chats, keys, uploads); others get the usual mode."""
+    `private`: a new file is readable by its owner only (chats, votes, keys, eval sets' embedded pictures); others
+    get the usual mode."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, _file_mode(target, private))
+        if not private and hasattr(os, "fchmod"):  # mkstemp's file is owner-only already
+            try:
+                os.fchmod(fd, _file_mode(target) | (0o200 if os.name == "nt" else 0))
+            except OSError:  # FAT/exFAT and some network mounts refuse modes: the file keeps its own
+                pass
         with os.fdopen(fd, "wb") as out:
             write(out)
             out.flush()

@@ -129,7 +129,8 @@ class TxtCaptions:
         folder = image.parent
         if not os.access(folder, os.W_OK):  # also a read-only file system
             return (f"its folder {folder} cannot be written (read-only or no permission), so its .txt caption "
-                    "could not be saved; caption it into one file elsewhere (--format jsonl --output FILE).")
+                    "could not be saved; upload the pictures (or a zip) instead, or from the terminal caption them "
+                    "into one file elsewhere (--format jsonl --output FILE).")
         return ""
 
     def has(self, image: Path) -> bool:
@@ -166,8 +167,9 @@ class TableCaptions:
         return ""
 
     def has(self, image: Path) -> bool:
-        """True when the file already holds a caption for `image`."""
-        return self.key(image) in self.records
+        """True when the file already holds a caption for `image` (also under its resolved path, as files written
+        before links were kept as named hold it)."""
+        return self.key(image) in self.records or str(Path(image).resolve()) in self.records
 
     def put(self, image: Path, caption: str) -> bool:
         """Record a caption; the file is rewritten at most every `flush_every_s` seconds."""

@@ -80,7 +80,7 @@ class CaptionActions:
         """Ask this page's running batch to stop after its current batch; with none, the batches this login (or,
         without logins, the one local user) started from pages since closed or elsewhere."""
         own = self.cancels.get(getattr(request, "session_hash", None) or "")
-        others = [event for who, event in self.cancels.values() if who == login_of(request)]
+        others = [event for who, event in list(self.cancels.values()) if who == login_of(request)]  # runs end meanwhile
         for event in [own[1]] if own else others:
             event.set()
         if own:
