@@ -92,7 +92,17 @@ def test_cancel_keeps_a_checkpoint_and_no_adapter_then_resume_finishes(workspace
     # finish two steps after the checkpoint instead of 400 (the spec is a plain file)
     (job / "job.json").write_text(JobSpec.from_file(job / "job.json").__class__(
         **{**json.loads((job / "job.json").read_text()), "max_steps": stopped_at + 2}).to_json())
-    runner.resume_job(job)  # at once: the process is usually still closing here (~3 s), and this waits for it
+    # Resume in the tab (and /finetune_resume) at once: the process is usually still closing here (~3 s); it was
+    # refused as "still running"
+    from vlmchat.models.manager import ModelManager
+    from vlmchat.ui.finetune_tab import FinetuneActions
+
+    tab = FinetuneActions(ModelManager(settings), settings)
+    tab.resume(job.name)
+    pressed = time.monotonic()  # pressed twice: the resumed run is running (it waited 20 s, then said "closing")
+    with pytest.raises(InputError, match="is still running"):
+        tab.resume(job.name)
+    assert time.monotonic() - pressed < 5
     status = _wait_for(job, lambda s: s.state in ("done", "failed", "interrupted"))
     assert status.state == "done", status.message
     events = [e["event"] for e in read_events(job / "progress.jsonl")]

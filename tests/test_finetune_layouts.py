@@ -396,8 +396,10 @@ def test_llama_factorys_data_folder_with_several_datasets_trains_the_one_registe
     (data / "mllm_demo.json").write_text(json.dumps(rows), encoding="utf-8")
     identity = [{"instruction": "hi", "input": "", "output": "Hello, I am {{name}}."}]
     (data / "identity.json").write_text(json.dumps(identity), encoding="utf-8")
+    (data / "wiki_demo.txt").write_text("Anarchism is a political philosophy...\n", encoding="utf-8")
     (data / "dataset_info.json").write_text(json.dumps({
         "identity": {"file_name": "identity.json"},
+        "wiki_demo": {"file_name": "wiki_demo.txt", "columns": {"prompt": "text"}},
         "mllm_demo": {"file_name": "mllm_demo.json", "formatting": "sharegpt",
                       "columns": {"messages": "messages", "images": "images"},
                       "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
@@ -620,5 +622,9 @@ def test_trls_vision_layout_and_an_imagefolder_as_the_hub_keeps_them_in_parquet(
     (tmp_path / "arrow").mkdir()
     (tmp_path / "arrow" / "data-00000-of-00001.arrow").write_bytes(b"")
     (tmp_path / "arrow" / "state.json").write_text("{}")
-    with pytest.raises(InputError, match=r"save_to_disk folder .*to_parquet"):
+    with pytest.raises(InputError, match=r"save_to_disk folder .*load_from_disk\(FOLDER\)\.to_parquet"):
         read_dataset(tmp_path / "arrow")
+    (tmp_path / "dict" / "train").mkdir(parents=True)  # a DatasetDict's save_to_disk: one folder per split
+    (tmp_path / "dict" / "dataset_dict.json").write_text('{"splits": ["train"]}')
+    with pytest.raises(InputError, match=r"save_to_disk folder .*load_from_disk\(FOLDER\)\['train'\]\.to_parquet"):
+        read_dataset(tmp_path / "dict")

@@ -128,7 +128,6 @@ def cpu_alone(settings) -> str:
 def follow(job) -> int:
     """Show a progress bar until the job ends; Ctrl-C cancels it gracefully."""
     from . import runner
-    from .progress import learning_note
 
     bar = _Bar()
     try:
@@ -140,9 +139,8 @@ def follow(job) -> int:
     bar.close()
     if status.state == "done":
         print(f"{status.message}\nmetrics: {status.metrics}")
-        note = learning_note(status.losses, status.eval_losses)
-        if note:
-            print(f"vlmchat: warning: {note}", file=sys.stderr)
+        if status.learning:
+            print(f"vlmchat: warning: {status.learning}", file=sys.stderr)
         if status.evaluation.get("message"):
             print(f"validation split, base vs {status.adapter}: {status.evaluation['message']}")
         return 0

@@ -96,13 +96,16 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
     shards = [] if any(p.suffix.lower() in pictures_or_tables for p in top) else _parquet_shards(folder)
     if shards:  # a dataset as Hugging Face publishes it: data/train-00000-of-00002.parquet, …
         return _merged(folder, [_read_file(shard, prompt) for shard in shards])
-    if any(p.suffix == ".arrow" for p in top):
-        raise InputError(f"'{folder}' is a `datasets` save_to_disk folder (.arrow files), which vlmchat does not read; "
-                         "save it as Parquet: datasets.load_from_disk(FOLDER).to_parquet('train.parquet'), and give "
-                         "that file.")
-    # LLaMA-Factory's data/ keeps dataset_info.json (its index of the datasets) beside them: not a dataset
+    if any(p.suffix == ".arrow" for p in top) or (folder / "dataset_dict.json").is_file():
+        split = "['train']" if (folder / "dataset_dict.json").is_file() else ""
+        raise InputError(f"'{folder.name}' is a `datasets` save_to_disk folder (.arrow files), which vlmchat does not "
+                         f"read; save it as Parquet: datasets.load_from_disk(FOLDER){split}.to_parquet('train.parquet'), "
+                         "and give that file.")
+    # LLaMA-Factory's data/ keeps dataset_info.json (its index of the datasets) beside them: not a dataset, and the
+    # text-only datasets it registers (wiki_demo.txt) are no captions
+    registered = _registered(folder)
     tables = sorted(p for p in top if p.suffix.lower() in DATA_SUFFIXES and p.name != "dataset_info.json")
-    if tables and not any(p.suffix.lower() == ".txt" for p in top):
+    if tables and not any(p.suffix.lower() == ".txt" and p.name not in registered for p in top):
         chosen = _with_pictures(folder, tables) if len(tables) > 1 else tables
         if len(chosen) > 1:
             raise InputError(f"'{folder.name}' holds several dataset files ({', '.join(p.name for p in chosen)}); "
@@ -119,15 +122,20 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
     return report
 
 
-def _with_pictures(folder: Path, tables: list[Path]) -> list[Path]:
-    """Of several dataset files, those LLaMA-Factory's dataset_info.json (its index of data/) registers with an
-    images column (its vision datasets, beside text-only ones such as identity.json); all of them without one."""
+def _registered(folder: Path) -> dict[str, dict]:
+    """file_name -> entry of LLaMA-Factory's dataset_info.json in `folder` (its index of data/); {} without one."""
     try:
         index = json.loads((folder / "dataset_info.json").read_text(encoding="utf-8-sig"))
-        named = {entry.get("file_name") for entry in index.values()
-                 if isinstance(entry, dict) and "images" in (entry.get("columns") or {})}
+        return {entry["file_name"]: entry for entry in index.values()
+                if isinstance(entry, dict) and isinstance(entry.get("file_name"), str)}
     except (OSError, ValueError, AttributeError):
-        return tables
+        return {}
+
+
+def _with_pictures(folder: Path, tables: list[Path]) -> list[Path]:
+    """Of several dataset files, those dataset_info.json registers with an images column (LLaMA-Factory's vision
+    datasets, beside text-only ones such as identity.json); all of them without such an index."""
+    named = {name for name, entry in _registered(folder).items() if "images" in (entry.get("columns") or {})}
     return [table for table in tables if table.name in named] or tables
 
 

@@ -72,6 +72,7 @@ class JobStatus:
     metrics: dict = field(default_factory=dict)
     schedule: dict = field(default_factory=dict)      # the auto values' reasons (epochs, batch, learning rate)
     warning: str = ""                                 # e.g. too little training to change anything
+    learning: str = ""                                # what a finished run's loss curves say (`learning_note`)
     evaluation: dict = field(default_factory=dict)    # base vs the new adapter on the validation split
 
     @property
@@ -143,9 +144,12 @@ def fold_events(events: list[dict], status: JobStatus) -> JobStatus:
             status.adapter, status.metrics = e.get("adapter", ""), e.get("metrics", {})
             status.checkpoint = e.get("checkpoint", status.checkpoint)
             if kind == "done":
-                status.warning = " ".join(filter(None, [status.warning, learning_note(status.losses,
-                                                                                      status.eval_losses)]))
+                status.learning = learning_note(status.losses, status.eval_losses)
+                status.warning = " ".join(filter(None, [status.warning, status.learning]))
     return status
+
+
+LOW_LOSS = 0.3  # below this a training loss has little left to fall (the answers are ~75% likely per token already)
 
 
 def learning_note(losses: list, eval_losses: list) -> str:
@@ -157,7 +161,7 @@ def learning_note(losses: list, eval_losses: list) -> str:
     if len(values) >= 8:
         quarter = len(values) // 4
         first, last = sum(values[:quarter]) / quarter, sum(values[-quarter:]) / quarter
-        if last >= 0.9 * first:
+        if last >= 0.9 * first and first > LOW_LOSS:  # a loss that starts low: the base already answers so
             return (f"The training loss hardly fell ({first:.3g} in the first quarter of the steps, {last:.3g} in "
                     "the last): the adapter has probably learned little. Train for more epochs or with a higher "
                     "learning rate, and check that the answers in the dataset are what it should learn.")

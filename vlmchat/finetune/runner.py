@@ -104,7 +104,14 @@ def resume_job(job_dir: Path, alone: str = "") -> Path:
 def _closed(job_dir: Path, wait_s: float = 20.0) -> bool:
     """For a job whose run has ended (its final event written) while its process still closes (it says "cancelled"
     a few seconds before it exits): wait for the exit, so a Resume pressed at once is not refused as running."""
-    if fold_events(read_events(job_dir / PROGRESS_FILE), JobStatus()).state not in FINAL:
+    events = read_events(job_dir / PROGRESS_FILE)
+    if fold_events(events, JobStatus()).state not in FINAL:
+        return False
+    try:  # a process started after that final event is a new run (a Resume pressed twice): it is running
+        started = json.loads((job_dir / PID_FILE).read_text(encoding="utf-8"))["started"]
+    except (OSError, ValueError, KeyError):
+        started = 0.0
+    if started > events[-1].get("time", 0.0):
         return False
     deadline = time.monotonic() + wait_s
     while is_alive(job_dir):

@@ -151,9 +151,7 @@ class FinetuneActions:
         if status.state == "done":
             raise gr.Error(f"{job.name} has finished and wrote its adapter; there is nothing to resume. "
                            "Start a new run to train again.")
-        if runner.is_alive(job):
-            raise gr.Error(f"{job.name} is still running.")
-        runner.resume_job(job)
+        runner.resume_job(job)  # refuses a running job; waits for a cancelled one still closing
         return {"job_id": job.name}
 
 
@@ -259,7 +257,8 @@ def _check_result(result: dict) -> tuple[str, list]:
     # Problems quote the user's files (a literal <image>): escaped, as the rest of the tab's markdown that quotes them.
     problems = "\n".join(f"- {html.escape(p, quote=False)}" for p in result["problems"][:30])
     more = f"\n- … and {len(result['problems']) - 30} more" if len(result["problems"]) > 30 else ""
-    text = (f"**{result['format']}**: {result['samples']} usable samples, {len(result['problems'])} problems."
+    text = (f"**{html.escape(result['format'], quote=False)}**: {result['samples']} usable samples, "
+            f"{len(result['problems'])} problems."
             + (f"\n\n{problems}{more}" if problems else ""))
     rows = [[r["source"], ", ".join(Path(i).name for i in r["images"]), r["prompt"], r["answer"]]
             for r in result["preview"]]
