@@ -33,6 +33,9 @@ from .users import user_folder
 ERROR_MARK = "⚠️ "
 STOPPED_NOTE = "⏹ *Stopped: this answer is left out of the conversation.*"
 SESSION_KEY = "vlmchat-chat"  # sessionStorage: the chat a browser tab has open, reopened on reload
+# Chat answers (the tab's and /chat) that run at once, together: each holds one of Gradio's 40 worker threads while
+# it streams, so a few stay for every other action even when many chats wait on a slow endpoint.
+ANSWERS = {"concurrency_id": "chat-answers", "concurrency_limit": 16}
 EXAMPLES = PROJECT_ROOT / "examples"
 # The first screen's examples (examples/README.md describes the pictures): (question, picture).
 CHAT_EXAMPLES = [("Describe the image.", "red-circle.png"), ("What color is the shape?", "blue-square.png"),
@@ -425,8 +428,7 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                            api_visibility="undocumented", queue=False, js=reset_files)
     # Answers run at once, not one per queue slot: a local one joins the model's batcher (which batches the
     # answers that arrive together; server.max_queue bounds them), an endpoint's waits only on that server.
-    answering = [taken.then(respond, answer_inputs, answer_outputs, api_visibility="undocumented",
-                            concurrency_limit=None)]
+    answering = [taken.then(respond, answer_inputs, answer_outputs, api_visibility="undocumented", **ANSWERS)]
     answering[0].then(**idle)
 
     def on_edit(state: dict, edit: gr.EditData):
@@ -449,7 +451,7 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                                            api_visibility="undocumented", queue=False)):
         event = trigger.then(lambda: gr.update(interactive=False, submit_btn=False, stop_btn=True), None, textbox,
                              api_visibility="undocumented", queue=False).then(
-            respond, answer_inputs, answer_outputs, api_visibility="undocumented", concurrency_limit=None)
+            respond, answer_inputs, answer_outputs, api_visibility="undocumented", **ANSWERS)
         answering.append(event)
         event.then(**idle)
 
@@ -492,6 +494,6 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
             yield turn["text"], state
 
     api_button.click(chat_api, [api_message, max_new_tokens, temperature, top_p, seed, api_adapter, api_system,
-                                api_detail, api_chat], [api_answer, api_chat], api_name="chat", concurrency_limit=None,
+                                api_detail, api_chat], [api_answer, api_chat], api_name="chat", **ANSWERS,
                      api_description="Chat about images: message {'text', 'files'} -> the answer text; optional "
                                      "adapter ('' = the default adapter), system_prompt and image_detail (low / auto / high).")
