@@ -318,6 +318,9 @@ def test_an_endpoint_added_in_the_model_tab_answers_and_is_remembered_only_when_
         assert oct(remembered.stat().st_mode & 0o777) == "0o600"
         assert "sk-kept" in remembered.read_text() and "sk-secret" not in remembered.read_text()
         assert "sk-" not in (tmp_path / "app" / "settings.toml").read_text()
+        # replaced by one not kept: the kept one (and its key) no longer comes back at the next start
+        replaced = client.predict("kept", peer.url + "v1", "demo-es", "", 0, 0, 4, False, api_name="/add_endpoint")
+        assert "replaces the endpoint of that name" in replaced and "sk-kept" not in remembered.read_text()
     finally:
         client_app.stop()
 

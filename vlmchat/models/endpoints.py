@@ -335,8 +335,9 @@ def check_endpoint(name: str, base_url: str, model: str, price_in=0.0, price_out
     return build_endpoints({(name or "").strip(): table})[0]
 
 
-def remember_endpoint(folder, entry: EndpointSettings, api_key: str | None) -> None:
-    """Keep `entry` (and its key, if given) for later starts in `folder/endpoints.json`, mode 0600, never settings.toml."""
+def remember_endpoint(folder, entry: EndpointSettings, api_key: str | None, remember: bool = True) -> None:
+    """Keep `entry` (and its key, if given) for later starts in `folder/endpoints.json`, mode 0600, never settings.toml;
+    with `remember` False, forget an entry of its name kept before (it replaces it until vlmchat stops)."""
     import dataclasses
     import json
     from pathlib import Path
@@ -345,7 +346,12 @@ def remember_endpoint(folder, entry: EndpointSettings, api_key: str | None) -> N
 
     file = Path(folder) / REMEMBERED_FILE
     saved = {item["entry"]["name"]: item for item in _read_remembered(file)}
-    saved[entry.name] = {"entry": dataclasses.asdict(entry), "api_key": api_key or ""}
+    if not remember and entry.name not in saved:
+        return
+    if remember:
+        saved[entry.name] = {"entry": dataclasses.asdict(entry), "api_key": api_key or ""}
+    else:  # the old entry would come back at the next start, key and all
+        del saved[entry.name]
     file.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(file, json.dumps(list(saved.values()), indent=1), private=True)
 

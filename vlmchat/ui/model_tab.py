@@ -174,8 +174,7 @@ def add_endpoint(manager: ModelManager, name: str, base_url: str, model: str, ap
     key = (api_key or "").strip() or None
     replaced = " It replaces the endpoint of that name." if entry.name in manager.endpoint_settings() else ""
     choice = manager.add_endpoint(entry, api_key=key)
-    if remember:
-        remember_endpoint(manager.settings.paths.resolve("outputs"), entry, key)
+    remember_endpoint(manager.settings.paths.resolve("outputs"), entry, key, remember=bool(remember))
     kept = "kept for later starts (key in outputs/endpoints.json, readable by you only)" if remember else \
         "until vlmchat stops (the key stays in memory)"
     return (f"Added **{choice}** ({entry.model} at {shown_url(entry.base_url)}), {kept}; pick it in Chat, Caption, "
