@@ -198,3 +198,12 @@ def test_kohya_repeat_folders_are_read_and_the_check_says_their_counts_are_not_a
     assert len(report.samples) == 5 and not report.problems
     assert "kohya repeat folders 10_shapes, 2_more: their counts are not applied" in report.format
     assert "repeat" not in read_dataset(write_caption_folder(tmp_path / "plain", 2)).format
+
+
+def test_a_missing_picture_under_images_is_named_once(tmp_path):
+    """It said 'neither …/images/x.png nor …/images/images/x.png exists': the second path read like a bug."""
+    rows = [{"messages": [{"role": "user", "content": "<image>Colour?"}, {"role": "assistant", "content": "red"}],
+             "images": ["images/x.png"]}]
+    (tmp_path / "data.jsonl").write_text(json.dumps(rows[0]) + "\n", encoding="utf-8")
+    problem = str(read_dataset(tmp_path / "data.jsonl").problems[0])
+    assert f"{tmp_path / 'images' / 'x.png'} does not exist" in problem and "images/images" not in problem

@@ -107,8 +107,10 @@ def image_reference(value, base: Path, what: str = "image") -> str:
             return str(candidate)
     if len(value) > 260:  # longer than paths get: base64 that lost its data: prefix?
         raise InputError(f"{what} '{shown}' was not found (is it base64 without its data:image/...;base64, prefix?)")
-    raise InputError(f"{what} '{value}' was not found: neither {base / path} nor {base / 'images' / path} exists "
-                     "(paths are relative to the dataset file's folder; upload a .zip to keep the folders)")
+    places = (f"neither {base / path} nor {base / 'images' / path} exists" if path.parts[0] != "images"
+              else f"{base / path} does not exist")  # not …/images/images/x.png, which reads like a bug
+    raise InputError(f"{what} '{value}' was not found: {places} (paths are relative to the dataset file's folder; "
+                     "a dataset uploaded as separate files keeps no folders: upload a .zip to keep them)")
 
 
 def _exists(path: Path) -> bool:
