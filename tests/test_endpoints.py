@@ -158,6 +158,7 @@ def test_a_batch_stops_at_an_endpoint_that_refuses_every_request(remote, picture
     summary = caption_images(remote, images, CaptionOptions(adapter="endpoint:down", batch_size=4))
     assert "cannot be reached" in summary.stopped and len(summary.failed) == 4 and not summary.captioned
     assert f"stopped with {len(images) - 4} not done: Endpoint 'down'" in summary.line()
+    assert "images/s" not in summary.line()  # it said "(82.3 images/s …)" for a run where nothing worked
     _question_set(picture_files, tmp_path / "colours.jsonl")
     questions = read_eval_set(tmp_path / "colours.jsonl")
     with pytest.raises(EndpointUnusable, match="'down' .* cannot be reached"):

@@ -102,8 +102,9 @@ class CaptionSummary:
 
     def line(self) -> str:
         """One line for the terminal and the UI."""
+        rate = f"{self.images_per_s:.1f} images/s; " if self.captioned else ""  # no speed for a run where none worked
         text = (f"{len(self.captioned)} captioned, {len(self.skipped)} skipped, {len(self.failed)} failed "
-                f"of {self.total} in {self.elapsed_s:.1f} s ({self.images_per_s:.1f} images/s; {self.batch_reason})")
+                f"of {self.total} in {self.elapsed_s:.1f} s ({rate}{self.batch_reason})")
         if self.cancelled:
             text += f"; cancelled with {self.total - self.done} not done"
         if self.stopped:
