@@ -105,3 +105,40 @@ def test_what_the_fine_tune_tab_shows_holds_no_server_path_while_shared(tmp_path
     assert shown == ("Adapter 'x' written to adapters/x in 3s. --data outputs/finetune/uploads/users/ana-1/set "
                      '"adapters_dir": "adapters"')
     assert str(tmp_path) not in shown
+
+
+def test_pictures_named_inside_an_uploaded_dataset_stay_inside_the_upload(shared, tmp_path):
+    """A row's picture path reached anywhere on the server: a fine-tune check or an eval run made the model read and
+    describe it (another login's pictures included), and 'not an image' vs 'not found' told which files exist."""
+    import json
+    import shutil
+    import zipfile
+
+    from gradio_client import handle_file
+
+    _, client = shared
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    shutil.copy(ROOT / "examples" / "red-circle.png", folder / "inside.png")
+    outside = [str(ROOT / "examples" / "red-circle.png"), "/nonexistent/x.png", "../../../../etc/passwd", "~/.bashrc"]
+    rows = [{"messages": [{"role": "user", "content": "<image>Describe the image."},
+                          {"role": "assistant", "content": "a red circle"}], "images": [path]}
+            for path in ["inside.png", *outside]]
+    (folder / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    questions = [{"question": "What colour?", "options": ["red", "blue"], "answer": "red", "image": path}
+                 for path in ["inside.png", *outside]]
+    (folder / "quiz.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions), encoding="utf-8")
+    archives = {}
+    for name, kept in (("train", "data.jsonl"), ("quiz", "quiz.jsonl")):
+        archives[name] = tmp_path / f"{name}.zip"
+        with zipfile.ZipFile(archives[name], "w") as zipped:
+            zipped.write(folder / kept, kept)
+            zipped.write(folder / "inside.png", "inside.png")
+    checked = client.predict(client.predict(handle_file(str(archives["train"])), api_name="/finetune_upload"),
+                             api_name="/finetune_check")
+    assert checked["samples"] == 1 and len(checked["problems"]) == 4
+    said = {re.sub(r"picture '[^']*'", "picture P", p.split(": ", 1)[1]) for p in checked["problems"]}
+    assert len(said) == 1 and "outside the uploaded dataset" in said.pop()  # the same whether the file exists
+    started = client.predict(client.predict(handle_file(str(archives["quiz"])), api_name="/eval_upload"),
+                             ["base"], "loglik", 0, api_name="/eval_start")
+    assert (started["questions"], started["skipped_rows"]) == (1, 4)

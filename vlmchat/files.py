@@ -23,6 +23,31 @@ from typing import IO, Callable, Iterable, Iterator
 from .errors import InputError
 
 CHUNK = 2**20
+# On a shared app a dataset or eval set comes from an upload, and the pictures its rows name must be inside it: a
+# path in a row could otherwise make the model read, and answer about, any picture on the server (another login's
+# included). The serving process switches this on; the fine-tune child it starts inherits it through the environment.
+CONFINED_ENV = "VLMCHAT_CONFINED"
+_confined = [os.environ.get(CONFINED_ENV) == "1"]
+
+
+def confine_pictures(on: bool = True) -> None:
+    """Make `check_inside` refuse pictures outside their dataset's folder (the app is reachable from other machines)."""
+    _confined[0] = on
+    if on:
+        os.environ[CONFINED_ENV] = "1"
+    else:
+        os.environ.pop(CONFINED_ENV, None)
+
+
+def check_inside(path: Path, base: Path, given: str, *others: Path) -> None:
+    """On a shared app, InputError unless `path` lies inside `base` (or one of `others`), links followed; the same
+    message whether or not the file exists, so a row cannot probe the server's files."""
+    if not _confined[0]:
+        return
+    real = Path(os.path.realpath(path))
+    if not any(real.is_relative_to(os.path.realpath(root)) for root in (base, *others)):
+        raise InputError(f"picture '{given}' is outside the uploaded dataset; on a shared app every picture must be "
+                         "in the upload, beside or below the dataset file (a .zip keeps the folders)")
 
 
 def _read_umask() -> int:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import InputError
-from ..files import write_bytes_atomic
+from ..files import check_inside, write_bytes_atomic
 from ..errors import Problem as EvalProblem
 from .set_formats import (ACCEPTED, CAPTION_QUESTION, MMLU, Draft, Embedded, Layout, RowProblem, detect_layout,
                           is_mmlu_row, plain, shorten)
@@ -287,7 +287,11 @@ def _check_image(given: str | Embedded, base: Path, checked: _Checked) -> str:
         return embedded_file(given, checked)
     if re.match(r"[a-z][a-z0-9+.-]*://|data:", given, re.I):
         raise RowProblem(f"image '{shorten(given, 60)}' is a URL; download it and give its file path")
-    file = base / given
+    file = base / Path(given).expanduser()
+    try:
+        check_inside(file, base, given)
+    except InputError as exc:  # a shared app: this row's picture is not in the upload
+        raise RowProblem(str(exc)) from None
     if not file.is_file() and (base / Path(given).name).is_file():
         file = base / Path(given).name  # picked with the eval set in a browser, the pictures lost their folders
     if file not in checked:

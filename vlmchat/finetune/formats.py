@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
+from ..files import check_inside
 from ..images import is_data_url
 
 PLACEHOLDER = "<image>"
@@ -99,10 +100,12 @@ def image_reference(value, base: Path, what: str = "image") -> str:
                          "download the image first and use a local path or a data: URL")
     path = Path(value.removeprefix("file://")).expanduser()
     if path.is_absolute():
+        check_inside(path, base, shown, _embedded_folder())
         if not _exists(path):
             raise InputError(f"{what} '{shown}' was not found; check the path")
         return str(path)
     for candidate in (base / path, base / "images" / path, base / path.name):
+        check_inside(candidate, base, shown)
         if _exists(candidate):
             return str(candidate)
     if len(value) > 260:  # longer than paths get: base64 that lost its data: prefix?
@@ -111,6 +114,13 @@ def image_reference(value, base: Path, what: str = "image") -> str:
               else f"{base / path} does not exist")  # not …/images/images/x.png, which reads like a bug
     raise InputError(f"{what} '{value}' was not found: {places} (paths are relative to the dataset file's folder; "
                      "a dataset uploaded as separate files keeps no folders: upload a .zip to keep them)")
+
+
+def _embedded_folder() -> Path:
+    """Where pictures a Parquet dataset holds as bytes are written (read as files from there)."""
+    from ..evaluate.sets import embedded_image_folder
+
+    return embedded_image_folder()
 
 
 def _exists(path: Path) -> bool:

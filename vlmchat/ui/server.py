@@ -8,7 +8,7 @@ from .access import resolve_access
 from ..api.serve import api_routes
 from .gate import gate_middleware
 from ..errors import InputError
-from ..files import mark_running_ui
+from ..files import confine_pictures, mark_running_ui
 from ..models.manager import ModelManager
 from ..settings import Settings
 
@@ -40,6 +40,8 @@ def check_port(host: str, port: int) -> None:
 def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
     """Load the configured model and serve the UI; returns the exit code (or the app if not blocking)."""
     access = resolve_access(settings, auth_file)
+    if settings.server.exposed:  # pictures named inside uploaded datasets stay inside the upload
+        confine_pictures()
     check_port(settings.server.host, settings.server.port)  # before the model loads, not a traceback after it
     manager = ModelManager(settings)
     print("vlmchat: loading", settings.model.id, "...", flush=True)
