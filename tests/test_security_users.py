@@ -15,7 +15,7 @@ import httpx
 import pytest
 from gradio_client import Client, handle_file
 
-from conftest import LaunchedApp
+from conftest import ROOT, LaunchedApp
 from test_evaluate_app import write_colour_set
 from vlmchat.finetune.progress import ProgressWriter
 from vlmchat.finetune.spec import JobSpec
@@ -133,3 +133,27 @@ def test_a_picture_in_gradios_cache_is_read_only_by_the_login_it_was_shown_to(tw
     assert ana.get(f"/gradio_api/file={path}").status_code == 200
     refused = bob.get(f"/gradio_api/file={path}")
     assert refused.status_code == 403 and "another user" in refused.text
+
+
+def test_an_adapter_trained_on_a_logins_upload_is_renamed_deleted_exported_or_replaced_by_that_login_only(tmp_path):
+    """bob replaced ana's adapter by a fine-tune with overwrite, renamed and deleted it in the Adapters tab, and
+    exported her weights (reviewer, two logins). Requests stand in as objects carrying the login's user name."""
+    import shutil
+
+    from vlmchat.errors import InputError
+    from vlmchat.ui.users import refuse_anothers_adapter, user_folder
+
+    ana, bob = SimpleNamespace(username="ana"), SimpleNamespace(username="bob")
+    adapters = tmp_path / "adapters"
+    shutil.copytree(ROOT / "adapters" / "demo-es", adapters / "demo-es")
+    shutil.copytree(ROOT / "adapters" / "demo-es", adapters / "ana-style")
+    meta_file = adapters / "ana-style" / "vlmchat.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    upload = user_folder(tmp_path / "outputs" / "finetune" / "uploads", ana) / "set-1a2b3c" / "set"
+    meta["dataset"] = {**(meta.get("dataset") or {}), "name": "set", "path": str(upload)}
+    meta_file.write_text(json.dumps(meta), encoding="utf-8")
+    for doing in ("rename", "delete", "export", "replace"):
+        with pytest.raises(InputError, match=f"'ana-style' was trained by another login; only that login can {doing}"):
+            refuse_anothers_adapter(adapters, "ana-style", bob, doing)
+        refuse_anothers_adapter(adapters, "ana-style", ana, doing)  # hers
+        refuse_anothers_adapter(adapters, "demo-es", bob, doing)  # trained from no login's upload: everyone's

@@ -18,7 +18,7 @@ from ..settings import Settings
 from .chat_tab import CHAT_EXAMPLES, EXAMPLES
 from .errors import said
 from .sharing import refuse_server_paths
-from .users import user_folder
+from .users import refuse_anothers_adapter, user_folder
 
 COLUMNS = ["name", "status", "base model", "created", "trained on", "metrics", "notes"]
 DEFAULT_GONE = " It was the default: new chats now start with the base model."
@@ -160,15 +160,17 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
 
     import_button.click(do_import, [new_name, folder, upload, hub_id], outputs, api_visibility="undocumented")
 
-    def export(name: str):
+    def export(name: str, request: gr.Request = None):
         try:
+            refuse_anothers_adapter(actions.folder, name, request, "export")
             return str(registry.export_zip(actions.folder, name, settings.paths.resolve("outputs"))), ""
         except (VlmchatError, gr.Error) as exc:
             return None, f"⚠️ {said(exc)}"
 
     export_button.click(export, choice, [exported, message], api_visibility="undocumented")
 
-    def rename(name: str, to: str):
+    def rename(name: str, to: str, request: gr.Request = None):
+        refuse_anothers_adapter(actions.folder, name, request, "rename")
         was_default = actions.is_default(name)
         renamed = registry.rename_adapter(actions.folder, name, to).name
         actions.unload(name)  # resident under its old name, it would still answer to it
@@ -178,7 +180,8 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
                              f"'{name}' needs '{renamed}' chosen in its menu).")
         return refreshed(f"Renamed to '{renamed}'.")
 
-    def delete(name: str, confirmation: str):
+    def delete(name: str, confirmation: str, request: gr.Request = None):
+        refuse_anothers_adapter(actions.folder, name, request, "delete")
         was_default = actions.is_default(name)
         registry.delete_adapter(actions.folder, name, confirmation)
         actions.unload(name)

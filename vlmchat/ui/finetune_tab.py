@@ -27,7 +27,7 @@ from ..settings import Settings
 from .errors import guard as _guard, said
 from .sharing import refuse_server_paths, without_server_paths
 from .uploads import upload_endpoint, user_uploads
-from .users import user_folder
+from .users import refuse_anothers_adapter, user_folder
 
 # The form is built from the [finetune] fields and their metadata (vlmchat/settings.py), in their order, and the
 # job's image detail (its default is Chat's: [generation] image_detail).
@@ -104,6 +104,8 @@ class FinetuneActions:
     def start(self, reference: str, name: str, options: dict | None = None, overwrite: bool = False,
               request=None) -> dict:
         spec = self.spec(reference, name, options, overwrite, request)
+        if overwrite:  # replacing an adapter another login trained on its own upload is that login's to do
+            refuse_anothers_adapter(self.settings.paths.resolve("adapters"), spec.name, request, "replace")
         read_dataset(spec.data, spec.caption_prompt).require_usable(spec.skip_invalid)
         mine = self.jobs_of(request)
         if mine != self.jobs and self._running_elsewhere(mine):

@@ -33,3 +33,25 @@ def owns(path: Path, base: Path, request) -> bool:
     if login_of(request) is None:
         return target.is_relative_to(Path(base).resolve())
     return target.is_relative_to(mine)
+
+
+def trained_by_another(adapter, request) -> bool:
+    """Whether `adapter` (a store.AdapterInfo) was trained on an upload of a login other than the request's: its
+    dataset lies in another login's users/<name>-<hash> folder. Adapters trained from anything else belong to all."""
+    path = adapter.dataset.get("path") if isinstance(adapter.dataset, dict) else None
+    parts = Path(path).parts if isinstance(path, str) else ()
+    folders = [parts[i + 1] for i in range(len(parts) - 1) if parts[i] == "users"]
+    if not folders:
+        return False
+    return login_of(request) is None or folders[-1] != user_folder(Path("."), request).name
+
+
+def refuse_anothers_adapter(adapters: Path, name: str, request, doing: str) -> None:
+    """InputError when adapter `name` in `adapters` was trained on another login's upload: only that login may
+    `doing` it (rename, delete, export, replace). Using it in Chat, Compare or Evaluate stays open to all."""
+    from ..errors import InputError
+    from ..lora.store import list_adapters
+
+    found = next((adapter for adapter in list_adapters(adapters) if adapter.name == name), None)
+    if found is not None and trained_by_another(found, request):
+        raise InputError(f"'{name}' was trained by another login; only that login can {doing} it.")
