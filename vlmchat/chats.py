@@ -25,7 +25,6 @@ with status "ok" are ever sent back to the model (see `answered_turns`).
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import re
 import secrets
@@ -35,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import InputError
-from .files import write_bytes_atomic, write_text_atomic
+from .files import sha256_of, write_bytes_atomic, write_text_atomic
 
 FORMAT = "vlmchat-chat/1"
 CHAT_FILE = "chat.json"
@@ -80,14 +79,6 @@ def auto_title(chat: dict) -> str:
         if message.get("images"):
             return "📎 " + message["images"][0].get("name", "image")
     return "New chat"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as source:
-        for block in iter(lambda: source.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _image_suffix(path: Path) -> str:
@@ -229,14 +220,14 @@ class ChatStore:
         source = Path(image["path"])
         images = (folder / "images").resolve()
         if not source.resolve().is_relative_to(images):
-            digest = image.get("sha256") or _sha256(source)
+            digest = image.get("sha256") or sha256_of(source)
             target = images / f"{digest[:32]}{_image_suffix(source)}"
             if not target.exists():
                 write_bytes_atomic(target, source.read_bytes(), private=True)
             image.update(path=str(target), sha256=digest)
         target = Path(image["path"]).resolve()
         return {"file": target.relative_to(folder.resolve()).as_posix(), "name": image.get("name", target.name),
-                "sha256": image.get("sha256") or _sha256(target)}
+                "sha256": image.get("sha256") or sha256_of(target)}
 
     def rename(self, chat_id: str, title: str) -> dict:
         """Give chat `chat_id` a title of its own (kept from then on); returns the chat."""

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -119,6 +120,15 @@ def write_bytes_atomic(target: Path, data: bytes, overwrite: bool = True, privat
 def write_text_atomic(target: Path, text: str, overwrite: bool = True, private: bool = False) -> bool:
     """Write `text` to `target` all at once; False (nothing written) when it exists and not `overwrite`."""
     return write_bytes_atomic(target, text.encode("utf-8"), overwrite, private)
+
+
+def sha256_of(path: Path) -> str:
+    """The sha256 hex digest of the file at `path`, read a chunk at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        for block in iter(lambda: source.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_writable_file(target: Path, example: str) -> None:

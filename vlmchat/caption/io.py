@@ -10,7 +10,6 @@ existing caption is never replaced unless asked, even one that appears while a b
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -19,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import InputError
-from ..files import check_writable_file, extract_zip_checked, unsafe_name, write_text_atomic, write_zip_atomic
+from ..files import (check_writable_file, extract_zip_checked, sha256_of, unsafe_name, write_text_atomic,
+                     write_zip_atomic)
 from ..images import readable_suffixes
 
 DATA_SUFFIXES = frozenset({".txt", ".json", ".jsonl", ".csv", ".zip"})
@@ -93,11 +93,7 @@ def find_images(paths: list[str | Path], recursive: bool = False, unpack_to: Pat
 def _unpack_name(archive: Path) -> str:
     """The zip's own folder under the unpack folder: its name and a digest of its bytes, so the same zip resumes
     where it stopped and another zip of the same name never meets the first one's pictures and captions."""
-    digest = hashlib.sha256()
-    with archive.open("rb") as data:
-        while chunk := data.read(2**20):
-            digest.update(chunk)
-    return f"{archive.stem}-{digest.hexdigest()[:10]}"
+    return f"{archive.stem}-{sha256_of(archive)[:10]}"
 
 
 def _image_member(member: str) -> str | None:

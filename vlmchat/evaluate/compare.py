@@ -11,7 +11,6 @@ losses and ties per side.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import threading
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError
-from ..files import write_text_atomic
+from ..files import sha256_of, write_text_atomic
 from ..models.answers import Answer
 from ..models.manager import GenerationParams, ModelManager
 
@@ -68,11 +67,7 @@ def figures(answer: Answer) -> str:
 def new_comparison(image_path: str | Path, prompt: str, left: str, right: str, seed: int, **settings) -> dict:
     """The record of one comparison (its answers are added when they are done): a fresh id, the picture's
     sha256 and name, the prompt, both sides, the seed and `settings` (model, max_new_tokens, ...)."""
-    digest = hashlib.sha256()
-    with open(image_path, "rb") as source:
-        for block in iter(lambda: source.read(2**20), b""):
-            digest.update(block)
-    return {"comparison": secrets.token_hex(8), "compared": _now(), "image_sha256": digest.hexdigest(),
+    return {"comparison": secrets.token_hex(8), "compared": _now(), "image_sha256": sha256_of(image_path),
             "image_name": Path(image_path).name, "prompt": prompt, "left": left, "right": right, "seed": seed,
             **settings}
 
