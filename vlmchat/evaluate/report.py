@@ -56,7 +56,8 @@ class EvalResult:
 
     @functools.cached_property
     def metric(self) -> str:
-        """The accuracy the verdicts use (worked out once: every row's verdict asks): acc_norm when some question's options differ in their number of words.
+        """The accuracy the verdicts use (worked out once: every row's verdict asks): acc_norm when some question's
+        options differ in their number of words.
 
         A summed log-probability falls with every word, so phrases of different lengths need normalising; one-word
         options (red / yellow) do not, and per character they lean to the longer word: on 100 pictures drawn by

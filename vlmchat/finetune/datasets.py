@@ -99,14 +99,14 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
     if any(p.suffix == ".arrow" for p in top) or (folder / "dataset_dict.json").is_file():
         split = "['train']" if (folder / "dataset_dict.json").is_file() else ""
         raise InputError(f"'{folder.name}' is a `datasets` save_to_disk folder (.arrow files), which vlmchat does not "
-                         f"read; save it as Parquet: datasets.load_from_disk(FOLDER){split}.to_parquet('train.parquet'), "
-                         "and give that file.")
+                         f"read; save it as Parquet: datasets.load_from_disk(FOLDER){split}"
+                         ".to_parquet('train.parquet'), and give that file.")
     # LLaMA-Factory's data/ keeps dataset_info.json (its index of the datasets) beside them: not a dataset, and the
     # text-only datasets it registers (wiki_demo.txt) are no captions
     registered = _registered(folder)
     tables = sorted(p for p in top if p.suffix.lower() in DATA_SUFFIXES and p.name != "dataset_info.json")
     if tables and not any(p.suffix.lower() == ".txt" and p.name not in registered for p in top):
-        chosen = _with_pictures(folder, tables) if len(tables) > 1 else tables
+        chosen = _with_pictures(registered, tables) if len(tables) > 1 else tables
         if len(chosen) > 1:
             raise InputError(f"'{folder.name}' holds several dataset files ({', '.join(p.name for p in chosen)}); "
                              "give the one to train on as the dataset path, or upload a .zip holding only it "
@@ -132,10 +132,11 @@ def _registered(folder: Path) -> dict[str, dict]:
         return {}
 
 
-def _with_pictures(folder: Path, tables: list[Path]) -> list[Path]:
-    """Of several dataset files, those dataset_info.json registers with an images column (LLaMA-Factory's vision
-    datasets, beside text-only ones such as identity.json); all of them without such an index."""
-    named = {name for name, entry in _registered(folder).items() if "images" in (entry.get("columns") or {})}
+def _with_pictures(registered: dict[str, dict], tables: list[Path]) -> list[Path]:
+    """Of several dataset files, those dataset_info.json registers (`_registered`) with an images column
+    (LLaMA-Factory's vision datasets, beside text-only ones such as identity.json); all of them without such an
+    index."""
+    named = {name for name, entry in registered.items() if "images" in (entry.get("columns") or {})}
     return [table for table in tables if table.name in named] or tables
 
 
@@ -276,8 +277,9 @@ def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
     repeats = sorted({part for image in images for part in image.relative_to(folder).parts[:-1]
                       if re.fullmatch(r"\d+_.+", part)})
     if repeats:  # kohya's trainer repeats such a folder N times an epoch; this one counts every picture once
-        report.format += (f" (kohya repeat folders {', '.join(repeats[:3])}{', …' if len(repeats) > 3 else ''}: their "
-                          "counts are not applied; every picture counts once and the preset sets the steps)")
+        shown = ", ".join(repeats[:3]) + (", …" if len(repeats) > 3 else "")
+        report.format += (f" (kohya repeat folders {shown}: their counts are not applied; every picture counts once "
+                          "and the preset sets the steps)")
     return report
 
 

@@ -145,7 +145,7 @@ class Endpoint:
             request["seed"] = int(params.seed)
         if params.stop_strings:
             request["stop"] = list(params.stop_strings)
-        return self._as_accepted(request)
+        return request
 
     def _as_accepted(self, request: dict) -> dict:
         """`request` without the fields this endpoint's model refused; max_tokens as max_completion_tokens there."""
@@ -155,9 +155,10 @@ class Endpoint:
         return request
 
     def _create(self, request: dict, **extra):
-        """chat.completions.create; a field the model refuses as unsupported is dropped (or renamed) and the request
-        sent once more. OpenAI's reasoning models (o-series, gpt-5) refuse max_tokens (they take
-        max_completion_tokens) and any temperature but their default: every Chat request to them failed."""
+        """chat.completions.create of `request` as this endpoint's model accepts it (`_as_accepted`); a field it
+        refuses as unsupported is learned, dropped (or renamed), and the request sent again. OpenAI's reasoning models
+        (o-series, gpt-5) refuse max_tokens (they take max_completion_tokens) and any temperature but their default:
+        every Chat request to them failed."""
         import openai
 
         while True:
@@ -280,13 +281,13 @@ class _UserErrors:
             return False
         entry = self.endpoint.entry
         where = f"Endpoint '{entry.name}' ({shown_url(entry.base_url)})"
+        cut = isinstance(exc, openai.APIConnectionError) and _cut_short(exc)
         unusable = isinstance(exc, (openai.AuthenticationError, openai.NotFoundError)) or (
-            isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError)
-            and not _cut_short(exc))
+            isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError) and not cut)
         if isinstance(exc, openai.APITimeoutError):
             message = (f"{where} did not answer within {entry.timeout_s:.0f} s (asked twice: a timeout is retried "
                        "once); raise timeout_s or check the server.")
-        elif isinstance(exc, openai.APIConnectionError) and _cut_short(exc):
+        elif cut:
             message = f"{where} closed the connection before its answer was complete; ask again, or check the server."
         elif isinstance(exc, openai.APIConnectionError):
             message = f"{where} cannot be reached; check that the server runs and that base_url is right."
@@ -297,7 +298,8 @@ class _UserErrors:
         elif isinstance(exc, openai.RateLimitError):
             message = f"{where} is busy or over its rate limit; lower max_concurrency or retry later."
         elif isinstance(exc, openai.InternalServerError):
-            message = f"{where} failed (HTTP {exc.status_code}): {_server_message(exc)}; retry later or check the server."
+            message = (f"{where} failed (HTTP {exc.status_code}): {_server_message(exc)}; retry later or check the "
+                       "server.")
         else:
             message = f"{where} refused the request: {_server_message(exc)}"
         raise (EndpointUnusable if unusable else InputError)(message) from None
