@@ -22,7 +22,8 @@ def add_finetune_parser(commands) -> None:
     """Register the `finetune` subcommand and its flags (one per [finetune] setting)."""
     parser = commands.add_parser("finetune", help="train a LoRA adapter on your images (child process, resumable)")
     parser.add_argument("--data", required=True, help="a folder of images with .txt captions or metadata.jsonl/.csv, "
-                        "or a .json/.jsonl/.csv file (ShareGPT, LLaVA, OpenAI messages, caption output; see README)")
+                        "a .json/.jsonl/.csv/.parquet file (ShareGPT, LLaVA, OpenAI messages, caption output; see "
+                        "README), or a Hugging Face dataset folder of Parquet files")
     parser.add_argument("--name", required=True, help="adapter name: the result goes to adapters/NAME/")
     parser.add_argument("--resume", action="store_true", help="continue the newest job of NAME from its checkpoint")
     parser.add_argument("--write-job", action="store_true", help="write the job folder without starting it and "
