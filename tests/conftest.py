@@ -137,3 +137,25 @@ def random_llava(tmp_path_factory):
     build_model(processor, seed=1).save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A browser test that fails reports what its page showed then (CI keeps only the printed report) and leaves
+    a screenshot in outputs/test-artifacts/failed-<test>.png."""
+    outcome = yield
+    report = outcome.get_result()
+    page = getattr(item, "funcargs", {}).get("page")
+    if report.when != "call" or not report.failed or page is None or not hasattr(page, "inner_text"):
+        return
+    try:
+        shown = page.evaluate(
+            "() => [...document.querySelectorAll('[role=tabpanel]:not([hidden]), .toast-body')]"
+            ".map(e => e.innerText).join('\\n---\\n') + '\\n--- inputs: ' + [...document.querySelectorAll("
+            "'[role=tabpanel] textarea, [role=tabpanel] input[type=text]')].map(e => e.value).join(' | ')")
+        folder = Path(__file__).resolve().parent.parent / "outputs" / "test-artifacts"
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(folder / f"failed-{item.name}.png"), full_page=True)
+    except Exception as exc:  # the page itself may be what broke
+        shown = f"(the page could not be read: {exc})"
+    report.sections.append(("what the page showed", shown[-6000:]))
