@@ -7,6 +7,7 @@ about what is on the server. The Model tab's own refusals are checked by message
 """
 
 import re
+from pathlib import Path
 import uuid
 
 import pytest
@@ -88,23 +89,72 @@ def test_the_model_tab_still_takes_the_demo_and_catalog(shared):
     assert "reachable from other machines" not in files
 
 
-def test_what_the_fine_tune_tab_shows_holds_no_server_path_while_shared(tmp_path):
-    """The job's config, its command and the status line ("Adapter 'x' written to ...") name the app's folders
-    relative to them while the app is reachable from other machines; locally they are unchanged."""
-    from conftest import write_settings
-    from vlmchat.settings import load_settings
-    from vlmchat.ui.sharing import without_server_paths
+def _zipped(target: Path, files: dict) -> Path:
+    import zipfile
 
-    local = load_settings(write_settings(tmp_path))
-    shared = local.override("server", host="0.0.0.0")
-    adapters, outputs = local.paths.resolve("adapters"), local.paths.resolve("outputs")
-    text = (f"Adapter 'x' written to {adapters}/x in 3s. --data {outputs}/finetune/uploads/users/ana-1/set "
-            f'"adapters_dir": "{adapters}"')
-    assert without_server_paths(local, text) == text
-    shown = without_server_paths(shared, text)
-    assert shown == ("Adapter 'x' written to adapters/x in 3s. --data outputs/finetune/uploads/users/ana-1/set "
-                     '"adapters_dir": "adapters"')
-    assert str(tmp_path) not in shown
+    with zipfile.ZipFile(target, "w") as zipped:
+        for name, source in files.items():
+            zipped.write(source, name)
+    return target
+
+
+def test_what_a_shared_app_answers_names_no_server_folder(shared, tmp_path):
+    """A dataset checked, an adapter trained, an eval run and a caption batch, through the API of a shared app: the
+    preview, the job's command and status, the eval's files and the caption table named the app's folders by their
+    absolute paths; they are named relative to them (outputs/...), errors too. Files come back as downloads."""
+    import json
+    import shutil
+    import tempfile
+    import time
+
+    from gradio_client import handle_file
+
+    app, client = shared
+    server_folders = [str(Path(app.log.name).parent), str(ROOT), str(Path(tempfile.gettempdir()) / "gradio")]
+    pictures = {}
+    for index, name in enumerate(["red-circle", "blue-square", "green-triangle", "yellow-circle"] * 3):
+        pictures[f"p{index}.png"] = tmp_path / f"p{index}.png"
+        shutil.copy(ROOT / "examples" / f"{name}.png", pictures[f"p{index}.png"])
+    rows = [{"messages": [{"role": "user", "content": "<image>Describe the image."},
+                          {"role": "assistant", "content": "a " + name.replace("-", " ")}], "images": [f"p{i}.png"]}
+            for i, name in enumerate(["red-circle", "blue-square", "green-triangle", "yellow-circle"] * 3)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    (tmp_path / "quiz.jsonl").write_text(json.dumps({"question": "What colour is the shape?", "image": "p0.png",
+                                                     "options": ["red", "blue"], "answer": "red"}) + "\n")
+    answers = {}
+    dataset = client.predict(handle_file(str(_zipped(tmp_path / "ds.zip", {**pictures, "data.jsonl":
+                                                                            tmp_path / "data.jsonl"}))),
+                             api_name="/finetune_upload")
+    answers["check"] = client.predict(dataset, api_name="/finetune_check")
+    answers["start"] = client.predict(dataset, "shared-paths", {"max_steps": 1}, True, api_name="/finetune_start")
+    for _ in range(120):
+        answers["status"] = client.predict(answers["start"]["job_id"], api_name="/finetune_status")
+        if answers["status"]["state"] not in ("starting", "running"):
+            break
+        time.sleep(1)
+    quiz = client.predict(handle_file(str(_zipped(tmp_path / "quiz.zip", {"quiz.jsonl": tmp_path / "quiz.jsonl",
+                                                                          "p0.png": pictures["p0.png"]}))),
+                          api_name="/eval_upload")
+    run = client.predict(quiz, ["base"], "loglik", 0, api_name="/eval_start")["run_id"]
+    for _ in range(60):
+        answers["eval"] = client.predict(run, api_name="/eval_status")
+        if answers["eval"]["state"] != "running":
+            break
+        time.sleep(0.5)
+    answers["caption"] = client.predict("", [], handle_file(str(tmp_path / "quiz.zip")),
+                                        api_name="/caption_batch")[:2]  # the third is the results zip, downloaded
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"question": "Colour?", "options": ["red"], "answer": "blue"}))
+    with pytest.raises(Exception) as refused:  # "No usable questions in <the upload's file>"
+        client.predict(client.predict(handle_file(str(tmp_path / "bad.jsonl")), api_name="/eval_upload"),
+                       ["base"], "loglik", 0, api_name="/eval_start")
+    answers["refused"] = str(refused.value)
+    assert "No usable questions in outputs/" in answers["refused"]
+    assert answers["status"]["state"] == "done" and answers["eval"]["state"] == "done", answers
+    assert answers["check"]["preview"][0]["images"][0].startswith("outputs/finetune/uploads/")
+    assert answers["caption"][1]["data"][0][0].startswith("outputs/captions/")
+    assert "outputs/finetune/uploads/" in answers["start"]["command"]
+    shown = json.dumps(answers)
+    assert not [folder for folder in server_folders if folder in shown], shown
 
 
 def test_pictures_named_inside_an_uploaded_dataset_stay_inside_the_upload(shared, tmp_path):

@@ -73,4 +73,4 @@ def build_app(manager: ModelManager, settings: Settings, notices: list[str] | No
             build_model_tab(manager, settings, status, status_line)
         app.load(lambda: (status_line(manager), _banner(notices)), outputs=[status, banner], api_visibility="undocumented",
                  queue=False)
-    return quiet_user_errors(app)
+    return quiet_user_errors(app, settings)

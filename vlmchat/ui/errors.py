@@ -42,43 +42,61 @@ def user_error(exc: Exception, where: str | None = None) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
-def _wrap(action, where: str | None = None):
+def _wrap(action, where: str | None = None, shown=None):
     """`action` (plain, generator or async) with user errors turned into quiet gr.Errors; signature kept.
 
-    With `where` each is logged; `guard` leaves that to `quiet_user_errors`, which knows the endpoint.
+    With `where` each is logged; `guard` leaves that to `quiet_user_errors`, which knows the endpoint. With
+    `shown` (a sharing.ShownOutside) what it answers and its messages pass through that on their way out.
     """
+    def filtered(args: tuple, kwargs: dict):
+        """What one call answers, as it leaves: through `shown` for this call's inputs, or as it is."""
+        return shown.for_call(args, kwargs) if shown is not None else None
+
+    def refused(exc: Exception, out) -> gr.Error:
+        error = user_error(exc, where)
+        if out is not None:
+            error.message = out.text(error.message)
+        return error
+
     if inspect.isasyncgenfunction(action):
         @functools.wraps(action)
         async def async_streaming(*args, **kwargs):
+            out = filtered(args, kwargs)
             try:
                 async for item in action(*args, **kwargs):
-                    yield item
+                    yield out(item) if out else item
             except (VlmchatError, gr.Error) as exc:
-                raise user_error(exc, where) from None
+                raise refused(exc, out) from None
         return async_streaming
     if inspect.iscoroutinefunction(action):
         @functools.wraps(action)
         async def asynchronous(*args, **kwargs):
+            out = filtered(args, kwargs)
             try:
-                return await action(*args, **kwargs)
+                result = await action(*args, **kwargs)
             except (VlmchatError, gr.Error) as exc:
-                raise user_error(exc, where) from None
+                raise refused(exc, out) from None
+            return out(result) if out else result
         return asynchronous
     if inspect.isgeneratorfunction(action):
         @functools.wraps(action)
         def streaming(*args, **kwargs):
+            out = filtered(args, kwargs)
             try:
-                yield from action(*args, **kwargs)
+                for item in action(*args, **kwargs):
+                    yield out(item) if out else item
             except (VlmchatError, gr.Error) as exc:
-                raise user_error(exc, where) from None
+                raise refused(exc, out) from None
         return streaming
 
     @functools.wraps(action)
     def wrapped(*args, **kwargs):
+        out = filtered(args, kwargs)
         try:
-            return action(*args, **kwargs)
+            result = action(*args, **kwargs)
         except (VlmchatError, gr.Error) as exc:
-            raise user_error(exc, where) from None
+            raise refused(exc, out) from None
+        return out(result) if out else result
     return wrapped
 
 
@@ -111,12 +129,17 @@ def _decode_checked(preprocess):
     return checked
 
 
-def quiet_user_errors(app: gr.Blocks) -> gr.Blocks:
-    """Every handler of `app` and every image input: user errors become one log line, bugs keep tracebacks."""
+def quiet_user_errors(app: gr.Blocks, settings=None) -> gr.Blocks:
+    """Every handler of `app` and every image input: user errors become one log line, bugs keep tracebacks. With
+    `settings` of an app reachable from other machines, what the handlers answer names no server folder."""
+    from .sharing import ShownOutside
+
+    inputs = {block._id for block_fn in app.fns.values() for block in block_fn.inputs}
     for block_fn in app.fns.values():
         if block_fn.fn is not None and not getattr(block_fn.fn, "_vlmchat_quiet", False):
             where = f"/{block_fn.api_name}" if isinstance(block_fn.api_name, str) else block_fn.name
-            block_fn.fn = _wrap(block_fn.fn, where)
+            shown = ShownOutside.of(settings, block_fn, inputs) if settings is not None else None
+            block_fn.fn = _wrap(block_fn.fn, where, shown)
             block_fn.fn._vlmchat_quiet = True
     for block in app.blocks.values():
         if isinstance(block, gr.Image) and not getattr(block.preprocess, "_vlmchat_quiet", False):

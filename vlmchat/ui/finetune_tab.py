@@ -25,7 +25,7 @@ from ..models.manager import ModelManager
 from ..models.resolve import resolve_model
 from ..settings import Settings
 from .errors import guard as _guard, said
-from .sharing import refuse_server_paths, without_server_paths
+from .sharing import refuse_server_paths
 from .uploads import upload_endpoint, user_uploads
 from .users import refuse_anothers_adapter, user_folder
 
@@ -203,8 +203,7 @@ def _job_files(actions: FinetuneActions, status: dict, request=None) -> tuple[st
     if job is None or not (job / "job.json").is_file():
         return "", ""
     spec = JobSpec.from_file(job / "job.json")
-    return (without_server_paths(actions.settings, spec.to_json()),
-            without_server_paths(actions.settings, spec.command()))
+    return spec.to_json(), spec.command()
 
 
 def _settings_controls(settings: Settings) -> dict:
@@ -347,7 +346,7 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
     def refresh(current, request: gr.Request = None):
         state = actions.status(current, request)
         files = _job_files(actions, state, request)
-        return without_server_paths(settings, _status_markdown(state)), _curves(state), *files
+        return _status_markdown(state), _curves(state), *files
 
     outputs = [status, plot, config, command]
     check.click(_guard(do_check), [upload, path, *controls.values()], [report, preview, dataset, plan_box],
