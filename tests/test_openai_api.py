@@ -7,7 +7,9 @@ adapter demo-es: "a red circle" in English, "un círculo rojo" with demo-es. Not
 from __future__ import annotations
 
 import base64
+import json
 import re
+import shutil
 import threading
 import time
 import urllib.request
@@ -118,10 +120,20 @@ def test_an_http_image_url_is_refused_without_fetching_it(client):
 
 
 @pytest.mark.slow
-def test_unknown_model_is_a_404_naming_the_models_there_are(client):
+def test_unknown_model_is_a_404_naming_the_models_there_are(client, served):
     with pytest.raises(openai.NotFoundError) as raised:
         client.chat.completions.create(model="gpt-4o", messages=ask(data_url(RED_CIRCLE)))
     assert raised.value.body["code"] == "model_not_found" and "demo-es" in raised.value.body["message"]
+    # An adapter that is there but made for another base says so (it read as a typo: "does not exist here").
+    adapters = Path(served.log.name).parent / "adapters"
+    shutil.copytree(adapters / "demo-es", adapters / "for-qwen")
+    meta = json.loads((adapters / "for-qwen" / "vlmchat.json").read_text())
+    (adapters / "for-qwen" / "vlmchat.json").write_text(json.dumps({**meta, "base_model": "Qwen/Qwen2-VL-2B-Instruct"}))
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.chat.completions.create(model="for-qwen", messages=ask(data_url(RED_CIRCLE)))
+    assert raised.value.body["code"] == "model_not_found"
+    assert "trained on Qwen/Qwen2-VL-2B-Instruct; the loaded model is demo" in raised.value.body["message"], raised.value
+    shutil.rmtree(adapters / "for-qwen")
 
 
 @pytest.mark.slow
@@ -132,6 +144,12 @@ def test_a_malformed_request_is_a_400_naming_the_field(client):
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), temperature=9)
     assert "temperature" in raised.value.body["message"]
+    # Wrong types are refused as OpenAI refuses them, not read as something else ("yes" as true, "5" as 5).
+    for wrong in ({"max_tokens": "5"}, {"stream": "yes"}, {"seed": 1.5}, {"temperature": "0"},
+                  {"stream_options": {"include_usage": "no"}}):
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), extra_body=wrong)
+        assert raised.value.body["param"].startswith(next(iter(wrong))), (wrong, raised.value.body)
 
 
 # ---- login required: a Bearer key on every /v1 route -----------------------------------------------------

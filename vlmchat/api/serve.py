@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException
 from ..errors import ContextLengthError, FieldError, InputError, NoModelError, VlmchatError
 from ..images import is_data_url, load_image
 from ..lora.runtime import is_base
+from ..lora.store import adapter_path, usable_adapter
 from ..models.conversation import for_local_model
 from ..models.families import IMAGE_DETAILS
 from ..models.manager import Answer, GenerationParams, ModelManager, is_endpoint
@@ -89,12 +90,17 @@ def _api_error(exc: BaseException) -> ApiError:
 # ---- the request -------------------------------------------------------------------------------------
 
 
+# Strict, as OpenAI's API is: "max_tokens": "5" or "stream": "yes" is a 400 naming the field, not read as 5 or true.
+STRICT = ConfigDict(extra="ignore", strict=True)
+
+
 class StreamOptions(BaseModel):
+    model_config = STRICT
     include_usage: bool = False
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = STRICT
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[dict[str, Any]] | None = None
 
@@ -102,7 +108,7 @@ class ChatMessage(BaseModel):
 class ChatRequest(BaseModel):
     """The fields of OpenAI's chat completion request that vlmchat uses (others are ignored)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = STRICT
     model: str
     messages: list[ChatMessage]
     stream: bool = False
@@ -259,14 +265,27 @@ def served_models(manager: ModelManager) -> list[str]:
     return [manager.info.model_id] + [name for name in manager.model_choices()[1:] if not is_endpoint(name)]
 
 
+def _adapter_folder(manager: ModelManager, name: str) -> bool:
+    """True when the adapters folder holds an adapter folder called `name` (a valid adapter name)."""
+    try:
+        return adapter_path(manager.settings.paths.resolve("adapters"), name).is_dir()
+    except VlmchatError:
+        return False
+
+
 def pick_model(manager: ModelManager, name: str) -> str | None:
     """The adapter to answer with (None = base) for the request's `model`, attached if needed; 404 if unknown."""
     if manager.info is not None and (is_base(name) or name == manager.info.model_id):
         return None
     if name not in served_models(manager):
-        raise ApiError(404, f"The model '{name}' does not exist here; GET /v1/models lists "
-                            f"{', '.join(served_models(manager)) or 'none (no model is loaded)'}.",
-                       param="model", code="model_not_found")
+        listed = f"GET /v1/models lists {', '.join(served_models(manager)) or 'none (no model is loaded)'}."
+        if manager.info is not None and _adapter_folder(manager, name):  # there, but for another base model
+            try:
+                usable_adapter(manager.settings.paths.resolve("adapters"), name, manager.info.model_id,
+                               manager.info.source, manager.info.architecture)
+            except VlmchatError as exc:
+                raise ApiError(404, f"{exc} {listed}", param="model", code="model_not_found") from None
+        raise ApiError(404, f"The model '{name}' does not exist here; {listed}", param="model", code="model_not_found")
     manager.attach_named_adapter(name)
     return name
 
