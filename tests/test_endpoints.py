@@ -138,6 +138,10 @@ def test_user_mistakes_are_one_clear_message(remote, picture_files, monkeypatch)
     monkeypatch.delenv("VLMCHAT_TEST_NO_SUCH_KEY", raising=False)
     with pytest.raises(InputError, match=r"environment variable VLMCHAT_TEST_NO_SUCH_KEY"):
         remote.answer(conversation(picture_files[("red", "circle")]), adapter="endpoint:keyed")
+    # A key pasted with a line break inside could not go into a header: it read "cannot be reached".
+    monkeypatch.setenv("VLMCHAT_TEST_NO_SUCH_KEY", "sk-abc\ndef")
+    with pytest.raises(InputError, match=r"'keyed''s API key \(in VLMCHAT_TEST_NO_SUCH_KEY\) holds a line break"):
+        remote.answer(conversation(picture_files[("red", "circle")]), adapter="endpoint:keyed")
 
 
 def test_a_batch_stops_at_an_endpoint_that_refuses_every_request(remote, picture_files, tmp_path):
@@ -307,6 +311,8 @@ def test_an_endpoint_added_in_the_model_tab_answers_and_is_remembered_only_when_
         client = Client(client_app.url, verbose=False)
         with pytest.raises(Exception, match="base_url"):
             client.predict("bad", "ftp://nowhere", "demo", "", 0, 0, 4, False, api_name="/add_endpoint")
+        with pytest.raises(Exception, match="holds a space, which API keys never do"):  # pasted with its label
+            client.predict("peer", peer.url + "v1", "demo-es", "Key: sk-secret", 0, 0, 4, False, api_name="/add_endpoint")
         added = client.predict("peer", peer.url + "v1", "demo-es", "sk-secret", 0.5, 2.0, 2, False,
                                api_name="/add_endpoint")
         assert "endpoint:peer" in added

@@ -112,7 +112,7 @@ class Endpoint:
 
     def _key(self) -> str:
         if self._api_key:
-            return self._api_key
+            return check_key(self._api_key, f"The API key given for endpoint '{self.entry.name}'")
         variable = self.entry.api_key_env
         if not variable:
             return "none"  # the client needs some key; servers without auth ignore it
@@ -120,7 +120,7 @@ class Endpoint:
         if not key:
             raise EndpointUnusable(f"Endpoint '{self.entry.name}' needs its API key in the environment variable "
                                    f"{variable}; set it (export {variable}=...) and start vlmchat again.")
-        return key
+        return check_key(key, f"Endpoint '{self.entry.name}''s API key (in {variable})")
 
     def cost(self, prompt_tokens: int | None, completion_tokens: int | None) -> float | None:
         """US dollars for these tokens at the endpoint's price; None when no price is set or tokens are unknown."""
@@ -325,6 +325,19 @@ def _server_message(exc) -> str:
 
 
 REMEMBERED_FILE = "endpoints.json"  # under the outputs folder, readable by the owner only
+
+
+def check_key(key: str, whose: str) -> str:
+    """`key` if it can be sent as a Bearer token, else EndpointUnusable saying what is wrong with it.
+
+    A key pasted with a line break, a space or a typographic character inside cannot go into an HTTP header: the
+    request failed before it was sent, and the message said the server "cannot be reached"."""
+    odd = next((char for char in key if not "!" <= char <= "~"), None)
+    if odd is None:
+        return key
+    what = {"\n": "a line break", "\r": "a line break", "\t": "a tab", " ": "a space"}.get(odd, f"the character {odd!r}")
+    raise EndpointUnusable(f"{whose} holds {what}, which API keys never do: copy the key again, exactly as the "
+                           "provider shows it.")
 
 
 def check_endpoint(name: str, base_url: str, model: str, price_in=0.0, price_out=0.0,

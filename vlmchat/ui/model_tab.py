@@ -162,16 +162,18 @@ def build_model_tab(manager: ModelManager, settings: Settings, status: gr.Markdo
 def add_endpoint(manager: ModelManager, name: str, base_url: str, model: str, api_key: str, price_in: float,
                  price_out: float, max_concurrency: int, remember: bool) -> str:
     """Make an OpenAI-compatible server choosable as "endpoint:NAME" in Chat, Caption, Compare and Evaluate."""
-    from ..models.endpoints import check_endpoint, remember_endpoint, shown_url
+    from ..models.endpoints import check_endpoint, check_key, remember_endpoint, shown_url
 
     if manager.settings.server.exposed:  # the server would fetch any URL a visitor types
         raise gr.Error("This app is reachable from other machines, so endpoints can only be added in settings.toml "
                        "([endpoints.NAME]) by whoever runs it.")
+    key = (api_key or "").strip() or None
     try:
         entry = check_endpoint(name, base_url, model, price_in, price_out, max_concurrency)
+        if key:
+            check_key(key, "The API key")
     except VlmchatError as exc:
         raise gr.Error(str(exc)) from None
-    key = (api_key or "").strip() or None
     replaced = " It replaces the endpoint of that name." if entry.name in manager.endpoint_settings() else ""
     choice = manager.add_endpoint(entry, api_key=key)
     remember_endpoint(manager.settings.paths.resolve("outputs"), entry, key, remember=bool(remember))
