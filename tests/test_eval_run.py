@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -410,6 +411,22 @@ def test_cli_scores_base_and_adapter_and_exits_0(settings_file, pictures, tmp_pa
     assert "ETA" in result.stderr or "questions/s" in result.stderr
     folder = result.stdout.split("files: ")[1].split(" (")[0]
     assert (tmp_path / "copy.csv").read_text() == open(os.path.join(folder, "results.csv")).read()
+
+
+def test_cli_takes_a_zip_of_the_set_and_its_pictures(settings_file, pictures, tmp_path):
+    """An eval set handed over as a zip (the file and its pictures, in a folder of its own) was refused by the CLI;
+    the Evaluate tab took it."""
+    import zipfile
+
+    relative = [(Path(image).name, colour, shape) for image, colour, shape in pictures]
+    data = _write_rows(tmp_path / "set.jsonl", relative)
+    with zipfile.ZipFile(tmp_path / "quiz.zip", "w") as zipped:
+        zipped.write(data, "quiz/set.jsonl")
+        for image, *_ in pictures[:6]:
+            zipped.write(image, f"quiz/{Path(image).name}")
+    result = _cli(settings_file, "--data", tmp_path / "quiz.zip")
+    assert result.returncode == 0, result.stderr
+    assert "quiz.zip unpacked into " in result.stderr and "6 usable, 0 skipped" in result.stderr
 
 
 @pytest.mark.slow

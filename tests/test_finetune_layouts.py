@@ -493,6 +493,13 @@ def test_cli_trains_an_adapter_on_the_layout(tmp_path, demo_model_path, layout):
     data = tmp_path / ("train.json" if layout == "LLaVA-Instruct JSON" else "train.jsonl")
     lines = "".join(json.dumps(row) + "\n" for row in rows)
     data.write_text(json.dumps(rows, indent=2) if data.suffix == ".json" else lines)
+    if layout == "LLaVA-Instruct JSON":  # as it is often handed over: a zip of the file and its pictures
+        import zipfile
+
+        with zipfile.ZipFile(tmp_path / "llava.zip", "w") as zipped:
+            for file in [data, *tmp_path.glob("*.png")]:
+                zipped.write(file, f"llava/{file.name}")
+        data = tmp_path / "llava.zip"
     settings = write_settings(tmp_path)
     result = subprocess.run([sys.executable, "launch.py", "--settings", str(settings), "finetune", "--data", str(data),
                              "--name", "layout-es", "--max-steps", "2", "--batch-size", "2", "--grad-accumulation", "1",
@@ -501,6 +508,8 @@ def test_cli_trains_an_adapter_on_the_layout(tmp_path, demo_model_path, layout):
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{layout}: 6 usable samples, 0 problems." in result.stderr
+    if data.suffix == ".zip":  # it was refused: zips were for uploads only
+        assert "llava.zip unpacked into " in result.stderr
     meta = json.loads((tmp_path / "adapters" / "layout-es" / "vlmchat.json").read_text())
     assert meta["dataset"]["format"] == layout and meta["dataset"]["size"] == 6
     assert meta["metrics"]["steps"] == 2 and meta["metrics"]["final_train_loss"] > 0

@@ -27,7 +27,8 @@ def add_eval_parser(commands) -> None:
     parser = commands.add_parser("eval", help="score the base model and adapters on your questions "
                                               "(accuracy, 95%% interval, McNemar verdict)")
     parser.add_argument("--data", required=True, metavar="FILE_OR_FOLDER",
-                        help="eval set: multiple-choice rows (JSONL/JSON/CSV, MMLU, MMMU) or captions")
+                        help="eval set: multiple-choice rows (JSONL/JSON/CSV/Parquet, MMLU, MMMU) or captions; "
+                             "a .zip of it with its images is unpacked into outputs/finetune/uploads/")
     parser.add_argument("--adapter", dest="adapters", action="extend", nargs="+", default=[], metavar="NAME",
                         help="adapter(s) from adapters/ to score beside the base (repeat or list several)")
     parser.add_argument("--endpoint", dest="endpoints", action="extend", nargs="+", default=[], metavar="NAME",
@@ -139,6 +140,7 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
     from pathlib import Path
 
     from ..files import check_writable_file
+    from ..finetune.uploads import unpacked_zip
     from ..lora.runtime import is_base
     from ..lora.store import find_adapter
     from ..models.manager import ModelManager, is_endpoint
@@ -155,7 +157,7 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
     for name in models:  # a mistyped adapter is said before the model loads
         if not (is_base(name) or is_endpoint(name)):
             find_adapter(settings.paths.resolve("adapters"), name)
-    eval_set = read_eval_set(args.data, limit=args.limit)
+    eval_set = read_eval_set(unpacked_zip(args.data, settings), limit=args.limit)
     eval_set.require_usable()  # a file with nothing usable is reported before the model loads
     print(f"{eval_set.path}: {eval_set.format}, {len(eval_set.items)} usable, {len(eval_set.problems)} skipped",
           file=sys.stderr)

@@ -22,6 +22,7 @@ def add_finetune_parser(commands) -> None:
     """Register the `finetune` subcommand and its flags (one per [finetune] setting)."""
     parser = commands.add_parser("finetune", help="train a LoRA adapter on your images (child process, resumable)")
     parser.add_argument("--data", required=True, help="a folder of images with .txt captions or metadata.jsonl/.csv, "
+                        "a .zip of either (unpacked into outputs/finetune/uploads/), "
                         "a .json/.jsonl/.csv/.parquet file (ShareGPT, LLaVA, OpenAI messages, caption output; see "
                         "README), or a Hugging Face dataset folder of Parquet files")
     parser.add_argument("--name", required=True, help="adapter name: the result goes to adapters/NAME/")
@@ -73,6 +74,7 @@ def run_finetune(args: argparse.Namespace, settings) -> int:
     """Check the data, start (or resume) the job, show progress until it ends; returns the exit code."""
     from . import runner
     from .datasets import read_dataset
+    from .uploads import unpacked_zip
 
     folder = runner.jobs_folder(settings)
     if args.resume and args.write_job:
@@ -84,6 +86,7 @@ def run_finetune(args: argparse.Namespace, settings) -> int:
             raise InputError(f"No fine-tune job of '{args.name}' to resume in {folder}; start one without --resume.")
         runner.resume_job(job, alone=cpu_alone(settings))
     else:
+        args.data = unpacked_zip(args.data, settings)
         spec = build_spec(args, settings)
         spec.refuse_existing_adapter()
         report = read_dataset(spec.data, spec.caption_prompt)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 from pathlib import Path
 
 from ..errors import InputError
@@ -106,6 +107,17 @@ def _stage(folder: Path, upload_id: str, fill) -> str:
 def _dataset_member(member: str) -> str | None:
     """Where a zip member goes: macOS metadata and members pointing outside are left out, as uploads always did."""
     return None if member.split("/")[0] == "__MACOSX" or unsafe_name(member) else member
+
+
+def unpacked_zip(path: str, settings) -> str:
+    """`path` as the CLI takes a dataset or eval set: a .zip is unpacked (checked, once: the same zip again is the
+    same folder) as an upload is, and its folder returned; anything else is returned as given."""
+    file = Path(path).expanduser()
+    if file.suffix.lower() != ".zip" or not file.is_file():
+        return path
+    folder = resolve_dataset(store_upload(file, settings), settings)
+    print(f"vlmchat: {file.name} unpacked into {folder}", file=sys.stderr)
+    return str(folder)
 
 
 def resolve_dataset(reference: str, settings, folder: Path | None = None) -> Path:
