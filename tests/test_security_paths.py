@@ -192,3 +192,30 @@ def test_pictures_named_inside_an_uploaded_dataset_stay_inside_the_upload(shared
     started = client.predict(client.predict(handle_file(str(archives["quiz"])), api_name="/eval_upload"),
                              ["base"], "loglik", 0, api_name="/eval_start")
     assert (started["questions"], started["skipped_rows"]) == (1, 4)
+
+
+def test_the_filter_takes_every_shape_a_handler_answers_with(tmp_path):
+    """One value, several, a dict keyed by component; strings inside updates, tables (DataFrame or headers/data)
+    and lists; a path the caller typed stays as typed; a local app gets no filter at all."""
+    import gradio as gr
+    import pandas as pd
+
+    from conftest import write_settings
+    from vlmchat.settings import load_settings
+    from vlmchat.ui.sharing import ShownOutside
+
+    local = load_settings(write_settings(tmp_path))
+    shared = local.override("server", host="0.0.0.0")
+    outputs = local.paths.resolve("outputs")
+    with gr.Blocks():
+        note, table, picture, title = gr.Markdown(), gr.Dataframe(), gr.Image(), gr.Textbox()
+    fn = type("Fn", (), {"outputs": [note, table, picture, title]})
+    assert ShownOutside.of(local, fn, set()) is None
+    shown = ShownOutside.of(shared, fn, {title._id}).for_call((f"{outputs}/typed.png",), {})
+    result = shown((gr.update(value=f"Saved to {outputs}/a.csv", info=f"in {outputs}"),
+                    pd.DataFrame({"image": [f"{outputs}/p.png"], "n": [1]}), f"{outputs}/p.png", f"{outputs}/t"))
+    assert result[0]["value"] == "Saved to outputs/a.csv" and result[0]["info"] == "in outputs"
+    assert result[1]["image"].tolist() == ["outputs/p.png"] and result[1]["n"].tolist() == [1]
+    assert result[2:] == (f"{outputs}/p.png", f"{outputs}/t")  # a picture Gradio serves; an output that is an input
+    assert shown({note: f"'{outputs}/typed.png' is not a dataset; see {outputs}/x"})[note] == \
+        f"'{outputs}/typed.png' is not a dataset; see outputs/x"

@@ -49,8 +49,8 @@ TEXT_OUTPUTS = (gr.Textbox, gr.Markdown, gr.HTML, gr.JSON, gr.Code, gr.Dataframe
 
 class ShownOutside:
     """What leaves one handler of a shared app: its text outputs, and its error messages, with the app's folders
-    named relative to them (`outputs/...`; the temp folder `<temp>`). Outputs that are also some handler's inputs (a title, a
-    dataset reference) go back and forth unchanged."""
+    named relative to them (`outputs/...`; the temp folder `<temp>`). Outputs that are also some handler's inputs
+    (a title, a dataset reference) go back and forth unchanged."""
 
     def __init__(self, settings: Settings, outputs: list, inputs: set[int]):
         self.roots = _server_roots(settings)
@@ -89,8 +89,9 @@ class ShownOutside:
             return {key: self.value(item) for key, item in value.items()}
         if isinstance(value, (list, tuple)):
             return type(value)(self.value(item) for item in value) if type(value) in (list, tuple) else value
-        if hasattr(value, "map") and hasattr(value, "columns"):  # a pandas DataFrame
-            return value.map(lambda item: self.text(item) if isinstance(item, str) else item)
+        if hasattr(value, "columns") and hasattr(value, "to_dict"):  # a pandas DataFrame
+            each = getattr(value, "map", None) or value.applymap  # DataFrame.map from pandas 2.1, applymap before
+            return each(lambda item: self.text(item) if isinstance(item, str) else item)
         return value
 
     def __call__(self, result):
