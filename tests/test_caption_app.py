@@ -101,6 +101,27 @@ def test_batch_endpoint_with_a_local_folder_and_with_uploads(client, app, small_
         assert "captions.csv" in zf.namelist() and len([n for n in zf.namelist() if n.endswith(".png")]) == 3
 
 
+@pytest.mark.slow
+def test_a_zip_larger_than_a_picture_may_be_is_taken_and_a_picture_that_large_is_not(client, small_folder, tmp_path):
+    """Gradio's one cap was server.max_upload_mb (25 MB) for every file: a dataset or pictures zip over it was refused
+    before vlmchat saw it. Any upload now goes up to server.max_batch_upload_mb; a picture is still held to 25 MB,
+    with a message naming the setting."""
+    import os
+
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zipped:
+        for picture in sorted(small_folder.glob("*.png")):
+            zipped.write(picture, f"photos/{picture.name}")
+        zipped.writestr("photos/raw-scan.bin", os.urandom(26 * 2**20))  # what a zip of phone photos weighs
+    assert archive.stat().st_size > 26 * 2**20
+    line, table, _ = _batch(client, archive=handle_file(str(archive)))
+    assert line.startswith("3 captioned"), line
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + bytes(26 * 2**20))
+    with pytest.raises(Exception, match=r"over the 25 MB limit; resize it or raise server.max_upload_mb"):
+        client.predict(handle_file(str(big)), "", "base", api_name="/caption")
+
+
 @pytest.fixture(scope="module")
 def shared_app(tmp_path_factory, demo_model_path):
     launched = LaunchedApp(tmp_path_factory.mktemp("shared"), "--auth", "u:p", host="0.0.0.0").wait_ready()

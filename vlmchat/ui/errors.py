@@ -109,29 +109,39 @@ def guard(action):
     return _wrap(action)
 
 
-def _decode_checked(preprocess):
-    """An Image component's preprocess that reports a file it cannot decode as images.py does, quietly."""
+def _decode_checked(preprocess, max_bytes: int | None = None):
+    """An Image component's preprocess that refuses a file over `max_bytes` before Gradio decodes it, and reports a
+    file it cannot decode as images.py does, quietly."""
+    import os
+
     from ..images import load_image
+
+    def refused(path: str, name, limit: int | None):
+        try:
+            load_image(path, name=name, max_bytes=limit)
+        except VlmchatError as reason:
+            return user_error(reason, "image upload")
+        return None
 
     @functools.wraps(preprocess)
     def checked(payload):
+        path, name = getattr(payload, "path", None), getattr(payload, "orig_name", None)
+        if path and max_bytes and os.path.isfile(path) and os.path.getsize(path) > max_bytes:
+            raise refused(path, name, max_bytes) from None  # the size is checked before anything is read
         try:
             return preprocess(payload)
         except Exception as exc:
-            path = getattr(payload, "path", None)
-            if not path:
+            error = refused(path, name, None) if path else None
+            if error is None:
                 raise
-            try:
-                load_image(path, name=getattr(payload, "orig_name", None))
-            except VlmchatError as reason:
-                raise user_error(reason, "image upload") from None
-            raise exc
+            raise error from None
     return checked
 
 
 def quiet_user_errors(app: gr.Blocks, settings=None) -> gr.Blocks:
     """Every handler of `app` and every image input: user errors become one log line, bugs keep tracebacks. With
-    `settings` of an app reachable from other machines, what the handlers answer names no server folder."""
+    `settings`, a picture uploaded to an image input is held to server.max_upload_mb, and while the app is
+    reachable from other machines what the handlers answer names no server folder."""
     from .sharing import ShownOutside
 
     inputs = {block._id for block_fn in app.fns.values() for block in block_fn.inputs}
@@ -143,6 +153,7 @@ def quiet_user_errors(app: gr.Blocks, settings=None) -> gr.Blocks:
             block_fn.fn._vlmchat_quiet = True
     for block in app.blocks.values():
         if isinstance(block, gr.Image) and not getattr(block.preprocess, "_vlmchat_quiet", False):
-            block.preprocess = _decode_checked(block.preprocess)
+            limit = settings.server.max_upload_mb * 2**20 if settings is not None else None
+            block.preprocess = _decode_checked(block.preprocess, limit)
             block.preprocess._vlmchat_quiet = True
     return app

@@ -65,7 +65,10 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
     app.launch(
         server_name=server.host, server_port=server.port, share=server.share,
         auth=list(access.logins) or None, auth_message="vlmchat: log in with the user and password you were given.",
-        max_file_size=f"{server.max_upload_mb}mb", prevent_thread_lock=True, show_error=True, quiet=True,
+        # Gradio's one cap is for any file: a dataset, eval set or adapter zip may be as large as a batch of uploads;
+        # each picture is held to server.max_upload_mb where it is read (Chat, Caption, Compare, /v1).
+        max_file_size=f"{max(server.max_upload_mb, server.max_batch_upload_mb)}mb", prevent_thread_lock=True,
+        show_error=True, quiet=True,
         allowed_paths=[str(settings.paths.resolve("outputs"))],
         app_kwargs={"middleware": [gate_middleware(settings)],  # every route behind the login; logins throttled
                     "routes": api_routes(manager, settings, bool(access.logins))},  # OpenAI's API under /v1
