@@ -319,9 +319,11 @@ def test_ctrl_c_stops_a_download_at_once_and_says_the_next_run_downloads_the_res
     files["model.safetensors"] = os.urandom(30_000_000)
     hub.add("slow/big", FakeRepo(files))
     hub.state.rate = 2_000_000  # 15 s for the weights
+    # Ctrl-C as in a terminal: a test run started in the background (`cmd &` without job control) ignores SIGINT,
+    # and its children inherit that, so the download ran on to the end and the test failed (not vlmchat's doing).
     process = subprocess.Popen([sys.executable, "launch.py", "download", "slow/big"], cwd=ROOT, text=True,
                                env=dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1"), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+                               stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while hub.state.sent.get("model.safetensors", 0) < 3_000_000 and time.monotonic() < deadline:
         time.sleep(0.05)
