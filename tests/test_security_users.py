@@ -106,6 +106,43 @@ def test_a_finetune_job_and_its_log_are_its_owners(two_logins):
     assert _http(app, ANA).get(f"/gradio_api/file={job / 'log.txt'}").text == "ana's training log\n"
 
 
+def test_while_one_logins_fine_tune_runs_another_is_told_how_far_it_is(two_logins, picture_files, tmp_path):
+    """One fine-tune runs at a time; bob was told only 'Another user's fine-tune is running', with nothing to say
+    whether to wait a minute or an hour. The running job is a stand-in: a process whose command line names
+    vlmchat.finetune (a real one would finish before bob asks), with the events a job writes."""
+    import subprocess
+    import sys
+
+    app, outputs, clients = two_logins
+    job = user_folder(outputs / "finetune", SimpleNamespace(username="ana")) / "secret-name-20250101-000001"
+    job.mkdir(parents=True)
+    (job / "job.json").write_text(JobSpec(name="secret-name", data="d").to_json())
+    emit = ProgressWriter(job / "progress.jsonl")
+    emit("start", step=0, total_steps=40, setup={"device": "CPU"})
+    emit("step", step=12, total_steps=40, loss=1.5, samples_per_s=2.0, eta_s=150.0)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "vlmchat.finetune"])
+    try:
+        (job / "pid").write_text(json.dumps({"pid": child.pid}))
+        folder = tmp_path / "mine"
+        folder.mkdir()
+        for index, ((colour, shape), picture) in enumerate(picture_files.items()):
+            (folder / f"{index}.png").write_bytes(picture.read_bytes())
+            (folder / f"{index}.txt").write_text(f"a {colour} {shape}")
+        archive = tmp_path / "mine.zip"
+        with zipfile.ZipFile(archive, "w") as zipped:
+            for file in folder.iterdir():
+                zipped.write(file, file.name)
+        dataset = clients["bob"].predict(handle_file(str(archive)), api_name="/finetune_upload")
+        with pytest.raises(Exception) as refused:
+            clients["bob"].predict(dataset, "bobs", {"max_steps": 1}, False, api_name="/finetune_start")
+        said = str(refused.value)
+        assert "Another user's fine-tune is running (step 12 of 40, about 2m30s left)" in said, said
+        assert "secret-name" not in said and "ana" not in said
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_caption_results_are_their_owners(two_logins, picture_files):
     app, outputs, clients = two_logins
     files = [handle_file(str(path)) for path in list(picture_files.values())[:2]]

@@ -108,15 +108,21 @@ class FinetuneActions:
             refuse_anothers_adapter(self.settings.paths.resolve("adapters"), spec.name, request, "replace")
         read_dataset(spec.data, spec.caption_prompt).require_usable(spec.skip_invalid)
         mine = self.jobs_of(request)
-        if mine != self.jobs and self._running_elsewhere(mine):
-            raise gr.Error("Another user's fine-tune is running; one runs at a time. Try again when it has finished.")
+        other = self._running_elsewhere(mine) if mine != self.jobs else None
+        if other is not None:  # how far it is, not whose or what: that is the other login's
+            status = runner.job_status(other)
+            far = f"step {status.step} of {status.total_steps}" if status.total_steps else "starting"
+            if status.eta_s:
+                far += f", about {format_seconds(status.eta_s)} left"
+            raise gr.Error(f"Another user's fine-tune is running ({far}); one runs at a time. Try again when it "
+                           "has finished.")
         job = runner.start_job(spec, mine)
         return {"job_id": job.name, "command": spec.command(), "config": dataclasses.asdict(spec)}
 
-    def _running_elsewhere(self, mine: Path) -> bool:
-        """Whether a job of another login (or of the local user) is running now."""
+    def _running_elsewhere(self, mine: Path) -> Path | None:
+        """The job of another login (or of the local user) running now, if any."""
         folders = [self.jobs] + sorted((self.jobs / "users").glob("*"))
-        return any(runner.running_job(folder) for folder in folders if folder != mine)
+        return next((job for folder in folders if folder != mine and (job := runner.running_job(folder))), None)
 
     def job(self, job_id: str = "", request=None) -> Path | None:
         """The request's own job `job_id` ('' = its running or newest job); another login's is not found."""
