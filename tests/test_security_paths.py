@@ -219,3 +219,33 @@ def test_the_filter_takes_every_shape_a_handler_answers_with(tmp_path):
     assert result[2:] == (f"{outputs}/p.png", f"{outputs}/t")  # a picture Gradio serves; an output that is an input
     assert shown({note: f"'{outputs}/typed.png' is not a dataset; see {outputs}/x"})[note] == \
         f"'{outputs}/typed.png' is not a dataset; see outputs/x"
+
+
+def test_a_filtered_stream_closed_by_its_reader_is_closed_at_once():
+    """Chat saves a stopped answer when its stream is closed (Stop, a page gone); the shared app's filter sits
+    between Gradio and that stream and must pass the close on, as `yield from` does."""
+    from vlmchat.ui.errors import _wrap
+
+    closed = []
+
+    def answer():
+        try:
+            yield "a red"
+            yield "a red circle"
+        except GeneratorExit:
+            closed.append("saved as stopped")
+            raise
+
+    class Shown:  # what sharing.ShownOutside does with a call, reduced to what this test looks at
+        def for_call(self, args, kwargs):
+            return lambda item: item.upper()
+
+    import gc
+    import inspect
+
+    stream = _wrap(answer, shown=Shown())()
+    assert next(stream) == "A RED"
+    # Held elsewhere too (as a traceback or a framework may hold it), the stream is not closed by being let go.
+    held = [o for o in gc.get_objects() if inspect.isgenerator(o) and o.gi_code is answer.__code__]
+    stream.close()
+    assert len(held) == 1 and closed == ["saved as stopped"]

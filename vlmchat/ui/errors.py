@@ -61,12 +61,14 @@ def _wrap(action, where: str | None = None, shown=None):
     if inspect.isasyncgenfunction(action):
         @functools.wraps(action)
         async def async_streaming(*args, **kwargs):
-            out = filtered(args, kwargs)
+            out, inner = filtered(args, kwargs), action(*args, **kwargs)
             try:
-                async for item in action(*args, **kwargs):
+                async for item in inner:
                     yield out(item) if out else item
             except (VlmchatError, gr.Error) as exc:
                 raise refused(exc, out) from None
+            finally:  # a stream stopped by its reader is closed at once, as `yield from` would
+                await inner.aclose()
         return async_streaming
     if inspect.iscoroutinefunction(action):
         @functools.wraps(action)
@@ -81,12 +83,17 @@ def _wrap(action, where: str | None = None, shown=None):
     if inspect.isgeneratorfunction(action):
         @functools.wraps(action)
         def streaming(*args, **kwargs):
-            out = filtered(args, kwargs)
+            out, inner = filtered(args, kwargs), action(*args, **kwargs)
             try:
-                for item in action(*args, **kwargs):
-                    yield out(item) if out else item
+                if out is None:
+                    yield from inner
+                else:
+                    for item in inner:
+                        yield out(item)
             except (VlmchatError, gr.Error) as exc:
                 raise refused(exc, out) from None
+            finally:  # a stream stopped by its reader (Stop, a closed page) is closed at once, as `yield from` does
+                inner.close()
         return streaming
 
     @functools.wraps(action)
