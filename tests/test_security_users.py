@@ -172,6 +172,37 @@ def test_a_picture_in_gradios_cache_is_read_only_by_the_login_it_was_shown_to(tw
     assert refused.status_code == 403 and "another user" in refused.text
 
 
+def test_a_login_renames_and_deletes_its_own_adapter_in_the_adapters_tab(two_logins):
+    """The tab's Rename and Delete got no login (their handlers' signatures were hidden by a wrapper), so ana's own
+    adapter read as "trained by another login" for ana too (shared-app reviewer). Through the app: bob is refused,
+    ana renames and deletes it."""
+    import shutil
+
+    app, outputs, clients = two_logins
+    adapters = Path(app.log.name).parent / "adapters"
+    shutil.copytree(adapters / "demo-es", adapters / "ana-own")
+    meta_file = adapters / "ana-own" / "vlmchat.json"
+    upload = user_folder(outputs / "finetune" / "uploads", SimpleNamespace(username="ana")) / "set-1a2b3c" / "set"
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "dataset": {"name": "set", "path": str(upload)}}))
+
+    def adapters_tab(client, action: str, *args) -> str:
+        """The Adapters tab's button (an undocumented endpoint; the Chat tab's action of that name comes first)."""
+        for name in (f"/{action}", f"/{action}_1"):
+            answer = client.predict(*args, api_name=name)
+            if len(answer) == 3:  # [table, choice, message]
+                return answer[-1]
+        raise AssertionError(f"no Adapters tab {action}")
+
+    said = adapters_tab(clients["bob"], "rename", "ana-own", "bobs-now")
+    assert "was trained by another login" in said and (adapters / "ana-own").is_dir()
+    said = adapters_tab(clients["bob"], "delete", "ana-own", "ana-own")
+    assert "was trained by another login" in said and (adapters / "ana-own").is_dir()
+    said = adapters_tab(clients["ana"], "rename", "ana-own", "ana-renamed")
+    assert "Renamed to 'ana-renamed'" in said and (adapters / "ana-renamed").is_dir(), said
+    said = adapters_tab(clients["ana"], "delete", "ana-renamed", "ana-renamed")
+    assert not (adapters / "ana-renamed").exists(), said
+
+
 def test_an_adapter_trained_on_a_logins_upload_is_renamed_deleted_exported_or_replaced_by_that_login_only(tmp_path):
     """bob replaced ana's adapter by a fine-tune with overwrite, renamed and deleted it in the Adapters tab, and
     exported her weights (reviewer, two logins). Requests stand in as objects carrying the login's user name."""

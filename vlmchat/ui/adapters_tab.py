@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import threading
 from pathlib import Path
 
@@ -130,10 +132,13 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
 
     def told(action):
         """`action` for the buttons whose outputs are [table, choice, message]: a mistake is said on the message
-        line with what to do, and the table and menu stay as they are (not replaced by Gradio's Error badges)."""
-        def wrapped(*args):
+        line with what to do, and the table and menu stay as they are (not replaced by Gradio's Error badges).
+        Its signature is kept: Gradio hands a `request` only to a handler whose signature asks for it (rename and
+        delete got none, so every login's own adapters read as "trained by another login")."""
+        @functools.wraps(action)
+        def wrapped(*args, **kwargs):
             try:
-                return action(*args)
+                return action(*args, **kwargs)
             except (VlmchatError, gr.Error) as exc:
                 return gr.skip(), gr.skip(), f"⚠️ {said(exc)}"
         return wrapped
