@@ -82,6 +82,18 @@ def test_a_bad_file_is_shown_once_and_never_replayed(turns, tmp_path, picture_fi
     assert _ask(turns, chat, "What shape is this?", picture_files[("green", "triangle")])["text"] == "triangle"
 
 
+def test_a_shared_apps_chat_keeps_its_errors_without_server_folders(manager, demo_settings, picture_files):
+    """A failed turn's text is kept in the chat and its exports, so it is said there as a shared app says it:
+    "There is no adapter named 'nope' in /srv/…/adapters." showed the server's folder (shared-app reviewer)."""
+    adapters = str(demo_settings.paths.resolve("adapters"))
+    local = _ask(ChatTurns(manager, demo_settings), new_chat(), "Describe the image.",
+                 picture_files[("red", "circle")], adapter="nope")
+    assert local["status"] == "error" and f"in {adapters}." in local["text"]  # a local user is told where
+    shared = _ask(ChatTurns(manager, demo_settings.override("server", host="0.0.0.0")), new_chat(),
+                  "Describe the image.", picture_files[("red", "circle")], adapter="nope")
+    assert shared["status"] == "error" and "in adapters." in shared["text"] and adapters not in shared["text"]
+
+
 def test_a_too_large_file_is_refused_and_not_replayed(turns, demo_settings, tmp_path, picture_files):
     big = tmp_path / "big.png"
     big.write_bytes(b"\x89PNG" + bytes(demo_settings.server.max_upload_mb * 2**20 + 1))

@@ -149,6 +149,10 @@ def test_what_a_shared_app_answers_names_no_server_folder(shared, tmp_path):
                        ["base"], "loglik", 0, api_name="/eval_start")
     answers["refused"] = str(refused.value)
     assert "No usable questions in outputs/" in answers["refused"]
+    with pytest.raises(Exception) as failed:  # not a user error vlmchat knows: an OSError naming the job folder
+        client.predict("j" * 300, api_name="/finetune_status")
+    answers["unexpected"] = str(failed.value)
+    assert "File name too long: 'outputs/finetune/" in answers["unexpected"], answers["unexpected"]
     assert answers["status"]["state"] == "done" and answers["eval"]["state"] == "done", answers
     assert answers["check"]["preview"][0]["images"][0].startswith("outputs/finetune/uploads/")
     assert answers["caption"][1]["data"][0][0].startswith("outputs/captions/")
@@ -219,6 +223,31 @@ def test_the_filter_takes_every_shape_a_handler_answers_with(tmp_path):
     assert result[2:] == (f"{outputs}/p.png", f"{outputs}/t")  # a picture Gradio serves; an output that is an input
     assert shown({note: f"'{outputs}/typed.png' is not a dataset; see {outputs}/x"})[note] == \
         f"'{outputs}/typed.png' is not a dataset; see outputs/x"
+
+
+def test_the_filter_cannot_be_turned_off_and_leaves_other_text_alone(tmp_path):
+    """Shared-app reviewer: typing "/" (or "/tmp") in any field of an action left every path in its answer as it
+    was, since a typed value was kept wherever it appeared; a URL or a longer name that contains a folder's path
+    was rewritten ("https://example.com/tmp/a" -> "https://example.com<temp>/a"); "<temp>" vanished in Markdown."""
+    import tempfile
+
+    import gradio as gr
+
+    from conftest import write_settings
+    from vlmchat.settings import load_settings
+    from vlmchat.ui.sharing import ShownOutside, shown_text
+
+    shared = load_settings(write_settings(tmp_path)).override("server", host="0.0.0.0")
+    outputs, temp = shared.paths.resolve("outputs"), tempfile.gettempdir()
+    with gr.Blocks():
+        note = gr.Markdown()
+    fn = type("Fn", (), {"outputs": [note]})
+    answer = f"{outputs}/captions/a.png, {temp}/b.png, https://example.com{temp}/c and {temp}files/d"
+    expected = f"outputs/captions/a.png, $TMPDIR/b.png, https://example.com{temp}/c and {temp}files/d"
+    for typed in ["/", temp, str(outputs)[:-3], "Describe the image."]:
+        assert ShownOutside.of(shared, fn, set()).for_call((typed,), {})(answer) == expected, typed
+    assert shown_text(shared, answer) == expected
+    assert shown_text(shared.override("server", host="127.0.0.1"), answer) == answer  # locally as it is
 
 
 def test_a_filtered_stream_closed_by_its_reader_is_closed_at_once():

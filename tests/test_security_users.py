@@ -183,7 +183,8 @@ def test_a_login_renames_and_deletes_its_own_adapter_in_the_adapters_tab(two_log
     shutil.copytree(adapters / "demo-es", adapters / "ana-own")
     meta_file = adapters / "ana-own" / "vlmchat.json"
     upload = user_folder(outputs / "finetune" / "uploads", SimpleNamespace(username="ana")) / "set-1a2b3c" / "set"
-    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "dataset": {"name": "set", "path": str(upload)}}))
+    meta = {**json.loads(meta_file.read_text()), "dataset": {"name": "set", "path": str(upload)}}
+    meta_file.write_text(json.dumps(meta))
 
     def adapters_tab(client, action: str, *args) -> str:
         """The Adapters tab's button (an undocumented endpoint; the Chat tab's action of that name comes first)."""

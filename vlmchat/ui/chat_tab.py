@@ -28,6 +28,7 @@ from ..models.conversation import chat_messages, for_local_model
 from ..models.families import IMAGE_DETAILS
 from ..models.manager import GenerationParams, ModelManager, is_endpoint
 from ..settings import MAX_NEW_TOKENS, MAX_TEMPERATURE, PROJECT_ROOT, Settings
+from .sharing import shown_text
 from .users import user_folder
 
 ERROR_MARK = "⚠️ "
@@ -68,6 +69,11 @@ class ChatTurns:
     def __init__(self, manager: ModelManager, settings: Settings):
         self.manager, self.settings = manager, settings
         self.max_bytes = settings.server.max_upload_mb * 2**20
+
+    def _said(self, exc: Exception, *typed) -> str:
+        """A failed turn's text: it is kept in the chat (and its exports), so it is said as a shared app says
+        things (no server folder; what the caller typed as typed)."""
+        return shown_text(self.settings, str(exc), tuple(value or "" for value in typed))
 
     def default_adapter(self) -> str:
         """The adapter a new session (or a request naming none) starts with: the Adapters tab's active one."""
@@ -112,7 +118,7 @@ class ChatTurns:
             if not is_endpoint(turn["adapter"]):
                 messages = for_local_model(self.manager, messages, "attach one (📎)")
         except VlmchatError as exc:
-            turn.update(status="error", text=ERROR_MARK + str(exc))
+            turn.update(status="error", text=ERROR_MARK + self._said(exc, adapter, image_detail))
             chat["messages"].append(turn)
             yield turn
             return
@@ -139,7 +145,7 @@ class ChatTurns:
                                 seconds=round(found.latency_s, 3))
                 yield turn
         except VlmchatError as exc:
-            turn.update(status="error", text=ERROR_MARK + str(exc))
+            turn.update(status="error", text=ERROR_MARK + self._said(exc, adapter, image_detail))
             yield turn
         except GeneratorExit:
             if turn["status"] == "pending":

@@ -52,11 +52,18 @@ def _wrap(action, where: str | None = None, shown=None):
         """What one call answers, as it leaves: through `shown` for this call's inputs, or as it is."""
         return shown.for_call(args, kwargs) if shown is not None else None
 
-    def refused(exc: Exception, out) -> gr.Error:
-        error = user_error(exc, where)
-        if out is not None:
-            error.message = out.text(error.message)
-        return error
+    def passed_on(exc: Exception, out):
+        """Raise what the caller sees of `exc`: a user's mistake as a quiet gr.Error; anything else as it is,
+        except on a shared app (`out` set), where it too passes `out` (an OSError names the path it failed on),
+        as Gradio would show it (`show_error`) and with its traceback still printed on the terminal."""
+        if isinstance(exc, (VlmchatError, gr.Error)):
+            error = user_error(exc, where)
+            if out is not None:
+                error.message = out.text(error.message)
+            raise error from None
+        if out is None:
+            raise exc
+        raise gr.Error(out.text(str(exc) or type(exc).__name__)) from exc
 
     if inspect.isasyncgenfunction(action):
         @functools.wraps(action)
@@ -65,8 +72,8 @@ def _wrap(action, where: str | None = None, shown=None):
             try:
                 async for item in inner:
                     yield out(item) if out else item
-            except (VlmchatError, gr.Error) as exc:
-                raise refused(exc, out) from None
+            except Exception as exc:
+                passed_on(exc, out)
             finally:  # a stream stopped by its reader is closed at once, as `yield from` would
                 await inner.aclose()
         return async_streaming
@@ -76,8 +83,8 @@ def _wrap(action, where: str | None = None, shown=None):
             out = filtered(args, kwargs)
             try:
                 result = await action(*args, **kwargs)
-            except (VlmchatError, gr.Error) as exc:
-                raise refused(exc, out) from None
+            except Exception as exc:
+                passed_on(exc, out)
             return out(result) if out else result
         return asynchronous
     if inspect.isgeneratorfunction(action):
@@ -90,8 +97,8 @@ def _wrap(action, where: str | None = None, shown=None):
                 else:
                     for item in inner:
                         yield out(item)
-            except (VlmchatError, gr.Error) as exc:
-                raise refused(exc, out) from None
+            except Exception as exc:
+                passed_on(exc, out)
             finally:  # a stream stopped by its reader (Stop, a closed page) is closed at once, as `yield from` does
                 inner.close()
         return streaming
@@ -101,8 +108,8 @@ def _wrap(action, where: str | None = None, shown=None):
         out = filtered(args, kwargs)
         try:
             result = action(*args, **kwargs)
-        except (VlmchatError, gr.Error) as exc:
-            raise refused(exc, out) from None
+        except Exception as exc:
+            passed_on(exc, out)
         return out(result) if out else result
     return wrapped
 

@@ -25,7 +25,7 @@ from ..models.manager import ModelManager
 from ..models.resolve import resolve_model
 from ..settings import Settings
 from .errors import guard as _guard, said
-from .sharing import refuse_server_paths
+from .sharing import refuse_server_paths, shown_text
 from .uploads import upload_endpoint, user_uploads
 from .users import refuse_anothers_adapter, user_folder
 
@@ -318,9 +318,9 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
             reference = actions.dataset(file, typed, request)
             checked = _check_result(actions.check(reference, request))
         except (VlmchatError, gr.Error) as exc:  # said where the report goes; the last file's report is cleared
-            message = said(exc)
-            gr.Warning(message)
-            return f"⚠️ {html.escape(message, quote=False)}", None, "", ""
+            message = html.escape(said(exc), quote=False)  # both show markup: "<image>" in a message is text
+            gr.Warning(shown_text(actions.settings, message))  # a toast is no answer: the shared app's filter misses it
+            return f"⚠️ {message}", None, "", ""
         return *checked, reference, do_plan(request, reference, *values)
 
     def do_plan(request: gr.Request, reference, *values):

@@ -22,23 +22,52 @@ def refuse_server_paths(settings: Settings, what: str, instead: str = "upload th
                        f"server is turned off; {instead}.")
 
 
-def _server_roots(settings: Settings) -> list[tuple[str, str]]:
-    """(absolute form, name shown) of the app's folders, the innermost first: outputs, adapters, models, the
-    project, the temp folder, each as configured and resolved."""
+TEMP_NAME = "$TMPDIR"  # what the temp folder is called in answers (no Markdown or HTML meaning, unlike "<temp>")
+PATH_CHAR = r"[\w.~/:-]"  # a character that may stand before a path inside a longer path or a URL
+PATH_END = r"(?=/|(?![\w.~-])|\.(?![\w~-]))"  # where a path may go on or stop (a sentence's full stop may follow)
+
+
+def _server_roots(settings: Settings) -> tuple[re.Pattern, dict[str, str]]:
+    """One pattern for the app's folders (outputs, adapters, models, the project, the temp folder, each as
+    configured and resolved), the innermost first, matched only where a path starts and ends: not inside a longer
+    path or a URL (`https://example.com/tmp/a` is left alone), not as the start of a longer name (`/tmpfiles`)."""
     import tempfile
 
     from ..settings import PROJECT_ROOT
 
     roots = {settings.paths.resolve("outputs"): "outputs", settings.paths.resolve("adapters"): "adapters",
-             settings.paths.resolve("models"): "models", PROJECT_ROOT: ".", Path(tempfile.gettempdir()): "<temp>"}
-    forms = {(form.rstrip("/"), name) for root, name in roots.items() for form in (str(root), str(Path(root).resolve()))}
-    return sorted(forms, key=lambda pair: -len(pair[0]))
+             settings.paths.resolve("models"): "models", PROJECT_ROOT: ".", Path(tempfile.gettempdir()): TEMP_NAME}
+    forms = {form.rstrip("/"): name for root, name in roots.items() for form in (str(root), str(Path(root).resolve()))}
+    ordered = sorted((form for form in forms if form), key=len, reverse=True)
+    pattern = re.compile(rf"(?<!{PATH_CHAR})(?:{'|'.join(map(re.escape, ordered))}){PATH_END}")
+    return pattern, forms  # forms: each absolute form -> the name shown
 
 
-def _replaced(text: str, roots: list[tuple[str, str]]) -> str:
-    for form, name in roots:
-        text = text.replace(form + "/", name + "/").replace(form, name)
-    return text
+def _shown(text: str, roots: tuple[re.Pattern, dict[str, str]], typed: tuple[str, ...] = ()) -> str:
+    """`text` with the app's folders named relative to them, except where a path the caller typed stands whole and
+    is echoed back (so an answer does not tell which typed paths are the app's folders); a typed value inside a
+    longer path is no exception (typing "/" or "/tmp" must not leave the paths that contain it as they are)."""
+    kept: list[str] = []
+
+    def keep(match: re.Match) -> str:
+        kept.append(match.group(0))
+        return f"\0{len(kept) - 1}\0"
+
+    for value in sorted({value for value in typed if "/" in value}, key=len, reverse=True):
+        text = re.sub(rf"(?<!{PATH_CHAR}){re.escape(value)}(?!/){PATH_END}", keep, text)
+    pattern, names = roots
+    text = pattern.sub(lambda match: names[match.group(0)], text)
+    return re.sub("\0(\\d+)\0", lambda match: kept[int(match.group(1))], text) if kept else text
+
+
+def shown_text(settings: Settings, text: str, typed: tuple[str, ...] = ()) -> str:
+    """`text` as someone on another machine may read it: while the app is reachable from other machines, the
+    absolute paths of its folders become names relative to them (`outputs/...`; `typed`: what the caller typed, as
+    `_shown`); locally `text` is unchanged. For text made outside a handler's answer (a chat's saved turn, a
+    toast); answers pass `ShownOutside`."""
+    if not settings.server.exposed or not text:
+        return text
+    return _shown(text, _server_roots(settings), typed)
 
 
 # What a handler answers in these is text a person or a client reads; files, pictures and chats are served by
@@ -49,7 +78,7 @@ TEXT_OUTPUTS = (gr.Textbox, gr.Markdown, gr.HTML, gr.JSON, gr.Code, gr.Dataframe
 
 class ShownOutside:
     """What leaves one handler of a shared app: its text outputs, and its error messages, with the app's folders
-    named relative to them (`outputs/...`; the temp folder `<temp>`). Outputs that are also some handler's inputs
+    named relative to them (`outputs/...`; the temp folder `$TMPDIR`). Outputs that are also some handler's inputs
     (a title, a dataset reference) go back and forth unchanged."""
 
     def __init__(self, settings: Settings, outputs: list, inputs: set[int]):
@@ -64,8 +93,7 @@ class ShownOutside:
         import copy
 
         call = copy.copy(self)
-        typed = [value for value in [*args, *kwargs.values()] if isinstance(value, str) and "/" in value]
-        call.typed = tuple(sorted(set(typed), key=len, reverse=True))
+        call.typed = tuple(value for value in [*args, *kwargs.values()] if isinstance(value, str))
         return call
 
     @classmethod
@@ -76,11 +104,8 @@ class ShownOutside:
         shown = cls(settings, block_fn.outputs, inputs)
         return shown if any(shown.mask) else None
 
-    def text(self, text: str, typed: tuple[str, ...] | None = None) -> str:
-        typed = self.typed if typed is None else typed
-        if typed and typed[0] in text:
-            return typed[0].join(self.text(part, typed[1:]) for part in text.split(typed[0]))
-        return _replaced(text, self.roots) if not typed else self.text(text, typed[1:])
+    def text(self, text: str) -> str:
+        return _shown(text, self.roots, self.typed)
 
     def value(self, value):
         if isinstance(value, str):
