@@ -512,6 +512,9 @@ def test_cli_trains_an_adapter_on_the_layout(tmp_path, demo_model_path, layout):
         assert "llava.zip unpacked into " in result.stderr
     meta = json.loads((tmp_path / "adapters" / "layout-es" / "vlmchat.json").read_text())
     assert meta["dataset"]["format"] == layout and meta["dataset"]["size"] == 6
+    # The model card names the base as adapter_config.json does, not as this computer's folder (it goes out in
+    # every export of the adapter).
+    assert "base_model: models/vlmchat-demo" in (tmp_path / "adapters" / "layout-es" / "README.md").read_text()
     assert meta["metrics"]["steps"] == 2 and meta["metrics"]["final_train_loss"] > 0
 
 

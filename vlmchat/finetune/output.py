@@ -86,6 +86,11 @@ def _write_adapter(trainer, staging: Path, meta: dict, weights: dict) -> None:
     config = json.loads(config_file.read_text(encoding="utf-8"))
     # plain PEFT resolves this name: the demo model's folder (relative to the project), else the hub id/path
     demo = trainer.spec.model == DEMO_MODEL_ID
+    written = config.get("base_model_name_or_path")
     config["base_model_name_or_path"] = "models/vlmchat-demo" if demo else trainer.spec.model
     config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    card = staging / "README.md"  # PEFT's model card names the base as it was loaded: this computer's folder
+    if written and card.is_file() and written != config["base_model_name_or_path"]:
+        card.write_text(card.read_text(encoding="utf-8").replace(written, config["base_model_name_or_path"]),
+                        encoding="utf-8")
     write_metadata(staging, meta)
