@@ -278,3 +278,12 @@ def test_a_filtered_stream_closed_by_its_reader_is_closed_at_once():
     held = [o for o in gc.get_objects() if inspect.isgenerator(o) and o.gi_code is answer.__code__]
     stream.close()
     assert len(held) == 1 and closed == ["saved as stopped"]
+
+
+def test_a_shared_page_offers_no_folder_of_the_server(shared):
+    """Caption, Fine-tune and Evaluate hid their folder fields when shared; the Adapters tab still offered "Import
+    from a folder on this computer" and the Model menu "or a local folder", each refused once tried."""
+    _, client = shared
+    shown = [c["props"].get("label") or "" for c in client.config["components"] if c["props"].get("visible", True)]
+    assert [label for label in shown if "this computer" in label or "local folder" in label] == []
+    assert "Import a zip" in shown

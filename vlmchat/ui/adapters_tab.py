@@ -112,8 +112,9 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
     with gr.Accordion("Import, export, rename, delete", open=False):
         with gr.Row():
             new_name = gr.Textbox(label="Name for the imported adapter (optional)")
-            folder = gr.Textbox(label="Import from a folder on this computer")
-            upload = gr.File(label="…or import a zip", file_types=[".zip"])
+            shared = settings.server.exposed  # others may only upload: no folder of this computer is offered
+            folder = gr.Textbox(label="Import from a folder on this computer", visible=not shared)
+            upload = gr.File(label="Import a zip" if shared else "…or import a zip", file_types=[".zip"])
             hub_id = gr.Textbox(label="…or a hub id (owner/name)")
         import_button = gr.Button("Import")
         with gr.Row():

@@ -126,7 +126,8 @@ def build_model_tab(manager: ModelManager, settings: Settings, status: gr.Markdo
     """Lay out the Model tab inside the current Blocks; Load also refreshes the `status` line."""
     with gr.Row():
         model = gr.Dropdown(model_choices(settings), value=loaded_model(manager, settings), allow_custom_value=True,
-                            scale=3, label="Model: pick one, or type a hub id (owner/name) or a local folder")
+                            scale=3, label="Model: pick one, or type a hub id (owner/name)"
+                            + ("" if settings.server.exposed else " or a local folder"))
         quantization = gr.Radio(["auto", "none", "8bit", "4bit"], value=settings.model.quantization,
                                 label="Quantization (auto follows the plan)", scale=2)
     with gr.Row():
