@@ -41,9 +41,18 @@ def test_a_zip_upload_is_unpacked_safely_and_checked(settings, tmp_path):
         for item in folder.iterdir():
             zipped.write(item, f"mine/{item.name}")
         zipped.writestr("../escape.txt", "no")
+    # Refused with its reason, nothing written, as Caption refuses it (it was left out, and a zip holding only
+    # such members read "holds no images" at the check).
+    with pytest.raises(InputError, match=r"holds an unsafe member '\.\./escape\.txt'"):
+        store_upload(archive, settings)
+    assert not (settings.paths.resolve("outputs") / "finetune" / "escape.txt").exists()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for item in folder.iterdir():
+            zipped.write(item, f"mine/{item.name}")
+        zipped.writestr("__MACOSX/mine/._0.png", "macOS metadata, left out")
     reference = store_upload(archive, settings)
     assert reference.startswith("upload:") and store_upload(archive, settings) == reference
-    assert not (settings.paths.resolve("outputs") / "finetune" / "escape.txt").exists()
+    assert not list((settings.paths.resolve("outputs") / "finetune").rglob("__MACOSX"))
     assert resolve_dataset(reference, settings).name == "mine"
     result = FinetuneActions(ModelManager(settings), settings).check(reference)
     assert (result["samples"], result["problems"]) == (3, [])

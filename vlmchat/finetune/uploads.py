@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..files import extract_zip_checked, staged_folder, unsafe_name
+from ..files import extract_zip_checked, staged_folder
 
 MAX_UNPACKED_BYTES = 8 * 2**30
 MAX_UNPACKED_FILES = 100_000
@@ -105,8 +105,9 @@ def _stage(folder: Path, upload_id: str, fill) -> str:
 
 
 def _dataset_member(member: str) -> str | None:
-    """Where a zip member goes: macOS metadata and members pointing outside are left out, as uploads always did."""
-    return None if member.split("/")[0] == "__MACOSX" or unsafe_name(member) else member
+    """Where a zip member goes: macOS metadata is left out; an unsafe member (`..`, an absolute path) is kept so it
+    refuses the zip with its name, as Caption's zips do (left out, the upload was 'holds no images' later)."""
+    return None if member.split("/")[0] == "__MACOSX" else member
 
 
 def unpacked_zip(path: str, settings) -> str:
