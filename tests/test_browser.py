@@ -109,6 +109,14 @@ def test_evaluate_a_bad_file_then_a_good_one_shows_the_verdict(page, tmp_path):
     page.wait_for_function("() => document.querySelector('#vlmchat-eval-progress').innerText.includes('is empty')")
     assert "choose another file" in page.locator("#vlmchat-eval-progress").inner_text()  # says what to do
     panel.get_by_label("Clear").first.click()  # as a person replaces the file
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text('{"foo": 1}\n', encoding="utf-8")  # the message lists the layouts, "<image n>" among them
+    panel.locator("input[type=file]").first.set_input_files(str(odd))
+    panel.get_by_text("odd.jsonl").first.wait_for()
+    panel.get_by_role("button", name="Evaluate", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#vlmchat-eval-progress').innerText.includes('MMMU rows')")
+    assert "question with <image n>, options" in page.locator("#vlmchat-eval-progress").inner_text()  # not a tag
+    panel.get_by_label("Clear").first.click()
     panel.locator("input[type=file]").first.set_input_files(str(_eval_zip(tmp_path / "good", 12)))
     panel.get_by_text("good.zip").first.wait_for()  # the upload has finished
     panel.get_by_role("button", name="Evaluate", exact=True).click()

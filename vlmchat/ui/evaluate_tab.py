@@ -209,7 +209,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
             started = actions.start(reference(file, typed, request), chosen, how, int(first_n) if first_n else None,
                                     image_detail=level, request=request)
         except (VlmchatError, gr.Error) as exc:  # shown where the results go; no error badge left on every output
-            yield "", f"⚠️ {said(exc)}", None, "", None, None, None
+            yield "", f"⚠️ {html.escape(said(exc), quote=False)}", None, "", None, None, None  # "<image 1>" is text
             return
         current = started["run_id"]
         while True:
