@@ -136,7 +136,13 @@ def test_start_refuses_bad_names_and_existing_adapters_before_any_process(settin
         with pytest.raises(Exception, match=message):
             actions.start(data, name, {"max_steps": 1})
     assert not actions.jobs.exists() or not any(actions.jobs.iterdir())
-    spec = actions.spec(data, "fresh", {"r": 4, "adapters_dir": "/elsewhere"}, False)
+    # An option that is no [finetune] setting is refused, by name: "max_step" (a typo) ran a full default run,
+    # and "adapters_dir" is never a client's (adapters go to the configured folder).
+    for wrong in ({"max_step": 5}, {"r": 4, "adapters_dir": "/elsewhere"}):
+        with pytest.raises(gr.Error, match=f"Unknown option '{[k for k in wrong if k != 'r'][0]}'; the options are "
+                                           r"the \[finetune\] settings: .*max_steps"):
+            actions.spec(data, "fresh", wrong, False)
+    spec = actions.spec(data, "fresh", {"r": 4, "image_detail": "low"}, False)
     assert spec.r == 4 and spec.adapters_dir == str(settings.paths.resolve("adapters"))
     assert json.loads(spec.to_json())["model"] == "demo"
 

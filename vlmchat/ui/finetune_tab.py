@@ -19,7 +19,7 @@ from ..errors import VlmchatError
 from ..finetune import runner
 from ..finetune.datasets import preview_rows, read_dataset
 from ..finetune.progress import format_rate, format_seconds
-from ..finetune.spec import HYPERPARAMETERS, JobSpec
+from ..finetune.spec import CLI_FLAGS, HYPERPARAMETERS, JobSpec
 from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
 from ..models.manager import ModelManager
 from ..models.resolve import resolve_model
@@ -86,8 +86,12 @@ class FinetuneActions:
 
     def spec(self, reference: str, name: str, options: dict | None, overwrite: bool, request=None) -> JobSpec:
         model = self.manager.info.model_id if self.manager.info else self.settings.model.id
-        options = {k: v for k, v in (options or {}).items() if k in {f.name for f in dataclasses.fields(JobSpec)}}
-        options.pop("adapters_dir", None)  # never from a client: adapters go to the configured folder
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(CLI_FLAGS) - {"overwrite"})  # e.g. "max_step": ignored, a default run
+        if unknown:
+            raise gr.Error(f"Unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; the "
+                           f"options are the [finetune] settings: {', '.join(k for k in CLI_FLAGS if k != 'overwrite')}.")
+        options.pop("overwrite", None)  # an argument of its own
         return JobSpec.from_settings(self.settings, (name or "").strip(),
                                      str(resolve_dataset(reference, self.settings, user_uploads(self.settings, request))),
                                      model=model,
