@@ -54,6 +54,8 @@ def test_a_zip_upload_is_unpacked_safely_and_checked(settings, tmp_path):
     assert reference.startswith("upload:") and store_upload(archive, settings) == reference
     assert not list((settings.paths.resolve("outputs") / "finetune").rglob("__MACOSX"))
     assert resolve_dataset(reference, settings).name == "mine"
+    with pytest.raises(InputError, match="Unknown upload ''"):  # it was the whole uploads folder, as one dataset
+        resolve_dataset("upload:", settings)
     result = FinetuneActions(ModelManager(settings), settings).check(reference)
     assert (result["samples"], result["problems"]) == (3, [])
     assert result["preview"][0]["prompt"] == "Describe the image." and result["preview"][0]["answer"].startswith("un ")

@@ -131,7 +131,7 @@ def resolve_dataset(reference: str, settings, folder: Path | None = None) -> Pat
         return Path(reference).expanduser()
     upload_id = reference[len(PREFIX):]
     path = Path(folder or uploads_folder(settings)) / upload_id
-    if "/" in upload_id or "\\" in upload_id or upload_id.startswith(".") or not path.is_dir():
+    if not upload_id or "/" in upload_id or "\\" in upload_id or upload_id.startswith(".") or not path.is_dir():
         raise InputError(f"Unknown upload '{upload_id}'; upload the dataset again.")
     entries = [p for p in path.iterdir() if not p.name.startswith(".")]
     if len(entries) == 1:
