@@ -72,9 +72,16 @@ def test_import_export_roundtrip_and_no_overwrite(tmp_path):
     assert registry.import_folder(source, folder).name == "mine"
     with pytest.raises(InputError, match="already exists"):
         registry.import_folder(source, folder)
+    meta_file = folder / "mine" / registry.META_FILE
+    meta = json.loads(meta_file.read_text())
+    trained_on = {"name": "photos", "format": "imagefolder", "size": 60, "path": str(tmp_path / "home" / "photos")}
+    meta_file.write_text(json.dumps({**meta, "dataset": trained_on}))
     archive = registry.export_zip(folder, "mine", tmp_path / "out")
     imported = registry.import_zip(archive, folder, "copy")
     assert imported.problem == "" and imported.notes == "n"
+    # The trainer's folder stays home (it named the computer's folders to whoever downloaded the zip).
+    assert imported.dataset == {"name": "photos", "format": "imagefolder", "size": 60}
+    assert str(tmp_path) not in zipfile.ZipFile(archive).read(f"mine/{registry.META_FILE}").decode()
     assert not list(folder.glob(".*"))  # no staging folders left behind
 
 

@@ -189,12 +189,30 @@ def _adapter_file(member: str) -> str | None:
 
 
 def export_zip(folder: Path, name: str, destination: Path) -> Path:
-    """Pack adapter `name` into `destination`/<name>.zip and return its path."""
+    """Pack adapter `name` into `destination`/<name>.zip and return its path.
+
+    Its vlmchat.json goes without the dataset's path: a folder of the computer it was trained on, which means
+    nothing where the zip goes (and names the trainer's folders to whoever downloads it); name, format and size stay.
+    """
     source = adapter_path(folder, name)
     if not source.is_dir():
         raise InputError(f"There is no adapter named '{name}'.")
-    files = [item for item in sorted(source.iterdir()) if item.is_file()]
-    return write_zip_atomic(destination / f"{name}.zip", [(f"{name}/{item.name}", item) for item in files])
+    members: list[tuple[str, Path | bytes]] = []
+    for item in sorted(source.iterdir()):
+        if item.is_file():
+            members.append((f"{name}/{item.name}", _without_dataset_path(item) if item.name == META_FILE else item))
+    return write_zip_atomic(destination / f"{name}.zip", members)
+
+
+def _without_dataset_path(meta_file: Path) -> Path | bytes:
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return meta_file  # as it is: read_adapter reports what is wrong with it
+    if not isinstance(meta, dict) or not isinstance(meta.get("dataset"), dict) or "path" not in meta["dataset"]:
+        return meta_file
+    meta["dataset"] = {key: value for key, value in meta["dataset"].items() if key != "path"}
+    return (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def rename_adapter(folder: Path, old: str, new: str) -> Path:
