@@ -219,3 +219,40 @@ def test_an_adapter_renamed_or_deleted_on_disk_is_no_choice_and_a_damaged_one_ne
     assert "damaged" not in manager.adapter_names()
     manager.attach_named_adapter("zip2")
     assert manager.generate(_ask(red), adapter="zip2") == "un círculo rojo"
+
+
+def test_an_adapter_trained_again_over_a_loaded_one_answers_with_its_new_weights(demo_settings, tmp_path,
+                                                                                   picture_files):
+    """A fine-tune with overwrite replaces the adapter's folder while the app holds the old weights: it kept
+    answering with them until someone pressed Unload (verifying reviewer). The next use now loads the new ones,
+    and the adapter stays the default for new chats if it was."""
+    import shutil
+
+    from peft import get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    from vlmchat.lora.runtime import default_lora_config
+
+    adapters = demo_settings.paths.resolve("adapters")
+    shutil.copytree(DEMO_ES, adapters / "again")
+    manager = ModelManager(demo_settings)
+    try:
+        manager.load()
+        red = picture_files[("red", "circle")]
+        manager.attach_named_adapter("again")
+        manager.activate_adapter("again")
+        assert manager.generate(_ask(red), adapter="again") == "un círculo rojo"
+        plain = get_peft_model(AutoModelForImageTextToText.from_pretrained(ROOT / "models" / "vlmchat-demo"),
+                               default_lora_config())
+        plain.save_pretrained(tmp_path / "retrained")  # LoRA B at zero: answers as the base does
+        shutil.copy(DEMO_ES / "vlmchat.json", tmp_path / "retrained" / "vlmchat.json")
+        shutil.rmtree(adapters / "again")
+        shutil.copytree(tmp_path / "retrained", adapters / "again")  # as the trainer's staged folder lands
+        manager.attach_named_adapter("again")
+        assert manager.generate(_ask(red), adapter="again") == "a red circle"
+        assert manager.active_adapter == "again" and manager.adapter_names() == ["again"]
+        manager.attach_named_adapter("again")  # unchanged since: nothing is loaded again
+        assert manager.generate(_ask(red), adapter="again") == "a red circle"
+    finally:
+        shutil.rmtree(adapters / "again", ignore_errors=True)
+        manager.unload()

@@ -64,6 +64,7 @@ class ModelManager:
         self._endpoints: dict = {}  # NAME -> its client, made on first use
         self._batcher = None
         self._making_batcher = threading.Lock()
+        self._adapter_files: dict[str, tuple] = {}  # adapter name -> its weights file as it was when loaded
 
     def load(self, model_id: str | None = None, quantization: str | None = None, token: str | None = None,
              progress=None, remember: bool = False) -> ModelInfo:
@@ -132,6 +133,7 @@ class ModelManager:
                 raise InputError(f"Adapter '{name}' could not be loaded: {problem}.")
             try:
                 self.model = attach_adapter(model, name, path)
+                self._adapter_files[name] = _weights_stamp(path)
             except Exception as exc:  # noqa: BLE001 - a file PEFT or safetensors cannot read: said, and left out
                 self.model = detach_adapter(self.model, name)
                 raise InputError(f"Adapter '{name}' could not be loaded onto the loaded model: "
@@ -148,9 +150,17 @@ class ModelManager:
         if is_base(name):
             return
         if name in self.adapter_names():
-            if adapter_path(self.settings.paths.resolve("adapters"), name).is_dir():
+            folder = adapter_path(self.settings.paths.resolve("adapters"), name)
+            if folder.is_dir() and _weights_stamp(folder) == self._adapter_files.get(name):
                 return
-            self.unload_adapter(name)  # renamed or deleted since it was loaded: it is no choice any more
+            # Renamed or deleted since it was loaded (it is no choice any more), or trained again over it (a
+            # fine-tune with overwrite): the weights in memory are not the adapter's any more.
+            was_default = self.active_adapter == name
+            self.unload_adapter(name)
+            if was_default and folder.is_dir():
+                self.attach_named_adapter(name)
+                self.activate_adapter(name)
+                return
         info = self.info
         if info is None:
             raise NoModelError("No model is loaded; load one in the Model tab or start with --model.")
@@ -161,6 +171,7 @@ class ModelManager:
     def unload_adapter(self, name: str) -> None:
         """Detach adapter `name` and free its weights."""
         with self.lock:
+            self._adapter_files.pop(name, None)
             if self.model is not None:
                 self.model = detach_adapter(self.model, name)
             if self.active_adapter == name:
@@ -440,3 +451,12 @@ def _generation_error(exc: BaseException) -> BaseException:
         return InputError("The GPU ran out of memory while answering; lower max new tokens, use fewer or "
                           "smaller images, or load the model with 4-bit quantization.")
     return exc
+
+
+def _weights_stamp(folder) -> tuple | None:
+    """What tells an adapter's weights file from another written in its place: inode, size, modification time."""
+    try:
+        found = (Path(folder) / "adapter_model.safetensors").stat()
+    except OSError:
+        return None
+    return found.st_ino, found.st_size, found.st_mtime_ns
