@@ -248,6 +248,13 @@ def test_the_filter_cannot_be_turned_off_and_leaves_other_text_alone(tmp_path):
         assert ShownOutside.of(shared, fn, set()).for_call((typed,), {})(answer) == expected, typed
     assert shown_text(shared, answer) == expected
     assert shown_text(shared.override("server", host="127.0.0.1"), answer) == answer  # locally as it is
+    # The model's own words (Compare's answers, a caption, /chat) are shown as it wrote them, as Chat shows them.
+    from vlmchat.ui.sharing import verbatim
+
+    with gr.Blocks():
+        said, told = verbatim(gr.Textbox()), gr.Markdown()
+    both = ShownOutside.of(shared, type("Fn", (), {"outputs": [said, told]}), set()).for_call((), {})
+    assert both((f"cd {temp}/b", f"in {temp}/b")) == (f"cd {temp}/b", "in $TMPDIR/b")
 
 
 def test_a_filtered_stream_closed_by_its_reader_is_closed_at_once():

@@ -19,7 +19,7 @@ from ..models.manager import GenerationParams, ModelManager
 from ..settings import Settings
 from .chat_tab import CHAT_EXAMPLES, EXAMPLES
 from .errors import said
-from .sharing import refuse_server_paths
+from .sharing import refuse_server_paths, verbatim
 from .users import refuse_anothers_adapter, user_folder
 
 COLUMNS = ["name", "status", "base model", "created", "trained on", "metrics", "notes"]
@@ -237,8 +237,8 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
         side.focus(lambda: gr.update(choices=manager.model_choices() or [BASE]), outputs=side,
                    api_visibility="undocumented", queue=False)
     with gr.Row():
-        left_text = gr.Textbox(label="Left answer", lines=6, interactive=False)
-        right_text = gr.Textbox(label="Right answer", lines=6, interactive=False)
+        left_text = verbatim(gr.Textbox(label="Left answer", lines=6, interactive=False))
+        right_text = verbatim(gr.Textbox(label="Right answer", lines=6, interactive=False))
     cost = gr.Markdown(label="Time, tokens and cost", elem_id="vlmchat-compare-figures")
     with gr.Row():
         vote_buttons = [gr.Button(f"{v.capitalize()} is better" if v in ("left", "right") else v.capitalize())

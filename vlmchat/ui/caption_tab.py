@@ -21,7 +21,7 @@ from ..caption.run import (PRESETS, CaptionOptions, caption_image, caption_image
 from ..errors import InputError, VlmchatError
 from ..models.manager import ModelManager
 from ..settings import Settings
-from .sharing import check_batch_upload, refuse_server_paths
+from .sharing import check_batch_upload, refuse_server_paths, verbatim
 from .chat_tab import CHAT_EXAMPLES, EXAMPLES
 from .users import login_of, user_folder
 
@@ -167,7 +167,7 @@ def _single_section(actions: CaptionActions, settings: Settings):
         with gr.Column():
             image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"])
             button = gr.Button("Caption", variant="primary")
-            result = gr.Textbox(label="Caption", buttons=["copy"])
+            result = verbatim(gr.Textbox(label="Caption", buttons=["copy"]))
     gr.Examples([[str(EXAMPLES / picture)] for picture in dict.fromkeys(p for _, p in CHAT_EXAMPLES)
                  if (EXAMPLES / picture).is_file()], [image], label="Examples (click one, then Caption)")
     preset.input(lambda name: PRESETS.get(name, default), preset, prompt, api_visibility="private", queue=False)

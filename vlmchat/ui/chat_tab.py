@@ -28,7 +28,7 @@ from ..models.conversation import chat_messages, for_local_model
 from ..models.families import IMAGE_DETAILS
 from ..models.manager import GenerationParams, ModelManager, is_endpoint
 from ..settings import MAX_NEW_TOKENS, MAX_TEMPERATURE, PROJECT_ROOT, Settings
-from .sharing import shown_text
+from .sharing import shown_text, verbatim
 from .users import user_folder
 
 ERROR_MARK = "⚠️ "
@@ -484,7 +484,7 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
         api_adapter = gr.Textbox(value="", label="adapter")
         api_system = gr.Textbox(value="", label="system_prompt")
         api_detail = gr.Textbox(value="", label="image_detail")
-        api_answer = gr.Textbox(label="answer")
+        api_answer = verbatim(gr.Textbox(label="answer"))  # an error in it is said as ChatTurns._said says it
         api_button = gr.Button("chat")
     api_chat = gr.State(new_chat())
 

@@ -76,6 +76,13 @@ TEXT_OUTPUTS = (gr.Textbox, gr.Markdown, gr.HTML, gr.JSON, gr.Code, gr.Dataframe
                 Api)
 
 
+def verbatim(component):
+    """Mark `component` as showing the model's own words (an answer, a caption): the shared app's filter leaves them
+    as the model wrote them ("cd /tmp" stays, as it does in Chat). Returns the component."""
+    component._vlmchat_verbatim = True
+    return component
+
+
 class ShownOutside:
     """What leaves one handler of a shared app: its text outputs, and its error messages, with the app's folders
     named relative to them (`outputs/...`; the temp folder `$TMPDIR`). Outputs that are also some handler's inputs
@@ -83,7 +90,8 @@ class ShownOutside:
 
     def __init__(self, settings: Settings, outputs: list, inputs: set[int]):
         self.roots = _server_roots(settings)
-        self.mask = [isinstance(block, TEXT_OUTPUTS) and block._id not in inputs for block in outputs]
+        self.mask = [isinstance(block, TEXT_OUTPUTS) and block._id not in inputs
+                     and not getattr(block, "_vlmchat_verbatim", False) for block in outputs]
         self.ids = [block._id for block in outputs]
         self.typed: tuple[str, ...] = ()
 
