@@ -248,6 +248,12 @@ def test_the_filter_cannot_be_turned_off_and_leaves_other_text_alone(tmp_path):
         assert ShownOutside.of(shared, fn, set()).for_call((typed,), {})(answer) == expected, typed
     assert shown_text(shared, answer) == expected
     assert shown_text(shared.override("server", host="127.0.0.1"), answer) == answer  # locally as it is
+    # A guess of a folder typed in one field does not keep the app's own mention of it (a yes/no answer to the
+    # guess); only its echo, in quotes, is kept, also from inside a list (an eval's models).
+    adapters = str(shared.paths.resolve("adapters"))
+    guessed = ShownOutside.of(shared, fn, set()).for_call(("Describe it.", [adapters]), {})
+    assert guessed(f"There is no adapter named 'nope' in {adapters}.") == "There is no adapter named 'nope' in adapters."
+    assert guessed(f"'{adapters}' is not a valid adapter name") == f"'{adapters}' is not a valid adapter name"
     # The model's own words (Compare's answers, a caption, /chat) are shown as it wrote them, as Chat shows them.
     from vlmchat.ui.sharing import verbatim
 

@@ -44,9 +44,10 @@ def _server_roots(settings: Settings) -> tuple[re.Pattern, dict[str, str]]:
 
 
 def _shown(text: str, roots: tuple[re.Pattern, dict[str, str]], typed: tuple[str, ...] = ()) -> str:
-    """`text` with the app's folders named relative to them, except where a path the caller typed stands whole and
-    is echoed back (so an answer does not tell which typed paths are the app's folders); a typed value inside a
-    longer path is no exception (typing "/" or "/tmp" must not leave the paths that contain it as they are)."""
+    """`text` with the app's folders named relative to them, except where a path the caller typed is echoed back in
+    quotes ("'/x' is not …", "(got '/x')"), so that an answer does not tell which typed paths are the app's folders.
+    Only a quoted echo is kept: typing "/" or "/tmp" must not leave the paths that contain it as they are, nor
+    typing a guess of a folder keep the app's own mention of that folder as it is (a yes/no answer to the guess)."""
     kept: list[str] = []
 
     def keep(match: re.Match) -> str:
@@ -54,7 +55,7 @@ def _shown(text: str, roots: tuple[re.Pattern, dict[str, str]], typed: tuple[str
         return f"\0{len(kept) - 1}\0"
 
     for value in sorted({value for value in typed if "/" in value}, key=len, reverse=True):
-        text = re.sub(rf"(?<!{PATH_CHAR}){re.escape(value)}(?!/){PATH_END}", keep, text)
+        text = re.sub(rf"(?<=['\"‘“]){re.escape(value)}(?=['\"’”])", keep, text)
     pattern, names = roots
     text = pattern.sub(lambda match: names[match.group(0)], text)
     return re.sub("\0(\\d+)\0", lambda match: kept[int(match.group(1))], text) if kept else text
@@ -74,6 +75,17 @@ def shown_text(settings: Settings, text: str, typed: tuple[str, ...] = ()) -> st
 # Gradio from their paths (which it turns into URLs) and are left as they are.
 TEXT_OUTPUTS = (gr.Textbox, gr.Markdown, gr.HTML, gr.JSON, gr.Code, gr.Dataframe, gr.Label, gr.HighlightedText,
                 Api)
+
+
+def _strings(value) -> list[str]:
+    """Every string in `value`, also inside lists and dicts (what a caller typed, e.g. an eval's list of models)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, (list, tuple)):
+        return [found for item in value for found in _strings(item)]
+    return []
 
 
 def verbatim(component):
@@ -101,7 +113,7 @@ class ShownOutside:
         import copy
 
         call = copy.copy(self)
-        call.typed = tuple(value for value in [*args, *kwargs.values()] if isinstance(value, str))
+        call.typed = tuple(_strings([*args, *kwargs.values()]))
         return call
 
     @classmethod
