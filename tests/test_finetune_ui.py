@@ -144,6 +144,8 @@ def test_start_refuses_bad_names_and_existing_adapters_before_any_process(settin
         with pytest.raises(gr.Error, match=f"Unknown option '{[k for k in wrong if k != 'r'][0]}'; the options are "
                                            r"the \[finetune\] settings: .*max_steps"):
             actions.spec(data, "fresh", wrong, False)
+    with pytest.raises(gr.Error, match="options must be a JSON object"):  # was Python's own ValueError text
+        actions.spec(data, "fresh", "max_steps=5", False)
     spec = actions.spec(data, "fresh", {"r": 4, "image_detail": "low"}, False)
     assert spec.r == 4 and spec.adapters_dir == str(settings.paths.resolve("adapters"))
     assert json.loads(spec.to_json())["model"] == "demo"

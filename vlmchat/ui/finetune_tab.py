@@ -86,6 +86,8 @@ class FinetuneActions:
 
     def spec(self, reference: str, name: str, options: dict | None, overwrite: bool, request=None) -> JobSpec:
         model = self.manager.info.model_id if self.manager.info else self.settings.model.id
+        if options is not None and not isinstance(options, dict):
+            raise gr.Error('options must be a JSON object of [finetune] settings, e.g. {"max_steps": 100}.')
         options = dict(options or {})
         unknown = sorted(set(options) - set(CLI_FLAGS) - {"overwrite"})  # e.g. "max_step": ignored, a default run
         if unknown:
