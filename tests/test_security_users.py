@@ -225,4 +225,10 @@ def test_an_adapter_trained_on_a_logins_upload_is_renamed_deleted_exported_or_re
         with pytest.raises(InputError, match=f"'ana-style' was trained by another login; only that login can {doing}"):
             refuse_anothers_adapter(adapters, "ana-style", bob, doing)
         refuse_anothers_adapter(adapters, "ana-style", ana, doing)  # hers
-        refuse_anothers_adapter(adapters, "demo-es", bob, doing)  # trained from no login's upload: everyone's
+        if doing != "replace":
+            refuse_anothers_adapter(adapters, "demo-es", bob, doing)  # trained from no login's upload: everyone's
+    # ...but trained again by a login, it would become that login's alone (verifying reviewer: ana retrained demo-es
+    # with overwrite, and bob was then refused it)
+    with pytest.raises(InputError, match="'demo-es' is shared by everyone on this app; a login can replace only"):
+        refuse_anothers_adapter(adapters, "demo-es", bob, "replace")
+    refuse_anothers_adapter(adapters, "demo-es", SimpleNamespace(username=None), "replace")  # no logins: as before

@@ -35,15 +35,24 @@ def owns(path: Path, base: Path, request) -> bool:
     return target.is_relative_to(mine)
 
 
-def trained_by_another(adapter, request) -> bool:
-    """Whether `adapter` (a store.AdapterInfo) was trained on an upload of a login other than the request's: its
-    dataset lies in another login's users/<name>-<hash> folder. Adapters trained from anything else belong to all."""
+def _trainer(adapter) -> str | None:
+    """The users/<name>-<hash> folder of the login whose upload `adapter` (a store.AdapterInfo) was trained on, or
+    None for an adapter trained on anything else (it belongs to all)."""
     path = adapter.dataset.get("path") if isinstance(adapter.dataset, dict) else None
     parts = Path(path).parts if isinstance(path, str) else ()
     folders = [parts[i + 1] for i in range(len(parts) - 1) if parts[i] == "users"]
-    if not folders:
-        return False
-    return login_of(request) is None or folders[-1] != user_folder(Path("."), request).name
+    return folders[-1] if folders else None
+
+
+def _trained_by(adapter, request) -> bool:
+    """Whether `adapter` was trained on an upload of the request's own login."""
+    trainer = _trainer(adapter)
+    return trainer is not None and login_of(request) is not None and trainer == user_folder(Path("."), request).name
+
+
+def trained_by_another(adapter, request) -> bool:
+    """Whether `adapter` was trained on an upload of a login other than the request's."""
+    return _trainer(adapter) is not None and not _trained_by(adapter, request)
 
 
 def refuse_anothers_adapter(adapters: Path, name: str, request, doing: str) -> None:
@@ -55,3 +64,7 @@ def refuse_anothers_adapter(adapters: Path, name: str, request, doing: str) -> N
     found = next((adapter for adapter in list_adapters(adapters) if adapter.name == name), None)
     if found is not None and trained_by_another(found, request):
         raise InputError(f"'{name}' was trained by another login; only that login can {doing} it.")
+    if found is not None and doing == "replace" and login_of(request) is not None and not _trained_by(found, request):
+        # Trained again by a login, an adapter everyone shares (demo-es) would become that login's alone.
+        raise InputError(f"'{name}' is shared by everyone on this app; a login can replace only the adapters it "
+                         "trained itself. Give the new adapter another name.")
