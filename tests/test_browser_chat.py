@@ -182,7 +182,12 @@ def test_rename_and_delete_a_saved_chat(page, picture_files):
     _send(page, "What shape is this?", picture_files[("green", "triangle")])
     assert _answer(page, 1) == "triangle"
     page.get_by_text("Rename, delete, export").click()
-    page.locator("#vlmchat-chat-title input").fill("Green things")
+    # As a person does: type once the box shows the chat's title. Filled at once, the box could still take the
+    # title when it appeared (the accordion's content is drawn when opened), and Rename sent the old title (a
+    # clean-clone run failed so; the page showed "Renamed to “What shape is this?”").
+    title = page.locator("#vlmchat-chat-title input")
+    page.wait_for_function("() => document.querySelector('#vlmchat-chat-title input')?.value === 'What shape is this?'")
+    title.fill("Green things")
     page.get_by_role("button", name="Rename", exact=True).click()
     page.wait_for_function("() => document.querySelector('#vlmchat-chat-list')?.innerText.includes('Green things')")
     page.get_by_role("button", name="Export Markdown").click()

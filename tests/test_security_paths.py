@@ -252,7 +252,7 @@ def test_the_filter_cannot_be_turned_off_and_leaves_other_text_alone(tmp_path):
     # guess); only its echo, in quotes, is kept, also from inside a list (an eval's models).
     adapters = str(shared.paths.resolve("adapters"))
     guessed = ShownOutside.of(shared, fn, set()).for_call(("Describe it.", [adapters]), {})
-    assert guessed(f"There is no adapter named 'nope' in {adapters}.") == "There is no adapter named 'nope' in adapters."
+    assert guessed(f"No adapter named 'nope' in {adapters}.") == "No adapter named 'nope' in adapters."
     assert guessed(f"'{adapters}' is not a valid adapter name") == f"'{adapters}' is not a valid adapter name"
     # The model's own words (Compare's answers, a caption, /chat) are shown as it wrote them, as Chat shows them.
     from vlmchat.ui.sharing import verbatim
