@@ -149,6 +149,10 @@ def test_what_a_shared_app_answers_names_no_server_folder(shared, tmp_path):
                        ["base"], "loglik", 0, api_name="/eval_start")
     answers["refused"] = str(refused.value)
     assert "No usable questions in outputs/" in answers["refused"]
+    with pytest.raises(Exception) as failed:  # a handler whose only output is the model's own words (verbatim)
+        client.predict(handle_file(str(pictures["p0.png"])), "", "nope", api_name="/caption")
+    answers["caption refused"] = str(failed.value)
+    assert "no adapter named 'nope'" in answers["caption refused"].lower(), answers["caption refused"]
     with pytest.raises(Exception) as failed:  # not a user error vlmchat knows: an OSError naming the job folder
         client.predict("j" * 300, api_name="/finetune_status")
     answers["unexpected"] = str(failed.value)

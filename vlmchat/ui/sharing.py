@@ -118,11 +118,9 @@ class ShownOutside:
 
     @classmethod
     def of(cls, settings: Settings, block_fn, inputs: set[int]) -> "ShownOutside | None":
-        """The filter for `block_fn`, or None where nothing it answers needs one (a local app; chat streams)."""
-        if not settings.server.exposed:
-            return None
-        shown = cls(settings, block_fn.outputs, inputs)
-        return shown if any(shown.mask) else None
+        """The filter for `block_fn` on a shared app (its errors pass it even where none of its outputs is text it
+        rewrites: a caption, Compare's answers), None on a local app."""
+        return cls(settings, block_fn.outputs, inputs) if settings.server.exposed else None
 
     def text(self, text: str) -> str:
         return _shown(text, self.roots, self.typed)
@@ -142,6 +140,8 @@ class ShownOutside:
     def __call__(self, result):
         """`result` as Gradio takes it from a handler: one value for one output, a tuple or list for several, or
         a dict keyed by output component."""
+        if not any(self.mask):  # a chat stream's every step: nothing here to rewrite
+            return result
         if len(self.mask) == 1:
             return self.value(result) if self.mask[0] else result
         if isinstance(result, (list, tuple)) and len(result) == len(self.mask):
