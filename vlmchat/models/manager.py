@@ -28,7 +28,7 @@ from .answers import (ENDPOINT_PREFIX, Answer, GenerationParams, is_endpoint,  #
 from .cpu_speed import ModelLock, tune_for_cpu
 from .families import DetailChoice, detail_for, fit_to_profile, profile_for, shrink_pictures
 from ..lora.runtime import attach_adapter, detach_adapter, is_base, resident_adapters, use_adapter
-from ..lora.store import adapter_path, read_adapter, usable_adapter
+from ..lora.store import WEIGHTS_FILE, adapter_path, read_adapter, usable_adapter
 from ..settings import Settings
 
 
@@ -149,6 +149,7 @@ class ModelManager:
             return
         if is_base(name):
             return
+        was_default = False
         if name in self.adapter_names():
             folder = adapter_path(self.settings.paths.resolve("adapters"), name)
             if folder.is_dir() and _weights_stamp(folder) == self._adapter_files.get(name):
@@ -157,16 +158,14 @@ class ModelManager:
             # fine-tune with overwrite): the weights in memory are not the adapter's any more.
             was_default = self.active_adapter == name
             self.unload_adapter(name)
-            if was_default and folder.is_dir():
-                self.attach_named_adapter(name)
-                self.activate_adapter(name)
-                return
         info = self.info
         if info is None:
             raise NoModelError("No model is loaded; load one in the Model tab or start with --model.")
         found = usable_adapter(self.settings.paths.resolve("adapters"), name, info.model_id, info.source,
                                info.architecture)
         self.load_adapter(name, found.path)
+        if was_default:  # trained again: still what new chats start with
+            self.activate_adapter(name)
 
     def unload_adapter(self, name: str) -> None:
         """Detach adapter `name` and free its weights."""
@@ -456,7 +455,7 @@ def _generation_error(exc: BaseException) -> BaseException:
 def _weights_stamp(folder) -> tuple | None:
     """What tells an adapter's weights file from another written in its place: inode, size, modification time."""
     try:
-        found = (Path(folder) / "adapter_model.safetensors").stat()
+        found = (Path(folder) / WEIGHTS_FILE).stat()
     except OSError:
         return None
     return found.st_ino, found.st_size, found.st_mtime_ns

@@ -91,9 +91,9 @@ class FinetuneActions:
         options = dict(options or {})
         unknown = sorted(set(options) - set(CLI_FLAGS) - {"overwrite"})  # e.g. "max_step": ignored, a default run
         if unknown:
-            settings = ", ".join(key for key in CLI_FLAGS if key != "overwrite")
+            known = ", ".join(key for key in CLI_FLAGS if key != "overwrite")
             raise gr.Error(f"Unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; the "
-                           f"options are the [finetune] settings: {settings}.")
+                           f"options are the [finetune] settings: {known}.")
         options.pop("overwrite", None)  # an argument of its own
         return JobSpec.from_settings(self.settings, (name or "").strip(),
                                      str(resolve_dataset(reference, self.settings, user_uploads(self.settings, request))),
