@@ -256,3 +256,76 @@ def test_an_adapter_trained_again_over_a_loaded_one_answers_with_its_new_weights
     finally:
         shutil.rmtree(adapters / "again", ignore_errors=True)
         manager.unload()
+
+
+def test_one_row_steps_run_on_a_merged_copy_that_follows_the_adapter(demo_settings, tmp_path, picture_files):
+    """On a CPU with memory to spare a one-row decode step runs on a copy of each adapter layer's weight with the
+    adapter added in (decode as fast as the base): the same greedy tokens as the unmerged sum, one copy per layer
+    (the adapter last used), made again when the adapter changes in place, dropped when adapters change."""
+    import torch
+
+    from vlmchat.lora.runtime import use_adapter
+
+    manager = ModelManager(demo_settings)
+    manager.load()
+    manager.load_adapter("one", _random_adapter(tmp_path / "one", 1))
+    manager.load_adapter("two", _random_adapter(tmp_path / "two", 2))
+    model = manager.model
+    inputs = ModelManager._inputs(model, manager.processor, [_ask(picture_files[("red", "circle")])])
+    layers = [m for m in model.modules() if hasattr(m, "lora_A")]
+
+    def tokens(adapter, merge):
+        with torch.inference_mode(), use_adapter(model, adapter):
+            for layer in layers:
+                layer.__dict__["_vlmchat_merge_steps"] = merge
+            return model.generate(**inputs, max_new_tokens=8, min_new_tokens=8, do_sample=False).tolist()
+
+    def merged_is(adapter):
+        for layer in layers:
+            a, b = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
+            expected = layer.base_layer.weight + layer.scaling[adapter] * b @ a
+            assert torch.allclose(layer.__dict__["_vlmchat_merged"][2], expected, atol=1e-5)
+        return True
+
+    weights = [layer.base_layer.weight.clone() for layer in layers]
+    with use_adapter(model, "one"):  # this machine has the memory: chosen on its own
+        assert all(layer.__dict__["_vlmchat_merge_steps"] is True for layer in layers)
+    for adapter in ("one", "two", "one"):
+        assert tokens(adapter, True) == tokens(adapter, False) != tokens(None, True)
+        assert merged_is(adapter)  # the last adapter's copy only
+    with torch.no_grad():
+        for layer in layers:
+            layer.lora_B["one"].weight.mul_(0)
+    assert tokens("one", True) == tokens(None, True) and merged_is("one")
+    assert all(torch.equal(layer.base_layer.weight, weight) for layer, weight in zip(layers, weights))  # untouched
+    manager.unload_adapter("two")
+    assert all("_vlmchat_merged" not in layer.__dict__ for layer in layers)
+    manager.unload()
+
+
+def test_merged_steps_need_a_cpu_and_memory_to_spare(monkeypatch):
+    """A copy of the adapter layers' weights is made only on a CPU, up to 1 GiB (a 2B model's adapter costs little
+    of its token) and when it takes at most a quarter of the free memory (a machine short of memory is simulated:
+    psutil's reading is replaced)."""
+    import types
+
+    import psutil
+    import torch
+
+    from vlmchat.lora import runtime
+
+    layer = types.SimpleNamespace(lora_A={}, base_layer=torch.nn.Linear(256, 256))  # 256 KiB of weight
+    bytes_ = layer.base_layer.weight.nbytes
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=4 * bytes_))
+    assert runtime._merge_steps_fit([layer])
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=4 * bytes_ - 1))
+    assert not runtime._merge_steps_fit([layer])
+    assert not runtime._merge_steps_fit([])
+    monkeypatch.setattr(runtime, "MERGED_COPY_MAX", bytes_ - 1)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=2**40))
+    assert not runtime._merge_steps_fit([layer])
+    monkeypatch.setattr(runtime, "MERGED_COPY_MAX", bytes_)
+    assert runtime._merge_steps_fit([layer])
+    layer.base_layer.to("meta")  # a weight not on the CPU (a GPU's; the meta device stands for it here)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=2**40))
+    assert not runtime._merge_steps_fit([layer])
