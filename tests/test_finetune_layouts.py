@@ -641,3 +641,41 @@ def test_trls_vision_layout_and_an_imagefolder_as_the_hub_keeps_them_in_parquet(
     (tmp_path / "dict" / "dataset_dict.json").write_text('{"splits": ["train"]}')
     with pytest.raises(InputError, match=r"save_to_disk folder .*load_from_disk\(FOLDER\)\['train'\]\.to_parquet"):
         read_dataset(tmp_path / "dict")
+
+
+def test_openai_answers_with_weight_0_stay_in_the_conversation_out_of_the_loss(tmp_path, demo_model_path):
+    """OpenAI's multi-turn rows mark an answer not to be learned with "weight": 0 (its guide's own example: a plain
+    answer kept as context); vlmchat trained on it (format reviewer). Now it is context only, the preview says so,
+    and a weight other than 0/1, or on a user message, or on every answer, is a problem of that row."""
+    from transformers import AutoProcessor
+
+    from vlmchat.finetune.collate import encode_example
+
+    def row(first_weight, last_weight=1, user_weight=None):
+        user = {"role": "user", "content": [{"type": "text", "text": "What colour?"},
+                                            {"type": "image_url", "image_url": {"url": data_url(RED)}}]}
+        if user_weight is not None:
+            user["weight"] = user_weight
+        return {"messages": [{"role": "system", "content": "You name colours."}, user,
+                             {"role": "assistant", "content": "wrong answer, do not train", "weight": first_weight},
+                             {"role": "user", "content": "Try again: what colour?"},
+                             {"role": "assistant", "content": "red", "weight": last_weight}]}
+
+    rows = [row(0), row(1), row(2), row(0, 0), row(0, 1, user_weight=1), row(True)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    report = read_dataset(path)
+    assert [s.source for s in report.samples] == ["train.jsonl:1", "train.jsonl:2"]
+    problems = {p.line: p.message for p in report.problems}
+    assert "'weight' is 2; only an assistant message may have one, and it is 0 (not learned) or 1" in problems[3]
+    assert "every answer has weight 0, so nothing would be learned" in problems[4]
+    assert "'weight' is 1; only an assistant message may have one" in problems[5]
+    assert "'weight' is True" in problems[6]
+    assert preview_rows(report)[0]["answer"] == "wrong answer, do not train (weight 0: not learned) / red"
+    assert preview_rows(report)[1]["answer"] == "wrong answer, do not train / red"
+    processor = AutoProcessor.from_pretrained(demo_model_path)
+    skipped, both = (encode_example(processor, [load_image(s.images[0])], s.messages) for s in report.samples)
+    learned = [processor.tokenizer.decode(e["labels"][e["labels"] != -100]) for e in (skipped, both)]
+    assert "red" in learned[0] and "do not train" not in learned[0]
+    assert "red" in learned[1] and "do not train" in learned[1]
+    assert skipped["input_ids"].tolist() == both["input_ids"].tolist()  # the same conversation, other labels

@@ -11,6 +11,8 @@ Padding: a batch is padded to its own longest sample, never to a fixed length.
 
 from __future__ import annotations
 
+from .formats import learned
+
 IGNORE = -100
 # Keys whose second dimension is the token sequence: padded together with input_ids.
 SEQUENCE_KEYS = ("token_type_ids", "mm_token_type_ids", "cross_attention_mask")
@@ -50,7 +52,7 @@ def encode_example(processor, images: list, messages, max_length: int | None = N
         raise ValueError(f"{len(ids)} tokens, over max_length {max_length}")
     labels = ids.clone().fill_(IGNORE)
     for index, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if not learned(message):  # a question, or an answer with weight 0 (OpenAI's format): context only
             continue
         before = messages[:index]
         start = _count_tokens(processor, render_text(processor, before, True), images[:pictures_in(before)],

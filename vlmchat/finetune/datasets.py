@@ -481,7 +481,8 @@ def preview_rows(report: DatasetReport, count: int = 5) -> list[dict]:
     rows = []
     for sample in report.samples[:count]:
         text = lambda role: " / ".join(  # noqa: E731
-            p["text"] for m in sample.messages if m["role"] == role for p in m["content"] if p.get("text"))
+            p["text"] + ("" if role == "user" or formats.learned(m) else " (weight 0: not learned)")
+            for m in sample.messages if m["role"] == role for p in m["content"] if p.get("text"))
         rows.append({"source": sample.source, "images": [image_label(i) for i in sample.images],
                      "prompt": text("user"), "answer": text("assistant")})
     return rows

@@ -322,10 +322,27 @@ def _openai(turns: list, base: Path, listed=None) -> tuple[tuple, tuple[str, ...
         if role == "user" and messages and messages[-1]["role"] == "user":
             messages[-1]["content"].extend(content)  # OpenAI's guide: the question, then its image, as two messages
         else:
-            messages.append({"role": role, "content": content})
+            messages.append({"role": role, "content": content, **_weight(turn, role, index)})
     check_turns(messages)
     _picture_first(messages)
     return tuple(messages), tuple(images)
+
+
+def _weight(turn: dict, role: str, index: int) -> dict:
+    """{"weight": 0} for an assistant message OpenAI's format marks as not to be learned (`"weight": 0`: the turn
+    stays in the conversation, out of the loss), else {}; only 0 and 1 are allowed, as OpenAI allows."""
+    if "weight" not in turn:
+        return {}
+    weight = turn["weight"]
+    if role != "assistant" or isinstance(weight, bool) or weight not in (0, 1):
+        raise InputError(f"message {index + 1}: 'weight' is {weight!r}; only an assistant message may have one, "
+                         "and it is 0 (not learned) or 1 (learned)")
+    return {"weight": 0} if weight == 0 else {}
+
+
+def learned(message: dict) -> bool:
+    """True for an answer the adapter learns (every assistant message but those with weight 0)."""
+    return message["role"] == "assistant" and message.get("weight", 1) != 0
 
 
 def _part_reference(part: dict):
@@ -376,3 +393,5 @@ def check_turns(messages: list[dict]) -> None:
             raise InputError(f"empty answer in message {index + 1}")
     if body[-1]["role"] != "assistant":
         raise InputError("the conversation must end with an assistant answer")
+    if not any(map(learned, body)):
+        raise InputError("every answer has weight 0, so nothing would be learned; give one of them weight 1")
