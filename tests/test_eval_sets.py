@@ -258,6 +258,18 @@ def test_hugging_face_split_files_side_by_side_are_read_as_one_split(tmp_path):
     assert [item.question for item in result.items] == ["test 0?", "test 1?", "test 2?"]
     assert "the test split (the folder also holds auxiliary_train, dev, validation" in result.format
 
+    # A clone of cais/mmlu: all/ beside one folder per subject, which hold the same questions again (format
+    # reviewer: every question was scored twice, 28,084 of 14,042). The 'all' folder is read, and the format says so.
+    (tmp_path / "mmlu").rename(tmp_path / "all")
+    (tmp_path / "cais").mkdir()
+    (tmp_path / "all").rename(tmp_path / "cais" / "all")
+    split(tmp_path / "cais" / "algebra", "test", [0, 1, 1])
+    split(tmp_path / "cais" / "auxiliary_train", "train", [1])
+    result = read_eval_set(tmp_path / "cais")
+    assert [item.question for item in result.items] == ["test 0?", "test 1?", "test 2?"]
+    assert "the 'all' folder only (the folders beside it hold the same questions by subject)" in result.format
+    assert "the test split" in result.format
+
     picture(tmp_path / "a.png")
     for subject in ("Art", "Design"):
         for name, answer in (("validation", "A"), ("test", "?")):

@@ -396,6 +396,11 @@ def _read_folder(folder: Path, limit: int | None) -> EvalSet:
     if data:
         return _read_split(folder, data, limit)
     nested = [p for p in files if p.suffix.lower() == ".parquet"]
+    whole = [p for p in nested if p.parent.name.lower() == "all" and p.parent.parent == folder]
+    if whole and len(whole) < len(nested):  # cais/mmlu: its 'all' configuration is the union of the subject ones
+        result = _read_split(folder, whole, limit)
+        result.format += "; the 'all' folder only (the folders beside it hold the same questions by subject)"
+        return result
     if nested:  # e.g. Hugging Face's MMMU: <subject>/<split>-00000-of-00001.parquet
         return _read_split(folder, nested, limit)
     by_folder: dict[str, list[Path]] = {}
