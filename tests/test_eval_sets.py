@@ -388,11 +388,11 @@ def test_caption_folder_with_sidecar_txt(tmp_path):
 
 
 def test_a_caption_files_short_lines_are_references_and_paragraphs_one():
-    from vlmchat.evaluate.sets import _references
+    from vlmchat.evaluate.sets import caption_references
 
-    assert _references("a red circle\n\na round red shape\n") == ("a red circle", "a round red shape")
+    assert caption_references("a red circle\n\na round red shape\n") == ("a red circle", "a round red shape")
     paragraphs = "A red circle sits on white. " * 10 + "\n\n" + "It is alone. " * 20
-    assert _references(paragraphs) == (paragraphs.strip(),) and _references("  \n") == ()
+    assert caption_references(paragraphs) == (paragraphs.strip(),) and caption_references("  \n") == ()
 
 
 def test_caption_jsonl_rows_in_every_accepted_shape(tmp_path):

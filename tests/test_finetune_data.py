@@ -200,6 +200,22 @@ def test_kohya_repeat_folders_are_read_and_the_check_says_their_counts_are_not_a
     assert "repeat" not in read_dataset(write_caption_folder(tmp_path / "plain", 2)).format
 
 
+def test_a_caption_file_of_short_lines_trains_its_first_line_as_kohya_does(tmp_path):
+    """A caption then its tags, one a line, are alternatives to kohya's trainer (it learns the first line) and
+    references to Evaluate; the fine-tune learned both lines as one two-line answer (format reviewer). A long
+    multi-paragraph description stays one answer, as Evaluate keeps it one reference."""
+    folder = write_caption_folder(tmp_path / "data", 3)
+    (folder / "000.txt").write_text("a red circle\r\nred, circle, shape, simple background\r\n", "utf-8")
+    paragraph = "A detailed description of the picture that goes on. " * 5
+    (folder / "001.txt").write_text(f"{paragraph}\n\n{paragraph}", "utf-8")
+    report = read_dataset(folder)
+    answers = [row["answer"] for row in preview_rows(report)]
+    assert answers[0] == "a red circle" and answers[1] == f"{paragraph}\n\n{paragraph}".strip()
+    assert ("(1 caption file with one short caption a line: the first line is learned, as kohya's trainer does; "
+            "Evaluate takes each line as a reference)") in report.format
+    assert "short caption a line" not in read_dataset(write_caption_folder(tmp_path / "plain", 2)).format
+
+
 def test_a_missing_picture_under_images_is_named_once(tmp_path):
     """It said 'neither …/images/x.png nor …/images/images/x.png exists': the second path read like a bug."""
     rows = [{"messages": [{"role": "user", "content": "<image>Colour?"}, {"role": "assistant", "content": "red"}],

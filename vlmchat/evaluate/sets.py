@@ -491,7 +491,7 @@ def _read_data_folder(folder: Path, files: list[Path], limit: int | None) -> Eva
 
 
 def _read_caption_folder(folder: Path, files: list[Path], limit: int | None) -> EvalSet:
-    """Images with same-name .txt captions (the kohya / TagGUI convention), `_references` of each."""
+    """Images with same-name .txt captions (the kohya / TagGUI convention), `caption_references` of each."""
     result = EvalSet(str(folder), "caption folder", CAPTION)
     texts = {p.with_suffix(""): p for p in files if p.suffix.lower() == ".txt"}
 
@@ -515,7 +515,7 @@ def _read_caption_folder(folder: Path, files: list[Path], limit: int | None) -> 
         try:
             if stem not in texts:
                 raise RowProblem(f"no caption file {stem.name}.txt")
-            references = _references(_caption_text(texts[stem]))
+            references = caption_references(_caption_text(texts[stem]))
             if not references:
                 raise RowProblem(f"{stem.name}.txt is empty")
             path = _check_image(name(image), folder, checked)
@@ -529,7 +529,7 @@ def _read_caption_folder(folder: Path, files: list[Path], limit: int | None) -> 
 REFERENCE_LINE = 200  # characters: a COCO caption is ~50; a paragraph of a detailed description is longer
 
 
-def _references(text: str) -> tuple[str, ...]:
+def caption_references(text: str) -> tuple[str, ...]:
     """A caption file's references: each line where it holds several short ones (COCO-style sets give five a
     picture; kohya's trainer reads lines as alternatives), else the whole text (a detailed, multi-paragraph
     description is one reference)."""

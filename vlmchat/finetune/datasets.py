@@ -254,11 +254,14 @@ def _read_metadata(path: Path, rows: list, prompt: str) -> DatasetReport:
 
 
 def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
+    from ..evaluate.sets import caption_references
+
     report = DatasetReport(str(folder), formats.CAPTION_FOLDER)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     images = [p for p in files if p.suffix.lower() in readable_suffixes()]
     captions = {p.with_suffix(""): p for p in files if p.suffix.lower() == ".txt"}
     stems = {image.with_suffix("") for image in images}
+    several = 0
     for stem, caption in captions.items():
         if stem not in stems:
             report.problems.append(Problem(_rel(caption, folder), None, "caption without an image of the same name"))
@@ -268,12 +271,18 @@ def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
             report.problems.append(Problem(_rel(image, folder), None, f"no caption file {stem.name}.txt"))
             continue
         text = captions[stem].read_bytes().decode("utf-8-sig", errors="replace")  # Notepad's UTF-8 starts with a BOM
+        alternatives = caption_references(text)
+        if len(alternatives) > 1:  # short lines are alternatives: kohya's trainer learns the first (Evaluate: each)
+            text, several = alternatives[0], several + 1
         try:
             messages, paths = formats.caption_turns(str(image), text, prompt)
         except InputError as exc:
             report.problems.append(Problem(_rel(captions[stem], folder), 1, str(exc)))
             continue
         report.samples.append(Sample(messages, paths, _rel(image, folder)))
+    if several:
+        report.format += (f" ({several} caption file{'s' if several > 1 else ''} with one short caption a line: the "
+                          "first line is learned, as kohya's trainer does; Evaluate takes each line as a reference)")
     repeats = sorted({part for image in images for part in image.relative_to(folder).parts[:-1]
                       if re.fullmatch(r"\d+_.+", part)})
     if repeats:  # kohya's trainer repeats such a folder N times an epoch; this one counts every picture once
