@@ -439,7 +439,7 @@ def test_cli_exits_1_when_rows_were_skipped(settings_file, pictures, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["empty", "wrong format", "no usable rows", "unknown adapter", "other base",
-                                  "output is a folder", "output cannot be made"])
+                                  "output is a folder", "output cannot be made", "output cannot be written"])
 def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path, case):
     data = tmp_path / "set.jsonl"
     args = ["--data", data]
@@ -454,7 +454,10 @@ def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path,
     elif case.startswith("output"):
         _write_rows(data, pictures)
         (tmp_path / "file").write_text("")
-        args += ["--output", tmp_path if case == "output is a folder" else tmp_path / "file" / "results.csv"]
+        args += ["--output", {"output is a folder": tmp_path, "output cannot be made": tmp_path / "file" / "results.csv",
+                              # a folder that takes no new file, even from root (os.access said it did: format
+                              # reviewer; the run went to its end before the copy failed)
+                              "output cannot be written": "/proc/vlmchat-results.csv"}[case]]
     else:
         _write_rows(data, pictures)
         args += ["--adapter", "no-such-adapter" if case == "unknown adapter" else "other-base"]

@@ -4,6 +4,7 @@ import io
 import stat
 import struct
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -238,3 +239,15 @@ def test_not_a_zip(tmp_path):
     bogus.write_text("no")
     with pytest.raises(InputError, match="'a.zip' is not a valid zip file"):
         extract_zip_checked(bogus, tmp_path / "out", MIB, 100)
+
+
+def test_a_writable_file_is_checked_by_trying_and_left_as_it_was(tmp_path):
+    """os.access says yes to root everywhere; the check now tries: /proc takes no new file, an existing file keeps
+    its bytes and no stray file is left beside it."""
+    kept = tmp_path / "results.csv"
+    kept.write_text("old rows\n")
+    files.check_writable_file(kept, "results.csv")
+    files.check_writable_file(tmp_path / "new" / "results.csv", "results.csv")
+    assert kept.read_text() == "old rows\n" and sorted(p.name for p in tmp_path.rglob("*")) == ["new", "results.csv"]
+    with pytest.raises(InputError, match=r"/proc/vlmchat-x\.csv cannot be written there \(.+\); choose another place"):
+        files.check_writable_file(Path("/proc/vlmchat-x.csv"), "results.csv")

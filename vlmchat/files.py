@@ -141,8 +141,13 @@ def check_writable_file(target: Path, example: str) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{target}: its folder cannot be made ({exc.strerror or exc}); choose another place.") from None
-    if not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise InputError(f"{target} cannot be written here (no permission); choose another place.")
+    try:  # tried, not asked (os.access says yes to root everywhere, /proc included): the file is left as it is
+        if target.exists():
+            open(target, "ab").close()
+        else:
+            tempfile.TemporaryFile(dir=target.parent).close()
+    except OSError as exc:
+        raise InputError(f"{target} cannot be written there ({exc.strerror or exc}); choose another place.") from None
 
 
 def write_zip_atomic(target: Path, members: Iterable[tuple[str, Path | bytes]]) -> Path:
