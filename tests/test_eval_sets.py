@@ -346,6 +346,10 @@ def test_mmmu_csv_rows(tmp_path):
      "image_2 is given but neither question nor options has <image 2>"),
     ({"question": "See <image 1>.", "options": "['<image 1>', '<image 3>']", "image_1": "a.png"},
      "placeholder <image 3> but no image_3"),
+    ({"question": "Which is a circle?", "options": "['<image 1>', '<image 2>']", "image_1": "a.png",
+      "image_2": "a.png"},  # MMMU's picture options were scored as the text "(image 1)" (format reviewer)
+     "its options are pictures (<image 1>, <image 2>); options are scored as text, so such a question cannot be "
+     "asked this way"),
     ({"question": "<image 1>?", "image_1": "a.png", "answer": "y"},
      "answer 'y' is not among the options (A: 'x', B: 'y'): this layout wants a letter; 'y' is option B's text"),
     ({"question": "What year? <image 1>", "options": "[]", "answer": "1889", "question_type": "open",

@@ -303,6 +303,10 @@ def mmmu_row(row: dict, file_name: str) -> Draft:
     unused = sorted(set(given) - set(referred))
     if referred and unused:
         raise RowProblem(f"image_{unused[0]} is given but neither question nor options has <image {unused[0]}>")
+    pictured = [option for option in options if not PLACEHOLDER.sub("", option).strip()]
+    if pictured:  # scored as the text "(image 3)" the answer would be a coin flip
+        raise RowProblem(f"its options are pictures ({', '.join(pictured[:4])}); options are scored as text, so "
+                         "such a question cannot be asked this way")
     order = referred or sorted(given)
     question, options = _fill(question), [_fill(option) for option in options]
     answer = answer_index(row.get("answer"), options, ("letter",))
