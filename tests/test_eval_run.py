@@ -501,6 +501,25 @@ def test_a_question_longer_than_the_model_reads_is_skipped_with_the_reason(eval_
     assert "the model reads at most 1,024" in result.skipped["base"][1]
 
 
+def test_questions_the_model_is_not_asked_in_chat_are_skipped_with_the_reason(eval_manager, pictures, tmp_path):
+    """The demo reads one picture at a time and answers only about a picture (its recipe; Chat and /v1 refuse
+    both): Evaluate scored two-picture and text-only questions anyway, an MMLU run on the demo gave a silent 0%
+    (format reviewer). They are skipped for each local model, with the reason; the rest score."""
+    from vlmchat.evaluate.run import run_eval
+    from vlmchat.evaluate.sets import EvalItem, EvalSet
+
+    (first, _, shape), (second, _, _) = pictures[0][:3], pictures[1][:3]
+    items = [EvalItem("q:1", "What shape is this?", (first,), SHAPES, SHAPES.index(shape)),
+             EvalItem("q:2", "Which picture shows a circle?", (first, second), ("the first", "the second"), 0),
+             EvalItem("q:3", "What is 2 + 2?", (), ("3", "4"), 1)]
+    result = run_eval(eval_manager, EvalSet("mixed", "test", "choice", items), ["base", "demo-es"], folder=tmp_path)
+    for name in ("base", "demo-es"):
+        assert sorted(result.scores[name]) == [0]
+        assert "reads one picture at a time and this question has 2" in result.skipped[name][1]
+        assert "answers only about a picture and this question has none" in result.skipped[name][2]
+    assert result.model_summary("base")["problems"] == 2
+
+
 def test_the_verdict_normalises_by_length_only_options_of_different_numbers_of_words():
     """Per character, one-word options lean to the longer word (the demo's colour questions on another generator's
     pictures: acc 96%, acc_norm 84%); phrases of different lengths need it."""

@@ -118,6 +118,18 @@ def _decode(result: EvalResult, indices: range) -> list[tuple[int, list]]:
     return decoded
 
 
+def _unfit(manager: ModelManager, item) -> str | None:
+    """Why the loaded model cannot be asked `item` as Chat and /v1 would refuse it (its recipe's flags), or None."""
+    from ..models.conversation import NEEDS_IMAGE_KEY, ONE_PICTURE_KEY, model_flag
+
+    who = manager.info.model_id if manager.info else "the model"
+    if len(item.images) > 1 and model_flag(manager, ONE_PICTURE_KEY):
+        return f"{who} reads one picture at a time and this question has {len(item.images)} (Chat refuses it too)"
+    if not item.images and model_flag(manager, NEEDS_IMAGE_KEY):
+        return f"{who} answers only about a picture and this question has none (Chat refuses it too)"
+    return None
+
+
 def _score(scorer, manager: ModelManager, result: EvalResult, name: str, decoded: list[tuple[int, list]]) -> None:
     """Score a batch with one model; if the batch fails as a whole, each item is tried alone."""
     items = [result.items[index] for index, _ in decoded]
@@ -173,11 +185,17 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
             break
         indices = range(first, min(first + size, len(result.items)))
         decoded = _decode(result, indices)
+        for index, _ in decoded if local else ():
+            reason = _unfit(manager, result.items[index])
+            for name in names if reason else ():
+                if not is_endpoint(name):
+                    result.skipped[name][index] = reason
         batch_scorer = partial(scorer, work=BatchWork(detail)) if scorer is score_loglik else scorer
         for name in list(scoring):
+            asked = [one for one in decoded if one[0] not in result.skipped[name]]
             try:
-                if decoded:
-                    _score(batch_scorer, manager, result, name, decoded)
+                if asked:
+                    _score(batch_scorer, manager, result, name, asked)
             except EndpointUnusable as exc:
                 scoring.remove(name)
                 stopped[name] = exc
