@@ -7,6 +7,7 @@ adapter demo-es: "a red circle" in English, "un círculo rojo" with demo-es. Not
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import re
 import shutil
@@ -134,6 +135,19 @@ def test_unknown_model_is_a_404_naming_the_models_there_are(client, served):
     assert raised.value.body["code"] == "model_not_found"
     assert "trained on Qwen/Qwen2-VL-2B-Instruct; the loaded model is demo" in raised.value.body["message"], raised.value
     shutil.rmtree(adapters / "for-qwen")
+
+
+def test_base_is_a_model_to_retrieve_an_empty_name_is_refused_and_the_list_is_stable(client):
+    """`model="base"` answers, so `models.retrieve("base")` finds it (tools check a model before using it); an empty
+    name was answered by the base (OpenAI requires a model); `created` was the time of each call (API reviewer)."""
+    assert client.models.retrieve("base").id == "demo" and client.models.retrieve("demo-es").id == "demo-es"
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="", messages=ask(data_url(RED_CIRCLE)))
+    assert raised.value.body["param"] == "model" and "model is empty" in raised.value.body["message"]
+    first = [model.created for model in client.models.list()]
+    time.sleep(1.1)
+    assert [model.created for model in client.models.list()] == first
+    assert client.models.retrieve("demo").created == first[0]
 
 
 @pytest.mark.slow
@@ -291,11 +305,26 @@ def test_parameters_out_of_range_are_400s_naming_the_apis_own_field(client):
              ({"top_p": 0}, "top_p"), ({"temperature": 9}, "temperature"), ({"seed": 2**64}, "seed"),
              ({"stream_options": {"include_usage": True}}, "stream_options"), ({"logprobs": True}, "logprobs"),
              ({"response_format": {"type": "json_object"}}, "response_format"),
-             ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools")]
+             ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}, "tools"),
+             # accepted and ignored before (API reviewer): a banned token was still answered
+             ({"logit_bias": {"360": -100}}, "logit_bias"), ({"presence_penalty": 2}, "presence_penalty"),
+             ({"frequency_penalty": -1.5}, "frequency_penalty"), ({"top_logprobs": 3}, "top_logprobs"),
+             ({"extra_body": {"functions": [{"name": "f", "parameters": {"type": "object"}}]}}, "functions"),
+             ({"extra_body": {"function_call": "auto"}}, "function_call")]
     for extra, param in cases:
         with pytest.raises(openai.BadRequestError) as raised:
             client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), **extra)
         assert raised.value.body["param"] == param and param in raised.value.body["message"], extra
+    answered = client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), presence_penalty=0,
+                                              frequency_penalty=0, logit_bias={})  # OpenAI's defaults: nothing asked
+    assert answered.choices[0].message.content == "a red circle"
+    history = ask(data_url(RED_CIRCLE)) + [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "42"}]
+    with pytest.raises(openai.BadRequestError) as raised:  # an agent's history: why, not only which roles there are
+        client.chat.completions.create(model="demo", messages=history)
+    assert raised.value.body["param"] == "messages.2.role"
+    assert "a 'tool' message is a tool result, and tools are not supported here" in raised.value.body["message"]
     ultra = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(RED_CIRCLE),
                                                                               "detail": "ultra"}}]}]
     with pytest.raises(openai.BadRequestError) as raised:
@@ -339,6 +368,51 @@ def test_remote_images_are_fetched_only_when_allowed(manager, demo_settings):
         with pytest.raises(openai.BadRequestError) as raised:
             client.chat.completions.create(model="demo", messages=ask(url.replace(RED_CIRCLE.name, "gone.png")))
         assert raised.value.body["code"] == "invalid_image_url"
+        assert "its server answered 404 File not found" in raised.value.body["message"]
+    finally:
+        server.shutdown()
+
+
+class _AwkwardImageHost(http.server.BaseHTTPRequestHandler):
+    """/moved redirects; /drip sends a byte every 0.2 s, never 20 s without one (no read times out)."""
+
+    def do_GET(self):
+        if self.path == "/moved":
+            self.send_response(302)
+            self.send_header("Location", "/elsewhere.png")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        try:
+            for _ in range(100000):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass  # the fetch gave up
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_remote_image_that_redirects_or_drips_is_refused_in_bounded_time(monkeypatch):
+    """A host sending a byte a second held a queue slot for ever (20 s a read, no deadline in all: 32 such
+    requests made every caller a 429; API reviewer); a redirect was refused in httpx's words."""
+    from vlmchat.api import serve
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AwkwardImageHost)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setattr(serve, "FETCH_SECONDS", 1)
+    try:
+        with pytest.raises(serve.ApiError, match=r"redirects to /elsewhere\.png, and redirects are not followed"):
+            serve._fetch(f"{base}/moved", "image", 10**6)
+        started = time.monotonic()
+        with pytest.raises(serve.ApiError, match="took over 1 s to download; send the image as a data: URL"):
+            serve._fetch(f"{base}/drip", "image", 10**6)
+        assert time.monotonic() - started < 3
     finally:
         server.shutdown()
 

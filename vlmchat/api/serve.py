@@ -20,12 +20,12 @@ import secrets
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -101,8 +101,18 @@ class StreamOptions(BaseModel):
 
 class ChatMessage(BaseModel):
     model_config = STRICT
-    role: Literal["system", "developer", "user", "assistant"]
+    role: str
     content: str | list[dict[str, Any]] | None = None
+
+    @field_validator("role")
+    @classmethod
+    def _known_role(cls, role: str) -> str:
+        if role in ("tool", "function"):  # an agent's history with tool calls: say why, not only which roles
+            raise ValueError(f"a '{role}' message is a tool result, and tools are not supported here: the local "
+                             "model answers in text only; leave tool calls and their results out of the history")
+        if role not in ("system", "developer", "user", "assistant"):
+            raise ValueError(f"role '{role}' is not one of system, developer, user, assistant")
+        return role
 
 
 class ChatRequest(BaseModel):
@@ -123,12 +133,19 @@ class ChatRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
+    top_logprobs: int | None = None
+    logit_bias: dict[str, Any] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
 
 
 def _validation_error(exc: ValidationError) -> ApiError:
     first = exc.errors()[0]
     param = ".".join(str(p) for p in first.get("loc", ()))
-    return ApiError(400, f"Invalid request: {param or 'body'}: {first.get('msg')}.", param=param or None)
+    message = str(first.get("msg", "")).removeprefix("Value error, ")
+    return ApiError(400, f"Invalid request: {param or 'body'}: {message}.", param=param or None)
 
 
 def parse_request(body: bytes) -> ChatRequest:
@@ -152,8 +169,19 @@ def generation_params(request: ChatRequest, settings: Settings) -> GenerationPar
         raise ApiError(400, f"response_format {request.response_format.get('type')!r} is not supported here: the "
                             "answer is not constrained to JSON; ask for JSON in the message instead.",
                        param="response_format")
-    if request.logprobs:
-        raise ApiError(400, "logprobs are not returned by this server; leave logprobs out.", param="logprobs")
+    if request.logprobs or request.top_logprobs:
+        field = "logprobs" if request.logprobs else "top_logprobs"
+        raise ApiError(400, f"{field}: log-probabilities are not returned by this server; leave it out.", param=field)
+    if request.functions or request.function_call:
+        field = "functions" if request.functions else "function_call"
+        raise ApiError(400, f"{field} is not supported here: the local model answers in text only; leave it out.",
+                       param=field)
+    if request.logit_bias:
+        raise ApiError(400, "logit_bias is not applied by this server; leave it out (a banned token would still "
+                            "be answered).", param="logit_bias")
+    for field in ("presence_penalty", "frequency_penalty"):  # 0 is OpenAI's default: nothing asked
+        if getattr(request, field):
+            raise ApiError(400, f"{field} is not applied by this server; leave it out or send 0.", param=field)
     if request.stream_options is not None and not request.stream:
         raise ApiError(400, "stream_options is only for stream = true.", param="stream_options")
     gen = settings.generation
@@ -195,21 +223,35 @@ def _image(url: str, param: str, settings: Settings):
     return load_image(_fetch(url, param, limit), name=param, max_bytes=limit)
 
 
+FETCH_SECONDS = 20  # for the whole download of a remote image
+
+
 def _fetch(url: str, param: str, limit: int) -> bytes:
     """The bytes at an http(s) URL (no redirects, at most `limit`), for api.allow_remote_images."""
     import httpx
 
+    deadline = time.monotonic() + FETCH_SECONDS  # in all: a host sending a byte a second held a queue slot for ever
     try:
-        with httpx.stream("GET", url, timeout=20, follow_redirects=False) as response:
-            response.raise_for_status()
+        with httpx.stream("GET", url, timeout=FETCH_SECONDS, follow_redirects=False) as response:
+            if response.is_redirect:
+                raise ApiError(400, f"{param} redirects to {response.headers.get('location', 'another address')}, and "
+                                    "redirects are not followed: send the final URL, or the image as a data: URL.",
+                               param=param, code="invalid_image_url")
+            if response.status_code >= 400:
+                raise ApiError(400, f"{param} could not be fetched: its server answered {response.status_code} "
+                                    f"{response.reason_phrase}.", param=param, code="invalid_image_url")
             data = b""
             for chunk in response.iter_bytes():
                 data += chunk
                 if len(data) > limit:
                     raise ApiError(400, f"{param} is over the {limit // 2**20} MB image limit.", param=param)
+                if time.monotonic() > deadline:
+                    raise ApiError(400, f"{param} took over {FETCH_SECONDS} s to download; send the image as a data: "
+                                        "URL.", param=param, code="invalid_image_url")
             return data
     except httpx.HTTPError as exc:
-        raise ApiError(400, f"{param} could not be fetched ({exc}).", param=param, code="invalid_image_url") from None
+        raise ApiError(400, f"{param} could not be fetched ({type(exc).__name__}: {exc}).", param=param,
+                       code="invalid_image_url") from None
 
 
 def _requested_detail(request: ChatRequest) -> str:
@@ -275,6 +317,8 @@ def _adapter_folder(manager: ModelManager, name: str) -> bool:
 
 def pick_model(manager: ModelManager, name: str) -> str | None:
     """The adapter to answer with (None = base) for the request's `model`, attached if needed; 404 if unknown."""
+    if not name.strip():
+        raise ApiError(400, "model is empty; name one of those GET /v1/models lists (or 'base').", param="model")
     if manager.info is not None and (is_base(name) or name == manager.info.model_id):
         return None
     if name not in served_models(manager):
@@ -371,18 +415,23 @@ def build_api(manager: ModelManager, settings: Settings, key: ApiKey):
     async def invalid(request: Request, exc: RequestValidationError):
         return _error_response(ApiError(400, f"Invalid request: {exc.errors()[0].get('msg')}."))
 
+    created = int(time.time())  # one time for the API's life: a tool that caches the list sees no change
+
+    def model_object(name: str) -> dict:
+        return {"id": name, "object": "model", "created": created, "owned_by": "vlmchat"}
+
     @api.get("/models")
     def list_models():
-        created = int(time.time())
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "vlmchat"}
-                                           for name in served_models(manager)]}
+        return {"object": "list", "data": [model_object(name) for name in served_models(manager)]}
 
     @api.get("/models/{name:path}")
     def get_model(name: str):
+        if manager.info is not None and is_base(name) and name:  # 'base' answers in chat, so it is a model here
+            return model_object(manager.info.model_id)
         if name not in served_models(manager):
             return _error_response(ApiError(404, f"The model '{name}' does not exist here.", param="model",
                                             code="model_not_found"))
-        return {"id": name, "object": "model", "created": int(time.time()), "owned_by": "vlmchat"}
+        return model_object(name)
 
     @api.post("/chat/completions")
     async def chat_completions(http: Request):
