@@ -177,6 +177,13 @@ def test_a_batch_stops_at_an_endpoint_that_refuses_every_request(remote, picture
     assert len(result.scores["base"]) == len(questions.items) and not result.scores["endpoint:down"]
     assert all(why.startswith("not asked: Endpoint 'down'") for why in result.skipped["endpoint:down"].values())
     assert len(result.skipped["endpoint:down"]) == len(questions.items) and (tmp_path / "e2" / "summary.json").exists()
+    # said as a stop, with no verdict built from nothing (it read "+0.0 points vs base, not significant (p = 1.0,
+    # McNemar, 0 paired questions)", and the tab's status said "done" with no message: API reviewer)
+    assert "cannot be reached" in result.stopped["endpoint:down"]
+    (sentence, numbers), = result.verdicts()
+    assert sentence.startswith("endpoint:down: no verdict, no question was scored by both it and the base: Endpoint")
+    assert numbers["n"] == 0 and "points" not in numbers
+    assert "cannot be reached" in json.loads((tmp_path / "e2" / "summary.json").read_text())["stopped"]["endpoint:down"]
 
 
 @pytest.mark.slow

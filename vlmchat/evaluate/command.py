@@ -130,6 +130,8 @@ def print_result(result) -> None:
         print(f"skipped: {problem}", file=sys.stderr)
     if len(result.problems()) > 20:
         print(f"skipped: … and {len(result.problems()) - 20} more (all in summary.json)", file=sys.stderr)
+    for name, why in result.stopped.items():
+        print(f"stopped: {name}, the other models went on: {why}", file=sys.stderr)
     if result.cancelled:
         print(f"cancelled after {result.done} of {len(result.items)} questions", file=sys.stderr)
     print(f"files: {result.folder} (results.csv, summary.json, chart.png)")

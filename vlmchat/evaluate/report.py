@@ -40,6 +40,7 @@ class EvalResult:
     scores: dict[str, dict[int, ItemScore]] = field(default_factory=dict)  # model -> item index -> score
     skipped: dict[str, dict[int, str]] = field(default_factory=dict)       # model -> item index -> why
     cancelled: bool = False
+    stopped: dict[str, str] = field(default_factory=dict)  # model -> why it was stopped (an endpoint that fails)
     done: int = 0                                  # items handled (scored or skipped) for every model
     elapsed_s: float = 0.0
     folder: Path | None = None
@@ -85,9 +86,10 @@ class EvalResult:
             return bool(score.correct_norm)
         return bool(score.correct)
 
-    def paired(self) -> list[int]:
-        """Indices of the items every model scored (the ones the verdicts compare)."""
-        return sorted(set.intersection(*(set(self.scores[m]) for m in self.models))) if self.models else []
+    def paired(self, *names: str) -> list[int]:
+        """Indices of the items every model of `names` scored (default: all the run's models)."""
+        names = names or tuple(self.models)
+        return sorted(set.intersection(*(set(self.scores[m]) for m in names))) if names else []
 
     def problems(self) -> list[str]:
         """Every row that was not scored: the reader's and the run's, with the reason."""
@@ -118,13 +120,20 @@ class EvalResult:
         if not any(is_base(m) for m in self.models):
             return []
         base = next(m for m in self.models if is_base(m))
-        paired = self.paired()
+        return [self._verdict(base, name, self.paired(base, name)) for name in self.models if not is_base(name)]
+
+    def _verdict(self, base: str, name: str, paired: list[int]) -> tuple[str, dict]:
+        """`name` against the base on the questions both scored (a model stopped early leaves the others' pairs
+        alone); no verdict where there are none."""
+        if not paired:
+            why = f": {self.stopped[name]}" if name in self.stopped else ""
+            return (f"{name}: no verdict, no question was scored by both it and the base{why}",
+                    {"adapter": name, "n": 0})
         if self.method == "caption":  # a score per caption: keyword match is blind to wording, order and format
-            chrf = lambda name: [self.scores[name][i].metrics.get("chrf", 0.0) for i in paired]  # noqa: E731
-            return [score_verdict(name, "chrF", chrf(base), chrf(name)) for name in self.models if not is_base(name)]
-        return [verdict(name, [self.is_correct(self.scores[base][i]) for i in paired],
-                        [self.is_correct(self.scores[name][i]) for i in paired])
-                for name in self.models if not is_base(name)]
+            chrf = lambda model: [self.scores[model][i].metrics.get("chrf", 0.0) for i in paired]  # noqa: E731
+            return score_verdict(name, "chrF", chrf(base), chrf(name))
+        return verdict(name, [self.is_correct(self.scores[base][i]) for i in paired],
+                       [self.is_correct(self.scores[name][i]) for i in paired])
 
     def table_headers(self) -> list[str]:
         """Column names for `table()`; the accuracy column names the metric (caption sets: keyword match, then
@@ -186,7 +195,7 @@ class EvalResult:
             "models": {name: self.model_summary(name) for name in self.models},
             "verdicts": [dict(numbers, text=text) for text, numbers in self.verdicts()],
             "subjects": subjects, "items": len(self.items), "done": self.done, "cancelled": self.cancelled,
-            "elapsed_s": round(self.elapsed_s, 3), "problems": self.problems(),
+            "stopped": self.stopped, "elapsed_s": round(self.elapsed_s, 3), "problems": self.problems(),
             "config": self.config, "command": self.command(),
         }
 

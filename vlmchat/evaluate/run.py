@@ -204,6 +204,7 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
         result.done = indices.stop
         _report(progress, result, started)
     for name, exc in stopped.items():  # its remaining questions, each with the reason (it scored none of them)
+        result.stopped[name] = str(exc)
         for index in range(len(result.items)):
             if index not in result.scores[name]:
                 result.skipped[name].setdefault(index, f"not asked: {exc}")

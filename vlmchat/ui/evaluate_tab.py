@@ -116,8 +116,11 @@ class EvalActions:
         alive = run.thread is not None and run.thread.is_alive()
         state = "running" if alive else "failed" if run.error else \
             "cancelled" if run.result is not None and run.result.cancelled else "done"
+        stopped = run.result.stopped if run.result is not None and not alive else {}
+        message = run.error or "; ".join(f"{name} was stopped, the other models went on: {why}"
+                                         for name, why in stopped.items())
         out = {"run_id": run.run_id, "state": state, "done": run.done, "total": run.total, "progress": run.text,
-               "format": run.format, "set_problems": run.set_problems, "message": run.error}
+               "format": run.format, "set_problems": run.set_problems, "message": message}
         if not alive and run.result is not None:
             result, folder = run.result, run.result.folder
             out.update(table={"headers": result.table_headers(), "data": result.table()},
