@@ -679,3 +679,52 @@ def test_openai_answers_with_weight_0_stay_in_the_conversation_out_of_the_loss(t
     assert "red" in learned[0] and "do not train" not in learned[0]
     assert "red" in learned[1] and "do not train" in learned[1]
     assert skipped["input_ids"].tolist() == both["input_ids"].tolist()  # the same conversation, other labels
+
+
+def test_llama_factory_dataset_info_columns_tags_subfolders_and_alpaca_rows(tmp_path):
+    """LLaMA-Factory's data/README.md: dataset_info.json names each dataset's file (relative to the dataset_dir,
+    possibly in a subfolder), its `columns` and ShareGPT `tags`, and `formatting` (Alpaca by default); images are
+    relative to the dataset_dir (its media_dir default). vlmchat read the index only to choose a file: custom
+    columns were 'in no layout', a dataset in a subfolder was read as a kohya folder (format reviewer)."""
+    data = tmp_path / "data"
+    for index, colour in enumerate((RED, BLUE)):
+        save(data / "pics" / f"{index}.png", colour)
+    custom = [{"dialog": [{"speaker": "human", "text": "<image>What colour?"}, {"speaker": "bot", "text": "Red."}],
+               "pics": ["pics/0.png"], "sys": "Name colours."}]
+    (data / "sub").mkdir()
+    (data / "sub" / "custom.json").write_text(json.dumps(custom), encoding="utf-8")
+    alpaca = [{"instruction": "<image>What colour is it?", "input": "One word.", "output": "Blue.",
+               "images": ["pics/1.png"]}]
+    (data / "alpaca_mm.json").write_text(json.dumps(alpaca), encoding="utf-8")
+    (data / "dpo.json").write_text(json.dumps([{"conversations": [], "chosen": {}, "rejected": {}}]), "utf-8")
+    info = {
+        "custom": {"file_name": "sub/custom.json", "formatting": "sharegpt",
+                   "columns": {"messages": "dialog", "images": "pics", "system": "sys"},
+                   "tags": {"role_tag": "speaker", "content_tag": "text", "user_tag": "human", "assistant_tag": "bot"}},
+        "hub_only": {"hf_hub_url": "someone/some-dataset"},
+    }
+    (data / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    report = read_dataset(data)  # the folder: the one local dataset with images, in its subfolder
+    assert not report.problems and len(report.samples) == 1
+    (sample,) = report.samples
+    assert [m["role"] for m in sample.messages] == ["system", "user", "assistant"]
+    assert sample.messages[1]["content"] == [IMAGE, text("What colour?")] and sample.images == (str(data / "pics" / "0.png"),)
+    assert read_dataset(data / "sub" / "custom.json").samples[0].images == sample.images  # the file itself, too
+
+    info["alpaca"] = {"file_name": "alpaca_mm.json", "columns": {"prompt": "instruction", "query": "input",
+                                                                 "response": "output", "images": "images"}}
+    (data / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    with pytest.raises(InputError, match=r"registers several datasets with images \(sub/custom.json, alpaca_mm.json\)"):
+        read_dataset(data)
+    report = read_dataset(data / "alpaca_mm.json")
+    assert report.format == "Alpaca (LLaMA-Factory)" and not report.problems
+    (sample,) = report.samples
+    assert sample.messages[0]["content"] == [IMAGE, text("What colour is it?\nOne word.")]
+    assert sample.messages[1]["content"] == [text("Blue.")]
+    assert_colour(sample.images[0], BLUE)
+
+    info["dpo"] = {"file_name": "dpo.json", "formatting": "sharegpt", "ranking": True,
+                   "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}}
+    (data / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
+    with pytest.raises(InputError, match="registered in dataset_info.json as a preference dataset"):
+        read_dataset(data / "dpo.json")

@@ -101,20 +101,26 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
         raise InputError(f"'{folder.name}' is a `datasets` save_to_disk folder (.arrow files), which vlmchat does not "
                          f"read; save it as Parquet: datasets.load_from_disk(FOLDER){split}"
                          ".to_parquet('train.parquet'), and give that file.")
-    # LLaMA-Factory's data/ keeps dataset_info.json (its index of the datasets) beside them: not a dataset, and the
-    # text-only datasets it registers (wiki_demo.txt) are no captions
+    # LLaMA-Factory's dataset_dir keeps dataset_info.json (its index of the datasets; `file_name` relative to it,
+    # possibly in a subfolder): the one dataset it registers with images is read, as that index describes it
     registered = _registered(folder)
-    tables = sorted(p for p in top if p.suffix.lower() in DATA_SUFFIXES and p.name != "dataset_info.json")
-    if tables and not any(p.suffix.lower() == ".txt" and p.name not in registered for p in top):
-        chosen = _with_pictures(registered, tables) if len(tables) > 1 else tables
+    if registered:
+        chosen = _with_pictures(registered)
         if len(chosen) > 1:
-            raise InputError(f"'{folder.name}' holds several dataset files ({', '.join(p.name for p in chosen)}); "
+            kind = "datasets with images" if "images" in (registered[chosen[0]].get("columns") or {}) else "datasets"
+            raise InputError(f"'{folder.name}/dataset_info.json' registers several {kind} ({', '.join(chosen)}); "
+                             "give the file of the one to train on as the dataset path.")
+        report = _read_registered(folder / chosen[0], prompt)
+        if len(registered) > 1:
+            report.format += f" — {chosen[0]}, the dataset dataset_info.json registers with images"
+        return report
+    tables = sorted(p for p in top if p.suffix.lower() in DATA_SUFFIXES and p.name != "dataset_info.json")
+    if tables and not any(p.suffix.lower() == ".txt" for p in top):
+        if len(tables) > 1:
+            raise InputError(f"'{folder.name}' holds several dataset files ({', '.join(p.name for p in tables)}); "
                              "give the one to train on as the dataset path, or upload a .zip holding only it "
                              "and its pictures.")
-        report = _read_file(chosen[0], prompt)
-        if len(tables) > 1:
-            report.format += f" — {chosen[0].name}, the dataset dataset_info.json registers with images"
-        return report
+        return _read_file(tables[0], prompt)
     report = _read_caption_folder(folder, prompt)
     if not report.samples and not report.problems:
         raise InputError(f"'{folder}' holds no images and no dataset file. Accepted layouts: "
@@ -123,21 +129,44 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
 
 
 def _registered(folder: Path) -> dict[str, dict]:
-    """file_name -> entry of LLaMA-Factory's dataset_info.json in `folder` (its index of data/); {} without one."""
+    """file_name -> entry of the local datasets LLaMA-Factory's dataset_info.json in `folder` registers (its index
+    of a dataset_dir; hub-only entries and files not there are left out); {} without one."""
     try:
         index = json.loads((folder / "dataset_info.json").read_text(encoding="utf-8-sig"))
-        return {entry["file_name"]: entry for entry in index.values()
-                if isinstance(entry, dict) and isinstance(entry.get("file_name"), str)}
+        return {entry["file_name"]: entry for entry in index.values() if isinstance(entry, dict)
+                and isinstance(entry.get("file_name"), str) and (folder / entry["file_name"]).exists()}
     except (OSError, ValueError, AttributeError):
         return {}
 
 
-def _with_pictures(registered: dict[str, dict], tables: list[Path]) -> list[Path]:
-    """Of several dataset files, those dataset_info.json registers (`_registered`) with an images column
-    (LLaMA-Factory's vision datasets, beside text-only ones such as identity.json); all of them without such an
-    index."""
-    named = {name for name, entry in registered.items() if "images" in (entry.get("columns") or {})}
-    return [table for table in tables if table.name in named] or tables
+def _with_pictures(registered: dict[str, dict]) -> list[str]:
+    """Of the datasets dataset_info.json registers (`_registered`), those with an images column (LLaMA-Factory's
+    vision datasets, beside text-only ones such as identity.json); all of them when none has one."""
+    named = [name for name, entry in registered.items() if "images" in (entry.get("columns") or {})]
+    return named or list(registered)
+
+
+def _registration(path: Path) -> tuple[dict, Path] | None:
+    """(entry, dataset_dir) of the dataset_info.json in the file's folder or the two above it that registers it
+    (its `file_name`, or a folder holding it), or None."""
+    for folder in list(path.parents)[:3]:
+        for name, entry in _registered(folder).items():
+            target = (folder / name).resolve()
+            if target == path.resolve() or (target.is_dir() and target in path.resolve().parents):
+                return entry, folder
+    return None
+
+
+def _read_registered(target: Path, prompt: str) -> DatasetReport:
+    """A dataset dataset_info.json registers: its file, or every data file of its folder (LLaMA-Factory allows
+    both)."""
+    if target.is_file():
+        return _read_file(target, prompt)
+    files = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in (".json", ".jsonl", ".parquet")
+                   and not p.name.startswith("."))
+    if not files:
+        raise InputError(f"'{target}' (registered in dataset_info.json) holds no .json, .jsonl or .parquet file.")
+    return _merged(target, [_read_file(file, prompt) for file in files])
 
 
 def _parquet_shards(folder: Path) -> list[Path]:
@@ -193,6 +222,9 @@ def _read_file(path: Path, prompt: str) -> DatasetReport:
     rows = _parquet_rows(path) if suffix == ".parquet" else _json_rows(path)
     if not rows:
         raise InputError(_empty(path, "it holds no rows"))
+    registration = _registration(path)
+    if registration is not None:
+        return _read_llamafactory(path, rows, prompt, *registration)
     valid = [row for _, row in rows if not isinstance(row, Exception)]
     kinds = [formats.row_layout(row) for row in valid]
     if valid and not any(kinds):
@@ -204,13 +236,28 @@ def _read_file(path: Path, prompt: str) -> DatasetReport:
     return _read_rows(path, rows, prompt, f"{formats.CAPTIONS} JSONL")
 
 
+def _read_llamafactory(path: Path, rows: list, prompt: str, entry: dict, dataset_dir: Path) -> DatasetReport:
+    """Rows of a dataset LLaMA-Factory's dataset_info.json registers, read as that entry says: its columns and tags,
+    ShareGPT or Alpaca formatting, images relative to the dataset_dir (LLaMA-Factory's media_dir default)."""
+    if entry.get("ranking"):
+        raise InputError(f"{path.name} is registered in dataset_info.json as a preference dataset (ranking: chosen "
+                         "and rejected answers), which LoRA fine-tuning does not use; give a dataset of answers.")
+    rows = [(line, formats.llamafactory_row(row, entry)) for line, row in rows]
+    report = _read_rows(path, rows, prompt, f"{formats.CAPTIONS} JSONL", base=dataset_dir)
+    if str(entry.get("formatting", "alpaca")).lower() != "sharegpt" and report.samples:
+        report.format = formats.ALPACA
+    return report
+
+
 def _empty(path: Path, detail: str) -> str:
     return (f"{path.name} is empty: {detail}. Each row is one training example, in one of these layouts: "
             + formats.accepted_layouts(path.suffix.lower()))
 
 
-def _read_rows(path: Path, rows: list, prompt: str, caption_format: str) -> DatasetReport:
-    """Conversation rows (ShareGPT, LLaVA, OpenAI) and caption rows, each parsed on its own."""
+def _read_rows(path: Path, rows: list, prompt: str, caption_format: str, base: Path | None = None) -> DatasetReport:
+    """Conversation rows (ShareGPT, LLaVA, OpenAI) and caption rows, each parsed on its own; images relative to
+    `base` (default: the file's folder)."""
+    base = base or path.parent
     report = DatasetReport(str(path), "")
     kinds, tried = set(), set()  # the layouts of the usable rows; of every row (named when none is usable)
     for line, row in rows:
@@ -221,9 +268,9 @@ def _read_rows(path: Path, rows: list, prompt: str, caption_format: str) -> Data
             tried.add(formats.conversation_kind(row) if layout == "conversation" else caption_format
                       if layout == formats.CAPTIONS else None)
             if layout == "conversation":
-                messages, images, kind = formats.conversation_row(row, path.parent)
+                messages, images, kind = formats.conversation_row(row, base)
             elif layout == formats.CAPTIONS:
-                (messages, images), kind = formats.caption_row(row, path.parent, prompt), caption_format
+                (messages, images), kind = formats.caption_row(row, base, prompt), caption_format
             else:
                 raise InputError("not a training row: give it 'messages' (or 'conversations'), or 'image' and "
                                  "'caption'")

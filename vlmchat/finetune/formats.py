@@ -37,6 +37,7 @@ LLAVA = "LLaVA-Instruct JSON"
 OPENAI = "OpenAI messages"
 OPENAI_VISION = "OpenAI vision fine-tuning JSONL"
 TEXT_ONLY = "conversations without images (ShareGPT / LLaVA)"
+ALPACA = "Alpaca (LLaMA-Factory)"
 IMAGEFOLDER = "Hugging Face imagefolder"
 CAPTIONS = "vlmchat caption"
 
@@ -395,3 +396,40 @@ def check_turns(messages: list[dict]) -> None:
         raise InputError("the conversation must end with an assistant answer")
     if not any(map(learned, body)):
         raise InputError("every answer has weight 0, so nothing would be learned; give one of them weight 1")
+
+
+def llamafactory_row(row, entry: dict):
+    """A row of a dataset LLaMA-Factory's dataset_info.json registers, as the ShareGPT row vlmchat reads: its
+    `columns` and `tags` renamed to the defaults, and Alpaca rows (instruction, input, output, optional history and
+    system) made a conversation as LLaMA-Factory's converter makes it (instruction and input joined by a newline).
+    What does not fit is left for the row reader to name."""
+    if not isinstance(row, dict):
+        return row
+    columns = entry.get("columns") if isinstance(entry.get("columns"), dict) else {}
+    column = lambda key, default: row.get(columns.get(key, default))  # noqa: E731
+    out = {"images": column("images", "images"), "system": column("system", "system")}
+    if str(entry.get("formatting", "alpaca")).lower() == "sharegpt":
+        tags = entry.get("tags") if isinstance(entry.get("tags"), dict) else {}
+        roles = {tags.get(key): role for key, role in (("user_tag", "user"), ("assistant_tag", "assistant"),
+                                                       ("system_tag", "system")) if tags.get(key)}
+        role_tag, content_tag = tags.get("role_tag", "from"), tags.get("content_tag", "value")
+
+        def turn(value):
+            if not isinstance(value, dict):
+                return value
+            role = value.get(role_tag, value.get("role", value.get("from")))
+            return {"role": roles.get(role, role),
+                    "content": value.get(content_tag, value.get("content", value.get("value")))}
+
+        turns = column("messages", "conversations")
+        out["messages"] = [turn(value) for value in turns] if isinstance(turns, list) else turns
+        return out
+    history = column("history", "history") if "history" in columns else None
+    messages = []
+    for pair in history if isinstance(history, list) else []:
+        if isinstance(pair, list) and len(pair) == 2:
+            messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    asked = "\n".join(str(part) for part in (column("prompt", "instruction"), column("query", "input"))
+                      if isinstance(part, str) and part)
+    messages += [{"role": "user", "content": asked}, {"role": "assistant", "content": column("response", "output")}]
+    return {**out, "messages": messages}
