@@ -267,6 +267,30 @@ def test_imagefolder_metadata_jsonl_as_documented(tmp_path):
     assert direct.samples == report.samples and direct.format == report.format
 
 
+def test_imagefolder_rows_with_several_images_or_named_image_columns(tmp_path):
+    """`datasets` reads file_name, any *_file_name (an image each) and file_names / *_file_names (a list each) as
+    image columns of imagefolder metadata; vlmchat took only file_name and called the others 'in no layout'
+    (format reviewer). Every image of a row goes into its question, in column order."""
+    folder = tmp_path / "folder"
+    for name, colour in (("a.png", RED), ("b.png", GREEN), ("p.png", BLUE)):
+        save(folder / name, colour)
+    (folder / "metadata.jsonl").write_text(
+        '{"file_names": ["a.png", "b.png"], "text": "a red one, then a green one"}\n'
+        '{"file_names": [], "text": "nothing to see"}\n'
+        '{"file_names": "a.png", "text": "not a list"}\n', encoding="utf-8")
+    report = read_dataset(folder)
+    assert report.format == "Hugging Face imagefolder (metadata.jsonl)"
+    (sample,) = report.samples
+    assert sample.messages[0]["content"][:2] == [IMAGE, IMAGE]
+    assert [colour_of(image) for image in sample.images] == [RED, GREEN]
+    assert [(p.line, p.message) for p in report.problems] == [
+        (2, "no file_names"), (3, "'file_names' must be a list of files (a column named *file_names holds several)")]
+    (folder / "metadata.jsonl").write_text('{"photo_file_name": "p.png", "caption": "a blue one"}\n', "utf-8")
+    (sample,) = read_dataset(folder).samples
+    assert [colour_of(image) for image in sample.images] == [BLUE] and sample.messages[1]["content"] == [
+        text("a blue one")]
+
+
 def test_imagefolder_metadata_csv_and_the_train_split_folder(tmp_path):
     split = tmp_path / "folder" / "train"
     save(split / "0001.png", RED)

@@ -210,7 +210,7 @@ def _read_file(path: Path, prompt: str) -> DatasetReport:
         header, rows = _csv_rows(path)
         if not rows:
             raise InputError(_empty(path, "it has a header but no rows" if header else "it has no rows"))
-        if "file_name" in header:
+        if formats.image_columns(header):
             return _read_metadata(path, rows, prompt)
         if {"image", "caption"} <= set(header):
             return _read_rows(path, rows, prompt, f"{formats.CAPTIONS} CSV")

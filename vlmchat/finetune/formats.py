@@ -20,6 +20,7 @@ used raises InputError saying what is wrong and how to fix it. Each layout follo
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,14 @@ from ..images import is_data_url
 PLACEHOLDER = "<image>"
 ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "system": "system"}
 TEXT_COLUMNS = ("text", "caption", "description")  # imagefolder: the caption column, first found
+# imagefolder's image columns, as `datasets` reads metadata: file_name, any *_file_name (one image each), and
+# file_names / *_file_names (a list of images each)
+IMAGE_COLUMN = re.compile(r"(?:\w+_)?file_names?")
+
+
+def image_columns(keys) -> list[str]:
+    """The imagefolder image columns among `keys`, in their order."""
+    return [key for key in keys if isinstance(key, str) and IMAGE_COLUMN.fullmatch(key)]
 
 CAPTION_FOLDER = "image folder with .txt captions"
 SHAREGPT = "ShareGPT (LLaMA-Factory)"
@@ -82,7 +91,7 @@ def row_layout(row) -> str | None:
         return "conversation"
     if "image" in row and "caption" in row:
         return CAPTIONS
-    if "file_name" in row:
+    if image_columns(row):
         return IMAGEFOLDER
     return None
 
@@ -131,14 +140,16 @@ def _exists(path: Path) -> bool:
         return False
 
 
-def caption_turns(image: str, caption, prompt: str) -> tuple[tuple, tuple[str, ...]]:
-    """A user turn (the image, then `prompt`) answered by `caption`: the shape of every captioning layout."""
+def caption_turns(image: str | tuple[str, ...], caption, prompt: str) -> tuple[tuple, tuple[str, ...]]:
+    """A user turn (the image or images, then `prompt`) answered by `caption`: the shape of every captioning
+    layout."""
     if not isinstance(caption, str) or not caption.strip():
         raise InputError("empty caption")
-    user = [{"type": "image"}] + ([{"type": "text", "text": prompt}] if prompt else [])
+    images = (image,) if isinstance(image, str) else tuple(image)
+    user = [{"type": "image"} for _ in images] + ([{"type": "text", "text": prompt}] if prompt else [])
     messages = ({"role": "user", "content": user},
                 {"role": "assistant", "content": [{"type": "text", "text": caption.strip()}]})
-    return messages, (image,)
+    return messages, images
 
 
 def caption_row(row: dict, base: Path, prompt: str) -> tuple[tuple, tuple[str, ...]]:
@@ -149,13 +160,13 @@ def caption_row(row: dict, base: Path, prompt: str) -> tuple[tuple, tuple[str, .
 def text_column(rows: list[dict], file: str) -> str:
     """The imagefolder metadata column holding the captions: text/caption/description, or the one text column."""
     columns = list(dict.fromkeys(key for row in rows if isinstance(row, dict) for key in row))
-    if "file_name" not in columns:
+    if not image_columns(columns):
         raise InputError(f"{file} has no file_name column; Hugging Face imagefolder metadata names each image "
-                         "in file_name, relative to the metadata file")
+                         "in file_name (or *_file_name, file_names), relative to the metadata file")
     for name in TEXT_COLUMNS:
         if name in columns:
             return name
-    candidates = [c for c in columns if c != "file_name" and not c.endswith("_file_name") and _is_text(rows, c)]
+    candidates = [c for c in columns if not IMAGE_COLUMN.fullmatch(c) and _is_text(rows, c)]
     if len(candidates) == 1:
         return candidates[0]
     found = f"its columns are {', '.join(columns)}"
@@ -178,13 +189,23 @@ def _is_number(value: str) -> bool:
 
 
 def imagefolder_row(row: dict, column: str, base: Path, prompt: str) -> tuple[tuple, tuple[str, ...]]:
-    """A Hugging Face imagefolder metadata row: `file_name` relative to the metadata file, `column` its caption."""
-    if not row.get("file_name"):
-        raise InputError("no file_name")
+    """A Hugging Face imagefolder metadata row: its images (`image_columns`, relative to the metadata file, in
+    column order), `column` its caption."""
+    images = []
+    for key in image_columns(row):
+        value = row[key]
+        if key.endswith("_names"):
+            if not isinstance(value, list) and value not in (None, ""):
+                raise InputError(f"'{key}' must be a list of files (a column named *file_names holds several)")
+            images += [image_reference(one, base, key) for one in value or []]
+        elif value not in (None, ""):
+            images.append(image_reference(value, base, key))
+    if not images:
+        raise InputError(f"no {' or '.join(image_columns(row)) or 'file_name'}")
     caption = row.get(column)
     if caption is not None and not isinstance(caption, str):
         raise InputError(f"'{column}' is {type(caption).__name__}, not text")
-    return caption_turns(image_reference(row["file_name"], base, "file_name"), caption, prompt)
+    return caption_turns(tuple(images), caption, prompt)
 
 
 def conversation_kind(row: dict) -> str:
