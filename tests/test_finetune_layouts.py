@@ -306,6 +306,26 @@ def test_imagefolder_metadata_csv_and_the_train_split_folder(tmp_path):
     assert report.samples[1].messages[1]["content"] == [text("A second value,\nwritten on two lines")]
     assert_colour(report.samples[1].images[0], GREEN)
     assert [p.line for p in report.problems] == [5] and "was not found" in report.problems[0].message
+    save(tmp_path / "folder" / "test" / "0009.png", BLUE)  # a test split beside it: named, not silently left out
+    (tmp_path / "folder" / "test" / "metadata.csv").write_text("file_name,text\n0009.png,blue\n", encoding="utf-8")
+    report = read_dataset(tmp_path / "folder")
+    assert report.format == "Hugging Face imagefolder (metadata.csv); the train split (the folder also holds test)"
+    assert len(report.samples) == 2
+
+
+def test_alpaca_rows_without_dataset_info_are_read_with_llama_factorys_default_columns(tmp_path):
+    """LLaMA-Factory's Alpaca format (instruction, input, output, images) was refused as 'in no layout' (format
+    reviewer); its default columns need no dataset_info.json."""
+    save(tmp_path / "pics" / "1.png", GREEN)
+    rows = [{"instruction": "<image>Which colour?", "input": "", "output": "Green.", "images": ["pics/1.png"]},
+            {"instruction": "Say hi", "output": ""}]
+    (tmp_path / "alpaca.json").write_text(json.dumps(rows), encoding="utf-8")
+    report = read_dataset(tmp_path / "alpaca.json")
+    assert report.format == "Alpaca (LLaMA-Factory)"
+    (sample,) = report.samples
+    assert sample.messages[0]["content"] == [IMAGE, text("Which colour?")] and sample.messages[1]["content"] == [
+        text("Green.")]
+    assert [p.message for p in report.problems] == ["empty answer in message 2"]
 
 
 @pytest.mark.parametrize("header, values, column", [

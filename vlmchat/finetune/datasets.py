@@ -45,6 +45,11 @@ class Sample:
     source: str  # "file:line", shown in previews and problem lists
 
 
+def counted(number: int, noun: str) -> str:
+    """'1 problem', '2 problems'."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 @dataclass
 class DatasetReport:
     """What a dataset path holds: its format, usable samples and problems."""
@@ -56,7 +61,7 @@ class DatasetReport:
 
     def summary(self, limit: int = 20) -> str:
         """Several lines: counts, then the first `limit` problems."""
-        head = f"{self.format}: {len(self.samples)} usable samples, {len(self.problems)} problems."
+        head = f"{self.format}: {counted(len(self.samples), 'usable sample')}, {counted(len(self.problems), 'problem')}."
         lines = [head] + [f"- {p}" for p in self.problems[:limit]]
         if len(self.problems) > limit:
             lines.append(f"- … and {len(self.problems) - limit} more")
@@ -68,9 +73,10 @@ class DatasetReport:
             raise InputError(f"No usable samples in {self.path}. " + self.summary(5).replace("\n", " "))
         if self.problems and not skip_invalid:
             first = "; ".join(str(p) for p in self.problems[:3])
-            raise InputError(f"{len(self.problems)} rows of the dataset have problems ({first}). Fix them, or "
-                             "choose 'skip invalid rows' (--skip-invalid) to train on the "
-                             f"{len(self.samples)} good ones.")
+            raise InputError(f"{counted(len(self.problems), 'row')} of the dataset "
+                             f"{'has a problem' if len(self.problems) == 1 else 'have problems'} ({first}). Fix them, "
+                             "or choose 'skip invalid rows' (--skip-invalid) to train on the "
+                             f"{counted(len(self.samples), 'good one')}.")
         return self.samples
 
 
@@ -90,7 +96,12 @@ def read_dataset(path: str | Path, caption_prompt: str = DEFAULT_CAPTION_PROMPT)
 def _read_folder(folder: Path, prompt: str) -> DatasetReport:
     metadata = _metadata_file(folder)
     if metadata is not None:
-        return _read_file(metadata, prompt)
+        report = _read_file(metadata, prompt)
+        others = sorted(p.name for p in folder.iterdir() if p.is_dir() and p != metadata.parent
+                        and not p.name.startswith(".")) if metadata.parent != folder else []
+        if others:  # imagefolder's splits: train/, test/, … (Evaluate reads the test split of the same folder)
+            report.format += f"; the {metadata.parent.name} split (the folder also holds {', '.join(others)})"
+        return report
     top = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
     pictures_or_tables = readable_suffixes() | {".txt", *DATA_SUFFIXES}
     shards = [] if any(p.suffix.lower() in pictures_or_tables for p in top) else _parquet_shards(folder)
@@ -225,6 +236,9 @@ def _read_file(path: Path, prompt: str) -> DatasetReport:
     registration = _registration(path)
     if registration is not None:
         return _read_llamafactory(path, rows, prompt, *registration)
+    first = next((row for _, row in rows if isinstance(row, dict)), {})
+    if {"instruction", "output"} <= set(first) and not formats.row_layout(first):  # LLaMA-Factory's default columns
+        return _read_llamafactory(path, rows, prompt, {}, path.parent)
     valid = [row for _, row in rows if not isinstance(row, Exception)]
     kinds = [formats.row_layout(row) for row in valid]
     if valid and not any(kinds):

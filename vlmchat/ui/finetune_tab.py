@@ -17,7 +17,7 @@ import gradio as gr
 
 from ..errors import VlmchatError
 from ..finetune import runner
-from ..finetune.datasets import preview_rows, read_dataset
+from ..finetune.datasets import counted, preview_rows, read_dataset
 from ..finetune.progress import format_rate, format_seconds
 from ..finetune.spec import CLI_FLAGS, HYPERPARAMETERS, JobSpec
 from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
@@ -271,8 +271,8 @@ def _check_result(result: dict) -> tuple[str, list]:
     # Problems quote the user's files (a literal <image>): escaped, as the rest of the tab's markdown that quotes them.
     problems = "\n".join(f"- {html.escape(p, quote=False)}" for p in result["problems"][:30])
     more = f"\n- … and {len(result['problems']) - 30} more" if len(result["problems"]) > 30 else ""
-    text = (f"**{html.escape(result['format'], quote=False)}**: {result['samples']} usable samples, "
-            f"{len(result['problems'])} problems."
+    text = (f"**{html.escape(result['format'], quote=False)}**: {counted(result['samples'], 'usable sample')}, "
+            f"{counted(len(result['problems']), 'problem')}."
             + (f"\n\n{problems}{more}" if problems else ""))
     rows = [[r["source"], ", ".join(Path(i).name for i in r["images"]), r["prompt"], r["answer"]]
             for r in result["preview"]]
