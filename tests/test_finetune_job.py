@@ -51,6 +51,28 @@ def _cli(settings_file, *args):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
+def test_cli_checks_a_dataset_without_training_and_says_so_by_its_exit_code(tmp_path):
+    """`finetune --data X --check`: the format, the usable samples and each problem, nothing started; exit 0 when
+    every row is usable, 1 when some are not, 2 when none is (format reviewer: no command only checked a dataset,
+    and a newcomer would start a run to see the check)."""
+    settings_file = write_settings(tmp_path)
+    data = write_caption_folder(tmp_path / "captions", 3)
+    result = _cli(settings_file, "--data", str(data), "--check")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("image folder with .txt captions: 3 usable samples, 0 problems.")
+    (data / "003.png").write_bytes((data / "000.png").read_bytes())  # a picture without its caption
+    result = _cli(settings_file, "--data", str(data), "--check")
+    assert result.returncode == 1 and "3 usable samples, 1 problem." in result.stdout
+    assert "- 003.png: no caption file 003.txt" in result.stdout
+    for name in ("000", "001", "002"):
+        (data / f"{name}.txt").unlink()
+    result = _cli(settings_file, "--data", str(data), "--check")
+    assert result.returncode == 2 and "No usable samples" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs" / "finetune").exists() or not any((tmp_path / "outputs" / "finetune").iterdir())
+    result = _cli(settings_file, "--data", str(data))  # training needs a name
+    assert result.returncode == 2 and "Give the adapter a name with --name NAME" in result.stderr
+
+
 def test_cli_trains_an_adapter_with_metadata_and_never_overwrites_without_confirmation(tmp_path, demo_model_path):
     settings_file = write_settings(tmp_path)
     data = write_caption_folder(tmp_path / "captions", 10)

@@ -25,7 +25,9 @@ def add_finetune_parser(commands) -> None:
                         "a .zip of either (unpacked into outputs/finetune/uploads/), "
                         "a .json/.jsonl/.csv/.parquet file (ShareGPT, LLaVA, OpenAI messages, caption output; see "
                         "README), or a Hugging Face dataset folder of Parquet files")
-    parser.add_argument("--name", required=True, help="adapter name: the result goes to adapters/NAME/")
+    parser.add_argument("--name", help="adapter name: the result goes to adapters/NAME/ (needed to train)")
+    parser.add_argument("--check", action="store_true", help="only check the dataset: its format, the usable samples "
+                        "and each row's problem, then exit (0: all usable, 1: some rows have problems, 2: none)")
     parser.add_argument("--resume", action="store_true", help="continue the newest job of NAME from its checkpoint")
     parser.add_argument("--write-job", action="store_true", help="write the job folder without starting it and "
                         "print the commands that start it on several machines (--num-processes: GPUs of all of them)")
@@ -77,6 +79,16 @@ def run_finetune(args: argparse.Namespace, settings) -> int:
     from .uploads import unpacked_zip
 
     folder = runner.jobs_folder(settings)
+    if args.check:
+        args.data = unpacked_zip(args.data, settings)
+        args.name = args.name or "check"
+        report = read_dataset(args.data, build_spec(args, settings).caption_prompt)
+        report.require_usable(skip_invalid=True)  # none usable: the error (exit 2) is the summary
+        print(report.summary(50))
+        return 1 if report.problems else 0
+    if not args.name:
+        raise InputError("Give the adapter a name with --name NAME (the result goes to adapters/NAME/); "
+                         "--check only checks the dataset.")
     if args.resume and args.write_job:
         raise InputError("--write-job writes a new job; leave out --resume. A written job resumes when its "
                          "commands run again with --resume after job.json.")
