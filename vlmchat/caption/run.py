@@ -108,7 +108,7 @@ class CaptionSummary:
         if self.cancelled:
             text += f"; cancelled with {self.total - self.done} not done"
         if self.stopped:
-            text += f"; stopped with {self.total - self.done} not done: {self.stopped}"
+            text += f"; stopped with {self.total - self.done} not done: {self.stopped.rstrip('.')}"
         return text + (f"; captions in {self.output}" if self.output and self.output.exists() else "")
 
     def rows(self) -> list[list[str]]:
@@ -163,7 +163,7 @@ def choose_batch_size(setting: int | str, manager: ModelManager, adapter: str | 
     if is_endpoint(adapter):
         limit = manager.endpoint(adapter).entry.max_concurrency
         size = limit if setting == "auto" else min(int(setting), limit)
-        return size, f"{size} requests in flight to {adapter} (max_concurrency {limit})"
+        return size, f"{size} request{'s' if size != 1 else ''} in flight to {adapter} (max_concurrency {limit})"
     if setting != "auto":
         size = int(setting)
         if not 1 <= size <= 256:
