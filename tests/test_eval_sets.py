@@ -175,6 +175,9 @@ def test_mmlu_folder_reads_every_subject_file_sorted(tmp_path):
                                                      "test/virology_test.csv:1"]
     assert [item.subject for item in whole.items] == ["anatomy", "anatomy", "virology"]
     assert "the test split (the folder also holds dev" in whole.format
+    with pytest.raises(InputError, match=r"Its folder data holds the splits dev, test: point at it \(the test split "
+                                         r"is read\) or at one of them"):
+        read_eval_set(tmp_path)  # the tarball's root (format reviewer: the hint named only the split folders)
 
 
 def test_mmlu_answer_must_be_a_letter_of_an_option(tmp_path):

@@ -413,6 +413,10 @@ def _read_folder(folder: Path, limit: int | None) -> EvalSet:
                          if p.parent != folder and p.suffix.lower() in DATA_SUFFIXES})
     hint = f" Its subfolders {', '.join(subfolders[:4])} hold eval-set files: point at one of them." \
         if subfolders else ""
+    parents = {Path(sub).parent.as_posix() for sub in subfolders}
+    if len(parents) == 1 and {Path(sub).name.lower() for sub in subfolders} <= SPLIT_FOLDERS and "." not in parents:
+        hint = (f" Its folder {parents.pop()} holds the splits {', '.join(Path(sub).name for sub in subfolders)}: "
+                "point at it (the test split is read) or at one of them.")  # MMLU's tarball: data/{dev,val,test}
     raise InputError(f"'{folder}' has nothing to evaluate on: no eval-set files ({', '.join(DATA_SUFFIXES)}) and "
                      f"no images with same-name .txt captions.{hint}")
 
