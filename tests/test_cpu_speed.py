@@ -66,33 +66,53 @@ def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
+_LOCK_CHECK = """
+import json, os, threading
+import torch
+from vlmchat.models.cpu_speed import ModelLock, _openmp_pause
+
+threads = lambda: len(os.listdir("/proc/self/task"))
+if torch.get_num_threads() < 2 or _openmp_pause() is None:
+    print(json.dumps(None))
+    raise SystemExit
+lock, counts = ModelLock(), {}
+big = torch.ones(8_000_000)
+
+def work():
+    with lock:
+        with lock:  # re-entrant: the inner release keeps the team
+            (big * 2).sum()
+            counts["working"] = threads()
+        (big * 2).sum()
+        counts["inner released"] = threads()
+    counts["released"] = threads()
+
+worker = threading.Thread(target=work)
+counts["before"] = threads()
+worker.start()
+worker.join()
+counts["free"] = lock.acquire(timeout=1)
+print(json.dumps(counts))
+"""
+
+
 @pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/task"), reason="counts threads through Linux's /proc")
 def test_letting_go_of_the_model_lock_frees_the_threads_openmp_workers():
     """A thread that ran torch kernels keeps OpenMP workers while it lives; more of them than cores slow every
-    small kernel (the runtime stops spinning). The model lock frees the holder's on its last release."""
-    import threading
+    small kernel (the runtime stops spinning). The model lock frees the holder's on its last release. Counted in a
+    fresh interpreter: the test process's own threads (apps and batchers of other tests) come and go meanwhile."""
+    import json
+    import subprocess
+    import sys
 
-    from vlmchat.models.cpu_speed import ModelLock, _openmp_pause
+    from conftest import ROOT
 
-    if torch.get_num_threads() < 2 or _openmp_pause() is None:
+    done = subprocess.run([sys.executable, "-c", _LOCK_CHECK], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    if counts is None:
         pytest.skip("one torch thread, or no OpenMP runtime to pause here")
-    lock, counts = ModelLock(), {}
-    big = torch.ones(8_000_000)
-
-    def work():
-        with lock:
-            with lock:  # re-entrant: the inner release keeps the team
-                (big * 2).sum()
-                counts["working"] = _threads()
-            (big * 2).sum()
-            counts["inner released"] = _threads()
-        counts["released"] = _threads()
-
-    worker = threading.Thread(target=work)
-    before = _threads()
-    worker.start()
-    worker.join()
+    before = counts["before"]
     assert counts["working"] == counts["inner released"] > before + 1  # this thread and its OpenMP worker(s)
     assert counts["released"] == before + 1                            # only the thread itself
-    assert lock.acquire(timeout=1)  # and the lock is free
-    lock.release()
+    assert counts["free"]  # and the lock is free
