@@ -92,7 +92,8 @@ def decode_data_url(url: str, name: str = "data: URL image", max_bytes: int | No
 
     def too_big(size: float) -> InputError:
         return InputError(f"'{name}' holds {size / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB limit for "
-                          "data: URL images; save the image as a file and use its path, or scale it down.")
+                          "data: URL images; scale it down (in a dataset file, the image may also be a file "
+                          "named by its path).")
 
     if header.lower().endswith(";base64"):
         payload = "".join(payload.split())  # encoders may wrap lines
