@@ -141,6 +141,9 @@ def test_base_is_a_model_to_retrieve_an_empty_name_is_refused_and_the_list_is_st
     """`model="base"` answers, so `models.retrieve("base")` finds it (tools check a model before using it); an empty
     name was answered by the base (OpenAI requires a model); `created` was the time of each call (API reviewer)."""
     assert client.models.retrieve("base").id == "demo" and client.models.retrieve("demo-es").id == "demo-es"
+    assert client.chat.completions.create(model="base", messages=ask(data_url(RED_CIRCLE))).model == "demo"
+    streamed = client.chat.completions.create(model="Base", messages=ask(data_url(RED_CIRCLE)), stream=True)
+    assert {chunk.model for chunk in streamed} == {"demo"}  # the model that answered, as OpenAI names it
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(model="", messages=ask(data_url(RED_CIRCLE)))
     assert raised.value.body["param"] == "model" and "model is empty" in raised.value.body["message"]

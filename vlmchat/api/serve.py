@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException
 
 from ..errors import ContextLengthError, FieldError, InputError, NoModelError, VlmchatError
 from ..images import is_data_url, load_image
-from ..lora.runtime import is_base
+from ..lora.runtime import BASE, is_base
 from ..lora.store import adapter_path, usable_adapter
 from ..models.conversation import for_local_model
 from ..models.families import IMAGE_DETAILS
@@ -334,6 +334,12 @@ def pick_model(manager: ModelManager, name: str) -> str | None:
     return name
 
 
+def _answering(manager: ModelManager, adapter: str | None) -> str:
+    """The `model` a reply names: the adapter, or the base model's id (also when it was asked for as 'base'), as
+    OpenAI names the model that answered."""
+    return adapter or (manager.info.model_id if manager.info else BASE)
+
+
 def _usage(answer: Answer) -> dict:
     prompt, completion = answer.prompt_tokens or 0, answer.completion_tokens or 0
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
@@ -465,7 +471,8 @@ def answer_request(manager: ModelManager, settings: Settings, body: bytes, ticke
         except InputError as exc:
             raise ApiError(400, str(exc), param="messages") from None
         if not request.stream:
-            return completion_body(manager.answer(conversation, params, adapter, ticket), request.model, ident)
+            return completion_body(manager.answer(conversation, params, adapter, ticket), _answering(manager, adapter),
+                                   ident)
         events = _admitted_stream(manager, conversation, params, adapter, request, ident, ticket)
         first = next(events)  # a bad adapter or a refused conversation still gets its status
         streaming = True
@@ -498,7 +505,7 @@ def _admitted_stream(manager: ModelManager, conversation: list[dict], params: Ge
         answers = manager.stream_answer(conversation, params, adapter=adapter, ticket=ticket)
         first = next(answers)
         include = bool(request.stream_options and request.stream_options.include_usage)
-        yield from stream_events(_chain(first, answers), request.model, ident, include)
+        yield from stream_events(_chain(first, answers), _answering(manager, adapter), ident, include)
 
 
 def _chain(first, rest: Iterator) -> Iterator:
