@@ -140,11 +140,13 @@ def _lean_lora_linear():
             versions = weight._version, a._version, b._version  # changed in place: made again
             kept = self.__dict__.get("_vlmchat_merged")
             if kept is None or kept[0] is not lean or kept[1] != versions:
-                # Into the previous adapter's copy when there is one: fresh memory is paged in while the answer waits.
-                copy = kept[2] if kept is not None else torch.empty_like(weight)
-                copy.copy_(weight.to(torch.float32, copy=True).addmm_(b.float(), a.float(), alpha=scaling))
-                bias = base.bias if b_bias is None else (
-                    b_bias.float() * scaling + (0 if base.bias is None else base.bias.float())).to(weight.dtype)
+                with torch.no_grad():  # a copy for answering: no graph back to the adapter's weights, whatever mode
+                    # Into the previous adapter's copy when there is one: fresh memory is paged in while the answer
+                    # waits.
+                    copy = kept[2] if kept is not None else torch.empty_like(weight)
+                    copy.copy_(weight.to(torch.float32, copy=True).addmm_(b.float(), a.float(), alpha=scaling))
+                    bias = base.bias if b_bias is None else (
+                        b_bias.float() * scaling + (0 if base.bias is None else base.bias.float())).to(weight.dtype)
                 kept = self.__dict__["_vlmchat_merged"] = lean, versions, copy, bias
             return kept[2:]
 
@@ -164,7 +166,8 @@ def _lean_lora_linear():
                 return super().forward(x)  # several adapters, one not on this layer, or a variant
             _, base, weight, a, b, b_bias, scaling = lean
             if weight is not None and plain(base):
-                if x.numel() == x.shape[-1] and self.__dict__.get("_vlmchat_merge_steps"):
+                if (x.numel() == x.shape[-1] and self.__dict__.get("_vlmchat_merge_steps")
+                        and not torch.is_grad_enabled()):  # answering; a gradient must reach the adapter's weights
                     return F.linear(x, *self._merged(lean))
                 out = F.linear(x, weight, base.bias)
             else:
