@@ -115,18 +115,19 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
     # LLaMA-Factory's dataset_dir keeps dataset_info.json (its index of the datasets; `file_name` relative to it,
     # possibly in a subfolder): the one dataset it registers with images is read, as that index describes it
     registered = _registered(folder)
-    if registered:
-        chosen = _with_pictures(registered)
+    tables = sorted(p for p in top if p.suffix.lower() in DATA_SUFFIXES and p.name != "dataset_info.json")
+    pictured = [name for name, entry in registered.items() if "images" in (entry.get("columns") or {})]
+    if registered and (pictured or not [p for p in tables if p.name not in registered]):
+        chosen = pictured or list(registered)  # LLaMA-Factory's vision datasets, beside text-only ones (identity)
         if len(chosen) > 1:
-            kind = "datasets with images" if "images" in (registered[chosen[0]].get("columns") or {}) else "datasets"
-            raise InputError(f"'{folder.name}/dataset_info.json' registers several {kind} ({', '.join(chosen)}); "
-                             "give the file of the one to train on as the dataset path.")
+            raise InputError(f"'{folder.name}/dataset_info.json' registers several datasets"
+                             f"{' with images' if pictured else ''} ({', '.join(chosen)}); give the file of the one "
+                             "to train on as the dataset path.")
         report = _read_registered(folder / chosen[0], prompt)
         if len(registered) > 1:
             report.format += f" — {chosen[0]}, the dataset dataset_info.json registers with images"
         return report
-    tables = sorted(p for p in top if p.suffix.lower() in DATA_SUFFIXES and p.name != "dataset_info.json")
-    if tables and not any(p.suffix.lower() == ".txt" for p in top):
+    if tables and not any(p.suffix.lower() == ".txt" and p.name not in registered for p in top):
         if len(tables) > 1:
             raise InputError(f"'{folder.name}' holds several dataset files ({', '.join(p.name for p in tables)}); "
                              "give the one to train on as the dataset path, or upload a .zip holding only it "
@@ -148,13 +149,6 @@ def _registered(folder: Path) -> dict[str, dict]:
                 and isinstance(entry.get("file_name"), str) and (folder / entry["file_name"]).exists()}
     except (OSError, ValueError, AttributeError):
         return {}
-
-
-def _with_pictures(registered: dict[str, dict]) -> list[str]:
-    """Of the datasets dataset_info.json registers (`_registered`), those with an images column (LLaMA-Factory's
-    vision datasets, beside text-only ones such as identity.json); all of them when none has one."""
-    named = [name for name, entry in registered.items() if "images" in (entry.get("columns") or {})]
-    return named or list(registered)
 
 
 def _registration(path: Path) -> tuple[dict, Path] | None:
