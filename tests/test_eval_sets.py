@@ -417,6 +417,8 @@ def test_caption_jsonl_rows_in_every_accepted_shape(tmp_path):
                                                            ("a red triangle",)]
     assert {item.question for item in result.items} == {CAPTION_QUESTION}
     assert problems(result) == [("captions.jsonl", 4, "no caption")]
+    metadata = write_jsonl(tmp_path / "metadata.jsonl", [{"file_name": "c.png", "text": "a red triangle"}])
+    assert read_eval_set(metadata).format == "Hugging Face imagefolder JSONL"  # fine-tune names it so too
 
 
 def test_caption_csv_written_by_vlmchat_caption_reads_back(tmp_path):

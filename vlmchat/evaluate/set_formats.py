@@ -357,6 +357,7 @@ MMLU = Layout("MMLU", False, mmlu_cells)
 HF_MMLU = Layout("HF MMLU", False, hf_mmlu_row)
 MMMU = Layout("MMMU", False, mmmu_row)
 CAPTIONS = Layout("caption", True, caption_row)
+IMAGEFOLDER_CAPTIONS = Layout("Hugging Face imagefolder", True, caption_row)  # metadata rows: file_name + text
 
 ACCEPTED = ("vlmchat rows (question; options as a list or A-E columns; answer as letter, option text or 0-based "
             "index; optional image/images; subject)",
@@ -377,7 +378,9 @@ def detect_layout(keys: set[str], questions: Iterable[str]) -> Layout | None:
     """The layout that rows with these (lower-case) keys are in, or None."""
     if "question" not in keys:
         has_caption = keys & {"caption", "captions", "text"}
-        return CAPTIONS if keys & {"image", "file_name"} and has_caption else None
+        if not (keys & {"image", "file_name"} and has_caption):
+            return None
+        return IMAGEFOLDER_CAPTIONS if "image" not in keys else CAPTIONS
     if "question_type" in keys or any(IMAGE_COLUMN.fullmatch(key) for key in keys):
         return MMMU
     if not keys & {"image", "images"} and any(PLACEHOLDER.search(question) for question in questions):
