@@ -118,16 +118,22 @@ def _decode(result: EvalResult, indices: range) -> list[tuple[int, list]]:
     return decoded
 
 
-def _unfit(manager: ModelManager, item) -> str | None:
-    """Why the loaded model cannot be asked `item` as Chat and /v1 would refuse it (its recipe's flags), or None."""
+def _unfit(manager: ModelManager) -> Callable[[object], str | None]:
+    """Why the loaded model cannot be asked an item as Chat and /v1 would refuse it (its recipe's flags), or None;
+    the recipe is read once for the run, not per question."""
     from ..models.conversation import NEEDS_IMAGE_KEY, ONE_PICTURE_KEY, model_flag
 
     who = manager.info.model_id if manager.info else "the model"
-    if len(item.images) > 1 and model_flag(manager, ONE_PICTURE_KEY):
-        return f"{who} reads one picture at a time and this question has {len(item.images)} (Chat refuses it too)"
-    if not item.images and model_flag(manager, NEEDS_IMAGE_KEY):
-        return f"{who} answers only about a picture and this question has none (Chat refuses it too)"
-    return None
+    one_picture, needs_image = model_flag(manager, ONE_PICTURE_KEY), model_flag(manager, NEEDS_IMAGE_KEY)
+
+    def reason(item) -> str | None:
+        if one_picture and len(item.images) > 1:
+            return f"{who} reads one picture at a time and this question has {len(item.images)} (Chat refuses it too)"
+        if needs_image and not item.images:
+            return f"{who} answers only about a picture and this question has none (Chat refuses it too)"
+        return None
+
+    return reason
 
 
 def _score(scorer, manager: ModelManager, result: EvalResult, name: str, decoded: list[tuple[int, list]]) -> None:
@@ -175,6 +181,8 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
               "image_detail": detail.detail if detail else None, "image_detail_reason": detail.reason if detail else None}
     result = EvalResult(eval_set=eval_set, models=names, method=method, config=config)
     scorer = _scorer(method, options, detail.detail if detail else options.image_detail)
+    unfit = _unfit(manager) if local else (lambda item: None)
+    local_names = [name for name in names if not is_endpoint(name)]
     size = int(options.batch_size)
     started = time.monotonic()
     _report(progress, result, started)
@@ -185,11 +193,10 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
             break
         indices = range(first, min(first + size, len(result.items)))
         decoded = _decode(result, indices)
-        for index, _ in decoded if local else ():
-            reason = _unfit(manager, result.items[index])
-            for name in names if reason else ():
-                if not is_endpoint(name):
-                    result.skipped[name][index] = reason
+        for index, _ in decoded:
+            reason = unfit(result.items[index])
+            for name in local_names if reason else ():
+                result.skipped[name][index] = reason
         batch_scorer = partial(scorer, work=BatchWork(detail)) if scorer is score_loglik else scorer
         for name in list(scoring):
             asked = [one for one in decoded if one[0] not in result.skipped[name]]

@@ -154,10 +154,11 @@ def _registered(folder: Path) -> dict[str, dict]:
 def _registration(path: Path) -> tuple[dict, Path] | None:
     """(entry, dataset_dir) of the dataset_info.json in the file's folder or the two above it that registers it
     (its `file_name`, or a folder holding it), or None."""
+    resolved = path.resolve()
     for folder in list(path.parents)[:3]:
         for name, entry in _registered(folder).items():
             target = (folder / name).resolve()
-            if target == path.resolve() or (target.is_dir() and target in path.resolve().parents):
+            if target == resolved or (target.is_dir() and target in resolved.parents):
                 return entry, folder
     return None
 
@@ -336,8 +337,8 @@ def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
             continue
         report.samples.append(Sample(messages, paths, _rel(image, folder)))
     if several:
-        report.format += (f" ({several} caption file{'s' if several > 1 else ''} with one short caption a line: the "
-                          "first line is learned, as kohya's trainer does; Evaluate takes each line as a reference)")
+        report.format += (f" ({counted(several, 'caption file')} with one short caption a line: the first line is "
+                          "learned, as kohya's trainer does; Evaluate takes each line as a reference)")
     repeats = sorted({part for image in images for part in image.relative_to(folder).parts[:-1]
                       if re.fullmatch(r"\d+_.+", part)})
     if repeats:  # kohya's trainer repeats such a folder N times an epoch; this one counts every picture once
