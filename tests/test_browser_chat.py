@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from gradio_client import Client
+from playwright.sync_api import expect
 
 from conftest import LaunchedApp
 from test_browser import ARTIFACTS, CHROMIUM
@@ -203,6 +204,7 @@ def test_compare_example_runs_and_one_vote_counts_per_comparison(page, app):
     panel = page.locator("[role=tabpanel]:visible")
     panel.get_by_role("button", name="Compare", exact=True).click()
     page.get_by_text("Compare needs a picture").first.wait_for()  # said at once, nothing runs
+    expect(panel.get_by_role("button", name="Tie")).to_be_disabled()  # nothing to vote on yet
     panel.get_by_text("What color is the shape?").click()  # the blue-square example
     page.wait_for_function(
         "() => { const v = [...document.querySelectorAll('[role=tabpanel] textarea')].map(t => t.value);"
@@ -229,8 +231,8 @@ def test_compare_example_runs_and_one_vote_counts_per_comparison(page, app):
     right.press("Enter")
     panel.get_by_role("button", name="Compare", exact=True).click()
     page.get_by_text("no adapter named 'no-such-adapter'").first.wait_for()
-    panel.get_by_role("button", name="Left is better").click()
-    page.wait_for_function("() => document.querySelector('#vlmchat-compare-voted')?.innerText.includes('Run a comparison')")
+    for vote in ("Left is better", "Tie"):
+        expect(panel.get_by_role("button", name=vote)).to_be_disabled()
     assert len(log.read_text().splitlines()) == before + 1
 
 
@@ -273,7 +275,7 @@ def test_each_login_sees_only_its_chats_and_they_survive_a_restart(browser, logi
     ana.get_by_role("tab", name="Compare").click()
     ana.locator("[role=tabpanel]:visible").get_by_text("What color is the shape?").click()
     ana.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] textarea')].some(t => t.value === 'azul')")
-    ana.locator("[role=tabpanel]:visible").get_by_role("button", name="Tie").click()
+    ana.locator("[role=tabpanel]:visible").get_by_role("button", name="Tie").click()  # waits until it is enabled
     ana.wait_for_function("() => document.querySelector('#vlmchat-compare-voted')?.innerText.includes('tie for')")
     assert len(list((folder / "outputs" / "users").glob("ana-*/compare_votes.jsonl"))) == 1
     assert not (folder / "outputs" / "compare_votes.jsonl").exists()

@@ -241,8 +241,10 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
         right_text = verbatim(gr.Textbox(label="Right answer", lines=6, interactive=False))
     cost = gr.Markdown(label="Time, tokens and cost", elem_id="vlmchat-compare-figures")
     with gr.Row():
-        vote_buttons = [gr.Button(f"{v.capitalize()} is better" if v in ("left", "right") else v.capitalize())
-                        for v in VOTES]
+        # Nothing to vote on until a comparison has finished: a vote clicked while the answers still streamed
+        # was refused with a message, the answers on screen.
+        vote_buttons = [gr.Button(f"{v.capitalize()} is better" if v in ("left", "right") else v.capitalize(),
+                                  interactive=False) for v in VOTES]
     voted = gr.Markdown(elem_id="vlmchat-compare-voted")
     with gr.Accordion("Votes so far", open=False):
         standings = gr.Dataframe(headers=TALLY_HEADERS, interactive=False,
@@ -283,15 +285,19 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
     def cleared():
         """No answers, figures or vote on screen, and nothing to vote on, until the new comparison has finished
         (a comparison that fails leaves nothing a vote could be counted for)."""
-        return "", "", None, ""
+        return "", "", None, "", *[gr.update(interactive=False) for _ in vote_buttons]
 
-    shown = [left_text, right_text, comparison, voted]
+    shown = [left_text, right_text, comparison, voted, *vote_buttons]
     # No validator: compare() says what is wrong (a validator's failing image preprocessing came back as a
     # bare HTTP 400 without a message).
     run.click(cleared, None, shown, api_visibility="undocumented", queue=False).then(
         compare, [image, prompt, left, right, seed], [left_text, right_text, comparison], api_name="compare")
-    comparison.change(lambda record: (record or {}).get("figures", ""), comparison, cost, api_visibility="undocumented",
-                      queue=False)
+    def votable(record):
+        """The comparison's figures, and the vote buttons enabled only for a finished comparison."""
+        done = bool(record and "left_text" in record)
+        return (record or {}).get("figures", ""), *[gr.update(interactive=done) for _ in vote_buttons]
+
+    comparison.change(votable, comparison, [cost, *vote_buttons], api_visibility="undocumented", queue=False)
     example_list.load_input_event.then(cleared, None, shown, api_visibility="undocumented", queue=False).then(
         compare, [image, prompt, left, right, seed], [left_text, right_text, comparison],
         api_visibility="undocumented")  # a clicked example runs at once
