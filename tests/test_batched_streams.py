@@ -60,6 +60,7 @@ def together(manager, count: int, run) -> dict:
     deadline = time.monotonic() + 60
     while len(manager.batcher.pending) < count and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert len(manager.batcher.pending) == count, "the requests did not all arrive before a batch started"
     reading.release()
     for thread in threads:
         thread.join(120)
@@ -69,6 +70,9 @@ def together(manager, count: int, run) -> dict:
 @pytest.fixture(scope="module")
 def demo(demo_settings):
     manager = loaded(demo_settings)
+    # A window (longer than the setting allows) in which `together` decides when the batch starts: with 1 s, the
+    # first pair's batch could start before the other pair had arrived (the helper then waited its whole minute).
+    manager.batcher.window_s = 30.0
     with served(manager) as client:
         yield manager, client
     manager.unload()
@@ -103,7 +107,7 @@ def test_a_lone_stream_does_not_wait_for_the_batch_window(demo):
     before = len(manager.batcher.batches)
     started = time.monotonic()
     chunks = list(client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), stream=True))
-    assert time.monotonic() - started < manager.batcher.window_s  # nothing on its way: it starts at once
+    assert time.monotonic() - started < 1.0 < manager.batcher.window_s  # nothing on its way: it starts at once
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "a red circle"
     assert manager.batcher.batches[before:] == [1]
 
