@@ -520,6 +520,22 @@ def test_questions_the_model_is_not_asked_in_chat_are_skipped_with_the_reason(ev
     assert result.model_summary("base")["problems"] == 2
 
 
+def test_a_run_where_nothing_was_scored_says_so_instead_of_an_interval(eval_manager, tmp_path, capsys):
+    """MMLU's text-only questions on the demo (all skipped): the table read "0.0–100.0%" and the subject line
+    "None% of 0"."""
+    from vlmchat.evaluate.command import print_result
+    from vlmchat.evaluate.run import run_eval
+    from vlmchat.evaluate.sets import EvalItem, EvalSet
+
+    items = [EvalItem("shapes_test.csv:1", "Which shape has three sides?", (), SHAPES, SHAPES.index("triangle"),
+                      subject="shapes")]
+    result = run_eval(eval_manager, EvalSet("shapes_test.csv", "MMLU CSV", "choice", items), ["base"], folder=tmp_path)
+    assert result.table()[0][2] == "none scored"
+    print_result(result)
+    out = capsys.readouterr().out
+    assert "shapes  base: none scored" in out and "None" not in out and "0.0–100.0" not in out
+
+
 def test_the_verdict_normalises_by_length_only_options_of_different_numbers_of_words():
     """Per character, one-word options lean to the longer word (the demo's colour questions on another generator's
     pictures: acc 96%, acc_norm 84%); phrases of different lengths need it."""

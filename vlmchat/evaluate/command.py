@@ -122,7 +122,7 @@ def print_result(result) -> None:
     if result.subject_table():
         print("\nper subject:")
         for subject, name, n, accuracy in result.subject_table():
-            print(f"  {subject}  {name}: {accuracy}% of {n}")
+            print(f"  {subject}  {name}: {accuracy}% of {n}" if n else f"  {subject}  {name}: none scored")
     print(f"\nmetric: {result.metric_reason()}")
     for sentence, _ in result.verdicts():
         print(sentence)

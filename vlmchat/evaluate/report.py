@@ -149,7 +149,8 @@ class EvalResult:
         for name in self.models:
             s = self.model_summary(name)
             low, high = s["interval"]
-            rows.append([name, _percent(s["accuracy"]), f"{100 * low:.1f}–{100 * high:.1f}%",
+            interval = f"{100 * low:.1f}–{100 * high:.1f}%" if s["n"] else "none scored"  # not 0.0–100.0%
+            rows.append([name, _percent(s["accuracy"]), interval,
                          round(s["mean_ms"], 1) if s["mean_ms"] is not None else None, s["n"], s["problems"]])
             if self.method == "caption":
                 rows[-1] += [_percent(s["exact"]), *(None if s[k] is None else round(s[k], 1)
