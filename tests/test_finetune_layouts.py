@@ -637,15 +637,15 @@ def test_a_sharegpt_rows_system_column_becomes_its_system_message(tmp_path):
     assert [m["role"] for m in sample.messages] == ["system", "user", "assistant"]
 
 
-def _hub_parquet(folder, columns: dict, features: dict, rows: list) -> None:
+def _hub_parquet(folder, columns: dict, features: dict, rows: list, name: str = "train-00000-of-00001.parquet") -> None:
     """A Parquet file exactly as `datasets` writes one to the Hub: data/train-00000-of-00001.parquet, Image values as
     struct{bytes, path}, content parts as struct{index, text, type} with nulls, its features in the schema metadata."""
     pa = pytest.importorskip("pyarrow")
     parquet = pytest.importorskip("pyarrow.parquet")
     schema = pa.schema(list(columns.items())).with_metadata(
         {"huggingface": json.dumps({"info": {"features": features}})})
-    (folder / "data").mkdir(parents=True)
-    parquet.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "data" / "train-00000-of-00001.parquet")
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    parquet.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "data" / name)
     (folder / "README.md").write_text("---\nlicense: mit\n---\n")
 
 
@@ -685,6 +685,22 @@ def test_trls_vision_layout_and_an_imagefolder_as_the_hub_keeps_them_in_parquet(
     (tmp_path / "dict" / "dataset_dict.json").write_text('{"splits": ["train"]}')
     with pytest.raises(InputError, match=r"save_to_disk folder .*load_from_disk\(FOLDER\)\['train'\]\.to_parquet"):
         read_dataset(tmp_path / "dict")
+
+
+def test_a_dataset_in_several_parquet_shards_is_one_format(tmp_path):
+    """The Hub splits a larger dataset into train-00000-of-00002.parquet, train-00001-of-00002.parquet: the check
+    named the same format once per shard ("Hugging Face imagefolder (train-00000…) + Hugging Face imagefolder
+    (train-00001…)")."""
+    pa = pytest.importorskip("pyarrow")
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    for shard, (name, colour) in enumerate({"red": RED, "blue": BLUE}.items()):
+        _hub_parquet(tmp_path, {"image": image, "text": pa.string()},
+                     {"image": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"}},
+                     [{"image": {"bytes": picture_bytes(colour), "path": f"{name}.png"}, "text": f"a {name} square"}],
+                     name=f"train-0000{shard}-of-00002.parquet")
+    report = read_dataset(tmp_path)
+    assert len(report.samples) == 2 and report.format == (
+        "Hugging Face imagefolder (2 files: train-00000-of-00002.parquet … train-00001-of-00002.parquet)")
 
 
 def test_openai_answers_with_weight_0_stay_in_the_conversation_out_of_the_loss(tmp_path, demo_model_path):

@@ -184,8 +184,23 @@ def _parquet_shards(folder: Path) -> list[Path]:
     return train or found
 
 
+def _formats(names: list[str]) -> str:
+    """The formats of several files, each named once: "Hugging Face imagefolder (2 files: train-00000-of-00002.parquet
+    … train-00001-of-00002.parquet)" for a dataset's shards, not the same format once per shard."""
+    files: dict[str, list[str]] = {}
+    for name in names:
+        kind, _, file = name.partition(" (")
+        files.setdefault(kind, []).append(file[:-1] if file.endswith(")") else "")
+    parts = []
+    for kind, named in files.items():
+        named = list(dict.fromkeys(file for file in named if file))
+        shown = named[0] if len(named) == 1 else f"{len(named)} files: {named[0]} … {named[-1]}" if named else ""
+        parts.append(f"{kind} ({shown})" if shown else kind)
+    return " + ".join(parts)
+
+
 def _merged(folder: Path, reports: list[DatasetReport]) -> DatasetReport:
-    merged = DatasetReport(str(folder), " + ".join(dict.fromkeys(r.format for r in reports)))
+    merged = DatasetReport(str(folder), _formats([r.format for r in reports]))
     for report in reports:
         merged.samples += report.samples
         merged.problems += report.problems
