@@ -304,3 +304,43 @@ def test_a_shared_page_offers_no_folder_of_the_server(shared):
     shown = [c["props"].get("label") or "" for c in client.config["components"] if c["props"].get("visible", True)]
     assert [label for label in shown if "this computer" in label or "local folder" in label] == []
     assert "Import a zip" in shown
+
+
+@pytest.mark.slow
+def test_a_model_started_from_a_folder_is_named_by_the_folders_name(tmp_path, picture_files):
+    """`launch.py --model /a/folder` on a shared app showed that server path to every login: the status line and the
+    Model menu (the page's config), /v1/models and every reply's `model`, "<path> answers only about a picture".
+    It is named by the folder's name there now, and /v1 takes that name."""
+    import json
+    import shutil
+
+    import openai
+    from gradio_client import handle_file
+
+    from test_openai_api import ask, data_url
+
+    model = tmp_path / "private-models" / "my-shapes-model"
+    shutil.copytree(ROOT / "models" / "vlmchat-demo", model)
+    app = LaunchedApp(tmp_path, "--model", str(model), "--auth", ":".join(LOGIN), host="0.0.0.0",
+                      env={"VLMCHAT_API_KEY": "sk-test-folder-model"}).wait_ready()
+    try:
+        client = Client(app.url, auth=LOGIN, verbose=False)
+        seen = [json.dumps(client.config)]
+        assert "`my-shapes-model` (LlavaForConditionalGeneration)" in seen[0]
+        picture = picture_files[("red", "circle")]
+        assert client.predict({"text": "Describe the image.", "files": [handle_file(str(picture))]},
+                              api_name="/chat").strip() == "a red circle"
+        fresh = Client(app.url, auth=LOGIN, verbose=False)  # a new chat: no picture seen before
+        seen.append(str(fresh.predict({"text": "Describe the image.", "files": []}, api_name="/chat")))
+        assert "my-shapes-model answers only about a picture" in seen[-1], seen[-1]
+        keyed = openai.OpenAI(base_url=app.url + "v1", api_key="sk-test-folder-model", max_retries=0)
+        listed = [found.id for found in keyed.models.list()]
+        assert listed[0] == "my-shapes-model"
+        for name in ("my-shapes-model", "base"):
+            reply = keyed.chat.completions.create(model=name, messages=ask(data_url(picture)))
+            assert (reply.model, reply.choices[0].message.content) == ("my-shapes-model", "a red circle")
+            seen.append(reply.model_dump_json())
+        seen.append(keyed.models.retrieve("base").model_dump_json())
+        assert not [text for text in seen if str(model.parent) in text]
+    finally:
+        app.stop()

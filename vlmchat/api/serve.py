@@ -304,7 +304,7 @@ def served_models(manager: ModelManager) -> list[str]:
     """What /v1/models lists: the base model's id, then the adapters that fit it (endpoints are not served)."""
     if manager.info is None:
         return []
-    return [manager.info.model_id] + [name for name in manager.model_choices()[1:] if not is_endpoint(name)]
+    return [manager.info.shown] + [name for name in manager.model_choices()[1:] if not is_endpoint(name)]
 
 
 def _adapter_folder(manager: ModelManager, name: str) -> bool:
@@ -319,7 +319,7 @@ def pick_model(manager: ModelManager, name: str) -> str | None:
     """The adapter to answer with (None = base) for the request's `model`, attached if needed; 404 if unknown."""
     if not name.strip():
         raise ApiError(400, "model is empty; name one of those GET /v1/models lists (or 'base').", param="model")
-    if manager.info is not None and (is_base(name) or name == manager.info.model_id):
+    if manager.info is not None and (is_base(name) or name in (manager.info.model_id, manager.info.shown)):
         return None
     if name not in served_models(manager):
         listed = f"GET /v1/models lists {', '.join(served_models(manager)) or 'none (no model is loaded)'}."
@@ -337,7 +337,7 @@ def pick_model(manager: ModelManager, name: str) -> str | None:
 def _answering(manager: ModelManager, adapter: str | None) -> str:
     """The `model` a reply names: the adapter, or the base model's id (also when it was asked for as 'base'), as
     OpenAI names the model that answered."""
-    return adapter or (manager.info.model_id if manager.info else BASE)
+    return adapter or (manager.info.shown if manager.info else BASE)
 
 
 def _usage(answer: Answer) -> dict:
@@ -433,7 +433,7 @@ def build_api(manager: ModelManager, settings: Settings, key: ApiKey):
     @api.get("/models/{name:path}")
     def get_model(name: str):
         if manager.info is not None and is_base(name) and name:  # 'base' answers in chat, so it is a model here
-            return model_object(manager.info.model_id)
+            return model_object(manager.info.shown)
         if name not in served_models(manager):
             return _error_response(ApiError(404, f"The model '{name}' does not exist here.", param="model",
                                             code="model_not_found"))

@@ -123,7 +123,7 @@ def _unfit(manager: ModelManager) -> Callable[[object], str | None]:
     the recipe is read once for the run, not per question."""
     from ..models.conversation import NEEDS_IMAGE_KEY, ONE_PICTURE_KEY, model_flag
 
-    who = manager.info.model_id if manager.info else "the model"
+    who = manager.info.shown if manager.info else "the model"
     one_picture, needs_image = model_flag(manager, ONE_PICTURE_KEY), model_flag(manager, NEEDS_IMAGE_KEY)
 
     def reason(item) -> str | None:

@@ -149,7 +149,7 @@ def for_local_model(manager, messages: list[dict], attach: str = "attach one") -
     """The processor `messages` as the loaded model is asked them (Chat and /v1 alike): from the newest picture on
     where it saw one picture per chat (ONE_PICTURE_KEY); an InputError where it answers only about a picture
     (NEEDS_IMAGE_KEY) and there is none, instead of an invented answer. `attach`: how the asker adds a picture."""
-    who = manager.info.model_id if manager.info else "This model"
+    who = manager.info.shown if manager.info else "This model"
     if model_flag(manager, ONE_PICTURE_KEY):
         messages = from_last_picture(messages)
         pictures = picture_count(messages)

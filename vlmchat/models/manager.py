@@ -42,10 +42,12 @@ class ModelInfo:
     device: str
     dtype: str
     reason: str
+    shown: str  # the id others are shown: a model loaded from a folder is named by the folder's name on a shared
+                # app (its path is a folder of the server), elsewhere model_id
 
     def summary(self) -> str:
         """One line for the status bar and the terminal."""
-        return f"{self.model_id} ({self.architecture}) on {self.device}, {self.dtype} — {self.reason}"
+        return f"{self.shown} ({self.architecture}) on {self.device}, {self.dtype} — {self.reason}"
 
 
 class ModelManager:
@@ -115,6 +117,7 @@ class ModelManager:
         self.info = ModelInfo(
             model_id=source.model_id, source=source.location, architecture=type(model).__name__,
             device=str(model.device), dtype=str(model.dtype).replace("torch.", ""), reason=decision.reason,
+            shown=source.name if source.kind == "folder" and self.settings.server.exposed else source.model_id,
         )
         return self.info
 

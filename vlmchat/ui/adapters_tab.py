@@ -270,7 +270,7 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
             actions.ensure_loaded(right)
             params = GenerationParams(max_new_tokens=settings.generation.max_new_tokens, seed=seed)
             record = new_comparison(image, prompt or "", left, right, seed,
-                                    model=manager.info.model_id if manager.info else None,
+                                    model=manager.info.shown if manager.info else None,
                                     max_new_tokens=params.max_new_tokens)
             for left_answer, right_answer in compare_stream(manager, picture, prompt or "", left, right, params, stop):
                 yield left_answer.text, right_answer.text, None

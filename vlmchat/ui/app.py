@@ -40,7 +40,7 @@ def status_line(manager: ModelManager) -> str:
     info = manager.info
     detail = manager.detail()
     shown = profile_for(manager.model).detail is not None  # families that see every picture at one size: nothing to say
-    return (f"**Model:** `{info.model_id}` ({info.architecture}) · **device:** {info.device} · "
+    return (f"**Model:** `{info.shown}` ({info.architecture}) · **device:** {info.device} · "
             f"**dtype:** {info.dtype}" + (f" · **image detail:** {detail.detail}" if shown else "") +
             f"  \n<small>why: {info.reason}" + (f"; {detail.reason}" if shown else "") + "</small>" + note)
 

@@ -95,7 +95,7 @@ class ChatTurns:
         """An assistant turn with no text yet, of the loaded model."""
         info = self.manager.info
         return {"role": "assistant", "text": "", "status": status, "adapter": None,
-                "model": info.model_id if info else None, "time": now()}
+                "model": info.shown if info else None, "time": now()}
 
     def answer(self, chat: dict, adapter: str | None, max_new_tokens=256, temperature=0.0, top_p=1.0,
                seed=-1, stop: threading.Event | None = None, image_detail: str = "") -> Iterator[dict]:

@@ -119,7 +119,7 @@ def load_model(manager: ModelManager, model: str, token: str, remember: bool, qu
 def loaded_model(manager: ModelManager, settings: Settings) -> str:
     """The model the dropdown shows: the one loaded now (model.id in settings while none is)."""
     info = manager.info
-    return info.model_id if info else settings.model.id
+    return info.shown if info else settings.model.id
 
 
 def build_model_tab(manager: ModelManager, settings: Settings, status: gr.Markdown, status_line) -> None:

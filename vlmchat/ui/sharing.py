@@ -29,14 +29,19 @@ PATH_END = r"(?=/|(?![\w.~-])|\.(?![\w~-]))"  # where a path may go on or stop (
 
 def _server_roots(settings: Settings) -> tuple[re.Pattern, dict[str, str]]:
     """One pattern for the app's folders (outputs, adapters, models, the project, the temp folder, each as
-    configured and resolved), the innermost first, matched only where a path starts and ends: not inside a longer
-    path or a URL (`https://example.com/tmp/a` is left alone), not as the start of a longer name (`/tmpfiles`)."""
+    configured and resolved, and the folder of a model started with `--model FOLDER`, named by its name as
+    `ModelInfo.shown` names it), the innermost first, matched only where a path starts and ends: not inside a
+    longer path or a URL (`https://example.com/tmp/a` is left alone), not as the start of a longer name
+    (`/tmpfiles`)."""
     import tempfile
 
     from ..settings import PROJECT_ROOT
 
     roots = {settings.paths.resolve("outputs"): "outputs", settings.paths.resolve("adapters"): "adapters",
              settings.paths.resolve("models"): "models", PROJECT_ROOT: ".", Path(tempfile.gettempdir()): TEMP_NAME}
+    model = Path(settings.model.id).expanduser()
+    if settings.model.id != DEMO_MODEL_ID and catalog_entry(settings, settings.model.id) is None and model.is_dir():
+        roots[model.resolve()] = model.resolve().name
     forms = {form.rstrip("/"): name for root, name in roots.items() for form in (str(root), str(Path(root).resolve()))}
     ordered = sorted((form for form in forms if form), key=len, reverse=True)
     pattern = re.compile(rf"(?<!{PATH_CHAR})(?:{'|'.join(map(re.escape, ordered))}){PATH_END}")
