@@ -439,7 +439,8 @@ def test_cli_exits_1_when_rows_were_skipped(settings_file, pictures, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["empty", "wrong format", "no usable rows", "unknown adapter", "other base",
-                                  "output is a folder", "output cannot be made", "output cannot be written"])
+                                  "output is a folder", "output cannot be made", "output cannot be written",
+                                  "output is the set", "output is a picture of it"])
 def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path, case):
     data = tmp_path / "set.jsonl"
     args = ["--data", data]
@@ -457,13 +458,17 @@ def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path,
         args += ["--output", {"output is a folder": tmp_path, "output cannot be made": tmp_path / "file" / "results.csv",
                               # a folder that takes no new file, even from root (os.access said it did: format
                               # reviewer; the run went to its end before the copy failed)
-                              "output cannot be written": "/proc/vlmchat-results.csv"}[case]]
+                              "output cannot be written": "/proc/vlmchat-results.csv",
+                              # the results were written over the user's data (verifying reviewer)
+                              "output is the set": data, "output is a picture of it": pictures[0][0]}[case]]
     else:
         _write_rows(data, pictures)
         args += ["--adapter", "no-such-adapter" if case == "unknown adapter" else "other-base"]
+    kept = {path: Path(path).read_bytes() for path in (data, pictures[0][0]) if Path(path).is_file()}
     result = _cli(settings_file, *args)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
+    assert {path: Path(path).read_bytes() for path in kept} == kept
     assert [line for line in result.stderr.splitlines() if line.startswith("vlmchat: ")]
     if case != "other base":  # said before the model loads (a wrong base is known only from the loaded one)
         assert "model: " not in result.stderr

@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from pathlib import Path
+
+from ..errors import InputError
 
 EXIT_SKIPPED = 1
 EXIT_INTERRUPTED = 130
@@ -55,7 +58,6 @@ def add_eval_parser(commands) -> None:
 
 
 def _models(args: argparse.Namespace) -> list[str]:
-    from ..errors import InputError
     from ..models.answers import ENDPOINT_PREFIX
 
     endpoints = [ENDPOINT_PREFIX + name for name in args.endpoints]
@@ -137,10 +139,18 @@ def print_result(result) -> None:
     print(f"files: {result.folder} (results.csv, summary.json, chart.png)")
 
 
+def spare_the_set(output: Path, eval_set) -> None:
+    """InputError when `output` is one of the set's own files (its data file, a picture of a question, a file in its
+    folder): the results were written over it (a picture, the set itself) without a word."""
+    target, root = output.expanduser().resolve(), Path(eval_set.path).expanduser().resolve()
+    pictures = {Path(image).resolve() for item in eval_set.items for image in item.images}
+    if target == root or target in pictures or (root.is_dir() and target.is_relative_to(root) and target.exists()):
+        raise InputError(f"--output {output} is one of the eval set's own files, and the results would be written "
+                         "over it; give a file of its own (e.g. results.csv beside the set).")
+
+
 def run_eval_command(args: argparse.Namespace, settings) -> int:
     """Read the set, load the model, score every model, print the result; returns the exit code."""
-    from pathlib import Path
-
     from ..files import check_writable_file
     from ..finetune.uploads import unpacked_zip
     from ..lora.runtime import is_base
@@ -161,6 +171,8 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
             find_adapter(settings.paths.resolve("adapters"), name)
     eval_set = read_eval_set(unpacked_zip(args.data, settings), limit=args.limit)
     eval_set.require_usable()  # a file with nothing usable is reported before the model loads
+    if options.output is not None:
+        spare_the_set(options.output, eval_set)
     print(f"{eval_set.path}: {eval_set.format}, {len(eval_set.items)} usable, {len(eval_set.problems)} skipped",
           file=sys.stderr)
     manager = ModelManager(settings)
