@@ -157,7 +157,7 @@ def test_base_is_a_model_to_retrieve_an_empty_name_is_refused_and_the_list_is_st
 def test_a_malformed_request_is_a_400_naming_the_field(client):
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(model="demo", messages=[{"role": "robot", "content": "hi"}])
-    assert raised.value.body["param"] == "messages.0.role"
+    assert raised.value.body["param"] == "messages[0].role"
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), temperature=9)
     assert "temperature" in raised.value.body["message"]
@@ -319,14 +319,15 @@ def test_parameters_out_of_range_are_400s_naming_the_apis_own_field(client):
             client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), **extra)
         assert raised.value.body["param"] == param and param in raised.value.body["message"], extra
     answered = client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), presence_penalty=0,
-                                              frequency_penalty=0, logit_bias={})  # OpenAI's defaults: nothing asked
+                                              frequency_penalty=0, logit_bias={},  # OpenAI's defaults: nothing asked
+                                              extra_body={"function_call": "none"})  # (verifying reviewer)
     assert answered.choices[0].message.content == "a red circle"
     history = ask(data_url(RED_CIRCLE)) + [{"role": "assistant", "content": None, "tool_calls": [
         {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "42"}]
     with pytest.raises(openai.BadRequestError) as raised:  # an agent's history: why, not only which roles there are
         client.chat.completions.create(model="demo", messages=history)
-    assert raised.value.body["param"] == "messages.2.role"
+    assert raised.value.body["param"] == "messages[2].role"  # as README writes a field
     assert "a 'tool' message is a tool result, and tools are not supported here" in raised.value.body["message"]
     ultra = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(RED_CIRCLE),
                                                                               "detail": "ultra"}}]}]

@@ -143,7 +143,7 @@ class ChatRequest(BaseModel):
 
 def _validation_error(exc: ValidationError) -> ApiError:
     first = exc.errors()[0]
-    param = ".".join(str(p) for p in first.get("loc", ()))
+    param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.get("loc", ())).lstrip(".")
     message = str(first.get("msg", "")).removeprefix("Value error, ")
     return ApiError(400, f"Invalid request: {param or 'body'}: {message}.", param=param or None)
 
@@ -172,7 +172,8 @@ def generation_params(request: ChatRequest, settings: Settings) -> GenerationPar
     if request.logprobs or request.top_logprobs:
         field = "logprobs" if request.logprobs else "top_logprobs"
         raise ApiError(400, f"{field}: log-probabilities are not returned by this server; leave it out.", param=field)
-    if request.functions or request.function_call:
+    # function_call "none" is OpenAI's default where no functions are given: nothing asked
+    if request.functions or request.function_call not in (None, "none"):
         field = "functions" if request.functions else "function_call"
         raise ApiError(400, f"{field} is not supported here: the local model answers in text only; leave it out.",
                        param=field)
