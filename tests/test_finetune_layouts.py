@@ -260,8 +260,9 @@ def test_imagefolder_metadata_jsonl_as_documented(tmp_path):
         assert_colour(sample.images[0], colour)
     assert [str(p) for p in report.problems] == [
         f"metadata.jsonl:5: file_name 'gone.png' was not found: neither {folder / 'gone.png'} nor "
-        f"{folder / 'images' / 'gone.png'} exists (paths are relative to the dataset file's folder; a dataset "
-        "uploaded as separate files keeps no folders: upload a .zip to keep them)",
+        f"{folder / 'images' / 'gone.png'} exists (paths are relative to {folder}: the dataset file's folder, or "
+        "dataset_info.json's where that registers it; a dataset uploaded as separate files keeps no folders: upload a "
+        ".zip to keep them)",
         "metadata.jsonl:6: empty caption"]
     direct = read_dataset(folder / "metadata.jsonl", caption_prompt="What dog is this?")
     assert direct.samples == report.samples and direct.format == report.format
