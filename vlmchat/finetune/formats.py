@@ -123,7 +123,8 @@ def image_reference(value, base: Path, what: str = "image") -> str:
     places = (f"neither {base / path} nor {base / 'images' / path} exists" if path.parts[0] != "images"
               else f"{base / path} does not exist")  # not …/images/images/x.png, which reads like a bug
     raise InputError(f"{what} '{value}' was not found: {places} (paths are relative to {base}: the "
-                     "dataset file's folder, or dataset_info.json's where that registers it; a dataset uploaded as separate files keeps no folders: upload a .zip to keep them)")
+                     "dataset file's folder, or dataset_info.json's where that registers it; a dataset uploaded as "
+                     "separate files keeps no folders: upload a .zip to keep them)")
 
 
 def _embedded_folder() -> Path:

@@ -292,6 +292,7 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
     # bare HTTP 400 without a message).
     run.click(cleared, None, shown, api_visibility="undocumented", queue=False).then(
         compare, [image, prompt, left, right, seed], [left_text, right_text, comparison], api_name="compare")
+
     def votable(record):
         """The comparison's figures, and the vote buttons enabled only for a finished comparison."""
         done = bool(record and "left_text" in record)
