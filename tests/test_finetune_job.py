@@ -543,3 +543,20 @@ def test_the_plan_counts_the_samples_the_run_trains_on(tmp_path):
     (only / "text.txt").write_text("un círculo")
     with pytest.raises(InputError, match="No usable samples"):
         plan_run(JobSpec(name="t", data=str(only), model_source=str(ROOT / "models" / "vlmchat-demo")), on_gpu=False)
+
+
+def test_an_adapter_worse_than_the_base_comes_with_what_to_do():
+    """A default run on a style the demo could not learn stalled at loss 3.4 and wrote runs of dots; the verdict said
+    "significantly worse than base" and nothing more (closed-loop reviewer). Now it says not to use it and what to try."""
+    from vlmchat.finetune.job import worse_advice
+    from vlmchat.ui.finetune_tab import _status_markdown
+
+    worse = {"significant": True, "points": -18.6}
+    advice = worse_advice("shape-style", worse, "demo")
+    assert advice.startswith("Do not use shape-style as it is") and "thorough preset" in advice and "demo model" in advice
+    assert "demo model" not in worse_advice("shape-style", worse, "HuggingFaceTB/SmolVLM-256M-Instruct")
+    for numbers in ({"significant": False, "points": -18.6}, {"significant": True, "points": 3.0}, {}):
+        assert worse_advice("shape-style", numbers, "demo") == ""
+    shown = _status_markdown({"state": "done", "job_id": "j", "step": 160, "total_steps": 160, "evaluation": {
+        "verdict": "shape-style: -18.6 chrF vs base, significantly worse than base", "advice": advice}})
+    assert "**Did it learn?** shape-style: -18.6 chrF" in shown and "⚠️ Do not use shape-style as it is" in shown

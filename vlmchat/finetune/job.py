@@ -105,6 +105,20 @@ def _skipped(trainer) -> str:
 MIN_EVAL_SAMPLES = 20  # below this a paired test on the validation split says little
 
 
+def worse_advice(name: str, numbers: dict, model: str) -> str:
+    """What to do when the new adapter answers the validation pictures significantly worse than the base (a run
+    whose loss stalled high wrote runs of dots; the verdict alone left the user with no next step), else ""."""
+    if not (numbers.get("significant") and numbers.get("points", 0) < 0):
+        return ""
+    from ..settings import DEMO_MODEL_ID
+
+    small = (" The demo model (1 M parameters, a vocabulary of a few hundred pieces) learns words it does not "
+             "already use poorly: try answers in its own words, or a real model." if model == DEMO_MODEL_ID else "")
+    return (f"Do not use {name} as it is: it answers the validation pictures worse than the base does (see its "
+            "answers beside the base's in Compare). Train again with more steps (the thorough preset, or more "
+            "epochs) or a higher learning rate, and check that the dataset's answers are what it should say." + small)
+
+
 def evaluate_adapter(trainer, adapter: Path, emit) -> None:
     """Base vs the new adapter on the validation split (captions of its answers); emits an "evaluation" event."""
     val = trainer.val.samples
@@ -126,7 +140,9 @@ def evaluate_adapter(trainer, adapter: Path, emit) -> None:
             emit("evaluation", running=True, message=f"{what}: {text}")
 
         verdict, numbers, folder = evaluate_on_validation(trainer.spec, adapter, val, trainer.job_dir, progress)
-        emit("evaluation", verdict=verdict, numbers=numbers, folder=str(folder), message=verdict)
+        advice = worse_advice(adapter.name, numbers, trainer.spec.model)
+        emit("evaluation", verdict=verdict, numbers=numbers, folder=str(folder), advice=advice,
+             message=" ".join(filter(None, [verdict, advice])))
         import json
 
         from ..lora.store import META_FILE, write_metadata

@@ -193,6 +193,8 @@ def _status_markdown(status: dict) -> str:
     evaluation = status.get("evaluation") or {}
     if evaluation.get("verdict"):
         text += f"  \n**Did it learn?** {evaluation['verdict']}"
+        if evaluation.get("advice"):
+            text += f"  \n⚠️ {html.escape(evaluation['advice'], quote=False)}"
     elif evaluation.get("message"):
         text += f"  \n{evaluation['message']}"
     reasons = {**status.get("schedule", {}), **status.get("setup", {})}
