@@ -111,3 +111,11 @@ def test_two_uploads_with_the_same_name_stem_and_bytes_stay_two(client, tmp_path
         reference = client.predict(handle_file(str(tmp_path / name)), api_name="/eval_upload")
         with pytest.raises(Exception, match=f"'{name}' is empty"):
             client.predict(reference, ["base"], "loglik", 0, api_name="/eval_start")
+
+
+def test_no_model_ticked_is_refused_not_run_as_the_base(client, tmp_path):
+    """Every box unticked in the tab ran the base (a model shown as unticked), then said 'tick the base and an
+    adapter for a verdict' (closed-loop reviewer)."""
+    data = write_colour_set(tmp_path / "set", count=2)
+    with pytest.raises(Exception, match="No model is ticked: tick the base, an adapter or an endpoint"):
+        client.predict(str(data), [], "loglik", 0, api_name="/eval_start")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from ..errors import VlmchatError
+from ..errors import InputError, VlmchatError
 from ..evaluate.run import METHODS, EvalOptions, check_method, check_models, eval_folder, run_eval
 from ..evaluate.sets import read_eval_set
 from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
@@ -65,12 +65,14 @@ class EvalActions:
     def start(self, data: str, models: list[str] | None = None, method: str = "loglik", limit: int | None = None,
               batch_size: int = 8, image_detail: str = "", request=None) -> dict:
         """Read the set, check the models, and start the run in a thread; returns {"run_id", "format", ...}."""
+        models = [BASE] if models is None else [m for m in models if m]
+        if not models:  # the tab with every box unticked ran the base, shown as unticked
+            raise InputError("No model is ticked: tick the base, an adapter or an endpoint to evaluate.")
         if not data.startswith(PREFIX):
             refuse_server_paths(self.settings, "evaluation")
         eval_set = read_eval_set(resolve_dataset(data, self.settings, user_uploads(self.settings, request)),
                                  limit=int(limit) if limit else None)
         eval_set.require_usable()
-        models = [m for m in (models or [BASE]) if m] or [BASE]
         check_method(eval_set, method, models)  # unknown, or loglik for an endpoint: said here, not by a failed run
         folder = eval_folder(self.settings)
         folder = user_folder(folder.parent, request) / folder.name
