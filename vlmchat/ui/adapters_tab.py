@@ -52,7 +52,8 @@ class AdapterActions:
         rows = []
         for a in registry.list_adapters(self.folder):
             trained_on = a.dataset.get("name", "") if isinstance(a.dataset, dict) else str(a.dataset)
-            metrics = ", ".join(f"{k}={v}" for k, v in (a.metrics or {}).items())
+            metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in (a.metrics or {}).items() if not isinstance(v, (dict, list)))
             rows.append([a.name, self.status(a), a.base_model, a.created, trained_on, metrics, a.notes])
         return rows
 
