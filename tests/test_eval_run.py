@@ -370,6 +370,10 @@ def test_caption_items_are_generated_and_measured(eval_manager, pictures, tmp_pa
     assert dict(zip(result.table_headers(), result.table()[0]))["BLEU"] == round(result.model_summary("base")["bleu"], 1)
     with open(tmp_path / "results.csv", encoding="utf-8") as f:
         assert {"bleu", "chrf", "rougeL", "keywords"} <= set(next(csv.reader(f)))
+    # the chart shows the verdict's metric: keyword match read 0% for every model where the references shared words
+    # no model says, while the verdict spoke of chrF (closed-loop reviewer)
+    values, errors, label = result.charted()
+    assert values == [result.model_summary("base")["chrf"]] and errors is None and label.startswith("chrF")
 
 
 def test_caption_metrics_on_known_strings():

@@ -259,23 +259,32 @@ class EvalResult:
                                  f"written ({exc.strerror or exc}).") from None
         return self.folder
 
+    def charted(self) -> tuple[list[float], list[list[float]] | None, str]:
+        """(each model's bar, its error bars below and above or None, the axis label) for `chart_png`."""
+        summaries = [self.model_summary(name) for name in self.models]
+        if self.method == "caption":
+            return [s["chrf"] or 0 for s in summaries], None, "chrF, mean of the captions"
+        values = [100 * (s["accuracy"] or 0) for s in summaries]
+        errors = [[v - 100 * s["interval"][0] for v, s in zip(values, summaries)],
+                  [100 * s["interval"][1] - v for v, s in zip(values, summaries)]]
+        return values, errors, f"{self.metric} % (95% Wilson interval)"
+
     def chart_png(self) -> bytes:
-        """A bar chart of each model's accuracy with its 95% interval as error bars (PNG bytes)."""
+        """A bar chart of each model's accuracy with its 95% interval as error bars (PNG bytes); for a caption set,
+        its mean chrF, the verdicts' metric (its keyword match was charted: 0% for every model where the references
+        share words no model says, while the verdict spoke of chrF)."""
         # The object API with the Agg canvas: no pyplot, so no global backend or figure state in a UI process.
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        summaries = [self.model_summary(name) for name in self.models]
-        values = [100 * (s["accuracy"] or 0) for s in summaries]
-        below = [v - 100 * s["interval"][0] for v, s in zip(values, summaries)]
-        above = [100 * s["interval"][1] - v for v, s in zip(values, summaries)]
+        values, errors, label = self.charted()
         width = max(4.0, 1.4 * len(self.models) + 2)
         figure = Figure(figsize=(width, 3.6), dpi=100)
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
-        axes.bar(self.models, values, yerr=[below, above], capsize=6, color="#4c78a8")
+        axes.bar(self.models, values, yerr=errors, capsize=6, color="#4c78a8")
         axes.set_ylim(0, 105)
-        axes.set_ylabel(f"{self.metric} % (95% Wilson interval)")
+        axes.set_ylabel(label)
         title = f"{Path(str(self.eval_set.path)).name}: {self.method}, {len(self.paired())} questions"
         # Wrapped to the figure (~9 characters an inch at this size): a long file name was cut at both edges.
         axes.set_title(textwrap.fill(title, width=int(width * 9), break_long_words=True), fontsize=10)

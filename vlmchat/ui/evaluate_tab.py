@@ -185,7 +185,12 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
         models = gr.CheckboxGroup(actions.models(), value=actions.models()[:2], label="Models (base, adapters, endpoints)")
         refresh = gr.Button("Refresh list", scale=0)
         method = gr.Radio(list(METHODS), value="loglik", label="Method (loglik: no sampling, fast; generate: parse "
-                                                                "the answer)")
+                                                                "the answer)",
+                          # an adapter that wrote runs of dots scored 83% vs the base's 88% by loglik: "not
+                          # significant" read as harmless (closed-loop reviewer)
+                          info="loglik only ranks the given options: it does not see how a model words a free "
+                               "answer; check that with generate, or with a caption set (captions are always "
+                               "generated)")
         limit = gr.Number(value=None, precision=0, label="Only the first N questions (0 = all)")
         detail = gr.Radio(list(IMAGE_DETAILS), value=settings.generation.image_detail, label="Image detail",
                           info="as in Chat: low is fast on a CPU")
@@ -196,7 +201,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
     verdict = gr.Markdown(elem_id="vlmchat-eval-verdict")
     table = gr.Dataframe(label="Results", interactive=False)
     with gr.Row():
-        chart = gr.Image(label="Accuracy with 95% intervals", type="filepath", interactive=False)
+        chart = gr.Image(label="Chart: each model's score in the verdict's metric", type="filepath", interactive=False)
         subjects = gr.Dataframe(label="Per subject", interactive=False)
     csv = gr.File(label="Per-row results (CSV)", interactive=False)
     run_id = gr.State("")
