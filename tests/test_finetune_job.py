@@ -121,6 +121,9 @@ def test_cancel_keeps_a_checkpoint_and_no_adapter_then_resume_finishes(workspace
 
     tab = FinetuneActions(ModelManager(settings), settings)
     tab.resume(job.name)
+    resumed = runner.job_status(job)  # it read "cancelled ... Resume continues" until the child reported (~12 s)
+    assert resumed.active and (resumed.state == "running" or f"Resuming from the checkpoint at step {stopped_at}"
+                                                               in resumed.message), (resumed.state, resumed.message)
     pressed = time.monotonic()  # pressed twice: the resumed run is running (it waited 20 s, then said "closing")
     with pytest.raises(InputError, match="is still running"):
         tab.resume(job.name)

@@ -101,17 +101,22 @@ def resume_job(job_dir: Path, alone: str = "") -> Path:
     return job_dir
 
 
+def _started_since(job_dir: Path, events: list[dict]) -> bool:
+    """True when the job's process was started after its last event: a resumed run that has not reported yet."""
+    try:
+        started = json.loads((job_dir / PID_FILE).read_text(encoding="utf-8"))["started"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return bool(events) and started > events[-1].get("time", 0.0)
+
+
 def _closed(job_dir: Path, wait_s: float = 20.0) -> bool:
     """For a job whose run has ended (its final event written) while its process still closes (it says "cancelled"
     a few seconds before it exits): wait for the exit, so a Resume pressed at once is not refused as running."""
     events = read_events(job_dir / PROGRESS_FILE)
     if fold_events(events, JobStatus()).state not in FINAL:
         return False
-    try:  # a process started after that final event is a new run (a Resume pressed twice): it is running
-        started = json.loads((job_dir / PID_FILE).read_text(encoding="utf-8"))["started"]
-    except (OSError, ValueError, KeyError):
-        started = 0.0
-    if started > events[-1].get("time", 0.0):
+    if _started_since(job_dir, events):  # a new run (a Resume pressed twice): it is running
         return False
     deadline = time.monotonic() + wait_s
     while is_alive(job_dir):
@@ -181,9 +186,13 @@ def job_status(job_dir: Path) -> JobStatus:
     except (OSError, ValueError, InputError):
         status.name = job_dir.name
     alive = is_alive(job_dir)  # before reading: a child that has exited has written all its events
-    fold_events(read_events(job_dir / PROGRESS_FILE), status)
+    events = read_events(job_dir / PROGRESS_FILE)
+    fold_events(events, status)
     if status.state == "none" and alive:
         status.state, status.message = "starting", "Loading the dataset and the model…"
+    elif status.state in FINAL and alive and _started_since(job_dir, events):  # it said "cancelled" for ~12 s
+        status.state = "starting"
+        status.message = f"Resuming from the checkpoint at step {status.step}: loading the dataset and the model…"
     elif status.state in ("none", "running") and not alive:
         code = exit_code(job_dir)
         status.state = "interrupted" if (job_dir / PID_FILE).exists() else "none"
