@@ -439,7 +439,7 @@ def test_caption_csv_written_by_vlmchat_caption_reads_back(tmp_path):
 
 
 @pytest.mark.parametrize("bad_line, message", [
-    ('{"question": "q", "options": ["a", "b"]}', "no answer"),
+    ('{"question": "q", "options": ["a", "b"]}', "no 'answer' (the row has: question, options)"),
     ('{"question": "q", "options": ["a", "b"], "answer": ""}', "no answer"),
     ('{"question": "q", "options": ["red", "blue"], "answer": "purple"}',
      "answer 'purple' is not among the options (A: 'red', B: 'blue')"),
@@ -846,3 +846,13 @@ def test_importing_the_reader_stays_light():
                                  check=True).stdout.split())
     assert "vlmchat.evaluate.set_formats" in modules
     assert not {"torch", "gradio", "transformers", "PIL", "pandas"} & modules
+
+
+def test_a_set_without_an_answer_column_names_the_columns(tmp_path):
+    """A CSV whose answer column is called 'correct' read "no answer" on every row: the header was the mistake
+    (closed-loop reviewer)."""
+    data = write_csv(tmp_path / "quiz.csv", [["question", "A", "B", "C", "D", "correct"], ["What?", "a", "b", "c", "d", "A"]])
+    result = read_eval_set(data)
+    assert not result.items and str(result.problems[0]) == (
+        "quiz.csv:2: no 'answer' (the row has: question, a, b, c, d, correct); give the right option as 'answer' "
+        "(its letter, its text or its 0-based index)")

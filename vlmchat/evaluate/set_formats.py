@@ -246,6 +246,9 @@ def _options(row: dict) -> list[str]:
 def _choice_row(row: dict, accept: tuple[str, ...], subject: str) -> Draft:
     question = _question(row)
     options = _require_options(_options(row))
+    if "answer" not in row:  # a header's mistake, said as such (each row read "no answer")
+        raise RowProblem(f"no 'answer' (the row has: {', '.join(map(str, row))}); give the right option as "
+                         "'answer' (its letter, its text or its 0-based index)")
     answer = answer_index(row.get("answer"), options, accept)
     images = _images(row, "image") + _images(row, "images")
     return Draft(question, tuple(images), tuple(options), answer, subject=subject)
