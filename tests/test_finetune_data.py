@@ -48,6 +48,11 @@ def test_caption_folder_reads_each_image_with_its_caption_and_lists_problems(tmp
     with pytest.raises(InputError, match="skip invalid rows"):
         report.require_usable()
     assert len(report.require_usable(skip_invalid=True)) == 2
+    # pictures without any caption: where to make them (it said "no caption file" per picture and nothing more)
+    for caption in folder.glob("*.txt"):
+        caption.unlink()
+    with pytest.raises(InputError, match="caption them first in the Caption tab, format txt"):
+        read_dataset(folder).require_usable()
 
 
 def test_caption_folder_pairs_every_image_with_its_caption_as_kohya_does(tmp_path):
