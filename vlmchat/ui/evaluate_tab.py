@@ -140,6 +140,9 @@ class EvalActions:
         return f"Cancelling evaluation {run.run_id}: it stops after the current batch and keeps what is scored."
 
 
+SUBJECT_COLUMNS = ["subject", "model", "scored", "accuracy %"]
+
+
 def _report(status: dict) -> tuple:
     """(progress markdown, table rows, verdict markdown, subject rows, chart path, csv path) for the tab."""
     shown = status["progress"] if status["state"] == "running" else \
@@ -162,7 +165,7 @@ def _report(status: dict) -> tuple:
 
     subjects = gr.update(value=None, visible=False)  # a set without subjects has no per-subject table
     if status["subjects"]:
-        subjects = gr.update(value=pd.DataFrame(status["subjects"], columns=["subject", "model", "scored", "accuracy %"]),
+        subjects = gr.update(value=pd.DataFrame(status["subjects"], columns=SUBJECT_COLUMNS),
                              visible=True)
     table = pd.DataFrame(status["table"]["data"], columns=status["table"]["headers"])
     return head, table, verdict, subjects, status["chart"], status["csv"]
@@ -199,10 +202,12 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
         cancel = gr.Button("Cancel", variant="stop")
     progress = gr.Markdown(elem_id="vlmchat-eval-progress")
     verdict = gr.Markdown(elem_id="vlmchat-eval-verdict")
-    table = gr.Dataframe(label="Results", interactive=False)
+    # headed before a run too: an empty table read "1 | 2 | 3" (closed-loop reviewer)
+    table = gr.Dataframe(headers=["model", "accuracy %", "95% interval", "ms/question", "scored", "problems"],
+                         label="Results", interactive=False)
     with gr.Row():
         chart = gr.Image(label="Chart: each model's score in the verdict's metric", type="filepath", interactive=False)
-        subjects = gr.Dataframe(label="Per subject", interactive=False)
+        subjects = gr.Dataframe(headers=SUBJECT_COLUMNS, label="Per subject", interactive=False)
     csv = gr.File(label="Per-row results (CSV)", interactive=False)
     run_id = gr.State("")
 
