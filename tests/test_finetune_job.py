@@ -68,6 +68,9 @@ def test_cli_checks_a_dataset_without_training_and_says_so_by_its_exit_code(tmp_
         (data / f"{name}.txt").unlink()
     result = _cli(settings_file, "--data", str(data), "--check")
     assert result.returncode == 2 and "No usable samples" in result.stderr and "Traceback" not in result.stderr
+    # each problem on its own line there too (they ran together in the one error line, the last behind "… and 1 more")
+    assert [line for line in result.stdout.splitlines() if line.startswith("- ")] == [
+        f"- {name}.png: no caption file {name}.txt" for name in ("000", "001", "002", "003")]
     assert not (tmp_path / "outputs" / "finetune").exists() or not any((tmp_path / "outputs" / "finetune").iterdir())
     result = _cli(settings_file, "--data", str(data))  # training needs a name
     assert result.returncode == 2 and "Give the adapter a name with --name NAME" in result.stderr

@@ -83,8 +83,8 @@ def run_finetune(args: argparse.Namespace, settings) -> int:
         args.data = unpacked_zip(args.data, settings)
         args.name = args.name or "check"
         report = read_dataset(args.data, build_spec(args, settings).caption_prompt)
-        report.require_usable(skip_invalid=True)  # none usable: the error (exit 2) is the summary
-        print(report.summary(50))
+        print(report.summary(50))  # one problem a line, also when none is usable (then exit 2 with the error)
+        report.require_usable(skip_invalid=True)
         return 1 if report.problems else 0
     if not args.name:
         raise InputError("Give the adapter a name with --name NAME (the result goes to adapters/NAME/); "
@@ -102,8 +102,7 @@ def run_finetune(args: argparse.Namespace, settings) -> int:
         spec = build_spec(args, settings)
         spec.refuse_existing_adapter()
         report = read_dataset(spec.data, spec.caption_prompt)
-        if report.samples:  # with none, the error below is the summary
-            print(report.summary(10), file=sys.stderr)
+        print(report.summary(10), file=sys.stderr)
         report.require_usable(spec.skip_invalid)
         if args.write_job:
             return print_job_commands(runner.write_job(spec, folder), spec.num_processes)
