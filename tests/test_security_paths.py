@@ -341,6 +341,10 @@ def test_a_model_started_from_a_folder_is_named_by_the_folders_name(tmp_path, pi
             assert (reply.model, reply.choices[0].message.content) == ("my-shapes-model", "a red circle")
             seen.append(reply.model_dump_json())
         seen.append(keyed.models.retrieve("base").model_dump_json())
+        with pytest.raises(openai.NotFoundError) as refused:  # demo-es, made for 'demo': "the loaded model is ..."
+            keyed.chat.completions.create(model="demo-es", messages=ask(data_url(picture)))
+        seen.append(str(refused.value.body))
+        assert "the loaded model is my-shapes-model" in seen[-1], seen[-1]
         assert not [text for text in seen if str(model.parent) in text]
     finally:
         app.stop()

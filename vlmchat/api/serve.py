@@ -328,8 +328,9 @@ def pick_model(manager: ModelManager, name: str) -> str | None:
             try:
                 usable_adapter(manager.settings.paths.resolve("adapters"), name, manager.info.model_id,
                                manager.info.source, manager.info.architecture)
-            except VlmchatError as exc:
-                raise ApiError(404, f"{exc} {listed}", param="model", code="model_not_found") from None
+            except VlmchatError as exc:  # "... the loaded model is X": X as /v1/models names it
+                said = str(exc).replace(manager.info.model_id, manager.info.shown)
+                raise ApiError(404, f"{said} {listed}", param="model", code="model_not_found") from None
         raise ApiError(404, f"The model '{name}' does not exist here; {listed}", param="model", code="model_not_found")
     manager.attach_named_adapter(name)
     return name
