@@ -699,9 +699,10 @@ def test_a_dataset_in_several_parquet_shards_is_one_format(tmp_path):
                      {"image": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"}},
                      [{"image": {"bytes": picture_bytes(colour), "path": f"{name}.png"}, "text": f"a {name} square"}],
                      name=f"train-0000{shard}-of-00002.parquet")
-    report = read_dataset(tmp_path)
-    assert len(report.samples) == 2 and report.format == (
-        "Hugging Face imagefolder (2 files: train-00000-of-00002.parquet … train-00001-of-00002.parquet)")
+    named = "Hugging Face imagefolder (2 files: train-00000-of-00002.parquet … train-00001-of-00002.parquet)"
+    for given in (tmp_path, tmp_path / "data"):  # the data/ folder itself was "several dataset files: give one"
+        report = read_dataset(given)
+        assert (len(report.samples), report.format) == (2, named)
 
 
 def test_openai_answers_with_weight_0_stay_in_the_conversation_out_of_the_loss(tmp_path, demo_model_path):

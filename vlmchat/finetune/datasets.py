@@ -128,6 +128,8 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
             report.format += f" — {chosen[0]}, the dataset dataset_info.json registers with images"
         return report
     if tables and not any(p.suffix.lower() == ".txt" and p.name not in registered for p in top):
+        if len(tables) > 1 and all(SHARD.fullmatch(p.name) for p in tables):  # the data/ folder itself
+            return _merged(folder, [_read_file(shard, prompt) for shard in _parquet_shards(folder)])
         if len(tables) > 1:
             raise InputError(f"'{folder.name}' holds several dataset files ({', '.join(p.name for p in tables)}); "
                              "give the one to train on as the dataset path, or upload a .zip holding only it "
@@ -173,6 +175,9 @@ def _read_registered(target: Path, prompt: str) -> DatasetReport:
     if not files:
         raise InputError(f"'{target}' (registered in dataset_info.json) holds no .json, .jsonl or .parquet file.")
     return _merged(target, [_read_file(file, prompt) for file in files])
+
+
+SHARD = re.compile(r".+-\d{5}-of-\d{5}\.parquet", re.IGNORECASE)  # a split's shard as the Hub names it
 
 
 def _parquet_shards(folder: Path) -> list[Path]:
