@@ -330,6 +330,10 @@ def test_a_model_started_from_a_folder_is_named_by_the_folders_name(tmp_path, pi
         picture = picture_files[("red", "circle")]
         assert client.predict({"text": "Describe the image.", "files": [handle_file(str(picture))]},
                               api_name="/chat").strip() == "a red circle"
+        # the Model menu's own entry, checked: it was refused as "a folder path on the server"
+        files, plan = client.predict("my-shapes-model", "", "auto", api_name="/preview_model")
+        assert files.startswith("On the server:") and "Plan" in plan, (files, plan)
+        seen += [files, plan]
         fresh = Client(app.url, auth=LOGIN, verbose=False)  # a new chat: no picture seen before
         seen.append(str(fresh.predict({"text": "Describe the image.", "files": []}, api_name="/chat")))
         assert "my-shapes-model answers only about a picture" in seen[-1], seen[-1]

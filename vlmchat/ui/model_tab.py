@@ -85,8 +85,7 @@ def preview(model: str, token: str, quantization: str, settings: Settings) -> tu
         return WARN + "Pick a model from the list or type a hub id (owner/name) or a folder.", ""
     token = (token or "").strip() or None
     try:
-        refuse_model_path(settings, model)
-        source = resolve_model(model, settings)  # once: it looks in the hub cache
+        source = resolve_model(refuse_model_path(settings, model), settings)  # once: it looks in the hub cache
     except (VlmchatError, gr.Error) as exc:
         message = WARN + said(exc)
         return message, message
@@ -106,7 +105,7 @@ def load_model(manager: ModelManager, model: str, token: str, remember: bool, qu
     model = (model or "").strip()
     if not model:
         raise gr.Error("Pick a model from the list or type a hub id (owner/name) or a folder.")
-    refuse_model_path(manager.settings, model)
+    model = refuse_model_path(manager.settings, model)
     token = (token or "").strip() or None
     report = (lambda fraction, text: progress(fraction, desc=text)) if progress is not None else None
     try:

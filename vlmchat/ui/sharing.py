@@ -160,15 +160,21 @@ class ShownOutside:
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def refuse_model_path(settings: Settings, model: str) -> None:
-    """Raise gr.Error when the app is shared and `model` is not the demo, a catalog model or a hub id.
+def refuse_model_path(settings: Settings, model: str) -> str:
+    """The model to look up for `model` as a login typed or picked it; gr.Error when the app is shared and it is not
+    the demo, a catalog model, a hub id or the model the app was started with (by the folder's name the Model menu
+    shows for it: picked there, it was refused as a server folder).
 
     Checked before the model is looked up, so that no answer tells whether a folder exists on the server.
     """
     if not settings.server.exposed or model == DEMO_MODEL_ID or catalog_entry(settings, model) is not None:
-        return
+        return model
+    started = Path(settings.model.id).expanduser()
+    if model == started.resolve().name and started.is_dir():
+        return settings.model.id
     if not HUB_ID.fullmatch(model) or ".." in model or Path(model).expanduser().exists():
         refuse_server_paths(settings, "loading a model", "pick one from the list or type a hub id (owner/name)")
+    return model
 
 
 def check_batch_upload(settings: Settings, paths: list) -> None:
