@@ -51,7 +51,7 @@ def test_caption_folder_reads_each_image_with_its_caption_and_lists_problems(tmp
     # pictures without any caption: where to make them (it said "no caption file" per picture and nothing more)
     for caption in folder.glob("*.txt"):
         caption.unlink()
-    with pytest.raises(InputError, match="caption them first in the Caption tab, format txt"):
+    with pytest.raises(InputError, match="caption them first, `launch.py caption FOLDER --format txt` or the Caption tab"):
         read_dataset(folder).require_usable()
 
 

@@ -560,6 +560,7 @@ def test_an_adapter_worse_than_the_base_comes_with_what_to_do():
     worse = {"significant": True, "points": -18.6}
     advice = worse_advice("shape-style", worse, "demo")
     assert advice.startswith("Do not use shape-style as it is") and "thorough preset" in advice and "demo model" in advice
+    assert "higher learning rate" not in advice  # the run may have used far too high a one (verifying reviewer)
     assert "demo model" not in worse_advice("shape-style", worse, "HuggingFaceTB/SmolVLM-256M-Instruct")
     for numbers in ({"significant": False, "points": -18.6}, {"significant": True, "points": 3.0}, {}):
         assert worse_advice("shape-style", numbers, "demo") == ""

@@ -360,9 +360,10 @@ def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
         report.format += (f" ({counted(several, 'caption file')} with one short caption a line: the first line is "
                           "learned, as kohya's trainer does; Evaluate takes each line as a reference)")
     if images and not captions:  # pictures only: the Caption tab makes this layout of them
-        report.format += (" (no picture has a caption yet: caption them first in the Caption tab, format txt, which "
-                          "gives back a zip of the pictures with a .txt beside each; edit the captions to what the "
-                          "adapter should say, then upload that zip here)")
+        report.format += (" (no picture has a caption yet: caption them first, `launch.py caption FOLDER --format "
+                          "txt` or the Caption tab with format txt, which writes a .txt beside each picture (in the "
+                          "app: a zip of them to download); edit the captions to what the adapter should say, then "
+                          "train on that folder or zip)")
     repeats = sorted({part for image in images for part in image.relative_to(folder).parts[:-1]
                       if re.fullmatch(r"\d+_.+", part)})
     if repeats:  # kohya's trainer repeats such a folder N times an epoch; this one counts every picture once

@@ -116,7 +116,8 @@ def worse_advice(name: str, numbers: dict, model: str) -> str:
              "already use poorly: try answers in its own words, or a real model." if model == DEMO_MODEL_ID else "")
     return (f"Do not use {name} as it is: it answers the validation pictures worse than the base does (see its "
             "answers beside the base's in Compare). Train again with more steps (the thorough preset, or more "
-            "epochs) or a higher learning rate, and check that the dataset's answers are what it should say." + small)
+            "epochs) and the automatic learning rate if you set one, and check that the dataset's answers are what "
+            "it should say." + small)
 
 
 def evaluate_adapter(trainer, adapter: Path, emit) -> None:
