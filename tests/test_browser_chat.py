@@ -238,6 +238,20 @@ def test_compare_example_runs_and_one_vote_counts_per_comparison(page, app):
 
 # ---- logins and restarts: an app of its own ----
 
+def test_a_second_example_clicked_while_the_first_runs_is_compared_too(page, app):
+    """Two examples clicked 50 ms apart: the second was dropped while the first ran, its picture and prompt shown
+    beside the first one's answers, and a vote went to the first (verifying reviewer)."""
+    page.get_by_role("tab", name="Compare").click()
+    pictures = page.locator("[role=tabpanel]:visible table img")
+    pictures.nth(0).click()
+    page.wait_for_timeout(50)
+    pictures.nth(2).click()  # "What shape is this?" on the green triangle
+    page.wait_for_function(
+        "() => { const v = [...document.querySelectorAll('[role=tabpanel] textarea')].map(t => t.value);"
+        " return v.includes('triangle') && v.includes('triángulo'); }")
+    expect(page.locator("[role=tabpanel]:visible").get_by_role("button", name="Tie")).to_be_enabled()
+
+
 @pytest.fixture(scope="module")
 def login_app(tmp_path_factory):
     folder = tmp_path_factory.mktemp("logins")

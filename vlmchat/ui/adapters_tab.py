@@ -291,8 +291,11 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
     shown = [left_text, right_text, comparison, voted, *vote_buttons]
     # No validator: compare() says what is wrong (a validator's failing image preprocessing came back as a
     # bare HTTP 400 without a message).
+    # always_last: a second example clicked while the first still ran was dropped, its picture shown beside the
+    # first one's answers (verifying reviewer); now it runs when the first is done
     run.click(cleared, None, shown, api_visibility="undocumented", queue=False).then(
-        compare, [image, prompt, left, right, seed], [left_text, right_text, comparison], api_name="compare")
+        compare, [image, prompt, left, right, seed], [left_text, right_text, comparison], api_name="compare",
+        trigger_mode="always_last")
 
     def votable(record):
         """The comparison's figures, and the vote buttons enabled only for a finished comparison."""
@@ -302,7 +305,7 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
     comparison.change(votable, comparison, [cost, *vote_buttons], api_visibility="undocumented", queue=False)
     example_list.load_input_event.then(cleared, None, shown, api_visibility="undocumented", queue=False).then(
         compare, [image, prompt, left, right, seed], [left_text, right_text, comparison],
-        api_visibility="undocumented")  # a clicked example runs at once
+        api_visibility="undocumented", trigger_mode="always_last")  # a clicked example runs at once
 
     for button, vote in zip(vote_buttons, VOTES):
         def on_vote(record, request: gr.Request, vote=vote):
