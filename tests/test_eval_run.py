@@ -539,7 +539,7 @@ def test_a_run_where_nothing_was_scored_says_so_instead_of_an_interval(eval_mana
     items = [EvalItem("shapes_test.csv:1", "Which shape has three sides?", (), SHAPES, SHAPES.index("triangle"),
                       subject="shapes")]
     result = run_eval(eval_manager, EvalSet("shapes_test.csv", "MMLU CSV", "choice", items), ["base"], folder=tmp_path)
-    assert result.table()[0][2] == "none scored"
+    assert result.table()[0][2] == "none scored" and result.charted()[1] == [[0], [0]]  # no 0-100% whisker
     print_result(result)
     out = capsys.readouterr().out
     assert "shapes  base: none scored" in out and "None" not in out and "0.0–100.0" not in out

@@ -265,8 +265,8 @@ class EvalResult:
         if self.method == "caption":
             return [s["chrf"] or 0 for s in summaries], None, "chrF, mean of the captions"
         values = [100 * (s["accuracy"] or 0) for s in summaries]
-        errors = [[v - 100 * s["interval"][0] for v, s in zip(values, summaries)],
-                  [100 * s["interval"][1] - v for v, s in zip(values, summaries)]]
+        errors = [[v - 100 * s["interval"][0] if s["n"] else 0 for v, s in zip(values, summaries)],  # none scored:
+                  [100 * s["interval"][1] - v if s["n"] else 0 for v, s in zip(values, summaries)]]  # no 0-100 bar
         return values, errors, f"{self.metric} % (95% Wilson interval)"
 
     def chart_png(self) -> bytes:
@@ -285,7 +285,8 @@ class EvalResult:
         axes.bar(self.models, values, yerr=errors, capsize=6, color="#4c78a8")
         axes.set_ylim(0, 105)
         axes.set_ylabel(label)
-        title = f"{Path(str(self.eval_set.path)).name}: {self.method}, {len(self.paired())} questions"
+        scored = set().union(*(self.scores[name] for name in self.models))  # not only those every model scored
+        title = f"{Path(str(self.eval_set.path)).name}: {self.method}, {len(scored)} questions"
         # Wrapped to the figure (~9 characters an inch at this size): a long file name was cut at both edges.
         axes.set_title(textwrap.fill(title, width=int(width * 9), break_long_words=True), fontsize=10)
         figure.tight_layout()
