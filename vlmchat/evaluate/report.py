@@ -136,15 +136,17 @@ class EvalResult:
                        [self.is_correct(self.scores[name][i]) for i in paired])
 
     def table_headers(self) -> list[str]:
-        """Column names for `table()`; the accuracy column names the metric (caption sets: keyword match, then
-        the text metrics)."""
-        first = "keywords %" if self.method == "caption" else f"{self.metric} %"
-        extra = ["exact %", "BLEU", "chrF", "ROUGE-L"] if self.method == "caption" else []
-        return ["model", first, "95% interval", "ms/question", "scored", "problems", *extra]
+        """Column names for `table()`; the accuracy column names the metric (caption sets: chrF, the verdicts'
+        metric, first, then keyword match with its interval and the other text metrics)."""
+        if self.method == "caption":
+            return ["model", "chrF", "keywords %", "95% interval", "ms/question", "scored", "problems", "exact %",
+                    "BLEU", "ROUGE-L"]
+        return ["model", f"{self.metric} %", "95% interval", "ms/question", "scored", "problems"]
 
     def table(self) -> list[list]:
         """[model, accuracy %, 95% interval, mean ms/question, scored, problems] per model, for a UI table; caption
-        sets add exact match %, BLEU, chrF and ROUGE-L (0-100)."""
+        sets lead with chrF (0-100; keyword match read 0% for every model while the verdict spoke of chrF) and add
+        exact match %, BLEU and ROUGE-L."""
         rows = []
         for name in self.models:
             s = self.model_summary(name)
@@ -153,8 +155,8 @@ class EvalResult:
             rows.append([name, _percent(s["accuracy"]), interval,
                          round(s["mean_ms"], 1) if s["mean_ms"] is not None else None, s["n"], s["problems"]])
             if self.method == "caption":
-                rows[-1] += [_percent(s["exact"]), *(None if s[k] is None else round(s[k], 1)
-                                                     for k in ("bleu", "chrf", "rougeL"))]
+                text = {k: None if s[k] is None else round(s[k], 1) for k in ("bleu", "chrf", "rougeL")}
+                rows[-1] = [name, text["chrf"], *rows[-1][1:], _percent(s["exact"]), text["bleu"], text["rougeL"]]
         return rows
 
     def subject_table(self) -> list[list]:
