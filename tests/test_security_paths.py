@@ -352,3 +352,34 @@ def test_a_model_started_from_a_folder_is_named_by_the_folders_name(tmp_path, pi
         assert not [text for text in seen if str(model.parent) in text]
     finally:
         app.stop()
+
+
+def test_an_adapter_exported_from_a_shared_app_names_no_server_folder(tmp_path):
+    """An adapter trained on a model started with `--model FOLDER`, exported from a shared app: its vlmchat.json,
+    adapter_config.json and model card held the folder's path (verifying reviewer). Its text files name the model by
+    the folder's name now; the weights go as they are, and locally nothing is rewritten."""
+    import json
+    import zipfile
+
+    from conftest import write_settings
+    from vlmchat.lora.store import export_zip
+    from vlmchat.settings import load_settings
+    from vlmchat.ui.sharing import shown_text
+
+    model = tmp_path / "private" / "my-model"
+    model.mkdir(parents=True)
+    shared = load_settings(write_settings(tmp_path)).override("server", host="0.0.0.0").override("model", id=str(model))
+    adapter = tmp_path / "adapters" / "x"
+    adapter.mkdir(parents=True)
+    (adapter / "vlmchat.json").write_text(json.dumps({"name": "x", "base_model": str(model),
+                                                      "dataset": {"path": str(tmp_path / "data"), "format": "f"}}))
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(model)}))
+    (adapter / "README.md").write_text(f"---\nbase_model: {model}\n---\n")
+    (adapter / "adapter_model.safetensors").write_bytes(b"\x00weights")
+    zipped = export_zip(tmp_path / "adapters", "x", tmp_path / "out", lambda text: shown_text(shared, text))
+    with zipfile.ZipFile(zipped) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    assert not [name for name, data in files.items() if str(tmp_path).encode() in data], files
+    assert json.loads(files["x/adapter_config.json"]) == {"base_model_name_or_path": "my-model"}
+    assert json.loads(files["x/vlmchat.json"])["base_model"] == "my-model"
+    assert files["x/adapter_model.safetensors"] == b"\x00weights"

@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 from ..errors import InputError
 from ..files import extract_zip_checked, staged_folder, write_text_atomic, write_zip_atomic
@@ -188,19 +189,30 @@ def _adapter_file(member: str) -> str | None:
     return name if name in ADAPTER_FILES else None
 
 
-def export_zip(folder: Path, name: str, destination: Path) -> Path:
+TEXT_SUFFIXES = (".json", ".md", ".txt")
+
+
+def export_zip(folder: Path, name: str, destination: Path, shown: Callable[[str], str] | None = None) -> Path:
     """Pack adapter `name` into `destination`/<name>.zip and return its path.
 
     Its vlmchat.json goes without the dataset's path: a folder of the computer it was trained on, which means
     nothing where the zip goes (and names the trainer's folders to whoever downloads it); name, format and size stay.
+    `shown`: how its text files (configs, model card) name this computer's folders to whoever downloads the zip (a
+    shared app's: a base model loaded from a folder by the folder's name).
     """
     source = adapter_path(folder, name)
     if not source.is_dir():
         raise InputError(f"There is no adapter named '{name}'.")
     members: list[tuple[str, Path | bytes]] = []
     for item in sorted(source.iterdir()):
-        if item.is_file():
-            members.append((f"{name}/{item.name}", _without_dataset_path(item) if item.name == META_FILE else item))
+        if not item.is_file():
+            continue
+        member = _without_dataset_path(item) if item.name == META_FILE else item
+        if shown is not None and item.suffix.lower() in TEXT_SUFFIXES:
+            text = member.decode("utf-8") if isinstance(member, bytes) else item.read_text(encoding="utf-8",
+                                                                                           errors="replace")
+            member = shown(text).encode("utf-8")
+        members.append((f"{name}/{item.name}", member))
     return write_zip_atomic(destination / f"{name}.zip", members)
 
 

@@ -19,7 +19,7 @@ from ..models.manager import GenerationParams, ModelManager
 from ..settings import Settings
 from .chat_tab import CHAT_EXAMPLES, EXAMPLES
 from .errors import said
-from .sharing import refuse_server_paths, verbatim
+from .sharing import refuse_server_paths, shown_text, verbatim
 from .users import refuse_anothers_adapter, user_folder
 
 COLUMNS = ["name", "status", "base model", "created", "trained on", "metrics", "notes"]
@@ -170,7 +170,8 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
     def export(name: str, request: gr.Request = None):
         try:
             refuse_anothers_adapter(actions.folder, name, request, "export")
-            return str(registry.export_zip(actions.folder, name, settings.paths.resolve("outputs"))), ""
+            shown = (lambda text: shown_text(settings, text)) if settings.server.exposed else None  # no server path
+            return str(registry.export_zip(actions.folder, name, settings.paths.resolve("outputs"), shown)), ""
         except (VlmchatError, gr.Error) as exc:
             return None, f"⚠️ {said(exc)}"
 
