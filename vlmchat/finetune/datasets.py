@@ -103,9 +103,10 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
             report.format += f"; the {metadata.parent.name} split (the folder also holds {', '.join(others)})"
         return report
     top = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    pictures_or_tables = readable_suffixes() | {".txt", *DATA_SUFFIXES}
-    shards = [] if any(p.suffix.lower() in pictures_or_tables for p in top) else _parquet_shards(folder)
-    if shards:  # a dataset as Hugging Face publishes it: data/train-00000-of-00002.parquet, …
+    pictures_or_tables = [p for p in top if p.suffix.lower() in readable_suffixes() | {".txt", *DATA_SUFFIXES}]
+    # a dataset as Hugging Face publishes it: data/train-00000-of-00002.parquet, …, given by its folder or its data/
+    shards = _parquet_shards(folder) if all(SHARD.fullmatch(p.name) for p in pictures_or_tables) else []
+    if shards:
         return _merged(folder, [_read_file(shard, prompt) for shard in shards])
     if any(p.suffix == ".arrow" for p in top) or (folder / "dataset_dict.json").is_file():
         split = "['train']" if (folder / "dataset_dict.json").is_file() else ""
@@ -128,8 +129,6 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
             report.format += f" — {chosen[0]}, the dataset dataset_info.json registers with images"
         return report
     if tables and not any(p.suffix.lower() == ".txt" and p.name not in registered for p in top):
-        if len(tables) > 1 and all(SHARD.fullmatch(p.name) for p in tables):  # the data/ folder itself
-            return _merged(folder, [_read_file(shard, prompt) for shard in _parquet_shards(folder)])
         if len(tables) > 1:
             raise InputError(f"'{folder.name}' holds several dataset files ({', '.join(p.name for p in tables)}); "
                              "give the one to train on as the dataset path, or upload a .zip holding only it "

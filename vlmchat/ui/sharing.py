@@ -27,6 +27,16 @@ PATH_CHAR = r"[\w.~/:-]"  # a character that may stand before a path inside a lo
 PATH_END = r"(?=/|(?![\w.~-])|\.(?![\w~-]))"  # where a path may go on or stop (a sentence's full stop may follow)
 
 
+def started_folder(settings: Settings) -> Path | None:
+    """The folder (resolved) of the model the app was started with by `--model FOLDER`, or None (the demo, a catalog
+    model or a hub id): a shared app names it by its name (`ModelInfo.shown`)."""
+    model = Path(settings.model.id).expanduser()
+    if settings.model.id == DEMO_MODEL_ID or catalog_entry(settings, settings.model.id) is not None or \
+            not model.is_dir():
+        return None
+    return model.resolve()
+
+
 def _server_roots(settings: Settings) -> tuple[re.Pattern, dict[str, str]]:
     """One pattern for the app's folders (outputs, adapters, models, the project, the temp folder, each as
     configured and resolved, and the folder of a model started with `--model FOLDER`, named by its name as
@@ -39,9 +49,9 @@ def _server_roots(settings: Settings) -> tuple[re.Pattern, dict[str, str]]:
 
     roots = {settings.paths.resolve("outputs"): "outputs", settings.paths.resolve("adapters"): "adapters",
              settings.paths.resolve("models"): "models", PROJECT_ROOT: ".", Path(tempfile.gettempdir()): TEMP_NAME}
-    model = Path(settings.model.id).expanduser()
-    if settings.model.id != DEMO_MODEL_ID and catalog_entry(settings, settings.model.id) is None and model.is_dir():
-        roots[model.resolve()] = model.resolve().name
+    model = started_folder(settings)
+    if model is not None:
+        roots[model] = model.name
     forms = {form.rstrip("/"): name for root, name in roots.items() for form in (str(root), str(Path(root).resolve()))}
     ordered = sorted((form for form in forms if form), key=len, reverse=True)
     pattern = re.compile(rf"(?<!{PATH_CHAR})(?:{'|'.join(map(re.escape, ordered))}){PATH_END}")
@@ -169,8 +179,8 @@ def refuse_model_path(settings: Settings, model: str) -> str:
     """
     if not settings.server.exposed or model == DEMO_MODEL_ID or catalog_entry(settings, model) is not None:
         return model
-    started = Path(settings.model.id).expanduser()
-    if model == started.resolve().name and started.is_dir():
+    started = started_folder(settings)
+    if started is not None and model == started.name:
         return settings.model.id
     if not HUB_ID.fullmatch(model) or ".." in model or Path(model).expanduser().exists():
         refuse_server_paths(settings, "loading a model", "pick one from the list or type a hub id (owner/name)")
