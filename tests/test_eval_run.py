@@ -303,7 +303,7 @@ def test_cancel_keeps_what_is_done_and_frees_the_lock_between_batches(eval_manag
             eval_manager.lock.release()
 
     def progress(done, total, text):
-        if done:
+        if done and not cancel.is_set():  # after the cancel a last line comes, without its ETA
             probe = threading.Thread(target=take_lock)
             probe.start()
             probe.join()
@@ -436,6 +436,32 @@ def test_cli_takes_a_zip_of_the_set_and_its_pictures(settings_file, pictures, tm
 
 
 @pytest.mark.slow
+def test_cli_ctrl_c_keeps_what_is_scored(settings_file, pictures, tmp_path):
+    """Ctrl-C (SIGINT) while `eval` runs stops after the batch and writes the run's files: it ended in a
+    KeyError traceback with nothing but results.csv, or an abort (outside reviewer, Python 3.11)."""
+    import signal
+
+    data = _write_rows(tmp_path / "set.jsonl", pictures * 40)  # 240 questions: far more than one batch
+    text = data.read_text(encoding="utf-8")
+    data.write_text(text * 40, encoding="utf-8")
+    env = dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1")
+    child = subprocess.Popen([sys.executable, "launch.py", "--settings", str(settings_file), "eval", "--data",
+                              str(data), "--method", "generate", "--num-beams", "5", "--max-new-tokens", "8"],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in child.stderr:  # the first progress line: scoring has begun
+        if "questions/s" in line:
+            child.send_signal(signal.SIGINT)
+            break
+    out, err = child.communicate(timeout=300)
+    assert "Traceback" not in err, err
+    assert child.returncode == 130, err
+    assert "cancelled after " in err
+    folder = Path(out.split("files: ")[1].split(" (")[0])
+    assert {"results.csv", "summary.json", "chart.png"} <= {p.name for p in folder.iterdir()}
+
+
+@pytest.mark.slow
 def test_cli_exits_1_when_rows_were_skipped(settings_file, pictures, tmp_path):
     data = _write_rows(tmp_path / "set.jsonl", pictures, extra='{"question": "odd", "options": ["a"], "answer": "A"}\n')
     result = _cli(settings_file, "--data", data, "--limit", "7")
@@ -446,7 +472,7 @@ def test_cli_exits_1_when_rows_were_skipped(settings_file, pictures, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ["empty", "wrong format", "no usable rows", "unknown adapter", "other base",
                                   "output is a folder", "output cannot be made", "output cannot be written",
-                                  "output is the set", "output is a picture of it"])
+                                  "output is the set", "output is a picture of it", "nothing scored"])
 def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path, case):
     data = tmp_path / "set.jsonl"
     args = ["--data", data]
@@ -458,6 +484,9 @@ def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path,
         args = ["--data", data]
     elif case == "no usable rows":
         data.write_text('{"question": "odd", "options": ["a"], "answer": "A"}\n')
+    elif case == "nothing scored":  # text-only questions: usable rows the demo skips (it exited 1, "done")
+        data.write_text('{"question": "Which shape has three sides?", "options": ["circle", "triangle"], '
+                        '"answer": "B"}\n')
     elif case.startswith("output"):
         _write_rows(data, pictures)
         (tmp_path / "file").write_text("")
@@ -476,8 +505,12 @@ def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path,
     assert "Traceback" not in result.stderr
     assert {path: Path(path).read_bytes() for path in kept} == kept
     assert [line for line in result.stderr.splitlines() if line.startswith("vlmchat: ")]
-    if case != "other base":  # said before the model loads (a wrong base is known only from the loaded one)
+    if case not in ("other base", "nothing scored"):  # said before the model loads
         assert "model: " not in result.stderr
+    if case == "unknown adapter":
+        assert "Adapters there: " in result.stderr and "demo-es" in result.stderr
+    if case == "nothing scored":
+        assert "No question was scored" in result.stderr and "answers only about a picture" in result.stderr
 
 
 
@@ -545,6 +578,26 @@ def test_a_run_where_nothing_was_scored_says_so_instead_of_an_interval(eval_mana
     print_result(result)
     out = capsys.readouterr().out
     assert "shapes  base: none scored" in out and "None" not in out and "0.0–100.0" not in out
+
+
+def test_the_tab_lists_the_rows_each_model_skipped_and_names_the_set_as_uploaded(eval_manager, tmp_path):
+    """The tab showed "problems 4" and no reason when the model (not the reader) skipped rows, a run of skipped rows
+    "284443.3 questions/s", and the chart the upload's folder "set-41-9e2ec696a51d" (outside reviewer)."""
+    from vlmchat.evaluate.run import run_eval
+    from vlmchat.evaluate.sets import EvalItem, EvalSet
+    from vlmchat.ui.evaluate_tab import _report
+
+    items = [EvalItem(f"quiz.jsonl:{n}", "Which shape has three sides?", (), SHAPES, 2) for n in range(1, 13)]
+    lines = []
+    result = run_eval(eval_manager, EvalSet(str(tmp_path / "quiz-9e2ec696a51d"), "vlmchat JSONL", "choice", items),
+                      ["base"], folder=tmp_path, progress=lambda done, total, text: lines.append(text))
+    assert result.set_name() == "quiz.jsonl" and "none scored yet" in lines[-1] and "questions/s" not in lines[-1]
+    status = {"state": "done", "progress": lines[-1], "set_problems": [], "problems": result.problems(),
+              "table": {"headers": result.table_headers(), "data": result.table()}, "verdicts": [], "metric": "",
+              "subjects": [], "chart": None, "csv": None}
+    head = _report(status)[0]
+    assert "12 rows skipped" in head and "quiz.jsonl:1: demo answers only about a picture" in head
+    assert "… and 2 more" in head
 
 
 def test_the_verdict_normalises_by_length_only_options_of_different_numbers_of_words():

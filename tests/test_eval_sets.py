@@ -180,6 +180,21 @@ def test_mmlu_folder_reads_every_subject_file_sorted(tmp_path):
         read_eval_set(tmp_path)  # the tarball's root (format reviewer: the hint named only the split folders)
 
 
+def test_mmlu_row_may_name_its_picture_after_the_answer(tmp_path):
+    """question,A,B,C,D,answer,picture: the layout had no place for a picture, so a shape quiz in MMLU's CSV was
+    "not in an eval-set layout vlmchat knows" (and without one, all skipped on the demo; outside reviewer)."""
+    picture(tmp_path / "pics" / "p0.png")
+    rows = [["What color is the shape?", "red", "yellow", "blue", "green", "A", "pics/p0.png"],
+            ["What shape is this?", "square", "circle", "triangle", "star", "B", "pics/none.png"],
+            ["Which is a prime?", "4", "6", "7", "8", "C"]]
+    result = read_eval_set(write_csv(tmp_path / "shapes_test.csv", rows))
+    assert result.format == "MMLU CSV (headerless)"
+    assert [(item.options, item.answer, item.subject) for item in result.items] == [
+        (("red", "yellow", "blue", "green"), 0, "shapes"), (("4", "6", "7", "8"), 2, "shapes")]
+    assert result.items[0].images == (str(tmp_path / "pics" / "p0.png"),) and result.items[1].images == ()
+    assert [p.line for p in result.problems] == [2] and "none.png" in result.problems[0].message
+
+
 def test_mmlu_answer_must_be_a_letter_of_an_option(tmp_path):
     rows = [MMLU_ROWS[0], ["q?", "a", "b", "c", "d", "E"], ["q?", "a", "b", "c", "d", "1"]]
     result = read_eval_set(write_csv(tmp_path / "anatomy_dev.csv", rows))

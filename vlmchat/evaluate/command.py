@@ -90,20 +90,24 @@ class _Progress:
 
 def _run_in_thread(run) -> tuple[object, bool]:
     """Run `run(cancel)` in a worker; Ctrl-C sets cancel and waits for the batch to finish."""
-    cancel, box = threading.Event(), {}
+    cancel, finished, box = threading.Event(), threading.Event(), {}
 
     def work() -> None:
         try:
             box["result"] = run(cancel)
         except BaseException as exc:  # re-raised in the main thread
             box["error"] = exc
+        finally:
+            finished.set()
 
     worker = threading.Thread(target=work, name="vlmchat-eval", daemon=True)
     worker.start()
     interrupted = False
-    while worker.is_alive():
+    # An Event, not worker.is_alive(): a Ctrl-C inside Thread.join() can leave the thread marked stopped while it
+    # still scores (CPython 3.11), and the results were then lost in a traceback (outside reviewer)
+    while not finished.is_set():
         try:
-            worker.join(0.2)
+            finished.wait(0.2)
         except KeyboardInterrupt:
             if not interrupted:
                 print("\nstopping after the current batch (what is done is kept)…", file=sys.stderr)
@@ -154,7 +158,7 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
     from ..files import check_writable_file
     from ..finetune.uploads import unpacked_zip
     from ..lora.runtime import is_base
-    from ..lora.store import find_adapter
+    from ..lora.store import find_adapter, list_adapters
     from ..models.manager import ModelManager, is_endpoint
     from .run import EvalOptions, run_eval
     from .sets import read_eval_set
@@ -166,9 +170,14 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
     options.check()
     if options.output is not None:  # before the model loads
         check_writable_file(options.output, "results.csv")
-    for name in models:  # a mistyped adapter is said before the model loads
+    for name in models:  # a mistyped adapter is said before the model loads, with the names there are
         if not (is_base(name) or is_endpoint(name)):
-            find_adapter(settings.paths.resolve("adapters"), name)
+            folder = settings.paths.resolve("adapters")
+            try:
+                find_adapter(folder, name)
+            except InputError as exc:
+                names = ", ".join(info.name for info in list_adapters(folder)) or "none yet"
+                raise InputError(f"{exc} Adapters there: {names}.") from None
     eval_set = read_eval_set(unpacked_zip(args.data, settings), limit=args.limit)
     eval_set.require_usable()  # a file with nothing usable is reported before the model loads
     if options.output is not None:
@@ -185,6 +194,10 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
     finally:
         progress.close()
     print_result(result)
+    if options.output is not None:
+        print(f"results.csv also written to {options.output}")
     if interrupted:
         return EXIT_INTERRUPTED
+    if result.nothing_scored():  # a set of 0 usable rows for these models
+        raise InputError(result.nothing_scored())
     return EXIT_SKIPPED if result.problems() else 0

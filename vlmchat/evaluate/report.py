@@ -11,6 +11,7 @@ import csv
 import functools
 import io
 import json
+import re
 import shlex
 import textwrap
 from dataclasses import dataclass, field
@@ -90,6 +91,20 @@ class EvalResult:
         """Indices of the items every model of `names` scored (default: all the run's models)."""
         names = names or tuple(self.models)
         return sorted(set.intersection(*(set(self.scores[m]) for m in names))) if names else []
+
+    def set_name(self) -> str:
+        """The set as its user knows it: the one data file its questions come from, else its folder's name (an
+        upload's folder without the id vlmchat adds: the chart read "set-41-9e2ec696a51d", outside reviewer)."""
+        files = {item.source.rsplit(":", 1)[0] for item in self.items}
+        name = files.pop() if len(files) == 1 else Path(str(self.eval_set.path)).name
+        return re.sub(r"-[0-9a-f]{12}$", "", Path(name).name)
+
+    def nothing_scored(self) -> str:
+        """Why a finished run is a mistake when no model scored a question ('' when one did, or it was cancelled)."""
+        if self.cancelled or any(self.scores[name] for name in self.models):
+            return ""
+        return ("No question was scored: every model skipped every row (the reasons are listed); give the questions "
+                "what the model needs (a picture, for the demo), or evaluate another model.")
 
     def problems(self) -> list[str]:
         """Every row that was not scored: the reader's and the run's, with the reason."""
@@ -288,7 +303,7 @@ class EvalResult:
         axes.set_ylim(0, 105)
         axes.set_ylabel(label)
         scored = set().union(*(self.scores[name] for name in self.models))  # not only those every model scored
-        title = f"{Path(str(self.eval_set.path)).name}: {self.method}, {len(scored)} questions"
+        title = f"{self.set_name()}: {self.method}, {len(scored)} questions"
         # Wrapped to the figure (~9 characters an inch at this size): a long file name was cut at both edges.
         axes.set_title(textwrap.fill(title, width=int(width * 9), break_long_words=True), fontsize=10)
         figure.tight_layout()

@@ -271,15 +271,28 @@ def mmlu_subject(file_name: str) -> str:
 
 
 def mmlu_cells(cells: list[str], file_name: str) -> Draft:
-    """MMLU's own CSV row (hendrycks/test): question, the options, the answer letter; no header."""
+    """MMLU's own CSV row (hendrycks/test): question, the options, the answer letter; no header. Picture files
+    named in cells after the answer (question,A,B,C,D,answer,picture.png) go with the question."""
+    cells, pictures = _split_pictures(cells)
     if len(cells) < 3:
         raise RowProblem(f"{len(cells)} cells; an MMLU row is question,A,B,C,D,answer")
     question = cells[0].strip()
     if not question:
         raise RowProblem("no question")
     options = _require_options([cell.strip() for cell in cells[1:-1]])
-    return Draft(question, (), tuple(options), answer_index(cells[-1], options, ("letter",)),
+    return Draft(question, pictures, tuple(options), answer_index(cells[-1], options, ("letter",)),
                  subject=mmlu_subject(file_name))
+
+
+_PICTURE_FILE = re.compile(r"[^\n]+\.(?:png|jpe?g|gif|webp|bmp|tiff?)", re.IGNORECASE)
+
+
+def _split_pictures(cells: list[str]) -> tuple[list[str], tuple[str, ...]]:
+    """(the MMLU cells, the picture files named after them) of a headerless row."""
+    end = len(cells)
+    while end > 1 and (not cells[end - 1].strip() or _PICTURE_FILE.fullmatch(cells[end - 1].strip())):
+        end -= 1
+    return cells[:end], tuple(cell.strip() for cell in cells[end:] if cell.strip())
 
 
 def mmmu_row(row: dict, file_name: str) -> Draft:
@@ -364,7 +377,8 @@ IMAGEFOLDER_CAPTIONS = Layout("Hugging Face imagefolder", True, caption_row)  # 
 
 ACCEPTED = ("vlmchat rows (question; options as a list or A-E columns; answer as letter, option text or 0-based "
             "index; optional image/images; subject)",
-            "MMLU's own headerless CSV (question,A,B,C,D,answer), one file per subject or a folder of them",
+            "MMLU's own headerless CSV (question,A,B,C,D,answer; a picture file may follow the answer), one file "
+            "per subject or a folder of them",
             "Hugging Face MMLU rows (question, subject, choices, answer index)",
             "MMMU rows (question with <image n>, options, answer letter, image_1..image_7 as paths or embedded "
             "images as in Hugging Face's Parquet files; a folder of subject subfolders of Parquet files)",
@@ -373,6 +387,7 @@ ACCEPTED = ("vlmchat rows (question; options as a list or A-E columns; answer as
 
 def is_mmlu_row(cells: list[str]) -> bool:
     """Does a CSV row look like MMLU's headerless question,A,B,C,D,answer (last cell a fitting letter)?"""
+    cells = _split_pictures(cells)[0]
     answer = cells[-1].strip().upper() if cells else ""
     return len(cells) >= 4 and len(answer) == 1 and answer in LETTERS[:len(cells) - 2]
 

@@ -72,6 +72,8 @@ class EvalSet:
         """The items, or an InputError saying what to fix when none can be used."""
         if not self.items:
             shown = "; ".join(str(p) for p in self.problems[:3])
+            if len(self.problems) > 3:  # the other rows' problems went unsaid (outside reviewer)
+                shown += f"; … and {len(self.problems) - 3} more"
             raise InputError(f"No usable questions in {self.path} ({self.format})" + (f": {shown}." if shown else ".")
                              + " Fix the rows, or see README's Evaluate section for the accepted layouts.")
         return self.items

@@ -121,10 +121,14 @@ class EvalActions:
         stopped = run.result.stopped if run.result is not None and not alive else {}
         message = run.error or "; ".join(f"{name} was stopped, the other models went on: {why}"
                                          for name, why in stopped.items())
+        if not alive and not message and run.result is not None:
+            message = run.result.nothing_scored()
         out = {"run_id": run.run_id, "state": state, "done": run.done, "total": run.total, "progress": run.text,
                "format": run.format, "set_problems": run.set_problems, "message": message}
         if not alive and run.result is not None:
             result, folder = run.result, run.result.folder
+            # the rows each model skipped too: the tab showed "problems 4" and no reason (outside reviewer)
+            out["problems"] = result.problems()
             out.update(table={"headers": result.table_headers(), "data": result.table()},
                        subjects=result.subject_table(), verdicts=[text for text, _ in result.verdicts()],
                        metric=result.metric_reason(), csv=str(folder / "results.csv"),
@@ -135,7 +139,9 @@ class EvalActions:
         """Stop a run after its current batch; what is scored is kept and reported."""
         run = self.run(run_id, request)
         if run.thread is None or not run.thread.is_alive():
-            return f"Evaluation {run.run_id} is not running (it has finished)."
+            ended = "was cancelled" if run.result is not None and run.result.cancelled else \
+                "failed" if run.error else "has finished"
+            return f"Evaluation {run.run_id} is not running (it {ended})."
         run.cancel.set()
         return f"Cancelling evaluation {run.run_id}: it stops after the current batch and keeps what is scored."
 
@@ -153,10 +159,12 @@ def _report(status: dict) -> tuple:
     # Messages quote the user's files ("<image 1>", a row's text): shown as text, not read as HTML.
     if status.get("message"):
         head += f"  \n⚠️ {html.escape(status['message'])}"
-    if status.get("set_problems"):
-        count = len(status["set_problems"])
-        shown = "\n".join(f"- {html.escape(p)}" for p in status["set_problems"][:10])
-        head += f"  \n{count} {'row' if count == 1 else 'rows'} skipped:\n{shown}"
+    problems = status.get("problems", status.get("set_problems"))
+    if problems:
+        count = len(problems)
+        shown = "\n".join(f"- {html.escape(p)}" for p in problems[:10])
+        more = f"\n- … and {count - 10} more (every one in the CSV's problem column)" if count > 10 else ""
+        head += f"  \n{count} {'row' if count == 1 else 'rows'} skipped:\n{shown}{more}"
     if "table" not in status:
         return head, None, "", None, None, None
     verdicts = "\n".join(f"- {v}" for v in status["verdicts"]) or "- (tick the base and an adapter for a verdict)"
