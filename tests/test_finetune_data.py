@@ -41,7 +41,7 @@ def test_caption_folder_reads_each_image_with_its_caption_and_lists_problems(tmp
     assert sample.messages[0]["content"] == [{"type": "image"}, {"type": "text", "text": "Describe the image."}]
     assert sample.messages[1]["content"][0]["text"].startswith("un ")
     problems = {str(p) for p in report.problems}
-    assert "003.png: no caption file 003.txt" in problems
+    assert "003.png: no caption file 003.txt (or 003.caption)" in problems
     assert "002.txt:1: empty caption" in problems
     assert "orphan.txt: caption without an image of the same name" in problems
     assert any(p.startswith("broken.png") and "not an image" in p for p in problems)
@@ -193,6 +193,19 @@ def test_job_spec_validates_and_round_trips(tmp_path):
     (tmp_path / "job.json").write_text(spec.to_json())
     assert JobSpec.from_file(tmp_path / "job.json") == spec
     assert "--max-steps 5" in spec.command() and "--learning-rate 0.003" in spec.command()
+
+
+def test_kohya_caption_files_with_the_dot_caption_extension_are_read(tmp_path):
+    """sd-scripts' default caption extension is .caption: such a folder read as pictures with no caption at all, and
+    the hint said to caption them from scratch (fine-tune reviewer)."""
+    folder = write_caption_folder(tmp_path / "kohya", count=4)
+    for index, text in enumerate(sorted(folder.glob("*.txt"))):
+        if index % 2:
+            text.rename(text.with_suffix(".caption"))
+    (folder / "004.png").write_bytes((folder / "000.png").read_bytes())
+    report = read_dataset(folder)
+    assert report.format == "image folder with .txt captions" and len(report.samples) == 4
+    assert [str(p) for p in report.problems] == ["004.png: no caption file 004.txt (or 004.caption)"]
 
 
 def test_kohya_repeat_folders_are_read_and_the_check_says_their_counts_are_not_applied(tmp_path):

@@ -70,7 +70,7 @@ def test_cli_checks_a_dataset_without_training_and_says_so_by_its_exit_code(tmp_
     assert result.returncode == 2 and "No usable samples" in result.stderr and "Traceback" not in result.stderr
     # each problem on its own line there too (they ran together in the one error line, the last behind "… and 1 more")
     assert [line for line in result.stdout.splitlines() if line.startswith("- ")] == [
-        f"- {name}.png: no caption file {name}.txt" for name in ("000", "001", "002", "003")]
+        f"- {name}.png: no caption file {name}.txt (or {name}.caption)" for name in ("000", "001", "002", "003")]
     assert not (tmp_path / "outputs" / "finetune").exists() or not any((tmp_path / "outputs" / "finetune").iterdir())
     result = _cli(settings_file, "--data", str(data))  # training needs a name
     assert result.returncode == 2 and "Give the adapter a name with --name NAME" in result.stderr
@@ -138,6 +138,11 @@ def test_cancel_keeps_a_checkpoint_and_no_adapter_then_resume_finishes(workspace
     assert [e["step"] for e in read_events(job / "progress.jsonl") if e["event"] == "step"][-2:] == \
         [stopped_at + 1, stopped_at + 2]
     assert read_adapter(settings.paths.resolve("adapters") / "resumable").problem == ""
+    # `finetune --resume` of the finished job trained on from its last checkpoint, then failed on the existing
+    # adapter, marking the job failed (fine-tune reviewer): refused like the tab's Resume
+    with pytest.raises(InputError, match="has finished and wrote its adapter; there is nothing to resume"):
+        runner.resume_job(job)
+    assert runner.job_status(job).state == "done"
     assert len(list((job / "checkpoints").iterdir())) <= spec.keep_checkpoints
 
 

@@ -122,7 +122,7 @@ def test_status_reattaches_to_the_newest_job_and_plots_its_curves(settings):
     assert str(frame["step"].dtype) == "int64" and str(frame["loss"].dtype) == "float64"  # a numeric axis
     with pytest.raises(gr.Error, match="No fine-tune is running: .* has finished"):
         actions.cancel()
-    with pytest.raises(gr.Error, match="has finished .*nothing to resume"):
+    with pytest.raises(InputError, match="has finished .*nothing to resume"):
         actions.resume(job.name)
     with pytest.raises(gr.Error, match="no fine-tune job"):
         actions.status("../etc")

@@ -32,6 +32,7 @@ from ..images import decode_data_url, is_data_url, readable_suffixes
 from . import formats
 
 DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+CAPTION_SUFFIXES = (".txt", ".caption")  # kohya's sd-scripts read .caption by default, TagGUI writes .txt
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 DEFAULT_CAPTION_PROMPT = "Describe the image."
 
@@ -103,7 +104,7 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
             report.format += f"; the {metadata.parent.name} split (the folder also holds {', '.join(others)})"
         return report
     top = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    pictures_or_tables = [p for p in top if p.suffix.lower() in readable_suffixes() | {".txt", *DATA_SUFFIXES}]
+    pictures_or_tables = [p for p in top if p.suffix.lower() in readable_suffixes() | {*CAPTION_SUFFIXES, *DATA_SUFFIXES}]
     # a dataset as Hugging Face publishes it: data/train-00000-of-00002.parquet, …, given by its folder or its data/
     shards = _parquet_shards(folder) if all(SHARD.fullmatch(p.name) for p in pictures_or_tables) else []
     if shards:
@@ -128,7 +129,7 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
         if len(registered) > 1:
             report.format += f" — {chosen[0]}, the dataset dataset_info.json registers with images"
         return report
-    if tables and not any(p.suffix.lower() == ".txt" and p.name not in registered for p in top):
+    if tables and not any(p.suffix.lower() in CAPTION_SUFFIXES and p.name not in registered for p in top):
         if len(tables) > 1:
             raise InputError(f"'{folder.name}' holds several dataset files ({', '.join(p.name for p in tables)}); "
                              "give the one to train on as the dataset path, or upload a .zip holding only it "
@@ -214,7 +215,7 @@ def _merged(folder: Path, reports: list[DatasetReport]) -> DatasetReport:
 def _metadata_file(folder: Path) -> Path | None:
     """The imagefolder metadata of `folder` (or of its train/ split when the folder holds only splits)."""
     places = [folder]
-    if not any(p.suffix.lower() in readable_suffixes() | {".txt"} for p in folder.iterdir()):
+    if not any(p.suffix.lower() in readable_suffixes() | set(CAPTION_SUFFIXES) for p in folder.iterdir()):
         places.append(folder / "train")
     for place in places:
         found = [place / name for name in METADATA_FILES if (place / name).is_file()]
@@ -334,7 +335,8 @@ def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
     report = DatasetReport(str(folder), formats.CAPTION_FOLDER)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     images = [p for p in files if p.suffix.lower() in readable_suffixes()]
-    captions = {p.with_suffix(""): p for p in files if p.suffix.lower() == ".txt"}
+    # sorted: a.txt wins over a.caption where both are there
+    captions = {p.with_suffix(""): p for p in files if p.suffix.lower() in CAPTION_SUFFIXES}
     stems = {image.with_suffix("") for image in images}
     several = 0
     for stem, caption in captions.items():
@@ -343,7 +345,8 @@ def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
     for image in images:  # a.jpg and a.png both take a.txt, as kohya's trainer pairs them
         stem = image.with_suffix("")
         if stem not in captions:
-            report.problems.append(Problem(_rel(image, folder), None, f"no caption file {stem.name}.txt"))
+            report.problems.append(Problem(_rel(image, folder), None, f"no caption file {stem.name}.txt"
+                                                                        f" (or {stem.name}.caption)"))
             continue
         text = captions[stem].read_bytes().decode("utf-8-sig", errors="replace")  # Notepad's UTF-8 starts with a BOM
         alternatives = caption_references(text)

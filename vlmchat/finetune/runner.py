@@ -91,6 +91,9 @@ def resume_job(job_dir: Path, alone: str = "") -> Path:
     job_dir = Path(job_dir)
     if is_alive(job_dir) and not _closed(job_dir):
         raise InputError(f"Job {job_dir.name} is still running.")
+    if job_status(job_dir).state == "done":  # the CLI's --resume trained on from a checkpoint, then failed
+        raise InputError(f"{job_dir.name} has finished and wrote its adapter; there is nothing to resume. "
+                         "Start a new run to train again.")
     if not checkpoints(job_dir):
         raise InputError(f"Job {job_dir.name} has no checkpoint to resume from; start it again instead.")
     running = running_job(job_dir.parent)

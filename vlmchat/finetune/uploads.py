@@ -56,8 +56,9 @@ def _store_one(file: Path, folder: Path) -> str:
 
 def _store_several(files: list[Path], folder: Path) -> str:
     from ..images import readable_suffixes
+    from .datasets import CAPTION_SUFFIXES
 
-    allowed = set(UPLOAD_SUFFIXES) | readable_suffixes() | {".txt"}
+    allowed = set(UPLOAD_SUFFIXES) | readable_suffixes() | set(CAPTION_SUFFIXES)
     refused = [f.name for f in files if f.suffix.lower() not in allowed]
     if refused:
         raise InputError(f"{', '.join(refused[:3])}: not part of a dataset; pick the dataset file (.jsonl, .json, "

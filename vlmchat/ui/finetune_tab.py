@@ -17,7 +17,7 @@ import gradio as gr
 
 from ..errors import VlmchatError
 from ..finetune import runner
-from ..finetune.datasets import counted, preview_rows, read_dataset
+from ..finetune.datasets import CAPTION_SUFFIXES, counted, preview_rows, read_dataset
 from ..finetune.progress import format_rate, format_seconds
 from ..finetune.spec import CLI_FLAGS, HYPERPARAMETERS, JobSpec
 from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
@@ -162,11 +162,7 @@ class FinetuneActions:
         job = self.job(job_id, request)
         if job is None:
             raise gr.Error("There is no fine-tune job to resume.")
-        status = runner.job_status(job)
-        if status.state == "done":
-            raise gr.Error(f"{job.name} has finished and wrote its adapter; there is nothing to resume. "
-                           "Start a new run to train again.")
-        runner.resume_job(job)  # refuses a running job; waits for a cancelled one still closing
+        runner.resume_job(job)  # refuses a finished or running job; waits for a cancelled one still closing
         return {"job_id": job.name}
 
 
@@ -291,7 +287,7 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
             upload = gr.File(label="Dataset upload: pictures with their .txt captions, a .json/.jsonl/.csv file "
                                    "(pick its pictures with it), a .parquet file, or a .zip of either",
                              file_count="multiple", file_types=[".zip", ".json", ".jsonl", ".csv", ".parquet", "image",
-                                                                ".txt"])
+                                                                *CAPTION_SUFFIXES])
             path = gr.Textbox(label="…or a folder / file on this computer", visible=not settings.server.exposed)
             check = gr.Button("Check dataset")
         with gr.Column():
@@ -311,7 +307,8 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
         resume = gr.Button("Resume")
     refused = gr.Markdown(elem_id="vlmchat-finetune-said")  # what Start, Cancel or Resume refused, and why
     status = gr.Markdown(elem_id="vlmchat-finetune-status")
-    plot = gr.LinePlot(x="step", y="loss", color="series", label="Loss", height=300, x_title="optimizer step",
+    # no fixed height: with one the legend ("train loss", "eval loss") was cut off below the plot (reviewer)
+    plot = gr.LinePlot(x="step", y="loss", color="series", label="Loss", x_title="optimizer step",
                        y_title="loss", sort="x")
     with gr.Accordion("Exact config and command of this run", open=False):
         config = gr.Code(language="json", label="job.json")
