@@ -265,6 +265,30 @@ def test_requests_that_arrive_together_share_one_batch(manager):
     assert manager.batcher.batches[before:] == [6]  # one generate call instead of six
 
 
+def test_equal_seeded_requests_that_arrive_together_get_equal_answers(manager):
+    """OpenAI's `seed`: the same request and seed, the same answer. Five seed-1 requests at temperature 2 sent
+    together shared one batch, which draws its rows from one seeded generator: 2 of 5 answers differed (API
+    reviewer). A request that samples with a seed is answered in a batch of its own."""
+    from vlmchat.models.manager import GenerationParams
+
+    conversation, params = _red_circle_conversation(), GenerationParams(max_new_tokens=8, temperature=2.0, seed=1)
+    alone = manager.answer(conversation, params, "base").text
+    answers, before = {}, len(manager.batcher.batches)
+    tickets = [manager.batcher.admit(coming=True) for _ in range(4)]
+
+    def one(index: int) -> None:
+        with tickets[index]:
+            answers[index] = manager.answer(conversation, params, "base", tickets[index]).text
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert answers == {i: alone for i in range(4)}
+    assert manager.batcher.batches[before:] == [1, 1, 1, 1]
+
+
 def test_a_lone_request_does_not_wait_for_the_batch_window(manager):
     from vlmchat.models.batcher import Batcher
     from vlmchat.models.manager import GenerationParams

@@ -196,7 +196,11 @@ class _Request:
 
     @property
     def key(self) -> tuple:
-        return self.adapter, self.params
+        """Requests batch together when their keys are equal. One that samples with a seed goes alone: a batch draws
+        its rows from one seeded generator, so five equal seed-1 requests got different answers (API reviewer)."""
+        params = self.params
+        seeded = getattr(params, "seed", -1) >= 0 and getattr(params, "temperature", 0) > 0
+        return self.adapter, params, id(self) if seeded else None
 
     def fail(self, exc: BaseException) -> None:
         """Hand `exc` to the waiting caller or the stream's reader."""
