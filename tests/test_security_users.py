@@ -50,6 +50,14 @@ def _eval_upload(client, tmp_path) -> str:
     return client.predict(handle_file(str(archive)), api_name="/eval_upload")
 
 
+def test_with_logins_an_endpoint_is_added_in_settings_only(two_logins):
+    """An endpoint added in the Model tab is the app's: ana's, with her key, answered bob (API reviewer). With
+    logins the form refuses, as on an exposed app; settings.toml's endpoints are whoever runs the app's."""
+    app, _, clients = two_logins
+    with pytest.raises(Exception, match="With logins, an endpoint added here would serve every login"):
+        clients["ana"].predict("anas", app.url + "v1", "demo", "sk-ANA", 0, 0, 4, False, api_name="/add_endpoint")
+
+
 def test_an_upload_is_found_only_by_its_owner(two_logins, tmp_path):
     _, outputs, clients = two_logins
     reference = _eval_upload(clients["ana"], tmp_path)

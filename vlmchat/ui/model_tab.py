@@ -18,6 +18,7 @@ from ..models.resolve import ModelSource, resolve_model
 from ..settings import DEMO_MODEL_ID, Settings
 from .errors import said
 from .sharing import refuse_model_path
+from .users import login_of
 
 WARN = "⚠️ "
 
@@ -160,13 +161,16 @@ def build_model_tab(manager: ModelManager, settings: Settings, status: gr.Markdo
 
 
 def add_endpoint(manager: ModelManager, name: str, base_url: str, model: str, api_key: str, price_in: float,
-                 price_out: float, max_concurrency: int, remember: bool) -> str:
+                 price_out: float, max_concurrency: int, remember: bool, login: str | None = None) -> str:
     """Make an OpenAI-compatible server choosable as "endpoint:NAME" in Chat, Caption, Compare and Evaluate."""
     from ..models.endpoints import check_endpoint, check_key, remember_endpoint, shown_url
 
     if manager.settings.server.exposed:  # the server would fetch any URL a visitor types
         raise gr.Error("This app is reachable from other machines, so endpoints can only be added in settings.toml "
                        "([endpoints.NAME]) by whoever runs it.")
+    if login is not None:  # an endpoint is the app's: one login's key served every login (API reviewer)
+        raise gr.Error("With logins, an endpoint added here would serve every login with its key, so endpoints can "
+                       "only be added in settings.toml ([endpoints.NAME]) by whoever runs the app.")
     key = (api_key or "").strip() or None
     try:
         entry = check_endpoint(name, base_url, model, price_in, price_out, max_concurrency)
@@ -198,8 +202,10 @@ def _endpoint_form(manager: ModelManager, settings: Settings) -> None:
         remember = gr.Checkbox(False, label="Remember it (and its key) for later starts; never in settings.toml")
         add = gr.Button("Add endpoint")
         added = gr.Markdown(label="Added")
-    def on_add(name, base_url, model, api_key=None, price_in=0.0, price_out=0.0, max_concurrency=4, remember=False):
-        return add_endpoint(manager, name, base_url, model, api_key, price_in, price_out, max_concurrency, remember)
+    def on_add(name, base_url, model, api_key=None, price_in=0.0, price_out=0.0, max_concurrency=4, remember=False,
+               request: gr.Request = None):
+        return add_endpoint(manager, name, base_url, model, api_key, price_in, price_out, max_concurrency, remember,
+                            login_of(request))
 
     add.click(on_add,
               [name, base_url, model, api_key, price_in, price_out, concurrency, remember], added, api_name="add_endpoint")
