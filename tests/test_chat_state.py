@@ -115,6 +115,22 @@ def test_a_stopped_answer_is_left_out_of_the_conversation(turns, picture_files):
     assert _ask(turns, chat, "Describe the image.", picture)["text"] == "a blue circle"
 
 
+def test_an_answer_stopped_while_an_endpoint_is_awaited_stays_stopped(turns, picture_files, monkeypatch):
+    """Stop pressed while an endpoint had not answered yet: its timeout, seconds later, turned the turn into an
+    error and the chat was saved so (API reviewer, a slow loopback server). The endpoint's late failure is played
+    here by stream_answer raising as the endpoint client does; the Stop by what its handler does to the turn."""
+    def late_failure(*args, **kwargs):
+        raise InputError("Endpoint 'slow' did not answer within 5 s (asked twice: a timeout is retried once)")
+
+    chat = new_chat()
+    chat["messages"].append(user_turn({"text": "Describe the image.", "files": [str(picture_files[("red", "circle")])]}))
+    stream = turns.answer(chat, "")
+    assert next(stream)["status"] == "pending"
+    chat["messages"][-1]["status"] = "stopped"  # the Stop button's handler
+    monkeypatch.setattr(turns.manager, "stream_answer", late_failure)
+    assert list(stream) == [] and chat["messages"][-1]["status"] == "stopped"
+
+
 def test_no_picture_no_invented_answer(turns, picture_files):
     chat = new_chat()
     refused = _ask(turns, chat, "Describe the image.")

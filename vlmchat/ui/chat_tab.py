@@ -145,6 +145,8 @@ class ChatTurns:
                                 seconds=round(found.latency_s, 3))
                 yield turn
         except VlmchatError as exc:
+            if turn["status"] != "pending":  # stopped while an endpoint's answer was awaited: it stays "stopped"
+                return  # (the endpoint's later timeout replaced it, and the chat was saved so; API reviewer)
             turn.update(status="error", text=ERROR_MARK + self._said(exc, adapter, image_detail))
             yield turn
         except GeneratorExit:
