@@ -125,6 +125,12 @@ def test_compare_puts_a_local_model_beside_an_endpoint(settings_file, picture_fi
     assert (final[0].text.strip(), final[1].text.strip()) == ("a red circle", "un círculo rojo")
     assert final[1].cost_usd is not None and final[0].cost_usd is None  # the priced endpoint, the local side
     assert "$" in figures(final[1]) and "no price set" in figures(final[0]) and "tokens" in figures(final[1])
+    # a side whose endpoint is down says so, and the other side's answer stays (both showed an error, the local
+    # side's finished answer was lost: API reviewer)
+    *_, final = compare_stream(local, load_image(picture_files[("red", "circle")]), "Describe the image.", "base",
+                               "endpoint:down")
+    assert final[0].text.strip() == "a red circle" and final[0].finish_reason == "stop"
+    assert final[1].finish_reason == "error" and "cannot be reached" in final[1].text
 
 
 @pytest.mark.slow

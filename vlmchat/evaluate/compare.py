@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import InputError
+from ..errors import InputError, VlmchatError
 from ..files import sha256_of, write_text_atomic
 from ..models.answers import Answer
 from ..models.manager import GenerationParams, ModelManager
@@ -47,10 +47,19 @@ def compare_stream(manager: ModelManager, image, prompt: str, left: str, right: 
     each with its latency, tokens and (for a priced endpoint) cost."""
     messages = _question(image, prompt)
     left_answer, right_answer = Answer("", left, done=False), Answer("", right, done=False)
-    for left_answer in manager.stream_answer(messages, params, stop, adapter=left):
+    for left_answer in _side(manager, messages, params, stop, left):
         yield left_answer, right_answer
-    for right_answer in manager.stream_answer(messages, params, stop, adapter=right):
+    for right_answer in _side(manager, messages, params, stop, right):
         yield left_answer, right_answer
+
+
+def _side(manager: ModelManager, messages, params, stop, adapter: str) -> Iterator[Answer]:
+    """One side's answer as it streams; a side that fails ends in an Answer saying why (finish_reason "error"),
+    so the other side's answer stays (an endpoint that was down lost the local side's finished answer)."""
+    try:
+        yield from manager.stream_answer(messages, params, stop, adapter=adapter)
+    except VlmchatError as exc:
+        yield Answer(f"⚠️ {exc}", adapter, finish_reason="error")
 
 
 def figures(answer: Answer) -> str:

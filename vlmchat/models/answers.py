@@ -53,7 +53,8 @@ class Answer:
     latency_s: float = 0.0          # request to last token (queue wait included)
     first_token_s: float | None = None  # request to first token, for streamed answers
     cost_usd: float | None = None   # None: no price is set (local models, unpriced endpoints)
-    finish_reason: str = "stop"     # "stop" (end or stop string) or "length" (max new tokens reached)
+    finish_reason: str = "stop"     # "stop" (end or stop string), "length" (max new tokens reached) or, in
+                                    # Compare, "error" (the side failed; its text says why)
     done: bool = True               # False while a stream is still growing
 
     @property

@@ -277,6 +277,9 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
             for left_answer, right_answer in compare_stream(manager, picture, prompt or "", left, right, params, stop):
                 yield left_answer.text, right_answer.text, None
             left_text, right_text = left_answer.text.strip(), right_answer.text.strip()
+            if "error" in (left_answer.finish_reason, right_answer.finish_reason):  # nothing to vote on or cost
+                yield left_text, right_text, None
+                return
             yield left_text, right_text, record | {"left_text": left_text, "right_text": right_text,
                                                    "figures": f"{figures(left_answer)} · {figures(right_answer)}"}
         except VlmchatError as exc:
@@ -286,10 +289,10 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
 
     def cleared():
         """No answers, figures or vote on screen, and nothing to vote on, until the new comparison has finished
-        (a comparison that fails leaves nothing a vote could be counted for)."""
-        return "", "", None, "", *[gr.update(interactive=False) for _ in vote_buttons]
+        (a comparison that fails leaves nothing a vote could be counted for, nor the last one's figures)."""
+        return "", "", None, "", "", *[gr.update(interactive=False) for _ in vote_buttons]
 
-    shown = [left_text, right_text, comparison, voted, *vote_buttons]
+    shown = [left_text, right_text, comparison, voted, cost, *vote_buttons]
     # No validator: compare() says what is wrong (a validator's failing image preprocessing came back as a
     # bare HTTP 400 without a message).
     # always_last: a second example clicked while the first still ran was dropped, its picture shown beside the
