@@ -1,4 +1,4 @@
-"""Training pictures for the embedded demo model: one coloured shape on white.
+"""Training pictures for the embedded demo model: one coloured shape on white or a light background.
 
 This generator draws with PIL's ImageDraw and samples colours in HSV ranges that cover the
 shades a person still calls red, green, blue or yellow. The held-out generator used to
@@ -55,6 +55,17 @@ def _polygon(shape: str, cx: float, cy: float, half: float, angle: float) -> lis
     return [(cx + scale * (x * cos_a - y * sin_a), cy + scale * (x * sin_a + y * cos_a)) for x, y in corners]
 
 
+def _background(rng: random.Random) -> tuple[int, int, int]:
+    """White most of the time, else a light grey or a light tint (paper, a screenshot's panel, a scan)."""
+    kind = rng.random()
+    if kind < 0.6:
+        return (255, 255, 255)
+    if kind < 0.8:
+        grey = rng.randint(215, 254)
+        return (grey, grey, grey)
+    return tuple(rng.randint(215, 255) for _ in range(3))
+
+
 def draw_picture(rng: random.Random, colour: str | None = None, shape: str | None = None) -> ShapePicture:
     """Draw one random picture; colour and shape are random unless given."""
     colour = colour or rng.choice(COLOURS)
@@ -62,7 +73,7 @@ def draw_picture(rng: random.Random, colour: str | None = None, shape: str | Non
     short = rng.randint(48, 320)
     aspect = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
     width, height = (round(short * aspect), short) if aspect >= 1 else (short, round(short / aspect))
-    image = Image.new("RGB", (width, height), (255, 255, 255))
+    image = Image.new("RGB", (width, height), _background(rng))
     draw = ImageDraw.Draw(image)
     size = rng.uniform(0.3, 0.7) * min(width, height)
     half = size / 2
