@@ -48,7 +48,7 @@ def test_an_answer_carries_its_tokens_speed_and_adapter(turns, picture_files):
     answer = _ask(turns, new_chat(), "Describe the image.", picture_files[("red", "circle")])
     assert answer["status"] == "ok" and answer["text"] == "a red circle"
     assert answer["adapter"] == "base" and answer["tokens"] >= 3 and answer["seconds"] > 0
-    assert "tokens/s · adapter: base" in chatbot_value({"messages": [answer]})[0]["content"]
+    assert " s · adapter: base" in chatbot_value({"messages": [answer]})[0]["content"]
 
 
 def test_the_adapter_is_per_call_and_never_global(turns, manager, picture_files):

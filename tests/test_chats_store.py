@@ -107,7 +107,7 @@ def test_exports_are_self_contained(tmp_path, picture):
     chat = store.save(_chat(picture))
     markdown = store.export(chat["id"], "markdown").read_text(encoding="utf-8")
     assert markdown.startswith("# Describe the image.") and "*System prompt:* Answer briefly." in markdown
-    assert "![red.png](data:image/png;base64," in markdown and "3 tokens · 30.0 tokens/s · adapter: base" in markdown
+    assert "![red.png](data:image/png;base64," in markdown and "3 tokens · 30.0 tokens/s · 0.10 s · adapter: base" in markdown
     exported = json.loads(store.export(chat["id"], "json").read_text(encoding="utf-8"))
     url = exported["messages"][0]["images"][0]["data_url"]
     assert base64.b64decode(url.split(",", 1)[1]) == picture.read_bytes()

@@ -101,6 +101,21 @@ def test_chat_streams_from_the_endpoint_with_tokens_latency_and_cost(remote, pic
 
 
 @pytest.mark.slow
+def test_a_chat_answer_from_an_endpoint_shows_its_latency_and_cost_and_names_its_model(remote, picture_files):
+    """Chat showed "4 tokens · 45.5 tokens/s" for a priced endpoint's answer, and the saved turn said "model":
+    "demo", the local base (API reviewer)."""
+    from vlmchat.chats import new_chat, stats_line
+    from vlmchat.ui.chat_tab import ChatTurns, user_turn
+
+    chat = new_chat()
+    chat["messages"].append(user_turn({"text": "Describe the image.", "files": [str(picture_files[("red", "circle")])]}))
+    *_, turn = ChatTurns(remote, remote.settings).answer(chat, "endpoint:peer-es")
+    assert turn["status"] == "ok" and turn["model"] == "demo-es" and turn["cost_usd"] > 0
+    line = stats_line(turn)
+    assert " s · $0.0" in line and line.endswith("adapter: endpoint:peer-es")
+
+
+@pytest.mark.slow
 def test_generate_batch_through_the_endpoint_keeps_the_order(remote, picture_files):
     keys = [("red", "circle"), ("blue", "square"), ("green", "triangle")]
     keys = [key for key in keys if key in picture_files] or list(picture_files)[:3]

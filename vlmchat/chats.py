@@ -272,13 +272,18 @@ def _data_url(path: str | None) -> str | None:
 
 
 def stats_line(message: dict) -> str:
-    """"12 tokens · 48.0 tokens/s · adapter: demo-es" for an answer ('' when it has no figures)."""
+    """"12 tokens · 48.0 tokens/s · 0.25 s · adapter: demo-es" for an answer, with "$0.000079" where a priced
+    endpoint answered ('' when it has no figures)."""
     parts = []
     tokens, seconds = message.get("tokens"), message.get("seconds")
     if isinstance(tokens, int):
         parts.append(f"{tokens} token{'s' if tokens != 1 else ''}")
         if seconds:
             parts.append(f"{tokens / seconds:.1f} tokens/s")
+    if seconds:
+        parts.append(f"{seconds:.2f} s")
+    if message.get("cost_usd") is not None:
+        parts.append(f"${message['cost_usd']:.6f}")
     if message.get("adapter"):
         parts.append(f"adapter: {message['adapter']}")
     return " · ".join(parts)

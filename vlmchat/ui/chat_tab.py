@@ -143,6 +143,8 @@ class ChatTurns:
                 else:
                     turn.update(status="ok", text=text, tokens=found.completion_tokens,
                                 seconds=round(found.latency_s, 3))
+                    if is_endpoint(turn["adapter"]):  # what answered, and what it cost (the record said "demo")
+                        turn.update(model=self.manager.endpoint(turn["adapter"]).entry.model, cost_usd=found.cost_usd)
                 yield turn
         except VlmchatError as exc:
             if turn["status"] != "pending":  # stopped while an endpoint's answer was awaited: it stays "stopped"
