@@ -99,9 +99,13 @@ class EvalResult:
         name = files.pop() if len(files) == 1 else Path(str(self.eval_set.path)).name
         return re.sub(r"-[0-9a-f]{12}$", "", Path(name).name)
 
+    def scored(self) -> set[int]:
+        """Indices of the items any model scored (`paired` gives those every model scored)."""
+        return set().union(*(self.scores[name] for name in self.models))
+
     def nothing_scored(self) -> str:
         """Why a finished run is a mistake when no model scored a question ('' when one did, or it was cancelled)."""
-        if self.cancelled or any(self.scores[name] for name in self.models):
+        if self.cancelled or self.scored():
             return ""
         return ("No question was scored: every model skipped every row (the reasons are listed); give the questions "
                 "what the model needs (a picture, for the demo), or evaluate another model.")
@@ -302,8 +306,7 @@ class EvalResult:
         axes.bar(self.models, values, yerr=errors, capsize=6, color="#4c78a8")
         axes.set_ylim(0, 105)
         axes.set_ylabel(label)
-        scored = set().union(*(self.scores[name] for name in self.models))  # not only those every model scored
-        title = f"{self.set_name()}: {self.method}, {len(scored)} questions"
+        title = f"{self.set_name()}: {self.method}, {len(self.scored())} questions"  # not only the paired ones
         # Wrapped to the figure (~9 characters an inch at this size): a long file name was cut at both edges.
         axes.set_title(textwrap.fill(title, width=int(width * 9), break_long_words=True), fontsize=10)
         figure.tight_layout()

@@ -162,7 +162,7 @@ def _report(progress: Progress | None, result: EvalResult, started: float) -> No
     pace = done / result.elapsed_s if result.elapsed_s > 0 else 0.0
     eta = f" · ETA {(total - done) / pace:.0f} s" if pace > 0 and done < total and not result.cancelled else ""
     # the rate of questions scored: skipped ones cost nothing and read "284443.3 questions/s" (outside reviewer)
-    scored = len(set().union(*(result.scores[name] for name in result.models)))
+    scored = len(result.scored())
     rate = f"{scored / result.elapsed_s:.1f} questions/s" if scored and result.elapsed_s > 0 else "none scored yet"
     progress(done, total, f"{done}/{total} questions × {len(result.models)} model(s) · {rate}{eta}")
 
