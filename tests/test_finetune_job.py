@@ -71,6 +71,7 @@ def test_cli_checks_a_dataset_without_training_and_says_so_by_its_exit_code(tmp_
     # each problem on its own line there too (they ran together in the one error line, the last behind "… and 1 more")
     assert [line for line in result.stdout.splitlines() if line.startswith("- ")] == [
         f"- {name}.png: no caption file {name}.txt (or {name}.caption)" for name in ("000", "001", "002", "003")]
+    assert "no caption file" not in result.stderr  # the error points at them instead of printing them twice
     assert not (tmp_path / "outputs" / "finetune").exists() or not any((tmp_path / "outputs" / "finetune").iterdir())
     result = _cli(settings_file, "--data", str(data))  # training needs a name
     assert result.returncode == 2 and "Give the adapter a name with --name NAME" in result.stderr

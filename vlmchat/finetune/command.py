@@ -83,8 +83,8 @@ def run_finetune(args: argparse.Namespace, settings) -> int:
         args.data = unpacked_zip(args.data, settings)
         args.name = args.name or "check"
         report = read_dataset(args.data, build_spec(args, settings).caption_prompt)
-        print(report.summary(50))  # one problem a line, also when none is usable (then exit 2 with the error)
-        report.require_usable(skip_invalid=True)
+        print(report.summary(50))  # one problem a line, also when none is usable (then exit 2)
+        _refuse_unusable(report)
         return 1 if report.problems else 0
     if not args.name:
         raise InputError("Give the adapter a name with --name NAME (the result goes to adapters/NAME/); "
@@ -103,12 +103,19 @@ def run_finetune(args: argparse.Namespace, settings) -> int:
         spec.refuse_existing_adapter()
         report = read_dataset(spec.data, spec.caption_prompt)
         print(report.summary(10), file=sys.stderr)
+        _refuse_unusable(report)
         report.require_usable(spec.skip_invalid)
         if args.write_job:
             return print_job_commands(runner.write_job(spec, folder), spec.num_processes)
         job = runner.start_job(spec, folder, alone=cpu_alone(settings))
     print(f"job folder: {job}", file=sys.stderr)
     return follow(job)
+
+
+def _refuse_unusable(report) -> None:
+    """After the report's problems are printed: an error that does not print them again."""
+    if not report.samples:
+        raise InputError(f"No usable samples in {report.path}: fix the problems listed above.")
 
 
 def print_job_commands(job, total: int) -> int:
