@@ -124,8 +124,11 @@ def evaluate_adapter(trainer, adapter: Path, emit) -> None:
     """Base vs the new adapter on the validation split (captions of its answers); emits an "evaluation" event."""
     val = trainer.val.samples
     if len(val) < MIN_EVAL_SAMPLES:
-        emit("evaluation", message=f"Not evaluated: the validation split has {len(val)} samples "
-                                   f"(at least {MIN_EVAL_SAMPLES} are needed for a meaningful comparison).")
+        emit("evaluation", message=f"Not evaluated: the validation split has {len(val)} samples (a comparison with "
+                                   f"the base needs at least {MIN_EVAL_SAMPLES}). For a verdict, evaluate "
+                                   f"{adapter.name} on {MIN_EVAL_SAMPLES} or more pictures it did not train on, "
+                                   "with their captions in .txt files: the Evaluate tab, or `launch.py eval --data "
+                                   f"FOLDER --adapter {adapter.name}`.")
         return
     import gc
 
