@@ -167,6 +167,10 @@ def test_a_malformed_request_is_a_400_naming_the_field(client):
         with pytest.raises(openai.BadRequestError) as raised:
             client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), extra_body=wrong)
         assert raised.value.body["param"].startswith(next(iter(wrong))), (wrong, raised.value.body)
+    # null is "not given" for each optional field, as OpenAI's reference has it (n and stream were refused)
+    answer = client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)),
+                                            extra_body={"n": None, "stream": None, "max_tokens": None})
+    assert answer.choices[0].message.content == "a red circle"
 
 
 # ---- login required: a Bearer key on every /v1 route -----------------------------------------------------
@@ -450,11 +454,28 @@ def test_a_request_over_the_size_limit_is_refused_before_it_is_read_whole(manage
 
     from vlmchat.api.serve import ApiKey, build_api
 
-    small = demo_settings.override("server", max_batch_upload_mb=1)
+    small = demo_settings.override("server", max_upload_mb=1)  # a request may hold 4 pictures' size: 4 MB
     client = openai.OpenAI(base_url="http://testserver", api_key="x", max_retries=0,
                            http_client=TestClient(build_api(manager, small, ApiKey())))
-    huge = "data:image/png;base64," + "A" * (2 * 2**20)
+    huge = "data:image/png;base64," + "A" * (5 * 2**20)
     with pytest.raises(openai.APIStatusError) as raised:
         client.chat.completions.create(model="demo", messages=ask(huge))
     assert raised.value.status_code == 413 and raised.value.body["code"] == "request_too_large"
     assert manager.batcher.in_flight == 0  # its place in the queue was given back
+
+
+@pytest.mark.slow
+def test_a_declared_body_over_the_limit_is_refused_from_its_header(served):
+    """A reviewer's request declared 1.1 GB and sent nothing: no answer after 40 s (the body was awaited); sent
+    whole, 1 GB was held in memory before the 413."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    connection.putrequest("POST", "/v1/chat/completions")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", "1100000000")
+    connection.endheaders()  # and nothing of the body
+    reply = connection.getresponse()
+    body = json.loads(reply.read())
+    connection.close()
+    assert reply.status == 413 and body["error"]["code"] == "request_too_large" and "100 MB" in body["error"]["message"]

@@ -24,10 +24,11 @@ from typing import Any, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import ContextLengthError, FieldError, InputError, NoModelError, VlmchatError
 from ..images import is_data_url, load_image
@@ -96,7 +97,7 @@ STRICT = ConfigDict(extra="ignore", strict=True)
 
 class StreamOptions(BaseModel):
     model_config = STRICT
-    include_usage: bool = False
+    include_usage: bool | None = False  # OpenAI: 'boolean or null', as the other optional fields
 
 
 class ChatMessage(BaseModel):
@@ -121,7 +122,7 @@ class ChatRequest(BaseModel):
     model_config = STRICT
     model: str
     messages: list[ChatMessage]
-    stream: bool = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
@@ -129,7 +130,7 @@ class ChatRequest(BaseModel):
     top_p: float | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
-    n: int = 1
+    n: int | None = 1
     tools: list[dict[str, Any]] | None = None
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
@@ -160,7 +161,7 @@ def parse_request(body: bytes) -> ChatRequest:
 
 def generation_params(request: ChatRequest, settings: Settings) -> GenerationParams:
     """GenerationParams from the request, the settings' [generation] defaults for what it leaves out."""
-    if request.n != 1:
+    if request.n not in (None, 1):
         raise ApiError(400, "Only n = 1 is supported; send several requests for several answers.", param="n")
     if request.tools:
         raise ApiError(400, "tools are not supported here: the local model answers in text only; leave tools out.",
@@ -448,10 +449,13 @@ def build_api(manager: ModelManager, settings: Settings, key: ApiKey):
         except BusyError as exc:
             return _error_response(_api_error(exc))
         try:
-            body = await _read_body(http, settings.server.max_batch_upload_mb * 2**20)
+            body = await _read_body(http, request_limit(settings))
         except ApiError as exc:
             ticket.release()
             return _error_response(exc)
+        except ClientDisconnect:  # the client went away mid-body: nobody to answer, nothing to log
+            ticket.release()
+            return Response(status_code=400)
         except BaseException:
             ticket.release()
             raise
@@ -487,14 +491,28 @@ def answer_request(manager: ModelManager, settings: Settings, body: bytes, ticke
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
+API_PICTURES = 4  # a /v1 request may be as large as this many pictures of server.max_upload_mb
+
+
+def request_limit(settings: Settings) -> int:
+    """Bytes a /v1 request may have: API_PICTURES pictures at the picture limit (base64 makes that about 3),
+    never more than any upload (server.max_batch_upload_mb). Each request in the queue may hold this much."""
+    return min(API_PICTURES * settings.server.max_upload_mb, settings.server.max_batch_upload_mb) * 2**20
+
+
 async def _read_body(http: Request, limit: int) -> bytes:
-    """The request body, or a 413 ApiError as soon as it passes `limit` bytes (it is never held whole)."""
+    """The request body, or a 413 ApiError as soon as it passes `limit` bytes: from its Content-Length before
+    anything is read, else while it arrives (it is never held whole)."""
+    too_large = ApiError(413, f"The request is over {limit / 2**20:g} MB ({API_PICTURES} x server.max_upload_mb, "
+                              "the size of a picture); send fewer or smaller images.", code="request_too_large")
+    declared = http.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
     chunks, size = [], 0
     async for chunk in http.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"The request is over {limit // 2**20} MB (server.max_batch_upload_mb); send fewer "
-                                "or smaller images.", code="request_too_large")
+            raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
 
