@@ -130,6 +130,9 @@ def test_guesses_are_slowed_then_locked_out_then_let_in_again(served, caplog):
     assert "Too many failed logins; try again in" in locked.json()["detail"]
     other_user, _ = _attempt(url, "x", user="bob")
     assert other_user.status_code == 429  # per address, whatever the user name
+    forwarded = httpx.post(url + "/login", data={"username": "bob", "password": "x"}, timeout=120,
+                           headers={"X-Forwarded-For": "203.0.113.9"})
+    assert forwarded.status_code == 429  # a header cannot name another address (it did, from 127.0.0.1)
     time.sleep(LOCKOUT_S + 0.2)
     answer, took = _attempt(url, LOGIN[1])
     assert answer.status_code == 200 and took < 0.5  # not locked out forever, and no delay left over

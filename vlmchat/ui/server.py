@@ -51,6 +51,10 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
     # A local tool does not phone home.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    # The login throttle counts the connecting address. uvicorn takes it from X-Forwarded-For when the connection
+    # comes from 127.0.0.1, so anyone arriving through a local tunnel or proxy could name any address: trust no
+    # proxy unless the operator names theirs (uvicorn reads FORWARDED_ALLOW_IPS).
+    os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
     from .app import build_app
 
     notices: list[str] = []  # problems worth a banner in the page, read when a page loads
