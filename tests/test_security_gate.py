@@ -106,6 +106,31 @@ def test_a_browser_logs_in_through_the_gate(served):
         browser.close()
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed (apt-get install chromium)")
+def test_a_locked_out_browser_user_is_told_why_and_for_how_long(served):
+    """Gradio's form shows "Incorrect Credentials" on a 400 and nothing on a 429: a user locked out (even with the
+    right password) pressed Login and nothing happened."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    _, url = served
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
+                                                                             "--disable-background-networking"])
+        page = browser.new_page()
+        page.goto(url + "/")
+        for password in [f"wrong-{n}" for n in range(ATTEMPTS)] + [LOGIN[1]]:
+            page.locator("input").first.fill(LOGIN[0])
+            page.locator("input[type=password]").fill(password)
+            with page.expect_response(lambda r: r.url.rstrip("/").endswith("/login")) as answered:
+                page.get_by_role("button", name="Login").click()
+        assert answered.value.status == 429
+        note = page.get_by_role("alert").filter(has_text="Too many failed logins")
+        note.wait_for(timeout=10_000)
+        assert re.fullmatch(r"Too many failed logins; try again in \d+ seconds\.", note.inner_text())
+        browser.close()
+    time.sleep(LOCKOUT_S + 0.2)  # the next test starts unlocked
+
+
 def _attempt(url, password, user=LOGIN[0]):
     start = time.monotonic()
     answer = httpx.post(url + "/login", data={"username": user, "password": password}, timeout=120)

@@ -166,8 +166,21 @@ API_INFO = re.compile(rb"window\.gradio_api_info = .*?;</script>", re.S)
 NO_API_INFO = b'window.gradio_api_info = {"named_endpoints": {}, "unnamed_endpoints": {}};</script>'
 
 
-def _without_api_info(send):
-    """`send` for the login page: Gradio embeds the whole API description in it; the page is sent without."""
+# Gradio's login form says "Incorrect Credentials" on a 400 and nothing on any other answer: a locked-out user (even
+# with the right password) pressed Login and saw nothing happen. The page shows the 429's reason instead.
+LOCKED_NOTE = (b'<script>(() => { const fetch0 = window.fetch; window.fetch = async (...args) => {'
+               b' const answer = await fetch0(...args); const url = String((args[0] && args[0].url) || args[0]);'
+               b' if (answer.status === 429 && /\/login\/?$/.test(url)) { let note ='
+               b' document.getElementById("vlmchat-login-note"); if (!note) { note = document.createElement("p");'
+               b' note.id = "vlmchat-login-note"; note.setAttribute("role", "alert"); note.style.cssText ='
+               b' "color:#b91c1c;font-weight:600;text-align:center;margin:1em"; document.body.prepend(note); }'
+               b' note.textContent = ((await answer.clone().json().catch(() => ({}))).detail) ||'
+               b' "Too many failed logins; try again later."; } return answer; }; })();</script></head>')
+
+
+def _login_page(send):
+    """`send` for the login page: Gradio embeds the whole API description in it; the page is sent without, and
+    with LOCKED_NOTE."""
     start, chunks = None, []
 
     async def rewrite(message):
@@ -180,7 +193,7 @@ def _without_api_info(send):
         chunks.append(message.get("body", b""))
         if message.get("more_body"):
             return
-        body = API_INFO.sub(lambda _: NO_API_INFO, b"".join(chunks))
+        body = API_INFO.sub(lambda _: NO_API_INFO, b"".join(chunks)).replace(b"</head>", LOCKED_NOTE, 1)
         headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
         await send({**start, "headers": headers + [(b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
@@ -215,7 +228,7 @@ class LoginGate:
                 return await self.app(scope, receive, self.grants.watching(user, send))
             return await self.app(scope, receive, send)
         if path == "/" and scope["type"] == "http":
-            return await self.app(scope, receive, _without_api_info(send))
+            return await self.app(scope, receive, _login_page(send))
         if is_public(path):
             return await self.app(scope, receive, send)
         if scope["type"] == "websocket":
