@@ -113,6 +113,12 @@ def test_a_stopped_answer_is_left_out_of_the_conversation(turns, picture_files):
     assert chat["messages"][-1]["status"] == "stopped"
     assert answered_turns(chat["messages"]) == []
     assert _ask(turns, chat, "Describe the image.", picture)["text"] == "a blue circle"
+    # a picture sent with a stopped question stays: the next question is about it, not about the one before
+    chat["messages"].append(user_turn({"text": "Describe the image.", "files": [str(picture_files[("red", "square")])]}))
+    stream = turns.answer(chat, "")
+    next(stream), next(stream)
+    stream.close()
+    assert _ask(turns, chat, "What color is the shape?")["text"] == "red"
 
 
 def test_an_answer_stopped_while_an_endpoint_is_awaited_stays_stopped(turns, picture_files, monkeypatch):

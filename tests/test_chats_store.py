@@ -85,6 +85,26 @@ def test_answered_turns_leave_out_failed_stopped_and_unanswered_turns(picture):
     assert answered_turns(ok + failed + stopped + lost + ok + waiting) == ok + ok + waiting
 
 
+
+def test_pictures_read_by_a_left_out_turn_go_with_the_next_question(picture, tmp_path):
+    """After Stop (or an endpoint's failure) the next question was answered about the picture before the stopped
+    one, while the stopped one showed last (browser reviewer); a picture that could not be read stays out."""
+    blue = {"path": str(picture), "name": "blue.png"}
+    stopped = [{"role": "user", "text": "y", "images": [blue]}, {"role": "assistant", "text": "", "status": "stopped"}]
+    endpoint_down = [{"role": "user", "text": "z", "images": [dict(blue, name="b2.png")]},
+                     {"role": "assistant", "text": "⚠️ down", "status": "error", "read": True}]
+    unreadable = [{"role": "user", "text": "w", "images": [{"path": str(tmp_path / "gone.png"), "name": "g.png"}]},
+                  {"role": "assistant", "text": "⚠️ not an image", "status": "error"}]
+    waiting = {"role": "user", "text": "What color is it?", "images": []}
+    kept = answered_turns(stopped + endpoint_down + unreadable + [waiting])
+    assert [m["text"] for m in kept] == ["What color is it?"]
+    assert [image["name"] for image in kept[0]["images"]] == ["blue.png", "b2.png"]
+    own = dict(waiting, images=[dict(blue, name="own.png")])  # a question with its own picture moved on
+    assert [image["name"] for image in answered_turns(stopped + [own])[0]["images"]] == ["own.png"]
+    chat = ChatStore(tmp_path / "chats").save(_chat(picture, *endpoint_down))  # an endpoint's failure keeps it
+    assert chat["messages"][2]["images"][0].get("path")
+
+
 def test_a_chat_interrupted_while_answering_reopens_as_stopped(tmp_path, picture):
     store = ChatStore(tmp_path / "chats")
     chat = _chat(picture, {"role": "user", "text": "More?", "images": []},

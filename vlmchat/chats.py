@@ -15,11 +15,13 @@ A chat in memory (what the Chat tab and the /chat endpoint pass around) is a dic
      "messages": [
         {"role": "user", "text": str, "images": [{"path": local file, "name": shown name, "sha256": hex}]},
         {"role": "assistant", "text": str, "status": "ok" | "error" | "stopped" | "pending",
-         "adapter": "base" or a name, "model": model id, "tokens": int, "seconds": float}, ...]}
+         "adapter": "base" or a name, "model": model id, "tokens": int, "seconds": float,
+         "read": True where an error came after the question and its pictures were read}, ...]}
 
 On disk an image is {"file": "images/<sha>.<ext>", "name", "sha256"}; the picture of a turn that
-failed (not an image, too large) is not copied and keeps only its name. Only user turns answered
-with status "ok" are ever sent back to the model (see `answered_turns`).
+failed before it was read (not an image, too large) is not copied and keeps only its name. Only user
+turns answered with status "ok" are ever sent back to the model, with the pictures of stopped turns
+and of turns that failed after reading them (see `answered_turns`).
 """
 
 from __future__ import annotations
@@ -53,18 +55,32 @@ def new_chat(system: str = "") -> dict:
             "adapter": None, "revision": 0, "messages": []}
 
 
+def keeps_pictures(answer: dict | None) -> bool:
+    """A left-out turn whose pictures were read: stopped, or failed after reading them (an endpoint down, an
+    empty answer). Its pictures stay in the conversation; a picture that could not be read does not."""
+    return answer is not None and (answer.get("status") == "stopped" or bool(answer.get("read")))
+
+
 def answered_turns(messages: list[dict]) -> list[dict]:
     """The user turns answered with status "ok", each followed by its answer; the last user turn too when it
-    waits for its answer. A failed, stopped or interrupted turn (and its question) is left out."""
+    waits for its answer. A failed, stopped or interrupted turn (and its question) is left out, but pictures it
+    read go with the next question when that has none of its own (after Stop, the next question was answered
+    about the picture before the stopped one)."""
     kept: list[dict] = []
+    carried: list[dict] = []
     for index, message in enumerate(messages):
         if message.get("role") != "user":
             continue
         answer = messages[index + 1] if index + 1 < len(messages) else None
-        if answer is None:
-            kept.append(message)
-        elif answer.get("role") == "assistant" and answer.get("status") == "ok":
-            kept += [message, answer]
+        if answer is not None and not (answer.get("role") == "assistant" and answer.get("status") == "ok"):
+            if answer.get("role") == "assistant" and keeps_pictures(answer):
+                carried += [image for image in message.get("images") or []
+                            if image.get("path") and Path(image["path"]).is_file()]
+            continue
+        if carried and not message.get("images"):  # a question with a picture of its own moved on from them
+            message = {**message, "images": carried}
+        carried = []
+        kept += [message] if answer is None else [message, answer]
     return kept
 
 
@@ -182,7 +198,7 @@ class ChatStore:
             entry = {k: v for k, v in message.items() if k != "images"}
             if message.get("role") == "user":
                 answer = messages[index + 1] if index + 1 < len(messages) else None
-                failed = answer is not None and answer.get("status") == "error"
+                failed = answer is not None and answer.get("status") == "error" and not keeps_pictures(answer)
                 images = []
                 for image in message.get("images") or []:
                     # A file that was refused is not kept, nor one that is gone (its chat deleted in another tab).

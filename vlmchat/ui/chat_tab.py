@@ -22,7 +22,7 @@ from typing import Iterator
 import gradio as gr
 
 from ..chats import ChatStore, answered_turns, new_chat, now, stats_line
-from ..errors import VlmchatError
+from ..errors import ContextLengthError, VlmchatError
 from ..lora.runtime import BASE, is_base
 from ..models.conversation import chat_messages, for_local_model
 from ..models.families import IMAGE_DETAILS
@@ -32,7 +32,7 @@ from .sharing import shown_text, verbatim
 from .users import user_folder
 
 ERROR_MARK = "⚠️ "
-STOPPED_NOTE = "⏹ *Stopped: this answer is left out of the conversation.*"
+STOPPED_NOTE = "⏹ *Stopped: this question and answer are left out of the conversation (its picture stays in it).*"
 SESSION_KEY = "vlmchat-chat"  # sessionStorage: the chat a browser tab has open, reopened on reload
 # Chat answers (the tab's and /chat) that run at once, together: each holds one of Gradio's 40 worker threads while
 # it streams, so a few stay for every other action even when many chats wait on a slow endpoint.
@@ -138,8 +138,9 @@ class ChatTurns:
             if turn["status"] == "pending":
                 text = turn["text"].strip()
                 if not text:
-                    turn.update(status="error", text=ERROR_MARK + "The model returned an empty answer; rephrase "
-                                                                  "the question or raise max new tokens.")
+                    turn.update(status="error", read=True, text=ERROR_MARK + "The model returned an empty answer; "
+                                                                             "rephrase the question or raise max "
+                                                                             "new tokens.")
                 else:
                     turn.update(status="ok", text=text, tokens=found.completion_tokens,
                                 seconds=round(found.latency_s, 3))
@@ -149,7 +150,9 @@ class ChatTurns:
         except VlmchatError as exc:
             if turn["status"] != "pending":  # stopped while an endpoint's answer was awaited: it stays "stopped"
                 return  # (the endpoint's later timeout replaced it, and the chat was saved so; API reviewer)
-            turn.update(status="error", text=ERROR_MARK + self._said(exc, adapter, image_detail))
+            # the pictures were read (a conversation too long for the model is not sent again with them)
+            turn.update(status="error", text=ERROR_MARK + self._said(exc, adapter, image_detail),
+                        read=not isinstance(exc, ContextLengthError))
             yield turn
         except GeneratorExit:
             if turn["status"] == "pending":
