@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import ROOT
 from families import save_family
-from vlmchat.models.families import (PROFILES, choose_detail, detail_kwargs, profile_for,
+from vlmchat.models.families import (PROFILES, choose_detail, detail_kwargs, enough_short_side, profile_for,
                                      shrink_pictures)
 
 
@@ -77,6 +77,32 @@ def test_a_set_detail_is_kept_and_a_one_size_family_says_so():
     assert detail == "high" and "changes nothing" in reason
     with pytest.raises(ValueError, match="low, auto, high"):
         choose_detail("medium", profile_for("llava"), "cpu")
+
+
+@pytest.mark.parametrize("size", [(6000, 4500), (6000, 400), (400, 6000)])
+@pytest.mark.parametrize("model_type", ["idefics3", "qwen2_vl", "llava_next", "llava"])
+def test_a_large_picture_is_shrunk_to_what_the_processor_reads_and_makes_the_same_input(processors, model_type, size):
+    """A picture is shrunk to twice the largest edge its processor works at before the processor sees it: a 7999 x 400
+    picture cost the demo's LLaVA processor 488 MB (padded to a square of its long side) for a 64 x 64 input. What
+    the processor makes of it stays the same: as many image tokens, pixel values of the same shape."""
+    from transformers import AutoProcessor
+
+    processor = processors.get(model_type) or AutoProcessor.from_pretrained(ROOT / "models" / "vlmchat-demo")
+    short = enough_short_side(processor, PROFILES[model_type])
+    assert (short is None) == (model_type == "qwen2_vl")  # Qwen2-VL reads a pixel budget: images.WORKING_PIXELS
+    picture = Image.new("RGB", size, "red")
+    for detail in ("low", "high"):
+        kwargs, max_edge = detail_kwargs(PROFILES[model_type], processor, detail)
+        made = []
+        for side in (None, short):
+            ask = [[{"role": "user", "content": [{"type": "image", "image": picture},
+                                                 {"type": "text", "text": "Describe the image."}]}]]
+            inputs = processor.apply_chat_template(shrink_pictures(ask, max_edge, side), add_generation_prompt=True,
+                                                   tokenize=True, return_dict=True, return_tensors="pt",
+                                                   processor_kwargs={"padding": True, **kwargs})
+            made.append((int((inputs["input_ids"] == processor.image_token_id).sum()),
+                         tuple(inputs["pixel_values"].shape)))
+        assert made[0] == made[1], (detail, made)
 
 
 def test_shrink_pictures_leaves_the_original_and_small_pictures_alone():

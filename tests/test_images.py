@@ -90,3 +90,17 @@ def test_exif_rotation_is_applied():
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     upright = load_image(_png_bytes(image, "JPEG", exif=exif))
     assert upright.size == (20, 40)
+
+
+@pytest.mark.parametrize("fmt, mode", [("PNG", "RGB"), ("JPEG", "RGB"), ("PNG", "I;16")])
+def test_a_picture_larger_than_any_processor_reads_is_shrunk_as_it_is_decoded(tmp_path, fmt, mode):
+    """A 64-megapixel picture is shrunk to WORKING_PIXELS (Qwen2-VL's max_pixels, the most a supported processor
+    reads), its shape kept; it went on whole (a 7999 x 7999 PNG of 265 KB raised the app's peak by 886 MB)."""
+    from vlmchat.images import WORKING_PIXELS
+
+    path = tmp_path / f"big.{fmt.lower()}"
+    Image.new(mode, (7999, 5000), 200 if mode != "RGB" else (200, 30, 30)).save(path, fmt)
+    image = load_image(path)
+    assert image.mode == "RGB" and image.width * image.height <= WORKING_PIXELS
+    assert image.width * image.height > 0.99 * WORKING_PIXELS and abs(image.width / image.height - 7999 / 5000) < 0.01
+    assert image.getpixel((image.width // 2, image.height // 2))[0] > 150  # the picture, not black

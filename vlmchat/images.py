@@ -1,7 +1,8 @@
 """Defensive image decoding: every picture a user hands us becomes an RGB image or a clear InputError.
 
 Handles empty, non-image, truncated and oversized files, decompression bombs, pictures too long or
-too thin for a processor (MAX_SIDE, MAX_ASPECT, checked from the header before decoding), CMYK, 16-bit,
+too thin for a processor (MAX_SIDE, MAX_ASPECT, checked from the header before decoding), pictures
+larger than any processor reads (shrunk to WORKING_PIXELS as they are decoded), CMYK, 16-bit,
 alpha and palette images, animations (first frame) and EXIF rotation. A `data:` URL string
 (`data:image/png;base64,...`, as OpenAI's chat and fine-tuning formats carry images) is decoded
 like the bytes of a file.
@@ -26,6 +27,10 @@ MAX_PIXELS = 64_000_000  # Pillow's bomb guard; a 8000 x 8000 photo still opens
 MAX_SIDE = 8000  # the padded square stays within MAX_PIXELS
 MAX_ASPECT = 20  # long side / short side: a long scrolling screenshot still passes
 MAX_DATA_URL_BYTES = 25 * 2**20  # an embedded image is an upload: the default server.max_upload_mb
+# The most pixels any supported processor reads of a picture: Qwen2-VL's default max_pixels (3584 x 3584; Idefics3,
+# LLaVA-NeXT and Mllama read fewer). A larger picture is shrunk to it as it is decoded, so a 64-megapixel one does
+# not go through a processor whole (a 7999 x 7999 PNG of 265 KB raised the app's peak by 886 MB).
+WORKING_PIXELS = 12_845_056
 
 ImageSource = str | Path | bytes | Image.Image  # a str is a path or a data: URL
 
@@ -132,7 +137,7 @@ def load_image(source: ImageSource, name: str | None = None, max_bytes: int | No
 
     if isinstance(source, Image.Image):
         check_shape(source.size, name or "the image")
-        return _to_rgb(ImageOps.exif_transpose(source) or source)
+        return _working_size(_to_rgb(ImageOps.exif_transpose(source) or source))
     if is_data_url(source):
         label = name or "data: URL image"
         data = decode_data_url(source, label, max_bytes)
@@ -160,6 +165,8 @@ def load_image(source: ImageSource, name: str | None = None, max_bytes: int | No
                 check_shape(image.size, label)
                 if getattr(image, "n_frames", 1) > 1:
                     image.seek(0)
+                if _shrunk_size(image.size) != image.size:
+                    image.draft("RGB", _shrunk_size(image.size))  # JPEG decodes at 1/2, 1/4 or 1/8 of the size
                 image.load()
             finally:
                 Image.MAX_IMAGE_PIXELS = previous
@@ -172,5 +179,40 @@ def load_image(source: ImageSource, name: str | None = None, max_bytes: int | No
                          "If it is one of these, the file is damaged: re-export or re-download it.") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"'{label}' is truncated or corrupt ({exc}); re-export or re-download it.") from None
+    if _shrunk_size(image.size) != image.size:  # before exif_transpose and convert copy the whole picture
+        image = _working_size(image)
+        _give_back_memory()  # the decoded picture's blocks go back to the system, not kept by this process
     image = ImageOps.exif_transpose(image) or image
-    return _to_rgb(image)
+    return _working_size(_to_rgb(image))
+
+
+def _shrunk_size(size: tuple[int, int]) -> tuple[int, int]:
+    """`size`, or the largest size of its shape within WORKING_PIXELS."""
+    width, height = size
+    if width * height <= WORKING_PIXELS:
+        return size
+    scale = (WORKING_PIXELS / (width * height)) ** 0.5
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def _working_size(image: Image.Image) -> Image.Image:
+    """`image`, or a copy shrunk to WORKING_PIXELS where it has more."""
+    target = _shrunk_size(image.size)
+    if target == image.size:
+        return image
+    try:
+        return image.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    except ValueError:  # a mode Pillow does not resample (16-bit and the like): RGB first
+        return _to_rgb(image).resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
+def _give_back_memory() -> None:
+    """Return freed heap memory to the system (glibc): a large picture's decoded blocks stayed in the process
+    (a reviewer's app kept 2.6 GiB after six 64-megapixel pictures)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 
 from ..images import load_image
+from ..models.families import fit_picture
 from .collate import collate_groups, encode_example
 from .recipe import steps_for
 
@@ -37,9 +38,8 @@ class EncodedSamples:
         sample = self.samples[index]
         try:
             images = [load_image(path) for path in sample.images]
-            max_edge = self.detail.max_edge if self.detail else None
-            for image in images if max_edge else ():
-                image.thumbnail((max_edge, max_edge))
+            if self.detail:
+                images = [fit_picture(image, self.detail.max_edge, self.detail.short_side) for image in images]
             example = encode_example(self.processor, images, sample.messages, self.max_length,
                                      self.detail.processor_kwargs if self.detail else None)
         except (ValueError, TypeError) as exc:

@@ -211,6 +211,7 @@ class DetailChoice:
     processor_kwargs: dict        # extra keyword arguments for the processor call
     max_edge: int | None = None   # pictures are first shrunk to at most this many pixels on their longest side
     reason: str = ""
+    short_side: int | None = None  # ... and to at most this many on their short side (enough_short_side)
 
 
 def choose_detail(setting: str, profile: FamilyProfile, device: str, free_gib: float | None = None) -> tuple[str, str]:
@@ -250,21 +251,53 @@ def detail_for(setting: str, model, processor, free_gib: float | None = None) ->
     profile = profile_for(model)
     detail, reason = choose_detail(setting, profile, str(getattr(model, "device", "cpu")), free_gib)
     kwargs, max_edge = detail_kwargs(profile, processor, detail)
-    return DetailChoice(detail, kwargs, max_edge, reason)
+    return DetailChoice(detail, kwargs, max_edge, reason, enough_short_side(processor, profile))
 
 
-def shrink_pictures(conversations: list[list[dict]], max_edge: int | None) -> list[list[dict]]:
-    """The conversations with every PIL picture larger than `max_edge` on a side shrunk to fit (copies)."""
-    if not max_edge:
+def enough_short_side(processor, profile: FamilyProfile) -> int | None:
+    """Pixels on a picture's short side past which `processor` sees nothing more: twice the largest edge its image
+    processor resizes, crops, tiles or grids to. None where it reads a pixel budget (Qwen2-VL's max_pixels, which
+    images.WORKING_PIXELS covers) or names no edge. A processor that pads a picture to a square of its long side
+    (LLaVA's) holds that square whole: a 7999 x 400 picture cost the demo's 488 MB for a 64 x 64 input."""
+    images = getattr(processor, "image_processor", None)
+    if images is None or profile.detail is not None and profile.detail.kind == "pixels":
+        return None
+    edges = []
+    for name in ("size", "crop_size", "max_image_size"):
+        value = getattr(images, name, None)
+        if hasattr(value, "__dataclass_fields__"):  # transformers' SizeDict
+            value = {key: getattr(value, key) for key in value.__dataclass_fields__}
+        if isinstance(value, dict) and (value.get("max_pixels") or value.get("min_pixels")):
+            return None
+        value = value if isinstance(value, dict) else {"edge": value}
+        edges += [v for k, v in value.items() if isinstance(v, int) and k in ("edge", "shortest_edge", "longest_edge",
+                                                                               "height", "width")]
+    edges += [edge for point in getattr(images, "image_grid_pinpoints", None) or [] for edge in point]
+    return 2 * max(edges) * max(1, int(getattr(images, "max_image_tiles", None) or 1)) if edges else None
+
+
+def fit_picture(image, max_edge: int | None = None, short_side: int | None = None):
+    """`image`, or a shrunk copy with at most `max_edge` pixels on its long side and `short_side` on its short."""
+    width, height = image.size
+    scale = min(1.0, (max_edge or max(width, height)) / max(width, height),
+                (short_side or min(width, height)) / max(1, min(width, height)))
+    if scale == 1.0:
+        return image
+    return image.resize((max(1, int(width * scale)), max(1, int(height * scale))), reducing_gap=3.0)
+
+
+def shrink_pictures(conversations: list[list[dict]], max_edge: int | None,
+                    short_side: int | None = None) -> list[list[dict]]:
+    """The conversations with every PIL picture larger than `max_edge` on a side, or with more than `short_side`
+    on its short side, shrunk to fit (copies)."""
+    if not max_edge and not short_side:
         return conversations
 
     def fit(part: dict) -> dict:
         image = part.get("image")
-        if part.get("type") != "image" or not hasattr(image, "size") or max(image.size) <= max_edge:
+        if part.get("type") != "image" or not hasattr(image, "size"):
             return part
-        image = image.copy()
-        image.thumbnail((max_edge, max_edge))
-        return dict(part, image=image)
+        return dict(part, image=fit_picture(image, max_edge, short_side))
 
     return [[dict(m, content=[fit(p) for p in m["content"]]) if isinstance(m.get("content"), list) else m
              for m in conversation] for conversation in conversations]

@@ -26,7 +26,7 @@ from ..errors import ContextLengthError, InputError, ModelLoadError, NoModelErro
 from .answers import (ENDPOINT_PREFIX, Answer, GenerationParams, is_endpoint,  # noqa: F401 (re-exported)
                       local_answer, sampling_kwargs)
 from .cpu_speed import ModelLock, tune_for_cpu
-from .families import DetailChoice, detail_for, fit_to_profile, profile_for, shrink_pictures
+from .families import DetailChoice, detail_for, enough_short_side, fit_to_profile, profile_for, shrink_pictures
 from ..lora.runtime import attach_adapter, detach_adapter, is_base, resident_adapters, use_adapter
 from ..lora.store import WEIGHTS_FILE, adapter_path, read_adapter, usable_adapter
 from ..settings import Settings
@@ -218,9 +218,9 @@ class ModelManager:
         processor.tokenizer.padding_side = "left"  # batched generation continues every row at its end
         profile = profile_for(model)
         conversations = [fit_to_profile(conversation, profile) for conversation in conversations]
-        if detail is not None:
-            conversations = shrink_pictures(conversations, detail.max_edge)
-        extra = detail.processor_kwargs if detail is not None else {}
+        detail = detail or DetailChoice("high", {}, None, "", enough_short_side(processor, profile))
+        conversations = shrink_pictures(conversations, detail.max_edge, detail.short_side)
+        extra = detail.processor_kwargs
         template = {"chat_template": profile.chat_template} if profile.needs_template(processor) else {}
         # A conversation ending with an assistant message (a forced caption start) is continued, not answered anew.
         prefilled = bool(conversations) and conversations[0][-1].get("role") == "assistant"

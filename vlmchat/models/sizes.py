@@ -283,7 +283,7 @@ def _one_picture_question(folder: Path, detail: str, picture: tuple[int, int]) -
     from PIL import Image
 
     from ..finetune.collate import render_text
-    from .families import detail_kwargs, shrink_pictures
+    from .families import detail_kwargs, enough_short_side, shrink_pictures
 
     loaded = _processor(folder)
     if loaded is None:
@@ -295,7 +295,7 @@ def _one_picture_question(folder: Path, detail: str, picture: tuple[int, int]) -
     kwargs, max_edge = detail_kwargs(profile, processor, detail)
     ask = [{"role": "user", "content": [{"type": "image", "image": Image.new("RGB", picture, "white")},
                                         {"type": "text", "text": "?"}]}]
-    inputs = processor.apply_chat_template(shrink_pictures([ask], max_edge), add_generation_prompt=True, tokenize=True,
+    inputs = processor.apply_chat_template(shrink_pictures([ask], max_edge, enough_short_side(processor, profile)), add_generation_prompt=True, tokenize=True,
                                            return_dict=True, return_tensors="pt", processor_kwargs=kwargs)
     image_id = processor.tokenizer.convert_tokens_to_ids(str(image_token))
     text = processor.tokenizer(render_text(processor, ask, True))["input_ids"]
