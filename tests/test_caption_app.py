@@ -88,7 +88,10 @@ def _batch(client, folder="", files=None, archive=None, fmt="txt"):
 
 
 def test_batch_endpoint_with_a_local_folder_and_with_uploads(client, app, small_folder):
-    line, table, results = _batch(client, folder=str(small_folder))
+    # a relative path was read from the app's folder (captions written into its examples/); quotes were "not found"
+    with pytest.raises(Exception, match=r"Give the folder's full path \('examples' is not one\)"):
+        _batch(client, folder="examples")
+    line, table, results = _batch(client, folder=f'"{small_folder}"')
     assert line.startswith("3 captioned") and len(table["data"]) == 3
     runs = Path(app.log.name).parent / "outputs" / "captions"  # a folder run left an empty run folder each time
     assert not [folder for folder in runs.rglob("*") if folder.is_dir() and not any(folder.iterdir())]

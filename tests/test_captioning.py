@@ -191,11 +191,14 @@ def test_a_zip_is_unpacked_and_captioned(manager, shapes, tmp_path):
         for path in sorted(truth)[:3]:
             zf.write(path, f"sub/{path.name}")
         zf.writestr("readme.md", "not a picture, not extracted")
+        zf.writestr(f"sub/{sorted(truth)[0].stem}.txt", "my own caption")  # captioned already: kept, skipped
     found = find_images([archive], unpack_to=tmp_path / "unpacked")
     assert sorted(p.name for p in found.images) == sorted(p.name for p in sorted(truth)[:3])
     summary = caption_images(manager, found.images)
-    assert len(summary.captioned) == 3 and not list((tmp_path / "unpacked").glob("*/readme.md"))
+    assert len(summary.captioned) == 2 and len(summary.skipped) == 1
+    assert not list((tmp_path / "unpacked").glob("*/readme.md"))
     assert all(caption_path(p).exists() for p in found.images)
+    assert caption_path(next(p for p in found.images if p.stem == sorted(truth)[0].stem)).read_text() == "my own caption"
 
 
 def test_another_zip_of_the_same_name_is_captioned_afresh_and_the_same_zip_resumes(manager, shapes, tmp_path):

@@ -70,10 +70,10 @@ def find_images(paths: list[str | Path], recursive: bool = False, unpack_to: Pat
         elif path.is_file() and path.suffix.lower() == ".zip":
             if unpack_to is None:
                 raise InputError(f"'{path.name}' is a zip; unzip it first or give it as an upload.")
-            found.images.extend(extract_zip_checked(path, unpack_to / _unpack_name(path), ZIP_MAX_TOTAL_BYTES,
-                                                    ZIP_MAX_MEMBERS,
-                                                    place=_image_member,
-                                                    advice="split it or caption the folder instead"))
+            unpacked = extract_zip_checked(path, unpack_to / _unpack_name(path), ZIP_MAX_TOTAL_BYTES,
+                                           ZIP_MAX_MEMBERS, place=_zip_member,
+                                           advice="split it or caption the folder instead")
+            found.images.extend(p for p in unpacked if is_image_name(p))
         elif path.is_file():
             if path.suffix.lower() not in DATA_SUFFIXES:
                 found.images.append(path)
@@ -83,7 +83,7 @@ def find_images(paths: list[str | Path], recursive: bool = False, unpack_to: Pat
     unique = list(dict.fromkeys(Path(os.path.abspath(path)) for path in found.images))
     if not unique and not found.failed:
         names = ", ".join(str(p) for p in paths)
-        hint = "" if recursive else " (add --recursive / tick 'recursive' to include subfolders)"
+        hint = "" if recursive else " (to include subfolders: tick 'Include subfolders' in the tab, or --recursive)"
         raise InputError(f"No images found in {names}{hint}; vlmchat reads .png, .jpg, .webp, .gif, .bmp, .tif"
                          f"{', .avif' if '.avif' in readable_suffixes() else ''} and the other formats Pillow opens.")
     found.images = unique
@@ -96,10 +96,12 @@ def _unpack_name(archive: Path) -> str:
     return f"{archive.stem}-{sha256_of(archive)[:10]}"
 
 
-def _image_member(member: str) -> str | None:
-    """The images of a zip (not macOS metadata) at their own paths; an unsafe member is kept so it refuses the zip."""
+def _zip_member(member: str) -> str | None:
+    """The images of a zip and their .txt captions (not macOS metadata) at their own paths: a picture whose caption
+    is in the zip is skipped like one in a folder (the zip's captions were left out, and replaced in the results).
+    An unsafe member is kept so that it refuses the zip."""
     path = PurePosixPath(member)
-    wanted = is_image_name(Path(path.name)) and "__MACOSX" not in path.parts
+    wanted = (is_image_name(Path(path.name)) or path.suffix.lower() == ".txt") and "__MACOSX" not in path.parts
     return member if wanted or unsafe_name(member) else None
 
 

@@ -93,6 +93,8 @@ class CaptionActions:
     def _inputs(self, folder: str, files, archive, recursive: bool, run: Path):
         """(images, scan failures, the JSONL/CSV path to use, whether uploads were copied into `run`)."""
         folder = (folder or "").strip()
+        if len(folder) > 1 and folder[0] == folder[-1] and folder[0] in "\"'":  # as "Copy as path" gives it
+            folder = folder[1:-1].strip()
         uploads = [str(f) for f in (files or []) if f]
         check_batch_upload(self.settings, uploads + ([str(archive)] if archive else []))
         if folder:
@@ -100,6 +102,9 @@ class CaptionActions:
             if Path(folder).expanduser().is_file():
                 raise InputError(f"'{folder}' is a file, not a folder: upload it as an image (or a .zip), or give "
                                  "the folder it is in.")
+            if not Path(folder).expanduser().is_absolute():  # it was read from the app's folder: captions went there
+                raise InputError(f"Give the folder's full path ('{folder}' is not one), e.g. "
+                                 f"{Path.home() / 'pictures'}.")
             if not Path(folder).expanduser().is_dir():
                 raise InputError(f"Folder '{folder}' does not exist on this computer; check the path.")
         if not folder and not uploads and not archive:
