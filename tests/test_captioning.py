@@ -98,6 +98,31 @@ def test_a_caption_file_that_cannot_be_written_or_read_is_said_before_captioning
         caption_images(manager, sorted(truth), CaptionOptions(fmt=fmt, output=output))
 
 
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_caption_file_keeps_its_rows_order_and_other_columns(manager, shapes, fmt):
+    """A CSV's other columns and a JSONL's other fields were dropped from every row, and a one-line file (a note,
+    a header of other columns) was replaced whole (newcomer reviewer)."""
+    folder, truth = shapes
+    output = folder / f"captions.{fmt}"
+    second, first = sorted(truth)[:2]
+    mine = ("".join(json.dumps({"image": p.name, "caption": "MINE", "rating": 5}) + "\n" for p in (first, second))
+            if fmt == "jsonl" else f"image,rating,caption\n{first.name},5,MINE\n{second.name},5,MINE\n")
+    output.write_text(mine, encoding="utf-8")
+    summary = caption_images(manager, sorted(truth), CaptionOptions(fmt=fmt, output=output))
+    assert len(summary.captioned) == 10 and output.read_text(encoding="utf-8").startswith(mine)
+    rows = ([json.loads(line) for line in output.read_text().splitlines()] if fmt == "jsonl"
+            else list(csv.DictReader(output.open(encoding="utf-8"))))
+    assert [row["image"] for row in rows[2:]] == sorted(p.name for p in sorted(truth)[2:])  # new rows after, sorted
+    caption_images(manager, [second], CaptionOptions(fmt=fmt, output=output, overwrite=True))
+    replaced = output.read_text(encoding="utf-8")
+    assert replaced.count("MINE") == 1 and replaced.count("5") >= 2  # the caption replaced, the rating kept
+    output.write_text("my notes\n", encoding="utf-8")
+    with pytest.raises(InputError, match="is not a caption"):
+        caption_images(manager, sorted(truth), CaptionOptions(fmt=fmt, output=output))
+    assert output.read_text(encoding="utf-8") == "my notes\n"
+
+
 def test_a_caption_that_appears_during_the_run_is_not_replaced(manager, shapes):
     folder, truth = shapes
 

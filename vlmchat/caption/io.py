@@ -144,12 +144,13 @@ class TxtCaptions:
 
 
 class TableCaptions:
-    """Captions in one JSONL or CSV file (`image`, `caption`), rewritten atomically every few seconds."""
+    """Captions in one JSONL or CSV file (`image`, `caption`), rewritten atomically every few seconds. A file that
+    is there already keeps its rows, their order and their other columns or fields; new rows come after them."""
 
     def __init__(self, path: Path, fmt: str, overwrite: bool, flush_every_s: float = 5.0):
         self.output, self.fmt, self.overwrite, self.flush_every_s = path, fmt, overwrite, flush_every_s
         check_writable_file(path, f"captions.{fmt}")  # before captioning: captions wait in memory until a flush
-        self.records = self._read()
+        self.records, self.fields = self._read()
         self.pending: dict[str, str] = {}
         self.flushed: set[str] = set()
         self.last_flush = time.monotonic()
@@ -184,47 +185,61 @@ class TableCaptions:
         """Merge the pending captions into the file as it is on disk now, then replace it atomically."""
         if not self.pending:
             return
-        merged = self._read()
-        for key, caption in self.pending.items():
-            if self.overwrite or key not in merged or key in self.flushed:
-                merged[key] = caption
+        merged, fields = self._read()
+        new = sorted(key for key in self.pending if key not in merged)
+        for key in list(merged) + new:
+            caption = self.pending.get(key)
+            if caption is not None and (self.overwrite or key not in merged or key in self.flushed):
+                merged[key] = {**merged.get(key, {"image": key}), "caption": caption}
         self.flushed |= set(self.pending)
         self.pending.clear()
-        self.records = merged
+        self.records, self.fields = merged, fields
         try:
-            write_text_atomic(self.output, self._render(merged), overwrite=True)
+            write_text_atomic(self.output, self._render(merged, fields), overwrite=True)
         except OSError as exc:
             raise InputError(f"{self.output} could not be written ({exc.strerror or exc}); the captions of this "
                              "run are lost: choose another --output and run again.") from None
         self.last_flush = time.monotonic()
 
-    def _render(self, records: dict[str, str]) -> str:
+    def _render(self, records: dict[str, dict], fields: list[str]) -> str:
         if self.fmt == "jsonl":
-            return "".join(json.dumps({"image": k, "caption": v}, ensure_ascii=False) + "\n"
-                           for k, v in sorted(records.items()))
+            return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in records.values())
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["image", "caption"])
-        writer.writerows(sorted(records.items()))
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", restval="")
+        writer.writeheader()
+        writer.writerows(records.values())
         return buffer.getvalue()
 
-    def _read(self) -> dict[str, str]:
+    def _read(self) -> tuple[dict[str, dict], list[str]]:
+        """(image -> its row, the CSV's columns) of the file on disk."""
+        fields = ["image", "caption"]
         if not self.output.exists():
-            return {}
+            return {}, fields
         try:
             text = self.output.read_bytes().decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a BOM
         except UnicodeDecodeError:
             raise InputError(f"{self.output} exists but is not UTF-8 text (saved in another encoding?); save it as "
                              "UTF-8, or choose another output file.") from None
+        not_captions = InputError(f"{self.output} exists but is not a caption {self.fmt.upper()} file (columns "
+                                  "image, caption); choose another output file or delete it.")
         try:
             if self.fmt == "jsonl":
                 rows = [json.loads(line) for line in text.splitlines() if line.strip()]
             else:
-                rows = list(csv.DictReader(io.StringIO(text)))
-            return {str(row["image"]): str(row["caption"]) for row in rows}
-        except (ValueError, KeyError, TypeError):
-            raise InputError(f"{self.output} exists but is not a caption {self.fmt.upper()} file (columns image, "
-                             "caption); choose another output file or delete it.") from None
+                reader = csv.DictReader(io.StringIO(text))
+                rows = list(reader)
+                if text.strip():  # a one-line file (a header of other columns, a note) was replaced whole
+                    if not {"image", "caption"} <= set(reader.fieldnames or ()):
+                        raise not_captions
+                    fields = list(reader.fieldnames)
+            records = {}
+            for row in rows:
+                if not isinstance(row, dict) or not {"image", "caption"} <= set(row):
+                    raise not_captions
+                records[str(row["image"])] = row
+            return records, fields
+        except (ValueError, TypeError):
+            raise not_captions from None
 
 
 def _has_text(path: Path) -> bool:
