@@ -59,3 +59,15 @@ def test_training_recipe_is_deterministic(tmp_path):
     first = tiny_build("a")
     random.seed(456)
     assert tiny_build("b") == first
+
+
+def test_build_demo_refuses_a_folder_that_holds_other_files(tmp_path, demo_settings):
+    """build-demo replaces the folder it writes: `--output` naming a folder of other files emptied it (newcomer
+    reviewer: a thesis.txt gone). It is refused before any training; a new folder or a model folder is taken."""
+    from vlmchat.demo.build import build_demo
+    from vlmchat.errors import InputError
+
+    (tmp_path / "thesis.txt").write_text("years of work")
+    with pytest.raises(InputError, match="holds other files"):
+        build_demo(demo_settings, steps=1, output=str(tmp_path))
+    assert (tmp_path / "thesis.txt").read_text() == "years of work"

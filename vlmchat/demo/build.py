@@ -258,7 +258,14 @@ def build_demo(settings, steps: int | None = None, output: str | None = None, pr
 
     started = time.monotonic()
     target = Path(output) if output else demo_model_path(settings)
-    build_base(target, **({"steps": steps} if steps else {}), progress=progress)
+    if output and (target.is_file() or target.is_dir() and any(target.iterdir())
+                   and not (target / "config.json").is_file()):
+        from ..errors import InputError
+
+        raise InputError(f"{target} holds other files, and build-demo replaces the folder it writes as a whole: "
+                         "give a new or empty folder (or a model folder to rebuild) with --output.")
+    # --steps N is a shorter build throughout: the vision tower's pretraining too (it ran its 1,000 steps)
+    build_base(target, **({"steps": steps, "vision_steps": min(1000, steps)} if steps else {}), progress=progress)
     model = AutoModelForImageTextToText.from_pretrained(target)
     processor = AutoProcessor.from_pretrained(target)
     accuracy = caption_accuracy(model, processor, heldout_pictures(200))
