@@ -29,3 +29,19 @@ def test_help_answers_fast_without_torch():
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert "torch" not in imported and "gradio" not in imported
     assert elapsed < 5, f"--help took {elapsed:.1f}s"
+
+
+
+def test_a_mistyped_option_is_named_with_the_one_meant(capsys):
+    """`--prot 7942` said "argument COMMAND: invalid choice: '7942'" (argparse took the value for the command);
+    an unambiguous start of an option (`--por`) is still that option."""
+    import pytest
+
+    from vlmchat.cli import _parse
+
+    with pytest.raises(SystemExit) as stopped:
+        _parse(["--prot", "7942"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "unrecognized argument: --prot (did you mean --port?)")
+    assert _parse(["--por", "7942"]).port == 7942 and _parse(["--model", "demo", "caption", "x"]).command == "caption"

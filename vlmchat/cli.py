@@ -302,7 +302,21 @@ def _parse(argv: list[str]):
             return args
         if not word.startswith("-") and (index == 0 or argv[index - 1] not in valued):
             break  # another command
+        if word.startswith("--") and (index == 0 or argv[index - 1] not in valued):
+            _refuse_unknown(parser, word)
     return parser.parse_args(argv)
+
+
+def _refuse_unknown(parser: argparse.ArgumentParser, word: str) -> None:
+    """An unknown option before the command, named as such: `--prot 7942` was "invalid choice: '7942'" for COMMAND
+    (argparse reads the value as the command before it reports the option)."""
+    import difflib
+
+    name = word.split("=", 1)[0]
+    options = [option for option in parser._option_string_actions if option.startswith("--")]
+    if not any(option.startswith(name) for option in options):  # argparse takes an unambiguous start as the option
+        close = difflib.get_close_matches(name, options, n=1)
+        parser.error(f"unrecognized argument: {word}" + (f" (did you mean {close[0]}?)" if close else ""))
 
 
 def main(argv: list[str] | None = None, bootstrap: bool = True) -> int:
