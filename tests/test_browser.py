@@ -4,6 +4,7 @@ Screenshots are saved to outputs/test-artifacts/ as test artifacts.
 """
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,19 @@ def test_adapters_tab_says_mistakes_on_its_message_line_and_the_default_follows_
     panel.get_by_role("button", name="Delete", exact=True).click()
     page.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] p')].some(p => p.innerText.includes('It was the default'))")
     assert not (adapters / "demo-es-renamed").exists() and not (adapters / "demo-es-copy").exists()
+
+
+def test_a_failed_load_leaves_the_status_line_showing_the_model_still_loaded(page):
+    """A failed Load left Gradio's red "Error" mark on the header's status line, on every tab, while the model before
+    was still loaded and answering (newcomer reviewer); the reason belongs in the Model tab."""
+    _open_tab(page, "Model")
+    box = page.get_by_label("Model: pick one, or type a hub id (owner/name) or a local folder")
+    box.fill("/no/such/model-folder")
+    page.get_by_role("button", name="Load").click()
+    page.get_by_text("neither an existing folder nor a hub id").first.wait_for()
+    status = page.locator("#vlmchat-status")
+    status.get_by_text("demo").first.wait_for()
+    time.sleep(1)
+    assert "error" not in status.inner_text().lower()
+    assert not page.locator("#vlmchat-status .error, #vlmchat-status.error").count()
+    _open_tab(page, "Chat")

@@ -381,7 +381,7 @@ def test_a_page_opened_after_a_load_shows_the_loaded_model_in_the_model_tab(repo
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     app = LaunchedApp(tmp_path / "app").wait_ready()
     try:
-        message, _ = Client(app.url, verbose=False).predict(PUBLIC, api_name="/load_model")
+        message = Client(app.url, verbose=False).predict(PUBLIC, api_name="/load_model")
         assert message.startswith(f"Loaded: {PUBLIC}")
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM,

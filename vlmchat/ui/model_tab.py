@@ -146,13 +146,15 @@ def build_model_tab(manager: ModelManager, settings: Settings, status: gr.Markdo
         return preview(model, token, quantization or settings.model.quantization, settings)
 
     def on_load(model, token=None, remember=False, quantization=None, progress=gr.Progress()):
-        message = load_model(manager, model, token, remember, quantization or settings.model.quantization, progress)
-        return message, status_line(manager)
+        return load_model(manager, model, token, remember, quantization or settings.model.quantization, progress)
 
     check.click(on_preview, [model, token, quantization], [files, plan], api_name="preview_model")
     model.input(on_preview, [model, token, quantization], [files, plan], api_visibility="undocumented")
     quantization.change(on_preview, [model, token, quantization], [files, plan], api_visibility="undocumented")
-    load.click(on_load, [model, token, remember, quantization], [result, status], api_name="load_model")
+    # The status line is refreshed after Load, not one of its outputs: a failed Load left Gradio's error mark on it,
+    # on every tab, while the model before was still loaded and answering (newcomer reviewer).
+    load.click(on_load, [model, token, remember, quantization], [result], api_name="load_model").then(
+        lambda: status_line(manager), outputs=[status], api_visibility="undocumented", queue=False)
     # The value above is the model loaded when the app was built; a page opened after another Load shows that one
     # (else Load, pressed as the page came, would bring the first model back).
     gr.context.Context.root_block.load(lambda: loaded_model(manager, settings), outputs=model,
