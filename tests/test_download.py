@@ -296,6 +296,8 @@ def test_cli_download_without_a_connection_uses_the_cached_copy(repos, hub):
     assert "the hub cannot be reached, using the cached copy in" in result.stdout and not result.stderr.strip()
     result = _cli("download", GATED, env=closed)
     assert result.returncode == 2 and "is not cached and the hub" in result.stderr and "cannot be reached" in result.stderr
+    # what to do, said so that `download` itself, `plan`, `--model` and the Model tab can all follow it
+    assert "check the proxy, or HF_ENDPOINT) and try again" in result.stderr and "launch.py download" not in result.stderr
 
 
 def test_model_tab_without_a_connection_says_a_cached_model_loads_from_the_cache(repos, hub, demo_settings,

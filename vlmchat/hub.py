@@ -236,9 +236,11 @@ def offline_message(repo_id: str) -> str:
     """'not cached and offline (or the hub cannot be reached)', and what to do."""
     why = ("offline mode is on (HF_HUB_OFFLINE=1)" if is_offline()
            else f"the hub ({hub_endpoint()}) cannot be reached")
-    return (f"{repo_id} is not cached and {why}. Connect to the internet and run "
-            f"`python launch.py download {repo_id}`{', or unset HF_HUB_OFFLINE' if is_offline() else ''}; "
-            "or load a local folder with --model PATH.")
+    # said alike by `download`, `plan`, `--model` and the Model tab: "run `launch.py download X`" told the download
+    # command to run itself, and "--model PATH" meant nothing in a browser
+    again = "unset HF_HUB_OFFLINE and try again" if is_offline() else (
+        "connect to the internet (or check the proxy, or HF_ENDPOINT) and try again")
+    return f"{repo_id} is not cached and {why}: {again}, or use a copy of the model in a folder on this computer."
 
 
 def cached_snapshot(repo_id: str, revision: str | None = None) -> Path | None:
