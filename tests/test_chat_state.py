@@ -88,10 +88,11 @@ def test_a_shared_apps_chat_keeps_its_errors_without_server_folders(manager, dem
     adapters = str(demo_settings.paths.resolve("adapters"))
     local = _ask(ChatTurns(manager, demo_settings), new_chat(), "Describe the image.",
                  picture_files[("red", "circle")], adapter="nope")
-    assert local["status"] == "error" and f"in {adapters}." in local["text"]  # a local user is told where
+    assert local["status"] == "error" and f"in {adapters} (renamed" in local["text"]  # a local user is told where
     shared = _ask(ChatTurns(manager, demo_settings.override("server", host="0.0.0.0")), new_chat(),
                   "Describe the image.", picture_files[("red", "circle")], adapter="nope")
-    assert shared["status"] == "error" and "in adapters." in shared["text"] and adapters not in shared["text"]
+    assert shared["status"] == "error" and "in adapters (renamed" in shared["text"] and adapters not in shared["text"]
+    assert "choose one of: demo-es" in shared["text"]  # what to do (a chat's adapter renamed in the Adapters tab)
 
 
 def test_a_too_large_file_is_refused_and_not_replayed(turns, demo_settings, tmp_path, picture_files):

@@ -134,8 +134,12 @@ def _separate_row_logprob(manager, conversation, option, ids):
     """An option scored alone: the whole conversation (prompt + answer turn) in one forward pass, no cache."""
     import torch
 
+    from vlmchat.models.families import enough_short_side, profile_for, shrink_pictures
+
     full = conversation + [{"role": "assistant", "content": [{"type": "text", "text": option}]}]
     processor = manager.processor
+    # the pictures as every path to the model has them: no larger than the processor reads
+    full = shrink_pictures([full], None, enough_short_side(processor, profile_for(manager.model)))[0]
     inputs = processor.apply_chat_template([full], tokenize=True, return_dict=True, return_tensors="pt")
     tokens = inputs["input_ids"][0].tolist()
     assert tokens[-len(ids):] == ids  # the token boundary: the answer turn ends the row
@@ -508,7 +512,7 @@ def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path,
     if case not in ("other base", "nothing scored"):  # said before the model loads
         assert "model: " not in result.stderr
     if case == "unknown adapter":
-        assert "Adapters there: " in result.stderr and "demo-es" in result.stderr
+        assert "choose one of: " in result.stderr and "demo-es" in result.stderr
     if case == "nothing scored":
         assert "No question was scored" in result.stderr and "answers only about a picture" in result.stderr
 

@@ -52,7 +52,7 @@ def test_user_mistakes_are_one_line_each_in_the_server_output(launched, tmp_path
     lines = output.splitlines()
     assert [line for line in lines if "no-such-adapter" in line] == [
         "vlmchat: /activate_adapter: There is no adapter named 'no-such-adapter' in "
-        f"{launched.log.name.rsplit('/', 1)[0]}/adapters."]
+        f"{launched.log.name.rsplit('/', 1)[0]}/adapters (renamed or deleted?); choose one of: demo-es."]
     assert len([line for line in lines if "'notes.png' is not an image" in line]) == 1
     assert len([line for line in lines if line.startswith("vlmchat: /finetune_plan: learning_rate must be")]) == 1
 

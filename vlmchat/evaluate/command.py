@@ -158,7 +158,7 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
     from ..files import check_writable_file
     from ..finetune.uploads import unpacked_zip
     from ..lora.runtime import is_base
-    from ..lora.store import find_adapter, list_adapters
+    from ..lora.store import find_adapter
     from ..models.manager import ModelManager, is_endpoint
     from .run import EvalOptions, run_eval
     from .sets import read_eval_set
@@ -172,12 +172,7 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
         check_writable_file(options.output, "results.csv")
     for name in models:  # a mistyped adapter is said before the model loads, with the names there are
         if not (is_base(name) or is_endpoint(name)):
-            folder = settings.paths.resolve("adapters")
-            try:
-                find_adapter(folder, name)
-            except InputError as exc:
-                names = ", ".join(info.name for info in list_adapters(folder)) or "none yet"
-                raise InputError(f"{exc} Adapters there: {names}.") from None
+            find_adapter(settings.paths.resolve("adapters"), name)
     eval_set = read_eval_set(unpacked_zip(args.data, settings), limit=args.limit)
     eval_set.require_usable()  # a file with nothing usable is reported before the model loads
     if options.output is not None:

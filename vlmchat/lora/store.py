@@ -253,8 +253,11 @@ def delete_adapter(folder: Path, name: str, confirm: str) -> None:
 def find_adapter(folder: Path, name: str) -> AdapterInfo:
     """Adapter `name` from `folder`, or an InputError saying there is none (before any model is loaded)."""
     path = adapter_path(folder, name)
-    if not path.is_dir():
-        raise InputError(f"There is no adapter named '{name}' in {folder}.")
+    if not path.is_dir():  # one it used may have been renamed or deleted meanwhile (in the Adapters tab)
+        there = [info.name for info in list_adapters(folder)]
+        shown = ", ".join(there[:10]) + (f" and {len(there) - 10} more" if len(there) > 10 else "")
+        raise InputError(f"There is no adapter named '{name}' in {folder} (renamed or deleted?); "
+                         + (f"choose one of: {shown}." if there else "there are none yet: train one in Fine-tune."))
     return read_adapter(path)
 
 
