@@ -383,3 +383,20 @@ def test_an_adapter_exported_from_a_shared_app_names_no_server_folder(tmp_path):
     assert json.loads(files["x/adapter_config.json"]) == {"base_model_name_or_path": "my-model"}
     assert json.loads(files["x/vlmchat.json"])["base_model"] == "my-model"
     assert files["x/adapter_model.safetensors"] == b"\x00weights"
+
+
+def test_a_file_input_naming_a_server_path_gets_our_message_not_the_path(shared):
+    """Gradio refuses a file input whose path was not uploaded with "Cannot move /srv/app/x.png to the gradio cache
+    dir ...": a relative name told the app's own folder, an absolute one confirmed another login's upload (shared-app
+    reviewer, the raw protocol)."""
+    import httpx
+
+    app, _ = shared
+    with httpx.Client(base_url=app.url.rstrip("/"), timeout=120) as http:
+        assert http.post("/login", data=dict(zip(("username", "password"), LOGIN))).status_code == 200
+        for path in ("x.png", str(ROOT / "examples" / "red-circle.png")):
+            started = http.post("/gradio_api/call/caption",
+                                json={"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, "", "base"]})
+            events = http.get(f"/gradio_api/call/caption/{started.json()['event_id']}").text
+            assert "event: error" in events and "A file must be uploaded to this app first" in events, events
+            assert str(ROOT) not in events and "gradio cache dir" not in events and str(Path.cwd()) not in events

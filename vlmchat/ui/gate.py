@@ -126,6 +126,33 @@ class Grants:
         return watch
 
 
+# Gradio's own refusal of a file input that names a path instead of an upload: it named the path it resolved
+# (the app's folder, another login's upload) to whoever sent it.
+NOT_UPLOADED = re.compile(r"^Cannot move .* to the gradio cache dir because it was not uploaded by a user\.$", re.S)
+ERROR_EVENT = re.compile(rb'("error": ")((?:[^"\\]|\\.)*)(")')
+
+
+def _errors_said(send, shown):
+    """`send` whose event-stream errors are said as the app says things to others (`shown`: its folders named
+    relative to them), Gradio's refusal of a file path as what to do instead."""
+    state = {"events": False}
+
+    def said(match) -> bytes:
+        text = json.loads(b'"' + match.group(2) + b'"')
+        text = ("A file must be uploaded to this app first (upload it; with gradio_client, pass handle_file(path)): "
+                "a path on the server is never read." if NOT_UPLOADED.match(text) else shown(text))
+        return match.group(1) + json.dumps(text)[1:-1].encode() + match.group(3)
+
+    async def rewrite(message):
+        if message["type"] == "http.response.start":
+            state["events"] = b"event-stream" in dict(message.get("headers") or []).get(b"content-type", b"")
+        elif message["type"] == "http.response.body" and state["events"] and b'"error"' in message.get("body", b""):
+            message = {**message, "body": ERROR_EVENT.sub(said, message["body"])}
+        await send(message)
+
+    return rewrite
+
+
 async def _send_json(send, status: int, body: dict, headers: dict | None = None) -> None:
     data = json.dumps(body).encode()
     extra = [(k.lower().encode(), str(v).encode()) for k, v in (headers or {}).items()]
@@ -203,10 +230,10 @@ def _login_page(send):
 class LoginGate:
     """ASGI middleware: a login for every non-public route, and a throttle on POST /login."""
 
-    def __init__(self, app, throttle: LoginThrottle, outputs: Path):
+    def __init__(self, app, throttle: LoginThrottle, outputs: Path, shown=lambda text: text):
         from gradio.utils import get_upload_folder
 
-        self.app, self.throttle, self.outputs = app, throttle, Path(outputs).resolve()
+        self.app, self.throttle, self.outputs, self.shown = app, throttle, Path(outputs).resolve(), shown
         self.grants = Grants(Path(get_upload_folder()))
 
     async def __call__(self, scope, receive, send):
@@ -225,7 +252,7 @@ class LoginGate:
                     self.grants.holds(name) and not self.grants.allowed(user, name))):
                 return await _send_json(send, 403, {"detail": "This file belongs to another user."})
             if scope["type"] == "http" and name is None:
-                return await self.app(scope, receive, self.grants.watching(user, send))
+                return await self.app(scope, receive, self.grants.watching(user, _errors_said(send, self.shown)))
             return await self.app(scope, receive, send)
         if path == "/" and scope["type"] == "http":
             return await self.app(scope, receive, _login_page(send))
@@ -272,4 +299,7 @@ def gate_middleware(settings: Settings) -> Middleware:
     """The LoginGate for a FastAPI app's `middleware=` list, throttled as [server] login_* say."""
     server = settings.server
     throttle = LoginThrottle(server.login_attempts, server.login_lockout_minutes * 60, server.login_delay_s)
-    return Middleware(LoginGate, throttle=throttle, outputs=settings.paths.resolve("outputs"))
+    from .sharing import shown_text
+
+    return Middleware(LoginGate, throttle=throttle, outputs=settings.paths.resolve("outputs"),
+                      shown=lambda text: shown_text(settings, text))
