@@ -94,3 +94,15 @@ def test_a_port_in_use_is_one_line_and_exit_code_2_before_the_model_loads():
     assert result.returncode == 2, result.stderr
     assert f"Cannot serve on 127.0.0.1:{port}" in result.stderr and f"--port {port + 1}" in result.stderr
     assert "Traceback" not in result.stderr and "loading" not in result.stdout
+
+
+
+@pytest.mark.parametrize("host, said", [("::", "is an IPv6 address"), ("0.0.0.0.", "is not an address or a name")])
+def test_a_host_that_cannot_be_served_is_one_line_before_the_model_loads(host, said):
+    """`--host ::` loaded the model, printed a password, then died on Gradio's 'Invalid port: ::7860'; a typo in the
+    host was told to change the port (shared-app reviewer)."""
+    from vlmchat.errors import InputError
+    from vlmchat.ui.server import check_port
+
+    with pytest.raises(InputError, match=said):
+        check_port(host, 7860)

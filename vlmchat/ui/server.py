@@ -25,8 +25,15 @@ def check_port(host: str, port: int) -> None:
     """InputError unless `port` can be served on `host` now (another vlmchat, or another program, may hold it)."""
     import socket
 
+    if ":" in host:  # Gradio writes the host into its own URL unbracketed: 'Invalid port: ::7860', after the model
+        raise InputError(f"--host {host} is an IPv6 address, and the web server vlmchat runs on cannot serve on one; "
+                         "use 0.0.0.0 (every IPv4 interface) or this computer's host name.")
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:  # a typo such as 0.0.0.0. got the advice to change the port
+        raise InputError(f"--host {host} is not an address or a name this computer knows ({exc.strerror}); use "
+                         "127.0.0.1 (this computer only) or 0.0.0.0 (other machines too).") from None
+    try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             # As uvicorn binds: a socket still closing is no obstacle.
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
