@@ -401,6 +401,15 @@ def test_remote_images_are_fetched_only_when_allowed(manager, demo_settings):
             client.chat.completions.create(model="demo", messages=ask(url.replace(RED_CIRCLE.name, "gone.png")))
         assert raised.value.body["code"] == "invalid_image_url"
         assert "its server answered 404 File not found" in raised.value.body["message"]
+        # An app others reach fetches public addresses only: it fetched this machine's for any caller and said
+        # open, closed and redirecting ports apart (shared-app reviewer).
+        exposed = allowed.override("server", host="0.0.0.0")
+        client = openai.OpenAI(base_url="http://testserver", api_key="x", max_retries=0,
+                               http_client=TestClient(build_api(manager, exposed, ApiKey())))
+        for inside in (url, "http://10.1.2.3/x.png", "http://[::1]:9/x.png", "http://localhost:1/x.png"):
+            with pytest.raises(openai.BadRequestError) as raised:
+                client.chat.completions.create(model="demo", messages=ask(inside))
+            assert "only from public internet addresses" in raised.value.body["message"], inside
     finally:
         server.shutdown()
 

@@ -222,7 +222,27 @@ def _image(url: str, param: str, settings: Settings):
         raise ApiError(400, f"{param}: this server does not fetch http(s) image URLs (fetching them from the server "
                             "is an SSRF risk); send the image as a data: URL, or set api.allow_remote_images = true "
                             "in settings.toml.", param=param, code="remote_images_disabled")
+    if settings.server.exposed:
+        _refuse_inside(url, param)
     return load_image(_fetch(url, param, limit), name=param, max_bytes=limit)
+
+
+def _refuse_inside(url: str, param: str) -> None:
+    """A 400 unless every address of the URL's host is a public one: an app others reach fetched this machine's and
+    its network's addresses for them, and said open, closed and redirecting ports apart (shared-app reviewer)."""
+    import ipaddress
+    import socket
+    import urllib.parse
+
+    refused = ApiError(400, f"{param}: this server fetches images only from public internet addresses; send the "
+                            "image as a data: URL.", param=param, code="invalid_image_url")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        found = socket.getaddrinfo(parts.hostname or "", parts.port or 443, type=socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        raise refused from None
+    if not all(ipaddress.ip_address(info[4][0].split("%")[0]).is_global for info in found):
+        raise refused
 
 
 FETCH_SECONDS = 20  # for the whole download of a remote image
