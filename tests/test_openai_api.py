@@ -341,7 +341,9 @@ def test_parameters_out_of_range_are_400s_naming_the_apis_own_field(client):
              ({"logit_bias": {"360": -100}}, "logit_bias"), ({"presence_penalty": 2}, "presence_penalty"),
              ({"frequency_penalty": -1.5}, "frequency_penalty"), ({"top_logprobs": 3}, "top_logprobs"),
              ({"extra_body": {"functions": [{"name": "f", "parameters": {"type": "object"}}]}}, "functions"),
-             ({"extra_body": {"function_call": "auto"}}, "function_call")]
+             ({"extra_body": {"function_call": "auto"}}, "function_call"),
+             # answered in text before, 200, to a client that asked for audio (shared-app reviewer)
+             ({"modalities": ["text", "audio"]}, "modalities"), ({"audio": {"voice": "alloy", "format": "wav"}}, "audio")]
     for extra, param in cases:
         with pytest.raises(openai.BadRequestError) as raised:
             client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), **extra)
@@ -362,6 +364,10 @@ def test_parameters_out_of_range_are_400s_naming_the_apis_own_field(client):
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(model="demo", messages=ultra)
     assert raised.value.body["param"] == "messages[0].content[0].image_url.detail"
+    in_system = [{"role": "system", "content": ask(data_url(RED_CIRCLE))[0]["content"]}] + ask(data_url(RED_CIRCLE))
+    with pytest.raises(openai.BadRequestError) as raised:  # OpenAI takes pictures in user messages only
+        client.chat.completions.create(model="demo", messages=in_system)
+    assert raised.value.body["param"] == "messages[0]" and "user messages only" in raised.value.body["message"]
 
 
 @pytest.mark.slow

@@ -140,6 +140,8 @@ class ChatRequest(BaseModel):
     frequency_penalty: float | None = None
     functions: list[dict[str, Any]] | None = None
     function_call: str | dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
 
 
 def _validation_error(exc: ValidationError) -> ApiError:
@@ -178,6 +180,9 @@ def generation_params(request: ChatRequest, settings: Settings) -> GenerationPar
         field = "functions" if request.functions else "function_call"
         raise ApiError(400, f"{field} is not supported here: the local model answers in text only; leave it out.",
                        param=field)
+    if request.audio or set(request.modalities or ()) - {"text"}:  # an answer asked for in audio would have none
+        raise ApiError(400, "Audio answers are not made here: the local model answers in text; leave out audio and "
+                            "modalities other than text.", param="audio" if request.audio else "modalities")
     if request.logit_bias:
         raise ApiError(400, "logit_bias is not applied by this server; leave it out (a banned token would still "
                             "be answered).", param="logit_bias")
@@ -299,6 +304,9 @@ def to_conversation(request: ChatRequest, settings: Settings) -> list[dict]:
         content = message.content
         if isinstance(content, list):
             content = [_part(part, f"messages[{m}].content[{p}]", settings) for p, part in enumerate(content)]
+            if role != "user" and any(part["type"] == "image" for part in content):  # as OpenAI refuses them
+                raise ApiError(400, f"messages[{m}]: image_url parts are for user messages only (this one is "
+                                    f"'{message.role}'); send the picture in a user message.", param=f"messages[{m}]")
         conversation.append({"role": role, "content": content or ""})
     if not conversation:
         raise ApiError(400, "messages must hold at least one message.", param="messages")
