@@ -320,6 +320,10 @@ def test_forced_caption_start_is_continued_and_kept(manager, shapes):
     path = next(p for p, right in truth.items() if right.startswith("a red"))
     assert caption_image(manager, path, start="a red") == truth[path]
     assert caption_image(manager, path, start="This is").startswith("This is a red " + truth[path].split()[-1])
+    # a start the model does not continue: the start alone was written as the caption, and counted as captioned
+    summary = caption_images(manager, [path], CaptionOptions(start="sks style, "))
+    assert not summary.captioned and "wrote nothing after the start 'sks style,'" in summary.failed[0][1]
+    assert not caption_path(path).exists()
 
 
 @pytest.mark.parametrize("start, answer, expected", [

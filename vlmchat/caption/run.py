@@ -151,6 +151,9 @@ def caption_image(manager: ModelManager, source: ImageSource, prompt: str = "", 
     conversation = caption_conversation(image, caption_prompt(prompt, manager.settings), start)
     adapter = None if is_base(adapter) else adapter
     answer = manager.generate_batch([conversation], _params(manager.settings), adapter=adapter)[0]
+    if start.strip() and not answer.strip():
+        raise InputError(f"The model wrote nothing after the start '{start.strip()}' (it does not continue it); "
+                         "try another start.")
     caption = with_start(start, answer)
     if not caption:
         raise InputError(EMPTY_CAPTION[0].upper() + EMPTY_CAPTION[1:] + ".")
@@ -251,6 +254,9 @@ def _caption_batch(manager: ModelManager, decoded: list[tuple[Path, Image.Image]
             summary.stopped = str(answer)
         if isinstance(answer, VlmchatError):
             summary.failed.append((str(path), str(answer)))
+        elif options.start.strip() and not answer.strip():  # the start alone was written as if a caption
+            summary.failed.append((str(path), f"the model wrote nothing after the start '{options.start.strip()}' "
+                                              "(it does not continue it); nothing was written: try another start"))
         else:
             _store(store, path, with_start(options.start, answer), summary)
 
