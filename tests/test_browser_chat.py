@@ -197,6 +197,11 @@ def test_rename_and_delete_a_saved_chat(page, picture_files):
     page.get_by_role("button", name="Yes, delete it").click()
     page.wait_for_function("() => !document.querySelector('#vlmchat-chat-list')?.innerText.includes('Green things')")
     assert _answers(page) == []
+    # with no chat open, Delete and Export say why nothing happens (they did nothing, silently: browser reviewer)
+    page.get_by_role("button", name="Delete this chat").click()
+    page.locator("#vlmchat-chat-note").get_by_text("No chat is open").wait_for()
+    page.get_by_role("button", name="Export Markdown").click()
+    page.locator("#vlmchat-chat-note").get_by_text("there is nothing to export yet").wait_for()
 
 
 def test_compare_example_runs_and_one_vote_counts_per_comparison(page, app):

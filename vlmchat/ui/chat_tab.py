@@ -364,8 +364,9 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
         return opened(state, request, f"Renamed to “{html.escape(saved['title'])}”.")  # a title is text, not markup
 
     rename_button.click(rename, [chat, title], shows, api_visibility="undocumented", queue=False)
-    delete_button.click(lambda state: gr.update(visible=bool(state["id"])), chat, confirm_row,
-                        api_visibility="undocumented", queue=False)
+    delete_button.click(lambda state: (gr.update(visible=bool(state["id"])),
+                                       "" if state["id"] else "No chat is open: open one in the list to delete it."),
+                        chat, [confirm_row, list_note], api_visibility="undocumented", queue=False)
     cancel_button.click(lambda: gr.update(visible=False), None, confirm_row, api_visibility="undocumented", queue=False)
 
     def delete(state: dict, request: gr.Request):
