@@ -91,12 +91,18 @@ def test_missing_demo_model_says_how_to_rebuild(demo_settings, tmp_path):
 
 
 @pytest.mark.parametrize("model_id, message", [
-    ("not-a-hub-id", "neither an existing folder nor a hub id"),
+    ("not-a-hub-id", "neither an existing folder nor a hub id.*the Model tab's names work too \\(smolvlm-256m, "),
     ("a/b/c", "neither an existing folder nor a hub id"),
+    # a model's own name without its owner (newcomer reviewer: no hint)
+    ("SmolVLM-256M-Instruct", "did you mean HuggingFaceTB/SmolVLM-256M-Instruct\\?$"),
 ])
 def test_bad_model_ids_are_explained(demo_settings, model_id, message):
     with pytest.raises(ModelLoadError, match=message):
         resolve_model_source(model_id, demo_settings)
+
+
+def test_demo_is_read_in_any_case_as_catalog_names_are(demo_settings):
+    assert resolve_model_source("Demo", demo_settings).kind == "demo"
 
 
 def test_folder_without_config_is_explained(demo_settings, tmp_path):

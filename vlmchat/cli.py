@@ -17,7 +17,9 @@ EXIT_USER_ERROR = 2
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="hub id (owner/name), local folder, or 'demo' (the embedded demo model)")
+    parser.add_argument("--model", help="hub id (owner/name), local folder, a name from the Model tab's list "
+                                        "(e.g. smolvlm-256m, see settings.toml's [catalog.*]), or 'demo' (the "
+                                        "embedded demo model)")
     parser.add_argument("--quantization", choices=("auto", "none", "8bit", "4bit"),
                         help="weight quantization (default from settings.toml: model.quantization)")
     parser.add_argument("--settings", metavar="FILE", help="settings file to use instead of settings.toml")

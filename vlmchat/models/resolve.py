@@ -60,10 +60,23 @@ def catalog_entry(settings: Settings, model: str) -> CatalogEntry | None:
     return None
 
 
+def _nearest(settings: Settings, model: str) -> str:
+    """'; did you mean <hub id>?' for a name close to a catalog model's, else the catalog's keys (the sentence's end)."""
+    import difflib
+
+    names = {entry.id.split("/")[-1].lower(): entry.id for entry in settings.catalog}
+    names.update({entry.key.lower(): entry.id for entry in settings.catalog})
+    close = difflib.get_close_matches(model.split("/")[-1].lower(), list(names), n=1, cutoff=0.75)
+    if close:
+        return f"; did you mean {names[close[0]]}?"
+    keys = ", ".join(entry.key for entry in settings.catalog)
+    return f"; the Model tab's names work too ({keys}), as does 'demo'." if keys else "."
+
+
 def resolve_model(model: str | None, settings: Settings) -> ModelSource:
     """Find `model` ('' = model.id in settings): the demo, a catalog key, a local folder, a cached or hub id."""
     model = (model or settings.model.id).strip()
-    if model == DEMO_MODEL_ID:
+    if model.lower() == DEMO_MODEL_ID and not Path(model).exists():  # 'Demo' too, as catalog keys are read
         path = demo_model_path(settings)
         if not (path / "config.json").exists():
             raise ModelLoadError(f"The embedded demo model is missing from {path}; "
@@ -78,7 +91,8 @@ def resolve_model(model: str | None, settings: Settings) -> ModelSource:
                                      "(or a hub id such as HuggingFaceTB/SmolVLM-256M-Instruct).")
             return ModelSource(str(path.resolve()), "folder", path.resolve())
         if model.count("/") != 1 or model.startswith(("/", ".", "~")):
-            raise ModelLoadError(f"'{model}' is neither an existing folder nor a hub id like 'owner/name'.")
+            raise ModelLoadError(f"'{model}' is neither an existing folder nor a hub id like 'owner/name'"
+                                 + _nearest(settings, model))
     hub_id = entry.id if entry else model
     from ..hub import cached_snapshot
 
