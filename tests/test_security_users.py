@@ -70,6 +70,11 @@ def test_an_upload_is_found_only_by_its_owner(two_logins, tmp_path):
     uploads = outputs / "finetune" / "uploads"
     assert not (uploads / reference.removeprefix("upload:")).exists()  # not in the shared folder
     assert len(list((uploads / "users").glob(f"ana-*/{reference.removeprefix('upload:')}"))) == 1
+    # the same file uploaded by bob gets an id of its own: an adapter's notes name the upload it was trained on, and
+    # an equal id told another login which file that was (shared-app reviewer)
+    archive = handle_file(str(tmp_path / "set.zip"))  # the very bytes ana uploaded
+    assert clients["bob"].predict(archive, api_name="/eval_upload") != reference
+    assert clients["ana"].predict(archive, api_name="/eval_upload") == reference  # the owner's: the same one
 
 
 def test_an_eval_run_and_its_files_are_its_owners(two_logins, tmp_path):

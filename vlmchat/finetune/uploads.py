@@ -39,22 +39,26 @@ def store_upload(file, settings, folder: Path | None = None) -> str:
     files = [Path(f if isinstance(f, (str, Path)) else f.name) for f in (file if isinstance(file, (list, tuple)) else [file])]
     if not files:
         raise InputError("Nothing was uploaded; choose a .zip or a dataset file.")
+    folder = folder or uploads_folder(settings)
+    # the id is salted with the login's folder: the same bytes uploaded by another login, whose adapters show the
+    # id they were trained on, got the same id, so a login could tell which file another one trained on
+    salt = str(folder.resolve()).encode() + b"\0"
     if len(files) == 1:
-        return _store_one(files[0], folder or uploads_folder(settings))
-    return _store_several(files, folder or uploads_folder(settings))
+        return _store_one(files[0], folder, salt)
+    return _store_several(files, folder, salt)
 
 
-def _store_one(file: Path, folder: Path) -> str:
+def _store_one(file: Path, folder: Path, salt: bytes) -> str:
     suffix = file.suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
         raise InputError(f"'{file.name}' is not a dataset upload; upload a .zip (images + .txt captions, or a "
                          ".jsonl with its images) or a .json/.jsonl/.csv/.parquet file, or pick a dataset file "
                          "together with its pictures.")
-    digest = hashlib.sha256(file.name.encode() + b"\0" + file.read_bytes()).hexdigest()[:12]  # name: the id's file
+    digest = hashlib.sha256(salt + file.name.encode() + b"\0" + file.read_bytes()).hexdigest()[:12]  # name: the id's
     return _stage(folder, f"{_stem(file)}-{digest}", lambda staging: _place(file, staging))
 
 
-def _store_several(files: list[Path], folder: Path) -> str:
+def _store_several(files: list[Path], folder: Path, salt: bytes) -> str:
     from ..images import readable_suffixes
     from .datasets import CAPTION_SUFFIXES
 
@@ -68,7 +72,7 @@ def _store_several(files: list[Path], folder: Path) -> str:
     if twice:
         raise InputError(f"Two uploaded files are both named {twice[0]}; rename one, or upload a .zip that keeps "
                          "their folders.")
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(salt)
     for file in sorted(files, key=lambda f: f.name):
         digest.update(file.name.encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
     data = sorted(f for f in files if f.suffix.lower() in UPLOAD_SUFFIXES)
