@@ -193,6 +193,15 @@ def test_job_spec_validates_and_round_trips(tmp_path):
     (tmp_path / "job.json").write_text(spec.to_json())
     assert JobSpec.from_file(tmp_path / "job.json") == spec
     assert "--max-steps 5" in spec.command() and "--learning-rate 0.003" in spec.command()
+    # an option that is on by default, turned off, is in the command (it was left out: the command evaluated)
+    quiet = JobSpec(name="ok", data="/d", evaluate=False, overwrite=True)
+    assert "--no-evaluate" in quiet.command() and "--overwrite" in quiet.command()
+    import shlex
+
+    from vlmchat.cli import _parse
+
+    parsed = _parse(shlex.split(quiet.command())[2:])  # the command as the CLI reads it
+    assert (parsed.command, parsed.evaluate, parsed.overwrite) == ("finetune", False, True)
 
 
 def test_kohya_caption_files_with_the_dot_caption_extension_are_read(tmp_path):

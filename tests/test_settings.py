@@ -97,6 +97,16 @@ def test_a_port_in_use_is_one_line_and_exit_code_2_before_the_model_loads():
 
 
 
+def test_a_mistyped_start_adapter_is_one_line_with_the_adapters_before_the_model_loads():
+    """`--adapter nosuch` was said after the model had loaded, without the names there are (newcomer reviewer)."""
+    from conftest import free_port
+
+    result = subprocess.run([sys.executable, "launch.py", "--adapter", "nosuch", "--port", str(free_port())],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "no adapter named 'nosuch'" in result.stderr
+    assert "choose one of: demo-es" in result.stderr and "loading" not in result.stdout
+
+
 @pytest.mark.parametrize("host, said", [("::", "is an IPv6 address"), ("0.0.0.0.", "is not an address or a name")])
 def test_a_host_that_cannot_be_served_is_one_line_before_the_model_loads(host, said):
     """`--host ::` loaded the model, printed a password, then died on Gradio's 'Invalid port: ::7860'; a typo in the

@@ -101,8 +101,8 @@ class JobSpec(FinetuneSettings):
             if value == defaults[key] and key not in ("max_steps", "epochs", "preset"):
                 continue
             flag = "--" + key.replace("_", "-")
-            if isinstance(value, bool):
-                parts += [flag] if value else []
+            if isinstance(value, bool):  # set against its default: on, or --no-X where on is the default
+                parts += [flag if value else "--no-" + key.replace("_", "-")]
             else:
                 parts += [flag, str(value)]
         return shlex.join(parts)

@@ -9,7 +9,9 @@ from ..api.serve import api_routes
 from .gate import gate_middleware
 from ..errors import InputError
 from ..files import confine_pictures, mark_running_ui
-from ..models.manager import ModelManager
+from ..lora.runtime import is_base
+from ..lora.store import find_adapter
+from ..models.manager import ModelManager, is_endpoint
 from ..settings import Settings
 
 def _start_adapter(manager: ModelManager, settings: Settings) -> None:
@@ -50,6 +52,8 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
     if settings.server.exposed:  # pictures named inside uploaded datasets stay inside the upload
         confine_pictures()
     check_port(settings.server.host, settings.server.port)  # before the model loads, not a traceback after it
+    if settings.model.adapter and not (is_base(settings.model.adapter) or is_endpoint(settings.model.adapter)):  # a mistyped --adapter, before the load
+        find_adapter(settings.paths.resolve("adapters"), settings.model.adapter)
     manager = ModelManager(settings)
     print("vlmchat: loading", settings.model.id, "...", flush=True)
     info = manager.load()
