@@ -180,6 +180,12 @@ def load_image(source: ImageSource, name: str | None = None, max_bytes: int | No
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"'{label}' is truncated or corrupt ({exc}); re-export or re-download it.") from None
     if _shrunk_size(image.size) != image.size:  # before exif_transpose and convert copy the whole picture
+        factor = int((image.width * image.height / WORKING_PIXELS) ** 0.5)
+        if factor >= 2:  # a box average by a whole factor first, and the decoded picture let go before the resize
+            try:
+                image = image.reduce(factor)
+            except ValueError:  # a mode Pillow does not reduce: the resize alone
+                pass
         image = _working_size(image)
         _give_back_memory()  # the decoded picture's blocks go back to the system, not kept by this process
     image = ImageOps.exif_transpose(image) or image
