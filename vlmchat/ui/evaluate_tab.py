@@ -109,7 +109,8 @@ class EvalActions:
             mine = [run for run in self.runs.values() if run.owner == owner]
             found = mine[-1] if not run_id and mine else next((r for r in mine if r.run_id == run_id), None)
         if found is None:
-            raise gr.Error(f"There is no evaluation run '{run_id}' in this app; start one with eval_start.")
+            raise gr.Error(f"There is no evaluation run '{run_id}' in this app; start one with eval_start." if run_id
+                           else "No evaluation has run yet; start one with eval_start.")  # as finetune_status says
         return found
 
     def status(self, run_id: str = "", request=None) -> dict:
