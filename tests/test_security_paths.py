@@ -400,3 +400,10 @@ def test_a_file_input_naming_a_server_path_gets_our_message_not_the_path(shared)
             events = http.get(f"/gradio_api/call/caption/{started.json()['event_id']}").text
             assert "event: error" in events and "A file must be uploaded to this app first" in events, events
             assert str(ROOT) not in events and "gradio cache dir" not in events and str(Path.cwd()) not in events
+
+
+def test_an_app_on_every_interface_says_the_address_others_use(shared):
+    """It said "serving on http://localhost:PORT/" alone: the address other machines use was not shown."""
+    app, _ = shared
+    assert re.search(rf"serving on http://localhost:{app.port}/ \(other machines: http://[\d.]+:{app.port}/\)",
+                     app.output()), app.output()

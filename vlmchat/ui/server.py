@@ -23,6 +23,21 @@ def _start_adapter(manager: ModelManager, settings: Settings) -> None:
     print(f"vlmchat: adapter '{name}' active", flush=True)
 
 
+def _other_machines(host: str, port: int) -> str:
+    """' (other machines: http://<this machine's address>:<port>/)' when the app binds every interface."""
+    if host != "0.0.0.0":
+        return ""
+    import socket
+
+    try:  # the address a route out of this machine leaves from (no packet is sent)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            address = probe.getsockname()[0]
+    except OSError:
+        return " (other machines: this machine's address, port " + str(port) + ")"
+    return f" (other machines: http://{address}:{port}/)"
+
+
 def check_port(host: str, port: int) -> None:
     """InputError unless `port` can be served on `host` now (another vlmchat, or another program, may hold it)."""
     import socket
@@ -88,7 +103,7 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
         app_kwargs={"middleware": [gate_middleware(settings)],  # every route behind the login; logins throttled
                     "routes": api_routes(manager, settings, bool(access.logins))},  # OpenAI's API under /v1
     )
-    print(f"vlmchat: serving on {app.local_url}", flush=True)
+    print(f"vlmchat: serving on {app.local_url}{_other_machines(server.host, server.port)}", flush=True)
     mark_running_ui(settings.paths.resolve("outputs"), server.port)
     if server.share and not app.share_url:
         notices.append("The public share link could not be created (offline, or the tunnel program is "
