@@ -104,6 +104,25 @@ def test_batch_endpoint_with_a_local_folder_and_with_uploads(client, app, small_
         assert "captions.csv" in zf.namelist() and len([n for n in zf.namelist() if n.endswith(".png")]) == 3
 
 
+def test_a_zip_uploaded_again_goes_on_where_its_last_run_stopped_and_keeps_its_own_captions(client, small_folder,
+                                                                                          tmp_path):
+    """Each tab run unpacked a zip into a new folder, so the same zip again (after a Cancel) captioned everything
+    again; and a caption in the zip was replaced in the results (browser reviewer)."""
+    pictures = sorted(small_folder.glob("*.png"))
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for picture in pictures:
+            zipped.write(picture, f"pics/{picture.name}")
+        zipped.writestr(f"pics/{pictures[0].stem}.txt", "MY OWN CAPTION")
+    line, _, results = _batch(client, archive=handle_file(str(archive)))
+    assert line.startswith("2 captioned, 1 skipped"), line
+    with zipfile.ZipFile(results) as zipped:
+        mine = next(name for name in zipped.namelist() if name.endswith(f"{pictures[0].stem}.txt"))
+        assert zipped.read(mine) == b"MY OWN CAPTION" and len([n for n in zipped.namelist() if n.endswith(".txt")]) == 3
+    line, _, _ = _batch(client, archive=handle_file(str(archive)))
+    assert line.startswith("0 captioned, 3 skipped"), line
+
+
 @pytest.mark.slow
 def test_a_zip_larger_than_a_picture_may_be_is_taken_and_a_picture_that_large_is_not(client, small_folder, tmp_path):
     """Gradio's one cap was server.max_upload_mb (25 MB) for every file: a dataset or pictures zip over it was refused

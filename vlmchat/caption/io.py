@@ -70,7 +70,7 @@ def find_images(paths: list[str | Path], recursive: bool = False, unpack_to: Pat
         elif path.is_file() and path.suffix.lower() == ".zip":
             if unpack_to is None:
                 raise InputError(f"'{path.name}' is a zip; unzip it first or give it as an upload.")
-            unpacked = extract_zip_checked(path, unpack_to / _unpack_name(path), ZIP_MAX_TOTAL_BYTES,
+            unpacked = extract_zip_checked(path, unpack_to / unpack_name(path), ZIP_MAX_TOTAL_BYTES,
                                            ZIP_MAX_MEMBERS, place=_zip_member,
                                            advice="split it or caption the folder instead")
             found.images.extend(p for p in unpacked if is_image_name(p))
@@ -90,7 +90,7 @@ def find_images(paths: list[str | Path], recursive: bool = False, unpack_to: Pat
     return found
 
 
-def _unpack_name(archive: Path) -> str:
+def unpack_name(archive: Path) -> str:
     """The zip's own folder under the unpack folder: its name and a digest of its bytes, so the same zip resumes
     where it stopped and another zip of the same name never meets the first one's pictures and captions."""
     return f"{archive.stem}-{sha256_of(archive)[:10]}"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..caption.io import FORMATS, caption_path, zip_files
+from ..caption.io import FORMATS, caption_path, unpack_name, zip_files
 from ..caption.run import (PRESETS, CaptionOptions, caption_image, caption_images,
                           find_images)
 from ..errors import InputError, VlmchatError
@@ -134,6 +134,8 @@ class CaptionActions:
         cancel = threading.Event()
         self.cancels[session] = (login_of(request), cancel)
         stamp = time.strftime("%Y%m%d-%H%M%S-") + f"{time.time_ns() % 10**6:06d}"
+        if archive and not (folder or "").strip() and not files:  # a zip alone: the same zip again resumes its run
+            stamp = unpack_name(Path(str(archive)))  # (each run started afresh: a Cancel lost the work done)
         run = user_folder(self.settings.paths.resolve("outputs") / "captions", request) / stamp
         try:
             fmt = format if format in FORMATS else self.settings.caption.format
