@@ -576,3 +576,29 @@ def test_an_adapter_worse_than_the_base_comes_with_what_to_do():
     shown = _status_markdown({"state": "done", "job_id": "j", "step": 160, "total_steps": 160, "evaluation": {
         "verdict": "shape-style: -18.6 chrF vs base, significantly worse than base", "advice": advice}})
     assert "**Did it learn?** shape-style: -18.6 chrF" in shown and "⚠️ Do not use shape-style as it is" in shown
+
+
+def test_quitting_the_app_says_which_fine_tunes_go_on_and_how_to_stop_them(tmp_path, capsys):
+    """A fine-tune started from the app is a process of its own and goes on after the app quits; nothing said so
+    (newcomer reviewer). A stand-in process: a sleeping Python whose command line names vlmchat.finetune."""
+    import subprocess
+    import sys
+
+    from vlmchat.settings import load_settings
+    from vlmchat.ui.server import say_running_jobs
+
+    settings = load_settings(write_settings(tmp_path))
+    job = tmp_path / "outputs" / "finetune" / "users" / "ana-1" / "mine-20261202-080000"
+    job.mkdir(parents=True)
+    (job / "job.json").write_text("{}")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "vlmchat.finetune"])
+    try:
+        (job / "pid").write_text(json.dumps({"pid": child.pid, "started": 0}))
+        say_running_jobs(settings)
+        said = capsys.readouterr().out
+        assert f"the fine-tune job {job.name} goes on without the app" in said and f"kill {child.pid}" in said
+    finally:
+        child.kill()
+        child.wait()
+    say_running_jobs(settings)
+    assert capsys.readouterr().out == ""  # a job that ended: nothing to say

@@ -228,6 +228,13 @@ def list_jobs(folder: Path) -> list[Path]:
     return sorted(jobs, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
+def running_jobs_under(folder: Path) -> list[tuple[Path, int | None]]:
+    """(job folder, process id) of every job running under `folder`, every login's included."""
+    folder = Path(folder)
+    jobs = [job.parent for job in folder.rglob(JOB_FILE)] if folder.is_dir() else []
+    return [(job, _pid(job)) for job in jobs if is_alive(job)]
+
+
 def running_job(folder: Path) -> Path | None:
     """The job whose child is running now, if any."""
     return next((job for job in list_jobs(folder) if is_alive(job)), None)

@@ -117,4 +117,14 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
         app.block_thread()
     except KeyboardInterrupt:
         pass
+    say_running_jobs(settings)
     return 0
+
+
+def say_running_jobs(settings: Settings) -> None:
+    """At quit: a fine-tune started from the app goes on without it (its own process), which was said nowhere."""
+    from ..finetune.runner import jobs_folder, running_jobs_under
+
+    for job, pid in running_jobs_under(jobs_folder(settings)):
+        print(f"vlmchat: the fine-tune job {job.name} goes on without the app and writes its adapter when done; "
+              f"start the app again to follow it in the Fine-tune tab, or stop it now: kill {pid}", flush=True)
