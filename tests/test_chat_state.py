@@ -335,3 +335,20 @@ def test_an_adapter_made_after_start_up_works_everywhere(app, picture_files):
             client.predict(handle_file(str(picture)), "Describe the image.", "base", "nope", api_name="/compare")
     finally:
         shutil.rmtree(late)
+
+
+def test_a_chat_deleted_in_another_tab_says_so_at_its_next_question(turns, tmp_path, picture_files):
+    """Tab A still showed a chat tab B had deleted: A's next question got "Image file 'x.png' was not found; check
+    the path", which means nothing in a chat (browser reviewer)."""
+    import shutil
+
+    from vlmchat.chats import ChatStore
+
+    store = ChatStore(tmp_path / "chats")
+    chat = new_chat()
+    assert _ask(turns, chat, "Describe the image.", picture_files[("red", "circle")])["text"] == "a red circle"
+    chat = store.save(chat)
+    shutil.rmtree(store.path(chat["id"]))  # what Delete in the other tab does
+    found = _ask(turns, chat, "What color is the shape?")
+    assert found["status"] == "error" and "deleted in another tab or window" in found["text"]
+    assert "attach the picture again" in found["text"] and "check the path" not in found["text"]

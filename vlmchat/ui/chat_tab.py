@@ -118,7 +118,11 @@ class ChatTurns:
             if not is_endpoint(turn["adapter"]):
                 messages = for_local_model(self.manager, messages, "attach one (📎)")
         except VlmchatError as exc:
-            turn.update(status="error", text=ERROR_MARK + self._said(exc, adapter, image_detail))
+            said = self._said(exc, adapter, image_detail)
+            if _deleted_elsewhere(chat):  # its pictures went with it: "check the path" meant nothing here
+                said = ("This chat was deleted in another tab or window, and its pictures with it; it is kept here as "
+                        "a new chat: attach the picture again to go on.")
+            turn.update(status="error", text=ERROR_MARK + said)
             chat["messages"].append(turn)
             yield turn
             return
@@ -162,6 +166,14 @@ class ChatTurns:
             stop.set()
             if stream is not None:
                 stream.close()
+
+
+def _deleted_elsewhere(chat: dict) -> bool:
+    """True when the saved chat's folder is gone (deleted in another tab) while this tab still shows it."""
+    kept = [Path(image["path"]) for message in chat["messages"] for image in message.get("images") or []
+            if image.get("path")]
+    return bool(chat.get("id")) and any(path.parent.parent.name == chat["id"] and not path.parent.parent.exists()
+                                        for path in kept)
 
 
 def displayed(chat: dict) -> list[tuple[int, dict]]:
