@@ -173,6 +173,10 @@ def test_bad_files_are_reported_one_by_one_and_the_rest_are_captioned(manager, s
     assert "was not found" in reasons["gone.png"]
     assert len(summary.captioned) == 12 and len(_captions(truth)) == 12
     assert not caption_path(folder / "notes.png").exists()
+    (folder / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic")  # a phone's photo: left out, unsaid
+    found = find_images([folder])
+    assert [(image.rsplit("/", 1)[-1], "convert them to JPEG" in why) for image, why in found.failed] == [
+        ("IMG_0001.HEIC", True)]
 
 
 def test_cancel_keeps_what_is_done(manager, shapes):

@@ -36,6 +36,12 @@ class FoundImages:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
+# Picture formats people have (phones, cameras) that Pillow here may not read: such files were left out of a folder
+# without a word (newcomer reviewer: .heic). Any of them Pillow reads here is simply a picture.
+PHOTO_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf",
+                            ".orf", ".rw2"})
+
+
 def is_image_name(path: Path) -> bool:
     """True for a visible file whose suffix is a picture format vlmchat reads (any Pillow opens, as /chat)."""
     return path.suffix.lower() in readable_suffixes() and not path.name.startswith(".")
@@ -55,6 +61,9 @@ def _scan_folder(folder: Path, recursive: bool, found: FoundImages) -> None:
             _scan_folder(entry, recursive, found)
         elif entry.is_file() and is_image_name(entry):
             found.images.append(entry)
+        elif entry.is_file() and entry.suffix.lower() in PHOTO_SUFFIXES:
+            found.failed.append((str(entry), f"{entry.suffix[1:].upper()} pictures are not read here; convert "
+                                             "them to JPEG or PNG (or install the Pillow plugin for them)."))
         elif entry.is_symlink() and not entry.exists() and is_image_name(entry):
             found.failed.append((str(entry), f"'{entry.name}' is a link to a file that is not there "
                                              f"({os.readlink(entry)}); fix or delete the link."))
