@@ -200,7 +200,8 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
             reason = unfit(result.items[index])
             for name in local_names if reason else ():
                 result.skipped[name][index] = reason
-        batch_scorer = partial(scorer, work=BatchWork(detail)) if scorer is score_loglik else scorer
+        batch_scorer = (partial(scorer, work=BatchWork(detail, len(local_names)))
+                        if scorer is score_loglik else scorer)
         for name in list(scoring):
             asked = [one for one in decoded if one[0] not in result.skipped[name]]
             try:

@@ -204,8 +204,10 @@ def option_logprobs(model, processor, conversations: list[list[dict]], conts: li
 class BatchWork:
     """What every model scoring the same batch shares: made by the first, reused by the others."""
 
-    def __init__(self, detail=None):
+    def __init__(self, detail=None, sharing: int = 1):
         self.detail = detail                     # the run's DetailChoice (None: the manager's default)
+        self.sharing = max(1, sharing)           # how many models score the batch: each is timed a share of...
+        self.shared_s = 0.0                      # ...the seconds spent on what they share (made by the first)
         self.prepared: dict[tuple, tuple] = {}   # item ids -> (continuations, processor inputs)
         self.pictures: dict[int, tuple] = {}     # id(pixel_values) -> (pixel_values, the vision tower's output)
         self.vision_free: dict[str, bool] = {}   # adapter -> it leaves the vision tower and projector alone
@@ -214,10 +216,12 @@ class BatchWork:
         """(continuations, inputs) of this batch of items, made once (call under the manager's lock)."""
         key = tuple(map(id, items))
         if key not in self.prepared:
+            started = time.perf_counter()
             model, processor = loaded(manager)
             conts = batch_continuations(model, processor, conversations, [item.options for item in items])
             detail = self.detail or manager.detail()
             self.prepared[key] = conts, ModelManager._inputs(model, processor, conversations, detail)
+            self.shared_s += time.perf_counter() - started
         return self.prepared[key]
 
     def reuse_pictures(self, model, adapter: str | None):
@@ -246,7 +250,9 @@ class BatchWork:
         def memo(*args, **kwargs):
             pixels = kwargs.get("pixel_values", args[0] if args else None)
             if id(pixels) not in self.pictures:
+                started = time.perf_counter()
                 self.pictures[id(pixels)] = pixels, encode(*args, **kwargs)
+                self.shared_s += time.perf_counter() - started
             return self.pictures[id(pixels)][1]
 
         inner.get_image_features = memo
@@ -274,13 +280,16 @@ def score_loglik(manager: ModelManager, items: list[EvalItem], images: list[list
 
     work = work or BatchWork()
     conversations = [user_turn(pictures, choice_prompt(item)) for item, pictures in zip(items, images)]
-    started = time.perf_counter()
+    started, shared_before = time.perf_counter(), work.shared_s
     with manager.lock:
         model, processor = loaded(manager)  # attaching an adapter may have wrapped the model meanwhile
         conts, inputs = work.prepare(manager, items, conversations)
         with torch.inference_mode(), use_adapter(model, adapter), work.reuse_pictures(model, adapter):
             sums = option_logprobs(model, processor, conversations, conts, inputs=inputs)
-    seconds = (time.perf_counter() - started) / len(items)
+    # its own time, and its share of the work the models share (the first made it all: the base looked 2x slower
+    # than its adapters in the same run)
+    own = time.perf_counter() - started - (work.shared_s - shared_before)
+    seconds = (own + work.shared_s / work.sharing) / len(items)
     out = []
     for item, scores in zip(items, sums):
         best = _argmax(scores)
