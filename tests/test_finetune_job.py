@@ -99,6 +99,7 @@ def test_cli_trains_an_adapter_with_metadata_and_never_overwrites_without_confir
     # 2 validation samples: no verdict, and how to get one
     assert "Not evaluated: the validation split has 2 samples" in result.stdout + result.stderr
     assert "launch.py eval --data FOLDER --adapter tiny-es" in result.stdout + result.stderr
+    assert meta["metrics"]["validation_verdict"].startswith("Not evaluated: the validation split has 2 samples")
     again = _cli(settings_file, "--data", str(data), "--name", "tiny-es", "--max-steps", "1")
     assert again.returncode == 2 and "already exists" in again.stderr and len(again.stderr.strip().splitlines()) == 1
     bad = _cli(settings_file, "--data", str(data), "--name", "../x")

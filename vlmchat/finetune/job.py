@@ -120,15 +120,27 @@ def worse_advice(name: str, numbers: dict, model: str) -> str:
             "it should say." + small)
 
 
+def _record_verdict(adapter: Path, verdict: str, numbers: dict) -> None:
+    """The verdict (or why there is none) in the adapter's vlmchat.json, beside its other metrics."""
+    import json
+
+    from ..lora.store import META_FILE, write_metadata
+
+    meta = json.loads((adapter / META_FILE).read_text(encoding="utf-8"))
+    meta.setdefault("metrics", {}).update(validation_verdict=verdict, validation_eval=numbers)
+    write_metadata(adapter, meta)  # keeps its "created"
+
+
 def evaluate_adapter(trainer, adapter: Path, emit) -> None:
     """Base vs the new adapter on the validation split (captions of its answers); emits an "evaluation" event."""
     val = trainer.val.samples
     if len(val) < MIN_EVAL_SAMPLES:
-        emit("evaluation", message=f"Not evaluated: the validation split has {len(val)} samples (a comparison with "
-                                   f"the base needs at least {MIN_EVAL_SAMPLES}). For a verdict, evaluate "
-                                   f"{adapter.name} on {MIN_EVAL_SAMPLES} or more pictures it did not train on, "
-                                   "with their captions in .txt files: the Evaluate tab, or `launch.py eval --data "
-                                   f"FOLDER --adapter {adapter.name}`.")
+        message = (f"Not evaluated: the validation split has {len(val)} samples (a comparison with the base needs at "
+                   f"least {MIN_EVAL_SAMPLES}). For a verdict, evaluate {adapter.name} on {MIN_EVAL_SAMPLES} or more "
+                   "pictures it did not train on, with their captions in .txt files: the Evaluate tab, or "
+                   f"`launch.py eval --data FOLDER --adapter {adapter.name}`.")
+        emit("evaluation", message=message)
+        _record_verdict(adapter, message, {})  # the adapter's vlmchat.json said nothing of why there was none
         return
     import gc
 
@@ -147,13 +159,7 @@ def evaluate_adapter(trainer, adapter: Path, emit) -> None:
         advice = worse_advice(adapter.name, numbers, trainer.spec.model)
         emit("evaluation", verdict=verdict, numbers=numbers, folder=str(folder), advice=advice,
              message=" ".join(filter(None, [verdict, advice])))
-        import json
-
-        from ..lora.store import META_FILE, write_metadata
-
-        meta = json.loads((adapter / META_FILE).read_text(encoding="utf-8"))
-        meta.setdefault("metrics", {}).update(validation_verdict=verdict, validation_eval=numbers)
-        write_metadata(adapter, meta)  # keeps its "created"
+        _record_verdict(adapter, verdict, numbers)
     except Exception as exc:  # the adapter is written; a failed evaluation is reported, not fatal
         emit("evaluation", message=f"The evaluation after training failed: {type(exc).__name__}: "
                                    f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")
