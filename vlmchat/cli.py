@@ -28,7 +28,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for `python launch.py`."""
     parser = argparse.ArgumentParser(
-        prog="python launch.py",
+        prog="python3 launch.py",
         description="vlmchat: chat with, caption with and fine-tune vision-language models locally. "
                     "With no command it starts the web UI on http://127.0.0.1:7860.",
     )

@@ -191,7 +191,7 @@ class EvalResult:
     def command(self) -> str:
         """The `launch.py eval` command that repeats this run."""
         config = self.config
-        parts = ["python", "launch.py", "eval", "--data", str(self.eval_set.path)]
+        parts = ["python3", "launch.py", "eval", "--data", str(self.eval_set.path)]
         if config.get("model"):
             parts += ["--model", str(config["model"])]
         for name in self.models:

@@ -93,7 +93,7 @@ class JobSpec(FinetuneSettings):
 
     def command(self) -> str:
         """The `python launch.py finetune ...` command that starts the same run."""
-        parts = ["python", "launch.py", "--model", self.model, "finetune", "--data", self.data, "--name", self.name]
+        parts = ["python3", "launch.py", "--model", self.model, "finetune", "--data", self.data, "--name", self.name]
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         defaults.update(PRESET_VALUES.get(self.preset, {}))
         for key in CLI_FLAGS:

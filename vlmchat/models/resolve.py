@@ -80,7 +80,7 @@ def resolve_model(model: str | None, settings: Settings) -> ModelSource:
         path = demo_model_path(settings)
         if not (path / "config.json").exists():
             raise ModelLoadError(f"The embedded demo model is missing from {path}; "
-                                 "rebuild it with `python launch.py build-demo`.")
+                                 "rebuild it with `python3 launch.py build-demo`.")
         return ModelSource(DEMO_MODEL_ID, "demo", path)
     entry = catalog_entry(settings, model)
     if entry is None:
