@@ -2,7 +2,7 @@
 
 Handles empty, non-image, truncated and oversized files, decompression bombs, pictures too long or
 too thin for a processor (MAX_SIDE, MAX_ASPECT, checked from the header before decoding), pictures
-larger than any processor reads (shrunk to WORKING_PIXELS as they are decoded), CMYK, 16-bit,
+larger than any processor reads (shrunk to WORKING_PIXELS as they are decoded; `fit_picture`), CMYK, 16-bit,
 alpha and palette images, animations (first frame) and EXIF rotation. A `data:` URL string
 (`data:image/png;base64,...`, as OpenAI's chat and fine-tuning formats carry images) is decoded
 like the bytes of a file.
@@ -137,7 +137,7 @@ def load_image(source: ImageSource, name: str | None = None, max_bytes: int | No
 
     if isinstance(source, Image.Image):
         check_shape(source.size, name or "the image")
-        return _working_size(_to_rgb(ImageOps.exif_transpose(source) or source))
+        return fit_picture(_to_rgb(ImageOps.exif_transpose(source) or source), max_pixels=WORKING_PIXELS)
     if is_data_url(source):
         label = name or "data: URL image"
         data = decode_data_url(source, label, max_bytes)
@@ -165,8 +165,8 @@ def load_image(source: ImageSource, name: str | None = None, max_bytes: int | No
                 check_shape(image.size, label)
                 if getattr(image, "n_frames", 1) > 1:
                     image.seek(0)
-                if _shrunk_size(image.size) != image.size:
-                    image.draft("RGB", _shrunk_size(image.size))  # JPEG decodes at 1/2, 1/4 or 1/8 of the size
+                if fitted_size(image.size, max_pixels=WORKING_PIXELS) != image.size:  # JPEG decodes at 1/2, 1/4, 1/8
+                    image.draft("RGB", fitted_size(image.size, max_pixels=WORKING_PIXELS))
                 image.load()
             finally:
                 Image.MAX_IMAGE_PIXELS = previous
@@ -179,31 +179,34 @@ def load_image(source: ImageSource, name: str | None = None, max_bytes: int | No
                          "If it is one of these, the file is damaged: re-export or re-download it.") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"'{label}' is truncated or corrupt ({exc}); re-export or re-download it.") from None
-    if _shrunk_size(image.size) != image.size:  # before exif_transpose and convert copy the whole picture
-        factor = int((image.width * image.height / WORKING_PIXELS) ** 0.5)
+    if fitted_size(image.size, max_pixels=WORKING_PIXELS) != image.size:  # before exif_transpose and convert copy
+        factor = int((image.width * image.height / WORKING_PIXELS) ** 0.5)  # the whole picture
         if factor >= 2:  # a box average by a whole factor first, and the decoded picture let go before the resize
             try:
                 image = image.reduce(factor)
             except ValueError:  # a mode Pillow does not reduce: the resize alone
                 pass
-        image = _working_size(image)
+        image = fit_picture(image, max_pixels=WORKING_PIXELS)
         _give_back_memory()  # the decoded picture's blocks go back to the system, not kept by this process
     image = ImageOps.exif_transpose(image) or image
-    return _working_size(_to_rgb(image))
+    return _to_rgb(image)
 
 
-def _shrunk_size(size: tuple[int, int]) -> tuple[int, int]:
-    """`size`, or the largest size of its shape within WORKING_PIXELS."""
+def fitted_size(size: tuple[int, int], max_edge: int | None = None, short_side: int | None = None,
+                max_pixels: int | None = None) -> tuple[int, int]:
+    """`size`, or the largest size of its shape with at most `max_edge` pixels on its long side, `short_side` on its
+    short side and `max_pixels` in all."""
     width, height = size
-    if width * height <= WORKING_PIXELS:
-        return size
-    scale = (WORKING_PIXELS / (width * height)) ** 0.5
-    return max(1, int(width * scale)), max(1, int(height * scale))
+    long, short = max(width, height), max(1, min(width, height))
+    scale = min(1.0, (max_edge or long) / long, (short_side or short) / short,
+                ((max_pixels or width * height) / max(1, width * height)) ** 0.5)
+    return size if scale == 1.0 else (max(1, int(width * scale)), max(1, int(height * scale)))
 
 
-def _working_size(image: Image.Image) -> Image.Image:
-    """`image`, or a copy shrunk to WORKING_PIXELS where it has more."""
-    target = _shrunk_size(image.size)
+def fit_picture(image: Image.Image, max_edge: int | None = None, short_side: int | None = None,
+                max_pixels: int | None = None) -> Image.Image:
+    """`image`, or a shrunk copy within `fitted_size`'s limits."""
+    target = fitted_size(image.size, max_edge, short_side, max_pixels)
     if target == image.size:
         return image
     try:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import random
 
-from ..images import load_image
-from ..models.families import fit_picture
+from ..images import fit_picture, load_image
 from .collate import collate_groups, encode_example
 from .recipe import steps_for
 

@@ -276,22 +276,14 @@ def enough_short_side(processor, profile: FamilyProfile) -> int | None:
     return 2 * max(edges) * max(1, int(getattr(images, "max_image_tiles", None) or 1)) if edges else None
 
 
-def fit_picture(image, max_edge: int | None = None, short_side: int | None = None):
-    """`image`, or a shrunk copy with at most `max_edge` pixels on its long side and `short_side` on its short."""
-    width, height = image.size
-    scale = min(1.0, (max_edge or max(width, height)) / max(width, height),
-                (short_side or min(width, height)) / max(1, min(width, height)))
-    if scale == 1.0:
-        return image
-    return image.resize((max(1, int(width * scale)), max(1, int(height * scale))), reducing_gap=3.0)
-
-
 def shrink_pictures(conversations: list[list[dict]], max_edge: int | None,
                     short_side: int | None = None) -> list[list[dict]]:
     """The conversations with every PIL picture larger than `max_edge` on a side, or with more than `short_side`
     on its short side, shrunk to fit (copies)."""
     if not max_edge and not short_side:
         return conversations
+
+    from ..images import fit_picture
 
     def fit(part: dict) -> dict:
         image = part.get("image")
