@@ -131,6 +131,14 @@ def caption_conversation(image: Image.Image, prompt: str, start: str = "") -> li
     return messages
 
 
+def not_continued(start: str, answer: str) -> str:
+    """Why a forced `start` the model wrote nothing after is no caption ('' when it wrote some): the start alone was
+    saved as the caption and counted as captioned."""
+    if start.strip() and not answer.strip():
+        return f"the model wrote nothing after the start '{start.strip()}' (it does not continue it): try another start"
+    return ""
+
+
 def with_start(start: str, answer: str) -> str:
     """The caption: the forced start followed by what the model wrote after it."""
     start, answer = start.strip(), answer.strip()
@@ -151,9 +159,8 @@ def caption_image(manager: ModelManager, source: ImageSource, prompt: str = "", 
     conversation = caption_conversation(image, caption_prompt(prompt, manager.settings), start)
     adapter = None if is_base(adapter) else adapter
     answer = manager.generate_batch([conversation], _params(manager.settings), adapter=adapter)[0]
-    if start.strip() and not answer.strip():
-        raise InputError(f"The model wrote nothing after the start '{start.strip()}' (it does not continue it); "
-                         "try another start.")
+    if stalled := not_continued(start, answer):
+        raise InputError(stalled[0].upper() + stalled[1:] + ".")
     caption = with_start(start, answer)
     if not caption:
         raise InputError(EMPTY_CAPTION[0].upper() + EMPTY_CAPTION[1:] + ".")
@@ -254,9 +261,8 @@ def _caption_batch(manager: ModelManager, decoded: list[tuple[Path, Image.Image]
             summary.stopped = str(answer)
         if isinstance(answer, VlmchatError):
             summary.failed.append((str(path), str(answer)))
-        elif options.start.strip() and not answer.strip():  # the start alone was written as if a caption
-            summary.failed.append((str(path), f"the model wrote nothing after the start '{options.start.strip()}' "
-                                              "(it does not continue it); nothing was written: try another start"))
+        elif stalled := not_continued(options.start, answer):
+            summary.failed.append((str(path), stalled + "; nothing was written"))
         else:
             _store(store, path, with_start(options.start, answer), summary)
 
