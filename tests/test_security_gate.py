@@ -86,48 +86,51 @@ def test_with_the_login_the_routes_answer(served):
         assert client.get("/config").status_code == 200
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed (apt-get install chromium)")
-def test_a_browser_logs_in_through_the_gate(served):
+@pytest.fixture
+def login_page(served):
+    """A fresh Chromium page on the app's login page."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     _, url = served
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
                                                                              "--disable-background-networking"])
         page = browser.new_page()
-        refused = []
-        page.on("response", lambda r: r.status >= 400 and refused.append((r.status, r.url)))
-        page.goto(url + "/")
-        page.locator("input").first.fill(LOGIN[0])
-        page.locator("input[type=password]").fill(LOGIN[1])
-        page.get_by_role("button", name="Login").click()
-        page.wait_for_selector("textarea", timeout=60_000)
-        assert page.get_by_role("tab", name="Caption").count() == 1 and refused == []
+        yield page
         browser.close()
 
 
+def _log_in(page, password: str) -> None:
+    page.locator("input").first.fill(LOGIN[0])
+    page.locator("input[type=password]").fill(password)
+    page.get_by_role("button", name="Login").click()
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed (apt-get install chromium)")
-def test_a_locked_out_browser_user_is_told_why_and_for_how_long(served):
+def test_a_browser_logs_in_through_the_gate(served, login_page):
+    page, (_, url) = login_page, served
+    refused = []
+    page.on("response", lambda r: r.status >= 400 and refused.append((r.status, r.url)))
+    page.goto(url + "/")
+    _log_in(page, LOGIN[1])
+    page.wait_for_selector("textarea", timeout=60_000)
+    assert page.get_by_role("tab", name="Caption").count() == 1 and refused == []
+
+
+@pytest.mark.slow
+def test_a_locked_out_browser_user_is_told_why_and_for_how_long(served, login_page):
     """Gradio's form shows "Incorrect Credentials" on a 400 and nothing on a 429: a user locked out (even with the
     right password) pressed Login and nothing happened."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    _, url = served
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                                                             "--disable-background-networking"])
-        page = browser.new_page()
-        page.goto(url + "/")
-        for password in [f"wrong-{n}" for n in range(ATTEMPTS)] + [LOGIN[1]]:
-            page.locator("input").first.fill(LOGIN[0])
-            page.locator("input[type=password]").fill(password)
-            with page.expect_response(lambda r: r.url.rstrip("/").endswith("/login")) as answered:
-                page.get_by_role("button", name="Login").click()
-        assert answered.value.status == 429
-        note = page.get_by_role("alert").filter(has_text="Too many failed logins")
-        note.wait_for(timeout=10_000)
-        assert re.fullmatch(r"Too many failed logins; try again in \d+ seconds\.", note.inner_text())
-        browser.close()
+    page, (_, url) = login_page, served
+    page.goto(url + "/")
+    for password in [f"wrong-{n}" for n in range(ATTEMPTS)] + [LOGIN[1]]:
+        with page.expect_response(lambda r: r.url.rstrip("/").endswith("/login")) as answered:
+            _log_in(page, password)
+    assert answered.value.status == 429
+    note = page.get_by_role("alert").filter(has_text="Too many failed logins")
+    note.wait_for(timeout=10_000)
+    assert re.fullmatch(r"Too many failed logins; try again in \d+ seconds\.", note.inner_text())
     time.sleep(LOCKOUT_S + 0.2)  # the next test starts unlocked
 
 
