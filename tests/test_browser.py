@@ -125,6 +125,16 @@ def test_evaluate_a_bad_file_then_a_good_one_shows_the_verdict(page, tmp_path):
     assert "demo-es" in page.locator("#vlmchat-eval-verdict").inner_text()
     assert "done" in page.locator("#vlmchat-eval-progress").inner_text()
     page.screenshot(path=str(ARTIFACTS / "evaluate.png"), full_page=True)
+    # both methods on the same upload, generate at the write-up's setting: each model's two methods compared
+    panel.get_by_label("generate", exact=True).check()
+    panel.get_by_text("Generate settings").click()
+    panel.get_by_label("Beams", exact=False).fill("5")
+    panel.get_by_label("New tokens", exact=False).fill("1")
+    panel.get_by_role("button", name="Evaluate", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#vlmchat-eval-verdict').innerText.includes('vs loglik')",
+                           timeout=120_000)  # 12 questions x 2 models x 2 methods, 5 beams: a busy CI machine
+    verdict = page.locator("#vlmchat-eval-verdict").inner_text()
+    assert "base by generate" in verdict and "x faster (" in verdict and "demo-es · generate: " in verdict
 
 
 def test_evaluate_lists_an_adapter_made_after_start_up(page, app):

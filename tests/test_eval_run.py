@@ -235,6 +235,49 @@ def test_base_and_adapter_in_one_run_give_a_verdict_with_counts(eval_manager, pi
     assert "--adapter demo-es" in summary["command"] and "--method loglik" in summary["command"]
 
 
+def test_both_methods_in_one_run_compare_accuracy_and_speed_per_model(eval_manager, pictures, tmp_path):
+    """loglik and generate on the same questions in one run: a row per model and method, each method's verdict
+    against the base, and each model's methods against each other (McNemar and ms a question)."""
+    from vlmchat.evaluate.run import EvalOptions, run_eval
+
+    items = question_items(pictures, 8)
+    result = run_eval(eval_manager, eval_set(items), ["base", "demo-es"], ["loglik", "generate"],
+                      EvalOptions(batch_size=4, max_new_tokens=1, num_beams=5), folder=tmp_path)
+    rows = ["base · loglik", "demo-es · loglik", "base · generate", "demo-es · generate"]
+    assert result.models == rows and [r[0] for r in result.table()] == rows
+    assert result.model_summary("base · loglik")["acc"] >= 7 / 8 and result.model_summary("base · generate")["acc"] >= 7 / 8
+    assert result.model_summary("base · generate")["acc_norm"] is None
+    # the Spanish adapter answers "rojo": loglik still ranks the English options, generate's answer parses to none
+    assert result.model_summary("demo-es · generate")["acc"] == 0
+    sentences = [text for text, _ in result.verdicts()]
+    assert sentences[0].startswith("demo-es · loglik: ") and sentences[1].startswith("demo-es · generate: -")
+    comparison = sentences[3]
+    assert comparison.startswith("demo-es by generate: -") and "vs loglik, significantly worse than loglik" in comparison
+    ms = [result.model_summary(row)["mean_ms"] for row in ("demo-es · loglik", "demo-es · generate")]
+    faster = "loglik" if ms[0] <= ms[1] else "generate"
+    assert f"; {faster} {max(ms) / min(ms):.1f}x faster ({ms[0]:.1f} vs {ms[1]:.1f} ms a question)" in comparison
+    with open(tmp_path / "results.csv", encoding="utf-8") as f:
+        found = {(row["model"], row["method"]) for row in csv.DictReader(f)}
+    assert found == {(m, how) for m in ("base", "demo-es") for how in ("loglik", "generate")}
+    assert "--adapter demo-es --method loglik generate" in result.command()
+
+
+def test_methods_are_read_from_the_cli_the_tab_and_the_api_alike(eval_manager, pictures):
+    from vlmchat.cli import build_parser
+    from vlmchat.errors import InputError
+    from vlmchat.evaluate.run import check_methods
+
+    parser = build_parser()
+    assert parser.parse_args(["eval", "--data", "x", "--method", "loglik", "generate"]).methods == ["loglik", "generate"]
+    assert parser.parse_args(["eval", "--data", "x"]).methods is None
+    questions = eval_set(question_items(pictures, 2))
+    for given in ("loglik,generate", "loglik+generate", ["loglik", "generate"], " Loglik , generate,loglik"):
+        assert check_methods(questions, given, ["base"]) == ["loglik", "generate"]
+    with pytest.raises(InputError, match="'beams' is not known; use one of loglik, generate, or both"):
+        check_methods(questions, "loglik,beams", ["base"])
+    with pytest.raises(InputError, match="No eval method is chosen"):
+        check_methods(questions, [], ["base"])  # the tab with both boxes unticked
+
 def test_what_the_models_share_is_timed_to_each_of_them_in_equal_shares(eval_manager, pictures, tmp_path, monkeypatch):
     """The batch's shared work (prompts and pictures, made by the first model that scores it) was timed to that model
     alone: the base showed 7.8-9.9 ms a question and demo-es 4.3-5.5 in the same run, demo-es alone 9.6 (verifying

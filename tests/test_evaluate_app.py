@@ -57,6 +57,17 @@ def test_base_vs_adapter_gives_accuracy_intervals_a_verdict_and_the_csv(client, 
         assert column in header
 
 
+def test_both_methods_through_the_api_with_the_write_ups_generate_setting(client, tmp_path):
+    data = write_colour_set(tmp_path / "set", count=8)
+    started = client.predict(str(data), ["base"], "loglik,generate", 0, "", 5, 1, api_name="/eval_start")
+    assert started["method"] == "loglik+generate"
+    status = wait_done(client, started["run_id"])
+    assert [row[0] for row in status["table"]["data"]] == ["base · loglik", "base · generate"]
+    assert [row[4] for row in status["table"]["data"]] == [8, 8]
+    comparison, = status["verdicts"]
+    assert comparison.startswith("base by generate: ") and "vs loglik" in comparison and "x faster (" in comparison
+    assert "--num-beams 5" in status["command"] and "--max-new-tokens 1" in status["command"]
+
 def test_an_uploaded_zip_with_images_runs(client, tmp_path):
     data = write_colour_set(tmp_path / "set", count=8)
     archive = tmp_path / "colours.zip"

@@ -38,9 +38,11 @@ def add_eval_parser(commands) -> None:
                         help="OpenAI-compatible server(s) from [endpoints.NAME] in settings to score too "
                              "(needs --method generate; with --no-base and no adapter no local model is loaded)")
     parser.add_argument("--no-base", action="store_true", help="do not score the base model")
-    parser.add_argument("--method", choices=("loglik", "generate"), default="loglik",
-                        help="loglik: score each option's log-likelihood (default, fast); generate: parse a "
-                             "generated answer. Caption sets are always generated.")
+    parser.add_argument("--method", dest="methods", choices=("loglik", "generate"), action="extend", nargs="+",
+                        metavar="{loglik,generate}",
+                        help="loglik: score each option's log-likelihood (default, no sampling); generate: parse a "
+                             "generated answer; both (--method loglik generate): each model by both on the same "
+                             "questions, compared in accuracy and speed. Caption sets are always generated.")
     parser.add_argument("--limit", type=_positive, metavar="N", help="use only the first N items")
     parser.add_argument("--batch-size", type=_positive, default=8, metavar="N", help="questions per batch (default 8)")
     parser.add_argument("--max-new-tokens", type=_positive, metavar="N",
@@ -185,7 +187,8 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
     progress = _Progress()
     try:
         result, interrupted = _run_in_thread(
-            lambda cancel: run_eval(manager, eval_set, models, args.method, options, progress=progress, cancel=cancel))
+            lambda cancel: run_eval(manager, eval_set, models, args.methods or ["loglik"], options, progress=progress,
+                                    cancel=cancel))
     finally:
         progress.close()
     print_result(result)

@@ -2,7 +2,9 @@
 
 `EvalResult` holds every model's score on every item (and why an item was skipped), and turns
 them into the tables the UI and CLI show, the verdicts (adapter vs base, McNemar) and the files
-under `<outputs>/eval/<run-id>/`, each written atomically.
+under `<outputs>/eval/<run-id>/`, each written atomically. A run that compares methods (loglik and
+generate on the same questions) has a row per model and method ("base · loglik"), its verdicts per
+method, and for each model the methods against each other: accuracy (McNemar) and speed.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ class EvalResult:
     """Scores of each model on the items of one eval set, from one pass over the data."""
 
     eval_set: EvalSet
-    models: list[str]
-    method: str                                    # "loglik", "generate" or "caption"
+    models: list[str]                              # the rows: model names, or "model · method" (`entries`)
+    method: str                                    # "loglik", "generate", "caption", or "loglik+generate"
     config: dict = field(default_factory=dict)     # what the run was asked (batch size, tokens, beams, limit, ...)
     scores: dict[str, dict[int, ItemScore]] = field(default_factory=dict)  # model -> item index -> score
     skipped: dict[str, dict[int, str]] = field(default_factory=dict)       # model -> item index -> why
@@ -45,11 +47,28 @@ class EvalResult:
     done: int = 0                                  # items handled (scored or skipped) for every model
     elapsed_s: float = 0.0
     folder: Path | None = None
+    entries: dict[str, tuple[str, str]] = field(default_factory=dict)  # row -> (model, method), methods compared
 
     def __post_init__(self) -> None:
         for name in self.models:
             self.scores.setdefault(name, {})
             self.skipped.setdefault(name, {})
+
+    def methods(self) -> list[str]:
+        """The run's methods, in order."""
+        return self.method.split("+")
+
+    def model_of(self, row: str) -> str:
+        """The model (base, adapter, endpoint) a row scores."""
+        return self.entries.get(row, (row, ""))[0]
+
+    def method_of(self, row: str) -> str:
+        """The method a row was scored with."""
+        return self.entries.get(row, ("", self.method))[1]
+
+    def metric_of(self, row: str) -> str:
+        """The accuracy a row's verdicts use: `metric` for loglik rows, acc for the others."""
+        return self.metric if self.method_of(row) == "loglik" else "acc"
 
     @property
     def items(self) -> list[EvalItem]:
@@ -64,17 +83,22 @@ class EvalResult:
         A summed log-probability falls with every word, so phrases of different lengths need normalising; one-word
         options (red / yellow) do not, and per character they lean to the longer word: on 100 pictures drawn by
         another generator the demo's colour questions scored acc 96%, acc_norm 84%."""
-        if self.method == "loglik" and any(len({len(o.split()) for o in item.options}) > 1 for item in self.items):
+        if "loglik" in self.methods() and any(len({len(o.split()) for o in item.options}) > 1 for item in self.items):
             return "acc_norm"
         return "acc"
 
     def metric_reason(self) -> str:
-        """Why `metric` is the one the verdicts use."""
-        if self.method == "caption":
+        """Why `metric` is the one the verdicts use (for each method, when the run compares them)."""
+        if len(self.methods()) > 1:
+            return "; ".join(f"{method} rows: {self._reason(method)}" for method in self.methods())
+        return self._reason(self.method)
+
+    def _reason(self, method: str) -> str:
+        if method == "caption":
             return ("chrF (character n-gram F-score, sacrebleu) of each caption against its references, base and "
                     "adapter compared caption by caption; keyword match (every content word of a reference appears), "
                     "exact match, BLEU and ROUGE-L beside it")
-        if self.method == "generate":
+        if method == "generate":
             return "acc: the generated answer, parsed as a letter or an option's text (unparsed = wrong)"
         if self.metric == "acc_norm":
             return "acc_norm (log-probability per character of the option): the options differ in number of words"
@@ -82,7 +106,8 @@ class EvalResult:
                 "words, so they need no normalising by length")
 
     def is_correct(self, score: ItemScore, metric: str | None = None) -> bool:
-        """Whether `score` counts as right under `metric` (default: the verdicts' metric)."""
+        """Whether `score` counts as right under `metric` (default: the verdicts' metric; a generated answer has no
+        acc_norm and counts by acc)."""
         if (metric or self.metric) == "acc_norm" and score.correct_norm is not None:
             return bool(score.correct_norm)
         return bool(score.correct)
@@ -121,12 +146,12 @@ class EvalResult:
         """n, acc, acc_norm, 95% interval of the verdicts' metric, mean ms per question, problems."""
         scored = list(self.scores[name].values())
         n = len(scored)
-        right = sum(self.is_correct(s) for s in scored)
+        right = sum(self.is_correct(s, self.metric_of(name)) for s in scored)
         low, high = wilson_interval(right, n)
         summary = {
             "n": n, "acc": _mean(s.correct for s in scored),
-            "acc_norm": _mean(s.correct_norm for s in scored) if self.method == "loglik" else None,
-            "metric": self.metric, "accuracy": right / n if n else None, "interval": [low, high],
+            "acc_norm": _mean(s.correct_norm for s in scored) if self.method_of(name) == "loglik" else None,
+            "metric": self.metric_of(name), "accuracy": right / n if n else None, "interval": [low, high],
             "mean_ms": 1000 * _mean(s.seconds for s in scored) if n else None,
             "problems": len(self.eval_set.problems) + len(self.skipped[name]),
         }
@@ -136,10 +161,39 @@ class EvalResult:
 
     def verdicts(self) -> list[tuple[str, dict]]:
         """(sentence, numbers) for each adapter against the base, on the questions both scored."""
-        if not any(is_base(m) for m in self.models):
-            return []
-        base = next(m for m in self.models if is_base(m))
-        return [self._verdict(base, name, self.paired(base, name)) for name in self.models if not is_base(name)]
+        found = []
+        for method in self.methods():
+            rows = [row for row in self.models if self.method_of(row) == method]
+            base = next((row for row in rows if is_base(self.model_of(row))), None)
+            found += [self._verdict(base, row, self.paired(base, row)) for row in rows
+                      if base is not None and row != base]
+        return found + self._method_verdicts()
+
+    def _method_verdicts(self) -> list[tuple[str, dict]]:
+        """For each model scored by two methods: the second against the first, in accuracy (McNemar, on the
+        questions both scored) and in time a question."""
+        found = []
+        for model in dict.fromkeys(self.model_of(row) for row in self.models):
+            rows = [row for row in self.models if self.model_of(row) == model]
+            if len(rows) < 2:
+                continue
+            first, second = rows[0], rows[1]
+            paired = self.paired(first, second)
+            if not paired:
+                continue
+            sentence, numbers = verdict(f"{model} by {self.method_of(second)}",
+                                        [self.is_correct(self.scores[first][i]) for i in paired],
+                                        [self.is_correct(self.scores[second][i]) for i in paired],
+                                        against=self.method_of(first))
+            fast, slow = (self.model_summary(row)["mean_ms"] for row in (first, second))
+            if fast and slow:
+                quicker, ratio = (first, slow / fast) if fast <= slow else (second, fast / slow)
+                sentence += (f"; {self.method_of(quicker)} {ratio:.1f}x faster ({fast:.1f} vs {slow:.1f} ms a "
+                             "question)")
+                numbers.update(ms=[fast, slow], speedup=slow / fast)
+            found.append((sentence, dict(numbers, kind="methods", model=model,
+                                         methods=[self.method_of(first), self.method_of(second)])))
+        return found
 
     def _verdict(self, base: str, name: str, paired: list[int]) -> tuple[str, dict]:
         """`name` against the base on the questions both scored (a model stopped early leaves the others' pairs
@@ -160,7 +214,9 @@ class EvalResult:
         if self.method == "caption":
             return ["model", "chrF", "keywords %", "95% interval", "ms/question", "scored", "problems", "exact %",
                     "BLEU", "ROUGE-L"]
-        return ["model", f"{self.metric} %", "95% interval", "ms/question", "scored", "problems"]
+        metrics = {self.metric_of(row) for row in self.models}
+        return ["model", f"{metrics.pop()} %" if len(metrics) == 1 else "accuracy %", "95% interval", "ms/question",
+                "scored", "problems"]
 
     def table(self) -> list[list]:
         """[model, accuracy %, 95% interval, mean ms/question, scored, problems] per model, for a UI table; caption
@@ -185,7 +241,8 @@ class EvalResult:
         for subject in subjects:
             for name in self.models:
                 scored = [s for i, s in self.scores[name].items() if self.items[i].subject == subject]
-                rows.append([subject, name, len(scored), _percent(_mean(self.is_correct(s) for s in scored))])
+                rows.append([subject, name, len(scored),
+                             _percent(_mean(self.is_correct(s, self.metric_of(name)) for s in scored))])
         return rows
 
     def command(self) -> str:
@@ -194,13 +251,14 @@ class EvalResult:
         parts = ["python3", "launch.py", "eval", "--data", str(self.eval_set.path)]
         if config.get("model"):
             parts += ["--model", str(config["model"])]
-        for name in self.models:
+        models = list(dict.fromkeys(self.model_of(row) for row in self.models))
+        for name in models:
             if not is_base(name):
                 parts += ["--adapter", name]
-        if not any(is_base(m) for m in self.models):
+        if not any(is_base(m) for m in models):
             parts.append("--no-base")
         if self.method != "caption":
-            parts += ["--method", self.method]
+            parts += ["--method", *self.methods()]
         for key in ("limit", "batch_size", "max_new_tokens", "num_beams", "image_detail", "output"):
             if config.get(key) is not None:
                 parts += ["--" + key.replace("_", "-"), str(config[key])]
@@ -233,16 +291,17 @@ class EvalResult:
         return rows
 
     def _csv_row(self, name: str, item: EvalItem, score: ItemScore | None, problem: str) -> dict:
-        row = {"Question": item.question, "model": name, "subject": item.subject, "method": self.method,
+        row = {"Question": item.question, "model": self.model_of(name), "subject": item.subject,
+               "method": self.method_of(name),
                "source": item.source, "problem": problem,
                "Correct Answer": (" | ".join(item.references) if self.eval_set.kind == CAPTION
                                   else _option(item, item.answer))}
         if score is None:
             return row
-        picked = score.predicted_norm if self.metric == "acc_norm" else score.predicted
+        picked = score.predicted_norm if self.metric_of(name) == "acc_norm" else score.predicted
         row.update({
-            "Generated Answer": score.text if score.text or self.method != "loglik" else _option(item, picked),
-            "Is Correct": self.is_correct(score), "Response Time (s)": round(score.seconds, 4),
+            "Generated Answer": score.text if score.text or self.method_of(name) != "loglik" else _option(item, picked),
+            "Is Correct": self.is_correct(score, self.metric_of(name)), "Response Time (s)": round(score.seconds, 4),
             "predicted": LETTERS[picked] if picked is not None else "", "correct (acc)": score.correct,
             "correct (acc_norm)": "" if score.correct_norm is None else score.correct_norm,
             "option scores": json.dumps({LETTERS[i]: round(v, 4) for i, v in enumerate(score.scores)})
@@ -288,7 +347,7 @@ class EvalResult:
         values = [100 * (s["accuracy"] or 0) for s in summaries]
         errors = [[v - 100 * s["interval"][0] if s["n"] else 0 for v, s in zip(values, summaries)],  # none scored:
                   [100 * s["interval"][1] - v if s["n"] else 0 for v, s in zip(values, summaries)]]  # no 0-100 bar
-        return values, errors, f"{self.metric} % (95% Wilson interval)"
+        return values, errors, f"{self.table_headers()[1]} (95% Wilson interval)"
 
     def chart_png(self) -> bytes:
         """A bar chart of each model's accuracy with its 95% interval as error bars (PNG bytes); for a caption set,
@@ -306,7 +365,7 @@ class EvalResult:
         axes.bar(self.models, values, yerr=errors, capsize=6, color="#4c78a8")
         axes.set_ylim(0, 105)
         axes.set_ylabel(label)
-        title = f"{self.set_name()}: {self.method}, {len(self.scored())} questions"  # not only the paired ones
+        title = f"{self.set_name()}: {' and '.join(self.methods())}, {len(self.scored())} questions"  # not only the paired ones
         # Wrapped to the figure (~9 characters an inch at this size): a long file name was cut at both edges.
         axes.set_title(textwrap.fill(title, width=int(width * 9), break_long_words=True), fontsize=10)
         figure.tight_layout()

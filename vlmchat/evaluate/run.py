@@ -5,6 +5,8 @@ loaded base), then for each batch of items decodes the pictures once and scores 
 each model in turn, switching adapters with `use_adapter` (never reloading the base). The
 manager's lock is taken per batch, so Chat stays responsive. Cancel stops between batches and
 keeps what is done. With loglik, what the models share is made once per batch (`score.BatchWork`).
+Several methods (loglik and generate) can score the same questions in one run: each batch is
+decoded once and scored by every model with every method, so their accuracy and time compare.
 The result is written to `<outputs>/eval/<run-id>/` (see `report.py`).
 """
 
@@ -78,18 +80,26 @@ def check_models(manager: ModelManager, models: list[str]) -> list[str]:
     return names
 
 
-def check_method(eval_set: EvalSet, method: str, models: list[str]) -> str:
-    """The method the run uses (captions are generated), or InputError for one unknown or not fit for a model."""
+def check_methods(eval_set: EvalSet, method, models: list[str]) -> list[str]:
+    """The methods the run uses (captions are generated), or InputError for one unknown or not fit for a model.
+
+    `method`: a name, several joined by "," or "+", or a list of names. With loglik and generate both, an
+    endpoint is scored by generate only."""
     if eval_set.kind == CAPTION:
-        return "caption"  # captions are always generated; the metrics are in summary.json
-    if method not in METHODS:
-        raise InputError(f"Eval method '{method}' is not known; use one of {', '.join(METHODS)}.")
+        return ["caption"]  # captions are always generated; the metrics are in summary.json
+    names = method.replace("+", ",").split(",") if isinstance(method, str) else list(method or [])
+    methods = list(dict.fromkeys(str(name).strip().lower() for name in names if str(name).strip()))
+    if not methods:
+        raise InputError(f"No eval method is chosen; use one of {', '.join(METHODS)}, or both.")
+    for name in methods:
+        if name not in METHODS:
+            raise InputError(f"Eval method '{name}' is not known; use one of {', '.join(METHODS)}, or both.")
     endpoints = [name for name in models if is_endpoint(name)]
-    if method == "loglik" and endpoints:
+    if methods == ["loglik"] and endpoints:
         raise InputError(f"{endpoints[0]} is an endpoint, and an OpenAI-compatible API does not return the "
                          "log-likelihood of given answers; evaluate it with --method generate (the Generate "
                          "method), which scores every model the same way.")
-    return method
+    return methods
 
 
 def _scorer(method: str, options: EvalOptions, image_detail: str):
@@ -137,10 +147,11 @@ def _unfit(manager: ModelManager) -> Callable[[object], str | None]:
 
 
 def _score(scorer, manager: ModelManager, result: EvalResult, name: str, decoded: list[tuple[int, list]]) -> None:
-    """Score a batch with one model; if the batch fails as a whole, each item is tried alone."""
+    """Score a batch with one row (a model, by one method); if the batch fails as a whole, each item is tried
+    alone."""
     items = [result.items[index] for index, _ in decoded]
     try:
-        scores = scorer(manager, items, [images for _, images in decoded], name)
+        scores = scorer(manager, items, [images for _, images in decoded], result.model_of(name))
     except (NoModelError, EndpointUnusable):  # every later batch would fail alike
         raise
     except VlmchatError as exc:
@@ -164,32 +175,47 @@ def _report(progress: Progress | None, result: EvalResult, started: float) -> No
     # the rate of questions scored: skipped ones cost nothing and read "284443.3 questions/s" (outside reviewer)
     scored = len(result.scored())
     rate = f"{scored / result.elapsed_s:.1f} questions/s" if scored and result.elapsed_s > 0 else "none scored yet"
-    progress(done, total, f"{done}/{total} questions × {len(result.models)} model(s) · {rate}{eta}")
+    methods, models = len(result.methods()), len({result.model_of(row) for row in result.models})
+    rows = f"{models} model(s) × {methods} methods" if methods > 1 else f"{models} model(s)"
+    progress(done, total, f"{done}/{total} questions × {rows} · {rate}{eta}")
 
 
-def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE,), method: str = "loglik",
+def _rows(names: list[str], methods: list[str]) -> dict[str, tuple[str, str]]:
+    """{row: (model, method)}: a row per model, named by the model; per model and method ("base · loglik") when
+    methods are compared (an endpoint has no loglik row)."""
+    if len(methods) == 1:
+        return {name: (name, methods[0]) for name in names}
+    return {f"{name} · {method}": (name, method) for method in methods for name in names
+            if not (method == "loglik" and is_endpoint(name))}
+
+
+def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE,), method="loglik",
              options: EvalOptions = EvalOptions(), progress: Progress | None = None,
              cancel: threading.Event | None = None, folder: Path | None = None) -> EvalResult:
-    """Score `models` ('base', adapter names, "endpoint:NAME"s) on `eval_set`; results are written to `folder`
-    (default: a new run folder)."""
+    """Score `models` ('base', adapter names, "endpoint:NAME"s) on `eval_set` by `method` (one, or several as
+    `check_methods` reads them); results are written to `folder` (default: a new run folder)."""
     options.check()
-    method = check_method(eval_set, method, list(models))
+    methods = check_methods(eval_set, method, list(models))
     eval_set.require_usable()
     names = check_models(manager, list(models))
     local = manager.model is not None and not all(is_endpoint(name) for name in names)
     detail = manager.detail(options.image_detail) if local else None  # the pictures' image detail
     config = {"data": str(eval_set.path), "model": manager.info.model_id if manager.info else None, "models": names,
-              "method": method,
+              "method": "+".join(methods),
               **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
               "image_detail": detail.detail if detail else None, "image_detail_reason": detail.reason if detail else None}
-    result = EvalResult(eval_set=eval_set, models=names, method=method, config=config)
-    scorer = _scorer(method, options, detail.detail if detail else options.image_detail)
+    entries = _rows(names, methods)
+    result = EvalResult(eval_set=eval_set, models=list(entries), method="+".join(methods), config=config,
+                        entries=entries if len(methods) > 1 else {})
+    scorers = {name: _scorer(how, options, detail.detail if detail else options.image_detail)
+               for name, (_, how) in entries.items()}
     unfit = _unfit(manager) if local else (lambda item: None)
-    local_names = [name for name in names if not is_endpoint(name)]
+    local_names = [name for name in entries if not is_endpoint(result.model_of(name))]
+    sharing = sum(scorers[name] is score_loglik for name in local_names)
     size = int(options.batch_size)
     started = time.monotonic()
     _report(progress, result, started)
-    scoring, stopped = list(names), {}  # an endpoint that refuses every request is stopped; the others go on
+    scoring, stopped = list(entries), {}  # an endpoint that refuses every request is stopped; the others go on
     for first in range(0, len(result.items), size):
         if cancel is not None and cancel.is_set():
             result.cancelled = True
@@ -200,13 +226,13 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
             reason = unfit(result.items[index])
             for name in local_names if reason else ():
                 result.skipped[name][index] = reason
-        batch_scorer = (partial(scorer, work=BatchWork(detail, len(local_names)))
-                        if scorer is score_loglik else scorer)
+        work = BatchWork(detail, sharing)
         for name in list(scoring):
             asked = [one for one in decoded if one[0] not in result.skipped[name]]
+            scorer = partial(score_loglik, work=work) if scorers[name] is score_loglik else scorers[name]
             try:
                 if asked:
-                    _score(batch_scorer, manager, result, name, asked)
+                    _score(scorer, manager, result, name, asked)
             except EndpointUnusable as exc:
                 scoring.remove(name)
                 stopped[name] = exc

@@ -32,8 +32,9 @@ def mcnemar_exact(better: int, worse: int) -> float:
     return float(binomtest(int(better), int(better + worse), 0.5, alternative="two-sided").pvalue)
 
 
-def verdict(adapter: str, base_correct: Sequence[bool], adapter_correct: Sequence[bool]) -> tuple[str, dict]:
-    """One sentence on whether `adapter` beats the base on the same questions, and its numbers."""
+def verdict(adapter: str, base_correct: Sequence[bool], adapter_correct: Sequence[bool],
+            against: str = "base") -> tuple[str, dict]:
+    """One sentence on whether `adapter` beats the base (named `against`) on the same questions, and its numbers."""
     if len(base_correct) != len(adapter_correct):
         raise ValueError("base and adapter must be scored on the same questions")
     n = len(base_correct)
@@ -44,10 +45,10 @@ def verdict(adapter: str, base_correct: Sequence[bool], adapter_correct: Sequenc
     points = 100 * (adapter_acc - base_acc)
     p = mcnemar_exact(better, worse)
     if p < SIGNIFICANCE:
-        judged = f"significantly {'better' if better > worse else 'worse'} than base"
+        judged = f"significantly {'better' if better > worse else 'worse'} than {against}"
     else:
         judged = "not significant"
-    sentence = (f"{adapter}: {points:+.1f} points vs base, {judged} (p = {_p(p)}, McNemar, {n} paired "
+    sentence = (f"{adapter}: {points:+.1f} points vs {against}, {judged} (p = {_p(p)}, McNemar, {n} paired "
                 f"question{'s' if n != 1 else ''}; {better} better, {worse} worse)")
     numbers = {"adapter": adapter, "n": n, "base_acc": base_acc, "adapter_acc": adapter_acc, "points": points,
                "better": better, "worse": worse, "p": p, "significant": p < SIGNIFICANCE}

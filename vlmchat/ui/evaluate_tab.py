@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from ..errors import InputError, VlmchatError
-from ..evaluate.run import METHODS, EvalOptions, check_method, check_models, eval_folder, run_eval
+from ..evaluate.run import METHODS, EvalOptions, check_methods, check_models, eval_folder, run_eval
 from ..evaluate.sets import read_eval_set
 from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
 from ..lora.runtime import BASE
@@ -62,9 +62,13 @@ class EvalActions:
         """The Models box's choices now (an adapter trained or imported since the page was made included)."""
         return gr.update(choices=self.models())
 
-    def start(self, data: str, models: list[str] | None = None, method: str = "loglik", limit: int | None = None,
-              batch_size: int = 8, image_detail: str = "", request=None) -> dict:
-        """Read the set, check the models, and start the run in a thread; returns {"run_id", "format", ...}."""
+    def start(self, data: str, models: list[str] | None = None, method="loglik", limit: int | None = None,
+              batch_size: int = 8, image_detail: str = "", num_beams: int = 1, max_new_tokens: int | None = None,
+              request=None) -> dict:
+        """Read the set, check the models, and start the run in a thread; returns {"run_id", "format", ...}.
+
+        `method`: "loglik", "generate", both ("loglik,generate" or a list); `num_beams` and `max_new_tokens` are
+        generate's (the write-up's setting: 5 beams, 1 new token)."""
         models = [BASE] if models is None else [m for m in models if m]
         if not models:  # the tab with every box unticked ran the base, shown as unticked
             raise InputError("No model is ticked: tick the base, an adapter or an endpoint to evaluate.")
@@ -73,13 +77,14 @@ class EvalActions:
         eval_set = read_eval_set(resolve_dataset(data, self.settings, user_uploads(self.settings, request)),
                                  limit=int(limit) if limit else None)
         eval_set.require_usable()
-        check_method(eval_set, method, models)  # unknown, or loglik for an endpoint: said here, not by a failed run
+        methods = check_methods(eval_set, method, models)  # unknown, or loglik for an endpoint: said here
         folder = eval_folder(self.settings)
         folder = user_folder(folder.parent, request) / folder.name
         run = EvalRun(folder.name, login_of(request), total=len(eval_set.items), format=eval_set.format,
                       set_problems=[str(p) for p in eval_set.problems])
         options = EvalOptions(batch_size=int(batch_size), limit=int(limit) if limit else None,
-                              image_detail=image_detail or "")
+                              image_detail=image_detail or "", num_beams=int(num_beams or 1),
+                              max_new_tokens=int(max_new_tokens) if max_new_tokens else None)
         options.check()
 
         def progress(done, total, text):
@@ -89,7 +94,7 @@ class EvalActions:
 
         def work():
             try:
-                run.result = run_eval(self.manager, eval_set, models, method, options, progress, run.cancel, folder)
+                run.result = run_eval(self.manager, eval_set, models, methods, options, progress, run.cancel, folder)
             except VlmchatError as exc:
                 run.error = str(exc)
             except Exception as exc:  # reported in the tab; the app keeps serving
@@ -100,7 +105,7 @@ class EvalActions:
             self.runs[run.run_id] = run
         run.thread.start()
         return {"run_id": run.run_id, "format": eval_set.format, "questions": len(eval_set.items),
-                "skipped_rows": len(eval_set.problems), "models": models, "method": method}
+                "skipped_rows": len(eval_set.problems), "models": models, "method": "+".join(methods)}
 
     def run(self, run_id: str = "", request=None) -> EvalRun:
         """The request's own run `run_id` ('' = its newest); another login's is not found."""
@@ -196,16 +201,22 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
     with gr.Row():
         models = gr.CheckboxGroup(actions.models(), value=actions.models()[:2], label="Models (base, adapters, endpoints)")
         refresh = gr.Button("Refresh list", scale=0)
-        method = gr.Radio(list(METHODS), value="loglik", label="Method (loglik: no sampling, fast; generate: parse "
-                                                                "the answer)",
-                          # an adapter that wrote runs of dots scored 83% vs the base's 88% by loglik: "not
-                          # significant" read as harmless (closed-loop reviewer)
-                          info="loglik only ranks the given options: it does not see how a model words a free "
-                               "answer; check that with generate, or with a caption set (captions are always "
-                               "generated)")
+        method = gr.CheckboxGroup(list(METHODS), value=["loglik"],
+                                  label="Method (loglik: no sampling; generate: parse the answer; both: compared)",
+                                  # an adapter that wrote runs of dots scored 83% vs the base's 88% by loglik: "not
+                                  # significant" read as harmless (closed-loop reviewer)
+                                  info="loglik only ranks the given options: it does not see how a model words a "
+                                       "free answer; check that with generate, or with a caption set (captions are "
+                                       "always generated)")
         limit = gr.Number(value=None, precision=0, label="Only the first N questions (0 = all)")
         detail = gr.Radio(list(IMAGE_DETAILS), value=settings.generation.image_detail, label="Image detail",
                           info="as in Chat: low is fast on a CPU")
+    with gr.Accordion("Generate settings (the generate method and captions)", open=False):
+        with gr.Row():
+            beams = gr.Number(value=1, precision=0, minimum=1, maximum=16, label="Beams (1 = greedy; the write-up "
+                                                                               "used 5)")
+            new_tokens = gr.Number(value=None, precision=0, minimum=1, maximum=1024,
+                                   label="New tokens (empty: 16 for questions, 64 for captions)")
     with gr.Row():
         start = gr.Button("Evaluate", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
@@ -228,10 +239,11 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
             return typed.strip()
         raise gr.Error("Upload an eval set or type the path of a file or folder.")
 
-    def do_start(file, typed, chosen, how, first_n, level, request: gr.Request = None):
+    def do_start(file, typed, chosen, how, first_n, level, width, tokens, request: gr.Request = None):
         try:
             started = actions.start(reference(file, typed, request), chosen, how, int(first_n) if first_n else None,
-                                    image_detail=level, request=request)
+                                    image_detail=level, num_beams=width or 1, max_new_tokens=tokens,
+                                    request=request)
         except (VlmchatError, gr.Error) as exc:  # shown where the results go; no error badge left on every output
             yield "", f"⚠️ {html.escape(said(exc), quote=False)}", None, "", None, None, None  # "<image 1>" is text
             return
@@ -244,7 +256,8 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
             time.sleep(0.5)
 
     outputs = [run_id, progress, table, verdict, subjects, chart, csv]
-    start.click(do_start, [upload, path, models, method, limit, detail], outputs, api_visibility="undocumented")
+    start.click(do_start, [upload, path, models, method, limit, detail, beams, new_tokens], outputs,
+                api_visibility="undocumented")
     def do_cancel(current, request: gr.Request = None):
         return actions.cancel(current, request)
 
@@ -258,11 +271,15 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
 
 def _register_api(actions: EvalActions) -> None:
     def eval_start(data: str, models: list[str] | None = None, method: str = "loglik", limit: int = 0,
-                   image_detail: str = "", request: gr.Request = None) -> dict:
+                   image_detail: str = "", num_beams: int = 1, max_new_tokens: int = 0,
+                   request: gr.Request = None) -> dict:
         """Start an evaluation of models ('base' and adapter names) on an eval set ('upload:<id>' from
-        eval_upload, or a path when local), its pictures at image_detail (low / auto / high; '' = as Chat).
-        Returns run_id, the detected format, questions and skipped rows."""
-        return actions.start(data, models, method, limit or None, image_detail=image_detail, request=request)
+        eval_upload, or a path when local) by method ('loglik', 'generate', or 'loglik,generate' to compare
+        them), its pictures at image_detail (low / auto / high; '' = as Chat); num_beams and max_new_tokens
+        (0 = 16 for questions, 64 for captions) are generate's. Returns run_id, the detected format, questions
+        and skipped rows."""
+        return actions.start(data, models, method, limit or None, image_detail=image_detail, num_beams=num_beams,
+                             max_new_tokens=max_new_tokens or None, request=request)
 
     def eval_status(run_id: str = "", request: gr.Request = None) -> dict:
         """State and progress of a run ('' = the newest); when finished: table, verdicts, subjects, csv, chart."""
