@@ -123,6 +123,7 @@ def test_evaluate_a_bad_file_then_a_good_one_shows_the_verdict(page, tmp_path):
     panel.get_by_role("button", name="Evaluate", exact=True).click()
     page.wait_for_function("() => document.querySelector('#vlmchat-eval-verdict').innerText.includes('McNemar')")
     assert "demo-es" in page.locator("#vlmchat-eval-verdict").inner_text()
+    assert "Next:" in page.locator("#vlmchat-eval-verdict").inner_text()  # what to do with the verdict
     assert "done" in page.locator("#vlmchat-eval-progress").inner_text()
     page.screenshot(path=str(ARTIFACTS / "evaluate.png"), full_page=True)
     # both methods on the same upload, generate at the write-up's setting: each model's two methods compared

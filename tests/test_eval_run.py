@@ -233,6 +233,8 @@ def test_base_and_adapter_in_one_run_give_a_verdict_with_counts(eval_manager, pi
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["verdicts"][0]["text"] == sentence and summary["metric"] == "acc"
     assert "--adapter demo-es" in summary["command"] and "--method loglik" in summary["command"]
+    assert summary["next_steps"] == ["demo-es helps on these questions: pick it in Chat's Adapter box (or Activate "
+                                     "it in the Adapters tab)."]
 
 
 def test_both_methods_in_one_run_compare_accuracy_and_speed_per_model(eval_manager, pictures, tmp_path):
@@ -358,6 +360,18 @@ def test_wilson_and_mcnemar_on_known_numbers():
     assert sentence == ("demo-es: -2.0 points vs base, not significant (p = 0.73, McNemar, 100 paired questions; "
                         "3 better, 5 worse)")
     assert numbers["p"] == pytest.approx(93 / 128) and (numbers["better"], numbers["worse"]) == (3, 5)
+
+
+def test_each_verdict_says_what_to_do_next():
+    """Use the adapter, keep the base, or score more questions, with how few flips can never be a verdict."""
+    from vlmchat.evaluate.stats import fewest_flips, mcnemar_exact, next_step, verdict
+
+    assert fewest_flips() == 6 and mcnemar_exact(6, 0) < 0.05 <= mcnemar_exact(5, 0)
+    assert next_step(verdict("mine", [False] * 8, [True] * 8)[1]).startswith("mine helps on these questions: pick")
+    assert next_step(verdict("mine", [True] * 8, [False] * 8)[1]).startswith("mine is worse than the base")
+    few = next_step(verdict("mine", [True, False, False, True], [True, True, True, True])[1])
+    assert "Too few questions told base and mine apart (2)" in few and "at least 6" in few
+    assert "may be noise" in next_step(verdict("mine", [True, False] * 10, [False, True] * 10)[1])
 
 
 def test_cancel_keeps_what_is_done_and_frees_the_lock_between_batches(eval_manager, pictures, tmp_path):

@@ -134,6 +134,8 @@ def print_result(result) -> None:
     print(f"\nmetric: {result.metric_reason()}")
     for sentence, _ in result.verdicts():
         print(sentence)
+    for step in result.next_steps():
+        print(f"next: {step}")
     for problem in result.problems()[:20]:
         print(f"skipped: {problem}", file=sys.stderr)
     if len(result.problems()) > 20:

@@ -24,7 +24,7 @@ from ..files import write_bytes_atomic, write_text_atomic
 from ..lora.runtime import is_base
 from .score import LETTERS, ItemScore, per_character
 from .sets import CAPTION, EvalItem, EvalSet
-from .stats import score_verdict, verdict, wilson_interval
+from .stats import next_step, score_verdict, verdict, wilson_interval
 
 CSV_COLUMNS = ["Question", "Generated Answer", "Correct Answer", "Is Correct", "Response Time (s)", "model",
                "subject", "method", "source", "predicted", "correct (acc)", "correct (acc_norm)", "option scores",
@@ -169,6 +169,11 @@ class EvalResult:
                       if base is not None and row != base]
         return found + self._method_verdicts()
 
+    def next_steps(self) -> list[str]:
+        """What to do after each adapter's verdict (use it, keep the base, or score more questions)."""
+        return list(dict.fromkeys(next_step(dict(numbers, adapter=self.model_of(numbers["adapter"])))
+                                  for _, numbers in self.verdicts() if numbers.get("n") and "kind" not in numbers))
+
     def _method_verdicts(self) -> list[tuple[str, dict]]:
         """For each model scored by two methods: the second against the first, in accuracy (McNemar, on the
         questions both scored) and in time a question."""
@@ -274,6 +279,7 @@ class EvalResult:
             "method": self.method, "metric": self.metric, "metric_reason": self.metric_reason(),
             "models": {name: self.model_summary(name) for name in self.models},
             "verdicts": [dict(numbers, text=text) for text, numbers in self.verdicts()],
+            "next_steps": self.next_steps(),
             "subjects": subjects, "items": len(self.items), "done": self.done, "cancelled": self.cancelled,
             "stopped": self.stopped, "elapsed_s": round(self.elapsed_s, 3), "problems": self.problems(),
             "config": self.config, "command": self.command(),

@@ -55,6 +55,33 @@ def verdict(adapter: str, base_correct: Sequence[bool], adapter_correct: Sequenc
     return sentence, numbers
 
 
+def fewest_flips(alpha: float = SIGNIFICANCE) -> int:
+    """The fewest discordant questions that can give an exact McNemar p below `alpha`: all of them one way, for
+    which p = 2 * 0.5**k (6 for 0.05)."""
+    flips = 1
+    while mcnemar_exact(flips, 0) >= alpha:
+        flips += 1
+    return flips
+
+
+def next_step(numbers: dict) -> str:
+    """What to do after a verdict (`verdict`'s or `score_verdict`'s numbers): use the adapter, keep the base, or
+    score more questions, with how many more can tell."""
+    name, flips = numbers["adapter"], numbers.get("better", 0) + numbers.get("worse", 0)
+    these = "these pictures" if "metric" in numbers else "these questions"  # captions: a score per picture
+    if numbers.get("significant"):
+        if numbers["points"] > 0:
+            return f"{name} helps on {these}: pick it in Chat's Adapter box (or Activate it in the Adapters tab)."
+        return (f"{name} is worse than the base on {these}: keep the base for them, and see both answers "
+                "side by side in Compare (Adapters tab).")
+    if "metric" not in numbers and flips < fewest_flips():
+        return (f"Too few questions told base and {name} apart ({flips}) for any verdict: McNemar needs at least "
+                f"{fewest_flips()} answered differently, all one way, for p < {SIGNIFICANCE}; evaluate on more "
+                "questions (of the kind the adapter was trained for).")
+    return (f"The difference between base and {name} on {these} may be noise: more of them narrow it (the "
+            "interval shrinks with the square root of their number), or it is too small to matter.")
+
+
 def _p(p: float) -> str:
     return "1.0" if p >= 0.995 else f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
 

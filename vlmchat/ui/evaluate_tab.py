@@ -137,6 +137,7 @@ class EvalActions:
             out["problems"] = result.problems()
             out.update(table={"headers": result.table_headers(), "data": result.table()},
                        subjects=result.subject_table(), verdicts=[text for text, _ in result.verdicts()],
+                       next_steps=result.next_steps(),
                        metric=result.metric_reason(), csv=str(folder / "results.csv"),
                        chart=str(folder / "chart.png"), summary=str(folder / "summary.json"), command=result.command())
         return out
@@ -175,6 +176,8 @@ def _report(status: dict) -> tuple:
         return head, None, "", None, None, None
     verdicts = "\n".join(f"- {v}" for v in status["verdicts"]) or "- (tick the base and an adapter for a verdict)"
     verdict = f"**Verdict** ({status['metric']}):\n{verdicts}"
+    if status.get("next_steps"):
+        verdict += "\n\n**Next:**\n" + "\n".join(f"- {step}" for step in status["next_steps"])
     import pandas as pd
 
     subjects = gr.update(value=None, visible=False)  # a set without subjects has no per-subject table
