@@ -154,6 +154,7 @@ class EvalActions:
 
 
 SUBJECT_COLUMNS = ["subject", "model", "scored", "accuracy %"]
+EVAL_RUNS = 4  # runs followed at once (each takes the model lock per batch, so they take turns batch by batch)
 
 
 def _report(status: dict) -> tuple:
@@ -259,9 +260,14 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
             time.sleep(0.5)
 
     outputs = [run_id, progress, table, verdict, subjects, chart, csv]
+    # The run works in a thread; this event only follows it, so runs of other pages need not queue behind it (a
+    # second page's Evaluate waited "queue: 1/1" for the whole first run, outside reviewer).
     start.click(do_start, [upload, path, models, method, limit, detail, beams, new_tokens], outputs,
-                api_visibility="undocumented")
+                api_visibility="undocumented", concurrency_id="eval-runs", concurrency_limit=EVAL_RUNS)
     def do_cancel(current, request: gr.Request = None):
+        if not current:  # '' is "the newest run" to the API: a page that started none stopped another page's run
+            return "Nothing to cancel: this page has not started an evaluation (a run started in another page is " \
+                   "cancelled there)."
         return actions.cancel(current, request)
 
     cancel.click(_guard(do_cancel), run_id, progress, api_visibility="undocumented")
