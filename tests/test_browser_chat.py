@@ -219,10 +219,11 @@ def test_compare_example_runs_and_one_vote_counts_per_comparison(page, app):
         " return t.includes('base') && t.includes('demo-es') && t.includes('tokens'); }")
     log = Path(app.log.name).parent / "outputs" / "compare_votes.jsonl"
     before = len(log.read_text().splitlines()) if log.exists() else 0
-    for vote, shown in (("Left is better", "left"), ("Tie", "tie")):
+    for vote, shown in (("Left is better", "base (left) is better than demo-es (right)"),
+                        ("Tie", "a tie between base (left) and demo-es (right)")):
         panel.get_by_role("button", name=vote).click()
         page.wait_for_function(
-            f"() => document.querySelector('#vlmchat-compare-voted')?.innerText.includes('{shown} for')")
+            f"() => document.querySelector('#vlmchat-compare-voted')?.innerText.includes('{shown}')")
     votes = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(votes) == before + 1 and votes[-1]["vote"] == "tie"
     assert votes[-1]["image_name"] == "blue-square.png" and len(votes[-1]["image_sha256"]) == 64
@@ -234,6 +235,10 @@ def test_compare_example_runs_and_one_vote_counts_per_comparison(page, app):
     right = panel.get_by_role("combobox", name="Right")
     right.fill("no-such-adapter")
     right.press("Enter")
+    # A side changed after a comparison: its answers are not the new side's, so they go and nothing can be voted
+    # (a vote for "Left" went to the side that was left before, outside reviewer).
+    expect(panel.get_by_role("button", name="Tie")).to_be_disabled()
+    assert "azul" not in [panel.locator("textarea").nth(i).input_value() for i in range(panel.locator("textarea").count())]
     panel.get_by_role("button", name="Compare", exact=True).click()
     page.get_by_text("no adapter named 'no-such-adapter'").first.wait_for()
     for vote in ("Left is better", "Tie"):

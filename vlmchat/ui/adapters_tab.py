@@ -212,6 +212,13 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
     gr.api(activate_adapter, api_name="activate_adapter")
 
 
+def said_vote(entry: dict) -> str:
+    """A recorded vote in words: 'demo-es (right) is better than base'."""
+    left, right = f"**{entry['left']}** (left)", f"**{entry['right']}** (right)"
+    return {"left": f"{left} is better than {right}", "right": f"{right} is better than {left}",
+            "tie": f"a tie between {left} and {right}"}.get(entry["vote"], f"both bad: {left} and {right}")
+
+
 def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: Settings) -> None:
     """Lay out the Compare tab: one picture and question, two sides, one vote per comparison
     (outputs/compare_votes.jsonl; with a login, the login's own under outputs/users/<name>/) and the
@@ -307,6 +314,8 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
         return (record or {}).get("figures", ""), *[gr.update(interactive=done) for _ in vote_buttons]
 
     comparison.change(votable, comparison, [cost, *vote_buttons], api_visibility="undocumented", queue=False)
+    for side in (left, right):  # the answers shown are no longer the sides the menus name: a vote for "Left" went to
+        side.input(cleared, None, shown, api_visibility="undocumented", queue=False)  # the old left (reviewer)
     example_list.load_input_event.then(cleared, None, shown, api_visibility="undocumented", queue=False).then(
         compare, [image, prompt, left, right, seed], [left_text, right_text, comparison],
         api_visibility="undocumented", trigger_mode="always_last")  # a clicked example runs at once
@@ -319,6 +328,6 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
                 return f"⚠️ {exc}", gr.skip()
             same = (" A side compared with itself counts for nothing in *Votes so far*."
                     if entry["left"] == entry["right"] else "")
-            return (f"Recorded: **{entry['vote']}** for {entry['left']} vs {entry['right']} "
-                    f"(one vote per comparison: voting again replaces it).{same}"), compare_tally(request)
+            return (f"Recorded: {said_vote(entry)} (one vote per comparison: voting again replaces it).{same}"
+                    ), compare_tally(request)
         button.click(on_vote, comparison, [voted, standings], api_visibility="undocumented")
