@@ -43,6 +43,14 @@ CHAT_EXAMPLES = [("Describe the image.", "red-circle.png"), ("What color is the 
                  ("What shape is this?", "green-triangle.png"),
                  ("Describe the image. Answer in Spanish.", "yellow-circle.png"),
                  ("Describe the image.", "grace-hopper.jpg")]
+# Examples the demo cannot answer, said on the example: its confident "a red triangle" for a photo read as a broken
+# app (outside reviewer).
+FOR_REAL_MODELS = {"grace-hopper.jpg": "a photo, for a real model: the demo knows only shapes"}
+
+
+def example_label(text: str, picture: str) -> str:
+    """'Describe the image. (red-circle.png)', and why the demo answers it wrongly where it cannot."""
+    return f"{text} ({'; '.join(filter(None, (picture, FOR_REAL_MODELS.get(picture))))})"
 
 
 def user_turn(message: dict | str | None) -> dict:
@@ -300,7 +308,8 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                 height=480, label="Chat", editable="user", elem_id="vlmchat-chatbot", group_consecutive_messages=False,
                 buttons=["copy", "copy_all"],  # no "share": it works only on Hugging Face Spaces
                 examples=[{"text": text, "files": [str(EXAMPLES / picture)],
-                           "display_text": f"{text} ({picture})"} for text, picture in CHAT_EXAMPLES
+                           "display_text": example_label(text, picture)}
+                          for text, picture in CHAT_EXAMPLES
                           if (EXAMPLES / picture).is_file()])
             textbox = gr.MultimodalTextbox(file_types=["image"], file_count="multiple", sources=["upload"],
                                            placeholder="Attach an image and ask about it…", show_label=False,
