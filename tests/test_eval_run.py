@@ -645,6 +645,11 @@ def test_questions_the_model_is_not_asked_in_chat_are_skipped_with_the_reason(ev
         assert "reads one picture at a time and this question has 2" in result.skipped[name][1]
         assert "answers only about a picture and this question has none" in result.skipped[name][2]
     assert result.model_summary("base")["problems"] == 2
+    # each row once, for both models: "6 rows skipped" were listed for 5 (outside reviewer)
+    assert result.problems() == ["q:2: demo reads one picture at a time and this question has 2 (Chat refuses it too) "
+                                 "(base, demo-es)", "q:3: demo answers only about a picture and this question has "
+                                 "none (Chat refuses it too) (base, demo-es)"]
+    assert result.chart_title() == "q: loglik, 1 question"  # not "1 questions"
 
 
 def test_a_run_where_nothing_was_scored_says_so_instead_of_an_interval(eval_manager, tmp_path, capsys):

@@ -136,10 +136,16 @@ class EvalResult:
                 "what the model needs (a picture, for the demo), or evaluate another model.")
 
     def problems(self) -> list[str]:
-        """Every row that was not scored: the reader's and the run's, with the reason."""
+        """Every row that was not scored: the reader's and the run's, with the reason, once for the models it was
+        skipped for alike (a row every model skipped was listed once per model, and counted so: "6 rows skipped" of 5,
+        outside reviewer)."""
         found = [str(p) for p in self.eval_set.problems]
+        skipped: dict[tuple[int, str], list[str]] = {}
         for name in self.models:
-            found += [f"{self.items[i].source}: {why} ({name})" for i, why in sorted(self.skipped[name].items())]
+            for index, why in self.skipped[name].items():
+                skipped.setdefault((index, why), []).append(name)
+        for (index, why), names in sorted(skipped.items()):
+            found.append(f"{self.items[index].source}: {why} ({', '.join(names)})")
         return found
 
     def model_summary(self, name: str) -> dict:
@@ -355,6 +361,11 @@ class EvalResult:
                   [100 * s["interval"][1] - v if s["n"] else 0 for v, s in zip(values, summaries)]]  # no 0-100 bar
         return values, errors, f"{self.table_headers()[1]} (95% Wilson interval)"
 
+    def chart_title(self) -> str:
+        """The set, the method(s) and how many questions any model scored (not only the paired ones)."""
+        scored = len(self.scored())
+        return f"{self.set_name()}: {' and '.join(self.methods())}, {scored} question{'s' if scored != 1 else ''}"
+
     def chart_png(self) -> bytes:
         """A bar chart of each model's accuracy with its 95% interval as error bars (PNG bytes); for a caption set,
         its mean chrF, the verdicts' metric (its keyword match was charted: 0% for every model where the references
@@ -371,9 +382,8 @@ class EvalResult:
         axes.bar(self.models, values, yerr=errors, capsize=6, color="#4c78a8")
         axes.set_ylim(0, 105)
         axes.set_ylabel(label)
-        title = f"{self.set_name()}: {' and '.join(self.methods())}, {len(self.scored())} questions"  # not only the paired ones
         # Wrapped to the figure (~9 characters an inch at this size): a long file name was cut at both edges.
-        axes.set_title(textwrap.fill(title, width=int(width * 9), break_long_words=True), fontsize=10)
+        axes.set_title(textwrap.fill(self.chart_title(), width=int(width * 9), break_long_words=True), fontsize=10)
         figure.tight_layout()
         out = io.BytesIO()
         figure.savefig(out, format="png")

@@ -230,7 +230,9 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
     table = gr.Dataframe(headers=["model", "accuracy %", "95% interval", "ms/question", "scored", "problems"],
                          label="Results", interactive=False)
     with gr.Row():
-        chart = gr.Image(label="Chart: each model's score in the verdict's metric", type="filepath", interactive=False)
+        # no label badge: it covered the chart's own title (the set, method and count), outside reviewer
+        chart = gr.Image(label="Chart: each model's score in the verdict's metric", show_label=False, type="filepath",
+                         interactive=False)
         subjects = gr.Dataframe(headers=SUBJECT_COLUMNS, label="Per subject", interactive=False)
     csv = gr.File(label="Per-row results (CSV)", interactive=False)
     run_id = gr.State("")
