@@ -260,9 +260,9 @@ def test_imagefolder_metadata_jsonl_as_documented(tmp_path):
         assert_colour(sample.images[0], colour)
     assert [str(p) for p in report.problems] == [
         f"metadata.jsonl:5: file_name 'gone.png' was not found: neither {folder / 'gone.png'} nor "
-        f"{folder / 'images' / 'gone.png'} exists (paths are relative to {folder}: the dataset file's folder, or "
-        "dataset_info.json's where that registers it; a dataset uploaded as separate files keeps no folders: upload a "
-        ".zip to keep them)",
+        f"{folder / 'images' / 'gone.png'} exists, nor a file of that name below {folder} (paths are relative to "
+        f"{folder}: the dataset file's folder, or dataset_info.json's where that registers it; a dataset uploaded as "
+        "separate files keeps no folders: upload a .zip to keep them)",
         "metadata.jsonl:6: empty caption"]
     direct = read_dataset(folder / "metadata.jsonl", caption_prompt="What dog is this?")
     assert direct.samples == report.samples and direct.format == report.format
@@ -790,3 +790,66 @@ def test_llama_factory_dataset_info_columns_tags_subfolders_and_alpaca_rows(tmp_
     (data / "dataset_info.json").write_text(json.dumps(info), encoding="utf-8")
     with pytest.raises(InputError, match="registered in dataset_info.json as a preference dataset"):
         read_dataset(data / "dpo.json")
+
+
+# Image paths as datasets made elsewhere write them (outside reviewer: each refused the whole dataset)
+
+def llava_rows(images: list[str]) -> list[dict]:
+    return [{"id": str(n), "image": image, "conversations": [{"from": "human", "value": "<image>\nDescribe the image."},
+                                                            {"from": "gpt", "value": f"shape {n}"}]}
+            for n, image in enumerate(images)]
+
+
+def test_paths_of_another_machine_find_the_pictures_by_name_and_say_so(tmp_path):
+    """Absolute paths of the machine the dataset was made on (POSIX and Windows), LLaVA's image folder apart from
+    the JSON, and a name in another case (made on Windows or macOS): each picture found by its file name below the
+    dataset's folder, and the report says how many."""
+    save(tmp_path / "images" / "a.png", RED)
+    save(tmp_path / "train2017" / "b.png", GREEN)
+    save(tmp_path / "images" / "c.jpg", BLUE)
+    save(tmp_path / "images" / "d.png", YELLOW)
+    rows = llava_rows(["/home/alice/shapes/images/a.png", "b.png", "images/c.JPG", r"C:\Users\alice\shapes\d.png"])
+    (tmp_path / "data.json").write_text(json.dumps(rows), encoding="utf-8")
+    report = read_dataset(tmp_path)
+    assert not report.problems and len(report.samples) == 4
+    for sample, colour in zip(report.samples, (RED, GREEN, BLUE, YELLOW)):
+        assert_colour(sample.images[0], colour)
+    assert "4 pictures found by file name below the dataset's folder" in report.format
+    assert "'/home/alice/shapes/images/a.png' -> " in report.format
+
+
+def test_a_picture_found_nowhere_says_what_to_do(tmp_path):
+    save(tmp_path / "images" / "a.png", RED)
+    save(tmp_path / "x" / "same.png", GREEN)
+    save(tmp_path / "y" / "same.png", BLUE)  # two of that name: neither is guessed
+    rows = llava_rows(["/home/alice/gone.png", r"C:\data\gone.png", "same.png", "images/a.png"])
+    (tmp_path / "data.json").write_text(json.dumps(rows), encoding="utf-8")
+    report = read_dataset(tmp_path)
+    assert len(report.samples) == 1 and len(report.problems) == 3
+    posix, windows, twice = map(str, report.problems)
+    assert "an absolute path of another machine? Make the image paths relative to the dataset file" in posix
+    assert "is a Windows path of the machine the dataset was made on" in windows and "nor" not in windows
+    assert "nor a file of that name below" in twice
+
+
+def test_llavas_json_and_image_folder_side_by_side_are_read_from_their_folder(tmp_path):
+    """LLaVA keeps json/llava_instruct_150k.json beside coco/train2017/ (given as --data_path and --image_folder):
+    the folder was read as pictures without captions, and told to caption them."""
+    save(tmp_path / "coco" / "train2017" / "000000033471.jpg", RED)
+    save(tmp_path / "coco" / "train2017" / "000000052846.jpg", GREEN)
+    (tmp_path / "json").mkdir()
+    (tmp_path / "json" / "llava_instruct_150k.json").write_text(
+        json.dumps(llava_rows(["000000033471.jpg", "000000052846.jpg"])), encoding="utf-8")
+    report = read_dataset(tmp_path)
+    assert len(report.samples) == 2 and not report.problems
+    assert "json/llava_instruct_150k.json, the one dataset file in" in report.format
+    (tmp_path / "json" / "other.json").write_text("[]", encoding="utf-8")
+    with pytest.raises(InputError, match="several below it .*give the one to train on"):
+        read_dataset(tmp_path)
+
+
+def test_dataset_info_naming_a_missing_file_says_which(tmp_path):
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"mine": {"file_name": "nope.json",
+                                                                     "formatting": "sharegpt"}}), encoding="utf-8")
+    with pytest.raises(InputError, match="registers nope.json, which is not in"):
+        read_dataset(tmp_path)

@@ -84,13 +84,18 @@ class DatasetReport:
 def read_dataset(path: str | Path, caption_prompt: str = DEFAULT_CAPTION_PROMPT) -> DatasetReport:
     """Read a dataset folder or file in any accepted layout and check every row."""
     path = Path(path).expanduser()
-    if path.is_dir():
-        report = _read_folder(path, caption_prompt)
-    elif path.is_file():
-        report = _read_file(path, caption_prompt)
-    else:
-        raise InputError(f"'{path}' does not exist; give a folder of images (with .txt captions or a "
-                         "metadata.jsonl), or a .json/.jsonl/.csv dataset file.")
+    with formats.finding_by_name() as found:
+        if path.is_dir():
+            report = _read_folder(path, caption_prompt)
+        elif path.is_file():
+            report = _read_file(path, caption_prompt)
+        else:
+            raise InputError(f"'{path}' does not exist; give a folder of images (with .txt captions or a "
+                             "metadata.jsonl), or a .json/.jsonl/.csv dataset file.")
+    if found:  # said, not silent: the user may want to fix the paths (and another tool will not find them)
+        given, file = found[0]
+        report.format += (f"; {counted(len(found), 'picture')} found by file name below the dataset's folder, where "
+                          f"the path given did not lead (e.g. '{given}' -> {file})")
     return _check_images(report)
 
 
@@ -136,21 +141,53 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
                              "and its pictures.")
         return _read_file(tables[0], prompt)
     report = _read_caption_folder(folder, prompt)
+    if not report.samples:  # LLaVA's layout: its JSON in a folder beside its image folder (json/ and coco/train2017/)
+        nested = _nested_tables(folder)
+        if len(nested) == 1:
+            with formats.searched_from(folder):
+                found = _read_file(nested[0], prompt)
+            found.format += f" ({nested[0].relative_to(folder)}, the one dataset file in {folder.name})"
+            return found
+        if nested:
+            raise InputError(f"'{folder.name}' holds no dataset file at its top, and several below it "
+                             f"({', '.join(str(p.relative_to(folder)) for p in nested[:5])}); give the one to train "
+                             "on as the dataset path.")
     if not report.samples and not report.problems:
+        missing = [name for name in _registered_files(folder) if not (folder / name).exists()]
+        if missing:
+            raise InputError(f"'{folder.name}/dataset_info.json' registers {', '.join(missing)}, which "
+                             f"{'is' if len(missing) == 1 else 'are'} not in {folder}; put the dataset file there, or "
+                             "fix file_name in dataset_info.json.")
         raise InputError(f"'{folder}' holds no images and no dataset file. Accepted layouts: "
                          + formats.accepted_layouts())
     return report
 
 
-def _registered(folder: Path) -> dict[str, dict]:
-    """file_name -> entry of the local datasets LLaMA-Factory's dataset_info.json in `folder` registers (its index
-    of a dataset_dir; hub-only entries and files not there are left out); {} without one."""
+def _nested_tables(folder: Path) -> list[Path]:
+    """Dataset files below the folder's top (at most three levels down), not metadata or index files."""
+    found = []
+    for path in sorted(folder.rglob("*")):
+        parts = path.relative_to(folder).parts
+        if (1 < len(parts) <= 4 and path.suffix.lower() in (".json", ".jsonl") and path.is_file()
+                and not any(part.startswith(".") for part in parts) and path.name != "dataset_info.json"):
+            found.append(path)
+    return found
+
+
+def _registered_files(folder: Path) -> dict[str, dict]:
+    """file_name -> entry of every local dataset LLaMA-Factory's dataset_info.json in `folder` registers (its index
+    of a dataset_dir; hub-only entries left out), there or not; {} without one."""
     try:
         index = json.loads((folder / "dataset_info.json").read_text(encoding="utf-8-sig"))
         return {entry["file_name"]: entry for entry in index.values() if isinstance(entry, dict)
-                and isinstance(entry.get("file_name"), str) and (folder / entry["file_name"]).exists()}
+                and isinstance(entry.get("file_name"), str)}
     except (OSError, ValueError, AttributeError):
         return {}
+
+
+def _registered(folder: Path) -> dict[str, dict]:
+    """`_registered_files` that are there."""
+    return {name: entry for name, entry in _registered_files(folder).items() if (folder / name).exists()}
 
 
 def _registration(path: Path) -> tuple[dict, Path] | None:

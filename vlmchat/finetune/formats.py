@@ -20,9 +20,12 @@ used raises InputError saying what is wrong and how to fix it. Each layout follo
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from ..errors import InputError
 from ..files import check_inside
@@ -96,9 +99,77 @@ def row_layout(row) -> str | None:
     return None
 
 
+# While a dataset is read (`finding_by_name`): the files below each dataset folder by lower-case name, and the
+# pictures found by name where their path did not lead.
+_BY_NAME: ContextVar[dict | None] = ContextVar("vlmchat_pictures_by_name", default=None)
+MAX_INDEXED = 200_000  # files a dataset folder is searched through by name, at most
+
+
+@contextlib.contextmanager
+def finding_by_name():
+    """A context in which `image_reference` finds a picture its path does not lead to by its file name below the
+    dataset's folder; yields the list of (path given, file found) it fills."""
+    state = {"index": {}, "found": [], "root": None}
+    token = _BY_NAME.set(state)
+    try:
+        yield state["found"]
+    finally:
+        _BY_NAME.reset(token)
+
+
+@contextlib.contextmanager
+def searched_from(folder: Path):
+    """Under `finding_by_name`: pictures are looked up by name below `folder` (the folder the user gave, above the
+    dataset file found in it: LLaVA keeps its JSON and its image folder side by side)."""
+    state = _BY_NAME.get()
+    saved = state["root"] if state else None
+    if state is not None:
+        state["root"] = folder
+    try:
+        yield
+    finally:
+        if state is not None:
+            state["root"] = saved
+
+
+def _by_name(base: Path, name: str) -> Path | None:
+    """The one file named `name` below `base` (the exact name, else the one of that name in any case), or None."""
+    state = _BY_NAME.get()
+    if state is None or not name:
+        return None
+    base = state["root"] or base
+    if base not in state["index"]:
+        index, count = {}, 0
+        for root, folders, files in os.walk(base):
+            folders[:] = [f for f in folders if not f.startswith(".")]
+            for file in files:
+                index.setdefault(file.lower(), []).append(Path(root) / file)
+            count += len(files)
+            if count > MAX_INDEXED:
+                break
+        state["index"][base] = index
+    named = state["index"][base].get(name.lower(), [])
+    exact = [path for path in named if path.name == name]
+    chosen = exact if len(exact) == 1 else named if len(named) == 1 else []
+    return chosen[0] if chosen else None
+
+
+def _found_by_name(value: str, base: Path, path: Path, shown: str) -> str | None:
+    """A picture whose path leads nowhere, found by its file name below `base` (noted for the report)."""
+    found = _by_name(base, path.name)
+    if found is None:
+        return None
+    check_inside(found, _BY_NAME.get()["root"] or base, shown)
+    _BY_NAME.get()["found"].append((value, found))
+    return str(found)
+
+
 def image_reference(value, base: Path, what: str = "image") -> str:
     """A local image path (relative to `base`, else to `base/images`, else its file name in `base`: pictures picked
-    with the dataset file in a browser arrive without their folders) or a data: URL; web URLs are refused."""
+    with the dataset file in a browser arrive without their folders) or a data: URL; web URLs are refused.
+
+    Under `finding_by_name`, a path that leads nowhere (absolute on the machine the dataset was made on, Windows',
+    relative to LLaVA's separate image folder, its name in another case) is looked up by its file name below `base`."""
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"{what} names no file; give a path relative to the dataset file, or a data: URL")
     value = value.strip()
@@ -108,23 +179,45 @@ def image_reference(value, base: Path, what: str = "image") -> str:
     if value.lower().startswith(("http://", "https://")):
         raise InputError(f"{what} '{shown}' is a web address and web URLs are not fetched: "
                          "download the image first and use a local path or a data: URL")
-    path = Path(value.removeprefix("file://")).expanduser()
+    if re.match(r"[A-Za-z]:[\\/]|\\\\", value):  # C:\… or \\server\…: a Windows path, absolute there
+        path = Path(PureWindowsPath(value).name)
+        found = _found_by_name(value, base, path, shown)
+        if found is None:
+            raise InputError(f"{what} '{shown}' is a Windows path of the machine the dataset was made on, and no file "
+                             f"named {path.name} is in {base} or below: make the image paths relative to the dataset "
+                             "file (e.g. images/cat.jpg) and put the pictures there")
+        return found
+    path = Path(value.removeprefix("file://").replace("\\", "/")).expanduser()
     if path.is_absolute():
-        check_inside(path, base, shown, _embedded_folder())
-        if not _exists(path):
-            raise InputError(f"{what} '{shown}' was not found; check the path")
-        return str(path)
+        try:
+            check_inside(path, base, shown, _embedded_folder())
+        except InputError:  # a shared app: the upload may still hold a picture of that name
+            found = _found_by_name(value, base, path, shown)
+            if found is None:
+                raise
+            return found
+        if _exists(path):
+            return str(path)
+        found = _found_by_name(value, base, path, shown)
+        if found is None:
+            raise InputError(f"{what} '{shown}' was not found, nor a file named {path.name} in {base} or below: an "
+                             "absolute path of another machine? Make the image paths relative to the dataset file "
+                             "(e.g. images/cat.jpg) and put the pictures there")
+        return found
     for candidate in (base / path, base / "images" / path, base / path.name):
         check_inside(candidate, base, shown)
         if _exists(candidate):
             return str(candidate)
     if len(value) > 260:  # longer than paths get: base64 that lost its data: prefix?
         raise InputError(f"{what} '{shown}' was not found (is it base64 without its data:image/...;base64, prefix?)")
+    found = _found_by_name(value, base, path, shown)
+    if found is not None:
+        return found
     places = (f"neither {base / path} nor {base / 'images' / path} exists" if path.parts[0] != "images"
               else f"{base / path} does not exist")  # not …/images/images/x.png, which reads like a bug
-    raise InputError(f"{what} '{value}' was not found: {places} (paths are relative to {base}: the "
-                     "dataset file's folder, or dataset_info.json's where that registers it; a dataset uploaded as "
-                     "separate files keeps no folders: upload a .zip to keep them)")
+    raise InputError(f"{what} '{value}' was not found: {places}, nor a file of that name below {base} (paths are "
+                     f"relative to {base}: the dataset file's folder, or dataset_info.json's where that registers it; "
+                     "a dataset uploaded as separate files keeps no folders: upload a .zip to keep them)")
 
 
 def _embedded_folder() -> Path:
