@@ -553,7 +553,10 @@ NOT_AN_IMAGE = b"%PDF-1.4 not a picture"
 def cache(tmp_path, monkeypatch):
     """The embedded-image cache, moved into this test's folder by moving the temp folder."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    assert embedded_image_folder() == (tmp_path / "tmp").resolve() / "vlmchat-eval-images"
+    import getpass
+
+    # one per system user: another user's vlmchat cannot write into the first one's private folder
+    assert embedded_image_folder() == (tmp_path / "tmp").resolve() / f"vlmchat-eval-images-{getpass.getuser()}"
     return embedded_image_folder()
 
 
@@ -664,7 +667,7 @@ def test_a_failed_cache_write_leaves_no_partial_file(tmp_path, cache, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", full_disk)
-    with pytest.raises(InputError, match=r"cannot be saved to .*vlmchat-eval-images' \(No space left on device\)"):
+    with pytest.raises(InputError, match=r"cannot be saved to .*vlmchat-eval-images-[^/']+' \(No space left on device\)"):
         read_eval_set(data)
     assert os.listdir(cache) == []
 

@@ -9,7 +9,7 @@ subfolders hold Parquet files, as Hugging Face publishes MMMU: one subfolder per
 layout's rows become items, and which layout rows are in, lives in `set_formats.py`.
 
 Images stored in the rows themselves (the `datasets` Image feature, as in MMMU's Parquet files) are
-written once to a content-addressed cache, `<temp folder>/vlmchat-eval-images/<sha256>.<ext>`, and
+written once to a content-addressed cache, `<temp folder>/vlmchat-eval-images-<user>/<sha256>.<ext>`, and
 items refer to those files like to any other image.
 """
 
@@ -321,8 +321,15 @@ def _image_problem(file: Path, given: str) -> str:
 
 
 def embedded_image_folder() -> Path:
-    """Where images that rows hold as bytes are written: `<temp folder>/vlmchat-eval-images`."""
-    return Path(tempfile.gettempdir()).resolve() / EMBEDDED_FOLDER
+    """Where images that rows hold as bytes are written: `<temp folder>/vlmchat-eval-images-<user>`, one per system
+    user (a second user's vlmchat could not write into the first one's folder, made private to its owner)."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (a container)
+        user = str(os.getuid()) if hasattr(os, "getuid") else "user"
+    return Path(tempfile.gettempdir()).resolve() / f"{EMBEDDED_FOLDER}-{re.sub(r'[^A-Za-z0-9_.-]', '_', user)}"
 
 
 def embedded_file(image: Embedded, checked: _Checked) -> str:
