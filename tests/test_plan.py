@@ -97,7 +97,7 @@ def test_nothing_fits_and_no_ram_to_offload_is_a_refusal_with_numbers(llama):
 def test_a_forced_policy_is_followed_and_said(llama, policy, bits):
     plan = plan_quantization(llama, {"cuda:0": 80.0, "cpu": 64.0}, policy)
     assert plan.bits == bits and plan.quantization == (policy if bits < 16 else "none")
-    assert f"quantization = {policy} in settings" in plan.reason
+    assert f"quantization = {policy} chosen" in plan.reason
 
 
 def test_no_bitsandbytes_means_no_quantized_option(llama):

@@ -211,7 +211,7 @@ def _plan_gpu(*, size, policy, context_tokens, images, unquantized, device_name,
             chosen = "policy" if policy != "auto" else "auto"
             why = f"{where}: {size.name} in {'; '.join(steps)} -> {label}"
             if chosen == "policy":
-                why += f" (quantization = {policy} in settings)"
+                why += f" (quantization = {policy} chosen)"  # in settings, the Model tab or --quantization
             device_map = device if len(gpus) == 1 else "auto"
             max_memory = None if len(gpus) == 1 else {key: value for key, value in _gpu_indexes(gpus).items()}
             return Plan(size.name, device, dtype, est.bits, unquantized if est.bits < 16 else (), device_map,

@@ -87,7 +87,7 @@ def resolve_model(model: str | None, settings: Settings) -> ModelSource:
         path = Path(model).expanduser()
         if path.exists():
             if not (path / "config.json").exists():
-                raise ModelLoadError(f"{path} has no config.json; point --model at a folder saved by save_pretrained "
+                raise ModelLoadError(f"{path} has no config.json: give a folder saved by save_pretrained "
                                      "(or a hub id such as HuggingFaceTB/SmolVLM-256M-Instruct).")
             return ModelSource(str(path.resolve()), "folder", path.resolve())
         if model.count("/") != 1 or model.startswith(("/", ".", "~")):

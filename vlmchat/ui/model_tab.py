@@ -131,7 +131,7 @@ def build_model_tab(manager: ModelManager, settings: Settings, status: gr.Markdo
         quantization = gr.Radio(["auto", "none", "8bit", "4bit"], value=settings.model.quantization,
                                 label="Quantization (auto follows the plan)", scale=2)
     with gr.Row():
-        token = gr.Textbox(type="password", label="Hugging Face token (gated models only; not stored)",
+        token = gr.Textbox(type="password", label="Hugging Face token (gated models only; kept only if you tick Remember)",
                            placeholder="hf_...  (empty: HF_TOKEN or your `hf auth login`)", scale=3)
         remember = gr.Checkbox(False, label="Remember this token (saved by huggingface_hub, as `hf auth login`)",
                                scale=2)
