@@ -11,7 +11,9 @@ all in one process on the same loaded model, interleaved and the median of --rep
 - the loglik scorer with the shared prefix (prefix encoded once, options on the expanded KV cache)
   vs one full prompt + option row per option through the processor, on the same decoded pictures;
 - base + 2 adapters (demo-es under two names, in a temp adapters folder) in one run vs 3 separate
-  runs: ms per question per model.
+  runs: ms per question per model;
+- one run with both methods (`launch.py eval --method loglik generate --num-beams 5 --max-new-tokens 1`):
+  the ms a question each method's row reports, and the ratio its comparison line states.
 Prints a markdown table.
 """
 
@@ -105,7 +107,8 @@ def _scorer_time(manager: ModelManager, eval_set: EvalSet, images: list[list], s
 
 def _measure(manager, eval_set, images, args, folder: Path) -> dict[str, list]:
     batch = args.batch_size
-    runs = {key: [] for key in ("loglik", "generate", "generate 1", "shared", "rows", "one pass", "separate")}
+    runs = {key: [] for key in ("loglik", "generate", "generate 1", "shared", "rows", "one pass", "separate",
+                                "both: loglik", "both: generate")}
     accuracy = {}
     beams = EvalOptions(batch_size=batch, max_new_tokens=1, num_beams=5)
     for repeat in range(args.repeats):  # interleaved, so a busy machine slows every setting alike
@@ -129,6 +132,11 @@ def _measure(manager, eval_set, images, args, folder: Path) -> dict[str, list]:
         runs["separate"].append(sum(_timed(lambda: run_eval(manager, eval_set, [name], "loglik",
                                                             EvalOptions(batch_size=batch), folder=out / name))[0]
                                     for name in models))
+        both = run_eval(manager, eval_set, ["base"], ["loglik", "generate"], beams, folder=out / "both")
+        for method in ("loglik", "generate"):  # the seconds its rows report (ms a question x questions)
+            summary = both.model_summary(f"base · {method}")
+            runs[f"both: {method}"].append(summary["mean_ms"] * summary["n"] / 1000)
+            accuracy[f"both: {method}"] = summary["accuracy"]
     return {key: [statistics.median(values), accuracy.get(key)] for key, values in runs.items()}
 
 
@@ -149,7 +157,12 @@ def _table(found: dict, count: int, repeats: int) -> str:
              f"| loglik scorer, one row per option | {found['rows'][0]:.2f} | {per('rows'):.1f} | | 1.0x |",
              f"| base + 2 adapters, one run | {found['one pass'][0]:.2f} | {per('one pass', 3):.1f} | | "
              f"{found['separate'][0] / found['one pass'][0]:.2f}x faster than 3 runs |",
-             f"| base + 2 adapters, 3 separate runs | {found['separate'][0]:.2f} | {per('separate', 3):.1f} | | 1.0x |"]
+             f"| base + 2 adapters, 3 separate runs | {found['separate'][0]:.2f} | {per('separate', 3):.1f} | | 1.0x |",
+             f"| one run, both methods: loglik rows | {found['both: loglik'][0]:.2f} | {per('both: loglik'):.1f} | "
+             f"{acc('both: loglik')} | {found['both: generate'][0] / found['both: loglik'][0]:.1f}x faster than "
+             "generate in the same run |",
+             f"| one run, both methods: generate rows (5 beams, 1 new token) | {found['both: generate'][0]:.2f} | "
+             f"{per('both: generate'):.1f} | {acc('both: generate')} | 1.0x |"]
     return "\n".join(lines)
 
 
