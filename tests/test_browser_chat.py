@@ -187,7 +187,8 @@ def test_rename_and_delete_a_saved_chat(page, picture_files):
     # title when it appeared (the accordion's content is drawn when opened), and Rename sent the old title (a
     # clean-clone run failed so; the page showed "Renamed to “What shape is this?”").
     title = page.locator("#vlmchat-chat-title input")
-    page.wait_for_function("() => document.querySelector('#vlmchat-chat-title input')?.value === 'What shape is this?'")
+    page.wait_for_function("() => (document.querySelector('#vlmchat-chat-title input')?.value || '')"
+                           ".startsWith('What shape is this? · 📎 ')")  # the question and its picture's name
     title.fill("Green things")
     page.get_by_role("button", name="Rename", exact=True).click()
     page.wait_for_function("() => document.querySelector('#vlmchat-chat-list')?.innerText.includes('Green things')")
@@ -300,7 +301,7 @@ def test_each_login_sees_only_its_chats_and_they_survive_a_restart(browser, logi
     ana.locator("[role=tabpanel]:visible").get_by_text("What color is the shape?").click()
     ana.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] textarea')].some(t => t.value === 'azul')")
     ana.locator("[role=tabpanel]:visible").get_by_role("button", name="Tie").click()  # waits until it is enabled
-    ana.wait_for_function("() => document.querySelector('#vlmchat-compare-voted')?.innerText.includes('tie for')")
+    ana.wait_for_function("() => document.querySelector('#vlmchat-compare-voted')?.innerText.includes('a tie between')")
     assert len(list((folder / "outputs" / "users").glob("ana-*/compare_votes.jsonl"))) == 1
     assert not (folder / "outputs" / "compare_votes.jsonl").exists()
     assert Client(app.url, auth=("bob", "pw-bob"), verbose=False).predict(api_name="/compare_tally")["data"] == []

@@ -42,7 +42,7 @@ def test_a_saved_chat_keeps_a_copy_of_its_pictures_and_reloads(tmp_path, picture
     picture.unlink()  # the upload is gone (a restart empties Gradio's cache); the copy stays
     loaded = store.load(chat["id"])
     assert loaded["messages"][0]["images"][0]["path"] == str(folder / stored["file"])
-    assert loaded["system"] == "Answer briefly." and loaded["title"] == "Describe the image."
+    assert loaded["system"] == "Answer briefly." and loaded["title"] == "Describe the image. · 📎 red.png"
     assert [m["text"] for m in loaded["messages"]] == ["Describe the image.", "a red square"]
     assert not [p for p in folder.rglob("*") if p.name.startswith(".")]  # no temp file left behind
 
@@ -58,7 +58,8 @@ def test_chats_are_listed_newest_first_and_a_rename_sticks(tmp_path, picture):
                      encoding="utf-8")
     assert [c["id"] for c in store.list()] == [second["id"], first["id"]]
     store.rename(first["id"], "  My   red square ")
-    assert [c["title"] for c in store.list()] == ["What colour is it?", "My red square"]  # a rename keeps its place
+    # the question and its picture; a rename keeps its place
+    assert [c["title"] for c in store.list()] == ["What colour is it? · 📎 red.png", "My red square"]
     reopened = store.load(first["id"])
     reopened["messages"] += [{"role": "user", "text": "And again?", "images": []}]
     store.save(reopened)  # a renamed chat keeps its title as it grows

@@ -85,15 +85,21 @@ def answered_turns(messages: list[dict]) -> list[dict]:
 
 
 def auto_title(chat: dict) -> str:
-    """The first question of the chat, shortened; the first picture's name when there is no text."""
+    """The first question of the chat, shortened, and its first picture's name ("Describe the image. · 📎 cat.jpg":
+    chats that all asked "Describe the image." could not be told apart in the list, outside reviewer)."""
     for message in chat["messages"]:
         if message.get("role") != "user":
             continue
         text = " ".join((message.get("text") or "").split())
+        picture = "📎 " + message["images"][0].get("name", "image") if message.get("images") else ""
+        if text and picture:
+            room = TITLE_LENGTH - len(picture) - 3
+            text = text if len(text) <= room else text[:max(room - 1, 10)] + "…"
+            return f"{text} · {picture}"
         if text:
             return text if len(text) <= TITLE_LENGTH else text[:TITLE_LENGTH - 1] + "…"
-        if message.get("images"):
-            return "📎 " + message["images"][0].get("name", "image")
+        if picture:
+            return picture
     return "New chat"
 
 
