@@ -101,7 +101,10 @@ class AdapterActions:
 
 def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
     """Lay out the Adapters tab inside the current Blocks."""
-    table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, label="Adapters")
+    # widths of the panel, wrapped: the metrics' one long line made the table 2,868 px wide in a 1,214 px panel, its
+    # notes off-screen (outside reviewer)
+    table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, label="Adapters",
+                         column_widths=["12%", "10%", "14%", "10%", "10%", "32%", "12%"])
     gr.context.Context.root_block.load(actions.table, outputs=table, api_name="table", queue=False)
     with gr.Row():
         choice = gr.Dropdown(choices=actions.names(), label="Adapter", allow_custom_value=True)
