@@ -114,9 +114,11 @@ def test_cpu_uses_no_bitsandbytes_unless_forced(llama):
     plan = plan_quantization(llama, {"cpu": 48.0})
     assert (plan.bits, plan.dtype, plan.ok) == (16, "bfloat16", True)
     refused = plan_quantization(llama, {"cpu": 16.0})
-    assert not refused.ok and "force quantization = 4bit" in refused.reason
     forced = plan_quantization(llama, {"cpu": 16.0}, "4bit")
     assert forced.ok and forced.bits == 4 and "slower" in forced.warning
+    # the advice names what 4-bit needs (the forced plan's figure), or that even 4-bit does not fit
+    assert not refused.ok and f"force quantization = 4bit: ~{forced.estimate_gib:.1f} GiB, slow on a CPU" in refused.reason
+    assert "Even 4-bit needs ~" in plan_quantization(llama, {"cpu": 8.0}).reason
 
 
 def test_a_cpu_that_computes_bf16_keeps_16_bit_files_in_bf16(llama):

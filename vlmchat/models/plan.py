@@ -285,7 +285,7 @@ def _plan_cpu(*, size, policy, context_tokens, images, picture_tokens, unquantiz
                     round(usable - est.need_gib, 2), alternatives=alternatives,
                     warning="bitsandbytes on the CPU is much slower than on a GPU.",
                     reason=f"{where}: {size.name} in {label} needs ~{est.need_gib:.1f} GiB -> {label} "
-                           f"(quantization = {policy} in settings)")
+                           f"(quantization = {policy} chosen)")
     # No bitsandbytes on the CPU unless forced. 16-bit files on a CPU that computes bfloat16 natively stay
     # bfloat16 (faster and half the memory); otherwise float32 (fast, exact) if it fits, else bfloat16.
     native = not dtype and cpu_bf16 and _sixteen_bit_files(size)
@@ -304,10 +304,14 @@ def _plan_cpu(*, size, policy, context_tokens, images, picture_tokens, unquantiz
                                f"({_cpu_dtype_why(native, cpu_bf16, plan_dtype)}"
                                "no bitsandbytes on the CPU unless quantization is set to 8bit or 4bit)")
     est = estimates[-1]
+    # the advice with its number: the tab advised 4-bit without its need (outside reviewer)
+    four = estimate(size, 4, "bfloat16", context_tokens, images, picture_tokens, on_cpu=True).need_gib
+    advice = (f"Use a smaller model, or force quantization = 4bit: ~{four:.1f} GiB, slow on a CPU" if four <= usable
+              else f"Even 4-bit needs ~{four:.1f} GiB: use a smaller model")
     return Plan(size.name, "cpu", dtypes[-1], est.bits, (), None, None, round(est.need_gib, 2), ram,
                 round(usable - est.need_gib, 2), ok=False, alternatives=alternatives,
                 reason=f"{where} ({OS_RESERVE_GIB:.0f} GiB kept for the system): {size.name} in {'; '.join(steps)}: "
-                       "it does not fit. Use a smaller model, or force quantization = 4bit (slow on a CPU).")
+                       f"it does not fit. {advice}.")
 
 
 CPU_BF16_WHY = "bfloat16 is native on this CPU (avx512_bf16 or amx_bf16): about twice float32's speed, half its memory; "
