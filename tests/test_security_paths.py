@@ -77,6 +77,7 @@ def test_the_model_tab_refuses_server_folders(shared, folder):
     _, client = shared
     files, plan = client.predict(folder, "", "auto", api_name="/preview_model")
     assert "reachable from other machines" in files and "hub id" in files and "files," not in files + plan
+    assert plan == ""  # said once, under Files (it was under Plan too)
     with pytest.raises(Exception, match="reachable from other machines"):
         client.predict(folder, "", False, "auto", api_name="/load_model")
 

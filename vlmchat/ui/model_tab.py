@@ -87,9 +87,8 @@ def preview(model: str, token: str, quantization: str, settings: Settings) -> tu
     token = (token or "").strip() or None
     try:
         source = resolve_model(refuse_model_path(settings, model), settings)  # once: it looks in the hub cache
-    except (VlmchatError, gr.Error) as exc:
-        message = WARN + said(exc)
-        return message, message
+    except (VlmchatError, gr.Error) as exc:  # said once, under Files: the same line under Plan read twice
+        return WARN + said(exc), ""
     out = []
     for describe in (lambda: describe_files(source, settings, token),
                      lambda: describe_plan(source, quantization, settings, token)):
