@@ -874,3 +874,20 @@ def test_a_set_without_an_answer_column_names_the_columns(tmp_path):
     assert not result.items and str(result.problems[0]) == (
         "quiz.csv:2: no 'answer' (the row has: question, a, b, c, d, correct); give the right option as 'answer' "
         "(its letter, its text or its 0-based index)")
+
+
+def test_pictures_named_by_paths_of_another_machine_are_found_by_name_and_said(tmp_path):
+    """An eval set written on another machine: absolute POSIX and Windows paths, a folder of its own, a name in
+    another case; each picture found by its file name below the set's folder (as fine-tune datasets are)."""
+    for folder, name in (("images", "a.png"), ("val2017", "b.png"), ("images", "c.png"), ("images", "d.png")):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        Image.new("RGB", (32, 32), "red").save(tmp_path / folder / name)
+    given = ["/home/alice/set/images/a.png", "b.png", "images/C.PNG", r"D:\sets\d.png", "/home/alice/gone.png"]
+    rows = [{"question": "What color?", "options": ["red", "blue"], "answer": "A", "image": image} for image in given]
+    (tmp_path / "set.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    found = read_eval_set(tmp_path / "set.jsonl")
+    assert [item.images[0] for item in found.items] == [str((tmp_path / f).resolve()) for f in
+                                                        ("images/a.png", "val2017/b.png", "images/c.png",
+                                                         "images/d.png")]
+    assert "4 pictures found by file name below the set's folder" in found.format
+    assert [p.line for p in found.problems] == [5] and "not found" in str(found.problems[0])

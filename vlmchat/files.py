@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import stat
 import tempfile
 import zipfile
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path, PurePosixPath
 from typing import IO, Callable, Iterable, Iterator
 
@@ -29,6 +31,79 @@ CHUNK = 2**20
 # included). The serving process switches this on; the fine-tune child it starts inherits it through the environment.
 CONFINED_ENV = "VLMCHAT_CONFINED"
 _confined = [os.environ.get(CONFINED_ENV) == "1"]
+
+
+# While a dataset or eval set is read (`finding_by_name`): the files below each of its folders by lower-case name,
+# and the pictures found by name where their path did not lead.
+_BY_NAME: ContextVar[dict | None] = ContextVar("vlmchat_pictures_by_name", default=None)
+MAX_INDEXED = 200_000  # files a dataset folder is searched through by name, at most
+
+
+@contextmanager
+def finding_by_name():
+    """A context in which a picture a dataset's path does not lead to is found by its file name below the dataset's
+    folder (`find_by_name`); yields the list of (path given, file found) `note_found` fills."""
+    state = {"index": {}, "found": [], "root": None}
+    token = _BY_NAME.set(state)
+    try:
+        yield state["found"]
+    finally:
+        _BY_NAME.reset(token)
+
+
+@contextmanager
+def searched_from(folder: Path):
+    """Under `finding_by_name`: pictures are looked up by name below `folder` (the folder the user gave, above the
+    dataset file found in it: LLaVA keeps its JSON and its image folder side by side)."""
+    state = _BY_NAME.get()
+    saved = state["root"] if state else None
+    if state is not None:
+        state["root"] = folder
+    try:
+        yield
+    finally:
+        if state is not None:
+            state["root"] = saved
+
+
+def find_by_name(base: Path, name: str) -> Path | None:
+    """The one file named `name` below `base` (the exact name, else the one of that name in any case), or None."""
+    state = _BY_NAME.get()
+    if state is None or not name:
+        return None
+    base = state["root"] or base
+    if base not in state["index"]:
+        index, count = {}, 0
+        for root, folders, files in os.walk(base):
+            folders[:] = [f for f in folders if not f.startswith(".")]
+            for file in files:
+                index.setdefault(file.lower(), []).append(Path(root) / file)
+            count += len(files)
+            if count > MAX_INDEXED:
+                break
+        state["index"][base] = index
+    named = state["index"][base].get(name.lower(), [])
+    exact = [path for path in named if path.name == name]
+    chosen = exact if len(exact) == 1 else named if len(named) == 1 else []
+    return chosen[0] if chosen else None
+
+
+def is_windows_path(value: str) -> bool:
+    """C:\\… or \\\\server\\…: absolute on the Windows machine a dataset was made on (relative here)."""
+    return bool(re.match(r"[A-Za-z]:[\\/]|\\\\", value))
+
+
+def search_root(base: Path) -> Path:
+    """The folder `find_by_name` searches for a dataset file in `base` (`searched_from`'s, else `base`)."""
+    state = _BY_NAME.get()
+    return (state["root"] if state else None) or base
+
+
+def note_found(given: str, found: Path) -> None:
+    """Record a picture found by name, for the reader's report."""
+    state = _BY_NAME.get()
+    if state is not None:
+        state["found"].append((given, found))
 
 
 def confine_pictures(on: bool = True) -> None:

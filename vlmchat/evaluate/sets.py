@@ -23,10 +23,11 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from ..errors import InputError
-from ..files import check_inside, write_bytes_atomic
+from ..files import (check_inside, find_by_name, finding_by_name, is_windows_path, note_found,
+                     write_bytes_atomic)
 from ..errors import Problem as EvalProblem
 from .set_formats import (ACCEPTED, CAPTION_QUESTION, MMLU, Draft, Embedded, Layout, RowProblem, detect_layout,
                           is_mmlu_row, plain, shorten)
@@ -84,14 +85,21 @@ def read_eval_set(path: str | Path, limit: int | None = None) -> EvalSet:
     if limit is not None and limit < 1:
         raise InputError(f"The item limit must be 1 or more (got {limit}); leave it empty to use every item.")
     path = Path(path).expanduser()
-    if path.is_dir():
-        return _read_folder(path, limit)
-    if not path.is_file():
-        raise InputError(f"'{path}' does not exist; give an eval-set file ({', '.join(DATA_SUFFIXES)}) or a folder.")
-    rows = _load_rows(path, path.name)
-    layout = _detect(rows, path.name)
-    result = EvalSet(str(path), f"{layout.name} {rows.container}", CAPTION if layout.captions else CHOICE)
-    _convert(rows, layout, path.name, path.parent, result, limit, {})
+    with finding_by_name() as found:
+        if path.is_dir():
+            result = _read_folder(path, limit)
+        elif not path.is_file():
+            raise InputError(f"'{path}' does not exist; give an eval-set file ({', '.join(DATA_SUFFIXES)}) or a "
+                             "folder.")
+        else:
+            rows = _load_rows(path, path.name)
+            layout = _detect(rows, path.name)
+            result = EvalSet(str(path), f"{layout.name} {rows.container}", CAPTION if layout.captions else CHOICE)
+            _convert(rows, layout, path.name, path.parent, result, limit, {})
+    if found:  # as fine-tune datasets say it
+        given, file = found[0]
+        result.format += (f"; {len(found)} picture{'s' if len(found) != 1 else ''} found by file name below the set's "
+                          f"folder, where the path given did not lead (e.g. '{given}' -> {file})")
     return result
 
 
@@ -289,13 +297,26 @@ def _check_image(given: str | Embedded, base: Path, checked: _Checked) -> str:
         return embedded_file(given, checked)
     if re.match(r"[a-z][a-z0-9+.-]*://|data:", given, re.I):
         raise RowProblem(f"image '{shorten(given, 60)}' is a URL; download it and give its file path")
-    file = base / Path(given).expanduser()
+    file = base / (Path(PureWindowsPath(given).name) if is_windows_path(given)
+                   else Path(given.replace("\\", "/")).expanduser())
     try:
         check_inside(file, base, given)
     except InputError as exc:  # a shared app: this row's picture is not in the upload
-        raise RowProblem(str(exc)) from None
-    if not file.is_file() and (base / Path(given).name).is_file():
-        file = base / Path(given).name  # picked with the eval set in a browser, the pictures lost their folders
+        found = find_by_name(base, file.name)  # an absolute path of another machine: the upload may hold it
+        if found is None:
+            raise RowProblem(str(exc)) from None
+        note_found(given, found)
+        file = found
+    if not file.is_file() and (base / file.name).is_file():
+        file = base / file.name  # picked with the eval set in a browser, the pictures lost their folders
+    elif not file.is_file():
+        # an absolute path of the machine the set was made on, a folder of its own, a name in another case: found by
+        # its file name below the set's folder, and said in the report
+        found = find_by_name(base, file.name)
+        if found is not None:
+            check_inside(found, base, given)
+            note_found(given, found)
+            file = found
     if file not in checked:
         checked[file] = (str(file.resolve()), _image_problem(file, given))
     path, problem = checked[file]

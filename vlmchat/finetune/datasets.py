@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError, Problem
+from ..files import finding_by_name, searched_from
 from ..images import decode_data_url, is_data_url, readable_suffixes
 from . import formats
 
@@ -84,7 +85,7 @@ class DatasetReport:
 def read_dataset(path: str | Path, caption_prompt: str = DEFAULT_CAPTION_PROMPT) -> DatasetReport:
     """Read a dataset folder or file in any accepted layout and check every row."""
     path = Path(path).expanduser()
-    with formats.finding_by_name() as found:
+    with finding_by_name() as found:
         if path.is_dir():
             report = _read_folder(path, caption_prompt)
         elif path.is_file():
@@ -144,7 +145,7 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
     if not report.samples:  # LLaVA's layout: its JSON in a folder beside its image folder (json/ and coco/train2017/)
         nested = _nested_tables(folder)
         if len(nested) == 1:
-            with formats.searched_from(folder):
+            with searched_from(folder):
                 found = _read_file(nested[0], prompt)
             found.format += f" ({nested[0].relative_to(folder)}, the one dataset file in {folder.name})"
             return found

@@ -20,15 +20,12 @@ used raises InputError saying what is wrong and how to fix it. Each layout follo
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
 from ..errors import InputError
-from ..files import check_inside
+from ..files import check_inside, find_by_name, is_windows_path, note_found, search_root
 from ..images import is_data_url
 
 PLACEHOLDER = "<image>"
@@ -99,68 +96,13 @@ def row_layout(row) -> str | None:
     return None
 
 
-# While a dataset is read (`finding_by_name`): the files below each dataset folder by lower-case name, and the
-# pictures found by name where their path did not lead.
-_BY_NAME: ContextVar[dict | None] = ContextVar("vlmchat_pictures_by_name", default=None)
-MAX_INDEXED = 200_000  # files a dataset folder is searched through by name, at most
-
-
-@contextlib.contextmanager
-def finding_by_name():
-    """A context in which `image_reference` finds a picture its path does not lead to by its file name below the
-    dataset's folder; yields the list of (path given, file found) it fills."""
-    state = {"index": {}, "found": [], "root": None}
-    token = _BY_NAME.set(state)
-    try:
-        yield state["found"]
-    finally:
-        _BY_NAME.reset(token)
-
-
-@contextlib.contextmanager
-def searched_from(folder: Path):
-    """Under `finding_by_name`: pictures are looked up by name below `folder` (the folder the user gave, above the
-    dataset file found in it: LLaVA keeps its JSON and its image folder side by side)."""
-    state = _BY_NAME.get()
-    saved = state["root"] if state else None
-    if state is not None:
-        state["root"] = folder
-    try:
-        yield
-    finally:
-        if state is not None:
-            state["root"] = saved
-
-
-def _by_name(base: Path, name: str) -> Path | None:
-    """The one file named `name` below `base` (the exact name, else the one of that name in any case), or None."""
-    state = _BY_NAME.get()
-    if state is None or not name:
-        return None
-    base = state["root"] or base
-    if base not in state["index"]:
-        index, count = {}, 0
-        for root, folders, files in os.walk(base):
-            folders[:] = [f for f in folders if not f.startswith(".")]
-            for file in files:
-                index.setdefault(file.lower(), []).append(Path(root) / file)
-            count += len(files)
-            if count > MAX_INDEXED:
-                break
-        state["index"][base] = index
-    named = state["index"][base].get(name.lower(), [])
-    exact = [path for path in named if path.name == name]
-    chosen = exact if len(exact) == 1 else named if len(named) == 1 else []
-    return chosen[0] if chosen else None
-
-
 def _found_by_name(value: str, base: Path, path: Path, shown: str) -> str | None:
     """A picture whose path leads nowhere, found by its file name below `base` (noted for the report)."""
-    found = _by_name(base, path.name)
+    found = find_by_name(base, path.name)
     if found is None:
         return None
-    check_inside(found, _BY_NAME.get()["root"] or base, shown)
-    _BY_NAME.get()["found"].append((value, found))
+    check_inside(found, search_root(base), shown)
+    note_found(value, found)
     return str(found)
 
 
@@ -179,7 +121,7 @@ def image_reference(value, base: Path, what: str = "image") -> str:
     if value.lower().startswith(("http://", "https://")):
         raise InputError(f"{what} '{shown}' is a web address and web URLs are not fetched: "
                          "download the image first and use a local path or a data: URL")
-    if re.match(r"[A-Za-z]:[\\/]|\\\\", value):  # C:\… or \\server\…: a Windows path, absolute there
+    if is_windows_path(value):
         path = Path(PureWindowsPath(value).name)
         found = _found_by_name(value, base, path, shown)
         if found is None:
