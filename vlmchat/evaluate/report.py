@@ -166,7 +166,8 @@ class EvalResult:
         return summary
 
     def verdicts(self) -> list[tuple[str, dict]]:
-        """(sentence, numbers) for each adapter against the base, on the questions both scored."""
+        """(sentence, numbers) for each adapter against the base, on the questions both scored (per method), then for
+        each model scored by two methods the one against the other."""
         found = []
         for method in self.methods():
             rows = [row for row in self.models if self.method_of(row) == method]
