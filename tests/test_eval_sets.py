@@ -196,11 +196,14 @@ def test_mmlu_row_may_name_its_picture_after_the_answer(tmp_path):
 
 
 def test_mmlu_answer_must_be_a_letter_of_an_option(tmp_path):
-    rows = [MMLU_ROWS[0], ["q?", "a", "b", "c", "d", "E"], ["q?", "a", "b", "c", "d", "1"]]
+    rows = [MMLU_ROWS[0], ["q?", "a", "b", "c", "d", "E"], ["q?", "a", "b", "c", "d", "1"], ["q?", "a", "b", "c", "star"]]
     result = read_eval_set(write_csv(tmp_path / "anatomy_dev.csv", rows))
     assert len(result.items) == 1
     assert [(p.line, p.message.split(" (")[0]) for p in result.problems] == [
-        (2, "answer 'E' is not among the options"), (3, "answer '1' is not among the options")]
+        (2, "answer 'E' is not among the options"),
+        (3, "its last cell '1' is not an answer letter: an MMLU row is question,A,B,C,D,answer"),
+        # the answer left out: it was "answer 'star' is not among the options" (verifying reviewer)
+        (4, "its last cell 'star' is not an answer letter: an MMLU row is question,A,B,C,D,answer")]
 
 
 # ---------------------------------------------------------------- Hugging Face MMLU (cais/mmlu)

@@ -65,8 +65,22 @@ def test_both_methods_through_the_api_with_the_write_ups_generate_setting(client
     assert [row[0] for row in status["table"]["data"]] == ["base · loglik", "base · generate"]
     assert [row[4] for row in status["table"]["data"]] == [8, 8]
     comparison, = status["verdicts"]
-    assert comparison.startswith("base by generate: ") and "vs loglik" in comparison and "x faster (" in comparison
+    assert comparison.startswith("base by generate: ") and "vs loglik" in comparison and "ms a question)" in comparison
     assert "--num-beams 5" in status["command"] and "--max-new-tokens 1" in status["command"]
+    with pytest.raises(Exception, match="num beams must be between 1 and 16"):  # ran greedy instead (reviewer)
+        client.predict(str(data), ["base"], "generate", 0, "", 0, 1, api_name="/eval_start")
+
+
+def test_a_client_that_started_nothing_neither_follows_nor_cancels_anothers_run(client, app, tmp_path):
+    """'' is the newest run of the caller: a client that started none cancelled another client's run (reviewer)."""
+    data = write_colour_set(tmp_path / "set", count=8)
+    run_id = client.predict(str(data), ["base"], "loglik", 0, api_name="/eval_start")["run_id"]
+    stranger = Client(app.url, verbose=False)
+    for endpoint in ("/eval_status", "/eval_cancel"):
+        with pytest.raises(Exception, match="This page or client has started no evaluation"):
+            stranger.predict("", api_name=endpoint)
+    assert client.predict("", api_name="/eval_status")["run_id"] == run_id  # its own newest
+    assert wait_done(client, run_id)["state"] == "done"
 
 def test_an_uploaded_zip_with_images_runs(client, tmp_path):
     data = write_colour_set(tmp_path / "set", count=8)

@@ -85,7 +85,7 @@ def test_an_eval_run_and_its_files_are_its_owners(two_logins, tmp_path):
         clients["bob"].predict(run_id, api_name="/eval_status")
     with pytest.raises(Exception, match="There is no evaluation run"):
         clients["bob"].predict(run_id, api_name="/eval_cancel")
-    with pytest.raises(Exception, match="No evaluation has run yet"):  # not "no evaluation run ''"
+    with pytest.raises(Exception, match="This page or client has started no evaluation"):  # not "run ''"
         clients["bob"].predict("", api_name="/eval_status")  # bob has none; ana's newest is not his
     deadline = time.monotonic() + 120
     while (status := clients["ana"].predict(run_id, api_name="/eval_status"))["state"] == "running":

@@ -279,8 +279,12 @@ def mmlu_cells(cells: list[str], file_name: str) -> Draft:
     question = cells[0].strip()
     if not question:
         raise RowProblem("no question")
+    last = cells[-1].strip()
+    if not (len(last) == 1 and last.upper() in LETTERS):  # "answer 'star' is not among the options" hid this
+        raise RowProblem(f"its last cell '{shorten(last)}' is not an answer letter: an MMLU row is "
+                         "question,A,B,C,D,answer (is the answer missing?)")
     options = _require_options([cell.strip() for cell in cells[1:-1]])
-    return Draft(question, pictures, tuple(options), answer_index(cells[-1], options, ("letter",)),
+    return Draft(question, pictures, tuple(options), answer_index(last, options, ("letter",)),
                  subject=mmlu_subject(file_name))
 
 

@@ -29,12 +29,18 @@ from .uploads import upload_endpoint, user_uploads
 from .users import login_of, user_folder
 
 
+def session_of(request) -> str:
+    """The page's or API client's session ('' without a request)."""
+    return getattr(request, "session_hash", None) or ""
+
+
 @dataclass
 class EvalRun:
     """One run in progress or finished."""
 
     run_id: str
     owner: str | None = None  # the login that started it (None: no login)
+    session: str = ""         # the page or API client that started it: '' in eval_status/eval_cancel means its own
     thread: threading.Thread | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     done: int = 0
@@ -80,10 +86,11 @@ class EvalActions:
         methods = check_methods(eval_set, method, models)  # unknown, or loglik for an endpoint: said here
         folder = eval_folder(self.settings)
         folder = user_folder(folder.parent, request) / folder.name
-        run = EvalRun(folder.name, login_of(request), total=len(eval_set.items), format=eval_set.format,
+        run = EvalRun(folder.name, login_of(request), session_of(request), total=len(eval_set.items),
+                      format=eval_set.format,
                       set_problems=[str(p) for p in eval_set.problems])
         options = EvalOptions(batch_size=int(batch_size), limit=int(limit) if limit else None,
-                              image_detail=image_detail or "", num_beams=int(num_beams or 1),
+                              image_detail=image_detail or "", num_beams=1 if num_beams is None else int(num_beams),
                               max_new_tokens=int(max_new_tokens) if max_new_tokens else None)
         options.check()
 
@@ -108,14 +115,19 @@ class EvalActions:
                 "skipped_rows": len(eval_set.problems), "models": models, "method": "+".join(methods)}
 
     def run(self, run_id: str = "", request=None) -> EvalRun:
-        """The request's own run `run_id` ('' = its newest); another login's is not found."""
-        owner = login_of(request)
+        """The login's run `run_id`, or with '' the newest run this page or client started; another login's is not
+        found ('' found another client's run, and Cancel stopped it: verifying reviewer)."""
+        owner, session = login_of(request), session_of(request)
         with self.lock:
             mine = [run for run in self.runs.values() if run.owner == owner]
-            found = mine[-1] if not run_id and mine else next((r for r in mine if r.run_id == run_id), None)
+            if not run_id:
+                found = next((run for run in reversed(mine) if run.session == session), None)
+            else:
+                found = next((run for run in mine if run.run_id == run_id), None)
         if found is None:
             raise gr.Error(f"There is no evaluation run '{run_id}' in this app; start one with eval_start." if run_id
-                           else "No evaluation has run yet; start one with eval_start.")  # as finetune_status says
+                           else "This page or client has started no evaluation; start one with eval_start, or give "
+                                "the run_id of the one to follow.")
         return found
 
     def status(self, run_id: str = "", request=None) -> dict:
@@ -219,8 +231,8 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
         with gr.Row():
             beams = gr.Number(value=1, precision=0, minimum=1, maximum=16, label="Beams (1 = greedy; the write-up "
                                                                                "used 5)")
-            new_tokens = gr.Number(value=None, precision=0, minimum=1, maximum=1024,
-                                   label="New tokens (empty: 16 for questions, 64 for captions)")
+            new_tokens = gr.Number(value=0, precision=0, minimum=0, maximum=1024,
+                                   label="New tokens (0: 16 for questions, 64 for captions)")
     with gr.Row():
         start = gr.Button("Evaluate", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
@@ -248,7 +260,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
     def do_start(file, typed, chosen, how, first_n, level, width, tokens, request: gr.Request = None):
         try:
             started = actions.start(reference(file, typed, request), chosen, how, int(first_n) if first_n else None,
-                                    image_detail=level, num_beams=width or 1, max_new_tokens=tokens,
+                                    image_detail=level, num_beams=width if width else 1, max_new_tokens=tokens,
                                     request=request)
         except (VlmchatError, gr.Error) as exc:  # shown where the results go; no error badge left on every output
             yield "", f"⚠️ {html.escape(said(exc), quote=False)}", None, "", None, None, None  # "<image 1>" is text
