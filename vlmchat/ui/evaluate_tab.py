@@ -232,7 +232,10 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
             beams = gr.Number(value=1, precision=0, minimum=1, maximum=16, label="Beams (1 = greedy; the write-up "
                                                                                "used 5)")
             new_tokens = gr.Number(value=0, precision=0, minimum=0, maximum=1024,
-                                   label="New tokens (0: 16 for questions, 64 for captions)")
+                                   label="New tokens (0: 16 for questions, 64 for captions)",
+                                   # 5 beams, 1 token scored a demo that answers "a red circle" by its "a" (reviewer)
+                                   info="1 fits only a letter or one-word answer: an answer that starts 'a …' is "
+                                        "cut to 'a' and counted wrong")
     with gr.Row():
         start = gr.Button("Evaluate", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
