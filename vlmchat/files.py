@@ -42,7 +42,7 @@ MAX_INDEXED = 200_000  # files a dataset folder is searched through by name, at 
 @contextmanager
 def finding_by_name():
     """A context in which a picture a dataset's path does not lead to is found by its file name below the dataset's
-    folder (`find_by_name`); yields the list of (path given, file found) `note_found` fills."""
+    folder (`picture_by_name`); yields the list of (path given, file found) it fills (`found_note` says it)."""
     state = {"index": {}, "found": [], "root": None}
     token = _BY_NAME.set(state)
     try:
@@ -66,8 +66,10 @@ def searched_from(folder: Path):
             state["root"] = saved
 
 
-def find_by_name(base: Path, name: str) -> Path | None:
-    """The one file named `name` below `base` (the exact name, else the one of that name in any case), or None."""
+def picture_by_name(base: Path, name: str, given: str) -> Path | None:
+    """Under `finding_by_name`: the one file named `name` below `base` (or `searched_from`'s folder; the exact name,
+    else the one of that name in any case), noted as found for `given`; None when there is none, or several, or it
+    is a link out of the folder on a shared app (`check_inside`), or there is no such context."""
     state = _BY_NAME.get()
     if state is None or not name:
         return None
@@ -85,25 +87,28 @@ def find_by_name(base: Path, name: str) -> Path | None:
     named = state["index"][base].get(name.lower(), [])
     exact = [path for path in named if path.name == name]
     chosen = exact if len(exact) == 1 else named if len(named) == 1 else []
-    return chosen[0] if chosen else None
+    if not chosen:
+        return None
+    try:
+        check_inside(chosen[0], base, given)
+    except InputError:  # a link leading out of the folder is no picture in it
+        return None
+    state["found"].append((given, chosen[0]))
+    return chosen[0]
+
+
+def found_note(found: list[tuple[str, Path]], where: str) -> str:
+    """The report's words for the pictures `finding_by_name` found by name ('' for none)."""
+    if not found:
+        return ""
+    given, file = found[0]
+    return (f"; {len(found)} picture{'s' if len(found) != 1 else ''} found by file name below {where}, where the path "
+            f"given did not lead (e.g. '{given}' -> {file})")
 
 
 def is_windows_path(value: str) -> bool:
     """C:\\… or \\\\server\\…: absolute on the Windows machine a dataset was made on (relative here)."""
     return bool(re.match(r"[A-Za-z]:[\\/]|\\\\", value))
-
-
-def search_root(base: Path) -> Path:
-    """The folder `find_by_name` searches for a dataset file in `base` (`searched_from`'s, else `base`)."""
-    state = _BY_NAME.get()
-    return (state["root"] if state else None) or base
-
-
-def note_found(given: str, found: Path) -> None:
-    """Record a picture found by name, for the reader's report."""
-    state = _BY_NAME.get()
-    if state is not None:
-        state["found"].append((given, found))
 
 
 def confine_pictures(on: bool = True) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PureWindowsPath
 
 from ..errors import InputError
-from ..files import (check_inside, find_by_name, finding_by_name, is_windows_path, note_found,
+from ..files import (check_inside, finding_by_name, found_note, is_windows_path, picture_by_name,
                      write_bytes_atomic)
 from ..errors import Problem as EvalProblem
 from .set_formats import (ACCEPTED, CAPTION_QUESTION, MMLU, Draft, Embedded, Layout, RowProblem, detect_layout,
@@ -96,10 +96,7 @@ def read_eval_set(path: str | Path, limit: int | None = None) -> EvalSet:
             layout = _detect(rows, path.name)
             result = EvalSet(str(path), f"{layout.name} {rows.container}", CAPTION if layout.captions else CHOICE)
             _convert(rows, layout, path.name, path.parent, result, limit, {})
-    if found:  # as fine-tune datasets say it
-        given, file = found[0]
-        result.format += (f"; {len(found)} picture{'s' if len(found) != 1 else ''} found by file name below the set's "
-                          f"folder, where the path given did not lead (e.g. '{given}' -> {file})")
+    result.format += found_note(found, "the set's folder")
     return result
 
 
@@ -302,21 +299,15 @@ def _check_image(given: str | Embedded, base: Path, checked: _Checked) -> str:
     try:
         check_inside(file, base, given)
     except InputError as exc:  # a shared app: this row's picture is not in the upload
-        found = find_by_name(base, file.name)  # an absolute path of another machine: the upload may hold it
-        if found is None:
+        file = picture_by_name(base, file.name, given)  # an absolute path of another machine: the upload may hold it
+        if file is None:
             raise RowProblem(str(exc)) from None
-        note_found(given, found)
-        file = found
     if not file.is_file() and (base / file.name).is_file():
         file = base / file.name  # picked with the eval set in a browser, the pictures lost their folders
     elif not file.is_file():
         # an absolute path of the machine the set was made on, a folder of its own, a name in another case: found by
         # its file name below the set's folder, and said in the report
-        found = find_by_name(base, file.name)
-        if found is not None:
-            check_inside(found, base, given)
-            note_found(given, found)
-            file = found
+        file = picture_by_name(base, file.name, given) or file
     if file not in checked:
         checked[file] = (str(file.resolve()), _image_problem(file, given))
     path, problem = checked[file]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError, Problem
-from ..files import finding_by_name, searched_from
+from ..files import finding_by_name, found_note, searched_from
 from ..images import decode_data_url, is_data_url, readable_suffixes
 from . import formats
 
@@ -93,10 +93,8 @@ def read_dataset(path: str | Path, caption_prompt: str = DEFAULT_CAPTION_PROMPT)
         else:
             raise InputError(f"'{path}' does not exist; give a folder of images (with .txt captions or a "
                              "metadata.jsonl), or a .json/.jsonl/.csv dataset file.")
-    if found:  # said, not silent: the user may want to fix the paths (and another tool will not find them)
-        given, file = found[0]
-        report.format += (f"; {counted(len(found), 'picture')} found by file name below the dataset's folder, where "
-                          f"the path given did not lead (e.g. '{given}' -> {file})")
+    # said, not silent: the user may want to fix the paths (and another tool will not find them)
+    report.format += found_note(found, "the dataset's folder")
     return _check_images(report)
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
 from ..errors import InputError
-from ..files import check_inside, find_by_name, is_windows_path, note_found, search_root
+from ..files import check_inside, is_windows_path, picture_by_name
 from ..images import is_data_url
 
 PLACEHOLDER = "<image>"
@@ -96,14 +96,10 @@ def row_layout(row) -> str | None:
     return None
 
 
-def _found_by_name(value: str, base: Path, path: Path, shown: str) -> str | None:
-    """A picture whose path leads nowhere, found by its file name below `base` (noted for the report)."""
-    found = find_by_name(base, path.name)
-    if found is None:
-        return None
-    check_inside(found, search_root(base), shown)
-    note_found(value, found)
-    return str(found)
+def _found_by_name(value: str, base: Path, path: Path) -> str | None:
+    """A picture whose path leads nowhere, found by its file name below `base` (`picture_by_name`), or None."""
+    found = picture_by_name(base, path.name, value)
+    return None if found is None else str(found)
 
 
 def image_reference(value, base: Path, what: str = "image") -> str:
@@ -123,7 +119,7 @@ def image_reference(value, base: Path, what: str = "image") -> str:
                          "download the image first and use a local path or a data: URL")
     if is_windows_path(value):
         path = Path(PureWindowsPath(value).name)
-        found = _found_by_name(value, base, path, shown)
+        found = _found_by_name(value, base, path)
         if found is None:
             raise InputError(f"{what} '{shown}' is a Windows path of the machine the dataset was made on, and no file "
                              f"named {path.name} is in {base} or below: make the image paths relative to the dataset "
@@ -134,13 +130,13 @@ def image_reference(value, base: Path, what: str = "image") -> str:
         try:
             check_inside(path, base, shown, _embedded_folder())
         except InputError:  # a shared app: the upload may still hold a picture of that name
-            found = _found_by_name(value, base, path, shown)
+            found = _found_by_name(value, base, path)
             if found is None:
                 raise
             return found
         if _exists(path):
             return str(path)
-        found = _found_by_name(value, base, path, shown)
+        found = _found_by_name(value, base, path)
         if found is None:
             raise InputError(f"{what} '{shown}' was not found, nor a file named {path.name} in {base} or below: an "
                              "absolute path of another machine? Make the image paths relative to the dataset file "
@@ -152,7 +148,7 @@ def image_reference(value, base: Path, what: str = "image") -> str:
             return str(candidate)
     if len(value) > 260:  # longer than paths get: base64 that lost its data: prefix?
         raise InputError(f"{what} '{shown}' was not found (is it base64 without its data:image/...;base64, prefix?)")
-    found = _found_by_name(value, base, path, shown)
+    found = _found_by_name(value, base, path)
     if found is not None:
         return found
     places = (f"neither {base / path} nor {base / 'images' / path} exists" if path.parts[0] != "images"
