@@ -23,7 +23,7 @@ from ..models.manager import ModelManager
 from ..settings import Settings
 from .sharing import check_batch_upload, refuse_server_paths, verbatim
 from .chat_tab import CHAT_EXAMPLES, EXAMPLES
-from .users import login_of, user_folder
+from .users import login_of, session_of, user_folder
 
 TABLE_HEADERS = ["image", "status", "caption or reason"]
 
@@ -79,7 +79,7 @@ class CaptionActions:
     def cancel(self, request: gr.Request) -> str:
         """Ask this page's running batch to stop after its current batch; with none, the batches this login (or,
         without logins, the one local user) started from pages since closed or elsewhere."""
-        own = self.cancels.get(getattr(request, "session_hash", None) or "")
+        own = self.cancels.get(session_of(request))
         others = [event for who, event in list(self.cancels.values()) if who == login_of(request)]  # runs end meanwhile
         for event in [own[1]] if own else others:
             event.set()
@@ -130,7 +130,7 @@ class CaptionActions:
                       overwrite=None, recursive=None, batch_size=None, request: gr.Request = None,
                       progress=gr.Progress()):
         """Caption a folder, uploads or a zip; returns (summary line, table rows, results zip)."""
-        session = getattr(request, "session_hash", None) or ""
+        session = session_of(request)
         cancel = threading.Event()
         self.cancels[session] = (login_of(request), cancel)
         stamp = time.strftime("%Y%m%d-%H%M%S-") + f"{time.time_ns() % 10**6:06d}"

@@ -26,12 +26,7 @@ from ..settings import Settings
 from .errors import guard as _guard, said
 from .sharing import refuse_server_paths
 from .uploads import upload_endpoint, user_uploads
-from .users import login_of, user_folder
-
-
-def session_of(request) -> str:
-    """The page's or API client's session ('' without a request)."""
-    return getattr(request, "session_hash", None) or ""
+from .users import login_of, session_of, user_folder
 
 
 @dataclass

@@ -17,6 +17,11 @@ def login_of(request) -> str | None:
     return getattr(request, "username", None) or None
 
 
+def session_of(request) -> str:
+    """The page's or API client's session of a gr.Request ('' without one)."""
+    return getattr(request, "session_hash", None) or ""
+
+
 def user_folder(base: Path, request) -> Path:
     """`base` itself locally; `base/users/<readable name>-<hash>` for a logged-in user."""
     user = login_of(request)
