@@ -284,4 +284,9 @@ def test_a_failed_load_leaves_the_status_line_showing_the_model_still_loaded(pag
     time.sleep(1)
     assert "error" not in status.inner_text().lower()
     assert not page.locator("#vlmchat-status .error, #vlmchat-status.error").count()
+    # The Result line says why and what is still loaded, in place of Gradio's bare "Error" badge.
+    panel = page.locator("[role=tabpanel]:visible")
+    panel.get_by_text("is still loaded and answering").wait_for()
+    assert "neither an existing folder nor a hub id" in panel.get_by_text("is still loaded").inner_text()
+    assert not panel.get_by_text("Error", exact=True).count()
     _open_tab(page, "Chat")

@@ -144,16 +144,32 @@ def build_model_tab(manager: ModelManager, settings: Settings, status: gr.Markdo
     def on_preview(model, token=None, quantization=None):
         return preview(model, token, quantization or settings.model.quantization, settings)
 
-    def on_load(model, token=None, remember=False, quantization=None, progress=gr.Progress()):
-        return load_model(manager, model, token, remember, quantization or settings.model.quantization, progress)
+    failed: dict[str, str] = {}  # session -> why its last Load failed, for the Result line
+
+    def on_load(model, token=None, remember=False, quantization=None, progress=gr.Progress(),
+                request: gr.Request = None):
+        try:
+            return load_model(manager, model, token, remember, quantization or settings.model.quantization, progress)
+        except gr.Error as exc:
+            if request is not None:
+                failed[request.session_hash] = said(exc)
+            raise
+
+    def on_failed(request: gr.Request):
+        """The Result line after a failed Load: why, and what is still loaded (not Gradio's bare "Error" badge)."""
+        why = failed.pop(request.session_hash, "The model could not be loaded.")
+        info = manager.info
+        still = f" {info.shown} is still loaded and answering." if info else " No model is loaded."
+        return WARN + why + still
 
     check.click(on_preview, [model, token, quantization], [files, plan], api_name="preview_model")
     model.input(on_preview, [model, token, quantization], [files, plan], api_visibility="undocumented")
     quantization.change(on_preview, [model, token, quantization], [files, plan], api_visibility="undocumented")
     # The status line is refreshed after Load, not one of its outputs: a failed Load left Gradio's error mark on it,
     # on every tab, while the model before was still loaded and answering (newcomer reviewer).
-    load.click(on_load, [model, token, remember, quantization], [result], api_name="load_model").then(
-        lambda: status_line(manager), outputs=[status], api_visibility="undocumented", queue=False)
+    loading = load.click(on_load, [model, token, remember, quantization], [result], api_name="load_model")
+    loading.then(lambda: status_line(manager), outputs=[status], api_visibility="undocumented", queue=False)
+    loading.failure(on_failed, outputs=[result], api_visibility="undocumented", queue=False)
     # The value above is the model loaded when the app was built; a page opened after another Load shows that one
     # (else Load, pressed as the page came, would bring the first model back).
     gr.context.Context.root_block.load(lambda: loaded_model(manager, settings), outputs=model,
