@@ -347,3 +347,60 @@ def test_caption_example_click_then_caption(page):
     panel.get_by_role("button", name="Caption", exact=True).click()
     page.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] textarea')]"
                            ".some(t => t.value === 'a red circle')")
+
+
+class _SlowStream:
+    """An OpenAI-compatible server on loopback whose streamed answer takes ~20 s, a word at a time: an answer still
+    streaming when the user leaves its chat (the demo model answers too fast to leave one mid-way)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        import time
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.end_headers()
+                try:
+                    for _ in range(80):
+                        chunk = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "slow",
+                                 "choices": [{"index": 0, "delta": {"content": "word "}, "finish_reason": None}]}
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                        self.wfile.flush()
+                        time.sleep(0.25)
+                    self.wfile.write(b"data: [DONE]\n\n")
+                except OSError:  # the app stopped reading: the user left the chat
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+
+
+def test_new_chat_while_an_answer_streams_stops_it_and_keeps_it_in_its_chat(browser, app, picture_files):
+    """New chat pressed while an answer streamed did nothing visible: the stream went on drawing the old chat."""
+    slow = _SlowStream()
+    try:
+        Client(app.url, verbose=False).predict("slow", slow.url, "slow", "", 0.0, 0.0, 1, False,
+                                               api_name="/add_endpoint")
+        page = _open(_context(browser), app.url)
+        _pick_adapter(page, "endpoint:slow")
+        _send(page, "Tell me a long story.")
+        page.wait_for_function("() => document.querySelector('#vlmchat-chatbot .bot-row')?.innerText.includes('word word')")
+        page.get_by_role("button", name="New chat").click()
+        page.wait_for_function("() => !document.querySelector('#vlmchat-chatbot .bot-row')")
+        page.locator(f"{INPUT} textarea:not([disabled])").wait_for()  # ready for the next question at once
+        page.wait_for_timeout(2000)
+        assert not page.locator("#vlmchat-chatbot .message-row").count()  # the old stream draws nothing here
+        page.get_by_text("Tell me a long story.").first.click()  # the left chat, in the saved list
+        page.wait_for_function("() => document.querySelector('#vlmchat-chatbot .bot-row')?.innerText.includes('Stopped')")
+        assert _answers(page)[0].startswith("word word")  # what it had said is kept, marked stopped
+        page.context.close()
+    finally:
+        slow.server.shutdown()

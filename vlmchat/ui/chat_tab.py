@@ -366,13 +366,8 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
             return (gr.update(), *opened(new_chat(), request, ERROR_MARK + str(exc)))
         return (gr.update(value=state["adapter"]) if state.get("adapter") else gr.update(), *opened(state, request))
 
-    chat_list.input(open_chat, chat_list, [adapter, *shows], api_visibility="undocumented", queue=False)
-
     def start_new(system_prompt: str, request: gr.Request):
         return opened(new_chat(system_prompt or ""), request)
-
-    new_button.click(start_new, system, shows, api_visibility="undocumented", queue=False)
-    chatbot.clear(start_new, system, shows, api_visibility="undocumented", queue=False)
 
     def rename(state: dict, new_title: str, request: gr.Request):
         if not state["id"]:
@@ -503,6 +498,23 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
     textbox.stop(stop_answer, chat, [chatbot, chat], cancels=answering, api_visibility="undocumented",
                  queue=False).then(**idle).then(chatbot_value, chat, chatbot, api_visibility="undocumented",
                                                 queue=False)
+
+    # Leaving a chat while its answer streams (New chat, the chat's clear button, another saved chat) stops that
+    # answer and keeps what it said in the chat it belongs to; else the stream went on drawing the old chat.
+    def leave_for_new(state: dict, system_prompt: str, request: gr.Request):
+        stop_answer(state, request)
+        return start_new(system_prompt, request)
+
+    def leave_for_saved(state: dict, chat_id_: str, request: gr.Request):
+        stop_answer(state, request)
+        return open_chat(chat_id_, request)
+
+    for trigger, action, inputs, outputs in ((new_button.click, leave_for_new, system, shows),
+                                             (chatbot.clear, leave_for_new, system, shows),
+                                             (chat_list.input, leave_for_saved, chat_list, [adapter, *shows])):
+        trigger(action, [chat, inputs], outputs, cancels=answering, api_visibility="undocumented",
+                queue=False).then(**idle).then(chatbot_value, chat, chatbot, api_visibility="undocumented",
+                                               queue=False)
 
     # ---- the /chat API endpoint: the same turn, the conversation kept in the client's session ----
     with gr.Row(visible=False):
