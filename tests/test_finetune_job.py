@@ -254,9 +254,12 @@ def test_demo_proof_spanish_captions_folder_teaches_the_demo_model_spanish(tmp_p
 
 @pytest.mark.slow
 def test_a_finished_job_evaluates_base_vs_the_new_adapter_and_records_the_verdict(tmp_path, demo_model_path):
+    """50 pictures, the default 20% split: 10 validation samples (below 20 no job was evaluated, so a user with
+    50-99 pictures got no verdict) are enough for a paired test to see a new language."""
     settings = load_settings(write_settings(tmp_path))
-    data = write_caption_folder(tmp_path / "captions", 40)  # 20 train + 20 validation, Spanish captions
-    spec = _spec(settings, data, "loop", train_fraction=0.5, max_steps=60, eval_every=30, checkpoint_every=60)
+    data = write_caption_folder(tmp_path / "captions", 50)  # Spanish captions
+    spec = _spec(settings, data, "loop", max_steps=60, eval_every=30, checkpoint_every=60)
+    assert spec.train_fraction == 0.8
     job = runner.start_job(spec, runner.jobs_folder(settings))
     status = runner.wait(job)
     assert status.state == "done", status.message
@@ -265,8 +268,11 @@ def test_a_finished_job_evaluates_base_vs_the_new_adapter_and_records_the_verdic
     assert verdict.startswith("loop: +") and "significantly better" in verdict and "Wilcoxon signed-rank" in verdict
     # while it evaluates, the progress says so (a real-size model takes a minute or more here)
     during = [e["message"] for e in read_events(job / "progress.jsonl") if e["event"] == "evaluation" and e.get("running")]
-    assert during[0].endswith("loading the base model") and "20/20 questions × 2 model(s)" in during[-1]
+    assert during[0].endswith("loading the base model") and "10/10 questions × 2 model(s)" in during[-1]
+    # and what to do next
+    assert status.evaluation["advice"].startswith("loop helps on these pictures: pick it in Chat's Adapter box")
     numbers = status.evaluation["numbers"]
+    assert numbers["n"] == 10
     meta = json.loads((tmp_path / "adapters" / "loop" / "vlmchat.json").read_text(encoding="utf-8"))
     assert meta["metrics"]["validation_verdict"] == status.evaluation["verdict"]
     assert meta["metrics"]["validation_eval"] == numbers

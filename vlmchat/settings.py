@@ -206,7 +206,7 @@ class FinetuneSettings:
     seed: int = field(default=0, metadata=_tune("random seed (split, shuffling, LoRA init)", advanced=True,
                                                 range=(0, 2**31 - 1)))
     evaluate: bool = field(default=True, metadata=_tune(
-        "when done, evaluate base vs the new adapter on the validation split (when it has >= 20 samples)",
+        "when done, evaluate base vs the new adapter on the validation split (when it has >= 6 samples)",
         advanced=True))
 
 

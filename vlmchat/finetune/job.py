@@ -102,7 +102,13 @@ def _skipped(trainer) -> str:
     return f" {len(skipped)} sample(s) were left out{where}: {shown}{hint}."
 
 
-MIN_EVAL_SAMPLES = 20  # below this a paired test on the validation split says little
+def min_eval_samples() -> int:
+    """The fewest validation samples on which an exact McNemar test can call a difference significant (6: all
+    answered right by one model and wrong by the other). With 50-99 pictures the default 20% split holds 10-19:
+    enough for a style the base never answers in; the verdict's next step says when more pictures are needed."""
+    from ..evaluate.stats import fewest_flips
+
+    return fewest_flips()
 
 
 def worse_advice(name: str, numbers: dict, model: str) -> str:
@@ -133,11 +139,11 @@ def _record_verdict(adapter: Path, verdict: str, numbers: dict) -> None:
 
 def evaluate_adapter(trainer, adapter: Path, emit) -> None:
     """Base vs the new adapter on the validation split (captions of its answers); emits an "evaluation" event."""
-    val = trainer.val.samples
-    if len(val) < MIN_EVAL_SAMPLES:
-        message = (f"Not evaluated: the validation split has {len(val)} samples (a comparison with the base needs at "
-                   f"least {MIN_EVAL_SAMPLES}). For a verdict, evaluate {adapter.name} on {MIN_EVAL_SAMPLES} or more "
-                   "pictures it did not train on, with their captions in .txt files: the Evaluate tab, or "
+    val, fewest = trainer.val.samples, min_eval_samples()
+    if len(val) < fewest:
+        message = (f"Not evaluated: the validation split has {len(val)} samples (a comparison with the base can "
+                   f"tell nothing on fewer than {fewest}). For a verdict, evaluate {adapter.name} on 20 or "
+                   "more pictures it did not train on, with their captions in .txt files: the Evaluate tab, or "
                    f"`launch.py eval --data FOLDER --adapter {adapter.name}`.")
         emit("evaluation", message=message)
         _record_verdict(adapter, message, {})  # the adapter's vlmchat.json said nothing of why there was none
@@ -147,6 +153,7 @@ def evaluate_adapter(trainer, adapter: Path, emit) -> None:
     trainer.model = trainer.optimizer = None  # the training copy goes before an evaluation copy is loaded
     gc.collect()
     try:
+        from ..evaluate.stats import next_step
         from ..evaluate.validation import evaluate_on_validation
 
         what = f"Evaluating base vs {adapter.name} on the {len(val)} validation samples"
@@ -156,7 +163,7 @@ def evaluate_adapter(trainer, adapter: Path, emit) -> None:
             emit("evaluation", running=True, message=f"{what}: {text}")
 
         verdict, numbers, folder = evaluate_on_validation(trainer.spec, adapter, val, trainer.job_dir, progress)
-        advice = worse_advice(adapter.name, numbers, trainer.spec.model)
+        advice = worse_advice(adapter.name, numbers, trainer.spec.model) or (next_step(numbers) if numbers else "")
         emit("evaluation", verdict=verdict, numbers=numbers, folder=str(folder), advice=advice,
              message=" ".join(filter(None, [verdict, advice])))
         _record_verdict(adapter, verdict, numbers)

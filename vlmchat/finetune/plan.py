@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .datasets import picture_size, read_dataset, split
-from .job import MIN_EVAL_SAMPLES, model_size, resolve_schedule, usable_cores
+from .job import min_eval_samples, model_size, resolve_schedule, usable_cores
 from ..models.conversation import ONE_PICTURE_KEY
 from .recipe import RECIPE_FILE, TOKENS_PER_SAMPLE, estimate_minutes, read_recipe, sample_cost
 from .setup import cpu_checkpointing, peak_gib
@@ -66,7 +66,7 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
             "minutes": None if minutes is None else round(minutes, 2), "minutes_how": how,
             "peak_gib": None if peak is None else round(peak, 2), "longest_sample_tokens": tokens, "warning": warning,
             "reasons": schedule.reasons, "preset": spec.preset,
-            "evaluate_after": bool(spec.evaluate and len(val) >= MIN_EVAL_SAMPLES)}
+            "evaluate_after": bool(spec.evaluate and len(val) >= min_eval_samples())}
 
 
 def ram_per_process(processes: int) -> float:
