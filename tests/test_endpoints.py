@@ -435,6 +435,43 @@ def test_a_server_that_misbehaves_is_one_message_naming_it(mode, whole, streamed
         odd.server.shutdown()
 
 
+@pytest.mark.parametrize("status", [400, 500])
+def test_a_server_that_echoes_the_key_in_its_error_never_shows_it(status):
+    """A proxy or debug server may echo the request's headers in its error; the message was relayed word for word, so
+    an endpoint's key (which serves every login) reached the chat, the other logins and the log (API reviewer)."""
+    import http.server
+    import threading
+
+    from vlmchat.errors import InputError
+    from vlmchat.models.endpoints import Endpoint
+    from vlmchat.settings import EndpointSettings
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            body = json.dumps({"error": {"message": f"bad header {self.headers['authorization']}"}}).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = Endpoint(EndpointSettings(name="echo", base_url=f"http://127.0.0.1:{server.server_port}/v1",
+                                             model="m", timeout_s=10.0), api_key="sk-SECRET-KEY-123")
+        for ask in (endpoint.answer, lambda messages: list(endpoint.stream(messages))):
+            with pytest.raises(InputError, match=r"bad header Bearer \*\*\*") as raised:
+                ask(ASK)
+            assert "SECRET" not in str(raised.value)
+    finally:
+        server.shutdown()
+
+
 def test_a_reasoning_model_that_refuses_max_tokens_and_temperature_is_asked_as_it_accepts():
     """OpenAI's reasoning models answer 400 to max_tokens ('use max_completion_tokens') and to any temperature but 1;
     Chat always sent both, so every Chat request to them failed. The server here answers as OpenAI's does."""

@@ -302,6 +302,11 @@ class _UserErrors:
                        "server.")
         else:
             message = f"{where} refused the request: {_server_message(exc)}"
+        # A server (or a proxy before it) may echo the request's headers in its error: the key must not reach the
+        # chat, the other logins or the log with it.
+        key = getattr(self.endpoint._client, "api_key", None)
+        if key and key != "none":
+            message = message.replace(key, "***")
         raise (EndpointUnusable if unusable else InputError)(message) from None
 
 
