@@ -343,7 +343,9 @@ def test_parameters_out_of_range_are_400s_naming_the_apis_own_field(client):
              ({"extra_body": {"functions": [{"name": "f", "parameters": {"type": "object"}}]}}, "functions"),
              ({"extra_body": {"function_call": "auto"}}, "function_call"),
              # answered in text before, 200, to a client that asked for audio (shared-app reviewer)
-             ({"modalities": ["text", "audio"]}, "modalities"), ({"audio": {"voice": "alloy", "format": "wav"}}, "audio")]
+             ({"modalities": ["text", "audio"]}, "modalities"), ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+             # ignored before, 200: the client took the answer as searched on the web (API reviewer)
+             ({"extra_body": {"web_search_options": {}}}, "web_search_options")]
     for extra, param in cases:
         with pytest.raises(openai.BadRequestError) as raised:
             client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), **extra)
@@ -357,7 +359,13 @@ def test_parameters_out_of_range_are_400s_naming_the_apis_own_field(client):
         {"role": "tool", "tool_call_id": "c1", "content": "42"}]
     with pytest.raises(openai.BadRequestError) as raised:  # an agent's history: why, not only which roles there are
         client.chat.completions.create(model="demo", messages=history)
-    assert raised.value.body["param"] == "messages[2].role"  # as README writes a field
+    # the assistant's tool_calls passed as an empty turn before (API reviewer); a field as README writes one
+    assert raised.value.body["param"] == "messages[1].tool_calls"
+    assert "tool_calls is part of a tool history, and tools are not supported here" in raised.value.body["message"]
+    history[1] = {"role": "assistant", "content": "calling f"}
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="demo", messages=history)
+    assert raised.value.body["param"] == "messages[2].role"
     assert "a 'tool' message is a tool result, and tools are not supported here" in raised.value.body["message"]
     ultra = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(RED_CIRCLE),
                                                                               "detail": "ultra"}}]}]
@@ -424,6 +432,14 @@ class _AwkwardImageHost(http.server.BaseHTTPRequestHandler):
     """/moved redirects; /drip sends a byte every 0.2 s, never 20 s without one (no read times out)."""
 
     def do_GET(self):
+        if self.path == "/page":
+            body = b"<html><body>Not found</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if self.path == "/moved":
             self.send_response(302)
             self.send_header("Location", "/elsewhere.png")
@@ -460,6 +476,24 @@ def test_a_remote_image_that_redirects_or_drips_is_refused_in_bounded_time(monke
         with pytest.raises(serve.ApiError, match="took over 1 s to download; send the image as a data: URL"):
             serve._fetch(f"{base}/drip", "image", 10**6)
         assert time.monotonic() - started < 3
+    finally:
+        server.shutdown()
+
+
+def test_a_fetched_page_that_is_not_a_picture_is_named_as_a_sent_one_is(demo_settings):
+    """A fetched web page was a 400 with param "messages" and no code; the same bytes as a data: URL name the part."""
+    import dataclasses
+
+    from vlmchat.api import serve
+
+    settings = dataclasses.replace(demo_settings, api=dataclasses.replace(demo_settings.api, allow_remote_images=True))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AwkwardImageHost)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    part = "messages[0].content[0].image_url"
+    try:
+        with pytest.raises(serve.ApiError) as raised:
+            serve._image(f"http://127.0.0.1:{server.server_address[1]}/page", part, settings)
+        assert (raised.value.status, raised.value.param, raised.value.code) == (400, part, "invalid_image")
     finally:
         server.shutdown()
 

@@ -104,6 +104,16 @@ class ChatMessage(BaseModel):
     model_config = STRICT
     role: str
     content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _no_tool_calls(cls, calls):
+        if calls:  # the other half of a tool history: refused as the tool results are, not read as an empty turn
+            raise ValueError("an assistant message with tool_calls is part of a tool history, and tools are not "
+                             "supported here: the local model answers in text only; leave tool calls and their "
+                             "results out of the history")
+        return calls
 
     @field_validator("role")
     @classmethod
@@ -142,6 +152,7 @@ class ChatRequest(BaseModel):
     function_call: str | dict[str, Any] | None = None
     modalities: list[str] | None = None
     audio: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
 
 
 def _validation_error(exc: ValidationError) -> ApiError:
@@ -183,6 +194,9 @@ def generation_params(request: ChatRequest, settings: Settings) -> GenerationPar
     if request.audio or set(request.modalities or ()) - {"text"}:  # an answer asked for in audio would have none
         raise ApiError(400, "Audio answers are not made here: the local model answers in text; leave out audio and "
                             "modalities other than text.", param="audio" if request.audio else "modalities")
+    if request.web_search_options is not None:  # an answer the client would take as searched on the web
+        raise ApiError(400, "web_search_options: this server does not search the web; the local model answers from "
+                            "the messages alone; leave it out.", param="web_search_options")
     if request.logit_bias:
         raise ApiError(400, "logit_bias is not applied by this server; leave it out (a banned token would still "
                             "be answered).", param="logit_bias")
@@ -215,21 +229,23 @@ def generation_params(request: ChatRequest, settings: Settings) -> GenerationPar
 def _image(url: str, param: str, settings: Settings):
     """The PIL image an image_url part points at; 400 for a bad image or a refused URL."""
     limit = settings.server.max_upload_mb * 2**20
-    if is_data_url(url):
-        try:
-            return load_image(url, name=param, max_bytes=limit)
-        except InputError as exc:
-            raise ApiError(400, str(exc), param=param, code="invalid_image") from None
-    if not url.lower().startswith(("http://", "https://")):
-        raise ApiError(400, f"{param} must be a data: URL (data:image/png;base64,...).", param=param,
-                       code="invalid_image_url")
-    if not settings.api.allow_remote_images:
-        raise ApiError(400, f"{param}: this server does not fetch http(s) image URLs (fetching them from the server "
-                            "is an SSRF risk); send the image as a data: URL, or set api.allow_remote_images = true "
-                            "in settings.toml.", param=param, code="remote_images_disabled")
-    if settings.server.exposed:
-        _refuse_inside(url, param)
-    return load_image(_fetch(url, param, limit), name=param, max_bytes=limit)
+    source = url
+    if not is_data_url(url):
+        if not url.lower().startswith(("http://", "https://")):
+            raise ApiError(400, f"{param} must be a data: URL (data:image/png;base64,...).", param=param,
+                           code="invalid_image_url")
+        if not settings.api.allow_remote_images:
+            raise ApiError(400, f"{param}: this server does not fetch http(s) image URLs (fetching them from the "
+                                "server is an SSRF risk); send the image as a data: URL, or set "
+                                "api.allow_remote_images = true in settings.toml.", param=param,
+                           code="remote_images_disabled")
+        if settings.server.exposed:
+            _refuse_inside(url, param)
+        source = _fetch(url, param, limit)
+    try:  # fetched or sent, what is not a picture is the same mistake (a fetched page was param "messages")
+        return load_image(source, name=param, max_bytes=limit)
+    except InputError as exc:
+        raise ApiError(400, str(exc), param=param, code="invalid_image") from None
 
 
 def _refuse_inside(url: str, param: str) -> None:
