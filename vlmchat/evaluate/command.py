@@ -164,7 +164,7 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
     from ..lora.runtime import is_base
     from ..lora.store import find_adapter
     from ..models.manager import ModelManager, is_endpoint
-    from .run import EvalOptions, run_eval
+    from .run import EvalOptions, check_methods, run_eval
     from .sets import read_eval_set
 
     models = _models(args)
@@ -179,6 +179,7 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
             find_adapter(settings.paths.resolve("adapters"), name)
     eval_set = read_eval_set(unpacked_zip(args.data, settings), limit=args.limit)
     eval_set.require_usable()  # a file with nothing usable is reported before the model loads
+    check_methods(eval_set, args.methods or ["loglik"], models)  # so is a method an endpoint cannot be scored by
     if options.output is not None:
         spare_the_set(options.output, eval_set)
     print(f"{eval_set.path}: {eval_set.format}, {len(eval_set.items)} usable, {len(eval_set.problems)} skipped",
