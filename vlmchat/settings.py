@@ -106,6 +106,9 @@ class EndpointSettings:
     timeout_s: float = field(default=120.0, metadata=_range(1.0, 3600.0))
 
 
+ENDPOINT_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+
+
 def build_endpoints(tables: dict) -> tuple[EndpointSettings, ...]:
     """[endpoints.NAME] tables -> entries; messages name endpoints.NAME.key."""
     import re
@@ -113,7 +116,7 @@ def build_endpoints(tables: dict) -> tuple[EndpointSettings, ...]:
     fields = {f.name: f for f in dataclasses.fields(EndpointSettings) if f.name != "name"}
     entries = []
     for name, table in tables.items():
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name) or not isinstance(table, dict):
+        if not re.fullmatch(ENDPOINT_NAME, name) or not isinstance(table, dict):
             raise SettingsError(f"endpoints.{name} must be an [endpoints.NAME] table (NAME: letters, digits, . _ -) "
                                 "with base_url and model.")
         unknown = [key for key in table if key not in fields]

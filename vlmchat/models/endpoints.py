@@ -347,12 +347,25 @@ def check_key(key: str, whose: str) -> str:
 
 def check_endpoint(name: str, base_url: str, model: str, price_in=0.0, price_out=0.0,
                    max_concurrency=4) -> EndpointSettings:
-    """An endpoint typed into the Model tab, checked exactly as an [endpoints.NAME] table (SettingsError if not)."""
-    from ..settings import build_endpoints
+    """An endpoint typed into the Model tab, checked exactly as an [endpoints.NAME] table (SettingsError if not),
+    a mistake in the three fields said in the form's words (not the settings file's)."""
+    import re
 
-    table = {"base_url": (base_url or "").strip(), "model": (model or "").strip(), "price_in": float(price_in or 0),
+    from ..settings import ENDPOINT_NAME, SettingsError, build_endpoints
+
+    name, base_url, model = (name or "").strip(), (base_url or "").strip(), (model or "").strip()
+    if not re.fullmatch(ENDPOINT_NAME, name):
+        raise SettingsError(f"Name {name!r} cannot name an endpoint: use letters, digits and . _ - (up to 64, starting "
+                            "with a letter or digit); it becomes the choice endpoint:NAME.")
+    if not base_url.startswith(("http://", "https://")):
+        raise SettingsError("Base URL must start with http:// or https://, e.g. http://127.0.0.1:8000/v1 (the address "
+                            "before /chat/completions).")
+    if not model:
+        raise SettingsError("Model is empty: give the name the server knows the model by (its GET /v1/models lists "
+                            "them).")
+    table = {"base_url": base_url, "model": model, "price_in": float(price_in or 0),
              "price_out": float(price_out or 0), "max_concurrency": int(max_concurrency or 4)}
-    return build_endpoints({(name or "").strip(): table})[0]
+    return build_endpoints({name: table})[0]
 
 
 def remember_endpoint(folder, entry: EndpointSettings, api_key: str | None, remember: bool = True) -> None:
