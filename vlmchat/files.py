@@ -311,6 +311,19 @@ def _unsafe_kind(info: zipfile.ZipInfo) -> str:
     return ""
 
 
+def _utf8_names(zipped: zipfile.ZipFile) -> None:
+    """Read as UTF-8 the names a zip stored in UTF-8 without saying so (Linux's `zip`, macOS's Archive Utility leave
+    out the UTF-8 flag; zipfile then reads them as cp437, and 'ñandú.png' came out as '├▒and├║.png', its caption
+    matching no picture). A name that is not valid UTF-8 keeps zipfile's reading."""
+    for info in zipped.infolist():
+        if info.flag_bits & 0x800:
+            continue
+        try:
+            info.filename = info.filename.encode("cp437").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
+
+
 def _size(count: int) -> str:
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if count >= scale:
@@ -388,6 +401,7 @@ def extract_zip_checked(archive: Path, dest: Path, max_bytes: int, max_files: in
         raise InputError(f"'{archive.name}' is not a valid zip file; re-create it or choose another file.") from None
     except OSError as exc:
         raise InputError(f"'{archive.name}' could not be read ({exc.strerror or exc}); check the path.") from None
+    _utf8_names(zipped)
     written: list[Path] = []
     with zipped:
         plan = _plan(archive, zipped, dest, max_bytes, max_files, place or (lambda name: name), advice)
