@@ -53,6 +53,9 @@ def test_chat_upload_and_streamed_answer(page, picture_files):
     box.press("Enter")
     page.wait_for_function("() => [...document.querySelectorAll('.bot-row')].some(e => e.innerText.includes('a red circle'))")
     page.screenshot(path=str(ARTIFACTS / "chat.png"), full_page=True)
+    # the picture's message had a Share button that only said "Must be on Spaces to share"
+    assert page.locator("#vlmchat-chatbot button[aria-label='Share']").count()  # Gradio still draws it ...
+    assert not page.locator("#vlmchat-chatbot button[aria-label='Share']:visible").count()  # ... hidden
 
 
 def test_compare_shows_base_and_spanish_side_by_side(page, picture_files):

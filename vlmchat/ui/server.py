@@ -99,6 +99,9 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
         # each picture is held to server.max_upload_mb where it is read (Chat, Caption, Compare, /v1).
         max_file_size=f"{max(server.max_upload_mb, server.max_batch_upload_mb)}mb", prevent_thread_lock=True,
         show_error=True, quiet=True,
+        # A picture in a chat message gets Gradio's Share button whatever the Chatbot's `buttons` say; it only
+        # answers "Must be on Spaces to share" here (caption reviewer).
+        css="#vlmchat-chatbot button[aria-label='Share'] { display: none; }",
         allowed_paths=[str(settings.paths.resolve("outputs"))],
         app_kwargs={"middleware": [gate_middleware(settings)],  # every route behind the login; logins throttled
                     "routes": api_routes(manager, settings, bool(access.logins))},  # OpenAI's API under /v1
