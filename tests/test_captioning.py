@@ -75,6 +75,16 @@ def test_an_empty_txt_is_no_caption(manager, shapes):
     assert len(summary.captioned) == 1 and caption_path(first).read_text() == truth[first]
 
 
+def test_a_kohya_caption_file_counts_as_a_caption(manager, shapes):
+    """kohya's `.caption` sidecar (read by the fine-tune reader too) was not seen: a .txt was written beside it and the
+    picture had two captions (caption reviewer)."""
+    folder, truth = shapes
+    first = sorted(truth)[0]
+    first.with_suffix(".caption").write_text("my own caption")
+    summary = caption_images(manager, [first], CaptionOptions())
+    assert [image for image, _ in summary.skipped] == [str(first)] and not caption_path(first).exists()
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_a_caption_file_that_cannot_be_written_or_read_is_said_before_captioning(manager, shapes, tmp_path, fmt):
     """An --output that is a folder, or in a folder that cannot be made, is refused before any image is captioned

@@ -141,8 +141,10 @@ class TxtCaptions:
         return ""
 
     def has(self, image: Path) -> bool:
-        """True when `image` already has a caption: an empty .txt is none (TagGUI and kohya read it as no tags)."""
-        return _has_text(caption_path(image))
+        """True when `image` already has a caption: a .txt, or kohya's other sidecar `.caption` (which the fine-tune
+        reader takes too; a .txt was written beside it), with text in it (an empty one is none: TagGUI and kohya
+        read it as no tags)."""
+        return _has_text(caption_path(image)) or _has_text(image.with_suffix(".caption"))
 
     def put(self, image: Path, caption: str) -> bool:
         """Store a caption; False when one appeared meanwhile and was kept (an empty file is replaced)."""
