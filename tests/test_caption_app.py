@@ -123,6 +123,22 @@ def test_a_zip_uploaded_again_goes_on_where_its_last_run_stopped_and_keeps_its_o
     assert line.startswith("0 captioned, 3 skipped"), line
 
 
+def test_uploaded_pictures_bring_their_captions_along(client, small_folder, tmp_path):
+    """"Upload images" refused .txt files, so pictures that had captions were captioned again (caption reviewer)."""
+    pictures = sorted(small_folder.glob("*.png"))
+    mine = tmp_path / f"{pictures[0].stem}.txt"
+    mine.write_text("MY OWN CAPTION")
+    kohya = tmp_path / f"{pictures[1].stem}.caption"
+    kohya.write_text("KOHYA CAPTION")
+    line, _, results = _batch(client, files=[handle_file(str(p)) for p in [*pictures, mine, kohya]])
+    assert line.startswith("1 captioned, 2 skipped"), line
+    with zipfile.ZipFile(results) as zipped:  # the dataset: every picture, with the captions it came with
+        assert zipped.read(next(n for n in zipped.namelist() if n.endswith(mine.name))) == b"MY OWN CAPTION"
+        assert len([n for n in zipped.namelist() if n.endswith(".png")]) == 3
+    with pytest.raises(Exception, match="The uploads are captions only: upload the pictures with them"):
+        _batch(client, files=[handle_file(str(mine))])
+
+
 @pytest.mark.slow
 def test_a_zip_larger_than_a_picture_may_be_is_taken_and_a_picture_that_large_is_not(client, small_folder, tmp_path):
     """Gradio's one cap was server.max_upload_mb (25 MB) for every file: a dataset or pictures zip over it was refused

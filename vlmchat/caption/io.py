@@ -22,7 +22,8 @@ from ..files import (check_writable_file, extract_zip_checked, sha256_of, unsafe
                      write_zip_atomic)
 from ..images import readable_suffixes
 
-DATA_SUFFIXES = frozenset({".txt", ".json", ".jsonl", ".csv", ".zip"})
+CAPTION_SUFFIXES = (".txt", ".caption")  # kohya's sd-scripts read .caption by default, TagGUI writes .txt
+DATA_SUFFIXES = frozenset({*CAPTION_SUFFIXES, ".json", ".jsonl", ".csv", ".zip"})
 FORMATS = ("txt", "jsonl", "csv")
 ZIP_MAX_MEMBERS = 100_000
 ZIP_MAX_TOTAL_BYTES = 8 * 2**30
@@ -106,11 +107,12 @@ def unpack_name(archive: Path) -> str:
 
 
 def _zip_member(member: str) -> str | None:
-    """The images of a zip and their .txt captions (not macOS metadata) at their own paths: a picture whose caption
-    is in the zip is skipped like one in a folder (the zip's captions were left out, and replaced in the results).
-    An unsafe member is kept so that it refuses the zip."""
+    """The images of a zip and their .txt / .caption captions (not macOS metadata) at their own paths: a picture whose
+    caption is in the zip is skipped like one in a folder (the zip's captions were left out, and replaced in the
+    results). An unsafe member is kept so that it refuses the zip."""
     path = PurePosixPath(member)
-    wanted = (is_image_name(Path(path.name)) or path.suffix.lower() == ".txt") and "__MACOSX" not in path.parts
+    wanted = ((is_image_name(Path(path.name)) or path.suffix.lower() in CAPTION_SUFFIXES)
+              and "__MACOSX" not in path.parts)
     return member if wanted or unsafe_name(member) else None
 
 
@@ -144,7 +146,7 @@ class TxtCaptions:
         """True when `image` already has a caption: a .txt, or kohya's other sidecar `.caption` (which the fine-tune
         reader takes too; a .txt was written beside it), with text in it (an empty one is none: TagGUI and kohya
         read it as no tags)."""
-        return _has_text(caption_path(image)) or _has_text(image.with_suffix(".caption"))
+        return any(_has_text(image.with_suffix(suffix)) for suffix in CAPTION_SUFFIXES)
 
     def put(self, image: Path, caption: str) -> bool:
         """Store a caption; False when one appeared meanwhile and was kept (an empty file is replaced)."""

@@ -27,13 +27,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..caption.io import CAPTION_SUFFIXES
 from ..errors import InputError, Problem
 from ..files import finding_by_name, found_note, searched_from
 from ..images import decode_data_url, is_data_url, readable_suffixes
 from . import formats
 
 DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
-CAPTION_SUFFIXES = (".txt", ".caption")  # kohya's sd-scripts read .caption by default, TagGUI writes .txt
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 DEFAULT_CAPTION_PROMPT = "Describe the image."
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..caption.io import FORMATS, caption_path, unpack_name, zip_files
+from ..caption.io import CAPTION_SUFFIXES, FORMATS, caption_path, unpack_name, zip_files
 from ..caption.run import (PRESETS, CaptionOptions, caption_image, caption_images,
                           find_images)
 from ..errors import InputError, VlmchatError
@@ -109,8 +109,10 @@ class CaptionActions:
                 raise InputError(f"Folder '{folder}' does not exist on this computer; check the path.")
         if not folder and not uploads and not archive:
             raise InputError("Give a folder path, upload images, or upload a zip first.")
-        paths = ([folder] if folder else []) + [str(p) for p in (_copy_uploads(uploads, run / "images") if uploads
-                                                               else [])]  # no empty run folder left behind
+        if uploads and all(Path(f).suffix.lower() in CAPTION_SUFFIXES for f in uploads) and not (folder or archive):
+            raise InputError("The uploads are captions only: upload the pictures with them.")
+        copies = _copy_uploads(uploads, run / "images") if uploads else []  # no empty run folder left behind
+        paths = ([folder] if folder else []) + [str(p) for p in copies if p.suffix.lower() not in CAPTION_SUFFIXES]
         paths += [str(archive)] if archive else []
         found = find_images(paths, recursive=recursive, unpack_to=run / "images")
         uploaded = bool(uploads or archive)
@@ -199,7 +201,10 @@ def build_caption_tab(manager: ModelManager, settings: Settings) -> CaptionActio
     if exposed:
         gr.Markdown("Folder paths are turned off because this app is reachable from other machines; upload instead.")
     with gr.Row():
-        files = gr.File(file_count="multiple", file_types=["image"], type="filepath", label="Upload images")
+        # Their .txt / .caption captions may come along (kept: those pictures are skipped unless Overwrite); a fixed
+        # height, else 400 uploads listed one per row put Caption all 25,000 px down the page (caption reviewer).
+        files = gr.File(file_count="multiple", file_types=["image", *CAPTION_SUFFIXES], type="filepath",
+                        label="Upload images (and their .txt captions)", height=240)
         archive = gr.File(file_types=[".zip"], type="filepath", label="Upload a zip")
     with gr.Row():
         fmt = gr.Radio(list(FORMATS), value=settings.caption.format, label="Output",
