@@ -31,12 +31,12 @@ def small_folder(tmp_path, picture_files):
 
 
 def test_cli_exit_codes(tmp_path, small_folder):
-    done = _cli(tmp_path, small_folder, "--batch-size", "2")
+    done = _cli(tmp_path, small_folder, "--batch-size", "2", "--prefix", "ohwx, ", "--suffix", ".")
     assert done.returncode == 0, done.stderr
     assert "3 captioned, 0 skipped, 0 failed" in done.stdout
-    for image in small_folder.glob("*.png"):
+    for image in small_folder.glob("*.png"):  # a LoRA trigger word before every caption, as written
         colour, shape = image.stem.split("-")
-        assert image.with_suffix(".txt").read_text() == f"a {colour} {shape}"
+        assert image.with_suffix(".txt").read_text() == f"ohwx, a {colour} {shape}."
     (small_folder / "broken.png").write_text("not a picture")
     failed = _cli(tmp_path, small_folder, "--format", "jsonl")
     assert failed.returncode == 1
@@ -82,8 +82,8 @@ def test_caption_endpoint_unknown_adapter_says_so(client, picture_files):
         client.predict(handle_file(str(picture_files[("red", "circle")])), "", "nope", api_name="/caption")
 
 
-def _batch(client, folder="", files=None, archive=None, fmt="txt"):
-    return client.predict(folder, files, archive, "", "", "base", fmt, False, False, "auto",
+def _batch(client, folder="", files=None, archive=None, fmt="txt", prefix="", suffix=""):
+    return client.predict(folder, files, archive, "", "", "base", fmt, False, False, "auto", prefix, suffix,
                           api_name="/caption_batch")
 
 
@@ -130,10 +130,12 @@ def test_uploaded_pictures_bring_their_captions_along(client, small_folder, tmp_
     mine.write_text("MY OWN CAPTION")
     kohya = tmp_path / f"{pictures[1].stem}.caption"
     kohya.write_text("KOHYA CAPTION")
-    line, _, results = _batch(client, files=[handle_file(str(p)) for p in [*pictures, mine, kohya]])
+    line, _, results = _batch(client, files=[handle_file(str(p)) for p in [*pictures, mine, kohya]], prefix="ohwx, ")
     assert line.startswith("1 captioned, 2 skipped"), line
     with zipfile.ZipFile(results) as zipped:  # the dataset: every picture, with the captions it came with
         assert zipped.read(next(n for n in zipped.namelist() if n.endswith(mine.name))) == b"MY OWN CAPTION"
+        new = next(n for n in zipped.namelist() if n.endswith(f"{pictures[2].stem}.txt"))
+        assert zipped.read(new).decode() == "ohwx, a " + pictures[2].stem.replace("-", " ")  # the prefix as written
         assert len([n for n in zipped.namelist() if n.endswith(".png")]) == 3
     with pytest.raises(Exception, match="The uploads are captions only: upload the pictures with them"):
         _batch(client, files=[handle_file(str(mine))])

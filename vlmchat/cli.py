@@ -173,6 +173,9 @@ def _add_caption_command(commands) -> None:
     caption.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or .zip files")
     caption.add_argument("--prompt", help="the question asked about each image (default: caption.prompt in settings)")
     caption.add_argument("--start", metavar="TEXT", help='force how every caption starts, e.g. "A photo of"')
+    caption.add_argument("--prefix", metavar="TEXT", default="",
+                         help='written before every caption as it is, e.g. a trigger word: --prefix "ohwx, "')
+    caption.add_argument("--suffix", metavar="TEXT", default="", help="written after every caption as it is")
     caption.add_argument("--adapter", metavar="NAME", default=argparse.SUPPRESS,
                          help="caption with this LoRA adapter from adapters/ (default: the base model)")
     caption.add_argument("--format", choices=("txt", "jsonl", "csv"), help="txt: a .txt beside each image "
@@ -211,7 +214,8 @@ def run_caption(args: argparse.Namespace, settings: Settings) -> int:
     if output is None and fmt != "txt":
         output = default_table_output(args.paths, fmt, settings)
     choice = caption_choice(args)
-    options = CaptionOptions(prompt=args.prompt or "", start=args.start or "", adapter=choice, fmt=fmt,
+    options = CaptionOptions(prompt=args.prompt or "", start=args.start or "", prefix=args.prefix,
+                             suffix=args.suffix, adapter=choice, fmt=fmt,
                              output=output, overwrite=args.overwrite, batch_size=settings.caption.batch_size)
     options.check()  # a mistake is reported before the model is loaded
     found = find_images(args.paths, recursive=args.recursive, unpack_to=unpack_folder(settings))

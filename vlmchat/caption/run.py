@@ -41,6 +41,8 @@ class CaptionOptions:
 
     prompt: str = ""  # "" = settings' caption.prompt
     start: str = ""  # forced caption start, e.g. "A photo of"; kept in the caption
+    prefix: str = ""  # written before every caption as it is, e.g. a LoRA's trigger word "ohwx, "
+    suffix: str = ""  # written after every caption as it is
     adapter: str | None = None  # None, "" or "base" = the base model; "endpoint:NAME" = an OpenAI-compatible server
     fmt: str = "txt"
     output: Path | None = None  # the JSONL/CSV file (txt captions go beside each image)
@@ -264,7 +266,7 @@ def _caption_batch(manager: ModelManager, decoded: list[tuple[Path, Image.Image]
         elif stalled := not_continued(options.start, answer):
             summary.failed.append((str(path), stalled + "; nothing was written"))
         else:
-            _store(store, path, with_start(options.start, answer), summary)
+            _store(store, path, options.prefix + with_start(options.start, answer) + options.suffix, summary)
 
 
 def _pending(images: list[Path], store, overwrite: bool, summary: CaptionSummary) -> list[Path]:

@@ -129,7 +129,8 @@ class CaptionActions:
         return zip_files(files, base, run.with_suffix(".zip")) if files else None
 
     def caption_batch(self, folder=None, files=None, archive=None, prompt=None, start=None, adapter=None, format=None,  # noqa: A002 (the API's name)
-                      overwrite=None, recursive=None, batch_size=None, request: gr.Request = None,
+                      overwrite=None, recursive=None, batch_size=None, prefix=None, suffix=None,
+                      request: gr.Request = None,
                       progress=gr.Progress()):
         """Caption a folder, uploads or a zip; returns (summary line, table rows, results zip)."""
         session = session_of(request)
@@ -143,7 +144,8 @@ class CaptionActions:
             fmt = format if format in FORMATS else self.settings.caption.format
             found, table_dir, uploaded = self._inputs(folder, files, archive, bool(recursive), run)
             self.manager.attach_named_adapter(adapter)
-            options = CaptionOptions(prompt=prompt or "", start=start or "", adapter=adapter, fmt=fmt,
+            options = CaptionOptions(prompt=prompt or "", start=start or "", prefix=prefix or "", suffix=suffix or "",
+                                     adapter=adapter, fmt=fmt,
                                      output=None if fmt == "txt" else table_dir / f"captions.{fmt}",
                                      overwrite=bool(overwrite), batch_size=_batch_size(batch_size),
                                      max_bytes=self.max_bytes if uploaded else None)
@@ -212,6 +214,10 @@ def build_caption_tab(manager: ModelManager, settings: Settings) -> CaptionActio
         batch_size = gr.Textbox(value=str(settings.caption.batch_size), label="Batch size ('auto' or a number)")
         overwrite = gr.Checkbox(label="Overwrite existing captions")
         recursive = gr.Checkbox(label="Include subfolders")
+    with gr.Row():  # what kohya's and TagGUI's users add to a LoRA dataset's every caption: its trigger word
+        prefix = gr.Textbox(label="Prefix", placeholder="ohwx, ",
+                            info="Written before every caption as it is (a trigger word; include its comma or space).")
+        suffix = gr.Textbox(label="Suffix", placeholder=", studio photo", info="Written after every caption as it is.")
     with gr.Row():
         run = gr.Button("Caption all", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
@@ -219,7 +225,7 @@ def build_caption_tab(manager: ModelManager, settings: Settings) -> CaptionActio
     table = gr.Dataframe(headers=TABLE_HEADERS, label="Summary", interactive=False, wrap=True)
     download = gr.File(label="Results (zip)")
     run.click(actions.caption_batch,
-              [folder, files, archive, prompt, start, adapter, fmt, overwrite, recursive, batch_size],
+              [folder, files, archive, prompt, start, adapter, fmt, overwrite, recursive, batch_size, prefix, suffix],
               [status, table, download], api_name="caption_batch",
               api_description="Caption a folder (local apps only), uploads or a zip -> (summary, table, zip)")
     cancel.click(actions.cancel, None, status, api_name="caption_cancel", queue=False)
