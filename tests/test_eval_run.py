@@ -455,7 +455,7 @@ def test_caption_items_are_generated_and_measured(eval_manager, pictures, tmp_pa
     assert result.model_summary("base")["bleu"] > 50
     # the table (the tab's, the terminal's) shows the text metrics beside keyword match, not only in the CSV
     assert result.table_headers()[:3] == ["model", "chrF", "keywords %"]  # the verdict's metric first (reviewers)
-    assert result.table_headers()[-3:] == ["exact %", "BLEU", "ROUGE-L"]
+    assert result.table_headers()[-4:] == ["exact %", "BLEU", "ROUGE-L", "repeats %"]
     assert dict(zip(result.table_headers(), result.table()[0]))["chrF"] == round(result.model_summary("base")["chrf"], 1)
     assert dict(zip(result.table_headers(), result.table()[0]))["BLEU"] == round(result.model_summary("base")["bleu"], 1)
     with open(tmp_path / "results.csv", encoding="utf-8") as f:
@@ -739,6 +739,40 @@ def test_a_caption_verdict_sees_a_new_wording_that_keyword_match_cannot():
     assert numbers["significant"] and numbers["better"] == 12 and numbers["worse"] == 0
     assert sentence.startswith("style: +") and "chrF vs base, significantly better than base" in sentence
     assert "Wilcoxon signed-rank, 12 paired captions" in sentence
+
+
+def test_a_caption_verdict_does_not_recommend_an_adapter_whose_captions_repeat_themselves():
+    """An adapter trained on 50 pictures wrote "shape=square; colour colour colour … colourred" for 7 of 10: chrF
+    credited the shared characters (31 -> 73, "significantly better") and the next step said "pick it" (fine-tune
+    reviewer). The verdict now counts such captions, the table shows their share, and the next step says not to use
+    it; a caption set whose references repeat themselves is not held against the adapter."""
+    from vlmchat.evaluate.metrics import caption_metrics, repeats_itself
+    from vlmchat.evaluate.report import EvalResult
+    from vlmchat.evaluate.score import ItemScore
+    from vlmchat.evaluate.sets import CAPTION, EvalItem, EvalSet
+    from vlmchat.evaluate.stats import next_step
+
+    assert repeats_itself("shape=square; colour colour colour colourred")
+    assert repeats_itself("a red circle a red circle a red circle")
+    assert not repeats_itself("a very very red circle") and not repeats_itself("un círculo rojo")
+    shapes = [(c, s) for c in ("red", "green", "blue", "yellow") for s in ("circle", "square", "triangle")][:10]
+    items = [EvalItem(f"caps:{i}", "Describe the image.", (), references=(f"shape={s}; colour={c}",))
+             for i, (c, s) in enumerate(shapes)]
+    result = EvalResult(EvalSet("caps", "caption folder", CAPTION, items), ["base", "style50"], "caption")
+    for i, (colour, shape) in enumerate(shapes):
+        style = f"shape={shape}; colour={colour}" if i < 3 else f"shape={shape}; colour colour colour colour{colour}"
+        for name, text in (("base", f"a {colour} {shape}"), ("style50", style)):
+            found = caption_metrics(text, items[i].references)
+            result.scores[name][i] = ItemScore(correct=found["keywords"], text=text, metrics=found)
+    (sentence, numbers), = result.verdicts()
+    assert "significantly better than base" in sentence  # chrF alone says it helps ...
+    assert "; but 7 of its 10 captions repeat themselves, e.g. 'shape=circle; colour colour colour colourgreen'" in sentence
+    assert numbers["repeats"] == 7
+    step, = result.next_steps()
+    assert step.startswith("Do not use style50 as it is: 7 of its 10 captions repeat themselves") and "80" in step
+    assert result.table()[1][-1] == 70.0 and result.table_headers()[-1] == "repeats %"
+    clean = dict(numbers, repeats=0)  # the same numbers without repeats: use it
+    assert next_step(clean).startswith("style50 helps on these pictures")
 
 
 def test_the_method_comparison_names_the_quicker_method_with_its_own_time_first():

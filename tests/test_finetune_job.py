@@ -583,6 +583,10 @@ def test_an_adapter_worse_than_the_base_comes_with_what_to_do():
     shown = _status_markdown({"state": "done", "job_id": "j", "step": 160, "total_steps": 160, "evaluation": {
         "verdict": "shape-style: -18.6 chrF vs base, significantly worse than base", "advice": advice}})
     assert "**Did it learn?** shape-style: -18.6 chrF" in shown and "⚠️ Do not use shape-style as it is" in shown
+    shown = _status_markdown({"state": "done", "job_id": "j", "step": 160, "total_steps": 160, "evaluation": {
+        "verdict": "shape-style: +40.0 chrF vs base, significantly better than base", "warns": False,
+        "advice": "shape-style helps on these pictures: pick it in Chat's Adapter box"}})
+    assert "**Next:** shape-style helps" in shown and "⚠️" not in shown  # a warning sign said "pick it" (reviewer)
 
 
 def test_quitting_the_app_says_which_fine_tunes_go_on_and_how_to_stop_them(tmp_path, capsys):

@@ -67,6 +67,17 @@ def parse_answer(text: str, options: tuple[str, ...] | list[str]) -> int | None:
     return letter if letter is not None else _option_text(answer, options)
 
 
+# A word or a run of up to three words said three times or more in a row: "colour colour colour", "red circle red
+# circle red circle". chrF credits such a caption for the characters it shares with the reference (an adapter half
+# way to a new style wrote "shape=square; colour colour colour ... colourred" and scored 73 against the base's 31).
+_REPEATED = re.compile(r"(?<!\S)(\S+(?: \S+){0,2})(?: \1){2,}(?!\S)")
+
+
+def repeats_itself(text: str) -> bool:
+    """Whether a generated caption repeats a word or a few words three times in a row (a degenerate answer)."""
+    return bool(_REPEATED.search(normalise(text)))
+
+
 def normalise(text: str) -> str:
     """Lower case, punctuation removed, spaces collapsed: the form exact and keyword match compare."""
     return " ".join(_PUNCTUATION.sub(" ", text.lower()).split())
@@ -85,12 +96,14 @@ def _rouge():
 
 
 def caption_metrics(prediction: str, references: tuple[str, ...] | list[str]) -> dict:
-    """Exact and keyword match (bool) and BLEU, chrF, ROUGE-L (0-100) of a caption against its references."""
+    """Exact and keyword match (bool) and BLEU, chrF, ROUGE-L (0-100) of a caption against its references, and
+    whether it repeats itself (`repeats_itself`) where no reference does."""
     import sacrebleu
 
     references = [ref for ref in references if ref.strip()]
+    repeats = repeats_itself(prediction) and not any(repeats_itself(ref) for ref in references)
     if not references:
-        return {"exact": False, "keywords": False, "bleu": 0.0, "chrf": 0.0, "rougeL": 0.0}
+        return {"exact": False, "keywords": False, "bleu": 0.0, "chrf": 0.0, "rougeL": 0.0, "repeats": repeats}
     said = normalise(prediction)
     words = set(said.split())
     keywords = any(all(word in words for word in (content_words(ref) or normalise(ref).split()))
@@ -101,4 +114,5 @@ def caption_metrics(prediction: str, references: tuple[str, ...] | list[str]) ->
         "bleu": round(sacrebleu.sentence_bleu(prediction, references).score, 2),
         "chrf": round(sacrebleu.sentence_chrf(prediction, references).score, 2),
         "rougeL": round(100 * _rouge().score_multi(references, prediction)["rougeL"].fmeasure, 2),
+        "repeats": repeats,
     }

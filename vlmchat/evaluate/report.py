@@ -29,7 +29,7 @@ from .stats import next_step, score_verdict, verdict, wilson_interval
 CSV_COLUMNS = ["Question", "Generated Answer", "Correct Answer", "Is Correct", "Response Time (s)", "model",
                "subject", "method", "source", "predicted", "correct (acc)", "correct (acc_norm)", "option scores",
                "option scores per character", "problem"]
-CAPTION_COLUMNS = ["exact", "keywords", "bleu", "chrf", "rougeL"]
+CAPTION_COLUMNS = ["exact", "keywords", "bleu", "chrf", "rougeL", "repeats"]
 
 
 @dataclass
@@ -222,16 +222,31 @@ class EvalResult:
                     {"adapter": name, "n": 0})
         if self.method == "caption":  # a score per caption: keyword match is blind to wording, order and format
             chrf = lambda model: [self.scores[model][i].metrics.get("chrf", 0.0) for i in paired]  # noqa: E731
-            return score_verdict(name, "chrF", chrf(base), chrf(name))
+            sentence, numbers = score_verdict(name, "chrF", chrf(base), chrf(name))
+            return self._with_repeats(sentence, numbers, base, name, paired)
         return verdict(name, [self.is_correct(self.scores[base][i]) for i in paired],
                        [self.is_correct(self.scores[name][i]) for i in paired])
+
+    def _with_repeats(self, sentence: str, numbers: dict, base: str, name: str, paired: list[int]):
+        """A caption verdict that also says how many of the adapter's captions repeat themselves, where more than a
+        fifth do and more than the base's: chrF credited "shape=square; colour colour colour … colourred" for the
+        characters it shares with "shape=square; colour=red", and the verdict told the user to use an adapter
+        that wrote 7 such captions in 10 (fine-tune reviewer)."""
+        repeating = [i for i in paired if self.scores[name][i].metrics.get("repeats")]
+        base_repeating = sum(1 for i in paired if self.scores[base][i].metrics.get("repeats"))
+        if len(repeating) <= max(base_repeating, len(paired) / 5):
+            return sentence, numbers
+        example = self.scores[name][repeating[0]].text.strip()
+        example = example if len(example) <= 60 else example[:57] + "…"
+        sentence += f"; but {len(repeating)} of its {len(paired)} captions repeat themselves, e.g. '{example}'"
+        return sentence, dict(numbers, repeats=len(repeating), repeats_example=example)
 
     def table_headers(self) -> list[str]:
         """Column names for `table()`; the accuracy column names the metric (caption sets: chrF, the verdicts'
         metric, first, then keyword match with its interval and the other text metrics)."""
         if self.method == "caption":
             return ["model", "chrF", "keywords %", "95% interval", "ms/question", "scored", "problems", "exact %",
-                    "BLEU", "ROUGE-L"]
+                    "BLEU", "ROUGE-L", "repeats %"]
         metrics = {self.metric_of(row) for row in self.models}
         return ["model", f"{metrics.pop()} %" if len(metrics) == 1 else "accuracy %", "95% interval", "ms/question",
                 "scored", "problems"]
@@ -249,7 +264,8 @@ class EvalResult:
                          round(s["mean_ms"], 1) if s["mean_ms"] is not None else None, s["n"], s["problems"]])
             if self.method == "caption":
                 text = {k: None if s[k] is None else round(s[k], 1) for k in ("bleu", "chrf", "rougeL")}
-                rows[-1] = [name, text["chrf"], *rows[-1][1:], _percent(s["exact"]), text["bleu"], text["rougeL"]]
+                rows[-1] = [name, text["chrf"], *rows[-1][1:], _percent(s["exact"]), text["bleu"], text["rougeL"],
+                            _percent(s["repeats"])]
         return rows
 
     def subject_table(self) -> list[list]:

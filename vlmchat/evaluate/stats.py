@@ -69,6 +69,10 @@ def next_step(numbers: dict) -> str:
     score more questions, with how many more can tell."""
     name, flips = numbers["adapter"], numbers.get("better", 0) + numbers.get("worse", 0)
     these = "these pictures" if "metric" in numbers else "these questions"  # captions: a score per picture
+    if numbers.get("repeats"):  # however its score came out: a caption that runs on is no caption
+        return (f"Do not use {name} as it is: {numbers['repeats']} of its {numbers['n']} captions repeat themselves "
+                f"(see them beside the base's in Compare). It has learned part of the style: train again with more "
+                "pictures (a new style takes about 80 with the defaults) or more steps (the thorough preset).")
     if numbers.get("significant"):
         if numbers["points"] > 0:
             return f"{name} helps on {these}: pick it in Chat's Adapter box (or Activate it in the Adapters tab)."

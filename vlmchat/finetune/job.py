@@ -163,8 +163,10 @@ def evaluate_adapter(trainer, adapter: Path, emit) -> None:
             emit("evaluation", running=True, message=f"{what}: {text}")
 
         verdict, numbers, folder = evaluate_on_validation(trainer.spec, adapter, val, trainer.job_dir, progress)
-        advice = worse_advice(adapter.name, numbers, trainer.spec.model) or (next_step(numbers) if numbers else "")
+        worse = worse_advice(adapter.name, numbers, trainer.spec.model)
+        advice = worse or (next_step(numbers) if numbers else "")
         emit("evaluation", verdict=verdict, numbers=numbers, folder=str(folder), advice=advice,
+             warns=bool(worse or numbers.get("repeats")),
              message=" ".join(filter(None, [verdict, advice])))
         _record_verdict(adapter, verdict, numbers)
     except Exception as exc:  # the adapter is written; a failed evaluation is reported, not fatal

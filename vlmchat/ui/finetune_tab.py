@@ -189,8 +189,9 @@ def _status_markdown(status: dict) -> str:
     evaluation = status.get("evaluation") or {}
     if evaluation.get("verdict"):
         text += f"  \n**Did it learn?** {evaluation['verdict']}"
-        if evaluation.get("advice"):
-            text += f"  \n⚠️ {html.escape(evaluation['advice'], quote=False)}"
+        if evaluation.get("advice"):  # a warning sign for "do not use it", not for "pick it" (fine-tune reviewer)
+            mark = "⚠️" if evaluation.get("warns", True) else "**Next:**"
+            text += f"  \n{mark} {html.escape(evaluation['advice'], quote=False)}"
     elif evaluation.get("message"):
         text += f"  \n{evaluation['message']}"
     reasons = {**status.get("schedule", {}), **status.get("setup", {})}
