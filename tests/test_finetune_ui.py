@@ -164,6 +164,10 @@ def test_the_plan_before_start_shows_steps_time_memory_and_warns_about_too_littl
     short = actions.plan(data, {"epochs": 1, "batch_size": 4, "grad_accumulation": 4})
     assert short["steps"] == 4 and "too little training" in short["warning"]
     assert "⚠️" in _plan_markdown(short) and "4 optimizer steps" in _plan_markdown(short)
+    # what comes after training (the tab did not say; fine-tune reviewer)
+    assert "then base vs the new adapter on the 16 validation samples, for a verdict" in _plan_markdown(plan)
+    few = actions.plan(str(write_caption_folder(tmp_path / "few", 20)), {})
+    assert "no verdict afterwards: 4 validation samples, a comparison with the base needs 6" in _plan_markdown(few)
     assert actions.plan(data, {"preset": "thorough"})["steps"] > plan["steps"]
     # rows of two pictures for the demo, which reads one picture per chat: the adapter answered one picture with ""
     folder = tmp_path / "d"

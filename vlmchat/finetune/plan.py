@@ -66,7 +66,7 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
             "minutes": None if minutes is None else round(minutes, 2), "minutes_how": how,
             "peak_gib": None if peak is None else round(peak, 2), "longest_sample_tokens": tokens, "warning": warning,
             "reasons": schedule.reasons, "preset": spec.preset,
-            "evaluate_after": bool(spec.evaluate and len(val) >= min_eval_samples())}
+            "evaluate_after": bool(spec.evaluate and len(val) >= min_eval_samples()), "evaluate_needs": min_eval_samples()}
 
 
 def ram_per_process(processes: int) -> float:

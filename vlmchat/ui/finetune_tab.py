@@ -256,7 +256,13 @@ def _plan_markdown(plan: dict) -> str:
              f"{plan['steps']} optimizer steps ({plan['epochs']} epochs × {plan['steps_per_epoch']} steps, "
              f"effective batch {plan['effective_batch']})", f"learning rate {plan['learning_rate']:g}",
              f"~{minutes:.1f} min ({plan['minutes_how']})" if minutes is not None else "time: shown once running",
-             f"peak memory ~{peak:.1f} GiB (longest sample: {plan['longest_sample_tokens']:,} tokens)" if peak else ""]
+             f"peak memory ~{peak:.1f} GiB (longest sample: {plan['longest_sample_tokens']:,} tokens)" if peak else "",
+             # what comes after training: the tab did not say (fine-tune reviewer)
+             f"then base vs the new adapter on the {plan['val_samples']} validation samples, for a verdict"
+             if plan.get("evaluate_after") else
+             f"no verdict afterwards: {plan['val_samples']} validation samples, a comparison with the base needs "
+             f"{plan['evaluate_needs']} (evaluate it in the Evaluate tab on pictures it did not train on)"
+             if plan["val_samples"] < plan.get("evaluate_needs", 0) else ""]
     text = " · ".join(part for part in parts if part)
     if plan.get("warning"):
         text += f"  \n⚠️ {html.escape(plan['warning'], quote=False)}"
