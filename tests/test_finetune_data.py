@@ -45,7 +45,7 @@ def test_caption_folder_reads_each_image_with_its_caption_and_lists_problems(tmp
     assert "002.txt:1: empty caption" in problems
     assert "orphan.txt: caption without an image of the same name" in problems
     assert any(p.startswith("broken.png") and "not an image" in p for p in problems)
-    with pytest.raises(InputError, match="skip invalid rows"):
+    with pytest.raises(InputError, match="tick .Skip rows with problems. \(--skip-invalid\)"):
         report.require_usable()
     assert len(report.require_usable(skip_invalid=True)) == 2
     # pictures without any caption: where to make them (it said "no caption file" per picture and nothing more)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -613,3 +614,18 @@ def test_quitting_the_app_says_which_fine_tunes_go_on_and_how_to_stop_them(tmp_p
         child.wait()
     say_running_jobs(settings)
     assert capsys.readouterr().out == ""  # a job that ended: nothing to say
+
+
+def test_a_run_that_stops_early_says_so_and_which_step_it_kept(workspace):
+    """"done, step 500/700" said nothing of early stopping or of the weights coming from step 250 (fine-tune
+    reviewer). A learning rate far too high: the eval loss never improves on its first value."""
+    settings, data = workspace
+    spec = _spec(settings, data, "early", learning_rate=1.0, max_steps=30, eval_every=2, early_stopping_patience=1,
+                 evaluate=False)
+    status = runner.wait(runner.start_job(spec, runner.jobs_folder(settings)))
+    assert status.state == "done", status.message
+    meta = json.loads((Path(spec.adapters_dir) / "early" / "vlmchat.json").read_text(encoding="utf-8"))
+    assert meta["metrics"]["stopped"] == "early stopping" and status.step < 30
+    assert f"Stopped early at step {status.step}: the eval loss had not improved in 1 evaluations." in status.message
+    kept = meta["metrics"]["weights_from_step"]
+    assert kept < status.step and f"The weights are those of step {kept} (the best eval loss)." in status.message

@@ -77,7 +77,7 @@ class DatasetReport:
             first = "; ".join(str(p) for p in self.problems[:3])
             raise InputError(f"{counted(len(self.problems), 'row')} of the dataset "
                              f"{'has a problem' if len(self.problems) == 1 else 'have problems'} ({first}). Fix them, "
-                             "or choose 'skip invalid rows' (--skip-invalid) to train on the "
+                             "or tick 'Skip rows with problems' (--skip-invalid) to train on the "
                              f"{counted(len(self.samples), 'good one')}.")
         return self.samples
 

@@ -77,8 +77,14 @@ def run_job(spec: JobSpec, job_dir: Path, resume: bool = False) -> int:
         path, metrics = install_adapter(trainer, outcome)
         if spec.evaluate and path is not None:
             evaluate_adapter(trainer, path, emit)
+        # "done, step 500/700" said nothing of why it ended early or which step's weights it kept (reviewer)
+        stopped = (f" Stopped early at step {trainer.step}: the eval loss had not improved in "
+                   f"{spec.early_stopping_patience} evaluations." if outcome == "early" else "")
+        kept = (f" The weights are those of step {metrics['weights_from_step']} (the best eval loss)."
+                if metrics.get("weights_from_step") not in (None, trainer.step) else "")
         emit("done", step=trainer.step, adapter=spec.name, path=str(path), metrics=metrics,
-             message=f"Adapter '{spec.name}' written to {path} in {metrics['duration_s']:.0f}s.{_skipped(trainer)}")
+             message=f"Adapter '{spec.name}' written to {path} in {metrics['duration_s']:.0f}s.{stopped}{kept}"
+                     f"{_skipped(trainer)}")
         return 0
     except BaseException as exc:  # reported to the UI; the UI process itself is never affected
         checkpoint = _last_checkpoint(job_dir)
