@@ -207,7 +207,8 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
     with gr.Row():
         upload = gr.File(label="Eval set: a .jsonl/.json/.csv/.parquet file (pick its pictures with it), a .zip, "
                                "or pictures with their .txt captions", file_count="multiple",
-                         file_types=[".zip", ".json", ".jsonl", ".csv", ".parquet", "image", ".txt"])
+                         file_types=[".zip", ".json", ".jsonl", ".csv", ".parquet", "image", ".txt"],
+                         height=240)  # a set's 100 pictures listed one per row pushed Evaluate far down
         path = gr.Textbox(label="…or a file / folder on this computer", visible=not settings.server.exposed)
     with gr.Row():
         models = gr.CheckboxGroup(actions.models(), value=actions.models()[:2], label="Models (base, adapters, endpoints)")

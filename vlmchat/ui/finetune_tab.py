@@ -294,7 +294,8 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
             upload = gr.File(label="Dataset upload: pictures with their .txt captions, a .json/.jsonl/.csv file "
                                    "(pick its pictures with it), a .parquet file, or a .zip of either",
                              file_count="multiple", file_types=[".zip", ".json", ".jsonl", ".csv", ".parquet", "image",
-                                                                *CAPTION_SUFFIXES])
+                                                                *CAPTION_SUFFIXES],
+                             height=240)  # 81 files listed one per row put Check and Start 6,900 px down (reviewer)
             path = gr.Textbox(label="…or a folder / file on this computer", visible=not settings.server.exposed)
             check = gr.Button("Check dataset")
         with gr.Column():
