@@ -139,6 +139,12 @@ def test_uploaded_pictures_bring_their_captions_along(client, small_folder, tmp_
         assert len([n for n in zipped.namelist() if n.endswith(".png")]) == 3
     with pytest.raises(Exception, match="The uploads are captions only: upload the pictures with them"):
         _batch(client, files=[handle_file(str(mine))])
+    # a zip left in its box from the last run was captioned with the folder typed next (caption reviewer)
+    archive = tmp_path / "last.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(pictures[0], pictures[0].name)
+    with pytest.raises(Exception, match="Give one of a folder, uploaded images or a zip, not a folder and a zip"):
+        _batch(client, folder=str(small_folder), archive=handle_file(str(archive)))
 
 
 @pytest.mark.slow

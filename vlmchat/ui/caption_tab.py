@@ -109,6 +109,11 @@ class CaptionActions:
                 raise InputError(f"Folder '{folder}' does not exist on this computer; check the path.")
         if not folder and not uploads and not archive:
             raise InputError("Give a folder path, upload images, or upload a zip first.")
+        given = [what for what, there in (("a folder", folder), ("uploaded images", uploads), ("a zip", archive))
+                 if there]
+        if len(given) > 1:  # a zip left in its box from the last run was captioned with the folder typed next
+            raise InputError(f"Give one of a folder, uploaded images or a zip, not {' and '.join(given)}: clear the "
+                             "one you do not mean (its × button) and press Caption all again.")
         if uploads and all(Path(f).suffix.lower() in CAPTION_SUFFIXES for f in uploads) and not (folder or archive):
             raise InputError("The uploads are captions only: upload the pictures with them.")
         copies = _copy_uploads(uploads, run / "images") if uploads else []  # no empty run folder left behind
