@@ -82,7 +82,16 @@ def test_a_kohya_caption_file_counts_as_a_caption(manager, shapes):
     first = sorted(truth)[0]
     first.with_suffix(".caption").write_text("my own caption")
     summary = caption_images(manager, [first], CaptionOptions())
-    assert [image for image, _ in summary.skipped] == [str(first)] and not caption_path(first).exists()
+    assert [image for image, _ in summary.skipped] == [str(first)] and not first.with_suffix(".txt").exists()
+    # --overwrite replaces that file, in place (a new .txt beside it left the old text for kohya; verifying reviewer)
+    replaced = caption_images(manager, [first], CaptionOptions(overwrite=True))
+    assert len(replaced.captioned) == 1 and first.with_suffix(".caption").read_text() == truth[first]
+    assert not first.with_suffix(".txt").exists()
+    # a caption file named in upper case is the picture's caption too (it was captioned again, a.txt beside a.TXT)
+    second = sorted(truth)[1]
+    second.with_suffix(".TXT").write_text("MINE")
+    assert caption_images(manager, [second], CaptionOptions()).skipped and caption_path(second).name.endswith(".TXT")
+    assert sorted(p.name for p in folder.iterdir() if p.stem == second.stem) == sorted([second.name, second.stem + ".TXT"])
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])

@@ -117,7 +117,14 @@ def _zip_member(member: str) -> str | None:
 
 
 def caption_path(image: Path) -> Path:
-    """The caption file of `image` in the kohya / TagGUI layout: same folder, same name, `.txt`."""
+    """The caption file of `image` in the kohya / TagGUI layout: same folder, same name, the `.txt` or kohya's
+    `.caption` that is there (in any case: 'a.TXT'), else a new `.txt`. An existing one is the one read, skipped and
+    replaced on --overwrite (a new .txt was written beside a .caption or a .TXT, and the picture had two)."""
+    for suffix in CAPTION_SUFFIXES:
+        for spelled in (suffix, suffix.upper(), suffix.capitalize()):
+            found = image.with_suffix(spelled)
+            if found.is_file():
+                return found
     return image.with_suffix(".txt")
 
 
@@ -143,10 +150,9 @@ class TxtCaptions:
         return ""
 
     def has(self, image: Path) -> bool:
-        """True when `image` already has a caption: a .txt, or kohya's other sidecar `.caption` (which the fine-tune
-        reader takes too; a .txt was written beside it), with text in it (an empty one is none: TagGUI and kohya
-        read it as no tags)."""
-        return any(_has_text(image.with_suffix(suffix)) for suffix in CAPTION_SUFFIXES)
+        """True when `image` already has a caption (`caption_path`: a .txt or kohya's .caption) with text in it (an
+        empty one is none: TagGUI and kohya read it as no tags)."""
+        return _has_text(caption_path(image))
 
     def put(self, image: Path, caption: str) -> bool:
         """Store a caption; False when one appeared meanwhile and was kept (an empty file is replaced)."""
