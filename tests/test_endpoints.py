@@ -453,7 +453,8 @@ def test_a_server_that_echoes_the_key_in_its_error_never_shows_it(status):
     class Echo(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 - http.server's name
             self.rfile.read(int(self.headers.get("content-length", 0)))
-            body = json.dumps({"error": {"message": f"bad header {self.headers['authorization']}"}}).encode()
+            echoed = self.headers["authorization"]  # as it came, and lower-cased as some servers log it
+            body = json.dumps({"error": {"message": f"bad header {echoed} ({echoed.lower()})"}}).encode()
             self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
@@ -471,7 +472,7 @@ def test_a_server_that_echoes_the_key_in_its_error_never_shows_it(status):
         for ask in (endpoint.answer, lambda messages: list(endpoint.stream(messages))):
             with pytest.raises(InputError, match=r"bad header Bearer \*\*\*") as raised:
                 ask(ASK)
-            assert "SECRET" not in str(raised.value)
+            assert "secret" not in str(raised.value).lower()
     finally:
         server.shutdown()
 

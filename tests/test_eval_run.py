@@ -773,6 +773,12 @@ def test_a_caption_verdict_does_not_recommend_an_adapter_whose_captions_repeat_t
     assert result.table()[1][-1] == 70.0 and result.table_headers()[-1] == "repeats %"
     clean = dict(numbers, repeats=0)  # the same numbers without repeats: use it
     assert next_step(clean).startswith("style50 helps on these pictures")
+    # an endpoint was not trained here: no advice to train it again (verifying reviewer)
+    assert "train again" not in next_step(dict(numbers, adapter="endpoint:hosted"))
+    # every caption the same as the base's: not "may be noise, evaluate on more", but that nothing changed
+    same = dict(clean, better=0, worse=0, significant=False, points=0.0)
+    assert next_step(same).startswith("style50 wrote what the base writes on every one of these pictures")
+    assert "Train it longer" in next_step(same) and "Train it" not in next_step(dict(same, adapter="endpoint:x"))
 
 
 def test_the_method_comparison_names_the_quicker_method_with_its_own_time_first():

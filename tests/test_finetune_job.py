@@ -626,6 +626,6 @@ def test_a_run_that_stops_early_says_so_and_which_step_it_kept(workspace):
     assert status.state == "done", status.message
     meta = json.loads((Path(spec.adapters_dir) / "early" / "vlmchat.json").read_text(encoding="utf-8"))
     assert meta["metrics"]["stopped"] == "early stopping" and status.step < 30
-    assert f"Stopped early at step {status.step}: the eval loss had not improved in 1 evaluations." in status.message
+    assert f"Stopped early at step {status.step}: the eval loss had not improved in 1 evaluation." in status.message
     kept = meta["metrics"]["weights_from_step"]
     assert kept < status.step and f"The weights are those of step {kept} (the best eval loss)." in status.message

@@ -362,6 +362,10 @@ def test_parameters_out_of_range_are_400s_naming_the_apis_own_field(client):
     # the assistant's tool_calls passed as an empty turn before (API reviewer); a field as README writes one
     assert raised.value.body["param"] == "messages[1].tool_calls"
     assert "tool_calls is part of a tool history, and tools are not supported here" in raised.value.body["message"]
+    old_style = [history[0], {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}}]
+    with pytest.raises(openai.BadRequestError) as raised:  # the older form passed (verifying reviewer)
+        client.chat.completions.create(model="demo", messages=old_style)
+    assert raised.value.body["param"] == "messages[1].function_call"
     history[1] = {"role": "assistant", "content": "calling f"}
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(model="demo", messages=history)

@@ -105,12 +105,13 @@ class ChatMessage(BaseModel):
     role: str
     content: str | list[dict[str, Any]] | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    function_call: dict[str, Any] | None = None  # the older form of tool_calls
 
-    @field_validator("tool_calls")
+    @field_validator("tool_calls", "function_call")
     @classmethod
-    def _no_tool_calls(cls, calls):
+    def _no_tool_calls(cls, calls, info):
         if calls:  # the other half of a tool history: refused as the tool results are, not read as an empty turn
-            raise ValueError("an assistant message with tool_calls is part of a tool history, and tools are not "
+            raise ValueError(f"a message with {info.field_name} is part of a tool history, and tools are not "
                              "supported here: the local model answers in text only; leave tool calls and their "
                              "results out of the history")
         return calls

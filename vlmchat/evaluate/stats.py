@@ -69,10 +69,16 @@ def next_step(numbers: dict) -> str:
     score more questions, with how many more can tell."""
     name, flips = numbers["adapter"], numbers.get("better", 0) + numbers.get("worse", 0)
     these = "these pictures" if "metric" in numbers else "these questions"  # captions: a score per picture
+    trained = not name.startswith("endpoint:")  # an endpoint's model was not trained here
     if numbers.get("repeats"):  # however its score came out: a caption that runs on is no caption
         return (f"Do not use {name} as it is: {numbers['repeats']} of its {numbers['n']} captions repeat themselves "
-                f"(see them beside the base's in Compare). It has learned part of the style: train again with more "
-                "pictures (a new style takes about 80 with the defaults) or more steps (the thorough preset).")
+                "(see them beside the base's in Compare)."
+                + (" If you trained it on a new style, train again with more pictures (a new style takes about 80 "
+                   "with the defaults) or more steps (the thorough preset)." if trained else ""))
+    if "metric" in numbers and flips == 0:  # every caption the same as the base's: nothing learned that shows
+        return (f"{name} wrote what the base writes on every one of these pictures: it changed nothing they show."
+                + (" Train it longer (more steps, the thorough preset) and check that the dataset's captions say "
+                   "something other than what the base says." if trained else ""))
     if numbers.get("significant"):
         if numbers["points"] > 0:
             return f"{name} helps on {these}: pick it in Chat's Adapter box (or Activate it in the Adapters tab)."

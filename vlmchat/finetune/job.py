@@ -78,8 +78,9 @@ def run_job(spec: JobSpec, job_dir: Path, resume: bool = False) -> int:
         if spec.evaluate and path is not None:
             evaluate_adapter(trainer, path, emit)
         # "done, step 500/700" said nothing of why it ended early or which step's weights it kept (reviewer)
-        stopped = (f" Stopped early at step {trainer.step}: the eval loss had not improved in "
-                   f"{spec.early_stopping_patience} evaluations." if outcome == "early" else "")
+        patience = spec.early_stopping_patience
+        stopped = (f" Stopped early at step {trainer.step}: the eval loss had not improved in {patience} "
+                   f"evaluation{'s' if patience != 1 else ''}." if outcome == "early" else "")
         kept = (f" The weights are those of step {metrics['weights_from_step']} (the best eval loss)."
                 if metrics.get("weights_from_step") not in (None, trainer.step) else "")
         emit("done", step=trainer.step, adapter=spec.name, path=str(path), metrics=metrics,

@@ -13,6 +13,7 @@ import base64
 import io
 import json
 import os
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -305,8 +306,8 @@ class _UserErrors:
         # A server (or a proxy before it) may echo the request's headers in its error: the key must not reach the
         # chat, the other logins or the log with it.
         key = getattr(self.endpoint._client, "api_key", None)
-        if key and key != "none":
-            message = message.replace(key, "***")
+        if key and key != "none":  # in any case: a server may lower-case the header it echoes
+            message = re.sub(re.escape(key), "***", message, flags=re.IGNORECASE)
         raise (EndpointUnusable if unusable else InputError)(message) from None
 
 
