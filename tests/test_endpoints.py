@@ -7,6 +7,7 @@ unreachable port stands in for a server that is down.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -439,16 +440,31 @@ def test_a_server_that_misbehaves_is_one_message_naming_it(mode, whole, streamed
         odd.server.shutdown()
 
 
+@contextlib.contextmanager
+def _served_endpoint(handler, name: str, model: str, api_key: str):
+    """An Endpoint for an OpenAI-compatible server on loopback answering with `handler`, shut down after."""
+    import http.server
+    import threading
+
+    from vlmchat.models.endpoints import Endpoint
+    from vlmchat.settings import EndpointSettings
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield Endpoint(EndpointSettings(name=name, base_url=f"http://127.0.0.1:{server.server_port}/v1", model=model,
+                                        timeout_s=10.0), api_key=api_key)
+    finally:
+        server.shutdown()
+
+
 @pytest.mark.parametrize("status", [400, 500])
 def test_a_server_that_echoes_the_key_in_its_error_never_shows_it(status):
     """A proxy or debug server may echo the request's headers in its error; the message was relayed word for word, so
     an endpoint's key (which serves every login) reached the chat, the other logins and the log (API reviewer)."""
     import http.server
-    import threading
 
     from vlmchat.errors import InputError
-    from vlmchat.models.endpoints import Endpoint
-    from vlmchat.settings import EndpointSettings
 
     class Echo(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 - http.server's name
@@ -464,27 +480,19 @@ def test_a_server_that_echoes_the_key_in_its_error_never_shows_it(status):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        endpoint = Endpoint(EndpointSettings(name="echo", base_url=f"http://127.0.0.1:{server.server_port}/v1",
-                                             model="m", timeout_s=10.0), api_key="sk-SECRET-KEY-123")
+    with _served_endpoint(Echo, "echo", "m", "sk-SECRET-KEY-123") as endpoint:
         for ask in (endpoint.answer, lambda messages: list(endpoint.stream(messages))):
             with pytest.raises(InputError, match=r"bad header Bearer \*\*\*") as raised:
                 ask(ASK)
             assert "secret" not in str(raised.value).lower()
-    finally:
-        server.shutdown()
 
 
 def test_a_reasoning_model_that_refuses_max_tokens_and_temperature_is_asked_as_it_accepts():
     """OpenAI's reasoning models answer 400 to max_tokens ('use max_completion_tokens') and to any temperature but 1;
     Chat always sent both, so every Chat request to them failed. The server here answers as OpenAI's does."""
     import http.server
-    import threading
 
     from vlmchat.models.endpoints import Endpoint
-    from vlmchat.settings import EndpointSettings
 
     seen = []
 
@@ -521,11 +529,7 @@ def test_a_reasoning_model_that_refuses_max_tokens_and_temperature_is_asked_as_i
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Reasoning)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        endpoint = Endpoint(EndpointSettings(name="o", base_url=f"http://127.0.0.1:{server.server_port}/v1",
-                                             model="o", timeout_s=10.0), api_key="unused")
+    with _served_endpoint(Reasoning, "o", "o", "unused") as endpoint:
         assert endpoint.answer(ASK).text == "a red circle"
         assert list(endpoint.stream(ASK))[-1].text == "a red circle"
         # learned once: the first answer took three requests, the stream after it one
@@ -535,8 +539,6 @@ def test_a_reasoning_model_that_refuses_max_tokens_and_temperature_is_asked_as_i
         # others' learning made a refusal look already handled)
         fresh = Endpoint(endpoint.entry, api_key="unused")
         assert [a.text for a in fresh.answer_each([ASK] * 4)] == ["a red circle"] * 4
-    finally:
-        server.shutdown()
 
 
 def test_a_password_or_key_written_into_base_url_is_masked_in_messages():
