@@ -156,7 +156,8 @@ class TxtCaptions:
 
     def put(self, image: Path, caption: str) -> bool:
         """Store a caption; False when one appeared meanwhile and was kept (an empty file is replaced)."""
-        return write_text_atomic(caption_path(image), caption, self.overwrite or not _has_text(caption_path(image)))
+        path = caption_path(image)
+        return write_text_atomic(path, caption, self.overwrite or not _has_text(path))
 
     def close(self) -> None:
         """Nothing is buffered."""

@@ -58,6 +58,7 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
                         f"({RECIPE_FILE}): Chat and Evaluate cannot ask it what those teach, and they may teach it "
                         "to answer one picture with nothing. Give each picture a row of its own.")
     warning = " ".join(w for w in warnings if w)
+    needs = min_eval_samples()
     return {"format": report.format, "samples": len(samples), "train_samples": len(train), "val_samples": len(val),
             "problems": len(report.problems), "epochs": schedule.epochs, "steps": schedule.steps,
             "steps_per_epoch": -(-len(train) // (schedule.effective_batch * spec.num_processes)),
@@ -66,7 +67,7 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
             "minutes": None if minutes is None else round(minutes, 2), "minutes_how": how,
             "peak_gib": None if peak is None else round(peak, 2), "longest_sample_tokens": tokens, "warning": warning,
             "reasons": schedule.reasons, "preset": spec.preset,
-            "evaluate_after": bool(spec.evaluate and len(val) >= min_eval_samples()), "evaluate_needs": min_eval_samples()}
+            "evaluate_after": bool(spec.evaluate and len(val) >= needs), "evaluate_needs": needs}
 
 
 def ram_per_process(processes: int) -> float:
