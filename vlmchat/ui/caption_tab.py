@@ -114,7 +114,7 @@ class CaptionActions:
         if len(given) > 1:  # a zip left in its box from the last run was captioned with the folder typed next
             raise InputError(f"Give one of a folder, uploaded images or a zip, not {' and '.join(given)}: clear the "
                              "one you do not mean (its × button) and press Caption all again.")
-        if uploads and all(Path(f).suffix.lower() in CAPTION_SUFFIXES for f in uploads) and not (folder or archive):
+        if uploads and all(Path(f).suffix.lower() in CAPTION_SUFFIXES for f in uploads):
             raise InputError("The uploads are captions only: upload the pictures with them.")
         copies = _copy_uploads(uploads, run / "images") if uploads else []  # no empty run folder left behind
         paths = ([folder] if folder else []) + [str(p) for p in copies if p.suffix.lower() not in CAPTION_SUFFIXES]
