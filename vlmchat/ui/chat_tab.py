@@ -458,7 +458,10 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                            api_visibility="undocumented", queue=False, js=reset_files)
     # Answers run at once, not one per queue slot: a local one joins the model's batcher (which batches the
     # answers that arrive together; server.max_queue bounds them), an endpoint's waits only on that server.
-    answering = [taken.then(respond, answer_inputs, answer_outputs, api_visibility="undocumented", **ANSWERS)]
+    # Only the Chatbot shows the answer's progress: an overlay on the saved list would keep it from being clicked
+    # while an answer streams (leaving for another chat stops the answer, below).
+    answer_event = dict(api_visibility="undocumented", show_progress_on=chatbot, **ANSWERS)
+    answering = [taken.then(respond, answer_inputs, answer_outputs, **answer_event)]
     answering[0].then(**idle)
 
     def on_edit(state: dict, edit: gr.EditData):
@@ -481,7 +484,7 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                                            api_visibility="undocumented", queue=False)):
         event = trigger.then(lambda: gr.update(interactive=False, submit_btn=False, stop_btn=True), None, textbox,
                              api_visibility="undocumented", queue=False).then(
-            respond, answer_inputs, answer_outputs, api_visibility="undocumented", **ANSWERS)
+            respond, answer_inputs, answer_outputs, **answer_event)
         answering.append(event)
         event.then(**idle)
 
