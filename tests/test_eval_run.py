@@ -197,6 +197,17 @@ def test_parse_answer_leaves_a_tie_unparsed():
     assert parse_answer("the answer is a triangle", ["circle", "square", "triangle"]) == 2
 
 
+def test_parse_answer_finds_an_options_words_among_others():
+    """A caption-like answer names the option written with an article ("a red circle" -> "a circle"): it was
+    unparsed, and the demo's generate rows scored 0% on such a set."""
+    from vlmchat.evaluate.metrics import parse_answer
+
+    assert parse_answer("a red circle", ["a square", "a circle", "a star"]) == 1
+    assert parse_answer("It is a Big Triangle.", ["A circle", "A big triangle", "A triangle"]) == 1  # the longest
+    assert parse_answer("red", ["a red circle", "a red square"]) is None  # the words of neither are all said
+    assert parse_answer("a red circle", ["a red star", "a blue circle"]) is None
+
+
 def test_generate_method_keeps_the_raw_answer_and_parses_it(eval_manager, pictures, tmp_path):
     from vlmchat.evaluate.run import EvalOptions, run_eval
 

@@ -1,7 +1,8 @@
 """Reading a generated answer: which option it names, and how close a caption is to its references.
 
 `parse_answer` takes what models actually write ("B", "(B)", "B.", "Answer: B", "The answer is B",
-"b", or the option's text, exact or inside a sentence; the longest option text found wins).
+"b", or the option's text, exact or inside a sentence, or else its words among others; the longest option
+found wins).
 `caption_metrics` gives exact match, keyword match, BLEU and chrF (sacrebleu) and ROUGE-L
 (rouge-score) of one caption against its references.
 """
@@ -50,6 +51,9 @@ def _option_text(answer: str, options: tuple[str, ...] | list[str]) -> int | Non
         return texts.index(plain)
     found = [(len(text), i) for i, text in enumerate(texts)
              if text and re.search(rf"(?<!\w){re.escape(text)}(?!\w)", plain)]
+    if not found:  # the option's words said among others: "a red circle" names "a circle", "the big one is blue"
+        said = set(content_words(answer))
+        found = [(len(words), i) for i, words in enumerate(map(content_words, options)) if words and said >= set(words)]
     if not found:
         return None
     found.sort(reverse=True)
