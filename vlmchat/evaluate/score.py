@@ -69,8 +69,13 @@ def loaded(manager: ModelManager):
 
 def choice_prompt(item: EvalItem) -> str:
     """The options as lines 'A. text', then the question."""
-    lines = "\n".join(f"{LETTERS[i]}. {option}" for i, option in enumerate(item.options))
-    return CHOICE_TEMPLATE.format(options=lines, question=item.question)
+    return choice_text(item.question, item.options)
+
+
+def choice_text(question: str, options) -> str:
+    """A multiple-choice question as the model is asked it (the demo model is trained on this layout too)."""
+    lines = "\n".join(f"{LETTERS[i]}. {option}" for i, option in enumerate(options))
+    return CHOICE_TEMPLATE.format(options=lines, question=question)
 
 
 def user_turn(images: list[Image.Image], text: str) -> list[dict]:
