@@ -606,9 +606,15 @@ def test_quitting_the_app_says_which_fine_tunes_go_on_and_how_to_stop_them(tmp_p
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "vlmchat.finetune"])
     try:
         (job / "pid").write_text(json.dumps({"pid": child.pid, "started": 0}))
+        cmdline = Path(f"/proc/{child.pid}/cmdline")
+        for _ in range(100):  # its command line as a job's (it once read as not yet one in a loaded CI run)
+            if b"vlmchat.finetune" in cmdline.read_bytes():
+                break
+            time.sleep(0.1)
         say_running_jobs(settings)
         said = capsys.readouterr().out
-        assert f"the fine-tune job {job.name} goes on without the app" in said and f"kill {child.pid}" in said
+        assert f"the fine-tune job {job.name} goes on without the app" in said and f"kill {child.pid}" in said, (
+            said, child.poll(), cmdline.read_bytes())
     finally:
         child.kill()
         child.wait()
