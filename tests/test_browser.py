@@ -146,6 +146,24 @@ def test_evaluate_a_bad_file_then_a_good_one_shows_the_verdict(page, tmp_path):
     assert "base by generate" in verdict and "ms a question)" in verdict and "demo-es · generate: " in verdict
 
 
+def test_a_new_user_evaluates_the_example_set_with_two_clicks(page):
+    """The Evaluate tab had nothing to try without a set of one's own: 'Use the example set' fills the path."""
+    _open_tab(page, "Evaluate")
+    panel = page.locator("[role=tabpanel]:visible")
+    if panel.get_by_label("Clear").count():  # an earlier test's upload would win over the path
+        panel.get_by_label("Clear").first.click()
+    panel.get_by_role("button", name="Use the example set", exact=False).click()
+    path = panel.get_by_label("…or a file / folder on this computer")
+    page.wait_for_function("() => [...document.querySelectorAll('textarea, input')].some("
+                           "e => e.value.endsWith('examples/eval/shapes.jsonl'))")
+    panel.get_by_role("button", name="Evaluate", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#vlmchat-eval-progress').innerText.includes('24/24 ')",
+                           timeout=120_000)  # (an earlier run of this page said 'done' too)
+    page.wait_for_function("() => document.querySelector('#vlmchat-eval-progress').innerText.includes('done')")
+    assert "vlmchat JSONL" in page.locator("#vlmchat-eval-progress").inner_text()
+    assert path.input_value().endswith("examples/eval/shapes.jsonl")
+
+
 def test_evaluate_lists_an_adapter_made_after_start_up(page, app):
     """An adapter trained (here: copied in) while the app runs is a Models choice in a page opened after it,
     as in Chat and Compare, without pressing Refresh list."""

@@ -832,3 +832,15 @@ def test_the_method_comparison_names_the_quicker_method_with_its_own_time_first(
 
     assert compared(0.0268, 0.0096).endswith("; loglik 2.8x faster (9.6 vs 26.8 ms a question)")
     assert compared(0.0100, 0.0104).endswith("; about as fast (10.0 vs 10.4 ms a question)")
+
+
+def test_the_shipped_example_set_shows_what_each_method_sees(settings_file):
+    """examples/eval/shapes.jsonl (the Evaluate tab's 'Use the example set'): the demo answers it, and demo-es, which
+    answers in Spanish, is as good as the base by loglik but significantly worse by generate."""
+    done = _cli(settings_file, "--data", ROOT / "examples" / "eval" / "shapes.jsonl", "--adapter", "demo-es",
+                "--method", "loglik", "generate")
+    assert done.returncode == 0, done.stderr
+    rows = {line.split("  ")[0].strip(): float(line.split()[3]) for line in done.stdout.splitlines()
+            if line.startswith(("base ·", "demo-es ·"))}
+    assert rows["base · loglik"] >= 90 and rows["base · generate"] >= 90 and rows["demo-es · loglik"] >= 90, rows
+    assert "demo-es · generate: " in done.stdout and "significantly worse than base" in done.stdout

@@ -22,7 +22,7 @@ from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
 from ..lora.runtime import BASE
 from ..models.families import IMAGE_DETAILS
 from ..models.manager import ModelManager
-from ..settings import Settings
+from ..settings import PROJECT_ROOT, Settings
 from .errors import guard as _guard, said
 from .sharing import refuse_server_paths
 from .uploads import upload_endpoint, user_uploads
@@ -196,6 +196,9 @@ def _report(status: dict) -> tuple:
     return head, table, verdict, subjects, status["chart"], status["csv"]
 
 
+EXAMPLE_SET = PROJECT_ROOT / "examples" / "eval" / "shapes.jsonl"
+
+
 def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions:
     """Lay out the Evaluate tab inside the current Blocks and register the eval_* API endpoints."""
     actions = EvalActions(manager, settings)
@@ -209,7 +212,11 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
                                "or pictures with their .txt captions", file_count="multiple",
                          file_types=[".zip", ".json", ".jsonl", ".csv", ".parquet", "image", ".txt"],
                          height=240)  # a set's 100 pictures listed one per row pushed Evaluate far down
-        path = gr.Textbox(label="…or a file / folder on this computer", visible=not settings.server.exposed)
+        with gr.Column(visible=not settings.server.exposed):
+            path = gr.Textbox(label="…or a file / folder on this computer")
+            # something to try before writing a set of one's own: 24 questions on the demo's kind of pictures
+            example = gr.Button(f"Use the example set ({EXAMPLE_SET.relative_to(PROJECT_ROOT).as_posix()})",
+                                size="sm")
     with gr.Row():
         models = gr.CheckboxGroup(actions.models(), value=actions.models()[:2], label="Models (base, adapters, endpoints)")
         refresh = gr.Button("Refresh list", scale=0)
@@ -285,6 +292,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
 
     cancel.click(_guard(do_cancel), run_id, progress, api_visibility="undocumented")
     refresh.click(actions.refresh_models, None, models, api_visibility="undocumented")
+    example.click(lambda: (None, str(EXAMPLE_SET)), None, [upload, path], api_visibility="private", queue=False)
     for shown in (gr.context.Context.root_block.load, tab.select):  # adapters made since start-up are listed
         shown(actions.refresh_models, outputs=models, api_visibility="undocumented", queue=False)
     _register_api(actions)
