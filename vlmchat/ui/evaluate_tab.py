@@ -212,11 +212,12 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
                                "or pictures with their .txt captions", file_count="multiple",
                          file_types=[".zip", ".json", ".jsonl", ".csv", ".parquet", "image", ".txt"],
                          height=240)  # a set's 100 pictures listed one per row pushed Evaluate far down
-        with gr.Column(visible=not settings.server.exposed):
-            path = gr.Textbox(label="…or a file / folder on this computer")
+        local = not settings.server.exposed  # each hidden itself too: a shared page's config names no server path
+        with gr.Column(visible=local):
+            path = gr.Textbox(label="…or a file / folder on this computer", visible=local)
             # something to try before writing a set of one's own: 24 questions on the demo's kind of pictures
             example = gr.Button(f"Use the example set ({EXAMPLE_SET.relative_to(PROJECT_ROOT).as_posix()})",
-                                size="sm")
+                                size="sm", visible=local)
     with gr.Row():
         models = gr.CheckboxGroup(actions.models(), value=actions.models()[:2], label="Models (base, adapters, endpoints)")
         refresh = gr.Button("Refresh list", scale=0)
