@@ -41,6 +41,7 @@ WORDINGS = {"shape": ("Which geometric figure is drawn in the image?", "What is 
 STYLES = {"circle": str, "Circle": str.capitalize, "CIRCLE": str.upper,
           "a circle": lambda word: f"a {word}" if word in SHAPES else word}
 BEFORE = "de179e8"  # models/vlmchat-demo as built on 2026-12-02
+SHIPPED = ROOT / "models" / "vlmchat-demo"
 
 
 def eval_set(folder: Path, count: int) -> EvalSet:
@@ -73,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=192)
     parser.add_argument("--before", default=BEFORE)
-    parser.add_argument("--model", default=str(ROOT / "models" / "vlmchat-demo"), help="the build beside it")
+    parser.add_argument("--model", default=str(SHIPPED), help="the build beside it (default: the shipped demo)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -81,7 +82,7 @@ def main() -> None:
         questions = eval_set(tmp / "set", args.questions)
         file = tmp / "settings.toml"
         file.write_text(f'[paths]\noutputs = "{(tmp / "outputs").as_posix()}"\n', encoding="utf-8")
-        builds = {"shipped demo" if "--model" not in sys.argv else args.model: args.model,
+        builds = {"shipped demo" if Path(args.model) == SHIPPED else args.model: args.model,
                   f"demo at {args.before}": str(build_of(args.before, tmp / "before"))}
         print(f"{args.questions} held-out questions, options written 4 ways ({args.questions // 4} each)\n")
         print("| build | method | all | " + " | ".join(STYLES) + " |")
@@ -92,12 +93,10 @@ def main() -> None:
             for method in ("loglik", "generate"):
                 result = run_eval(manager, questions, ["base"], method, EvalOptions(batch_size=8),
                                   folder=tmp / "outputs" / f"{name}-{method}")
-                scores = result.scores["base"]
-                right = {style: [scores[i].correct for i, item in enumerate(questions.items) if item.subject == style]
-                         for style in STYLES}
-                every = [s.correct for s in scores.values()]
-                cells = [f"{sum(v) / len(v):.1%}" for v in right.values()]
-                print(f"| {name} | {method} | {sum(every) / len(every):.1%} | " + " | ".join(cells) + " |")
+                by_style = {subject: accuracy for subject, _, _, accuracy in result.subject_table()}  # % per writing
+                cells = [f"{by_style[style]:.1f}%" for style in STYLES]
+                print(f"| {name} | {method} | {result.model_summary('base')['accuracy']:.1%} | " + " | ".join(cells)
+                      + " |")
             manager.unload()
 
 

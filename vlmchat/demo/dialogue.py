@@ -176,9 +176,11 @@ def conversation(rng: random.Random, colour: str, shape: str, language: str = "e
 
 def corpus() -> list[str]:
     """Every text the demo model sees in training, to build its tokenizer's vocabulary."""
+    from ..evaluate.score import choice_text
+
     words = list(CAPTION_PROMPTS + COLOUR_PROMPTS + SHAPE_PROMPTS + tuple(STYLES.values()) + CHOICE_PROMPTS)
     words += [_written(word, style) for word in COLOURS + SHAPES + OTHER_COLOURS + OTHER_SHAPES
-              for style in OPTION_STYLES] + ["Options:\nA. \nB. \nC. \nD. \nE. \nQuestion: "]
+              for style in OPTION_STYLES] + [choice_text("", [""] * 5)]  # Evaluate's layout, up to 5 options
     for colour in COLOURS:
         for shape in SHAPES:
             for language in ("en", *STYLES):
