@@ -21,18 +21,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def write_sharegpt(folder: Path, count: int, seed: int) -> Path:
-    """`count` pictures with Spanish captions in LLaMA-Factory's multimodal ShareGPT layout."""
+def write_sharegpt(folder: Path, count: int, seed: int, caption=None) -> Path:
+    """`count` pictures in LLaMA-Factory's multimodal ShareGPT layout, each captioned `caption(colour, shape)`
+    (default: in Spanish, "un círculo rojo")."""
     from vlmchat.demo.dialogue import answer
     from vlmchat.demo.shapes import draw_picture
 
+    caption = caption or (lambda colour, shape: answer("caption", colour, shape, "es"))
     folder.mkdir(parents=True)
     rng, rows = random.Random(seed), []
     for index in range(count):
         picture = draw_picture(rng)
         picture.image.save(folder / f"{index:04d}.png")
         rows.append({"messages": [{"role": "user", "content": "<image>Describe the image."},
-                                  {"role": "assistant", "content": answer("caption", picture.colour, picture.shape, "es")}],
+                                  {"role": "assistant", "content": caption(picture.colour, picture.shape)}],
                      "images": [f"{index:04d}.png"]})
     (folder / "train.json").write_text(json.dumps(rows, ensure_ascii=False, indent=1), encoding="utf-8")
     return folder / "train.json"
