@@ -129,12 +129,16 @@ def picture_files(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def random_llava(tmp_path_factory):
-    """A tiny LLaVA with random weights: it never says <|end|>, so it runs until stopped."""
-    from vlmchat.demo.build import build_model, build_processor
+    """A tiny LLaVA with random weights: it never says <|end|> (nor another special token, which streams nothing:
+    with the vocabulary of the demo rebuilt on 2026-12-03 it wrote only <|assistant|>), so it writes text until
+    stopped."""
+    from vlmchat.demo.build import SPECIAL_TOKENS, build_model, build_processor
 
     folder = tmp_path_factory.mktemp("random-llava")
     processor = build_processor()
-    build_model(processor, seed=1).save_pretrained(folder)
+    model = build_model(processor, seed=1)
+    model.generation_config.suppress_tokens = processor.tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS)
+    model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
 
