@@ -129,8 +129,8 @@ def picture_files(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def random_llava(tmp_path_factory):
-    """A tiny LLaVA with random weights: it never says <|end|> (nor another special token, which streams nothing:
-    with the vocabulary of the demo rebuilt on 2026-12-03 it wrote only <|assistant|>), so it writes text until
+    """A tiny LLaVA with random weights: it never says <|end|> (nor another special token, which streams no text:
+    with a demo vocabulary tried on 2026-12-03 its greedy answer was only <|assistant|>), so it writes text until
     stopped."""
     from vlmchat.demo.build import SPECIAL_TOKENS, build_model, build_processor
 

@@ -836,7 +836,7 @@ def test_the_method_comparison_names_the_quicker_method_with_its_own_time_first(
 
 def test_the_shipped_example_set_shows_what_each_method_sees(settings_file):
     """examples/eval/shapes.jsonl (the Evaluate tab's 'Use the example set'): the demo answers it, and demo-es, which
-    answers in Spanish, is about as good as the base by loglik but significantly worse by generate."""
+    answers in Spanish, is as good as the base by loglik but significantly worse by generate."""
     done = _cli(settings_file, "--data", ROOT / "examples" / "eval" / "shapes.jsonl", "--adapter", "demo-es",
                 "--method", "loglik", "generate")
     assert done.returncode == 0, done.stderr
