@@ -1,6 +1,7 @@
 """Which caption styles does a fine-tune with the defaults learn on the demo? 80 pictures, 20 new ones.
 
-Each style is a caption a user might bring, written apart from the demo's training texts; each dataset is 80
+Each style is a caption a user might bring: two the demo writes when asked (French, capitals: its own
+`dialogue.answer`), the others written apart from its training texts. Each dataset is 80
 pictures in LLaMA-Factory's ShareGPT layout ("Describe the image." -> the style's caption), trained with the
 shipped settings.toml and nothing else given (the auto schedule, the model's own recipe), through the same
 child-process job as the Fine-tune button. The adapter then captions 20 held-out pictures from the separately
@@ -20,14 +21,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from finetune_sizes import write_sharegpt  # noqa: E402
+from vlmchat.demo.dialogue import answer  # noqa: E402
 
-FRENCH = {"red": "rouge", "green": "vert", "blue": "bleu", "yellow": "jaune",
-          "circle": "cercle", "square": "carré", "triangle": "triangle"}
 DUTCH = {"red": "rode", "green": "groene", "blue": "blauwe", "yellow": "gele",
          "circle": "cirkel", "square": "vierkant", "triangle": "driehoek"}
 STYLES = {
-    "french": lambda c, s: f"un {FRENCH[s]} {FRENCH[c]}",
-    "upper": lambda c, s: f"A {c.upper()} {s.upper()}",
+    "french": lambda c, s: answer("caption", c, s, "fr"),
+    "upper": lambda c, s: answer("caption", c, s, "upper"),
     "bare": lambda c, s: f"{c} {s}",
     "dash": lambda c, s: f"{c}-{s}",
     "paren": lambda c, s: f"{s} ({c})",
@@ -41,7 +41,7 @@ STYLES = {
 }
 
 
-def learned(base: Path, name: str, tmp: Path) -> tuple[int, str]:
+def learned(settings, base: Path, name: str, tmp: Path) -> tuple[int, str]:
     """Captions of 20 new pictures in the style, of 20, after a default fine-tune; and one example caption."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -50,11 +50,10 @@ def learned(base: Path, name: str, tmp: Path) -> tuple[int, str]:
     from vlmchat.finetune import runner
     from vlmchat.finetune.spec import JobSpec
     from vlmchat.lora.runtime import attach_adapter
-    from vlmchat.settings import load_settings
 
     style, work = STYLES[name], tmp / f"{base.name}-{name}"
     data = write_sharegpt(work / "data", 80, seed=5, caption=style)
-    spec = JobSpec.from_settings(load_settings(), name, str(data), model_source=str(base),
+    spec = JobSpec.from_settings(settings, name, str(data), model_source=str(base),
                                  adapters_dir=str(work / "adapters"), evaluate=False)
     status = runner.wait(runner.start_job(spec, work / "jobs"))
     if status.state != "done":
@@ -63,9 +62,8 @@ def learned(base: Path, name: str, tmp: Path) -> tuple[int, str]:
     pictures = heldout_pictures(20, seed=11)
     captions = answer_batch(model, AutoProcessor.from_pretrained(base), [p[0] for p in pictures],
                             "Describe the image.", max_new_tokens=40)
-    right = sum(c.strip() == style(colour, shape) for c, (_, colour, shape) in zip(captions, pictures))
     wrong = [c for c, (_, colour, shape) in zip(captions, pictures) if c.strip() != style(colour, shape)]
-    return right, (wrong or captions)[0]
+    return len(captions) - len(wrong), (wrong or captions)[0]
 
 
 def cell(text: str) -> str:
@@ -81,9 +79,10 @@ def main() -> None:
     parser.add_argument("--model", nargs="+", default=["demo"], help="'demo' (the shipped one) or model folders")
     parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=list(STYLES))
     args = parser.parse_args()
-    bases = [demo_model_path(load_settings()) if m == "demo" else Path(m).resolve() for m in args.model]
+    settings = load_settings()
+    bases = [demo_model_path(settings) if m == "demo" else Path(m).resolve() for m in args.model]
     with tempfile.TemporaryDirectory() as temp:
-        found = {name: [learned(base, name, Path(temp)) for base in bases] for name in args.styles}
+        found = {name: [learned(settings, base, name, Path(temp)) for base in bases] for name in args.styles}
     print("| style (80 pictures, defaults) | example | " + " | ".join(
         f"{m}: of 20 new pictures (a wrong one, if any)" for m in args.model) + " |")
     print("|---|---|" + "---|" * len(bases))
