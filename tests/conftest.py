@@ -115,12 +115,15 @@ def app(tmp_path_factory, demo_model_path):
 
 @pytest.fixture(scope="session")
 def picture_files(tmp_path_factory):
-    """Held-out pictures saved as files, keyed by (colour, shape)."""
+    """Held-out pictures saved as files, keyed by (colour, shape): shapes at half the shorter side, the middle of
+    the demo's range, as these tests check the app, not the demo's accuracy (test_demo_model.py and
+    benchmarks/demo_range.py do; a build that reads 999 of 1,000 held-out pictures misread one of seed 7's at 47%
+    of a 2:1 picture's height)."""
     from vlmchat.demo.heldout import heldout_pictures
 
     folder = tmp_path_factory.mktemp("pictures")
     files = {}
-    for index, (image, colour, shape) in enumerate(heldout_pictures(12, seed=7)):
+    for index, (image, colour, shape) in enumerate(heldout_pictures(12, seed=7, size=0.5)):
         path = folder / f"{index:02d}-{colour}-{shape}.png"
         image.save(path)
         files.setdefault((colour, shape), path)

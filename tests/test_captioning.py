@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from vlmchat.caption.io import caption_path, find_images, write_text_atomic
-from vlmchat.caption.run import CaptionOptions, caption_image, caption_images, with_start
+from vlmchat.caption.run import PRESETS, CaptionOptions, caption_image, caption_images, with_start
 from vlmchat.demo.heldout import heldout_pictures
 from vlmchat.errors import InputError, SettingsError
 from vlmchat.settings import load_settings
@@ -329,6 +329,17 @@ def test_a_zip_with_a_path_traversal_member_is_refused(tmp_path, member):
     assert not list((tmp_path / "out").rglob("*.png")) and not (tmp_path / "evil.png").exists()
 
 
+def test_the_detailed_and_tags_presets_get_what_they_ask_for(manager, shapes):
+    """The Caption tab's 'Detailed description' and 'Tags' presets got the short caption from the demo."""
+    folder, truth = shapes
+    for path in sorted(truth)[:4]:
+        colour, shape = truth[path].split()[1:]
+        detailed = caption_image(manager, path, prompt=PRESETS["Detailed description"])
+        assert f"{colour} {shape}" in detailed and len(detailed.split()) >= 6, detailed
+        tags = [tag.strip() for tag in caption_image(manager, path, prompt=PRESETS["Tags"]).split(",")]
+        assert {colour, shape} <= set(tags) or f"{colour} {shape}" in tags, tags
+
+
 def test_two_images_that_would_share_a_caption_file(manager, shapes):
     folder, truth = shapes
     first = sorted(truth)[0]
@@ -343,9 +354,10 @@ def test_forced_caption_start_is_continued_and_kept(manager, shapes):
     path = next(p for p, right in truth.items() if right.startswith("a red"))
     assert caption_image(manager, path, start="a red") == truth[path]
     assert caption_image(manager, path, start="This is").startswith("This is a red " + truth[path].split()[-1])
-    # a start the model does not continue: the start alone was written as the caption, and counted as captioned
-    summary = caption_images(manager, [path], CaptionOptions(start="sks style, "))
-    assert not summary.captioned and "wrote nothing after the start 'sks style,'" in summary.failed[0][1]
+    # a start the model does not continue (here the whole caption): the start alone was written as the caption,
+    # and counted as captioned
+    summary = caption_images(manager, [path], CaptionOptions(start=truth[path]))
+    assert not summary.captioned and f"wrote nothing after the start '{truth[path]}'" in summary.failed[0][1]
     assert not caption_path(path).exists()
 
 

@@ -316,6 +316,38 @@ def test_the_quick_preset_on_a_small_dataset_makes_an_adapter_better_than_the_ba
     assert "significantly better than base" in result.verdicts()[0][0], result.verdicts()
 
 
+@pytest.mark.slow
+def test_a_caption_style_in_captioners_words_is_learnt_from_80_pictures_with_the_defaults(tmp_path, demo_model_path):
+    """80 pictures in LLaMA-Factory's layout captioned "A photo of a red circle." and nothing given: the demo built
+    before it wrote detailed descriptions answered "A ptoGREY a red circle." for 20 of 20 new pictures."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from vlmchat.demo.heldout import heldout_pictures
+    from vlmchat.demo.measure import answer_batch
+    from vlmchat.lora.runtime import attach_adapter
+
+    rows = []
+    (tmp_path / "data").mkdir()
+    for index, (image, colour, shape) in enumerate(heldout_pictures(80, seed=31)):
+        image.save(tmp_path / "data" / f"{index:03d}.png")
+        rows.append({"messages": [{"role": "user", "content": "<image>Describe the image."},
+                                  {"role": "assistant", "content": f"A photo of a {colour} {shape}."}],
+                     "images": [f"{index:03d}.png"]})
+    (tmp_path / "data" / "train.json").write_text(json.dumps(rows), encoding="utf-8")
+    settings = load_settings(write_settings(tmp_path))
+    spec = JobSpec.from_settings(settings, "photo", str(tmp_path / "data" / "train.json"), evaluate=False,
+                                 model_source=str(demo_model_path))
+    status = runner.wait(runner.start_job(spec, runner.jobs_folder(settings)))
+    assert status.state == "done", status.message
+    model = attach_adapter(AutoModelForImageTextToText.from_pretrained(demo_model_path), "photo",
+                           tmp_path / "adapters" / "photo").eval()
+    pictures = heldout_pictures(20, seed=32)
+    captions = answer_batch(model, AutoProcessor.from_pretrained(demo_model_path), [p[0] for p in pictures],
+                            "Describe the image.", max_new_tokens=24)
+    right = [c.strip() == f"A photo of a {colour} {shape}." for c, (_, colour, shape) in zip(captions, pictures)]
+    assert sum(right) >= 16, captions
+
+
 def test_auto_schedule_gives_a_small_dataset_enough_steps_and_says_why():
     from vlmchat.finetune.recipe import plan_schedule
 

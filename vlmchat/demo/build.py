@@ -96,7 +96,7 @@ def build_model(processor, seed: int = 0):
         num_hidden_layers=3, num_attention_heads=4,
     )
     text = LlamaConfig(
-        vocab_size=len(tok), hidden_size=128, intermediate_size=320, num_hidden_layers=3,
+        vocab_size=len(tok), hidden_size=128, intermediate_size=320, num_hidden_layers=4,
         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
         tie_word_embeddings=True,
@@ -223,7 +223,7 @@ def train(model, examples: list[dict], pad_id: int, steps: int, batch_size: int,
     return sum(recent) / len(recent)
 
 
-def build_base(output: Path, steps: int = 1500, examples: int = 12000, seed: int = 0, vision_steps: int = 1000,
+def build_base(output: Path, steps: int = 2200, examples: int = 16000, seed: int = 0, vision_steps: int = 2000,
                progress: Progress = print) -> Path:
     """Train the demo base model and save it (weights, processor, generation config) to `output`."""
     import torch
@@ -264,8 +264,8 @@ def build_demo(settings, steps: int | None = None, output: str | None = None, pr
 
         raise InputError(f"{target} holds other files, and build-demo replaces the folder it writes as a whole: "
                          "give a new or empty folder (or a model folder to rebuild) with --output.")
-    # --steps N is a shorter build throughout: the vision tower's pretraining too (it ran its 1,000 steps)
-    build_base(target, **({"steps": steps, "vision_steps": min(1000, steps)} if steps else {}), progress=progress)
+    # --steps N is a shorter build throughout: the vision tower's pretraining too (it ran its 2,000 steps)
+    build_base(target, **({"steps": steps, "vision_steps": min(2000, steps)} if steps else {}), progress=progress)
     model = AutoModelForImageTextToText.from_pretrained(target)
     processor = AutoProcessor.from_pretrained(target)
     accuracy = caption_accuracy(model, processor, heldout_pictures(200))

@@ -15,7 +15,6 @@ CAPTION_PROMPTS = (
     "Describe this picture.",
     "What is this?",
     "Describe the image in one sentence.",
-    "Describe this image in detail.",
     "",
 )
 COLOUR_PROMPTS = (
@@ -54,6 +53,39 @@ _ARTICLE = {"es": "un", "fr": "un", "it": "un", "pt": "um"}
 _GERMAN_ENDING = {"circle": "er", "square": "es", "triangle": "es"}  # ein roter Kreis, ein rotes Quadrat
 
 QUESTION_KINDS = ("caption", "colour", "shape")
+
+# Asked for a detailed description or tags (the Caption tab's presets), the base writes the longer captions real
+# captioners write, in the words they use ("The image shows a simple red circle on a white background.",
+# "circle, red, simple, flat"), drawn from these parts. A user's own caption style is most often made of such
+# words: a fine-tune to "A photo of a red circle." wrote "A ptoGREY a red circle." when the demo had never
+# written "photo", and learns it now from 80 pictures with the defaults.
+DETAIL_PROMPTS = ("Describe this image in detail.", "Describe the image in detail.",
+                  "Give a detailed description of the image.", "Write a detailed caption for this image.",
+                  "Write a long caption.")
+TAG_PROMPTS = ("List tags for this image, separated by commas.", "Tag this image.", "Write tags for this picture.",
+               "List keywords for this image.")
+DETAIL_SHARE = 0.3  # share of the base's caption questions that ask for a detailed description or tags
+OPENERS = ("A photo of", "A picture of", "An image of", "A drawing of", "An illustration of", "A photograph of",
+           "The image shows", "This image shows", "The picture shows", "This picture shows", "There is",
+           "In this image there is", "This is", "It is", "Here is", "We can see", "You can see")
+ADJECTIVES = ("", "", "", "simple ", "single ", "bright ", "flat ", "plain ", "solid ")  # no size: it cannot see size
+PLACES = ("", "", " on a white background", " on a plain background", " on a light background",
+          " on a blank background", " in the center", " in the middle of the picture", " centered in the frame",
+          " in the center of the image", " against a white background", " with nothing else in the picture")
+TAGS = ("simple", "flat", "geometric", "shape", "minimal", "icon", "clipart", "vector", "white background",
+        "centered", "solid color", "2d", "graphic", "drawing", "illustration", "plain background", "single object")
+
+
+def detailed_caption(rng: random.Random, colour: str, shape: str) -> str:
+    """A longer caption of the picture as captioners word them (random parts; the picture's colour and shape)."""
+    ending = rng.choice((".", ".", ""))
+    return f"{rng.choice(OPENERS)} a {rng.choice(ADJECTIVES)}{colour} {shape}{rng.choice(PLACES)}{ending}"
+
+
+def tag_list(rng: random.Random, colour: str, shape: str) -> str:
+    """Comma-separated tags: the shape, the colour (either order), then up to five more from TAGS."""
+    first = [shape, colour] if rng.random() < 0.7 else [f"{colour} {shape}", shape, colour]
+    return ", ".join(first + rng.sample(TAGS, rng.randint(0, 5)))
 
 
 def answer(kind: str, colour: str, shape: str, language: str = "en") -> str:
@@ -164,6 +196,14 @@ def conversation(rng: random.Random, colour: str, shape: str, language: str = "e
     for i, kind in enumerate(kinds):
         text = prompt(rng, kind)
         turn_language = language
+        if language == "en" and kind == "caption" and rng.random() < DETAIL_SHARE:
+            detail = rng.random() < 0.6
+            text = rng.choice(DETAIL_PROMPTS if detail else TAG_PROMPTS)
+            reply = (detailed_caption if detail else tag_list)(rng, colour, shape)
+            messages.append({"role": "user", "content": ([{"type": "image"}] if i == 0 else []) + [
+                {"type": "text", "text": text}]})
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": reply}]})
+            continue
         if language == "en" and rng.random() < STYLE_ON_REQUEST:
             turn_language = rng.choice(list(STYLES))
             text = (text or CAPTION_PROMPTS[0]) + STYLES[turn_language]
@@ -178,7 +218,11 @@ def corpus() -> list[str]:
     """Every text the demo model sees in training, to build its tokenizer's vocabulary."""
     from ..evaluate.score import choice_text
 
-    words = list(CAPTION_PROMPTS + COLOUR_PROMPTS + SHAPE_PROMPTS + tuple(STYLES.values()) + CHOICE_PROMPTS)
+    words = list(CAPTION_PROMPTS + COLOUR_PROMPTS + SHAPE_PROMPTS + tuple(STYLES.values()) + CHOICE_PROMPTS
+                 + DETAIL_PROMPTS + TAG_PROMPTS + OPENERS + ADJECTIVES + PLACES + TAGS)
+    rng = random.Random(0)
+    words += [f(rng, colour, shape) for colour in COLOURS for shape in SHAPES for f in (detailed_caption, tag_list)
+              for _ in range(5)]
     words += [_written(word, style) for word in COLOURS + SHAPES + OTHER_COLOURS + OTHER_SHAPES
               for style in OPTION_STYLES] + [choice_text("", [""] * 5)]  # Evaluate's layout, up to 5 options
     for colour in COLOURS:
