@@ -35,6 +35,12 @@ def page(app):
         browser.close()
 
 
+def _uploaded(panel, name, timeout=60_000):
+    """Wait until an upload has finished: its download link is drawn. The name alone shows while it uploads, and
+    a click then is dropped by Gradio ("Waiting for file(s) to finish uploading"); a busy CI machine did so."""
+    panel.locator(f"a[href*='{name}']").first.wait_for(state="attached", timeout=timeout)
+
+
 def _open_tab(page, name):
     """Click a tab and wait until its panel is the only one showing: a busy machine can take longer than
     a fixed pause to switch, and a locator on the visible panel would otherwise find the previous tab's."""
@@ -114,6 +120,7 @@ def test_evaluate_a_bad_file_then_a_good_one_shows_the_verdict(page, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("", encoding="utf-8")
     panel.locator("input[type=file]").first.set_input_files(str(empty))
+    _uploaded(panel, "empty.jsonl")
     panel.get_by_role("button", name="Evaluate", exact=True).click()
     page.wait_for_function("() => document.querySelector('#vlmchat-eval-progress').innerText.includes('is empty')")
     assert "choose another file" in page.locator("#vlmchat-eval-progress").inner_text()  # says what to do
@@ -121,13 +128,13 @@ def test_evaluate_a_bad_file_then_a_good_one_shows_the_verdict(page, tmp_path):
     odd = tmp_path / "odd.jsonl"
     odd.write_text('{"foo": 1}\n', encoding="utf-8")  # the message lists the layouts, "<image n>" among them
     panel.locator("input[type=file]").first.set_input_files(str(odd))
-    panel.get_by_text("odd.jsonl").first.wait_for()
+    _uploaded(panel, "odd.jsonl")
     panel.get_by_role("button", name="Evaluate", exact=True).click()
     page.wait_for_function("() => document.querySelector('#vlmchat-eval-progress').innerText.includes('MMMU rows')")
     assert "question with <image n>, options" in page.locator("#vlmchat-eval-progress").inner_text()  # not a tag
     panel.get_by_label("Clear").first.click()
     panel.locator("input[type=file]").first.set_input_files(str(_eval_zip(tmp_path / "good", 12)))
-    panel.get_by_text("good.zip").first.wait_for()  # the upload has finished
+    _uploaded(panel, "good.zip")
     panel.get_by_role("button", name="Evaluate", exact=True).click()
     page.wait_for_function("() => document.querySelector('#vlmchat-eval-verdict').innerText.includes('McNemar')")
     assert "demo-es" in page.locator("#vlmchat-eval-verdict").inner_text()
@@ -199,11 +206,11 @@ def test_two_pages_evaluate_at_once_and_each_sees_its_own_run(page, app, tmp_pat
             panel.get_by_label("Clear").first.click()
         if current is page:
             panel.locator("input[type=file]").first.set_input_files(str(_eval_zip(tmp_path / f"set{count}", count)))
-            panel.get_by_text(f"set{count}.zip").first.wait_for()
+            _uploaded(panel, f"set{count}.zip")
         else:
             data = write_colour_set(tmp_path / f"set{count}", count=count)
             panel.locator("input[type=file]").first.set_input_files([str(data), *map(str, data.parent.glob("*.png"))])
-            panel.get_by_text("colours.jsonl").first.wait_for(timeout=120_000)  # 11 files: slow on a busy machine
+            _uploaded(panel, "colours.jsonl", timeout=120_000)  # 11 files: slow on a busy machine
     progress = "document.querySelector('#vlmchat-eval-progress').innerText"
     page.locator("[role=tabpanel]:visible").get_by_role("button", name="Evaluate", exact=True).click()
     page.wait_for_function(f"() => {progress}.includes('questions/s')")  # scoring
@@ -233,7 +240,7 @@ def test_finetune_plan_appears_after_check_and_follows_the_preset(page, tmp_path
     _open_tab(page, "Fine-tune")
     panel = page.locator("[role=tabpanel]:visible")
     panel.locator("input[type=file]").first.set_input_files(str(archive))
-    panel.get_by_text("captions.zip").first.wait_for()
+    _uploaded(panel, "captions.zip")
     panel.get_by_role("button", name="Check dataset").click()
     page.wait_for_function("() => document.querySelector('#vlmchat-finetune-plan').innerText.includes('optimizer steps')")
     balanced = page.locator("#vlmchat-finetune-plan").inner_text()
@@ -246,7 +253,7 @@ def test_finetune_plan_appears_after_check_and_follows_the_preset(page, tmp_path
     fake.write_bytes(b"\x00 not a picture")
     panel.get_by_label("Clear").first.click()
     panel.locator("input[type=file]").first.set_input_files(str(fake))
-    panel.get_by_text("fake.png").first.wait_for()
+    _uploaded(panel, "fake.png")
     panel.get_by_role("button", name="Check dataset").click()
     page.wait_for_function("() => document.querySelector('#vlmchat-finetune-report').innerText.includes('fake.png')")
     assert "not a dataset upload" in page.locator("#vlmchat-finetune-report").inner_text()
@@ -254,7 +261,7 @@ def test_finetune_plan_appears_after_check_and_follows_the_preset(page, tmp_path
     # Start refused (the name is an adapter's already): said under the buttons, no Error toast, no run started
     panel.get_by_label("Clear").first.click()
     panel.locator("input[type=file]").first.set_input_files(str(archive))
-    panel.get_by_text("captions.zip").first.wait_for()
+    _uploaded(panel, "captions.zip")
     panel.get_by_label("Adapter name").fill("demo-es")
     panel.get_by_role("button", name="Start", exact=True).click()
     page.wait_for_function("() => document.querySelector('#vlmchat-finetune-said')?.innerText.includes('already exists')")

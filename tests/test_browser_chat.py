@@ -180,16 +180,20 @@ def test_edit_a_question_and_resend_then_regenerate(page, picture_files):
 
 
 def test_rename_and_delete_a_saved_chat(page, picture_files):
+    # The box is drawn when its accordion first opens; opened only after the answer, a title that arrived
+    # meanwhile could be drawn into it after "Green things" was typed, and Rename sent the old title (twice in
+    # full-suite runs: "Renamed to “What shape is this? · 📎 09-green-triangle.png”"). Opened first, as a person
+    # who means to rename may.
+    page.get_by_text("Rename, delete, export").click()
+    title = page.locator("#vlmchat-chat-title input")
+    title.wait_for()
     _send(page, "What shape is this?", picture_files[("green", "triangle")])
     assert _answer(page, 1) == "triangle"
-    page.get_by_text("Rename, delete, export").click()
-    # As a person does: type once the box shows the chat's title. Filled at once, the box could still take the
-    # title when it appeared (the accordion's content is drawn when opened), and Rename sent the old title (a
-    # clean-clone run failed so; the page showed "Renamed to “What shape is this?”").
-    title = page.locator("#vlmchat-chat-title input")
+    # As a person does: type once the box shows the chat's title, then leave the box for the button.
     page.wait_for_function("() => (document.querySelector('#vlmchat-chat-title input')?.value || '')"
                            ".startsWith('What shape is this? · 📎 ')")  # the question and its picture's name
     title.fill("Green things")
+    title.press("Tab")
     page.get_by_role("button", name="Rename", exact=True).click()
     page.wait_for_function("() => document.querySelector('#vlmchat-chat-list')?.innerText.includes('Green things')")
     page.get_by_role("button", name="Export Markdown").click()

@@ -435,11 +435,17 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
         state["system"] = system_prompt or ""
         store = turns.store(request)
         answer = turns.answer(state, adapter_name, max_new_tokens_, temperature_, top_p_, seed_, image_detail=detail)
+        # The title box is sent only when the title changes (a new chat's first save, a rename in another tab):
+        # Gradio sends a stream's last outputs again when it ends, and a title sent there wrote the old one over
+        # what the person had begun typing in the box as the answer ended.
+        shown = state.get("title") or ""
         try:
             for count, turn in enumerate(answer):
                 if count == 0 or turn["status"] != "pending":
                     store.save(state)
-                    yield chatbot_value(state), state, listed(request, state["id"]), state["id"], state["title"]
+                    title_out = gr.skip() if state["title"] == shown else state["title"]
+                    shown = state["title"]
+                    yield chatbot_value(state), state, listed(request, state["id"]), state["id"], title_out
                 else:
                     yield chatbot_value(state), state, gr.skip(), gr.skip(), gr.skip()
         except GeneratorExit:
