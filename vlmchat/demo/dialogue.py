@@ -195,22 +195,19 @@ def conversation(rng: random.Random, colour: str, shape: str, language: str = "e
     messages: list[dict] = []
     for i, kind in enumerate(kinds):
         text = prompt(rng, kind)
-        turn_language = language
         if language == "en" and kind == "caption" and rng.random() < DETAIL_SHARE:
             detail = rng.random() < 0.6
             text = rng.choice(DETAIL_PROMPTS if detail else TAG_PROMPTS)
             reply = (detailed_caption if detail else tag_list)(rng, colour, shape)
-            messages.append({"role": "user", "content": ([{"type": "image"}] if i == 0 else []) + [
-                {"type": "text", "text": text}]})
-            messages.append({"role": "assistant", "content": [{"type": "text", "text": reply}]})
-            continue
-        if language == "en" and rng.random() < STYLE_ON_REQUEST:
-            turn_language = rng.choice(list(STYLES))
-            text = (text or CAPTION_PROMPTS[0]) + STYLES[turn_language]
+        else:
+            turn_language = language
+            if language == "en" and rng.random() < STYLE_ON_REQUEST:
+                turn_language = rng.choice(list(STYLES))
+                text = (text or CAPTION_PROMPTS[0]) + STYLES[turn_language]
+            reply = answer(kind, colour, shape, turn_language)
         content = ([{"type": "image"}] if i == 0 else []) + ([{"type": "text", "text": text}] if text else [])
         messages.append({"role": "user", "content": content})
-        messages.append({"role": "assistant",
-                         "content": [{"type": "text", "text": answer(kind, colour, shape, turn_language)}]})
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": reply}]})
     return messages
 
 
