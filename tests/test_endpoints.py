@@ -224,7 +224,7 @@ def test_caption_a_folder_through_the_endpoint_with_four_in_flight(settings_file
         if (colour, shape) != ("red", "circle"):
             caption = (folder / f"{colour}-{shape}.txt").read_text(encoding="utf-8")
             assert caption.startswith("un ") and len(caption.split()) == 3, caption
-    again = launch(settings_file, "caption", str(folder), "--endpoint", "peer-es")
+    again = launch(settings_file, "caption", str(folder), "--endpoint", "endpoint:peer-es")  # as the model list names it
     assert f"0 captioned, {len(picture_files)} skipped" in again.stdout  # a second run resumes: nothing to do
 
 

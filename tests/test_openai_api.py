@@ -167,6 +167,15 @@ def test_a_malformed_request_is_a_400_naming_the_field(client):
         with pytest.raises(openai.BadRequestError) as raised:
             client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)), extra_body=wrong)
         assert raised.value.body["param"].startswith(next(iter(wrong))), (wrong, raised.value.body)
+    # a field of two types (text or parts) is named as the API names it, with both types it may be
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="demo", messages=[{"role": "user", "content": 5}])
+    assert raised.value.body["param"] == "messages[0].content", raised.value.body
+    assert "a valid string or a valid array" in raised.value.body["message"]
+    for part, param in (({"text": "hi"}, "messages[0].content[0].type"), ({"type": "text"}, "messages[0].content[0].text")):
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.chat.completions.create(model="demo", messages=[{"role": "user", "content": [part]}])
+        assert raised.value.body["param"] == param and "None" not in raised.value.body["message"], raised.value.body
     # null is "not given" for each optional field, as OpenAI's reference has it (n and stream were refused)
     answer = client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)),
                                             extra_body={"n": None, "stream": None, "max_tokens": None})
@@ -199,12 +208,14 @@ def test_login_mode_needs_the_bearer_key_on_every_v1_route(exposed):
         with pytest.raises(openai.AuthenticationError) as raised:
             anonymous.models.list()
         assert raised.value.status_code == 401 and "Bearer" in raised.value.body["message"]
+        assert raised.value.body["message"].startswith("The API key sent is not this server's")
         with pytest.raises(openai.AuthenticationError):
             anonymous.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)))
     for path in ("v1/models", "v1/no-such-route"):  # no /v1 route answers, not even with a 404
         with pytest.raises(urllib.error.HTTPError) as raised:
             urllib.request.urlopen(exposed.url + path, timeout=10)
         assert raised.value.code == 401
+        assert "requires an API key" in raised.value.read().decode()
     keyed = openai.OpenAI(base_url=exposed.url + "v1", api_key=key, max_retries=0)
     assert [model.id for model in keyed.models.list()] == ["demo", "demo-es"]
     answer = keyed.chat.completions.create(model="demo-es", messages=ask(data_url(RED_CIRCLE)))

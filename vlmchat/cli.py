@@ -198,7 +198,7 @@ def caption_choice(args: argparse.Namespace) -> str | None:
     endpoint = getattr(args, "endpoint", None)
     if endpoint and getattr(args, "adapter", None):
         raise SettingsError("--adapter is a local LoRA adapter and --endpoint a remote server; give one of them.")
-    return ENDPOINT_PREFIX + endpoint if endpoint else getattr(args, "adapter", None)
+    return ENDPOINT_PREFIX + endpoint.removeprefix(ENDPOINT_PREFIX) if endpoint else getattr(args, "adapter", None)
 
 
 def run_caption(args: argparse.Namespace, settings: Settings) -> int:

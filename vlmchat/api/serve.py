@@ -156,10 +156,22 @@ class ChatRequest(BaseModel):
     web_search_options: dict[str, Any] | None = None
 
 
+def _param(loc) -> str:
+    """A pydantic error location as OpenAI names a field ("messages[0].content"), without pydantic's names of the
+    union members tried ("str", "list[dict[str,any]]")."""
+    fields = [p for p in loc if isinstance(p, int) or not (p in UNION_MEMBERS or "[" in p)]
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in fields).lstrip(".")
+
+
+UNION_MEMBERS = {"str", "int", "float", "bool", "none"}
+
+
 def _validation_error(exc: ValidationError) -> ApiError:
-    first = exc.errors()[0]
-    param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first.get("loc", ())).lstrip(".")
-    message = str(first.get("msg", "")).removeprefix("Value error, ")
+    errors = exc.errors()
+    param = _param(errors[0].get("loc", ()))
+    # a union field's one error per member tried: "should be a valid string or a valid list"
+    said = [str(e.get("msg", "")).removeprefix("Value error, ") for e in errors if _param(e.get("loc", ())) == param]
+    message = " or ".join([said[0]] + [m.removeprefix("Input should be ") for m in said[1:]])
     return ApiError(400, f"Invalid request: {param or 'body'}: {message}.", param=param or None)
 
 
@@ -333,13 +345,19 @@ def to_conversation(request: ChatRequest, settings: Settings) -> list[dict]:
 def _part(part: dict, param: str, settings: Settings) -> dict:
     kind = part.get("type")
     if kind == "text":
-        return {"type": "text", "text": str(part.get("text", ""))}
+        if not isinstance(part.get("text"), str):
+            raise ApiError(400, f"{param}.text must be a string (a text part is {{\"type\": \"text\", \"text\": "
+                                "\"...\"}}).", param=f"{param}.text")
+        return {"type": "text", "text": part["text"]}
     if kind == "image_url":
         url = part.get("image_url")
         url = url.get("url") if isinstance(url, dict) else url
         if not isinstance(url, str):
             raise ApiError(400, f"{param}.image_url.url is missing.", param=f"{param}.image_url")
         return {"type": "image", "image": _image(url, f"{param}.image_url", settings)}
+    if kind is None:
+        raise ApiError(400, f"{param} has no 'type'; give each content part a type: 'text' or 'image_url'.",
+                       param=f"{param}.type")
     raise ApiError(400, f"{param}: content parts of type {kind!r} are not supported; use text and image_url.",
                    param=f"{param}.type")
 
@@ -452,10 +470,12 @@ def build_api(manager: ModelManager, settings: Settings, key: ApiKey):
 
     @api.middleware("http")
     async def bearer(request: Request, call_next):
-        if not _authorized(request.headers.get("authorization", ""), key):
-            return _error_response(ApiError(401, "This server requires an API key: send 'Authorization: Bearer "
-                                                 "KEY' (api_key= in the openai client); the key is api.key in "
-                                                 f"settings.toml, ${KEY_VARIABLE}, or the one printed at start.",
+        header = request.headers.get("authorization", "")
+        if not _authorized(header, key):
+            said = ("The API key sent is not this server's" if header.strip() else "This server requires an API key")
+            return _error_response(ApiError(401, f"{said}: send 'Authorization: Bearer KEY' (api_key= in the openai "
+                                                 "client); the key is api.key in settings.toml, "
+                                                 f"${KEY_VARIABLE}, or the one printed at start.",
                                             code="invalid_api_key"))
         return await call_next(request)
 

@@ -175,7 +175,7 @@ def choose_batch_size(setting: int | str, manager: ModelManager, adapter: str | 
     if is_endpoint(adapter):
         limit = manager.endpoint(adapter).entry.max_concurrency
         size = limit if setting == "auto" else min(int(setting), limit)
-        return size, f"{size} request{'s' if size != 1 else ''} in flight to {adapter} (max_concurrency {limit})"
+        return size, f"up to {size} request{'s' if size != 1 else ''} in flight to {adapter} (max_concurrency {limit})"
     if setting != "auto":
         size = int(setting)
         if not 1 <= size <= 256:

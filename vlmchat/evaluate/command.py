@@ -62,7 +62,7 @@ def add_eval_parser(commands) -> None:
 def _models(args: argparse.Namespace) -> list[str]:
     from ..models.answers import ENDPOINT_PREFIX
 
-    endpoints = [ENDPOINT_PREFIX + name for name in args.endpoints]
+    endpoints = [ENDPOINT_PREFIX + name.removeprefix(ENDPOINT_PREFIX) for name in args.endpoints]  # NAME or endpoint:NAME
     models = ([] if args.no_base else ["base"]) + list(args.adapters) + endpoints
     if not models:
         raise InputError("--no-base needs at least one --adapter NAME or --endpoint NAME to evaluate.")
