@@ -107,7 +107,9 @@ def test_vlmchat_json_list_reports_the_line_each_row_starts_on(tmp_path):
 
 
 @pytest.mark.parametrize("answer, index", [("B", 1), ("b", 1), ("blue", 1), (1, 1), ("1", 1), (0, 0), ("C", 2),
-                                           (" green ", 2), (2.0, 2)])
+                                           (" green ", 2), (2.0, 2),
+                                           # as people write them: a dressed letter, the text in another case
+                                           ("(B)", 1), ("B.", 1), ("c)", 2), ("GREEN", 2), ("Blue ", 1)])
 def test_answer_as_letter_text_or_index(tmp_path, answer, index):
     data = write_jsonl(tmp_path / "set.jsonl", [{"question": "q", "options": ["red", "blue", "green"],
                                                   "answer": answer}])
@@ -464,6 +466,11 @@ def test_caption_csv_written_by_vlmchat_caption_reads_back(tmp_path):
     ('{"question": "q", "options": ["red", "blue"], "answer": 2}',
      "answer 2 is not among the options (A: 'red', B: 'blue'; an index counts from 0)"),
     ('{"question": "q", "options": ["only"], "answer": "A"}', "fewer than 2 options (1 given)"),
+    ('{"question": "q", "options": ["square", "square ", "circle"], "answer": "B"}',
+     "the answer, 'square', is options A and B: the same text twice cannot be scored apart; keep one of them"),
+    ('{"question": "q", "options": ["red", "blue"], "answer": "(C)"}',
+     "answer '(C)' is not among the options (A: 'red', B: 'blue'): this layout wants a letter, the option's text "
+     "or an index from 0"),
     ('{"question": "q", "options": "red or blue", "answer": "A"}',
      "options is not a list: 'red or blue'; write it as a JSON list like [\"red\", \"blue\"]"),
     ('{"question": "", "options": ["a", "b"], "answer": "A"}', "no question"),

@@ -25,6 +25,7 @@ MMLU_SPLIT_SUFFIX = re.compile(r"_(test|val|dev)$")
 _MMMU_ID = re.compile(r"(?:dev|validation|test)_(.+)_\d+")
 _STRING_LITERAL = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""", re.S)
 _LIST_GAP = re.compile(r"\s*,?\s*")
+_DRESSED_LETTER = re.compile(r"[(\[]?\s*([A-Za-z])\s*[)\].:]?")  # "(B)", "B.", "B)", "[B]"
 
 
 class RowProblem(Exception):
@@ -147,8 +148,15 @@ def answer_index(raw: Any, options: list[str], accept: tuple[str, ...] = ("lette
         meanings.setdefault(int(given), "an index from 0")
     if "letter" in accept and len(given) == 1 and given.upper() in LETTERS[:len(options)]:
         meanings.setdefault(LETTERS.index(given.upper()), "a letter")
+    if not meanings:  # as people write them: "(B)", "B.", an option's text in another case
+        meanings = _loose_meanings(given, options, accept)
     if len(meanings) == 1:
-        return next(iter(meanings))
+        index = next(iter(meanings))
+        twins = [LETTERS[i] for i, option in enumerate(options) if option.strip() == options[index].strip()]
+        if len(twins) > 1:
+            raise RowProblem(f"the answer, '{shorten(options[index])}', is options {' and '.join(twins)}: the same "
+                             "text twice cannot be scored apart; keep one of them")
+        return index
     if not meanings and "letter" not in accept:
         raise RowProblem(f"answer '{shorten(given)}' is not among the options ({_listing(options)})")
     if not meanings:
@@ -158,6 +166,16 @@ def answer_index(raw: Any, options: list[str], accept: tuple[str, ...] = ("lette
                          f"this layout wants {wanted}{match}")
     readings = " or ".join(f"{LETTERS[i]} (as {why})" for i, why in sorted(meanings.items()))
     raise RowProblem(f"answer '{given}' could mean {readings}; write the option's letter instead")
+
+
+def _loose_meanings(given: str, options: list[str], accept: tuple[str, ...]) -> dict[int, str]:
+    """A dressed-up letter ("(B)", "B.") or an option's text in another case or spacing, where only one fits."""
+    dressed = _DRESSED_LETTER.fullmatch(given)
+    if "letter" in accept and dressed and dressed.group(1).upper() in LETTERS[:len(options)]:
+        return {LETTERS.index(dressed.group(1).upper()): "a letter"}
+    fold = lambda text: " ".join(text.split()).casefold()  # noqa: E731
+    folded = [i for i, option in enumerate(options) if fold(option) == fold(given)]
+    return {folded[0]: "the option's text"} if "text" in accept and len(folded) == 1 else {}
 
 
 def _listing(options: list[str]) -> str:
