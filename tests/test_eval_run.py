@@ -266,6 +266,8 @@ def test_base_and_adapter_in_one_run_give_a_verdict_with_counts(eval_manager, pi
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["verdicts"][0]["text"] == sentence and summary["metric"] == "acc"
     assert "--adapter demo-es" in summary["command"] and "--method loglik" in summary["command"]
+    # the run used a settings file of its own: repeating it must read the same adapters (it read settings.toml's)
+    assert summary["command"].startswith(f"python3 launch.py --settings {eval_manager.settings.file} eval --data")
     assert summary["next_steps"] == ["demo-es helps on these questions: pick it in Chat's Adapter box (or Activate "
                                      "it in the Adapters tab)."]
 

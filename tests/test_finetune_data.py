@@ -202,6 +202,9 @@ def test_job_spec_validates_and_round_trips(tmp_path):
 
     parsed = _parse(shlex.split(quiet.command())[2:])  # the command as the CLI reads it
     assert (parsed.command, parsed.evaluate, parsed.overwrite) == ("finetune", False, True)
+    # started with a settings file of its own: the command reads it again (adapters, outputs, the model's paths)
+    own = JobSpec(name="ok", data="/d", settings_file=str(tmp_path / "mine.toml"))
+    assert _parse(shlex.split(own.command())[2:]).settings == str(tmp_path / "mine.toml")
 
 
 def test_kohya_caption_files_with_the_dot_caption_extension_are_read(tmp_path):

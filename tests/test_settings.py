@@ -50,6 +50,17 @@ def test_cli_flags_override_the_file(tmp_path):
     assert settings.server.host == "127.0.0.1"
 
 
+@pytest.mark.parametrize("argv", [["--settings", "{file}", "eval", "--data", "x"],
+                                  ["eval", "--settings", "{file}", "--data", "x"],   # after the command, as often typed
+                                  ["finetune", "--data", "x", "--settings", "{file}"],
+                                  ["caption", "a.png", "--settings", "{file}"], ["plan", "--settings", "{file}"]])
+def test_settings_file_is_taken_before_or_after_the_command(tmp_path, argv):
+    path = tmp_path / "settings.toml"
+    path.write_text("[model]\nid = 'from-file'\n")
+    args = build_parser().parse_args([word.format(file=path) for word in argv])
+    assert apply_flags(args).model.id == "from-file"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--port", "70000"], "server.port must be between 1 and 65535"),
     (["--settings", "does-not-exist.toml"], "does not exist"),

@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluate.command import add_eval_parser
 
     add_eval_parser(commands)
+    for name, command in commands.choices.items():  # `launch.py eval --settings FILE ...` as well as before it
+        if name != "test":
+            command.add_argument("--settings", metavar="FILE", default=argparse.SUPPRESS,
+                                 help="settings file to use instead of settings.toml")
     return parser
 
 

@@ -303,6 +303,7 @@ class Settings:
     catalog: tuple[CatalogEntry, ...] = field(default_factory=shipped_catalog)
     api: ApiSettings = ApiSettings()
     endpoints: tuple[EndpointSettings, ...] = ()
+    file: str | None = field(default=None, compare=False)  # the --settings file read (None: settings.toml or none)
 
     def override(self, section: str, **values: Any) -> "Settings":
         """A copy with some keys of one section replaced (None values are ignored), validated."""
@@ -355,6 +356,11 @@ def _build_section(section: str, cls: type, values: dict) -> Any:
     return cls(**checked)
 
 
+def settings_flag(file: str | None) -> list[str]:
+    """["--settings", FILE] for a command that repeats a run started with a settings file of its own, else []."""
+    return ["--settings", file] if file else []
+
+
 def load_settings(path: str | Path | None = None) -> Settings:
     """Read and validate a settings file (settings.toml by default; a missing default file means defaults)."""
     file = Path(path) if path else DEFAULT_SETTINGS_FILE
@@ -380,4 +386,4 @@ def load_settings(path: str | Path | None = None) -> Settings:
             built[name] = _merge_catalog(shipped_catalog(), _build_catalog(table))
             continue
         built[name] = _build_section(name, type(getattr(Settings(), name)), table)
-    return Settings(**built)
+    return Settings(**built, file=str(file.resolve()) if path else None)

@@ -22,6 +22,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..files import write_bytes_atomic, write_text_atomic
 from ..lora.runtime import is_base
+from ..settings import settings_flag
 from .score import LETTERS, ItemScore, per_character
 from .sets import CAPTION, EvalItem, EvalSet
 from .stats import next_step, score_verdict, verdict, wilson_interval
@@ -282,7 +283,8 @@ class EvalResult:
     def command(self) -> str:
         """The `launch.py eval` command that repeats this run."""
         config = self.config
-        parts = ["python3", "launch.py", "eval", "--data", str(self.eval_set.path)]
+        parts = ["python3", "launch.py", *settings_flag(config.get("settings")), "eval", "--data",
+                 str(self.eval_set.path)]
         if config.get("model"):
             parts += ["--model", str(config["model"])]
         models = list(dict.fromkeys(self.model_of(row) for row in self.models))

@@ -200,7 +200,8 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
     names = check_models(manager, list(models))
     local = manager.model is not None and not all(is_endpoint(name) for name in names)
     detail = manager.detail(options.image_detail) if local else None  # the pictures' image detail
-    config = {"data": str(eval_set.path), "model": manager.info.model_id if manager.info else None, "models": names,
+    config = {"data": str(eval_set.path), "settings": manager.settings.file,
+              "model": manager.info.model_id if manager.info else None, "models": names,
               "method": "+".join(methods),
               **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
               "image_detail": detail.detail if detail else None, "image_detail_reason": detail.reason if detail else None}

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..lora.store import validate_adapter_name
 from ..models.families import IMAGE_DETAILS
-from ..settings import FinetuneSettings, check_bounds
+from ..settings import FinetuneSettings, check_bounds, settings_flag
 from .distributed import STRATEGIES, check_strategy
 from .recipe import PRESETS
 
@@ -35,6 +35,7 @@ class JobSpec(FinetuneSettings):
     model: str = field(default="demo", metadata={"help": "Base model: 'demo', a hub id or a local folder."})
     model_source: str = field(default="", metadata={"help": "The resolved folder or hub id of `model`."})
     adapters_dir: str = ""
+    settings_file: str = ""  # the --settings file the run was started with ("": settings.toml)
     overwrite: bool = field(default=False, metadata={"help": "replace an existing adapter of the same name"})
     skip_invalid: bool = field(default=False, metadata={"help": "train on the good rows when the dataset check "
                                                                 "finds problems"})
@@ -66,6 +67,7 @@ class JobSpec(FinetuneSettings):
         values.setdefault("model", settings.model.id)
         values.setdefault("image_detail", settings.generation.image_detail)
         values.setdefault("adapters_dir", str(settings.paths.resolve("adapters")))
+        values.setdefault("settings_file", settings.file or "")
         return cls(name=name, data=str(data), **values)
 
     def refuse_existing_adapter(self) -> None:
@@ -88,12 +90,13 @@ class JobSpec(FinetuneSettings):
 
     def settings_dict(self) -> dict:
         """The hyperparameters worth recording in the adapter's metadata."""
-        skip = {"name", "data", "model", "model_source", "adapters_dir", "overwrite", "skip_invalid"}
+        skip = {"name", "data", "model", "model_source", "adapters_dir", "settings_file", "overwrite", "skip_invalid"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
     def command(self) -> str:
         """The `python launch.py finetune ...` command that starts the same run."""
-        parts = ["python3", "launch.py", "--model", self.model, "finetune", "--data", self.data, "--name", self.name]
+        parts = ["python3", "launch.py", *settings_flag(self.settings_file), "--model", self.model, "finetune",
+                 "--data", self.data, "--name", self.name]
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         defaults.update(PRESET_VALUES.get(self.preset, {}))
         for key in CLI_FLAGS:
