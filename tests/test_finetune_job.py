@@ -4,6 +4,7 @@ and the same job under `accelerate launch` with 2 CPU processes."""
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -150,6 +151,76 @@ def test_cancel_keeps_a_checkpoint_and_no_adapter_then_resume_finishes(workspace
         runner.resume_job(job)
     assert runner.job_status(job).state == "done"
     assert len(list((job / "checkpoints").iterdir())) <= spec.keep_checkpoints
+
+
+def test_a_terminal_fine_tune_stopped_by_a_signal_stops_its_training_process_too(tmp_path, demo_model_path):
+    """A closed terminal (SIGHUP), `timeout` or `docker stop` (SIGTERM) ended `launch.py finetune` at once and left
+    its training process running alone: it wrote the adapter minutes later (blind tester). Now they cancel the job
+    as Ctrl-C does: the checkpoint is kept, no adapter, the training process gone, --resume said."""
+    import signal
+
+    settings_file = write_settings(tmp_path)
+    data = write_caption_folder(tmp_path / "captions", 10)
+    env = dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1")
+    cli = subprocess.Popen([sys.executable, "launch.py", "--settings", str(settings_file), "finetune", "--data",
+                            str(data), "--name", "stopped", "--max-steps", "400", "--batch-size", "2",
+                            "--checkpoint-every", "1", "--no-evaluate"],
+                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        jobs = tmp_path / "outputs" / "finetune"
+        deadline = time.monotonic() + 120
+        progress = lambda: next(jobs.rglob("progress.jsonl"), None)  # noqa: E731
+        while progress() is None or runner.job_status(progress().parent).step < 2:
+            assert time.monotonic() < deadline and cli.poll() is None, cli.communicate()
+            time.sleep(0.3)
+        job = progress().parent
+        cli.send_signal(signal.SIGTERM)  # SIGHUP takes the same path
+        out, err = cli.communicate(timeout=120)
+    finally:
+        cli.kill()
+    assert cli.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Continue with the same command and --resume" in err and "Traceback" not in err
+    status = _wait_for(job, lambda s: not s.active, timeout=30)
+    assert status.state == "cancelled" and status.checkpoint
+    assert not (tmp_path / "adapters" / "stopped").exists()
+
+
+def test_resume_names_the_flags_it_does_not_apply(tmp_path, capsys):
+    """`finetune --resume --max-steps 5 --no-evaluate` continued the job as it was started and said nothing."""
+    from vlmchat.cli import _parse
+    from vlmchat.finetune.command import _say_what_resume_ignores
+
+    job = tmp_path / "mine-20261203-100000"
+    job.mkdir()
+    (job / "job.json").write_text(JobSpec(name="mine", data=str(tmp_path / "d"), max_steps=0).to_json())
+    same = _parse(["finetune", "--data", str(tmp_path / "d"), "--name", "mine", "--resume"])
+    _say_what_resume_ignores(same, job)
+    assert capsys.readouterr().err == ""
+    other = _parse(["finetune", "--data", str(tmp_path / "e"), "--name", "mine", "--resume", "--max-steps", "5",
+                    "--no-evaluate"])
+    _say_what_resume_ignores(other, job)
+    said = capsys.readouterr().err
+    assert said.startswith(f"vlmchat: warning: --resume continues {job.name} as it was started (its job.json); "
+                           f"ignored: --data (the job trains on {tmp_path / 'd'}), --max-steps, --no-evaluate.")
+
+
+def test_an_evaluation_cancelled_after_training_says_there_is_no_verdict_and_how_to_get_one(workspace, tmp_path):
+    """Ctrl-C or Cancel while the new adapter was evaluated was ignored until the evaluation ended (minutes on a
+    real model); run_eval now checks the job's stop between batches."""
+    import types
+
+    from vlmchat.evaluate.validation import evaluate_on_validation
+    from vlmchat.finetune.datasets import read_dataset
+
+    settings, data = workspace
+    spec = _spec(settings, data, "tiny-es")
+    samples = read_dataset(str(data), spec.caption_prompt).samples
+    adapter = tmp_path / "adapters" / "tiny-es"
+    shutil.copytree(ROOT / "adapters" / "demo-es", adapter)
+    asked = types.SimpleNamespace(is_set=lambda: True)
+    verdict, numbers, folder = evaluate_on_validation(spec, adapter, samples, tmp_path / "job", cancel=asked)
+    assert verdict.startswith("Not evaluated: the evaluation was cancelled (the adapter is written)")
+    assert "launch.py eval --data FOLDER --adapter tiny-es" in verdict and numbers == {}
 
 
 def test_a_crash_in_the_child_is_reported_with_what_to_do(workspace):

@@ -34,9 +34,11 @@ def items_from_samples(samples) -> list[EvalItem]:
     return items
 
 
-def evaluate_on_validation(spec, adapter: Path, samples, job_dir: Path, progress=None) -> tuple[str, dict, Path]:
+def evaluate_on_validation(spec, adapter: Path, samples, job_dir: Path, progress=None,
+                           cancel=None) -> tuple[str, dict, Path]:
     """(verdict sentence, numbers, results folder) of base vs `adapter` on `samples`, in this process
-    (`progress(done, total, text)` after every batch, as `run_eval` calls it)."""
+    (`progress(done, total, text)` after every batch, as `run_eval` calls it; `cancel.is_set()` checked between
+    batches: no verdict then)."""
     from ..models.manager import ModelManager
     from ..settings import PathSettings, Settings
     from .run import run_eval
@@ -53,7 +55,12 @@ def evaluate_on_validation(spec, adapter: Path, samples, job_dir: Path, progress
         eval_set = EvalSet(path=f"{spec.data} (validation split)", format="fine-tune validation split",
                            kind=CAPTION, items=items_from_samples(samples))
         folder = Path(job_dir) / "eval"
-        result = run_eval(manager, eval_set, [BASE, Path(adapter).name], "generate", progress=progress, folder=folder)
+        result = run_eval(manager, eval_set, [BASE, Path(adapter).name], "generate", progress=progress,
+                          cancel=cancel, folder=folder)
+        if result.cancelled:
+            return (f"Not evaluated: the evaluation was cancelled (the adapter is written). For a verdict, run "
+                    f"`launch.py eval --data FOLDER --adapter {Path(adapter).name}` on pictures it did not train on "
+                    "(or the Evaluate tab)."), {}, folder
         verdicts = result.verdicts()
         text, numbers = verdicts[0] if verdicts else ("no verdict", {})
         return text, numbers, folder

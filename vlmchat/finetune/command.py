@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from ..errors import InputError
 from .spec import CLI_FLAGS, HYPERPARAMETERS, JobSpec
@@ -96,6 +97,7 @@ def run_finetune(args: argparse.Namespace, settings) -> int:
         job = runner.latest_job(folder, args.name)
         if job is None:
             raise InputError(f"No fine-tune job of '{args.name}' to resume in {folder}; start one without --resume.")
+        _say_what_resume_ignores(args, job)
         runner.resume_job(job, alone=cpu_alone(settings))
     else:
         args.data = unpacked_zip(args.data, settings)
@@ -110,6 +112,23 @@ def run_finetune(args: argparse.Namespace, settings) -> int:
         job = runner.start_job(spec, folder, alone=cpu_alone(settings))
     print(f"job folder: {job}", file=sys.stderr)
     return follow(job)
+
+
+def _say_what_resume_ignores(args: argparse.Namespace, job) -> None:
+    """A warning naming the flags --resume does not apply: the job continues as its job.json says (a --max-steps or
+    --no-evaluate given with --resume was silently dropped)."""
+    from .spec import JOB_FILE
+
+    started = JobSpec.from_file(job / JOB_FILE)
+    ignored = [f"--{'no-' if getattr(args, key) is False else ''}{key.replace('_', '-')}" for key in CLI_FLAGS
+               if getattr(args, key, None) is not None and getattr(args, key) != getattr(started, key)]
+    given = Path(args.data).expanduser().resolve()
+    if given.suffix.lower() != ".zip" and given != Path(started.data).expanduser().resolve():  # a zip: unpacked
+        ignored.insert(0, f"--data (the job trains on {started.data})")
+    if ignored:
+        print(f"vlmchat: warning: --resume continues {job.name} as it was started (its {JOB_FILE}); ignored: "
+              f"{', '.join(ignored)}. To train with them, start a new run without --resume (--overwrite replaces an "
+              "adapter of the same name).", file=sys.stderr)
 
 
 def _refuse_unusable(report) -> None:
@@ -147,17 +166,34 @@ def cpu_alone(settings) -> str:
     return f"no vlmchat UI answers on {host}:{settings.server.port}, so no chat model shares the CPU"
 
 
+def _interrupt(signum, frame):
+    _interrupt.signum = signum
+    raise KeyboardInterrupt
+
+
 def follow(job) -> int:
-    """Show a progress bar until the job ends; Ctrl-C cancels it gracefully."""
+    """Show a progress bar until the job ends; Ctrl-C cancels it gracefully, and so do SIGTERM and SIGHUP (a closed
+    terminal, `timeout`, `docker stop`: the training process would go on alone and write the adapter later)."""
+    import signal
+
     from . import runner
 
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _interrupt)
     bar = _Bar()
     try:
         status = runner.wait(job, on_update=bar.update)
     except KeyboardInterrupt:
         print("\ncancelling (a checkpoint is saved)…", file=sys.stderr)
         runner.cancel_job(job)
-        status = runner.wait(job, on_update=bar.update)
+        try:
+            status = runner.wait(job, on_update=bar.update)
+        except KeyboardInterrupt:  # asked again: the job still stops at its next step, saving its checkpoint
+            bar.close()
+            print(f"vlmchat: the fine-tune stops after its current step and keeps its checkpoint ({job}); continue "
+                  "with the same command and --resume.", file=sys.stderr)
+            return 128 + getattr(_interrupt, "signum", 2)
     bar.close()
     if status.state == "done":
         print(f"{status.message}\nmetrics: {status.metrics}")
@@ -168,7 +204,7 @@ def follow(job) -> int:
         return 0
     if status.state == "cancelled":
         print(f"vlmchat: {status.message} Continue with the same command and --resume.", file=sys.stderr)
-        return 130
+        return 128 + getattr(_interrupt, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
     print(f"vlmchat: fine-tune {status.state}: {status.message}", file=sys.stderr)
     return EXIT_FAILED
 
@@ -192,7 +228,9 @@ class _Bar:
             try:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=status.total_steps, unit="step", file=sys.stderr, dynamic_ncols=True)
+                # from the step it is at: a resumed run's first update read as 2,097,152 steps/s, its ETA stuck
+                self.bar = tqdm(total=status.total_steps, initial=status.step, unit="step", file=sys.stderr,
+                                dynamic_ncols=True)
             except ImportError:
                 self.bar = False
         if self.bar:

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import traceback
+import types
 from pathlib import Path
 
 from ..errors import InputError, VlmchatError
@@ -169,7 +170,8 @@ def evaluate_adapter(trainer, adapter: Path, emit) -> None:
         def progress(done: int, total: int, text: str) -> None:
             emit("evaluation", running=True, message=f"{what}: {text}")
 
-        verdict, numbers, folder = evaluate_on_validation(trainer.spec, adapter, val, trainer.job_dir, progress)
+        asked = types.SimpleNamespace(is_set=trainer.stop_requested)  # Cancel / Ctrl-C: as run_eval's Event
+        verdict, numbers, folder = evaluate_on_validation(trainer.spec, adapter, val, trainer.job_dir, progress, asked)
         worse = worse_advice(adapter.name, numbers, trainer.spec.model)
         advice = worse or (next_step(numbers) if numbers else "")
         emit("evaluation", verdict=verdict, numbers=numbers, folder=str(folder), advice=advice,
