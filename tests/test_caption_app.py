@@ -1,5 +1,6 @@
 """Captioning from the outside: `launch.py caption` exit codes, and the Caption endpoints of the launched app."""
 
+import json
 import os
 import time
 import subprocess
@@ -41,7 +42,13 @@ def test_cli_exit_codes(tmp_path, small_folder):
     failed = _cli(tmp_path, small_folder, "--format", "jsonl")
     assert failed.returncode == 1
     assert "broken.png" in failed.stderr and "not an image" in failed.stderr
-    assert "3 captioned, 0 skipped, 1 failed" in failed.stdout and (small_folder / "captions.jsonl").exists()
+    # the captioned pictures keep their .txt captions in the file (they were captioned anew, the .txt left out)
+    assert "0 captioned, 3 skipped, 1 failed" in failed.stdout
+    rows = [json.loads(line) for line in (small_folder / "captions.jsonl").read_text().splitlines()]
+    assert {row["image"]: row["caption"] for row in rows} == {
+        image.name: image.with_suffix(".txt").read_text() for image in small_folder.glob("*.png") if image.stem != "broken"}
+    table = _cli(tmp_path, small_folder, "--output", tmp_path / "out" / "all.csv")  # the format from the name
+    assert table.returncode == 1 and len((tmp_path / "out" / "all.csv").read_text().splitlines()) == 4
     skipped = _cli(tmp_path, small_folder / "red-circle.png", small_folder / "green-circle.png")
     assert skipped.returncode == 0 and "0 captioned, 2 skipped, 0 failed" in skipped.stdout
     wrong = _cli(tmp_path, small_folder, "--batch-size", "abc")
@@ -56,7 +63,7 @@ def test_cli_exit_codes(tmp_path, small_folder):
 
 @pytest.mark.parametrize("args, message", [
     (["does-not-exist"], "does not exist"),
-    (["{folder}", "--output", "x.csv"], "--output is for jsonl/csv"),
+    (["{folder}", "--output", "x.txt"], "--output is for jsonl/csv"),
     (["{folder}", "--batch-size", "0"], "caption.batch_size must be between 1 and 256"),
 ])
 def test_cli_user_mistakes_exit_2_with_one_line(tmp_path, small_folder, args, message):

@@ -232,6 +232,37 @@ def test_one_jsonl_or_csv_file(manager, shapes, fmt):
     assert len(again.skipped) == 12 and output.read_text(encoding="utf-8") == text
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_file_of_captions_keeps_the_captions_pictures_already_have(manager, shapes, fmt):
+    """A folder half captioned by hand (.txt, kohya's .caption) into one JSONL/CSV: those captions were replaced by
+    the model's in the file, against 'images that already have a caption are skipped' (blind tester)."""
+    folder, truth = shapes
+    first, second = sorted(truth)[:2]
+    caption_path(first).write_text("my own words", encoding="utf-8")
+    first.with_suffix(".txt").rename(first.with_suffix(".caption"))
+    caption_path(second).write_text("ohwx, a tag list\n", encoding="utf-8")
+    output = folder / f"captions.{fmt}"
+    summary = caption_images(manager, sorted(truth), CaptionOptions(fmt=fmt, output=output))
+    assert len(summary.captioned) == 10 and len(summary.skipped) == 2
+    assert "its caption " + first.stem + ".caption was copied into the file" in dict(summary.skipped)[str(first)]
+    text = output.read_text(encoding="utf-8")
+    rows = ([json.loads(line) for line in text.splitlines()] if fmt == "jsonl"
+            else list(csv.DictReader(text.splitlines())))
+    captions = {row["image"]: row["caption"] for row in rows}
+    assert (captions[first.name], captions[second.name]) == ("my own words", "ohwx, a tag list")
+    anew = caption_images(manager, [first], CaptionOptions(fmt=fmt, output=output, overwrite=True))
+    assert anew.captioned == [(str(first), truth[first])]
+
+
+def test_a_folder_linked_back_up_the_tree_is_scanned_once(shapes):
+    """--recursive followed sub/back -> the folder itself ~40 levels deep: 164 images for 12 (blind tester)."""
+    folder, truth = shapes
+    (folder / "sub").mkdir()
+    (folder / "sub" / "back").symlink_to(folder, target_is_directory=True)
+    (folder / "again").symlink_to(folder / "sub", target_is_directory=True)
+    assert sorted(find_images([folder], recursive=True).images) == sorted(truth)
+
+
 def test_a_zip_is_unpacked_and_captioned(manager, shapes, tmp_path):
     folder, truth = shapes
     archive = tmp_path / "set.zip"

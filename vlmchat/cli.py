@@ -212,7 +212,9 @@ def run_caption(args: argparse.Namespace, settings: Settings) -> int:
     from .caption.run import (CaptionOptions, caption_images, default_table_output, find_images,
                              load_caption_model, unpack_folder)
 
-    settings = settings.override("caption", batch_size=args.batch_size, format=args.format)
+    named = Path(args.output).suffix.lower().lstrip(".") if args.output else ""  # --output x.csv: csv
+    settings = settings.override("caption", batch_size=args.batch_size,
+                                 format=args.format or (named if named in ("jsonl", "csv") else None))
     fmt = settings.caption.format
     output = Path(args.output) if args.output else None
     if output is None and fmt != "txt":

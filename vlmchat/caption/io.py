@@ -35,6 +35,7 @@ class FoundImages:
 
     images: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    folders: set[Path] = field(default_factory=set)  # the real folders scanned: a link back up is not a new one
 
 
 # Picture formats people have (phones, cameras) that Pillow here may not read: such files were left out of a folder
@@ -49,6 +50,10 @@ def is_image_name(path: Path) -> bool:
 
 
 def _scan_folder(folder: Path, recursive: bool, found: FoundImages) -> None:
+    real = folder.resolve()
+    if real in found.folders:  # a link to a folder already scanned (or back up the tree: it went 40 levels deep)
+        return
+    found.folders.add(real)
     try:
         entries = sorted(folder.iterdir())
     except OSError as exc:
@@ -154,6 +159,10 @@ class TxtCaptions:
         empty one is none: TagGUI and kohya read it as no tags)."""
         return _has_text(caption_path(image))
 
+    def carry(self, image: Path) -> bool:
+        """Nothing to carry: `has` already skips a picture with its caption file."""
+        return False
+
     def put(self, image: Path, caption: str) -> bool:
         """Store a caption; False when one appeared meanwhile and was kept (an empty file is replaced)."""
         path = caption_path(image)
@@ -189,6 +198,16 @@ class TableCaptions:
         """True when the file already holds a caption for `image` (also under its resolved path, as files written
         before links were kept as named hold it)."""
         return self.key(image) in self.records or str(Path(image).resolve()) in self.records
+
+    def carry(self, image: Path) -> bool:
+        """Record the caption of `image`'s .txt / .caption file, as it is, when it has one with text: a captioned
+        picture keeps its caption in the file too (it was captioned anew)."""
+        if not _has_text(caption_path(image)):
+            return False
+        try:
+            return self.put(image, caption_path(image).read_text(encoding="utf-8", errors="replace").strip())
+        except OSError:
+            return False
 
     def put(self, image: Path, caption: str) -> bool:
         """Record a caption; the file is rewritten at most every `flush_every_s` seconds."""

@@ -20,7 +20,7 @@ from typing import Callable
 
 from PIL import Image
 
-from .io import FORMATS, TableCaptions, TxtCaptions, find_images, open_captions  # noqa: F401 (re-exported)
+from .io import FORMATS, TableCaptions, TxtCaptions, caption_path, find_images, open_captions  # noqa: F401 (re-exported)
 from ..errors import EndpointUnusable, InputError, NoModelError, VlmchatError
 from ..images import ImageSource, load_image
 from ..lora.runtime import is_base
@@ -283,6 +283,9 @@ def _pending(images: list[Path], store, overwrite: bool, summary: CaptionSummary
         owners[key] = path
         if not overwrite and store.has(path):
             summary.skipped.append((str(path), "already has a caption (use overwrite to replace it)"))
+        elif not overwrite and store.carry(path):
+            summary.skipped.append((str(path), f"its caption {caption_path(path).name} was copied into the file "
+                                               "(use overwrite to caption it anew)"))
         elif why := store.unwritable(path):
             summary.failed.append((str(path), why))
         else:
