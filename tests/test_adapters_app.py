@@ -37,3 +37,11 @@ def test_activate_adapter_changes_the_chat_language(client, picture_files):
 def test_bad_adapter_names_get_a_clear_error(client, name, message):
     with pytest.raises(Exception, match=message.replace("(", r"\(")):
         client.predict(name, api_name="/activate_adapter")
+
+
+def test_unload_of_an_adapter_never_loaded_says_so(manager, demo_settings):
+    """It said "Unloaded 'x'." of an adapter that was never loaded (blind tester)."""
+    from vlmchat.ui.adapters_tab import AdapterActions
+
+    said = AdapterActions(manager, demo_settings).unload("never-loaded")
+    assert said.startswith("'never-loaded' is not loaded; nothing to unload (resident: ")

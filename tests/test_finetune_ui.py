@@ -118,7 +118,10 @@ def test_status_reattaches_to_the_newest_job_and_plots_its_curves(settings):
     assert (status["job_id"], status["state"], status["step"]) == (job.name, "done", 2)
     assert "eval loss 1.7000" in _status_markdown(status) and "Adapter 'mine' written." in _status_markdown(status)
     frame = _curves(status)
-    assert sorted(set(frame["series"])) == ["eval loss", "train loss"] and len(frame) == 3
+    assert sorted(set(frame["series"])) == ["eval loss", "train loss"] and len(frame.dropna()) == 3
+    # both series from the first frame on, as points without a loss: the plot keeps the colours of its first frame
+    empty = _curves({})
+    assert list(empty["series"]) == ["train loss", "eval loss"] and empty["loss"].isna().all()
     assert str(frame["step"].dtype) == "int64" and str(frame["loss"].dtype) == "float64"  # a numeric axis
     with pytest.raises(gr.Error, match="No fine-tune is running: .* has finished"):
         actions.cancel()

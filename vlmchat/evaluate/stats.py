@@ -83,7 +83,7 @@ def next_step(numbers: dict) -> str:
         if numbers["points"] > 0:
             return f"{name} helps on {these}: pick it in Chat's Adapter box (or Activate it in the Adapters tab)."
         return (f"{name} is worse than the base on {these}: keep the base for them, and see both answers "
-                "side by side in Compare (Adapters tab).")
+                "side by side in the Compare tab.")
     if "metric" not in numbers and flips < fewest_flips():
         return (f"Too few questions told base and {name} apart ({flips}) for any verdict: McNemar needs at least "
                 f"{fewest_flips()} answered differently, all one way, for p < {SIGNIFICANCE}; evaluate on more "

@@ -88,6 +88,9 @@ class AdapterActions:
         return bool(name) and name == self.manager.active_adapter
 
     def unload(self, name: str) -> str:
+        resident = self.manager.adapter_names()
+        if name not in resident:  # it said "Unloaded 'x'." of one never loaded
+            return f"'{name}' is not loaded; nothing to unload (resident: {', '.join(resident) or 'none'})."
         was_default = self.is_default(name)
         self.manager.unload_adapter(name)
         return f"Unloaded '{name}'." + (DEFAULT_GONE if was_default else "")
@@ -131,9 +134,10 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
             confirm = gr.Textbox(label="Type the adapter's name to confirm deletion")
             delete_button = gr.Button("Delete", variant="stop")
 
-    def refreshed(note: str = ""):
-        names = actions.names()
-        return actions.table(), gr.update(choices=names), note
+    def refreshed(note: str = "", **selected):
+        """[table, menu, message] after an action; `value=`: what the menu shows now (a renamed or deleted adapter
+        stayed chosen under its old name, and Load then said there was no such adapter)."""
+        return actions.table(), gr.update(choices=actions.names(), **selected), note
 
     def told(action):
         """`action` for the buttons whose outputs are [table, choice, message]: a mistake is said on the message
@@ -188,15 +192,15 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
         if was_default:  # the default follows the adapter to its new name
             actions.activate(renamed)
             return refreshed(f"Renamed to '{renamed}' (still the default for new chats; a chat open on "
-                             f"'{name}' needs '{renamed}' chosen in its menu).")
-        return refreshed(f"Renamed to '{renamed}'.")
+                             f"'{name}' needs '{renamed}' chosen in its menu).", value=renamed)
+        return refreshed(f"Renamed to '{renamed}'.", value=renamed)
 
     def delete(name: str, confirmation: str, request: gr.Request = None):
         refuse_anothers_adapter(actions.folder, name, request, "delete")
         was_default = actions.is_default(name)
         registry.delete_adapter(actions.folder, name, confirmation)
         actions.unload(name)
-        return refreshed(f"Deleted '{name}'." + (DEFAULT_GONE if was_default else ""))
+        return refreshed(f"Deleted '{name}'." + (DEFAULT_GONE if was_default else ""), value=None)
 
     rename_button.click(told(rename), [choice, rename_to], outputs, api_visibility="undocumented")
     delete_button.click(told(delete), [choice, confirm], outputs, api_visibility="undocumented")

@@ -200,12 +200,19 @@ def _status_markdown(status: dict) -> str:
     return text
 
 
+SERIES = ("train loss", "eval loss")
+
+
 def _curves(status: dict):
+    """The loss curves as the plot's frame. It always holds both series (a point with no loss each, not drawn):
+    Gradio's plot takes its colours from the series of the first frame it draws and keeps them, so a fresh job's
+    plot (first frame empty) drew its lines in no colour at all, and an eval curve arriving later would be too."""
     import pandas as pd
 
     rows = [(s, v, "train loss") for s, v in status.get("losses", [])]
     stride = max(1, len(rows) // 400)  # a few hundred points are enough for the plot
-    rows = rows[::stride] + [(s, v, "eval loss") for s, v in status.get("eval_losses", [])]
+    rows = ([(0, float("nan"), name) for name in SERIES] + rows[::stride]
+            + [(s, v, "eval loss") for s, v in status.get("eval_losses", [])])
     frame = pd.DataFrame(rows, columns=["step", "loss", "series"])
     return frame.astype({"step": "int64", "loss": "float64", "series": "string"})
 
