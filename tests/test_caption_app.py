@@ -100,6 +100,7 @@ def test_batch_endpoint_with_a_local_folder_and_with_uploads(client, app, small_
         _batch(client, folder="examples")
     line, table, results = _batch(client, folder=f'"{small_folder}"')
     assert line.startswith("3 captioned") and len(table["data"]) == 3
+    assert sorted(row[0] for row in table["data"]) == sorted(p.name for p in small_folder.glob("*.png"))
     runs = Path(app.log.name).parent / "outputs" / "captions"  # a folder run left an empty run folder each time
     assert not [folder for folder in runs.rglob("*") if folder.is_dir() and not any(folder.iterdir())]
     with zipfile.ZipFile(results) as zf:
@@ -107,6 +108,8 @@ def test_batch_endpoint_with_a_local_folder_and_with_uploads(client, app, small_
     uploads = [handle_file(str(p)) for p in sorted(small_folder.glob("*.png"))]
     line, table, results = _batch(client, files=uploads, fmt="csv")
     assert line.startswith("3 captioned")
+    # named as uploaded, not by their copies' full paths in the app's outputs (the reasons ran off the table)
+    assert sorted(row[0] for row in table["data"]) == sorted(p.name for p in small_folder.glob("*.png"))
     with zipfile.ZipFile(results) as zf:  # a dataset: the images and the CSV naming them
         assert "captions.csv" in zf.namelist() and len([n for n in zf.namelist() if n.endswith(".png")]) == 3
 

@@ -113,11 +113,16 @@ class CaptionSummary:
             text += f"; stopped with {self.total - self.done} not done: {self.stopped.rstrip('.')}"
         return text + (f"; captions in {self.output}" if self.output and self.output.exists() else "")
 
-    def rows(self) -> list[list[str]]:
-        """[image, status, caption or reason] for a summary table; failures first."""
-        return ([[image, "failed", reason] for image, reason in self.failed]
-                + [[image, "skipped", reason] for image, reason in self.skipped]
-                + [[image, "captioned", caption] for image, caption in self.captioned])
+    def rows(self, base: Path | None = None) -> list[list[str]]:
+        """[image, status, caption or reason] for a summary table; failures first. `base`: images inside it are
+        named from it (a batch of uploads was named by its full path in the app's outputs, the reasons pushed off)."""
+        def name(image: str) -> str:
+            inside = base is not None and Path(image).is_relative_to(base)
+            return Path(image).relative_to(base).as_posix() if inside else image
+
+        return ([[name(image), "failed", reason] for image, reason in self.failed]
+                + [[name(image), "skipped", reason] for image, reason in self.skipped]
+                + [[name(image), "captioned", caption] for image, caption in self.captioned])
 
 
 def caption_prompt(prompt: str, settings: Settings) -> str:

@@ -20,7 +20,7 @@ from typing import Iterator
 
 from ..errors import InputError, VlmchatError
 from ..files import sha256_of, write_text_atomic
-from ..models.answers import Answer
+from ..models.answers import Answer, is_endpoint
 from ..models.manager import GenerationParams, ModelManager
 
 VOTES = ("left", "right", "tie", "both bad")
@@ -69,7 +69,10 @@ def figures(answer: Answer) -> str:
         parts.append(f"{answer.completion_tokens} tokens")
     if answer.tokens_per_s:
         parts.append(f"{answer.tokens_per_s:.1f} tokens/s")
-    parts.append(f"${answer.cost_usd:.6f}" if answer.cost_usd is not None else "no price set")
+    if answer.cost_usd is not None:
+        parts.append(f"${answer.cost_usd:.6f}")
+    elif is_endpoint(answer.model):  # a local model costs nothing to ask ("no price set" puzzled a tester)
+        parts.append("no price set for this endpoint")
     return f"**{answer.model or 'base'}**: " + ", ".join(parts)
 
 

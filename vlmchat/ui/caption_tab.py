@@ -162,7 +162,7 @@ class CaptionActions:
             raise gr.Error(str(exc)) from None
         finally:
             self.cancels.pop(session, None)
-        return summary.line(), summary.rows(), str(results) if results else None
+        return summary.line(), summary.rows(run / "images" if uploaded else table_dir), str(results) if results else None
 
     def adapter_choices(self):
         """The model dropdown refreshed: 'base', the adapters that fit the model, the endpoints."""
@@ -227,7 +227,8 @@ def build_caption_tab(manager: ModelManager, settings: Settings) -> CaptionActio
         run = gr.Button("Caption all", variant="primary")
         cancel = gr.Button("Cancel", variant="stop")
     status = gr.Markdown(label="Status")
-    table = gr.Dataframe(headers=TABLE_HEADERS, label="Summary", interactive=False, wrap=True)
+    table = gr.Dataframe(headers=TABLE_HEADERS, label="Summary", interactive=False, wrap=True,
+                         column_widths=["30%", "10%", "60%"])  # a failure's reason ran off the panel
     download = gr.File(label="Results (zip)")
     run.click(actions.caption_batch,
               [folder, files, archive, prompt, start, adapter, fmt, overwrite, recursive, batch_size, prefix, suffix],
