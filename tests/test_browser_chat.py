@@ -202,6 +202,7 @@ def test_rename_and_delete_a_saved_chat(page, picture_files):
     page.get_by_role("button", name="Yes, delete it").click()
     page.wait_for_function("() => !document.querySelector('#vlmchat-chat-list')?.innerText.includes('Green things')")
     assert _answers(page) == []
+    assert page.locator("a[href*='Green-things.md']").count() == 0  # the deleted chat's export is no longer offered
     # with no chat open, Delete and Export say why nothing happens (they did nothing, silently: browser reviewer)
     page.get_by_role("button", name="Delete this chat").click()
     page.locator("#vlmchat-chat-note").get_by_text("No chat is open").wait_for()

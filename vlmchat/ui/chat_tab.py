@@ -334,11 +334,12 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                          info=f"{count}; every chat is saved as it goes")
 
     def opened(state: dict, request: gr.Request, note: str = ""):
-        """Every output that shows a chat: chatbot, state, list, title, system, chat id, note."""
+        """Every output that shows a chat: chatbot, state, list, title, system, chat id, note, and the export box
+        emptied (it offered a deleted or another chat's file)."""
         return (chatbot_value(state), state, listed(request, state["id"]), state.get("title") or "",
-                state.get("system") or "", state["id"] or "", note)
+                state.get("system") or "", state["id"] or "", note, None)
 
-    shows = [chatbot, chat, chat_list, title, system, chat_id, list_note]
+    shows = [chatbot, chat, chat_list, title, system, chat_id, list_note, exported]
 
     def on_load(remembered: str, state: dict, request: gr.Request):
         """A page (re)loads: reopen the chat this browser tab had open, else start a new one with the default
