@@ -394,7 +394,7 @@ def test_parameters_out_of_range_are_400s_naming_the_apis_own_field(client):
 
 
 @pytest.mark.slow
-def test_a_conversation_longer_than_the_model_reads_is_refused_at_once(client):
+def test_a_conversation_longer_than_the_model_reads_is_refused_at_once(client, served):
     """The demo reads 1,024 tokens (max_position_embeddings): a 100k-token question is a 400
     context_length_exceeded in well under the seconds one answer takes, not minutes of a forward pass that
     holds up every other request; the next request is answered as usual."""
@@ -405,6 +405,8 @@ def test_a_conversation_longer_than_the_model_reads_is_refused_at_once(client):
     assert raised.value.body["code"] == "context_length_exceeded" and "1,024" in raised.value.body["message"]
     assert client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE))).choices[0] \
         .message.content == "a red circle"
+    # the tokenizer's own warning ("will result in indexing errors") is not left in the server's terminal
+    assert "Token indices sequence length" not in served.output()
 
 
 def test_remote_images_are_fetched_only_when_allowed(manager, demo_settings):

@@ -294,11 +294,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _quiet_library_noise() -> None:
-    """Hide warnings users can do nothing about (an optional bitsandbytes CPU kernel, a peft deprecation)."""
+    """Hide warnings users can do nothing about (an optional bitsandbytes CPU kernel, a peft deprecation, a prompt
+    over the tokenizer's length that vlmchat refuses with its own message)."""
     import logging
     import warnings
 
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # "...will result in indexing errors": vlmchat refuses such a prompt itself, saying how long it is
+    logging.getLogger("transformers.tokenization_utils_base").addFilter(
+        lambda record: not record.getMessage().startswith("Token indices sequence length"))
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
