@@ -141,6 +141,23 @@ def test_a_model_that_fails_to_load_leaves_the_working_one_loaded(demo_settings,
     with pytest.raises(ModelLoadError, match="damaged weights file.*demo is loaded again"):
         manager.load(str(cut))
     assert manager.info.model_id == "demo"
+    # a config.json cut short, or not an object, or of a model type transformers does not know: said in one line,
+    # and the working model stays (a cut config freed it for nothing: Chat said "No model is loaded"; blind tester)
+    config = cut / "config.json"
+    weights.write_bytes((demo_model_path / "model.safetensors").read_bytes())
+    text = (demo_model_path / "config.json").read_text()
+    for written, said in ((text[:200], r"config.json is not valid JSON \(Expecting"),
+                          ("[]", "config.json holds a JSON list, not the settings object save_pretrained writes"),
+                          (text.replace('"model_type": "llava"', '"model_type": "nosuchmodel"'),
+                           "is of model_type 'nosuchmodel', which transformers .* does not know")):
+        config.write_text(written)
+        with pytest.raises(ModelLoadError, match=said):
+            manager.load(str(cut))
+        assert manager.info.model_id == "demo"
+    config.write_text(text)
+    (cut / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="has no .safetensors weight files; copy the model's"):
+        manager.load(str(cut))
     answer = manager.generate(_ask(picture_files[("red", "circle")], "Describe the image."), GenerationParams())
     assert answer.strip() == "a red circle"
     manager.unload()

@@ -231,9 +231,10 @@ def test_plan_command_prints_the_plan_and_its_reason():
 
 
 def test_plan_command_mistakes_are_one_line():
-    result = _plan_cli("--model", LLAMA, "--vram-gib", "-3")
-    assert result.returncode == 2 and "--vram-gib must be a positive number" in result.stderr
-    assert "Traceback" not in result.stderr
+    for given in ("-3", "100000"):  # too much was "must be a positive number" too
+        result = _plan_cli("--model", LLAMA, "--vram-gib", given)
+        assert result.returncode == 2 and "--vram-gib must be more than 0 and at most 4096 GiB" in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_cpu_estimate_counts_the_pictures_tokens_and_the_loading_peak():

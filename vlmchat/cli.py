@@ -95,7 +95,7 @@ def run_plan(args: argparse.Namespace, settings: Settings) -> int:
     from .models.resolve import resolve_model
 
     if args.vram_gib is not None and not 0 < args.vram_gib <= 4096:
-        raise SettingsError(f"--vram-gib must be a positive number of GiB (got {args.vram_gib}).")
+        raise SettingsError(f"--vram-gib must be more than 0 and at most 4096 GiB (got {args.vram_gib}).")
     if not 1 <= args.context <= 10_000_000 or not 0 <= args.images <= 1000:
         raise SettingsError("--context must be at least 1 token and --images between 0 and 1000.")
     decision = decide_load(resolve_model(settings.model.id, settings), settings, vram_gib=args.vram_gib,

@@ -414,15 +414,20 @@ def _from_pretrained(source, load_kwargs: dict):
 def _check_reads_pictures(source) -> None:
     """ModelLoadError for a model transformers does not load as a vision-language model (a text-only LLM was
     reported as a missing image processor file)."""
-    import json
-
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
-    try:
-        config = json.loads((Path(source.location) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # from_pretrained says what is wrong with it
-    kind = config.get("model_type") if isinstance(config, dict) else None
+    from .resolve import read_config
+
+    if not (Path(source.location) / "config.json").exists():
+        return  # from_pretrained says what is missing
+    config = read_config(Path(source.location))
+    kind = config.get("model_type")
+    if kind and kind not in CONFIG_MAPPING_NAMES:  # it was "a LlavaForConditionalGeneration model, which does not..."
+        raise ModelLoadError(f"'{source.model_id}' is of model_type '{kind}', which transformers "
+                             f"{transformers.__version__} does not know: a model type newer than it, or a config.json "
+                             "edited by hand (check its model_type).")
     if kind and kind not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
         what = ", ".join(config.get("architectures") or []) or kind
         raise ModelLoadError(f"'{source.model_id}' is a {what} model, which does not read pictures; choose a "

@@ -40,8 +40,8 @@ class ModelSource:
         """The transformers model_type (from config.json or the catalog; '' if unknown)."""
         if self.path is not None:
             try:
-                return str(json.loads((self.path / "config.json").read_text(encoding="utf-8")).get("model_type", ""))
-            except (OSError, ValueError):
+                return str(read_config(self.path).get("model_type", ""))
+            except ModelLoadError:
                 pass
         return self.catalog.family if self.catalog else ""
 
@@ -73,6 +73,22 @@ def _nearest(settings: Settings, model: str) -> str:
     return f"; the Model tab's names work too ({keys}), as does 'demo'." if keys else "."
 
 
+def read_config(folder: Path) -> dict:
+    """A model folder's config.json, or ModelLoadError naming the file and what is wrong with it (a cut-short copy
+    gave a traceback from `plan`, and a failed Load in the Model tab left the app with no model)."""
+    file = Path(folder) / "config.json"
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ModelLoadError(f"{file} could not be read ({exc.strerror or exc}); check its permissions.") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise ModelLoadError(f"{file} is not valid JSON ({exc}); copy or download the model again.") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{file} holds a JSON {type(config).__name__}, not the settings object save_pretrained "
+                             "writes; copy or download the model again.")
+    return config
+
+
 def resolve_model(model: str | None, settings: Settings) -> ModelSource:
     """Find `model` ('' = model.id in settings): the demo, a catalog key, a local folder, a cached or hub id."""
     model = (model or settings.model.id).strip()
@@ -89,6 +105,7 @@ def resolve_model(model: str | None, settings: Settings) -> ModelSource:
             if not (path / "config.json").exists():
                 raise ModelLoadError(f"{path} has no config.json: give a folder saved by save_pretrained "
                                      "(or a hub id such as HuggingFaceTB/SmolVLM-256M-Instruct).")
+            read_config(path)  # a broken one is said now, before the model in use is freed for it
             return ModelSource(str(path.resolve()), "folder", path.resolve())
         if model.count("/") != 1 or model.startswith(("/", ".", "~")):
             raise ModelLoadError(f"'{model}' is neither an existing folder nor a hub id like 'owner/name'"

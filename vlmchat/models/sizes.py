@@ -119,13 +119,16 @@ def read_safetensors_header(path: Path) -> dict:
 def size_from_folder(folder: Path, name: str | None = None) -> ModelSize:
     """Sizes of a model saved with save_pretrained (config.json + *.safetensors)."""
     folder = Path(folder)
-    config = {}
-    if (folder / "config.json").exists():
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    from .resolve import read_config
+
+    config = read_config(folder) if (folder / "config.json").exists() else {}
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        raise ModelLoadError(f"{folder} has no .safetensors files, so its size cannot be read; "
-                             "choose quantization none/8bit/4bit explicitly.")
+        pickled = sorted(p.name for p in folder.glob("*.bin")) + sorted(p.name for p in folder.glob("*.pt*"))
+        raise ModelLoadError(f"{folder} has no .safetensors weight files" + (
+            f" (only {', '.join(pickled[:3])}: vlmchat never loads pickled weights; convert them with "
+            "save_pretrained(..., safe_serialization=True))" if pickled else
+            "; copy the model's *.safetensors files into it (or download it again)") + ".")
     tensors = []
     for file in files:
         for tensor, info in read_safetensors_header(file).items():
@@ -265,10 +268,12 @@ def _processor(folder: Path) -> tuple | None:
 
     from .families import profile_for
 
+    from .resolve import read_config
+
     try:
         processor = AutoProcessor.from_pretrained(folder)
-        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        config = read_config(Path(folder))
+    except (OSError, ValueError, ModelLoadError):
         return None
     profile = profile_for(config)
     if profile.needs_template(processor):
