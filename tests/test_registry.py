@@ -94,7 +94,9 @@ def test_zip_members_cannot_escape(tmp_path):
         zipped.writestr("../../outside.txt", "escape")
     folder = tmp_path / "adapters"
     registry.import_zip(archive, folder, "safe")
-    assert sorted(p.name for p in (folder / "safe").iterdir()) == [registry.CONFIG_FILE, registry.WEIGHTS_FILE]
+    # the adapter's two files, and the vlmchat.json every import writes (who imported it)
+    assert sorted(p.name for p in (folder / "safe").iterdir()) == sorted([registry.CONFIG_FILE, registry.WEIGHTS_FILE,
+                                                                          registry.META_FILE])
     assert not (tmp_path / "outside.txt").exists() and not list(tmp_path.parent.glob("outside.txt"))
 
 

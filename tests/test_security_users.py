@@ -245,3 +245,39 @@ def test_an_adapter_trained_on_a_logins_upload_is_renamed_deleted_exported_or_re
     with pytest.raises(InputError, match="'demo-es' is shared by everyone on this app; a login can replace only"):
         refuse_anothers_adapter(adapters, "demo-es", bob, "replace")
     refuse_anothers_adapter(adapters, "demo-es", SimpleNamespace(username=None), "replace")  # no logins: as before
+
+
+def test_an_imported_adapter_is_the_importers_whatever_its_files_say(tmp_path):
+    """Ownership came from the dataset path in the adapter's own vlmchat.json: bob imported a zip naming ana's
+    upload folder (or a copy of ana's adapter) and could then neither rename nor delete it, while ana could (blind
+    tester). An import now records its importer, and drops the path."""
+    import shutil
+
+    from vlmchat.errors import InputError
+    from vlmchat.lora.store import export_zip, import_folder, import_zip, read_adapter
+    from vlmchat.ui.users import refuse_anothers_adapter, user_folder
+
+    ana, bob = SimpleNamespace(username="ana"), SimpleNamespace(username="bob")
+    forged = tmp_path / "forged"
+    shutil.copytree(ROOT / "adapters" / "demo-es", forged)
+    meta = json.loads((forged / "vlmchat.json").read_text(encoding="utf-8"))
+    upload = user_folder(tmp_path / "outputs" / "finetune" / "uploads", ana) / "set-1a2b3c" / "set"
+    meta.update(dataset={"name": "set", "path": str(upload)}, imported_by=user_folder(Path("."), ana).name)
+    (forged / "vlmchat.json").write_text(json.dumps(meta), encoding="utf-8")
+    with zipfile.ZipFile(tmp_path / "forged.zip", "w") as zipped:
+        for file in forged.iterdir():
+            zipped.write(file, f"forged/{file.name}")
+    adapters = tmp_path / "adapters"
+    bobs = user_folder(Path("."), bob).name
+    assert import_zip(tmp_path / "forged.zip", adapters, "from-zip", bobs).owner == bobs
+    import_folder(forged, adapters, "from-folder", bobs)
+    import_folder(forged, adapters, "everyones")  # imported without a login: everyone's
+    for name in ("from-zip", "from-folder"):
+        assert "path" not in read_adapter(adapters / name).dataset  # the trainer's folders are not kept
+        with pytest.raises(InputError, match=f"'{name}' was trained by another login; only that login can delete"):
+            refuse_anothers_adapter(adapters, name, ana, "delete")
+        refuse_anothers_adapter(adapters, name, bob, "delete")
+    for login in (ana, bob):
+        refuse_anothers_adapter(adapters, "everyones", login, "rename")
+    with zipfile.ZipFile(export_zip(adapters, "from-zip", tmp_path / "out")) as zipped:  # bob's folder name stays
+        assert "imported_by" not in json.loads(zipped.read("from-zip/vlmchat.json"))

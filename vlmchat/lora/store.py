@@ -44,6 +44,7 @@ class AdapterInfo:
     r: int | None = None
     target_modules: object = None
     problem: str = ""
+    owner: str | None = None  # imported: the importing login's folder name ("" = everyone's); None = not imported
 
 
 def validate_adapter_name(name: str) -> str:
@@ -91,6 +92,7 @@ def read_adapter(path: Path) -> AdapterInfo:
         name=name, path=path, base_model=meta.get("base_model") or config.get("base_model_name_or_path") or "",
         architecture=meta.get("architecture", ""), created=created, dataset=meta.get("dataset", {}),
         metrics=meta.get("metrics", {}), notes=meta.get("notes", ""), r=config.get("r"),
+        owner=str(meta["imported_by"]) if meta.get("imported_by") is not None else None,
         target_modules=config.get("target_modules"),
     )
 
@@ -147,8 +149,10 @@ def write_metadata(folder: Path, meta: dict) -> None:
     write_text_atomic(Path(folder) / META_FILE, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
 
 
-def _install(source: Path, folder: Path, name: str) -> AdapterInfo:
-    """Copy a checked adapter folder into `folder`/`name` atomically; never over an existing one."""
+def _install(source: Path, folder: Path, name: str, owner: str = "") -> AdapterInfo:
+    """Copy a checked adapter folder into `folder`/`name` atomically; never over an existing one. Its vlmchat.json
+    says who imported it (`owner`: a login's folder name, "" for everyone), not which folder it was trained on: the
+    dataset path it carried named another login as its owner (a copy, or a hand-made zip, was that login's)."""
     target = adapter_path(folder, name)
     try:
         with staged_folder(target) as staging:
@@ -156,23 +160,28 @@ def _install(source: Path, folder: Path, name: str) -> AdapterInfo:
             if info.problem:
                 raise InputError(f"That folder is not a usable adapter: {info.problem}.")
             for item in ADAPTER_FILES:
-                if (source / item).is_file():
+                if (source / item).is_file() and item != META_FILE:
                     shutil.copy2(source / item, staging / item)
+            meta = _meta_of(source / META_FILE)
+            meta["dataset"] = {k: v for k, v in meta.get("dataset", {}).items() if k != "path"} \
+                if isinstance(meta.get("dataset"), dict) else meta.get("dataset", {})
+            write_text_atomic(staging / META_FILE, json.dumps({**meta, "imported_by": owner}, indent=2,
+                                                              ensure_ascii=False) + "\n")
     except FileExistsError:
         raise InputError(f"An adapter named '{name}' already exists; pick another name or delete it first.") from None
     return read_adapter(target)
 
 
-def import_folder(source: str | Path, folder: Path, name: str | None = None) -> AdapterInfo:
-    """Copy the adapter in folder `source` into the adapters folder."""
+def import_folder(source: str | Path, folder: Path, name: str | None = None, owner: str = "") -> AdapterInfo:
+    """Copy the adapter in folder `source` into the adapters folder (`owner`: see `_install`)."""
     source = Path(source).expanduser()
     if not source.is_dir():
         raise InputError(f"'{source}' is not a folder; give the folder that holds {CONFIG_FILE}.")
     Path(folder).mkdir(parents=True, exist_ok=True)
-    return _install(source, Path(folder), validate_adapter_name(name or source.name))
+    return _install(source, Path(folder), validate_adapter_name(name or source.name), owner)
 
 
-def import_zip(archive: str | Path, folder: Path, name: str | None = None) -> AdapterInfo:
+def import_zip(archive: str | Path, folder: Path, name: str | None = None, owner: str = "") -> AdapterInfo:
     """Unpack an adapter zip (checked, size-capped, only the adapter files) into the adapters folder."""
     archive = Path(archive)
     name = validate_adapter_name(name or archive.stem)
@@ -180,7 +189,7 @@ def import_zip(archive: str | Path, folder: Path, name: str | None = None) -> Ad
     with tempfile.TemporaryDirectory(dir=folder, prefix=".unzip.") as tmp:
         extract_zip_checked(archive, Path(tmp), MAX_ZIP_BYTES, MAX_ZIP_FILES, place=_adapter_file,
                             advice="that is not a LoRA adapter")
-        return _install(Path(tmp), Path(folder), name)
+        return _install(Path(tmp), Path(folder), name, owner)
 
 
 def _adapter_file(member: str) -> str | None:
@@ -216,14 +225,22 @@ def export_zip(folder: Path, name: str, destination: Path, shown: Callable[[str]
     return write_zip_atomic(destination / f"{name}.zip", members)
 
 
-def _without_dataset_path(meta_file: Path) -> Path | bytes:
+def _meta_of(meta_file: Path) -> dict:
+    """An adapter's vlmchat.json as a dict ({} when there is none or it cannot be read)."""
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return meta_file  # as it is: read_adapter reports what is wrong with it
-    if not isinstance(meta, dict) or not isinstance(meta.get("dataset"), dict) or "path" not in meta["dataset"]:
-        return meta_file
-    meta["dataset"] = {key: value for key, value in meta["dataset"].items() if key != "path"}
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _without_dataset_path(meta_file: Path) -> Path | bytes:
+    meta = _meta_of(meta_file)
+    if "imported_by" not in meta and (not isinstance(meta.get("dataset"), dict) or "path" not in meta["dataset"]):
+        return meta_file  # as it is: read_adapter reports what is wrong with a broken one
+    meta.pop("imported_by", None)  # a login's folder name: it means nothing where the zip goes
+    if isinstance(meta.get("dataset"), dict):
+        meta["dataset"] = {key: value for key, value in meta["dataset"].items() if key != "path"}
     return (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
@@ -270,11 +287,12 @@ def usable_adapter(folder: Path, name: str, model_id: str, model_source: str, ar
     return info
 
 
-def import_from_hub(repo_id: str, folder: Path, name: str | None = None, token: str | None = None) -> AdapterInfo:
+def import_from_hub(repo_id: str, folder: Path, name: str | None = None, token: str | None = None,
+                    owner: str = "") -> AdapterInfo:
     """Download an adapter repo through vlmchat's download code (access check, token) and import it."""
     from ..hub import download_model
 
     name = validate_adapter_name(name or repo_id.rstrip("/").split("/")[-1])
     downloaded = download_model(repo_id.strip(), token=token or None)
     Path(folder).mkdir(parents=True, exist_ok=True)
-    return _install(downloaded.path, Path(folder), name)
+    return _install(downloaded.path, Path(folder), name, owner)

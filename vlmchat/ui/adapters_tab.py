@@ -20,7 +20,7 @@ from ..settings import Settings
 from .chat_tab import CHAT_EXAMPLES, EXAMPLES
 from .errors import said
 from .sharing import refuse_server_paths, shown_text, verbatim
-from .users import refuse_anothers_adapter, user_folder
+from .users import login_of, refuse_anothers_adapter, user_folder
 
 COLUMNS = ["name", "status", "base model", "created", "trained on", "metrics", "notes"]
 DEFAULT_GONE = " It was the default: new chats now start with the base model."
@@ -160,14 +160,15 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
     deactivate.click(told(lambda: refreshed(actions.activate(BASE))), outputs=outputs, api_visibility="undocumented")
 
     @told
-    def do_import(name, path, zipped, repo_id):
+    def do_import(name, path, zipped, repo_id, request: gr.Request = None):
+        owner = user_folder(Path("."), request).name if login_of(request) else ""  # the importer's, or everyone's
         if zipped:
-            info = registry.import_zip(zipped, actions.folder, name or None)
+            info = registry.import_zip(zipped, actions.folder, name or None, owner)
         elif repo_id:
-            info = registry.import_from_hub(repo_id, actions.folder, name or None)
+            info = registry.import_from_hub(repo_id, actions.folder, name or None, owner=owner)
         elif path:
             refuse_server_paths(settings, "adapter import")
-            info = registry.import_folder(path, actions.folder, name or None)
+            info = registry.import_folder(path, actions.folder, name or None, owner)
         else:
             raise gr.Error("Give a folder, a zip or a hub id to import.")
         return refreshed(f"Imported '{info.name}'.")

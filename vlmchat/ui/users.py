@@ -42,7 +42,10 @@ def owns(path: Path, base: Path, request) -> bool:
 
 def _trainer(adapter) -> str | None:
     """The users/<name>-<hash> folder of the login whose upload `adapter` (a store.AdapterInfo) was trained on, or
-    None for an adapter trained on anything else (it belongs to all)."""
+    that imported it; None for an adapter trained on anything else, or imported without a login (it belongs to all).
+    An imported adapter's dataset path is not read: it was written where it was trained, maybe by anyone."""
+    if adapter.owner is not None:
+        return adapter.owner or None
     path = adapter.dataset.get("path") if isinstance(adapter.dataset, dict) else None
     parts = Path(path).parts if isinstance(path, str) else ()
     folders = [parts[i + 1] for i in range(len(parts) - 1) if parts[i] == "users"]
