@@ -253,3 +253,18 @@ def test_a_missing_picture_under_images_is_named_once(tmp_path):
     (tmp_path / "data.jsonl").write_text(json.dumps(rows[0]) + "\n", encoding="utf-8")
     problem = str(read_dataset(tmp_path / "data.jsonl").problems[0])
     assert f"{tmp_path / 'images' / 'x.png'} does not exist" in problem and "images/images" not in problem
+
+
+def test_a_zip_holding_only_a_readme_is_said_to_hold_no_dataset(tmp_path):
+    """Its one file was taken for the dataset: "'readme.md' is neither a folder nor a .json/... file" (blind tester)."""
+    from vlmchat.finetune.uploads import resolve_dataset
+
+    upload = tmp_path / "only-1a2b3c"
+    upload.mkdir()
+    (upload / "readme.md").write_text("hi", encoding="utf-8")
+    folder = resolve_dataset("upload:only-1a2b3c", None, tmp_path)
+    assert folder == upload
+    with pytest.raises(InputError, match="holds no images and no dataset file"):
+        read_dataset(str(folder), "Describe the image.")
+    (upload / "readme.md").rename(upload / "data.jsonl")  # one dataset file alone is the dataset
+    assert resolve_dataset("upload:only-1a2b3c", None, tmp_path) == upload / "data.jsonl"

@@ -21,7 +21,13 @@ def make_adapter(folder, name, base="demo", architecture="LlavaForConditionalGen
     return path
 
 
-@pytest.mark.parametrize("name", ["", "../evil", "a/b", "a\\b", ".hidden", "base", "CON", "x" * 65, "bad name",
+@pytest.mark.parametrize("name", ["", "  "])
+def test_an_empty_name_is_asked_for(name):
+    with pytest.raises(InputError, match="Give the adapter a name: 1-64 letters"):  # it was "'' is not a valid..."
+        registry.validate_adapter_name(name)
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "a\\b", ".hidden", "base", "CON", "x" * 65, "bad name",
                                   "trailing."])
 def test_bad_names_are_refused(name):
     with pytest.raises(InputError, match="not a valid adapter name"):

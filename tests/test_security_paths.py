@@ -160,7 +160,8 @@ def test_what_a_shared_app_answers_names_no_server_folder(shared, tmp_path):
     assert "File name too long: 'outputs/finetune/" in answers["unexpected"], answers["unexpected"]
     assert answers["status"]["state"] == "done" and answers["eval"]["state"] == "done", answers
     assert answers["check"]["preview"][0]["images"][0].startswith("outputs/finetune/uploads/")
-    assert answers["caption"][1]["data"][0][0].startswith("outputs/captions/")
+    shown_picture = answers["caption"][1]["data"][0][0]  # named as in the zip's folder, no server path at all
+    assert shown_picture.startswith("quiz-") and shown_picture.endswith("/p0.png"), shown_picture
     assert "outputs/finetune/uploads/" in answers["start"]["command"]
     shown = json.dumps(answers)
     assert not [folder for folder in server_folders if folder in shown], shown

@@ -139,6 +139,6 @@ def resolve_dataset(reference: str, settings, folder: Path | None = None) -> Pat
     if not upload_id or "/" in upload_id or "\\" in upload_id or upload_id.startswith(".") or not path.is_dir():
         raise InputError(f"Unknown upload '{upload_id}'; upload the dataset again.")
     entries = [p for p in path.iterdir() if not p.name.startswith(".")]
-    if len(entries) == 1:
+    if len(entries) == 1 and (entries[0].is_dir() or entries[0].suffix.lower() in UPLOAD_SUFFIXES):
         return entries[0]
-    return path
+    return path  # a lone readme: "the folder holds no images and no dataset file" (not "'readme.md' is neither...")

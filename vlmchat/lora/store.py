@@ -50,6 +50,9 @@ class AdapterInfo:
 def validate_adapter_name(name: str) -> str:
     """`name` if it is safe as a folder name, else an InputError saying what is allowed."""
     name = (name or "").strip()
+    if not name:  # a name of spaces was "'' is not a valid adapter name"
+        raise InputError("Give the adapter a name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or "
+                         "digit (and not 'base').")
     if not NAME_PATTERN.match(name) or name.lower() in RESERVED or name.endswith("."):
         raise InputError(f"'{name}' is not a valid adapter name: use 1-64 letters, digits, '.', '_' or '-', "
                          "starting with a letter or digit (and not 'base').")
