@@ -165,11 +165,8 @@ def _install(source: Path, folder: Path, name: str, owner: str = "") -> AdapterI
             for item in ADAPTER_FILES:
                 if (source / item).is_file() and item != META_FILE:
                     shutil.copy2(source / item, staging / item)
-            meta = _meta_of(source / META_FILE)
-            meta["dataset"] = {k: v for k, v in meta.get("dataset", {}).items() if k != "path"} \
-                if isinstance(meta.get("dataset"), dict) else meta.get("dataset", {})
-            write_text_atomic(staging / META_FILE, json.dumps({**meta, "imported_by": owner}, indent=2,
-                                                              ensure_ascii=False) + "\n")
+            meta = {**_portable(_meta_of(source / META_FILE)), "imported_by": owner}
+            write_text_atomic(staging / META_FILE, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     except FileExistsError:
         raise InputError(f"An adapter named '{name}' already exists; pick another name or delete it first.") from None
     return read_adapter(target)
@@ -237,14 +234,20 @@ def _meta_of(meta_file: Path) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def _without_dataset_path(meta_file: Path) -> Path | bytes:
-    meta = _meta_of(meta_file)
-    if "imported_by" not in meta and (not isinstance(meta.get("dataset"), dict) or "path" not in meta["dataset"]):
-        return meta_file  # as it is: read_adapter reports what is wrong with a broken one
-    meta.pop("imported_by", None)  # a login's folder name: it means nothing where the zip goes
+def _portable(meta: dict) -> dict:
+    """`meta` without what names this computer's folders or logins (the dataset's path, who imported it): it
+    means nothing where the adapter goes, and says who had it."""
+    meta = {key: value for key, value in meta.items() if key != "imported_by"}
     if isinstance(meta.get("dataset"), dict):
         meta["dataset"] = {key: value for key, value in meta["dataset"].items() if key != "path"}
-    return (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return meta
+
+
+def _without_dataset_path(meta_file: Path) -> Path | bytes:
+    meta = _meta_of(meta_file)
+    if _portable(meta) == meta:
+        return meta_file  # as it is (read_adapter reports what is wrong with a broken one)
+    return (json.dumps(_portable(meta), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def rename_adapter(folder: Path, old: str, new: str) -> Path:
