@@ -197,12 +197,12 @@ def _add_caption_command(commands) -> None:
 def caption_choice(args: argparse.Namespace) -> str | None:
     """The model choice of `caption`: --adapter NAME, or "endpoint:NAME" for --endpoint NAME."""
     from .errors import SettingsError
-    from .models.answers import ENDPOINT_PREFIX
+    from .models.answers import endpoint_choice
 
     endpoint = getattr(args, "endpoint", None)
     if endpoint and getattr(args, "adapter", None):
         raise SettingsError("--adapter is a local LoRA adapter and --endpoint a remote server; give one of them.")
-    return ENDPOINT_PREFIX + endpoint.removeprefix(ENDPOINT_PREFIX) if endpoint else getattr(args, "adapter", None)
+    return endpoint_choice(endpoint) if endpoint else getattr(args, "adapter", None)
 
 
 def run_caption(args: argparse.Namespace, settings: Settings) -> int:

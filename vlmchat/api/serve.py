@@ -156,14 +156,14 @@ class ChatRequest(BaseModel):
     web_search_options: dict[str, Any] | None = None
 
 
+UNION_MEMBERS = {"str", "int", "float", "bool", "none"}
+
+
 def _param(loc) -> str:
     """A pydantic error location as OpenAI names a field ("messages[0].content"), without pydantic's names of the
     union members tried ("str", "list[dict[str,any]]")."""
     fields = [p for p in loc if isinstance(p, int) or not (p in UNION_MEMBERS or "[" in p)]
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in fields).lstrip(".")
-
-
-UNION_MEMBERS = {"str", "int", "float", "bool", "none"}
 
 
 def _validation_error(exc: ValidationError) -> ApiError:

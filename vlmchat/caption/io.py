@@ -202,12 +202,11 @@ class TableCaptions:
     def carry(self, image: Path) -> bool:
         """Record the caption of `image`'s .txt / .caption file, as it is, when it has one with text: a captioned
         picture keeps its caption in the file too (it was captioned anew)."""
-        if not _has_text(caption_path(image)):
-            return False
         try:
-            return self.put(image, caption_path(image).read_text(encoding="utf-8", errors="replace").strip())
-        except OSError:
+            data = caption_path(image).read_bytes()
+        except OSError:  # none (caption_path names the .txt to write), or unreadable
             return False
+        return bool(data.strip()) and self.put(image, data.decode("utf-8", errors="replace").strip())
 
     def put(self, image: Path, caption: str) -> bool:
         """Record a caption; the file is rewritten at most every `flush_every_s` seconds."""

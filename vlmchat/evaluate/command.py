@@ -60,9 +60,9 @@ def add_eval_parser(commands) -> None:
 
 
 def _models(args: argparse.Namespace) -> list[str]:
-    from ..models.answers import ENDPOINT_PREFIX
+    from ..models.answers import endpoint_choice
 
-    endpoints = [ENDPOINT_PREFIX + name.removeprefix(ENDPOINT_PREFIX) for name in args.endpoints]  # NAME or endpoint:NAME
+    endpoints = [endpoint_choice(name) for name in args.endpoints]
     models = ([] if args.no_base else ["base"]) + list(args.adapters) + endpoints
     if not models:
         raise InputError("--no-base needs at least one --adapter NAME or --endpoint NAME to evaluate.")

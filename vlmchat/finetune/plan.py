@@ -101,17 +101,17 @@ def _count(spec: JobSpec, samples, on_gpu: bool) -> Count:
     """Every sample's tokens through the model's own processor and chat template, each picture as the dataset's
     largest one (its files' headers) at the run's image detail; where the processor is not on this machine, the
     memory is sized for max_length and the time for TOKENS_PER_SAMPLE a sample."""
-    import json
-
+    from ..errors import ModelLoadError
     from ..models.families import choose_detail, profile_for
+    from ..models.resolve import read_config
     from ..models.sizes import REFERENCE_PICTURE, conversation_tokens, picture_tokens, vision_positions_per_token
 
     folder = Path(spec.model_source or spec.model)
     pictures = sum(len(sample.images) for sample in samples) / max(1, len(samples))
     rough = Count(None, spec.max_length, TOKENS_PER_SAMPLE, pictures, 1, "", 0)
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        config = read_config(folder)
+    except ModelLoadError:  # not on this machine (a hub id), or not readable: sized roughly
         return rough
     profile = profile_for(config)
     detail, _ = choose_detail(spec.image_detail, profile, "cuda" if on_gpu else "cpu")

@@ -245,9 +245,10 @@ def _portable(meta: dict) -> dict:
 
 def _without_dataset_path(meta_file: Path) -> Path | bytes:
     meta = _meta_of(meta_file)
-    if _portable(meta) == meta:
+    portable = _portable(meta)
+    if portable == meta:
         return meta_file  # as it is (read_adapter reports what is wrong with a broken one)
-    return (json.dumps(_portable(meta), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    return (json.dumps(portable, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def rename_adapter(folder: Path, old: str, new: str) -> Path:

@@ -73,6 +73,11 @@ def is_endpoint(name: str | None) -> bool:
     return isinstance(name, str) and name.startswith(ENDPOINT_PREFIX)
 
 
+def endpoint_choice(name: str) -> str:
+    """The model choice "endpoint:NAME" of an endpoint given as NAME or as "endpoint:NAME" (as the list writes it)."""
+    return ENDPOINT_PREFIX + name.removeprefix(ENDPOINT_PREFIX)
+
+
 def cut_at_stop(text: str, stops: tuple[str, ...], final: bool = True) -> tuple[str, bool]:
     """(`text` before the first stop string, whether one was found); while not `final`, an end that may
     begin a stop string is held back too, so a stream never shows part of one."""

@@ -209,10 +209,11 @@ def _curves(status: dict):
     plot (first frame empty) drew its lines in no colour at all, and an eval curve arriving later would be too."""
     import pandas as pd
 
-    rows = [(s, v, "train loss") for s, v in status.get("losses", [])]
+    train, evaluation = SERIES
+    rows = [(s, v, train) for s, v in status.get("losses", [])]
     stride = max(1, len(rows) // 400)  # a few hundred points are enough for the plot
     rows = ([(0, float("nan"), name) for name in SERIES] + rows[::stride]
-            + [(s, v, "eval loss") for s, v in status.get("eval_losses", [])])
+            + [(s, v, evaluation) for s, v in status.get("eval_losses", [])])
     frame = pd.DataFrame(rows, columns=["step", "loss", "series"])
     return frame.astype({"step": "int64", "loss": "float64", "series": "string"})
 
