@@ -2,6 +2,7 @@
 
 import pytest
 from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
 ERROR_MARK = "⚠️"
 
@@ -76,6 +77,15 @@ def test_image_detail_is_taken_per_request_and_a_wrong_one_says_which_are_allowe
         answer = client.predict({"text": "Describe the image.", "files": [picture]}, image_detail=detail,
                                 api_name="/chat")
         assert answer.strip() == "a red circle"
+
+
+def test_a_setting_out_of_its_range_is_named_with_its_range_and_logged_in_one_line(app, client, picture_files):
+    picture = handle_file(str(picture_files[("red", "circle")]))
+    with pytest.raises(AppError) as refused:  # Gradio said "Value 5.0 is greater than maximum value 2.0."
+        client.predict({"text": "Describe the image.", "files": [picture]}, temperature=5.0, api_name="/chat")
+    assert "Temperature must be from 0 to 2 (got 5.0)" in str(refused.value)
+    logged = app.output()
+    assert "vlmchat: input: Temperature must be from 0 to 2" in logged and "raise_if_out_of_bounds" not in logged
 
 
 def _variant(folder, picture, kind):

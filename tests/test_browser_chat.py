@@ -210,11 +210,14 @@ def test_rename_and_delete_a_saved_chat(page, picture_files):
     page.locator("#vlmchat-chat-note").get_by_text("there is nothing to export yet").wait_for()
 
 
-def test_compare_example_runs_and_one_vote_counts_per_comparison(page, app):
+def test_compare_example_runs_and_one_vote_counts_per_comparison(page, app, picture_files):
     page.get_by_role("tab", name="Compare").click()
     panel = page.locator("[role=tabpanel]:visible")
     panel.get_by_role("button", name="Compare", exact=True).click()
     page.get_by_text("Compare needs a picture").first.wait_for()  # said at once, nothing runs
+    expect(panel.get_by_text("Error", exact=True).first).to_be_visible()
+    panel.locator("input[type=file]").first.set_input_files(str(picture_files[("red", "circle")]))
+    expect(panel.get_by_text("Error", exact=True)).to_have_count(0)  # the badges stayed until a Compare ran (tester)
     expect(panel.get_by_role("button", name="Tie")).to_be_disabled()  # nothing to vote on yet
     panel.get_by_text("What color is the shape?").click()  # the blue-square example
     page.wait_for_function(

@@ -21,6 +21,8 @@ def test_the_demo_note_names_what_the_demo_knows():
 
 def test_the_note_follows_the_loaded_model(manager):
     assert capability_note(manager) == NOTE and status_line(manager).endswith(NOTE)
+    # Chat's Image detail control says the Model line tells why: for the demo, that detail changes nothing
+    assert "**image detail:** one size" in status_line(manager) and "changes nothing" in status_line(manager)
     real = replace(manager.info, model_id="HuggingFaceTB/SmolVLM-256M-Instruct", source="/cache/smolvlm")
     saved, manager.info = manager.info, real
     try:

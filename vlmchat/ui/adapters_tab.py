@@ -324,6 +324,8 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
     comparison.change(votable, comparison, [cost, *vote_buttons], api_visibility="undocumented", queue=False)
     for side in (left, right):  # the answers shown are no longer the sides the menus name: a vote for "Left" went to
         side.input(cleared, None, shown, api_visibility="undocumented", queue=False)  # the old left (reviewer)
+    for changed in (image.upload, image.clear):  # nor the picture; and Compare pressed with no picture left Gradio's
+        changed(cleared, None, shown, api_visibility="undocumented", queue=False)  # Error badges on both answers
     example_list.load_input_event.then(cleared, None, shown, api_visibility="undocumented", queue=False).then(
         compare, [image, prompt, left, right, seed], [left_text, right_text, comparison],
         api_visibility="undocumented", trigger_mode="always_last")  # a clicked example runs at once

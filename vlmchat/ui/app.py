@@ -39,10 +39,11 @@ def status_line(manager: ModelManager) -> str:
         return "**No model loaded.**" + note
     info = manager.info
     detail = manager.detail()
-    shown = profile_for(manager.model).detail is not None  # families that see every picture at one size: nothing to say
+    # a family that sees every picture at one size says so (Chat's Image detail control points here for why)
+    level = detail.detail if profile_for(manager.model).detail is not None else "one size"
     return (f"**Model:** `{info.shown}` ({info.architecture}) · **device:** {info.device} · "
-            f"**dtype:** {info.dtype}" + (f" · **image detail:** {detail.detail}" if shown else "") +
-            f"  \n<small>why: {info.reason}" + (f"; {detail.reason}" if shown else "") + "</small>" + note)
+            f"**dtype:** {info.dtype} · **image detail:** {level}"
+            f"  \n<small>why: {info.reason}; {detail.reason}</small>" + note)
 
 
 def _banner(notices: list[str]):
