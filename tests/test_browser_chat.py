@@ -361,7 +361,8 @@ class _SlowStream:
     """An OpenAI-compatible server on loopback whose streamed answer takes ~20 s, a word at a time: an answer still
     streaming when the user leaves its chat (the demo model answers too fast to leave one mid-way)."""
 
-    def __init__(self):
+    def __init__(self, silent_s: float = 0.0):
+        """`silent_s`: seconds the server says nothing before it begins (a busy or stuck server)."""
         import http.server
         import threading
         import time
@@ -369,6 +370,7 @@ class _SlowStream:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's name
                 self.rfile.read(int(self.headers.get("content-length", 0)))
+                time.sleep(silent_s)
                 self.send_response(200)
                 self.send_header("content-type", "text/event-stream")
                 self.end_headers()
@@ -412,3 +414,26 @@ def test_new_chat_while_an_answer_streams_stops_it_and_keeps_it_in_its_chat(brow
         page.context.close()
     finally:
         slow.server.shutdown()
+
+
+def test_stop_while_an_endpoint_says_nothing_then_the_next_question_is_answered(browser, app, picture_files):
+    """Stop pressed while an endpoint had not begun its answer held until the endpoint's timeout, and the question
+    asked meanwhile (to the local model) was never answered nor saved (blind tester)."""
+    stuck = _SlowStream(silent_s=60)
+    try:
+        Client(app.url, verbose=False).predict("stuck", stuck.url, "stuck", "", 0.0, 0.0, 1, False,
+                                               api_name="/add_endpoint")
+        page = _open(_context(browser), app.url)
+        _pick_adapter(page, "endpoint:stuck")
+        _send(page, "Describe the image.", picture_files[("red", "circle")])
+        page.wait_for_timeout(1500)
+        page.locator(f"{INPUT} button.stop-button").click()
+        page.wait_for_function("() => document.querySelector('#vlmchat-chatbot .bot-row')?.innerText.includes('Stopped')")
+        _pick_adapter(page, "base")
+        _send(page, "What color is the shape?")
+        page.wait_for_function("() => document.querySelectorAll('#vlmchat-chatbot .bot-row').length === 2",
+                               timeout=15_000)  # answered now, not after the endpoint's 60 s
+        assert _answer(page, 2) == "red"
+        page.context.close()
+    finally:
+        stuck.server.shutdown()

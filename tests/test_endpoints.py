@@ -554,3 +554,26 @@ def test_a_password_or_key_written_into_base_url_is_masked_in_messages():
         assert "SECRET" not in str(raised.value)
     finally:
         odd.server.shutdown()
+
+
+def test_a_stream_from_a_server_that_says_nothing_ends_soon_after_stop():
+    """Stop while a server had not begun its answer waited for the timeout (the chat's Stop held meanwhile, and the
+    next question was lost: blind tester)."""
+    import http.server
+    import threading
+    import time
+
+    class Silent(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            time.sleep(20)
+
+        def log_message(self, *args):
+            pass
+
+    with _served_endpoint(Silent, "silent", "m", "unused") as endpoint:
+        stop = threading.Event()
+        threading.Timer(0.5, stop.set).start()
+        started = time.perf_counter()
+        answers = list(endpoint.stream(ASK, stop=stop))
+        assert time.perf_counter() - started < 2 and answers[-1].text == "" and answers[-1].done

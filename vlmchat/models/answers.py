@@ -14,6 +14,12 @@ from ..settings import MAX_NEW_TOKENS, MAX_SEED, MAX_TEMPERATURE
 from .families import check_image_detail
 
 
+# How often a stream waiting for its next piece (a slow prefill, an endpoint that has not answered yet) looks whether
+# it was stopped: Gradio's Stop waits for the handler's thread, so a wait without this held Stop, and the chat's next
+# question was lost, until the endpoint's timeout.
+STOP_CHECK_S = 0.2
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     """How to sample an answer. temperature 0 means greedy; seed -1 means random."""

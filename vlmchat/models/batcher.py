@@ -31,7 +31,7 @@ from typing import Callable, Iterator
 from transformers.generation.streamers import BaseStreamer
 
 from ..errors import NoModelError, VlmchatError
-from .answers import Answer, cut_at_stop, local_answer
+from .answers import STOP_CHECK_S, Answer, cut_at_stop, local_answer
 
 
 class BusyError(VlmchatError):
@@ -100,7 +100,12 @@ class RowStream:
         """The Answers as they come, up to the finished one (an error is raised); the row stops when this is closed."""
         try:
             while True:
-                update = self.updates.get()
+                try:
+                    update = self.updates.get(timeout=STOP_CHECK_S)
+                except queue.Empty:  # still waiting (the queue, a long prefill): stopped meanwhile?
+                    if self.stop.is_set():
+                        return
+                    continue
                 if isinstance(update, BaseException):
                     raise update
                 yield update

@@ -13,6 +13,7 @@ import base64
 import io
 import json
 import os
+import queue
 import re
 import threading
 import time
@@ -20,8 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from ..errors import EndpointUnusable, InputError, VlmchatError
-from .answers import ENDPOINT_PREFIX, Answer, GenerationParams
+from .answers import ENDPOINT_PREFIX, STOP_CHECK_S, Answer, GenerationParams
 from ..settings import EndpointSettings
+
+
+_END = object()  # a stream's last piece: the server's answer is complete
 
 
 def image_data_url(image) -> str:
@@ -198,33 +202,58 @@ class Endpoint:
                                         choice.finish_reason))
 
     def stream(self, messages: list[dict], params: GenerationParams = GenerationParams(),
-               stop: threading.Event | None = None) -> Iterator[Answer]:
-        """Yield the Answer so far (done=False) as it grows, then the finished one with the server's usage."""
+               stop=None) -> Iterator[Answer]:
+        """Yield the Answer so far (done=False) as it grows, then the finished one with the server's usage.
+
+        The request runs on one of the endpoint's threads; this reader looks at `stop` (anything with is_set())
+        while it waits, so Stop ends the stream at once, not when a slow server's answer or timeout comes."""
         request, started = self._request(messages, params), time.perf_counter()
         text, usage, finish, first, chunks = "", None, None, None, 0
-        with self._errors():
-            stream = self._create(request, stream=True, stream_options={"include_usage": True})
+        pieces, gone = queue.SimpleQueue(), threading.Event()
+
+        def send() -> None:
             try:
-                for chunk in stream:
-                    if stop is not None and stop.is_set():
-                        break
-                    chunks += 1
-                    usage = getattr(chunk, "usage", None) or usage
-                    if not getattr(chunk, "choices", None):
-                        continue
-                    finish = chunk.choices[0].finish_reason or finish
-                    piece = chunk.choices[0].delta.content or ""
-                    if piece:
-                        first = first if first is not None else time.perf_counter() - started
-                        text += piece
-                        yield Answer(text, model=self.name, latency_s=time.perf_counter() - started,
-                                     first_token_s=first, done=False)
-            finally:
-                stream.close()
-        stopped = stop is not None and stop.is_set()
-        if not chunks and not stopped:
+                with self._errors():
+                    stream = self._create(request, stream=True, stream_options={"include_usage": True})
+                    try:
+                        for chunk in stream:
+                            pieces.put(chunk)
+                            if gone.is_set():
+                                break
+                    finally:
+                        stream.close()
+                pieces.put(_END)
+            except Exception as exc:  # raised to the reader
+                pieces.put(exc)
+
+        self.pool().submit(send)
+        stopped = lambda: stop is not None and stop.is_set()  # noqa: E731
+        try:
+            while not stopped():
+                try:
+                    chunk = pieces.get(timeout=STOP_CHECK_S)
+                except queue.Empty:
+                    continue
+                if chunk is _END:
+                    break
+                if isinstance(chunk, Exception):
+                    raise chunk
+                chunks += 1
+                usage = getattr(chunk, "usage", None) or usage
+                if not getattr(chunk, "choices", None):
+                    continue
+                finish = chunk.choices[0].finish_reason or finish
+                piece = chunk.choices[0].delta.content or ""
+                if piece:
+                    first = first if first is not None else time.perf_counter() - started
+                    text += piece
+                    yield Answer(text, model=self.name, latency_s=time.perf_counter() - started,
+                                 first_token_s=first, done=False)
+        finally:
+            gone.set()  # the request ends at its next piece (or its timeout) and frees its thread
+        if not chunks and not stopped():
             raise self._not_openai()
-        if finish is None and not stopped:  # OpenAI's last chunk says why the answer ended; a dropped stream does not
+        if finish is None and not stopped():  # OpenAI's last chunk says why the answer ended; a dropped stream does not
             raise InputError(f"Endpoint '{self.entry.name}' ({shown_url(self.entry.base_url)}) closed the stream "
                              f"before the answer was finished (it had sent {text.strip()[:200]!r}); ask again, "
                              "or check the server.")

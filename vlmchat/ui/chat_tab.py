@@ -116,8 +116,8 @@ class ChatTurns:
         """
         if not waiting_for_answer(chat):
             return
-        stop = stop or threading.Event()
         turn = self.empty_turn("pending")
+        stop = _TurnStop(turn, stop or threading.Event())
         try:
             params = GenerationParams(int(max_new_tokens), float(temperature), float(top_p), int(seed),
                                       image_detail=image_detail or "")
@@ -174,6 +174,20 @@ class ChatTurns:
             stop.set()
             if stream is not None:
                 stream.close()
+
+
+class _TurnStop:
+    """An answer's stop: `event` set, or its turn no longer pending (the Stop button's handler marks it so, from
+    another thread, and the stream sees it while it waits for its next piece)."""
+
+    def __init__(self, turn: dict, event: threading.Event):
+        self.turn, self.event = turn, event
+
+    def is_set(self) -> bool:
+        return self.event.is_set() or self.turn["status"] != "pending"
+
+    def set(self) -> None:
+        self.event.set()
 
 
 def _deleted_elsewhere(chat: dict) -> bool:
