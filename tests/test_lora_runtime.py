@@ -329,3 +329,34 @@ def test_merged_steps_need_a_cpu_and_memory_to_spare(monkeypatch):
     layer.base_layer.to("meta")  # a weight not on the CPU (a GPU's; the meta device stands for it here)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=2**40))
     assert not runtime._merge_steps_fit([layer])
+
+
+def test_an_adapter_with_modules_to_save_sits_beside_the_others(demo_settings, tmp_path, picture_files):
+    """A plain-PEFT adapter that also trained the projector (modules_to_save): once loaded, every other adapter
+    failed ("Adapter demo-es not found in {'projector'}") until a restart (blind tester)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(ROOT / "models" / "vlmchat-demo")
+    trained = get_peft_model(model, LoraConfig(r=2, target_modules=r".*language_model.*\.o_proj",
+                                               modules_to_save=["multi_modal_projector"]))
+    with torch.no_grad():  # its own projector: what it answers differs from the base
+        for name, parameter in trained.named_parameters():
+            if "modules_to_save" in name:
+                parameter.mul_(-3)
+    trained.save_pretrained(tmp_path / "projector")
+    manager = ModelManager(demo_settings)
+    manager.load()
+    try:
+        manager.load_adapter("demo-es", DEMO_ES)
+        manager.load_adapter("projector", tmp_path / "projector")
+        red = _ask(picture_files[("red", "circle")])
+        own = manager.generate(red, adapter="projector")
+        assert own != "a red circle"  # its projector is used
+        for _ in range(2):  # and left out for the others, both ways round
+            assert manager.generate(red, adapter="demo-es") == "un círculo rojo"
+            assert manager.generate(red) == "a red circle"
+            assert manager.generate(red, adapter="projector") == own
+    finally:
+        manager.unload()

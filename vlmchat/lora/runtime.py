@@ -227,7 +227,11 @@ def _select(model, name: str | None) -> None:
         else:
             if layer.disable_adapters:
                 layer.enable_adapters(True)
-            layer.set_adapter(name, inference_mode=True)
+            # A wrapper of a trained module (PEFT's modules_to_save) that this adapter did not train answers as the
+            # base module, as PEFT's own _set_adapter does: naming the adapter there raised "Adapter demo-es not
+            # found in {'other'}", and every other adapter failed until a restart (blind tester).
+            held = name in getattr(layer, "_adapters", (name,))
+            layer.set_adapter(name if held else [], inference_mode=True)
     if name is not None:
         model.active_adapter = model.base_model.active_adapter = name
 
