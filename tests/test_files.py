@@ -195,6 +195,20 @@ def test_the_declared_size_cap_counts_every_member(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_picture_over_its_limit_is_refused_before_anything_is_unpacked(tmp_path):
+    """A 2 MB zip of one 2 GiB picture was unpacked whole before the picture's limit refused it, and stayed on disk
+    (blind tester). Other members may be larger: a dataset file is not a picture."""
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        zipped.writestr("rows.jsonl", b"x" * (3 * MIB))
+        zipped.writestr("pictures/zeros.PNG", b"\0" * (3 * MIB))
+    with pytest.raises(InputError, match=r"holds the picture 'pictures/zeros.PNG' of 3.0 MiB, over the 2.0 MiB limit "
+                                         r"for a picture, so nothing was extracted; resize it"):
+        extract_zip_checked(archive, tmp_path / "out", 100 * MIB, 10, max_picture_bytes=2 * MIB)
+    assert not (tmp_path / "out").exists()
+    assert len(extract_zip_checked(archive, tmp_path / "out", 100 * MIB, 10, max_picture_bytes=4 * MIB)) == 2
+
+
 def test_a_header_that_understates_the_size_cannot_get_past_the_cap(tmp_path):
     archive = tmp_path / "forged.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:

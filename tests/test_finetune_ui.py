@@ -46,6 +46,11 @@ def test_a_zip_upload_is_unpacked_safely_and_checked(settings, tmp_path):
     with pytest.raises(InputError, match=r"holds an unsafe member '\.\./escape\.txt'"):
         store_upload(archive, settings)
     assert not (settings.paths.resolve("outputs") / "finetune" / "escape.txt").exists()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:  # a picture over server.max_upload_mb
+        zipped.writestr("mine/huge.png", b"\0" * (settings.server.max_upload_mb * 2**20 + 1))
+    with pytest.raises(InputError, match=r"holds the picture 'mine/huge.png' of .* over the 25.0 MiB limit"):
+        store_upload(archive, settings)  # before it is unpacked: a 2 GiB one stayed on disk (blind tester)
+    assert not list((settings.paths.resolve("outputs") / "finetune").rglob("huge.png"))
     with zipfile.ZipFile(archive, "w") as zipped:
         for item in folder.iterdir():
             zipped.write(item, f"mine/{item.name}")

@@ -332,8 +332,11 @@ def _size(count: int) -> str:
 
 
 def _plan(archive: Path, zipped: zipfile.ZipFile, dest: Path, max_bytes: int, max_files: int,
-          place: Callable[[str], str | None], advice: str) -> list[tuple[zipfile.ZipInfo, Path]]:
+          place: Callable[[str], str | None], advice: str,
+          max_picture_bytes: int | None = None) -> list[tuple[zipfile.ZipInfo, Path]]:
     """Check every member; (member, where it goes) for those `place` keeps, or InputError on the first problem."""
+    from .images import readable_suffixes
+
     def refuse(problem: str) -> InputError:
         return InputError(f"'{archive.name}' {problem}, so nothing was extracted; "
                           "re-create the zip from a plain folder (no links, no password).")
@@ -356,6 +359,11 @@ def _plan(archive: Path, zipped: zipfile.ZipFile, dest: Path, max_bytes: int, ma
             continue
         if problem := unsafe_name(landing):
             raise refuse(f"holds an unsafe member '{info.filename}' that {problem}")
+        if max_picture_bytes and info.file_size > max_picture_bytes \
+                and PurePosixPath(landing).suffix.lower() in readable_suffixes():
+            raise InputError(f"'{archive.name}' holds the picture '{info.filename}' of {_size(info.file_size)}, over "
+                             f"the {_size(max_picture_bytes)} limit for a picture, so nothing was extracted; resize "
+                             "it or leave it out of the zip.")
         parts = PurePosixPath(landing).parts
         if parts in seen:
             raise refuse(f"holds two members that would both be written as '{landing}' "
@@ -385,14 +393,16 @@ def _copy_capped(archive: Path, zipped: zipfile.ZipFile, info: zipfile.ZipInfo, 
 
 def extract_zip_checked(archive: Path, dest: Path, max_bytes: int, max_files: int, *,
                         place: Callable[[str], str | None] | None = None,
-                        advice: str = "split it into smaller zips") -> list[Path]:
+                        advice: str = "split it into smaller zips", max_picture_bytes: int | None = None) -> list[Path]:
     """Unpack `archive` into `dest` after checking every member; returns the paths written.
 
     Refused, with nothing written: links, devices and password-protected members anywhere; more
     than `max_files` files or `max_bytes` declared in all; and, among the members written, an
     absolute path, a drive, a `..`, two members landing on one path, or a file where a folder is
-    needed. `place(name)` says where member `name` goes inside `dest` (None: leave it out); by
-    default every member goes to its own path. `advice` ends the message when a cap is exceeded.
+    needed; a picture declared larger than `max_picture_bytes` (a 2 MB zip of one 2 GiB picture was
+    written whole before the picture's limit refused it, and stayed on disk). `place(name)` says where
+    member `name` goes inside `dest` (None: leave it out); by default every member goes to its own path.
+    `advice` ends the message when a cap is exceeded.
     """
     archive, dest = Path(archive), Path(dest)
     try:
@@ -404,7 +414,8 @@ def extract_zip_checked(archive: Path, dest: Path, max_bytes: int, max_files: in
     _utf8_names(zipped)
     written: list[Path] = []
     with zipped:
-        plan = _plan(archive, zipped, dest, max_bytes, max_files, place or (lambda name: name), advice)
+        plan = _plan(archive, zipped, dest, max_bytes, max_files, place or (lambda name: name), advice,
+                     max_picture_bytes)
         try:
             for info, target in plan:
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -75,8 +75,10 @@ def _scan_folder(folder: Path, recursive: bool, found: FoundImages) -> None:
                                              f"({os.readlink(entry)}); fix or delete the link."))
 
 
-def find_images(paths: list[str | Path], recursive: bool = False, unpack_to: Path | None = None) -> FoundImages:
-    """The images named by `paths`: files as given, folders scanned, zips unpacked into `unpack_to`."""
+def find_images(paths: list[str | Path], recursive: bool = False, unpack_to: Path | None = None,
+                max_picture_bytes: int | None = None) -> FoundImages:
+    """The images named by `paths`: files as given, folders scanned, zips unpacked into `unpack_to` (none of their
+    pictures over `max_picture_bytes`)."""
     found = FoundImages()
     for raw in paths:
         path = Path(raw).expanduser()
@@ -87,7 +89,8 @@ def find_images(paths: list[str | Path], recursive: bool = False, unpack_to: Pat
                 raise InputError(f"'{path.name}' is a zip; unzip it first or give it as an upload.")
             unpacked = extract_zip_checked(path, unpack_to / unpack_name(path), ZIP_MAX_TOTAL_BYTES,
                                            ZIP_MAX_MEMBERS, place=_zip_member,
-                                           advice="split it or caption the folder instead")
+                                           advice="split it or caption the folder instead",
+                                           max_picture_bytes=max_picture_bytes)
             found.images.extend(p for p in unpacked if is_image_name(p))
         elif path.is_file():
             if path.suffix.lower() not in DATA_SUFFIXES:

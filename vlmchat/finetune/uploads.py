@@ -43,22 +43,23 @@ def store_upload(file, settings, folder: Path | None = None) -> str:
     # the id is salted with the login's folder: the same bytes uploaded by another login, whose adapters show the
     # id they were trained on, got the same id, so a login could tell which file another one trained on
     salt = str(folder.resolve()).encode() + b"\0"
+    limit = settings.server.max_upload_mb * 2**20  # a picture in a zip: refused before it is unpacked
     if len(files) == 1:
-        return _store_one(files[0], folder, salt)
-    return _store_several(files, folder, salt)
+        return _store_one(files[0], folder, salt, limit)
+    return _store_several(files, folder, salt, limit)
 
 
-def _store_one(file: Path, folder: Path, salt: bytes) -> str:
+def _store_one(file: Path, folder: Path, salt: bytes, limit: int) -> str:
     suffix = file.suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
         raise InputError(f"'{file.name}' is not a dataset upload; upload a .zip (images + .txt captions, or a "
                          ".jsonl with its images) or a .json/.jsonl/.csv/.parquet file, or pick a dataset file "
                          "together with its pictures.")
     digest = hashlib.sha256(salt + file.name.encode() + b"\0" + file.read_bytes()).hexdigest()[:12]  # name: the id's
-    return _stage(folder, f"{_stem(file)}-{digest}", lambda staging: _place(file, staging))
+    return _stage(folder, f"{_stem(file)}-{digest}", lambda staging: _place(file, staging, limit))
 
 
-def _store_several(files: list[Path], folder: Path, salt: bytes) -> str:
+def _store_several(files: list[Path], folder: Path, salt: bytes, limit: int) -> str:
     from ..images import readable_suffixes
     from .datasets import CAPTION_SUFFIXES
 
@@ -80,7 +81,7 @@ def _store_several(files: list[Path], folder: Path, salt: bytes) -> str:
 
     def fill(staging: Path) -> None:
         for file in sorted(files, key=lambda f: f.suffix.lower() != ".zip"):  # zips first: a file never overwritten
-            _place(file, staging)
+            _place(file, staging, limit)
 
     return _stage(folder, f"{stem}-{len(files)}-{digest.hexdigest()[:12]}", fill)
 
@@ -89,11 +90,12 @@ def _stem(file: Path) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in file.stem)[:40] or "dataset"
 
 
-def _place(file: Path, staging: Path) -> None:
-    """A zip unpacked into `staging` (checked), any other file copied there under its own name."""
+def _place(file: Path, staging: Path, limit: int) -> None:
+    """A zip unpacked into `staging` (checked; no picture over `limit` bytes), any other file copied there under its
+    own name."""
     if file.suffix.lower() == ".zip":
         extract_zip_checked(file, staging, MAX_UNPACKED_BYTES, MAX_UNPACKED_FILES, place=_dataset_member,
-                            advice="train from a local folder instead")
+                            advice="train from a local folder instead", max_picture_bytes=limit)
     elif (staging / file.name).exists():
         raise InputError(f"'{file.name}' is uploaded beside a zip that holds a file of that name; upload one of them.")
     else:

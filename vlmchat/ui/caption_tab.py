@@ -119,7 +119,8 @@ class CaptionActions:
         copies = _copy_uploads(uploads, run / "images") if uploads else []  # no empty run folder left behind
         paths = ([folder] if folder else []) + [str(p) for p in copies if p.suffix.lower() not in CAPTION_SUFFIXES]
         paths += [str(archive)] if archive else []
-        found = find_images(paths, recursive=recursive, unpack_to=run / "images")
+        found = find_images(paths, recursive=recursive, unpack_to=run / "images",
+                            max_picture_bytes=self.max_bytes)
         uploaded = bool(uploads or archive)
         return found, (run if uploaded else Path(folder).expanduser()), uploaded
 
