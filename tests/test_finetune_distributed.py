@@ -98,6 +98,19 @@ def test_fsdp_over_two_cpu_processes_writes_the_adapter_one_process_writes(tmp_p
     assert not torch.allclose(before, after, atol=1e-5)  # the gathered LoRA weights change the model
 
 
+@pytest.mark.slow
+def test_more_processes_than_validation_samples_finish(tmp_path, demo_model_path):
+    """3 DDP processes and 2 validation samples: the process without one went to the sum while the others ran a
+    forward pass (DDP syncs buffers inside it), and the job hung after its last step, every login's fine-tune
+    refused meanwhile (blind tester)."""
+    settings_file = write_settings(tmp_path)
+    data = write_caption_folder(tmp_path / "captions", 10)  # 8 to train, 2 to validate
+    result = _cli(settings_file, "--data", str(data), "--name", "three", "--num-processes", "3", "--max-steps", "1",
+                  "--no-evaluate", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "final_eval_loss" in result.stdout and (tmp_path / "adapters" / "three" / "vlmchat.json").exists()
+
+
 def test_strategies_a_job_cannot_use_are_refused_before_anything_starts(tmp_path, demo_model_path):
     settings = load_settings(write_settings(tmp_path))
     data = str(tmp_path / "captions")

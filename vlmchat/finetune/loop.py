@@ -90,15 +90,23 @@ class Trainer:
             return None
         self.model.eval()
         sums = torch.zeros(2, device=self.acc.device, dtype=torch.float64)
-        mine = list(range(self.acc.process_index, len(self.val), self.acc.num_processes))
+        size, processes = self.spec.batch_size, self.acc.num_processes
+        mine = list(range(self.acc.process_index, len(self.val), processes))
+        # Every process runs as many forward passes (DDP syncs buffers and FSDP gathers weights inside them): one
+        # with fewer validation samples than another, or none, passes a sample that counts for nothing. It went
+        # straight to the sum while the others were in a forward pass, and 4 processes on 12 samples hung.
+        padding = None
         with torch.no_grad():
-            for start in range(0, len(mine), self.spec.batch_size):
-                indices = mine[start:start + self.spec.batch_size]
-                examples = [e for e in (self.val.get(i) for i in indices) if e is not None]
+            for start in range(0, math.ceil(math.ceil(len(self.val) / processes) / size) * size, size):
+                examples = [e for e in (self.val.get(i) for i in mine[start:start + size]) if e is not None]
+                weight = 1.0
                 if not examples:
-                    continue
+                    padding = padding or next((e for e in map(self.val.get, range(len(self.val))) if e), None)
+                    if padding is None:  # no usable sample at all: every process skips alike
+                        continue
+                    examples, weight = [padding], 0.0
                 loss, tokens = answer_loss(self.model, [self._to_device(b) for b in collate_groups(examples, self.pad_id)])
-                sums += torch.stack([loss.double() * tokens, tokens.double()])
+                sums += torch.stack([loss.double() * tokens, tokens.double()]) * weight
         sums = self.acc.reduce(sums, reduction="sum")
         self.model.train()
         return float(sums[0] / sums[1]) if sums[1] > 0 else None
