@@ -577,3 +577,50 @@ def test_a_stream_from_a_server_that_says_nothing_ends_soon_after_stop():
         started = time.perf_counter()
         answers = list(endpoint.stream(ASK, stop=stop))
         assert time.perf_counter() - started < 2 and answers[-1].text == "" and answers[-1].done
+
+
+@pytest.mark.parametrize("status, body, said", [
+    # the server wants a key and none was given: it said "refused the API key; check the key you gave"
+    (401, b'{"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}',
+     r"needs an API key, and none was given: name the environment variable holding it with api_key_env in "
+     r"\[endpoints.plain\], or give the key"),
+    # base_url without /v1: a 404 that names no model was blamed on the model (tester)
+    (404, b'{"detail": "Not Found"}', r"has no chat completions at http://127.0.0.1:\d+/v1/chat/completions "
+                                      r"\(Error code: 404\); check base_url: an OpenAI-compatible server's ends in /v1"),
+    (404, b'{"error": {"message": "The model `m` does not exist", "code": "model_not_found"}}',
+     r"does not know the model 'm': The model `m` does not exist"),
+])
+def test_a_refusal_says_what_to_change(status, body, said):
+    import http.server
+
+    from vlmchat.errors import InputError
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    with _served_endpoint(Refusing, "plain", "m", None) as endpoint:
+        with pytest.raises(InputError, match=said):
+            endpoint.answer(ASK)
+
+
+def test_endpoint_figures_and_form_checks_say_what_they_mean():
+    from vlmchat.errors import SettingsError
+    from vlmchat.evaluate.compare import figures
+    from vlmchat.models.answers import Answer
+    from vlmchat.models.endpoints import check_endpoint
+
+    counted = Answer("a", model="endpoint:x", prompt_tokens=10, completion_tokens=2, latency_s=1.0)
+    uncounted = Answer("a", model="endpoint:x", latency_s=1.0)  # priced, but the server sent no usage
+    assert "no price set for this endpoint" in figures(counted)
+    assert "no cost: the server reported no token counts" in figures(uncounted)
+    with pytest.raises(SettingsError, match="max_concurrency must be between 1 and 256 \\(got 0\\)"):
+        check_endpoint("zero", "http://127.0.0.1:1/v1", "m", max_concurrency=0)  # it became 4 (tester)

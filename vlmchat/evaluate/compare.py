@@ -72,7 +72,8 @@ def figures(answer: Answer) -> str:
     if answer.cost_usd is not None:
         parts.append(f"${answer.cost_usd:.6f}")
     elif is_endpoint(answer.model):  # a local model costs nothing to ask ("no price set" puzzled a tester)
-        parts.append("no price set for this endpoint")
+        counted = answer.prompt_tokens is not None and answer.completion_tokens is not None
+        parts.append("no price set for this endpoint" if counted else "no cost: the server reported no token counts")
     return f"**{answer.model or 'base'}**: " + ", ".join(parts)
 
 

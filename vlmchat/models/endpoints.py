@@ -321,8 +321,15 @@ class _UserErrors:
             message = f"{where} closed the connection before its answer was complete; ask again, or check the server."
         elif isinstance(exc, openai.APIConnectionError):
             message = f"{where} cannot be reached; check that the server runs and that base_url is right."
+        elif isinstance(exc, openai.AuthenticationError) and not (self.endpoint._api_key or entry.api_key_env):
+            message = (f"{where} needs an API key, and none was given: name the environment variable holding it with "
+                       f"api_key_env in [endpoints.{entry.name}], or give the key when adding the endpoint.")
         elif isinstance(exc, openai.AuthenticationError):
             message = f"{where} refused the API key; check {entry.api_key_env or 'the key you gave'}."
+        elif isinstance(exc, openai.NotFoundError) and "model" not in _server_message(exc).lower():
+            # a 404 that says nothing of models: no chat completions at that address (base_url without /v1)
+            message = (f"{where} has no chat completions at {shown_url(entry.base_url)}/chat/completions "
+                       f"({_server_message(exc)}); check base_url: an OpenAI-compatible server's ends in /v1.")
         elif isinstance(exc, openai.NotFoundError):
             message = f"{where} does not know the model '{entry.model}': {_server_message(exc)}"
         elif isinstance(exc, openai.RateLimitError):
@@ -394,7 +401,7 @@ def check_endpoint(name: str, base_url: str, model: str, price_in=0.0, price_out
         raise SettingsError("Model is empty: give the name the server knows the model by (its GET /v1/models lists "
                             "them).")
     table = {"base_url": base_url, "model": model, "price_in": float(price_in or 0),
-             "price_out": float(price_out or 0), "max_concurrency": int(max_concurrency or 4)}
+             "price_out": float(price_out or 0), "max_concurrency": 4 if max_concurrency is None else int(max_concurrency)}
     return build_endpoints({name: table})[0]
 
 
