@@ -458,29 +458,37 @@ def _served_endpoint(handler, name: str, model: str, api_key: str):
         server.shutdown()
 
 
-@pytest.mark.parametrize("status", [400, 500])
-def test_a_server_that_echoes_the_key_in_its_error_never_shows_it(status):
-    """A proxy or debug server may echo the request's headers in its error; the message was relayed word for word, so
-    an endpoint's key (which serves every login) reached the chat, the other logins and the log (API reviewer)."""
+def _answering(status: int, body):
+    """A handler answering every POST with `status` and the JSON `body` (bytes, or a function of the headers)."""
     import http.server
 
-    from vlmchat.errors import InputError
-
-    class Echo(http.server.BaseHTTPRequestHandler):
+    class Answering(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 - http.server's name
             self.rfile.read(int(self.headers.get("content-length", 0)))
-            echoed = self.headers["authorization"]  # as it came, and lower-cased as some servers log it
-            body = json.dumps({"error": {"message": f"bad header {echoed} ({echoed.lower()})"}}).encode()
+            data = body(self.headers) if callable(body) else body
             self.send_response(status)
             self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
+            self.send_header("content-length", str(len(data)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(data)
 
         def log_message(self, *args):
             pass
 
-    with _served_endpoint(Echo, "echo", "m", "sk-SECRET-KEY-123") as endpoint:
+    return Answering
+
+
+@pytest.mark.parametrize("status", [400, 500])
+def test_a_server_that_echoes_the_key_in_its_error_never_shows_it(status):
+    """A proxy or debug server may echo the request's headers in its error; the message was relayed word for word, so
+    an endpoint's key (which serves every login) reached the chat, the other logins and the log (API reviewer)."""
+    from vlmchat.errors import InputError
+
+    def echo(headers) -> bytes:
+        echoed = headers["authorization"]  # as it came, and lower-cased as some servers log it
+        return json.dumps({"error": {"message": f"bad header {echoed} ({echoed.lower()})"}}).encode()
+
+    with _served_endpoint(_answering(status, echo), "echo", "m", "sk-SECRET-KEY-123") as endpoint:
         for ask in (endpoint.answer, lambda messages: list(endpoint.stream(messages))):
             with pytest.raises(InputError, match=r"bad header Bearer \*\*\*") as raised:
                 ask(ASK)
@@ -591,23 +599,9 @@ def test_a_stream_from_a_server_that_says_nothing_ends_soon_after_stop():
      r"does not know the model 'm': The model `m` does not exist"),
 ])
 def test_a_refusal_says_what_to_change(status, body, said):
-    import http.server
-
     from vlmchat.errors import InputError
 
-    class Refusing(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    with _served_endpoint(Refusing, "plain", "m", None) as endpoint:
+    with _served_endpoint(_answering(status, body), "plain", "m", None) as endpoint:
         with pytest.raises(InputError, match=said):
             endpoint.answer(ASK)
 
