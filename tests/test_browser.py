@@ -3,6 +3,7 @@
 Screenshots are saved to outputs/test-artifacts/ as test artifacts.
 """
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -297,6 +298,19 @@ def test_adapters_tab_says_mistakes_on_its_message_line_and_the_default_follows_
     page.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] p')].some(p => p.innerText.includes('It was the default'))")
     assert not (adapters / "demo-es-renamed").exists() and not (adapters / "demo-es-copy").exists()
     assert menu.input_value() == ""
+    # Import: two sources given is refused (one was imported, the other left, silently); an adapter for another
+    # model is imported and said to be disabled (it read "Imported 'x'." as if it were ready: blind tester)
+    other = Path(app.log.name).parent / "made" / "for-smolvlm"
+    shutil.copytree(adapters / "demo-es", other)
+    meta = json.loads((other / "vlmchat.json").read_text())
+    (other / "vlmchat.json").write_text(json.dumps(meta | {"architecture": "Idefics3ForConditionalGeneration"}))
+    panel.get_by_label("Import from a folder on this computer").fill(str(other))
+    panel.get_by_label("…or a hub id (owner/name)").fill("someone/adapter")
+    panel.get_by_role("button", name="Import", exact=True).click()
+    page.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] p')].some(p => p.innerText.includes('Give one thing to import; a hub id and a folder were given'))")
+    panel.get_by_label("…or a hub id (owner/name)").fill("")
+    panel.get_by_role("button", name="Import", exact=True).click()
+    page.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] p')].some(p => p.innerText.includes(\"Imported 'for-smolvlm'. It does not fit the loaded model, so it is listed as disabled: made for Idefics3ForConditionalGeneration\"))")
 
 
 def test_a_failed_load_leaves_the_status_line_showing_the_model_still_loaded(page):

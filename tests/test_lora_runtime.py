@@ -360,3 +360,31 @@ def test_an_adapter_with_modules_to_save_sits_beside_the_others(demo_settings, t
             assert manager.generate(red, adapter="projector") == own
     finally:
         manager.unload()
+
+
+def test_an_adapter_whose_shapes_do_not_fit_says_which_weight(demo_settings, tmp_path, picture_files):
+    """torch's message starts "Error(s) in loading state_dict for PeftModel:" and names the weight and shapes on the
+    next lines; only the first line was shown (blind tester)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    misfit = tmp_path / "misfit"
+    shutil.copytree(DEMO_ES, misfit)
+    weights = load_file(misfit / "adapter_model.safetensors")
+    first = sorted(weights)[0]
+    weights[first] = torch.zeros(weights[first].shape[0], weights[first].shape[1] * 2)
+    save_file(weights, misfit / "adapter_model.safetensors")
+    manager = ModelManager(demo_settings)
+    manager.load()
+    try:
+        with pytest.raises(InputError, match=r"could not be loaded onto the loaded model: Error\(s\) in loading "
+                                             r"state_dict for PeftModel: size mismatch for .*torch.Size"):
+            manager.load_adapter("misfit", misfit)
+        assert manager.adapter_names() == []  # its layers were left in the base, and it was listed as loaded
+        red = _ask(picture_files[("red", "circle")])
+        manager.load_adapter("demo-es", DEMO_ES)
+        assert (manager.generate(red), manager.generate(red, adapter="demo-es")) == ("a red circle", "un círculo rojo")
+    finally:
+        manager.unload()

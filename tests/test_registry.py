@@ -6,7 +6,7 @@ import zipfile
 import pytest
 
 from vlmchat.lora import store as registry
-from vlmchat.errors import InputError
+from vlmchat.errors import InputError, VlmchatError
 
 
 def make_adapter(folder, name, base="demo", architecture="LlavaForConditionalGeneration", weights=True):
@@ -47,7 +47,7 @@ def test_listing_reports_what_is_wrong(tmp_path):
     assert found["good"] == ""
     assert "not a PEFT adapter folder" in found["empty"]
     assert "pickle" in found["pickle"] and "safetensors" in found["pickle"]
-    assert "unreadable JSON" in found["badjson"]
+    assert "adapter_config.json is not readable JSON" in found["badjson"]
 
 
 def test_a_weights_file_cut_short_is_a_broken_adapter_and_is_not_imported(tmp_path):
@@ -68,7 +68,7 @@ def test_incompatible_adapters_say_why(tmp_path):
                                                     architecture=""))
     loaded = ("demo", "/x/models/vlmchat-demo", "LlavaForConditionalGeneration")
     assert registry.incompatibility(good, *loaded) == ""
-    assert "made for a Qwen2VLForConditionalGeneration" in registry.incompatibility(other_arch, *loaded)
+    assert "made for Qwen2VLForConditionalGeneration" in registry.incompatibility(other_arch, *loaded)
     assert "trained on HuggingFaceTB/SmolVLM-256M-Instruct" in registry.incompatibility(other_base, *loaded)
 
 
@@ -99,10 +99,10 @@ def test_zip_members_cannot_escape(tmp_path):
         zipped.write(source / registry.WEIGHTS_FILE, "/abs/" + registry.WEIGHTS_FILE)
         zipped.writestr("../../outside.txt", "escape")
     folder = tmp_path / "adapters"
-    registry.import_zip(archive, folder, "safe")
-    # the adapter's two files, and the vlmchat.json every import writes (who imported it)
-    assert sorted(p.name for p in (folder / "safe").iterdir()) == sorted([registry.CONFIG_FILE, registry.WEIGHTS_FILE,
-                                                                          registry.META_FILE])
+    # refused as every other upload refuses it (it was flattened and imported, unlike a caption or dataset zip)
+    with pytest.raises(InputError, match="holds an unsafe member '../../adapter_config.json'"):
+        registry.import_zip(archive, folder, "safe")
+    assert not (folder / "safe").exists()
     assert not (tmp_path / "outside.txt").exists() and not list(tmp_path.parent.glob("outside.txt"))
 
 
@@ -126,3 +126,42 @@ def test_rename_and_delete_need_care(tmp_path):
         registry.delete_adapter(tmp_path, "c", "yes")
     registry.delete_adapter(tmp_path, "c", "c")
     assert [a.name for a in registry.list_adapters(tmp_path)] == ["b"]
+
+
+def _zip_of(path, folder, *, member=lambda name: name):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zipped:
+        for item in sorted(folder.iterdir()):
+            zipped.write(item, member(item.name))
+    return path
+
+
+def test_a_zip_import_says_what_is_wrong_with_the_zip(tmp_path):
+    """A zip's problems read "That folder is not a usable adapter", the pickle weights of a zip were not named (a
+    folder's were), and a broken JSON file was not named (blind tester)."""
+    pickle = make_adapter(tmp_path / "made", "pickle", weights=False)
+    (pickle / "adapter_model.bin").write_bytes(b"x")
+    with pytest.raises(InputError, match=r"'pickle.zip' is not a usable adapter: weights are a pickle .bin file"):
+        registry.import_zip(_zip_of(tmp_path / "pickle.zip", pickle), tmp_path / "adapters")
+    (make_adapter(tmp_path / "made", "broken") / registry.META_FILE).write_text("{nope")
+    with pytest.raises(InputError, match=r"'broken.zip' is not a usable adapter: vlmchat.json is not readable JSON"):
+        registry.import_zip(_zip_of(tmp_path / "broken.zip", tmp_path / "made" / "broken"), tmp_path / "adapters")
+    with pytest.raises(VlmchatError, match=r"'~/x' is not a hub id; hub ids look like 'owner/name'"):
+        registry.import_from_hub("~/x", tmp_path / "adapters")  # it reached the hub library: "HFValidationError"
+
+
+def test_a_plain_peft_adapter_names_its_base_class_from_its_config(tmp_path):
+    """PEFT writes the base model's class into adapter_config.json: an adapter for another architecture without a
+    vlmchat.json said only which folder it was trained on."""
+    path = tmp_path / "other"
+    path.mkdir()
+    (path / registry.CONFIG_FILE).write_text(json.dumps({
+        "peft_type": "LORA", "r": 4, "base_model_name_or_path": "made/tiny-idefics3",
+        "auto_mapping": {"base_model_class": "Idefics3ForConditionalGeneration", "parent_library": "x"}}))
+    header = json.dumps({"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}).encode()
+    (path / registry.WEIGHTS_FILE).write_bytes(len(header).to_bytes(8, "little") + header + bytes(16))
+    adapter = registry.read_adapter(path)
+    loaded = ("demo", "/x/models/vlmchat-demo", "LlavaForConditionalGeneration")
+    assert registry.incompatibility(adapter, *loaded) == ("made for Idefics3ForConditionalGeneration; the loaded "
+                                                          "model is LlavaForConditionalGeneration")

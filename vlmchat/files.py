@@ -342,8 +342,8 @@ def _plan(archive: Path, zipped: zipfile.ZipFile, dest: Path, max_bytes: int, ma
                           "re-create the zip from a plain folder (no links, no password).")
 
     files = []
-    for info in zipped.infolist():
-        if problem := _unsafe_kind(info):
+    for info in zipped.infolist():  # every member, also one `place` would leave out or flatten: one policy for all
+        if problem := _unsafe_kind(info) or unsafe_name(info.filename):
             raise refuse(f"holds an unsafe member '{info.filename}' that {problem}")
         if not info.is_dir():
             files.append(info)

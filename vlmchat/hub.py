@@ -288,13 +288,27 @@ def holds_a_model(folder: Path) -> bool:
     return any(file.is_file() for file in folder.glob("*.safetensors")) or (folder / "pytorch_model.bin").is_file()
 
 
+def check_hub_id(repo_id: str) -> str:
+    """`repo_id` when it can name a hub repository, else DownloadError saying what one looks like ('~/x' reached
+    the hub library, whose HFValidationError was shown as it was)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        pass
+    else:
+        if repo_id.count("/") == 1:
+            return repo_id
+    raise DownloadError(f"'{repo_id}' is not a hub id; hub ids look like 'owner/name'.")
+
+
 def inspect_repo(repo_id: str, revision: str | None = None, token: str | None = None) -> DownloadPlan:
     """Check access to `repo_id` and list the files a download would fetch (no weights transferred)."""
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile as HubFile
 
-    if repo_id.count("/") != 1:
-        raise DownloadError(f"'{repo_id}' is not a hub id; hub ids look like 'owner/name'.")
+    check_hub_id(repo_id)
     if is_offline():
         raise OfflineError(f"Offline mode is on (HF_HUB_OFFLINE=1), so {repo_id} cannot be checked on the hub; "
                            "unset HF_HUB_OFFLINE to see what a download would fetch.")

@@ -36,7 +36,11 @@ def detach_adapter(model, name: str):
     """Remove adapter `name`; returns the plain base model once no adapter is left."""
     from peft import PeftModel
 
-    if not isinstance(model, PeftModel) or name not in model.peft_config:
+    if not isinstance(model, PeftModel):
+        if name in (getattr(model, "peft_config", None) or {}):
+            _strip_injected(model)
+        return model
+    if name not in model.peft_config:
         return model
     _forget_layers(model)
     if len(model.peft_config) == 1:
@@ -45,6 +49,22 @@ def detach_adapter(model, name: str):
         model.set_adapter(next(n for n in model.peft_config if n != name))
     model.delete_adapter(name)
     return model
+
+
+def _strip_injected(model) -> None:
+    """Undo what a PeftModel.from_pretrained that failed (weights of other shapes) left in the plain model: its
+    layers put in place and its peft_config. The adapter was left resident in the base, listed and choosable."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, BaseTunerLayer):
+                setattr(parent, child_name, child.get_base_layer())
+            elif isinstance(child, AuxiliaryTrainingWrapper):
+                setattr(parent, child_name, child.original_module)
+    if "peft_config" in model.__dict__:
+        del model.__dict__["peft_config"]
 
 
 def resident_adapters(model) -> list[str]:

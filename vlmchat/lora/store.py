@@ -25,6 +25,7 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RESERVED = {"base", "none", "con", "nul", "aux", "prn"}
 ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE, META_FILE, "README.md")
+PICKLE_WEIGHTS = "adapter_model.bin"  # PEFT's pickle weights: never loaded
 MAX_ZIP_BYTES = 4 * 2**30
 MAX_ZIP_FILES = 100_000  # an adapter is a handful of files; this only stops a zip of countless tiny members
 
@@ -82,18 +83,22 @@ def read_adapter(path: Path) -> AdapterInfo:
     cut = _cut_short(path / WEIGHTS_FILE)
     if cut:
         return broken(cut)
-    try:
-        config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
-        meta = json.loads((path / META_FILE).read_text(encoding="utf-8")) if (path / META_FILE).is_file() else {}
-    except (OSError, ValueError) as exc:
-        return broken(f"unreadable JSON ({exc})")
+    config = meta = {}
+    for file in (CONFIG_FILE, META_FILE):
+        try:
+            read = json.loads((path / file).read_text(encoding="utf-8")) if (path / file).is_file() else {}
+        except (OSError, ValueError) as exc:
+            return broken(f"{file} is not readable JSON ({exc})")
+        config, meta = (read, meta) if file == CONFIG_FILE else (config, read)
     if config.get("peft_type", "LORA") != "LORA":
         return broken(f"a {config.get('peft_type')} adapter; vlmchat loads LoRA adapters")
     created = meta.get("created") or datetime.fromtimestamp((path / WEIGHTS_FILE).stat().st_mtime,
                                                             timezone.utc).isoformat(timespec="seconds")
     return AdapterInfo(
         name=name, path=path, base_model=meta.get("base_model") or config.get("base_model_name_or_path") or "",
-        architecture=meta.get("architecture", ""), created=created, dataset=meta.get("dataset", {}),
+        # PEFT writes the base's class into adapter_config.json (auto_mapping) when vlmchat.json does not say it
+        architecture=meta.get("architecture") or (config.get("auto_mapping") or {}).get("base_model_class") or "",
+        created=created, dataset=meta.get("dataset", {}),
         metrics=meta.get("metrics", {}), notes=meta.get("notes", ""), r=config.get("r"),
         owner=str(meta["imported_by"]) if meta.get("imported_by") is not None else None,
         target_modules=config.get("target_modules"),
@@ -138,7 +143,7 @@ def incompatibility(adapter: AdapterInfo, model_id: str, model_source: str, arch
     if adapter.problem:
         return adapter.problem
     if adapter.architecture and architecture and adapter.architecture != architecture:
-        return f"made for a {adapter.architecture}; the loaded model is a {architecture}"
+        return f"made for {adapter.architecture}; the loaded model is {architecture}"
     known = adapter.base_model
     if known and not (known == model_id or _same_model(known, model_source) or _same_model(known, model_id)
                       or (known == "demo" and _same_model("vlmchat-demo", model_source))):
@@ -152,7 +157,7 @@ def write_metadata(folder: Path, meta: dict) -> None:
     write_text_atomic(Path(folder) / META_FILE, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
 
 
-def _install(source: Path, folder: Path, name: str, owner: str = "") -> AdapterInfo:
+def _install(source: Path, folder: Path, name: str, owner: str = "", given: str = "That folder") -> AdapterInfo:
     """Copy a checked adapter folder into `folder`/`name` atomically; never over an existing one. Its vlmchat.json
     says who imported it (`owner`: a login's folder name, "" for everyone), not which folder it was trained on: the
     dataset path it carried named another login as its owner (a copy, or a hand-made zip, was that login's)."""
@@ -161,7 +166,7 @@ def _install(source: Path, folder: Path, name: str, owner: str = "") -> AdapterI
         with staged_folder(target) as staging:
             info = read_adapter(source)
             if info.problem:
-                raise InputError(f"That folder is not a usable adapter: {info.problem}.")
+                raise InputError(f"{given} is not a usable adapter: {info.problem}.")
             for item in ADAPTER_FILES:
                 if (source / item).is_file() and item != META_FILE:
                     shutil.copy2(source / item, staging / item)
@@ -189,13 +194,14 @@ def import_zip(archive: str | Path, folder: Path, name: str | None = None, owner
     with tempfile.TemporaryDirectory(dir=folder, prefix=".unzip.") as tmp:
         extract_zip_checked(archive, Path(tmp), MAX_ZIP_BYTES, MAX_ZIP_FILES, place=_adapter_file,
                             advice="that is not a LoRA adapter")
-        return _install(Path(tmp), Path(folder), name, owner)
+        return _install(Path(tmp), Path(folder), name, owner, given=f"'{archive.name}'")
 
 
 def _adapter_file(member: str) -> str | None:
-    """Flatten: only the file name matters, so an adapter zipped inside a folder imports the same."""
+    """Flatten: only the file name matters, so an adapter zipped inside a folder imports the same. Pickle weights
+    are unpacked too, to be named as what is wrong (they are never installed)."""
     name = PurePosixPath(member).name
-    return name if name in ADAPTER_FILES else None
+    return name if name in ADAPTER_FILES or name == PICKLE_WEIGHTS else None
 
 
 TEXT_SUFFIXES = (".json", ".md", ".txt")
@@ -297,9 +303,10 @@ def usable_adapter(folder: Path, name: str, model_id: str, model_source: str, ar
 def import_from_hub(repo_id: str, folder: Path, name: str | None = None, token: str | None = None,
                     owner: str = "") -> AdapterInfo:
     """Download an adapter repo through vlmchat's download code (access check, token) and import it."""
-    from ..hub import download_model
+    from ..hub import check_hub_id, download_model
 
-    name = validate_adapter_name(name or repo_id.rstrip("/").split("/")[-1])
-    downloaded = download_model(repo_id.strip(), token=token or None)
+    repo_id = check_hub_id(repo_id.strip())  # before a name is made of it: "not a valid adapter name" misled
+    name = validate_adapter_name(name or repo_id.split("/")[-1])
+    downloaded = download_model(repo_id, token=token or None)
     Path(folder).mkdir(parents=True, exist_ok=True)
     return _install(downloaded.path, Path(folder), name, owner)

@@ -140,7 +140,7 @@ class ModelManager:
             except Exception as exc:  # noqa: BLE001 - a file PEFT or safetensors cannot read: said, and left out
                 self.model = detach_adapter(self.model, name)
                 raise InputError(f"Adapter '{name}' could not be loaded onto the loaded model: "
-                                 f"{(str(exc).splitlines() or [type(exc).__name__])[0][:300]}. Import it again, or "
+                                 f"{_first_lines(exc)}. Import it again, or "
                                  "check that it was made for this model.") from None
 
     def attach_named_adapter(self, name: str | None) -> None:
@@ -467,3 +467,9 @@ def _weights_stamp(folder) -> tuple | None:
     except OSError:
         return None
     return found.st_ino, found.st_size, found.st_mtime_ns
+
+
+def _first_lines(exc: Exception, limit: int = 300) -> str:
+    """`exc`'s message on one line, cut at `limit`: torch's "Error(s) in loading state_dict for PeftModel:" says what
+    does not fit (which weight, which shapes) on the lines after it, and its first line alone said nothing."""
+    return (" ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__)[:limit]

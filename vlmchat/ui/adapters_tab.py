@@ -162,6 +162,9 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
     @told
     def do_import(name, path, zipped, repo_id, request: gr.Request = None):
         owner = user_folder(Path("."), request).name if login_of(request) else ""  # the importer's, or everyone's
+        given = [what for what, value in (("a zip", zipped), ("a hub id", repo_id), ("a folder", path)) if value]
+        if len(given) > 1:  # one was imported and the other left, silently
+            raise gr.Error(f"Give one thing to import; {' and '.join(given)} were given. Clear the others.")
         if zipped:
             info = registry.import_zip(zipped, actions.folder, name or None, owner)
         elif repo_id:
@@ -171,7 +174,9 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
             info = registry.import_folder(path, actions.folder, name or None, owner)
         else:
             raise gr.Error("Give a folder, a zip or a hub id to import.")
-        return refreshed(f"Imported '{info.name}'.")
+        why = registry.incompatibility(info, *actions._model()) if actions.manager.info else ""
+        return refreshed(f"Imported '{info.name}'." + (f" It does not fit the loaded model, so it is listed as "
+                                                       f"disabled: {why}." if why else ""))
 
     import_button.click(do_import, [new_name, folder, upload, hub_id], outputs, api_visibility="undocumented")
 
