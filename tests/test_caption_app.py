@@ -94,6 +94,19 @@ def _batch(client, folder="", files=None, archive=None, fmt="txt", prefix="", su
                           api_name="/caption_batch")
 
 
+def test_a_file_of_a_type_the_batch_does_not_take_is_one_line_on_the_terminal(client, app, tmp_path):
+    """A zip given as `files` got Gradio's message, and the server's terminal a traceback (blind tester)."""
+    import zipfile
+
+    archive = tmp_path / "pictures.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("a.txt", "x")
+    with pytest.raises(Exception, match="Invalid file type"):
+        _batch(client, files=[handle_file(str(archive))])
+    logged = app.output()
+    assert "vlmchat: input: Invalid file type" in logged and "gradio.exceptions.Error" not in logged
+
+
 def test_batch_endpoint_with_a_local_folder_and_with_uploads(client, app, small_folder):
     # a relative path was read from the app's folder (captions written into its examples/); quotes were "not found"
     with pytest.raises(Exception, match=r"Give the folder's full path \('examples' is not one\)"):

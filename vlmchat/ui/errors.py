@@ -152,25 +152,28 @@ def _decode_checked(preprocess, max_bytes: int | None = None):
     return checked
 
 
-def _bounds_said(preprocess, label: str | None, minimum, maximum):
-    """A Slider's or Number's preprocess that reports a value out of its range by the control's name and range,
-    quietly: Gradio's "Value 5.0 is greater than maximum value 2.0." named neither (an API caller's mistake)."""
-    name = (label or "The value").split(" (")[0]
-    bounds = (f"from {minimum:g} to {maximum:g}" if minimum is not None and maximum is not None
-              else f"at least {minimum:g}" if minimum is not None else f"at most {maximum:g}")
+def _checked_quietly(block, preprocess):
+    """`block`'s preprocess with Gradio's own refusals of a value (a file of a type it does not take, a number out of
+    its range) said as user errors, one log line: they printed a traceback. A Slider's or Number's says the
+    control's name and range (Gradio's "Value 5.0 is greater than maximum value 2.0." named neither)."""
+    low, high = getattr(block, "minimum", None), getattr(block, "maximum", None)
+    bounded = isinstance(block, (gr.Slider, gr.Number)) and (low is not None or high is not None)
+    name = (block.label or "The value").split(" (")[0] if bounded else ""
+    bounds = (f"from {low:g} to {high:g}" if low is not None and high is not None
+              else f"at least {low:g}" if low is not None else f"at most {high:g}") if bounded else ""
 
     @functools.wraps(preprocess)
     def checked(payload):
         try:
             return preprocess(payload)
-        except gr.exceptions.Error:
-            raise user_error(gr.Error(f"{name} must be {bounds} (got {payload})."), "input") from None
+        except gr.exceptions.Error as exc:
+            said = f"{name} must be {bounds} (got {payload})." if bounded else exc.message
+            raise user_error(gr.Error(said), "input") from None
     return checked
 
 
 def quiet_user_errors(app: gr.Blocks, settings=None) -> gr.Blocks:
-    """Every handler of `app`, every image input and every bounded number: user errors become one log line, bugs
-    keep tracebacks. With
+    """Every handler and every input of `app`: user errors become one log line, bugs keep tracebacks. With
     `settings`, a picture uploaded to an image input is held to server.max_upload_mb, and while the app is
     reachable from other machines what the handlers answer names no server folder."""
     from .sharing import ShownOutside
@@ -187,8 +190,8 @@ def quiet_user_errors(app: gr.Blocks, settings=None) -> gr.Blocks:
             limit = settings.server.max_upload_mb * 2**20 if settings is not None else None
             block.preprocess = _decode_checked(block.preprocess, limit)
             block.preprocess._vlmchat_quiet = True
-        elif (isinstance(block, (gr.Slider, gr.Number)) and not getattr(block.preprocess, "_vlmchat_quiet", False)
-              and (block.minimum is not None or block.maximum is not None)):
-            block.preprocess = _bounds_said(block.preprocess, block.label, block.minimum, block.maximum)
+        elif block._id in inputs and hasattr(block, "preprocess") and not getattr(block.preprocess, "_vlmchat_quiet",
+                                                                                   False):
+            block.preprocess = _checked_quietly(block, block.preprocess)
             block.preprocess._vlmchat_quiet = True
     return app
