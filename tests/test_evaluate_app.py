@@ -57,6 +57,16 @@ def test_base_vs_adapter_gives_accuracy_intervals_a_verdict_and_the_csv(client, 
         assert column in header
 
 
+def test_a_run_that_scores_no_question_has_failed(client, tmp_path):
+    """Text-only rows for the demo, which answers only about a picture: the CLI exits 2, /eval_status said "done"
+    (blind tester)."""
+    rows = [{"question": f"Which colour is number {i}?", "options": list(COLOURS), "answer": "red"} for i in range(3)]
+    data = tmp_path / "text.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    status = wait_done(client, client.predict(str(data), ["base"], "loglik", 0, api_name="/eval_start")["run_id"])
+    assert status["state"] == "failed" and "No question was scored" in status["message"], status
+
+
 def test_both_methods_through_the_api_with_the_write_ups_generate_setting(client, tmp_path):
     data = write_colour_set(tmp_path / "set", count=8)
     started = client.predict(str(data), ["base"], "loglik,generate", 0, "", 5, 1, api_name="/eval_start")

@@ -129,7 +129,8 @@ class EvalActions:
         """State, progress and, when finished, the table, verdicts, per-subject rows and file paths."""
         run = self.run(run_id, request)
         alive = run.thread is not None and run.thread.is_alive()
-        state = "running" if alive else "failed" if run.error else \
+        # a run that scored no question failed, as the CLI's exit code 2 says (it read "done": blind tester)
+        state = "running" if alive else "failed" if run.error or (run.result and run.result.nothing_scored()) else \
             "cancelled" if run.result is not None and run.result.cancelled else "done"
         stopped = run.result.stopped if run.result is not None and not alive else {}
         message = run.error or "; ".join(f"{name} was stopped, the other models went on: {why}"
