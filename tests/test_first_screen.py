@@ -13,7 +13,8 @@ from vlmchat.ui.app import capability_note, status_line
 
 
 def test_the_demo_note_names_what_the_demo_knows():
-    for fact in ("circle, square or triangle", "red, green, blue or yellow", "Spanish with the demo-es adapter",
+    for fact in ("circle, square or triangle", "red, green, blue or yellow", "always in Spanish with the demo-es adapter",
+                 "French, Italian, Portuguese or German when asked",
                  "35%-90% of the picture's shorter side", "no wider or taller than 2:1",
                  "load a real model in the Model tab"):
         assert fact in NOTE
