@@ -360,11 +360,14 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
         adapter (a chat already begun in this session, e.g. by a quick click, is kept)."""
         if state["messages"] or state["id"]:
             return (gr.update(choices=adapter_choices()), *opened(state, request))
-        if remembered:
-            try:
-                state = turns.store(request).load(remembered)
-            except VlmchatError:
-                state = new_chat()
+        if not remembered:  # a new tab: its chat is the fresh one it has; sent anyway, this replaced a chat an
+            # example clicked at once had begun, when the click's event ran first, and the click was lost (tester)
+            return (gr.update(choices=adapter_choices(), value=turns.default_adapter()), gr.skip(), gr.skip(),
+                    listed(request), *[gr.skip()] * 5)
+        try:
+            state = turns.store(request).load(remembered)
+        except VlmchatError:
+            state = new_chat()
         choice = state.get("adapter") if state["id"] and state.get("adapter") else turns.default_adapter()
         return (gr.update(choices=adapter_choices(), value=choice), *opened(state, request))
 
