@@ -94,6 +94,11 @@ def _batch(client, folder="", files=None, archive=None, fmt="txt", prefix="", su
                           api_name="/caption_batch")
 
 
+def test_nothing_given_says_what_to_give(client):
+    with pytest.raises(Exception, match=r"Upload images or a zip, or give the path of a folder\."):
+        _batch(client)
+
+
 def test_a_file_of_a_type_the_batch_does_not_take_is_one_line_on_the_terminal(client, app, tmp_path):
     """A zip given as `files` got Gradio's message, and the server's terminal a traceback (blind tester)."""
     import zipfile

@@ -306,6 +306,9 @@ def test_a_shared_page_offers_no_folder_of_the_server(shared):
     shown = [c["props"].get("label") or "" for c in client.config["components"] if c["props"].get("visible", True)]
     assert [label for label in shown if "this computer" in label or "local folder" in label] == []
     assert "Import a zip" in shown
+    # nothing given (as after an upload over the size limit): no advice to type a path, which is refused here
+    with pytest.raises(Exception, match=r"Upload images or a zip first\.$"):
+        client.predict("", [], None, api_name="/caption_batch")
 
 
 @pytest.mark.slow

@@ -97,8 +97,8 @@ def decode_data_url(url: str, name: str = "data: URL image", max_bytes: int | No
 
     def too_big(size: float) -> InputError:
         return InputError(f"'{name}' holds {size / 2**20:.1f} MB, over the {limit / 2**20:.0f} MB limit for "
-                          "data: URL images; scale it down (in a dataset file, the image may also be a file "
-                          "named by its path).")
+                          "data: URL images; scale it down, or name a file by its path where a path is taken "
+                          "(a dataset file).")
 
     if header.lower().endswith(";base64"):
         payload = "".join(payload.split())  # encoders may wrap lines

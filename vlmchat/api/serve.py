@@ -569,7 +569,8 @@ async def _read_body(http: Request, limit: int) -> bytes:
     """The request body, or a 413 ApiError as soon as it passes `limit` bytes: from its Content-Length before
     anything is read, else while it arrives (it is never held whole)."""
     too_large = ApiError(413, f"The request is over {limit / 2**20:g} MB ({API_PICTURES} x server.max_upload_mb, "
-                              "the size of a picture); send fewer or smaller images.", code="request_too_large")
+                              "the size of a picture, at most server.max_batch_upload_mb); send fewer or smaller "
+                              "images.", code="request_too_large")
     declared = http.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large

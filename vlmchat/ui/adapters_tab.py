@@ -173,7 +173,8 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
             refuse_server_paths(settings, "adapter import")
             info = registry.import_folder(path, actions.folder, name or None, owner)
         else:
-            raise gr.Error("Give a folder, a zip or a hub id to import.")
+            raise gr.Error("Upload a zip or give a hub id to import." if settings.server.exposed else
+                           "Give a folder, a zip or a hub id to import.")
         why = registry.incompatibility(info, *actions._model()) if actions.manager.info else ""
         return refreshed(f"Imported '{info.name}'." + (f" It does not fit the loaded model, so it is listed as "
                                                        f"disabled: {why}." if why else ""))

@@ -21,7 +21,7 @@ from ..caption.run import (PRESETS, CaptionOptions, caption_image, caption_image
 from ..errors import InputError, VlmchatError
 from ..models.manager import ModelManager
 from ..settings import Settings
-from .sharing import check_batch_upload, refuse_server_paths, verbatim
+from .sharing import check_batch_upload, nothing_given, refuse_server_paths, verbatim
 from .chat_tab import CHAT_EXAMPLES, EXAMPLES
 from .users import login_of, session_of, user_folder
 
@@ -108,7 +108,7 @@ class CaptionActions:
             if not Path(folder).expanduser().is_dir():
                 raise InputError(f"Folder '{folder}' does not exist on this computer; check the path.")
         if not folder and not uploads and not archive:
-            raise InputError("Give a folder path, upload images, or upload a zip first.")
+            raise InputError(nothing_given(self.settings, "images or a zip", "the path of a folder"))
         given = [what for what, there in (("a folder", folder), ("uploaded images", uploads), ("a zip", archive))
                  if there]
         if len(given) > 1:  # a zip left in its box from the last run was captioned with the folder typed next

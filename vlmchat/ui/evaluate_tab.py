@@ -24,7 +24,7 @@ from ..models.families import IMAGE_DETAILS
 from ..models.manager import ModelManager
 from ..settings import PROJECT_ROOT, Settings
 from .errors import guard as _guard, said
-from .sharing import refuse_server_paths
+from .sharing import nothing_given, refuse_server_paths
 from .uploads import upload_endpoint, user_uploads
 from .users import login_of, session_of, user_folder
 
@@ -263,7 +263,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
         if typed and typed.strip():
             refuse_server_paths(settings, "evaluation")
             return typed.strip()
-        raise gr.Error("Upload an eval set or type the path of a file or folder.")
+        raise gr.Error(nothing_given(settings, "an eval set", "the path of a file or folder"))
 
     def do_start(file, typed, chosen, how, first_n, level, width, tokens, request: gr.Request = None):
         try:

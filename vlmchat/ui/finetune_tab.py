@@ -25,7 +25,7 @@ from ..models.manager import ModelManager
 from ..models.resolve import resolve_model
 from ..settings import Settings
 from .errors import guard as _guard, said
-from .sharing import refuse_server_paths, shown_text
+from .sharing import nothing_given, refuse_server_paths, shown_text
 from .uploads import upload_endpoint, user_uploads
 from .users import refuse_anothers_adapter, user_folder
 
@@ -74,8 +74,8 @@ class FinetuneActions:
             if not path.strip().startswith(PREFIX):
                 refuse_server_paths(self.settings, "training")
             return path.strip()
-        raise gr.Error("Upload a dataset (a .zip, or a .json/.jsonl/.csv/.parquet file) or type the path of a folder "
-                       "or file.")
+        raise gr.Error(nothing_given(self.settings, "a dataset (a .zip, or a .json/.jsonl/.csv/.parquet file)",
+                                     "the path of a folder or file"))
 
     def check(self, reference: str, request=None) -> dict:
         """Format, usable sample count, problems (file/line) and the first samples of a dataset."""

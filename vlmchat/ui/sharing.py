@@ -22,6 +22,12 @@ def refuse_server_paths(settings: Settings, what: str, instead: str = "upload th
                        f"server is turned off; {instead}.")
 
 
+def nothing_given(settings: Settings, uploads: str, path: str) -> str:
+    """What to do when nothing was given: upload `uploads`, or (unless the app is shared) give `path`. On a shared app
+    the advice to type a path, which is refused there, followed an upload over the size limit (tester)."""
+    return f"Upload {uploads} first." if settings.server.exposed else f"Upload {uploads}, or give {path}."
+
+
 TEMP_NAME = "$TMPDIR"  # what the temp folder is called in answers (no Markdown or HTML meaning, unlike "<temp>")
 PATH_CHAR = r"[\w.~/:-]"  # a character that may stand before a path inside a longer path or a URL
 PATH_END = r"(?=/|(?![\w.~-])|\.(?![\w~-]))"  # where a path may go on or stop (a sentence's full stop may follow)
