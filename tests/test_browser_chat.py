@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client
 from playwright.sync_api import expect
 
-from conftest import LaunchedApp
+from conftest import LaunchedApp, free_port
 from test_browser import ARTIFACTS, CHROMIUM
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
@@ -277,6 +277,23 @@ def test_compare_example_runs_and_one_vote_counts_per_comparison(page, app, pict
     for vote in ("Left is better", "Tie"):
         expect(panel.get_by_role("button", name=vote)).to_be_disabled()
     assert len(log.read_text().splitlines()) == before + 1
+
+
+def test_a_compare_side_that_fails_leaves_the_others_figures(page, app, picture_files):
+    """One side's endpoint down: the other side's time and tokens were hidden with the vote buttons (tester)."""
+    Client(app.url, verbose=False).predict("gone", f"http://127.0.0.1:{free_port()}/v1", "demo", "", 0.0, 0.0, 1,
+                                           False, api_name="/add_endpoint")
+    page.get_by_role("tab", name="Compare").click()
+    panel = page.locator("[role=tabpanel]:visible")
+    right = panel.get_by_role("combobox", name="Right")
+    right.fill("endpoint:gone")
+    right.press("Enter")
+    panel.locator("input[type=file]").first.set_input_files(str(picture_files[("red", "circle")]))
+    panel.get_by_role("button", name="Compare", exact=True).click()
+    page.wait_for_function("() => (document.querySelector('#vlmchat-compare-figures')?.innerText || '')"
+                           ".includes('tokens')")
+    assert "gone" not in page.locator("#vlmchat-compare-figures").inner_text()  # only the side that answered
+    expect(panel.get_by_role("button", name="Tie")).to_be_disabled()  # nothing to vote on
 
 
 # ---- logins and restarts: an app of its own ----

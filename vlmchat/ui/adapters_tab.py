@@ -298,8 +298,9 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
             for left_answer, right_answer in compare_stream(manager, picture, prompt or "", left, right, params, stop):
                 yield left_answer.text, right_answer.text, None
             left_text, right_text = left_answer.text.strip(), right_answer.text.strip()
-            if "error" in (left_answer.finish_reason, right_answer.finish_reason):  # nothing to vote on or cost
-                yield left_text, right_text, None
+            if "error" in (left_answer.finish_reason, right_answer.finish_reason):  # nothing to vote on; the side
+                worked = [figures(a) for a in (left_answer, right_answer) if a.finish_reason != "error"]  # that
+                yield left_text, right_text, {"figures": " · ".join(worked)} if worked else None  # answered: its cost
                 return
             yield left_text, right_text, record | {"left_text": left_text, "right_text": right_text,
                                                    "figures": f"{figures(left_answer)} · {figures(right_answer)}"}
