@@ -359,6 +359,7 @@ def test_a_finished_job_evaluates_base_vs_the_new_adapter_and_records_the_verdic
     meta = json.loads((tmp_path / "adapters" / "loop" / "vlmchat.json").read_text(encoding="utf-8"))
     assert meta["metrics"]["validation_verdict"] == status.evaluation["verdict"]
     assert meta["metrics"]["validation_eval"] == numbers
+    assert meta["metrics"]["validation_next"] == status.evaluation["advice"]  # it was only in the tab (tester)
 
 
 @pytest.mark.slow

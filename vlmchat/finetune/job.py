@@ -134,14 +134,16 @@ def worse_advice(name: str, numbers: dict, model: str) -> str:
             "it should say." + small)
 
 
-def _record_verdict(adapter: Path, verdict: str, numbers: dict) -> None:
-    """The verdict (or why there is none) in the adapter's vlmchat.json, beside its other metrics."""
+def _record_verdict(adapter: Path, verdict: str, numbers: dict, advice: str = "") -> None:
+    """The verdict (or why there is none) and what to do next in the adapter's vlmchat.json, beside its other
+    metrics (the next step was only in the Fine-tune tab and the terminal: blind tester)."""
     import json
 
     from ..lora.store import META_FILE, write_metadata
 
     meta = json.loads((adapter / META_FILE).read_text(encoding="utf-8"))
-    meta.setdefault("metrics", {}).update(validation_verdict=verdict, validation_eval=numbers)
+    meta.setdefault("metrics", {}).update(validation_verdict=verdict, validation_eval=numbers,
+                                          **({"validation_next": advice} if advice else {}))
     write_metadata(adapter, meta)  # keeps its "created"
 
 
@@ -177,7 +179,7 @@ def evaluate_adapter(trainer, adapter: Path, emit) -> None:
         emit("evaluation", verdict=verdict, numbers=numbers, folder=str(folder), advice=advice,
              warns=bool(worse or numbers.get("repeats")),
              message=" ".join(filter(None, [verdict, advice])))
-        _record_verdict(adapter, verdict, numbers)
+        _record_verdict(adapter, verdict, numbers, advice)
     except Exception as exc:  # the adapter is written; a failed evaluation is reported, not fatal
         emit("evaluation", message=f"The evaluation after training failed: {type(exc).__name__}: "
                                    f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")
