@@ -139,6 +139,11 @@ def test_an_eval_set_picked_with_its_pictures_finds_them_without_their_folder(tm
     assert len(result.items) == 6 and result.problems == []
 
 
+def test_a_picture_uploaded_as_an_eval_set_says_what_an_eval_set_upload_is(client, tmp_path, picture_files):
+    with pytest.raises(Exception, match=r"is not an eval-set upload; upload a .zip \(the set's file and its pictures"):
+        client.predict(handle_file(str(picture_files[("red", "circle")])), api_name="/eval_upload")  # a dataset's
+
+
 def test_two_uploads_with_the_same_name_stem_and_bytes_stay_two(client, tmp_path):
     """empty.jsonl then empty.csv (both empty): the message names the file just uploaded."""
     for name in ("empty.jsonl", "empty.csv"):

@@ -30,7 +30,15 @@ def uploads_folder(settings) -> Path:
     return settings.paths.resolve("outputs") / "finetune" / "uploads"
 
 
-def store_upload(file, settings, folder: Path | None = None) -> str:
+NOT_AN_UPLOAD = {  # what to upload instead of a file of another kind, by what the upload is for
+    "dataset": "a dataset upload; upload a .zip (images + .txt captions, or a .jsonl with its images) or a "
+               ".json/.jsonl/.csv/.parquet file, or pick a dataset file together with its pictures.",
+    "eval set": "an eval-set upload; upload a .zip (the set's file and its pictures, or pictures with .txt "
+                "captions) or a .json/.jsonl/.csv/.parquet file, or pick the set's file together with its pictures.",
+}
+
+
+def store_upload(file, settings, folder: Path | None = None, kind: str = "dataset") -> str:
     """Unpack or copy an uploaded dataset into `folder` (default: uploads_folder); returns 'upload:<id>'.
 
     `file` is a path (or an object with `.name`, as some Gradio versions hand over), or a list of them:
@@ -45,16 +53,14 @@ def store_upload(file, settings, folder: Path | None = None) -> str:
     salt = str(folder.resolve()).encode() + b"\0"
     limit = settings.server.max_upload_mb * 2**20  # a picture in a zip: refused before it is unpacked
     if len(files) == 1:
-        return _store_one(files[0], folder, salt, limit)
+        return _store_one(files[0], folder, salt, limit, kind)
     return _store_several(files, folder, salt, limit)
 
 
-def _store_one(file: Path, folder: Path, salt: bytes, limit: int) -> str:
+def _store_one(file: Path, folder: Path, salt: bytes, limit: int, kind: str = "dataset") -> str:
     suffix = file.suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
-        raise InputError(f"'{file.name}' is not a dataset upload; upload a .zip (images + .txt captions, or a "
-                         ".jsonl with its images) or a .json/.jsonl/.csv/.parquet file, or pick a dataset file "
-                         "together with its pictures.")
+        raise InputError(f"'{file.name}' is not {NOT_AN_UPLOAD[kind]}")
     digest = hashlib.sha256(salt + file.name.encode() + b"\0" + file.read_bytes()).hexdigest()[:12]  # name: the id's
     return _stage(folder, f"{_stem(file)}-{digest}", lambda staging: _place(file, staging, limit))
 

@@ -259,7 +259,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
 
     def reference(file, typed, request) -> str:
         if file:
-            return store_upload(file, settings, user_uploads(settings, request))
+            return store_upload(file, settings, user_uploads(settings, request), "eval set")
         if typed and typed.strip():
             refuse_server_paths(settings, "evaluation")
             return typed.strip()
@@ -325,4 +325,4 @@ def _register_api(actions: EvalActions) -> None:
         gr.api(_guard(fn), api_name=fn.__name__, api_description=fn.__doc__)
     upload_endpoint(actions.settings, "eval_upload",
                     "Upload an eval set (.jsonl/.json/.csv/.parquet or a .zip with its images); "
-                    "returns 'upload:<id>' for eval_start.")
+                    "returns 'upload:<id>' for eval_start.", kind="eval set")

@@ -17,12 +17,12 @@ def user_uploads(settings: Settings, request) -> Path:
     return user_folder(uploads_folder(settings), request)
 
 
-def upload_endpoint(settings: Settings, api_name: str, description: str) -> None:
+def upload_endpoint(settings: Settings, api_name: str, description: str, kind: str = "dataset") -> None:
     """An API endpoint `api_name(file) -> 'upload:<id>'` storing the file among the caller's own uploads."""
     upload = gr.File(visible=False)
     reference = gr.Textbox(visible=False, label="reference")
 
     def store(file, request: gr.Request = None) -> str:
-        return store_upload(file, settings, user_uploads(settings, request))
+        return store_upload(file, settings, user_uploads(settings, request), kind)
 
     upload.upload(guard(store), upload, reference, api_name=api_name, api_description=description)
