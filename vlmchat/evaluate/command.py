@@ -158,12 +158,27 @@ def spare_the_set(output: Path, eval_set) -> None:
                          "over it; give a file of its own (e.g. results.csv beside the set).")
 
 
+def _local_model(settings) -> tuple[str, str, str] | None:
+    """(model id, folder, architecture) of the model the run will load, read without loading it; None when it is not
+    on this machine yet (the load says what is wrong with it)."""
+    from ..errors import VlmchatError
+    from ..models.resolve import read_config, resolve_model
+
+    try:
+        source = resolve_model(None, settings)
+        if source.path is None:
+            return None
+        return source.model_id, str(source.path), (read_config(source.path).get("architectures") or [""])[0]
+    except VlmchatError:
+        return None
+
+
 def run_eval_command(args: argparse.Namespace, settings) -> int:
     """Read the set, load the model, score every model, print the result; returns the exit code."""
     from ..files import check_writable_file
     from ..finetune.uploads import unpacked_zip
     from ..lora.runtime import is_base
-    from ..lora.store import find_adapter
+    from ..lora.store import find_adapter, usable_adapter
     from ..models.manager import ModelManager, is_endpoint
     from .run import EvalOptions, check_methods, run_eval
     from .sets import read_eval_set
@@ -175,9 +190,13 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
     options.check()
     if options.output is not None:  # before the model loads
         check_writable_file(options.output, "results.csv")
-    for name in models:  # a mistyped adapter is said before the model loads, with the names there are
-        if not (is_base(name) or is_endpoint(name)):
+    adapters = [name for name in models if not (is_base(name) or is_endpoint(name))]
+    local = _local_model(settings) if adapters else None
+    for name in adapters:  # a mistyped adapter, or one for another model, is said before the model loads
+        if local is None:
             find_adapter(settings.paths.resolve("adapters"), name)
+        else:
+            usable_adapter(settings.paths.resolve("adapters"), name, *local)
     eval_set = read_eval_set(unpacked_zip(args.data, settings), limit=args.limit)
     eval_set.require_usable()  # a file with nothing usable is reported before the model loads
     check_methods(eval_set, args.methods or ["loglik"], models)  # so is a method an endpoint cannot be scored by

@@ -296,7 +296,8 @@ def usable_adapter(folder: Path, name: str, model_id: str, model_source: str, ar
     info = find_adapter(folder, name)
     reason = incompatibility(info, model_id, model_source, architecture)
     if reason:
-        raise InputError(f"Adapter '{name}' cannot be used with the loaded model: {reason}.")
+        raise InputError(f"Adapter '{name}' cannot be used with the loaded model: {reason}. Pick an adapter made "
+                         "for this model, or load the model it was made for.")
     return info
 
 
