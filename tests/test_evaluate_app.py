@@ -4,6 +4,7 @@ import csv
 import json
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
@@ -55,6 +56,10 @@ def test_base_vs_adapter_gives_accuracy_intervals_a_verdict_and_the_csv(client, 
         header = next(csv.reader(handle))
     for column in ("Question", "Generated Answer", "Correct Answer", "Is Correct", "Response Time (s)", "model"):
         assert column in header
+    # the files downloaded to the client, for one that cannot read the server's folders (blind tester)
+    fetched, chart, summary = client.predict(started["run_id"], api_name="/eval_files")
+    assert Path(fetched).read_bytes() == Path(status["csv"]).read_bytes() and Path(chart).suffix == ".png"
+    assert json.loads(Path(summary).read_text())["models"].keys() == {"base", "demo-es"}
 
 
 def test_a_run_that_scores_no_question_has_failed(client, tmp_path):

@@ -142,6 +142,10 @@ def test_what_a_shared_app_answers_names_no_server_folder(shared, tmp_path):
         if answers["eval"]["state"] != "running":
             break
         time.sleep(0.5)
+    # eval_status names its files as the server has them, which a client elsewhere cannot fetch: eval_files sends
+    # them (the file route answered 403 even to the login that ran it: blind tester)
+    fetched = client.predict(run, api_name="/eval_files")[0]
+    assert "Is Correct" in Path(fetched).read_text(encoding="utf-8").splitlines()[0]
     answers["caption"] = client.predict("", [], handle_file(str(tmp_path / "quiz.zip")),
                                         api_name="/caption_batch")[:2]  # the third is the results zip, downloaded
     (tmp_path / "bad.jsonl").write_text(json.dumps({"question": "Colour?", "options": ["red"], "answer": "blue"}))

@@ -12,6 +12,7 @@ import html
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
 
@@ -323,6 +324,25 @@ def _register_api(actions: EvalActions) -> None:
 
     for fn in (eval_start, eval_status, eval_cancel):
         gr.api(_guard(fn), api_name=fn.__name__, api_description=fn.__doc__)
+
+    def eval_files(run_id: str = "", request: gr.Request = None):
+        """A finished run's files, downloaded by the client: eval_status names them by their place on the server,
+        which a client elsewhere cannot fetch (a shared app's answered 403; blind tester)."""
+        status = actions.status(run_id, request)
+        if status["state"] == "running":
+            raise gr.Error(f"Evaluation {status['run_id']} is still running; ask for its files when eval_status says "
+                           "it has ended (a cancelled run has the files of what it scored).")
+        if "csv" not in status:
+            raise gr.Error(f"Evaluation {status['run_id']} {status['state']} without files: {status['message']}")
+        return [status[key] if Path(status[key]).is_file() else None for key in ("csv", "chart", "summary")]
+
+    with gr.Row(visible=False):
+        api_run = gr.Textbox(value="", label="run_id")
+        files = [gr.File(label=label) for label in ("results_csv", "chart_png", "summary_json")]
+        api_button = gr.Button("eval_files")
+    api_button.click(_guard(eval_files), api_run, files, api_name="eval_files",
+                     api_description="The files of a finished run ('' = the newest): results.csv, chart.png and "
+                                     "summary.json, downloaded to the client.")
     upload_endpoint(actions.settings, "eval_upload",
                     "Upload an eval set (.jsonl/.json/.csv/.parquet or a .zip with its images); "
                     "returns 'upload:<id>' for eval_start.", kind="eval set")
