@@ -424,3 +424,11 @@ def test_caption_settings_are_validated(tmp_path, text, expected):
         load_settings(path)
     path.write_text("[caption]\nbatch_size = 4\n")
     assert load_settings(path).caption.batch_size == 4
+
+
+def test_a_run_stopped_at_its_last_image_does_not_say_0_not_done():
+    from vlmchat.caption.run import CaptionSummary
+
+    stopped = CaptionSummary(total=1, failed=[("a.png", "refused")], stopped="Endpoint 'x' refused the API key.")
+    assert stopped.line().endswith("; stopped: Endpoint 'x' refused the API key")  # "stopped with 0 not done: ..."
+    assert "; stopped with 2 not done: " in CaptionSummary(total=3, failed=stopped.failed, stopped="x").line()

@@ -107,10 +107,11 @@ class CaptionSummary:
         rate = f"{self.images_per_s:.1f} images/s; " if self.captioned else ""  # no speed for a run where none worked
         text = (f"{len(self.captioned)} captioned, {len(self.skipped)} skipped, {len(self.failed)} failed "
                 f"of {self.total} in {self.elapsed_s:.1f} s ({rate}{self.batch_reason})")
+        left = f" with {self.total - self.done} not done" if self.total > self.done else ""  # "with 0 not done"
         if self.cancelled:
-            text += f"; cancelled with {self.total - self.done} not done"
+            text += f"; cancelled{left}"
         if self.stopped:
-            text += f"; stopped with {self.total - self.done} not done: {self.stopped.rstrip('.')}"
+            text += f"; stopped{left}: {self.stopped.rstrip('.')}"
         return text + (f"; captions in {self.output}" if self.output and self.output.exists() else "")
 
     def rows(self, base: Path | None = None) -> list[list[str]]:
