@@ -211,7 +211,7 @@ def test_login_mode_needs_the_bearer_key_on_every_v1_route(exposed):
         assert raised.value.body["message"].startswith("The API key sent is not this server's")
         with pytest.raises(openai.AuthenticationError):
             anonymous.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)))
-    for path in ("v1/models", "v1/no-such-route"):  # no /v1 route answers, not even with a 404
+    for path in ("v1/models", "v1/no-such-route", "v1"):  # no /v1 route answers, not even with a 404
         with pytest.raises(urllib.error.HTTPError) as raised:
             urllib.request.urlopen(exposed.url + path, timeout=10)
         assert raised.value.code == 401

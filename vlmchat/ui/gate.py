@@ -41,7 +41,8 @@ FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/")  # serve files of allow
 
 def is_public(path: str) -> bool:
     """True for the paths that must answer without a login (the login page and its static files)."""
-    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or path.startswith(OWN_KEY_PREFIXES)
+    return (path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or path.startswith(OWN_KEY_PREFIXES)
+            or path + "/" in OWN_KEY_PREFIXES)  # "/v1" itself: the login gate's answer, not OpenAI's 401 (tester)
 
 
 def login_required(scope) -> bool:
