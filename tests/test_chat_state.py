@@ -352,3 +352,16 @@ def test_a_chat_deleted_in_another_tab_says_so_at_its_next_question(turns, tmp_p
     found = _ask(turns, chat, "What color is the shape?")
     assert found["status"] == "error" and "deleted in another tab or window" in found["text"]
     assert "attach the picture again" in found["text"] and "check the path" not in found["text"]
+
+
+def test_each_answer_keeps_the_system_prompt_it_answered_under(turns, picture_files):
+    """The chat kept only its last system prompt: an export did not say the first answer had another (tester)."""
+    from vlmchat.chats import to_markdown
+
+    chat = new_chat()
+    first = _ask(turns, chat, "Describe the image.", picture_files[("red", "circle")])
+    chat["system"] = "Answer briefly."
+    second = _ask(turns, chat, "What color is the shape?")
+    assert (first["system"], second["system"]) == ("", "Answer briefly.")
+    markdown = to_markdown(chat)
+    assert markdown.count("system prompt then: none") == 1 and "*System prompt:* Answer briefly." in markdown

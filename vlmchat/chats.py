@@ -339,6 +339,8 @@ def to_markdown(chat: dict) -> str:
             status = message.get("status")
             label = "Assistant" + (f" ({status})" if status not in ("ok", None) else "")
             lines += [f"**{label}:**", message.get("text") or ""]
+            if "system" in message and message["system"] != (chat.get("system") or ""):  # under another prompt
+                lines.append(f"<small>system prompt then: {message.get('system') or 'none'}</small>")
             if stats := stats_line(message):
                 lines.append(f"<small>{stats}</small>")
             lines.append("")

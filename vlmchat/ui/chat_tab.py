@@ -134,6 +134,7 @@ class ChatTurns:
             chat["messages"].append(turn)
             yield turn
             return
+        turn["system"] = chat.get("system") or ""  # the prompt it answered under (the chat keeps only the last)
         chat["messages"].append(turn)
         stream = None
         try:
