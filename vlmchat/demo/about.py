@@ -11,6 +11,7 @@ SIZE_RANGE = (0.35, 0.90)  # shape size as a share of the picture's shorter side
 
 NOTE = (f"Demo model: one red, green, blue or yellow circle, square or triangle on white or a light background, "
         f"{SIZE_RANGE[0]:.0%}-"
-        f"{SIZE_RANGE[1]:.0%} of the picture's shorter side, in pictures no wider or taller than 2:1; it answers in English, or in Spanish, French, Italian, Portuguese "
-        "or German when asked, and always in Spanish with the demo-es adapter. For more, "
+        f"{SIZE_RANGE[1]:.0%} of the picture's shorter side, in pictures no wider or taller than 2:1; it answers "
+        "in English, or in Spanish, French, Italian, Portuguese or German when asked, and always in Spanish with the "
+        "demo-es adapter. For more, "
         "load a real model in the Model tab.")

@@ -43,8 +43,9 @@ def add_eval_parser(commands) -> None:
                         help="loglik: score each option's log-likelihood (default, no sampling); generate: parse a "
                              "generated answer; both (--method loglik generate): each model by both on the same "
                              "questions, compared in accuracy and speed. Caption sets are always generated.")
-    parser.add_argument("--limit", type=_positive, metavar="N", help="use only the first N items, in the files' order (a folder of subject files: "
-                        "the first subjects' questions)")
+    parser.add_argument("--limit", type=_positive, metavar="N",
+                        help="use only the first N items, in the files' order (a folder of subject files: the first "
+                             "subjects' questions)")
     parser.add_argument("--batch-size", type=_positive, default=8, metavar="N", help="questions per batch (default 8)")
     parser.add_argument("--max-new-tokens", type=_positive, metavar="N",
                         help="generate/captions: tokens per answer (default 16 for questions, 64 for captions)")
