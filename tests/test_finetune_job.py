@@ -750,3 +750,21 @@ def test_a_run_that_stops_early_says_so_and_which_step_it_kept(workspace):
     assert f"Stopped early at step {status.step}: the eval loss had not improved in 1 evaluation." in status.message
     kept = meta["metrics"]["weights_from_step"]
     assert kept < status.step and f"The weights are those of step {kept} (the best eval loss)." in status.message
+
+
+@pytest.mark.parametrize("cancelled", [True, False])
+def test_a_process_that_ended_without_a_report_is_said_so_with_the_likely_reason(tmp_path, cancelled):
+    """After a Cancel the process was ended by it: the status said "perhaps killed for lack of memory" (tester)."""
+    from vlmchat.finetune.job import CANCEL_FILE
+
+    job = tmp_path / "job"
+    job.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process id that has ended
+    (job / runner.PID_FILE).write_text(json.dumps({"pid": gone.pid, "started": time.time()}), encoding="utf-8")
+    if cancelled:
+        (job / CANCEL_FILE).write_text("cancel requested\n", encoding="utf-8")
+    status = runner.job_status(job)
+    assert status.state == "interrupted"
+    assert ("after Cancel, before it could save a checkpoint" in status.message) == cancelled
+    assert ("perhaps killed for lack of memory" in status.message) != cancelled

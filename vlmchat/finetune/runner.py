@@ -199,8 +199,11 @@ def job_status(job_dir: Path) -> JobStatus:
     elif status.state in ("none", "running") and not alive:
         code = exit_code(job_dir)
         status.state = "interrupted" if (job_dir / PID_FILE).exists() else "none"
+        # after a Cancel the process was ended by it, not "perhaps killed for lack of memory" (blind tester)
+        why = (" after Cancel, before it could save a checkpoint" if (job_dir / CANCEL_FILE).exists()
+               else " — perhaps killed for lack of memory")
         status.message = (f"The training process ended without a report{f' (exit code {code})' if code else ''}"
-                          " — perhaps killed for lack of memory. See log.txt in the job folder"
+                          f"{why}. See log.txt in the job folder"
                           + ("; Resume continues from the last checkpoint." if status.checkpoint else "."))
     elif alive and (job_dir / CANCEL_FILE).exists() and status.active:
         status.message = "Cancelling: the run stops after the current step and saves a checkpoint…"
