@@ -768,3 +768,21 @@ def test_a_process_that_ended_without_a_report_is_said_so_with_the_likely_reason
     assert status.state == "interrupted"
     assert ("after Cancel, before it could save a checkpoint" in status.message) == cancelled
     assert ("perhaps killed for lack of memory" in status.message) != cancelled
+
+
+def test_the_terminal_bar_is_written_again_only_when_it_changes(capsys):
+    """Into a log (not a terminal) each poll wrote the same bar: a run stuck after its last step, a line a second
+    for minutes (blind tester)."""
+    from vlmchat.finetune.command import _Bar
+    from vlmchat.finetune.progress import JobStatus
+
+    bar = _Bar()
+    status = JobStatus(state="running", step=1, total_steps=2, loss=1.5)
+    bar.update(status)
+    first = capsys.readouterr().err
+    for _ in range(3):
+        bar.update(status)
+    assert first and capsys.readouterr().err == ""
+    bar.update(JobStatus(state="running", step=2, total_steps=2, loss=1.2))
+    assert "2/2" in capsys.readouterr().err
+    bar.close()

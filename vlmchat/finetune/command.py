@@ -213,7 +213,7 @@ class _Bar:
     """A tqdm bar over the optimizer steps (plain lines when tqdm is missing)."""
 
     def __init__(self):
-        self.bar, self.shown_setup = None, False
+        self.bar, self.shown_setup, self.shown = None, False, None
 
     def update(self, status) -> None:
         if status.setup and not self.shown_setup:
@@ -233,12 +233,18 @@ class _Bar:
                                 dynamic_ncols=True)
             except ImportError:
                 self.bar = False
+        line = status.line()
+        # drawn again only when it changed, but for a terminal's clock: each poll wrote the same bar into a log
+        # (a stuck run's: a line a second for minutes; blind tester)
+        if (status.step, line) == self.shown and not (self.bar and sys.stderr.isatty()):
+            return
+        self.shown = status.step, line
         if self.bar:
             self.bar.n = status.step
-            self.bar.set_postfix_str(status.line().split(" · ", 2)[-1], refresh=False)
+            self.bar.set_postfix_str(line.split(" · ", 2)[-1], refresh=False)
             self.bar.refresh()
         elif status.step:
-            print(status.line(), file=sys.stderr)
+            print(line, file=sys.stderr)
 
     def close(self) -> None:
         if self.bar:
