@@ -83,13 +83,13 @@ def read_adapter(path: Path) -> AdapterInfo:
     cut = _cut_short(path / WEIGHTS_FILE)
     if cut:
         return broken(cut)
-    config = meta = {}
+    read = {}
     for file in (CONFIG_FILE, META_FILE):
         try:
-            read = json.loads((path / file).read_text(encoding="utf-8")) if (path / file).is_file() else {}
+            read[file] = json.loads((path / file).read_text(encoding="utf-8")) if (path / file).is_file() else {}
         except (OSError, ValueError) as exc:
             return broken(f"{file} is not readable JSON ({exc})")
-        config, meta = (read, meta) if file == CONFIG_FILE else (config, read)
+    config, meta = read[CONFIG_FILE], read[META_FILE]
     if config.get("peft_type", "LORA") != "LORA":
         return broken(f"a {config.get('peft_type')} adapter; vlmchat loads LoRA adapters")
     created = meta.get("created") or datetime.fromtimestamp((path / WEIGHTS_FILE).stat().st_mtime,

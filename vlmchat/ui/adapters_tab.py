@@ -175,9 +175,9 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
         else:
             raise gr.Error("Upload a zip or give a hub id to import." if settings.server.exposed else
                            "Give a folder, a zip or a hub id to import.")
-        why = registry.incompatibility(info, *actions._model()) if actions.manager.info else ""
+        state = actions.status(info)  # as the table shows it
         return refreshed(f"Imported '{info.name}'." + (f" It does not fit the loaded model, so it is listed as "
-                                                       f"disabled: {why}." if why else ""))
+                                                       f"{state}." if state.startswith("disabled") else ""))
 
     import_button.click(do_import, [new_name, folder, upload, hub_id], outputs, api_visibility="undocumented")
 
