@@ -708,6 +708,23 @@ def test_a_run_where_nothing_was_scored_says_so_instead_of_an_interval(eval_mana
     assert "shapes  base: none scored" in out and "None" not in out and "0.0–100.0" not in out
 
 
+def test_a_run_that_fails_without_a_message_is_reported_failed(eval_manager, pictures, tmp_path, monkeypatch):
+    """MemoryError() has no message: the tab's report took its line 0 and raised IndexError in the run's thread, so
+    the run was never marked failed. Stand-in: run_eval raising it (a real one needs a machine out of memory)."""
+    import vlmchat.ui.evaluate_tab as tab
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError()
+
+    _write_rows(tmp_path / "set.jsonl", pictures)
+    monkeypatch.setattr(tab, "run_eval", out_of_memory)
+    actions = tab.EvalActions(eval_manager, eval_manager.settings)
+    run_id = actions.start(str(tmp_path / "set.jsonl"))["run_id"]
+    actions.runs[run_id].thread.join(10)
+    status = actions.status(run_id)
+    assert status["state"] == "failed" and status["message"] == "The evaluation failed: MemoryError"
+
+
 def test_the_tab_lists_the_rows_each_model_skipped_and_names_the_set_as_uploaded(eval_manager, tmp_path):
     """The tab showed "problems 4" and no reason when the model (not the reader) skipped rows, a run of skipped rows
     "284443.3 questions/s", and the chart the upload's folder "set-41-9e2ec696a51d" (outside reviewer)."""

@@ -36,6 +36,24 @@ class EndpointUnusable(InputError):
     batch run stops at the first instead of sending, and failing, one request per picture."""
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """`exc`'s first non-empty line, cut at `limit`, or its type's name when it has no message (an empty message
+    has no line 0: `str(exc).splitlines()[0]` raised IndexError inside the handler that was reporting it)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
+def named(exc: BaseException) -> str:
+    """'TypeName: first line', or the type's name alone when it has no message (MemoryError())."""
+    return type(exc).__name__ + (f": {first_line(exc)}" if str(exc).strip() else "")
+
+
+def all_lines(exc: BaseException, limit: int = 300) -> str:
+    """`exc`'s message on one line, cut at `limit`: torch's "Error(s) in loading state_dict for PeftModel:" says what
+    does not fit (which weight, which shapes) on the lines after it, and its first line alone says nothing."""
+    return (" ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__)[:limit]
+
+
 class ContextLengthError(InputError):
     """A conversation is longer than the model reads."""
 

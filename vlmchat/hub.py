@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, first_line, named
 
 Progress = Callable[[float, str], None]
 
@@ -219,17 +219,12 @@ def friendly_hub_error(exc: BaseException, repo_id: str, token: str | None = Non
                         httpx2.TimeoutException)):
         return OfflineError(offline_message(repo_id))
     if isinstance(exc, (httpx2.HTTPError, HfHubHTTPError)):
-        return DownloadError(f"Downloading {repo_id} failed: {_scrub(_first_line(exc), token)}. Run the same "
+        return DownloadError(f"Downloading {repo_id} failed: {_scrub(first_line(exc), token)}. Run the same "
                              "command again: finished files are kept and the rest resumes.")
     if isinstance(exc, OSError):
-        return DownloadError(f"Downloading {repo_id} failed: {_scrub(_first_line(exc), token)}. Check the free "
+        return DownloadError(f"Downloading {repo_id} failed: {_scrub(first_line(exc), token)}. Check the free "
                              f"disk space in {_cache_dir()} and run it again: finished files are kept.")
-    return DownloadError(f"Downloading {repo_id} failed: {type(exc).__name__}: {_scrub(_first_line(exc), token)}")
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(exc).__name__
+    return DownloadError(f"Downloading {repo_id} failed: {_scrub(named(exc), token)}")
 
 
 def offline_message(repo_id: str) -> str:

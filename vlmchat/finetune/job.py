@@ -19,7 +19,7 @@ import traceback
 import types
 from pathlib import Path
 
-from ..errors import InputError, VlmchatError
+from ..errors import InputError, VlmchatError, named
 from .progress import PROGRESS_FILE, ProgressWriter
 from .recipe import AUTO_BATCH_SIZE
 from .spec import JOB_FILE, JobSpec
@@ -181,8 +181,7 @@ def evaluate_adapter(trainer, adapter: Path, emit) -> None:
              message=" ".join(filter(None, [verdict, advice])))
         _record_verdict(adapter, verdict, numbers, advice)
     except Exception as exc:  # the adapter is written; a failed evaluation is reported, not fatal
-        emit("evaluation", message=f"The evaluation after training failed: {type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")
+        emit("evaluation", message=f"The evaluation after training failed: {named(exc)}")
 
 
 def _use_gpu(spec: JobSpec) -> bool:

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
-from ..errors import EndpointUnusable, InputError, VlmchatError
+from ..errors import EndpointUnusable, InputError, VlmchatError, first_line
 from .answers import ENDPOINT_PREFIX, STOP_CHECK_S, Answer, GenerationParams
 from ..settings import EndpointSettings
 
@@ -363,7 +363,7 @@ def _server_message(exc) -> str:
         body = body.get("error", body)
         if isinstance(body, dict) and body.get("message"):
             return str(body["message"])[:500]
-    return str(exc).splitlines()[0][:500]
+    return first_line(exc, 500)
 
 
 REMEMBERED_FILE = "endpoints.json"  # under the outputs folder, readable by the owner only

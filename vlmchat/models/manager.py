@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import ContextLengthError, InputError, ModelLoadError, NoModelError
+from ..errors import ContextLengthError, InputError, ModelLoadError, NoModelError, all_lines, first_line
 from .answers import (ENDPOINT_PREFIX, Answer, GenerationParams, is_endpoint,  # noqa: F401 (re-exported)
                       local_answer, sampling_kwargs)
 from .cpu_speed import ModelLock, tune_for_cpu
@@ -140,7 +140,7 @@ class ModelManager:
             except Exception as exc:  # noqa: BLE001 - a file PEFT or safetensors cannot read: said, and left out
                 self.model = detach_adapter(self.model, name)
                 raise InputError(f"Adapter '{name}' could not be loaded onto the loaded model: "
-                                 f"{_first_lines(exc)}. Import it again, or "
+                                 f"{all_lines(exc)}. Import it again, or "
                                  "check that it was made for this model.") from None
 
     def attach_named_adapter(self, name: str | None) -> None:
@@ -231,7 +231,7 @@ class ModelManager:
                 **template,
             )
         except (ValueError, TypeError, TemplateError) as exc:
-            raise InputError(f"The model's processor refused this conversation: {str(exc).splitlines()[0]}") from None
+            raise InputError(f"The model's processor refused this conversation: {first_line(exc)}") from None
         mask = inputs.get("attention_mask")  # answers and eval batches alike
         _check_context(model, int(mask.sum(dim=1).max()) if mask is not None else inputs["input_ids"].shape[-1])
         inputs = inputs.to(model.device)
@@ -397,17 +397,17 @@ def _from_pretrained(source, load_kwargs: dict):
         processor = AutoProcessor.from_pretrained(source.location)
         model = AutoModelForImageTextToText.from_pretrained(source.location, **load_kwargs)
     except SafetensorError as exc:  # a weights file cut short or damaged (an interrupted copy or download)
-        raise ModelLoadError(f"'{name}' has a damaged weights file ({str(exc).splitlines()[0]}); download or copy "
+        raise ModelLoadError(f"'{name}' has a damaged weights file ({first_line(exc)}); download or copy "
                              "the model again.") from None
     except OSError as exc:
         raise ModelLoadError(f"Could not load '{name}': {exc}".split("\n")[0] +
                              " Check the id or path, your network and your Hugging Face token.") from None
     except ValueError as exc:
         raise ModelLoadError(f"'{name}' is not a vision-language model vlmchat can load: "
-                             f"{str(exc).splitlines()[0]}") from None
+                             f"{first_line(exc)}") from None
     except ImportError as exc:  # e.g. Qwen2-VL's processor needs torchvision for its video part
         raise ModelLoadError(f"'{name}' needs a package that is not installed: "
-                             f"{str(exc).strip().splitlines()[0]}") from None
+                             f"{first_line(exc)}") from None
     return model, processor
 
 
@@ -469,7 +469,3 @@ def _weights_stamp(folder) -> tuple | None:
     return found.st_ino, found.st_size, found.st_mtime_ns
 
 
-def _first_lines(exc: Exception, limit: int = 300) -> str:
-    """`exc`'s message on one line, cut at `limit`: torch's "Error(s) in loading state_dict for PeftModel:" says what
-    does not fit (which weight, which shapes) on the lines after it, and its first line alone said nothing."""
-    return (" ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__)[:limit]

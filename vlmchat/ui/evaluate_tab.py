@@ -16,7 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..errors import InputError, VlmchatError
+from ..errors import InputError, VlmchatError, named
 from ..evaluate.run import METHODS, EvalOptions, check_methods, check_models, eval_folder, run_eval
 from ..evaluate.sets import read_eval_set
 from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
@@ -101,7 +101,7 @@ class EvalActions:
             except VlmchatError as exc:
                 run.error = str(exc)
             except Exception as exc:  # reported in the tab; the app keeps serving
-                run.error = f"The evaluation failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+                run.error = f"The evaluation failed: {named(exc)}"
 
         run.thread = threading.Thread(target=work, name=f"vlmchat-eval-{run.run_id}", daemon=True)
         with self.lock:
