@@ -165,3 +165,24 @@ def test_a_plain_peft_adapter_names_its_base_class_from_its_config(tmp_path):
     loaded = ("demo", "/x/models/vlmchat-demo", "LlavaForConditionalGeneration")
     assert registry.incompatibility(adapter, *loaded) == ("made for Idefics3ForConditionalGeneration; the loaded "
                                                           "model is LlavaForConditionalGeneration")
+
+
+def test_compare_opens_on_base_and_the_newest_adapter_not_the_first_by_name(tmp_path, demo_model_path):
+    """Compare's right side was the first adapter by name: after training 'mine' it still showed demo-es."""
+    import shutil
+
+    from conftest import write_settings
+    from vlmchat.models.manager import ModelManager
+    from vlmchat.settings import load_settings
+    from vlmchat.ui.adapters_tab import compare_sides
+
+    manager = ModelManager(load_settings(write_settings(tmp_path)))
+    manager.load()
+    adapters = tmp_path / "adapters"
+    for name, created in (("aaa-new", "2026-12-03T23:00:00+00:00"), ("zzz-old", "2026-12-03T23:30:00+05:00")):
+        shutil.copytree(adapters / "demo-es", adapters / name)
+        meta = json.loads((adapters / name / "vlmchat.json").read_text()) | {"created": created}
+        (adapters / name / "vlmchat.json").write_text(json.dumps(meta))
+    sides, right = compare_sides(manager)
+    assert sides[:1] == ["base"] and {"aaa-new", "demo-es", "zzz-old"} <= set(sides)
+    assert right == "aaa-new"  # zzz-old's 23:30+05:00 is 18:30 UTC: older, though later as a string

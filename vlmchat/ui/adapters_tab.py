@@ -233,6 +233,27 @@ def said_vote(entry: dict) -> str:
             "tie": f"a tie between {left} and {right}"}.get(entry["vote"], f"both bad: {left} and {right}")
 
 
+def compare_sides(manager: ModelManager) -> tuple[list[str], str]:
+    """(every model Compare can name, the right side's default: the newest adapter that fits, else the next choice)."""
+    sides = manager.model_choices() or [BASE]
+    created = {a.name: a.created for a in registry.list_adapters(manager.settings.paths.resolve("adapters"))}
+    adapters = [side for side in sides if side in created]
+    if adapters:
+        return sides, max(adapters, key=lambda name: _moment(created[name]))
+    return sides, sides[1] if len(sides) > 1 else BASE
+
+
+def _moment(created: str) -> float:
+    """An adapter's ISO creation time as a number (0 when unreadable); offsets differ, so strings do not sort."""
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(created)
+    except ValueError:
+        return 0.0
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: Settings) -> None:
     """Lay out the Compare tab: one picture and question, two sides, one vote per comparison
     (outputs/compare_votes.jsonl; with a login, the login's own under outputs/users/<name>/) and the
@@ -241,7 +262,7 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
         return user_folder(settings.paths.resolve("outputs"), request) / "compare_votes.jsonl"
 
     max_bytes = settings.server.max_upload_mb * 2**20
-    sides = manager.model_choices() or [BASE]
+    sides, newest = compare_sides(manager)
     with gr.Row():
         image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload"], height=280,
                          elem_id="vlmchat-compare-image")
@@ -250,8 +271,7 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
             seed = gr.Number(value=0, precision=0, label="Seed (same for both sides)")
             with gr.Row():  # any model choice, also an adapter trained since the page was built (checked on use)
                 left = gr.Dropdown(choices=sides, value=BASE, label="Left", allow_custom_value=True)
-                right = gr.Dropdown(choices=sides, value=(sides[1] if len(sides) > 1 else BASE), label="Right",
-                                    allow_custom_value=True)
+                right = gr.Dropdown(choices=sides, value=newest, label="Right", allow_custom_value=True)
             run = gr.Button("Compare", variant="primary")
     examples = [[str(EXAMPLES / picture), text] for text, picture in CHAT_EXAMPLES[:3]
                 if (EXAMPLES / picture).is_file()]
@@ -280,6 +300,12 @@ def build_compare_tab(actions: AdapterActions, manager: ModelManager, settings: 
         return tally(read_votes(log(request)))
 
     gr.context.Context.root_block.load(compare_tally, outputs=standings, api_name="compare_tally", queue=False)
+    # each page opens on base vs the newest adapter: the one just trained, not the first by name
+    def newest_right():
+        choices, value = compare_sides(manager)
+        return gr.update(choices=choices, value=value)
+
+    gr.context.Context.root_block.load(newest_right, outputs=right, api_visibility="undocumented", queue=False)
 
     def compare(image, prompt, left, right, seed=0):
         """Answers of `left` and `right` ('base' or adapter names) to one image and prompt."""
