@@ -861,6 +861,21 @@ def test_limit_spans_the_files_of_a_folder(tmp_path):
                                                       "virology_test.csv:1"]
 
 
+def test_limit_takes_each_subjects_first_questions_in_turn(tmp_path):
+    """--limit 100 on MMLU's 57 subject files scored abstract algebra only; a row naming its subject counts too."""
+    for subject in ("anatomy", "virology", "world_religions"):
+        write_csv(tmp_path / f"{subject}_test.csv", MMLU_ROWS * 3)
+    result = read_eval_set(tmp_path, limit=4)
+    assert [item.source for item in result.items] == ["anatomy_test.csv:1", "anatomy_test.csv:2",
+                                                      "virology_test.csv:1", "world_religions_test.csv:1"]
+    assert "4 questions taken in turn from its 3 subjects" in result.format
+    rows = [{"question": f"q{n}", "options": ["a", "b"], "answer": "A", "subject": "ab"[n >= 4]} for n in range(8)]
+    rows[4]["answer"] = rows[7]["answer"] = ""  # a problem before the last question asked is reported, not after
+    result = read_eval_set(write_jsonl(tmp_path / "one.jsonl", rows), limit=3)
+    assert [item.question for item in result.items] == ["q0", "q1", "q5"]
+    assert [p.line for p in result.problems] == [5]
+
+
 @pytest.mark.parametrize("limit", [0, -1])
 def test_limit_must_be_positive(tmp_path, limit):
     with pytest.raises(InputError, match="limit must be 1 or more"):

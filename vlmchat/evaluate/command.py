@@ -44,8 +44,8 @@ def add_eval_parser(commands) -> None:
                              "generated answer; both (--method loglik generate): each model by both on the same "
                              "questions, compared in accuracy and speed. Caption sets are always generated.")
     parser.add_argument("--limit", type=_positive, metavar="N",
-                        help="use only the first N items, in the files' order (a folder of subject files: the first "
-                             "subjects' questions)")
+                        help="use only N items: each subject's first ones in turn, so a quick run covers every "
+                             "subject (a set without subjects: the first N in file order)")
     parser.add_argument("--batch-size", type=_positive, default=8, metavar="N", help="questions per batch (default 8)")
     parser.add_argument("--max-new-tokens", type=_positive, metavar="N",
                         help="generate/captions: tokens per answer (default 16 for questions, 64 for captions)")

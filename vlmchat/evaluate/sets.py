@@ -16,6 +16,7 @@ items refer to those files like to any other image.
 from __future__ import annotations
 
 import csv
+from collections import Counter
 import hashlib
 import io
 import json
@@ -81,7 +82,9 @@ class EvalSet:
 
 
 def read_eval_set(path: str | Path, limit: int | None = None) -> EvalSet:
-    """Read an eval set (file or folder), auto-detecting its layout; `limit` keeps the first N items."""
+    """Read an eval set (file or folder), auto-detecting its layout; `limit` keeps N items, taken in turn from each
+    subject (its first ones), so a quick run of a set of many subjects covers every one (MMLU's 57 subject files
+    gave the first subject's questions only)."""
     if limit is not None and limit < 1:
         raise InputError(f"The item limit must be 1 or more (got {limit}); leave it empty to use every item.")
     path = Path(path).expanduser()
@@ -97,6 +100,30 @@ def read_eval_set(path: str | Path, limit: int | None = None) -> EvalSet:
             result = EvalSet(str(path), f"{layout.name} {rows.container}", CAPTION if layout.captions else CHOICE)
             _convert(rows, layout, path.name, path.parent, result, limit, {})
     result.format += found_note(found, "the set's folder")
+    return _spread(result, limit)
+
+
+def _spread(result: EvalSet, limit: int | None) -> EvalSet:
+    """`result` with `limit` of its items: each subject's first in turn, kept in the set's order."""
+    if limit is None or len(result.items) <= limit:
+        return result
+    by_subject: dict[str, list[int]] = {}
+    for index, item in enumerate(result.items):
+        by_subject.setdefault(item.subject, []).append(index)
+    kept: list[int] = []
+    for round_ in range(max(map(len, by_subject.values()))):
+        kept += [indexes[round_] for indexes in by_subject.values() if round_ < len(indexes)][:limit - len(kept)]
+    read = {item.source.rpartition(":")[0] for item in result.items}
+    result.items = [result.items[index] for index in sorted(kept)]
+    last: dict[str, int] = {}
+    for item in result.items:
+        file, _, line = item.source.rpartition(":")
+        last[file] = int(line)
+    # the problems of rows up to each file's last question asked, and of files none of whose rows could be read
+    result.problems = [p for p in result.problems if p.line is None or p.file not in read
+                       or p.line <= last.get(p.file, 0)]
+    if len(by_subject) > 1:
+        result.format += f"; {limit} questions taken in turn from its {len(by_subject)} subjects (--limit)"
     return result
 
 
@@ -267,20 +294,23 @@ _Checked = dict[object, tuple[str, str]]  # file Path or embedded image's sha256
 
 def _convert(rows: _Rows, layout: Layout, name: str, base: Path, result: EvalSet, limit: int | None,
              checked: _Checked, subject: str = "") -> None:
-    """Rows into items (up to `limit` in all); `subject` is for rows that name none (a subject subfolder's name)."""
+    """Rows into items (up to `limit` of each subject: `_spread` chooses among them); `subject` is for rows that name
+    none (a subject subfolder's name)."""
+    counts = Counter(item.subject for item in result.items)
     for line, row in rows.rows:
-        if limit is not None and len(result.items) >= limit:
-            return
         try:
             if isinstance(row, RowProblem):
                 raise row
             draft = layout.convert(row, name)
+            if subject and not draft.subject:
+                draft = replace(draft, subject=subject)
+            if limit is not None and counts[draft.subject] >= limit:
+                continue  # its pictures are not checked: with many subjects, most rows are never asked
             images = tuple(_check_image(given, base, checked) for given in draft.images)
         except RowProblem as problem:
             result.problems.append(EvalProblem(name, line, str(problem)))
             continue
-        if subject and not draft.subject:
-            draft = replace(draft, subject=subject)
+        counts[draft.subject] += 1
         result.items.append(_item(draft, images, f"{name}:{line}"))
 
 
@@ -491,8 +521,6 @@ def _read_data_folder(folder: Path, files: list[Path], limit: int | None) -> Eva
     checked: _Checked = {}
     by_subfolder = len({file.parent for file in files}) > 1
     for file in files:
-        if result is not None and limit is not None and len(result.items) >= limit:
-            break
         name = file.relative_to(folder).as_posix()
         try:
             rows = _load_rows(file, name)

@@ -230,7 +230,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
                                   info="loglik only ranks the given options: it does not see how a model words a "
                                        "free answer; check that with generate, or with a caption set (captions are "
                                        "always generated)")
-        limit = gr.Number(value=None, precision=0, label="Only the first N questions (0 = all)")
+        limit = gr.Number(value=None, precision=0, label="Only N questions, taken in turn from each subject (0 = all)")
         detail = gr.Radio(list(IMAGE_DETAILS), value=settings.generation.image_detail, label="Image detail",
                           info="as in Chat: low is fast on a CPU")
     with gr.Accordion("Generate settings (the generate method and captions)", open=False):
