@@ -52,7 +52,8 @@ def test_training_recipe_is_deterministic(tmp_path):
     from vlmchat.demo.build import build_base
 
     def tiny_build(name):
-        folder = build_base(tmp_path / name, steps=3, examples=70, vision_steps=2, seed=5, progress=lambda _: None)
+        folder = build_base(tmp_path / name, steps=3, examples=70, vision_steps=2, seed=5, polish_steps=2,
+                            polish_examples=40, progress=lambda _: None)
         return (folder / "model.safetensors").read_bytes()
 
     random.seed(123)  # global state must not matter

@@ -66,25 +66,35 @@ def _background(rng: random.Random) -> tuple[int, int, int]:
     return tuple(rng.randint(215, 255) for _ in range(3))
 
 
-def draw_picture(rng: random.Random, colour: str | None = None, shape: str | None = None) -> ShapePicture:
-    """Draw one random picture; colour and shape are random unless given."""
+def draw_picture(rng: random.Random, colour: str | None = None, shape: str | None = None,
+                 placed: float = 0.0) -> ShapePicture:
+    """Draw one random picture; colour and shape are random unless given.
+
+    `placed`: the share of pictures laid out as a drawing program or a test generator lays them out: a square
+    canvas, the shape upright and centred at a round fraction of the side, so its edges fall on the vision
+    tower's 8-pixel patch grid (the free layouts almost never do; such upright squares were called circles), and
+    of the other squares, as many upright. 0 draws exactly what the base stage of the build always drew."""
     colour = colour or rng.choice(COLOURS)
     shape = shape or rng.choice(SHAPES)
+    laid_out = placed > 0 and rng.random() < placed
     short = rng.randint(48, 320)
-    aspect = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
+    aspect = 1.0 if laid_out else math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
     width, height = (round(short * aspect), short) if aspect >= 1 else (short, round(short / aspect))
     image = Image.new("RGB", (width, height), _background(rng))
     draw = ImageDraw.Draw(image)
-    size = rng.uniform(0.3, 0.7) * min(width, height)
+    size = (rng.choice((0.25, 0.375, 0.5, 0.625, 0.75)) if laid_out else rng.uniform(0.3, 0.7)) * min(width, height)
     half = size / 2
-    cx = rng.uniform(half, width - half)
-    cy = rng.uniform(half, height - half)
+    cx = width / 2 if laid_out else rng.uniform(half, width - half)
+    cy = height / 2 if laid_out else rng.uniform(half, height - half)
     fill = sample_rgb(rng, colour)
     if shape == "circle":
         draw.ellipse((cx - half, cy - half, cx + half, cy + half), fill=fill)
     else:
         # Squares tilt a little and triangles turn freely, so the model learns the shape, not a pose.
-        angle = rng.uniform(-0.3, 0.3) if shape == "square" else rng.uniform(-math.pi, math.pi)
+        if laid_out or shape == "square" and placed > 0 and rng.random() < placed:
+            angle = 0.0
+        else:
+            angle = rng.uniform(-0.3, 0.3) if shape == "square" else rng.uniform(-math.pi, math.pi)
         points = _polygon(shape, cx, cy, half, angle)
         draw.polygon(points, fill=fill)
     if rng.random() < 0.5:
