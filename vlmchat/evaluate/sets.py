@@ -16,13 +16,13 @@ items refer to those files like to any other image.
 from __future__ import annotations
 
 import csv
-from collections import Counter
 import hashlib
 import io
 import json
 import os
 import re
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PureWindowsPath
 
@@ -118,7 +118,7 @@ def _spread(result: EvalSet, limit: int | None) -> EvalSet:
     last: dict[str, int] = {}
     for item in result.items:
         file, _, line = item.source.rpartition(":")
-        last[file] = int(line)
+        last[file] = int(line) if line.isdigit() else 0
     # the problems of rows up to each file's last question asked, and of files none of whose rows could be read
     result.problems = [p for p in result.problems if p.line is None or p.file not in read
                        or p.line <= last.get(p.file, 0)]
