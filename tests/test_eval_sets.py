@@ -67,6 +67,26 @@ def test_vlmchat_jsonl_reads_options_answer_images_and_subject(tmp_path):
     assert (third.source, third.answer, third.images, third.subject) == ("set.jsonl:3", 1, (), "")
 
 
+def test_image_placeholders_in_a_question_place_its_pictures_or_say_which_is_missing(tmp_path):
+    """LLaVA's "<image>\n..." was sent as it was: the demo's processor counted two image tokens for one picture and
+    refused every row after the model had loaded (blind tester)."""
+    picture(tmp_path / "a.png")
+    picture(tmp_path / "b.png")
+    data = write_jsonl(tmp_path / "set.jsonl", [
+        {"question": "<image>\nWhat shape is this?", "options": ["circle", "square"], "answer": 0, "image": "a.png"},
+        {"question": "Is <image 2> bigger than <image 1>?", "options": ["yes", "no"], "answer": 0,
+         "images": ["a.png", "b.png"]},
+        {"question": "<image><image> Which?", "options": ["a", "b"], "answer": 0, "image": "a.png"},
+        {"question": "Compare <image 2>.", "options": ["a", "b"], "answer": 0, "image": "a.png"},
+    ])
+    result = read_eval_set(data)
+    assert [item.question for item in result.items] == ["What shape is this?", "Is (image 2) bigger than (image 1)?"]
+    assert problems(result) == [
+        ("set.jsonl", 3, "the question has 2 <image> placeholders but the row gives 1 picture; give one picture per "
+                         "<image>"),
+        ("set.jsonl", 4, "placeholder <image 2> but the row gives 1 picture (image / images)")]
+
+
 @pytest.mark.parametrize("letters", ["ABCD", "abcd"])
 def test_vlmchat_csv_with_option_columns_in_either_case(tmp_path, letters):
     picture(tmp_path / "a.png")
@@ -851,6 +871,10 @@ def test_limit_keeps_the_first_usable_items(tmp_path):
     result = read_eval_set(write_jsonl(tmp_path / "set.jsonl", rows), limit=3)
     assert [item.question for item in result.items] == ["q0", "q2", "q3"]
     assert [p.line for p in result.problems] == [2]
+    rows[1]["answer"], rows[5]["answer"] = "A", "Z"  # a set without subjects: a row the limit leaves out is not said
+    result = read_eval_set(write_jsonl(tmp_path / "set.jsonl", rows), limit=2)
+    assert [item.question for item in result.items] == ["q0", "q1"] and result.problems == []
+    assert [p.line for p in read_eval_set(tmp_path / "set.jsonl", limit=9).problems] == [6]  # not reached: said
 
 
 def test_limit_spans_the_files_of_a_folder(tmp_path):
@@ -916,3 +940,15 @@ def test_pictures_named_by_paths_of_another_machine_are_found_by_name_and_said(t
                                                          "images/d.png")]
     assert "4 pictures found by file name below the set's folder" in found.format
     assert [p.line for p in found.problems] == [5] and "not found" in str(found.problems[0])
+
+
+def test_a_picture_whose_name_two_files_bear_is_said_to_be_ambiguous(tmp_path):
+    """'/home/x/a/0.png' with a/0.png and b/0.png below the set read "not found (image paths are relative ...)", when
+    the trouble is that its name does not say which (blind tester)."""
+    for folder in ("a", "b"):
+        picture(tmp_path / folder / "0.png")
+    rows = [{"question": "What color?", "options": ["red", "blue"], "answer": "A", "image": "/home/x/a/0.png"}]
+    found = read_eval_set(write_jsonl(tmp_path / "set.jsonl", rows))
+    assert problems(found) == [("set.jsonl", 1, "image '/home/x/a/0.png' not found, and 2 files below the set's "
+                                "folder are named '0.png', so its name does not say which; give its path relative "
+                                "to the eval-set file")]

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PureWindowsPath
 
 from ..errors import InputError
-from ..files import (check_inside, finding_by_name, found_note, is_windows_path, picture_by_name,
+from ..files import (check_inside, finding_by_name, found_note, is_windows_path, namesakes, picture_by_name,
                      write_bytes_atomic)
 from ..errors import Problem as EvalProblem
 from .set_formats import (ACCEPTED, CAPTION_QUESTION, MMLU, Draft, Embedded, Layout, RowProblem, detect_layout,
@@ -104,8 +104,10 @@ def read_eval_set(path: str | Path, limit: int | None = None) -> EvalSet:
 
 
 def _spread(result: EvalSet, limit: int | None) -> EvalSet:
-    """`result` with `limit` of its items: each subject's first in turn, kept in the set's order."""
-    if limit is None or len(result.items) <= limit:
+    """`result` with `limit` of its items: each subject's first in turn, kept in the set's order. Once the limit is
+    reached, rows after the last question asked were never going to be asked, so their problems are not reported
+    (a set without subjects reported them: exit 1 for rows --limit 2 leaves out, blind tester)."""
+    if limit is None or len(result.items) < limit:
         return result
     by_subject: dict[str, list[int]] = {}
     for index, item in enumerate(result.items):
@@ -347,6 +349,9 @@ def _check_image(given: str | Embedded, base: Path, checked: _Checked) -> str:
 
 
 def _image_problem(file: Path, given: str) -> str:
+    if not file.is_file() and namesakes(file.name):
+        return (f"image '{given}' not found, and {namesakes(file.name)} files below the set's folder are named "
+                f"'{file.name}', so its name does not say which; give its path relative to the eval-set file")
     if not file.is_file():
         return (f"image '{given}' not found (image paths are relative to the eval-set file's folder; upload a .zip "
                 "to keep the folders)")
