@@ -20,6 +20,7 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 CAPTION_QUESTION = "Describe the image."
 OPTION_COLUMNS = "abcde"
 PLACEHOLDER = re.compile(r"<image\s*(\d+)>")
+BARE_PLACEHOLDER = re.compile(r"\s*<image>\s*")  # LLaVA's and LLaMA-Factory's, one per picture in order
 IMAGE_COLUMN = re.compile(r"image_(\d+)")
 MMLU_SPLIT_SUFFIX = re.compile(r"_(test|val|dev)$")
 _MMMU_ID = re.compile(r"(?:dev|validation|test)_(.+)_\d+")
@@ -269,7 +270,22 @@ def _choice_row(row: dict, accept: tuple[str, ...], subject: str) -> Draft:
                          "'answer' (its letter, its text or its 0-based index)")
     answer = answer_index(row.get("answer"), options, accept)
     images = _images(row, "image") + _images(row, "images")
-    return Draft(question, tuple(images), tuple(options), answer, subject=subject)
+    return Draft(_placed(question, len(images)), tuple(images), tuple(options), answer, subject=subject)
+
+
+def _placed(question: str, pictures: int) -> str:
+    """The question without LLaVA's `<image>` placeholders (the pictures go before it) and with `<image n>` written
+    "(image n)", as MMMU's; a placeholder without its picture is the row's problem. A question written
+    "<image>\nWhat shape is this?" was sent as it was, and the demo's processor refused every row of the set."""
+    bare = len(BARE_PLACEHOLDER.findall(question))
+    if bare and bare != pictures:
+        raise RowProblem(f"the question has {bare} <image> placeholder{'s' if bare != 1 else ''} but the row gives "
+                         f"{pictures} picture{'s' if pictures != 1 else ''}; give one picture per <image>")
+    beyond = [number for number in PLACEHOLDER.findall(question) if not 1 <= int(number) <= pictures]
+    if beyond:
+        raise RowProblem(f"placeholder <image {beyond[0]}> but the row gives {pictures} "
+                         f"picture{'s' if pictures != 1 else ''} (image / images)")
+    return _fill(BARE_PLACEHOLDER.sub(" ", question)).strip()
 
 
 def vlmchat_row(row: dict, file_name: str) -> Draft:
@@ -302,7 +318,7 @@ def mmlu_cells(cells: list[str], file_name: str) -> Draft:
         raise RowProblem(f"its last cell '{shorten(last)}' is not an answer letter: an MMLU row is "
                          "question,A,B,C,D,answer (is the answer missing?)")
     options = _require_options([cell.strip() for cell in cells[1:-1]])
-    return Draft(question, pictures, tuple(options), answer_index(last, options, ("letter",)),
+    return Draft(_placed(question, len(pictures)), pictures, tuple(options), answer_index(last, options, ("letter",)),
                  subject=mmlu_subject(file_name))
 
 
