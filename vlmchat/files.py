@@ -43,7 +43,7 @@ MAX_INDEXED = 200_000  # files a dataset folder is searched through by name, at 
 def finding_by_name():
     """A context in which a picture a dataset's path does not lead to is found by its file name below the dataset's
     folder (`picture_by_name`); yields the list of (path given, file found) it fills (`found_note` says it)."""
-    state = {"index": {}, "found": [], "root": None}
+    state = {"index": {}, "found": [], "root": None, "several": {}}
     token = _BY_NAME.set(state)
     try:
         yield state["found"]
@@ -88,6 +88,8 @@ def picture_by_name(base: Path, name: str, given: str) -> Path | None:
     exact = [path for path in named if path.name == name]
     chosen = exact if len(exact) == 1 else named if len(named) == 1 else []
     if not chosen:
+        if len(named) > 1:
+            state["several"][name.lower()] = len(exact) or len(named)
         return None
     try:
         check_inside(chosen[0], base, given)
@@ -95,6 +97,13 @@ def picture_by_name(base: Path, name: str, given: str) -> Path | None:
         return None
     state["found"].append((given, chosen[0]))
     return chosen[0]
+
+
+def namesakes(name: str) -> int:
+    """Under `finding_by_name`: how many files below the dataset's folder bear `name`, when `picture_by_name` found
+    several and so chose none (0 otherwise)."""
+    state = _BY_NAME.get()
+    return state["several"].get(name.lower(), 0) if state else 0
 
 
 def found_note(found: list[tuple[str, Path]], where: str) -> str:
