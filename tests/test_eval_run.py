@@ -339,7 +339,9 @@ def test_what_the_models_share_is_timed_to_each_of_them_in_equal_shares(eval_man
     result = run_eval(eval_manager, eval_set(question_items(pictures, 8)), ["base", "demo-es"], "loglik",
                       EvalOptions(batch_size=8), folder=tmp_path)
     each = {name: sum(score.seconds for score in result.scores[name].values()) for name in ("base", "demo-es")}
-    assert each["base"] >= 0.3 and each["demo-es"] >= 0.3 and abs(each["base"] - each["demo-es"]) < 0.2, each
+    # each at least its half of the 0.6 s (demo-es had ~0.03 s), and none counted twice; their own times are not
+    # compared: on a busy machine one model's own time alone varied by 0.3-2 s between runs
+    assert each["base"] >= 0.3 and each["demo-es"] >= 0.3 and sum(each.values()) <= result.elapsed_s, each
 
 
 def _vision_adapter(settings, name):
@@ -787,6 +789,8 @@ def test_a_caption_verdict_sees_a_new_wording_that_keyword_match_cannot():
             found = caption_metrics(text, items[i].references)
             result.scores[name][i] = ItemScore(correct=found["keywords"], text=text, metrics=found)
     assert result.model_summary("base")["accuracy"] == result.model_summary("style")["accuracy"] == 1.0  # keywords
+    # summary.json names the verdicts' metric (it said "acc") and what each model's accuracy counts
+    assert result.summary()["metric"] == "chrF" and result.model_summary("base")["metric"] == "keywords"
     (sentence, numbers), = result.verdicts()
     assert numbers["significant"] and numbers["better"] == 12 and numbers["worse"] == 0
     assert sentence.startswith("style: +") and "chrF vs base, significantly better than base" in sentence
