@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -361,6 +363,15 @@ def test_an_endpoint_added_in_the_model_tab_answers_and_is_remembered_only_when_
         # replaced by one not kept: the kept one (and its key) no longer comes back at the next start
         replaced = client.predict("kept", peer.url + "v1", "demo-es", "", 0, 0, 4, False, api_name="/add_endpoint")
         assert "replaces the endpoint of that name" in replaced and "sk-kept" not in remembered.read_text()
+        # a /chat cancelled (gradio_client's job.cancel) while a silent endpoint was awaited: the cancel waited for
+        # the server's answer (18.9 s of a 20 s one), a local model's took 0.1 s (blind tester)
+        with _served_endpoint(_Silent, "silent", "m", "unused") as silent:
+            client.predict("silent", silent.entry.base_url, "m", "", 0, 0, 4, False, api_name="/add_endpoint")
+            job = client.submit({"text": "Hello", "files": []}, adapter="endpoint:silent", api_name="/chat")
+            time.sleep(1.5)
+            started = time.monotonic()
+            job.cancel()  # gradio_client's own timeout for it is 5 s
+            assert time.monotonic() - started < 3
     finally:
         client_app.stop()
 
@@ -376,7 +387,13 @@ class _Misbehaving:
                                      b'"choices":[{"index":0,"delta":{"content":"a fake"},"finish_reason":null}]}\n\n'),
         "e500": ("application/json", b'{"error": {"message": "upstream exploded", "type": "server_error"}}'),
         "midbody": ("application/json", b'{"id": "x", "object": "chat.completion", "choi'),  # then the line drops
+        "e502": ("text/html", b"<html><body>502 Bad Gateway</body></html>"),  # a proxy's page
+        "sseerror": ("text/event-stream", b'data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"m",'
+                                          b'"choices":[{"index":0,"delta":{"content":"par"},"finish_reason":null}]}'
+                                          b'\n\ndata: {"error": {"message": "Upstream overloaded", '
+                                          b'"type": "server_error"}}\n\n'),
     }
+    STATUS = {"e500": 500, "e502": 502}
 
     def __init__(self, mode: str):
         import http.server
@@ -387,7 +404,7 @@ class _Misbehaving:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's name
                 self.rfile.read(int(self.headers.get("content-length", 0)))
-                self.send_response(500 if mode == "e500" else 200)
+                self.send_response(_Misbehaving.STATUS.get(mode, 200))
                 self.send_header("content-type", kind)
                 self.send_header("content-length", str(len(body) + 500 * (mode == "midbody")))
                 self.end_headers()
@@ -422,6 +439,11 @@ NOT_OPENAI = r"Endpoint 'odd' \(http://127.0.0.1:\d+\) answered, but not in Open
     ("e500", r"failed \(HTTP 500\): upstream exploded; retry later", r"failed \(HTTP 500\): upstream exploded"),
     # the connection closed mid-body: it was "cannot be reached", an unusable endpoint that stopped a whole run
     ("midbody", "closed the connection before its answer was complete", "closed the connection before its answer"),
+    # a proxy's 502 page: it read "failed (HTTP 502): Error code: 502" (blind tester)
+    ("e502", r"answered HTTP 502 Bad Gateway: a proxy in front of the server could not reach it; try again later\.$",
+     r"answered HTTP 502 Bad Gateway: a proxy"),
+    # an error event after the stream began is the server failing: it read "refused the request" (blind tester)
+    ("sseerror", NOT_OPENAI, r"failed while answering: Upstream overloaded; ask again later or check the server"),
 ])
 def test_a_server_that_misbehaves_is_one_message_naming_it(mode, whole, streamed):
     from vlmchat.errors import InputError
@@ -476,6 +498,19 @@ def _answering(status: int, body):
             pass
 
     return Answering
+
+
+def test_a_server_that_ignores_stream_and_answers_whole_is_read_as_one_piece():
+    """A server that answers a streamed request with one chat.completion (application/json): Chat and Compare said
+    "answered, but not in OpenAI's chat completions format; check base_url" while Caption worked (blind tester)."""
+    whole = json.dumps({"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "a red circle"},
+                                     "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}}).encode()
+    with _served_endpoint(_answering(200, whole), "whole", "m", "unused") as endpoint:
+        *growing, final = endpoint.stream(ASK)
+        assert [a.text for a in growing if a.text] == ["a red circle"] and final.done
+        assert (final.text, final.finish_reason, final.completion_tokens) == ("a red circle", "stop", 3)
 
 
 @pytest.mark.parametrize("status", [400, 500])
@@ -564,27 +599,33 @@ def test_a_password_or_key_written_into_base_url_is_masked_in_messages():
         odd.server.shutdown()
 
 
+class _Silent(http.server.BaseHTTPRequestHandler):
+    """A server that takes 20 s to begin its answer (and then closes the connection)."""
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        time.sleep(20)
+
+    def log_message(self, *args):
+        pass
+
+
 def test_a_stream_from_a_server_that_says_nothing_ends_soon_after_stop():
     """Stop while a server had not begun its answer waited for the timeout (the chat's Stop held meanwhile, and the
-    next question was lost: blind tester)."""
-    import http.server
+    next question was lost: blind tester); a reader that closes the stream instead (Gradio's cancel, which cannot
+    close a generator while it runs) waited for the server's answer."""
     import threading
-    import time
 
-    class Silent(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            time.sleep(20)
-
-        def log_message(self, *args):
-            pass
-
-    with _served_endpoint(Silent, "silent", "m", "unused") as endpoint:
+    with _served_endpoint(_Silent, "silent", "m", "unused") as endpoint:
         stop = threading.Event()
         threading.Timer(0.5, stop.set).start()
         started = time.perf_counter()
         answers = list(endpoint.stream(ASK, stop=stop))
         assert time.perf_counter() - started < 2 and answers[-1].text == "" and answers[-1].done
+        stream = endpoint.stream(ASK)
+        started = time.perf_counter()
+        assert next(stream).text == "" and time.perf_counter() - started < 1  # the server still says nothing
+        stream.close()
 
 
 @pytest.mark.parametrize("status, body, said", [
@@ -597,6 +638,11 @@ def test_a_stream_from_a_server_that_says_nothing_ends_soon_after_stop():
                                       r"\(Error code: 404\); check base_url: an OpenAI-compatible server's ends in /v1"),
     (404, b'{"error": {"message": "The model `m` does not exist", "code": "model_not_found"}}',
      r"does not know the model 'm': The model `m` does not exist"),
+    # another vlmchat's 404 for a wrong path names its /v1/models route: it read "does not know the model" (tester)
+    (404, json.dumps({"error": {"message": "POST /v1/chat/completions/chat/completions: Not Found; vlmchat serves GET "
+                                           "/v1/models and POST /v1/chat/completions.", "type": "invalid_request_error",
+                                "param": None, "code": "not_found"}}).encode(),
+     r"has no chat completions at http://127.0.0.1:\d+/v1/chat/completions \(POST /v1/chat/completions/chat/"),
 ])
 def test_a_refusal_says_what_to_change(status, body, said):
     from vlmchat.errors import InputError

@@ -18,6 +18,7 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from typing import Iterator
 
 from ..errors import EndpointUnusable, InputError, VlmchatError, first_line
@@ -206,7 +207,10 @@ class Endpoint:
         """Yield the Answer so far (done=False) as it grows, then the finished one with the server's usage.
 
         The request runs on one of the endpoint's threads; this reader looks at `stop` (anything with is_set())
-        while it waits, so Stop ends the stream at once, not when a slow server's answer or timeout comes."""
+        while it waits, and yields the Answer so far again every STOP_CHECK_S the server says nothing: Stop, or
+        closing the stream (a Gradio cancel, which cannot close a generator while it runs), ends it at once, not
+        when a slow server's answer or timeout comes. A server that ignores "stream" and answers with one
+        chat.completion gives that answer whole."""
         request, started = self._request(messages, params), time.perf_counter()
         text, usage, finish, first, chunks = "", None, None, None, 0
         pieces, gone = queue.SimpleQueue(), threading.Event()
@@ -216,10 +220,13 @@ class Endpoint:
                 with self._errors():
                     stream = self._create(request, stream=True, stream_options={"include_usage": True})
                     try:
-                        for chunk in stream:
-                            pieces.put(chunk)
-                            if gone.is_set():
-                                break
+                        if stream.response.headers.get("content-type", "").startswith("application/json"):
+                            pieces.put(self._whole(stream.response))  # a server that ignores "stream"
+                        else:
+                            for chunk in stream:
+                                pieces.put(chunk)
+                                if gone.is_set():
+                                    break
                     finally:
                         stream.close()
                 pieces.put(_END)
@@ -232,7 +239,9 @@ class Endpoint:
             while not stopped():
                 try:
                     chunk = pieces.get(timeout=STOP_CHECK_S)
-                except queue.Empty:
+                except queue.Empty:  # nothing new, yielded all the same: a generator is closed only between yields
+                    yield Answer(text, model=self.name, latency_s=time.perf_counter() - started, first_token_s=first,
+                                 done=False)
                     continue
                 if chunk is _END:
                     break
@@ -242,8 +251,10 @@ class Endpoint:
                 usage = getattr(chunk, "usage", None) or usage
                 if not getattr(chunk, "choices", None):
                     continue
-                finish = chunk.choices[0].finish_reason or finish
-                piece = chunk.choices[0].delta.content or ""
+                choice = chunk.choices[0]
+                finish = choice.finish_reason or finish
+                said = getattr(choice, "delta", None) or getattr(choice, "message", None)  # a chunk, or a whole answer
+                piece = getattr(said, "content", None) or ""
                 if piece:
                     first = first if first is not None else time.perf_counter() - started
                     text += piece
@@ -258,6 +269,23 @@ class Endpoint:
                              f"before the answer was finished (it had sent {text.strip()[:200]!r}); ask again, "
                              "or check the server.")
         yield self._count(self._answer(text, usage, started, finish, first))
+
+    def _whole(self, response):
+        """The chat.completion a server sent whole (as JSON) to a streamed request, or the error to raise."""
+        import openai
+        from openai.types.chat import ChatCompletion
+
+        try:
+            body = json.loads(response.read())  # a JSONDecodeError is said as _UserErrors says it
+        except Exception as exc:  # the HTTP library's (httpx, or its fork httpx2), as the client's stream says it
+            if not type(exc).__module__.startswith("httpx"):
+                raise
+            timeout = any(kind.__name__ == "TimeoutException" for kind in type(exc).__mro__)
+            raise (openai.APITimeoutError(response.request) if timeout
+                   else openai.APIConnectionError(request=response.request)) from exc
+        if not isinstance(body, dict) or not body.get("choices"):
+            raise self._not_openai()
+        return ChatCompletion.construct(**body)
 
     def _not_openai(self) -> InputError:
         entry = self.entry
@@ -326,17 +354,24 @@ class _UserErrors:
                        f"api_key_env in [endpoints.{entry.name}], or give the key when adding the endpoint.")
         elif isinstance(exc, openai.AuthenticationError):
             message = f"{where} refused the API key; check {entry.api_key_env or 'the key you gave'}."
-        elif isinstance(exc, openai.NotFoundError) and "model" not in _server_message(exc).lower():
-            # a 404 that says nothing of models: no chat completions at that address (base_url without /v1)
+        elif isinstance(exc, openai.NotFoundError) and not _about_model(exc, entry.model):
+            # a 404 for the address (base_url without /v1, or with /chat/completions), not for the model
             message = (f"{where} has no chat completions at {shown_url(entry.base_url)}/chat/completions "
-                       f"({_server_message(exc)}); check base_url: an OpenAI-compatible server's ends in /v1.")
+                       f"({_server_message(exc)}); check base_url: an OpenAI-compatible server's ends in /v1 (the "
+                       "client adds /chat/completions).")
         elif isinstance(exc, openai.NotFoundError):
             message = f"{where} does not know the model '{entry.model}': {_server_message(exc)}"
         elif isinstance(exc, openai.RateLimitError):
             message = f"{where} is busy or over its rate limit; lower max_concurrency or retry later."
+        elif isinstance(exc, openai.InternalServerError) and exc.status_code in GATEWAY:
+            own = _server_message(exc, own=True)
+            message = (f"{where} answered HTTP {exc.status_code} {HTTPStatus(exc.status_code).phrase}"
+                       f"{f' ({own})' if own else ''}: {GATEWAY[exc.status_code]}; try again later.")
         elif isinstance(exc, openai.InternalServerError):
             message = (f"{where} failed (HTTP {exc.status_code}): {_server_message(exc)}; retry later or check the "
                        "server.")
+        elif not isinstance(exc, openai.APIStatusError):  # an error event in a stream already answered 200
+            message = f"{where} failed while answering: {_server_message(exc)}; ask again later or check the server."
         else:
             message = f"{where} refused the request: {_server_message(exc)}"
         # A server (or a proxy before it) may echo the request's headers in its error: the key must not reach the
@@ -356,14 +391,31 @@ def _cut_short(exc) -> bool:
                                      for kind in type(cause).__mro__)
 
 
-def _server_message(exc) -> str:
-    """The server's own error message (OpenAI's error shape), else the exception's text."""
+GATEWAY = {  # statuses a proxy in front of the server answers with, often as a web page ("Error code: 502")
+    502: "a proxy in front of the server could not reach it",
+    504: "a proxy in front of the server gave up waiting for its answer",
+}
+
+
+def _server_message(exc, own: bool = False) -> str:
+    """The server's own error message (OpenAI's error shape), else the exception's text ("" with `own`)."""
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         body = body.get("error", body)
         if isinstance(body, dict) and body.get("message"):
             return str(body["message"])[:500]
-    return first_line(exc, 500)
+    return "" if own else first_line(exc, 500)
+
+
+def _about_model(exc, model: str) -> bool:
+    """Whether a 404 is about the model (OpenAI's code or param, or the server names the model), not the address:
+    vlmchat's own 404 for a wrong path names its GET /v1/models route, and was read as "does not know the model"."""
+    body = getattr(exc, "body", None)
+    body = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(body, dict) and (body.get("code") == "model_not_found" or body.get("param") == "model"):
+        return True
+    said = _server_message(exc)
+    return "model" in said.lower() and re.search(rf"(?<![\w.-]){re.escape(model)}(?![\w.-])", said) is not None
 
 
 REMEMBERED_FILE = "endpoints.json"  # under the outputs folder, readable by the owner only
