@@ -75,6 +75,24 @@ def test_streamed_chat_sends_deltas_then_usage(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens >= 3
     # OpenAI: "All other chunks will also include a usage field, but with a null value"
     assert all("usage" in chunk.model_fields_set and chunk.usage is None for chunk in chunks[:-1])
+    assert len({(chunk.id, chunk.created, chunk.model) for chunk in chunks}) == 1
+
+
+def test_every_chunk_of_a_stream_has_the_streams_id_created_and_model():
+    """`created` was the time of each chunk, so it changed within a stream that crossed a second (blind tester);
+    OpenAI sends the same id, created and model in every chunk."""
+    from vlmchat.api.serve import stream_events
+    from vlmchat.models.answers import Answer
+
+    def answers():
+        yield Answer("a", done=False)
+        time.sleep(1.05)
+        yield Answer("a red", finish_reason="stop")
+
+    events = list(stream_events(answers(), "demo", "chatcmpl-1", include_usage=True))
+    chunks = [json.loads(event.removeprefix("data: ")) for event in events[:-1]]
+    assert events[-1] == "data: [DONE]\n\n" and len(chunks) == 5
+    assert len({(chunk["id"], chunk["created"], chunk["model"]) for chunk in chunks}) == 1
 
 
 @pytest.mark.slow
@@ -528,6 +546,13 @@ def test_a_request_over_the_size_limit_is_refused_before_it_is_read_whole(manage
         client.chat.completions.create(model="demo", messages=ask(huge))
     assert raised.value.status_code == 413 and raised.value.body["code"] == "request_too_large"
     assert manager.batcher.in_flight == 0  # its place in the queue was given back
+    # one picture over its limit, in a request under the request's: the advice was to "name a file by its path where
+    # a path is taken (a dataset file)", which an API caller cannot (blind tester)
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model="demo", messages=ask("data:image/png;base64," + "A" * (2 * 2**20)))
+    error = raised.value.body
+    assert error["param"] == "messages[0].content[0].image_url" and "path" not in error["message"]
+    assert "over the 1 MB limit for a picture (server.max_upload_mb); send a smaller picture" in error["message"]
 
 
 @pytest.mark.slow

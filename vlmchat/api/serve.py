@@ -258,6 +258,10 @@ def _image(url: str, param: str, settings: Settings):
     try:  # fetched or sent, what is not a picture is the same mistake (a fetched page was param "messages")
         return load_image(source, name=param, max_bytes=limit)
     except InputError as exc:
+        if is_data_url(url) and len(url) * 3 // 4 > limit:  # load_image's advice for that is to name a file by path
+            raise ApiError(400, f"{param} holds about {len(url) * 3 / 4 / 2**20:.1f} MB, over the {limit / 2**20:g} MB "
+                                "limit for a picture (server.max_upload_mb); send a smaller picture: scaled down, or "
+                                "as a JPEG.", param=param, code="invalid_image") from None
         raise ApiError(400, str(exc), param=param, code="invalid_image") from None
 
 
@@ -419,12 +423,13 @@ def completion_body(answer: Answer, model: str, ident: str) -> dict:
             "usage": _usage(answer)}
 
 
-def _chunk(ident: str, model: str, delta: dict, finish: str | None = None, usage: dict | None = None,
+def _chunk(head: dict, delta: dict, finish: str | None = None, usage: dict | None = None,
            choices: bool = True, with_usage: bool = False) -> str:
-    """One chat.completion.chunk event; `with_usage`: the request asked for usage, so every chunk has the field
+    """One chat.completion.chunk event after the stream's `head` (its id, object, created and model, the same in
+    every chunk as OpenAI sends them); `with_usage`: the request asked for usage, so every chunk has the field
     (null until the last one's counts, as OpenAI documents stream_options.include_usage)."""
-    body = {"id": ident, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}] if choices else []}
+    body = {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+            if choices else []}
     if usage is not None or with_usage:
         body["usage"] = usage
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
@@ -432,19 +437,20 @@ def _chunk(ident: str, model: str, delta: dict, finish: str | None = None, usage
 
 def stream_events(answers: Iterator[Answer], model: str, ident: str, include_usage: bool) -> Iterator[str]:
     """Server-sent events from growing Answers: role, content deltas, finish, usage (if asked), [DONE]."""
-    yield _chunk(ident, model, {"role": "assistant", "content": ""}, with_usage=include_usage)
+    head = {"id": ident, "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+    yield _chunk(head, {"role": "assistant", "content": ""}, with_usage=include_usage)
     sent, last = "", None
     try:
         for last in answers:
             if last.text.startswith(sent) and len(last.text) > len(sent):
-                yield _chunk(ident, model, {"content": last.text[len(sent):]}, with_usage=include_usage)
+                yield _chunk(head, {"content": last.text[len(sent):]}, with_usage=include_usage)
                 sent = last.text
     except Exception as exc:  # noqa: BLE001 - after the 200 an error can only travel as an event
         yield f"data: {json.dumps(_api_error(exc).body())}\n\n"
         return
-    yield _chunk(ident, model, {}, finish=last.finish_reason if last else "stop", with_usage=include_usage)
+    yield _chunk(head, {}, finish=last.finish_reason if last else "stop", with_usage=include_usage)
     if include_usage and last is not None:
-        yield _chunk(ident, model, {}, usage=_usage(last), choices=False)
+        yield _chunk(head, {}, usage=_usage(last), choices=False)
     yield "data: [DONE]\n\n"
 
 
