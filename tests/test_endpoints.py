@@ -149,6 +149,15 @@ def test_compare_puts_a_local_model_beside_an_endpoint(settings_file, picture_fi
                                "endpoint:down")
     assert final[0].text.strip() == "a red circle" and final[0].finish_reason == "stop"
     assert final[1].finish_reason == "error" and "cannot be reached" in final[1].text
+    # a side whose endpoint answers "" says so as Chat does (it was an empty cell: blind tester)
+    empty = json.dumps({"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": ""}, "finish_reason": "stop"}]}).encode()
+    with _served_endpoint(_answering(200, empty), "empty", "m", "unused") as endpoint:
+        local.add_endpoint(endpoint.entry, api_key="unused")
+        *_, final = compare_stream(local, load_image(picture_files[("red", "circle")]), "Describe the image.",
+                                   "base", "endpoint:empty")
+    assert final[0].text.strip() == "a red circle"
+    assert final[1].finish_reason == "error" and "returned an empty answer; rephrase" in final[1].text
 
 
 @pytest.mark.slow

@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import InputError, VlmchatError
 from ..files import sha256_of, write_text_atomic
-from ..models.answers import Answer, is_endpoint
+from ..models.answers import EMPTY_ANSWER, Answer, is_endpoint
 from ..models.manager import GenerationParams, ModelManager
 
 VOTES = ("left", "right", "tie", "both bad")
@@ -56,10 +57,16 @@ def compare_stream(manager: ModelManager, image, prompt: str, left: str, right: 
 def _side(manager: ModelManager, messages, params, stop, adapter: str) -> Iterator[Answer]:
     """One side's answer as it streams; a side that fails ends in an Answer saying why (finish_reason "error"),
     so the other side's answer stays (an endpoint that was down lost the local side's finished answer)."""
+    answer = None
     try:
-        yield from manager.stream_answer(messages, params, stop, adapter=adapter)
+        for answer in manager.stream_answer(messages, params, stop, adapter=adapter):
+            yield answer
     except VlmchatError as exc:
         yield Answer(f"⚠️ {exc}", adapter, finish_reason="error")
+        return
+    if answer is not None and answer.done and not answer.text.strip() and not (stop and stop.is_set()):
+        # said as Chat says it (an endpoint's "" answer was an empty cell, blind tester)
+        yield replace(answer, text=f"⚠️ {EMPTY_ANSWER}", finish_reason="error")
 
 
 def figures(answer: Answer) -> str:

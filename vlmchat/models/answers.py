@@ -48,6 +48,9 @@ class GenerationParams:
         check_image_detail(self.image_detail)
 
 
+EMPTY_ANSWER = "The model returned an empty answer; rephrase the question or raise max new tokens."
+
+
 @dataclass(frozen=True)
 class Answer:
     """One answer with what it cost: tokens, seconds and (for a priced endpoint) US dollars."""

@@ -24,6 +24,7 @@ import gradio as gr
 from ..chats import ChatStore, answered_turns, new_chat, now, stats_line
 from ..errors import ContextLengthError, VlmchatError
 from ..lora.runtime import BASE, is_base
+from ..models.answers import EMPTY_ANSWER
 from ..models.conversation import chat_messages, for_local_model
 from ..models.families import IMAGE_DETAILS
 from ..models.manager import GenerationParams, ModelManager, is_endpoint
@@ -151,9 +152,7 @@ class ChatTurns:
             if turn["status"] == "pending":
                 text = turn["text"].strip()
                 if not text:
-                    turn.update(status="error", read=True, text=ERROR_MARK + "The model returned an empty answer; "
-                                                                             "rephrase the question or raise max "
-                                                                             "new tokens.")
+                    turn.update(status="error", read=True, text=ERROR_MARK + EMPTY_ANSWER)
                 else:
                     turn.update(status="ok", text=text, tokens=found.completion_tokens,
                                 seconds=round(found.latency_s, 3))
