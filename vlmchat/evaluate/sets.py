@@ -349,10 +349,11 @@ def _check_image(given: str | Embedded, base: Path, checked: _Checked) -> str:
 
 
 def _image_problem(file: Path, given: str) -> str:
-    if not file.is_file() and namesakes(file.name):
-        return (f"image '{given}' not found, and {namesakes(file.name)} files below the set's folder are named "
-                f"'{file.name}', so its name does not say which; give its path relative to the eval-set file")
     if not file.is_file():
+        several = namesakes(file.name)
+        if several:
+            return (f"image '{given}' not found, and {several} files below the set's folder are named "
+                    f"'{file.name}', so its name does not say which; give its path relative to the eval-set file")
         return (f"image '{given}' not found (image paths are relative to the eval-set file's folder; upload a .zip "
                 "to keep the folders)")
     from ..images import load_image  # PIL only when there are images to check
