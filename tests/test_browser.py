@@ -161,7 +161,7 @@ def test_a_new_user_evaluates_the_example_set_with_two_clicks(page):
     if panel.get_by_label("Clear").count():  # an earlier test's upload would win over the path
         panel.get_by_label("Clear").first.click()
     panel.get_by_role("button", name="Use the example set", exact=False).click()
-    path = panel.get_by_label("…or a file / folder on this computer")
+    path = panel.get_by_label("…or a file, folder or .zip on this computer")
     page.wait_for_function("() => [...document.querySelectorAll('textarea, input')].some("
                            "e => e.value.endsWith('examples/eval/shapes.jsonl'))")
     panel.get_by_role("button", name="Evaluate", exact=True).click()

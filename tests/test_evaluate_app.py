@@ -107,6 +107,12 @@ def test_an_uploaded_zip_with_images_runs(client, tmp_path):
     assert reference.startswith("upload:")
     status = wait_done(client, client.predict(reference, ["base"], "loglik", 0, api_name="/eval_start")["run_id"])
     assert status["state"] == "done" and status["table"]["data"][0][4] == 8
+    # The zip's path typed into the box, as the CLI takes it: unpacked as its upload is (it was "neither a folder
+    # nor a .jsonl/.csv/.parquet file", blind tester)
+    started = client.predict(str(archive), ["base"], "loglik", 0, api_name="/eval_start")
+    assert started["questions"] == 8
+    status = wait_done(client, started["run_id"])
+    assert status["state"] == "done" and status["table"]["data"][0][4] == 8
 
 
 def test_an_unknown_adapter_is_refused_with_a_message(client, tmp_path):

@@ -218,6 +218,26 @@ def test_kohya_caption_files_with_the_dot_caption_extension_are_read(tmp_path):
     report = read_dataset(folder)
     assert report.format == "image folder with .txt captions" and len(report.samples) == 4
     assert [str(p) for p in report.problems] == ["004.png: no caption file 004.txt (or 004.caption)"]
+    # both beside one picture: which one trained was not said (blind tester)
+    (folder / "001.txt").write_text("a caption of its own", "utf-8")
+    report = read_dataset(folder)
+    assert ("(1 picture with both a .txt and a .caption file, such as 001.txt: the .txt is used, .caption left out)"
+            in report.format)
+    assert [row["answer"] for row in preview_rows(report) if row["source"] == "001.png"] == ["a caption of its own"]
+
+
+def test_a_caption_file_that_is_not_utf8_is_a_problem_not_mojibake(tmp_path):
+    """A Latin-1 caption trained as "caf\ufffd" and the check said nothing (blind tester). kohya's trainer refuses
+    such a file too; Notepad's UTF-8 with a BOM is read."""
+    folder = write_caption_folder(tmp_path / "data", 3)
+    (folder / "000.txt").write_bytes("a red circle\nun caf\u00e9".encode("latin-1"))
+    (folder / "001.txt").write_bytes("\ufeffun caf\u00e9 rouge".encode("utf-8"))
+    report = read_dataset(folder)
+    assert [s.source for s in report.samples] == ["001.png", "002.png"]
+    assert preview_rows(report)[0]["answer"] == "un caf\u00e9 rouge"
+    assert [str(p) for p in report.problems] == [
+        "000.txt:2: not UTF-8 text (byte 0xE9; as Windows-1252 it reads 'a red circle\\nun caf\u00e9'): save the "
+        "caption as UTF-8, as kohya's trainer and TagGUI read captions (e.g. iconv -f cp1252 -t utf-8)"]
 
 
 def test_kohya_repeat_folders_are_read_and_the_check_says_their_counts_are_not_applied(tmp_path):
@@ -253,6 +273,37 @@ def test_a_missing_picture_under_images_is_named_once(tmp_path):
     (tmp_path / "data.jsonl").write_text(json.dumps(rows[0]) + "\n", encoding="utf-8")
     problem = str(read_dataset(tmp_path / "data.jsonl").problems[0])
     assert f"{tmp_path / 'images' / 'x.png'} does not exist" in problem and "images/images" not in problem
+
+
+def test_a_zip_holding_only_a_zip_is_unpacked_one_level_further(tmp_path):
+    """It said "'kohya.zip' is neither a folder nor a .json/... file" (blind tester): a zip zipped again."""
+    import zipfile
+
+    from conftest import write_settings
+    from vlmchat.finetune.uploads import resolve_dataset, store_upload
+    from vlmchat.settings import load_settings
+
+    settings = load_settings(write_settings(tmp_path))
+    folder = write_caption_folder(tmp_path / "kohya", 2)
+    with zipfile.ZipFile(tmp_path / "kohya.zip", "w") as zipped:
+        for file in folder.iterdir():
+            zipped.write(file, f"kohya/{file.name}")
+    with zipfile.ZipFile(tmp_path / "nested.zip", "w") as zipped:
+        zipped.write(tmp_path / "kohya.zip", "kohya.zip")
+    unpacked = resolve_dataset(store_upload(tmp_path / "nested.zip", settings), settings)
+    assert unpacked.name == "kohya" and len(read_dataset(unpacked).samples) == 2
+    assert sorted(p.name for p in unpacked.parent.iterdir()) == ["kohya"]  # the inner zip is not kept
+    with pytest.raises(InputError, match="'kohya.zip' is a zip where a folder or a dataset file is read; unpack it"):
+        read_dataset(tmp_path / "kohya.zip")
+
+
+def test_an_adapters_path_that_is_a_file_is_refused_before_training(tmp_path):
+    """It trained, then failed with "An adapter named 'z' already exists" (blind tester)."""
+    (tmp_path / "adapters").write_text("not a folder")
+    spec = JobSpec(name="z", data="/d", adapters_dir=str(tmp_path / "adapters"), settings_file="/s/mine.toml")
+    with pytest.raises(InputError, match=r"The adapters folder .*adapters is a file, not a folder; set adapters in "
+                                         r"\[paths\] of /s/mine.toml to a folder"):
+        spec.refuse_existing_adapter()
 
 
 def test_a_zip_holding_only_a_readme_is_said_to_hold_no_dataset(tmp_path):

@@ -4,7 +4,9 @@ and the same job under `accelerate launch` with 2 CPU processes."""
 import dataclasses
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -121,6 +123,18 @@ def test_cancel_keeps_a_checkpoint_and_no_adapter_then_resume_finishes(workspace
     assert status.state == "cancelled" and status.checkpoint and "Resume" in status.message
     assert not (settings.paths.resolve("adapters") / "resumable").exists()
     stopped_at = status.step
+    # resumed on a dataset that changed, it drew another split: pictures it trained on could land in validation
+    aside = data.parent / "aside"
+    aside.mkdir()
+    for file in data.glob("004.*"):
+        file.rename(aside / file.name)
+    with pytest.raises(InputError, match=rf"The dataset changed since {job.name} started: it had 10 usable samples "
+                                         r"\(sha256 [0-9a-f]{12}…\), it has 9 \(sha256 [0-9a-f]{12}…\) now\. .*"
+                                         r"Restore the dataset as it was to resume, or start a new run on it"):
+        runner.resume_job(job)
+    assert not runner.is_alive(job)
+    for file in aside.iterdir():
+        file.rename(data / file.name)
     # finish two steps after the checkpoint instead of 400 (the spec is a plain file)
     (job / "job.json").write_text(JobSpec.from_file(job / "job.json").__class__(
         **{**json.loads((job / "job.json").read_text()), "max_steps": stopped_at + 2}).to_json())
@@ -145,6 +159,9 @@ def test_cancel_keeps_a_checkpoint_and_no_adapter_then_resume_finishes(workspace
     assert [e["step"] for e in read_events(job / "progress.jsonl") if e["event"] == "step"][-2:] == \
         [stopped_at + 1, stopped_at + 2]
     assert read_adapter(settings.paths.resolve("adapters") / "resumable").problem == ""
+    started = next(e for e in read_events(job / "progress.jsonl") if e["event"] == "start")["dataset"]
+    meta = json.loads((settings.paths.resolve("adapters") / "resumable" / "vlmchat.json").read_text(encoding="utf-8"))
+    assert started == {"sha256": meta["dataset"]["sha256"], "size": 10}  # the sha256 the check compares is this one
     # `finetune --resume` of the finished job trained on from its last checkpoint, then failed on the existing
     # adapter, marking the job failed (fine-tune reviewer): refused like the tab's Resume
     with pytest.raises(InputError, match="has finished and wrote its adapter; there is nothing to resume"):
@@ -153,12 +170,13 @@ def test_cancel_keeps_a_checkpoint_and_no_adapter_then_resume_finishes(workspace
     assert len(list((job / "checkpoints").iterdir())) <= spec.keep_checkpoints
 
 
-def test_a_terminal_fine_tune_stopped_by_a_signal_stops_its_training_process_too(tmp_path, demo_model_path):
+@pytest.mark.parametrize("signum", [pytest.param(signal.SIGTERM, id="SIGTERM"),
+                                    pytest.param(signal.SIGKILL, id="SIGKILL", marks=pytest.mark.slow)])
+def test_a_terminal_fine_tune_stopped_by_a_signal_stops_its_training_process_too(tmp_path, demo_model_path, signum):
     """A closed terminal (SIGHUP), `timeout` or `docker stop` (SIGTERM) ended `launch.py finetune` at once and left
     its training process running alone: it wrote the adapter minutes later (blind tester). Now they cancel the job
-    as Ctrl-C does: the checkpoint is kept, no adapter, the training process gone, --resume said."""
-    import signal
-
+    as Ctrl-C does: the checkpoint is kept, no adapter, the training process gone, --resume said. SIGKILL and
+    SIGQUIT run no handler: the training process sees its launcher gone and stops the same way."""
     settings_file = write_settings(tmp_path)
     data = write_caption_folder(tmp_path / "captions", 10)
     env = dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1")
@@ -174,15 +192,63 @@ def test_a_terminal_fine_tune_stopped_by_a_signal_stops_its_training_process_too
             assert time.monotonic() < deadline and cli.poll() is None, cli.communicate()
             time.sleep(0.3)
         job = progress().parent
-        cli.send_signal(signal.SIGTERM)  # SIGHUP takes the same path
+        cli.send_signal(signum)  # SIGHUP takes SIGTERM's path, SIGQUIT SIGKILL's
         out, err = cli.communicate(timeout=120)
     finally:
         cli.kill()
-    assert cli.returncode == 128 + signal.SIGTERM, err[-2000:]
-    assert "Continue with the same command and --resume" in err and "Traceback" not in err
-    status = _wait_for(job, lambda s: not s.active, timeout=30)
+    if signum == signal.SIGTERM:
+        assert cli.returncode == 128 + signal.SIGTERM, err[-2000:]
+        assert "Continue with the same command and --resume" in err and "Traceback" not in err
+    status = _wait_for(job, lambda s: not s.active and not runner.is_alive(job), timeout=60)
     assert status.state == "cancelled" and status.checkpoint
     assert not (tmp_path / "adapters" / "stopped").exists()
+
+
+def test_a_second_fine_tune_is_refused_with_the_running_ones_process_and_how_to_stop_it(tmp_path):
+    """"A fine-tune is already running (…); wait for it or cancel it first." named no process, and a terminal had no
+    Cancel (blind tester). A stand-in process: a sleeping Python whose command line names vlmchat.finetune."""
+    job = tmp_path / "jobs" / "first-20261204-010000"
+    job.mkdir(parents=True)
+    (job / "job.json").write_text(JobSpec(name="first", data=str(tmp_path)).to_json())
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "vlmchat.finetune"])
+    try:
+        (job / "pid").write_text(json.dumps({"pid": child.pid, "started": 0}))
+        for _ in range(100):
+            if b"vlmchat.finetune" in Path(f"/proc/{child.pid}/cmdline").read_bytes():
+                break
+            time.sleep(0.1)
+        with pytest.raises(InputError, match=rf"already running \({job.name}, process {child.pid}\); wait for it, or "
+                                             rf"stop it: Cancel in the Fine-tune tab, or `kill {child.pid}`"):
+            runner.start_job(JobSpec(name="second", data=str(tmp_path)), tmp_path / "jobs")
+    finally:
+        child.kill()
+        child.wait()
+    assert [p.name for p in (tmp_path / "jobs").iterdir()] == [job.name]
+
+
+def test_a_max_length_that_no_sample_fits_is_refused_before_a_job_is_made(tmp_path, demo_model_path):
+    """It loaded the model, then failed with "ValueError: no sample of the dataset could be encoded" and left a job
+    folder (blind tester). The length it names is the one the run's encoding needs."""
+    from transformers import AutoProcessor
+
+    from vlmchat.cli import _parse, run
+    from vlmchat.finetune.batches import EncodedSamples
+    from vlmchat.finetune.datasets import read_dataset
+
+    settings_file = write_settings(tmp_path)
+    data = write_caption_folder(tmp_path / "captions", 3)
+    args = lambda length: _parse(["--settings", str(settings_file), "finetune", "--data", str(data),  # noqa: E731
+                                  "--name", "ml", "--max-length", str(length), "--write-job"])
+    with pytest.raises(InputError, match=r"^Every sample is longer than max_length 30 tokens, so the run would train "
+                                         r"on none: raise max_length \(--max-length\) to \d+ or more") as refused:
+        run(args(30))
+    assert not list((tmp_path / "outputs").rglob("job.json"))
+    needed = int(re.search(r"to (\d+) or more", str(refused.value)).group(1))
+    samples = read_dataset(data).samples
+    processor = AutoProcessor.from_pretrained(demo_model_path)
+    encoded = lambda length: EncodedSamples(samples, processor, length)  # noqa: E731
+    assert any(encoded(needed).get(i) for i in range(3)) and not any(encoded(needed - 1).get(i) for i in range(3))
+    assert run(args(needed)) == 0 and len(list((tmp_path / "outputs").rglob("job.json"))) == 1  # written, not run
 
 
 def test_resume_names_the_flags_it_does_not_apply(tmp_path, capsys):
@@ -654,7 +720,9 @@ def test_the_plan_sizes_memory_by_the_datasets_longest_sample_as_the_run_encodes
     assert short["longest_sample_tokens"] == encoded[1]
     assert f"1 sample(s) are longer than max_length {encoded[1] + 5}" in short["warning"]
     none_fit = plan_run(dataclasses.replace(spec, max_length=encoded[0] - 1), on_gpu=False, free_gib=100.0)
-    assert f"3 sample(s) are longer than max_length {encoded[0] - 1}" in none_fit["warning"]
+    assert (f"Every sample is longer than max_length {encoded[0] - 1} tokens at high image detail (every picture "
+            f"counted as the dataset's largest), so the run would train on none: raise max_length (--max-length) to "
+            f"{encoded[0]} or more") in none_fit["warning"]  # the length the run's encoding needs
 
     from PIL import Image
 

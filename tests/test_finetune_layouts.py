@@ -149,6 +149,26 @@ def test_llava_rows_with_problems_name_the_fix(tmp_path):
     assert "list the image files in 'images' (LLaMA-Factory) or 'image' (LLaVA)" in problems[lines[5]]
 
 
+def test_rows_of_a_json_list_on_one_line_are_named_by_number_and_id(tmp_path):
+    """Every problem of a minified LLaVA file pointed at llava.json:1 (blind tester)."""
+    save(tmp_path / "a.png", RED)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    turns = [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "Red."}]
+    rows = [{"id": f"r{index}", "image": "a.png", "conversations": turns} for index in range(10)]
+    rows[1]["image"], rows[9]["image"] = "nope.jpg", "broken.png"
+    del rows[4]["id"]
+    rows[4]["conversations"] = turns[:1]
+    path = tmp_path / "llava.json"
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    report = read_dataset(path)
+    assert report.samples[0].source == 'llava.json: row 1 (id "r0")' and len(report.samples) == 7
+    assert [str(p).split(":")[:2] for p in report.problems] == [
+        ["llava.json", ' row 2 (id "r1")'], ["llava.json", " row 5"], ["llava.json", ' row 10 (id "r9")']]
+    assert "nope.jpg" in str(report.problems[0]) and "assistant answer" in str(report.problems[1])
+    path.write_text(json.dumps(rows, indent=2), encoding="utf-8")  # one row a line (or more): the lines, as before
+    assert [p.line for p in read_dataset(path).problems] == [item_lines(path.read_text())[i] for i in (1, 4, 9)]
+
+
 # OpenAI vision fine-tuning JSONL (OpenAI's vision fine-tuning guide)
 
 def test_openai_vision_fine_tuning_jsonl_with_base64_data_urls(tmp_path):

@@ -64,6 +64,8 @@ def test_a_zip_upload_is_unpacked_safely_and_checked(settings, tmp_path):
     result = FinetuneActions(ModelManager(settings), settings).check(reference)
     assert (result["samples"], result["problems"]) == (3, [])
     assert result["preview"][0]["prompt"] == "Describe the image." and result["preview"][0]["answer"].startswith("un ")
+    # The zip's path typed into the box (a local app), as the CLI takes it: unpacked as its upload was
+    assert FinetuneActions(ModelManager(settings), settings).check(str(archive))["samples"] == 3
 
 
 def test_files_picked_together_are_one_dataset_and_one_eval_set(settings, tmp_path):
@@ -145,6 +147,8 @@ def test_start_refuses_bad_names_and_existing_adapters_before_any_process(settin
     for name, message in (("bad/name", "not a valid adapter name"), ("taken", "already exists")):
         with pytest.raises(Exception, match=message):
             actions.start(data, name, {"max_steps": 1})
+    with pytest.raises(Exception, match="Every sample is longer than max_length 30 tokens"):  # the CLI's refusal
+        actions.start(data, "short", {"max_steps": 1, "max_length": 30})
     assert not actions.jobs.exists() or not any(actions.jobs.iterdir())
     # An option that is no [finetune] setting is refused, by name: "max_step" (a typo) ran a full default run,
     # and "adapters_dir" is never a client's (adapters go to the configured folder).

@@ -2,7 +2,8 @@
 
 The job runs in a child process exactly as from the UI (same job folder, same progress file), so a
 run started here shows up in the Fine-tune tab and vice versa. Ctrl-C cancels gracefully (a
-checkpoint is kept) and `--resume` continues the newest job of that adapter name.
+checkpoint is kept), and so does the end of this process however it ends (the child watches it);
+`--resume` continues the newest job of that adapter name.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def run_finetune(args: argparse.Namespace, settings) -> int:
     """Check the data, start (or resume) the job, show progress until it ends; returns the exit code."""
     from . import runner
     from .datasets import read_dataset
+    from .plan import refuse_too_long
     from .uploads import unpacked_zip
 
     folder = runner.jobs_folder(settings)
@@ -98,7 +100,7 @@ def run_finetune(args: argparse.Namespace, settings) -> int:
         if job is None:
             raise InputError(f"No fine-tune job of '{args.name}' to resume in {folder}; start one without --resume.")
         _say_what_resume_ignores(args, job)
-        runner.resume_job(job, alone=cpu_alone(settings))
+        runner.resume_job(job, alone=cpu_alone(settings), attached=True)
     else:
         args.data = unpacked_zip(args.data, settings)
         spec = build_spec(args, settings)
@@ -106,10 +108,10 @@ def run_finetune(args: argparse.Namespace, settings) -> int:
         report = read_dataset(spec.data, spec.caption_prompt)
         print(report.summary(10), file=sys.stderr)
         _refuse_unusable(report)
-        report.require_usable(spec.skip_invalid)
+        refuse_too_long(spec, report.require_usable(spec.skip_invalid))
         if args.write_job:
             return print_job_commands(runner.write_job(spec, folder), spec.num_processes)
-        job = runner.start_job(spec, folder, alone=cpu_alone(settings))
+        job = runner.start_job(spec, folder, alone=cpu_alone(settings), attached=True)
     print(f"job folder: {job}", file=sys.stderr)
     return follow(job)
 

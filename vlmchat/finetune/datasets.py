@@ -278,6 +278,9 @@ def _read_file(path: Path, prompt: str) -> DatasetReport:
             return _read_rows(path, rows, prompt, f"{formats.CAPTIONS} CSV")
         raise InputError(f"{path.name} has the columns {', '.join(header)}, which are no layout vlmchat reads; "
                          f"the CSV layouts are {formats.accepted_layouts('.csv')}.")
+    if suffix == ".zip":  # an upload or `finetune --data` is unpacked (a zip holding only a zip, one level further)
+        raise InputError(f"'{path.name}' is a zip where a folder or a dataset file is read; unpack it and give its "
+                         "folder.")
     if suffix not in (".json", ".jsonl", ".parquet"):
         raise InputError(f"'{path.name}' is neither a folder nor a .json/.jsonl/.csv/.parquet file; see README "
                          "(Fine-tune) for the accepted dataset formats.")
@@ -339,10 +342,10 @@ def _read_rows(path: Path, rows: list, prompt: str, caption_format: str, base: P
             else:
                 raise InputError("not a training row: give it 'messages' (or 'conversations'), or 'image' and "
                                  "'caption'")
-            report.samples.append(Sample(messages, images, f"{path.name}:{line}"))
+            report.samples.append(Sample(messages, images, _source(path.name, line)))
             kinds.add(kind)
         except InputError as exc:
-            report.problems.append(Problem(path.name, line, str(exc)))
+            report.problems.append(_problem(path.name, line, str(exc)))
     kinds = kinds or tried - {None}
     named = sorted(kinds - {formats.TEXT_ONLY}) or sorted(kinds)
     report.format = " + ".join(named) or "JSON rows"
@@ -359,10 +362,19 @@ def _read_metadata(path: Path, rows: list, prompt: str) -> DatasetReport:
             if not isinstance(row, dict):
                 raise InputError(f"not valid JSON ({row})" if isinstance(row, Exception) else "not a JSON object")
             messages, images = formats.imagefolder_row(row, column, path.parent, prompt)
-            report.samples.append(Sample(messages, images, f"{name}:{line}"))
+            report.samples.append(Sample(messages, images, _source(name, line)))
         except InputError as exc:
-            report.problems.append(Problem(name, line, str(exc)))
+            report.problems.append(_problem(name, line, str(exc)))
     return report
+
+
+def _source(file: str, where: int | str) -> str:
+    """A row's place: "file:line", or "file: row 17 (id "x")" in a JSON list whose rows share lines (`_json_list`)."""
+    return f"{file}:{where}" if isinstance(where, int) else f"{file}: {where}"
+
+
+def _problem(file: str, where: int | str, message: str) -> Problem:
+    return Problem(file, where, message) if isinstance(where, int) else Problem(_source(file, where), None, message)
 
 
 def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
@@ -371,8 +383,9 @@ def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
     report = DatasetReport(str(folder), formats.CAPTION_FOLDER)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     images = [p for p in files if p.suffix.lower() in readable_suffixes()]
-    # sorted: a.txt wins over a.caption where both are there
-    captions = {p.with_suffix(""): p for p in files if p.suffix.lower() in CAPTION_SUFFIXES}
+    named = [p for p in files if p.suffix.lower() in CAPTION_SUFFIXES]
+    captions = {p.with_suffix(""): p for p in named}  # sorted: a.txt wins over a.caption where both are there
+    unused = [p for p in named if captions[p.with_suffix("")] != p]
     stems = {image.with_suffix("") for image in images}
     several = 0
     for stem, caption in captions.items():
@@ -384,7 +397,13 @@ def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
             report.problems.append(Problem(_rel(image, folder), None, f"no caption file {stem.name}.txt"
                                                                         f" (or {stem.name}.caption)"))
             continue
-        text = captions[stem].read_bytes().decode("utf-8-sig", errors="replace")  # Notepad's UTF-8 starts with a BOM
+        data = captions[stem].read_bytes()
+        try:
+            text = data.decode("utf-8-sig")  # Notepad's UTF-8 starts with a BOM
+        except UnicodeDecodeError as exc:
+            report.problems.append(Problem(_rel(captions[stem], folder), data[:exc.start].count(b"\n") + 1,
+                                           _not_utf8(data, exc.start)))
+            continue
         alternatives = caption_references(text)
         if len(alternatives) > 1:  # short lines are alternatives: kohya's trainer learns the first (Evaluate: each)
             text, several = alternatives[0], several + 1
@@ -397,6 +416,10 @@ def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
     if several:
         report.format += (f" ({counted(several, 'caption file')} with one short caption a line: the first line is "
                           "learned, as kohya's trainer does; Evaluate takes each line as a reference)")
+    if unused:  # kohya's trainer reads .caption by default, TagGUI writes .txt: which one trains is not obvious
+        used = captions[unused[0].with_suffix("")]
+        report.format += (f" ({counted(len(unused), 'picture')} with both a .txt and a .caption file, such as "
+                          f"{_rel(used, folder)}: the {used.suffix} is used, {unused[0].suffix} left out)")
     if images and not captions:  # pictures only: the Caption tab makes this layout of them
         report.format += (" (no picture has a caption yet: caption them first, `launch.py caption FOLDER --format "
                           "txt` or the Caption tab with format txt, which writes a .txt beside each picture (in the "
@@ -409,6 +432,14 @@ def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
         report.format += (f" (kohya repeat folders {shown}: their counts are not applied; every picture counts once "
                           "and the preset sets the steps)")
     return report
+
+
+def _not_utf8(data: bytes, at: int) -> str:
+    """Why a caption file that is not UTF-8 is a problem, not a guess: kohya's trainer refuses it too, and a wrong
+    guess at its encoding would teach the adapter mojibake."""
+    return (f"not UTF-8 text (byte 0x{data[at]:02X}; as Windows-1252 it reads "
+            f"{data.decode('cp1252', 'replace').strip()[:60]!r}): save the caption as UTF-8, as kohya's trainer and "
+            "TagGUI read captions (e.g. iconv -f cp1252 -t utf-8)")
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -482,8 +513,9 @@ def _json_rows(path: Path) -> list[tuple[int, object]]:
     return rows
 
 
-def _json_list(text: str) -> list[tuple[int, object]]:
-    """The items of a top-level JSON list, each with the line it starts on."""
+def _json_list(text: str) -> list[tuple[int | str, object]]:
+    """The items of a top-level JSON list, each with the line it starts on; where items share a line (a minified
+    list), each with its place in the list instead: 'row 17 (id "xyz")'."""
     decoder, rows = json.JSONDecoder(), []
     skip = re.compile(r"\s*")
     pos = skip.match(text, text.index("[") + 1).end()
@@ -499,7 +531,16 @@ def _json_list(text: str) -> list[tuple[int, object]]:
             raise json.JSONDecodeError("expected ',' or ']' after an item", text, pos)
     if pos >= len(text) or text[pos + 1:].strip():
         raise json.JSONDecodeError("the list does not end with ']' alone", text, min(pos, len(text) - 1))
-    return rows
+    if len({line for line, _ in rows}) == len(rows):
+        return rows
+    return [(f"row {number}{_row_id(item)}", item) for number, (_, item) in enumerate(rows, 1)]
+
+
+def _row_id(row) -> str:
+    """' (id "xyz")' for a row with an id (LLaVA's), else ''."""
+    name = row.get("id") if isinstance(row, dict) else None
+    usable = isinstance(name, (str, int)) and not isinstance(name, bool)
+    return f" (id {json.dumps(name, ensure_ascii=False)})" if usable else ""
 
 
 def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
@@ -531,9 +572,12 @@ def _check_images(report: DatasetReport) -> DatasetReport:
             good.append(sample)
             continue
         file, _, line = sample.source.rpartition(":")
-        report.problems.append(Problem(file or sample.source, int(line) if line.isdigit() else None, problem))
+        report.problems.append(Problem(file, int(line), problem) if file and line.isdigit()
+                               else Problem(sample.source, None, problem))
     report.samples = good
-    report.problems.sort(key=lambda problem: (problem.file, problem.line or 0))  # file order, as they are fixed
+    # file order, as they are fixed (row 9 before row 10 where rows are named by number)
+    natural = lambda text: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]  # noqa: E731
+    report.problems.sort(key=lambda problem: (natural(problem.file), problem.line or 0))
     return report
 
 

@@ -4,9 +4,10 @@ Also runs under `accelerate launch --num_processes N -m vlmchat.finetune job.jso
 machines, or CPU processes with the gloo backend), with the job's `distributed` strategy (ddp or fsdp;
 see distributed.py). It reads the dataset, loads the base model on its own (never
 the model the UI chats with), trains LoRA, and reports through progress.jsonl in the job folder.
-SIGTERM / SIGINT or a `cancel` file in the job folder stops it after the current step with a
-checkpoint; `--resume` continues from the last checkpoint. The finished adapter is written
-atomically into adapters/<name>/; a failure or cancel never leaves a half-written adapter there.
+SIGTERM / SIGINT, a `cancel` file in the job folder or the end of the terminal's `launch.py finetune` that
+started it stops it after the current step with a checkpoint; `--resume` continues from the last checkpoint,
+on the dataset the job started on. The finished adapter is written atomically into adapters/<name>/; a
+failure or cancel never leaves a half-written adapter there.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ CANCEL_FILE = "cancel"
 # Set in the child's environment when no UI shares the machine with it: the reason, shown with the thread
 # count; the child then trains on every core instead of leaving one to the UI and its chat model.
 ALONE_ENV = "VLMCHAT_CPU_ALONE"
+# Set by a terminal's `launch.py finetune` to its process id: the job stops as on Cancel once that process is gone,
+# however it ended (SIGKILL, SIGQUIT: no handler of its own runs). A job the UI starts goes on without the app.
+LAUNCHER_ENV = "VLMCHAT_LAUNCHER_PID"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,15 +46,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _stop_flag(job_dir: Path):
-    """A function telling whether a stop was asked (signal received or cancel file present)."""
+    """A function telling whether a stop was asked (signal received, cancel file present, launcher gone)."""
     asked = {"signal": False}
+    launcher = int(os.environ.get(LAUNCHER_ENV) or 0)
 
     def on_signal(signum, frame):
         asked["signal"] = True
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    return lambda: asked["signal"] or (job_dir / CANCEL_FILE).exists()
+    return lambda: asked["signal"] or (job_dir / CANCEL_FILE).exists() or (launcher and _gone(launcher))
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return False
 
 
 def run_job(spec: JobSpec, job_dir: Path, resume: bool = False) -> int:
@@ -201,7 +216,7 @@ def _last_checkpoint(job_dir: Path) -> Path | None:
 
 def _prepare(spec: JobSpec, job_dir: Path, accelerator, emit, stop, resume: bool):
     """Dataset, setup, model, optimizer and Trainer, restored from the last checkpoint when resuming."""
-    from .datasets import read_dataset, split
+    from .datasets import dataset_hash, read_dataset, split
     from .distributed import configure
     from .loop import Trainer
     from .model import load_for_training, make_optimizer, make_schedule
@@ -210,6 +225,8 @@ def _prepare(spec: JobSpec, job_dir: Path, accelerator, emit, stop, resume: bool
         spec.refuse_existing_adapter()
     report = read_dataset(spec.data, spec.caption_prompt)
     samples = report.require_usable(spec.skip_invalid)
+    if resume:
+        refuse_changed_dataset(spec, job_dir, samples)
     if accelerator.num_processes > 1 and len({bool(sample.images) for sample in samples}) > 1:
         raise InputError(f"{sum(not s.images for s in samples)} of the {len(samples)} samples have no picture: a "
                          "dataset that mixes samples with and without pictures trains on one process (every process "
@@ -245,10 +262,30 @@ def _prepare(spec: JobSpec, job_dir: Path, accelerator, emit, stop, resume: bool
          schedule=schedule.reasons, schedule_warning=schedule.warning, learning_rate=spec.learning_rate,
          epochs=spec.epochs, effective_batch=schedule.effective_batch * accelerator.num_processes,
          trainable_parameters=trainable, parameters=total,
+         **({} if checkpoint else {"dataset": {"sha256": dataset_hash(train + val), "size": len(samples)}}),
          message=f"{'Resumed at step ' + str(trainer.step) if checkpoint else 'Started'}: {len(train)} training "
                  f"and {len(val)} validation samples, {trainable:,} trainable parameters, "
                  f"{accelerator.num_processes} process(es).")
     return trainer
+
+
+def refuse_changed_dataset(spec: JobSpec, job_dir: Path, samples: list) -> None:
+    """InputError when the usable `samples` are not those the job started on (its start event; vlmchat.json's
+    sha256): resumed, it would draw another train/validation split, putting pictures it trained on in validation."""
+    from .datasets import dataset_hash, split
+    from .progress import read_events
+
+    started = next((e.get("dataset") for e in read_events(job_dir / PROGRESS_FILE) if e["event"] == "start"), None)
+    if not started:  # started by a vlmchat that did not record it
+        return
+    train, val = split(samples, spec.train_fraction, spec.seed)
+    now = dataset_hash(train + val)
+    if now != started["sha256"]:
+        raise InputError(f"The dataset changed since {job_dir.name} started: it had {started['size']} usable samples "
+                         f"(sha256 {started['sha256'][:12]}…), it has {len(samples)} (sha256 {now[:12]}…) now. "
+                         "Resumed, the job would draw a new train/validation split, and pictures it has trained on "
+                         "could land in validation. Restore the dataset as it was to resume, or start a new run on "
+                         "it (the same command without --resume; --overwrite replaces an adapter of the same name).")
 
 
 def model_size(spec: JobSpec):

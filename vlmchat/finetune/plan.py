@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InputError
 from .datasets import picture_size, read_dataset, split
 from .job import min_eval_samples, model_size, resolve_schedule, usable_cores
 from ..models.conversation import ONE_PICTURE_KEY
@@ -43,13 +44,7 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
                        tokens=round(count.mean), pictures=count.pictures)
     minutes, how = estimate_minutes(schedule, cost, recipe, on_gpu, cores=cores or max(1, usable_cores() - 1))
     peak = peak_gib(size, on_gpu=on_gpu, tokens=tokens, batch_size=schedule.batch_size, checkpointing=checkpointing)
-    warnings = [schedule.warning]
-    if count.too_long:
-        at = (f" at {count.detail} image detail (every picture counted as the dataset's largest)"
-              if count.adjustable else "")
-        low = ", or use low image detail" if count.detail == "high" and count.adjustable else ""
-        warnings.append(f"{count.too_long} sample(s) are longer than max_length {spec.max_length} tokens{at}; the "
-                        f"run skips those that are: raise max_length{low}.")
+    warnings = [schedule.warning, _too_long(spec, count, len(samples))]
     if not on_gpu and peak is not None:
         warnings.append(_short_of_ram(size, tokens, schedule.batch_size, peak, checkpointing, count.detail, free_gib))
     several = sum(len(sample.images) > 1 for sample in samples)
@@ -68,6 +63,28 @@ def plan_run(spec: JobSpec, on_gpu: bool | None = None, cores: int | None = None
             "peak_gib": None if peak is None else round(peak, 2), "longest_sample_tokens": tokens, "warning": warning,
             "reasons": schedule.reasons, "preset": spec.preset,
             "evaluate_after": bool(spec.evaluate and len(val) >= needs), "evaluate_needs": needs}
+
+
+def _too_long(spec: JobSpec, count: Count, samples: int) -> str:
+    """What to change when samples are longer than max_length ('' when none is)."""
+    if not count.too_long:
+        return ""
+    at = f" at {count.detail} image detail (every picture counted as the dataset's largest)" if count.adjustable else ""
+    low = ", or use low image detail" if count.detail == "high" and count.adjustable else ""
+    if count.too_long == samples:  # the run would load the model, then fail on its first batch
+        return (f"Every sample is longer than max_length {spec.max_length} tokens{at}, so the run would train on "
+                f"none: raise max_length (--max-length) to {count.shortest} or more, the shortest sample's "
+                f"length{low}.")
+    return (f"{count.too_long} sample(s) are longer than max_length {spec.max_length} tokens{at}; the run skips those "
+            f"that are: raise max_length{low}.")
+
+
+def refuse_too_long(spec: JobSpec, samples: list) -> None:
+    """InputError, before a job folder is made, when every sample is longer than max_length (counted as the plan
+    counts them; nothing when the model's processor is not on this machine)."""
+    count = _count(spec, samples, _gpu_visible() and spec.device != "cpu")
+    if count.too_long == len(samples):
+        raise InputError(_too_long(spec, count, len(samples)))
 
 
 def ram_per_process(processes: int) -> float:
@@ -95,6 +112,7 @@ class Count:
     detail: str  # the detail counted at ("" when not counted)
     too_long: int  # samples over max_length (the run skips them)
     adjustable: bool = False  # the family's pictures take fewer tokens at low detail
+    shortest: int = 0  # tokens of the shortest sample (0 when not counted)
 
 
 def _count(spec: JobSpec, samples, on_gpu: bool) -> Count:
@@ -123,7 +141,7 @@ def _count(spec: JobSpec, samples, on_gpu: bool) -> Count:
     too_long = len(counts) - len(fitting)
     fitting = fitting or [spec.max_length]
     return Count(picture_tokens(folder, detail, picture), max(fitting), sum(fitting) / len(fitting), pictures,
-                 vision_positions_per_token(config), detail, too_long, profile.detail is not None)
+                 vision_positions_per_token(config), detail, too_long, profile.detail is not None, min(counts))
 
 
 def _largest_picture(samples) -> tuple[int, int] | None:

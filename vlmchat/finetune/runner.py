@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..settings import PROJECT_ROOT
-from .job import ALONE_ENV, CANCEL_FILE
+from .job import ALONE_ENV, CANCEL_FILE, LAUNCHER_ENV
 from .progress import FINAL, PROGRESS_FILE, JobStatus, fold_events, read_events
 from .spec import JOB_FILE, JobSpec
 
@@ -63,17 +63,26 @@ def new_job_dir(folder: Path, name: str) -> Path:
     raise InputError(f"Could not create a job folder in {folder}.")
 
 
-def start_job(spec: JobSpec, folder: Path, alone: str = "") -> Path:
+def start_job(spec: JobSpec, folder: Path, alone: str = "", attached: bool = False) -> Path:
     """Write job.json into a new job folder and start the child; returns the job folder.
 
     `alone`: why no UI shares the CPU with this job ("" when one may, as when the UI starts it).
+    `attached`: the job stops (keeping a checkpoint) when this process ends, as a terminal's does; the UI's goes on.
     """
+    _refuse_running(folder)
+    job_dir = write_job(spec, folder)
+    _launch(job_dir, spec, resume=False, alone=alone, attached=attached)
+    return job_dir
+
+
+def _refuse_running(folder: Path) -> None:
+    """InputError naming the job running in `folder`, its process and how to stop it; nothing when none runs."""
     running = running_job(folder)
     if running is not None:
-        raise InputError(f"A fine-tune is already running ({running.name}); wait for it or cancel it first.")
-    job_dir = write_job(spec, folder)
-    _launch(job_dir, spec, resume=False, alone=alone)
-    return job_dir
+        pid = _pid(running)
+        raise InputError(f"A fine-tune is already running ({running.name}, process {pid}); wait for it, or stop it: "
+                         f"Cancel in the Fine-tune tab, or `kill {pid}` (it stops after its current step and keeps a "
+                         "checkpoint).")
 
 
 def write_job(spec: JobSpec, folder: Path) -> Path:
@@ -84,8 +93,11 @@ def write_job(spec: JobSpec, folder: Path) -> Path:
     return job_dir
 
 
-def resume_job(job_dir: Path, alone: str = "") -> Path:
-    """Start the child again on an existing job folder, continuing from its last checkpoint (`alone`: see start_job)."""
+def resume_job(job_dir: Path, alone: str = "", attached: bool = False) -> Path:
+    """Start the child again on an existing job folder, continuing from its last checkpoint, when its dataset is the
+    one it started on (`alone`, `attached`: see start_job)."""
+    from .datasets import read_dataset
+    from .job import refuse_changed_dataset
     from .loop import checkpoints
 
     job_dir = Path(job_dir)
@@ -96,11 +108,11 @@ def resume_job(job_dir: Path, alone: str = "") -> Path:
                          "Start a new run to train again.")
     if not checkpoints(job_dir):
         raise InputError(f"Job {job_dir.name} has no checkpoint to resume from; start it again instead.")
-    running = running_job(job_dir.parent)
-    if running is not None:
-        raise InputError(f"A fine-tune is already running ({running.name}); wait for it or cancel it first.")
+    _refuse_running(job_dir.parent)
+    spec = JobSpec.from_file(job_dir / JOB_FILE)
+    refuse_changed_dataset(spec, job_dir, read_dataset(spec.data, spec.caption_prompt).samples)
     (job_dir / CANCEL_FILE).unlink(missing_ok=True)
-    _launch(job_dir, JobSpec.from_file(job_dir / JOB_FILE), resume=True, alone=alone)
+    _launch(job_dir, spec, resume=True, alone=alone, attached=attached)
     return job_dir
 
 
@@ -129,11 +141,14 @@ def _closed(job_dir: Path, wait_s: float = 20.0) -> bool:
     return True
 
 
-def _launch(job_dir: Path, spec: JobSpec, resume: bool, alone: str = "") -> None:
+def _launch(job_dir: Path, spec: JobSpec, resume: bool, alone: str = "", attached: bool = False) -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     env.pop(ALONE_ENV, None)
+    env.pop(LAUNCHER_ENV, None)
     if alone:
         env[ALONE_ENV] = alone
+    if attached:
+        env[LAUNCHER_ENV] = str(os.getpid())
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     if spec.num_processes > 1 and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // spec.num_processes))

@@ -71,8 +71,12 @@ class JobSpec(FinetuneSettings):
         return cls(name=name, data=str(data), **values)
 
     def refuse_existing_adapter(self) -> None:
-        """InputError when adapters/<name>/ exists and overwrite was not confirmed."""
-        if self.adapters_dir and (Path(self.adapters_dir) / self.name).exists() and not self.overwrite:
+        """InputError when adapters/<name>/ exists and overwrite was not confirmed, or the adapters folder is a file."""
+        folder = Path(self.adapters_dir)
+        if self.adapters_dir and folder.exists() and not folder.is_dir():  # else found after training, when written
+            raise InputError(f"The adapters folder {folder} is a file, not a folder; set adapters in [paths] of "
+                             f"{self.settings_file or 'settings.toml'} to a folder (or move the file away).")
+        if self.adapters_dir and (folder / self.name).exists() and not self.overwrite:
             raise InputError(f"An adapter named '{self.name}' already exists; pick another name or confirm "
                              "overwrite (--overwrite, or the Overwrite box in the Fine-tune tab).")
 

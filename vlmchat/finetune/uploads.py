@@ -100,8 +100,14 @@ def _place(file: Path, staging: Path, limit: int) -> None:
     """A zip unpacked into `staging` (checked; no picture over `limit` bytes), any other file copied there under its
     own name."""
     if file.suffix.lower() == ".zip":
-        extract_zip_checked(file, staging, MAX_UNPACKED_BYTES, MAX_UNPACKED_FILES, place=_dataset_member,
-                            advice="train from a local folder instead", max_picture_bytes=limit)
+        unzip = lambda archive: extract_zip_checked(  # noqa: E731
+            archive, staging, MAX_UNPACKED_BYTES, MAX_UNPACKED_FILES, place=_dataset_member,
+            advice="train from a local folder instead", max_picture_bytes=limit)
+        written = unzip(file)
+        if len(written) == 1 and written[0].parent == staging and written[0].suffix.lower() == ".zip":
+            inner = written[0].rename(staging / f".{written[0].name}")  # a zip holding only a zip: one level more
+            unzip(inner)
+            inner.unlink()
     elif (staging / file.name).exists():
         raise InputError(f"'{file.name}' is uploaded beside a zip that holds a file of that name; upload one of them.")
     else:
@@ -129,19 +135,23 @@ def unpacked_zip(path: str, settings) -> str:
     file = Path(path).expanduser()
     if file.suffix.lower() != ".zip" or not file.is_file():
         return path
-    folder = resolve_dataset(store_upload(file, settings), settings)
+    folder = resolve_dataset(path, settings)
     print(f"vlmchat: {file.name} unpacked into {folder}", file=sys.stderr)
     return str(folder)
 
 
 def resolve_dataset(reference: str, settings, folder: Path | None = None) -> Path:
-    """The local path of 'upload:<id>' in `folder` (or of a plain path); a zip's single top folder is entered."""
+    """The local path of 'upload:<id>' in `folder` (or of a plain path: a local .zip is unpacked there as an upload
+    is); a zip's single top folder is entered."""
     reference = (reference or "").strip()
     if not reference:
         raise InputError("Give a dataset: upload a .zip or a .json/.jsonl/.csv/.parquet file, or type a folder or "
                          "file path.")
     if not reference.startswith(PREFIX):
-        return Path(reference).expanduser()
+        path = Path(reference).expanduser()
+        if path.suffix.lower() == ".zip" and path.is_file():  # a local zip is unpacked as its upload would be
+            return resolve_dataset(store_upload(path, settings, folder), settings, folder)
+        return path
     upload_id = reference[len(PREFIX):]
     path = Path(folder or uploads_folder(settings)) / upload_id
     if not upload_id or "/" in upload_id or "\\" in upload_id or upload_id.startswith(".") or not path.is_dir():

@@ -216,7 +216,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
                          height=240)  # a set's 100 pictures listed one per row pushed Evaluate far down
         local = not settings.server.exposed  # each hidden itself too: a shared page's config names no server path
         with gr.Column(visible=local):
-            path = gr.Textbox(label="…or a file / folder on this computer", visible=local)
+            path = gr.Textbox(label="…or a file, folder or .zip on this computer", visible=local)
             # something to try before writing a set of one's own: 24 questions on the demo's kind of pictures
             example = gr.Button(f"Use the example set ({EXAMPLE_SET.relative_to(PROJECT_ROOT).as_posix()})",
                                 size="sm", visible=local)

@@ -110,10 +110,12 @@ class FinetuneActions:
 
     def start(self, reference: str, name: str, options: dict | None = None, overwrite: bool = False,
               request=None) -> dict:
+        from ..finetune.plan import refuse_too_long
+
         spec = self.spec(reference, name, options, overwrite, request)
         if overwrite:  # replacing an adapter another login trained on its own upload is that login's to do
             refuse_anothers_adapter(self.settings.paths.resolve("adapters"), spec.name, request, "replace")
-        read_dataset(spec.data, spec.caption_prompt).require_usable(spec.skip_invalid)
+        refuse_too_long(spec, read_dataset(spec.data, spec.caption_prompt).require_usable(spec.skip_invalid))
         mine = self.jobs_of(request)
         other = self._running_elsewhere(mine) if mine != self.jobs else None
         if other is not None:  # how far it is, not whose or what: that is the other login's
@@ -304,7 +306,7 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
                              file_count="multiple", file_types=[".zip", ".json", ".jsonl", ".csv", ".parquet", "image",
                                                                 *CAPTION_SUFFIXES],
                              height=240)  # 81 files listed one per row put Check and Start 6,900 px down (reviewer)
-            path = gr.Textbox(label="…or a folder / file on this computer", visible=not settings.server.exposed)
+            path = gr.Textbox(label="…or a folder, file or .zip on this computer", visible=not settings.server.exposed)
             check = gr.Button("Check dataset")
         with gr.Column():
             report = gr.Markdown(elem_id="vlmchat-finetune-report")
