@@ -62,6 +62,21 @@ def test_rocm_gets_a_rocm_build(rocm, build):
     choice = choose_torch(Hardware("Linux", "x86_64", rocm=rocm))
     assert choice.args == _index(build)
     assert "ROCm" in choice.reason
+    assert ("older than the ROCm 6.4" in choice.reason) == (rocm == (6, 2))  # 6.2 got the 6.4 build without a word
+
+
+def test_rocm_on_windows_is_told_that_pytorch_has_no_rocm_build_there():
+    choice = choose_torch(Hardware("Windows", "AMD64", rocm=(6, 4)))
+    assert choice.args == _index("cpu")
+    assert "ROCm builds only for Linux" in choice.reason and "no NVIDIA or AMD GPU" not in choice.reason
+
+
+def test_an_nvidia_driver_without_a_cuda_version_is_told_to_update():
+    """nvidia-smi's "CUDA Version: N/A" was reported as "no NVIDIA or AMD GPU found"."""
+    run, read = _fake_machine({("nvidia-smi",): NVIDIA_SMI.format(cuda="N/A"), ("nvidia-smi", "-L"): NVIDIA_SMI_L})
+    choice = choose_torch(detect_hardware(run, read))
+    assert choice.args == _index("cpu")
+    assert "driver reports no CUDA version" in choice.reason and "reinstall the NVIDIA driver" in choice.reason
 
 
 def test_macs_get_the_package_index_build():

@@ -25,6 +25,10 @@ def test_shipped_settings_file_matches_the_documented_defaults():
     ("[server]\nshare = 'yes'\n", "server.share must be a bool"),
     ("[server]\nauth = 'nocolon'\n", "server.auth must look like 'user:password'"),
     ("[servr]\nport = 1\n", "Unknown section [servr]"),
+    ("[file]\nx = 1\n", "allowed: model, generation, server, paths, caption, finetune, catalog, api, endpoints."),
+    ("port = 7000\n", "is outside a section; put it under [server]."),
+    ("seed = 1\n", "is outside a section; put it under [generation] or [finetune]."),
+    ("colour = 'red'\n", "is outside a section; put it under one of: model, generation, server"),
     ("[model\nid = 1\n", "is not valid TOML"),
 ])
 def test_wrong_key_or_value_names_the_key_and_the_allowed_values(tmp_path, text, expected):
@@ -61,9 +65,37 @@ def test_settings_file_is_taken_before_or_after_the_command(tmp_path, argv):
     assert apply_flags(args).model.id == "from-file"
 
 
+@pytest.mark.parametrize("argv", [["plan", "--model", "a/b"], ["caption", "--model", "a/b", "x.png"],
+                                  ["handoff", "--model", "a/b"], ["download", "--model", "a/b"],
+                                  ["finetune", "--data", "x", "--model", "a/b"],
+                                  ["eval", "--model", "a/b", "--data", "x"]])
+def test_model_is_taken_after_every_command_that_uses_one(argv):
+    """`caption --model X`, `handoff --model X` and `download --model X` stopped on "unrecognized arguments"."""
+    assert apply_flags(build_parser().parse_args(argv)).model.id == "a/b"
+
+
+def test_download_refuses_two_different_models():
+    from vlmchat.cli import run_download
+    from vlmchat.errors import InputError
+
+    args = build_parser().parse_args(["download", "x/y", "--model", "a/b"])
+    with pytest.raises(InputError, match="launch.py download OWNER/NAME"):
+        run_download(args, apply_flags(args))
+
+
+def test_a_wrong_handoff_port_names_the_handoff_flag_not_the_server_setting():
+    """`handoff --port 99999` (vLLM's port) said "server.port must be between 1 and 65535"."""
+    from vlmchat.cli import run
+    from vlmchat.errors import InputError
+
+    with pytest.raises(InputError, match="--port between 1 and 65535"):
+        run(build_parser().parse_args(["handoff", "--port", "99999"]))
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--port", "70000"], "server.port must be between 1 and 65535"),
     (["--settings", "does-not-exist.toml"], "does not exist"),
+    (["--settings", "tests", "plan"], "cannot be read (Is a directory)"),  # was an IsADirectoryError traceback
 ])
 def test_cli_reports_bad_settings_in_one_line_with_exit_code_2(argv, message):
     result = subprocess.run([sys.executable, "launch.py", *argv], cwd=ROOT, capture_output=True, text=True,

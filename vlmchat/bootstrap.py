@@ -48,7 +48,7 @@ class Hardware:
     system: str  # platform.system(): "Linux", "Windows", "Darwin"
     machine: str  # platform.machine(): "x86_64", "AMD64", "arm64", "aarch64"
     cuda: Version | None = None  # the highest CUDA version the NVIDIA driver supports (nvidia-smi)
-    gpu: str = ""  # the first GPU's name, for the message
+    gpu: str = ""  # the first NVIDIA GPU's name (nvidia-smi -L), for the message
     rocm: Version | None = None  # the installed ROCm version; (0, 0) when ROCm is there but its version is not
 
 
@@ -92,10 +92,20 @@ def choose_torch(hardware: Hardware, override: str | None = None) -> TorchChoice
         oldest = CUDA_BUILDS[-1][0]
         return _from_index("cpu", f"{found}, older than the CUDA {oldest[0]}.{oldest[1]} that torch's builds need: "
                                   "the CPU build (update the NVIDIA driver to use the GPU)")
-    if hardware.rocm is not None and hardware.system == "Linux":
-        build = _newest_build(hardware.rocm, ROCM_BUILDS) or ROCM_BUILDS[-1][1]
+    if hardware.rocm is not None:
         shown = "of unknown version" if hardware.rocm == (0, 0) else f"{hardware.rocm[0]}.{hardware.rocm[1]}"
-        return _from_index(build, f"AMD ROCm {shown} found: the ROCm {build[4:]} build")
+        if hardware.system != "Linux":
+            return _from_index("cpu", f"AMD ROCm {shown} found, but PyTorch publishes ROCm builds only for Linux: "
+                                      "the CPU build")
+        oldest = ROCM_BUILDS[-1][1]
+        build = _newest_build(hardware.rocm, ROCM_BUILDS)
+        if build is None and hardware.rocm != (0, 0):
+            return _from_index(oldest, f"AMD ROCm {shown}, older than the ROCm {oldest[4:]} that torch's builds "
+                                       f"need: the ROCm {oldest[4:]} build (update ROCm if it does not use the GPU)")
+        return _from_index(build or oldest, f"AMD ROCm {shown} found: the ROCm {(build or oldest)[4:]} build")
+    if hardware.gpu:  # nvidia-smi lists a GPU but shows "CUDA Version: N/A"
+        return _from_index("cpu", f"{hardware.gpu} found, but its driver reports no CUDA version: the CPU build "
+                                  "(update or reinstall the NVIDIA driver to use the GPU)")
     return _from_index("cpu", "no NVIDIA or AMD GPU found: the CPU build (on Linux about 4.5 GB "
                                     "smaller than the package index's CUDA build)")
 

@@ -14,12 +14,13 @@ from .errors import VlmchatError
 from .settings import Settings, load_settings
 
 EXIT_USER_ERROR = 2
+MODEL_COMMANDS = ("caption", "plan", "download", "handoff", "finetune", "eval")  # take --model after the command too
+MODEL_HELP = ("hub id (owner/name), local folder, a name from the Model tab's list (e.g. smolvlm-256m, see "
+              "settings.toml's [catalog.*]), or 'demo' (the embedded demo model); default: model.id in settings")
 
 
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="hub id (owner/name), local folder, a name from the Model tab's list "
-                                        "(e.g. smolvlm-256m, see settings.toml's [catalog.*]), or 'demo' (the "
-                                        "embedded demo model)")
+    parser.add_argument("--model", help=MODEL_HELP)
     parser.add_argument("--quantization", choices=("auto", "none", "8bit", "4bit"),
                         help="weight quantization (default from settings.toml: model.quantization)")
     parser.add_argument("--settings", metavar="FILE", help="settings file to use instead of settings.toml")
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "its adapters on bigger hardware, and check the adapters for vLLM")
     handoff.add_argument("--tensor-parallel", type=int, default=1, metavar="GPUS", help="GPUs per node (default 1)")
     handoff.add_argument("--nodes", type=int, default=1, metavar="N", help="machines (default 1)")
-    handoff.add_argument("--port", type=int, default=8000, help="port vLLM serves on (default 8000)")
+    handoff.add_argument("--port", type=int, default=8000, dest="vllm_port", help="port vLLM serves on (default 8000)")
     from .finetune.command import add_finetune_parser
 
     add_finetune_parser(commands)
@@ -63,12 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name != "test":
             command.add_argument("--settings", metavar="FILE", default=argparse.SUPPRESS,
                                  help="settings file to use instead of settings.toml")
+        if name in MODEL_COMMANDS:
+            command.add_argument("--model", default=argparse.SUPPRESS, help=MODEL_HELP)
     return parser
 
 
 def _add_model_commands(commands) -> None:
     plan = commands.add_parser("plan", help="show which precision and placement a model gets here, and why")
-    plan.add_argument("--model", default=argparse.SUPPRESS, help="catalog key, hub id or folder (default: model.id)")
     plan.add_argument("--quantization", choices=("auto", "none", "8bit", "4bit"), default=argparse.SUPPRESS,
                       help="policy to plan for (default: model.quantization in settings)")
     plan.add_argument("--vram-gib", type=float, metavar="X", help="plan for one GPU with X GiB free instead of "
@@ -77,7 +79,8 @@ def _add_model_commands(commands) -> None:
     plan.add_argument("--images", type=int, default=1, metavar="N", help="images per prompt (default 1)")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     download = commands.add_parser("download", help="download a hub model's files (checks access first)")
-    download.add_argument("model_id", metavar="MODEL_ID", help="hub id (owner/name) or catalog key")
+    download.add_argument("model_id", metavar="MODEL_ID", nargs="?", help="hub id (owner/name) or catalog key "
+                                                                           "(or give it as --model MODEL_ID)")
     download.add_argument("--revision", help="branch, tag or commit (default: main)")
     download.add_argument("--ask-token", action="store_true",
                           help="read a Hugging Face token from the terminal (not echoed) instead of HF_TOKEN / "
@@ -133,8 +136,13 @@ def run_download(args: argparse.Namespace, settings: Settings) -> int:
     from .hub import download_model
     from .models.resolve import catalog_entry
 
-    entry = catalog_entry(settings, args.model_id)
-    repo_id = entry.id if entry else args.model_id
+    from .errors import InputError
+
+    model_id = args.model_id or args.model  # `download ID`, `download --model ID` or `--model ID download`
+    if not model_id or args.model not in (None, model_id):
+        raise InputError("Name one model to download: launch.py download OWNER/NAME (a hub id or a catalog key).")
+    entry = catalog_entry(settings, model_id)
+    repo_id = entry.id if entry else model_id
     token = _read_token() if args.ask_token else None
     bar = None
 
@@ -269,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "handoff":
         from .api.handoff import handoff_text
 
-        print(handoff_text(settings, args.tensor_parallel, args.nodes, args.port))
+        print(handoff_text(settings, args.tensor_parallel, args.nodes, args.vllm_port))
         return 0
     if args.command == "plan":
         return run_plan(args, settings)

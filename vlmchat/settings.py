@@ -361,6 +361,12 @@ def settings_flag(file: str | None) -> list[str]:
     return ["--settings", file] if file else []
 
 
+def _keys(section: str) -> set[str]:
+    """The keys of a [section] of plain keys (none for the [catalog.*] and [endpoints.*] tables)."""
+    value = getattr(Settings(), section)
+    return {f.name for f in dataclasses.fields(value)} if dataclasses.is_dataclass(value) else set()
+
+
 def load_settings(path: str | Path | None = None) -> Settings:
     """Read and validate a settings file (settings.toml by default; a missing default file means defaults)."""
     file = Path(path) if path else DEFAULT_SETTINGS_FILE
@@ -372,9 +378,16 @@ def load_settings(path: str | Path | None = None) -> Settings:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{file} is not valid TOML: {exc}. Fix the line it names.") from None
-    sections = {f.name: f.type for f in dataclasses.fields(Settings)}
+    except OSError as exc:  # a folder, a file without read permission
+        raise SettingsError(f"Settings file {file} cannot be read ({exc.strerror}); "
+                            "pass a readable TOML file to --settings.") from None
+    sections = [f.name for f in dataclasses.fields(Settings) if f.name != "file"]  # `file` says which file was read
     built = {}
     for name, table in data.items():
+        if name not in sections and not isinstance(table, dict):
+            homes = [f"[{section}]" for section in sections if name in _keys(section)]
+            raise SettingsError(f"'{name}' in {file} is outside a section; put it under "
+                                f"{' or '.join(homes) or 'one of: ' + ', '.join(sections)}.")
         if name not in sections:
             raise SettingsError(f"Unknown section [{name}] in {file}; allowed: {', '.join(sections)}.")
         if not isinstance(table, dict):

@@ -57,8 +57,6 @@ def add_eval_parser(commands) -> None:
                         help="image tokens per picture, as in Chat (auto: low on the CPU, high on a GPU with room; "
                              "default: [generation] image_detail in settings.toml)")
     parser.add_argument("--output", metavar="FILE.csv", help="also write results.csv here")
-    parser.add_argument("--model", default=argparse.SUPPRESS, help="base model: 'demo', hub id or folder "
-                        "(default: model.id in settings)")
 
 
 def _models(args: argparse.Namespace) -> list[str]:

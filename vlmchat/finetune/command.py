@@ -33,8 +33,6 @@ def add_finetune_parser(commands) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the newest job of NAME from its checkpoint")
     parser.add_argument("--write-job", action="store_true", help="write the job folder without starting it and "
                         "print the commands that start it on several machines (--num-processes: GPUs of all of them)")
-    parser.add_argument("--model", default=argparse.SUPPRESS, help="base model: 'demo', hub id or folder "
-                        "(default: model.id in settings)")
     fields = {f.name: f for f in dataclasses.fields(JobSpec)}
     for key in CLI_FLAGS:
         spec = fields[key]
