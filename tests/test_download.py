@@ -406,3 +406,88 @@ def test_a_page_opened_after_a_load_shows_the_loaded_model_in_the_model_tab(repo
                 browser.close()
     finally:
         app.stop()
+
+
+def _text_llm_repo(folder):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(folder)
+    return repo_from_folder(folder, extra={"tokenizer.json": (DEMO_MODEL / "tokenizer.json").read_bytes()})
+
+
+def test_a_model_vlmchat_cannot_load_is_refused_by_plan_preview_and_download_before_the_weights(hub, demo_settings,
+                                                                                                 tmp_path):
+    """A text-only LLM and a repo without processor files were planned and downloaded whole, then refused at Load."""
+    from hub_server import FakeRepo
+    from vlmchat.errors import ModelLoadError
+    from vlmchat.models.decide import decide_load
+    from vlmchat.models.resolve import resolve_model
+    from vlmchat.ui.model_tab import WARN, preview
+
+    hub.add("someone/text-llm", _text_llm_repo(tmp_path / "llm"))
+    hub.add("someone/noproc", FakeRepo({name: (DEMO_MODEL / name).read_bytes()
+                                        for name in ("config.json", "generation_config.json", "model.safetensors")}))
+    for repo, said in (("someone/text-llm", "'someone/text-llm' is a LlamaForCausalLM model, which does not read "
+                                            "pictures"),
+                       ("someone/noproc", "'someone/noproc' has no preprocessor_config.json or processor_config.json "
+                                          "and no tokenizer files")):
+        with pytest.raises(ModelLoadError, match=said):
+            download_model(repo)
+        assert not [request for request in hub.downloads("model.safetensors") if f"/{repo}/" in request.path]
+        with pytest.raises(ModelLoadError, match=said):
+            decide_load(resolve_model(repo, demo_settings), demo_settings)  # what `launch.py plan` shows
+        _, plan = preview(repo, "", "auto", demo_settings)
+        assert plan.startswith(WARN) and said in plan, plan
+
+
+def test_a_download_that_clearly_does_not_fit_is_refused_with_both_numbers(repos, hub, monkeypatch, recwarn):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 2_000_000, 2_000_000))
+    with pytest.raises(DownloadError, match=r"vlmchat-test/demo-tiny needs 4.8 MB more on disk, and .*hub has 2.0 MB "
+                                            r"free: free some space there, or choose .* HF_HUB_CACHE"):
+        download_model(PUBLIC)
+    assert not hub.downloads("model.safetensors") and not [w for w in recwarn if "disk space" in str(w.message)]
+
+
+@pytest.mark.parametrize("number, said", [
+    (30, "cannot be written: choose another one with HF_HUB_CACHE (or HF_HOME)"),
+    (13, "cannot be written: choose another one with HF_HUB_CACHE (or HF_HOME)"),
+    (20, "cannot be written: choose another one with HF_HUB_CACHE (or HF_HOME)"),
+    (28, "Free some disk space in"),
+])
+def test_a_cache_that_cannot_be_written_is_not_called_a_full_disk(number, said):
+    from vlmchat.hub import friendly_hub_error
+
+    message = str(friendly_hub_error(OSError(number, os.strerror(number), "/x/hub"), PUBLIC))
+    assert said in message and message.startswith(f"Downloading {PUBLIC} failed: [Errno {number}]")
+    assert ("disk space" in message) is (number == 28)
+
+
+def test_cli_download_into_a_cache_under_a_file_says_so_last(repos, hub, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    result = _cli("download", PUBLIC, env={"HF_HUB_CACHE": str(tmp_path / "afile" / "hub")})
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "[Errno 20] Not a directory" in last and "cannot be written" in last and "HF_HUB_CACHE" in last, last
+    assert "disk space" not in result.stderr and "Ignored error" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_model_page_address_is_taken_for_its_hub_id_and_a_typo_gets_the_nearest_name(repos, hub, demo_settings):
+    from vlmchat.errors import ModelLoadError
+    from vlmchat.hub import check_hub_id
+    from vlmchat.models.resolve import hub_id, resolve_model
+
+    for address in (f"https://huggingface.co/{PUBLIC}", f"https://huggingface.co/{PUBLIC}/tree/main",
+                    f"https://huggingface.co/{PUBLIC}/blob/main/config.json", f"{hub.url}/{PUBLIC}/"):
+        assert check_hub_id(address) == PUBLIC and resolve_model(address, demo_settings).model_id == PUBLIC
+    assert download_model(f"{hub.url}/{PUBLIC}/tree/main").repo_id == PUBLIC
+    with pytest.raises(DownloadError, match="is not a hub id"):
+        check_hub_id(f"https://example.com/{PUBLIC}")
+    with pytest.raises(ModelLoadError, match=r"'smolvlm256m' is not a hub id like 'owner/name'; did you mean "
+                                             r"HuggingFaceTB/SmolVLM-256M-Instruct\?$"):
+        hub_id("smolvlm256m", demo_settings)
+    assert hub_id("smolvlm-256m", demo_settings) == "HuggingFaceTB/SmolVLM-256M-Instruct"

@@ -171,3 +171,32 @@ def test_a_text_only_model_is_named_as_one(demo_settings, tmp_path):
                                  num_attention_heads=2, num_key_value_heads=1)).save_pretrained(tmp_path / "llm")
     with pytest.raises(ModelLoadError, match=r"LlamaForCausalLM model, which does not read pictures"):
         ModelManager(demo_settings).load(str(tmp_path / "llm"))
+
+
+def test_a_model_load_cannot_use_is_refused_before_the_working_one_is_freed(manager, demo_model_path, tmp_path):
+    """A text-only model, and a folder saved without its processor, were refused only after the working model had
+    been freed (then loaded again); the missing processor was transformers' "Can't load image processor ... Check
+    the id or path". Both are told from the files now, with the working model never freed."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from vlmchat.ui.model_tab import WARN, preview
+
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(tmp_path / "llm")
+    noproc = tmp_path / "noproc"  # what model.save_pretrained writes without processor.save_pretrained
+    noproc.mkdir()
+    for name in ("config.json", "generation_config.json", "model.safetensors"):
+        shutil.copy(demo_model_path / name, noproc / name)
+    working = manager.model
+    for folder, said in ((tmp_path / "llm", "LlamaForCausalLM model, which does not read pictures"),
+                         (noproc, "has no preprocessor_config.json or processor_config.json and no tokenizer files "
+                                  r"\(.*\), so its processor cannot be loaded: save them .*processor.save_pretrained")):
+        with pytest.raises(ModelLoadError, match=said) as error:
+            manager.load(str(folder))
+        assert "loaded again" not in str(error.value) and manager.model is working
+        files, _ = preview(str(folder), "", "auto", manager.settings)
+        assert files.startswith(WARN) and __import__("re").search(said, files), files
+    (noproc / "tokenizer.json").write_bytes((demo_model_path / "tokenizer.json").read_bytes())
+    with pytest.raises(ModelLoadError, match=r"has no preprocessor_config.json or processor_config.json, so"):
+        manager.load(str(noproc))
+    assert manager.model is working

@@ -43,9 +43,11 @@ def test_llama_11b_vision_precision_by_card_size(llama, vram, bits, offload):
 
 def test_reason_reads_like_the_issue_example(llama):
     plan = plan_quantization(llama, {"cuda:0": 23.6, "cpu": 64.0}, device_name="RTX 3090")
-    assert plan.reason == ("RTX 3090, 23.6 GiB free: Llama-3.2-11B-Vision-Instruct in bf16 needs ~24 GiB with "
-                           "headroom; 8-bit needs ~15 GiB -> 8-bit")
+    assert plan.reason == ("RTX 3090, 23.6 GiB free: Llama-3.2-11B-Vision-Instruct in bf16 needs ~23.9 GiB "
+                           "with headroom; 8-bit needs ~15.0 GiB -> 8-bit")
     assert plan.headroom_gib == pytest.approx(23.6 - plan.estimate_gib, abs=0.01)
+    # the reason rounds as the options do ("needs ~1 GiB with headroom" above "options: bf16 ~1.4 GiB")
+    assert [f"{label} needs ~{need:.1f} GiB" in plan.reason for label, need in plan.alternatives] == [True, True, False]
 
 
 def test_offload_is_explained_with_numbers_that_add_up(llama):
@@ -90,7 +92,7 @@ def test_vision_and_embeddings_stay_16_bit_when_quantized(llama):
 def test_nothing_fits_and_no_ram_to_offload_is_a_refusal_with_numbers(llama):
     plan = plan_quantization(llama, {"cuda:0": 4.0, "cpu": 6.0})
     assert not plan.ok and "nothing fits" in plan.reason and "4.0 GiB free" in plan.reason
-    assert "4-bit needs ~11 GiB" in plan.reason
+    assert "4-bit needs ~10.7 GiB" in plan.reason
 
 
 @pytest.mark.parametrize("policy, bits", [("none", 16), ("8bit", 8), ("4bit", 4)])
@@ -222,7 +224,7 @@ def _plan_cli(*args):
 def test_plan_command_prints_the_plan_and_its_reason():
     result = _plan_cli("--model", LLAMA, "--vram-gib", "16")
     assert result.returncode == 0, result.stderr
-    assert "8-bit on cuda:0" in result.stdout and "bf16 needs ~24 GiB with headroom" in result.stdout
+    assert "8-bit on cuda:0" in result.stdout and "bf16 needs ~23.9 GiB with headroom" in result.stdout
     tiny = _plan_cli("--model", "chameleon-7b", "--vram-gib", "2")  # what blocks it is the GPU, not the RAM
     assert tiny.returncode == 1 and "does not hold even the context and activations" in tiny.stdout
     result = _plan_cli("--model", LLAMA, "--vram-gib", "80", "--json")

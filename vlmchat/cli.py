@@ -133,16 +133,14 @@ def run_download(args: argparse.Namespace, settings: Settings) -> int:
 
     Ctrl-C stops it with one line and exit code 130 (the download threads end at their next chunk).
     """
-    from .hub import download_model
-    from .models.resolve import catalog_entry
-
     from .errors import InputError
+    from .hub import download_model
+    from .models.resolve import hub_id
 
     model_id = args.model_id or args.model  # `download ID`, `download --model ID` or `--model ID download`
     if not model_id or args.model not in (None, model_id):
         raise InputError("Name one model to download: launch.py download OWNER/NAME (a hub id or a catalog key).")
-    entry = catalog_entry(settings, model_id)
-    repo_id = entry.id if entry else model_id
+    repo_id = hub_id(model_id, settings)  # a catalog key, a model page's address, or "did you mean ...?"
     token = _read_token() if args.ask_token else None
     bar = None
 
@@ -156,16 +154,16 @@ def run_download(args: argparse.Namespace, settings: Settings) -> int:
         bar.update(round(fraction * 100) - bar.n)
 
     try:
-        result = download_model(repo_id, args.revision, token, progress=progress, remember=args.remember,
-                                on_plan=lambda plan: print(plan.describe(), flush=True))
+        try:
+            result = download_model(repo_id, args.revision, token, progress=progress, remember=args.remember,
+                                    on_plan=lambda plan: print(plan.describe(), flush=True))
+        finally:  # closed before any message, so the error is the last line printed
+            if bar is not None:
+                bar.close()
     except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
         print(f"vlmchat: stopped downloading {repo_id}; the files finished so far are kept, and running the same "
               "command again downloads the rest.", file=sys.stderr)
         return 130
-    if bar is not None:
-        bar.close()
     print(result.message)
     return 0
 

@@ -30,7 +30,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msg
 # Everything from_pretrained needs besides weights: configs, tokenizer, processor, chat template.
 _SUPPORT_PATTERNS = ("*.json", "*.jinja", "tokenizer.model", "*.tiktoken", "merges.txt", "vocab.txt",
                      "spiece.model", "sentencepiece*.model")
-_TOKENIZER_FILES = ("tokenizer*", "vocab*", "*.model", "*.tiktoken")
+TOKENIZER_FILES = ("tokenizer*", "vocab*", "*.model", "*.tiktoken")
 _NOT_NEEDED = ("README*", ".gitattributes", "*.md", "LICENSE*", "USE_POLICY*", "*.png", "*.jpg")
 
 
@@ -222,9 +222,22 @@ def friendly_hub_error(exc: BaseException, repo_id: str, token: str | None = Non
         return DownloadError(f"Downloading {repo_id} failed: {_scrub(first_line(exc), token)}. Run the same "
                              "command again: finished files are kept and the rest resumes.")
     if isinstance(exc, OSError):
-        return DownloadError(f"Downloading {repo_id} failed: {_scrub(first_line(exc), token)}. Check the free "
-                             f"disk space in {_cache_dir()} and run it again: finished files are kept.")
+        return DownloadError(f"Downloading {repo_id} failed: {_scrub(first_line(exc), token)}. "
+                             + _disk_advice(exc.errno))
     return DownloadError(f"Downloading {repo_id} failed: {_scrub(named(exc), token)}")
+
+
+def _disk_advice(number: int | None) -> str:
+    """What to do after a failure to write the cache, by its errno."""
+    import errno
+
+    if number in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR):
+        return (f"The folder {_cache_dir()} cannot be written: choose another one with HF_HUB_CACHE (or HF_HOME), "
+                "e.g. HF_HUB_CACHE=~/hf-cache, and run it again.")
+    if number in (errno.ENOSPC, errno.EDQUOT):
+        return (f"Free some disk space in {_cache_dir()} (or choose a folder on a larger disk with HF_HUB_CACHE) and "
+                "run it again: finished files are kept.")
+    return "Run it again: finished files are kept."
 
 
 def offline_message(repo_id: str) -> str:
@@ -271,7 +284,7 @@ def holds_a_model(folder: Path) -> bool:
 
     if not (folder / "config.json").is_file():
         return False
-    if not any(file.is_file() for pattern in _TOKENIZER_FILES for file in folder.glob(pattern)):
+    if not any(file.is_file() for pattern in TOKENIZER_FILES for file in folder.glob(pattern)):
         return False
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (folder / index).is_file():
@@ -288,6 +301,7 @@ def check_hub_id(repo_id: str) -> str:
     the hub library, whose HFValidationError was shown as it was)."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+    repo_id = _id_of_page(repo_id.strip())
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
@@ -298,12 +312,31 @@ def check_hub_id(repo_id: str) -> str:
     raise DownloadError(f"'{repo_id}' is not a hub id; hub ids look like 'owner/name'.")
 
 
+def _id_of_page(text: str) -> str:
+    """'owner/name' from a model page's address on the hub (huggingface.co or HF_ENDPOINT's; also with /tree/main or
+    /blob/main/FILE after it), else `text` as it is."""
+    from urllib.parse import urlsplit
+
+    endpoint = hub_endpoint()
+    address = urlsplit(text)
+    if text.startswith(endpoint + "/"):
+        path = text[len(endpoint):]
+    elif address.scheme in ("http", "https") and address.hostname in ("huggingface.co", "hf.co"):
+        path = address.path
+    else:
+        return text
+    parts = path.strip("/").split("/")
+    if len(parts) >= 2 and parts[0] not in ("datasets", "spaces") and (len(parts) == 2 or parts[2] in ("tree", "blob")):
+        return "/".join(parts[:2])
+    return text
+
+
 def inspect_repo(repo_id: str, revision: str | None = None, token: str | None = None) -> DownloadPlan:
     """Check access to `repo_id` and list the files a download would fetch (no weights transferred)."""
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile as HubFile
 
-    check_hub_id(repo_id)
+    repo_id = check_hub_id(repo_id)
     if is_offline():
         raise OfflineError(f"Offline mode is on (HF_HUB_OFFLINE=1), so {repo_id} cannot be checked on the hub; "
                            "unset HF_HUB_OFFLINE to see what a download would fetch.")
@@ -383,12 +416,16 @@ def download_model(repo_id: str, revision: str | None = None, token: str | None 
     """
     from huggingface_hub import snapshot_download
 
+    repo_id = check_hub_id(repo_id)
     if is_offline():
         return cached_instead(repo_id, revision, OfflineError(offline_message(repo_id)))
     try:
         plan = inspect_repo(repo_id, revision, token)
     except OfflineError as exc:  # no connection: a fully cached model is used, as offline
         return cached_instead(repo_id, revision, exc)
+    _quiet_hub()
+    _check_room(plan)
+    _check_model(plan, token)
     if on_plan:
         on_plan(plan)
     token, _ = resolve_token(token)
@@ -410,6 +447,55 @@ def download_model(repo_id: str, revision: str | None = None, token: str | None 
         progress(1.0, f"Downloaded {repo_id}")
     return Downloaded(repo_id, Path(path), plan.missing_bytes == 0,
                       f"{repo_id}: {len(plan.files)} files, {human_size(plan.total_bytes)} in {path}")
+
+
+def _check_room(plan: DownloadPlan) -> None:
+    """DownloadError when the files left to download clearly do not fit on the cache's disk (huggingface_hub only
+    warned, and the download failed half-way)."""
+    import shutil
+
+    folder = _cache_dir()
+    try:
+        free = shutil.disk_usage(next(path for path in (folder, *folder.parents) if path.exists())).free
+    except (OSError, StopIteration):
+        return  # the download says what is wrong
+    if plan.missing_bytes > free:
+        raise DownloadError(f"{plan.repo_id} needs {human_size(plan.missing_bytes)} more on disk, and {folder} has "
+                            f"{human_size(free)} free: free some space there, or choose a folder on a larger disk "
+                            "with HF_HUB_CACHE (or HF_HOME), then run it again.")
+
+
+def _check_model(plan: DownloadPlan, token: str | None) -> None:
+    """ModelLoadError before the weights are fetched for a model vlmchat cannot load (a text-only model, no processor
+    files), told from config.json (fetched first: it is small) and the file list. Adapter repos have no config.json."""
+    from huggingface_hub import hf_hub_download
+
+    from .models.resolve import check_model_files, read_config
+
+    if not any(file.path == "config.json" for file in plan.files):
+        return
+    token, _ = resolve_token(token)
+    try:
+        config = hf_hub_download(plan.repo_id, "config.json", revision=plan.commit, token=token or False,
+                                 endpoint=hub_endpoint())
+    except Exception as exc:  # every hub failure becomes one user-facing message
+        raise friendly_hub_error(exc, plan.repo_id, token, plan.revision) from None
+    check_model_files(plan.repo_id, read_config(Path(config).parent), [file.path for file in plan.files])
+
+
+def _said_by_us(record) -> bool:
+    """False for huggingface_hub's lines about a cache it cannot write: the download's error says it."""
+    return not record.getMessage().startswith("Ignored error while writing")
+
+
+def _quiet_hub() -> None:
+    """Hide huggingface_hub's warnings that vlmchat says itself, in its words (disk space, an unwritable cache)."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Not enough free disk space", category=UserWarning)
+    for name in ("huggingface_hub._tree_cache", "huggingface_hub._snapshot_download"):
+        logging.getLogger(name).addFilter(_said_by_us)
 
 
 def cached_instead(repo_id: str, revision: str | None, error: OfflineError) -> Downloaded:

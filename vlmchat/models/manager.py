@@ -392,7 +392,6 @@ def _from_pretrained(source, load_kwargs: dict):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     name = source.model_id
-    _check_reads_pictures(source)
     try:
         processor = AutoProcessor.from_pretrained(source.location)
         model = AutoModelForImageTextToText.from_pretrained(source.location, **load_kwargs)
@@ -409,29 +408,6 @@ def _from_pretrained(source, load_kwargs: dict):
         raise ModelLoadError(f"'{name}' needs a package that is not installed: "
                              f"{first_line(exc)}") from None
     return model, processor
-
-
-def _check_reads_pictures(source) -> None:
-    """ModelLoadError for a model transformers does not load as a vision-language model (a text-only LLM was
-    reported as a missing image processor file)."""
-    import transformers
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-    from .resolve import read_config
-
-    if not (Path(source.location) / "config.json").exists():
-        return  # from_pretrained says what is missing
-    config = read_config(Path(source.location))
-    kind = config.get("model_type")
-    if kind and kind not in CONFIG_MAPPING_NAMES:  # it was "a LlavaForConditionalGeneration model, which does not..."
-        raise ModelLoadError(f"'{source.model_id}' is of model_type '{kind}', which transformers "
-                             f"{transformers.__version__} does not know: a model type newer than it, or a config.json "
-                             "edited by hand (check its model_type).")
-    if kind and kind not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-        what = ", ".join(config.get("architectures") or []) or kind
-        raise ModelLoadError(f"'{source.model_id}' is a {what} model, which does not read pictures; choose a "
-                             "vision-language model (e.g. SmolVLM-256M-Instruct or Qwen2-VL-2B-Instruct).")
 
 
 def context_tokens(model) -> int | None:

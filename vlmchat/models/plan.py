@@ -206,7 +206,7 @@ def _plan_gpu(*, size, policy, context_tokens, images, unquantized, device_name,
     for est in estimates:
         label = _label(est.bits, dtype)
         with_headroom = " with headroom" if not steps else ""
-        steps.append(f"{label} needs ~{est.need_gib:.0f} GiB{with_headroom}")
+        steps.append(f"{label} needs ~{est.need_gib:.1f} GiB{with_headroom}")
         if est.need_gib <= free:
             chosen = "policy" if policy != "auto" else "auto"
             why = f"{where}: {size.name} in {'; '.join(steps)} -> {label}"

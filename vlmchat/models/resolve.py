@@ -5,14 +5,17 @@ No network: a hub id that is not cached resolves to kind "hub" and is fetched by
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from ..errors import ModelLoadError
 from ..settings import DEMO_MODEL_ID, CatalogEntry, Settings
 
 DEMO_FOLDER = "vlmchat-demo"
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")  # an image processor's settings
 
 
 @dataclass(frozen=True)
@@ -105,13 +108,55 @@ def resolve_model(model: str | None, settings: Settings) -> ModelSource:
             if not (path / "config.json").exists():
                 raise ModelLoadError(f"{path} has no config.json: give a folder saved by save_pretrained "
                                      "(or a hub id such as HuggingFaceTB/SmolVLM-256M-Instruct).")
-            read_config(path)  # a broken one is said now, before the model in use is freed for it
-            return ModelSource(str(path.resolve()), "folder", path.resolve())
-        if model.count("/") != 1 or model.startswith(("/", ".", "~")):
-            raise ModelLoadError(f"'{model}' is neither an existing folder nor a hub id like 'owner/name'"
-                                 + _nearest(settings, model))
-    hub_id = entry.id if entry else model
+            path = path.resolve()
+            check_model_files(str(path), read_config(path), [file.name for file in path.iterdir()])
+            return ModelSource(str(path), "folder", path)
+    hub = hub_id(model, settings, "neither an existing folder nor a hub id")
     from ..hub import cached_snapshot
 
-    cached = cached_snapshot(hub_id)
-    return ModelSource(hub_id, "cache" if cached else "hub", cached, entry)
+    cached = cached_snapshot(hub)
+    if cached:  # said now, before the model in use is freed for it
+        check_model_files(hub, read_config(cached), [file.name for file in cached.iterdir()])
+    return ModelSource(hub, "cache" if cached else "hub", cached, entry)
+
+
+def hub_id(model: str, settings: Settings, what: str = "not a hub id") -> str:
+    """The hub id `model` names: a catalog model's, a model page's address's, or `model` itself when it is one;
+    else ModelLoadError ending with the catalog model it is closest to."""
+    entry = catalog_entry(settings, model)
+    if entry is not None:
+        return entry.id
+    from ..hub import DownloadError, check_hub_id
+
+    try:
+        return check_hub_id(model)
+    except DownloadError:
+        raise ModelLoadError(f"'{model}' is {what} like 'owner/name'" + _nearest(settings, model)) from None
+
+
+def check_model_files(name: str, config: dict, files: Iterable[str]) -> None:
+    """ModelLoadError for a model vlmchat cannot load, told from its config.json and its top-level file names before
+    anything is downloaded or freed: a model type transformers does not know, a text-only model, or no processor."""
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    from ..hub import TOKENIZER_FILES
+
+    kind = config.get("model_type")
+    if kind and kind not in CONFIG_MAPPING_NAMES:  # it was "a LlavaForConditionalGeneration model, which does not..."
+        raise ModelLoadError(f"'{name}' is of model_type '{kind}', which transformers "
+                             f"{transformers.__version__} does not know: a model type newer than it, or a config.json "
+                             "edited by hand (check its model_type).")
+    if kind and kind not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        what = ", ".join(config.get("architectures") or []) or kind
+        raise ModelLoadError(f"'{name}' is a {what} model, which does not read pictures; choose a "
+                             "vision-language model (e.g. SmolVLM-256M-Instruct or Qwen2-VL-2B-Instruct).")
+    names = [file for file in files if "/" not in file]
+    missing = [] if any(file in PROCESSOR_FILES for file in names) else [" or ".join(PROCESSOR_FILES)]
+    if not any(fnmatch.fnmatch(file, pattern) for file in names for pattern in TOKENIZER_FILES):
+        missing.append("tokenizer files (tokenizer.json, tokenizer_config.json, tokenizer.model or vocab files)")
+    if missing:  # AutoProcessor reads them; it said "Can't load image processor ... Check the id or path"
+        raise ModelLoadError(f"'{name}' has no {' and no '.join(missing)}, so its processor cannot be loaded: save "
+                             "them beside the weights with `processor.save_pretrained(folder)` (the processor of the "
+                             "model it was made from), or download the model's processor files.")

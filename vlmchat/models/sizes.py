@@ -20,7 +20,7 @@ from typing import Iterable
 from ..errors import ModelLoadError
 from ..settings import CatalogEntry, Settings
 from .families import DEFAULT_UNQUANTIZED, PROJECTORS, VISION_TOWERS, unquantized_modules
-from .resolve import ModelSource, catalog_entry, resolve_model
+from .resolve import ModelSource, catalog_entry, check_model_files, resolve_model
 
 @dataclass(frozen=True)
 class ModelSize:
@@ -171,6 +171,7 @@ def size_from_hub(repo_id: str, revision: str | None = None, token: str | None =
         raise
     except Exception as exc:  # every hub failure becomes one user-facing message
         raise friendly_hub_error(exc, repo_id, token, revision) from None
+    check_model_files(repo_id, config, names)
     tensors = [(tensor, item.shape) for header in headers for tensor, item in header.tensors.items()]
     data_bytes = sum(item.data_offsets[1] - item.data_offsets[0] for header in headers for item in header.tensors.values())
     return size_from_tensors(repo_id.split("/")[-1], tensors, config, source="safetensors headers on the hub",
