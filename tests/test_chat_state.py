@@ -365,3 +365,51 @@ def test_each_answer_keeps_the_system_prompt_it_answered_under(turns, picture_fi
     assert (first["system"], second["system"]) == ("", "Answer briefly.")
     markdown = to_markdown(chat)
     assert markdown.count("system prompt then: none") == 1 and "*System prompt:* Answer briefly." in markdown
+
+
+def _in_gradios_cache(path, cache):
+    """`path` copied into Gradio's cache as Gradio copies an upload, a shown picture or a download."""
+    from gradio.processing_utils import save_file_to_cache
+
+    return Path(save_file_to_cache(path, str(cache)))
+
+
+def test_deleting_a_chat_removes_the_copies_gradio_handed_out_and_a_saved_chat_needs_none(
+        manager, demo_settings, tmp_path, monkeypatch, picture_files):
+    """Bob exported a chat and deleted it: its export and its picture's copy in Gradio's cache still downloaded
+    (tester). A copy another chat of the login shows stays; a saved chat shows the copies in its own folder, so it
+    reopens with its pictures after Gradio's cache is emptied."""
+    import gradio as gr
+
+    from vlmchat.ui.chat_tab import build_chat_tab
+
+    cache = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    with gr.Blocks() as blocks:
+        build_chat_tab(manager, demo_settings, None)
+    handlers = {block_fn.name: block_fn.fn for block_fn in blocks.fns.values()}
+    request = SimpleNamespace(username="cache-tester", session_hash="s1")
+    turns = ChatTurns(manager, demo_settings)
+    store = turns.store(request)
+    chats, handed_out = [], {}
+    for _ in range(2):  # two chats about the same picture, uploaded, shown and exported as the page does
+        upload = _in_gradios_cache(picture_files[("red", "circle")], cache)
+        chat = new_chat()
+        assert _ask(turns, chat, "Describe the image.", upload)["text"] == "a red circle"
+        store.save(chat)
+        shown = [_in_gradios_cache(m["content"]["path"], cache) for m in chatbot_value(chat)
+                 if isinstance(m["content"], dict)]
+        exported, _ = handlers["export_as"](chat, request)
+        handed_out[chat["id"]] = [upload, *shown, _in_gradios_cache(exported, cache)]
+        chats.append(chat)
+    first, second = chats
+    handlers["delete"](first, request)
+    assert not handed_out[first["id"]][-1].exists()  # its export
+    assert all(path.exists() for path in handed_out[second["id"]])  # the picture the other chat shows too
+    shutil.rmtree(cache)  # Gradio empties its cache (delete_cache, a restart)
+    reopened = store.load(second["id"])
+    pictures = [Path(m["content"]["path"]) for m in chatbot_value(reopened) if isinstance(m["content"], dict)]
+    assert pictures and all(p.is_file() and p.is_relative_to(store.path(second["id"])) for p in pictures)
+    handed_out[second["id"]] = [_in_gradios_cache(p, cache) for p in pictures]  # shown again: copied again
+    handlers["delete"](reopened, request)
+    assert not any(path.exists() for path in handed_out[second["id"]])

@@ -196,3 +196,16 @@ def test_two_tabs_on_one_chat_lose_nothing(tmp_path, picture):
     four["messages"] += _turn("What color is the shape?", "red")
     store.save(four)
     assert not (tmp_path / "chats" / chat_id).exists() and four["id"] != chat_id
+
+
+def test_the_title_comes_from_the_first_answered_question(tmp_path, picture):
+    """A chat was titled "Describe the image. · 📎 pic.svg" after that picture was refused (tester)."""
+    store = ChatStore(tmp_path / "chats")
+    chat = new_chat()
+    chat["messages"] = [{"role": "user", "text": "Describe the image.", "images": [{"path": str(picture),
+                                                                                    "name": "pic.svg"}]},
+                        {"role": "assistant", "text": "⚠️ 'pic.svg' is an SVG drawing", "status": "error"}]
+    assert store.save(chat)["title"] == "Describe the image. · 📎 pic.svg"  # nothing answered yet
+    chat["messages"] += _chat(picture)["messages"]
+    chat["messages"][2]["text"] = "What is it?"
+    assert store.save(chat)["title"] == "What is it? · 📎 red.png"

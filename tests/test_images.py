@@ -30,6 +30,19 @@ def test_bad_bytes_give_a_clear_message(data, message):
         load_image(data, name="upload.png")
 
 
+@pytest.mark.parametrize("data, said, not_said", [
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64), "HEIC/HEIF", "damaged"),
+    (b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00" + bytes(64), "Most Compatible", "damaged"),
+    (b'<svg xmlns="http://www.w3.org/2000/svg"><circle r="4"/></svg>', "export it as PNG", "damaged"),
+    (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"></svg>', "SVG drawing", "damaged"),
+])
+def test_a_heic_photo_or_an_svg_is_named_with_what_to_do(data, said, not_said):
+    """A HEIC photo named .jpg was told "If it is one of these, the file is damaged" (tester)."""
+    with pytest.raises(InputError, match=said) as refused:
+        load_image(data, name="photo.jpg")
+    assert not_said not in str(refused.value)
+
+
 def test_missing_file_and_size_limit(tmp_path):
     with pytest.raises(InputError, match="was not found"):
         load_image(tmp_path / "nope.png")

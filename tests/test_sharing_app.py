@@ -149,3 +149,30 @@ def test_share_link_failure_is_reported_and_the_app_keeps_serving(tmp_path, pict
         assert client.predict(message, api_name="/chat").strip() == "circle"
     finally:
         app.stop()
+
+
+def test_with_logins_the_page_says_who_is_signed_in_and_offers_log_out():
+    """Nothing showed who was logged in, and there was no way to log out (tester); /logout works."""
+    from vlmchat.ui.app import signed_in
+
+    shown = signed_in(SimpleNamespace(username="<b>bob</b>"))
+    assert shown["visible"] and "Signed in as <b>&lt;b&gt;bob&lt;/b&gt;</b>" in shown["value"]
+    assert '<a href="logout">Log out</a>' in shown["value"]
+    assert signed_in(SimpleNamespace(username=None)) == {"__type__": "update", "visible": False}
+
+
+def test_a_shared_apps_job_command_names_no_server_settings_file(tmp_path):
+    """/finetune_start answered `--settings /tmp/.../settings_short.toml` while the app was exposed (tester)."""
+    import dataclasses
+
+    from vlmchat.finetune.spec import JobSpec
+    from vlmchat.settings import Settings
+    from vlmchat.ui.finetune_tab import shown_spec
+
+    local = dataclasses.replace(Settings(), file=str(tmp_path / "settings_short.toml"))
+    shared = dataclasses.replace(local, server=dataclasses.replace(local.server, host="0.0.0.0"))
+    spec = JobSpec.from_settings(local, "mine", str(tmp_path / "data"))
+    assert f"--settings {tmp_path}" in shown_spec(local, spec).command()
+    shown = shown_spec(shared, spec)
+    assert str(tmp_path / "settings_short.toml") not in shown.command() + shown.to_json()
+    assert "--settings YOUR_SETTINGS" in shown.command()

@@ -85,11 +85,14 @@ def answered_turns(messages: list[dict]) -> list[dict]:
 
 
 def auto_title(chat: dict) -> str:
-    """The first question of the chat, shortened, and its first picture's name ("Describe the image. · 📎 cat.jpg":
-    chats that all asked "Describe the image." could not be told apart in the list, outside reviewer)."""
-    for message in chat["messages"]:
-        if message.get("role") != "user":
-            continue
+    """The first answered question of the chat (else its first question), shortened, and its first picture's name
+    ("Describe the image. · 📎 cat.jpg": chats that all asked "Describe the image." could not be told apart in the
+    list, outside reviewer). A refused turn titled the chat after the picture it refused (tester)."""
+    messages = chat["messages"]
+    questions = [m for m in messages if m.get("role") == "user"]
+    answered = [m for m, answer in zip(messages, messages[1:])
+                if m.get("role") == "user" and answer.get("role") == "assistant" and answer.get("status") == "ok"]
+    for message in answered or questions:
         text = " ".join((message.get("text") or "").split())
         picture = "📎 " + message["images"][0].get("name", "image") if message.get("images") else ""
         if text and picture:
@@ -259,6 +262,15 @@ class ChatStore:
         chat = self.load(chat_id)
         chat.update(title=title, renamed=True)
         return self.save(chat, touch=False)
+
+    def own_files(self, chat_id: str) -> list[Path]:
+        """The files of chat `chat_id` that no other chat of this store holds: its exports, and its pictures that no
+        other chat has a copy of (a copy is named by its content). The UI drops the copies it handed out of these."""
+        folder = self.path(chat_id)
+        others = [other for other in self.folder.glob("*/images") if other.parent != folder]
+        pictures = [file for file in (folder / "images").glob("*")
+                    if not any((other / file.name).exists() for other in others)]
+        return [*pictures, *(folder / "export").glob("*")]
 
     def delete(self, chat_id: str) -> None:
         """Remove chat `chat_id` and its pictures."""

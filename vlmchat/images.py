@@ -131,6 +131,23 @@ def check_shape(size: tuple[int, int], label: str) -> None:
                          f"{MAX_SIDE}); scale it down.")
 
 
+# Files people send as pictures that Pillow does not read, told by their first bytes (whatever their name says).
+HEIF_BRANDS = (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypmsf1")  # at offset 4: iPhone photos, often named .jpg
+
+
+def _unreadable(label: str, data: bytes) -> str:
+    """Why `data` is no picture vlmchat reads, and what to do: a HEIC photo or an SVG drawing is named as such."""
+    if data[4:12] in HEIF_BRANDS:
+        return (f"'{label}' is a HEIC/HEIF photo, which vlmchat does not read; convert it to JPEG first (on an iPhone, "
+                "Settings > Camera > Formats > Most Compatible takes JPEGs from then on).")
+    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"<svg") or head.startswith(b"<?xml") and b"<svg" in head:
+        return f"'{label}' is an SVG drawing, not a picture of pixels; export it as PNG and attach that."
+    also = " AVIF works too." if features.check("avif") else ""
+    return (f"'{label}' is not an image vlmchat can read; use PNG, JPEG, WebP, GIF, BMP or TIFF.{also} "
+            "If it is one of these, the file is damaged: re-export or re-download it.")
+
+
 def load_image(source: ImageSource, name: str | None = None, max_bytes: int | None = None) -> Image.Image:
     """Decode `source` (path, data: URL, bytes or PIL image) into an upright RGB image, or raise InputError."""
     from .errors import InputError
@@ -174,9 +191,7 @@ def load_image(source: ImageSource, name: str | None = None, max_bytes: int | No
         raise InputError(f"'{label}' has too many pixels (over {MAX_PIXELS // 1_000_000} megapixels); "
                          "scale it down before using it.") from None
     except UnidentifiedImageError:
-        also = " AVIF works too." if features.check("avif") else ""
-        raise InputError(f"'{label}' is not an image vlmchat can read; use PNG, JPEG, WebP, GIF, BMP or TIFF.{also} "
-                         "If it is one of these, the file is damaged: re-export or re-download it.") from None
+        raise InputError(_unreadable(label, data)) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"'{label}' is truncated or corrupt ({exc}); re-export or re-download it.") from None
     if fitted_size(image.size, max_pixels=WORKING_PIXELS) != image.size:  # before exif_transpose and convert copy

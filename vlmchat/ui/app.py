@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import gradio as gr
@@ -16,6 +17,21 @@ from .errors import quiet_user_errors
 from .evaluate_tab import build_evaluate_tab
 from .finetune_tab import build_finetune_tab
 from .model_tab import build_model_tab
+
+
+# Gradio keeps every upload and every file it shows or offers for download in its cache, where /gradio_api/file=
+# serves it, until told otherwise: checked hourly, what is older than a day goes (a saved chat shows the copies in its
+# own folder, which Gradio copies again when the chat is opened). Any login could otherwise fill the disk.
+CACHE_CLEANUP = (3600, 86400)  # Blocks' delete_cache: (every how many seconds, files older than how many seconds)
+
+
+def signed_in(request) -> dict:
+    """"Signed in as NAME · Log out" where the app has logins (Gradio's /logout ends the session); else hidden."""
+    name = getattr(request, "username", None)
+    if not name:
+        return gr.update(visible=False)
+    return gr.update(value=f'<small>Signed in as <b>{html.escape(name)}</b> · <a href="logout">Log out</a></small>',
+                     visible=True)
 
 
 def capability_note(manager: ModelManager) -> str:
@@ -53,8 +69,10 @@ def _banner(notices: list[str]):
 def build_app(manager: ModelManager, settings: Settings, notices: list[str] | None = None) -> gr.Blocks:
     """The Gradio Blocks app serving every tab; `notices` (filled by the server, even later) show as a banner."""
     notices = notices if notices is not None else []
-    with gr.Blocks(title="vlmchat") as app:
-        gr.Markdown("# vlmchat")
+    with gr.Blocks(title="vlmchat", delete_cache=CACHE_CLEANUP) as app:
+        with gr.Row():
+            gr.Markdown("# vlmchat")
+            user = gr.HTML(visible=False, elem_id="vlmchat-user")
         banner = gr.Markdown(visible=False, elem_id="vlmchat-banner")
         status = gr.Markdown(status_line(manager), elem_id="vlmchat-status", label="Status")
         adapters = AdapterActions(manager, settings)
@@ -72,6 +90,8 @@ def build_app(manager: ModelManager, settings: Settings, notices: list[str] | No
             build_evaluate_tab(manager, settings)
         with gr.Tab("Model"):
             build_model_tab(manager, settings, status, status_line)
-        app.load(lambda: (status_line(manager), _banner(notices)), outputs=[status, banner], api_visibility="undocumented",
-                 queue=False)
+        def on_load(request: gr.Request):
+            return status_line(manager), _banner(notices), signed_in(request)
+
+        app.load(on_load, outputs=[status, banner, user], api_visibility="undocumented", queue=False)
     return quiet_user_errors(app, settings)

@@ -14,6 +14,7 @@ had open (the browser tab remembers its id in sessionStorage).
 from __future__ import annotations
 
 import html
+import shutil
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -65,6 +66,22 @@ def user_turn(message: dict | str | None) -> dict:
             name = file.get("orig_name") if isinstance(file, dict) else None
             images.append({"path": str(path), "name": name or Path(path).name})
     return {"role": "user", "text": message.get("text") or "", "images": images, "time": now()}
+
+
+def cached_copies(files) -> list[Path]:
+    """The folders where Gradio keeps its copies of `files` (served by /gradio_api/file=): one per content, named by
+    its hash, holding the upload and every copy shown or offered for download of that content."""
+    from gradio.processing_utils import hash_file
+    from gradio.utils import get_upload_folder
+
+    cache = Path(get_upload_folder())
+    return [cache / hash_file(file) for file in map(Path, files) if file.is_file()]
+
+
+def forget_copies(folders) -> None:
+    """Remove Gradio's copies in `folders` (from `cached_copies`): a deleted chat's, a replaced export's."""
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def waiting_for_answer(chat: dict) -> bool:
@@ -407,7 +424,10 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
         note = ""
         if state["id"]:
             try:
-                turns.store(request).delete(state["id"])
+                store = turns.store(request)
+                copies = cached_copies(store.own_files(state["id"]))  # before their content is gone
+                store.delete(state["id"])
+                forget_copies(copies)
                 note = f"Deleted “{html.escape(state.get('title') or 'the chat')}”."
             except VlmchatError as exc:
                 note = ERROR_MARK + str(exc)
@@ -419,7 +439,12 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
         if not state["id"]:
             return None, "Send a message first: there is nothing to export yet."
         try:
-            return str(turns.store(request).export(state["id"], kind)), ""
+            store = turns.store(request)
+            exports = (store.path(state["id"]) / "export").glob("*")
+            before = set(cached_copies(exports))
+            path = store.export(state["id"], kind)
+            forget_copies(before - set(cached_copies(path.parent.glob("*"))))  # what an export replaced
+            return str(path), ""
         except VlmchatError as exc:
             return None, ERROR_MARK + str(exc)
 

@@ -126,7 +126,8 @@ class FinetuneActions:
             raise gr.Error(f"Another user's fine-tune is running ({far}); one runs at a time. Try again when it "
                            "has finished.")
         job = runner.start_job(spec, mine)
-        return {"job_id": job.name, "command": spec.command(), "config": dataclasses.asdict(spec)}
+        shown = shown_spec(self.settings, spec)
+        return {"job_id": job.name, "command": shown.command(), "config": dataclasses.asdict(shown)}
 
     def _running_elsewhere(self, mine: Path) -> Path | None:
         """The job of another login (or of the local user) running now, if any."""
@@ -220,11 +221,21 @@ def _curves(status: dict):
     return frame.astype({"step": "int64", "loss": "float64", "series": "string"})
 
 
+SETTINGS_SHOWN = "YOUR_SETTINGS"  # a shared app's settings file, as its job commands name it
+
+
+def shown_spec(settings: Settings, spec: JobSpec) -> JobSpec:
+    """`spec` as the app shows it: while others reach the app, its settings file is not named (the server's path)."""
+    if settings.server.exposed and spec.settings_file:
+        return dataclasses.replace(spec, settings_file=SETTINGS_SHOWN)
+    return spec
+
+
 def _job_files(actions: FinetuneActions, status: dict, request=None) -> tuple[str, str]:
     job = actions.jobs_of(request) / status["job_id"] if status.get("job_id") else None
     if job is None or not (job / "job.json").is_file():
         return "", ""
-    spec = JobSpec.from_file(job / "job.json")
+    spec = shown_spec(actions.settings, JobSpec.from_file(job / "job.json"))
     return spec.to_json(), spec.command()
 
 
