@@ -232,3 +232,48 @@ def test_cancel_through_the_api_keeps_what_is_done(client, tmp_path):
     line = job.result(timeout=60)[0]
     written = len(list(tmp_path.glob("*.txt")))
     assert "cancelled" in line and 0 < written < 60 and line.startswith(f"{written} captioned")
+
+
+def test_a_folder_with_a_name_that_is_not_utf8_gets_its_summary_and_zip(manager, demo_settings, small_folder):
+    """caf\\xe9.png (Latin-1, an old Windows copy) made /caption_batch fail with "surrogates not allowed" even in txt
+    mode: no summary table, no zip (blind tester)."""
+    from vlmchat.ui.caption_tab import CaptionActions
+
+    odd = small_folder / os.fsdecode(b"caf\xe9.png")
+    next(small_folder.glob("*.png")).rename(odd)
+    line, rows, results = CaptionActions(manager, demo_settings).caption_batch(
+        folder=str(small_folder), format="txt", progress=lambda *a, **k: None)
+    assert "3 captioned" in line and odd.with_suffix(".txt").is_file()
+    assert any(row[0].startswith("caf\\xe9.png (name not UTF-8") for row in rows)
+    assert "caf\\xe9.txt" in zipfile.ZipFile(results).namelist()
+
+
+def test_caption_starts_with_the_active_adapter_and_base_stays_choosable(manager, demo_settings, picture_files):
+    """/activate_adapter demo-es changed Chat only: /caption with no adapter and the tab's Model menu stayed on the
+    base (blind tester)."""
+    from vlmchat.ui.caption_tab import CaptionActions
+
+    picture = str(picture_files[("red", "circle")])
+    actions = CaptionActions(manager, demo_settings)
+    assert actions.chosen() == "base"
+    manager.attach_named_adapter("demo-es")
+    manager.activate_adapter("demo-es")
+    try:
+        assert actions.chosen() == "demo-es"  # the menu's value when a page loads
+        assert actions.caption(picture, "", "") == "un círculo rojo"
+        assert actions.caption(picture, "", "base") == "a red circle"
+    finally:
+        manager.activate_adapter(None)
+
+
+@pytest.mark.parametrize("flags, settings_adapter, expected", [
+    ([], "demo-es", "demo-es"), ([], "", None), (["--adapter", "base"], "demo-es", "base"),
+    (["--adapter", "x"], "", "x"), (["--endpoint", "e"], "demo-es", "endpoint:e")])
+def test_the_caption_command_takes_the_adapter_of_the_settings(tmp_path, flags, settings_adapter, expected):
+    """`launch.py caption` ignored [model] adapter, which the app starts with (and the global --adapter sets)."""
+    from vlmchat.cli import apply_flags, build_parser, caption_choice
+
+    settings = write_settings(tmp_path)
+    settings.write_text(settings.read_text() + f'[model]\nadapter = "{settings_adapter}"\n')
+    args = build_parser().parse_args(["--settings", str(settings), "caption", "x", *flags])
+    assert caption_choice(args, apply_flags(args)) == expected

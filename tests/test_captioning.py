@@ -1,6 +1,7 @@
 """Batch captioning with the shipped demo model: outputs, skip/overwrite, races, bad files, cancel, zips."""
 
 import csv
+import os
 import json
 import struct
 import threading
@@ -166,11 +167,11 @@ def test_atomic_write_never_replaces_unless_asked(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
-def _huge_png(path):
-    """A valid PNG header claiming 20000 x 20000 pixels (a decompression bomb), a few bytes on disk."""
+def _huge_png(path, side=20000):
+    """A valid PNG header claiming side x side pixels (a decompression bomb), a few bytes on disk."""
     Image.new("RGB", (8, 8), "white").save(path)
     data = bytearray(path.read_bytes())
-    data[16:24] = struct.pack(">II", 20000, 20000)
+    data[16:24] = struct.pack(">II", side, side)
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
     path.write_bytes(bytes(data))
 
@@ -432,3 +433,89 @@ def test_a_run_stopped_at_its_last_image_does_not_say_0_not_done():
     stopped = CaptionSummary(total=1, failed=[("a.png", "refused")], stopped="Endpoint 'x' refused the API key.")
     assert stopped.line().endswith("; stopped: Endpoint 'x' refused the API key")  # "stopped with 0 not done: ..."
     assert "; stopped with 2 not done: " in CaptionSummary(total=3, failed=stopped.failed, stopped="x").line()
+
+
+LATIN1_NAME = os.fsdecode(b"caf\xe9.png")  # an old Windows copy's name: Python gives its byte as a surrogate
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_picture_whose_name_is_not_utf8_is_captioned_into_the_file(manager, shapes, fmt):
+    """caf\\xe9.png made the whole JSONL/CSV fail ("surrogates not allowed"): no file, every caption lost (blind
+    tester). Its name is written with the byte as \\xe9, which matches it back to the file."""
+    folder, truth = shapes
+    first = sorted(truth)[0]
+    odd = folder / LATIN1_NAME
+    first.rename(odd)
+    output = folder / f"captions.{fmt}"
+    summary = caption_images(manager, sorted(folder.glob("*.*")), CaptionOptions(fmt=fmt, output=output))
+    assert (len(summary.captioned), summary.failed) == (12, [])
+    text = output.read_text(encoding="utf-8")
+    rows = ([json.loads(line) for line in text.splitlines()] if fmt == "jsonl"
+            else list(csv.DictReader(text.splitlines())))
+    assert {row["image"]: row["caption"] for row in rows}["caf\\xe9.png"] == truth[first]
+    assert ["caf\\xe9.png (name not UTF-8: its bytes written as \\xNN)", "captioned", truth[first]] in summary.rows(folder)
+    again = caption_images(manager, sorted(folder.glob("*.*")), CaptionOptions(fmt=fmt, output=output))
+    assert len(again.skipped) == 12  # matched back
+
+
+def test_a_txt_two_pictures_share_is_carried_for_neither(manager, shapes):
+    """dup.png and dup.jpg: dup.txt was written for dup.jpg, then copied into the JSONL as dup.png's caption too
+    (blind tester)."""
+    folder, truth = shapes
+    first, second = sorted(truth)[:2]
+    png, jpg = folder / "dup.png", folder / "dup.jpg"
+    Image.open(first).save(png)
+    Image.open(second).convert("RGB").save(jpg, quality=95)
+    (folder / "dup.txt").write_text("whose caption?", encoding="utf-8")
+    output = folder / "captions.jsonl"
+    summary = caption_images(manager, [png, jpg], CaptionOptions(fmt="jsonl", output=output))
+    assert (len(summary.captioned), summary.skipped, summary.failed) == (2, [], [])
+    rows = {row["image"]: row["caption"] for row in map(json.loads, output.read_text().splitlines())}
+    assert rows == {"dup.png": truth[first], "dup.jpg": truth[second]}
+
+
+def test_a_txt_caption_that_is_not_utf8_is_reported_not_mojibake(manager, shapes):
+    """A cp1252 .txt went into the JSONL as 'caf\\ufffd cr\\ufffdme' without a word (blind tester)."""
+    folder, truth = shapes
+    first = sorted(truth)[0]
+    first.with_suffix(".txt").write_bytes(b"caf\xe9 cr\xe8me")
+    output = folder / "captions.jsonl"
+    summary = caption_images(manager, sorted(truth), CaptionOptions(fmt="jsonl", output=output))
+    assert len(summary.captioned) == 11 and summary.failed[0][0] == str(first)
+    assert ("not UTF-8 text (byte 0xE9; as Windows-1252 it reads 'café crème')" in summary.failed[0][1]
+            and "iconv -f cp1252 -t utf-8" in summary.failed[0][1])
+    assert first.name not in output.read_text(encoding="utf-8")
+
+
+def test_a_picture_just_over_pillows_limit_is_reported_without_a_raw_warning(manager, shapes, recwarn):
+    """A 100 MP picture printed Pillow's DecompressionBombWarning raw on the terminal (blind tester)."""
+    folder, truth = shapes
+    _huge_png(folder / "big.png", side=10000)
+    summary = caption_images(manager, [folder / "big.png", sorted(truth)[0]])
+    assert "too many pixels" in summary.failed[0][1] and len(summary.captioned) == 1
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+@pytest.mark.parametrize("name, fmt, said", [
+    ("o.jsonl", "csv", "is named .jsonl but the format is csv"),  # CSV was written into o.jsonl without a word
+    ("folder", "csv", "is a folder"),
+    ("notes.csv", "csv", "is not a caption CSV file"),
+])
+def test_a_wrong_output_is_said_before_the_model_loads(tmp_path, name, fmt, said):
+    """`--output` mistakes came only after the model had loaded (blind tester); check() runs before the load."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(InputError, match=said):
+        CaptionOptions(fmt=fmt, output=tmp_path / name).check()
+
+
+def test_a_csv_rewritten_keeps_its_bom_and_line_ends(manager, shapes):
+    """Excel's "CSV UTF-8" (a BOM, CRLF) lost both when rows were added, and Excel then misread non-ASCII."""
+    folder, truth = shapes
+    first, second = sorted(truth)[:2]
+    output = folder / "captions.csv"
+    output.write_bytes(f"\ufeffimage,caption\r\n{first.name},café\r\n".encode("utf-8"))
+    caption_images(manager, [first, second], CaptionOptions(fmt="csv", output=output))
+    data = output.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbfimage,caption\r\n") and data.count(b"\r\n") == data.count(b"\n") == 3
+    assert f"{second.name},{truth[second]}".encode() in data and "café".encode() in data

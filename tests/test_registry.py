@@ -186,3 +186,53 @@ def test_compare_opens_on_base_and_the_newest_adapter_not_the_first_by_name(tmp_
     sides, right = compare_sides(manager)
     assert sides[:1] == ["base"] and {"aaa-new", "demo-es", "zzz-old"} <= set(sides)
     assert right == "aaa-new"  # zzz-old's 23:30+05:00 is 18:30 UTC: older, though later as a string
+
+
+@pytest.mark.parametrize("file, text, said", [
+    (registry.META_FILE, "null", "vlmchat.json is not a JSON object"),
+    (registry.CONFIG_FILE, "[1, 2, 3]", "adapter_config.json is not a JSON object"),
+    (registry.CONFIG_FILE, '{"peft_type": "LORA", "r": 8, "auto_mapping": [1]}', "auto_mapping is not a JSON object"),
+])
+def test_an_adapter_whose_json_is_no_object_is_disabled_not_the_whole_list(tmp_path, file, text, said):
+    """vlmchat.json of `null` broke /list_adapters, the Adapters tab and `caption --adapter typo` with "'NoneType'
+    object has no attribute 'get'" (blind tester)."""
+    make_adapter(tmp_path / "adapters", "good")
+    bad = make_adapter(tmp_path / "elsewhere", "bad")
+    (bad / file).write_text(text)
+    (tmp_path / "bad.zip").write_bytes(b"")
+    with zipfile.ZipFile(tmp_path / "bad.zip", "w") as zipped:
+        for item in bad.iterdir():
+            zipped.write(item, f"bad/{item.name}")
+    import shutil
+
+    shutil.copytree(bad, tmp_path / "adapters" / "bad")
+    found = {a.name: a.problem for a in registry.list_adapters(tmp_path / "adapters")}
+    assert found["good"] == "" and said in found["bad"] and "re-export or re-import" in found["bad"]
+    with pytest.raises(InputError, match="choose one of: bad, good"):
+        registry.find_adapter(tmp_path / "adapters", "typo")
+    with pytest.raises(InputError, match=said):
+        registry.import_zip(tmp_path / "bad.zip", tmp_path / "adapters", name="other")
+    with pytest.raises(InputError, match=f"Adapter 'bad' cannot be used: .*{said}") as refused:
+        registry.usable_adapter(tmp_path / "adapters", "bad", "demo", "models/vlmchat-demo", "")
+    assert "load the model it was made for" not in str(refused.value)  # the files are damaged, not the model
+
+
+def test_a_folder_whose_name_is_no_adapter_name_is_listed_as_disabled(tmp_path):
+    """adapters/ñandú es/ was listed as usable; activating, renaming or deleting it said "not a valid adapter name"."""
+    make_adapter(tmp_path, "ñandú es")
+    (listed,) = registry.list_adapters(tmp_path)
+    assert listed.problem == ("the folder's name is not a valid adapter name: rename the folder to e.g. 'nandu-es' "
+                              "on disk")
+    registry.validate_adapter_name("nandu-es")
+
+
+def test_a_rank_that_does_not_fit_the_weights_is_said_in_one_sentence(tmp_path):
+    """adapter_config.json's r = 16 over rank-4 weights loaded into a truncated "size mismatch for base_model.model..."
+    dump (blind tester)."""
+    path = make_adapter(tmp_path, "ranks")
+    header = json.dumps({"base_model.model.layers.0.q_proj.lora_A.weight":
+                         {"dtype": "F32", "shape": [4, 1], "data_offsets": [0, 16]}}).encode()
+    (path / registry.WEIGHTS_FILE).write_bytes(len(header).to_bytes(8, "little") + header + bytes(16))
+    assert registry.read_adapter(path).problem == (
+        "adapter_config.json says r = 8 but the weights are rank 4 (q_proj's lora_A is 4 x 1): the two files do not "
+        "belong together; re-export or re-import the adapter")

@@ -187,11 +187,13 @@ def _add_caption_command(commands) -> None:
                          help='written before every caption as it is, e.g. a trigger word: --prefix "ohwx, "')
     caption.add_argument("--suffix", metavar="TEXT", default="", help="written after every caption as it is")
     caption.add_argument("--adapter", metavar="NAME", default=argparse.SUPPRESS,
-                         help="caption with this LoRA adapter from adapters/ (default: the base model)")
+                         help="caption with this LoRA adapter from adapters/, 'base' for none (default: model.adapter "
+                              "in settings, else the base model)")
     caption.add_argument("--format", choices=("txt", "jsonl", "csv"), help="txt: a .txt beside each image "
                          "(kohya/TagGUI layout); jsonl/csv: one file (default: caption.format in settings)")
     caption.add_argument("--output", metavar="FILE", help="the JSONL/CSV file (default: captions.FORMAT in the "
-                         "folder given, else in outputs/)")
+                         "folder given, else in outputs/); a .jsonl or .csv name sets the format when --format is "
+                         "not given, and one that disagrees with --format is refused")
     caption.add_argument("--overwrite", action="store_true", help="replace captions that already exist")
     caption.add_argument("--batch-size", type=_batch_size, metavar="N", help='images per batch, or "auto"')
     caption.add_argument("--recursive", action="store_true", help="also caption images in subfolders")
@@ -200,15 +202,16 @@ def _add_caption_command(commands) -> None:
                          "flight, default its max_concurrency)")
 
 
-def caption_choice(args: argparse.Namespace) -> str | None:
-    """The model choice of `caption`: --adapter NAME, or "endpoint:NAME" for --endpoint NAME."""
+def caption_choice(args: argparse.Namespace, settings: Settings) -> str | None:
+    """The model choice of `caption`: "endpoint:NAME" for --endpoint NAME, else the adapter of settings' model.adapter
+    (--adapter NAME sets it, before or after the command)."""
     from .errors import SettingsError
     from .models.answers import endpoint_choice
 
     endpoint = getattr(args, "endpoint", None)
     if endpoint and getattr(args, "adapter", None):
         raise SettingsError("--adapter is a local LoRA adapter and --endpoint a remote server; give one of them.")
-    return endpoint_choice(endpoint) if endpoint else getattr(args, "adapter", None)
+    return endpoint_choice(endpoint) if endpoint else settings.model.adapter or None
 
 
 def run_caption(args: argparse.Namespace, settings: Settings) -> int:
@@ -225,7 +228,7 @@ def run_caption(args: argparse.Namespace, settings: Settings) -> int:
     output = Path(args.output) if args.output else None
     if output is None and fmt != "txt":
         output = default_table_output(args.paths, fmt, settings)
-    choice = caption_choice(args)
+    choice = caption_choice(args, settings)
     options = CaptionOptions(prompt=args.prompt or "", start=args.start or "", prefix=args.prefix,
                              suffix=args.suffix, adapter=choice, fmt=fmt,
                              output=output, overwrite=args.overwrite, batch_size=settings.caption.batch_size)

@@ -211,6 +211,23 @@ def write_text_atomic(target: Path, text: str, overwrite: bool = True, private: 
     return write_bytes_atomic(target, text.encode("utf-8"), overwrite, private)
 
 
+def shown_name(text: str) -> str:
+    """`text` (a path as Python gives it) with the bytes of a name that is not UTF-8 (an old Windows copy's
+    Latin-1 'caf\xe9.png') written as \\xe9: text that can be shown and saved, and matched back to the file."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def not_utf8(data: bytes, at: int) -> str:
+    """Why a caption file that is not UTF-8 is a problem, not a guess: kohya's trainer refuses it too, and a wrong
+    guess at its encoding would teach the adapter mojibake."""
+    return (f"not UTF-8 text (byte 0x{data[at]:02X}; as Windows-1252 it reads "
+            f"{data.decode('cp1252', 'replace').strip()[:60]!r}): save the caption as UTF-8, as kohya's trainer and "
+            "TagGUI read captions (e.g. iconv -f cp1252 -t utf-8)")
+
+
 def sha256_of(path: Path) -> str:
     """The sha256 hex digest of the file at `path`, read a chunk at a time."""
     digest = hashlib.sha256()

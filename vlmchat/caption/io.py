@@ -9,17 +9,19 @@ existing caption is never replaced unless asked, even one that appears while a b
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import InputError
-from ..files import (check_writable_file, extract_zip_checked, sha256_of, unsafe_name, write_text_atomic,
-                     write_zip_atomic)
+from ..files import (check_writable_file, extract_zip_checked, not_utf8, sha256_of, shown_name, unsafe_name,
+                     write_text_atomic, write_zip_atomic)
 from ..images import readable_suffixes
 
 CAPTION_SUFFIXES = (".txt", ".caption")  # kohya's sd-scripts read .caption by default, TagGUI writes .txt
@@ -181,17 +183,20 @@ class TableCaptions:
 
     def __init__(self, path: Path, fmt: str, overwrite: bool, flush_every_s: float = 5.0):
         self.output, self.fmt, self.overwrite, self.flush_every_s = path, fmt, overwrite, flush_every_s
+        self.bom, self.newline = "", "\n"  # the file's own, kept when it is rewritten (Excel's CSV: a BOM and CRLF)
         check_writable_file(path, f"captions.{fmt}")  # before captioning: captions wait in memory until a flush
         self.records, self.fields = self._read()
         self.pending: dict[str, str] = {}
         self.flushed: set[str] = set()
         self.last_flush = time.monotonic()
+        self.stems: dict[Path, Counter] = {}  # folder -> how many of its pictures bear each stem
 
     def key(self, image: Path) -> str:
-        """The image as written in the file: relative to the file's folder when inside it (a link as named)."""
+        """The image as written in the file: relative to the file's folder when inside it (a link as named); the
+        bytes of a name that is not UTF-8 written as \\xe9 (`shown_name`)."""
         image = Path(os.path.abspath(image))
         base = Path(os.path.abspath(self.output.parent))
-        return image.relative_to(base).as_posix() if image.is_relative_to(base) else str(image)
+        return shown_name(image.relative_to(base).as_posix() if image.is_relative_to(base) else str(image))
 
     def unwritable(self, image: Path) -> str:
         """"": the file was checked to be writable when opened."""
@@ -204,12 +209,29 @@ class TableCaptions:
 
     def carry(self, image: Path) -> bool:
         """Record the caption of `image`'s .txt / .caption file, as it is, when it has one with text: a captioned
-        picture keeps its caption in the file too (it was captioned anew)."""
+        picture keeps its caption in the file too (it was captioned anew). A caption file other pictures share
+        (dup.png and dup.jpg: dup.txt is one of theirs) is carried for none; one not UTF-8 is an InputError."""
+        path = caption_path(image)
         try:
-            data = caption_path(image).read_bytes()
+            data = path.read_bytes()
         except OSError:  # none (caption_path names the .txt to write), or unreadable
             return False
-        return bool(data.strip()) and self.put(image, data.decode("utf-8", errors="replace").strip())
+        if not data.strip() or self._shares_caption(image):
+            return False
+        try:
+            text = data.decode("utf-8-sig")  # Notepad's UTF-8 starts with a BOM
+        except UnicodeDecodeError as exc:
+            raise InputError(f"its caption {shown_name(path.name)} is {not_utf8(data, exc.start)}") from None
+        return self.put(image, text.strip())
+
+    def _shares_caption(self, image: Path) -> bool:
+        folder = image.parent
+        if folder not in self.stems:
+            try:
+                self.stems[folder] = Counter(p.stem for p in folder.iterdir() if is_image_name(p))
+            except OSError:
+                self.stems[folder] = Counter()
+        return self.stems[folder][image.stem] > 1
 
     def put(self, image: Path, caption: str) -> bool:
         """Record a caption; the file is rewritten at most every `flush_every_s` seconds."""
@@ -244,12 +266,12 @@ class TableCaptions:
 
     def _render(self, records: dict[str, dict], fields: list[str]) -> str:
         if self.fmt == "jsonl":
-            return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in records.values())
+            return self.bom + "".join(json.dumps(row, ensure_ascii=False) + self.newline for row in records.values())
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", restval="")
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator=self.newline, restval="")
         writer.writeheader()
         writer.writerows(records.values())
-        return buffer.getvalue()
+        return self.bom + buffer.getvalue()
 
     def _read(self) -> tuple[dict[str, dict], list[str]]:
         """(image -> its row, the CSV's columns) of the file on disk."""
@@ -257,10 +279,13 @@ class TableCaptions:
         if not self.output.exists():
             return {}, fields
         try:
-            text = self.output.read_bytes().decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a BOM
+            data = self.output.read_bytes()
+            text = data.decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a BOM
         except UnicodeDecodeError:
             raise InputError(f"{self.output} exists but is not UTF-8 text (saved in another encoding?); save it as "
                              "UTF-8, or choose another output file.") from None
+        self.bom = "\ufeff" if data.startswith(codecs.BOM_UTF8) else ""
+        self.newline = "\r\n" if b"\r\n" in data else "\n"
         not_captions = InputError(f"{self.output} exists but is not a caption {self.fmt.upper()} file (columns "
                                   "image, caption); choose another output file or delete it.")
         try:
@@ -307,4 +332,4 @@ def zip_files(files: list[Path], base: Path, archive: Path) -> Path:
     """Write `files` (named relative to `base` where possible) into the zip `archive`, atomically."""
     names = {file: file.relative_to(base) if file.is_relative_to(base) else Path(file.name)
              for file in files if file.is_file()}
-    return write_zip_atomic(archive, [(name.as_posix(), file) for file, name in names.items()])
+    return write_zip_atomic(archive, [(shown_name(name.as_posix()), file) for file, name in names.items()])

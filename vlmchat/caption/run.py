@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from PIL import Image
 
 from .io import FORMATS, TableCaptions, TxtCaptions, caption_path, find_images, open_captions  # noqa: F401 (re-exported)
 from ..errors import EndpointUnusable, InputError, NoModelError, VlmchatError
+from ..files import shown_name
 from ..images import ImageSource, load_image
 from ..lora.runtime import is_base
 from ..models.manager import GenerationParams, ModelManager, is_endpoint
@@ -59,6 +61,12 @@ class CaptionOptions:
                              if self.fmt == "txt" else f"A {self.fmt} caption file needs an output path.")
         if self.batch_size != "auto" and not 1 <= int(self.batch_size) <= 256:
             raise InputError(f"Batch size must be between 1 and 256 or 'auto' (got {self.batch_size}).")
+        named = self.output.suffix.lower().lstrip(".") if self.output else ""
+        if named in FORMATS and named != self.fmt:  # CSV was written into o.jsonl without a word
+            raise InputError(f"The caption file {self.output.name} is named .{named} but the format is {self.fmt}; "
+                             f"name it .{self.fmt}, or choose the {named} format.")
+        if self.output is not None:  # "is a folder", "not a caption CSV": said before the model loads, not after
+            open_captions(self.fmt, self.output, self.overwrite)
 
 
 @dataclass(frozen=True)
@@ -119,10 +127,12 @@ class CaptionSummary:
         named from it (a batch of uploads was named by its full path in the app's outputs, the reasons pushed off)."""
         def name(image: str) -> str:
             inside = base is not None and Path(image).is_relative_to(base)
-            return Path(image).relative_to(base).as_posix() if inside else image
+            named = Path(image).relative_to(base).as_posix() if inside else image
+            shown = shown_name(named)
+            return shown if shown == named else f"{shown} (name not UTF-8: its bytes written as \\xNN)"
 
-        return ([[name(image), "failed", reason] for image, reason in self.failed]
-                + [[name(image), "skipped", reason] for image, reason in self.skipped]
+        return ([[name(image), "failed", shown_name(reason)] for image, reason in self.failed]
+                + [[name(image), "skipped", shown_name(reason)] for image, reason in self.skipped]
                 + [[name(image), "captioned", caption] for image, caption in self.captioned])
 
 
@@ -200,8 +210,10 @@ def choose_batch_size(setting: int | str, manager: ModelManager, adapter: str | 
 def _pixels(path: Path) -> int:
     """Width x height from the file header (no decoding); 0 when unreadable (it fails later, with a reason)."""
     try:
-        with Image.open(path) as image:
-            return image.width * image.height
+        with warnings.catch_warnings():  # a picture over Pillow's limit is reported when it is decoded, not printed raw
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.width * image.height
     except Exception:  # noqa: BLE001 - any unreadable file is reported when it is decoded
         return 0
 
@@ -287,9 +299,14 @@ def _pending(images: list[Path], store, overwrite: bool, summary: CaptionSummary
                                               f"{owners[key].name}; rename one of them"))
             continue
         owners[key] = path
+        try:
+            carried = not overwrite and not store.has(path) and store.carry(path)
+        except InputError as exc:  # its caption file cannot be carried as it is
+            summary.failed.append((str(path), str(exc)))
+            continue
         if not overwrite and store.has(path):
             summary.skipped.append((str(path), "already has a caption (use overwrite to replace it)"))
-        elif not overwrite and store.carry(path):
+        elif carried:
             summary.skipped.append((str(path), f"its caption {caption_path(path).name} was copied into the file "
                                                "(use overwrite to caption it anew)"))
         elif why := store.unwritable(path):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..caption.io import CAPTION_SUFFIXES
 from ..errors import InputError, Problem
-from ..files import finding_by_name, found_note, searched_from
+from ..files import finding_by_name, found_note, not_utf8, searched_from
 from ..images import decode_data_url, is_data_url, readable_suffixes
 from . import formats
 
@@ -402,7 +402,7 @@ def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
             text = data.decode("utf-8-sig")  # Notepad's UTF-8 starts with a BOM
         except UnicodeDecodeError as exc:
             report.problems.append(Problem(_rel(captions[stem], folder), data[:exc.start].count(b"\n") + 1,
-                                           _not_utf8(data, exc.start)))
+                                           not_utf8(data, exc.start)))
             continue
         alternatives = caption_references(text)
         if len(alternatives) > 1:  # short lines are alternatives: kohya's trainer learns the first (Evaluate: each)
@@ -432,14 +432,6 @@ def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
         report.format += (f" (kohya repeat folders {shown}: their counts are not applied; every picture counts once "
                           "and the preset sets the steps)")
     return report
-
-
-def _not_utf8(data: bytes, at: int) -> str:
-    """Why a caption file that is not UTF-8 is a problem, not a guess: kohya's trainer refuses it too, and a wrong
-    guess at its encoding would teach the adapter mojibake."""
-    return (f"not UTF-8 text (byte 0x{data[at]:02X}; as Windows-1252 it reads "
-            f"{data.decode('cp1252', 'replace').strip()[:60]!r}): save the caption as UTF-8, as kohya's trainer and "
-            "TagGUI read captions (e.g. iconv -f cp1252 -t utf-8)")
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import tempfile
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -60,6 +61,13 @@ def validate_adapter_name(name: str) -> str:
     return name
 
 
+def _valid_name(name: str) -> str:
+    """A valid adapter name like `name` ('ñandú es' -> 'nandu-es')."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    plain = re.sub(r"[^A-Za-z0-9._-]+", "-", plain).strip("-._")[:64].rstrip(".") or "adapter"
+    return plain if plain.lower() not in RESERVED else f"{plain}-adapter"
+
+
 def adapter_path(folder: Path, name: str) -> Path:
     """The folder of adapter `name` inside `folder` (the name is validated first)."""
     return Path(folder) / validate_adapter_name(name)
@@ -79,7 +87,7 @@ def read_adapter(path: Path) -> AdapterInfo:
         if any(path.glob("*.bin")):
             return broken(f"weights are a pickle .bin file; only {WEIGHTS_FILE} is loaded (convert it with "
                           "PEFT: load it yourself and save_pretrained(safe_serialization=True))")
-        return broken(f"no {WEIGHTS_FILE}")
+        return broken(f"no {WEIGHTS_FILE}; re-export or re-import the adapter")
     cut = _cut_short(path / WEIGHTS_FILE)
     if cut:
         return broken(cut)
@@ -88,10 +96,16 @@ def read_adapter(path: Path) -> AdapterInfo:
         try:
             read[file] = json.loads((path / file).read_text(encoding="utf-8")) if (path / file).is_file() else {}
         except (OSError, ValueError) as exc:
-            return broken(f"{file} is not readable JSON ({exc})")
+            return broken(f"{file} is not readable JSON ({exc}); re-export or re-import the adapter")
+        if not isinstance(read[file], dict):  # `null` or a list: every .get() below failed, and the whole list
+            return broken(f"{file} is not a JSON object; re-export or re-import the adapter")
     config, meta = read[CONFIG_FILE], read[META_FILE]
+    if not isinstance(config.get("auto_mapping") or {}, dict):
+        return broken(f"{CONFIG_FILE}'s auto_mapping is not a JSON object; re-export or re-import the adapter")
     if config.get("peft_type", "LORA") != "LORA":
         return broken(f"a {config.get('peft_type')} adapter; vlmchat loads LoRA adapters")
+    if ranks := _rank_disagrees(path / WEIGHTS_FILE, config):
+        return broken(ranks)
     created = meta.get("created") or datetime.fromtimestamp((path / WEIGHTS_FILE).stat().st_mtime,
                                                             timezone.utc).isoformat(timespec="seconds")
     return AdapterInfo(
@@ -125,12 +139,46 @@ def _cut_short(weights: Path) -> str:
     return ""
 
 
+def _rank_disagrees(weights: Path, config: dict) -> str:
+    """Why adapter_config.json's rank does not fit the weights ('' when it does): PEFT's own error was a truncated
+    dump of "size mismatch for base_model.model..." lines."""
+    from ..errors import ModelLoadError
+    from ..models.sizes import read_safetensors_header
+
+    rank = config.get("r")
+    if not isinstance(rank, int) or config.get("rank_pattern"):  # per-module ranks: nothing to compare to one r
+        return ""
+    try:
+        header = read_safetensors_header(weights)
+        for key, tensor in header.items():
+            shape = tensor["shape"] if key.endswith("lora_A.weight") else None
+            if shape and shape[0] != rank:
+                module = key.rsplit(".lora_A", 1)[0].rsplit(".", 1)[-1]
+                return (f"{CONFIG_FILE} says r = {rank} but the weights are rank {shape[0]} ({module}'s lora_A is "
+                        f"{' x '.join(map(str, shape))}): the two files do not belong together; re-export or "
+                        "re-import the adapter")
+    except (ModelLoadError, OSError, KeyError, TypeError, AttributeError):  # said by _cut_short
+        return ""
+    return ""
+
+
 def list_adapters(folder: Path) -> list[AdapterInfo]:
     """Every adapter folder under `folder`, sorted by name (hidden and temporary folders skipped)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return [read_adapter(p) for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    return [_listed(p) for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+
+
+def _listed(path: Path) -> AdapterInfo:
+    """`read_adapter`, disabled when the folder's name is no adapter name (listed as usable, every action on it
+    said "not a valid adapter name")."""
+    try:
+        validate_adapter_name(path.name)
+    except InputError:
+        return AdapterInfo(name=path.name, path=path, problem="the folder's name is not a valid adapter name: rename "
+                                                              f"the folder to e.g. '{_valid_name(path.name)}' on disk")
+    return read_adapter(path)
 
 
 def _same_model(a: str, b: str) -> bool:
@@ -294,6 +342,8 @@ def find_adapter(folder: Path, name: str) -> AdapterInfo:
 def usable_adapter(folder: Path, name: str, model_id: str, model_source: str, architecture: str) -> AdapterInfo:
     """Adapter `name` from `folder` if it can go on the loaded model; otherwise an InputError why not."""
     info = find_adapter(folder, name)
+    if info.problem:  # its files are damaged: another model would not help
+        raise InputError(f"Adapter '{name}' cannot be used: {info.problem}.")
     reason = incompatibility(info, model_id, model_source, architecture)
     if reason:
         raise InputError(f"Adapter '{name}' cannot be used with the loaded model: {reason}. Pick an adapter made "

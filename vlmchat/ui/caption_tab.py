@@ -1,7 +1,7 @@
 """The Caption tab: caption one image, or a folder / many uploads / a zip in batches, with Cancel.
 
 API endpoints: `caption(image, prompt, adapter) -> str` (prompt "" = caption.prompt from settings,
-adapter "" or "base" = no adapter), `caption_batch(...)` -> (summary line, table, results zip) and
+adapter "" = the active adapter, as Chat's, "base" = no adapter), `caption_batch(...)` -> (summary line, table, results zip) and
 `caption_cancel()`. Folder paths on the server are refused when the app is reachable by others;
 under a login each user's results go to a folder of their own (ui/users.py).
 """
@@ -62,6 +62,10 @@ class CaptionActions:
         self.max_bytes = settings.server.max_upload_mb * 2**20
         self.cancels: dict[str, tuple[str | None, threading.Event]] = {}  # page -> (its login, its run's Cancel)
 
+    def chosen(self, adapter: str | None = None) -> str:
+        """`adapter`, or for none named the active one (the Adapters tab's, as in Chat); 'base' = no adapter."""
+        return (adapter or "").strip() or self.manager.active_adapter or "base"
+
     def caption(self, image, prompt: str, adapter: str) -> str:
         """One image's caption (the `caption` endpoint)."""
         return self.caption_with_start(image, prompt, "", adapter)
@@ -71,6 +75,7 @@ class CaptionActions:
         if not image:
             raise gr.Error("Upload an image first.")
         try:
+            adapter = self.chosen(adapter)
             self.manager.attach_named_adapter(adapter)
             return caption_image(self.manager, image, prompt or "", start or "", adapter, self.max_bytes)
         except VlmchatError as exc:
@@ -149,6 +154,7 @@ class CaptionActions:
         try:
             fmt = format if format in FORMATS else self.settings.caption.format
             found, table_dir, uploaded = self._inputs(folder, files, archive, bool(recursive), run)
+            adapter = self.chosen(adapter)
             self.manager.attach_named_adapter(adapter)
             options = CaptionOptions(prompt=prompt or "", start=start or "", prefix=prefix or "", suffix=suffix or "",
                                      adapter=adapter, fmt=fmt,
@@ -179,8 +185,9 @@ def _single_section(actions: CaptionActions, settings: Settings):
             prompt = gr.Textbox(value=default, label="Prompt", lines=2)
             start = gr.Textbox(label="Start caption with", placeholder="A photo of",
                                info="Optional: every caption begins with this text.")
-            adapter = gr.Dropdown(actions.manager.model_choices() or ["base"], value="base", label="Model",
-                                  allow_custom_value=True, info="'base' = no adapter; endpoint:NAME = an API.")
+            adapter = gr.Dropdown(actions.manager.model_choices() or ["base"], value=actions.chosen, label="Model",
+                                  allow_custom_value=True, info="'base' = no adapter; endpoint:NAME = an API. "
+                                                                "Opens on the adapter active in the Adapters tab.")
         with gr.Column():
             image = gr.Image(type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"])
             button = gr.Button("Caption", variant="primary")
@@ -194,7 +201,8 @@ def _single_section(actions: CaptionActions, settings: Settings):
     button.click(actions.caption_with_start, [image, prompt, start, adapter], result, api_visibility="private")
     api_trigger = gr.Button(visible=False)  # the stable 3-input endpoint, on the same components
     api_trigger.click(actions.caption, [image, prompt, adapter], result, api_name="caption",
-                      api_description="Caption one image: (image, prompt ''=default, adapter ''/'base'=none) -> str")
+                      api_description="Caption one image: (image, prompt ''=default, adapter ''=the active one, "
+                                      "'base'=none) -> str")
     return prompt, start, adapter
 
 
