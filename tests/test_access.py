@@ -43,3 +43,21 @@ def test_bad_auth_files_are_explained(tmp_path, text, message):
 def test_missing_auth_file(tmp_path):
     with pytest.raises(SettingsError, match="Cannot read the auth file"):
         read_auth_file(tmp_path / "none.txt")
+
+
+def test_an_auth_file_from_notepad_logs_in_as_written(tmp_path):
+    """A BOM made the first user '\\ufeffalice', and ' carol :x' the user 'carol ': neither could log in (the login
+    form strips the name typed). A password is kept exactly as written after the first ':'."""
+    file = tmp_path / "logins.txt"
+    file.write_bytes("\ufeffalice:wonder:land\r\n carol :spaced \r\neve:  lead and trail  \r\n".encode())
+    assert read_auth_file(file) == [("alice", "wonder:land"), ("carol", "spaced "), ("eve", "  lead and trail  ")]
+
+
+def test_a_user_given_twice_is_refused_naming_both_lines(tmp_path):
+    file = tmp_path / "logins.txt"
+    file.write_text("bob:builder\n# again\nbob :other\n")
+    with pytest.raises(SettingsError, match="Lines 1 and 3 of .* both give the user 'bob'"):
+        read_auth_file(file)
+    file.write_text("ana:secret1\n")
+    with pytest.raises(SettingsError, match="'ana' is given by --auth / server.auth and in"):
+        resolve_access(_settings(auth="ana:other"), str(file))

@@ -207,7 +207,8 @@ def test_a_malformed_request_is_a_400_naming_the_field(client):
 def exposed(tmp_path_factory):
     """The app on 0.0.0.0 with a login: the API key is generated and printed once."""
     launched = LaunchedApp(tmp_path_factory.mktemp("exposed"), "--host", "0.0.0.0", "--auth", "ana:s3cret-pass",
-                           env={"VLMCHAT_API_KEY": ""}).wait_ready()
+                           env={"VLMCHAT_API_KEY": ""},  # wrong keys are sent on purpose: room for them, no waits
+                           login_attempts=20, login_delay_s=0.01).wait_ready()
     yield launched
     launched.stop()
 

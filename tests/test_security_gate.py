@@ -5,6 +5,7 @@ The app is `server.serve` itself (in this process, so the FastAPI route list can
 first delay is 0.3 s so that the schedule can be measured without waiting minutes.
 """
 
+import dataclasses
 import logging
 import re
 import shutil
@@ -17,6 +18,7 @@ import pytest
 from conftest import free_port, write_settings
 
 LOGIN = ("ana", "pw-for-ana")
+API_KEY = "sk-for-the-gate-test"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ATTEMPTS, LOCKOUT_S, DELAY_S = 3, 3.0, 0.3
 # The only routes that answer without a login: the login page, its form, its static files, and
@@ -34,6 +36,7 @@ def served(tmp_path_factory):
     settings = load_settings(write_settings(folder, auth=":".join(LOGIN), port=free_port(),
                                             login_attempts=ATTEMPTS, login_lockout_minutes=LOCKOUT_S / 60,
                                             login_delay_s=DELAY_S))
+    settings = dataclasses.replace(settings, api=dataclasses.replace(settings.api, key=API_KEY))
     app = serve(settings, block=False)
     yield app, f"http://127.0.0.1:{settings.server.port}"
     app.close()
@@ -181,6 +184,31 @@ def test_parallel_guesses_cannot_outrun_the_count(served):
     assert answers.count(400) == ATTEMPTS and answers.count(429) == 12 - ATTEMPTS
     time.sleep(LOCKOUT_S + 0.2)
     assert _attempt(url, LOGIN[1])[0].status_code == 200
+
+
+@pytest.mark.slow
+def test_wrong_api_keys_are_slowed_then_locked_out_and_logged(served, caplog):
+    """30 wrong /v1 keys took under a second, and none was logged."""
+    _, url = served
+    time.sleep(LOCKOUT_S + 0.2)  # whatever an earlier test left
+    caplog.set_level(logging.WARNING, logger="vlmchat.login")
+
+    def models(key):
+        start = time.monotonic()
+        answer = httpx.get(url + "/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        return answer, time.monotonic() - start
+
+    wrong = [models(f"wrong-{n}") for n in range(ATTEMPTS)]
+    assert [answer.status_code for answer, _ in wrong] == [401] * ATTEMPTS
+    assert wrong[-1][1] >= DELAY_S * 2 ** (ATTEMPTS - 2)  # the delay doubles as for passwords
+    locked, _ = models(API_KEY)  # even the right key: the address is locked out
+    assert locked.status_code == 429 and 1 <= int(locked.headers["retry-after"]) <= LOCKOUT_S + 1
+    assert set(locked.json()["error"]) == {"message", "type", "param", "code"}
+    assert "try again in" in locked.json()["error"]["message"]
+    failures = [r.getMessage() for r in caplog.records if "API key" in r.getMessage()]
+    assert len(failures) == ATTEMPTS and all("127.0.0.1" in m and "wrong-" not in m for m in failures)
+    time.sleep(LOCKOUT_S + 0.2)
+    assert models(API_KEY)[0].status_code == 200
 
 
 def test_a_malformed_login_form_gets_an_answer_not_a_crash(served):

@@ -81,3 +81,56 @@ def test_a_strangers_guesses_do_not_lock_the_owner_out_of_a_known_address():
     assert not verdict.locked and verdict.delay_s == 0.0  # but not from ana's own address
     throttle.succeeded("192.0.2.1", "ana")  # ana getting in at home does not lift the lock on her name elsewhere
     assert throttle.begin("203.0.113.11", "ana").locked
+
+
+def _guess(throttle, clock, address, user):
+    """One wrong password, waited out as told; False when it was refused unchecked (locked out)."""
+    verdict = throttle.begin(address, user)
+    if verdict.locked:
+        return False
+    clock.now += verdict.delay_s
+    throttle.failed(address, user)
+    return True
+
+
+def _log_in(throttle, clock, address, user):
+    verdict = throttle.begin(address, user)
+    assert not verdict.locked
+    clock.now += verdict.delay_s
+    throttle.succeeded(address, user)
+
+
+def test_another_login_from_the_address_does_not_wipe_the_guesses_at_a_name():
+    """The tester's spray: bob, from an address where alice logged in before, guessed at alice 4 times, logged in as
+    himself (which cleared the address's count) and again, 940 guesses an hour, never locked out."""
+    clock = Clock()
+    throttle, server = _shipped_throttle(clock)
+    _log_in(throttle, clock, "192.0.2.2", "alice")  # alice is trusted at this address
+    guesses = 0
+    for _ in range(100):
+        if not _guess(throttle, clock, "192.0.2.2", "alice"):
+            break
+        guesses += 1
+        if guesses % (server.login_attempts - 1) == 0:
+            _log_in(throttle, clock, "192.0.2.2", "bob")
+    assert guesses == server.login_attempts and throttle.begin("192.0.2.2", "alice").locked
+
+
+def test_a_login_takes_back_only_the_failures_against_its_own_name():
+    clock = Clock()
+    throttle, server = _shipped_throttle(clock)
+    guesses = server.login_attempts - 2
+    for _ in range(guesses):
+        _guess(throttle, clock, "192.0.2.3", "eve")
+    _guess(throttle, clock, "192.0.2.3", "bob")  # bob mistyped once
+    _log_in(throttle, clock, "192.0.2.3", "bob")
+    assert throttle.begin("192.0.2.3", "carol").delay_s == throttle.delay_for(guesses)  # eve's guesses still count
+
+
+def test_wrong_api_keys_count_against_the_address_only():
+    clock = Clock()
+    throttle, server = _shipped_throttle(clock)
+    for _ in range(server.login_attempts):
+        assert _guess(throttle, clock, "192.0.2.4", None)
+    assert throttle.retry_after("192.0.2.4") > 0 and throttle.begin("192.0.2.4", None).locked
+    assert throttle.retry_after("192.0.2.5") == 0 and not throttle.begin("192.0.2.5", "ana").locked

@@ -281,3 +281,26 @@ def test_an_imported_adapter_is_the_importers_whatever_its_files_say(tmp_path):
         refuse_anothers_adapter(adapters, "everyones", login, "rename")
     with zipfile.ZipFile(export_zip(adapters, "from-zip", tmp_path / "out")) as zipped:  # bob's folder name stays
         assert "imported_by" not in json.loads(zipped.read("from-zip/vlmchat.json"))
+
+
+def test_an_exposed_app_never_remembers_a_visitors_hugging_face_token():
+    """Load with "Remember this token" (shown, and taken by /load_model) wrote a visitor's token into the server
+    account's ~/.cache/huggingface/token. The token is still used for that download."""
+    import dataclasses
+
+    import gradio as gr
+
+    from vlmchat.settings import DEMO_MODEL_ID, Settings
+    from vlmchat.ui.model_tab import build_model_tab, load_model
+
+    settings = dataclasses.replace(Settings(), server=dataclasses.replace(Settings().server, share=True))
+    asked = {}
+    manager = SimpleNamespace(settings=settings, info=None,
+                              load=lambda *args, **kwargs: asked.update(kwargs) or SimpleNamespace(summary=lambda: "x"))
+    said = load_model(manager, DEMO_MODEL_ID, "hf_visitor", True, "auto")
+    assert asked["remember"] is False and asked["token"] == "hf_visitor" and "not remembered" in said
+    with gr.Blocks() as page:
+        build_model_tab(manager, settings, gr.Markdown(), lambda manager: "")
+    remember = [block for block in page.blocks.values()
+                if isinstance(block, gr.Checkbox) and block.label.startswith("Remember this token")]
+    assert len(remember) == 1 and remember[0].visible is False

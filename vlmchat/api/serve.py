@@ -7,14 +7,17 @@ not. Requests are stateless. Every request goes through the manager's dynamic ba
 that arrive together on the same model and parameters share one generation, each streamed row
 sent to its own client as it grows. Errors use OpenAI's shape
 {"error": {"message", "type", "param", "code"}} with the status a client expects (400, 401, 404,
-429, 500). Whenever the app requires a login, every /v1 request needs `Authorization: Bearer KEY`.
+429, 500). Whenever the app requires a login, every /v1 request needs `Authorization: Bearer KEY`; a wrong key
+counts as a failed login from its address (the login gate's throttle: a delay, then 429 with Retry-After).
 
 `build_api` returns a FastAPI app that `vlmchat.ui.server` mounts at /v1 of Gradio's own app.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import os
 import secrets
 import time
@@ -39,6 +42,7 @@ from ..models.families import IMAGE_DETAILS
 from ..models.manager import Answer, GenerationParams, ModelManager, is_endpoint
 from ..settings import Settings
 from ..models.batcher import BusyError, Ticket
+from ..ui.throttle import wait_words
 
 KEY_VARIABLE = "VLMCHAT_API_KEY"
 
@@ -457,15 +461,21 @@ def stream_events(answers: Iterator[Answer], model: str, ident: str, include_usa
 # ---- the app -----------------------------------------------------------------------------------------
 
 
-def _error_response(error: ApiError):
+def _error_response(error: ApiError, retry_after_s: float = 1.0):
     # OpenAI's client waits as long as Retry-After says before it retries a 429 (and retries it by itself)
-    headers = {401: {"WWW-Authenticate": "Bearer"}, 429: {"Retry-After": "1"}}.get(error.status)
+    retry = str(math.ceil(retry_after_s))
+    headers = {401: {"WWW-Authenticate": "Bearer"}, 429: {"Retry-After": retry}}.get(error.status)
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
+def _locked_out(retry_after_s: float):
+    """The 429 for an address locked out by wrong keys or passwords (the login's throttle)."""
+    when = wait_words(retry_after_s)
+    return _error_response(ApiError(429, f"Too many wrong API keys or logins from this address; try again in {when}.",
+                                    "rate_limit_error", code="too_many_failed_attempts"), retry_after_s)
+
+
 def _authorized(header: str, key: ApiKey) -> bool:
-    if key.value is None:
-        return True
     scheme, _, given = header.partition(" ")
     return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), key.value.encode())
 
@@ -476,14 +486,24 @@ def build_api(manager: ModelManager, settings: Settings, key: ApiKey):
 
     @api.middleware("http")
     async def bearer(request: Request, call_next):
+        if key.value is None:
+            return await call_next(request)
         header = request.headers.get("authorization", "")
-        if not _authorized(header, key):
-            said = ("The API key sent is not this server's" if header.strip() else "This server requires an API key")
-            return _error_response(ApiError(401, f"{said}: send 'Authorization: Bearer KEY' (api_key= in the openai "
-                                                 "client); the key is api.key in settings.toml, "
-                                                 f"${KEY_VARIABLE}, or the one printed at start.",
-                                            code="invalid_api_key"))
-        return await call_next(request)
+        throttle = getattr(request.state, "login_throttle", None)  # the login gate's; none outside a served app
+        address = request.client.host if request.client else "unknown"
+        if _authorized(header, key):  # locked out too, else guesses would go on with the right one answered 200
+            wait = throttle.retry_after(address) if throttle is not None else 0.0
+            return _locked_out(wait) if wait else await call_next(request)
+        if throttle is not None and header.strip():  # a key sent is a guess; none sent is a forgotten key
+            verdict = throttle.begin(address, None)
+            if verdict.locked:
+                return _locked_out(verdict.retry_after_s)
+            await asyncio.sleep(verdict.delay_s)
+            throttle.failed(address, None)
+        said = ("The API key sent is not this server's" if header.strip() else "This server requires an API key")
+        return _error_response(ApiError(401, f"{said}: send 'Authorization: Bearer KEY' (api_key= in the openai "
+                                             "client); the key is api.key in settings.toml, "
+                                             f"${KEY_VARIABLE}, or the one printed at start.", code="invalid_api_key"))
 
     @api.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):

@@ -4,7 +4,8 @@ Gradio leaves some routes open even when a login is required (/openapi.json, the
 reset and heartbeat routes); this ASGI middleware answers 401 on every path but the login page and
 its static files (PUBLIC) for a request without a valid login cookie, and sends the login page
 without the API description Gradio embeds in it. /v1/ routes pass through:
-the OpenAI-compatible API checks its own Bearer key. POST /login goes through a LoginThrottle, and
+the OpenAI-compatible API checks its own Bearer key, throttled by the same LoginThrottle (handed to it as
+`request.state.login_throttle`). POST /login goes through the LoginThrottle, and
 a file of the outputs folder is served to a login only from its own users/<name> folder (403 otherwise).
 Gradio's own cache (the pictures a user uploads, the files an answer shows: chat exports, reopened
 chats' pictures) is one folder for everyone, its names a secret-seeded hash of the content: a login
@@ -26,7 +27,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 
 from ..settings import Settings
-from .throttle import LoginThrottle
+from .throttle import LoginThrottle, wait_words
 from .users import user_folder
 
 # What the login page itself loads before anyone is logged in: the page, the form's POST, the
@@ -241,6 +242,8 @@ class LoginGate:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
+        if path.startswith(OWN_KEY_PREFIXES):  # a wrong /v1 key costs as a wrong password, from the same address
+            scope.setdefault("state", {})["login_throttle"] = self.throttle
         if scope["type"] == "http" and scope.get("method") == "POST" and path.rstrip("/") == "/login" \
                 and getattr(scope.get("app"), "auth", None) is not None:
             return await self._login(scope, receive, send)
@@ -276,8 +279,7 @@ class LoginGate:
         address = (scope.get("client") or ("unknown", 0))[0]
         verdict = self.throttle.begin(address, user)
         if verdict.locked:
-            wait = verdict.retry_after_s
-            when = f"{wait:.0f} seconds" if wait < 120 else f"{wait / 60:.0f} minutes"
+            when = wait_words(verdict.retry_after_s)
             return await _send_json(send, 429, {"detail": f"Too many failed logins; try again in {when}."},
                                     {"Retry-After": int(verdict.retry_after_s + 0.999)})
         if verdict.delay_s:

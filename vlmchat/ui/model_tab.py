@@ -1,7 +1,8 @@
 """The Model tab: pick a catalog model or type a hub id / folder, see the files and the plan, then Load.
 
 The token field is a password box; its value goes to huggingface_hub for this request only and
-is never shown, logged or stored, unless "remember" is ticked (huggingface_hub's own login storage).
+is never shown, logged or stored, unless "remember" is ticked (huggingface_hub's own login storage). An app
+reachable from other machines does not offer "remember": the storage is the server account's.
 """
 
 from __future__ import annotations
@@ -108,11 +109,15 @@ def load_model(manager: ModelManager, model: str, token: str, remember: bool, qu
     model = refuse_model_path(manager.settings, model)
     token = (token or "").strip() or None
     report = (lambda fraction, text: progress(fraction, desc=text)) if progress is not None else None
+    keep = remember and not manager.settings.server.exposed  # a visitor's token in the server account's login
     try:
-        info = manager.load(model, quantization, token=token, progress=report, remember=remember)
+        info = manager.load(model, quantization, token=token, progress=report, remember=keep)
     except VlmchatError as exc:
         raise gr.Error(str(exc)) from None
-    return f"Loaded: {info.summary()}"
+    refused = (" The token was used for this download only and not remembered: this app is reachable from other "
+               "machines (whoever runs it can keep a token with `hf auth login` on the server)."
+               if remember and not keep else "")
+    return f"Loaded: {info.summary()}{refused}"
 
 
 def loaded_model(manager: ModelManager, settings: Settings) -> str:
@@ -130,10 +135,11 @@ def build_model_tab(manager: ModelManager, settings: Settings, status: gr.Markdo
         quantization = gr.Radio(["auto", "none", "8bit", "4bit"], value=settings.model.quantization,
                                 label="Quantization (auto follows the plan)", scale=2)
     with gr.Row():
-        token = gr.Textbox(type="password", label="Hugging Face token (gated models only; kept only if you tick Remember)",
+        kept = "used for this download only" if settings.server.exposed else "kept only if you tick Remember"
+        token = gr.Textbox(type="password", label=f"Hugging Face token (gated models only; {kept})",
                            placeholder="hf_...  (empty: HF_TOKEN or your `hf auth login`)", scale=3)
         remember = gr.Checkbox(False, label="Remember this token (saved by huggingface_hub, as `hf auth login`)",
-                               scale=2)
+                               scale=2, visible=not settings.server.exposed)
     with gr.Row():
         check = gr.Button("Check files and plan")
         load = gr.Button("Load", variant="primary")
