@@ -84,6 +84,22 @@ def test_unload_frees_the_model(random_llava, demo_settings):
         next(manager.stream([{"role": "user", "content": [{"type": "text", "text": "hi"}]}]))
 
 
+def test_a_load_that_waits_for_an_answer_says_so(demo_settings):
+    """Load during a long answer returned only when the answer ended, saying nothing meanwhile (tester)."""
+    manager = ModelManager(demo_settings)
+    said = []
+    with manager.lock:  # as an answer being written holds it
+        loading = threading.Thread(target=manager.load, args=("demo",),
+                                   kwargs={"progress": lambda fraction, text: said.append(text)})
+        loading.start()
+        deadline = time.monotonic() + 30
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert said and said[0].startswith("Waiting for the answer being written to finish") and manager.info is None
+    loading.join(60)
+    assert manager.info is not None and said[-1].startswith("Loading demo")
+
+
 def test_missing_demo_model_says_how_to_rebuild(demo_settings, tmp_path):
     settings = dataclasses.replace(demo_settings, paths=dataclasses.replace(demo_settings.paths, models=str(tmp_path)))
     with pytest.raises(ModelLoadError, match="build-demo"):

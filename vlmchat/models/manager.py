@@ -84,6 +84,11 @@ class ModelManager:
 
             found = download_model(source.model_id, token=token, progress=progress, remember=remember and bool(token))
             source = dataclasses.replace(source, kind="cache", path=found.path)
+        if self.lock.acquire(blocking=False):
+            self.lock.release()
+        elif progress:  # an answer (or a batch of captions, an evaluation's) holds the model: Load looked stuck
+            progress(1.0, f"Waiting for the answer being written to finish before {source.model_id} is loaded (Stop "
+                          "it in Chat to load sooner)")
         if progress:
             progress(1.0, f"Loading {source.model_id} (the previous model is freed first)")
         with self.lock:

@@ -185,7 +185,7 @@ def _single_section(actions: CaptionActions, settings: Settings):
             prompt = gr.Textbox(value=default, label="Prompt", lines=2)
             start = gr.Textbox(label="Start caption with", placeholder="A photo of",
                                info="Optional: every caption begins with this text.")
-            adapter = gr.Dropdown(actions.manager.model_choices() or ["base"], value=actions.chosen, label="Model",
+            adapter = gr.Dropdown(actions.manager.model_choices() or ["base"], value=actions.chosen(), label="Model",
                                   allow_custom_value=True, info="'base' = no adapter; endpoint:NAME = an API. "
                                                                 "Opens on the adapter active in the Adapters tab.")
         with gr.Column():
@@ -198,6 +198,8 @@ def _single_section(actions: CaptionActions, settings: Settings):
     adapter.focus(actions.adapter_choices, outputs=adapter, api_visibility="private", queue=False)
     # A new picture clears the last one's caption (after a refused picture it read as the new one's).
     image.change(lambda: "", None, result, api_visibility="private", queue=False)
+    # a page opened after an Activate opens on that adapter (a callable value would be an API endpoint of its own)
+    gr.context.Context.root_block.load(actions.chosen, outputs=adapter, api_visibility="undocumented", queue=False)
     button.click(actions.caption_with_start, [image, prompt, start, adapter], result, api_visibility="private")
     api_trigger = gr.Button(visible=False)  # the stable 3-input endpoint, on the same components
     api_trigger.click(actions.caption, [image, prompt, adapter], result, api_name="caption",
