@@ -264,13 +264,9 @@ class ChatStore:
         return self.save(chat, touch=False)
 
     def own_files(self, chat_id: str) -> list[Path]:
-        """The files of chat `chat_id` that no other chat of this store holds: its exports, and its pictures that no
-        other chat has a copy of (a copy is named by its content). The UI drops the copies it handed out of these."""
-        folder = self.path(chat_id)
-        others = [other for other in self.folder.glob("*/images") if other.parent != folder]
-        pictures = [file for file in (folder / "images").glob("*")
-                    if not any((other / file.name).exists() for other in others)]
-        return [*pictures, *(folder / "export").glob("*")]
+        """The files only chat `chat_id` has: its exports (the UI drops the copies it handed out of them). Not its
+        pictures: Gradio names a copy by its content, so the same bytes may be another login's or an example's."""
+        return list((self.path(chat_id) / "export").glob("*"))
 
     def delete(self, chat_id: str) -> None:
         """Remove chat `chat_id` and its pictures."""

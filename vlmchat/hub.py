@@ -472,7 +472,8 @@ def _check_model(plan: DownloadPlan, token: str | None) -> None:
 
     from .models.resolve import check_model_files, read_config
 
-    if not any(file.path == "config.json" for file in plan.files):
+    names = {file.path for file in plan.files}
+    if "config.json" not in names or "adapter_config.json" in names:  # some trainers save the base's config too
         return
     token, _ = resolve_token(token)
     try:

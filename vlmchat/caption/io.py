@@ -221,7 +221,7 @@ class TableCaptions:
         try:
             text = data.decode("utf-8-sig")  # Notepad's UTF-8 starts with a BOM
         except UnicodeDecodeError as exc:
-            raise InputError(f"its caption {shown_name(path.name)} is {not_utf8(data, exc.start)}") from None
+            raise InputError(f"its caption {shown_name(path.name)} is {not_utf8(exc.object, exc.start)}") from None
         return self.put(image, text.strip())
 
     def _shares_caption(self, image: Path) -> bool:

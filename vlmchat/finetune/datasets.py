@@ -401,8 +401,8 @@ def _read_caption_folder(folder: Path, prompt: str) -> DatasetReport:
         try:
             text = data.decode("utf-8-sig")  # Notepad's UTF-8 starts with a BOM
         except UnicodeDecodeError as exc:
-            report.problems.append(Problem(_rel(captions[stem], folder), data[:exc.start].count(b"\n") + 1,
-                                           not_utf8(data, exc.start)))
+            report.problems.append(Problem(_rel(captions[stem], folder), exc.object[:exc.start].count(b"\n") + 1,
+                                           not_utf8(exc.object, exc.start)))
             continue
         alternatives = caption_references(text)
         if len(alternatives) > 1:  # short lines are alternatives: kohya's trainer learns the first (Evaluate: each)

@@ -59,11 +59,13 @@ def _stop_flag(job_dir: Path):
 
 
 def _gone(pid: int) -> bool:
+    if os.name == "nt":  # signal 0 is CTRL_C_EVENT there: the launcher's Ctrl-C reaches the job by itself
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except PermissionError:
+    except OSError:
         pass
     return False
 

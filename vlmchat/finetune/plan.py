@@ -81,9 +81,12 @@ def _too_long(spec: JobSpec, count: Count, samples: int) -> str:
 
 def refuse_too_long(spec: JobSpec, samples: list) -> None:
     """InputError, before a job folder is made, when every sample is longer than max_length (counted as the plan
-    counts them; nothing when the model's processor is not on this machine)."""
-    count = _count(spec, samples, _gpu_visible() and spec.device != "cpu")
-    if count.too_long == len(samples):
+    counts them; nothing when the model's processor is not on this machine). The plan counts every picture as the
+    largest; refused only when no sample fits with its pictures counted as the smallest either (the run encodes each
+    at its own size: one big scan among small photos made every sample 'too long')."""
+    on_gpu = _gpu_visible() and spec.device != "cpu"
+    count = _count(spec, samples, on_gpu)
+    if count.too_long == len(samples) and _count(spec, samples, on_gpu, min).too_long == len(samples):
         raise InputError(_too_long(spec, count, len(samples)))
 
 
@@ -115,9 +118,9 @@ class Count:
     shortest: int = 0  # tokens of the shortest sample (0 when not counted)
 
 
-def _count(spec: JobSpec, samples, on_gpu: bool) -> Count:
+def _count(spec: JobSpec, samples, on_gpu: bool, pick=max) -> Count:
     """Every sample's tokens through the model's own processor and chat template, each picture as the dataset's
-    largest one (its files' headers) at the run's image detail; where the processor is not on this machine, the
+    largest one (its files' headers; `pick` min: its smallest) at the run's image detail; where the processor is not on this machine, the
     memory is sized for max_length and the time for TOKENS_PER_SAMPLE a sample."""
     from ..errors import ModelLoadError
     from ..models.families import choose_detail, profile_for
@@ -133,7 +136,7 @@ def _count(spec: JobSpec, samples, on_gpu: bool) -> Count:
         return rough
     profile = profile_for(config)
     detail, _ = choose_detail(spec.image_detail, profile, "cuda" if on_gpu else "cpu")
-    picture = _largest_picture(samples) or REFERENCE_PICTURE
+    picture = _picture(samples, pick) or REFERENCE_PICTURE
     counts = conversation_tokens(folder, detail, [sample.messages for sample in samples], picture)
     if counts is None:
         return rough
@@ -144,12 +147,12 @@ def _count(spec: JobSpec, samples, on_gpu: bool) -> Count:
                  vision_positions_per_token(config), detail, too_long, profile.detail is not None, min(counts))
 
 
-def _largest_picture(samples) -> tuple[int, int] | None:
-    """(width, height) of the largest picture file among `samples` as the run loads them (read_dataset decoded
-    each already; a picture the loader refuses is none), None when none loads."""
+def _picture(samples, pick=max) -> tuple[int, int] | None:
+    """(width, height) of the largest (`pick` min: smallest) picture file among `samples` as the run loads them
+    (read_dataset decoded each already; a picture the loader refuses is none), None when none loads."""
     sizes = [picture_size(path) for path in {path for sample in samples for path in sample.images
                                               if not path.startswith("data:")}]
-    return max(filter(None, sizes), key=lambda size: size[0] * size[1], default=None)
+    return pick(filter(None, sizes), key=lambda size: size[0] * size[1], default=None)
 
 
 def _short_of_ram(size, tokens: int, batch_size: int, peak: float, checkpointing: bool, detail: str,

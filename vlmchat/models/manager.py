@@ -89,9 +89,9 @@ class ModelManager:
         elif progress:  # an answer (or a batch of captions, an evaluation's) holds the model: Load looked stuck
             progress(1.0, f"Waiting for the answer being written to finish before {source.model_id} is loaded (Stop "
                           "it in Chat to load sooner)")
-        if progress:
-            progress(1.0, f"Loading {source.model_id} (the previous model is freed first)")
         with self.lock:
+            if progress:  # once the lock is held: before, it replaced the "Waiting ..." line at once
+                progress(1.0, f"Loading {source.model_id} (the previous model is freed first)")
             previous = self._loaded_from if self.model is not None else None
             self.unload()
             try:
