@@ -232,6 +232,32 @@ def test_an_adapter_imports_from_the_hub_through_the_download_code(hub, tmp_path
         registry.import_from_hub("someone/demo-es-copy", tmp_path / "adapters")
 
 
+def test_an_adapter_repo_that_carries_its_bases_config_json_imports_and_a_model_repo_with_it_is_still_refused(
+        hub, tmp_path):
+    """Some trainers save the base's config.json beside the adapter: its import from the hub was refused as "has no
+    preprocessor_config.json ... processor cannot be loaded" (the model check read config.json and found no
+    processor files). A model repo with the same config.json and no processor files is still refused, before its
+    weights are fetched."""
+    from hub_server import FakeRepo
+    from vlmchat.errors import ModelLoadError
+    from vlmchat.lora import store as registry
+
+    base_config = {"config.json": (DEMO_MODEL / "config.json").read_bytes()}  # a LLaVA config, as the base's
+    hub.add("someone/demo-es-with-config", repo_from_folder(ROOT / "adapters" / "demo-es", extra=base_config))
+    info = registry.import_from_hub("someone/demo-es-with-config", tmp_path / "adapters")
+    assert info.name == "demo-es-with-config" and info.problem == "" and info.base_model == "demo"
+    assert hub.downloads("adapter_model.safetensors")
+    assert sorted(p.name for p in info.path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
+                                                           "vlmchat.json"]
+
+    hub.add("someone/llava-noproc", FakeRepo({**base_config,
+                                              "model.safetensors": (DEMO_MODEL / "model.safetensors").read_bytes()}))
+    with pytest.raises(ModelLoadError, match="'someone/llava-noproc' has no preprocessor_config.json or "
+                                             "processor_config.json and no tokenizer files"):
+        download_model("someone/llava-noproc")
+    assert not [request for request in hub.downloads("model.safetensors") if "/someone/llava-noproc/" in request.path]
+
+
 def test_the_plans_config_json_is_not_a_cached_model_and_a_second_plan_works_like_the_first(repos, hub, demo_settings,
                                                                                                monkeypatch):
     """The plan of a hub model reads config.json through the cache; that alone is not a model to load from."""

@@ -732,6 +732,41 @@ def test_the_plan_sizes_memory_by_the_datasets_longest_sample_as_the_run_encodes
     assert plan_run(spec, on_gpu=False, free_gib=100.0)["longest_sample_tokens"] == encoded[2]  # not counted
 
 
+def test_one_big_scan_among_small_photos_is_not_a_reason_to_refuse_the_fine_tune(tmp_path):
+    """Qwen2-VL's picture tokens grow with the picture (up to max_pixels). Small photos and one big scan were
+    refused as "Every sample is longer than max_length" because the plan counts every picture as the largest; the
+    run encodes each at its own size and skips only the scan. A max_length that not even the small photos fit is
+    still refused."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from families import save_family
+    from vlmchat.finetune.batches import EncodedSamples
+    from vlmchat.finetune.datasets import read_dataset
+    from vlmchat.finetune.plan import refuse_too_long
+
+    folder = save_family("qwen2_vl", tmp_path / "qwen2_vl").path  # min 16x16, max 64x64 pixels: 4 to 64 tokens
+    data = write_caption_folder(tmp_path / "captions", 4)
+    for photo in data.glob("*.png"):
+        Image.open(photo).resize((16, 16)).save(photo)
+    Image.new("RGB", (1400, 1400), "white").save(data / "scan.png")
+    (data / "scan.txt").write_text((data / "000.txt").read_text(encoding="utf-8"), encoding="utf-8")  # same words
+    samples = read_dataset(data).samples
+    processor = AutoProcessor.from_pretrained(folder)
+    lengths = {sample.source: len(EncodedSamples([sample], processor, 4096).get(0)["input_ids"]) for sample in samples}
+    photos = [length for source, length in lengths.items() if source != "scan.png"]
+    assert len(photos) == 4 and lengths["scan.png"] == lengths["000.png"] + 64 - 4  # its picture: 64 tokens, not 4
+
+    between = max(photos) + 10  # every photo fits; the scan does not, nor any sample with its picture counted as it
+    spec = JobSpec(name="t", data=str(data), model_source=str(folder), image_detail="high", device="cpu",
+                   max_length=between)
+    refuse_too_long(spec, samples)
+    run = EncodedSamples(samples, processor, between)
+    assert [sample.source for i, sample in enumerate(samples) if run.get(i) is None] == ["scan.png"]
+    with pytest.raises(InputError, match=rf"^Every sample is longer than max_length {min(photos) - 1} tokens"):
+        refuse_too_long(dataclasses.replace(spec, max_length=min(photos) - 1), samples)
+
+
 def test_the_plan_counts_the_samples_the_run_trains_on(tmp_path):
     """A picture that does not decode is a problem, not a sample, in the plan as in the run (the Check showed
     19 usable and the plan 20); a dataset with no usable sample gets no plan but the reason."""
