@@ -170,6 +170,13 @@ def test_a_new_user_evaluates_the_example_set_with_two_clicks(page):
     page.wait_for_function("() => document.querySelector('#vlmchat-eval-progress').innerText.includes('done')")
     assert "vlmchat JSONL" in page.locator("#vlmchat-eval-progress").inner_text()
     assert path.input_value().endswith("examples/eval/shapes.jsonl")
+    # Reloaded, the browser tab shows its run again, results and all (it showed nothing: blind tester)
+    page.reload()
+    page.wait_for_selector("textarea")
+    _open_tab(page, "Evaluate")
+    page.wait_for_function("() => document.querySelector('#vlmchat-eval-progress').innerText.includes('24/24 ')")
+    assert "done" in page.locator("#vlmchat-eval-progress").inner_text()
+    assert "Verdict" in page.locator("#vlmchat-eval-verdict").inner_text()
 
 
 def test_evaluate_lists_an_adapter_made_after_start_up(page, app):

@@ -163,13 +163,15 @@ class EvalActions:
 
 
 SUBJECT_COLUMNS = ["subject", "model", "scored", "accuracy %"]
+RUN_KEY = "vlmchat-eval-run"  # sessionStorage: the run a browser tab follows, followed again after a reload
 EVAL_RUNS = 4  # runs followed at once (each takes the model lock per batch, so they take turns batch by batch)
 
 
 def _report(status: dict) -> tuple:
     """(progress markdown, table rows, verdict markdown, subject rows, chart path, csv path) for the tab."""
     shown = status["progress"] if status["state"] == "running" else \
-        " · ".join(part for part in status["progress"].split(" · ") if not part.startswith("ETA"))
+        " · ".join(part.replace("none scored yet", "none scored") for part in status["progress"].split(" · ")
+                   if not part.startswith("ETA"))
     head = f"**{status['state']}** · {shown}"
     if status.get("format"):
         head = f"{status['format']} · " + head
@@ -256,7 +258,8 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
                          interactive=False)
         subjects = gr.Dataframe(headers=SUBJECT_COLUMNS, label="Per subject", interactive=False)
     csv = gr.File(label="Per-row results (CSV)", interactive=False)
-    run_id = gr.State("")
+    # the run this browser tab follows, kept in its sessionStorage: a reload followed it no more (blind tester)
+    run_id = gr.Textbox(visible="hidden", max_lines=1, elem_id="vlmchat-eval-run")
 
     def reference(file, typed, request) -> str:
         if file:
@@ -274,7 +277,9 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
         except (VlmchatError, gr.Error) as exc:  # shown where the results go; no error badge left on every output
             yield "", f"⚠️ {html.escape(said(exc), quote=False)}", None, "", None, None, None  # "<image 1>" is text
             return
-        current = started["run_id"]
+        yield from follow(started["run_id"], request)
+
+    def follow(current: str, request):
         while True:
             status = actions.status(current, request)
             yield current, *_report(status)
@@ -282,7 +287,18 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
                 return
             time.sleep(0.5)
 
+    def reattach(remembered: str, request: gr.Request = None):
+        """The run this browser tab followed before a reload, followed again (its results once it has ended)."""
+        try:
+            yield from follow(remembered, request) if remembered else iter([(gr.skip(),) * len(outputs)])
+        except gr.Error:  # the app was started again since: its runs are gone
+            yield "", *[gr.skip()] * (len(outputs) - 1)
+
     outputs = [run_id, progress, table, verdict, subjects, chart, csv]
+    gr.context.Context.root_block.load(reattach, run_id, outputs, api_visibility="undocumented",
+                                       concurrency_id="eval-runs", concurrency_limit=EVAL_RUNS,
+                                       js=f"(id) => [sessionStorage.getItem('{RUN_KEY}') || '']")
+    run_id.change(None, run_id, None, js=f"(id) => {{ sessionStorage.setItem('{RUN_KEY}', id || ''); return []; }}")
     # The run works in a thread; this event only follows it, so runs of other pages need not queue behind it (a
     # second page's Evaluate waited "queue: 1/1" for the whole first run, outside reviewer).
     start.click(do_start, [upload, path, models, method, limit, detail, beams, new_tokens], outputs,

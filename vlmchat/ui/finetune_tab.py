@@ -411,7 +411,13 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
 
     cancel.click(told(do_cancel, len(outputs)), job_id, [refused, *outputs], api_visibility="undocumented")
     resume.click(told(do_resume, len(outputs)), job_id, [refused, *outputs], api_visibility="undocumented")
-    timer.tick(_guard(refresh), job_id, outputs, api_visibility="undocumented", queue=False)
+    def tick(current, line, request: gr.Request = None):
+        # "already running", said while another page's run went on, goes once none runs (it stayed beside
+        # "cancelled" of that run: blind tester)
+        stale = "already running" in (line or "") and runner.running_job(actions.jobs_of(request)) is None
+        return ("" if stale else gr.skip()), *refresh(current, request)
+
+    timer.tick(_guard(tick), [job_id, refused], [refused, *outputs], api_visibility="undocumented", queue=False)
     _register_api(actions)
     return actions
 
