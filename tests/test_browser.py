@@ -152,6 +152,17 @@ def test_evaluate_a_bad_file_then_a_good_one_shows_the_verdict(page, tmp_path):
                            timeout=120_000)  # 12 questions x 2 models x 2 methods, 5 beams: a busy CI machine
     verdict = page.locator("#vlmchat-eval-verdict").inner_text()
     assert "base by generate" in verdict and "ms a question)" in verdict and "demo-es · generate: " in verdict
+    # a value out of range, or a path typed beside the upload, is said in one line and the results stay (Beams 0 put
+    # an error badge on every output; the upload won over the path unsaid: blind tester)
+    panel.get_by_label("Beams", exact=False).fill("0")
+    panel.get_by_role("button", name="Evaluate", exact=True).click()
+    progress = "document.querySelector('#vlmchat-eval-progress').innerText"
+    page.wait_for_function(f"() => {progress}.includes('num beams must be between 1 and 16 (got 0)')")
+    assert "demo-es · generate: " in page.locator("#vlmchat-eval-verdict").inner_text()
+    panel.get_by_label("Beams", exact=False).fill("5")
+    panel.get_by_label("on this computer").fill(str(tmp_path / "good" / "colours.jsonl"))
+    panel.get_by_role("button", name="Evaluate", exact=True).click()
+    page.wait_for_function(f"() => {progress}.includes('A file is uploaded and a path is typed')")
 
 
 def test_a_new_user_evaluates_the_example_set_with_two_clicks(page):

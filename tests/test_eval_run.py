@@ -656,6 +656,20 @@ def test_cli_evaluates_at_the_image_detail_asked_for_and_records_it(settings_fil
         assert f"--image-detail {expected}" in summary["command"]
 
 
+def test_the_image_detail_asked_for_is_recorded_beside_the_one_the_model_sees(eval_manager, pictures, tmp_path):
+    """`--image-detail low` on the demo (LLaVA: one size whatever is asked) recorded "high" and repeated the run with
+    `--image-detail high`: summary.json holds the run's exact config and command (blind tester)."""
+    from vlmchat.evaluate.run import EvalOptions, run_eval
+    from vlmchat.evaluate.sets import EvalItem, EvalSet
+
+    path, _, shape = pictures[0][:3]
+    items = [EvalItem("q:1", "What shape is this?", (path,), SHAPES, SHAPES.index(shape))]
+    result = run_eval(eval_manager, EvalSet("one", "test", "choice", items), ["base"],
+                      options=EvalOptions(image_detail="low"), folder=tmp_path)
+    assert (result.config["image_detail_asked"], result.config["image_detail"]) == ("low", "high")
+    assert "--image-detail low" in result.command() and "one size" in result.config["image_detail_reason"]
+
+
 def test_a_question_longer_than_the_model_reads_is_skipped_with_the_reason(eval_manager, pictures, tmp_path):
     """The demo reads 1,024 tokens: a 3,000-token question is that row's problem (its batch is retried row by
     row), said at once instead of a long forward pass over positions the model never learned; the rest score."""

@@ -885,6 +885,18 @@ def test_limit_spans_the_files_of_a_folder(tmp_path):
                                                       "virology_test.csv:1"]
 
 
+def test_limit_says_a_later_files_problems_alike_whatever_the_limit(tmp_path):
+    """A folder's second file, never reached, was reported under --limit 2 (exit 1) and not under --limit 5 (exit 0):
+    a larger limit turned an exit 1 into 0 (blind tester)."""
+    rows = [{"question": f"q{n}", "options": ["a", "b"], "answer": "A"} for n in range(6)]
+    write_jsonl(tmp_path / "a.jsonl", rows)
+    write_jsonl(tmp_path / "b.jsonl", rows[:2] + [dict(rows[0], answer="Z")])
+    assert [(len(read_eval_set(tmp_path, limit=n).items), read_eval_set(tmp_path, limit=n).problems)
+            for n in (2, 5)] == [(2, []), (5, [])]
+    assert [(p.file, p.line) for p in read_eval_set(tmp_path, limit=9).problems] == [("b.jsonl", 3)]  # reached
+    assert [(p.file, p.line) for p in read_eval_set(tmp_path).problems] == [("b.jsonl", 3)]
+
+
 def test_limit_takes_each_subjects_first_questions_in_turn(tmp_path):
     """--limit 100 on MMLU's 57 subject files scored abstract algebra only; a row naming its subject counts too."""
     for subject in ("anatomy", "virology", "world_religions"):

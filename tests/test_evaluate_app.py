@@ -170,3 +170,12 @@ def test_no_model_ticked_is_refused_not_run_as_the_base(client, tmp_path):
     data = write_colour_set(tmp_path / "set", count=2)
     with pytest.raises(Exception, match="No model is ticked: tick the base, an adapter or an endpoint"):
         client.predict(str(data), [], "loglik", 0, api_name="/eval_start")
+
+
+@pytest.mark.parametrize("limit, beams, said", [(2.5, 1, "item limit must be a whole number"),
+                                                (0, 0, "num beams must be between 1 and 16")])
+def test_a_count_that_is_not_a_whole_number_in_range_is_refused(client, tmp_path, limit, beams, said):
+    """2.5 questions ran 2, and 0 beams ran greedy, unsaid (blind tester)."""
+    data = write_colour_set(tmp_path / "set", count=2)
+    with pytest.raises(Exception, match=said):
+        client.predict(str(data), ["base"], "generate", limit, "", beams, 0, api_name="/eval_start")

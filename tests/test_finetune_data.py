@@ -319,3 +319,11 @@ def test_a_zip_holding_only_a_readme_is_said_to_hold_no_dataset(tmp_path):
         read_dataset(str(folder), "Describe the image.")
     (upload / "readme.md").rename(upload / "data.jsonl")  # one dataset file alone is the dataset
     assert resolve_dataset("upload:only-1a2b3c", None, tmp_path) == upload / "data.jsonl"
+
+
+@pytest.mark.parametrize("typed", ['"{}"', "'{}'", ' "{}" '])
+def test_a_path_typed_in_quotes_is_the_path(tmp_path, typed):
+    """Windows' "Copy as path" puts a path in quotes: '"C:\\...\\set.jsonl"' does not exist (blind tester)."""
+    from vlmchat.finetune.uploads import resolve_dataset
+
+    assert resolve_dataset(typed.format(tmp_path / "set.jsonl"), None, tmp_path) == tmp_path / "set.jsonl"

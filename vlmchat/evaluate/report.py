@@ -299,9 +299,11 @@ class EvalResult:
             parts.append("--no-base")
         if self.method != "caption":
             parts += ["--method", *self.methods()]
+        asked = {"image_detail": config.get("image_detail_asked") or config.get("image_detail")}
         for key in ("limit", "batch_size", "max_new_tokens", "num_beams", "image_detail", "output"):
-            if config.get(key) is not None:
-                parts += ["--" + key.replace("_", "-"), str(config[key])]
+            value = asked.get(key, config.get(key))
+            if value is not None:
+                parts += ["--" + key.replace("_", "-"), str(value)]
         return shlex.join(parts)
 
     def summary(self) -> dict:

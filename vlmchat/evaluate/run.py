@@ -204,6 +204,8 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
               "model": manager.info.model_id if manager.info else None, "models": names,
               "method": "+".join(methods),
               **{k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
+              # what was asked (None: settings' default) beside what the model sees (LLaVA: one size whatever is asked)
+              "image_detail_asked": options.image_detail or None,
               "image_detail": detail.detail if detail else None, "image_detail_reason": detail.reason if detail else None}
     entries = _rows(names, methods)
     result = EvalResult(eval_set=eval_set, models=list(entries), method="+".join(methods), config=config,

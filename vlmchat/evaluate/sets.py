@@ -69,6 +69,7 @@ class EvalSet:
     kind: str                                # CHOICE or CAPTION
     items: list[EvalItem] = field(default_factory=list)
     problems: list[EvalProblem] = field(default_factory=list)
+    read_order: list[str] = field(default_factory=list)  # the files whose rows were read, in the order read
 
     def require_usable(self) -> list[EvalItem]:
         """The items, or an InputError saying what to fix when none can be used."""
@@ -105,8 +106,9 @@ def read_eval_set(path: str | Path, limit: int | None = None) -> EvalSet:
 
 def _spread(result: EvalSet, limit: int | None) -> EvalSet:
     """`result` with `limit` of its items: each subject's first in turn, kept in the set's order. Once the limit is
-    reached, rows after the last question asked were never going to be asked, so their problems are not reported
-    (a set without subjects reported them: exit 1 for rows --limit 2 leaves out, blind tester)."""
+    reached, rows read after the last question asked were never going to be asked, so their problems are not
+    reported, in one file or in a folder of several (a set without subjects reported them: exit 1 for rows --limit 2
+    leaves out; a folder's later file was reported under a small limit and not under a larger one: blind testers)."""
     if limit is None or len(result.items) < limit:
         return result
     by_subject: dict[str, list[int]] = {}
@@ -115,15 +117,16 @@ def _spread(result: EvalSet, limit: int | None) -> EvalSet:
     kept: list[int] = []
     for round_ in range(max(map(len, by_subject.values()))):
         kept += [indexes[round_] for indexes in by_subject.values() if round_ < len(indexes)][:limit - len(kept)]
-    read = {item.source.rpartition(":")[0] for item in result.items}
     result.items = [result.items[index] for index in sorted(kept)]
-    last: dict[str, int] = {}
-    for item in result.items:
-        file, _, line = item.source.rpartition(":")
-        last[file] = int(line) if line.isdigit() else 0
-    # the problems of rows up to each file's last question asked, and of files none of whose rows could be read
-    result.problems = [p for p in result.problems if p.line is None or p.file not in read
-                       or p.line <= last.get(p.file, 0)]
+    order = {name: index for index, name in enumerate(result.read_order)}
+
+    def place(file: str, line: int | None) -> tuple[int, int]:  # where a row was read: files in turn, then lines
+        return order.get(file, len(order)), line or 0
+
+    last = max(place(file, int(line) if line.isdigit() else 0)
+               for file, _, line in (item.source.rpartition(":") for item in result.items))
+    # a whole file's problem (line None) is always said: none of its rows could be read
+    result.problems = [p for p in result.problems if p.line is None or place(p.file, p.line) <= last]
     if len(by_subject) > 1:
         result.format += f"; {limit} questions taken in turn from its {len(by_subject)} subjects (--limit)"
     return result
@@ -299,6 +302,7 @@ def _convert(rows: _Rows, layout: Layout, name: str, base: Path, result: EvalSet
     """Rows into items (up to `limit` of each subject: `_spread` chooses among them); `subject` is for rows that name
     none (a subject subfolder's name)."""
     counts = Counter(item.subject for item in result.items)
+    result.read_order.append(name)
     for line, row in rows.rows:
         try:
             if isinstance(row, RowProblem):

@@ -144,6 +144,8 @@ def resolve_dataset(reference: str, settings, folder: Path | None = None) -> Pat
     """The local path of 'upload:<id>' in `folder` (or of a plain path: a local .zip is unpacked there as an upload
     is); a zip's single top folder is entered."""
     reference = (reference or "").strip()
+    if len(reference) > 1 and reference[0] == reference[-1] and reference[0] in "\"'":
+        reference = reference[1:-1].strip()  # a path as Windows' "Copy as path" gives it, in quotes
     if not reference:
         raise InputError("Give a dataset: upload a .zip or a .json/.jsonl/.csv/.parquet file, or type a folder or "
                          "file path.")

@@ -48,6 +48,20 @@ class EvalRun:
     set_problems: list = field(default_factory=list)
 
 
+def _whole(value, what: str, default: int | None = None) -> int | None:
+    """A count given to the tab or the API, as a whole number (2.5 questions ran 2, unsaid: blind tester); `default`
+    when not given."""
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+        if isinstance(value, bool) or number != int(number):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{what} must be a whole number (got {value!r}).") from None
+    return int(number)
+
+
 class EvalActions:
     """Start, follow and cancel eval runs; free of layout."""
 
@@ -76,8 +90,13 @@ class EvalActions:
             raise InputError("No model is ticked: tick the base, an adapter or an endpoint to evaluate.")
         if not data.startswith(PREFIX):
             refuse_server_paths(self.settings, "evaluation")
+        limit = _whole(limit, "The item limit") or None  # 0: every question
+        options = EvalOptions(batch_size=_whole(batch_size, "batch size", 8), limit=limit,
+                              image_detail=image_detail or "", num_beams=_whole(num_beams, "num beams", 1),
+                              max_new_tokens=_whole(max_new_tokens, "max new tokens") or None)  # 0: the default
+        options.check()
         eval_set = read_eval_set(resolve_dataset(data, self.settings, user_uploads(self.settings, request)),
-                                 limit=int(limit) if limit else None)
+                                 limit=limit)
         eval_set.require_usable()
         methods = check_methods(eval_set, method, models)  # unknown, or loglik for an endpoint: said here
         folder = eval_folder(self.settings)
@@ -85,10 +104,6 @@ class EvalActions:
         run = EvalRun(folder.name, login_of(request), session_of(request), total=len(eval_set.items),
                       format=eval_set.format,
                       set_problems=[str(p) for p in eval_set.problems])
-        options = EvalOptions(batch_size=int(batch_size), limit=int(limit) if limit else None,
-                              image_detail=image_detail or "", num_beams=1 if num_beams is None else int(num_beams),
-                              max_new_tokens=int(max_new_tokens) if max_new_tokens else None)
-        options.check()
 
         def progress(done, total, text):
             run.done, run.total, run.text = done, total, text
@@ -237,10 +252,10 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
                           info="as in Chat: low is fast on a CPU")
     with gr.Accordion("Generate settings (the generate method and captions)", open=False):
         with gr.Row():
-            beams = gr.Number(value=1, precision=0, minimum=1, maximum=16, label="Beams (1 = greedy; the write-up "
-                                                                               "used 5)")
-            new_tokens = gr.Number(value=0, precision=0, minimum=0, maximum=1024,
-                                   label="New tokens (0: 16 for questions, 64 for captions)",
+            # no minimum/maximum: Gradio refused a value out of them before the handler, with an error badge on every
+            # output and the last run's results gone; EvalOptions.check says it in one line (blind tester)
+            beams = gr.Number(value=1, precision=0, label="Beams (1 = greedy; the write-up used 5)")
+            new_tokens = gr.Number(value=0, precision=0, label="New tokens (0: 16 for questions, 64 for captions)",
                                    # 5 beams, 1 token scored a demo that answers "a red circle" by its "a" (reviewer)
                                    info="1 fits only a letter or one-word answer: an answer that starts 'a …' is "
                                         "cut to 'a' and counted wrong")
@@ -262,6 +277,9 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
     run_id = gr.Textbox(visible="hidden", max_lines=1, elem_id="vlmchat-eval-run")
 
     def reference(file, typed, request) -> str:
+        if file and typed and typed.strip():  # the upload was used, the typed path ignored, unsaid (blind tester)
+            raise gr.Error("A file is uploaded and a path is typed: clear the one not to evaluate (the upload's ✕, "
+                           "or the path box), then press Evaluate.")
         if file:
             return store_upload(file, settings, user_uploads(settings, request), "eval set")
         if typed and typed.strip():
@@ -271,11 +289,11 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
 
     def do_start(file, typed, chosen, how, first_n, level, width, tokens, request: gr.Request = None):
         try:
-            started = actions.start(reference(file, typed, request), chosen, how, int(first_n) if first_n else None,
-                                    image_detail=level, num_beams=width if width else 1, max_new_tokens=tokens,
+            started = actions.start(reference(file, typed, request), chosen, how, first_n, image_detail=level,
+                                    num_beams=width, max_new_tokens=tokens,
                                     request=request)
-        except (VlmchatError, gr.Error) as exc:  # shown where the results go; no error badge left on every output
-            yield "", f"⚠️ {html.escape(said(exc), quote=False)}", None, "", None, None, None  # "<image 1>" is text
+        except (VlmchatError, gr.Error) as exc:  # said in one line; the last run's results stay, no error badges
+            yield gr.skip(), f"⚠️ {html.escape(said(exc), quote=False)}", *[gr.skip()] * 5  # "<image 1>" is text
             return
         yield from follow(started["run_id"], request)
 
