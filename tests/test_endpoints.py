@@ -539,6 +539,42 @@ def test_a_server_that_echoes_the_key_in_its_error_never_shows_it(status):
             assert "secret" not in str(raised.value).lower()
 
 
+def test_an_endpoint_without_a_key_sends_no_authorization_header(monkeypatch):
+    """It sent 'Authorization: Bearer none', which another vlmchat counts as a failed login: a Caption batch locked
+    the whole address out for 15 minutes at once (blind tester). No key configured is no key sent, not even
+    $OPENAI_API_KEY."""
+    from vlmchat.models.endpoints import Endpoint
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-this-endpoints")
+    sent = []
+
+    def answer(headers) -> bytes:
+        sent.append(headers.get("authorization"))
+        return json.dumps({"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+                           "choices": [{"index": 0, "message": {"role": "assistant", "content": "a red circle"},
+                                        "finish_reason": "stop"}]}).encode()
+
+    # no key given in the Model tab's form, and none named by api_key_env in settings.toml (its default, "")
+    with _served_endpoint(_answering(200, answer), "keyless", "m", "") as endpoint:
+        assert endpoint.answer(ASK).text == "a red circle"
+        assert list(endpoint.stream(ASK))[-1].text == "a red circle"
+        assert Endpoint(endpoint.entry).answer(ASK).text == "a red circle"
+    assert sent == [None, None, None]
+
+
+def test_a_lockout_is_said_in_the_servers_words_and_stops_a_batch():
+    """Another vlmchat's 429 after too many wrong keys read "is busy or over its rate limit; lower max_concurrency or
+    retry later" (blind tester): its own message is what says what happened and for how long."""
+    from vlmchat.api.serve import _locked_out
+    from vlmchat.errors import EndpointUnusable
+
+    with _served_endpoint(_answering(429, _locked_out(900).body), "twin", "m", None) as endpoint:
+        with pytest.raises(EndpointUnusable) as raised:  # every request is refused alike for 15 minutes
+            endpoint.answer(ASK)
+    assert str(raised.value).endswith('refused the request (HTTP 429): "Too many wrong API keys or logins from this '
+                                      'address; try again in 15 minutes."'), raised.value
+
+
 def test_a_reasoning_model_that_refuses_max_tokens_and_temperature_is_asked_as_it_accepts():
     """OpenAI's reasoning models answer 400 to max_tokens ('use max_completion_tokens') and to any temperature but 1;
     Chat always sent both, so every Chat request to them failed. The server here answers as OpenAI's does."""
@@ -652,6 +688,9 @@ def test_a_stream_from_a_server_that_says_nothing_ends_soon_after_stop():
                                            "/v1/models and POST /v1/chat/completions.", "type": "invalid_request_error",
                                 "param": None, "code": "not_found"}}).encode(),
      r"has no chat completions at http://127.0.0.1:\d+/v1/chat/completions \(POST /v1/chat/completions/chat/"),
+    # a plain rate limit: the advice, and the server's own words
+    (429, b'{"error": {"message": "Rate limit reached for requests", "code": "rate_limit_exceeded"}}',
+     r'is busy or over its rate limit \(it says "Rate limit reached for requests"\); lower max_concurrency'),
 ])
 def test_a_refusal_says_what_to_change(status, body, said):
     from vlmchat.errors import InputError

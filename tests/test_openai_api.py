@@ -271,6 +271,30 @@ def test_a_full_queue_is_a_429(small_queue, demo_settings):
         .choices[0].message.content == "a red circle"
 
 
+def test_v1_waits_for_a_load_in_progress(manager):
+    """While the Model tab loaded the model again, /v1 answered 404 model_not_found (which the openai client does
+    not retry) and GET /v1/models listed nothing; Chat waited for the load and answered (blind tester)."""
+    from fastapi.testclient import TestClient
+
+    from vlmchat.api.serve import ApiKey, build_api
+
+    client = openai.OpenAI(base_url="http://testserver", api_key="x", max_retries=0,
+                           http_client=TestClient(build_api(manager, manager.settings, ApiKey())))
+    asks = (lambda: [model.id for model in client.models.list()][:1],
+            lambda: client.models.retrieve("demo").id,
+            lambda: client.chat.completions.create(model="demo", messages=ask(data_url(RED_CIRCLE)))
+            .choices[0].message.content)
+    for asked, expected in zip(asks, (["demo"], "demo", "a red circle")):
+        loading = threading.Thread(target=manager.load)
+        loading.start()
+        deadline = time.monotonic() + 30
+        while manager.info is not None and time.monotonic() < deadline:  # the old model freed, the new one coming
+            time.sleep(0.001)
+        assert manager.info is None, "the load was over before a request could be sent during it"
+        assert asked() == expected
+        loading.join(60)
+
+
 def _red_circle_conversation() -> list[dict]:
     from vlmchat.images import load_image
 

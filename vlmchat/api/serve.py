@@ -374,7 +374,9 @@ def _part(part: dict, param: str, settings: Settings) -> dict:
 
 
 def served_models(manager: ModelManager) -> list[str]:
-    """What /v1/models lists: the base model's id, then the adapters that fit it (endpoints are not served)."""
+    """What /v1/models lists: the base model's id, then the adapters that fit it (endpoints are not served); during a
+    Load, what it loads (a client does not retry the 404 model_not_found its model would be meanwhile)."""
+    manager.wait_for_load()
     if manager.info is None:
         return []
     return [manager.info.shown] + [name for name in manager.model_choices()[1:] if not is_endpoint(name)]
@@ -392,6 +394,7 @@ def pick_model(manager: ModelManager, name: str) -> str | None:
     """The adapter to answer with (None = base) for the request's `model`, attached if needed; 404 if unknown."""
     if not name.strip():
         raise ApiError(400, "model is empty; name one of those GET /v1/models lists (or 'base').", param="model")
+    manager.wait_for_load()
     if manager.info is not None and (is_base(name) or name in (manager.info.model_id, manager.info.shown)):
         return None
     if name not in served_models(manager):
@@ -526,9 +529,10 @@ def build_api(manager: ModelManager, settings: Settings, key: ApiKey):
 
     @api.get("/models/{name:path}")
     def get_model(name: str):
+        served = served_models(manager)
         if manager.info is not None and is_base(name) and name:  # 'base' answers in chat, so it is a model here
             return model_object(manager.info.shown)
-        if name not in served_models(manager):
+        if name not in served:
             return _error_response(ApiError(404, f"The model '{name}' does not exist here.", param="model",
                                             code="model_not_found"))
         return model_object(name)

@@ -27,6 +27,7 @@ from ..settings import EndpointSettings
 
 
 _END = object()  # a stream's last piece: the server's answer is complete
+KEYLESS = "keyless"  # the openai client's key for an endpoint with none; never sent (`_create` omits the header)
 
 
 def image_data_url(image) -> str:
@@ -104,8 +105,8 @@ class Endpoint:
             if self._client is None:
                 from openai import OpenAI
 
-                self._client = OpenAI(base_url=self.entry.base_url, api_key=self._key(), timeout=self.entry.timeout_s,
-                                      max_retries=1)
+                self._client = OpenAI(base_url=self.entry.base_url, api_key=self._key() or KEYLESS,
+                                      timeout=self.entry.timeout_s, max_retries=1)
             return self._client
 
     def pool(self) -> ThreadPoolExecutor:
@@ -121,7 +122,7 @@ class Endpoint:
             return check_key(self._api_key, f"The API key given for endpoint '{self.entry.name}'")
         variable = self.entry.api_key_env
         if not variable:
-            return "none"  # the client needs some key; servers without auth ignore it
+            return ""  # none configured: none sent (a server that checks keys counts a wrong one as a failed login)
         key = os.environ.get(variable, "")
         if not key:
             raise EndpointUnusable(f"Endpoint '{self.entry.name}' needs its API key in the environment variable "
@@ -167,10 +168,13 @@ class Endpoint:
         every Chat request to them failed."""
         import openai
 
+        client = self.client()
+        if client.api_key == KEYLESS:  # no Authorization header at all: the client sends one unless told not to
+            extra["extra_headers"] = {"Authorization": openai.Omit()}
         while True:
             sent = self._as_accepted(request)
             try:
-                return self.client().chat.completions.create(**sent, **extra)
+                return client.chat.completions.create(**sent, **extra)
             except openai.BadRequestError as exc:
                 body = exc.body if isinstance(exc.body, dict) else {}
                 field = body.get("param")
@@ -340,7 +344,8 @@ class _UserErrors:
         entry = self.endpoint.entry
         where = f"Endpoint '{entry.name}' ({shown_url(entry.base_url)})"
         cut = isinstance(exc, openai.APIConnectionError) and _cut_short(exc)
-        unusable = isinstance(exc, (openai.AuthenticationError, openai.NotFoundError)) or (
+        refused_alike = isinstance(exc, openai.RateLimitError) and _error_body(exc).get("code") in NOT_LOAD
+        unusable = refused_alike or isinstance(exc, (openai.AuthenticationError, openai.NotFoundError)) or (
             isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError) and not cut)
         if isinstance(exc, openai.APITimeoutError):
             message = (f"{where} did not answer within {entry.timeout_s:.0f} s (asked twice: a timeout is retried "
@@ -361,8 +366,12 @@ class _UserErrors:
                        "client adds /chat/completions).")
         elif isinstance(exc, openai.NotFoundError):
             message = f"{where} does not know the model '{entry.model}': {_server_message(exc)}"
+        elif refused_alike:
+            message = f'{where} refused the request (HTTP 429): "{_server_message(exc)}"'
         elif isinstance(exc, openai.RateLimitError):
-            message = f"{where} is busy or over its rate limit; lower max_concurrency or retry later."
+            own = _server_message(exc, own=True)
+            said = f' (it says "{own}")' if own else ""
+            message = f"{where} is busy or over its rate limit{said}; lower max_concurrency or retry later."
         elif isinstance(exc, openai.InternalServerError) and exc.status_code in GATEWAY:
             own = _server_message(exc, own=True)
             message = (f"{where} answered HTTP {exc.status_code} {HTTPStatus(exc.status_code).phrase}"
@@ -377,7 +386,7 @@ class _UserErrors:
         # A server (or a proxy before it) may echo the request's headers in its error: the key must not reach the
         # chat, the other logins or the log with it.
         key = getattr(self.endpoint._client, "api_key", None)
-        if key and key != "none":  # in any case: a server may lower-case the header it echoes
+        if key and key != KEYLESS:  # in any case: a server may lower-case the header it echoes
             message = re.sub(re.escape(key), "***", message, flags=re.IGNORECASE)
         raise (EndpointUnusable if unusable else InputError)(message) from None
 
@@ -391,28 +400,36 @@ def _cut_short(exc) -> bool:
                                      for kind in type(cause).__mro__)
 
 
+# 429s that are not about load (another vlmchat's lockout after wrong keys, a spent quota): every request is refused
+# alike for a while, and the server's message says what to do
+NOT_LOAD = ("too_many_failed_attempts", "insufficient_quota")
+
 GATEWAY = {  # statuses a proxy in front of the server answers with, often as a web page ("Error code: 502")
     502: "a proxy in front of the server could not reach it",
     504: "a proxy in front of the server gave up waiting for its answer",
 }
 
 
+def _error_body(exc) -> dict:
+    """The server's error in OpenAI's shape ({"message", "type", "param", "code"}), {} when it sent none."""
+    body = getattr(exc, "body", None)
+    body = body.get("error", body) if isinstance(body, dict) else None
+    return body if isinstance(body, dict) else {}
+
+
 def _server_message(exc, own: bool = False) -> str:
     """The server's own error message (OpenAI's error shape), else the exception's text ("" with `own`)."""
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        body = body.get("error", body)
-        if isinstance(body, dict) and body.get("message"):
-            return str(body["message"])[:500]
+    said = _error_body(exc).get("message")
+    if said:
+        return str(said)[:500]
     return "" if own else first_line(exc, 500)
 
 
 def _about_model(exc, model: str) -> bool:
     """Whether a 404 is about the model (OpenAI's code or param, or the server names the model), not the address:
     vlmchat's own 404 for a wrong path names its GET /v1/models route, and was read as "does not know the model"."""
-    body = getattr(exc, "body", None)
-    body = body.get("error", body) if isinstance(body, dict) else None
-    if isinstance(body, dict) and (body.get("code") == "model_not_found" or body.get("param") == "model"):
+    body = _error_body(exc)
+    if body.get("code") == "model_not_found" or body.get("param") == "model":
         return True
     said = _server_message(exc)
     return "model" in said.lower() and re.search(rf"(?<![\w.-]){re.escape(model)}(?![\w.-])", said) is not None

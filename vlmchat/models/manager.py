@@ -62,6 +62,7 @@ class ModelManager:
         self._loaded_from = None  # (resolved source, quantization) of the loaded model: what a failed load restores
         self.active_adapter: str | None = None
         self.lock = ModelLock()
+        self._swapping = threading.Lock()  # held by `load` from freeing the current model to having the next
         self.extra_endpoints: dict = {}  # NAME -> EndpointSettings added in the Model tab (not in settings.toml)
         self._endpoints: dict = {}  # NAME -> its client, made on first use
         self._batcher = None
@@ -89,7 +90,7 @@ class ModelManager:
         elif progress:  # an answer (or a batch of captions, an evaluation's) holds the model: Load looked stuck
             progress(1.0, f"Waiting for the answer being written to finish before {source.model_id} is loaded (Stop "
                           "it in Chat to load sooner)")
-        with self.lock:
+        with self.lock, self._swapping:
             if progress:  # once the lock is held: before, it replaced the "Waiting ..." line at once
                 progress(1.0, f"Loading {source.model_id} (the previous model is freed first)")
             previous = self._loaded_from if self.model is not None else None
@@ -106,6 +107,12 @@ class ModelManager:
                     raise ModelLoadError(f"{exc} The previous model could not be loaded again either; load one "
                                          "in the Model tab.") from None
                 raise ModelLoadError(f"{exc} {again.model_id} is loaded again.") from None
+
+    def wait_for_load(self) -> None:
+        """Return once no `load` is between freeing a model and having the next (at once when none is): what asks
+        for the loaded model by name meanwhile (/v1) waits for it, as a generation waits for the lock."""
+        with self._swapping:
+            pass
 
     def _load_source(self, source, quantization: str | None) -> ModelInfo:
         """Load `source` (a resolved, local model) under the plan; call with the lock held and nothing loaded."""
