@@ -268,6 +268,20 @@ def test_finetune_plan_appears_after_check_and_follows_the_preset(page, tmp_path
     page.wait_for_function(f"() => document.querySelector('#vlmchat-finetune-plan').innerText !== {balanced!r}")
     assert "optimizer steps" in page.locator("#vlmchat-finetune-plan").inner_text()
     page.screenshot(path=str(ARTIFACTS / "finetune-plan.png"), full_page=True)
+    # a bad value is said in the plan box as it is typed, in any field (epochs "lots" was a bare Error badge over the
+    # old plan, and an advanced field was checked first at Start: blind tester)
+    panel.get_by_text("Advanced (defaults from settings.toml [finetune])").click()
+    for label, bad, said in (("Epochs — ", "lots", "⚠️ epochs: type a number or auto (got 'lots')."),
+                             ("R — LoRA rank", "0", "⚠️ r must be between 1 and 1024 (got 0).")):
+        field = panel.get_by_label(label)
+        good = field.input_value()
+        field.fill(bad)
+        field.press("Tab")
+        page.wait_for_function(f"() => document.querySelector('#vlmchat-finetune-plan').innerText.includes({said!r})")
+        field.fill(good)
+        field.press("Tab")
+        page.wait_for_function("() => document.querySelector('#vlmchat-finetune-plan').innerText.includes('optimizer')")
+    assert page.locator(".toast-body.error").count() == 0
     fake = tmp_path / "fake.png"  # then a file that is no dataset: said in place of the report, the last one gone
     fake.write_bytes(b"\x00 not a picture")
     panel.get_by_label("Clear").first.click()

@@ -885,6 +885,19 @@ def test_limit_spans_the_files_of_a_folder(tmp_path):
                                                       "virology_test.csv:1"]
 
 
+@needs_parquet
+def test_a_parquet_file_beside_another_kind_below_the_top_is_not_read_alone(tmp_path):
+    """a/train.parquet and b/set.jsonl: the Parquet file was read and the .jsonl dropped, unsaid (blind tester)."""
+    rows = [{"question": "q", "options": ["a", "b"], "answer": "A"}]
+    write_parquet(tmp_path / "a" / "train.parquet", rows)
+    (tmp_path / "b").mkdir()
+    write_jsonl(tmp_path / "b" / "set.jsonl", rows)
+    with pytest.raises(InputError, match="Its subfolders a, b hold eval-set files: point at one of them"):
+        read_eval_set(tmp_path)
+    (tmp_path / "b" / "set.jsonl").unlink()
+    assert len(read_eval_set(tmp_path).items) == 1
+
+
 def test_limit_says_a_later_files_problems_alike_whatever_the_limit(tmp_path):
     """A folder's second file, never reached, was reported under --limit 2 (exit 1) and not under --limit 5 (exit 0):
     a larger limit turned an exit 1 into 0 (blind tester)."""

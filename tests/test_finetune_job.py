@@ -1,6 +1,7 @@
 """Fine-tune jobs in child processes: the CLI, the adapter written atomically, cancel, resume, failures,
 and the same job under `accelerate launch` with 2 CPU processes."""
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, write_settings
+from conftest import ROOT, LaunchedApp, write_settings
 from test_finetune_data import write_caption_folder
 from vlmchat.errors import InputError
 from vlmchat.finetune import runner
@@ -808,17 +809,10 @@ def test_an_adapter_worse_than_the_base_comes_with_what_to_do():
     assert "**Next:** shape-style helps" in shown and "⚠️" not in shown  # a warning sign said "pick it" (reviewer)
 
 
-def test_quitting_the_app_says_which_fine_tunes_go_on_and_how_to_stop_them(tmp_path, capsys):
-    """A fine-tune started from the app is a process of its own and goes on after the app quits; nothing said so
-    (newcomer reviewer). A stand-in process: a sleeping Python whose command line names vlmchat.finetune."""
-    import subprocess
-    import sys
-
-    from vlmchat.settings import load_settings
-    from vlmchat.ui.server import say_running_jobs
-
-    settings = load_settings(write_settings(tmp_path))
-    job = tmp_path / "outputs" / "finetune" / "users" / "ana-1" / "mine-20261202-080000"
+@contextlib.contextmanager
+def _job_going_on(job: Path):
+    """A stand-in for a fine-tune running in the folder `job`: a sleeping Python whose command line names
+    vlmchat.finetune. Yields its process."""
     job.mkdir(parents=True)
     (job / "job.json").write_text("{}")
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "vlmchat.finetune"])
@@ -829,15 +823,43 @@ def test_quitting_the_app_says_which_fine_tunes_go_on_and_how_to_stop_them(tmp_p
             if b"vlmchat.finetune" in cmdline.read_bytes():
                 break
             time.sleep(0.1)
-        say_running_jobs(settings)
-        said = capsys.readouterr().out
-        assert f"the fine-tune job {job.name} goes on without the app" in said and f"kill {child.pid}" in said, (
-            said, child.poll(), cmdline.read_bytes())
+        yield child
     finally:
         child.kill()
         child.wait()
+
+
+def test_quitting_the_app_says_which_fine_tunes_go_on_and_how_to_stop_them(tmp_path, capsys):
+    """A fine-tune started from the app is a process of its own and goes on after the app quits; nothing said so
+    (newcomer reviewer)."""
+    from vlmchat.ui.server import say_running_jobs
+
+    settings = load_settings(write_settings(tmp_path))
+    job = tmp_path / "outputs" / "finetune" / "users" / "ana-1" / "mine-20261202-080000"
+    with _job_going_on(job) as child:
+        say_running_jobs(settings)
+        said = capsys.readouterr().out
+        assert f"the fine-tune job {job.name} goes on without the app" in said and f"kill {child.pid}" in said, (
+            said, child.poll(), Path(f"/proc/{child.pid}/cmdline").read_bytes())
     say_running_jobs(settings)
     assert capsys.readouterr().out == ""  # a job that ended: nothing to say
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", pytest.param("SIGHUP", marks=pytest.mark.slow)])
+def test_the_app_stopped_by_sigterm_or_sighup_says_the_fine_tune_goes_on_as_at_ctrl_c(tmp_path, name):
+    """SIGTERM (`docker stop`, a service manager) or SIGHUP (a closed terminal) ended the app with 143 / 129 and
+    not a word of the fine-tune it leaves running (blind tester); Ctrl-C said it."""
+    if not hasattr(signal, name):
+        pytest.skip(f"{name} does not exist here (Windows)")
+    app = LaunchedApp(tmp_path).wait_ready()
+    try:
+        with _job_going_on(tmp_path / "outputs" / "finetune" / "mine-20261202-080000") as child:
+            app.process.send_signal(getattr(signal, name))
+            assert app.process.wait(timeout=60) == 0, app.output()
+            assert "the fine-tune job mine-20261202-080000 goes on without the app" in app.output()
+            assert f"kill {child.pid}" in app.output() and child.poll() is None
+    finally:
+        app.stop()
 
 
 def test_a_run_that_stops_early_says_so_and_which_step_it_kept(workspace):

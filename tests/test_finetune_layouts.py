@@ -334,6 +334,31 @@ def test_imagefolder_metadata_csv_and_the_train_split_folder(tmp_path):
     assert len(report.samples) == 2
 
 
+def test_an_imagefolder_in_a_subfolder_is_its_one_dataset_file_whatever_its_metadata_kind(tmp_path):
+    """A metadata.csv below the top was no dataset file (its pictures were read as uncaptioned), and beside a
+    metadata.jsonl in another subfolder the .jsonl was read alone (blind tester); a Parquet file beside another
+    kind was read alone too. Every dataset file kind counts below the top as metadata.jsonl does."""
+    pa = pytest.importorskip("pyarrow")
+    save(tmp_path / "one" / "if_csv" / "0001.png", RED)
+    (tmp_path / "one" / "if_csv" / "metadata.csv").write_text("file_name,text\n0001.png,red\n", encoding="utf-8")
+    (tmp_path / "one" / "README.md").write_text("# pictures\n")  # as a zip holds it beside the dataset's folder
+    report = read_dataset(tmp_path / "one")
+    assert (len(report.samples), report.problems) == (1, [])
+    assert report.format == "Hugging Face imagefolder (metadata.csv) (if_csv/metadata.csv, the one dataset file in one)"
+    save(tmp_path / "one" / "b" / "0002.png", GREEN)
+    (tmp_path / "one" / "b" / "metadata.jsonl").write_text('{"file_name": "0002.png", "text": "green"}\n', "utf-8")
+    with pytest.raises(InputError, match=r"several below it \(b/metadata.jsonl, if_csv/metadata.csv\)"):
+        read_dataset(tmp_path / "one")
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    _hub_parquet(tmp_path / "two", {"image": image, "text": pa.string()},
+                 {"image": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"}},
+                 [{"image": {"bytes": picture_bytes(BLUE), "path": "blue.png"}, "text": "blue"}])
+    save(tmp_path / "two" / "b" / "0002.png", GREEN)
+    (tmp_path / "two" / "b" / "metadata.jsonl").write_text('{"file_name": "0002.png", "text": "green"}\n', "utf-8")
+    with pytest.raises(InputError, match=r"several below it \(b/metadata.jsonl, data/train-00000-of-00001.parquet\)"):
+        read_dataset(tmp_path / "two")
+
+
 def test_alpaca_rows_without_dataset_info_are_read_with_llama_factorys_default_columns(tmp_path):
     """LLaMA-Factory's Alpaca format (instruction, input, output, images) was refused as 'in no layout' (format
     reviewer); its default columns need no dataset_info.json."""

@@ -107,6 +107,15 @@ def test_a_shared_app_refuses_server_paths(tmp_path, demo_model_path):
         actions.dataset(None, "/etc")
 
 
+def test_an_upload_and_a_typed_path_together_are_refused_saying_which_to_clear(settings, tmp_path):
+    """The upload was trained on and the typed path ignored, unsaid (blind tester of the Evaluate tab, alike)."""
+    from vlmchat.ui.finetune_tab import FinetuneActions
+
+    folder = write_caption_folder(tmp_path / "captions", 2)
+    with pytest.raises(gr.Error, match="A file is uploaded and a path is typed: clear the one not to use"):
+        FinetuneActions(ModelManager(settings), settings).dataset([str(folder / "0.png")], str(folder))
+
+
 def test_status_reattaches_to_the_newest_job_and_plots_its_curves(settings):
     from vlmchat.ui.finetune_tab import FinetuneActions, _curves, _status_markdown
 

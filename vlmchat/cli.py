@@ -119,6 +119,26 @@ def run_plan(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if plan.ok else 1
 
 
+def stop_as_ctrl_c() -> None:
+    """From now on SIGTERM and SIGHUP (`timeout`, `docker stop`, a closed terminal; Windows has no SIGHUP) stop this
+    process as Ctrl-C does, with a KeyboardInterrupt: what Ctrl-C says and tidies up is done for them too."""
+    import signal
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _interrupt)
+
+
+def _interrupt(signum, frame):
+    _interrupt.signum = signum
+    raise KeyboardInterrupt
+
+
+def interrupted_exit_code() -> int:
+    """The exit code of a process stopped by a signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
+    return 128 + getattr(_interrupt, "signum", 2)
+
+
 def _read_token() -> str:
     """A token typed by the user (not echoed on a terminal), or one line of stdin."""
     if sys.stdin.isatty():

@@ -462,8 +462,9 @@ def _read_folder(folder: Path, limit: int | None) -> EvalSet:
         result = _read_split(folder, whole, limit)
         result.format += "; the 'all' folder only (the folders beside it hold the same questions by subject)"
         return result
-    if nested:  # e.g. Hugging Face's MMMU: <subject>/<split>-00000-of-00001.parquet
-        return _read_split(folder, nested, limit)
+    below = [p for p in files if p.parent != folder and p.suffix.lower() in DATA_SUFFIXES]
+    if nested and len(nested) == len(below):  # e.g. Hugging Face's MMMU: <subject>/<split>-00000-of-00001.parquet
+        return _read_split(folder, nested, limit)  # (beside a .jsonl, the Parquet file was read and the .jsonl not)
     by_folder: dict[str, list[Path]] = {}
     for file in files:
         if file.suffix.lower() in DATA_SUFFIXES and file.parent.parent == folder:

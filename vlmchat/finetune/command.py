@@ -166,21 +166,13 @@ def cpu_alone(settings) -> str:
     return f"no vlmchat UI answers on {host}:{settings.server.port}, so no chat model shares the CPU"
 
 
-def _interrupt(signum, frame):
-    _interrupt.signum = signum
-    raise KeyboardInterrupt
-
-
 def follow(job) -> int:
     """Show a progress bar until the job ends; Ctrl-C cancels it gracefully, and so do SIGTERM and SIGHUP (a closed
     terminal, `timeout`, `docker stop`: the training process would go on alone and write the adapter later)."""
-    import signal
-
+    from ..cli import interrupted_exit_code, stop_as_ctrl_c
     from . import runner
 
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), _interrupt)
+    stop_as_ctrl_c()
     bar = _Bar()
     try:
         status = runner.wait(job, on_update=bar.update)
@@ -193,7 +185,7 @@ def follow(job) -> int:
             bar.close()
             print(f"vlmchat: the fine-tune stops after its current step and keeps its checkpoint ({job}); continue "
                   "with the same command and --resume.", file=sys.stderr)
-            return 128 + getattr(_interrupt, "signum", 2)
+            return interrupted_exit_code()
     bar.close()
     if status.state == "done":
         print(f"{status.message}\nmetrics: {status.metrics}")
@@ -204,7 +196,7 @@ def follow(job) -> int:
         return 0
     if status.state == "cancelled":
         print(f"vlmchat: {status.message} Continue with the same command and --resume.", file=sys.stderr)
-        return 128 + getattr(_interrupt, "signum", 2)  # 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP
+        return interrupted_exit_code()
     print(f"vlmchat: fine-tune {status.state}: {status.message}", file=sys.stderr)
     return EXIT_FAILED
 

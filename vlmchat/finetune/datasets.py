@@ -111,7 +111,7 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
     pictures_or_tables = [p for p in top if p.suffix.lower() in readable_suffixes() | {*CAPTION_SUFFIXES, *DATA_SUFFIXES}]
     # a dataset as Hugging Face publishes it: data/train-00000-of-00002.parquet, …, given by its folder or its data/
     shards = _parquet_shards(folder) if all(SHARD.fullmatch(p.name) for p in pictures_or_tables) else []
-    if shards:
+    if shards and all(p.suffix.lower() == ".parquet" for p in _nested_tables(folder)):  # else several dataset files
         return _merged(folder, [_read_file(shard, prompt) for shard in shards])
     if any(p.suffix == ".arrow" for p in top) or (folder / "dataset_dict.json").is_file():
         split = "['train']" if (folder / "dataset_dict.json").is_file() else ""
@@ -163,11 +163,12 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
 
 
 def _nested_tables(folder: Path) -> list[Path]:
-    """Dataset files below the folder's top (at most three levels down), not metadata or index files."""
+    """Dataset files of every kind read at the top (imagefolder metadata too) below the folder's top (at most three
+    levels down), not index files."""
     found = []
     for path in sorted(folder.rglob("*")):
         parts = path.relative_to(folder).parts
-        if (1 < len(parts) <= 4 and path.suffix.lower() in (".json", ".jsonl") and path.is_file()
+        if (1 < len(parts) <= 4 and path.suffix.lower() in DATA_SUFFIXES and path.is_file()
                 and not any(part.startswith(".") for part in parts) and path.name != "dataset_info.json"):
             found.append(path)
     return found

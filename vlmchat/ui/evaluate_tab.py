@@ -25,7 +25,7 @@ from ..models.families import IMAGE_DETAILS
 from ..models.manager import ModelManager
 from ..settings import PROJECT_ROOT, Settings
 from .errors import guard as _guard, said
-from .sharing import nothing_given, refuse_server_paths
+from .sharing import nothing_given, refuse_server_paths, refuse_upload_and_path
 from .uploads import upload_endpoint, user_uploads
 from .users import login_of, session_of, user_folder
 
@@ -277,9 +277,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
     run_id = gr.Textbox(visible="hidden", max_lines=1, elem_id="vlmchat-eval-run")
 
     def reference(file, typed, request) -> str:
-        if file and typed and typed.strip():  # the upload was used, the typed path ignored, unsaid (blind tester)
-            raise gr.Error("A file is uploaded and a path is typed: clear the one not to evaluate (the upload's ✕, "
-                           "or the path box), then press Evaluate.")
+        refuse_upload_and_path(file, typed)
         if file:
             return store_upload(file, settings, user_uploads(settings, request), "eval set")
         if typed and typed.strip():

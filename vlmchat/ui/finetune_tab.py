@@ -25,7 +25,7 @@ from ..models.manager import ModelManager
 from ..models.resolve import resolve_model
 from ..settings import Settings
 from .errors import guard as _guard, said
-from .sharing import nothing_given, refuse_server_paths, shown_text
+from .sharing import nothing_given, refuse_server_paths, refuse_upload_and_path, shown_text
 from .uploads import upload_endpoint, user_uploads
 from .users import refuse_anothers_adapter, user_folder
 
@@ -68,6 +68,7 @@ class FinetuneActions:
 
     def dataset(self, upload, path: str, request=None) -> str:
         """A dataset reference from an upload ('upload:<id>') or a local path (refused when shared)."""
+        refuse_upload_and_path(upload, path)
         if upload:
             return store_upload(upload, self.settings, user_uploads(self.settings, request))
         if path and path.strip():
@@ -363,8 +364,8 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
             return ""
         try:
             return _plan_markdown(actions.plan(reference, form_options(values), request))
-        except VlmchatError as exc:
-            return f"⚠️ {html.escape(str(exc), quote=False)}"
+        except (VlmchatError, gr.Error) as exc:  # a value the form refuses (epochs "lots") too: it was a bare badge
+            return f"⚠️ {html.escape(said(exc), quote=False)}"
 
     def told(action, shown: int):
         """`action` for a run button whose `shown` outputs follow the ⚠️ line: a refusal (a dataset with problems, a
@@ -394,10 +395,8 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
                 api_visibility="undocumented")
     for changed in (upload.change, path.input):  # another dataset picked: Start must not train on the checked one
         changed(lambda: ("", ""), None, [dataset, plan_box], queue=False, api_visibility="undocumented")
-    for key in ("preset", "epochs", "max_steps", "learning_rate", "batch_size", "grad_accumulation", "train_fraction",
-                "image_detail", "gradient_checkpointing"):
-        controls[key].change(do_plan, [dataset, *controls.values()], plan_box, api_visibility="undocumented",
-                             queue=False)
+    for control in controls.values():  # each value is checked as it is typed, not first at Start
+        control.change(do_plan, [dataset, *controls.values()], plan_box, api_visibility="undocumented", queue=False)
     start.click(told(do_start, len(outputs) + 1),
                 [dataset, upload, path, name, overwrite, skip_invalid, *controls.values()],
                 [refused, job_id, *outputs], api_visibility="undocumented")

@@ -116,8 +116,11 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
         print(f"vlmchat: public link: {app.share_url}", flush=True)
     if not block:
         return app
+    from ..cli import stop_as_ctrl_c
+
+    stop_as_ctrl_c()  # a fine-tune going on is said then too (SIGTERM ended the app in silence)
     try:
-        app.block_thread()
+        app.block_thread()  # Gradio's own loop ends at a KeyboardInterrupt, and closes the server
     except KeyboardInterrupt:
         pass
     say_running_jobs(settings)

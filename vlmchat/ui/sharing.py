@@ -28,6 +28,14 @@ def nothing_given(settings: Settings, uploads: str, path: str) -> str:
     return f"Upload {uploads} first." if settings.server.exposed else f"Upload {uploads}, or give {path}."
 
 
+def refuse_upload_and_path(upload, typed: str | None) -> None:
+    """Raise gr.Error when a file is uploaded and a path typed too: the upload was used and the path ignored, unsaid
+    (blind tester)."""
+    if upload and typed and typed.strip():
+        raise gr.Error("A file is uploaded and a path is typed: clear the one not to use (the upload's ✕, or the "
+                       "path box), then try again.")
+
+
 TEMP_NAME = "$TMPDIR"  # what the temp folder is called in answers (no Markdown or HTML meaning, unlike "<temp>")
 PATH_CHAR = r"[\w.~/:-]"  # a character that may stand before a path inside a longer path or a URL
 PATH_END = r"(?=/|(?![\w.~-])|\.(?![\w~-]))"  # where a path may go on or stop (a sentence's full stop may follow)
