@@ -910,6 +910,17 @@ def test_limit_says_a_later_files_problems_alike_whatever_the_limit(tmp_path):
     assert [(p.file, p.line) for p in read_eval_set(tmp_path).problems] == [("b.jsonl", 3)]
 
 
+def test_limit_with_subjects_says_a_files_problem_once_that_file_reaches_its_row(tmp_path):
+    """Subjects in turn: a.jsonl's bad row 4 is never asked until a's fourth question is; a first fix said it under
+    every limit (MMLU's 57 files exiting 1 for rows never asked: reviewer)."""
+    for name in ("a", "b"):
+        rows = [{"question": f"{name}{n}", "options": ["x", "y"], "answer": "A", "subject": name} for n in range(5)]
+        rows[3]["answer"] = "Z" if name == "a" else "A"
+        write_jsonl(tmp_path / f"{name}.jsonl", rows)
+    said = {n: [(p.file, p.line) for p in read_eval_set(tmp_path, limit=n).problems] for n in (2, 6, 8)}
+    assert said == {2: [], 6: [], 8: [("a.jsonl", 4)]}
+
+
 def test_limit_takes_each_subjects_first_questions_in_turn(tmp_path):
     """--limit 100 on MMLU's 57 subject files scored abstract algebra only; a row naming its subject counts too."""
     for subject in ("anatomy", "virology", "world_religions"):

@@ -911,3 +911,21 @@ def test_the_terminal_bar_is_written_again_only_when_it_changes(capsys):
     bar.update(JobStatus(state="running", step=2, total_steps=2, loss=1.2))
     assert "2/2" in capsys.readouterr().err
     bar.close()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on Windows")
+def test_a_hang_up_set_aside_by_nohup_stays_set_aside():
+    """`nohup python3 launch.py &` must outlive the terminal: the Ctrl-C handler replaced nohup's ignored SIGHUP, and
+    the app stopped at logout (reviewer). SIGTERM at its default is still taken."""
+    from vlmchat.cli import stop_as_ctrl_c
+
+    before = {name: signal.getsignal(name) for name in (signal.SIGHUP, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        stop_as_ctrl_c()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+    finally:
+        for name, handler in before.items():
+            signal.signal(name, handler)

@@ -349,6 +349,9 @@ def test_an_imagefolder_in_a_subfolder_is_its_one_dataset_file_whatever_its_meta
     (tmp_path / "one" / "b" / "metadata.jsonl").write_text('{"file_name": "0002.png", "text": "green"}\n', "utf-8")
     with pytest.raises(InputError, match=r"several below it \(b/metadata.jsonl, if_csv/metadata.csv\)"):
         read_dataset(tmp_path / "one")
+    (tmp_path / "one" / "b" / "metadata.jsonl").unlink()  # a tagger's tags.csv beside pictures is no dataset file
+    (tmp_path / "one" / "b" / "tags.csv").write_text("tag,count\nred,1\n", encoding="utf-8")
+    assert len(read_dataset(tmp_path / "one").samples) == 1  # (it refused the folder: reviewer)
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     _hub_parquet(tmp_path / "two", {"image": image, "text": pa.string()},
                  {"image": {"_type": "Image"}, "text": {"dtype": "string", "_type": "Value"}},

@@ -125,7 +125,8 @@ def stop_as_ctrl_c() -> None:
     import signal
 
     for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
+        # a signal set aside (SIGHUP under nohup: the app must outlive the terminal) stays so
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is signal.SIG_DFL:
             signal.signal(getattr(signal, name), _interrupt)
 
 

@@ -70,6 +70,7 @@ class EvalSet:
     items: list[EvalItem] = field(default_factory=list)
     problems: list[EvalProblem] = field(default_factory=list)
     read_order: list[str] = field(default_factory=list)  # the files whose rows were read, in the order read
+    usable_files: set[str] = field(default_factory=set)  # the files with a usable row (asked or left out by a limit)
 
     def require_usable(self) -> list[EvalItem]:
         """The items, or an InputError saying what to fix when none can be used."""
@@ -106,9 +107,10 @@ def read_eval_set(path: str | Path, limit: int | None = None) -> EvalSet:
 
 def _spread(result: EvalSet, limit: int | None) -> EvalSet:
     """`result` with `limit` of its items: each subject's first in turn, kept in the set's order. Once the limit is
-    reached, rows read after the last question asked were never going to be asked, so their problems are not
-    reported, in one file or in a folder of several (a set without subjects reported them: exit 1 for rows --limit 2
-    leaves out; a folder's later file was reported under a small limit and not under a larger one: blind testers)."""
+    reached, rows after the last question asked (in reading order; with subjects, of the row's own file) were never
+    going to be asked, so their problems are not reported, whatever the limit (a set without subjects reported them:
+    exit 1 for rows --limit 2 leaves out; a folder's later file was reported under a small limit and not under a larger
+    one: blind testers)."""
     if limit is None or len(result.items) < limit:
         return result
     by_subject: dict[str, list[int]] = {}
@@ -118,15 +120,20 @@ def _spread(result: EvalSet, limit: int | None) -> EvalSet:
     for round_ in range(max(map(len, by_subject.values()))):
         kept += [indexes[round_] for indexes in by_subject.values() if round_ < len(indexes)][:limit - len(kept)]
     result.items = [result.items[index] for index in sorted(kept)]
-    order = {name: index for index, name in enumerate(result.read_order)}
-
-    def place(file: str, line: int | None) -> tuple[int, int]:  # where a row was read: files in turn, then lines
-        return order.get(file, len(order)), line or 0
-
-    last = max(place(file, int(line) if line.isdigit() else 0)
-               for file, _, line in (item.source.rpartition(":") for item in result.items))
-    # a whole file's problem (line None) is always said: none of its rows could be read
-    result.problems = [p for p in result.problems if p.line is None or place(p.file, p.line) <= last]
+    asked_at = [(file, int(line) if line.isdigit() else 0)
+                for file, _, line in (item.source.rpartition(":") for item in result.items)]
+    if len(by_subject) > 1:  # subjects in turn: a file's rows after its own last question asked were never asked
+        last_of: dict[str, int] = {}
+        for file, line in asked_at:
+            last_of[file] = max(last_of.get(file, 0), line)
+        asked = lambda p: p.line <= last_of.get(p.file, 0)  # noqa: E731
+    else:  # in reading order: files in turn, then lines
+        order = {name: index for index, name in enumerate(result.read_order)}
+        place = lambda file, line: (order.get(file, len(order)), line)  # noqa: E731
+        last = max(place(file, line) for file, line in asked_at)
+        asked = lambda p: place(p.file, p.line) <= last  # noqa: E731
+    # a whole file's problem, and a file none of whose rows could be used, are said whatever the limit
+    result.problems = [p for p in result.problems if p.line is None or p.file not in result.usable_files or asked(p)]
     if len(by_subject) > 1:
         result.format += f"; {limit} questions taken in turn from its {len(by_subject)} subjects (--limit)"
     return result
@@ -310,6 +317,7 @@ def _convert(rows: _Rows, layout: Layout, name: str, base: Path, result: EvalSet
             draft = layout.convert(row, name)
             if subject and not draft.subject:
                 draft = replace(draft, subject=subject)
+            result.usable_files.add(name)
             if limit is not None and counts[draft.subject] >= limit:
                 continue  # its pictures are not checked: with many subjects, most rows are never asked
             images = tuple(_check_image(given, base, checked) for given in draft.images)

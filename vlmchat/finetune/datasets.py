@@ -163,12 +163,13 @@ def _read_folder(folder: Path, prompt: str) -> DatasetReport:
 
 
 def _nested_tables(folder: Path) -> list[Path]:
-    """Dataset files of every kind read at the top (imagefolder metadata too) below the folder's top (at most three
-    levels down), not index files."""
+    """Dataset files below the folder's top (at most three levels down): JSON, JSONL, Parquet and imagefolder's
+    metadata.csv, not index files. Another .csv is not taken for one: a tagger's tags.csv lies in picture folders."""
     found = []
     for path in sorted(folder.rglob("*")):
         parts = path.relative_to(folder).parts
-        if (1 < len(parts) <= 4 and path.suffix.lower() in DATA_SUFFIXES and path.is_file()
+        kind = path.suffix.lower() in (".json", ".jsonl", ".parquet") or path.name.lower() == "metadata.csv"
+        if (1 < len(parts) <= 4 and kind and path.is_file()
                 and not any(part.startswith(".") for part in parts) and path.name != "dataset_info.json"):
             found.append(path)
     return found

@@ -247,15 +247,15 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
                                   info="loglik only ranks the given options: it does not see how a model words a "
                                        "free answer; check that with generate, or with a caption set (captions are "
                                        "always generated)")
-        limit = gr.Number(value=None, precision=0, label="Only N questions, taken in turn from each subject (0 = all)")
+        limit = gr.Number(value=None, label="Only N questions, taken in turn from each subject (0 = all)")
         detail = gr.Radio(list(IMAGE_DETAILS), value=settings.generation.image_detail, label="Image detail",
                           info="as in Chat: low is fast on a CPU")
     with gr.Accordion("Generate settings (the generate method and captions)", open=False):
         with gr.Row():
             # no minimum/maximum: Gradio refused a value out of them before the handler, with an error badge on every
             # output and the last run's results gone; EvalOptions.check says it in one line (blind tester)
-            beams = gr.Number(value=1, precision=0, label="Beams (1 = greedy; the write-up used 5)")
-            new_tokens = gr.Number(value=0, precision=0, label="New tokens (0: 16 for questions, 64 for captions)",
+            beams = gr.Number(value=1, label="Beams (1 = greedy; the write-up used 5)")
+            new_tokens = gr.Number(value=0, label="New tokens (0: 16 for questions, 64 for captions)",
                                    # 5 beams, 1 token scored a demo that answers "a red circle" by its "a" (reviewer)
                                    info="1 fits only a letter or one-word answer: an answer that starts 'a …' is "
                                         "cut to 'a' and counted wrong")

@@ -395,8 +395,10 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
                 api_visibility="undocumented")
     for changed in (upload.change, path.input):  # another dataset picked: Start must not train on the checked one
         changed(lambda: ("", ""), None, [dataset, plan_box], queue=False, api_visibility="undocumented")
-    for control in controls.values():  # each value is checked as it is typed, not first at Start
-        control.change(do_plan, [dataset, *controls.values()], plan_box, api_visibility="undocumented", queue=False)
+    for control in controls.values():  # each value is checked as it is given, not first at Start
+        # a text box once it is left or entered, not at each key: each plan reads the dataset again
+        for given in ((control.blur, control.submit) if isinstance(control, gr.Textbox) else (control.change,)):
+            given(do_plan, [dataset, *controls.values()], plan_box, api_visibility="undocumented", queue=False)
     start.click(told(do_start, len(outputs) + 1),
                 [dataset, upload, path, name, overwrite, skip_invalid, *controls.values()],
                 [refused, job_id, *outputs], api_visibility="undocumented")
