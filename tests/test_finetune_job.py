@@ -851,8 +851,13 @@ def test_the_app_stopped_by_sigterm_or_sighup_says_the_fine_tune_goes_on_as_at_c
     not a word of the fine-tune it leaves running (blind tester); Ctrl-C said it."""
     if not hasattr(signal, name):
         pytest.skip(f"{name} does not exist here (Windows)")
-    app = LaunchedApp(tmp_path).wait_ready()
+    before = signal.signal(getattr(signal, name), signal.SIG_DFL)  # under nohup (a CI runner) the app would inherit
+    try:                                                            # SIGHUP set aside, and rightly keep it so
+        app = LaunchedApp(tmp_path)
+    finally:
+        signal.signal(getattr(signal, name), before)
     try:
+        app.wait_ready()
         with _job_going_on(tmp_path / "outputs" / "finetune" / "mine-20261202-080000") as child:
             app.process.send_signal(getattr(signal, name))
             assert app.process.wait(timeout=60) == 0, app.output()
