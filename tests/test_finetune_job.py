@@ -934,3 +934,42 @@ def test_a_hang_up_set_aside_by_nohup_stays_set_aside():
     finally:
         for name, handler in before.items():
             signal.signal(name, handler)
+
+
+def test_qlora_keeps_the_frozen_unquantized_weights_in_bfloat16_and_trains(tmp_path):
+    """QLoRA loaded through peft's prepare_model_for_kbit_training made a float32 copy of every weight left
+    unquantized (vision tower, embeddings, lm_head, norms): frozen weights that need none. On an H200 an 11B QLoRA
+    step (1,023 tokens, one picture) peaked at 37.9 GiB, as much as bf16 LoRA (benchmarks/realsize/gpu_figures.py).
+    Now they stay in the loading dtype, LoRA's own weights are float32, and a step gives them gradients.
+    (bitsandbytes' real 4-bit layers, on the CPU here: its CPU backend quantizes and runs them.)"""
+    import torch
+    from PIL import Image
+
+    from families import save_family
+    from vlmchat.finetune.collate import collate, encode_example
+    from vlmchat.finetune.formats import caption_turns
+    from vlmchat.finetune.model import load_for_training
+    from vlmchat.finetune.setup import TrainingSetup
+
+    pytest.importorskip("bitsandbytes")
+    folder = save_family("mllama", tmp_path / "mllama").path
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), "red").save(picture)
+    messages, images = caption_turns(str(picture), "a red square", "Describe the image.")
+    spec = JobSpec(name="t", data=str(picture), model_source=str(folder))
+    model, processor = load_for_training(spec, TrainingSetup("cpu", "bfloat16", 4, gradient_checkpointing=True), "cpu")
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad and type(p).__name__ != "Params4bit"}
+    trained = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    assert frozen == {torch.bfloat16}
+    assert any(type(p).__name__ == "Params4bit" for p in model.parameters())
+    assert trained and all("lora_" in name and p.dtype == torch.float32 for name, p in trained.items())
+    for name, parameter in trained.items():  # LoRA B starts at zero: give it values so A gets a gradient too
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.02)
+    example = encode_example(processor, [Image.open(picture).convert("RGB")], messages)
+    batch = collate([example], processor.tokenizer.pad_token_id)
+    batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
+    model.train()
+    model(**batch).loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in trained.values())
+    assert any(p.grad.abs().sum() > 0 for p in trained.values())

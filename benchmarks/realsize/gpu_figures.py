@@ -2,16 +2,17 @@
 
 Run on the device machine: python benchmarks/realsize/gpu_figures.py [--models ...] [--deadline-s 450]
 Dry run here:              .venv/bin/python benchmarks/realsize/gpu_figures.py --dry-run
-(--dry-run: the shrunk configs on the CPU, every step taken, no memory fraction and no bitsandbytes;
+(--dry-run: the shrunk configs on the CPU, every step taken, no memory fraction, bitsandbytes' CPU backend;
 the figures it prints mean nothing, it proves the script runs.)
 
 Per model (Llama-3.2-11B-Vision-Instruct, Qwen2.5-VL-7B-Instruct, Chameleon-7B; built on the GPU, one at a
 time, deleted after):
 - plan: at simulated 8/12/16/24/80 GiB (torch.cuda.set_per_process_memory_fraction) the plan's choice is
-  loaded with its own load_kwargs: does it load (or refuse) as the plan says, peak vs estimate (load + one
-  picture prefill), and decode tokens/s of that precision as a share of the HBM bound;
-- train: QLoRA (4-bit nf4) and bf16 LoRA at batch 1, 1024 tokens, one picture, gradient checkpointing:
-  peak memory and samples/s;
+  loaded with its own load_kwargs (offloaded layers too): does it load (or refuse) as the plan says, peak
+  (allocated, and in use: reserved + CUDA context) vs the plan's need (load + one picture prefill), and
+  decode tokens/s of that precision as a share of the HBM bound;
+- train: QLoRA (4-bit nf4) and bf16 LoRA at batch 1, 1024 tokens, one picture, gradient checkpointing on
+  and off: peak memory and samples/s;
 - eval (11B only): 100 one-picture multiple-choice questions by loglik through run_eval;
 - adapter (11B only): switch between two resident adapters vs reload base + adapter.
 Sections past --deadline-s are skipped and listed, so the run ends inside the device's time.
@@ -52,6 +53,12 @@ class Run:
         self.rows: list[str] = ["| model | measure | value | compared with | note |", "|---|---|---|---|---|"]
         self.skipped: list[str] = []
         self.total_gib = 0.0 if dry else torch.cuda.get_device_properties(0).total_memory / GIB
+        if not dry:  # what the process holds on the GPU before any tensor: the CUDA context and its libraries
+            torch.empty(1, device="cuda")
+            free, total = torch.cuda.mem_get_info()
+            self.context_gib = (total - free) / GIB
+        else:
+            self.context_gib = 0.0
 
     def time_left(self, label: str) -> bool:
         if time.monotonic() < self.end:
@@ -79,6 +86,12 @@ class Run:
         if self.dry:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         return torch.cuda.max_memory_allocated() / GIB
+
+    def process_peak_gib(self) -> float:
+        """The peak the process held on the GPU: the allocator's reserved peak + the CUDA context."""
+        import torch
+
+        return self.peak_gib() if self.dry else torch.cuda.max_memory_reserved() / GIB + self.context_gib
 
     def hbm_gbps(self) -> float:
         """Copy bandwidth of the device (read + write), GB/s."""
@@ -145,9 +158,8 @@ def section_plan(run: Run, name: str, folder: Path) -> None:
             return
         plan = plan_for_machine(size, vram_gib=budget, unquantized=unquantized_modules(build.model_config(name)))
         label = f"{plan.quantization if plan.bits < 16 else plan.dtype} (plan: {'ok' if plan.ok else 'refuses'})"
-        if not plan.ok or plan.offload_gib:
-            run.add(name, f"plan at {budget} GiB", label, f"estimate {plan.estimate_gib:.1f} GiB",
-                    "not loaded: " + ("refused" if not plan.ok else f"{plan.offload_gib:.1f} GiB offloaded"))
+        if not plan.ok:
+            run.add(name, f"plan at {budget} GiB", label, f"estimate {plan.estimate_gib:.1f} GiB", "refused: not loaded")
             continue
         run.reset_peak()
         if not run.dry:
@@ -155,16 +167,28 @@ def section_plan(run: Run, name: str, folder: Path) -> None:
         try:
             model = load_with(folder, plan, run.dry)
             inputs = prefill_inputs(processor, model)
-            speed = decode_tok_s(run, model, inputs)
-            footprint = model.get_memory_footprint()
-            peak = run.peak_gib()
-            run.add(name, f"plan at {budget} GiB: loads, peak vs estimate", label,
-                    f"{peak:.1f} vs {plan.estimate_gib:.1f} GiB",
-                    f"decode {speed:.1f} tok/s = {speed * footprint / (bandwidth * 1e9):.0%} of the HBM bound"
-                    if speed == speed else "decode not measured (32 tokens timed no slower than 1)")
+            if plan.offload_gib:  # layers in RAM: one prefill proves it runs; decode is the CPU's speed
+                import torch
+
+                with torch.inference_mode():
+                    model(**inputs)
+                speed, note = float("nan"), f"{plan.offload_gib:.1f} GiB offloaded to RAM: prefill ran, decode not timed"
+            else:
+                speed = decode_tok_s(run, model, inputs)
+                note = (f"decode {speed:.1f} tok/s = {speed * model.get_memory_footprint() / (bandwidth * 1e9):.0%} "
+                        "of the HBM bound" if speed == speed else "decode not measured (32 tokens timed no slower than 1)")
+            run.add(name, f"plan at {budget} GiB: loads; peak allocated / in use (reserved + CUDA context) vs the "
+                    "plan's need", label, f"{run.peak_gib():.1f} / {run.process_peak_gib():.1f} vs {plan.estimate_gib:.1f} GiB",
+                    note)
             del model, inputs
         except torch.OutOfMemoryError:
             run.add(name, f"plan at {budget} GiB", label, f"estimate {plan.estimate_gib:.1f} GiB", "OUT OF MEMORY")
+        except Exception as error:  # noqa: BLE001 - the other budgets still run
+            import traceback
+
+            traceback.print_exc()
+            run.add(name, f"plan at {budget} GiB: FAILED", label, f"estimate {plan.estimate_gib:.1f} GiB",
+                    f"{type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}")
         finally:
             if not run.dry:
                 torch.cuda.set_per_process_memory_fraction(1.0)
@@ -186,8 +210,8 @@ def training_batch(processor, model, tokens: int = 1024):
 
 def section_train(run: Run, name: str, folder: Path) -> None:
     """QLoRA and bf16 LoRA at batch 1, 1024 tokens, one picture, loaded as a fine-tune loads them
-    (`finetune.model.load_for_training`, gradient checkpointing on): peak memory and samples/s, the plan's peak
-    beside."""
+    (`finetune.model.load_for_training`) and in training mode: peak memory (the load's and the step's) and samples/s
+    with gradient checkpointing on, then off, the plan's peak beside."""
     import torch
 
     from vlmchat.finetune.model import load_for_training
@@ -197,7 +221,7 @@ def section_train(run: Run, name: str, folder: Path) -> None:
 
     spec = JobSpec(name="gpu-figures", data=str(folder), model_source=str(folder))
     for kind in ("qlora", "lora"):
-        if not run.time_left(f"{name} {kind}") or (run.dry and kind == "qlora"):
+        if not run.time_left(f"{name} {kind}"):
             continue
         run.reset_peak()
         bits = 4 if kind == "qlora" else 16
@@ -205,8 +229,11 @@ def section_train(run: Run, name: str, folder: Path) -> None:
         model, processor = load_for_training(spec, setup, run.device)
         if bits != 4:  # a 4-bit model is placed while loading (and cannot be moved)
             model.to(run.device)
+        model.train()  # as the fine-tune's loop does: checkpointing (and dropout) act in training mode only
+        load_peak = run.peak_gib()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         batch = training_batch(processor, model)
+        tokens = batch["input_ids"].shape[1]
 
         def step():
             model(**batch).loss.backward()
@@ -215,14 +242,20 @@ def section_train(run: Run, name: str, folder: Path) -> None:
             if not run.dry:
                 torch.cuda.synchronize()
 
-        step()
-        seconds = statistics.median(timed(step) for _ in range(3))
-        tokens = batch["input_ids"].shape[1]
-        plan = peak_gib(size_from_folder(folder), on_gpu=True, tokens=tokens, batch_size=1, checkpointing=True,
-                        bits=bits)
-        run.add(name, f"{kind} training, batch 1, {tokens} tokens, one picture",
-                f"peak {run.peak_gib():.1f} GiB (plan {plan:.1f})", f"{1 / seconds:.2f} samples/s",
-                "gradient checkpointing on (the language model)")
+        for checkpointing in (True, False):
+            if not checkpointing:
+                model.get_base_model().activation_checkpointing_disable()
+            if not run.dry:
+                torch.cuda.reset_peak_memory_stats()
+            step()
+            seconds = statistics.median(timed(step) for _ in range(3))
+            plan = peak_gib(size_from_folder(folder), on_gpu=True, tokens=tokens, batch_size=1,
+                            checkpointing=checkpointing, bits=bits)
+            run.add(name, f"{kind} training, batch 1, {tokens} tokens, one picture, gradient checkpointing "
+                    f"{'on' if checkpointing else 'off'}",
+                    f"peak {max(load_peak, run.peak_gib()):.1f} GiB (load {load_peak:.1f}, step {run.peak_gib():.1f}; "
+                    f"plan {plan:.1f})", f"{1 / seconds:.2f} samples/s",
+                    "checkpointing on the language model" if checkpointing else "")
         del model, optimizer, batch
         run.reset_peak()
 
@@ -286,6 +319,19 @@ def save_adapter(model, folder: Path) -> None:
 SECTIONS = ("plan", "train", "eval")
 
 
+def guarded(run: Run, name: str, section: str, function, *args) -> None:
+    """One section; a failure is a row of the table (with its traceback above it), and the next section runs."""
+    import traceback
+
+    try:
+        function(run, *args)
+    except Exception as error:  # noqa: BLE001 - one run on a lent machine: report and go on
+        traceback.print_exc()
+        run.add(name, f"{section}: FAILED", type(error).__name__, str(error).splitlines()[0][:160] if str(error) else "", "")
+    finally:
+        run.reset_peak()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="shrunk configs on the CPU (proves the script runs)")
@@ -304,12 +350,12 @@ def main() -> None:
             folder = Path(temp) / name
             built = timed(lambda: build.build(name, folder, shrink=args.dry_run, device=run.device))
             run.add(name, "built from the published config (random weights)", f"{built:.0f} s", "", str(folder))
-            if "plan" in sections:
-                section_plan(run, name, folder)
             if "train" in sections and not name.startswith("chameleon"):
-                section_train(run, name, folder)
+                guarded(run, name, "train", section_train, name, folder)
+            if "plan" in sections:
+                guarded(run, name, "plan", section_plan, name, folder)
             if "eval" in sections and name.startswith("llama"):
-                section_eval_and_adapters(run, name, folder, args.questions)
+                guarded(run, name, "eval", section_eval_and_adapters, name, folder, args.questions)
             shutil.rmtree(folder, ignore_errors=True)
         print("\n".join(run.rows))
         if run.skipped:
