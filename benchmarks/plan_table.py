@@ -2,7 +2,8 @@
 
 Run: .venv/bin/python benchmarks/plan_table.py [--ram-gib 64] [--context 4096] [--images 1]
 Each cell is the precision `plan_quantization` picks with its estimate (headroom included);
-"+off" means it does not fit even in 4-bit and part of the weights is offloaded to system RAM;
+"+off" means it does not fit even in 4-bit, so it runs unquantized with part of the weights offloaded to system RAM
+(bitsandbytes cannot offload a 4-bit or 8-bit model);
 "refused" means it does not fit with offloading either.
 """
 

@@ -327,3 +327,12 @@ def test_a_path_typed_in_quotes_is_the_path(tmp_path, typed):
     from vlmchat.finetune.uploads import resolve_dataset
 
     assert resolve_dataset(typed.format(tmp_path / "set.jsonl"), None, tmp_path) == tmp_path / "set.jsonl"
+
+
+def test_setup_on_a_gpu_too_small_even_for_4bit_chooses_qlora_not_the_chat_plans_unquantized_offload():
+    """The chat plan offloads an unquantized model when nothing fits (bitsandbytes cannot offload a 4-bit one); a
+    fine-tune cannot train offloaded layers, so it takes the least it can, QLoRA, and does not read that plan's bf16
+    as room for bf16 LoRA."""
+    size = ModelSize("Llama-3.2-11B-Vision", language_b=9.8, vision_b=0.9, embeddings_b=1.05)
+    setup = choose_setup(on_gpu=True, free_gib=6.0, size=size, tokens=1024, batch_size=1)
+    assert setup.bits == 4 and "QLoRA" in setup.reasons["precision"], setup.reasons

@@ -23,18 +23,20 @@ def llama() -> ModelSize:
     return size_from_catalog(catalog_entry(Settings(), LLAMA))
 
 
-@pytest.mark.parametrize("vram, bits, offload", [(8, 4, True), (12, 4, False), (16, 8, False), (23.6, 8, False),
+@pytest.mark.parametrize("vram, bits, offload", [(8, 16, True), (12, 4, False), (16, 8, False), (23.6, 8, False),
                                                  (24, 16, False), (80, 16, False)])
 def test_llama_11b_vision_precision_by_card_size(llama, vram, bits, offload):
     plan = plan_quantization(llama, {"cuda:0": vram, "cpu": 64.0}, device_name="RTX 3090")
     assert plan.ok and plan.bits == bits and (plan.offload_gib > 0) is offload
     assert plan.reason.startswith(f"RTX 3090, {vram:.1f} GiB free: Llama-3.2-11B-Vision-Instruct in bf16 needs ~")
-    if offload:
-        assert "-> 4-bit with part of the layers offloaded to system RAM" in plan.reason
+    if offload:  # a bitsandbytes model with layers in RAM does not load: the offloaded model is bf16
+        assert "-> bf16 with part of the layers offloaded to system RAM, not quantized" in plan.reason
     else:
         assert plan.reason.endswith({4: "-> 4-bit", 8: "-> 8-bit", 16: "-> bf16"}[bits])
     if bits < 16:
         assert "model.vision_model" in " ".join(plan.unquantized) or ".*vision_model" in plan.unquantized
+    else:
+        assert plan.unquantized == ()
     if offload:
         assert plan.warning and plan.device_map == "auto" and set(plan.max_memory) == {0, "cpu"}
     else:
@@ -51,18 +53,99 @@ def test_reason_reads_like_the_issue_example(llama):
 
 
 def test_offload_is_explained_with_numbers_that_add_up(llama):
-    """The issue's case: Llama-3.2-11B on an 8 GiB card; offloaded layers stay in bf16 in system RAM."""
+    """The issue's case: Llama-3.2-11B on an 8 GiB card. bitsandbytes cannot load a 4-bit model with layers in RAM
+    (measured on an H200: "Tensor.item() cannot be called on meta tensors"), so the offloaded model is bf16."""
     import re
 
     plan = plan_quantization(llama, {"cuda:0": 8.0, "cpu": 64.0}, device_name="an 8 GiB GPU")
-    numbers = re.search(r"stay in bf16: ([\d.]+) GiB there, ([\d.]+) GiB on the GPU \(([\d.]+) GiB of 4-bit weights "
-                        r"\+ ([\d.]+) GiB for the context, images and CUDA: the 8.0 GiB free less 10% headroom\)\. "
-                        r"In 4-bit the offloaded layers would be ([\d.]+) of the ([\d.]+) GiB of weights$", plan.reason)
+    assert plan.ok and (plan.bits, plan.dtype, plan.quantization, plan.unquantized) == (16, "bfloat16", "none", ())
+    assert "not quantized: bitsandbytes cannot load a 4-bit or 8-bit model with part of it in system RAM" in plan.reason
+    assert "bitsandbytes issue #1525" in plan.reason and "an offloaded model runs unquantized" in plan.reason
+    assert "several times slower" in plan.warning and "even in 4-bit" in plan.warning
+    numbers = re.search(r"Of the ([\d.]+) GiB of bf16 weights, ([\d.]+) GiB go to system RAM and ([\d.]+) GiB to the "
+                        r"GPU, which holds ([\d.]+) GiB \(([\d.]+) GiB of weights \+ ([\d.]+) GiB for the context, "
+                        r"images and CUDA: the 8.0 GiB free less 10% headroom\)$", plan.reason)
     assert numbers, plan.reason
-    ram, gpu, gpu_weights, runtime, offloaded, weights = map(float, numbers.groups())
-    assert gpu == pytest.approx(gpu_weights + runtime) and weights == pytest.approx(gpu_weights + offloaded)
-    assert gpu == pytest.approx(8.0 / 1.1, abs=0.11)
-    assert ram == pytest.approx(offloaded * 2 / 0.53, abs=0.2) and ram == pytest.approx(plan.offload_gib, abs=0.05)
+    weights, ram, gpu_weights, gpu, gpu_weights_again, runtime = map(float, numbers.groups())
+    assert weights == pytest.approx(ram + gpu_weights) and gpu == pytest.approx(gpu_weights + runtime)
+    assert gpu_weights_again == gpu_weights and gpu == pytest.approx(8.0 / 1.1, abs=0.11)
+    # RAM holds bf16 layers: the bf16 weights less what the GPU holds
+    assert weights == pytest.approx(estimate(llama, 16).weights_gib, abs=0.05)
+    assert ram == pytest.approx(plan.offload_gib, abs=0.11) and plan.max_memory["cpu"] >= plan.offload_gib
+    assert plan.max_memory[0] == pytest.approx(gpu_weights, abs=0.06)
+    kwargs = plan.load_kwargs()  # accelerate's big-model inference: no bitsandbytes
+    assert "quantization_config" not in kwargs and kwargs["device_map"] == "auto"
+    assert set(kwargs["max_memory"]) == {0, "cpu"}
+
+
+def test_offload_in_float32_keeps_float32(llama):
+    plan = plan_quantization(llama, {"cuda:0": 8.0, "cpu": 128.0}, dtype="float32")
+    assert plan.ok and (plan.bits, plan.dtype, plan.unquantized) == (32, "float32", ()) and plan.offload_gib > 0
+    assert "-> float32 with part of the layers offloaded" in plan.reason
+    assert plan.offload_gib == pytest.approx(estimate(llama, 32, "float32").weights_gib - plan.max_memory[0], abs=0.05)
+
+
+@pytest.mark.parametrize("policy", ["4bit", "8bit"])
+def test_a_forced_quantization_that_does_not_fit_is_refused_with_what_to_do(llama, policy):
+    """bitsandbytes cannot offload: a 4bit/8bit chosen in settings that does not fit the GPU is not offloaded."""
+    label = f"{policy[0]}-bit"
+    plan = plan_quantization(llama, {"cuda:0": 8.0, "cpu": 64.0}, policy, device_name="an 8 GiB GPU")
+    assert not plan.ok and plan.bits == int(policy[0]) and plan.offload_gib == 0 and plan.device_map is None
+    assert plan.summary().startswith("Llama-3.2-11B-Vision-Instruct: cannot be loaded here")
+    assert plan.reason.startswith(f"an 8 GiB GPU, 8.0 GiB free: Llama-3.2-11B-Vision-Instruct in {label} needs ~")
+    assert (f"GiB with headroom: it does not fit (quantization = {policy} chosen), and bitsandbytes cannot load a "
+            "4-bit or 8-bit model with part of it in system RAM (4-bit CPU offload fails: bitsandbytes issue #1525). "
+            "Set quantization to auto or none to offload unquantized layers to system RAM (bf16, ~14.4 GiB there; "
+            "answers several times slower), or free GPU memory, use a smaller model, or lower the context budget."
+            ) in plan.reason
+    assert plan_quantization(llama, {"cuda:0": 8.0, "cpu": 64.0}).offload_gib == pytest.approx(14.43, abs=0.01)
+    # without the RAM for the unquantized layers, auto/none is not advised; the numbers say why
+    short = plan_quantization(llama, {"cuda:0": 8.0, "cpu": 8.0}, policy).reason
+    assert "Set quantization to auto" not in short and "Free GPU memory, use a smaller model" in short
+    assert "would need ~14.4 GiB of system RAM for bf16 layers; 8.0 GiB free" in short
+    # it still loads quantized where it fits
+    assert plan_quantization(llama, {"cuda:0": 24.0, "cpu": 64.0}, policy).ok
+
+
+SMALL = ModelSize("SmolVLM-256M", 0.163, 0.094, 0.057, 22.5)
+
+
+@pytest.mark.parametrize("policy", ["auto", "none", "8bit", "4bit"])
+def test_no_plan_offloads_a_quantized_model(policy):
+    """No plan, loadable or refused, combines 4/8 bits with layers in system RAM (bitsandbytes issue #1525)."""
+    settings = load_settings(ROOT / "settings.toml")
+    sizes = [size_from_catalog(entry) for entry in settings.catalog] + [SMALL]
+    offloaded = 0
+    for size in sizes:
+        for vram in (4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 80):
+            for ram in (8.0, 32.0, 128.0):
+                for dtype, bnb in ((None, True), (None, False), ("float16", True), ("float32", True)):
+                    plan = plan_quantization(size, {"cuda:0": float(vram), "cpu": ram}, policy, dtype=dtype,
+                                             bnb_available=bnb)
+                    case = (size.name, vram, ram, policy, dtype, bnb, plan.reason)
+                    if plan.bits < 16:
+                        assert plan.offload_gib == 0 and plan.device_map != "auto" and not plan.max_memory, case
+                    if plan.offload_gib > 0:
+                        offloaded += 1
+                        assert plan.ok and plan.bits == (32 if dtype == "float32" else 16), case
+                        assert plan.quantization == "none" and plan.unquantized == () and plan.device_map == "auto"
+                        assert "cpu" in plan.max_memory and "several times slower" in plan.warning, case
+                    if policy in ("8bit", "4bit") and not plan.ok:  # refused with what to do, and the advice holds
+                        assert plan.bits == int(policy[0]) and ("Free GPU memory" in plan.reason or
+                                                                "Set quantization to auto or none" in plan.reason), case
+                        advised = plan_quantization(size, {"cuda:0": float(vram), "cpu": ram}, "none", dtype=dtype)
+                        assert advised.ok is ("Set quantization to auto or none" in plan.reason), case
+    assert offloaded > 0 if policy in ("auto", "none") else offloaded == 0
+
+
+def test_a_quantized_plan_edited_to_offload_is_not_loaded(llama):
+    import dataclasses
+
+    plan = plan_quantization(llama, {"cuda:0": 16.0, "cpu": 64.0})
+    assert plan.bits == 8 and plan.load_kwargs()["quantization_config"].llm_int8_enable_fp32_cpu_offload is False
+    edited = dataclasses.replace(plan, device_map="auto", max_memory={0: 5.0, "cpu": 60.0}, offload_gib=9.0)
+    with pytest.raises(ValueError, match="cannot be offloaded to system RAM"):
+        edited.load_kwargs()
 
 
 @pytest.mark.parametrize("number, spoken", [("8", "an"), ("80", "an"), ("8.5", "an"), ("11", "an"), ("18", "an"),
@@ -93,6 +176,13 @@ def test_nothing_fits_and_no_ram_to_offload_is_a_refusal_with_numbers(llama):
     plan = plan_quantization(llama, {"cuda:0": 4.0, "cpu": 6.0})
     assert not plan.ok and "nothing fits" in plan.reason and "4.0 GiB free" in plan.reason
     assert "4-bit needs ~10.7 GiB" in plan.reason
+    # the RAM an offload needs is for unquantized (bf16) layers: bitsandbytes cannot offload
+    bf16_ram = (estimate(llama, 16).need_gib - 4.0) / 1.1
+    assert f"offloading ~{bf16_ram:.1f} GiB of bf16 layers to system RAM (6.0 GiB free, 2 GiB kept" in plan.reason
+    assert "an offloaded model runs unquantized" in plan.reason and "bitsandbytes issue #1525" in plan.reason
+    assert plan.offload_gib == 0 and plan.device_map is None
+    # 20 GiB of RAM holds the 4-bit overflow the old plan offloaded (~6.3 GiB), not the bf16 one (~18 GiB)
+    assert not plan_quantization(llama, {"cuda:0": 4.0, "cpu": 20.0}).ok
 
 
 @pytest.mark.parametrize("policy, bits", [("none", 16), ("8bit", 8), ("4bit", 4)])
@@ -105,6 +195,7 @@ def test_a_forced_policy_is_followed_and_said(llama, policy, bits):
 def test_no_bitsandbytes_means_no_quantized_option(llama):
     plan = plan_quantization(llama, {"cuda:0": 16.0, "cpu": 64.0}, bnb_available=False)
     assert plan.bits == 16 and plan.offload_gib > 0 and [label for label, _ in plan.alternatives] == ["bf16"]
+    assert "(bitsandbytes is not installed: no 4-bit or 8-bit)" in plan.reason
 
 
 def test_cpu_uses_no_bitsandbytes_unless_forced(llama):

@@ -75,7 +75,7 @@ class Plan:
     estimate_gib: float               # what the chosen precision needs, headroom included
     free_gib: float                   # free memory on the device(s) used
     headroom_gib: float               # free - estimate (negative: offloaded or refused)
-    offload_gib: float = 0.0          # weights placed in system RAM
+    offload_gib: float = 0.0          # weights placed in system RAM (only unquantized: bitsandbytes cannot offload)
     ok: bool = True                   # False: refused, nothing fits; `reason` shows the numbers
     warning: str = ""
     reason: str = ""
@@ -110,8 +110,11 @@ class Plan:
         if self.bits in (4, 8):
             from transformers import BitsAndBytesConfig
 
-            common = {"llm_int8_skip_modules": list(self.unquantized),
-                      "llm_int8_enable_fp32_cpu_offload": self.offload_gib > 0}
+            if self.offload_gib > 0 or (self.max_memory and "cpu" in self.max_memory):
+                # bitsandbytes cannot load a quantized model with part of it in system RAM (issue #1525): the
+                # plan offloads only unquantized models, so this is a plan edited by hand.
+                raise ValueError(f"a {self.bits}-bit model cannot be offloaded to system RAM; offload it unquantized.")
+            common = {"llm_int8_skip_modules": list(self.unquantized)}
             if self.bits == 8:
                 kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, **common)
             else:
@@ -164,6 +167,10 @@ def plan_quantization(size: ModelSize, free_gib: Mapping[str, float], policy: st
     """The plan for loading `size` given free memory per device ("cuda:0", ..., "cpu") and a policy.
 
     policy: auto (largest precision that fits, bf16 > 8-bit > 4-bit) | none | 8bit | 4bit (forced).
+    When nothing fits the GPU(s), auto and none offload the model unquantized (its 16-bit dtype, float32 where
+    that is the dtype) with the layers that do not fit in system RAM (device_map="auto" + max_memory, no
+    bitsandbytes: a 4-bit or 8-bit model with layers in RAM does not load, bitsandbytes issue #1525), and a
+    forced 8bit/4bit that does not fit is refused with what to do; so is an offload that RAM cannot hold.
     on_cpu: run on the CPU (default: when `free_gib` names no GPU); no bitsandbytes there unless forced.
     picture_tokens: image tokens of one picture at the image detail used (the CPU estimate counts them).
     dtype: a dtype chosen in settings (None = auto: `half_dtype` on GPU; on the CPU bfloat16 for 16-bit
@@ -217,49 +224,87 @@ def _plan_gpu(*, size, policy, context_tokens, images, unquantized, device_name,
             return Plan(size.name, device, dtype, est.bits, unquantized if est.bits < 16 else (), device_map,
                         max_memory, round(est.need_gib, 2), free, round(free - est.need_gib, 2),
                         reason=why, alternatives=alternatives)
-    # Nothing fits on the GPU(s): the most compact allowed precision, with the rest of the weights in RAM.
-    est = estimates[-1]
-    label = _label(est.bits, dtype)
-    overflow = est.need_gib - free
-    # Offloaded layers are not quantized: they sit in RAM in `dtype`.
-    per_param = 4.0 if dtype == "float32" else 2.0
-    ram_label = _label(16 if per_param == 2.0 else 32, dtype)
-    ram_need = overflow / (1 + HEADROOM) / BYTES_PER_PARAM.get(est.bits, per_param) * per_param
-    gpu_for_weights = free / (1 + HEADROOM) - est.runtime_gib
+    # Nothing fits on the GPU(s). Offloading part of a bitsandbytes-quantized model to system RAM does not
+    # load (transformers 5 / accelerate 1.16 / bitsandbytes 0.50, measured on an H200 with Llama-3.2-11B-Vision,
+    # Qwen2.5-VL-7B and Chameleon-7B: accelerate's dispatch calls Linear4bit's state_dict on meta weights,
+    # "Tensor.item() cannot be called on meta tensors"; bitsandbytes issue #1525), so an offloaded model is
+    # the unquantized one (accelerate's big-model inference), and a forced 4bit/8bit that does not fit is refused.
+    compact = estimates[-1]
+    full_bits = 16 if dtype != "float32" else 32
+    full = estimates[0] if estimates[0].bits == full_bits else estimate(size, full_bits, dtype, context_tokens, images)
+    full_label = _label(full_bits, dtype)
+    ram_need = (full.need_gib - free) / (1 + HEADROOM)  # = the weights that do not fit beside the runtime
+    gpu_for_weights = free / (1 + HEADROOM) - full.runtime_gib
     summary = f"{where}: {size.name} in {'; '.join(steps)}"
-    if gpu_for_weights < 1.0 or ram_need > ram - OS_RESERVE_GIB:
-        if gpu_for_weights < 1.0:  # the context and activations alone fill it: layers in RAM cannot help
-            why = (f"{summary}: nothing fits, and {free:.1f} GiB of GPU memory does not hold even the context "
-                   f"and activations (~{est.runtime_gib:.1f} GiB) beside a few layers, so offloading weights to "
-                   "system RAM cannot help. Lower the context budget or the pictures, free GPU memory, or use a "
-                   "smaller model.")
-        else:
-            why = (f"{summary}: nothing fits, and offloading ~{ram_need:.1f} GiB to system RAM (layers kept there "
-                   f"stay in {ram_label}; {ram:.1f} GiB free) is not possible either. Use a smaller model, free "
-                   "GPU memory or RAM, or lower the context budget.")
-        return Plan(size.name, device, dtype, est.bits, unquantized, None, None, round(est.need_gib, 2), free,
-                    round(free - est.need_gib, 2), offload_gib=round(ram_need, 2), ok=False, reason=why,
+    too_small = gpu_for_weights < 1.0  # the context and activations alone fill it: layers in RAM cannot help
+    no_ram = ram_need > ram - OS_RESERVE_GIB
+
+    def refuse(why: str) -> Plan:
+        # A refusal keeps the most compact precision considered (the fine-tune setup reads it); nothing is offloaded.
+        return Plan(size.name, device, dtype, compact.bits, unquantized if compact.bits < 16 else (), None, None,
+                    round(compact.need_gib, 2), free, round(free - compact.need_gib, 2), ok=False, reason=why,
                     alternatives=alternatives)
+
+    if policy in ("8bit", "4bit"):  # chosen in settings, the Model tab or --quantization: not changed here
+        blocked = ""
+        if too_small:
+            blocked = (f" (offloading layers to system RAM would not help: {free:.1f} GiB of GPU memory does not "
+                       f"hold even the context and activations, ~{full.runtime_gib:.1f} GiB)")
+        elif no_ram:
+            blocked = (f" (offloading unquantized layers would need ~{ram_need:.1f} GiB of system RAM for "
+                       f"{full_label} layers; {ram:.1f} GiB free, {OS_RESERVE_GIB:.0f} GiB kept for the system)")
+        advice = (f"Free GPU memory, use a smaller model, or lower the context budget or the pictures{blocked}."
+                  if blocked else
+                  f"Set quantization to auto or none to offload unquantized layers to system RAM ({full_label}, "
+                  f"~{ram_need:.1f} GiB there; answers several times slower), or free GPU memory, use a smaller "
+                  "model, or lower the context budget.")
+        return refuse(f"{summary}: it does not fit (quantization = {policy} chosen), and {_BNB_NO_OFFLOAD}. "
+                      + advice)
+    if too_small:
+        return refuse(f"{summary}: nothing fits, and {free:.1f} GiB of GPU memory does not hold even the context and "
+                      f"activations (~{full.runtime_gib:.1f} GiB) beside a few layers, so offloading weights to "
+                      "system RAM cannot help. Lower the context budget or the pictures, free GPU memory, or use a "
+                      "smaller model.")
+    if no_ram:
+        return refuse(f"{summary}: nothing fits, and offloading ~{ram_need:.1f} GiB of {full_label} layers to system "
+                      f"RAM ({ram:.1f} GiB free, {OS_RESERVE_GIB:.0f} GiB kept for the system) is not possible "
+                      f"either{_why_unquantized(policy, bnb_available, refused=True)}. Use a smaller model, free "
+                      "GPU memory or RAM, or lower the context budget.")
     max_memory = {**_gpu_indexes({k: v * gpu_for_weights / free for k, v in gpus.items()}),
                   "cpu": max(ram - OS_RESERVE_GIB, ram_need)}
-    why = f"{summary}: nothing fits -> {label} " + _offload_account(
-        est, label, ram_label, free, gpu_for_weights, ram_need)
-    warning = (f"{size.name} does not fit in {free:.1f} GiB even in {label}: part of it runs on the CPU, "
-               "which makes answers several times slower. A smaller model or a larger GPU avoids this.")
-    return Plan(size.name, device, dtype, est.bits, unquantized, "auto", max_memory, round(est.need_gib, 2), free,
-                round(free - est.need_gib, 2), offload_gib=round(ram_need, 2), warning=warning, reason=why,
+    why = (f"{summary}: nothing fits -> {full_label} with part of the layers offloaded to system RAM"
+           f"{_why_unquantized(policy, bnb_available)}. " + _offload_account(full, full_label, free, gpu_for_weights))
+    even = " even in 4-bit" if compact.bits == 4 else f" in {full_label}"
+    warning = (f"{size.name} does not fit in {free:.1f} GiB{even}: ~{ram_need:.1f} GiB of its {full_label} layers "
+               "run from system RAM, which makes answers several times slower. A smaller model or a larger GPU "
+               "avoids this.")
+    return Plan(size.name, device, dtype, full_bits, (), "auto", max_memory, round(full.need_gib, 2), free,
+                round(free - full.need_gib, 2), offload_gib=round(ram_need, 2), warning=warning, reason=why,
                 alternatives=alternatives)
 
 
-def _offload_account(est: Estimate, label: str, ram_label: str, free: float, gpu_weights: float,
-                     ram_gib: float) -> str:
+_BNB_NO_OFFLOAD = ("bitsandbytes cannot load a 4-bit or 8-bit model with part of it in system RAM "
+                   "(4-bit CPU offload fails: bitsandbytes issue #1525)")
+
+
+def _why_unquantized(policy: str, bnb_available: bool, refused: bool = False) -> str:
+    """Why an offloaded model is not 4-bit or 8-bit, as a clause for the reason."""
+    if policy == "none":
+        return " (quantization = none chosen)"
+    if not bnb_available:
+        return " (bitsandbytes is not installed: no 4-bit or 8-bit)"
+    if refused:
+        return f": an offloaded model runs unquantized, as {_BNB_NO_OFFLOAD}"
+    return f", not quantized: {_BNB_NO_OFFLOAD}, so an offloaded model runs unquantized"
+
+
+def _offload_account(est: Estimate, label: str, free: float, gpu_weights: float) -> str:
     """Where an offloaded model's memory goes, in numbers that add up as printed (each rounded to 0.1 GiB)."""
     gpu_weights, runtime, weights = round(gpu_weights, 1), round(est.runtime_gib, 1), round(est.weights_gib, 1)
-    return (f"with part of the layers offloaded to system RAM. Layers kept in system RAM stay in {ram_label}: "
-            f"{ram_gib:.1f} GiB there, {gpu_weights + runtime:.1f} GiB on the GPU ({gpu_weights:.1f} GiB of {label} "
-            f"weights + {runtime:.1f} GiB for the context, images and CUDA: the {free:.1f} GiB free less "
-            f"{HEADROOM:.0%} headroom). In {label} the offloaded layers would be {weights - gpu_weights:.1f} of the "
-            f"{weights:.1f} GiB of weights")
+    ram = round(weights - gpu_weights, 1)
+    return (f"Of the {weights:.1f} GiB of {label} weights, {ram:.1f} GiB go to system RAM and {gpu_weights:.1f} GiB to "
+            f"the GPU, which holds {gpu_weights + runtime:.1f} GiB ({gpu_weights:.1f} GiB of weights + {runtime:.1f} "
+            f"GiB for the context, images and CUDA: the {free:.1f} GiB free less {HEADROOM:.0%} headroom)")
 
 
 def _gpu_indexes(gpus: Mapping[str, float]) -> dict:
