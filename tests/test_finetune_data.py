@@ -329,10 +329,12 @@ def test_a_path_typed_in_quotes_is_the_path(tmp_path, typed):
     assert resolve_dataset(typed.format(tmp_path / "set.jsonl"), None, tmp_path) == tmp_path / "set.jsonl"
 
 
-def test_setup_on_a_gpu_too_small_even_for_4bit_chooses_qlora_not_the_chat_plans_unquantized_offload():
-    """The chat plan offloads an unquantized model when nothing fits (bitsandbytes cannot offload a 4-bit one); a
-    fine-tune cannot train offloaded layers, so it takes the least it can, QLoRA, and does not read that plan's bf16
-    as room for bf16 LoRA."""
+def test_setup_on_a_gpu_too_small_even_for_4bit_chooses_qlora_and_says_so_without_the_chat_plans_offload():
+    """Nothing fits even in 4-bit: a fine-tune takes the least it can, QLoRA, and says why in its own words (the chat
+    plan's refusal spoke of offloading layers to system RAM with "0.0 GiB free", which a fine-tune never does)."""
     size = ModelSize("Llama-3.2-11B-Vision", language_b=9.8, vision_b=0.9, embeddings_b=1.05)
     setup = choose_setup(on_gpu=True, free_gib=6.0, size=size, tokens=1024, batch_size=1)
-    assert setup.bits == 4 and "QLoRA" in setup.reasons["precision"], setup.reasons
+    assert setup.bits == 4, setup.reasons
+    assert setup.reasons["precision"].startswith("QLoRA (4-bit nf4, bf16 compute): nothing fits in 6.0 GiB free, not "
+                                                 "even 4-bit (~")
+    assert "RAM" not in setup.reasons["precision"] and "offload" not in setup.reasons["precision"]

@@ -1016,9 +1016,12 @@ def test_the_loss_takes_logits_from_the_first_answer_token_on_with_the_models_ow
         if "lora_B" in name:
             torch.nn.init.normal_(parameter, std=0.02, generator=torch.Generator().manual_seed(len(name)))
     examples = [encode_example(processor, [Image.open(picture).convert("RGB")],
-                               caption_turns(str(picture), answer, "Describe the image.")[0])
-                for answer in ("a red square", "un cuadrado rojo muy grande, en el centro")]
-    batch = collate(examples, processor.tokenizer.pad_token_id or 0)  # two answers of different lengths, padded
+                               caption_turns(str(picture), answer, question)[0])
+                for answer, question in (("a red square", "Describe the image in a few words, as plainly as you can."),
+                                         ("un cuadrado rojo muy grande, en el centro", "Describe the image."))]
+    batch = collate(examples, processor.tokenizer.pad_token_id or 0)  # answers of different lengths and places
+    starts = [int((row[1:] != -100).nonzero()[0]) for row in batch["labels"]]
+    assert starts[0] != starts[1]
     positions = []
     model.get_output_embeddings().register_forward_hook(lambda module, args, out: positions.append(out.shape[1]))
     model.train()

@@ -107,6 +107,16 @@ def test_a_forced_quantization_that_does_not_fit_is_refused_with_what_to_do(llam
     assert plan_quantization(llama, {"cuda:0": 24.0, "cpu": 64.0}, policy).ok
 
 
+def test_a_forced_8bit_that_does_not_fit_where_4bit_does_says_to_take_4bit_not_to_offload(llama):
+    """12 GiB: 8-bit (~15 GiB) does not fit, 4-bit (~10.7) does; offloading bf16 layers to RAM (answers several
+    times slower) was the advice (reviewer)."""
+    plan = plan_quantization(llama, {"cuda:0": 12.0, "cpu": 64.0}, "8bit")
+    assert not plan.ok and plan.reason.endswith(": it does not fit (quantization = 8bit chosen), and 4-bit does (~"
+                                                f"{plan_quantization(llama, {'cuda:0': 12.0}, '4bit').estimate_gib:.1f} "
+                                                "GiB with headroom): set quantization to 4bit or auto.")
+    assert plan_quantization(llama, {"cuda:0": 12.0, "cpu": 64.0}, "4bit").ok
+
+
 SMALL = ModelSize("SmolVLM-256M", 0.163, 0.094, 0.057, 22.5)
 
 
@@ -131,6 +141,9 @@ def test_no_plan_offloads_a_quantized_model(policy):
                         assert plan.quantization == "none" and plan.unquantized == () and plan.device_map == "auto"
                         assert "cpu" in plan.max_memory and "several times slower" in plan.warning, case
                     if policy in ("8bit", "4bit") and not plan.ok:  # refused with what to do, and the advice holds
+                        if plan.reason.endswith("set quantization to 4bit or auto."):
+                            assert plan_quantization(size, {"cuda:0": float(vram)}, "4bit", dtype=dtype).ok, case
+                            continue
                         assert plan.bits == int(policy[0]) and ("Free GPU memory" in plan.reason or
                                                                 "Set quantization to auto or none" in plan.reason), case
                         advised = plan_quantization(size, {"cuda:0": float(vram), "cpu": ram}, "none", dtype=dtype)

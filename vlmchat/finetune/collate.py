@@ -156,13 +156,14 @@ def batch_loss(model, batch: dict):
         return model(**batch).loss
     first = int(answered[0]) + 1  # the first answer token's position; the logits one before predict it
     inputs = {key: value for key, value in batch.items() if key != "labels"}
+    keep = labels.shape[1] - first + 1
     try:
-        logits = model(**inputs, logits_to_keep=labels.shape[1] - first + 1).logits
-    except TypeError:  # no logits_to_keep in this forward
+        logits = model(**inputs, logits_to_keep=keep).logits
+    except TypeError as error:  # no logits_to_keep in this forward (it fails binding its arguments, before any work)
+        if "logits_to_keep" not in str(error):
+            raise
         return model(**batch).loss
-    if logits.shape[1] != labels.shape[1] - first + 1:  # kept all positions regardless
-        logits = logits[:, first - 1:]
-    logits = logits[:, :-1].float()
+    logits = logits[:, -keep:-1].float()  # a forward that kept every position regardless: its last `keep`
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, first:].reshape(-1),
                                              ignore_index=IGNORE)
 

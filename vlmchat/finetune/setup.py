@@ -147,9 +147,11 @@ def _choose_bits(size, free_gib, quantization, tokens, batch_size, dtype, bnb, d
     policy = "none" if quantization == "none" or not bnb else "auto"
     plan = plan_quantization(size, {"cuda:0": max(0.0, free_gib - extra)}, policy, context_tokens=tokens,
                              images=batch_size, device_name=device_name, half_dtype=dtype, bnb_available=bnb)
-    # an offloaded plan (unquantized: bitsandbytes cannot offload) means even 4-bit does not fit: QLoRA is the least
-    # a run can take, and the plan's peak says it is short
-    if (plan.bits < 16 or plan.offload_gib) and policy == "auto":
+    if plan.bits < 16 and policy == "auto":
+        if not plan.ok:  # the chat plan's refusal speaks of offloading to RAM, which training does not do
+            why = (f"QLoRA (4-bit nf4, bf16 compute): nothing fits in {free_gib:.1f} GiB free, not even 4-bit (~"
+                   f"{plan.estimate_gib + extra:.1f} GiB with training's activations); it is the least a run can take")
+            return 4, why, _weights(size, 4, dtype)
         return 4, f"QLoRA (4-bit nf4, bf16 compute): {dtype} LoRA does not fit — {plan.reason}", _weights(size, 4, dtype)
     return 16, f"{dtype} LoRA — {plan.reason}", _weights(size, 16, dtype)
 

@@ -246,6 +246,11 @@ def _plan_gpu(*, size, policy, context_tokens, images, unquantized, device_name,
                     alternatives=alternatives)
 
     if policy in ("8bit", "4bit"):  # chosen in settings, the Model tab or --quantization: not changed here
+        if policy == "8bit" and bnb_available:
+            smaller = estimate(size, 4, dtype, context_tokens, images)
+            if smaller.need_gib <= free:
+                return refuse(f"{summary}: it does not fit (quantization = 8bit chosen), and 4-bit does (~"
+                              f"{smaller.need_gib:.1f} GiB with headroom): set quantization to 4bit or auto.")
         blocked = ""
         if too_small:
             blocked = (f" (offloading layers to system RAM would not help: {free:.1f} GiB of GPU memory does not "
