@@ -883,6 +883,25 @@ def test_the_app_stopped_by_sigterm_or_sighup_says_the_fine_tune_goes_on_as_at_c
         app.stop()
 
 
+def test_the_app_stopped_by_sigterm_while_it_starts_is_not_killed_by_it(tmp_path):
+    """The SIGTERM handler came after the server first answered: a SIGTERM in between (CI sent one the moment the
+    page answered) killed the app by the signal, unsaid. Now it is installed before anything loads: a SIGTERM while
+    the model loads stops the app as Ctrl-C does, with SIGTERM's exit code."""
+    if not hasattr(signal, "SIGTERM"):
+        pytest.skip("no SIGTERM here")
+    app = LaunchedApp(tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while "vlmchat: loading" not in app.output() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        app.process.send_signal(signal.SIGTERM)
+        code = app.process.wait(timeout=60)
+        assert code in (143, 0), (code, app.output())  # 0: it had come as far as serving, and stopped as at Ctrl-C
+        assert "Traceback" not in app.output()
+    finally:
+        app.stop()
+
+
 def test_a_run_that_stops_early_says_so_and_which_step_it_kept(workspace):
     """"done, step 500/700" said nothing of early stopping or of the weights coming from step 250 (fine-tune
     reviewer). A learning rate far too high: the eval loss never improves on its first value."""

@@ -379,5 +379,5 @@ def main(argv: list[str] | None = None, bootstrap: bool = True) -> int:
     except VlmchatError as exc:
         print(f"vlmchat: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM / SIGHUP where stop_as_ctrl_c is on (the app while it starts)
+        return interrupted_exit_code()

@@ -63,6 +63,10 @@ def check_port(host: str, port: int) -> None:
 
 def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
     """Load the configured model and serve the UI; returns the exit code (or the app if not blocking)."""
+    if block:  # from the start: a SIGTERM as the server began to answer killed the app unsaid (CI caught it)
+        from ..cli import stop_as_ctrl_c
+
+        stop_as_ctrl_c()  # a fine-tune going on is said then too (SIGTERM ended the app in silence)
     access = resolve_access(settings, auth_file)
     if settings.server.exposed:  # pictures named inside uploaded datasets stay inside the upload
         confine_pictures()
@@ -92,37 +96,36 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
         # Shown once, on the terminal only: never logged, never written to a file.
         print(f"vlmchat: the app is reachable from other machines, so it needs a login. "
               f"User: {user}  Password: {password}  (pass --auth USER:PASS to choose your own)", flush=True)
-    app.launch(
-        server_name=server.host, server_port=server.port, share=server.share,
-        auth=list(access.logins) or None, auth_message="vlmchat: log in with the user and password you were given.",
-        # Gradio's one cap is for any file: a dataset, eval set or adapter zip may be as large as a batch of uploads;
-        # each picture is held to server.max_upload_mb where it is read (Chat, Caption, Compare, /v1).
-        max_file_size=f"{max(server.max_upload_mb, server.max_batch_upload_mb)}mb", prevent_thread_lock=True,
-        show_error=True, quiet=True,
-        # A picture in a chat message gets Gradio's Share button whatever the Chatbot's `buttons` say; it only
-        # answers "Must be on Spaces to share" here (caption reviewer).
-        css="#vlmchat-chatbot button[aria-label='Share'] { display: none; }",
-        allowed_paths=[str(settings.paths.resolve("outputs"))],
-        app_kwargs={"middleware": [gate_middleware(settings)],  # every route behind the login; logins throttled
-                    "routes": api_routes(manager, settings, bool(access.logins))},  # OpenAI's API under /v1
-    )
-    print(f"vlmchat: serving on {app.local_url}{_other_machines(server.host, server.port)}", flush=True)
-    mark_running_ui(settings.paths.resolve("outputs"), server.port)
-    if server.share and not app.share_url:
-        notices.append("The public share link could not be created (offline, or the tunnel program is "
-                             "missing); the app keeps serving locally.")
-        print(f"vlmchat: {notices[-1]}", flush=True)
-    elif app.share_url:
-        print(f"vlmchat: public link: {app.share_url}", flush=True)
-    if not block:
-        return app
-    from ..cli import stop_as_ctrl_c
-
-    stop_as_ctrl_c()  # a fine-tune going on is said then too (SIGTERM ended the app in silence)
     try:
+        app.launch(
+            server_name=server.host, server_port=server.port, share=server.share,
+            auth=list(access.logins) or None, auth_message="vlmchat: log in with the user and password you were given.",
+            # Gradio's one cap is for any file: a dataset, eval set or adapter zip may be as large as a batch of
+            # uploads; each picture is held to server.max_upload_mb where it is read (Chat, Caption, Compare, /v1).
+            max_file_size=f"{max(server.max_upload_mb, server.max_batch_upload_mb)}mb", prevent_thread_lock=True,
+            show_error=True, quiet=True,
+            # A picture in a chat message gets Gradio's Share button whatever the Chatbot's `buttons` say; it only
+            # answers "Must be on Spaces to share" here (caption reviewer).
+            css="#vlmchat-chatbot button[aria-label='Share'] { display: none; }",
+            allowed_paths=[str(settings.paths.resolve("outputs"))],
+            app_kwargs={"middleware": [gate_middleware(settings)],  # every route behind the login; logins throttled
+                        "routes": api_routes(manager, settings, bool(access.logins))},  # OpenAI's API under /v1
+        )
+        print(f"vlmchat: serving on {app.local_url}{_other_machines(server.host, server.port)}", flush=True)
+        mark_running_ui(settings.paths.resolve("outputs"), server.port)
+        if server.share and not app.share_url:
+            notices.append("The public share link could not be created (offline, or the tunnel program is "
+                           "missing); the app keeps serving locally.")
+            print(f"vlmchat: {notices[-1]}", flush=True)
+        elif app.share_url:
+            print(f"vlmchat: public link: {app.share_url}", flush=True)
+        if not block:
+            return app
         app.block_thread()  # Gradio's own loop ends at a KeyboardInterrupt, and closes the server
     except KeyboardInterrupt:
-        pass
+        if not block:
+            raise
+        app.close()  # stopped before block_thread, which closes the server itself (again: harmless)
     say_running_jobs(settings)
     return 0
 
