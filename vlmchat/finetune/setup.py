@@ -119,12 +119,13 @@ def activations_gib(size, tokens: int, batch_size: int, *, value_bytes: int = 2,
     if not size.text_shape:
         return ACTIVATION_GIB_PER_KTOKEN_PER_B * size.language_b * tokens / 1024 * batch_size * value_bytes / 2
     layers, hidden, intermediate, vocabulary = size.text_shape
-    if checkpointing and value_bytes == 2:  # a GPU's bf16 (see GPU note above)
-        full = LAYER_VALUES[False][0] * hidden + LAYER_VALUES[False][1] * intermediate
-        return (4 * LOGIT_ROWS * vocabulary + value_bytes * (layers * hidden + full)) * tokens * batch_size / 2**30
-    per_hidden, per_intermediate = LAYER_VALUES[checkpointing]
-    per_layer = per_hidden * hidden + per_intermediate * intermediate
-    per_token = 4 * LOGIT_ROWS * vocabulary + value_bytes * layers * per_layer
+    per_layer = {on: per_hidden * hidden + per_intermediate * intermediate
+                 for on, (per_hidden, per_intermediate) in LAYER_VALUES.items()}
+    if checkpointing and value_bytes == 2:  # a GPU's bf16: each layer's input, one layer recomputed (note above)
+        values = layers * hidden + per_layer[False]
+    else:
+        values = layers * per_layer[checkpointing]
+    per_token = 4 * LOGIT_ROWS * vocabulary + value_bytes * values
     return per_token * tokens * batch_size / 2**30
 
 
