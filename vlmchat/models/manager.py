@@ -121,7 +121,7 @@ class ModelManager:
         decision = decide_load(source, self.settings, quantization)
         if not decision.ok:
             raise ModelLoadError(decision.reason)
-        model, processor = _from_pretrained(source, decision.plan.load_kwargs())
+        model, processor = _from_pretrained(source, decision.plan)
         model.eval()
         tune_for_cpu(model)
         self.model, self.processor, self.decision = model, processor, decision
@@ -398,15 +398,15 @@ class ModelManager:
                 for text, row, prompt in zip(texts, output[:, width:].tolist(), prompts)]
 
 
-def _from_pretrained(source, load_kwargs: dict):
-    """(model, processor) from a local folder, with user-facing errors."""
+def _from_pretrained(source, plan):
+    """(model, processor) from a local folder, loaded as `plan` says, with user-facing errors."""
     from safetensors import SafetensorError
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     name = source.model_id
     try:
         processor = AutoProcessor.from_pretrained(source.location)
-        model = AutoModelForImageTextToText.from_pretrained(source.location, **load_kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(source.location, **plan.load_kwargs(source.location))
     except SafetensorError as exc:  # a weights file cut short or damaged (an interrupted copy or download)
         raise ModelLoadError(f"'{name}' has a damaged weights file ({first_line(exc)}); download or copy "
                              "the model again.") from None

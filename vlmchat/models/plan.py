@@ -99,13 +99,22 @@ class Plan:
         data["alternatives"] = [{"precision": label, "need_gib": round(need, 2)} for label, need in self.alternatives]
         return data
 
-    def load_kwargs(self) -> dict:
-        """Keyword arguments for `from_pretrained`: dtype, quantization_config, device_map, max_memory."""
+    def load_kwargs(self, location=None) -> dict:
+        """Keyword arguments for `from_pretrained`: dtype, quantization_config, device_map, max_memory.
+
+        `location`: the model's folder (or hub id); an offloaded model then gets its module placement here, the
+        vision parts on the GPU (`offload.offload_device_map`), not accelerate's "auto" alone."""
         import torch
 
         dtype = getattr(torch, self.dtype)
         kwargs: dict = {"dtype": dtype, "device_map": self.device_map}
-        if self.max_memory:
+        if self.max_memory and self.offload_gib > 0 and location is not None:
+            from transformers import AutoConfig
+
+            from .offload import offload_device_map
+
+            kwargs["device_map"] = offload_device_map(AutoConfig.from_pretrained(location), dtype, self.max_memory)
+        elif self.max_memory:
             kwargs["max_memory"] = {key: f"{value:.2f}GiB" for key, value in self.max_memory.items()}
         if self.bits in (4, 8):
             from transformers import BitsAndBytesConfig

@@ -1,0 +1,91 @@
+"""Where the modules of a model that does not fit its GPU go: the vision parts on the GPU, the layers that do not
+fit in system RAM.
+
+Accelerate brings an offloaded module's weights to the GPU around that module's `forward` only. Some vision code
+reads weights outside a forward: Chameleon's VQ codebook (`quantize.embedding.weight`), the attention-pooling head
+of SigLIP (Gemma 3's tiny test model, PaliGemma), so where accelerate's placement put those in RAM, the first picture
+failed with "Tensor on device meta is not on the expected device cuda:0" (Chameleon-7B planned for an 8 GiB card,
+measured on an H200; the same on the CPU with disk offload, tests/test_offload.py). The vision tower and projector
+are small beside the language layers and run for every picture, so they stay on the GPU and only language layers
+are offloaded.
+"""
+
+from __future__ import annotations
+
+from .sizes import VISION_PARTS
+
+GIB = 2**30
+
+
+def vision_parts(model) -> list[str]:
+    """The outermost modules (and loose parameters, LLaVA-NeXT's `image_newline`) of `model` that are its vision
+    tower or projector, by name as `sizes` counts them."""
+    out = []
+    for name, _ in [*model.named_modules(), *model.named_parameters()]:
+        parent = name.rpartition(".")[0]
+        if name and VISION_PARTS.search(name) and not (parent and VISION_PARTS.search(parent)):
+            out.append(name)
+    return out
+
+
+def _size(model, name: str) -> int:
+    part = model.get_parameter(name) if name in dict(model.named_parameters()) else model.get_submodule(name)
+    tensors = part.parameters() if hasattr(part, "parameters") else [part]
+    return sum(p.numel() * p.element_size() for p in tensors)
+
+
+def offload_device_map(config, dtype, max_memory: dict) -> dict:
+    """A `device_map` for `from_pretrained` of a model offloaded under `max_memory` (GiB per device; the first key
+    is the device that computes, e.g. {0: 5.4, "cpu": 100}): the model's own placement (transformers'
+    `infer_auto_device_map`, its no-split layers) with the vision parts on the computing device: where that placement
+    put some elsewhere (they come after the layers that filled it), it is made again with their size kept free, and
+    they are moved there."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+    from transformers.integrations.accelerate import infer_auto_device_map
+
+    with torch.device("meta"):
+        skeleton = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+    compute = next(iter(max_memory))
+    caps = {key: int(value * GIB) for key, value in max_memory.items()}
+
+    def place() -> dict:
+        return infer_auto_device_map(skeleton, max_memory=caps, no_split_module_classes=skeleton._no_split_modules or [])
+
+    parts, room, full = vision_parts(skeleton), set(), caps[compute]
+    device_map = place()
+    while True:  # parts placed after the layers that filled the device: room is kept for them, and it is placed again
+        elsewhere = [name for name in parts if _devices(device_map, name) != {compute}]
+        if set(elsewhere) <= room:
+            break
+        room |= set(elsewhere)
+        caps[compute] = max(0, full - sum(_size(skeleton, name) for name in room))
+        device_map = place()
+    for name in elsewhere:
+        _pin(device_map, skeleton, name, compute)
+    return device_map
+
+
+def _devices(device_map: dict, name: str) -> set:
+    """Where the map puts `name`: its own entry, the entries inside it, or the entry that holds it."""
+    inside = {device for key, device in device_map.items() if key == name or key.startswith(name + ".")}
+    owner = [device for key, device in device_map.items() if key == "" or name.startswith(key + ".")]
+    return inside | set(owner)
+
+
+def _pin(device_map: dict, model, name: str, device) -> None:
+    """`name` and everything in it on `device`; a map entry that holds it elsewhere is split into its children."""
+    for key in device_map:
+        if key == name or key.startswith(name + "."):
+            device_map[key] = device
+    owner = next((key for key in device_map if key == "" or name.startswith(key + ".")), None)
+    if owner is None or device_map[owner] == device:
+        return
+    where = device_map.pop(owner)
+    module = model.get_submodule(owner)
+    prefix = f"{owner}." if owner else ""
+    for child, _ in module.named_children():
+        device_map[prefix + child] = where
+    for own, _ in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+        device_map[prefix + own] = where
+    _pin(device_map, model, name, device)
