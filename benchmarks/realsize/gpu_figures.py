@@ -13,8 +13,14 @@ time, deleted after):
   decode tokens/s of that precision as a share of the HBM bound;
 - train: QLoRA (4-bit nf4) and bf16 LoRA at batch 1, 1024 tokens, one picture, gradient checkpointing on
   and off: peak memory and samples/s;
-- eval (11B only): 100 one-picture multiple-choice questions by loglik through run_eval;
-- adapter (11B only): switch between two resident adapters vs reload base + adapter.
+  (--answer-tokens N: only the last N tokens are the answer, as a caption after a long prompt, with the
+  fine-tune's answer-only loss; --kinds qlora: QLoRA only);
+- eval (11B only): 100 one-picture multiple-choice questions by loglik through run_eval (--generate-questions N:
+  also loglik vs generate at the write-up's setting, one question at a time, 5 beams, 1 new token, on N of them);
+- adapter (11B only): switch between two resident adapters vs reload base + adapter;
+- decode: bf16 tokens/s with the dynamic cache the app uses vs a static cache that `generate` compiles.
+An offloaded plan (layers in RAM) is loaded, then a prefill and 4 tokens timed. --budgets 8,80 limits the plan
+section to those budgets.
 Sections past --deadline-s are skipped and listed, so the run ends inside the device's time.
 """
 
@@ -110,7 +116,7 @@ def load_with(folder: Path, plan, dry: bool):
     import torch
     from transformers import AutoModelForImageTextToText
 
-    kwargs = {"dtype": torch.float32} if dry else plan.load_kwargs()
+    kwargs = {"dtype": torch.float32} if dry else plan.load_kwargs(folder)
     return AutoModelForImageTextToText.from_pretrained(folder, **kwargs).eval()
 
 
@@ -126,23 +132,34 @@ def prefill_inputs(processor, model, text: str = "Describe the image."):
     return inputs
 
 
-def decode_tok_s(run: Run, model, inputs) -> float:
+def decode_tok_s(run: Run, model, inputs, tokens: int = DECODE_TOKENS, repeats: int = 3, **generate_kwargs) -> float:
+    """Decode tokens/s: the time from the first generated token to the last, stamped at each step of one
+    `generate` (after one untimed call), the fastest of `repeats` calls."""
     import torch
+    from transformers import StoppingCriteria
 
-    def generate(tokens):
+    class Stamps(StoppingCriteria):
+        def __init__(self):
+            self.times: list[float] = []
+
+        def __call__(self, input_ids, scores, **kwargs):
+            if not run.dry:
+                torch.cuda.synchronize()
+            self.times.append(time.perf_counter())
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    def generate() -> float:
+        stamps = Stamps()
         with torch.inference_mode():
-            model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
-        if not run.dry:
-            torch.cuda.synchronize()
+            model.generate(**inputs, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
+                           stopping_criteria=[stamps], **generate_kwargs)
+        return (len(stamps.times) - 1) / (stamps.times[-1] - stamps.times[0])
 
-    generate(2)
-    # The fastest of three of each: a lone timing of the 1-token run can exceed the 32-token one on a busy host.
-    many = min(timed(lambda: generate(DECODE_TOKENS)) for _ in range(3))
-    one = min(timed(lambda: generate(1)) for _ in range(3))
-    return (DECODE_TOKENS - 1) / (many - one) if many > one else float("nan")
+    generate()
+    return max(generate() for _ in range(repeats))
 
 
-def section_plan(run: Run, name: str, folder: Path) -> None:
+def section_plan(run: Run, name: str, folder: Path, budgets=None) -> None:
     """Each simulated budget: the plan, then load under the fraction and check it behaves as planned."""
     import torch
     from transformers import AutoProcessor
@@ -153,7 +170,7 @@ def section_plan(run: Run, name: str, folder: Path) -> None:
 
     size, processor = size_from_folder(folder, name), AutoProcessor.from_pretrained(folder)
     bandwidth = run.hbm_gbps()
-    for budget in BUDGETS[name]:
+    for budget in budgets or BUDGETS[name]:
         if not run.time_left(f"{name} plan at {budget} GiB"):
             return
         plan = plan_for_machine(size, vram_gib=budget, unquantized=unquantized_modules(build.model_config(name)))
@@ -167,12 +184,12 @@ def section_plan(run: Run, name: str, folder: Path) -> None:
         try:
             model = load_with(folder, plan, run.dry)
             inputs = prefill_inputs(processor, model)
-            if plan.offload_gib:  # layers in RAM: one prefill proves it runs; decode is the CPU's speed
-                import torch
-
+            if plan.offload_gib:  # layers in RAM, brought to the GPU for each pass: a prefill and a few tokens
                 with torch.inference_mode():
-                    model(**inputs)
-                speed, note = float("nan"), f"{plan.offload_gib:.1f} GiB offloaded to RAM: prefill ran, decode not timed"
+                    prefill = timed(lambda: (model(**inputs), None if run.dry else torch.cuda.synchronize()))
+                speed = decode_tok_s(run, model, inputs, tokens=4, repeats=1)
+                note = (f"{plan.offload_gib:.1f} GiB offloaded to RAM: prefill {prefill:.1f} s, decode {speed:.2f} tok/s "
+                        f"(plan: {plan.reason[:120]})")
             else:
                 speed = decode_tok_s(run, model, inputs)
                 note = (f"decode {speed:.1f} tok/s = {speed * model.get_memory_footprint() / (bandwidth * 1e9):.0%} "
@@ -195,8 +212,9 @@ def section_plan(run: Run, name: str, folder: Path) -> None:
             run.reset_peak()
 
 
-def training_batch(processor, model, tokens: int = 1024):
-    """One sample: a picture and text, `tokens` in all; labels = the text tokens."""
+def training_batch(processor, model, tokens: int = 1024, answer: int = 0):
+    """One sample: a picture and text, `tokens` in all; labels = the text tokens (`answer` > 0: only the last
+    `answer` of them, a caption after a long prompt)."""
     short = prefill_inputs(processor, model, "a")["input_ids"].shape[1]
     filler = processor.tokenizer("a red circle on a white background " * tokens, add_special_tokens=False)["input_ids"]
     keep = prefill_inputs(processor, model, processor.tokenizer.decode(filler[:max(1, tokens - short)]))
@@ -204,23 +222,26 @@ def training_batch(processor, model, tokens: int = 1024):
     image_id = getattr(processor, "image_token_id", None)
     # image placeholders are not predicted (Mllama's <|image|> even lies outside the text vocabulary)
     labels[(labels == image_id) | (labels >= model.config.get_text_config().vocab_size)] = -100
+    if answer:
+        labels[:, :-answer] = -100
     keep["labels"] = labels
     return keep
 
 
-def section_train(run: Run, name: str, folder: Path) -> None:
+def section_train(run: Run, name: str, folder: Path, kinds=("qlora", "lora"), answer: int = 0) -> None:
     """QLoRA and bf16 LoRA at batch 1, 1024 tokens, one picture, loaded as a fine-tune loads them
     (`finetune.model.load_for_training`) and in training mode: peak memory (the load's and the step's) and samples/s
     with gradient checkpointing on, then off, the plan's peak beside."""
     import torch
 
+    from vlmchat.finetune.collate import batch_loss
     from vlmchat.finetune.model import load_for_training
     from vlmchat.finetune.setup import TrainingSetup, peak_gib
     from vlmchat.finetune.spec import JobSpec
     from vlmchat.models.sizes import size_from_folder
 
     spec = JobSpec(name="gpu-figures", data=str(folder), model_source=str(folder))
-    for kind in ("qlora", "lora"):
+    for kind in kinds:
         if not run.time_left(f"{name} {kind}"):
             continue
         run.reset_peak()
@@ -232,11 +253,11 @@ def section_train(run: Run, name: str, folder: Path) -> None:
         model.train()  # as the fine-tune's loop does: checkpointing (and dropout) act in training mode only
         load_peak = run.peak_gib()
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-        batch = training_batch(processor, model)
+        batch = training_batch(processor, model, answer=answer)
         tokens = batch["input_ids"].shape[1]
 
         def step():
-            model(**batch).loss.backward()
+            batch_loss(model, batch).backward()  # the fine-tune's loss: logits from the first answer token on
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if not run.dry:
@@ -251,7 +272,7 @@ def section_train(run: Run, name: str, folder: Path) -> None:
             seconds = statistics.median(timed(step) for _ in range(3))
             plan = peak_gib(size_from_folder(folder), on_gpu=True, tokens=tokens, batch_size=1,
                             checkpointing=checkpointing, bits=bits)
-            run.add(name, f"{kind} training, batch 1, {tokens} tokens, one picture, gradient checkpointing "
+            run.add(name, f"{kind} training, batch 1, {tokens} tokens ({f'the last {answer} the answer' if answer else 'all text in the loss'}), one picture, gradient checkpointing "
                     f"{'on' if checkpointing else 'off'}",
                     f"peak {max(load_peak, run.peak_gib()):.1f} GiB (load {load_peak:.1f}, step {run.peak_gib():.1f}; "
                     f"plan {plan:.1f})", f"{1 / seconds:.2f} samples/s",
@@ -260,7 +281,7 @@ def section_train(run: Run, name: str, folder: Path) -> None:
         run.reset_peak()
 
 
-def section_eval_and_adapters(run: Run, name: str, folder: Path, questions: int) -> None:
+def section_eval_and_adapters(run: Run, name: str, folder: Path, questions: int, generate_questions: int = 0) -> None:
     """Loglik on `questions` one-picture questions and the adapter switch, through the model manager."""
     from vlmchat.evaluate.run import EvalOptions, run_eval
     from vlmchat.evaluate.sets import EvalItem, EvalSet
@@ -279,10 +300,23 @@ def section_eval_and_adapters(run: Run, name: str, folder: Path, questions: int)
         items.append(EvalItem(f"q{index}", "What color is the shape?", (str(path),),
                               ("red", "green", "blue", "yellow"), index % 4))
     eval_set = EvalSet(str(run.work), "gpu", "choice", items)
-    seconds = timed(lambda: run_eval(manager, eval_set, ["base"], "loglik", EvalOptions(batch_size=8),
-                                     folder=run.work / "eval"))
+    results = {}
+
+    def evaluate(method, **options):
+        result = run_eval(manager, eval_set, ["base"], method, EvalOptions(**options), folder=run.work / f"eval-{method}")
+        results[method] = result
+
+    seconds = timed(lambda: evaluate("loglik", batch_size=8))
     run.add(name, f"eval: {questions} one-picture questions, loglik", f"{seconds:.1f} s", "target < 60 s (11B)",
             manager.info.dtype)
+    # The write-up's setting, as it ran: one generate() a question, 5 beams, 1 new token (same questions, same load).
+    if generate_questions and run.time_left(f"{name} eval generate"):
+        eval_set.items[:] = eval_set.items[:generate_questions]
+        loglik = timed(lambda: evaluate("loglik", batch_size=8))
+        generate = timed(lambda: evaluate("generate", batch_size=1, num_beams=5, max_new_tokens=1))
+        run.add(name, f"eval: {generate_questions} one-picture questions, loglik (batches of 8) vs generate (one at a "
+                "time, 5 beams, 1 new token)", f"{loglik:.1f} s vs {generate:.1f} s", f"{generate / loglik:.1f}x",
+                "issue #12's real-size pair (target >= 10x)")
     for adapter in ("one", "two"):
         save_adapter(manager.model, run.work / adapter)
         manager.load_adapter(adapter, run.work / adapter)
@@ -298,6 +332,38 @@ def section_eval_and_adapters(run: Run, name: str, folder: Path, questions: int)
     run.add(name, "adapter switch vs reload base + adapter", f"{switches * 1000:.2f} ms", f"{reload * 1000:.0f} ms",
             f"{reload / switches:.0f}x")
     manager.unload()
+
+
+def section_decode(run: Run, name: str, folder: Path) -> None:
+    """bf16 decode tokens/s as the app runs it (dynamic cache, eager) vs a static cache, which `generate` compiles
+    on a GPU (torch.compile of the one-token step; the first call pays the compile), each as a share of the HBM bound."""
+    import torch
+    from transformers import AutoProcessor
+
+    if not run.time_left(f"{name} decode"):
+        return
+    processor = AutoProcessor.from_pretrained(folder)
+    model = load_with(folder, None, run.dry) if run.dry else _load_bf16(folder)
+    inputs = prefill_inputs(processor, model)
+    bound = run.hbm_gbps() * 1e9 / model.get_memory_footprint()
+    eager = decode_tok_s(run, model, inputs, tokens=64)
+    run.add(name, "decode bf16, dynamic cache (as the app runs it), 64 tokens", f"{eager:.1f} tok/s",
+            f"{eager / bound:.0%} of the HBM bound ({bound:.0f} tok/s)", "")
+    if run.time_left(f"{name} decode static"):
+        started = time.monotonic()
+        static = decode_tok_s(run, model, inputs, tokens=64, cache_implementation="static")
+        run.add(name, "decode bf16, static cache (generate compiles the step), 64 tokens", f"{static:.1f} tok/s",
+                f"{static / bound:.0%} of the HBM bound", f"{static / eager:.2f}x the dynamic cache; "
+                f"{time.monotonic() - started:.0f} s in all, the compile's first call included; compiled: "
+                f"{hasattr(model, '_compiled_call')}")
+    del model
+
+
+def _load_bf16(folder: Path):
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.bfloat16, device_map="cuda").eval()
 
 
 def save_adapter(model, folder: Path) -> None:
@@ -316,7 +382,7 @@ def save_adapter(model, folder: Path) -> None:
     peft_model.save_pretrained(folder, state_dict=state)
 
 
-SECTIONS = ("plan", "train", "eval")
+SECTIONS = ("plan", "train", "eval", "decode")
 
 
 def guarded(run: Run, name: str, section: str, function, *args) -> None:
@@ -340,6 +406,12 @@ def main() -> None:
     parser.add_argument("--deadline-s", type=float, default=450.0, help="start no section after this many seconds")
     parser.add_argument("--questions", type=int, default=100)
     parser.add_argument("--work", type=Path, help="where the model folders are built (default: a temp folder)")
+    parser.add_argument("--budgets", help="comma-separated GiB for the plan section (default: per model, 8 to 80)")
+    parser.add_argument("--kinds", default="qlora,lora", help="training kinds: qlora, lora")
+    parser.add_argument("--answer-tokens", type=int, default=0,
+                        help="train with only the last N tokens as the answer (the fine-tune's answer-only loss)")
+    parser.add_argument("--generate-questions", type=int, default=0,
+                        help="also time generate (5 beams, 1 new token, one at a time) vs loglik on this many")
     args = parser.parse_args()
     sections = args.only.split(",")
     with tempfile.TemporaryDirectory(dir=args.work) as temp:
@@ -350,12 +422,16 @@ def main() -> None:
             folder = Path(temp) / name
             built = timed(lambda: build.build(name, folder, shrink=args.dry_run, device=run.device))
             run.add(name, "built from the published config (random weights)", f"{built:.0f} s", "", str(folder))
+            budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else None
             if "train" in sections and not name.startswith("chameleon"):
-                guarded(run, name, "train", section_train, name, folder)
+                guarded(run, name, "train", section_train, name, folder, args.kinds.split(","), args.answer_tokens)
             if "plan" in sections:
-                guarded(run, name, "plan", section_plan, name, folder)
+                guarded(run, name, "plan", section_plan, name, folder, budgets)
             if "eval" in sections and name.startswith("llama"):
-                guarded(run, name, "eval", section_eval_and_adapters, name, folder, args.questions)
+                guarded(run, name, "eval", section_eval_and_adapters, name, folder, args.questions,
+                        args.generate_questions)
+            if "decode" in sections:
+                guarded(run, name, "decode", section_decode, name, folder)
             shutil.rmtree(folder, ignore_errors=True)
         print("\n".join(run.rows))
         if run.skipped:
