@@ -32,7 +32,7 @@ def test_every_family_answers_a_picture_with_half_its_layers_offloaded(model_typ
     whole = AutoModelForImageTextToText.from_pretrained(family.path, dtype=torch.float32)
     half = _bytes(whole) / 2 / GIB
     del whole
-    device_map = offload_device_map(AutoConfig.from_pretrained(family.path), torch.float32, {"cpu": half})
+    device_map = offload_device_map(AutoConfig.from_pretrained(family.path), torch.float32, {"cpu": half, "disk": 1.0})
     assert "disk" in device_map.values(), device_map  # offloaded for real
     model = AutoModelForImageTextToText.from_pretrained(family.path, dtype=torch.float32, device_map=device_map,
                                                         offload_folder=str(tmp_path / "offload")).eval()
@@ -84,3 +84,15 @@ def test_an_offloaded_plan_places_the_vision_parts_on_the_gpu(tmp_path):
         inside = {device for key, device in on.items() if key == name or key.startswith(name + ".")}
         assert inside == {0}, (name, on)
     assert "cpu" in on.values(), on  # language layers in RAM
+
+
+def test_a_model_that_no_longer_fits_gpu_and_ram_together_is_refused_with_what_to_do(tmp_path):
+    """RAM taken since the plan was made: the placement would read layers from disk on every token; refused."""
+    import torch
+    from transformers import AutoConfig
+
+    from vlmchat.errors import ModelLoadError
+
+    family = save_family("llava", tmp_path / "model")
+    with pytest.raises(ModelLoadError, match="close other programs, or use a smaller model"):
+        offload_device_map(AutoConfig.from_pretrained(family.path), torch.float32, {"cpu": 0.0005})  # no GPU here: the CPU computes

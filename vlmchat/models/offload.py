@@ -12,6 +12,7 @@ are offloaded.
 
 from __future__ import annotations
 
+from ..errors import ModelLoadError
 from .sizes import VISION_PARTS
 
 GIB = 2**30
@@ -36,7 +37,7 @@ def _size(model, name: str) -> int:
 
 def offload_device_map(config, dtype, max_memory: dict) -> dict:
     """A `device_map` for `from_pretrained` of a model offloaded under `max_memory` (GiB per device; the first key
-    is the device that computes, e.g. {0: 5.4, "cpu": 100}): the model's own placement (transformers'
+    is the device that computes, e.g. {0: 5.4, "cpu": 100}; "disk" only where listed): the model's own placement (transformers'
     `infer_auto_device_map`, its no-split layers) with the vision parts on the computing device: where that placement
     put some elsewhere (they come after the layers that filled it), it is made again with their size kept free, and
     they are moved there."""
@@ -63,6 +64,10 @@ def offload_device_map(config, dtype, max_memory: dict) -> dict:
         device_map = place()
     for name in elsewhere:
         _pin(device_map, skeleton, name, compute)
+    if "disk" in device_map.values() and "disk" not in max_memory:  # the plan left room in RAM; taken since
+        raise ModelLoadError("The model does not fit in GPU memory and system RAM together now (part of it would "
+                             "have to be read from disk on every token); close other programs, or use a smaller "
+                             "model.")
     return device_map
 
 
