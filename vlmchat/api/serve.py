@@ -355,7 +355,7 @@ def _part(part: dict, param: str, settings: Settings) -> dict:
     if kind == "text":
         if not isinstance(part.get("text"), str):
             raise ApiError(400, f"{param}.text must be a string (a text part is {{\"type\": \"text\", \"text\": "
-                                "\"...\"}}).", param=f"{param}.text")
+                                "\"...\"}).", param=f"{param}.text")
         return {"type": "text", "text": part["text"]}
     if kind == "image_url":
         url = part.get("image_url")

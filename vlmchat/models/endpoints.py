@@ -361,7 +361,7 @@ class _UserErrors:
             message = f"{where} refused the API key; check {entry.api_key_env or 'the key you gave'}."
         elif isinstance(exc, openai.NotFoundError) and not _about_model(exc, entry.model):
             # a 404 for the address (base_url without /v1, or with /chat/completions), not for the model
-            message = (f"{where} has no chat completions at {shown_url(entry.base_url)}/chat/completions "
+            message = (f"{where} has no chat completions at {shown_url(entry.base_url).rstrip('/')}/chat/completions "
                        f"({_server_message(exc)}); check base_url: an OpenAI-compatible server's ends in /v1 (the "
                        "client adds /chat/completions).")
         elif isinstance(exc, openai.NotFoundError):

@@ -378,6 +378,7 @@ class ModelManager:
             model, processor = self._loaded()
             inputs = self._inputs(model, processor, conversations, self.detail(params.image_detail))
             prompts = inputs["attention_mask"].sum(dim=1).tolist()
+            params = _within_context(model, params, max(prompts))
             streamed = {}
             if streams and any(streams):
                 rows = RowStreamer(streams, prompts, params, model, processor, adapter)
@@ -437,6 +438,15 @@ def _check_context(model, prompt_tokens: int) -> None:
         raise ContextLengthError(f"This conversation is {prompt_tokens:,} tokens, pictures included; the model reads "
                                  f"at most {limit:,}. Shorten it, send fewer or smaller pictures (image detail low), "
                                  "or start a new chat.")
+
+
+def _within_context(model, params: GenerationParams, prompt_tokens: int) -> GenerationParams:
+    """`params` with max_new_tokens cut to the positions the model has left after the prompt (the answer then ends
+    with finish_reason "length"): decoding past max_position_embeddings makes noise, or fails on learned positions."""
+    limit = context_tokens(model)
+    if limit and prompt_tokens + params.max_new_tokens > limit:
+        return dataclasses.replace(params, max_new_tokens=max(1, limit - prompt_tokens))
+    return params
 
 
 def _generation_error(exc: BaseException) -> BaseException:
