@@ -98,8 +98,9 @@ def plan_schedule(values: dict, train_samples: int, *, size_b: float | None = No
         reasons["epochs"] = f"max_steps = {max_steps} given, so training stops there"
     elif not epochs:
         epochs = min(MAX_EPOCHS, max(1, math.ceil(min_steps * per_step / n)))
-        reasons["epochs"] = (f"{epochs}: {n} training samples at {per_step} per step make {steps_per_epoch} "
-                             f"steps per epoch; the {preset} preset wants at least {min_steps} optimizer steps"
+        reasons["epochs"] = (f"{epochs}: {n} training sample{'s' if n != 1 else ''} at {per_step} a step make "
+                             f"{n / per_step:.3g} steps an epoch; the {preset} preset wants at least {min_steps} "
+                             "optimizer steps"
                              + (f" (capped at {MAX_EPOCHS} epochs)" if epochs == MAX_EPOCHS else ""))
     steps = max_steps or steps_for(epochs, n, per_step)
 
@@ -112,7 +113,7 @@ def plan_schedule(values: dict, train_samples: int, *, size_b: float | None = No
             rate = 2e-4 if size_b is None or size_b < 4 else 1e-4
             size = "unknown size" if size_b is None else f"{size_b:.1f} B parameters"
             reasons["learning_rate"] = f"{rate:g}: LoRA default for a model of {size} (warmup, then cosine decay)"
-    passes = steps * per_step
+    passes = min(steps * per_step, epochs * n)  # the last step takes what is left of the last epoch
     warning = ""
     if passes < LOW_TRAINING or steps < 20:
         warning = (f"Only {steps} optimizer steps ({passes} sample passes): probably too little training to change "

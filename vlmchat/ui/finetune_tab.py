@@ -274,15 +274,17 @@ def _settings_controls(settings: Settings) -> dict:
 def _plan_markdown(plan: dict) -> str:
     """The plan before Start, as markdown."""
     minutes, peak = plan.get("minutes"), plan.get("peak_gib")
-    parts = [f"**Plan:** {plan['train_samples']} training + {plan['val_samples']} validation samples",
-             f"{plan['steps']} optimizer steps ({plan['epochs']} epochs × {plan['steps_per_epoch']} steps, "
-             f"effective batch {plan['effective_batch']})", f"learning rate {plan['learning_rate']:g}",
+    # the run draws batches across epochs: steps = epochs x samples / effective batch, rounded up (recipe.steps_for)
+    parts = [f"**Plan:** {plan['train_samples']} training + {counted(plan['val_samples'], 'validation sample')}",
+             f"{counted(plan['steps'], 'optimizer step')} ({counted(plan['epochs'], 'epoch')} of "
+             f"{counted(plan['train_samples'], 'sample')}, effective batch {plan['effective_batch']})",
+             f"learning rate {plan['learning_rate']:g}",
              f"~{minutes:.1f} min ({plan['minutes_how']})" if minutes is not None else "time: shown once running",
              f"peak memory ~{peak:.1f} GiB (longest sample: {plan['longest_sample_tokens']:,} tokens)" if peak else "",
              # what comes after training: the tab did not say (fine-tune reviewer)
-             f"then base vs the new adapter on the {plan['val_samples']} validation samples, for a verdict"
+             f"then base vs the new adapter on the {counted(plan['val_samples'], 'validation sample')}, for a verdict"
              if plan.get("evaluate_after") else
-             f"no verdict afterwards: {plan['val_samples']} validation samples, a comparison with the base needs "
+             f"no verdict afterwards: {counted(plan['val_samples'], 'validation sample')}, a comparison with the base needs "
              f"{plan['evaluate_needs']} (evaluate it in the Evaluate tab on pictures it did not train on)"
              if plan["val_samples"] < plan.get("evaluate_needs", 0) else ""]
     text = " · ".join(part for part in parts if part)
