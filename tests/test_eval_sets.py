@@ -228,6 +228,26 @@ def test_mmlu_answer_must_be_a_letter_of_an_option(tmp_path):
         (4, "its last cell 'star' is not an answer letter: an MMLU row is question,A,B,C,D,answer")]
 
 
+
+def test_an_mmlu_row_a_column_short_or_split_at_an_unquoted_comma_is_a_problem(tmp_path):
+    """A blind tester's row 'What shape is this?,square,triangle,star,A,pics/1.png' (an option left out) was scored as
+    a 3-option question whose answer A is no longer the option meant; an unquoted comma makes 5 options."""
+    picture(tmp_path / "pics" / "1.png")
+    data = tmp_path / "shapes_test.csv"
+    data.write_text("What colour is the shape?,red,yellow,blue,green,A,pics/1.png\n"
+                    "What shape is this?,square,triangle,star,A,pics/1.png\n"
+                    "Which is a prime?,4,6,7,8,C\n"
+                    "Which is even, and small?,1,2,3,5,B\n"
+                    "Which is odd?,2,4,6,9,D\n", encoding="utf-8")
+    result = read_eval_set(data)
+    assert [item.source for item in result.items] == ["shapes_test.csv:1", "shapes_test.csv:3", "shapes_test.csv:5"]
+    assert [(p.line, p.message.split(": is")[0]) for p in result.problems] == [
+        (2, "3 options where the file's other rows have 4"), (4, "5 options where the file's other rows have 4")]
+    assert "column missing?" in result.problems[0].message and "comma in a cell unquoted?" in result.problems[1].message
+    # a file whose rows all have 3 options (or 5) is read as it is: the check is against the file's own rows
+    data.write_text("".join(f"Q{n}?,a,b,c,B\n" for n in range(4)), encoding="utf-8")
+    assert [len(item.options) for item in read_eval_set(data).items] == [3, 3, 3, 3]
+
 # ---------------------------------------------------------------- Hugging Face MMLU (cais/mmlu)
 
 

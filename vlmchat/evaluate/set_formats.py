@@ -307,7 +307,7 @@ def mmlu_subject(file_name: str) -> str:
 def mmlu_cells(cells: list[str], file_name: str) -> Draft:
     """MMLU's own CSV row (hendrycks/test): question, the options, the answer letter; no header. Picture files
     named in cells after the answer (question,A,B,C,D,answer,picture.png) go with the question."""
-    cells, pictures = _split_pictures(cells)
+    cells, pictures = split_pictures(cells)
     if len(cells) < 3:
         raise RowProblem(f"{len(cells)} cells; an MMLU row is question,A,B,C,D,answer")
     question = cells[0].strip()
@@ -325,7 +325,7 @@ def mmlu_cells(cells: list[str], file_name: str) -> Draft:
 _PICTURE_FILE = re.compile(r"[^\n]+\.(?:png|jpe?g|gif|webp|bmp|tiff?)", re.IGNORECASE)
 
 
-def _split_pictures(cells: list[str]) -> tuple[list[str], tuple[str, ...]]:
+def split_pictures(cells: list[str]) -> tuple[list[str], tuple[str, ...]]:
     """(the MMLU cells, the picture files named after them) of a headerless row."""
     end = len(cells)
     while end > 1 and (not cells[end - 1].strip() or _PICTURE_FILE.fullmatch(cells[end - 1].strip())):
@@ -425,7 +425,7 @@ ACCEPTED = ("vlmchat rows (question; options as a list or A-E columns; answer as
 
 def is_mmlu_row(cells: list[str]) -> bool:
     """Does a CSV row look like MMLU's headerless question,A,B,C,D,answer (last cell a fitting letter)?"""
-    cells = _split_pictures(cells)[0]
+    cells = split_pictures(cells)[0]
     answer = cells[-1].strip().upper() if cells else ""
     return len(cells) >= 4 and len(answer) == 1 and answer in LETTERS[:len(cells) - 2]
 

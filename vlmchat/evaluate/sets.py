@@ -31,7 +31,7 @@ from ..files import (check_inside, finding_by_name, found_note, is_windows_path,
                      write_bytes_atomic)
 from ..errors import Problem as EvalProblem
 from .set_formats import (ACCEPTED, CAPTION_QUESTION, MMLU, Draft, Embedded, Layout, RowProblem, detect_layout,
-                          is_mmlu_row, plain, shorten)
+                          is_mmlu_row, plain, shorten, split_pictures)
 
 CHOICE, CAPTION = "choice", "caption"
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -301,6 +301,17 @@ def _detect(rows: _Rows, name: str) -> Layout:
 # ---------------------------------------------------------------- rows into items
 
 
+def _usual_options(rows: _Rows) -> int | None:
+    """The number of options most headerless MMLU rows of a file have (None for fewer than 3 rows: no telling): a
+    row with another number has a column too few or a cell split at an unquoted comma, and its answer letter then
+    points at the wrong option."""
+    sizes = Counter(len(split_pictures(row)[0]) - 2 for _, row in rows.rows if isinstance(row, list))
+    if sum(sizes.values()) < 3:
+        return None
+    size, count = sizes.most_common(1)[0]
+    return size if count * 2 > sum(sizes.values()) else None
+
+
 _Checked = dict[object, tuple[str, str]]  # file Path or embedded image's sha256 -> (absolute path, problem or "")
 
 
@@ -310,11 +321,16 @@ def _convert(rows: _Rows, layout: Layout, name: str, base: Path, result: EvalSet
     none (a subject subfolder's name)."""
     counts = Counter(item.subject for item in result.items)
     result.read_order.append(name)
+    usual = _usual_options(rows) if layout is MMLU else None
     for line, row in rows.rows:
         try:
             if isinstance(row, RowProblem):
                 raise row
             draft = layout.convert(row, name)
+            if usual and len(draft.options) != usual:
+                raise RowProblem(f"{len(draft.options)} options where the file's other rows have {usual}: is a "
+                                 + ("column missing" if len(draft.options) < usual else "comma in a cell unquoted")
+                                 + "? An MMLU row is question,A,B,C,D,answer (a cell with a comma in double quotes)")
             if subject and not draft.subject:
                 draft = replace(draft, subject=subject)
             result.usable_files.add(name)
