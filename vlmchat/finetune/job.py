@@ -168,10 +168,11 @@ def evaluate_adapter(trainer, adapter: Path, emit) -> None:
     """Base vs the new adapter on the validation split (captions of its answers); emits an "evaluation" event."""
     val, fewest = trainer.val.samples, min_eval_samples()
     if len(val) < fewest:
-        message = (f"Not evaluated: the validation split has {len(val)} samples (a comparison with the base can "
-                   f"tell nothing on fewer than {fewest}). For a verdict, evaluate {adapter.name} on 20 or "
-                   "more pictures it did not train on, with their captions in .txt files: the Evaluate tab, or "
-                   f"`launch.py eval --data FOLDER --adapter {adapter.name}`.")
+        message = (f"Not evaluated: the validation split has {len(val)} sample{'' if len(val) == 1 else 's'} (a "
+                   f"comparison with the base can tell nothing on fewer than {fewest}). For a verdict, evaluate "
+                   f"{adapter.name} on 20 or more pictures it did not train on, with their captions in any caption "
+                   "set the Evaluate tab reads (a .txt beside each picture, metadata.jsonl, rows of image and "
+                   f"caption): the Evaluate tab, or `launch.py eval --data FOLDER --adapter {adapter.name}`.")
         emit("evaluation", message=message)
         _record_verdict(adapter, message, {})  # the adapter's vlmchat.json said nothing of why there was none
         return
