@@ -82,6 +82,87 @@ class LaunchedApp:
         self.log.close()
 
 
+_CLI_SESSION = r"""
+import json, os, runpy, sys, traceback
+
+commands, replies = os.fdopen(os.dup(0)), os.fdopen(os.dup(1), "w")
+nothing = os.open(os.devnull, os.O_RDONLY)
+os.dup2(nothing, 0)  # what a run reads from stdin is an empty terminal, as under subprocess.run, not these commands
+for line in commands:
+    argv, out_path, err_path = json.loads(line)
+    sys.stdout.flush(), sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        os.dup2(out.fileno(), 1), os.dup2(err.fileno(), 2)  # the file descriptors: whatever holds sys.stderr writes here
+        sys.argv = ["launch.py", *argv]
+        try:
+            runpy.run_path("launch.py", run_name="__main__")
+            code = 0
+        except SystemExit as exc:  # what the interpreter does with it at exit
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+            if not isinstance(exc.code, (int, type(None))):
+                print(exc.code, file=sys.stderr)
+        except BaseException:  # an uncaught exception: a traceback and exit code 1
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+    os.close(saved[0]), os.close(saved[1])
+    replies.write(json.dumps(code) + "\n")
+    replies.flush()
+"""
+
+
+class CliSession:
+    """`python launch.py ARGS` run several times in one Python process, one run after another, each as the terminal
+    runs it (`launch.py` as `__main__`, its exit code, its stdout and stderr file descriptors captured): the imports
+    and start of a process (~5 s with torch) are paid once. The first run is a fresh process's; later ones find the
+    modules imported."""
+
+    def __init__(self, folder: Path, env: dict | None = None):
+        self.folder, self.runs = folder, 0
+        folder.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1", **(env or {}))
+        self.process = subprocess.Popen([sys.executable, "-c", _CLI_SESSION], cwd=ROOT, env=env, text=True,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def run(self, *args, timeout: float = 300) -> subprocess.CompletedProcess:
+        import json
+        import threading
+
+        self.runs += 1
+        out, err = self.folder / f"run-{self.runs}.out", self.folder / f"run-{self.runs}.err"
+        argv = [str(a) for a in args]
+        self.process.stdin.write(json.dumps([argv, str(out), str(err)]) + "\n")
+        self.process.stdin.flush()
+        timer = threading.Timer(timeout, self.process.kill)
+        timer.start()
+        try:
+            reply = self.process.stdout.readline()
+        finally:
+            timer.cancel()
+        if not reply:
+            raise RuntimeError(f"the CLI session ended (exit {self.process.wait()}) during {argv}:\n"
+                               f"{err.read_text(errors='replace')[-3000:] if err.exists() else ''}")
+        return subprocess.CompletedProcess(["launch.py", *argv], json.loads(reply),
+                                           out.read_text(encoding="utf-8"), err.read_text(encoding="utf-8"))
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+
+    def __enter__(self) -> "CliSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 @pytest.fixture(scope="session")
 def demo_model_path() -> Path:
     if not (DEMO_MODEL / "config.json").exists():
@@ -109,6 +190,19 @@ def manager(demo_settings):
 @pytest.fixture(scope="session")
 def app(tmp_path_factory, demo_model_path):
     launched = LaunchedApp(tmp_path_factory.mktemp("app")).wait_ready()
+    yield launched
+    launched.stop()
+
+
+SHARED_LOGIN = ("ana", "pw-for-ana")
+
+
+@pytest.fixture(scope="session")
+def shared_app(tmp_path_factory, demo_model_path):
+    """The app as shared with other machines: `launch.py --host 0.0.0.0 --auth ana:pw-for-ana` (requests still go to
+    127.0.0.1); one for the session, as `app` is for the app on loopback."""
+    launched = LaunchedApp(tmp_path_factory.mktemp("shared"), "--auth", ":".join(SHARED_LOGIN),
+                           host="0.0.0.0").wait_ready()
     yield launched
     launched.stop()
 

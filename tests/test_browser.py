@@ -305,7 +305,7 @@ def test_finetune_plan_appears_after_check_and_follows_the_preset(page, tmp_path
     assert page.locator(".toast-body.error").count() == 0
 
 
-def test_adapters_tab_says_mistakes_on_its_message_line_and_the_default_follows_a_rename(page, app):
+def test_adapters_tab_says_mistakes_on_its_message_line_and_the_default_follows_a_rename(page, app, request):
     """A mistake (here: the wrong name typed to confirm a deletion) is a ⚠️ line; the table and menu stay (they
     were replaced by red Error badges). Renaming the default keeps it the default; deleting it says so."""
     adapters = Path(app.log.name).parent / "adapters"
@@ -338,6 +338,8 @@ def test_adapters_tab_says_mistakes_on_its_message_line_and_the_default_follows_
     # model is imported and said to be disabled (it read "Imported 'x'." as if it were ready: blind tester)
     other = Path(app.log.name).parent / "made" / "for-smolvlm"
     shutil.copytree(adapters / "demo-es", other)
+    # the session's app is shared: the adapter imported here is not left in its list for the tests after this one
+    request.addfinalizer(lambda: shutil.rmtree(adapters / "for-smolvlm", ignore_errors=True))
     meta = json.loads((other / "vlmchat.json").read_text())
     (other / "vlmchat.json").write_text(json.dumps(meta | {"architecture": "Idefics3ForConditionalGeneration"}))
     panel.get_by_label("Import from a folder on this computer").fill(str(other))

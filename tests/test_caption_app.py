@@ -1,5 +1,6 @@
 """Captioning from the outside: `launch.py caption` exit codes, and the Caption endpoints of the launched app."""
 
+import functools
 import json
 import os
 import time
@@ -12,12 +13,14 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from conftest import ROOT, LaunchedApp, write_settings
+from conftest import ROOT, SHARED_LOGIN, CliSession, write_settings
 
 
-def _cli(tmp_path, *args):
+def _cli(tmp_path, *args, session=None):
     env = dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1")
     settings = write_settings(tmp_path)
+    if session is not None:
+        return session.run("--settings", settings, "caption", *args, timeout=180)
     return subprocess.run([sys.executable, "launch.py", "--settings", str(settings), "caption", *map(str, args)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
 
@@ -32,14 +35,19 @@ def small_folder(tmp_path, picture_files):
 
 
 def test_cli_exit_codes(tmp_path, small_folder):
-    done = _cli(tmp_path, small_folder, "--batch-size", "2", "--prefix", "ohwx, ", "--suffix", ".")
+    with CliSession(tmp_path / "cli") as session:  # one Python start for the six runs
+        _cli_exit_codes(tmp_path, small_folder, functools.partial(_cli, tmp_path, session=session))
+
+
+def _cli_exit_codes(tmp_path, small_folder, cli):
+    done = cli(small_folder, "--batch-size", "2", "--prefix", "ohwx, ", "--suffix", ".")
     assert done.returncode == 0, done.stderr
     assert "3 captioned, 0 skipped, 0 failed" in done.stdout
     for image in small_folder.glob("*.png"):  # a LoRA trigger word before every caption, as written
         colour, shape = image.stem.split("-")
         assert image.with_suffix(".txt").read_text() == f"ohwx, a {colour} {shape}."
     (small_folder / "broken.png").write_text("not a picture")
-    failed = _cli(tmp_path, small_folder, "--format", "jsonl")
+    failed = cli(small_folder, "--format", "jsonl")
     assert failed.returncode == 1
     assert "broken.png" in failed.stderr and "not an image" in failed.stderr
     # the captioned pictures keep their .txt captions in the file (they were captioned anew, the .txt left out)
@@ -47,17 +55,17 @@ def test_cli_exit_codes(tmp_path, small_folder):
     rows = [json.loads(line) for line in (small_folder / "captions.jsonl").read_text().splitlines()]
     assert {row["image"]: row["caption"] for row in rows} == {
         image.name: image.with_suffix(".txt").read_text() for image in small_folder.glob("*.png") if image.stem != "broken"}
-    table = _cli(tmp_path, small_folder, "--output", tmp_path / "out" / "all.csv")  # the format from the name
+    table = cli(small_folder, "--output", tmp_path / "out" / "all.csv")  # the format from the name
     assert table.returncode == 1 and len((tmp_path / "out" / "all.csv").read_text().splitlines()) == 4
-    skipped = _cli(tmp_path, small_folder / "red-circle.png", small_folder / "green-circle.png")
+    skipped = cli(small_folder / "red-circle.png", small_folder / "green-circle.png")
     assert skipped.returncode == 0 and "0 captioned, 2 skipped, 0 failed" in skipped.stdout
-    wrong = _cli(tmp_path, small_folder, "--batch-size", "abc")
+    wrong = cli(small_folder, "--batch-size", "abc")
     assert wrong.returncode == 2 and "must be 'auto' or a whole number (got 'abc')" in wrong.stderr
     import zipfile
 
     with zipfile.ZipFile(tmp_path / "pack.zip", "w") as zipped:
         zipped.write(small_folder / "red-circle.png", "red-circle.png")
-    packed = _cli(tmp_path, tmp_path / "pack.zip")  # the terminal says where the .txt went
+    packed = cli(tmp_path / "pack.zip")  # the terminal says where the .txt went
     assert packed.returncode == 0 and "beside them in" in packed.stdout and "unpacked" in packed.stdout
 
 
@@ -196,15 +204,8 @@ def test_a_zip_larger_than_a_picture_may_be_is_taken_and_a_picture_that_large_is
         client.predict(handle_file(str(big)), "", "base", api_name="/caption")
 
 
-@pytest.fixture(scope="module")
-def shared_app(tmp_path_factory, demo_model_path):
-    launched = LaunchedApp(tmp_path_factory.mktemp("shared"), "--auth", "u:p", host="0.0.0.0").wait_ready()
-    yield launched
-    launched.stop()
-
-
 def test_folder_paths_are_refused_when_others_can_reach_the_app(shared_app, small_folder):
-    client = Client(shared_app.url, auth=("u", "p"), verbose=False)
+    client = Client(shared_app.url, auth=SHARED_LOGIN, verbose=False)  # the session's app on 0.0.0.0 (conftest.py)
     with pytest.raises(Exception, match="reachable from other machines"):
         _batch(client, folder=str(small_folder))
     assert not list(small_folder.glob("*.txt"))

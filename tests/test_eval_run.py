@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, write_settings
+from conftest import ROOT, CliSession, write_settings
 
 COLOURS = ("red", "green", "blue", "yellow")
 SHAPES = ("circle", "square", "triangle")
@@ -514,8 +514,10 @@ def test_caption_metrics_on_known_strings():
     assert not spanish["keywords"] and spanish["chrf"] < 30
 
 
-def _cli(settings_file, *args, timeout=300):
+def _cli(settings_file, *args, timeout=300, session=None):
     env = dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1")
+    if session is not None:  # a CliSession (conftest.py): several runs, one Python start
+        return session.run("--settings", settings_file, "eval", *args, timeout=timeout)
     return subprocess.run([sys.executable, "launch.py", "--settings", str(settings_file), "eval", *map(str, args)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -533,10 +535,19 @@ def settings_file(eval_settings):
     return eval_settings.paths.resolve("outputs").parent / "settings.toml"
 
 
+@pytest.fixture(scope="module")
+def eval_cli(tmp_path_factory):
+    """This module's `launch.py eval` runs, one after another in one Python process (conftest.py's CliSession):
+    each run is still launch.py's, with its exit code, stdout and stderr; the ~5 s start is paid once."""
+    with CliSession(tmp_path_factory.mktemp("eval-cli")) as session:
+        yield session
+
+
 @pytest.mark.slow
-def test_cli_scores_base_and_adapter_and_exits_0(settings_file, pictures, tmp_path):
+def test_cli_scores_base_and_adapter_and_exits_0(settings_file, pictures, tmp_path, eval_cli):
     data = _write_rows(tmp_path / "set.jsonl", pictures)
-    result = _cli(settings_file, "--data", data, "--adapter", "demo-es", "--output", tmp_path / "copy.csv")
+    result = _cli(settings_file, "--data", data, "--adapter", "demo-es", "--output", tmp_path / "copy.csv",
+                  session=eval_cli)
     assert result.returncode == 0, result.stderr
     assert "demo-es: " in result.stdout and "McNemar, 6 paired questions" in result.stdout
     assert "ETA" in result.stderr or "questions/s" in result.stderr
@@ -544,7 +555,7 @@ def test_cli_scores_base_and_adapter_and_exits_0(settings_file, pictures, tmp_pa
     assert (tmp_path / "copy.csv").read_text() == open(os.path.join(folder, "results.csv")).read()
 
 
-def test_cli_takes_a_zip_of_the_set_and_its_pictures(settings_file, pictures, tmp_path):
+def test_cli_takes_a_zip_of_the_set_and_its_pictures(settings_file, pictures, tmp_path, eval_cli):
     """An eval set handed over as a zip (the file and its pictures, in a folder of its own) was refused by the CLI;
     the Evaluate tab took it."""
     import zipfile
@@ -555,7 +566,7 @@ def test_cli_takes_a_zip_of_the_set_and_its_pictures(settings_file, pictures, tm
         zipped.write(data, "quiz/set.jsonl")
         for image, *_ in pictures[:6]:
             zipped.write(image, f"quiz/{Path(image).name}")
-    result = _cli(settings_file, "--data", tmp_path / "quiz.zip")
+    result = _cli(settings_file, "--data", tmp_path / "quiz.zip", session=eval_cli)
     assert result.returncode == 0, result.stderr
     assert "quiz.zip unpacked into " in result.stderr and "6 usable, 0 skipped" in result.stderr
 
@@ -587,9 +598,9 @@ def test_cli_ctrl_c_keeps_what_is_scored(settings_file, pictures, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_exits_1_when_rows_were_skipped(settings_file, pictures, tmp_path):
+def test_cli_exits_1_when_rows_were_skipped(settings_file, pictures, tmp_path, eval_cli):
     data = _write_rows(tmp_path / "set.jsonl", pictures, extra='{"question": "odd", "options": ["a"], "answer": "A"}\n')
-    result = _cli(settings_file, "--data", data, "--limit", "7")
+    result = _cli(settings_file, "--data", data, "--limit", "7", session=eval_cli)
     assert result.returncode == 1, result.stderr
     assert "skipped: " in result.stderr and "set.jsonl:7" in result.stderr
 
@@ -598,7 +609,7 @@ def test_cli_exits_1_when_rows_were_skipped(settings_file, pictures, tmp_path):
 @pytest.mark.parametrize("case", ["empty", "wrong format", "no usable rows", "unknown adapter", "other base",
                                   "output is a folder", "output cannot be made", "output cannot be written",
                                   "output is the set", "output is a picture of it", "nothing scored"])
-def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path, case):
+def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path, case, eval_cli):
     data = tmp_path / "set.jsonl"
     args = ["--data", data]
     if case == "empty":
@@ -625,7 +636,7 @@ def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path,
         _write_rows(data, pictures)
         args += ["--adapter", "no-such-adapter" if case == "unknown adapter" else "other-base"]
     kept = {path: Path(path).read_bytes() for path in (data, pictures[0][0]) if Path(path).is_file()}
-    result = _cli(settings_file, *args)
+    result = _cli(settings_file, *args, session=eval_cli)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     assert {path: Path(path).read_bytes() for path in kept} == kept
@@ -640,7 +651,7 @@ def test_cli_user_errors_exit_2_with_one_line(settings_file, pictures, tmp_path,
 
 
 @pytest.mark.slow
-def test_cli_evaluates_at_the_image_detail_asked_for_and_records_it(settings_file, pictures, tmp_path):
+def test_cli_evaluates_at_the_image_detail_asked_for_and_records_it(settings_file, pictures, tmp_path, eval_cli):
     """On a tiny Idefics3 (a family whose processor tiles): `--image-detail high` is what the run used, in
     summary.json and in the command that repeats it; without the flag, auto on the CPU is low."""
     from families import save_family
@@ -648,7 +659,7 @@ def test_cli_evaluates_at_the_image_detail_asked_for_and_records_it(settings_fil
     model = save_family("idefics3", tmp_path / "idefics3").path
     data = _write_rows(tmp_path / "set.jsonl", pictures)
     for flag, expected in ((["--image-detail", "high"], "high"), ([], "low")):
-        result = _cli(settings_file, "--data", data, "--model", model, "--limit", "2", *flag)
+        result = _cli(settings_file, "--data", data, "--model", model, "--limit", "2", *flag, session=eval_cli)
         assert result.returncode == 0, result.stderr[-2000:]
         folder = result.stdout.split("files: ")[1].split(" (")[0]
         summary = json.loads(open(os.path.join(folder, "summary.json")).read())
@@ -871,11 +882,11 @@ def test_the_method_comparison_names_the_quicker_method_with_its_own_time_first(
     assert compared(0.0100, 0.0104).endswith("; about as fast (10.0 vs 10.4 ms a question)")
 
 
-def test_the_shipped_example_set_shows_what_each_method_sees(settings_file):
+def test_the_shipped_example_set_shows_what_each_method_sees(settings_file, eval_cli):
     """examples/eval/shapes.jsonl (the Evaluate tab's 'Use the example set'): the demo answers it, and demo-es, which
     answers in Spanish, is as good as the base by loglik but significantly worse by generate."""
     done = _cli(settings_file, "--data", ROOT / "examples" / "eval" / "shapes.jsonl", "--adapter", "demo-es",
-                "--method", "loglik", "generate")
+                "--method", "loglik", "generate", session=eval_cli)
     assert done.returncode == 0, done.stderr
     rows = {line.split("  ")[0].strip(): float(line.split()[3]) for line in done.stdout.splitlines()
             if line.startswith(("base ·", "demo-es ·"))}

@@ -7,16 +7,14 @@ import time
 import gradio as gr
 import pytest
 
-from conftest import LaunchedApp
 from vlmchat.errors import InputError
 from vlmchat.ui.errors import _wrap, guard
 
 
 @pytest.fixture(scope="module")
-def launched(tmp_path_factory, demo_model_path):
-    app = LaunchedApp(tmp_path_factory.mktemp("logging")).wait_ready()
-    yield app
-    app.stop()
+def launched(app):
+    """The session's launched app (conftest.py): a test reads only what the app wrote after the test began."""
+    return app
 
 
 def _refused(client, *args, api_name):
@@ -25,17 +23,19 @@ def _refused(client, *args, api_name):
     return str(raised.value)
 
 
-def _wait_for(app, text, timeout=10.0):
+def _wait_for(app, text, since=0, timeout=10.0):
+    """The app's output from character `since` on, once `text` is in it (or the timeout is over)."""
     deadline = time.monotonic() + timeout
-    while text not in app.output() and time.monotonic() < deadline:
+    while text not in app.output()[since:] and time.monotonic() < deadline:
         time.sleep(0.1)
-    return app.output()
+    return app.output()[since:]
 
 
 @pytest.mark.slow
 def test_user_mistakes_are_one_line_each_in_the_server_output(launched, tmp_path):
     from gradio_client import Client, handle_file
 
+    since = len(launched.output())  # the app may have served other tests before
     client = Client(launched.url, verbose=False)
     not_a_picture = tmp_path / "notes.png"
     not_a_picture.write_text("this is text, not a picture", encoding="utf-8")
@@ -47,7 +47,7 @@ def test_user_mistakes_are_one_line_each_in_the_server_output(launched, tmp_path
     shown = _refused(client, str(tmp_path), {"learning_rate": "fast"}, api_name="/finetune_plan")
     assert "learning_rate must be between" in shown
 
-    output = _wait_for(launched, "learning_rate")
+    output = _wait_for(launched, "learning_rate", since)
     assert "Traceback" not in output, output
     lines = output.splitlines()
     assert [line for line in lines if "no-such-adapter" in line] == [

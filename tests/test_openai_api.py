@@ -36,10 +36,9 @@ def ask(image_url: str, text: str = PROMPT) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    launched = LaunchedApp(tmp_path_factory.mktemp("api")).wait_ready()
-    yield launched
-    launched.stop()
+def served(app):
+    """The session's launched app (conftest.py): `python launch.py` on the demo model, on loopback."""
+    return app
 
 
 @pytest.fixture(scope="module")

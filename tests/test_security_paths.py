@@ -13,20 +13,18 @@ import uuid
 import pytest
 from gradio_client import Client
 
-from conftest import ROOT, LaunchedApp
+from conftest import ROOT, SHARED_LOGIN, LaunchedApp
 
-LOGIN = ("ana", "pw-for-ana")
+LOGIN = SHARED_LOGIN
 SERVER_PATHS = [str(ROOT), "/etc", str(ROOT / "models" / "vlmchat-demo")]
 STRING_TYPES = ("str", "Literal")
 PROMPTS = {"prompt", "start"}  # text for the model: its answer may differ, but must still reveal nothing
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    app = LaunchedApp(tmp_path_factory.mktemp("shared"), "--auth", ":".join(LOGIN), host="0.0.0.0").wait_ready()
-    client = Client(app.url, auth=LOGIN, verbose=False)
-    yield app, client
-    app.stop()
+def shared(shared_app):
+    """The session's `launch.py --host 0.0.0.0 --auth ana:pw-for-ana` (conftest.py) and a client logged in to it."""
+    return shared_app, Client(shared_app.url, auth=LOGIN, verbose=False)
 
 
 def _default(parameter):
