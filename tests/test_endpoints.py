@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -27,10 +28,9 @@ PRICE_IN, PRICE_OUT = 0.5, 2.0  # USD per million tokens, to check the cost arit
 
 
 @pytest.fixture(scope="module")
-def peer(tmp_path_factory):
-    launched = LaunchedApp(tmp_path_factory.mktemp("peer")).wait_ready()
-    yield launched
-    launched.stop()
+def peer(app):
+    """The session's launched app (conftest.py): a plain `python launch.py` on the demo model, as the peer needs."""
+    return app
 
 
 @pytest.fixture(scope="module")
@@ -374,13 +374,26 @@ def test_an_endpoint_added_in_the_model_tab_answers_and_is_remembered_only_when_
         assert "replaces the endpoint of that name" in replaced and "sk-kept" not in remembered.read_text()
         # a /chat cancelled (gradio_client's job.cancel) while a silent endpoint was awaited: the cancel waited for
         # the server's answer (18.9 s of a 20 s one), a local model's took 0.1 s (blind tester)
-        with _served_endpoint(_Silent, "silent", "m", "unused") as silent:
-            client.predict("silent", silent.entry.base_url, "m", "", 0, 0, 4, False, api_name="/add_endpoint")
-            job = client.submit({"text": "Hello", "files": []}, adapter="endpoint:silent", api_name="/chat")
-            time.sleep(1.5)
-            started = time.monotonic()
-            job.cancel()  # gradio_client's own timeout for it is 5 s
-            assert time.monotonic() - started < 3
+        class Silent(_Silent):
+            released = threading.Event()
+
+        with _served_endpoint(Silent, "silent", "m", "unused") as silent:
+            try:
+                client.predict("silent", silent.entry.base_url, "m", "", 0, 0, 4, False, api_name="/add_endpoint")
+                job = client.submit({"text": "Hello", "files": []}, adapter="endpoint:silent", api_name="/chat")
+                time.sleep(1.5)
+                started = time.monotonic()
+                job.cancel()  # gradio_client's own timeout for it is 5 s
+                assert time.monotonic() - started < 3
+                # stopped while that request still waits on the server: the app ended only when the request did
+                # (Python joins the endpoint's sending threads at exit: up to twice timeout_s); now it drops it
+                started = time.monotonic()
+                client_app.process.terminate()
+                client_app.process.wait(timeout=15)
+                assert time.monotonic() - started < 15 and not Silent.released.is_set()
+                assert "vlmchat: stopped; 1 request(s) still waiting on an endpoint are dropped." in client_app.output()
+            finally:  # the app's request to it ends
+                Silent.released.set()
     finally:
         client_app.stop()
 
@@ -645,11 +658,14 @@ def test_a_password_or_key_written_into_base_url_is_masked_in_messages():
 
 
 class _Silent(http.server.BaseHTTPRequestHandler):
-    """A server that takes 20 s to begin its answer (and then closes the connection)."""
+    """A server that takes 20 s to begin its answer (and then closes the connection); sooner once `released` is set
+    (a subclass with its own Event lets a test end the wait when it is done with the server)."""
+
+    released = threading.Event()  # never set: the full 20 s
 
     def do_POST(self):  # noqa: N802 - http.server's name
         self.rfile.read(int(self.headers.get("content-length", 0)))
-        time.sleep(20)
+        self.released.wait(20)
 
     def log_message(self, *args):
         pass

@@ -117,6 +117,19 @@ class Endpoint:
                                                 thread_name_prefix=f"vlmchat-{self.entry.name}")
             return self._pool
 
+    def close(self) -> list:
+        """No more requests: the sending threads end, at once where idle; those still waiting on the server are
+        returned (a thread blocked in a request cannot be stopped, only left)."""
+        import threading
+
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is None:
+            return []
+        pool.shutdown(wait=False, cancel_futures=True)
+        prefix = f"vlmchat-{self.entry.name}_"
+        return [thread for thread in threading.enumerate() if thread.name.startswith(prefix)]
+
     def _key(self) -> str:
         if self._api_key:
             return check_key(self._api_key, f"The API key given for endpoint '{self.entry.name}'")

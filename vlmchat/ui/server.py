@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 
 from .access import resolve_access
 from ..api.serve import api_routes
@@ -127,7 +129,28 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
             raise
         app.close()  # stopped before block_thread, which closes the server itself (again: harmless)
     say_running_jobs(settings)
+    drop_requests_in_flight(manager)
     return 0
+
+
+def drop_requests_in_flight(manager: ModelManager, grace_s: float = 1.0) -> None:
+    """At quit, the server closed: a request still waiting on an endpoint (a slow or silent server, up to twice its
+    timeout_s) runs on a pool thread, which Python joins before the process ends, so the app stopped by Ctrl-C or
+    SIGTERM went on for minutes (found while trimming the tests: a SIGTERM waited out a silent server's 20 s). After
+    `grace_s` such requests are dropped: the process ends at once, its exit handlers run."""
+    import atexit
+
+    deadline = time.monotonic() + grace_s
+    busy = manager.close_endpoints()
+    for thread in busy:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    lingering = [thread for thread in busy if thread.is_alive()]
+    if not lingering:
+        return
+    print(f"vlmchat: stopped; {len(lingering)} request(s) still waiting on an endpoint are dropped.", flush=True)
+    atexit._run_exitfuncs()
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(0)
 
 
 def say_running_jobs(settings: Settings) -> None:
