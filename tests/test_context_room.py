@@ -25,6 +25,14 @@ def test_an_answer_stops_at_the_end_of_the_context_with_finish_reason_length(man
     assert answer.prompt_tokens + answer.completion_tokens <= limit
     # the demo does not end this one by itself (it went on for all 300 before): the context's end cut it
     assert answer.completion_tokens == limit - answer.prompt_tokens and answer.finish_reason == "length"
+    # batched with a shorter question that has room for all 300: each keeps its own room (the batch's one cut,
+    # from its longest prompt, gave the shorter question 24 tokens: reviewer)
+    shorter = [{"role": "user", "content": [{"type": "image", "image": picture},
+                                            {"type": "text", "text": "Describe the image. " * 120 + "Describe it."}]}]
+    long_answer, shorter_answer = manager.answer_batch([conversation, shorter], GenerationParams(max_new_tokens=300))
+    assert long_answer.completion_tokens == limit - long_answer.prompt_tokens and long_answer.finish_reason == "length"
+    assert shorter_answer.prompt_tokens + 300 < limit
+    assert shorter_answer.completion_tokens == 300 and shorter_answer.finish_reason == "length"
     short = manager.answer_batch([[{"role": "user", "content": [{"type": "image", "image": picture},
                                                                 {"type": "text", "text": "Describe the image."}]}]],
                                  GenerationParams(max_new_tokens=300))[0]

@@ -242,7 +242,7 @@ def test_an_mmlu_row_a_column_short_or_split_at_an_unquoted_comma_is_a_problem(t
     result = read_eval_set(data)
     assert [item.source for item in result.items] == ["shapes_test.csv:1", "shapes_test.csv:3", "shapes_test.csv:5"]
     assert [(p.line, p.message.split(": is")[0]) for p in result.problems] == [
-        (2, "3 options where the file's other rows have 4"), (4, "5 options where the file's other rows have 4")]
+        (2, "3 options where most of the file's rows have 4"), (4, "5 options where most of the file's rows have 4")]
     assert "column missing?" in result.problems[0].message and "comma in a cell unquoted?" in result.problems[1].message
     # a file whose rows all have 3 options (or 5) is read as it is: the check is against the file's own rows
     data.write_text("".join(f"Q{n}?,a,b,c,B\n" for n in range(4)), encoding="utf-8")

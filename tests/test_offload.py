@@ -87,7 +87,9 @@ def test_an_offloaded_plan_places_the_vision_parts_on_the_gpu(tmp_path):
 
 
 def test_a_model_that_no_longer_fits_gpu_and_ram_together_is_refused_with_what_to_do(tmp_path):
-    """RAM taken since the plan was made: the placement would read layers from disk on every token; refused."""
+    """A placement that would read layers from disk on every token (the plan's RAM figure leaves out the room
+    accelerate keeps for the largest layer) is refused with what to do, not handed to from_pretrained, whose error
+    asked for an offload_folder and was reported as 'not a vision-language model vlmchat can load'."""
     import torch
     from transformers import AutoConfig
 

@@ -30,3 +30,14 @@ def test_the_plan_line_adds_up_and_counts_in_words(train, val):
         passes = int(re.search(r"\((\d+) sample passes\)", schedule.warning).group(1))
         assert passes == min(steps * batch, epochs * samples)
     assert not re.search(r"\b1 training samples\b", schedule.reasons.get("epochs", "")), schedule.reasons
+
+
+@pytest.mark.parametrize("given, max_steps", [({}, 23), ({"epochs": 1}, 100)])
+def test_with_max_steps_the_plan_says_what_those_steps_cover(given, max_steps):
+    """The run takes max_steps steps whatever the epochs (loop.py): 23 steps of 4 over 3 samples are 92 sample
+    passes, ~31 epochs (it said 23 epochs, 69 passes); epochs=1 with 100 steps said '3 sample passes' (reviewer)."""
+    schedule = plan_schedule(given, 3, size_b=0.5, recipe={}, preset="balanced", max_steps=max_steps)
+    assert schedule.steps == max_steps
+    assert schedule.epochs == math.ceil(max_steps * schedule.effective_batch / 3)
+    if schedule.warning:
+        assert f"({max_steps * schedule.effective_batch} sample passes)" in schedule.warning

@@ -328,9 +328,11 @@ def _convert(rows: _Rows, layout: Layout, name: str, base: Path, result: EvalSet
                 raise row
             draft = layout.convert(row, name)
             if usual and len(draft.options) != usual:
-                raise RowProblem(f"{len(draft.options)} options where the file's other rows have {usual}: is a "
+                raise RowProblem(f"{len(draft.options)} options where most of the file's rows have {usual}: is a "
                                  + ("column missing" if len(draft.options) < usual else "comma in a cell unquoted")
-                                 + "? An MMLU row is question,A,B,C,D,answer (a cell with a comma in double quotes)")
+                                 + "? An MMLU row is question,A,B,C,D,answer (a cell with a comma in double quotes); "
+                                 "to mix numbers of options on purpose, give the file a header with columns "
+                                 "question,A,B,C,D,E,answer")
             if subject and not draft.subject:
                 draft = replace(draft, subject=subject)
             result.usable_files.add(name)

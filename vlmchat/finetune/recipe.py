@@ -90,11 +90,10 @@ def plan_schedule(values: dict, train_samples: int, *, size_b: float | None = No
         reasons["grad_accumulation"] = (f"{accum}: effective batch {batch * accum * processes} for {n} training "
                                         f"samples ({'the model recipe' if recipe.get('grad_accumulation') else 'auto'})")
     per_step = batch * accum * processes
-    steps_per_epoch = math.ceil(n / per_step)
 
     epochs = _given(values, "epochs")
-    if max_steps:
-        epochs = epochs or math.ceil(max_steps / steps_per_epoch)
+    if max_steps:  # the run takes max_steps steps whatever the epochs: the epochs are what those steps cover
+        epochs = math.ceil(max_steps * per_step / n)
         reasons["epochs"] = f"max_steps = {max_steps} given, so training stops there"
     elif not epochs:
         epochs = min(MAX_EPOCHS, max(1, math.ceil(min_steps * per_step / n)))
@@ -113,7 +112,8 @@ def plan_schedule(values: dict, train_samples: int, *, size_b: float | None = No
             rate = 2e-4 if size_b is None or size_b < 4 else 1e-4
             size = "unknown size" if size_b is None else f"{size_b:.1f} B parameters"
             reasons["learning_rate"] = f"{rate:g}: LoRA default for a model of {size} (warmup, then cosine decay)"
-    passes = min(steps * per_step, epochs * n)  # the last step takes what is left of the last epoch
+    # the last step of a run by epochs takes what is left of its last epoch
+    passes = steps * per_step if max_steps else min(steps * per_step, epochs * n)
     warning = ""
     if passes < LOW_TRAINING or steps < 20:
         warning = (f"Only {steps} optimizer steps ({passes} sample passes): probably too little training to change "

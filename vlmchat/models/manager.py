@@ -294,6 +294,23 @@ class ModelManager:
             self._endpoints[key] = Endpoint(entries[key], api_key=remembered_key)
         return self._endpoints[key]
 
+    def _by_room(self, conversations, params, adapter, streams, caps: list[int]) -> list[Answer]:
+        """`answer_batch` of rows with different room left in the context: one batch per room (call with the lock),
+        so a short question batched with a long one keeps its max new tokens (a reviewer's: 151 tokens alone, 24
+        beside a 1,000-token prompt)."""
+        answers: list = [None] * len(conversations)
+        for cap in sorted(set(caps)):
+            rows = [index for index, room in enumerate(caps) if room == cap]
+            got = self.answer_batch([conversations[i] for i in rows], dataclasses.replace(params, max_new_tokens=cap),
+                                    adapter, [streams[i] for i in rows] if streams else None)
+            for index, answer in zip(rows, got):
+                answers[index] = answer
+        return answers
+
+    def close_endpoints(self) -> list:
+        """Every endpoint client closed (at quit); the threads of requests still waiting on a server."""
+        return [thread for endpoint in self._endpoints.values() for thread in endpoint.close()]
+
     def model_choices(self) -> list[str]:
         """Every model a request may name: "base", the adapters that fit the loaded model, "endpoint:NAME"s."""
         from ..lora.store import incompatibility, list_adapters
@@ -378,7 +395,10 @@ class ModelManager:
             model, processor = self._loaded()
             inputs = self._inputs(model, processor, conversations, self.detail(params.image_detail))
             prompts = inputs["attention_mask"].sum(dim=1).tolist()
-            params = _within_context(model, params, max(prompts))
+            caps = [_within_context(model, params, prompt).max_new_tokens for prompt in prompts]
+            if len(set(caps)) > 1:  # a row near the context's end: each row keeps its own room (rare: answered apart)
+                return self._by_room(conversations, params, adapter, streams, caps)
+            params = dataclasses.replace(params, max_new_tokens=caps[0])
             streamed = {}
             if streams and any(streams):
                 rows = RowStreamer(streams, prompts, params, model, processor, adapter)

@@ -54,9 +54,10 @@ def offload_device_map(config, dtype, max_memory: dict) -> dict:
         return infer_auto_device_map(skeleton, max_memory=caps, no_split_module_classes=skeleton._no_split_modules or [])
 
     parts, room, full = vision_parts(skeleton), set(), caps[compute]
+    offloaded = {"cpu", "disk"} - {compute}  # a part on another GPU is computed there: only these break
     device_map = place()
     while True:  # parts placed after the layers that filled the device: room is kept for them, and it is placed again
-        elsewhere = [name for name in parts if _devices(device_map, name) != {compute}]
+        elsewhere = [name for name in parts if _devices(device_map, name) & offloaded]
         if set(elsewhere) <= room:
             break
         room |= set(elsewhere)
@@ -64,7 +65,9 @@ def offload_device_map(config, dtype, max_memory: dict) -> dict:
         device_map = place()
     for name in elsewhere:
         _pin(device_map, skeleton, name, compute)
-    if "disk" in device_map.values() and "disk" not in max_memory:  # the plan left room in RAM; taken since
+    # the plan's RAM figure leaves out the room accelerate keeps free for the largest offloaded layer (and the
+    # vision parts moved here): a model that just fits RAM in the plan can need the disk in this placement
+    if "disk" in device_map.values() and "disk" not in max_memory:
         raise ModelLoadError("The model does not fit in GPU memory and system RAM together now (part of it would "
                              "have to be read from disk on every token); close other programs, or use a smaller "
                              "model.")
