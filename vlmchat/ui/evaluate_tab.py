@@ -180,6 +180,8 @@ class EvalActions:
 SUBJECT_COLUMNS = ["subject", "model", "scored", "accuracy %"]
 RUN_KEY = "vlmchat-eval-run"  # sessionStorage: the run a browser tab follows, followed again after a reload
 EVAL_RUNS = 4  # runs followed at once (each takes the model lock per batch, so they take turns batch by batch)
+RESULTS_LABEL, CSV_LABEL = "Results", "Per-row results (CSV)"
+EARLIER = " of the previous run, not this one"  # the labels of an earlier run's results kept on screen
 
 
 def _report(status: dict) -> tuple:
@@ -200,7 +202,7 @@ def _report(status: dict) -> tuple:
         more = f"\n- … and {count - 10} more (every one in the CSV's problem column)" if count > 10 else ""
         head += f"  \n{count} {'row' if count == 1 else 'rows'} skipped:\n{shown}{more}"
     if "table" not in status:
-        return head, None, "", None, None, None
+        return head, gr.update(value=None, label=RESULTS_LABEL), "", None, None, gr.update(value=None, label=CSV_LABEL)
     verdicts = "\n".join(f"- {v}" for v in status["verdicts"]) or "- (tick the base and an adapter for a verdict)"
     verdict = f"**Verdict** ({status['metric']}):\n{verdicts}"
     if status.get("next_steps"):
@@ -212,7 +214,29 @@ def _report(status: dict) -> tuple:
         subjects = gr.update(value=pd.DataFrame(status["subjects"], columns=SUBJECT_COLUMNS),
                              visible=True)
     table = pd.DataFrame(status["table"]["data"], columns=status["table"]["headers"])
-    return head, table, verdict, subjects, status["chart"], status["csv"]
+    # labelled each time: a refused Evaluate labels the results it leaves on screen as the previous run's
+    return head, gr.update(value=table, label=RESULTS_LABEL), verdict, subjects, status["chart"], \
+        gr.update(value=status["csv"], label=CSV_LABEL)
+
+
+def _not_run(message: str, earlier: dict | None) -> tuple:
+    """(progress, table, verdict, subjects, chart, csv) when Evaluate started nothing: every refusal says so alike.
+
+    The previous run's results (`earlier`, its eval_status; None when there is none or it is gone) stay, headed and
+    labelled as that run's: they stayed below a new warning as if they were this attempt's (blind tester), and
+    clearing them lost a whole run's results to a typo in Beams (reviewer). Without them every output is emptied."""
+    warning = f"⚠️ {html.escape(message, quote=False)}" if message else ""  # "<image 1>" is text
+    if earlier and earlier["state"] == "running":  # its results are what it is doing now, followed still
+        return warning, *[gr.skip()] * 5
+    if not earlier or "table" not in earlier:
+        return warning, gr.update(value=None, label=RESULTS_LABEL), "", gr.update(value=None), None, \
+            gr.update(value=None, label=CSV_LABEL)
+    _, table, verdict, subjects, chart, csv = _report(earlier)
+    said_earlier = f"evaluation {earlier['run_id']}" + (f", {earlier['format']}" if earlier.get("format") else "")
+    warning += f"  \nNothing was evaluated this time; the results below are the previous run's ({said_earlier})."
+    return (warning, gr.update(value=table["value"], label=RESULTS_LABEL + EARLIER),
+            verdict.replace("**Verdict**", "**The previous run's verdict**", 1), subjects, chart,
+            gr.update(value=csv["value"], label=CSV_LABEL + EARLIER))
 
 
 EXAMPLE_SET = PROJECT_ROOT / "examples" / "eval" / "shapes.jsonl"
@@ -227,9 +251,11 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
                 "with a paired significance test. Eval sets: vlmchat JSONL/CSV rows, MMLU CSV, MMMU rows, "
                 "or captioned images (see README, Evaluate).")
     with gr.Row():
+        # No file_types: the browser dropped a file of another kind (gen.py) from the box unsaid, and Evaluate then
+        # asked for an upload (blind tester); the server takes it and says which kinds it takes (store_upload
+        # refuses every other kind, and checks a zip's members, whatever the browser sends).
         upload = gr.File(label="Eval set: a .jsonl/.json/.csv/.parquet file (pick its pictures with it), a .zip, "
                                "or pictures with their .txt captions", file_count="multiple",
-                         file_types=[".zip", ".json", ".jsonl", ".csv", ".parquet", "image", ".txt"],
                          height=240)  # a set's 100 pictures listed one per row pushed Evaluate far down
         local = not settings.server.exposed  # each hidden itself too: a shared page's config names no server path
         with gr.Column(visible=local):
@@ -266,13 +292,13 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
     verdict = gr.Markdown(elem_id="vlmchat-eval-verdict")
     # headed before a run too: an empty table read "1 | 2 | 3" (closed-loop reviewer)
     table = gr.Dataframe(headers=["model", "accuracy %", "95% interval", "ms/question", "scored", "problems"],
-                         label="Results", interactive=False)
+                         label=RESULTS_LABEL, interactive=False)
     with gr.Row():
         # no label badge: it covered the chart's own title (the set, method and count), outside reviewer
         chart = gr.Image(label="Chart: each model's score in the verdict's metric", show_label=False, type="filepath",
                          interactive=False)
         subjects = gr.Dataframe(headers=SUBJECT_COLUMNS, label="Per subject", interactive=False)
-    csv = gr.File(label="Per-row results (CSV)", interactive=False)
+    csv = gr.File(label=CSV_LABEL, interactive=False)
     # the run this browser tab follows, kept in its sessionStorage: a reload followed it no more (blind tester)
     run_id = gr.Textbox(visible="hidden", max_lines=1, elem_id="vlmchat-eval-run")
 
@@ -285,15 +311,35 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
             return typed.strip()
         raise gr.Error(nothing_given(settings, "an eval set", "the path of a file or folder"))
 
-    def do_start(file, typed, chosen, how, first_n, level, width, tokens, request: gr.Request = None):
+    def refused(message: str, previous: str, request) -> tuple:
+        """The outputs of an Evaluate that started nothing (every such path): `message`, and the page's previous
+        run `previous` shown as that run's (`_not_run`); the page goes on following that run."""
+        try:
+            earlier = actions.status(previous, request) if previous else None
+        except gr.Error:  # the app was started again since: its runs are gone
+            earlier, previous = None, ""
+        return previous, *_not_run(message, earlier)
+
+    def do_start(file, typed, chosen, how, first_n, level, width, tokens, previous="", request: gr.Request = None):
         try:
             started = actions.start(reference(file, typed, request), chosen, how, first_n, image_detail=level,
                                     num_beams=width, max_new_tokens=tokens,
                                     request=request)
-        except (VlmchatError, gr.Error) as exc:  # said in one line; the last run's results stay, no error badges
-            yield gr.skip(), f"⚠️ {html.escape(said(exc), quote=False)}", *[gr.skip()] * 5  # "<image 1>" is text
+        except (VlmchatError, gr.Error) as exc:  # said in one line, no error badges
+            yield refused(said(exc), previous, request)
             return
         yield from follow(started["run_id"], request)
+
+    def check_upload(file, previous, request: gr.Request = None):
+        """An uploaded file Evaluate would not take is said as it arrives, with the kinds it takes (gen.py was
+        dropped from the box unsaid by the box's own file-type filter, and Evaluate then asked for an upload:
+        blind tester). The upload is stored as Evaluate stores it (the same files again are the same folder)."""
+        if file:
+            try:
+                store_upload(file, settings, user_uploads(settings, request), "eval set")
+            except (VlmchatError, gr.Error) as exc:
+                return refused(said(exc), previous, request)
+        return (gr.skip(),) * len(outputs)
 
     def follow(current: str, request):
         while True:
@@ -308,7 +354,7 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
         try:
             yield from follow(remembered, request) if remembered else iter([(gr.skip(),) * len(outputs)])
         except gr.Error:  # the app was started again since: its runs are gone
-            yield "", *[gr.skip()] * (len(outputs) - 1)
+            yield refused("", "", request)
 
     outputs = [run_id, progress, table, verdict, subjects, chart, csv]
     gr.context.Context.root_block.load(reattach, run_id, outputs, api_visibility="undocumented",
@@ -317,8 +363,10 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
     run_id.change(None, run_id, None, js=f"(id) => {{ sessionStorage.setItem('{RUN_KEY}', id || ''); return []; }}")
     # The run works in a thread; this event only follows it, so runs of other pages need not queue behind it (a
     # second page's Evaluate waited "queue: 1/1" for the whole first run, outside reviewer).
-    start.click(do_start, [upload, path, models, method, limit, detail, beams, new_tokens], outputs,
+    start.click(do_start, [upload, path, models, method, limit, detail, beams, new_tokens, run_id], outputs,
                 api_visibility="undocumented", concurrency_id="eval-runs", concurrency_limit=EVAL_RUNS)
+    # not one at a time for the whole app: a big zip is unpacked here (once: Evaluate finds it unpacked)
+    upload.upload(check_upload, [upload, run_id], outputs, api_visibility="undocumented", concurrency_limit=None)
     def do_cancel(current, request: gr.Request = None):
         if not current:  # '' is "the newest run" to the API: a page that started none stopped another page's run
             return "Nothing to cancel: this page has not started an evaluation (a run started in another page is " \
