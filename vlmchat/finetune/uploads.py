@@ -54,7 +54,7 @@ def store_upload(file, settings, folder: Path | None = None, kind: str = "datase
     limit = settings.server.max_upload_mb * 2**20  # a picture in a zip: refused before it is unpacked
     if len(files) == 1:
         return _store_one(files[0], folder, salt, limit, kind)
-    return _store_several(files, folder, salt, limit)
+    return _store_several(files, folder, salt, limit, kind)
 
 
 def _store_one(file: Path, folder: Path, salt: bytes, limit: int, kind: str = "dataset") -> str:
@@ -65,15 +65,16 @@ def _store_one(file: Path, folder: Path, salt: bytes, limit: int, kind: str = "d
     return _stage(folder, f"{_stem(file)}-{digest}", lambda staging: _place(file, staging, limit))
 
 
-def _store_several(files: list[Path], folder: Path, salt: bytes, limit: int) -> str:
+def _store_several(files: list[Path], folder: Path, salt: bytes, limit: int, kind: str = "dataset") -> str:
     from ..images import readable_suffixes
     from .datasets import CAPTION_SUFFIXES
 
     allowed = set(UPLOAD_SUFFIXES) | readable_suffixes() | set(CAPTION_SUFFIXES)
     refused = [f.name for f in files if f.suffix.lower() not in allowed]
     if refused:
-        raise InputError(f"{', '.join(refused[:3])}: not part of a dataset; pick the dataset file (.jsonl, .json, "
-                         ".csv, .parquet) with its pictures, pictures with their .txt captions, or one .zip.")
+        raise InputError(f"{', '.join(refused[:3])}: not part of {'an eval set' if kind == 'eval set' else 'a dataset'}; "
+                         f"pick the {'set' if kind == 'eval set' else 'dataset'} file (.jsonl, .json, .csv, .parquet) "
+                         "with its pictures, pictures with their .txt captions, or one .zip.")
     names = [f.name for f in files]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

@@ -17,7 +17,7 @@ import gradio as gr
 
 from ..errors import VlmchatError
 from ..finetune import runner
-from ..finetune.datasets import CAPTION_SUFFIXES, counted, preview_rows, read_dataset
+from ..finetune.datasets import counted, preview_rows, read_dataset
 from ..finetune.progress import format_rate, format_seconds
 from ..finetune.spec import CLI_FLAGS, HYPERPARAMETERS, JobSpec
 from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
@@ -315,11 +315,12 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
                 "working, and you can close this page and come back.")
     with gr.Row():
         with gr.Column():
+            # No file_types: the browser dropped a file of another kind from the box unsaid (as the Evaluate tab's
+            # did: blind tester); Check and Start say which kinds are taken (store_upload refuses the others).
+            # height: 81 files listed one per row put Check and Start 6,900 px down (reviewer)
             upload = gr.File(label="Dataset upload: pictures with their .txt captions, a .json/.jsonl/.csv file "
                                    "(pick its pictures with it), a .parquet file, or a .zip of either",
-                             file_count="multiple", file_types=[".zip", ".json", ".jsonl", ".csv", ".parquet", "image",
-                                                                *CAPTION_SUFFIXES],
-                             height=240)  # 81 files listed one per row put Check and Start 6,900 px down (reviewer)
+                             file_count="multiple", height=240)
             path = gr.Textbox(label="…or a folder, file or .zip on this computer", visible=not settings.server.exposed)
             check = gr.Button("Check dataset")
         with gr.Column():
