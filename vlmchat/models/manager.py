@@ -395,7 +395,7 @@ class ModelManager:
             model, processor = self._loaded()
             inputs = self._inputs(model, processor, conversations, self.detail(params.image_detail))
             prompts = inputs["attention_mask"].sum(dim=1).tolist()
-            caps = [_within_context(model, params, prompt).max_new_tokens for prompt in prompts]
+            caps = [_room(model, params.max_new_tokens, prompt) for prompt in prompts]
             if len(set(caps)) > 1:  # a row near the context's end: each row keeps its own room (rare: answered apart)
                 return self._by_room(conversations, params, adapter, streams, caps)
             params = dataclasses.replace(params, max_new_tokens=caps[0])
@@ -460,13 +460,11 @@ def _check_context(model, prompt_tokens: int) -> None:
                                  "or start a new chat.")
 
 
-def _within_context(model, params: GenerationParams, prompt_tokens: int) -> GenerationParams:
-    """`params` with max_new_tokens cut to the positions the model has left after the prompt (the answer then ends
-    with finish_reason "length"): decoding past max_position_embeddings makes noise, or fails on learned positions."""
+def _room(model, max_new_tokens: int, prompt_tokens: int) -> int:
+    """`max_new_tokens` cut to the positions the model has left after the prompt (the answer then ends with
+    finish_reason "length"): decoding past max_position_embeddings makes noise, or fails on learned positions."""
     limit = context_tokens(model)
-    if limit and prompt_tokens + params.max_new_tokens > limit:
-        return dataclasses.replace(params, max_new_tokens=max(1, limit - prompt_tokens))
-    return params
+    return min(max_new_tokens, max(1, limit - prompt_tokens)) if limit else max_new_tokens
 
 
 def _generation_error(exc: BaseException) -> BaseException:

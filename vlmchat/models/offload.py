@@ -29,12 +29,6 @@ def vision_parts(model) -> list[str]:
     return out
 
 
-def _size(model, name: str) -> int:
-    part = model.get_parameter(name) if name in dict(model.named_parameters()) else model.get_submodule(name)
-    tensors = part.parameters() if hasattr(part, "parameters") else [part]
-    return sum(p.numel() * p.element_size() for p in tensors)
-
-
 def offload_device_map(config, dtype, max_memory: dict) -> dict:
     """A `device_map` for `from_pretrained` of a model offloaded under `max_memory` (GiB per device; the first key
     is the device that computes, e.g. {0: 5.4, "cpu": 100}; "disk" only where listed): the model's own placement (transformers'
@@ -53,6 +47,7 @@ def offload_device_map(config, dtype, max_memory: dict) -> dict:
     def place() -> dict:
         return infer_auto_device_map(skeleton, max_memory=caps, no_split_module_classes=skeleton._no_split_modules or [])
 
+    sizes = {name: p.numel() * p.element_size() for name, p in skeleton.named_parameters()}
     parts, room, full = vision_parts(skeleton), set(), caps[compute]
     offloaded = {"cpu", "disk"} - {compute}  # a part on another GPU is computed there: only these break
     device_map = place()
@@ -61,7 +56,7 @@ def offload_device_map(config, dtype, max_memory: dict) -> dict:
         if set(elsewhere) <= room:
             break
         room |= set(elsewhere)
-        caps[compute] = max(0, full - sum(_size(skeleton, name) for name in room))
+        caps[compute] = max(0, full - sum(size for key, size in sizes.items() if _within(key, room)))
         device_map = place()
     for name in elsewhere:
         _pin(device_map, skeleton, name, compute)
@@ -74,19 +69,29 @@ def offload_device_map(config, dtype, max_memory: dict) -> dict:
     return device_map
 
 
+def _within(key: str, names) -> bool:
+    """Is `key` one of `names` or inside one of them?"""
+    return any(key == name or key.startswith(name + ".") for name in names)
+
+
+def _owner(device_map: dict, name: str) -> str | None:
+    """The map entry that holds `name` (a module or parameter above it), if one does."""
+    return next((key for key in device_map if key == "" or name.startswith(key + ".")), None)
+
+
 def _devices(device_map: dict, name: str) -> set:
     """Where the map puts `name`: its own entry, the entries inside it, or the entry that holds it."""
-    inside = {device for key, device in device_map.items() if key == name or key.startswith(name + ".")}
-    owner = [device for key, device in device_map.items() if key == "" or name.startswith(key + ".")]
-    return inside | set(owner)
+    owner = _owner(device_map, name)
+    return ({device for key, device in device_map.items() if _within(key, [name])}
+            | ({device_map[owner]} if owner is not None else set()))
 
 
 def _pin(device_map: dict, model, name: str, device) -> None:
     """`name` and everything in it on `device`; a map entry that holds it elsewhere is split into its children."""
     for key in device_map:
-        if key == name or key.startswith(name + "."):
+        if _within(key, [name]):
             device_map[key] = device
-    owner = next((key for key in device_map if key == "" or name.startswith(key + ".")), None)
+    owner = _owner(device_map, name)
     if owner is None or device_map[owner] == device:
         return
     where = device_map.pop(owner)
