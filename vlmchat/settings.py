@@ -42,6 +42,7 @@ class ModelSettings:
     device: str = field(default="auto", metadata=_choices("auto", "cpu", "cuda", "mps"))
     dtype: str = field(default="auto", metadata=_choices("auto", "float32", "bfloat16", "float16"))
     adapter: str = ""
+    compile: str = field(default="auto", metadata=_choices("auto", "off"))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ time, deleted after):
 - eval (11B only): 100 one-picture multiple-choice questions by loglik through run_eval (--generate-questions N:
   also loglik vs generate at the write-up's setting, one question at a time, 5 beams, 1 new token, on N of them);
 - adapter (11B only): switch between two resident adapters vs reload base + adapter;
-- decode: bf16 tokens/s with the dynamic cache the app uses vs a static cache that `generate` compiles.
+- decode: bf16 tokens/s with the dynamic cache vs a static cache that `generate` compiles;
+- compiled: Chat's decode through the model manager with [model] compile off vs auto (the first answer's compile,
+  later answers of other lengths, an adapter between base answers).
 An offloaded plan (layers in RAM) is loaded, then a prefill and 4 tokens timed. --budgets 8,80 limits the plan
 section to those budgets.
 Sections past --deadline-s are skipped and listed, so the run ends inside the device's time.
@@ -359,6 +361,60 @@ def section_decode(run: Run, name: str, folder: Path) -> None:
     del model
 
 
+def section_compiled(run: Run, name: str, folder: Path) -> None:
+    """Chat's decode through the model manager (`stream_answer`, as the Chat tab streams), bf16, with
+    [model] compile = "off" (the dynamic cache) vs "auto" (vlmchat/models/compiled.py: a fixed-size static cache,
+    the step compiled once): the first answer's wall time (the compile), then decode tok/s of answers to prompts
+    of other lengths and another max new tokens (a recompile would show as seconds), an adapter's answer
+    between two base answers, and whether greedy answers are the same tokens both ways."""
+    import torch
+
+    from vlmchat.models.manager import GenerationParams, ModelManager
+    from vlmchat.settings import load_settings
+
+    if not run.time_left(f"{name} compiled"):
+        return
+    settings = load_settings().override("model", device=run.device)
+    manager = ModelManager(settings.override("model", compile="off"))
+    manager.load(str(folder))
+    manager.model.generation_config.eos_token_id = None  # random weights: no early end, every answer its length
+    bound = run.hbm_gbps() * 1e9 / manager.model.get_memory_footprint()
+    short, long = ask("Describe the image.", picture(0)), ask("Describe the image. " * 40 + "Be brief.", picture(1))
+
+    def answer(conversation, tokens: int = 64, adapter=None):
+        started = time.perf_counter()
+        found = list(manager.stream_answer(conversation, GenerationParams(max_new_tokens=tokens), adapter=adapter))[-1]
+        wall = time.perf_counter() - started
+        speed = (found.completion_tokens - 1) / max(found.latency_s - found.first_token_s, 1e-9)
+        return found, wall, speed
+
+    def row(label, found, wall, speed):
+        run.add(name, f"app decode, {label}", f"{speed:.1f} tok/s ({speed / bound:.0%} of the HBM bound)",
+                f"{wall:.1f} s wall, first token {found.first_token_s:.2f} s, {found.completion_tokens} tokens, "
+                f"prompt {found.prompt_tokens}", manager.settings.model.compile)
+
+    answer(short)  # warm-up: first-call allocations
+    off_short = answer(short)
+    row("compile off, short prompt", *off_short)
+    row("compile off, long prompt", *answer(long))
+    manager.settings = settings.override("model", compile="auto")
+    first = answer(short)
+    row("compile auto, first answer (pays the compile)", *first)
+    for label, args in (("compile auto, long prompt", (long,)), ("compile auto, short prompt again", (short,)),
+                        ("compile auto, 200 new tokens", (long, 200))):
+        row(label, *answer(*args))
+    same = off_short[0].text == first[0].text
+    run.add(name, "greedy answer, compile auto vs off (bf16, random weights)", "same text" if same else "differs",
+            f"cache lengths compiled: {sorted(manager.compiled.ready)}", manager.compiled.broken or "")
+    save_adapter(manager.model, run.work / "zero")
+    manager.load_adapter("zero", run.work / "zero")
+    row("compile auto, base answer after an adapter is attached", *answer(short))
+    row("compile auto, the adapter's answer (dynamic cache)", *answer(short, adapter="zero"))
+    row("compile auto, base answer after the adapter's", *answer(short))
+    manager.unload()
+    torch.cuda.empty_cache() if not run.dry else None
+
+
 def _load_bf16(folder: Path):
     import torch
     from transformers import AutoModelForImageTextToText
@@ -382,7 +438,7 @@ def save_adapter(model, folder: Path) -> None:
     peft_model.save_pretrained(folder, state_dict=state)
 
 
-SECTIONS = ("plan", "train", "eval", "decode")
+SECTIONS = ("plan", "train", "eval", "decode", "compiled")
 
 
 def guarded(run: Run, name: str, section: str, function, *args) -> None:
@@ -432,6 +488,8 @@ def main() -> None:
                         args.generate_questions)
             if "decode" in sections:
                 guarded(run, name, "decode", section_decode, name, folder)
+            if "compiled" in sections:
+                guarded(run, name, "compiled", section_compiled, name, folder)
             shutil.rmtree(folder, ignore_errors=True)
         print("\n".join(run.rows))
         if run.skipped:

@@ -25,6 +25,7 @@ from typing import Iterator
 from ..errors import ContextLengthError, InputError, ModelLoadError, NoModelError, all_lines, first_line
 from .answers import (ENDPOINT_PREFIX, Answer, GenerationParams, is_endpoint,  # noqa: F401 (re-exported)
                       local_answer, sampling_kwargs)
+from .compiled import Compiled
 from .cpu_speed import ModelLock, tune_for_cpu
 from .families import DetailChoice, detail_for, enough_short_side, fit_to_profile, profile_for, shrink_pictures
 from ..lora.runtime import attach_adapter, detach_adapter, is_base, resident_adapters, use_adapter
@@ -68,6 +69,7 @@ class ModelManager:
         self._batcher = None
         self._making_batcher = threading.Lock()
         self._adapter_files: dict[str, tuple] = {}  # adapter name -> its weights file as it was when loaded
+        self.compiled = Compiled()  # the loaded model's compiled decode steps (on a CUDA GPU)
 
     def load(self, model_id: str | None = None, quantization: str | None = None, token: str | None = None,
              progress=None, remember: bool = False) -> ModelInfo:
@@ -125,6 +127,7 @@ class ModelManager:
         model.eval()
         tune_for_cpu(model)
         self.model, self.processor, self.decision = model, processor, decision
+        self.compiled = Compiled()
         self._loaded_from = (source, quantization)
         self.info = ModelInfo(
             model_id=source.model_id, source=source.location, architecture=type(model).__name__,
@@ -404,16 +407,21 @@ class ModelManager:
                 rows = RowStreamer(streams, prompts, params, model, processor, adapter)
                 streamed = {"streamer": rows, "stopping_criteria": StoppingCriteriaList([rows])}
             with torch.inference_mode(), use_adapter(model, adapter):
+                width = inputs["input_ids"].shape[1]
+                decode = self.compiled.decode(
+                    model, self.settings.model.compile, inputs["input_ids"].shape[0] * int(params.num_beams),
+                    width + int(params.max_new_tokens), None if is_base(adapter) else adapter, context_tokens(model),
+                    lambda static: model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False,
+                                                  **static))
                 if params.seed >= 0:
                     torch.manual_seed(int(params.seed))
                 try:
                     output = model.generate(**inputs, max_new_tokens=int(params.max_new_tokens),
                                             num_beams=int(params.num_beams), **sampling_kwargs(params, processor),
-                                            **streamed)
+                                            **decode.kwargs, **streamed)
                 except Exception as exc:
                     raise _generation_error(exc) from None
         seconds = time.perf_counter() - started
-        width = inputs["input_ids"].shape[1]
         texts = processor.batch_decode(output[:, width:], skip_special_tokens=True)
         return [local_answer(text, row, int(prompt), params, model, processor, adapter, seconds)
                 for text, row, prompt in zip(texts, output[:, width:].tolist(), prompts)]
