@@ -11,14 +11,16 @@ compiled step, where a length per answer would compile again (~20-30 s) each tur
 
 The first answer after a load (and the first past a multiple of `STEP` tokens) pays the compile (30 s for
 the 7B); it is made by a three-token answer to the same conversation, so a failure to compile is found
-there, said once, and answers go on with the dynamic cache. Attaching an adapter compiles once more
-(13 s: the traced layers changed).
+there: that answer goes on with the dynamic cache and, once it has worked (so the failure was the
+compile's, not an out-of-memory picture's), compiling is off for the model, said once. Attaching or
+detaching an adapter changes the traced layers: the next base answer compiles again (13 s measured).
 
 Only model classes measured to compile through the app are compiled (`COMPILES`): Llama-3.2-11B-Vision
 (Mllama) and Chameleon-7B failed inside torch.compile with an AssertionError after 110 s and 38 s of
 trying (torch 2.11 on the H200; the same Mllama compiled in a direct `generate` the run before, so the
 cause is in how the app calls it and is not found yet), and a first answer that waits that long for
-nothing is worse than the dynamic cache. Not used either, each with the reason `plan` gives: on the CPU
+nothing is worse than the dynamic cache. Not used either, each with the reason it gives: an answer of
+fewer than MIN_NEW_TOKENS new tokens (an eval's one-token answer), on the CPU
 or Apple GPUs (no CUDA graphs; a static cache is slower there), for several rows or beams (a compile
 per shape and a cache per row), under an adapter (a compile per adapter), for bitsandbytes-quantized
 models (not compilable), with layers offloaded to RAM, or when the cache would not fit in what the GPU
@@ -31,6 +33,7 @@ import sys
 from dataclasses import dataclass
 
 STEP = 4096  # cache lengths are multiples of this many tokens
+MIN_NEW_TOKENS = 16  # shorter answers (an eval's one-token answer) decode too little to be worth a compile
 COMPILES = frozenset({"Qwen2_5_VLForConditionalGeneration"})  # measured to compile through the app (above)
 
 
@@ -91,7 +94,8 @@ def plan(model, setting: str, rows: int, needed: int, adapter: str | None, limit
     length = cache_length(needed, limit)
     if length < needed:
         return DecodePlan({}, "the answer would run past the model's context")
-    size = cache_bytes(base, length)
+    # transformers keeps the longest static cache it made for this model and makes every later one that long
+    size = cache_bytes(base, max(length, getattr(base, "_previous_max_cache_length", 0)))
     if free_bytes is None:
         import torch
 
@@ -104,32 +108,47 @@ def plan(model, setting: str, rows: int, needed: int, adapter: str | None, limit
 
 
 class Compiled:
-    """Per loaded model: which cache lengths have been compiled, and whether compiling failed (then never again)."""
+    """Per loaded model and set of attached adapters (attaching one changes the traced layers; the manager
+    makes a new one then): which cache lengths have been compiled, and whether compiling failed (then never
+    again)."""
 
     def __init__(self):
         self.ready: set[int] = set()
         self.broken: str | None = None
+        self.suspect: str | None = None  # a warm-up failed; compiling is blamed once the same answer works without
 
     def decode(self, model, setting: str, rows: int, needed: int, adapter: str | None, limit: int | None,
-               warm, **where) -> DecodePlan:
+               warm, new_tokens: int = MIN_NEW_TOKENS, **where) -> DecodePlan:
         """The plan for this batch; the first use of a cache length compiles it by `warm(kwargs)` (a short
-        answer to the same conversation), and a failure there is said once and turns compiling off.
+        answer to the same conversation). A warm-up that fails leaves this batch to the dynamic cache; if that
+        answer works (`settle`), the failure was the compile's: said once, and compiling is off for the model.
         `where`: `plan`'s device_type / free_bytes."""
         if self.broken:
             return DecodePlan({}, self.broken)
+        if new_tokens < MIN_NEW_TOKENS:
+            return DecodePlan({}, f"{new_tokens} new tokens: too few to be worth a compile")
         found = plan(model, setting, rows, needed, adapter, limit, **where)
         length = found.kwargs.get("max_cache_len")
         if not found.compiled or length in self.ready:
             return found
-        print(f"vlmchat: compiling the decode step for a {length:,}-token cache (once; ~30 s for a 7B model), "
-              "after which answers come about twice as fast", file=sys.stderr, flush=True)
+        print(f"vlmchat: compiling the decode step for a {length:,}-token cache (once per load, adapter set and "
+              "cache length; ~30 s for a 7B model), after which answers come about twice as fast",
+              file=sys.stderr, flush=True)
         try:
             warm(found.kwargs)
-        except Exception as exc:  # noqa: BLE001 - any failure to compile: answer with the dynamic cache instead
+        except Exception as exc:  # noqa: BLE001 - the compile's or the answer's: `settle` tells them apart
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            self.broken = f"compiling failed ({type(exc).__name__}: {first})"
-            print(f"vlmchat: {self.broken}; answers use the dynamic cache (set compile = \"off\" in settings.toml "
-                  "[model] to skip trying)", file=sys.stderr, flush=True)
-            return DecodePlan({}, self.broken)
+            self.suspect = f"compiling failed ({type(exc).__name__}: {first})"
+            return DecodePlan({}, self.suspect)
         self.ready.add(length)
         return found
+
+    def settle(self, worked: bool) -> None:
+        """Call after each answer: when a warm-up failed before an answer that `worked` (the same conversation,
+        with the dynamic cache), the failure was the compile's, so compiling is turned off, and said once. A
+        warm-up failure followed by a failed answer (out of memory, a bad input) blames nothing."""
+        if worked and self.suspect and not self.broken:
+            self.broken = self.suspect
+            print(f"vlmchat: {self.broken}; answers use the dynamic cache (set compile = \"off\" in settings.toml "
+                  "[model] to skip trying)", file=sys.stderr, flush=True)
+        self.suspect = None

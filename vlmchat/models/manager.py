@@ -149,6 +149,7 @@ class ModelManager:
             problem = read_adapter(Path(path)).problem  # before PEFT puts any layer of it into the model
             if problem:
                 raise InputError(f"Adapter '{name}' could not be loaded: {problem}.")
+            self.compiled = Compiled()  # its layers change what a compiled step traced: compile (and warm up) again
             try:
                 self.model = attach_adapter(model, name, path)
                 self._adapter_files[name] = _weights_stamp(path)
@@ -191,6 +192,7 @@ class ModelManager:
             self._adapter_files.pop(name, None)
             if self.model is not None:
                 self.model = detach_adapter(self.model, name)
+                self.compiled = Compiled()
             if self.active_adapter == name:
                 self.active_adapter = None
 
@@ -411,8 +413,9 @@ class ModelManager:
                 decode = self.compiled.decode(
                     model, self.settings.model.compile, inputs["input_ids"].shape[0] * int(params.num_beams),
                     width + int(params.max_new_tokens), None if is_base(adapter) else adapter, context_tokens(model),
-                    lambda static: model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False,
-                                                  **static))
+                    lambda static: model.generate(**inputs, max_new_tokens=3, min_new_tokens=3,
+                                                  **sampling_kwargs(GenerationParams(), processor), **static),
+                    new_tokens=int(params.max_new_tokens))
                 if params.seed >= 0:
                     torch.manual_seed(int(params.seed))
                 try:
@@ -420,7 +423,9 @@ class ModelManager:
                                             num_beams=int(params.num_beams), **sampling_kwargs(params, processor),
                                             **decode.kwargs, **streamed)
                 except Exception as exc:
+                    self.compiled.settle(worked=False)
                     raise _generation_error(exc) from None
+                self.compiled.settle(worked=True)
         seconds = time.perf_counter() - started
         texts = processor.batch_decode(output[:, width:], skip_special_tokens=True)
         return [local_answer(text, row, int(prompt), params, model, processor, adapter, seconds)
