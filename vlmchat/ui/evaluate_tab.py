@@ -25,8 +25,8 @@ from ..models.families import IMAGE_DETAILS
 from ..models.manager import ModelManager
 from ..settings import PROJECT_ROOT, Settings
 from .errors import guard as _guard, said
-from .sharing import nothing_given, refuse_server_paths, refuse_upload_and_path
-from .uploads import upload_endpoint, user_uploads
+from .sharing import refuse_server_paths
+from .uploads import given_data, upload_endpoint, user_uploads
 from .users import login_of, session_of, user_folder
 
 
@@ -303,13 +303,8 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
     run_id = gr.Textbox(visible="hidden", max_lines=1, elem_id="vlmchat-eval-run")
 
     def reference(file, typed, request) -> str:
-        refuse_upload_and_path(file, typed)
-        if file:
-            return store_upload(file, settings, user_uploads(settings, request), "eval set")
-        if typed and typed.strip():
-            refuse_server_paths(settings, "evaluation")
-            return typed.strip()
-        raise gr.Error(nothing_given(settings, "an eval set", "the path of a file or folder"))
+        return given_data(settings, file, typed, request, "eval set", "evaluation", "an eval set",
+                          "the path of a file or folder")
 
     def refused(message: str, previous: str, request) -> tuple:
         """The outputs of an Evaluate that started nothing (every such path): `message`, and the page's previous

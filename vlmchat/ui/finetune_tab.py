@@ -25,8 +25,8 @@ from ..models.manager import ModelManager
 from ..models.resolve import resolve_model
 from ..settings import Settings
 from .errors import guard as _guard, said
-from .sharing import nothing_given, refuse_server_paths, refuse_upload_and_path, shown_text
-from .uploads import upload_endpoint, user_uploads
+from .sharing import refuse_server_paths, shown_text
+from .uploads import given_data, upload_endpoint, user_uploads
 from .users import refuse_anothers_adapter, user_folder
 
 # The form is built from the [finetune] fields and their metadata (vlmchat/settings.py), in their order, and the
@@ -68,15 +68,8 @@ class FinetuneActions:
 
     def dataset(self, upload, path: str, request=None) -> str:
         """A dataset reference from an upload ('upload:<id>') or a local path (refused when shared)."""
-        refuse_upload_and_path(upload, path)
-        if upload:
-            return store_upload(upload, self.settings, user_uploads(self.settings, request))
-        if path and path.strip():
-            if not path.strip().startswith(PREFIX):
-                refuse_server_paths(self.settings, "training")
-            return path.strip()
-        raise gr.Error(nothing_given(self.settings, "a dataset (a .zip, or a .json/.jsonl/.csv/.parquet file)",
-                                     "the path of a folder or file"))
+        return given_data(self.settings, upload, path, request, "dataset", "training",
+                          "a dataset (a .zip, or a .json/.jsonl/.csv/.parquet file)", "the path of a folder or file")
 
     def check(self, reference: str, request=None) -> dict:
         """Format, usable sample count, problems (file/line) and the first samples of a dataset."""
