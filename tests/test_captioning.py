@@ -519,3 +519,15 @@ def test_a_csv_rewritten_keeps_its_bom_and_line_ends(manager, shapes):
     data = output.read_bytes()
     assert data.startswith(b"\xef\xbb\xbfimage,caption\r\n") and data.count(b"\r\n") == data.count(b"\n") == 3
     assert f"{second.name},{truth[second]}".encode() in data and "café".encode() in data
+
+
+def test_the_caption_tabs_batch_size_takes_auto_or_a_whole_number():
+    """'2.5' was taken as 2, unsaid (noticed in a review)."""
+    from vlmchat.errors import InputError
+    from vlmchat.ui.caption_tab import _batch_size
+
+    assert _batch_size(" Auto ") == "auto" and _batch_size("") == "auto" and _batch_size("16") == 16
+    assert _batch_size(8.0) == 8
+    for wrong in ("2.5", "many", "inf"):
+        with pytest.raises(InputError, match="whole number"):
+            _batch_size(wrong)

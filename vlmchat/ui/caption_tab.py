@@ -33,9 +33,12 @@ def _batch_size(value) -> int | str:
     if text == "auto":
         return "auto"
     try:
-        return int(float(text))
+        number = float(text)
     except ValueError:
-        raise InputError(f"Batch size must be 'auto' or a whole number (got {value!r}).") from None
+        number = None
+    if number is None or not number.is_integer():  # 2.5 was taken as 2, unsaid
+        raise InputError(f"Batch size must be 'auto' or a whole number (got {value!r}).")
+    return int(number)
 
 
 def _copy_uploads(files: list[str], folder: Path) -> list[Path]:
