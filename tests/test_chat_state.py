@@ -215,6 +215,23 @@ def test_regenerating_drops_the_answer_and_keeps_the_question(picture_files):
     assert [m["text"] for m in chat["messages"]] == ["Describe the image.", "a red circle", "What color is the shape?"]
 
 
+def test_retry_or_an_edit_while_an_answer_streams_stops_that_answer(turns, picture_files):
+    """Retry and edit are clickable while an answer streams; the answer they dropped went on being written (the
+    model busy, its turn gone from the chat). Now it is stopped: its stream ends at its next piece."""
+    for change in (lambda chat, shown: retry_turn(chat, shown), lambda chat, shown: edit_turn(chat, shown - 1, "Hi")):
+        chat = new_chat()
+        chat["messages"].append(user_turn({"text": "Describe the image.",
+                                           "files": [str(picture_files[("red", "circle")])]}))
+        answer = turns.answer(chat, "")
+        turn = next(answer)  # the answer has begun (its pending turn is in the chat)
+        assert turn["status"] == "pending" and chat["messages"][-1] is turn
+        assert change(chat, len(chatbot_value(chat)) - 1)
+        rest = list(answer)
+        assert turn["status"] == "stopped" and turn["text"] == "" and not rest  # it wrote nothing more
+        assert turn not in chat["messages"] and chat["messages"][-1]["role"] == "user"
+        assert list(turns.answer(chat, ""))[-1]["status"] == "ok"  # answered again: the model is free for it
+
+
 def test_compare_refuses_without_a_picture(manager):
     with pytest.raises(InputError, match="needs a picture"):
         list(compare_stream(manager, None, "Describe the image.", "base", "demo-es"))

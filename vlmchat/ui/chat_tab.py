@@ -260,8 +260,17 @@ def edit_turn(chat: dict, shown_index, text: str) -> bool:
     if turn.get("role") != "user" or not isinstance(message["content"], str) or message["content"] != turn.get("text"):
         return False
     turn["text"] = text or ""
-    del chat["messages"][index + 1:]
+    _drop_after(chat, index)
     return True
+
+
+def _drop_after(chat: dict, index: int) -> None:
+    """Drop the chat's messages after `index`; an answer among them still being written is stopped first (its
+    stream sees the status and ends), else an edit or Retry while it streamed left it running unseen."""
+    for message in chat["messages"][index + 1:]:
+        if message.get("status") == "pending":
+            message["status"] = "stopped"
+    del chat["messages"][index + 1:]
 
 
 def retry_turn(chat: dict, shown_index) -> bool:
@@ -275,7 +284,7 @@ def retry_turn(chat: dict, shown_index) -> bool:
         index -= 1
     if index < 0:
         return False
-    del chat["messages"][index + 1:]
+    _drop_after(chat, index)
     return True
 
 
