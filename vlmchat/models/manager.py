@@ -168,23 +168,34 @@ class ModelManager:
             return
         if is_base(name):
             return
-        was_default = False
-        if name in self.adapter_names():
-            folder = adapter_path(self.settings.paths.resolve("adapters"), name)
-            if folder.is_dir() and _weights_stamp(folder) == self._adapter_files.get(name):
-                return
-            # Renamed or deleted since it was loaded (it is no choice any more), or trained again over it (a
-            # fine-tune with overwrite): the weights in memory are not the adapter's any more.
-            was_default = self.active_adapter == name
-            self.unload_adapter(name)
-        info = self.info
-        if info is None:
-            raise NoModelError("No model is loaded; load one in the Model tab or start with --model.")
-        found = usable_adapter(self.settings.paths.resolve("adapters"), name, info.model_id, info.source,
-                               info.architecture)
-        self.load_adapter(name, found.path)
-        if was_default:  # trained again: still what new chats start with
-            self.activate_adapter(name)
+        if self._attached_as_on_disk(name):  # the usual case, without waiting for the answer being written
+            return
+        # (Re)loaded under the model's lock: a request answered between the unload of an adapter trained again
+        # and its load found it "not loaded" (/v1 requests naming it while another reloaded it).
+        with self.lock:
+            was_default = False
+            if name in self.adapter_names():
+                if self._attached_as_on_disk(name):  # another request reloaded it meanwhile
+                    return
+                # Renamed or deleted since it was loaded (it is no choice any more), or trained again over it (a
+                # fine-tune with overwrite): the weights in memory are not the adapter's any more.
+                was_default = self.active_adapter == name
+                self.unload_adapter(name)
+            info = self.info
+            if info is None:
+                raise NoModelError("No model is loaded; load one in the Model tab or start with --model.")
+            found = usable_adapter(self.settings.paths.resolve("adapters"), name, info.model_id, info.source,
+                                   info.architecture)
+            self.load_adapter(name, found.path)
+            if was_default:  # trained again: still what new chats start with
+                self.activate_adapter(name)
+
+    def _attached_as_on_disk(self, name: str) -> bool:
+        """Adapter `name` is attached and its folder's weights file is the one it was loaded from."""
+        if name not in self.adapter_names():
+            return False
+        folder = adapter_path(self.settings.paths.resolve("adapters"), name)
+        return folder.is_dir() and _weights_stamp(folder) == self._adapter_files.get(name)
 
     def unload_adapter(self, name: str) -> None:
         """Detach adapter `name` and free its weights."""
