@@ -901,3 +901,27 @@ def test_dataset_info_naming_a_missing_file_says_which(tmp_path):
                                                                      "formatting": "sharegpt"}}), encoding="utf-8")
     with pytest.raises(InputError, match="registers nope.json, which is not in"):
         read_dataset(tmp_path)
+
+
+def test_a_csv_dataset_that_dataset_info_registers_is_read_as_its_entry_says(tmp_path):
+    """LLaMA-Factory loads .csv files too (as a registered file, or a registered folder of them): read with the
+    entry's columns, an images cell being one path relative to the dataset_dir (it was refused: 'no layout')."""
+    import csv
+
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "shapes").mkdir()
+    for index, colour in enumerate(("red", "blue")):
+        Image.new("RGB", (32, 32), colour).save(tmp_path / "pics" / f"{index}.png")
+    with open(tmp_path / "shapes" / "part-0.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["question", "answer", "picture"])
+        writer.writerow(["<image>What colour is it?", "red", "pics/0.png"])
+        writer.writerow(["<image>What colour is it?", "blue", "pics/1.png"])
+    entry = {"formatting": "alpaca", "columns": {"prompt": "question", "response": "answer", "images": "picture"}}
+    for registered in ("shapes", "shapes/part-0.csv"):
+        (tmp_path / "dataset_info.json").write_text(json.dumps({"colours": {"file_name": registered, **entry}}))
+        report = read_dataset(tmp_path, "Describe the image.")
+        assert report.format.startswith("Alpaca") and not report.problems
+        assert [s.messages[-1]["content"][0]["text"] for s in report.samples] == ["red", "blue"]
+        assert [s.images for s in report.samples] == [(str(tmp_path / "pics" / "0.png"),),
+                                                       (str(tmp_path / "pics" / "1.png"),)]

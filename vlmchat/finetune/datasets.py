@@ -208,10 +208,11 @@ def _read_registered(target: Path, prompt: str) -> DatasetReport:
     both)."""
     if target.is_file():
         return _read_file(target, prompt)
-    files = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in (".json", ".jsonl", ".parquet")
+    files = sorted(p for p in target.rglob("*") if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
                    and not p.name.startswith("."))
     if not files:
-        raise InputError(f"'{target}' (registered in dataset_info.json) holds no .json, .jsonl or .parquet file.")
+        raise InputError(f"'{target}' (registered in dataset_info.json) holds no .json, .jsonl, .csv or .parquet "
+                         "file.")
     return _merged(target, [_read_file(file, prompt) for file in files])
 
 
@@ -274,6 +275,9 @@ def _read_file(path: Path, prompt: str) -> DatasetReport:
         header, rows = _csv_rows(path)
         if not rows:
             raise InputError(_empty(path, "it has a header but no rows" if header else "it has no rows"))
+        registration = _registration(path)  # LLaMA-Factory reads .csv datasets too (an images cell: one path)
+        if registration is not None:
+            return _read_llamafactory(path, rows, prompt, *registration)
         if formats.image_columns(header):
             return _read_metadata(path, rows, prompt)
         if {"image", "caption"} <= set(header):
