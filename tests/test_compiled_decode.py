@@ -75,6 +75,16 @@ def test_a_one_row_base_answer_on_a_gpu_is_compiled_and_the_rest_say_why_not(qwe
     assert cache_bytes(manager.model, 1024) == 2 * 4 * 4 * 32 * 1024 * 4
 
 
+def test_the_loaded_models_summary_says_when_chats_first_answer_compiles(qwen, manager):
+    from vlmchat.models.compiled import load_note
+
+    note = load_note(qwen.model, "auto", context_tokens(qwen.model), device_type="cuda", free_bytes=ROOMY)
+    assert "first answer compiles" in note and "off" in note
+    assert load_note(qwen.model, "off", None, device_type="cuda", free_bytes=ROOMY) == ""
+    assert load_note(manager.model, "auto", 1024, device_type="cuda", free_bytes=ROOMY) == ""  # LLaVA: not compiled
+    assert "compiles" not in qwen.info.reason  # loaded on this CPU
+
+
 def test_a_failed_compile_is_blamed_once_the_same_answer_works_without_it(qwen, capsys):
     compiled, tries = Compiled(), []
 

@@ -107,6 +107,14 @@ def plan(model, setting: str, rows: int, needed: int, adapter: str | None, limit
                       f"static {length:,}-token cache, compiled step")
 
 
+def load_note(model, setting: str, limit: int | None, **where) -> str:
+    """What the loaded model's summary says when Chat's answers will be compiled ("" when not), so that the first
+    answer's wait is not a surprise. `where`: `plan`'s device_type / free_bytes."""
+    found = plan(model, setting, 1, min(STEP, limit or STEP), None, limit, **where)
+    return ("; Chat's first answer compiles the decode step (~30 s, once; then about twice the tokens a second; "
+            "[model] compile = \"off\" skips it)") if found.compiled else ""
+
+
 class Compiled:
     """Per loaded model and set of attached adapters (attaching one changes the traced layers; the manager
     makes a new one then): which cache lengths have been compiled, and whether compiling failed (then never

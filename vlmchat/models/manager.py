@@ -25,7 +25,7 @@ from typing import Iterator
 from ..errors import ContextLengthError, InputError, ModelLoadError, NoModelError, all_lines, first_line
 from .answers import (ENDPOINT_PREFIX, Answer, GenerationParams, is_endpoint,  # noqa: F401 (re-exported)
                       local_answer, sampling_kwargs)
-from .compiled import Compiled
+from .compiled import Compiled, load_note
 from .cpu_speed import ModelLock, tune_for_cpu
 from .families import DetailChoice, detail_for, enough_short_side, fit_to_profile, profile_for, shrink_pictures
 from ..lora.runtime import attach_adapter, detach_adapter, is_base, resident_adapters, use_adapter
@@ -131,7 +131,8 @@ class ModelManager:
         self._loaded_from = (source, quantization)
         self.info = ModelInfo(
             model_id=source.model_id, source=source.location, architecture=type(model).__name__,
-            device=str(model.device), dtype=str(model.dtype).replace("torch.", ""), reason=decision.reason,
+            device=str(model.device), dtype=str(model.dtype).replace("torch.", ""),
+            reason=decision.reason + load_note(model, self.settings.model.compile, context_tokens(model)),
             shown=source.name if source.kind == "folder" and self.settings.server.exposed else source.model_id,
         )
         return self.info
