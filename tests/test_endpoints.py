@@ -269,6 +269,12 @@ def test_eval_by_loglik_through_an_endpoint_is_refused_with_what_to_do(settings_
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "--method generate" in done.stderr and "log-likelihood" in done.stderr
     assert "model: " not in done.stderr  # said before the local model loads (it loaded first; API reviewer)
+    # a mistyped endpoint is said as such, before the model loads (loglik's refusal called it "an endpoint", and with
+    # --method generate it was said after the load: blind tester)
+    for method in ("loglik", "generate"):
+        typo = launch(settings_file, "eval", "--data", str(data), "--endpoint", "peer-eng", "--method", method)
+        assert typo.returncode == 2 and "There is no endpoint named 'peer-eng'" in typo.stderr, typo.stderr
+        assert "peer-en" in typo.stderr and "model: " not in typo.stderr
 
 
 def test_the_evaluate_tab_refuses_loglik_for_an_endpoint_before_a_run_starts(remote, picture_files, tmp_path):

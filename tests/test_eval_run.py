@@ -230,6 +230,19 @@ def test_parse_answer_finds_an_options_words_among_others():
     assert parse_answer("a red circle", ["a red star", "a blue circle"]) is None
 
 
+def test_a_loglik_run_records_no_generation_settings_it_did_not_use(eval_manager, pictures, tmp_path):
+    """`--method loglik --num-beams 5` recorded "num_beams": 5 and repeated it in the run's command (blind tester)."""
+    from vlmchat.evaluate.run import EvalOptions, run_eval
+
+    result = run_eval(eval_manager, eval_set(question_items(pictures, 4)), ["base"], "loglik",
+                      EvalOptions(batch_size=4, max_new_tokens=3, num_beams=5), folder=tmp_path)
+    assert result.config["num_beams"] is None and result.config["max_new_tokens"] is None
+    assert "--num-beams" not in result.command() and "--max-new-tokens" not in result.command()
+    both = run_eval(eval_manager, eval_set(question_items(pictures, 4)), ["base"], "loglik,generate",
+                    EvalOptions(batch_size=4, max_new_tokens=3, num_beams=5), folder=tmp_path / "both")
+    assert both.config["num_beams"] == 5 and "--num-beams 5" in both.command()
+
+
 def test_generate_method_keeps_the_raw_answer_and_parses_it(eval_manager, pictures, tmp_path):
     from vlmchat.evaluate.run import EvalOptions, run_eval
 

@@ -188,6 +188,9 @@ def test_mmlu_folder_reads_every_subject_file_sorted(tmp_path):
     assert result.format == "MMLU CSV (headerless), 2 files"
     assert [item.subject for item in result.items] == ["anatomy", "anatomy", "virology"]
     assert result.items[2].source == "virology_test.csv:1"
+    # data/ holding the test split alone says so (it read "the folder also holds : point at one file": blind tester)
+    alone = read_eval_set(tmp_path / "data")
+    assert alone.format.endswith("; its test split") and "also holds" not in alone.format
     # The folder as MMLU's own tarball unpacks it, data/{dev,val,test}/<subject>_<split>.csv: the test split is read
     # (it was refused: "its subfolders ... hold eval-set files: point at one of them").
     (tmp_path / "data" / "dev").mkdir()

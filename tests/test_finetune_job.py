@@ -109,6 +109,10 @@ def test_cli_trains_an_adapter_with_metadata_and_never_overwrites_without_confir
     assert again.returncode == 2 and "already exists" in again.stderr and len(again.stderr.strip().splitlines()) == 1
     bad = _cli(settings_file, "--data", str(data), "--name", "../x")
     assert bad.returncode == 2 and "not a valid adapter name" in bad.stderr
+    # a name that differs only in case is one folder on macOS and Windows (it was taken here: blind tester)
+    cased = _cli(settings_file, "--data", str(data), "--name", "TINY-es", "--max-steps", "1")
+    assert cased.returncode == 2 and "'tiny-es' already exists" in cased.stderr and "only in case" in cased.stderr
+    assert not (adapters / "TINY-es").exists()
 
 
 def test_cancel_keeps_a_checkpoint_and_no_adapter_then_resume_finishes(workspace):
@@ -203,6 +207,29 @@ def test_a_terminal_fine_tune_stopped_by_a_signal_stops_its_training_process_too
     status = _wait_for(job, lambda s: not s.active and not runner.is_alive(job), timeout=60)
     assert status.state == "cancelled" and status.checkpoint
     assert not (tmp_path / "adapters" / "stopped").exists()
+
+
+def test_ctrl_c_while_the_training_process_starts_is_a_cancel_not_a_crash(tmp_path, demo_model_path):
+    """Ctrl-C before the first step: the training process, ended while it was still starting, used to be reported as
+    "fine-tune interrupted: ... ended without a report (exit code -15)" with exit code 1 (blind tester)."""
+    settings_file = write_settings(tmp_path)
+    data = write_caption_folder(tmp_path / "captions", 4)
+    env = dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1")
+    cli = subprocess.Popen([sys.executable, "launch.py", "--settings", str(settings_file), "finetune", "--data",
+                            str(data), "--name", "early", "--max-steps", "50", "--no-evaluate"],
+                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        jobs, deadline = tmp_path / "outputs" / "finetune", time.monotonic() + 120
+        while next(jobs.rglob("job.json"), None) is None:  # the job is made; its process is importing torch
+            assert time.monotonic() < deadline and cli.poll() is None, cli.communicate()
+            time.sleep(0.05)
+        cli.send_signal(signal.SIGINT)
+        out, err = cli.communicate(timeout=120)
+    finally:
+        cli.kill()
+    assert cli.returncode == 130, err[-2000:]
+    assert "cancelled before its first step" in err and "Traceback" not in err and "exit code" not in err
+    assert not (tmp_path / "adapters" / "early").exists()
 
 
 def test_a_second_fine_tune_is_refused_with_the_running_ones_process_and_how_to_stop_it(tmp_path):

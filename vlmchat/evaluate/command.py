@@ -196,6 +196,10 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
             find_adapter(settings.paths.resolve("adapters"), name)
         else:
             usable_adapter(settings.paths.resolve("adapters"), name, *local)
+    manager = ModelManager(settings)
+    for name in models:  # a mistyped endpoint too (it was refused as "an endpoint" by loglik's check, or after the load)
+        if is_endpoint(name):
+            manager.endpoint(name)
     eval_set = read_eval_set(unpacked_zip(args.data, settings), limit=args.limit)
     eval_set.require_usable()  # a file with nothing usable is reported before the model loads
     check_methods(eval_set, args.methods or ["loglik"], models)  # so is a method an endpoint cannot be scored by
@@ -203,7 +207,6 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
         spare_the_set(options.output, eval_set)
     print(f"{eval_set.path}: {eval_set.format}, {len(eval_set.items)} usable, {len(eval_set.problems)} skipped",
           file=sys.stderr)
-    manager = ModelManager(settings)
     if not all(is_endpoint(name) for name in models):  # endpoints alone need no local model
         print(f"model: {manager.load().summary()}", file=sys.stderr)
     progress = _Progress()

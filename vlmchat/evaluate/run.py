@@ -207,6 +207,8 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
               # what was asked (None: settings' default) beside what the model sees (LLaVA: one size whatever is asked)
               "image_detail_asked": options.image_detail or None,
               "image_detail": detail.detail if detail else None, "image_detail_reason": detail.reason if detail else None}
+    if methods == ["loglik"]:  # nothing is generated: a --num-beams 5 recorded read as if beams were used (tester)
+        config.update(num_beams=None, max_new_tokens=None)
     entries = _rows(names, methods)
     result = EvalResult(eval_set=eval_set, models=list(entries), method="+".join(methods), config=config,
                         entries=entries if len(methods) > 1 else {})

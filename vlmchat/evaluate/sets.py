@@ -542,7 +542,7 @@ def _read_one_split(folder: Path, splits: dict[str, list[Path]], limit: int | No
         if result.items:
             others = ", ".join(s for s in sorted(splits) if s != split)
             result.format += (f"; the {split} split (the folder also holds {others}: point at one file, or a folder "
-                              "of one split, to choose)")
+                              "of one split, to choose)" if others else f"; its {split} split")
             return result
         tried.append(f"{split}: " + "; ".join(str(p) for p in result.problems[:2]))
     raise InputError(f"No split in '{folder}' has usable questions: " + " | ".join(tried[:3]))

@@ -173,10 +173,11 @@ def follow(job) -> int:
     from . import runner
 
     stop_as_ctrl_c()
-    bar = _Bar()
+    bar, cancelled = _Bar(), False
     try:
         status = runner.wait(job, on_update=bar.update)
     except KeyboardInterrupt:
+        cancelled = True
         print("\ncancelling (a checkpoint is saved)…", file=sys.stderr)
         runner.cancel_job(job)
         try:
@@ -196,6 +197,12 @@ def follow(job) -> int:
         return 0
     if status.state == "cancelled":
         print(f"vlmchat: {status.message} Continue with the same command and --resume.", file=sys.stderr)
+        return interrupted_exit_code()
+    if cancelled and status.state == "interrupted" and not status.checkpoint:
+        # Ctrl-C while the training process was still starting: it ended before its first step, as asked (this read
+        # "fine-tune interrupted: ... ended without a report" with exit code 1, as a crash reads: blind tester)
+        print("vlmchat: fine-tune cancelled before its first step; nothing was trained or saved. Start it again "
+              "with the same command.", file=sys.stderr)
         return interrupted_exit_code()
     print(f"vlmchat: fine-tune {status.state}: {status.message}", file=sys.stderr)
     return EXIT_FAILED

@@ -79,6 +79,13 @@ class JobSpec(FinetuneSettings):
         if self.adapters_dir and (folder / self.name).exists() and not self.overwrite:
             raise InputError(f"An adapter named '{self.name}' already exists; pick another name or confirm "
                              "overwrite (--overwrite, or the Overwrite box in the Fine-tune tab).")
+        if self.adapters_dir and folder.is_dir():  # BT-PHOTO beside bt-photo: one folder on macOS and Windows
+            twin = next((p.name for p in folder.iterdir() if p.name != self.name and p.name.lower() == self.name.lower()
+                         and p.is_dir()), None)
+            if twin:
+                raise InputError(f"An adapter named '{twin}' already exists, which differs from '{self.name}' only in "
+                                 "case (one and the same folder on macOS and Windows); pick another name, or train "
+                                 f"'{twin}' again with overwrite.")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, ensure_ascii=False) + "\n"
