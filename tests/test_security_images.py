@@ -142,3 +142,26 @@ def test_caption_finds_every_format_chat_reads(tmp_path, picture_files):
     found = find_images([tmp_path])
     assert sorted(p.suffix for p in found.images) == [".avif", ".jpeg", ".png", ".qoi", ".webp"]
     assert load_image(tmp_path / "picture.avif").size == picture.size
+
+
+def test_an_image_box_made_again_for_a_session_still_answers_bad_files_with_vlmchat_messages(demo_settings, tmp_path):
+    """Gradio answers a session whose Image was updated (an example clicked in Compare) with a new Image made from
+    the block's arguments; a check set on the app's block was not on it, and a text file uploaded as a picture met
+    Gradio's raw "Could not preprocess input component ... UnidentifiedImageError" (blind tester, in Chromium)."""
+    import gradio as gr
+    from gradio.data_classes import ImageData
+
+    from vlmchat.models.manager import ModelManager
+    from vlmchat.ui.app import build_app
+
+    app = build_app(ModelManager(demo_settings), demo_settings)
+    compare = next(block for block in app.blocks.values() if getattr(block, "elem_id", None) == "vlmchat-compare-image")
+    again = type(compare)(**{**compare.constructor_args, "render": False})  # what Gradio makes for the session
+    text = tmp_path / "text.png"
+    text.write_text("not a picture")
+    with pytest.raises(gr.Error, match="'text.png' is not an image vlmchat can read"):
+        again.preprocess(ImageData(path=str(text), orig_name="text.png"))
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (demo_settings.server.max_upload_mb * 2**20 + 1))
+    with pytest.raises(gr.Error, match="limit"):
+        again.preprocess(ImageData(path=str(big), orig_name="big.png"))

@@ -152,6 +152,20 @@ def _decode_checked(preprocess, max_bytes: int | None = None):
     return checked
 
 
+def _check_images(max_bytes: int | None) -> None:
+    """Every gr.Image's preprocess `_decode_checked`, with `max_bytes` the upload limit. Set on the class, not on the
+    app's Image blocks: a session whose Image was updated (an example clicked) answers with a new Image made from
+    the block's arguments, and a non-image uploaded to Compare then met Gradio's raw "Could not preprocess input
+    component ... UnidentifiedImageError" naming server temp paths (blind tester)."""
+    original = getattr(gr.Image.preprocess, "_vlmchat_original", gr.Image.preprocess)
+
+    def preprocess(self, payload):
+        return _decode_checked(functools.partial(original, self), max_bytes)(payload)
+
+    preprocess._vlmchat_original = original
+    gr.Image.preprocess = preprocess
+
+
 def _checked_quietly(block, preprocess):
     """`block`'s preprocess with Gradio's own refusals of a value (a file of a type it does not take, a number out of
     its range) said as user errors, one log line: they printed a traceback. A Slider's or Number's says the
@@ -185,12 +199,11 @@ def quiet_user_errors(app: gr.Blocks, settings=None) -> gr.Blocks:
             shown = ShownOutside.of(settings, block_fn, inputs) if settings is not None else None
             block_fn.fn = _wrap(block_fn.fn, where, shown)
             block_fn.fn._vlmchat_quiet = True
+    _check_images(settings.server.max_upload_mb * 2**20 if settings is not None else None)
     for block in app.blocks.values():
-        if isinstance(block, gr.Image) and not getattr(block.preprocess, "_vlmchat_quiet", False):
-            limit = settings.server.max_upload_mb * 2**20 if settings is not None else None
-            block.preprocess = _decode_checked(block.preprocess, limit)
-            block.preprocess._vlmchat_quiet = True
-        elif block._id in inputs and hasattr(block, "preprocess") and not getattr(block.preprocess, "_vlmchat_quiet",
+        if isinstance(block, gr.Image):
+            continue
+        if block._id in inputs and hasattr(block, "preprocess") and not getattr(block.preprocess, "_vlmchat_quiet",
                                                                                    False):
             block.preprocess = _checked_quietly(block, block.preprocess)
             block.preprocess._vlmchat_quiet = True
