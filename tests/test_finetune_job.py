@@ -215,9 +215,12 @@ def test_ctrl_c_while_the_training_process_starts_is_a_cancel_not_a_crash(tmp_pa
     settings_file = write_settings(tmp_path)
     data = write_caption_folder(tmp_path / "captions", 4)
     env = dict(os.environ, VLMCHAT_NO_BOOTSTRAP="1")
+    # Ctrl-C as a terminal sends it: a CI runner that started the suite in the background (nohup, `cmd &`) leaves
+    # SIGINT ignored, and Python then never turns it into KeyboardInterrupt
     cli = subprocess.Popen([sys.executable, "launch.py", "--settings", str(settings_file), "finetune", "--data",
                             str(data), "--name", "early", "--max-steps", "50", "--no-evaluate"],
-                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         jobs, deadline = tmp_path / "outputs" / "finetune", time.monotonic() + 120
         while next(jobs.rglob("job.json"), None) is None:  # the job is made; its process is importing torch
