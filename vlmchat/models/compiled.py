@@ -32,6 +32,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from ..errors import named
+
 STEP = 4096  # cache lengths are multiples of this many tokens
 MIN_NEW_TOKENS = 16  # shorter answers (an eval's one-token answer) decode too little to be worth a compile
 COMPILES = frozenset({"Qwen2_5_VLForConditionalGeneration"})  # measured to compile through the app (above)
@@ -145,8 +147,7 @@ class Compiled:
         try:
             warm(found.kwargs)
         except Exception as exc:  # noqa: BLE001 - the compile's or the answer's: `settle` tells them apart
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            self.suspect = f"compiling failed ({type(exc).__name__}: {first})"
+            self.suspect = f"compiling failed ({named(exc)})"
             return DecodePlan({}, self.suspect)
         self.ready.add(length)
         return found

@@ -174,10 +174,10 @@ class ModelManager:
         # (Re)loaded under the model's lock: a request answered between the unload of an adapter trained again
         # and its load found it "not loaded" (/v1 requests naming it while another reloaded it).
         with self.lock:
+            if self._attached_as_on_disk(name):  # another request reloaded it meanwhile
+                return
             was_default = False
             if name in self.adapter_names():
-                if self._attached_as_on_disk(name):  # another request reloaded it meanwhile
-                    return
                 # Renamed or deleted since it was loaded (it is no choice any more), or trained again over it (a
                 # fine-tune with overwrite): the weights in memory are not the adapter's any more.
                 was_default = self.active_adapter == name

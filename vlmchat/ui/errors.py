@@ -124,7 +124,7 @@ def guard(action):
 
 
 def _decode_checked(preprocess, max_bytes: int | None = None):
-    """An Image component's preprocess that refuses a file over `max_bytes` before Gradio decodes it, and reports a
+    """gr.Image's `preprocess` method made to refuse a file over `max_bytes` before Gradio decodes it, and to report a
     file it cannot decode as images.py does, quietly."""
     import os
 
@@ -138,12 +138,12 @@ def _decode_checked(preprocess, max_bytes: int | None = None):
         return None
 
     @functools.wraps(preprocess)
-    def checked(payload):
+    def checked(self, payload):
         path, name = getattr(payload, "path", None), getattr(payload, "orig_name", None)
         if path and max_bytes and os.path.isfile(path) and os.path.getsize(path) > max_bytes:
             raise refused(path, name, max_bytes) from None  # the size is checked before anything is read
         try:
-            return preprocess(payload)
+            return preprocess(self, payload)
         except Exception as exc:
             error = refused(path, name, None) if path else None
             if error is None:
@@ -158,12 +158,8 @@ def _check_images(max_bytes: int | None) -> None:
     the block's arguments, and a non-image uploaded to Compare then met Gradio's raw "Could not preprocess input
     component ... UnidentifiedImageError" naming server temp paths (blind tester)."""
     original = getattr(gr.Image.preprocess, "_vlmchat_original", gr.Image.preprocess)
-
-    def preprocess(self, payload):
-        return _decode_checked(functools.partial(original, self), max_bytes)(payload)
-
-    preprocess._vlmchat_original = original
-    gr.Image.preprocess = preprocess
+    gr.Image.preprocess = _decode_checked(original, max_bytes)
+    gr.Image.preprocess._vlmchat_original = original
 
 
 def _checked_quietly(block, preprocess):
