@@ -140,6 +140,36 @@ def test_a_port_in_use_is_one_line_and_exit_code_2_before_the_model_loads():
 
 
 
+def test_the_port_suggested_is_free_not_the_next_one_taken_too():
+    """With 7860 and 7861 both held (two copies running), the advice was '--port 7861', which failed again."""
+    import socket
+
+    from vlmchat.errors import InputError
+    from vlmchat.ui.server import check_port
+
+    held = []
+    while len(held) < 2:  # two neighbouring ports held by this test
+        listener = socket.socket()
+        try:
+            listener.bind(("127.0.0.1", held[0].getsockname()[1] + 1 if held else 0))
+        except OSError:  # the neighbour is someone else's: start again elsewhere
+            for other in held + [listener]:
+                other.close()
+            held = []
+            continue
+        listener.listen()
+        held.append(listener)
+    port = held[0].getsockname()[1]
+    try:
+        with pytest.raises(InputError) as caught:
+            check_port("127.0.0.1", port)
+    finally:
+        for listener in held:
+            listener.close()
+    suggested = int(str(caught.value).split("--port ")[1].rstrip("."))
+    assert suggested > port + 1
+    check_port("127.0.0.1", suggested)  # free indeed
+
 def test_a_mistyped_start_adapter_is_one_line_with_the_adapters_before_the_model_loads():
     """`--adapter nosuch` was said after the model had loaded, without the names there are (newcomer reviewer)."""
     from conftest import free_port

@@ -52,15 +52,22 @@ def check_port(host: str, port: int) -> None:
     except socket.gaierror as exc:  # a typo such as 0.0.0.0. got the advice to change the port
         raise InputError(f"--host {host} is not an address or a name this computer knows ({exc.strerror}); use "
                          "127.0.0.1 (this computer only) or 0.0.0.0 (other machines too).") from None
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            # As uvicorn binds: a socket still closing is no obstacle.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
-    except OSError as exc:
-        raise InputError(f"Cannot serve on {host}:{port} ({exc.strerror or exc}): another program, or vlmchat "
-                         f"already running, uses it. Open that one, stop it, or start with another port: "
-                         f"--port {port + 1}.") from None
+    def free(number: int) -> OSError | None:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                # As uvicorn binds: a socket still closing is no obstacle.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host, number))
+        except OSError as exc:
+            return exc
+        return None
+
+    taken = free(port)
+    if taken:  # the port suggested is one found free now, not port + 1 taken by a second copy too
+        spare = next((number for number in range(port + 1, min(port + 50, 65536)) if not free(number)), None)
+        advice = f"start with another port: --port {spare}" if spare else "start with another port (--port N)"
+        raise InputError(f"Cannot serve on {host}:{port} ({taken.strerror or taken}): another program, or vlmchat "
+                         f"already running, uses it. Open that one, stop it, or {advice}.")
 
 
 def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
