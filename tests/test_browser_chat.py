@@ -389,6 +389,36 @@ def test_an_open_tab_goes_on_with_its_chat_after_the_app_restarts(browser, tmp_p
         app.stop()
 
 
+def test_with_many_saved_chats_rename_and_its_note_stay_in_the_window(browser, tmp_path):
+    """Twenty saved chats pushed Rename/Delete below the window, and a blank Rename's "Type a title first." was said
+    out of sight, so it looked like nothing happened (UI tester)."""
+    from vlmchat.chats import ChatStore, new_chat
+
+    store = ChatStore(tmp_path / "outputs" / "chats")
+    for number in range(20):
+        chat = new_chat()
+        chat.update(title=f"Saved chat number {number}", renamed=True,
+                    messages=[{"role": "user", "text": f"question {number}", "images": [], "time": "2026-12-04T10:00:00"}])
+        store.save(chat)
+    app = LaunchedApp(tmp_path).wait_ready()
+    context = _context(browser)
+    try:
+        page = _open(context, app.url)
+        page.get_by_text("Rename, delete, export").click()  # its title box is drawn when it first opens
+        page.locator("#vlmchat-chat-list").get_by_text("Saved chat number 3").click()
+        page.wait_for_function("() => document.querySelector('#vlmchat-chat-title input')?.value === "
+                               "'Saved chat number 3'")
+        page.locator("#vlmchat-chat-title input").fill("")
+        rename = page.get_by_role("button", name="Rename", exact=True)
+        note = page.locator("#vlmchat-chat-note")
+        expect(rename).to_be_in_viewport()  # no scrolling: where a person looks after choosing a chat
+        rename.click()
+        expect(note.get_by_text("Type a title first.")).to_be_in_viewport()
+        page.screenshot(path=str(ARTIFACTS / "chat-many-saved.png"))
+    finally:
+        context.close()
+        app.stop()
+
 def test_caption_example_click_then_caption(page):
     page.get_by_role("tab", name="Caption").click()
     panel = page.locator("[role=tabpanel]:visible")

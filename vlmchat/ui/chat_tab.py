@@ -310,6 +310,9 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
         with gr.Column(scale=1, min_width=220):
             new_button = gr.Button("New chat", variant="primary", size="sm")
             chat_list = gr.Radio(choices=[], label="Saved chats (newest first)", elem_id="vlmchat-chat-list")
+            # Under the list, above the buttons that answer to it: below them, an export's file box pushed it
+            # out of the window (a blank Rename looked as if nothing happened: UI tester).
+            list_note = gr.Markdown(elem_id="vlmchat-chat-note")
             with gr.Accordion("Rename, delete, export", open=False):
                 title = gr.Textbox(label="Title", max_lines=1, elem_id="vlmchat-chat-title")
                 rename_button = gr.Button("Rename", size="sm")
@@ -321,7 +324,6 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                     markdown_button = gr.Button("Export Markdown", size="sm")
                     json_button = gr.Button("Export JSON", size="sm")
                 exported = gr.File(label="Export", interactive=False)
-            list_note = gr.Markdown(elem_id="vlmchat-chat-note")
             chat_id = gr.Textbox(visible="hidden", max_lines=1, elem_id="vlmchat-chat-id")
         with gr.Column(scale=4):
             with gr.Row():

@@ -115,7 +115,10 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
             show_error=True, quiet=True,
             # A picture in a chat message gets Gradio's Share button whatever the Chatbot's `buttons` say; it only
             # answers "Must be on Spaces to share" here (caption reviewer).
-            css="#vlmchat-chatbot button[aria-label='Share'] { display: none; }",
+            # The saved chats scroll in a list of their own height: twenty of them pushed Rename, Delete and the
+            # note that answers them below the window (UI tester).
+            css="#vlmchat-chatbot button[aria-label='Share'] { display: none; }"
+                " #vlmchat-chat-list .wrap { max-height: 40vh; overflow-y: auto; }",
             allowed_paths=[str(settings.paths.resolve("outputs"))],
             app_kwargs={"middleware": [gate_middleware(settings)],  # every route behind the login; logins throttled
                         "routes": api_routes(manager, settings, bool(access.logins))},  # OpenAI's API under /v1
