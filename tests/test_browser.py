@@ -89,6 +89,17 @@ def test_caption_one_picture_then_a_new_picture_clears_the_old_caption(page, pic
     page.wait_for_function(f"() => !({shows})('a red circle')")
 
 
+def test_a_refused_caption_batch_says_why_on_its_status_line_without_error_badges(page):
+    """Caption all with nothing given: the reason was only in a toast that fades, and the status, table and
+    download were left under bare "Error" badges (UI tester)."""
+    from playwright.sync_api import expect
+
+    _open_tab(page, "Caption")
+    panel = page.locator("[role=tabpanel]:visible")
+    panel.get_by_role("button", name="Caption all").click()
+    panel.get_by_text("⚠️ ").filter(has_text="upload").first.wait_for()  # what to give, on the status line
+    expect(panel.get_by_text("Error", exact=True)).to_have_count(0)
+
 @pytest.mark.parametrize("tab", ["Caption", "Adapters", "Fine-tune", "Model"])
 def test_every_tab_renders(page, tab):
     _open_tab(page, tab)

@@ -64,6 +64,7 @@ class CaptionActions:
         self.manager, self.settings = manager, settings
         self.max_bytes = settings.server.max_upload_mb * 2**20
         self.cancels: dict[str, tuple[str | None, threading.Event]] = {}  # page -> (its login, its run's Cancel)
+        self.failed: dict[str, str] = {}  # page -> why its last batch was refused, for its status line
 
     def chosen(self, adapter: str | None = None) -> str:
         """`adapter`, or for none named the active one (the Adapters tab's, as in Chat); 'base' = no adapter."""
@@ -169,10 +170,17 @@ class CaptionActions:
                                      progress=lambda p: progress((p.done, p.total), desc=p.line()))
             results = self._results_zip(summary, fmt, run, uploaded, table_dir)
         except VlmchatError as exc:
+            self.failed[session] = str(exc)
             raise gr.Error(str(exc)) from None
         finally:
             self.cancels.pop(session, None)
         return summary.line(), summary.rows(run / "images" if uploaded else table_dir), str(results) if results else None
+
+    def failure_line(self, request: gr.Request):
+        """After a refused batch: the status line says why (the toast fades), and the status, table and download
+        are drawn again, not left under Gradio's bare "Error" badges."""
+        why = self.failed.pop(session_of(request), "The batch stopped on an error; the captions written are kept.")
+        return f"⚠️ {why}", gr.update(), gr.update()
 
     def adapter_choices(self):
         """The model dropdown refreshed: 'base', the adapters that fit the model, the endpoints."""
@@ -244,9 +252,10 @@ def build_caption_tab(manager: ModelManager, settings: Settings) -> CaptionActio
     table = gr.Dataframe(headers=TABLE_HEADERS, label="Summary", interactive=False, wrap=True,
                          column_widths=["30%", "10%", "60%"])  # a failure's reason ran off the panel
     download = gr.File(label="Results (zip)")
-    run.click(actions.caption_batch,
-              [folder, files, archive, prompt, start, adapter, fmt, overwrite, recursive, batch_size, prefix, suffix],
-              [status, table, download], api_name="caption_batch",
-              api_description="Caption a folder (local apps only), uploads or a zip -> (summary, table, zip)")
+    batch = run.click(actions.caption_batch,
+                      [folder, files, archive, prompt, start, adapter, fmt, overwrite, recursive, batch_size, prefix,
+                       suffix], [status, table, download], api_name="caption_batch",
+                      api_description="Caption a folder (local apps only), uploads or a zip -> (summary, table, zip)")
+    batch.failure(actions.failure_line, None, [status, table, download], api_visibility="undocumented", queue=False)
     cancel.click(actions.cancel, None, status, api_name="caption_cancel", queue=False)
     return actions
