@@ -336,8 +336,9 @@ def test_model_tab_without_a_connection_says_a_cached_model_loads_from_the_cache
     files, plan = preview(PUBLIC, "", "auto", demo_settings)
     assert files.startswith("The hub cannot be reached: `vlmchat-test/demo-tiny` will load from the cache")
     assert plan.startswith("**Plan:**") and "float32" in plan
-    files, _ = preview(GATED, "", "auto", demo_settings)
+    files, plan = preview(GATED, "", "auto", demo_settings)
     assert files.startswith(WARN) and "not cached and the hub" in files
+    assert plan == ""  # said once, under Files: the Plan said it again word for word (blind tester)
 
 
 def test_ctrl_c_stops_a_download_at_once_and_says_the_next_run_downloads_the_rest(hub, tmp_path):

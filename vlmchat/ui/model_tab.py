@@ -95,8 +95,8 @@ def preview(model: str, token: str, quantization: str, settings: Settings) -> tu
                      lambda: describe_plan(source, quantization, settings, token)):
         try:
             out.append(describe())
-        except VlmchatError as exc:
-            out.append(WARN + str(exc))
+        except VlmchatError as exc:  # the hub out of reach failed both alike: said once, under Files
+            out.append("" if out and out[0] == WARN + str(exc) else WARN + str(exc))
     return out[0], out[1]
 
 
