@@ -172,6 +172,20 @@ def _local_model(settings) -> tuple[str, str, str] | None:
         return None
 
 
+def _refuse_textless(eval_set, models: list[str], local: tuple[str, str, str] | None) -> None:
+    """InputError, before the load, when the local model answers only about a picture and no question has one (the
+    model loaded, then skipped every row)."""
+    from ..finetune.recipe import read_recipe
+    from ..models.conversation import NEEDS_IMAGE_KEY
+    from ..models.manager import is_endpoint
+
+    if (local is None or all(is_endpoint(name) for name in models) or any(item.images for item in eval_set.items)
+            or not read_recipe(local[1]).get(NEEDS_IMAGE_KEY)):
+        return
+    raise InputError(f"{local[0]} answers only about a picture and no question in {eval_set.path} has one: give the "
+                     "questions pictures (an 'image' column), or evaluate another model (--model).")
+
+
 def run_eval_command(args: argparse.Namespace, settings) -> int:
     """Read the set, load the model, score every model, print the result; returns the exit code."""
     from ..files import check_writable_file
@@ -203,6 +217,7 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
     eval_set = read_eval_set(unpacked_zip(args.data, settings), limit=args.limit)
     eval_set.require_usable()  # a file with nothing usable is reported before the model loads
     check_methods(eval_set, args.methods or ["loglik"], models)  # so is a method an endpoint cannot be scored by
+    _refuse_textless(eval_set, models, local or _local_model(settings))
     if options.output is not None:
         spare_the_set(options.output, eval_set)
     print(f"{eval_set.path}: {eval_set.format}, {len(eval_set.items)} usable, {len(eval_set.problems)} skipped",
