@@ -298,6 +298,26 @@ def test_a_compare_side_that_fails_leaves_the_others_figures(page, app, picture_
 
 # ---- logins and restarts: an app of its own ----
 
+def test_compare_after_an_example_a_file_that_is_no_picture_is_said_then_a_picture_is_compared(page, tmp_path,
+                                                                                           picture_files):
+    """After an example was clicked, a text file uploaded as a picture met Gradio's raw "Could not preprocess input
+    component ... UnidentifiedImageError" with server temp paths (blind tester); the check is on gr.Image's class."""
+    page.get_by_role("tab", name="Compare").click()
+    panel = page.locator("[role=tabpanel]:visible")
+    panel.get_by_text("What color is the shape?").click()  # the blue-square example
+    page.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] textarea')].some(t => t.value === 'azul')")
+    panel.get_by_role("button", name="Remove Image").first.click()
+    fake = tmp_path / "notes.png"
+    fake.write_text("not a picture at all")
+    panel.locator("input[type=file]").first.set_input_files(str(fake))
+    panel.get_by_role("button", name="Compare", exact=True).click()
+    page.get_by_text("'notes.png' is not an image vlmchat can read").first.wait_for()
+    assert not page.get_by_text("Could not preprocess").count() and not page.get_by_text("/tmp/").count()
+    panel.get_by_role("button", name="Remove Image").first.click()
+    panel.locator("input[type=file]").first.set_input_files(str(picture_files[("red", "circle")]))
+    panel.get_by_role("button", name="Compare", exact=True).click()
+    page.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] textarea')].some(t => t.value === 'rojo')")
+
 def test_a_second_example_clicked_while_the_first_runs_is_compared_too(page, app):
     """Two examples clicked 50 ms apart: the second was dropped while the first ran, its picture and prompt shown
     beside the first one's answers, and a vote went to the first (verifying reviewer)."""
@@ -418,6 +438,7 @@ def test_with_many_saved_chats_rename_and_its_note_stay_in_the_window(browser, t
     finally:
         context.close()
         app.stop()
+
 
 def test_caption_example_click_then_caption(page):
     page.get_by_role("tab", name="Caption").click()
