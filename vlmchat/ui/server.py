@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import sys
 import time
@@ -123,6 +125,11 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
             app_kwargs={"middleware": [gate_middleware(settings)],  # every route behind the login; logins throttled
                         "routes": api_routes(manager, settings, bool(access.logins))},  # OpenAI's API under /v1
         )
+        # Gradio's close waits up to 5 s for open connections to end, and a gradio_client's (or a page's) event
+        # stream does not: every stop after one took 5 s. A response being sent gets 1 s to finish; the streams
+        # still open then are cancelled without uvicorn's traceback of each.
+        app.server.config.timeout_graceful_shutdown = 1
+        logging.getLogger("uvicorn.error").addFilter(_quiet_cancel)
         print(f"vlmchat: serving on {app.local_url}{_other_machines(server.host, server.port)}", flush=True)
         mark_running_ui(settings.paths.resolve("outputs"), server.port)
         if server.share and not app.share_url:
@@ -141,6 +148,12 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
     say_running_jobs(settings)
     drop_requests_in_flight(manager)
     return 0
+
+
+def _quiet_cancel(record: logging.LogRecord) -> bool:
+    """False for uvicorn's lines about the connections a stop cancels (the streams still open after its 1 s)."""
+    cancelled = record.exc_info is not None and isinstance(record.exc_info[1], asyncio.CancelledError)
+    return not cancelled and "timeout graceful shutdown exceeded" not in record.getMessage()
 
 
 def drop_requests_in_flight(manager: ModelManager, grace_s: float = 1.0) -> None:
