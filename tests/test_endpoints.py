@@ -208,7 +208,9 @@ def test_a_batch_stops_at_an_endpoint_that_refuses_every_request(remote, picture
     result = run_eval(local, questions, ["base", "endpoint:down"], "generate", EvalOptions(batch_size=2),
                       folder=tmp_path / "e2")
     assert len(result.scores["base"]) == len(questions.items) and not result.scores["endpoint:down"]
-    assert all(why.startswith("not asked: Endpoint 'down'") for why in result.skipped["endpoint:down"].values())
+    reasons = list(result.skipped["endpoint:down"].values())  # the first batch's as asked, the others not asked
+    assert [why.startswith("not asked: ") for why in reasons].count(False) == 2
+    assert all(why.removeprefix("not asked: ").startswith("Endpoint 'down'") for why in reasons)
     assert len(result.skipped["endpoint:down"]) == len(questions.items) and (tmp_path / "e2" / "summary.json").exists()
     # said as a stop, with no verdict built from nothing (it read "+0.0 points vs base, not significant (p = 1.0,
     # McNemar, 0 paired questions)", and the tab's status said "done" with no message: API reviewer)
@@ -734,3 +736,43 @@ def test_endpoint_figures_and_form_checks_say_what_they_mean():
     assert "no cost: the server reported no token counts" in figures(uncounted)
     with pytest.raises(SettingsError, match="max_concurrency must be between 1 and 256 \\(got 0\\)"):
         check_endpoint("zero", "http://127.0.0.1:1/v1", "m", max_concurrency=0)  # it became 4 (tester)
+
+
+def test_a_batch_run_stops_at_an_endpoint_that_lets_every_request_of_a_batch_time_out(tmp_path, picture_files):
+    """A hung server: an eval asked each question of a timed-out batch again alone (20 requests for 6 questions, 85 s
+    at timeout_s = 5: blind tester; a 100-question eval at the default 120 s would have waited for hours). Now a batch
+    run stops at the first batch whose every request timed out, each asked twice (a timeout is retried once)."""
+    from vlmchat.caption.run import CaptionOptions, caption_images
+    from vlmchat.errors import EndpointUnusable
+    from vlmchat.evaluate.run import EvalOptions, run_eval
+    from vlmchat.evaluate.sets import read_eval_set
+    from vlmchat.models.manager import ModelManager
+    from vlmchat.settings import load_settings
+
+    class Hung(_Silent):
+        released, asked = threading.Event(), []
+
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.asked.append(self.path)
+            super().do_POST()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hung)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        path = write_settings(tmp_path)
+        path.write_text(path.read_text() + f'\n[endpoints.hung]\nbase_url = "http://127.0.0.1:{server.server_port}/v1"'
+                        '\nmodel = "m"\ntimeout_s = 1.0\nmax_concurrency = 2\n', encoding="utf-8")
+        manager = ModelManager(load_settings(path))
+        _question_set(picture_files, tmp_path / "colours.jsonl")
+        with pytest.raises(EndpointUnusable, match="'hung' .* did not answer within 1 s"):
+            run_eval(manager, read_eval_set(tmp_path / "colours.jsonl"), ["endpoint:hung"], "generate",
+                     EvalOptions(batch_size=2), folder=tmp_path / "eval")
+        assert len(Hung.asked) == 4  # the first batch's two questions, twice each; none of the other ten
+        Hung.asked.clear()
+        summary = caption_images(manager, list(picture_files.values())[:6],
+                                 CaptionOptions(adapter="endpoint:hung", batch_size=2, fmt="jsonl",
+                                                output=tmp_path / "captions.jsonl"))
+        assert "did not answer within 1 s" in summary.stopped and len(Hung.asked) == 4 and not summary.captioned
+    finally:
+        Hung.released.set()
+        server.shutdown()

@@ -36,6 +36,11 @@ class EndpointUnusable(InputError):
     batch run stops at the first instead of sending, and failing, one request per picture."""
 
 
+class EndpointTimeout(InputError):
+    """An endpoint that did not answer in time (asked twice). Alone it may be one slow answer; when every request
+    of a batch times out, the batch run stops as for EndpointUnusable (a hung server held an eval for hours)."""
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """`exc`'s first non-empty line, cut at `limit`, or its type's name when it has no message (an empty message
     has no line 0: `str(exc).splitlines()[0]` raised IndexError inside the handler that was reporting it)."""

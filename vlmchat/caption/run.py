@@ -22,7 +22,7 @@ from typing import Callable
 from PIL import Image
 
 from .io import FORMATS, TableCaptions, TxtCaptions, caption_path, find_images, open_captions  # noqa: F401 (re-exported)
-from ..errors import EndpointUnusable, InputError, NoModelError, VlmchatError
+from ..errors import EndpointUnusable, InputError, VlmchatError
 from ..files import shown_name
 from ..images import ImageSource, load_image
 from ..lora.runtime import is_base
@@ -231,26 +231,6 @@ def _decode(batch: list[Path], max_bytes: int | None) -> tuple[list[tuple[Path, 
     return decoded, failed
 
 
-def _generate(manager: ModelManager, conversations: list[list[dict]], params: GenerationParams,
-              adapter: str | None) -> list[str | VlmchatError]:
-    """Answers for a batch; if the batch fails as a whole, each image is tried alone (an endpoint's requests
-    fail one by one, so none is sent twice)."""
-    if is_endpoint(adapter):
-        return [a if isinstance(a, VlmchatError) else a.text
-                for a in manager.endpoint(adapter).answer_each(conversations, params)]
-    try:
-        return list(manager.generate_batch(conversations, params, adapter=adapter))
-    except NoModelError:
-        raise
-    except VlmchatError as exc:
-        if len(conversations) == 1:
-            return [exc]
-    answers: list[str | VlmchatError] = []
-    for conversation in conversations:
-        answers.extend(_generate(manager, [conversation], params, adapter))
-    return answers
-
-
 def _store(store, path: Path, caption: str, summary: CaptionSummary) -> None:
     if not caption:
         summary.failed.append((str(path), EMPTY_CAPTION))
@@ -274,7 +254,8 @@ def _caption_batch(manager: ModelManager, decoded: list[tuple[Path, Image.Image]
         return
     conversations = [caption_conversation(image, prompt, options.start) for _, image in decoded]
     adapter = None if is_base(options.adapter) else options.adapter
-    answers = _generate(manager, conversations, _params(manager.settings), adapter)
+    answers = [answer if isinstance(answer, VlmchatError) else answer.text
+               for answer in manager.answer_each(conversations, _params(manager.settings), adapter)]
     summary.generated += len(decoded)
     for (path, _), answer in zip(decoded, answers):
         if isinstance(answer, EndpointUnusable):  # every later request would fail alike

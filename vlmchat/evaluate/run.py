@@ -161,8 +161,15 @@ def _score(scorer, manager: ModelManager, result: EvalResult, name: str, decoded
         for one in decoded:
             _score(scorer, manager, result, name, [one])
         return
+    unusable = None
     for (index, _), score in zip(decoded, scores):
-        result.scores[name][index] = score
+        if isinstance(score, VlmchatError):  # this question alone failed (a generate answer, an endpoint's request)
+            result.skipped[name][index] = str(score)
+            unusable = unusable or (score if isinstance(score, EndpointUnusable) else None)
+        else:
+            result.scores[name][index] = score
+    if unusable is not None:  # every later batch would fail alike
+        raise unusable
 
 
 def _report(progress: Progress | None, result: EvalResult, started: float) -> None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from ..errors import InputError, NoModelError
+from ..errors import InputError, NoModelError, VlmchatError
 from ..lora.runtime import use_adapter
 from ..models.families import fit_to_profile, profile_for
 from ..models.manager import GenerationParams, ModelManager
@@ -305,24 +305,28 @@ def score_loglik(manager: ModelManager, items: list[EvalItem], images: list[list
 
 
 def _generated(manager: ModelManager, prompts: list[str], images: list[list[Image.Image]], adapter: str | None,
-               max_new_tokens: int, num_beams: int, image_detail: str = "") -> tuple[list[str], float]:
+               max_new_tokens: int, num_beams: int, image_detail: str = "") -> tuple[list[str | VlmchatError], float]:
     """(greedy or beam-search answers to one left-padded batch, seconds per item) via the manager."""
     conversations = [user_turn(pictures, prompt) for prompt, pictures in zip(prompts, images)]
     started = time.perf_counter()
-    texts = manager.generate_batch(conversations, GenerationParams(max_new_tokens=int(max_new_tokens),
-                                                                   num_beams=int(num_beams),
-                                                                   image_detail=image_detail), adapter)
+    answers = manager.answer_each(conversations, GenerationParams(max_new_tokens=int(max_new_tokens),
+                                                                  num_beams=int(num_beams),
+                                                                  image_detail=image_detail), adapter)
+    texts = [answer if isinstance(answer, VlmchatError) else answer.text for answer in answers]
     return texts, (time.perf_counter() - started) / len(prompts)
 
 
 def score_generate(manager: ModelManager, items: list[EvalItem], images: list[list[Image.Image]],
                    adapter: str | None, max_new_tokens: int = 16, num_beams: int = 1,
-                   image_detail: str = "") -> list[ItemScore]:
+                   image_detail: str = "") -> list[ItemScore | VlmchatError]:
     """Multiple-choice items answered by generation and parsed (letter or option text)."""
     texts, seconds = _generated(manager, [choice_prompt(item) for item in items], images, adapter, max_new_tokens,
                                 num_beams, image_detail)
-    out = []
+    out: list[ItemScore | VlmchatError] = []
     for item, text in zip(items, texts):
+        if isinstance(text, VlmchatError):  # this question alone could not be answered: the run says why
+            out.append(text)
+            continue
         predicted = parse_answer(text, item.options)
         out.append(ItemScore(predicted=predicted, correct=predicted is not None and predicted == item.answer,
                              text=text, seconds=seconds))
@@ -331,13 +335,16 @@ def score_generate(manager: ModelManager, items: list[EvalItem], images: list[li
 
 def score_captions(manager: ModelManager, items: list[EvalItem], images: list[list[Image.Image]],
                    adapter: str | None, max_new_tokens: int = 64, num_beams: int = 1,
-                   image_detail: str = "") -> list[ItemScore]:
+                   image_detail: str = "") -> list[ItemScore | VlmchatError]:
     """Caption items: a generated caption and its metrics against the references."""
     default_prompt = manager.settings.caption.prompt
     texts, seconds = _generated(manager, [item.question.strip() or default_prompt for item in items], images, adapter,
                                 max_new_tokens, num_beams, image_detail)
-    out = []
+    out: list[ItemScore | VlmchatError] = []
     for item, text in zip(items, texts):
+        if isinstance(text, VlmchatError):
+            out.append(text)
+            continue
         found = caption_metrics(text, item.references)
         out.append(ItemScore(correct=found["keywords"], text=text, seconds=seconds, metrics=found))
     return out

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Iterator
 
-from ..errors import EndpointUnusable, InputError, VlmchatError, first_line
+from ..errors import EndpointTimeout, EndpointUnusable, InputError, VlmchatError, first_line
 from .answers import ENDPOINT_PREFIX, STOP_CHECK_S, Answer, GenerationParams
 from ..settings import EndpointSettings
 
@@ -332,7 +332,10 @@ class Endpoint:
             except VlmchatError as exc:
                 return exc
 
-        return list(self.pool().map(one, requests))
+        answers = list(self.pool().map(one, requests))
+        if all(isinstance(answer, EndpointTimeout) for answer in answers):  # hung: each later batch would wait alike
+            return [EndpointUnusable(str(answer)) for answer in answers]
+        return answers
 
     def _errors(self):
         return _UserErrors(self)
@@ -401,7 +404,8 @@ class _UserErrors:
         key = getattr(self.endpoint._client, "api_key", None)
         if key and key != KEYLESS:  # in any case: a server may lower-case the header it echoes
             message = re.sub(re.escape(key), "***", message, flags=re.IGNORECASE)
-        raise (EndpointUnusable if unusable else InputError)(message) from None
+        timeout = isinstance(exc, openai.APITimeoutError)
+        raise (EndpointUnusable if unusable else EndpointTimeout if timeout else InputError)(message) from None
 
 
 def _cut_short(exc) -> bool:

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import ContextLengthError, InputError, ModelLoadError, NoModelError, all_lines, first_line
+from ..errors import (ContextLengthError, InputError, ModelLoadError, NoModelError, VlmchatError, all_lines,
+                      first_line)
 from .answers import (ENDPOINT_PREFIX, Answer, GenerationParams, is_endpoint,  # noqa: F401 (re-exported)
                       local_answer, sampling_kwargs)
 from .compiled import Compiled, load_note
@@ -393,6 +394,23 @@ class ModelManager:
                        adapter: str | None = None) -> list[str]:
         """Answers to several conversations in one left-padded batch (same order as given)."""
         return [answer.text for answer in self.answer_batch(conversations, params, adapter)]
+
+    def answer_each(self, conversations: list[list[dict]], params: GenerationParams = GenerationParams(),
+                    adapter: str | None = None) -> list[Answer | VlmchatError]:
+        """Like answer_batch, but a conversation that cannot be answered gets its error in its place: a local batch
+        that fails as a whole is answered one conversation at a time, an endpoint's requests fail one by one (none
+        is sent twice). Batch runs (Caption, Evaluate) go on with the others."""
+        if is_endpoint(adapter):
+            return self.endpoint(adapter).answer_each(conversations, params)
+        try:
+            return list(self.answer_batch(conversations, params, adapter))
+        except NoModelError:
+            raise
+        except VlmchatError as exc:
+            if len(conversations) == 1:
+                return [exc]
+        return [answer for conversation in conversations
+                for answer in self.answer_each([conversation], params, adapter)]
 
     def answer_batch(self, conversations: list[list[dict]], params: GenerationParams = GenerationParams(),
                      adapter: str | None = None, streams: list | None = None) -> list[Answer]:
