@@ -6,6 +6,7 @@ import os
 import time
 import subprocess
 import sys
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -139,6 +140,20 @@ def test_batch_endpoint_with_a_local_folder_and_with_uploads(client, app, small_
     with zipfile.ZipFile(results) as zf:  # a dataset: the images and the CSV naming them
         assert "captions.csv" in zf.namelist() and len([n for n in zf.namelist() if n.endswith(".png")]) == 3
 
+
+def test_files_picked_twice_are_captioned_once_and_a_namesake_with_other_bytes_is_kept(client, small_folder, tmp_path):
+    """Gradio's upload box adds files picked again to those it holds (also to a pick it refused for a .pdf), and
+    every picture was captioned twice: "4 captioned, 2 skipped, 3 failed of 9" for 5 pictures (UI tester)."""
+    pictures = sorted(small_folder.glob("*.png"))
+    other = tmp_path / "other"
+    other.mkdir()
+    namesake = other / pictures[0].name  # another picture of the same name
+    shutil.copyfile(pictures[1], namesake)
+    given = [*pictures, *pictures, namesake]
+    line, table, results = _batch(client, files=[handle_file(str(p)) for p in given], fmt="csv")
+    assert line.startswith("4 captioned") and len(table["data"]) == 4, line
+    with zipfile.ZipFile(results) as zipped:
+        assert len([n for n in zipped.namelist() if n.endswith(".png")]) == 4
 
 def test_a_zip_uploaded_again_goes_on_where_its_last_run_stopped_and_keeps_its_own_captions(client, small_folder,
                                                                                           tmp_path):

@@ -8,6 +8,7 @@ under a login each user's results go to a folder of their own (ui/users.py).
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import threading
 import time
@@ -42,11 +43,17 @@ def _batch_size(value) -> int | str:
 
 
 def _copy_uploads(files: list[str], folder: Path) -> list[Path]:
-    """Uploaded files copied under their own names into `folder` (a dataset to caption and download)."""
+    """Uploaded files copied under their own names into `folder` (a dataset to caption and download); a file given
+    twice (the same name and bytes) is copied once: Gradio's box adds files picked again to those it holds, also
+    to the ones of a pick it refused for a file of another type, and every picture was captioned twice (UI tester)."""
     folder.mkdir(parents=True, exist_ok=True)
-    copies = []
+    copies, seen = [], set()
     for file in files:
         source = Path(file)
+        key = (source.name, hashlib.sha256(source.read_bytes()).hexdigest())
+        if key in seen:
+            continue
+        seen.add(key)
         target = folder / source.name
         counter = 1
         while target.exists():
