@@ -79,6 +79,9 @@ def test_files_picked_together_are_one_dataset_and_one_eval_set(settings, tmp_pa
     picked = sorted(folder.iterdir())
     reference = store_upload([str(p) for p in picked], settings)
     assert store_upload([str(p) for p in reversed(picked)], settings) == reference  # the same files, the same id
+    # picked twice (Gradio's box adds a second pick to the first): the same dataset, not "both named 000.png"
+    assert store_upload([str(p) for p in picked + picked], settings) == reference
+    assert reference.startswith("upload:3-pictures-")  # what the Adapters tab shows it was trained on
     result = FinetuneActions(ModelManager(settings), settings).check(reference)
     assert (result["samples"], result["problems"]) == (3, [])
 

@@ -75,22 +75,26 @@ def _store_several(files: list[Path], folder: Path, salt: bytes, limit: int, kin
         raise InputError(f"{', '.join(refused[:3])}: not part of {'an eval set' if kind == 'eval set' else 'a dataset'}; "
                          f"pick the {'set' if kind == 'eval set' else 'dataset'} file (.jsonl, .json, .csv, .parquet) "
                          "with its pictures, pictures with their .txt captions, or one .zip.")
+    # A file given twice (name and bytes) counts once: Gradio's box adds files picked again to those it holds.
+    contents = {(f.name, hashlib.sha256(f.read_bytes()).digest()): f for f in files}
+    files = list(contents.values())
     names = [f.name for f in files]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise InputError(f"Two uploaded files are both named {twice[0]}; rename one, or upload a .zip that keeps "
                          "their folders.")
     digest = hashlib.sha256(salt)
-    for file in sorted(files, key=lambda f: f.name):
-        digest.update(file.name.encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
+    for name, content in sorted(contents):
+        digest.update(name.encode() + b"\0" + content)
     data = sorted(f for f in files if f.suffix.lower() in UPLOAD_SUFFIXES)
-    stem = _stem(data[0]) if data else "files"
+    # its name is what the Adapters tab shows an adapter was trained on ("files-40-b90086008c7f" said nothing)
+    stem = _stem(data[0]) if data else f"{sum(f.suffix.lower() in readable_suffixes() for f in files)}-pictures"
 
     def fill(staging: Path) -> None:
         for file in sorted(files, key=lambda f: f.suffix.lower() != ".zip"):  # zips first: a file never overwritten
             _place(file, staging, limit)
 
-    return _stage(folder, f"{stem}-{len(files)}-{digest.hexdigest()[:12]}", fill)
+    return _stage(folder, f"{stem}-{digest.hexdigest()[:12]}", fill)
 
 
 def _stem(file: Path) -> str:
