@@ -333,8 +333,12 @@ def test_adapters_tab_says_mistakes_on_its_message_line_and_the_default_follows_
     panel.get_by_text("Import, export, rename, delete").click()
     panel.get_by_label("Type the adapter's name to confirm deletion").fill("something else")
     panel.get_by_role("button", name="Delete", exact=True).click()
-    page.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] p')].some(p => p.innerText.startsWith('⚠️'))")
+    said = page.locator("#vlmchat-adapters-managed").get_by_text("⚠️")
+    said.wait_for()
     assert panel.locator("td", has_text="demo-es-copy").count() and "Error" not in panel.inner_text()  # table stays
+    # beside the button pressed: it was on the line above the accordion, out of sight in a smaller window (tester)
+    below = said.bounding_box()["y"] - panel.get_by_role("button", name="Delete", exact=True).bounding_box()["y"]
+    assert 0 < below < 200, below
     panel.get_by_label("Rename to").fill("demo-es-renamed")
     panel.get_by_role("button", name="Rename", exact=True).click()
     page.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] p')].some(p => p.innerText.includes('still the default'))")

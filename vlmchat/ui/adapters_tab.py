@@ -133,6 +133,8 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
         with gr.Row():
             confirm = gr.Textbox(label="Type the adapter's name to confirm deletion")
             delete_button = gr.Button("Delete", variant="stop")
+        # said beside these buttons: on the line above the accordion, 670 px up, a Rename refused looked silent
+        managed = gr.Markdown(elem_id="vlmchat-adapters-managed")
 
     def refreshed(note: str = "", **selected):
         """[table, menu, message] after an action; `value=`: what the menu shows now (a renamed or deleted adapter
@@ -140,7 +142,7 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
         return actions.table(), gr.update(choices=actions.names(), **selected), note
 
     def told(action):
-        """`action` for the buttons whose outputs are [table, choice, message]: a mistake is said on the message
+        """`action` for the buttons whose outputs are [table, choice, a message line]: a mistake is said on the message
         line with what to do, and the table and menu stay as they are (not replaced by Gradio's Error badges).
         Its signature is kept: Gradio hands a `request` only to a handler whose signature asks for it (rename and
         delete got none, so every login's own adapters read as "trained by another login")."""
@@ -179,7 +181,8 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
         return refreshed(f"Imported '{info.name}'." + (f" It does not fit the loaded model, so it is listed as "
                                                        f"{state}." if state.startswith("disabled") else ""))
 
-    import_button.click(do_import, [new_name, folder, upload, hub_id], outputs, api_visibility="undocumented")
+    managing = [table, choice, managed]
+    import_button.click(do_import, [new_name, folder, upload, hub_id], managing, api_visibility="undocumented")
 
     def export(name: str, request: gr.Request = None):
         try:
@@ -189,7 +192,7 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
         except (VlmchatError, gr.Error) as exc:
             return None, f"⚠️ {said(exc)}"
 
-    export_button.click(export, choice, [exported, message], api_visibility="undocumented")
+    export_button.click(export, choice, [exported, managed], api_visibility="undocumented")
 
     def rename(name: str, to: str, request: gr.Request = None):
         refuse_anothers_adapter(actions.folder, name, request, "rename")
@@ -209,8 +212,8 @@ def build_adapters_tab(actions: AdapterActions, settings: Settings) -> None:
         actions.unload(name)
         return refreshed(f"Deleted '{name}'." + (DEFAULT_GONE if was_default else ""), value=None)
 
-    rename_button.click(told(rename), [choice, rename_to], outputs, api_visibility="undocumented")
-    delete_button.click(told(delete), [choice, confirm], outputs, api_visibility="undocumented")
+    rename_button.click(told(rename), [choice, rename_to], managing, api_visibility="undocumented")
+    delete_button.click(told(delete), [choice, confirm], managing, api_visibility="undocumented")
 
     def list_adapters() -> list[str]:
         """Names of the adapters in the adapters folder."""
