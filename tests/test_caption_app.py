@@ -93,6 +93,21 @@ def test_caption_endpoint(client, picture_files, key):
     assert client.predict(handle_file(str(path)), "What color is the shape?", "", api_name="/caption") == key[0]
 
 
+def test_an_api_call_naming_no_adapter_captions_with_the_active_one(app, picture_files, small_folder):
+    """With demo-es activated, /caption without an adapter answered from the base model: its default was the menu's
+    value when the app was built, 'base' (API tester). README: a call naming no adapter uses the active one."""
+    picture = handle_file(str(picture_files[("red", "circle")]))
+    Client(app.url, verbose=False).predict("demo-es", api_name="/activate_adapter")
+    try:
+        client = Client(app.url, verbose=False)
+        assert client.predict(picture, api_name="/caption") == "un círculo rojo"
+        assert client.predict(picture, "", "base", api_name="/caption") == "a red circle"
+        _, table, _ = client.predict(files=[handle_file(str(p)) for p in sorted(small_folder.glob("*.png"))],
+                                     api_name="/caption_batch")
+        assert all(row[2].startswith("un ") for row in table["data"]), table
+    finally:
+        Client(app.url, verbose=False).predict("base", api_name="/activate_adapter")
+
 def test_caption_endpoint_unknown_adapter_says_so(client, picture_files):
     with pytest.raises(Exception, match="no adapter named 'nope'"):
         client.predict(handle_file(str(picture_files[("red", "circle")])), "", "nope", api_name="/caption")

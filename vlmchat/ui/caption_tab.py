@@ -194,6 +194,13 @@ class CaptionActions:
         return gr.update(choices=self.manager.model_choices() or ["base"])
 
 
+def active_adapter() -> gr.Textbox:
+    """A hidden input for an API endpoint's `adapter`: '' (the active adapter) where the caller names none. The
+    menu's value as the default said 'base' (the adapter active when the app was built) and captioned without the
+    one activated since (API tester)."""
+    return gr.Textbox(value="", visible=False, label="adapter")
+
+
 def _single_section(actions: CaptionActions, settings: Settings):
     default = settings.caption.prompt
     with gr.Row():
@@ -220,7 +227,7 @@ def _single_section(actions: CaptionActions, settings: Settings):
     gr.context.Context.root_block.load(actions.chosen, outputs=adapter, api_visibility="undocumented", queue=False)
     button.click(actions.caption_with_start, [image, prompt, start, adapter], result, api_visibility="private")
     api_trigger = gr.Button(visible=False)  # the stable 3-input endpoint, on the same components
-    api_trigger.click(actions.caption, [image, prompt, adapter], result, api_name="caption",
+    api_trigger.click(actions.caption, [image, prompt, active_adapter()], result, api_name="caption",
                       api_description="Caption one image: (image, prompt ''=default, adapter ''=the active one, "
                                       "'base'=none) -> str")
     return prompt, start, adapter
@@ -261,8 +268,12 @@ def build_caption_tab(manager: ModelManager, settings: Settings) -> CaptionActio
     download = gr.File(label="Results (zip)")
     batch = run.click(actions.caption_batch,
                       [folder, files, archive, prompt, start, adapter, fmt, overwrite, recursive, batch_size, prefix,
-                       suffix], [status, table, download], api_name="caption_batch",
-                      api_description="Caption a folder (local apps only), uploads or a zip -> (summary, table, zip)")
+                       suffix], [status, table, download], api_name="caption_batch_tab", api_visibility="private")
+    api_batch = gr.Button(visible=False)  # the endpoint: the same, with the active adapter where none is named
+    api_batch.click(actions.caption_batch, [folder, files, archive, prompt, start, active_adapter(), fmt, overwrite,
+                                            recursive, batch_size, prefix, suffix], [status, table, download],
+                    api_name="caption_batch",
+                    api_description="Caption a folder (local apps only), uploads or a zip -> (summary, table, zip)")
     batch.failure(actions.failure_line, None, [status, table, download], api_visibility="undocumented", queue=False)
     cancel.click(actions.cancel, None, status, api_name="caption_cancel", queue=False)
     return actions
