@@ -86,6 +86,13 @@ def test_a_setting_out_of_its_range_is_named_with_its_range_and_logged_in_one_li
     assert "Temperature must be from 0 to 2 (got 5.0)" in str(refused.value)
     logged = app.output()
     assert "vlmchat: input: Temperature must be from 0 to 2" in logged and "raise_if_out_of_bounds" not in logged
+    # a value that is no number: Gradio's "Could not preprocess input component ... TypeError" (API tester)
+    before = len(app.output())
+    with pytest.raises(AppError) as refused:
+        client.predict({"text": "Describe the image.", "files": [picture]}, seed="abc", api_name="/chat")
+    assert "Seed must be a number" in str(refused.value) and "(got 'abc')" in str(refused.value)
+    assert "Could not preprocess" not in str(refused.value) and "Traceback" not in app.output()[before:]
+    assert client.predict({"text": "Describe the image.", "files": [picture]}, seed=7, api_name="/chat") == "a red circle"
 
 
 def _variant(folder, picture, kind):

@@ -167,8 +167,9 @@ def _checked_quietly(block, preprocess):
     its range) said as user errors, one log line: they printed a traceback. A Slider's or Number's says the
     control's name and range (Gradio's "Value 5.0 is greater than maximum value 2.0." named neither)."""
     low, high = getattr(block, "minimum", None), getattr(block, "maximum", None)
-    bounded = isinstance(block, (gr.Slider, gr.Number)) and (low is not None or high is not None)
-    name = (block.label or "The value").split(" (")[0] if bounded else ""
+    numeric = isinstance(block, (gr.Slider, gr.Number))
+    bounded = numeric and (low is not None or high is not None)
+    name = (block.label or "The value").split(" (")[0] if numeric else ""
     bounds = (f"from {low:g} to {high:g}" if low is not None and high is not None
               else f"at least {low:g}" if low is not None else f"at most {high:g}") if bounded else ""
 
@@ -178,6 +179,11 @@ def _checked_quietly(block, preprocess):
             return preprocess(payload)
         except gr.exceptions.Error as exc:
             said = f"{name} must be {bounds} (got {payload})." if bounded else exc.message
+            raise user_error(gr.Error(said), "input") from None
+        except (TypeError, ValueError):  # a seed of "abc" through the API: Gradio's "Could not preprocess input"
+            if not numeric:
+                raise
+            said = f"{name} must be a number{' ' + bounds if bounds else ''} (got {payload!r})."
             raise user_error(gr.Error(said), "input") from None
     return checked
 
