@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, write_settings
 from vlmchat.cli import apply_flags, build_parser
 from vlmchat.errors import SettingsError
 from vlmchat.settings import Settings, load_settings
@@ -189,3 +189,26 @@ def test_a_host_that_cannot_be_served_is_one_line_before_the_model_loads(host, s
 
     with pytest.raises(InputError, match=said):
         check_port(host, 7860)
+
+
+def test_top_p_has_one_range_in_settings_chat_and_the_api(tmp_path, demo_model_path):
+    """settings.toml said 0.01 - 1, Chat's slider (and so /chat) 0.05 to 1, /v1 'above 0' (API tester)."""
+    import dataclasses
+
+    import gradio as gr
+
+    from vlmchat.errors import FieldError
+    from vlmchat.models.answers import GenerationParams
+    from vlmchat.models.manager import ModelManager
+    from vlmchat.settings import GenerationSettings
+    from vlmchat.ui.app import build_app
+
+    GenerationParams(top_p=0.01)
+    with pytest.raises(FieldError, match="top-p must be between 0.01 and 1"):  # /v1 and /chat alike
+        GenerationParams(top_p=0.005)
+    assert next(f.metadata["range"] for f in dataclasses.fields(GenerationSettings) if f.name == "top_p") == (0.01, 1.0)
+    assert "top_p = 1.0            # 0.01 - 1" in (ROOT / "settings.toml").read_text(encoding="utf-8")
+    settings = load_settings(write_settings(tmp_path))
+    slider, = [b for b in build_app(ModelManager(settings), settings).blocks.values()
+               if isinstance(b, gr.Slider) and b.label == "Top-p"]
+    assert slider.minimum == 0.01

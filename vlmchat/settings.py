@@ -18,6 +18,7 @@ from .errors import SettingsError
 # The bounds of an answer's settings, everywhere they are taken (settings.toml, the Chat tab, /chat, /v1).
 MAX_NEW_TOKENS = 8192
 MAX_TEMPERATURE = 2.0  # OpenAI's own range
+MIN_TOP_P = 0.01  # the least top-p anywhere (settings, Chat's slider, /chat, /v1): they said 0.01, 0.05 and 'above 0'
 MAX_SEED = 2**63 - 1  # a 64-bit integer, as OpenAI's API and torch take it
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +52,7 @@ class GenerationSettings:
 
     max_new_tokens: int = field(default=256, metadata=_range(1, MAX_NEW_TOKENS))
     temperature: float = field(default=0.0, metadata=_range(0.0, MAX_TEMPERATURE))
-    top_p: float = field(default=1.0, metadata=_range(0.01, 1.0))
+    top_p: float = field(default=1.0, metadata=_range(MIN_TOP_P, 1.0))
     seed: int = field(default=-1, metadata=_range(-1, MAX_SEED))
     image_detail: str = field(default="auto", metadata=_choices("low", "auto", "high"))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import FieldError, InputError
-from ..settings import MAX_NEW_TOKENS, MAX_SEED, MAX_TEMPERATURE
+from ..settings import MAX_NEW_TOKENS, MAX_SEED, MAX_TEMPERATURE, MIN_TOP_P
 from .families import check_image_detail
 
 
@@ -37,8 +37,8 @@ class GenerationParams:
             raise FieldError("max_new_tokens", f"max new tokens must be between 1 and {MAX_NEW_TOKENS}.")
         if not 0 <= float(self.temperature) <= MAX_TEMPERATURE:
             raise FieldError("temperature", f"temperature must be between 0 and {MAX_TEMPERATURE:g} (0 = greedy).")
-        if not 0 < float(self.top_p) <= 1:
-            raise FieldError("top_p", "top-p must be above 0 and at most 1.")
+        if not MIN_TOP_P <= float(self.top_p) <= 1:
+            raise FieldError("top_p", f"top-p must be between {MIN_TOP_P:g} and 1.")
         if int(self.seed) > MAX_SEED:
             raise FieldError("seed", f"seed must be at most {MAX_SEED} (a 64-bit integer; -1 = random).")
         if not 1 <= int(self.num_beams) <= 16:

@@ -29,7 +29,7 @@ from ..models.answers import EMPTY_ANSWER
 from ..models.conversation import chat_messages, for_local_model
 from ..models.families import IMAGE_DETAILS
 from ..models.manager import GenerationParams, ModelManager, is_endpoint
-from ..settings import MAX_NEW_TOKENS, MAX_TEMPERATURE, PROJECT_ROOT, Settings
+from ..settings import MAX_NEW_TOKENS, MAX_TEMPERATURE, MIN_TOP_P, PROJECT_ROOT, Settings
 from .sharing import shown_text, verbatim
 from .users import user_folder
 
@@ -340,7 +340,7 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                                                label="Max new tokens")
                     temperature = gr.Slider(0.0, MAX_TEMPERATURE, value=gen.temperature, step=0.05,
                                             label="Temperature (0 = greedy)")
-                    top_p = gr.Slider(0.05, 1.0, value=gen.top_p, step=0.05, label="Top-p")
+                    top_p = gr.Slider(MIN_TOP_P, 1.0, value=gen.top_p, step=0.01, label="Top-p")
                     seed = gr.Number(value=gen.seed, precision=0, label="Seed (-1 = random)")
                     image_detail = gr.Radio(list(IMAGE_DETAILS), value=gen.image_detail, label="Image detail",
                                             elem_id="vlmchat-image-detail",
