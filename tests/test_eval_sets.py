@@ -518,8 +518,8 @@ def test_caption_csv_written_by_vlmchat_caption_reads_back(tmp_path):
      "options is not a list: 'red or blue'; write it as a JSON list like [\"red\", \"blue\"]"),
     ('{"question": "", "options": ["a", "b"], "answer": "A"}', "no question"),
     ('{"question": "q", "options": ["a", "b"], "answer": "A", "image": "pics/missing.png"}',
-     "image 'pics/missing.png' not found (image paths are relative to the eval-set file's folder; upload a .zip "
-     "to keep the folders)"),
+     "image 'pics/missing.png' not found (image paths are relative to the eval-set file's folder; uploading, pick "
+     "the pictures with the set file, or a .zip that keeps the folders)"),
     ('{"question": "q", "options": ["a", "b"], "answer": "A", "image": "broken.png"}',
      "image 'broken.png' is not an image vlmchat can read; use PNG, JPEG, WebP, GIF, BMP or TIFF."),
     ('{"question": "q", "options": ["a", "b"], "answer": "A", "image": "http://example.com/x.png"}',

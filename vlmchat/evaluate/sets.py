@@ -384,8 +384,8 @@ def _image_problem(file: Path, given: str) -> str:
         if several:
             return (f"image '{given}' not found, and {several} files below the set's folder are named "
                     f"'{file.name}', so its name does not say which; give its path relative to the eval-set file")
-        return (f"image '{given}' not found (image paths are relative to the eval-set file's folder; upload a .zip "
-                "to keep the folders)")
+        return (f"image '{given}' not found (image paths are relative to the eval-set file's folder; uploading, pick "
+                "the pictures with the set file, or a .zip that keeps the folders)")
     from ..images import load_image  # PIL only when there are images to check
 
     try:
