@@ -99,6 +99,8 @@ def test_a_refused_caption_batch_says_why_on_its_status_line_without_error_badge
     panel.get_by_role("button", name="Caption all").click()
     panel.get_by_text("⚠️ ").filter(has_text="upload").first.wait_for()  # what to give, on the status line
     expect(panel.get_by_text("Error", exact=True)).to_have_count(0)
+    panel.get_by_role("button", name="Cancel", exact=True).click()  # with nothing running it did nothing (tester)
+    panel.get_by_text("Nothing is running.").wait_for()
 
 @pytest.mark.parametrize("tab", ["Caption", "Adapters", "Fine-tune", "Model"])
 def test_every_tab_renders(page, tab):
