@@ -434,6 +434,16 @@ def test_with_many_saved_chats_rename_and_its_note_stay_in_the_window(browser, t
         expect(rename).to_be_in_viewport()  # no scrolling: where a person looks after choosing a chat
         rename.click()
         expect(note.get_by_text("Type a title first.")).to_be_in_viewport()
+        # a long title without spaces: kept to 200 characters, which is said, and wrapped inside its card (it was
+        # cut unsaid, and ran past the sidebar's edge)
+        page.locator("#vlmchat-chat-title input").fill("L" * 300)
+        rename.click()
+        note.get_by_text("(cut to its first 200 characters)").wait_for()
+        card = page.locator("#vlmchat-chat-list label").filter(has_text="LLLL").first
+        outer = page.locator("#vlmchat-chat-list").bounding_box()
+        assert card.bounding_box()["x"] + card.bounding_box()["width"] <= outer["x"] + outer["width"]
+        assert page.evaluate("() => [...document.querySelectorAll('#vlmchat-chat-list label')]"
+                             ".every(l => l.scrollWidth <= l.clientWidth + 1)")
         page.screenshot(path=str(ARTIFACTS / "chat-many-saved.png"))
     finally:
         context.close()

@@ -120,7 +120,8 @@ def serve(settings: Settings, auth_file: str | None = None, block: bool = True):
             # The saved chats scroll in a list of their own height: twenty of them pushed Rename, Delete and the
             # note that answers them below the window (UI tester).
             css="#vlmchat-chatbot button[aria-label='Share'] { display: none; }"
-                " #vlmchat-chat-list .wrap { max-height: 40vh; overflow-y: auto; }",
+                " #vlmchat-chat-list .wrap { max-height: 40vh; overflow-y: auto; }"
+                " #vlmchat-chat-list label { overflow-wrap: anywhere; }",  # a title without spaces ran off its card
             allowed_paths=[str(settings.paths.resolve("outputs"))],
             app_kwargs={"middleware": [gate_middleware(settings)],  # every route behind the login; logins throttled
                         "routes": api_routes(manager, settings, bool(access.logins))},  # OpenAI's API under /v1
