@@ -102,6 +102,32 @@ def test_a_refused_caption_batch_says_why_on_its_status_line_without_error_badge
     panel.get_by_role("button", name="Cancel", exact=True).click()  # with nothing running it did nothing (tester)
     panel.get_by_text("Nothing is running.").wait_for()
 
+def test_a_caption_batch_running_when_the_page_reloads_is_shown_and_can_be_cancelled(page, tmp_path):
+    """A reload mid-run showed an idle Caption tab (no progress, and no summary or zip when it ended) while the batch
+    went on; only Cancel told it existed (UI tester)."""
+    from PIL import Image, ImageDraw
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    picture = Image.new("RGB", (96, 96), "white")
+    ImageDraw.Draw(picture).ellipse((20, 20, 76, 76), fill="red")
+    for number in range(1500):  # one at a time, long enough to reload in the middle
+        picture.save(folder / f"{number:04d}.png")
+    _open_tab(page, "Caption")
+    panel = page.locator("[role=tabpanel]:visible")
+    panel.get_by_label("Folder on this computer").fill(str(folder))
+    panel.get_by_label("Batch size ('auto' or a number)").fill("1")
+    panel.get_by_role("button", name="Caption all").click()
+    page.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel]')].some(p => /\\d+\\/1500/.test(p.innerText))")
+    page.reload()
+    page.wait_for_selector("textarea")
+    _open_tab(page, "Caption")
+    panel = page.locator("[role=tabpanel]:visible")
+    panel.get_by_text("A batch started from another page").wait_for()
+    panel.get_by_role("button", name="Cancel", exact=True).click()
+    panel.get_by_text("cancelled with").wait_for()  # the summary, when it ended
+    assert panel.locator("table tbody tr").count() > 0 and len(list(folder.glob("*.txt"))) < 1500
+
 @pytest.mark.parametrize("tab", ["Caption", "Adapters", "Fine-tune", "Model"])
 def test_every_tab_renders(page, tab):
     _open_tab(page, tab)

@@ -72,6 +72,7 @@ class CaptionActions:
         self.max_bytes = settings.server.max_upload_mb * 2**20
         self.cancels: dict[str, tuple[str | None, threading.Event]] = {}  # page -> (its login, its run's Cancel)
         self.failed: dict[str, str] = {}  # page -> why its last batch was refused, for its status line
+        self.followed: dict[str | None, dict] = {}  # login -> its newest batch, as the login's other pages see it
 
     def chosen(self, adapter: str | None = None) -> str:
         """`adapter`, or for none named the active one (the Adapters tab's, as in Chat); 'base' = no adapter."""
@@ -162,6 +163,13 @@ class CaptionActions:
         if archive and not (folder or "").strip() and not files:  # a zip alone: the same zip again resumes its run
             stamp = unpack_name(Path(str(archive)))  # (each run started afresh: a Cancel lost the work done)
         run = user_folder(self.settings.paths.resolve("outputs") / "captions", request) / stamp
+        followed = self.followed[login_of(request)] = {"line": "starting…", "result": None, "told": set(),
+                                                       "shown": {session}}
+
+        def said(p) -> None:
+            followed["line"] = p.line()
+            progress((p.done, p.total), desc=p.line())
+
         try:
             fmt = format if format in FORMATS else self.settings.caption.format
             found, table_dir, uploaded = self._inputs(folder, files, archive, bool(recursive), run)
@@ -174,14 +182,32 @@ class CaptionActions:
                                      max_bytes=self.max_bytes if uploaded else None)
             progress(0, desc="starting…")
             summary = caption_images(self.manager, found.images, options, cancel=cancel, failed=found.failed,
-                                     progress=lambda p: progress((p.done, p.total), desc=p.line()))
+                                     progress=said)
             results = self._results_zip(summary, fmt, run, uploaded, table_dir)
         except VlmchatError as exc:
             self.failed[session] = str(exc)
+            followed["result"] = (f"⚠️ {exc}", None, None)
             raise gr.Error(str(exc)) from None
         finally:
             self.cancels.pop(session, None)
-        return summary.line(), summary.rows(run / "images" if uploaded else table_dir), str(results) if results else None
+        followed["result"] = (summary.line(), summary.rows(run / "images" if uploaded else table_dir),
+                              str(results) if results else None)
+        return followed["result"]
+
+    def follow(self, request: gr.Request):
+        """(status, table, download) of a page of the login whose newest batch another page started (the one that
+        started it shows its own): while it runs, its progress; when it ends, its summary, table and zip, once. A
+        reload mid-run showed an idle tab, and the batch's end and results nowhere (UI tester)."""
+        followed, session = self.followed.get(login_of(request)), session_of(request)
+        if followed is None or session in followed["shown"]:
+            return gr.skip(), gr.skip(), gr.skip()
+        if followed["result"] is None:
+            followed["told"].add(session)
+            return (f"A batch started from another page (closed, reloaded or open elsewhere) is running: "
+                    f"{followed['line']}. Cancel stops it after its current batch; what is captioned is kept."), \
+                gr.skip(), gr.skip()
+        followed["shown"].add(session)
+        return followed["result"] if session in followed["told"] else (gr.skip(), gr.skip(), gr.skip())
 
     def failure_line(self, request: gr.Request):
         """After a refused batch: the status line says why (the toast fades), and the status, table and download
@@ -276,4 +302,5 @@ def build_caption_tab(manager: ModelManager, settings: Settings) -> CaptionActio
                     api_description="Caption a folder (local apps only), uploads or a zip -> (summary, table, zip)")
     batch.failure(actions.failure_line, None, [status, table, download], api_visibility="undocumented", queue=False)
     cancel.click(actions.cancel, None, status, api_name="caption_cancel", queue=False)
+    gr.Timer(2.0).tick(actions.follow, None, [status, table, download], api_visibility="undocumented", queue=False)
     return actions
