@@ -51,5 +51,10 @@ def test_the_first_screen_shows_the_note_under_the_status(app):
             assert "load a real model in the Model tab" in text
             # the photo among the examples says the demo cannot answer it (its "a red triangle" read as a bug)
             page.get_by_text("Describe the image. (grace-hopper.jpg; a photo, for a real model").wait_for()
+            # the question box on a laptop's screen without scrolling: at 1366 x 650 it was at y = 955 (UI tester)
+            page.set_viewport_size({"width": 1366, "height": 650})
+            page.wait_for_timeout(300)
+            box = page.locator("#vlmchat-chat-input textarea").bounding_box()
+            assert box["y"] + box["height"] <= 650, box
         finally:
             browser.close()

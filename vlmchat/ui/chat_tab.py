@@ -326,13 +326,17 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                 exported = gr.File(label="Export", interactive=False)
             chat_id = gr.Textbox(visible="hidden", max_lines=1, elem_id="vlmchat-chat-id")
         with gr.Column(scale=4):
-            with gr.Row():
-                adapter = gr.Dropdown(choices=adapter_choices(), value=turns.default_adapter(), label="Adapter",
-                                      allow_custom_value=True, scale=1, elem_id="vlmchat-chat-adapter",
-                                      info="The LoRA adapter (or endpoint) this chat answers with ('base' = "
-                                           "none); this browser tab only.")
-                adapter_note = gr.Markdown(elem_id="vlmchat-chat-adapter-note")
-            with gr.Accordion("System prompt and generation settings", open=False):
+            # The adapter and the settings share a row, and the chat's height follows the window: on a laptop's
+            # 1366 x 650 the question box was at y = 955, below the window (UI tester, at 800 x 700).
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=1, min_width=340):
+                    adapter = gr.Dropdown(choices=adapter_choices(), value=turns.default_adapter(),
+                                          label="Adapter or endpoint (base = none; this tab only)",
+                                          allow_custom_value=True, elem_id="vlmchat-chat-adapter")
+                    adapter_note = gr.Markdown(elem_id="vlmchat-chat-adapter-note")
+                with gr.Column(scale=3):
+                    settings_box = gr.Accordion("System prompt and generation settings", open=False)  # filled below
+            with settings_box:
                 system = gr.Textbox(label="System prompt", lines=2, elem_id="vlmchat-system",
                                     placeholder="Optional: how the model should answer (sent before the chat).")
                 with gr.Row():
@@ -347,7 +351,7 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                                             info="low: fewer image tokens, fast on a CPU; auto: by device and "
                                                  "memory (the Model line says why)")
             chatbot = gr.Chatbot(
-                height=480, label="Chat", editable="user", elem_id="vlmchat-chatbot", group_consecutive_messages=False,
+                height="max(200px, calc(100vh - 480px))", label="Chat", editable="user", elem_id="vlmchat-chatbot", group_consecutive_messages=False,
                 buttons=["copy", "copy_all"],  # no "share": it works only on Hugging Face Spaces
                 examples=[{"text": text, "files": [str(EXAMPLES / picture)],
                            "display_text": example_label(text, picture)}
