@@ -246,3 +246,30 @@ def test_a_problem_quoting_an_image_placeholder_is_shown_as_text():
     text, _ = _check_result({"format": "LLaVA-Instruct JSON", "samples": 55, "preview": [],
                              "problems": ["data.json:212: 2 <image> placeholders but 1 image in 'image'"]})
     assert "2 &lt;image&gt; placeholders" in text and "<image>" not in text
+
+
+def test_a_page_opened_after_a_run_gets_its_dataset_and_adapter_name_back(settings, tmp_path):
+    """A reload after a Cancel gave an empty form: Start said "Upload a dataset", so starting afresh meant uploading
+    the same files again (UI tester). The page opens with the newest run's dataset, and its name while no adapter
+    of that name was written."""
+    from vlmchat.finetune import runner
+    from vlmchat.finetune.spec import JOB_FILE
+    from vlmchat.ui.finetune_tab import FinetuneActions
+
+    actions = FinetuneActions(ModelManager(settings), settings)
+    assert actions.last_form(None) == ("", "")
+    folder = write_caption_folder(tmp_path / "mine", 3)
+    reference = store_upload([str(p) for p in sorted(folder.iterdir())], settings)
+
+    def ran(data: str, name: str, stamp: str) -> None:
+        job = runner.jobs_folder(settings) / f"{name}-{stamp}"
+        job.mkdir(parents=True)
+        (job / JOB_FILE).write_text(actions.spec(data, name, {}, False).to_json(), encoding="utf-8")
+
+    ran(reference, "mine", "20261204-100000")
+    assert actions.last_form(None) == (reference, "mine")
+    assert actions.check(actions.last_form(None)[0])["samples"] == 3  # Start takes it as it took the upload
+    (settings.paths.resolve("adapters") / "mine").mkdir(parents=True)
+    assert actions.last_form(None) == (reference, "")  # written: Start would refuse the name
+    ran(str(folder), "typed", "20261204-110000")  # a folder typed on this computer comes back as typed
+    assert actions.last_form(None) == (str(folder), "typed")

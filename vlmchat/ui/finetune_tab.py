@@ -19,7 +19,7 @@ from ..errors import VlmchatError
 from ..finetune import runner
 from ..finetune.datasets import counted, preview_rows, read_dataset
 from ..finetune.progress import format_rate, format_seconds
-from ..finetune.spec import CLI_FLAGS, HYPERPARAMETERS, JobSpec
+from ..finetune.spec import CLI_FLAGS, HYPERPARAMETERS, JOB_FILE, JobSpec
 from ..finetune.uploads import PREFIX, resolve_dataset, store_upload
 from ..models.manager import ModelManager
 from ..models.resolve import resolve_model
@@ -143,6 +143,22 @@ class FinetuneActions:
         if job is None:
             return {"state": "none", "message": "No fine-tune has run yet."}
         return dataclasses.asdict(runner.job_status(job))
+
+    def last_form(self, request=None) -> tuple[str, str]:
+        """(dataset reference, adapter name) of the request's newest job, for a page opened after it: its form came
+        back empty, and starting again afresh after a Cancel meant uploading the dataset again (UI tester)."""
+        job = self.job("", request)
+        try:
+            spec = JobSpec.from_file(job / JOB_FILE) if job is not None else None
+        except (OSError, ValueError, TypeError, VlmchatError):  # a job folder being written, or of another version
+            spec = None
+        if spec is None:
+            return "", ""
+        name = "" if (Path(spec.adapters_dir) / spec.name).exists() else spec.name  # not one written already
+        try:  # an upload by its reference, as Check gave it
+            return PREFIX + Path(spec.data).relative_to(user_uploads(self.settings, request)).parts[0], name
+        except (ValueError, IndexError):
+            return ("" if self.settings.server.exposed else spec.data), name  # a path typed on this computer
 
     def cancel(self, job_id: str = "", request=None) -> str:
         job = self.job(job_id, request)
@@ -415,6 +431,10 @@ def build_finetune_tab(manager: ModelManager, settings: Settings) -> FinetuneAct
         return ("" if stale else gr.skip()), *refresh(current, request)
 
     timer.tick(_guard(tick), [job_id, refused], [refused, *outputs], api_visibility="undocumented", queue=False)
+    def restore(request: gr.Request):
+        return actions.last_form(request)
+
+    gr.context.Context.root_block.load(restore, None, [dataset, name], api_visibility="undocumented", queue=False)
     _register_api(actions)
     return actions
 
