@@ -336,6 +336,23 @@ def test_hugging_face_split_files_side_by_side_are_read_as_one_split(tmp_path):
     assert "the 'all' folder only (the folders beside it hold the same questions by subject)" in result.format
     assert "the test split" in result.format
 
+    # The same splits as older uploads name them (a hash after the shard: ScienceQA's), and as the hub's converted
+    # Parquet lays them out (<config>/<split>/0000.parquet): every split was read, train rows scored as test ones
+    # (format tester).
+    for name in ("dev", "validation", "test", "auxiliary_train"):
+        shard = next((tmp_path / "cais" / "all").glob(f"{name}-*.parquet"))
+        (tmp_path / "converted" / "all" / name).mkdir(parents=True)
+        shard.rename(tmp_path / "converted" / "all" / name / "0000.parquet")
+        split(tmp_path / "hashed" / "data", name, [0] * (3 if name == "test" else 2))
+        only = next((tmp_path / "hashed" / "data").glob(f"{name}-*.parquet"))
+        only.rename(only.with_name(f"{name}-00000-of-00001-f0e719df791966ff.parquet"))
+    for folder in (tmp_path / "converted", tmp_path / "converted" / "all"):
+        result = read_eval_set(folder)
+        assert [item.question for item in result.items] == ["test 0?", "test 1?", "test 2?"], folder
+        assert "the test split (the folder also holds auxiliary_train, dev, validation" in result.format
+    for folder in (tmp_path / "hashed", tmp_path / "hashed" / "data"):
+        assert [item.question for item in read_eval_set(folder).items] == ["test 0?", "test 1?", "test 2?"], folder
+
     picture(tmp_path / "a.png")
     for subject in ("Art", "Design"):
         for name, answer in (("validation", "A"), ("test", "?")):

@@ -483,7 +483,9 @@ def _read_folder(folder: Path, limit: int | None) -> EvalSet:
     if data:
         return _read_split(folder, data, limit)
     nested = [p for p in files if p.suffix.lower() == ".parquet"]
-    whole = [p for p in nested if p.parent.name.lower() == "all" and p.parent.parent == folder]
+    # (all/test-00000-of-00001.parquet, or all/test/0000.parquet in the hub's converted Parquet)
+    whole = [p for p in nested if len(p.relative_to(folder).parts) > 1
+             and p.relative_to(folder).parts[0].lower() == "all"]
     if whole and len(whole) < len(nested):  # cais/mmlu: its 'all' configuration is the union of the subject ones
         result = _read_split(folder, whole, limit)
         result.format += "; the 'all' folder only (the folders beside it hold the same questions by subject)"
@@ -510,8 +512,10 @@ def _read_folder(folder: Path, limit: int | None) -> EvalSet:
 
 
 # Hugging Face's file names for a dataset's splits: test-00000-of-00001.parquet (any split name, e.g. cais/mmlu's
-# auxiliary_train), or validation.jsonl (the usual names only)
-_SPLIT_FILE = re.compile(r"^(?:(\w+)-\d+-of-\d+|(train|validation|val|dev|test))\.[a-z]+$", re.IGNORECASE)
+# auxiliary_train; older uploads add a hash: test-00000-of-00001-f0e719df791966ff.parquet), or validation.jsonl (the
+# usual names only)
+_SPLIT_FILE = re.compile(r"^(?:(\w+)-\d+-of-\d+(?:-[0-9a-f]{6,})?|(train|validation|val|dev|test))\.[a-z]+$",
+                         re.IGNORECASE)
 SPLIT_PREFERENCE = ("test", "validation", "val", "dev", "train")  # the first whose answers are published
 SPLIT_FOLDERS = frozenset(SPLIT_PREFERENCE) | {"auxiliary_train"}  # subfolders that are splits (MMLU's tarball)
 
@@ -522,11 +526,20 @@ def _read_split(folder: Path, files: list[Path], limit: int | None) -> EvalSet:
     that has usable rows (MMMU publishes its test split without answers), named in the format."""
     splits: dict[str, list[Path]] = {}
     for file in files:
-        named = _SPLIT_FILE.match(file.name)
-        splits.setdefault((named.group(1) or named.group(2)).lower() if named else "", []).append(file)
+        splits.setdefault(_split_of(file), []).append(file)
     if len(splits) < 2 or "" in splits:
         return _read_data_folder(folder, files, limit)
     return _read_one_split(folder, splits, limit)
+
+
+def _split_of(file: Path) -> str:
+    """The split `file` holds as Hugging Face names it: by its name (above), or by its folder (<config>/<split>/
+    0000.parquet, the hub's converted Parquet); '' where neither says. Either unread, train rows were scored with the
+    test rows (format tester)."""
+    named = _SPLIT_FILE.match(file.name)
+    if named:
+        return (named.group(1) or named.group(2)).lower()
+    return file.parent.name.lower() if file.parent.name.lower() in SPLIT_FOLDERS else ""
 
 
 def _read_one_split(folder: Path, splits: dict[str, list[Path]], limit: int | None) -> EvalSet:
