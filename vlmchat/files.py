@@ -66,6 +66,16 @@ def searched_from(folder: Path):
             state["root"] = saved
 
 
+def any_picture_below(base: Path) -> bool:
+    """Under `finding_by_name`, once `picture_by_name` has looked below `base`: whether a picture is there (True
+    where nothing was looked up)."""
+    from .images import readable_suffixes
+
+    state = _BY_NAME.get()
+    index = state["index"].get(state["root"] or base) if state is not None else None
+    return index is None or any(Path(name).suffix in readable_suffixes() for name in index)
+
+
 def picture_by_name(base: Path, name: str, given: str) -> Path | None:
     """Under `finding_by_name`: the one file named `name` below `base` (or `searched_from`'s folder; the exact name,
     else the one of that name in any case), noted as found for `given`; None when there is none, or several, or it
