@@ -471,7 +471,15 @@ def test_caption_folder_with_sidecar_txt(tmp_path):
     assert problems(result) == [("b.png", None, "shares its caption file b.txt with b.jpg; rename one of them"),
                                 ("orphan.txt", None, "caption without an image of the same name"),
                                 ("empty.png", None, "empty.txt is empty"),
-                                ("no_caption.webp", None, "no caption file no_caption.txt")]
+                                ("no_caption.webp", None, "no caption file no_caption.txt (or no_caption.caption)")]
+    # kohya's .caption files, as Fine-tune reads them (refused: "no images with same-name .txt captions"; format
+    # tester); a .txt wins where both are
+    kohya = tmp_path / "kohya"
+    for stem, colour in (("0", "red"), ("1", "blue")):
+        picture(kohya / f"{stem}.jpg")
+        (kohya / f"{stem}.caption").write_text(f"a {colour} circle", encoding="utf-8")
+    (kohya / "1.txt").write_text("a blue one", encoding="utf-8")
+    assert [item.references for item in read_eval_set(kohya).items] == [("a red circle",), ("a blue one",)]
 
 
 def test_a_caption_files_short_lines_are_references_and_paragraphs_one():

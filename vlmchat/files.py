@@ -25,6 +25,8 @@ from typing import IO, Callable, Iterable, Iterator
 
 from .errors import InputError
 
+CAPTION_SUFFIXES = (".txt", ".caption")  # kohya's sd-scripts read .caption by default, TagGUI writes .txt
+
 CHUNK = 2**20
 # On a shared app a dataset or eval set comes from an upload, and the pictures its rows name must be inside it: a
 # path in a row could otherwise make the model read, and answer about, any picture on the server (another login's

@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import InputError
-from ..files import (check_writable_file, extract_zip_checked, not_utf8, sha256_of, shown_name, unsafe_name,
-                     write_text_atomic, write_zip_atomic)
+from ..files import (CAPTION_SUFFIXES, check_writable_file, extract_zip_checked, not_utf8, sha256_of, shown_name,
+                     unsafe_name, write_text_atomic, write_zip_atomic)
 from ..images import readable_suffixes
 
-CAPTION_SUFFIXES = (".txt", ".caption")  # kohya's sd-scripts read .caption by default, TagGUI writes .txt
 DATA_SUFFIXES = frozenset({*CAPTION_SUFFIXES, ".json", ".jsonl", ".csv", ".zip"})
 FORMATS = ("txt", "jsonl", "csv")
 ZIP_MAX_MEMBERS = 100_000

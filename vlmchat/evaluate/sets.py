@@ -27,8 +27,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PureWindowsPath
 
 from ..errors import InputError
-from ..files import (check_inside, finding_by_name, found_note, is_windows_path, namesakes, picture_by_name,
-                     write_bytes_atomic)
+from ..files import (CAPTION_SUFFIXES, check_inside, finding_by_name, found_note, is_windows_path, namesakes,
+                     picture_by_name, write_bytes_atomic)
 from ..errors import Problem as EvalProblem
 from .set_formats import (ACCEPTED, CAPTION_QUESTION, MMLU, Draft, Embedded, Layout, RowProblem, detect_layout,
                           is_mmlu_row, plain, shorten, split_pictures)
@@ -473,7 +473,7 @@ def _visible_files(folder: Path) -> list[Path]:
 def _read_folder(folder: Path, limit: int | None) -> EvalSet:
     files = _visible_files(folder)
     data = [p for p in files if p.parent == folder and p.suffix.lower() in DATA_SUFFIXES]
-    captions = {p.with_suffix("") for p in files if p.suffix.lower() == ".txt"}
+    captions = {p.with_suffix("") for p in files if p.suffix.lower() in CAPTION_SUFFIXES}
     pictured = any(p.suffix.lower() in _image_suffixes() and p.with_suffix("") in captions for p in files)
     if pictured and data:
         raise InputError(f"'{folder}' holds both images with .txt captions and eval-set files "
@@ -508,7 +508,7 @@ def _read_folder(folder: Path, limit: int | None) -> EvalSet:
         hint = (f" Its folder {parents.pop()} holds the splits {', '.join(Path(sub).name for sub in subfolders)}: "
                 "point at it (the test split is read) or at one of them.")  # MMLU's tarball: data/{dev,val,test}
     raise InputError(f"'{folder}' has nothing to evaluate on: no eval-set files ({', '.join(DATA_SUFFIXES)}) and "
-                     f"no images with same-name .txt captions.{hint}")
+                     f"no images with same-name .txt (or kohya's .caption) captions.{hint}")
 
 
 # Hugging Face's file names for a dataset's splits: test-00000-of-00001.parquet (any split name, e.g. cais/mmlu's
@@ -594,9 +594,11 @@ def _read_data_folder(folder: Path, files: list[Path], limit: int | None) -> Eva
 
 
 def _read_caption_folder(folder: Path, files: list[Path], limit: int | None) -> EvalSet:
-    """Images with same-name .txt captions (the kohya / TagGUI convention), `caption_references` of each."""
+    """Images with same-name .txt or .caption captions (the kohya / TagGUI convention; a .txt wins where both are, as
+    in Fine-tune, which read the .caption files this refused: format tester), `caption_references` of each."""
     result = EvalSet(str(folder), "caption folder", CAPTION)
-    texts = {p.with_suffix(""): p for p in files if p.suffix.lower() == ".txt"}
+    named = sorted((p for p in files if p.suffix.lower() in CAPTION_SUFFIXES), key=lambda p: p.suffix.lower() == ".txt")
+    texts = {p.with_suffix(""): p for p in named}
 
     def name(file: Path) -> str:
         return file.relative_to(folder).as_posix()
@@ -617,10 +619,10 @@ def _read_caption_folder(folder: Path, files: list[Path], limit: int | None) -> 
             break
         try:
             if stem not in texts:
-                raise RowProblem(f"no caption file {stem.name}.txt")
+                raise RowProblem(f"no caption file {stem.name}.txt (or {stem.name}.caption)")
             references = caption_references(_caption_text(texts[stem]))
             if not references:
-                raise RowProblem(f"{stem.name}.txt is empty")
+                raise RowProblem(f"{texts[stem].name} is empty")
             path = _check_image(name(image), folder, checked)
         except RowProblem as problem:
             result.problems.append(EvalProblem(name(image), None, str(problem)))
