@@ -123,7 +123,7 @@ def test_a_caption_batch_running_when_the_page_reloads_is_shown_and_can_be_cance
     page.wait_for_selector("textarea")
     _open_tab(page, "Caption")
     panel = page.locator("[role=tabpanel]:visible")
-    panel.get_by_text("A batch started from another page").wait_for()
+    panel.get_by_text("A batch started elsewhere").wait_for()
     panel.get_by_role("button", name="Cancel", exact=True).click()
     panel.get_by_text("cancelled with").wait_for()  # the summary, when it ended
     assert panel.locator("table tbody tr").count() > 0 and len(list(folder.glob("*.txt"))) < 1500

@@ -773,6 +773,56 @@ def test_a_batch_run_stops_at_an_endpoint_that_lets_every_request_of_a_batch_tim
                                  CaptionOptions(adapter="endpoint:hung", batch_size=2, fmt="jsonl",
                                                 output=tmp_path / "captions.jsonl"))
         assert "did not answer within 1 s" in summary.stopped and len(Hung.asked) == 4 and not summary.captioned
+        # one request alone timing out may be one slow answer: the run goes on (reviewer: a 9-question eval's last
+        # batch of one stopped the run, and nothing was written)
+        result = run_eval(manager, read_eval_set(tmp_path / "colours.jsonl", limit=2), ["endpoint:hung"], "generate",
+                          EvalOptions(batch_size=1), folder=tmp_path / "one")
+        assert not result.stopped and len(result.skipped["endpoint:hung"]) == 2
+        assert all("did not answer within 1 s" in why for why in result.skipped["endpoint:hung"].values())
     finally:
         Hung.released.set()
+        server.shutdown()
+
+
+def test_an_endpoint_run_that_stops_after_answering_some_keeps_and_writes_them(tmp_path, picture_files):
+    """A server that answered two questions, then refused the key: the run raised, and the answers it had were
+    not written (reviewer). Now they are, with the reason for the others."""
+    from vlmchat.evaluate.run import EvalOptions, run_eval
+    from vlmchat.evaluate.sets import read_eval_set
+    from vlmchat.models.manager import ModelManager
+    from vlmchat.settings import load_settings
+
+    answer = json.dumps({"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+                         "choices": [{"index": 0, "message": {"role": "assistant", "content": "red"},
+                                      "finish_reason": "stop"}]}).encode()
+    refused = json.dumps({"error": {"message": "bad key", "type": "invalid_request_error"}}).encode()
+
+    class Tiring(http.server.BaseHTTPRequestHandler):
+        served = []
+
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.served.append(1)
+            status, data = (200, answer) if len(self.served) <= 2 else (401, refused)
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tiring)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        path = write_settings(tmp_path)
+        path.write_text(path.read_text() + f'\n[endpoints.tiring]\nbase_url = "http://127.0.0.1:{server.server_port}'
+                        '/v1"\nmodel = "m"\nmax_concurrency = 1\n', encoding="utf-8")
+        _question_set(picture_files, tmp_path / "colours.jsonl")
+        result = run_eval(ModelManager(load_settings(path)), read_eval_set(tmp_path / "colours.jsonl"),
+                          ["endpoint:tiring"], "generate", EvalOptions(batch_size=2), folder=tmp_path / "eval")
+        assert len(result.scores["endpoint:tiring"]) == 2 and "needs an API key" in result.stopped["endpoint:tiring"]
+        assert (tmp_path / "eval" / "results.csv").is_file()
+    finally:
         server.shutdown()

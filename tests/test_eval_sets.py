@@ -887,7 +887,7 @@ def test_csv_header_without_rows(tmp_path):
     (lambda folder: picture(folder / "only_images.png"), "has nothing to evaluate on"),
     (lambda folder: (picture(folder / "a.png"), (folder / "a.txt").write_text("cap"),
                      write_jsonl(folder / "rows.jsonl", [{"image": "a.png", "caption": "c"}])),
-     "holds both images with .txt captions and eval-set files"),
+     "holds both images with captions beside them and eval-set files"),
     (lambda folder: (write_csv(folder / "a_test.csv", MMLU_ROWS), write_jsonl(folder / "b.jsonl", [
         {"image": "x.png", "caption": "c"}])), "mixes layouts"),
     (lambda folder: ((folder / "a.jsonl").write_text(""), (folder / "b.csv").write_text("x,y\n")),

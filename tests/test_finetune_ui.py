@@ -86,6 +86,7 @@ def test_files_picked_together_are_one_dataset_and_one_eval_set(settings, tmp_pa
     assert (result["samples"], result["problems"]) == (3, [])
 
     data = write_colour_set(tmp_path / "colours", count=5)
+    assert store_upload([data, data], settings) == store_upload(data, settings)  # one file picked twice: one file
     uploaded = store_upload([data, *sorted(data.parent.glob("*.png"))], settings)
     eval_set = read_eval_set(resolve_dataset(uploaded, settings))
     assert len(eval_set.items) == 5 and not eval_set.problems and eval_set.format == "vlmchat JSONL"

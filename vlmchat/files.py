@@ -240,6 +240,15 @@ def not_utf8(data: bytes, at: int) -> str:
             "TagGUI read captions (e.g. iconv -f cp1252 -t utf-8)")
 
 
+def distinct_files(files: Iterable[Path]) -> list[Path]:
+    """`files` with each file given again (the same name and bytes) once: Gradio's upload box adds files picked again
+    to those it holds, also to those of a pick it refused, and every picture was captioned, or trained on, twice."""
+    kept: dict[tuple[str, str], Path] = {}
+    for file in files:
+        kept.setdefault((file.name, sha256_of(file)), file)
+    return list(kept.values())
+
+
 def sha256_of(path: Path) -> str:
     """The sha256 hex digest of the file at `path`, read a chunk at a time."""
     digest = hashlib.sha256()

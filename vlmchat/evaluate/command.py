@@ -179,8 +179,8 @@ def _refuse_textless(eval_set, models: list[str], local: tuple[str, str, str] | 
     from ..models.conversation import NEEDS_IMAGE_KEY
     from ..models.manager import is_endpoint
 
-    if (local is None or all(is_endpoint(name) for name in models) or any(item.images for item in eval_set.items)
-            or not read_recipe(local[1]).get(NEEDS_IMAGE_KEY)):
+    if (local is None or any(is_endpoint(name) for name in models) or any(item.images for item in eval_set.items)
+            or not read_recipe(local[1]).get(NEEDS_IMAGE_KEY)):  # an endpoint beside it is still scored
         return
     raise InputError(f"{local[0]} answers only about a picture and no question in {eval_set.path} has one: give the "
                      "questions pictures (an 'image' column), or evaluate another model (--model).")

@@ -248,8 +248,10 @@ def run_eval(manager: ModelManager, eval_set: EvalSet, models: list[str] = (BASE
             except EndpointUnusable as exc:
                 scoring.remove(name)
                 stopped[name] = exc
-        if not scoring:  # nothing left to score: the reason is the answer
-            raise next(iter(stopped.values()))
+        if not scoring:  # nothing left to score: with nothing scored the reason is the answer, else what was is kept
+            if not any(result.scores.values()):
+                raise next(iter(stopped.values()))
+            break
         result.done = indices.stop
         _report(progress, result, started)
     if result.cancelled:  # the last line without its ETA

@@ -476,7 +476,7 @@ def _read_folder(folder: Path, limit: int | None) -> EvalSet:
     captions = {p.with_suffix("") for p in files if p.suffix.lower() in CAPTION_SUFFIXES}
     pictured = any(p.suffix.lower() in _image_suffixes() and p.with_suffix("") in captions for p in files)
     if pictured and data:
-        raise InputError(f"'{folder}' holds both images with .txt captions and eval-set files "
+        raise InputError(f"'{folder}' holds both images with captions beside them and eval-set files "
                          f"({', '.join(p.name for p in data[:3])}); point at one file, or move them apart.")
     if pictured:
         return _read_caption_folder(folder, files, limit)
@@ -526,20 +526,20 @@ def _read_split(folder: Path, files: list[Path], limit: int | None) -> EvalSet:
     that has usable rows (MMMU publishes its test split without answers), named in the format."""
     splits: dict[str, list[Path]] = {}
     for file in files:
-        splits.setdefault(_split_of(file), []).append(file)
+        splits.setdefault(_split_of(file, folder), []).append(file)
     if len(splits) < 2 or "" in splits:
         return _read_data_folder(folder, files, limit)
     return _read_one_split(folder, splits, limit)
 
 
-def _split_of(file: Path) -> str:
-    """The split `file` holds as Hugging Face names it: by its name (above), or by its folder (<config>/<split>/
-    0000.parquet, the hub's converted Parquet); '' where neither says. Either unread, train rows were scored with the
-    test rows (format tester)."""
+def _split_of(file: Path, folder: Path) -> str:
+    """The split `file` holds as Hugging Face names it: by its name (above), or by its folder below `folder` (<config>/
+    <split>/0000.parquet, the hub's converted Parquet; not `folder` itself, the one picked); '' where neither says.
+    Either unread, train rows were scored with the test rows (format tester)."""
     named = _SPLIT_FILE.match(file.name)
     if named:
         return (named.group(1) or named.group(2)).lower()
-    return file.parent.name.lower() if file.parent.name.lower() in SPLIT_FOLDERS else ""
+    return file.parent.name.lower() if file.parent != folder and file.parent.name.lower() in SPLIT_FOLDERS else ""
 
 
 def _read_one_split(folder: Path, splits: dict[str, list[Path]], limit: int | None) -> EvalSet:
@@ -606,7 +606,8 @@ def _read_caption_folder(folder: Path, files: list[Path], limit: int | None) -> 
     images: dict[Path, Path] = {}
     for image in (p for p in files if p.suffix.lower() in _image_suffixes()):
         if image.with_suffix("") in images:
-            result.problems.append(EvalProblem(name(image), None, f"shares its caption file {image.stem}.txt with "
+            caption = texts[image.with_suffix("")].name if image.with_suffix("") in texts else f"{image.stem}.txt"
+            result.problems.append(EvalProblem(name(image), None, f"shares its caption file {caption} with "
                                                f"{images[image.with_suffix('')].name}; rename one of them"))
         else:
             images[image.with_suffix("")] = image

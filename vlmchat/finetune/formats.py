@@ -154,10 +154,11 @@ def image_reference(value, base: Path, what: str = "image") -> str:
     places = (f"neither {base / path} nor {base / 'images' / path} exists" if path.parts[0] != "images"
               else f"{base / path} does not exist")  # not …/images/images/x.png, which reads like a bug
     if len(path.parts) == 1 and not any_picture_below(base):  # LLaVA's json/llava_instruct_150k.json given, its pictures in coco/ beside json/
-        raise InputError(f"{what} '{value}' was not found: {base} holds no picture at all. If the pictures are in a "
-                         f"folder beside it (LLaVA's json/ beside coco/train2017/), give the folder holding both "
-                         f"({base.parent}): the one dataset file below it is read, and pictures named by their file "
-                         "name are found below it")
+        raise InputError(f"{what} '{value}' was not found: {base} holds no picture at all. Uploading, pick the "
+                         "pictures with the dataset file, or upload a .zip; on this computer, where the pictures are "
+                         "in a folder beside the dataset file's (LLaVA's json/ beside coco/train2017/), give the "
+                         "folder holding both: the one dataset file below it is read, and its pictures are found "
+                         "by their file names")
     raise InputError(f"{what} '{value}' was not found: {places}, nor a file of that name below {base} (paths are "
                      f"relative to {base}: the dataset file's folder, or dataset_info.json's where that registers it; "
                      "a dataset uploaded as separate files keeps no folders: upload a .zip to keep them)")

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ..files import extract_zip_checked, staged_folder
+from ..files import distinct_files, extract_zip_checked, staged_folder
 
 MAX_UNPACKED_BYTES = 8 * 2**30
 MAX_UNPACKED_FILES = 100_000
@@ -44,7 +44,8 @@ def store_upload(file, settings, folder: Path | None = None, kind: str = "datase
     `file` is a path (or an object with `.name`, as some Gradio versions hand over), or a list of them:
     one file is stored as always; several go into one folder, each under its own name (a zip among them
     is unpacked there)."""
-    files = [Path(f if isinstance(f, (str, Path)) else f.name) for f in (file if isinstance(file, (list, tuple)) else [file])]
+    files = distinct_files(Path(f if isinstance(f, (str, Path)) else f.name)
+                           for f in (file if isinstance(file, (list, tuple)) else [file]))
     if not files:
         raise InputError("Nothing was uploaded; choose a .zip or a dataset file.")
     folder = folder or uploads_folder(settings)
@@ -75,17 +76,14 @@ def _store_several(files: list[Path], folder: Path, salt: bytes, limit: int, kin
         raise InputError(f"{', '.join(refused[:3])}: not part of {'an eval set' if kind == 'eval set' else 'a dataset'}; "
                          f"pick the {'set' if kind == 'eval set' else 'dataset'} file (.jsonl, .json, .csv, .parquet) "
                          "with its pictures, pictures with their .txt captions, or one .zip.")
-    # A file given twice (name and bytes) counts once: Gradio's box adds files picked again to those it holds.
-    contents = {(f.name, hashlib.sha256(f.read_bytes()).digest()): f for f in files}
-    files = list(contents.values())
     names = [f.name for f in files]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise InputError(f"Two uploaded files are both named {twice[0]}; rename one, or upload a .zip that keeps "
                          "their folders.")
     digest = hashlib.sha256(salt)
-    for name, content in sorted(contents):
-        digest.update(name.encode() + b"\0" + content)
+    for file in sorted(files, key=lambda f: f.name):
+        digest.update(file.name.encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
     data = sorted(f for f in files if f.suffix.lower() in UPLOAD_SUFFIXES)
     # its name is what the Adapters tab shows an adapter was trained on ("files-40-b90086008c7f" said nothing)
     stem = _stem(data[0]) if data else f"{sum(f.suffix.lower() in readable_suffixes() for f in files)}-pictures"

@@ -333,7 +333,8 @@ class Endpoint:
                 return exc
 
         answers = list(self.pool().map(one, requests))
-        if all(isinstance(answer, EndpointTimeout) for answer in answers):  # hung: each later batch would wait alike
+        # Hung: each later batch would wait alike. One request timing out may be one slow answer: not a verdict.
+        if len(answers) > 1 and all(isinstance(answer, EndpointTimeout) for answer in answers):
             return [EndpointUnusable(str(answer)) for answer in answers]
         return answers
 

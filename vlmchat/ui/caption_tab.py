@@ -8,7 +8,6 @@ under a login each user's results go to a folder of their own (ui/users.py).
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import threading
 import time
@@ -20,6 +19,7 @@ from ..caption.io import CAPTION_SUFFIXES, FORMATS, caption_path, unpack_name, z
 from ..caption.run import (PRESETS, CaptionOptions, caption_image, caption_images,
                           find_images)
 from ..errors import InputError, VlmchatError
+from ..files import distinct_files
 from ..models.manager import ModelManager
 from ..settings import Settings
 from .sharing import check_batch_upload, nothing_given, refuse_server_paths, verbatim
@@ -43,17 +43,10 @@ def _batch_size(value) -> int | str:
 
 
 def _copy_uploads(files: list[str], folder: Path) -> list[Path]:
-    """Uploaded files copied under their own names into `folder` (a dataset to caption and download); a file given
-    twice (the same name and bytes) is copied once: Gradio's box adds files picked again to those it holds, also
-    to the ones of a pick it refused for a file of another type, and every picture was captioned twice (UI tester)."""
+    """Uploaded files copied under their own names into `folder` (a dataset to caption and download), each once."""
     folder.mkdir(parents=True, exist_ok=True)
-    copies, seen = [], set()
-    for file in files:
-        source = Path(file)
-        key = (source.name, hashlib.sha256(source.read_bytes()).hexdigest())
-        if key in seen:
-            continue
-        seen.add(key)
+    copies = []
+    for source in distinct_files(Path(file) for file in files):
         target = folder / source.name
         counter = 1
         while target.exists():
@@ -163,8 +156,7 @@ class CaptionActions:
         if archive and not (folder or "").strip() and not files:  # a zip alone: the same zip again resumes its run
             stamp = unpack_name(Path(str(archive)))  # (each run started afresh: a Cancel lost the work done)
         run = user_folder(self.settings.paths.resolve("outputs") / "captions", request) / stamp
-        followed = self.followed[login_of(request)] = {"line": "starting…", "result": None, "told": set(),
-                                                       "shown": {session}}
+        followed = {"line": "starting…", "result": None, "told": set(), "shown": {session}}
 
         def said(p) -> None:
             followed["line"] = p.line()
@@ -180,18 +172,24 @@ class CaptionActions:
                                      output=None if fmt == "txt" else table_dir / f"captions.{fmt}",
                                      overwrite=bool(overwrite), batch_size=_batch_size(batch_size),
                                      max_bytes=self.max_bytes if uploaded else None)
+            self.followed[login_of(request)] = followed  # a batch refused at once is none to follow
             progress(0, desc="starting…")
             summary = caption_images(self.manager, found.images, options, cancel=cancel, failed=found.failed,
                                      progress=said)
             results = self._results_zip(summary, fmt, run, uploaded, table_dir)
+            followed["result"] = (summary.line(), summary.rows(run / "images" if uploaded else table_dir),
+                                  str(results) if results else None)
         except VlmchatError as exc:
+            if len(self.failed) > 100:  # an API client's never read (its page's failure line reads them)
+                self.failed.pop(next(iter(self.failed)))
             self.failed[session] = str(exc)
             followed["result"] = (f"⚠️ {exc}", None, None)
             raise gr.Error(str(exc)) from None
         finally:
             self.cancels.pop(session, None)
-        followed["result"] = (summary.line(), summary.rows(run / "images" if uploaded else table_dir),
-                              str(results) if results else None)
+            if followed["result"] is None:  # any other failure: the pages following it stop saying it runs
+                followed["result"] = ("⚠️ The batch stopped on an error; the captions written are kept.", None,
+                                      None)
         return followed["result"]
 
     def follow(self, request: gr.Request):
@@ -203,8 +201,9 @@ class CaptionActions:
             return gr.skip(), gr.skip(), gr.skip()
         if followed["result"] is None:
             followed["told"].add(session)
-            return (f"A batch started from another page (closed, reloaded or open elsewhere) is running: "
-                    f"{followed['line']}. Cancel stops it after its current batch; what is captioned is kept."), \
+            return (f"A batch started elsewhere (a page closed, reloaded or open elsewhere, or an API client) is "
+                    f"running: {followed['line']}. Cancel stops it after its current batch; what is captioned is "
+                    "kept."), \
                 gr.skip(), gr.skip()
         followed["shown"].add(session)
         return followed["result"] if session in followed["told"] else (gr.skip(), gr.skip(), gr.skip())
@@ -294,11 +293,12 @@ def build_caption_tab(manager: ModelManager, settings: Settings) -> CaptionActio
     download = gr.File(label="Results (zip)")
     batch = run.click(actions.caption_batch,
                       [folder, files, archive, prompt, start, adapter, fmt, overwrite, recursive, batch_size, prefix,
-                       suffix], [status, table, download], api_name="caption_batch_tab", api_visibility="private")
+                       suffix], [status, table, download], api_name="caption_batch_tab", api_visibility="private",
+                      concurrency_id="caption_batch")  # the endpoint's queue too: one model, batches sized alike
     api_batch = gr.Button(visible=False)  # the endpoint: the same, with the active adapter where none is named
     api_batch.click(actions.caption_batch, [folder, files, archive, prompt, start, active_adapter(), fmt, overwrite,
                                             recursive, batch_size, prefix, suffix], [status, table, download],
-                    api_name="caption_batch",
+                    api_name="caption_batch", concurrency_id="caption_batch",
                     api_description="Caption a folder (local apps only), uploads or a zip -> (summary, table, zip)")
     batch.failure(actions.failure_line, None, [status, table, download], api_visibility="undocumented", queue=False)
     cancel.click(actions.cancel, None, status, api_name="caption_cancel", queue=False)

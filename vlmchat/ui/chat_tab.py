@@ -335,23 +335,24 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
                                           allow_custom_value=True, elem_id="vlmchat-chat-adapter")
                     adapter_note = gr.Markdown(elem_id="vlmchat-chat-adapter-note")
                 with gr.Column(scale=3):
-                    settings_box = gr.Accordion("System prompt and generation settings", open=False)  # filled below
-            with settings_box:
-                system = gr.Textbox(label="System prompt", lines=2, elem_id="vlmchat-system",
-                                    placeholder="Optional: how the model should answer (sent before the chat).")
-                with gr.Row():
-                    max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=gen.max_new_tokens, step=1,
-                                               label="Max new tokens")
-                    temperature = gr.Slider(0.0, MAX_TEMPERATURE, value=gen.temperature, step=0.05,
-                                            label="Temperature (0 = greedy)")
-                    top_p = gr.Slider(MIN_TOP_P, 1.0, value=gen.top_p, step=0.01, label="Top-p")
-                    seed = gr.Number(value=gen.seed, precision=0, label="Seed (-1 = random)")
-                    image_detail = gr.Radio(list(IMAGE_DETAILS), value=gen.image_detail, label="Image detail",
-                                            elem_id="vlmchat-image-detail",
-                                            info="low: fewer image tokens, fast on a CPU; auto: by device and "
-                                                 "memory (the Model line says why)")
+                    with gr.Accordion("System prompt and generation settings", open=False):
+                        system = gr.Textbox(label="System prompt", lines=2, elem_id="vlmchat-system",
+                                            placeholder="Optional: how the model should answer (sent before the "
+                                                        "chat).")
+                        with gr.Row():
+                            max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=gen.max_new_tokens, step=1,
+                                                       label="Max new tokens")
+                            temperature = gr.Slider(0.0, MAX_TEMPERATURE, value=gen.temperature, step=0.05,
+                                                    label="Temperature (0 = greedy)")
+                            top_p = gr.Slider(MIN_TOP_P, 1.0, value=gen.top_p, step=0.01, label="Top-p")
+                            seed = gr.Number(value=gen.seed, precision=0, label="Seed (-1 = random)")
+                            image_detail = gr.Radio(list(IMAGE_DETAILS), value=gen.image_detail,
+                                                    label="Image detail", elem_id="vlmchat-image-detail",
+                                                    info="low: fewer image tokens, fast on a CPU; auto: by device and "
+                                                         "memory (the Model line says why)")
             chatbot = gr.Chatbot(
-                height="max(200px, calc(100vh - 480px))", label="Chat", editable="user", elem_id="vlmchat-chatbot", group_consecutive_messages=False,
+                height="max(200px, calc(100vh - 480px))", label="Chat", editable="user", elem_id="vlmchat-chatbot",
+                group_consecutive_messages=False,
                 buttons=["copy", "copy_all"],  # no "share": it works only on Hugging Face Spaces
                 examples=[{"text": text, "files": [str(EXAMPLES / picture)],
                            "display_text": example_label(text, picture)}

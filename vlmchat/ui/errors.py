@@ -183,7 +183,7 @@ def _checked_quietly(block, preprocess):
         except (TypeError, ValueError):  # a seed of "abc" through the API: Gradio's "Could not preprocess input"
             if not numeric:
                 raise
-            said = f"{name} must be a number{' ' + bounds if bounds else ''} (got {payload!r})."
+            said = f"{name} must be a number{' ' + bounds if bounds else ''} (got {repr(payload)[:40]})."
             raise user_error(gr.Error(said), "input") from None
     return checked
 
