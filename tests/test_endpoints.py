@@ -510,15 +510,17 @@ def _served_endpoint(handler, name: str, model: str, api_key: str):
         server.shutdown()
 
 
-def _answering(status: int, body):
-    """A handler answering every POST with `status` and the JSON `body` (bytes, or a function of the headers)."""
+def _answering(status, body):
+    """A handler answering every POST with `status` (an int, or a function called first for each request) and the
+    JSON `body` (bytes, or a function of the headers)."""
     import http.server
 
     class Answering(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802 - http.server's name
             self.rfile.read(int(self.headers.get("content-length", 0)))
+            code = status() if callable(status) else status
             data = body(self.headers) if callable(body) else body
-            self.send_response(status)
+            self.send_response(code)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))
             self.end_headers()
@@ -797,23 +799,14 @@ def test_an_endpoint_run_that_stops_after_answering_some_keeps_and_writes_them(t
                                       "finish_reason": "stop"}]}).encode()
     refused = json.dumps({"error": {"message": "bad key", "type": "invalid_request_error"}}).encode()
 
-    class Tiring(http.server.BaseHTTPRequestHandler):
-        served = []
+    served = []
 
-        def do_POST(self):  # noqa: N802 - http.server's name
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            self.served.append(1)
-            status, data = (200, answer) if len(self.served) <= 2 else (401, refused)
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def status() -> int:
+        served.append(1)
+        return 200 if len(served) <= 2 else 401
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tiring)
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), _answering(status, lambda headers: answer if len(served) <= 2 else refused))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         path = write_settings(tmp_path)
