@@ -127,6 +127,15 @@ def test_a_caption_batch_running_when_the_page_reloads_is_shown_and_can_be_cance
     panel.get_by_role("button", name="Cancel", exact=True).click()
     panel.get_by_text("cancelled with").wait_for()  # the summary, when it ended
     assert panel.locator("table tbody tr").count() > 0 and len(list(folder.glob("*.txt"))) < 1500
+    # reloaded after it ended: its summary and table again, as Fine-tune and Evaluate show their last run (the page
+    # showed nothing: loop tester)
+    page.reload()
+    page.wait_for_selector("textarea")
+    _open_tab(page, "Caption")
+    panel = page.locator("[role=tabpanel]:visible")
+    panel.get_by_text("cancelled with").wait_for()
+    assert panel.locator("table tbody tr").count() > 0
+
 
 @pytest.mark.parametrize("tab", ["Caption", "Adapters", "Fine-tune", "Model"])
 def test_every_tab_renders(page, tab):

@@ -156,7 +156,7 @@ class CaptionActions:
         if archive and not (folder or "").strip() and not files:  # a zip alone: the same zip again resumes its run
             stamp = unpack_name(Path(str(archive)))  # (each run started afresh: a Cancel lost the work done)
         run = user_folder(self.settings.paths.resolve("outputs") / "captions", request) / stamp
-        followed = {"line": "starting…", "result": None, "told": set(), "shown": {session}}
+        followed = {"line": "starting…", "result": None, "shown": {session}}
 
         def said(p) -> None:
             followed["line"] = p.line()
@@ -194,19 +194,19 @@ class CaptionActions:
 
     def follow(self, request: gr.Request):
         """(status, table, download) of a page of the login whose newest batch another page started (the one that
-        started it shows its own): while it runs, its progress; when it ends, its summary, table and zip, once. A
-        reload mid-run showed an idle tab, and the batch's end and results nowhere (UI tester)."""
+        started it shows its own): while it runs, its progress; once it has ended, its summary, table and zip, once
+        per page, as Fine-tune and Evaluate show their last run. A reload mid-run showed an idle tab, and the
+        batch's end and results nowhere; a reload after it ended, nothing (UI testers)."""
         followed, session = self.followed.get(login_of(request)), session_of(request)
         if followed is None or session in followed["shown"]:
             return gr.skip(), gr.skip(), gr.skip()
         if followed["result"] is None:
-            followed["told"].add(session)
             return (f"A batch started elsewhere (a page closed, reloaded or open elsewhere, or an API client) is "
                     f"running: {followed['line']}. Cancel stops it after its current batch; what is captioned is "
                     "kept."), \
                 gr.skip(), gr.skip()
         followed["shown"].add(session)
-        return followed["result"] if session in followed["told"] else (gr.skip(), gr.skip(), gr.skip())
+        return followed["result"]
 
     def failure_line(self, request: gr.Request):
         """After a refused batch: the status line says why (the toast fades), and the status, table and download
