@@ -219,6 +219,8 @@ def test_evaluate_a_bad_file_then_a_good_one_shows_the_verdict(page, tmp_path):
 
 def test_a_new_user_evaluates_the_example_set_with_two_clicks(page):
     """The Evaluate tab had nothing to try without a set of one's own: 'Use the example set' fills the path."""
+    from playwright.sync_api import expect
+
     _open_tab(page, "Evaluate")
     panel = page.locator("[role=tabpanel]:visible")
     if panel.get_by_label("Clear").count():  # an earlier test's upload would win over the path
@@ -227,6 +229,8 @@ def test_a_new_user_evaluates_the_example_set_with_two_clicks(page):
     path = panel.get_by_label("…or a file, folder or .zip on this computer")
     page.wait_for_function("() => [...document.querySelectorAll('textarea, input')].some("
                            "e => e.value.endsWith('examples/eval/shapes.jsonl'))")
+    panel.get_by_label("generate", exact=True).check()  # both methods
+    panel.get_by_label("demo-es", exact=True).uncheck()  # the base alone
     panel.get_by_role("button", name="Evaluate", exact=True).click()
     page.wait_for_function("() => document.querySelector('#vlmchat-eval-progress').innerText.includes('24/24 ')",
                            timeout=120_000)  # (an earlier run of this page said 'done' too)
@@ -240,6 +244,11 @@ def test_a_new_user_evaluates_the_example_set_with_two_clicks(page):
     page.wait_for_function("() => document.querySelector('#vlmchat-eval-progress').innerText.includes('24/24 ')")
     assert "done" in page.locator("#vlmchat-eval-progress").inner_text()
     assert "Verdict" in page.locator("#vlmchat-eval-verdict").inner_text()
+    # and its form as the run was started: defaults beside its results made Evaluate run another set-up (tester)
+    panel = page.locator("[role=tabpanel]:visible")
+    expect(panel.get_by_label("generate", exact=True)).to_be_checked()
+    expect(panel.get_by_label("demo-es", exact=True)).not_to_be_checked()
+    expect(panel.get_by_label("base", exact=True)).to_be_checked()
 
 
 def test_evaluate_lists_an_adapter_made_after_start_up(page, app):

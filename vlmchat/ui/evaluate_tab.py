@@ -46,6 +46,7 @@ class EvalRun:
     error: str = ""
     format: str = ""
     set_problems: list = field(default_factory=list)
+    form: tuple = ()  # the tab's models, methods, limit, detail, beams and new tokens it was started with
 
 
 def _whole(value, what: str, default: int | None = None) -> int | None:
@@ -323,7 +324,21 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
         except (VlmchatError, gr.Error) as exc:  # said in one line, no error badges
             yield refused(said(exc), previous, request)
             return
+        actions.run(started["run_id"], request).form = (chosen, how, first_n, level, width, tokens)
         yield from follow(started["run_id"], request)
+
+    def restore_form(remembered: str, request: gr.Request = None):
+        """The form as the run this browser tab follows was started: a reload showed its results beside the
+        defaults (its adapter and generate unticked), and Evaluate then ran another set-up (loop tester)."""
+        try:
+            form = actions.run(remembered, request).form if remembered else ()
+        except gr.Error:  # the app was started again since
+            form = ()
+        if not form:
+            return (gr.skip(),) * 6
+        chosen, *rest = form
+        choices = actions.models()
+        return gr.update(choices=choices, value=[name for name in chosen if name in choices]), *rest
 
     def check_upload(file, previous, request: gr.Request = None):
         """An uploaded file Evaluate would not take is said as it arrives, with the kinds it takes (gen.py was
@@ -356,6 +371,9 @@ def build_evaluate_tab(manager: ModelManager, settings: Settings) -> EvalActions
                                        concurrency_id="eval-runs", concurrency_limit=EVAL_RUNS,
                                        js=f"(id) => [sessionStorage.getItem('{RUN_KEY}') || '']")
     run_id.change(None, run_id, None, js=f"(id) => {{ sessionStorage.setItem('{RUN_KEY}', id || ''); return []; }}")
+    gr.context.Context.root_block.load(restore_form, run_id, [models, method, limit, detail, beams, new_tokens],
+                                       api_visibility="undocumented", queue=False,
+                                       js=f"(id) => [sessionStorage.getItem('{RUN_KEY}') || '']")
     # The run works in a thread; this event only follows it, so runs of other pages need not queue behind it (a
     # second page's Evaluate waited "queue: 1/1" for the whole first run, outside reviewer).
     start.click(do_start, [upload, path, models, method, limit, detail, beams, new_tokens, run_id], outputs,
