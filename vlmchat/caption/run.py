@@ -254,8 +254,7 @@ def _caption_batch(manager: ModelManager, decoded: list[tuple[Path, Image.Image]
         return
     conversations = [caption_conversation(image, prompt, options.start) for _, image in decoded]
     adapter = None if is_base(options.adapter) else options.adapter
-    answers = [answer if isinstance(answer, VlmchatError) else answer.text
-               for answer in manager.answer_each(conversations, _params(manager.settings), adapter)]
+    answers = manager.generate_each(conversations, _params(manager.settings), adapter)
     summary.generated += len(decoded)
     for (path, _), answer in zip(decoded, answers):
         if isinstance(answer, EndpointUnusable):  # every later request would fail alike

@@ -211,7 +211,8 @@ def run_eval_command(args: argparse.Namespace, settings) -> int:
         else:
             usable_adapter(settings.paths.resolve("adapters"), name, *local)
     manager = ModelManager(settings)
-    for name in models:  # a mistyped endpoint too (it was refused as "an endpoint" by loglik's check, or after the load)
+    # a mistyped endpoint too (it was refused as "an endpoint" by loglik's check, or after the load)
+    for name in models:
         if is_endpoint(name):
             manager.endpoint(name)
     eval_set = read_eval_set(unpacked_zip(args.data, settings), limit=args.limit)

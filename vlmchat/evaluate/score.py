@@ -309,10 +309,9 @@ def _generated(manager: ModelManager, prompts: list[str], images: list[list[Imag
     """(greedy or beam-search answers to one left-padded batch, seconds per item) via the manager."""
     conversations = [user_turn(pictures, prompt) for prompt, pictures in zip(prompts, images)]
     started = time.perf_counter()
-    answers = manager.answer_each(conversations, GenerationParams(max_new_tokens=int(max_new_tokens),
+    texts = manager.generate_each(conversations, GenerationParams(max_new_tokens=int(max_new_tokens),
                                                                   num_beams=int(num_beams),
                                                                   image_detail=image_detail), adapter)
-    texts = [answer if isinstance(answer, VlmchatError) else answer.text for answer in answers]
     return texts, (time.perf_counter() - started) / len(prompts)
 
 

@@ -153,7 +153,9 @@ def image_reference(value, base: Path, what: str = "image") -> str:
         return found
     places = (f"neither {base / path} nor {base / 'images' / path} exists" if path.parts[0] != "images"
               else f"{base / path} does not exist")  # not …/images/images/x.png, which reads like a bug
-    if len(path.parts) == 1 and not any_picture_below(base):  # LLaVA's json/llava_instruct_150k.json given, its pictures in coco/ beside json/
+    # a bare name and no picture at all below the file's folder: LLaVA's json/llava_instruct_150k.json given, its
+    # pictures in coco/ beside json/ (or a dataset file uploaded without its pictures)
+    if len(path.parts) == 1 and not any_picture_below(base):
         raise InputError(f"{what} '{value}' was not found: {base} holds no picture at all. Uploading, pick the "
                          "pictures with the dataset file, or upload a .zip; on this computer, where the pictures are "
                          "in a folder beside the dataset file's (LLaVA's json/ beside coco/train2017/), give the "
@@ -162,7 +164,6 @@ def image_reference(value, base: Path, what: str = "image") -> str:
     raise InputError(f"{what} '{value}' was not found: {places}, nor a file of that name below {base} (paths are "
                      f"relative to {base}: the dataset file's folder, or dataset_info.json's where that registers it; "
                      "a dataset uploaded as separate files keeps no folders: upload a .zip to keep them)")
-
 
 
 def _embedded_folder() -> Path:

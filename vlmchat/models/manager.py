@@ -395,6 +395,12 @@ class ModelManager:
         """Answers to several conversations in one left-padded batch (same order as given)."""
         return [answer.text for answer in self.answer_batch(conversations, params, adapter)]
 
+    def generate_each(self, conversations: list[list[dict]], params: GenerationParams = GenerationParams(),
+                      adapter: str | None = None) -> list[str | VlmchatError]:
+        """answer_each's texts, each failed conversation's error in its place."""
+        return [answer if isinstance(answer, VlmchatError) else answer.text
+                for answer in self.answer_each(conversations, params, adapter)]
+
     def answer_each(self, conversations: list[list[dict]], params: GenerationParams = GenerationParams(),
                     adapter: str | None = None) -> list[Answer | VlmchatError]:
         """Like answer_batch, but a conversation that cannot be answered gets its error in its place: a local batch

@@ -428,8 +428,10 @@ def build_chat_tab(manager: ModelManager, settings: Settings, adapters) -> None:
         except VlmchatError as exc:
             return opened(state, request, ERROR_MARK + str(exc))
         state.update(title=saved["title"], renamed=True, revision=saved["revision"])
-        cut = f" (cut to its first {len(saved['title'])} characters)" if " ".join(new_title.split()) != saved["title"] else ""
-        return opened(state, request, f"Renamed to “{html.escape(saved['title'])}”{cut}.")  # a title is text, not markup
+        cut = (f" (cut to its first {len(saved['title'])} characters)" if " ".join(new_title.split()) != saved["title"]
+               else "")
+        # a title is text, not markup
+        return opened(state, request, f"Renamed to “{html.escape(saved['title'])}”{cut}.")
 
     rename_button.click(rename, [chat, title], shows, api_visibility="undocumented", queue=False)
     delete_button.click(lambda state: (gr.update(visible=bool(state["id"])),
